@@ -1,0 +1,21 @@
+"""fastrnn: fast RNN, LSTM and GRU layers for the CPU.
+
+Cython + BLAS kernels for the forward and backpropagation-through-time loops, behind the interface of
+the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params``, ``.grads``,
+``forward(xs)``, ``backward(dhs)``), so code written for those runs unchanged.
+
+    import fastrnn
+    layer = fastrnn.TimeLSTM(Wx, Wh, b)        # Wx (D, 4H), Wh (H, 4H), b (4H,)
+    hs = layer.forward(xs)                     # xs (N, T, D) -> hs (N, T, H)
+    dxs = layer.backward(dhs)                  # fills layer.grads in place
+    norm = fastrnn.clip_grads(grads, 5.0)      # fused, in place
+
+``fastrnn.reference`` holds the plain NumPy implementation of the same API (the oracle and the
+benchmark baseline).
+"""
+from ._norms import clip_grads
+from .layers import GRU, LSTM, RNN, TimeGRU, TimeLSTM, TimeRNN
+
+__version__ = "0.1.0"
+
+__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "clip_grads"]

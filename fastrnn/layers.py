@@ -1,0 +1,383 @@
+"""The public recurrent layers: a drop-in replacement for the NumPy "time layers".
+
+``TimeRNN``, ``TimeLSTM`` and ``TimeGRU`` keep the interface of the pure-NumPy layers they replace
+(``params``, ``grads``, ``forward(xs)``, ``backward(dhs)``, ``h``, ``c``, ``dh``, ``stateful``,
+``set_state``, ``reset_state``); ``RNN``, ``LSTM`` and ``GRU`` are the single-step cells.  This
+module only validates, manages state and caches, and calls the Cython kernels in ``src/``, which
+run the whole time loop with the GIL released.
+
+Contract, shared by every layer here:
+- ``params`` holds the caller's arrays and is read afresh at every call, so optimizers may update
+  them in place (or replace list items).  Computation runs in the parameters' dtype (float32 or
+  float64); inputs of the other float dtype are converted, outputs have the parameters' dtype.
+- ``grads`` is allocated once and overwritten in place by every backward.
+- Every check happens before anything is written: a call that raises leaves params, grads, state
+  and the caches of the previous forward exactly as they were.
+- Layers keep no global state and never touch NumPy's random state.
+"""
+import numpy as np
+
+from . import _gru, _lstm, _rnn
+from ._norms import all_finite
+
+__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_BLAS_INT_MAX = 2**31 - 1
+
+
+def _as_float_array(value, name, dtype, shape):
+    """value as a C-contiguous array of `dtype` with `shape` (None entries match any size).
+
+    Accepts float32/float64 input of any layout (converted, as the NumPy layers would be);
+    refuses integers, float16, complex, wrong shapes and NaN/Inf with an error naming `name`."""
+    arr = np.asarray(value)
+    if arr.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+    if not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+class _TimeLayer:
+    """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
+
+    blocks = 1            # gate blocks: Wx is (D, blocks*H)
+    has_cell = False      # LSTM carries c besides h
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.params = [Wx, Wh, b]
+        Wx, Wh, b = self._read_params()
+        self.grads = [np.zeros(p.shape, p.dtype) for p in (Wx, Wh, b)]
+        self.stateful = stateful
+        self.h = None
+        self.dh = None
+        if self.has_cell:
+            self.c = None
+            self.dc = None
+        # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
+        self.track_grad_norms = False
+        self.grad_norms_h = None
+        self.grad_norms_c = None
+        self._last = None     # (N, T, D, H, dtype) of the forward the caches hold
+        self._cache = None    # forward caches, reused while shapes stay the same
+        self._scratch = None  # backward work buffers, likewise
+
+    # ---- parameters and inputs -------------------------------------------------------------
+
+    def _bias_shape(self, H):
+        return (self.blocks * H,)
+
+    def _read_params(self):
+        """The current params, checked, as C-contiguous arrays (copies only for views like W.T)."""
+        if len(self.params) != 3:
+            raise ValueError(f"params must be [Wx, Wh, b], got a list of {len(self.params)}")
+        names = ("Wx", "Wh", "b")
+        for name, p in zip(names, self.params):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array, got {type(p).__name__}")
+        Wx, Wh, b = self.params
+        dtype = Wh.dtype
+        if dtype not in _FLOAT_DTYPES or Wx.dtype != dtype or b.dtype != dtype:
+            raise TypeError("parameters must all be float32 or all float64, got "
+                            f"Wx {Wx.dtype}, Wh {Wh.dtype}, b {b.dtype}")
+        G = self.blocks
+        if Wh.ndim != 2 or Wh.shape[0] < 1 or Wh.shape[1] != G * Wh.shape[0]:
+            raise ValueError(f"Wh must have shape (H, {G}*H) with H >= 1, got {Wh.shape}")
+        H = Wh.shape[0]
+        if Wx.ndim != 2 or Wx.shape[0] < 1 or Wx.shape[1] != G * H:
+            raise ValueError(f"Wx must have shape (D, {G * H}) to match Wh {Wh.shape}, "
+                             f"got {Wx.shape}")
+        if b.shape != self._bias_shape(H):
+            raise ValueError(f"b must have shape {self._bias_shape(H)}, got {b.shape}")
+        for name, p in zip(names, self.params):
+            if not all_finite(p):
+                raise ValueError(f"{name} contains NaN or Inf")
+        return [np.ascontiguousarray(p) for p in self.params]
+
+    def _check_sizes(self, N, T, D, H):
+        # BLAS takes 32-bit dimensions: the largest are N*T rows and a T*blocks*H row stride
+        if max(N * T, T * self.blocks * H, D) > _BLAS_INT_MAX:
+            raise ValueError(f"sequence batch too large for 32-bit BLAS: N={N}, T={T}, D={D}, "
+                             f"H={H}")
+
+    def _initial_state(self, name, value, N, H, dtype):
+        """The carried state `name` for a batch of N, or zeros."""
+        if value is None:
+            return np.zeros((N, H), dtype)
+        if value.shape[0] != N:
+            raise ValueError(f"batch size {N} of xs does not match the carried state {name} of "
+                             f"batch size {value.shape[0]}; call reset_state() or set_state() "
+                             "before changing the batch size")
+        return _as_float_array(value, name, dtype, (N, H))
+
+    def set_state(self, h, c=None):
+        H = self.params[1].shape[0]
+        self.h = _as_float_array(h, "h", self.params[1].dtype, (None, H)).copy()
+        if self.has_cell:
+            self.c = None if c is None else _as_float_array(
+                c, "c", self.params[1].dtype, (self.h.shape[0], H)).copy()
+        elif c is not None:
+            raise TypeError(f"{type(self).__name__} has no cell state; set_state takes h only")
+
+    def reset_state(self):
+        self.h = None
+        if self.has_cell:
+            self.c = None
+
+    # ---- forward / backward -------------------------------------------------------------------
+
+    def forward(self, xs):
+        Wx, Wh, b = self._read_params()
+        D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
+        xs = _as_float_array(xs, "xs", dtype, (None, None, D))
+        N = xs.shape[0]
+        carried = self.stateful
+        h0 = self._initial_state("h", self.h if carried else None, N, H, dtype)
+        c0 = (self._initial_state("c", self.c if carried else None, N, H, dtype)
+              if self.has_cell else None)
+        hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0)
+        self.h = hT
+        if self.has_cell:
+            self.c = cT
+        return hs
+
+    def _forward(self, xs, Wx, Wh, b, h0, c0):
+        """Run the kernel on validated inputs; returns (hs, h_T, c_T) and keeps the caches."""
+        (N, T, D), H, dtype = xs.shape, Wh.shape[0], Wh.dtype
+        self._check_sizes(N, T, D, H)
+        hs = np.empty((N, T, H), dtype)
+        if N == 0 or T == 0:
+            self._last = (N, T, D, H, dtype)
+            return hs, h0, c0
+        key = (N, T, D, H, dtype)
+        if self._cache is None or self._cache["key"] != key:
+            self._cache = {"key": key, "X": np.empty((N, T, D), dtype),
+                           "c0": np.empty((N, H), dtype),
+                           **{k: np.empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()}}
+            self._scratch = None
+        cache = self._cache
+        # own the inputs: backward must not see later in-place changes to the caller's arrays
+        np.copyto(cache["X"], xs)
+        if c0 is not None:
+            np.copyto(cache["c0"], c0)
+        self._kernel_forward(cache, Wx, Wh, b, h0, hs)
+        self._last = key
+        hT = hs[:, -1].copy()
+        cT = cache["C"][:, -1].copy() if self.has_cell else None
+        return hs, hT, cT
+
+    def backward(self, dhs):
+        return self._backward(dhs, None)[0]
+
+    def _backward(self, dhs, dc_next):
+        """Backward of the last forward; returns (dxs, dh0, dc0) and fills grads."""
+        if self._last is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
+                               "there is no forward pass to differentiate")
+        N, T, D, H, dtype = self._last
+        Wx, Wh, b = self._read_params()
+        if Wx.shape[0] != D or Wh.shape[0] != H or Wh.dtype != dtype:
+            raise ValueError("params changed shape or dtype since forward(): "
+                             f"forward ran with D={D}, H={H}, {dtype}")
+        dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
+        if dc_next is not None:
+            dc_next = _as_float_array(dc_next, "dc_next", dtype, (N, H))
+        for name, g, p in zip(("dWx", "dWh", "db"), self.grads, (Wx, Wh, b)):
+            if (not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != dtype
+                    or not g.flags.c_contiguous or not g.flags.writeable):
+                raise ValueError(f"grads entry {name} must be a writeable C-contiguous {dtype} "
+                                 f"array of shape {p.shape} (the layer allocates it; do not "
+                                 "replace it)")
+        dxs = np.empty((N, T, D), dtype)
+        dh0 = np.empty((N, H), dtype)
+        dc0 = np.empty((N, H), dtype) if self.has_cell else None
+        width = 2 if self.has_cell else 1
+        sq = np.zeros((T, width)) if self.track_grad_norms else None
+        if N == 0 or T == 0:
+            for g in self.grads:
+                g[...] = 0
+            dh0[...] = 0
+            if dc0 is not None:
+                dc0[...] = dc_next if dc_next is not None else 0
+        else:
+            if self._scratch is None:
+                self._scratch = {k: np.empty(s, dtype)
+                                 for k, s in self._scratch_shapes(N, T, H).items()}
+                self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
+            self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
+                                  dxs, dh0, dc0, sq)
+        self.dh = dh0
+        if self.has_cell:
+            self.dc = dc0
+        if sq is not None:
+            self.grad_norms_h = np.sqrt(sq[:, 0])
+            self.grad_norms_c = np.sqrt(sq[:, 1]) if self.has_cell else None
+        else:
+            self.grad_norms_h = self.grad_norms_c = None
+        return dxs, dh0, dc0
+
+
+class TimeRNN(_TimeLayer):
+    """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
+
+    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H)."""
+
+    blocks = 1
+
+    def _cache_shapes(self, N, T, H):
+        return {"G": (N, T, H), "Hprev": (N, T, H)}
+
+    def _scratch_shapes(self, N, T, H):
+        return {"dG": (N, T, H), "dh": (2, N, H)}
+
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
+        _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"])
+
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
+        dWx, dWh, db = self.grads
+        _rnn.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], s["dG"], s["dh"], s["acc"],
+                      dWx, dWh, db, dxs, dh0, sq)
+
+
+class TimeLSTM(_TimeLayer):
+    """LSTM over a sequence; gate blocks f, g, i, o.
+
+    c_t = f * c_{t-1} + g * i,  h_t = o * tanh(c_t)  with f, i, o sigmoid and g tanh.
+    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H)."""
+
+    blocks = 4
+    has_cell = True
+
+    def _cache_shapes(self, N, T, H):
+        return {"G": (N, T, 4 * H), "Hprev": (N, T, H), "C": (N, T, H), "TC": (N, T, H)}
+
+    def _scratch_shapes(self, N, T, H):
+        return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
+
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
+        _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"], c["TC"])
+
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
+        dWx, dWh, db = self.grads
+        _lstm.backward(dhs, dc_next, c["X"], Wx, Wh, c["c0"], c["G"], c["Hprev"], c["C"],
+                       c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
+                       dh0, dc0, sq)
+
+
+class TimeGRU(_TimeLayer):
+    """GRU over a sequence; gate blocks z, r, h~ and h_t = (1 - z) * h_{t-1} + z * h~.
+
+    reset_after=False (default): h~ = tanh(x Wxh + (r * h) Whh + bh), b (3H,).
+    reset_after=True (cuDNN/PyTorch/Keras form): h~ = tanh(x Wxh + b[0]_h + r * (h Whh + b[1]_h)),
+    b (2, 3H) with row 0 the input bias and row 1 the recurrent bias; z and r use b[0] + b[1].
+    PyTorch's GRU maps on exactly, with the z block negated (its z is our 1 - z).
+    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H)."""
+
+    blocks = 3
+
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
+        self.reset_after = bool(reset_after)
+        super().__init__(Wx, Wh, b, stateful)
+
+    def _bias_shape(self, H):
+        return (2, 3 * H) if self.reset_after else (3 * H,)
+
+    def _cache_shapes(self, N, T, H):
+        return {"G": (N, T, 3 * H), "Hprev": (N, T, H), "AUX": (N, T, H), "S": (N, 3 * H)}
+
+    def _scratch_shapes(self, N, T, H):
+        shapes = {"dG": (N, T, 3 * H), "dh": (2, N, H)}
+        if self.reset_after:
+            shapes["dGh"] = (N, T, 3 * H)
+        return shapes
+
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
+        _gru.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], c["AUX"], c["S"],
+                     self.reset_after)
+
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
+        dWx, dWh, db = self.grads
+        _gru.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], c["AUX"], c["S"], s["dG"],
+                      s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0, sq,
+                      self.reset_after)
+
+
+# ---- single-step cells ------------------------------------------------------------------------
+
+class _Cell:
+    """A single-step cell: the sequence kernel run with T = 1 on explicit state."""
+
+    def __init__(self, seq):
+        self._seq = seq
+        self.params = seq.params      # the same list and arrays: updates are seen by both
+        self.grads = seq.grads
+
+    def _step(self, x, h_prev, c_prev=None):
+        Wx, Wh, b = self._seq._read_params()
+        D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
+        x = _as_float_array(x, "x", dtype, (None, D))
+        N = x.shape[0]
+        h0 = _as_float_array(h_prev, "h_prev", dtype, (N, H))
+        c0 = None if c_prev is None else _as_float_array(c_prev, "c_prev", dtype, (N, H))
+        hs, _, cT = self._seq._forward(x[:, None, :], Wx, Wh, b, h0, c0)
+        return hs[:, 0], cT
+
+    def _step_back(self, dh_next, dc_next=None):
+        seq = self._seq
+        if seq._last is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
+                               "there is no forward pass to differentiate")
+        N, _, _, H, dtype = seq._last
+        dh = _as_float_array(dh_next, "dh_next", dtype, (N, H))
+        dxs, dh0, dc0 = seq._backward(dh[:, None, :], dc_next)
+        return dxs[:, 0], dh0, dc0
+
+
+class RNN(_Cell):
+    """One RNN step: h_next = tanh(x Wx + h_prev Wh + b)."""
+
+    def __init__(self, Wx, Wh, b):
+        super().__init__(TimeRNN(Wx, Wh, b))
+
+    def forward(self, x, h_prev):
+        return self._step(x, h_prev)[0]
+
+    def backward(self, dh_next):
+        """Returns (dx, dh_prev)."""
+        dx, dh_prev, _ = self._step_back(dh_next)
+        return dx, dh_prev
+
+
+class LSTM(_Cell):
+    """One LSTM step (gate blocks f, g, i, o); forward returns (h_next, c_next)."""
+
+    def __init__(self, Wx, Wh, b):
+        super().__init__(TimeLSTM(Wx, Wh, b))
+
+    def forward(self, x, h_prev, c_prev):
+        if c_prev is None:
+            raise TypeError("c_prev must be an array of shape (N, H), got None")
+        return self._step(x, h_prev, c_prev)
+
+    def backward(self, dh_next, dc_next):
+        """Returns (dx, dh_prev, dc_prev)."""
+        return self._step_back(dh_next, dc_next)
+
+
+class GRU(_Cell):
+    """One GRU step (gate blocks z, r, h~); see TimeGRU for the two variants."""
+
+    def __init__(self, Wx, Wh, b, reset_after=False):
+        super().__init__(TimeGRU(Wx, Wh, b, reset_after=reset_after))
+
+    def forward(self, x, h_prev):
+        return self._step(x, h_prev)[0]
+
+    def backward(self, dh_next):
+        """Returns (dx, dh_prev)."""
+        dx, dh_prev, _ = self._step_back(dh_next)
+        return dx, dh_prev

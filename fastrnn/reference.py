@@ -1,0 +1,478 @@
+"""Plain NumPy reference implementation of the fastrnn recurrent layers.
+
+This module is the *oracle* used by the test-suite and the *baseline* used by
+the benchmarks.  It deliberately follows the structure of the pure-NumPy layers
+of "Deep Learning from Scratch 2" (``common/time_layers.py``) step by step:
+
+* a single-step cell (``RNN``, ``LSTM``, ``GRU``) holds the caller's parameter
+  arrays, its own gradient arrays and a cache of the forward intermediates;
+* a time layer (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``) creates a *fresh* cell
+  object for every timestep, runs one small matmul per gate block per step, and
+  in ``backward`` sums the per-step weight gradients over time before writing
+  them into its own ``grads`` arrays.
+
+Nothing here is optimised: the point is that the benchmarks measure exactly
+what users of the book's layers are replacing, and that the code is easy to
+check by eye.  The module is standalone (it only imports NumPy).
+
+Differences from the book's code (all generalisations, no semantic change):
+
+* the computation dtype is the parameters' dtype (``Wx.dtype``, float32 or
+  float64) instead of the hard-coded ``'f'``; input sequences ``xs`` and
+  upstream gradients ``dhs`` are cast to that dtype (without copying when they
+  already have it);
+* ``GRU``/``TimeGRU`` additionally support the ``reset_after=True`` variant
+  used by cuDNN / PyTorch / Keras (separate input and recurrent biases);
+* time layers can record gradient-flow diagnostics (``track_grad_norms``).
+
+Layouts (batch-major, as in the book):
+
+* ``xs``: ``(N, T, D)``, ``hs``: ``(N, T, H)``
+* RNN:  ``Wx (D, H)``,  ``Wh (H, H)``,  ``b (H,)``
+* LSTM: ``Wx (D, 4H)``, ``Wh (H, 4H)``, ``b (4H,)``; gate blocks ``f, g, i, o``
+* GRU:  ``Wx (D, 3H)``, ``Wh (H, 3H)``; gate blocks ``z, r, h~``;
+  ``b (3H,)`` (``reset_after=False``) or ``b (2, 3H)`` (``reset_after=True``,
+  row 0 = input bias, row 1 = recurrent bias).
+"""
+
+import numpy as np
+
+__all__ = [
+    "sigmoid",
+    "clip_grads",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "TimeRNN",
+    "TimeLSTM",
+    "TimeGRU",
+]
+
+
+def sigmoid(x):
+    """Logistic function, written the way the book writes it."""
+    return 1 / (1 + np.exp(-x))
+
+
+def clip_grads(grads, max_norm):
+    """Clip a list of gradient arrays in place by their global L2 norm.
+
+    This is the baseline loop users write (as in the book): the squared sum is
+    computed per array in that array's dtype and accumulated in a Python loop.
+    If the global norm exceeds ``max_norm`` every array is scaled in place by
+    ``max_norm / (total_norm + 1e-6)``.  Returns the global norm (before
+    clipping) as a Python float.
+    """
+    total = 0.0
+    for g in grads:
+        total += np.sum(g ** 2)
+    total_norm = np.sqrt(total)
+
+    rate = max_norm / (total_norm + 1e-6)
+    if rate < 1:
+        for g in grads:
+            g *= rate
+    return float(total_norm)
+
+
+def _norm64(a):
+    """Frobenius norm of ``a`` computed in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.sqrt(np.sum(a * a)))
+
+
+def _check_gru_bias(b, H3, reset_after):
+    """Validate the GRU bias shape for the chosen variant."""
+    expected = (2, H3) if reset_after else (H3,)
+    if b.shape != expected:
+        raise ValueError(
+            "GRU bias `b` must have shape %s for reset_after=%s, got %s"
+            % (expected, reset_after, b.shape)
+        )
+
+
+# ---------------------------------------------------------------------------
+# Single-step cells
+# ---------------------------------------------------------------------------
+
+
+class RNN:
+    """One step of a vanilla tanh RNN: ``h_next = tanh(x Wx + h_prev Wh + b)``."""
+
+    def __init__(self, Wx, Wh, b):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.cache = None
+
+    def forward(self, x, h_prev):
+        Wx, Wh, b = self.params
+        t = np.dot(h_prev, Wh) + np.dot(x, Wx) + b
+        h_next = np.tanh(t)
+
+        self.cache = (x, h_prev, h_next)
+        return h_next
+
+    def backward(self, dh_next):
+        Wx, Wh, b = self.params
+        x, h_prev, h_next = self.cache
+
+        dt = dh_next * (1 - h_next ** 2)
+        db = np.sum(dt, axis=0)
+        dWh = np.dot(h_prev.T, dt)
+        dh_prev = np.dot(dt, Wh.T)
+        dWx = np.dot(x.T, dt)
+        dx = np.dot(dt, Wx.T)
+
+        self.grads[0][...] = dWx
+        self.grads[1][...] = dWh
+        self.grads[2][...] = db
+        return dx, dh_prev
+
+
+class LSTM:
+    """One step of an LSTM with gate column blocks in the order f, g, i, o.
+
+    ``A = x Wx + h_prev Wh + b``; ``f, i, o = sigmoid(...)``, ``g = tanh(...)``;
+    ``c_next = f * c_prev + g * i``; ``h_next = o * tanh(c_next)``.
+    """
+
+    def __init__(self, Wx, Wh, b):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.cache = None
+
+    def forward(self, x, h_prev, c_prev):
+        Wx, Wh, b = self.params
+        N, H = h_prev.shape
+
+        A = np.dot(x, Wx) + np.dot(h_prev, Wh) + b
+
+        f = A[:, :H]
+        g = A[:, H:2 * H]
+        i = A[:, 2 * H:3 * H]
+        o = A[:, 3 * H:]
+
+        f = sigmoid(f)
+        g = np.tanh(g)
+        i = sigmoid(i)
+        o = sigmoid(o)
+
+        c_next = f * c_prev + g * i
+        tanh_c_next = np.tanh(c_next)
+        h_next = o * tanh_c_next
+
+        self.cache = (x, h_prev, c_prev, f, g, i, o, c_next, tanh_c_next)
+        return h_next, c_next
+
+    def backward(self, dh_next, dc_next):
+        Wx, Wh, b = self.params
+        x, h_prev, c_prev, f, g, i, o, c_next, tanh_c_next = self.cache
+
+        # total gradient w.r.t. c_next (direct + through h_next = o*tanh(c))
+        ds = dc_next + (dh_next * o) * (1 - tanh_c_next ** 2)
+        dc_prev = ds * f
+
+        df = ds * c_prev
+        dg = ds * i
+        di = ds * g
+        do = dh_next * tanh_c_next
+
+        # back through the activations
+        df *= f * (1 - f)
+        dg *= (1 - g ** 2)
+        di *= i * (1 - i)
+        do *= o * (1 - o)
+
+        dA = np.hstack((df, dg, di, do))
+
+        dWh = np.dot(h_prev.T, dA)
+        dWx = np.dot(x.T, dA)
+        db = dA.sum(axis=0)
+
+        self.grads[0][...] = dWx
+        self.grads[1][...] = dWh
+        self.grads[2][...] = db
+
+        dx = np.dot(dA, Wx.T)
+        dh_prev = np.dot(dA, Wh.T)
+        return dx, dh_prev, dc_prev
+
+
+class GRU:
+    """One step of a GRU with gate column blocks in the order z, r, h~.
+
+    ``reset_after=False`` (the classic formulation), ``b`` of shape ``(3H,)``::
+
+        z  = sigmoid(x Wxz + h Whz + bz)
+        r  = sigmoid(x Wxr + h Whr + br)
+        h~ = tanh(x Wxh + (r * h) Whh + bh)
+
+    ``reset_after=True`` (cuDNN / PyTorch / Keras), ``b`` of shape ``(2, 3H)``
+    with ``b0 = b[0]`` the input bias and ``b1 = b[1]`` the recurrent bias::
+
+        z  = sigmoid(x Wxz + h Whz + b0z + b1z)
+        r  = sigmoid(x Wxr + h Whr + b0r + b1r)
+        hn = h Whh + b1h
+        h~ = tanh(x Wxh + b0h + r * hn)
+
+    In both cases ``h_next = (1 - z) * h + z * h~``.
+    """
+
+    def __init__(self, Wx, Wh, b, reset_after=False):
+        _check_gru_bias(b, Wx.shape[1], reset_after)
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.reset_after = reset_after
+        self.cache = None
+
+    def forward(self, x, h_prev):
+        Wx, Wh, b = self.params
+        H = Wh.shape[0]
+        Wxz, Wxr, Wxh = Wx[:, :H], Wx[:, H:2 * H], Wx[:, 2 * H:]
+        Whz, Whr, Whh = Wh[:, :H], Wh[:, H:2 * H], Wh[:, 2 * H:]
+
+        if not self.reset_after:
+            bz, br, bh = b[:H], b[H:2 * H], b[2 * H:]
+            z = sigmoid(np.dot(x, Wxz) + np.dot(h_prev, Whz) + bz)
+            r = sigmoid(np.dot(x, Wxr) + np.dot(h_prev, Whr) + br)
+            h_hat = np.tanh(np.dot(x, Wxh) + np.dot(r * h_prev, Whh) + bh)
+            hn = None
+        else:
+            b0, b1 = b[0], b[1]
+            z = sigmoid(np.dot(x, Wxz) + np.dot(h_prev, Whz)
+                        + b0[:H] + b1[:H])
+            r = sigmoid(np.dot(x, Wxr) + np.dot(h_prev, Whr)
+                        + b0[H:2 * H] + b1[H:2 * H])
+            hn = np.dot(h_prev, Whh) + b1[2 * H:]
+            h_hat = np.tanh(np.dot(x, Wxh) + b0[2 * H:] + r * hn)
+
+        h_next = (1 - z) * h_prev + z * h_hat
+
+        self.cache = (x, h_prev, z, r, h_hat, hn)
+        return h_next
+
+    def backward(self, dh_next):
+        Wx, Wh, b = self.params
+        H = Wh.shape[0]
+        x, h_prev, z, r, h_hat, hn = self.cache
+
+        dh_hat = dh_next * z
+        dz = dh_next * (h_hat - h_prev)
+        dh_prev = dh_next * (1 - z)
+
+        # pre-activation of the candidate h~
+        dt = dh_hat * (1 - h_hat ** 2)
+
+        if not self.reset_after:
+            # candidate path: t = x Wxh + (r*h) Whh + bh
+            drh = np.dot(dt, Wh[:, 2 * H:].T)      # grad w.r.t. (r * h_prev)
+            dr = drh * h_prev
+            dh_prev += drh * r
+            dz_pre = dz * z * (1 - z)
+            dr_pre = dr * r * (1 - r)
+
+            dA = np.hstack((dz_pre, dr_pre, dt))   # grads of the x-side sums
+            dWx = np.dot(x.T, dA)
+            dWh = np.hstack((np.dot(h_prev.T, dA[:, :2 * H]),
+                             np.dot((r * h_prev).T, dt)))
+            db = dA.sum(axis=0)
+
+            dx = np.dot(dA, Wx.T)
+            dh_prev += np.dot(dA[:, :2 * H], Wh[:, :2 * H].T)
+        else:
+            # candidate path: t = x Wxh + b0h + r * hn, hn = h Whh + b1h
+            dr = dt * hn
+            dhn = dt * r
+            dz_pre = dz * z * (1 - z)
+            dr_pre = dr * r * (1 - r)
+
+            dgx = np.hstack((dz_pre, dr_pre, dt))    # grads of x Wx + b0
+            dgh = np.hstack((dz_pre, dr_pre, dhn))   # grads of h Wh + b1
+            dWx = np.dot(x.T, dgx)
+            dWh = np.dot(h_prev.T, dgh)
+            db = np.stack((dgx.sum(axis=0), dgh.sum(axis=0)))
+
+            dx = np.dot(dgx, Wx.T)
+            dh_prev += np.dot(dgh, Wh.T)
+
+        self.grads[0][...] = dWx
+        self.grads[1][...] = dWh
+        self.grads[2][...] = db
+        return dx, dh_prev
+
+
+# ---------------------------------------------------------------------------
+# Time layers (a whole sequence, one fresh cell per timestep)
+# ---------------------------------------------------------------------------
+
+
+class TimeRNN:
+    """A vanilla RNN unrolled over ``T`` timesteps (DLfS2 ``TimeRNN``)."""
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.layers = None
+        self.h, self.dh = None, None
+        self.stateful = stateful
+        self.track_grad_norms = False
+        self.grad_norms_h = None
+        self.grad_norms_c = None
+
+    def _cell(self):
+        return RNN(*self.params)
+
+    def forward(self, xs):
+        Wx, Wh, b = self.params
+        dtype = Wx.dtype
+        xs = np.asarray(xs).astype(dtype, copy=False)
+        N, T, D = xs.shape
+        H = Wh.shape[0]
+
+        self.layers = []
+        hs = np.empty((N, T, H), dtype=dtype)
+
+        if not self.stateful or self.h is None:
+            self.h = np.zeros((N, H), dtype=dtype)
+        h = np.asarray(self.h, dtype=dtype)
+
+        for t in range(T):
+            layer = self._cell()
+            h = layer.forward(xs[:, t, :], h)
+            hs[:, t, :] = h
+            self.layers.append(layer)
+
+        self.h = h
+        return hs
+
+    def backward(self, dhs):
+        Wx, Wh, b = self.params
+        dtype = Wx.dtype
+        dhs = np.asarray(dhs).astype(dtype, copy=False)
+        N, T, H = dhs.shape
+        D = Wx.shape[0]
+
+        dxs = np.empty((N, T, D), dtype=dtype)
+        norms_h = np.zeros(T, dtype=np.float64) if self.track_grad_norms else None
+
+        dh = 0
+        grads = [0, 0, 0]
+        for t in reversed(range(T)):
+            layer = self.layers[t]
+            dh_total = dhs[:, t, :] + dh
+            if norms_h is not None:
+                norms_h[t] = _norm64(dh_total)
+            dx, dh = layer.backward(dh_total)
+            dxs[:, t, :] = dx
+
+            for i, grad in enumerate(layer.grads):
+                grads[i] += grad
+
+        for i, grad in enumerate(grads):
+            self.grads[i][...] = grad
+        self.dh = dh
+        self.grad_norms_h = norms_h
+        self.grad_norms_c = None
+        return dxs
+
+    def set_state(self, h):
+        self.h = h
+
+    def reset_state(self):
+        self.h = None
+
+
+class TimeGRU(TimeRNN):
+    """A GRU unrolled over ``T`` timesteps (same interface as ``TimeRNN``)."""
+
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
+        _check_gru_bias(b, Wx.shape[1], reset_after)
+        super().__init__(Wx, Wh, b, stateful=stateful)
+        self.reset_after = reset_after
+
+    def _cell(self):
+        return GRU(*self.params, reset_after=self.reset_after)
+
+
+class TimeLSTM:
+    """An LSTM unrolled over ``T`` timesteps (DLfS2 ``TimeLSTM``)."""
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.layers = None
+        self.h, self.c = None, None
+        self.dh, self.dc = None, None
+        self.stateful = stateful
+        self.track_grad_norms = False
+        self.grad_norms_h = None
+        self.grad_norms_c = None
+
+    def forward(self, xs):
+        Wx, Wh, b = self.params
+        dtype = Wx.dtype
+        xs = np.asarray(xs).astype(dtype, copy=False)
+        N, T, D = xs.shape
+        H = Wh.shape[0]
+
+        self.layers = []
+        hs = np.empty((N, T, H), dtype=dtype)
+
+        if not self.stateful or self.h is None:
+            self.h = np.zeros((N, H), dtype=dtype)
+        if not self.stateful or self.c is None:
+            self.c = np.zeros((N, H), dtype=dtype)
+        h = np.asarray(self.h, dtype=dtype)
+        c = np.asarray(self.c, dtype=dtype)
+
+        for t in range(T):
+            layer = LSTM(*self.params)
+            h, c = layer.forward(xs[:, t, :], h, c)
+            hs[:, t, :] = h
+            self.layers.append(layer)
+
+        self.h, self.c = h, c
+        return hs
+
+    def backward(self, dhs):
+        Wx, Wh, b = self.params
+        dtype = Wx.dtype
+        dhs = np.asarray(dhs).astype(dtype, copy=False)
+        N, T, H = dhs.shape
+        D = Wx.shape[0]
+
+        dxs = np.empty((N, T, D), dtype=dtype)
+        track = self.track_grad_norms
+        norms_h = np.zeros(T, dtype=np.float64) if track else None
+        norms_c = np.zeros(T, dtype=np.float64) if track else None
+
+        dh, dc = 0, 0
+        grads = [0, 0, 0]
+        for t in reversed(range(T)):
+            layer = self.layers[t]
+            dh_total = dhs[:, t, :] + dh
+            if track:
+                # total gradient w.r.t. c_t, as formed inside LSTM.backward
+                o, tanh_c = layer.cache[6], layer.cache[8]
+                dc_total = dc + dh_total * o * (1 - tanh_c ** 2)
+                norms_h[t] = _norm64(dh_total)
+                norms_c[t] = _norm64(dc_total)
+            dx, dh, dc = layer.backward(dh_total, dc)
+            dxs[:, t, :] = dx
+
+            for i, grad in enumerate(layer.grads):
+                grads[i] += grad
+
+        for i, grad in enumerate(grads):
+            self.grads[i][...] = grad
+        self.dh = dh
+        self.dc = dc
+        self.grad_norms_h = norms_h
+        self.grad_norms_c = norms_c
+        return dxs
+
+    def set_state(self, h, c=None):
+        self.h, self.c = h, c
+
+    def reset_state(self):
+        self.h, self.c = None, None

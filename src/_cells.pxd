@@ -1,0 +1,60 @@
+# Typed access to the C row kernels of fr_cells.h, plus the buffer checks every kernel entry uses.
+# The fused inline wrappers pick the float32 (_f) or float64 (_d) instantiation at compile time.
+cimport numpy as cnp
+from cython cimport floating
+
+cdef extern from "fr_cells.h" nogil:
+    void rnn_fwd_row_f(int H, float *a, const float *b, float *h)
+    void rnn_fwd_row_d(int H, double *a, const double *b, double *h)
+    void rnn_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da, double *sq)
+    void rnn_bwd_row_d(int H, const double *a, const double *dy, const double *dh_in, double *da, double *sq)
+    void lstm_fwd_row_f(int H, float *a, const float *b, const float *c_prev, float *c, float *tc, float *h)
+    void lstm_fwd_row_d(int H, double *a, const double *b, const double *c_prev, double *c, double *tc, double *h)
+    void lstm_bwd_row_f(int H, const float *a, const float *c_prev, const float *tc, const float *dy,
+                        const float *dh_in, const float *dc_in, float *da, float *dc_out, double *sq)
+    void lstm_bwd_row_d(int H, const double *a, const double *c_prev, const double *tc, const double *dy,
+                        const double *dh_in, const double *dc_in, double *da, double *dc_out, double *sq)
+    void gru_fwd_zr_row_f(int H, float *a, const float *b, const float *h_prev, float *rh)
+    void gru_fwd_zr_row_d(int H, double *a, const double *b, const double *h_prev, double *rh)
+    void gru_fwd_h_row_f(int H, float *a, const float *b, const float *h_prev, float *h)
+    void gru_fwd_h_row_d(int H, double *a, const double *b, const double *h_prev, double *h)
+    void gru_bwd_zh_row_f(int H, const float *a, const float *h_prev, const float *dy, const float *dh_in,
+                          float *da, float *dh_out, double *sq)
+    void gru_bwd_zh_row_d(int H, const double *a, const double *h_prev, const double *dy, const double *dh_in,
+                          double *da, double *dh_out, double *sq)
+    void gru_bwd_r_row_f(int H, const float *a, const float *h_prev, const float *drh, float *da, float *dh_out)
+    void gru_bwd_r_row_d(int H, const double *a, const double *h_prev, const double *drh, double *da, double *dh_out)
+    void gru_ra_fwd_row_f(int H, float *a, const float *s, const float *b0, const float *b1,
+                          const float *h_prev, float *hn, float *h)
+    void gru_ra_fwd_row_d(int H, double *a, const double *s, const double *b0, const double *b1,
+                          const double *h_prev, double *hn, double *h)
+    void gru_ra_bwd_row_f(int H, const float *a, const float *hn, const float *h_prev, const float *dy,
+                          const float *dh_in, float *dax, float *dah, float *dh_out, double *sq)
+    void gru_ra_bwd_row_d(int H, const double *a, const double *hn, const double *h_prev, const double *dy,
+                          const double *dh_in, double *dax, double *dah, double *dh_out, double *sq)
+    void colsum_f(Py_ssize_t rows, int cols, const float *x, double *acc, float *out)
+    void colsum_d(Py_ssize_t rows, int cols, const double *x, double *acc, double *out)
+
+
+cdef inline void colsum(Py_ssize_t rows, int cols, const floating *x, double *acc,
+                        floating *out) noexcept nogil:
+    """out[j] = sum over rows of x[:, j] (accumulated in double)."""
+    if floating is float:
+        colsum_f(rows, cols, x, acc, out)
+    else:
+        colsum_d(rows, cols, x, acc, out)
+
+
+cdef inline void *buf(cnp.ndarray a, int typenum, Py_ssize_t size, str name,
+                      bint out=False) except NULL:
+    """Raw data pointer of a kernel argument (writeable if out), after checking what the kernel
+    relies on.
+
+    The Python layer already validated everything; this guard keeps a wrong call into the private
+    kernel modules an exception instead of a crash."""
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or cnp.PyArray_SIZE(a) != size or (out and not cnp.PyArray_ISWRITEABLE(a))):
+        raise ValueError(f"kernel argument {name}: expected a C-contiguous "
+                         f"array of {size} elements of type {typenum}, got "
+                         f"{(<object>a).dtype} {(<object>a).shape}")
+    return cnp.PyArray_DATA(a)

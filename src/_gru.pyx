@@ -1,0 +1,250 @@
+"""GRU forward and backward-through-time kernels, both variants (float32 and float64).
+
+Gate blocks z, r, h~ (3H columns); h_t = (1 - z) * h_{t-1} + z * h~.
+  reset_after=False:  h~ = tanh(x Wxh + (r * h_{t-1}) Whh + bh)          b (3H,)
+  reset_after=True:   h~ = tanh(x Wxh + b0h + r * (h_{t-1} Whh + b1h))   b (2, 3H), cuDNN/PyTorch form
+Same batch-major layout as _lstm.pyx.  Caches:
+  G      activated z, r, h~                                     (N, T, 3H)
+  Hprev  h_{t-1} for every step (h0 at t = 0)                   (N, T, H)
+  AUX    r * h_{t-1} (reset_after=False) or h_{t-1} Whh + b1h   (N, T, H)
+  S      per-step scratch                                       (N, 3H)
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+from _blas cimport gemm, blas_int
+from _cells cimport (
+    buf, colsum,
+    gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
+    gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
+    gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
+)
+
+cnp.import_array()
+
+
+cdef inline void fwd_zr_row(int H, floating *a, const floating *b, const floating *h_prev,
+                            floating *rh) noexcept nogil:
+    if floating is float:
+        gru_fwd_zr_row_f(H, a, b, h_prev, rh)
+    else:
+        gru_fwd_zr_row_d(H, a, b, h_prev, rh)
+
+
+cdef inline void fwd_h_row(int H, floating *a, const floating *b, const floating *h_prev,
+                           floating *h) noexcept nogil:
+    if floating is float:
+        gru_fwd_h_row_f(H, a, b, h_prev, h)
+    else:
+        gru_fwd_h_row_d(H, a, b, h_prev, h)
+
+
+cdef inline void bwd_zh_row(int H, const floating *a, const floating *h_prev,
+                            const floating *dy, const floating *dh_in, floating *da,
+                            floating *dh_out, double *sq) noexcept nogil:
+    if floating is float:
+        gru_bwd_zh_row_f(H, a, h_prev, dy, dh_in, da, dh_out, sq)
+    else:
+        gru_bwd_zh_row_d(H, a, h_prev, dy, dh_in, da, dh_out, sq)
+
+
+cdef inline void bwd_r_row(int H, const floating *a, const floating *h_prev,
+                           const floating *drh, floating *da, floating *dh_out) noexcept nogil:
+    if floating is float:
+        gru_bwd_r_row_f(H, a, h_prev, drh, da, dh_out)
+    else:
+        gru_bwd_r_row_d(H, a, h_prev, drh, da, dh_out)
+
+
+cdef inline void ra_fwd_row(int H, floating *a, const floating *s, const floating *b0,
+                            const floating *b1, const floating *h_prev, floating *hn,
+                            floating *h) noexcept nogil:
+    if floating is float:
+        gru_ra_fwd_row_f(H, a, s, b0, b1, h_prev, hn, h)
+    else:
+        gru_ra_fwd_row_d(H, a, s, b0, b1, h_prev, hn, h)
+
+
+cdef inline void ra_bwd_row(int H, const floating *a, const floating *hn,
+                            const floating *h_prev, const floating *dy, const floating *dh_in,
+                            floating *dax, floating *dah, floating *dh_out,
+                            double *sq) noexcept nogil:
+    if floating is float:
+        gru_ra_bwd_row_f(H, a, hn, h_prev, dy, dh_in, dax, dah, dh_out, sq)
+    else:
+        gru_ra_bwd_row_d(H, a, hn, h_prev, dy, dh_in, dax, dah, dh_out, sq)
+
+
+cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
+                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
+                   const floating *h0, floating *hs, floating *G, floating *Hprev,
+                   floating *AUX, floating *S) noexcept nogil:
+    cdef int H3 = 3 * H
+    cdef Py_ssize_t n, t, gr, hr, ld_h = T * H, ld_g = T * H3
+    # G = X @ Wx for all timesteps, (N*T, D) @ (D, 3H)
+    gemm(False, False, <blas_int>(N * T), H3, D, 1, X, D, Wx, H3, 0, G, H3)
+    for n in range(N):                          # Hprev[:, 0] = h0
+        memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
+    for t in range(T):
+        if reset_after:
+            # S = h_{t-1} @ Wh
+            gemm(False, False, <blas_int>N, H3, H, 1, Hprev + t * H, <blas_int>ld_h, Wh, H3,
+                 0, S, H3)
+            for n in range(N):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # z, r = sigmoid(G + S + b0 + b1); n = S_h + b1h; h~ = tanh(G_h + b0h + r*n)
+                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, Hprev + hr, AUX + hr, hs + hr)
+                if t + 1 < T:
+                    memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
+        else:
+            # G[:, t, :2H] += h_{t-1} @ Wh[:, :2H]
+            gemm(False, False, <blas_int>N, 2 * H, H, 1, Hprev + t * H, <blas_int>ld_h, Wh, H3,
+                 1, G + t * H3, <blas_int>ld_g)
+            for n in range(N):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # z, r = sigmoid(G + b); AUX = r * h_{t-1}
+                fwd_zr_row(H, G + gr, b, Hprev + hr, AUX + hr)
+            # G[:, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
+            gemm(False, False, <blas_int>N, H, H, 1, AUX + t * H, <blas_int>ld_h, Wh + 2 * H, H3,
+                 1, G + t * H3 + 2 * H, <blas_int>ld_g)
+            for n in range(N):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # h~ = tanh(G_h + bh); h = (1 - z) h_{t-1} + z h~
+                fwd_h_row(H, G + gr, b, Hprev + hr, hs + hr)
+                if t + 1 < T:
+                    memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
+
+
+cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
+                    const floating *dhs, const floating *X, const floating *Wx,
+                    const floating *Wh, const floating *G, const floating *Hprev,
+                    const floating *AUX, floating *S, floating *dG, floating *dGh,
+                    floating *dh_buf, double *acc,
+                    floating *dWx, floating *dWh, floating *db, floating *dX,
+                    floating *dh0, double *sq) noexcept nogil:
+    cdef int H3 = 3 * H
+    cdef Py_ssize_t n, t, gr, hr, NH = N * H, NT = N * T, ld_g = T * H3
+    cdef floating *dh_in = dh_buf
+    cdef floating *dh_out = dh_buf + NH
+    cdef floating *tmp
+    cdef double *sq_t
+    memset(dh_in, 0, NH * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        sq_t = sq + t if sq != NULL else NULL
+        if reset_after:
+            for n in range(N):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # dG (input side) and dGh (recurrent side) of z, r, h~; dh_{t-1} = dh_t (1 - z)
+                ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
+                           dG + gr, dGh + gr, dh_out + n * H, sq_t)
+            # dh_{t-1} += dGh[:, t] @ Wh^T
+            gemm(False, True, <blas_int>N, H, H3, 1, dGh + t * H3, <blas_int>ld_g, Wh, H3,
+                 1, dh_out, H)
+        else:
+            for n in range(N):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
+                bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
+                           dh_out + n * H, sq_t)
+            # d(r * h_{t-1}) = dG[:, t, 2H:] @ Wh[:, 2H:]^T, into S
+            gemm(False, True, <blas_int>N, H, H, 1, dG + t * H3 + 2 * H, <blas_int>ld_g,
+                 Wh + 2 * H, H3, 0, S, H)
+            for n in range(N):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # dr pre-activation; dh_{t-1} += d(r h) * r
+                bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
+            # dh_{t-1} += dG[:, t, :2H] @ Wh[:, :2H]^T
+            gemm(False, True, <blas_int>N, H, 2 * H, 1, dG + t * H3, <blas_int>ld_g, Wh, H3,
+                 1, dh_out, H)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+    memcpy(dh0, dh_in, NH * sizeof(floating))
+    # dWx = X^T @ dG;  dX = dG @ Wx^T
+    gemm(True, False, D, H3, <blas_int>NT, 1, X, D, dG, H3, 0, dWx, H3)
+    gemm(False, True, <blas_int>NT, D, H3, 1, dG, H3, Wx, H3, 0, dX, D)
+    if reset_after:
+        # dWh = Hprev^T @ dGh;  db[0] = dG.sum(rows);  db[1] = dGh.sum(rows)
+        gemm(True, False, H, H3, <blas_int>NT, 1, Hprev, H, dGh, H3, 0, dWh, H3)
+        colsum(NT, H3, dG, acc, db)
+        colsum(NT, H3, dGh, acc, db + H3)
+    else:
+        # dWh[:, :2H] = Hprev^T @ dG[..., :2H];  dWh[:, 2H:] = (r*h_prev)^T @ dG[..., 2H:]
+        gemm(True, False, H, 2 * H, <blas_int>NT, 1, Hprev, H, dG, H3, 0, dWh, H3)
+        gemm(True, False, H, H, <blas_int>NT, 1, AUX, H, dG + 2 * H, H3, 0, dWh + 2 * H, H3)
+        colsum(NT, H3, dG, acc, db)
+
+
+def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.ndarray h0,
+            cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S,
+            bint reset_after):
+    """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX."""
+    cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef Py_ssize_t NTH = N * T * H
+    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pWx = buf(Wx, tn, D * 3 * H, "Wx")
+    cdef void *pWh = buf(Wh, tn, H * 3 * H, "Wh")
+    cdef void *pb = buf(b, tn, (6 if reset_after else 3) * H, "b")
+    cdef void *ph0 = buf(h0, tn, N * H, "h0")
+    cdef void *phs = buf(hs, tn, NTH, "hs", True)
+    cdef void *pG = buf(G, tn, 3 * NTH, "G", True)
+    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
+    cdef void *pA = buf(AUX, tn, NTH, "AUX", True)
+    cdef void *pS = buf(S, tn, 3 * N * H, "S", True)
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
+                     <float *>pb, <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
+                     <float *>pA, <float *>pS)
+        else:
+            _forward(N, T, D, H, reset_after, <double *>pX, <double *>pWx, <double *>pWh,
+                     <double *>pb, <double *>ph0, <double *>phs, <double *>pG, <double *>pHp,
+                     <double *>pA, <double *>pS)
+
+
+def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
+             cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
+             cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
+             cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after):
+    """Backpropagate through all timesteps of the last forward.
+
+    dGh (N, T, 3H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
+    None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0."""
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef Py_ssize_t NTH = N * T * H, NH = N * H
+    cdef void *pdhs = buf(dhs, tn, NTH, "dhs")
+    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pWx = buf(Wx, tn, D * 3 * H, "Wx")
+    cdef void *pWh = buf(Wh, tn, H * 3 * H, "Wh")
+    cdef void *pG = buf(G, tn, 3 * NTH, "G")
+    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev")
+    cdef void *pA = buf(AUX, tn, NTH, "AUX")
+    cdef void *pS = buf(S, tn, 3 * NH, "S", True)
+    cdef void *pdG = buf(dG, tn, 3 * NTH, "dG", True)
+    cdef void *pdGh = buf(dGh, tn, 3 * NTH, "dGh", True) if reset_after else NULL
+    cdef void *pdh = buf(dh_buf, tn, 2 * NH, "dh_buf", True)
+    cdef double *pacc = <double *>buf(acc, cnp.NPY_FLOAT64, 3 * H, "acc", True)
+    cdef void *pdWx = buf(dWx, tn, D * 3 * H, "dWx", True)
+    cdef void *pdWh = buf(dWh, tn, H * 3 * H, "dWh", True)
+    cdef void *pdb = buf(db, tn, (6 if reset_after else 3) * H, "db", True)
+    cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
+    cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
+    cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pX, <float *>pWx,
+                      <float *>pWh, <float *>pG, <float *>pHp, <float *>pA, <float *>pS,
+                      <float *>pdG, <float *>pdGh, <float *>pdh, pacc, <float *>pdWx,
+                      <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq)
+        else:
+            _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pX, <double *>pWx,
+                      <double *>pWh, <double *>pG, <double *>pHp, <double *>pA, <double *>pS,
+                      <double *>pdG, <double *>pdGh, <double *>pdh, pacc, <double *>pdWx,
+                      <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0, psq)

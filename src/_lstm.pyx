@@ -1,0 +1,189 @@
+"""LSTM forward and backward-through-time kernels (float32 and float64 from one source).
+
+Layout: everything batch-major, as the caller's arrays are: xs (N, T, D), gates G (N, T, 4H) with
+blocks f, g, i, o.  Step t of a batch-major (N, T, X) buffer is N rows with stride T*X, which BLAS
+addresses through its leading dimension, so no buffer is ever transposed or copied per step.
+
+Caches written by forward and read by backward (all owned by the Python layer, reused across calls):
+  G      activated gates f, g, i, o                    (N, T, 4H)
+  Hprev  h_{t-1} for every step (h0 at t = 0)          (N, T, H)
+  C      c_t                                           (N, T, H)
+  TC     tanh(c_t)                                     (N, T, H)
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+from _blas cimport gemm, blas_int
+from _cells cimport buf, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
+
+cnp.import_array()
+
+
+cdef inline void fwd_row(int H, floating *a, const floating *b, const floating *c_prev,
+                         floating *c, floating *tc, floating *h) noexcept nogil:
+    if floating is float:
+        lstm_fwd_row_f(H, a, b, c_prev, c, tc, h)
+    else:
+        lstm_fwd_row_d(H, a, b, c_prev, c, tc, h)
+
+
+cdef inline void bwd_row(int H, const floating *a, const floating *c_prev, const floating *tc,
+                         const floating *dy, const floating *dh_in, const floating *dc_in,
+                         floating *da, floating *dc_out, double *sq) noexcept nogil:
+    if floating is float:
+        lstm_bwd_row_f(H, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
+    else:
+        lstm_bwd_row_d(H, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
+
+
+cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
+                   const floating *h0, const floating *c0, floating *hs,
+                   floating *G, floating *Hprev, floating *C, floating *TC) noexcept nogil:
+    cdef int H4 = 4 * H
+    cdef Py_ssize_t n, t, gr, hr
+    cdef const floating *c_prev
+    # G = X @ Wx: the input projection of every timestep in one GEMM, (N*T, D) @ (D, 4H)
+    gemm(False, False, <blas_int>(N * T), H4, D, 1, X, D, Wx, H4, 0, G, H4)
+    for n in range(N):                          # Hprev[:, 0] = h0
+        memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
+    for t in range(T):
+        # G[:, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
+        gemm(False, False, <blas_int>N, H4, H, 1, Hprev + t * H, <blas_int>(T * H), Wh, H4,
+             1, G + t * H4, <blas_int>(T * H4))
+        for n in range(N):
+            gr = (n * T + t) * H4
+            hr = (n * T + t) * H
+            c_prev = c0 + n * H if t == 0 else C + hr - H
+            # f, g, i, o = act(G + b); c = f*c_prev + g*i; h = o*tanh(c)
+            fwd_row(H, G + gr, b, c_prev, C + hr, TC + hr, hs + hr)
+            if t + 1 < T:                       # Hprev[:, t+1] = h_t
+                memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
+
+
+cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+                    const floating *dhs, const floating *dcT,
+                    const floating *X, const floating *Wx, const floating *Wh,
+                    const floating *c0, const floating *G, const floating *Hprev,
+                    const floating *C, const floating *TC,
+                    floating *dG, floating *dh_buf, floating *dc_buf, double *acc,
+                    floating *dWx, floating *dWh, floating *db, floating *dX,
+                    floating *dh0, floating *dc0, double *sq) noexcept nogil:
+    cdef int H4 = 4 * H
+    cdef Py_ssize_t n, t, gr, hr, NH = N * H, NT = N * T
+    cdef const floating *c_prev
+    # carried gradients, double-buffered: step t reads *_in (from t+1) and writes *_out (to t-1)
+    cdef floating *dh_in = dh_buf
+    cdef floating *dh_out = dh_buf + NH
+    cdef floating *dc_in = dc_buf
+    cdef floating *dc_out = dc_buf + NH
+    cdef floating *tmp
+    memset(dh_in, 0, NH * sizeof(floating))
+    if dcT != NULL:
+        memcpy(dc_in, dcT, NH * sizeof(floating))
+    else:
+        memset(dc_in, 0, NH * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        for n in range(N):
+            gr = (n * T + t) * H4
+            hr = (n * T + t) * H
+            c_prev = c0 + n * H if t == 0 else C + hr - H
+            # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
+            bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
+                    dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
+        # dh_{t-1} = dG[:, t] @ Wh^T
+        gemm(False, True, <blas_int>N, H, H4, 1, dG + t * H4, <blas_int>(T * H4), Wh, H4,
+             0, dh_out, H)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+        tmp = dc_in; dc_in = dc_out; dc_out = tmp
+    memcpy(dh0, dh_in, NH * sizeof(floating))
+    memcpy(dc0, dc_in, NH * sizeof(floating))
+    # weight gradients: one GEMM each over all N*T rows
+    # dWx = X^T @ dG
+    gemm(True, False, D, H4, <blas_int>NT, 1, X, D, dG, H4, 0, dWx, H4)
+    # dWh = Hprev^T @ dG
+    gemm(True, False, H, H4, <blas_int>NT, 1, Hprev, H, dG, H4, 0, dWh, H4)
+    # db = dG.sum(axis=(0, 1))
+    colsum(NT, H4, dG, acc, db)
+    # dX = dG @ Wx^T
+    gemm(False, True, <blas_int>NT, D, H4, 1, dG, H4, Wx, H4, 0, dX, D)
+
+
+def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+            cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
+            cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC):
+    """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC."""
+    cdef Py_ssize_t N = X.shape[0], T = X.shape[1]
+    cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef Py_ssize_t NTH = N * T * H
+    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pWx = buf(Wx, tn, D * 4 * H, "Wx")
+    cdef void *pWh = buf(Wh, tn, H * 4 * H, "Wh")
+    cdef void *pb = buf(b, tn, 4 * H, "b")
+    cdef void *ph0 = buf(h0, tn, N * H, "h0")
+    cdef void *pc0 = buf(c0, tn, N * H, "c0")
+    cdef void *phs = buf(hs, tn, NTH, "hs", True)
+    cdef void *pG = buf(G, tn, 4 * NTH, "G", True)
+    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
+    cdef void *pC = buf(C, tn, NTH, "C", True)
+    cdef void *pTC = buf(TC, tn, NTH, "TC", True)
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
+                     <float *>ph0, <float *>pc0, <float *>phs,
+                     <float *>pG, <float *>pHp, <float *>pC, <float *>pTC)
+        else:
+            _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
+                     <double *>ph0, <double *>pc0, <double *>phs,
+                     <double *>pG, <double *>pHp, <double *>pC, <double *>pTC)
+
+
+def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
+             cnp.ndarray c0, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC,
+             cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
+             cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
+             cnp.ndarray dh0, cnp.ndarray dc0, object sq):
+    """Backpropagate through all timesteps of the last forward.
+
+    dcT (N, H) or None: gradient w.r.t. the last cell state; sq (T, 2) float64 zeros or None:
+    receives ||dL/dh_t||^2 and ||dL/dc_t||^2 per step.  Writes dWx, dWh, db, dX, dh0, dc0."""
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1]
+    cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef Py_ssize_t NTH = N * T * H, NH = N * H
+    cdef void *pdhs = buf(dhs, tn, NTH, "dhs")
+    cdef void *pdcT = NULL if dcT is None else buf(dcT, tn, NH, "dcT")
+    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pWx = buf(Wx, tn, D * 4 * H, "Wx")
+    cdef void *pWh = buf(Wh, tn, H * 4 * H, "Wh")
+    cdef void *pc0 = buf(c0, tn, NH, "c0")
+    cdef void *pG = buf(G, tn, 4 * NTH, "G")
+    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev")
+    cdef void *pC = buf(C, tn, NTH, "C")
+    cdef void *pTC = buf(TC, tn, NTH, "TC")
+    cdef void *pdG = buf(dG, tn, 4 * NTH, "dG", True)
+    cdef void *pdh = buf(dh_buf, tn, 2 * NH, "dh_buf", True)
+    cdef void *pdc = buf(dc_buf, tn, 2 * NH, "dc_buf", True)
+    cdef double *pacc = <double *>buf(acc, cnp.NPY_FLOAT64, 4 * H, "acc", True)
+    cdef void *pdWx = buf(dWx, tn, D * 4 * H, "dWx", True)
+    cdef void *pdWh = buf(dWh, tn, H * 4 * H, "dWh", True)
+    cdef void *pdb = buf(db, tn, 4 * H, "db", True)
+    cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
+    cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
+    cdef void *pdc0 = buf(dc0, tn, NH, "dc0", True)
+    cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, 2 * T, "sq", True)
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pX, <float *>pWx,
+                      <float *>pWh, <float *>pc0, <float *>pG, <float *>pHp, <float *>pC,
+                      <float *>pTC, <float *>pdG, <float *>pdh, <float *>pdc, pacc,
+                      <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
+                      <float *>pdh0, <float *>pdc0, psq)
+        else:
+            _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pX, <double *>pWx,
+                      <double *>pWh, <double *>pc0, <double *>pG, <double *>pHp, <double *>pC,
+                      <double *>pTC, <double *>pdG, <double *>pdh, <double *>pdc, pacc,
+                      <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
+                      <double *>pdh0, <double *>pdc0, psq)

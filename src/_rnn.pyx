@@ -1,0 +1,138 @@
+"""Vanilla RNN forward and backward-through-time kernels: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
+
+Same layout as _lstm.pyx (batch-major, step t = N rows with stride T*X).  Caches:
+  G      h_t = tanh(pre-activation) for every step     (N, T, H)
+  Hprev  h_{t-1} for every step (h0 at t = 0)          (N, T, H)
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+from _blas cimport gemm, blas_int
+from _cells cimport buf, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
+
+cnp.import_array()
+
+
+cdef inline void fwd_row(int H, floating *a, const floating *b, floating *h) noexcept nogil:
+    if floating is float:
+        rnn_fwd_row_f(H, a, b, h)
+    else:
+        rnn_fwd_row_d(H, a, b, h)
+
+
+cdef inline void bwd_row(int H, const floating *a, const floating *dy, const floating *dh_in,
+                         floating *da, double *sq) noexcept nogil:
+    if floating is float:
+        rnn_bwd_row_f(H, a, dy, dh_in, da, sq)
+    else:
+        rnn_bwd_row_d(H, a, dy, dh_in, da, sq)
+
+
+cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
+                   const floating *h0, floating *hs, floating *G, floating *Hprev) noexcept nogil:
+    cdef Py_ssize_t n, t, r
+    # G = X @ Wx for all timesteps, (N*T, D) @ (D, H)
+    gemm(False, False, <blas_int>(N * T), H, D, 1, X, D, Wx, H, 0, G, H)
+    for n in range(N):                          # Hprev[:, 0] = h0
+        memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
+    for t in range(T):
+        # G[:, t] += h_{t-1} @ Wh
+        gemm(False, False, <blas_int>N, H, H, 1, Hprev + t * H, <blas_int>(T * H), Wh, H,
+             1, G + t * H, <blas_int>(T * H))
+        for n in range(N):
+            r = (n * T + t) * H
+            fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
+            if t + 1 < T:
+                memcpy(Hprev + r + H, hs + r, H * sizeof(floating))
+
+
+cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+                    const floating *dhs, const floating *X, const floating *Wx,
+                    const floating *Wh, const floating *G, const floating *Hprev,
+                    floating *dG, floating *dh_buf, double *acc,
+                    floating *dWx, floating *dWh, floating *db, floating *dX,
+                    floating *dh0, double *sq) noexcept nogil:
+    cdef Py_ssize_t n, t, r, NH = N * H, NT = N * T
+    cdef floating *dh_in = dh_buf
+    cdef floating *dh_out = dh_buf + NH
+    cdef floating *tmp
+    memset(dh_in, 0, NH * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        for n in range(N):
+            r = (n * T + t) * H
+            # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
+            bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
+        # dh_{t-1} = dG[:, t] @ Wh^T
+        gemm(False, True, <blas_int>N, H, H, 1, dG + t * H, <blas_int>(T * H), Wh, H,
+             0, dh_out, H)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+    memcpy(dh0, dh_in, NH * sizeof(floating))
+    # dWx = X^T @ dG;  dWh = Hprev^T @ dG;  db = dG.sum(rows);  dX = dG @ Wx^T
+    gemm(True, False, D, H, <blas_int>NT, 1, X, D, dG, H, 0, dWx, H)
+    gemm(True, False, H, H, <blas_int>NT, 1, Hprev, H, dG, H, 0, dWh, H)
+    colsum(NT, H, dG, acc, db)
+    gemm(False, True, <blas_int>NT, D, H, 1, dG, H, Wx, H, 0, dX, D)
+
+
+def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev):
+    """Run the RNN over all timesteps; fills hs and the caches G, Hprev."""
+    cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef Py_ssize_t NTH = N * T * H
+    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pWx = buf(Wx, tn, D * H, "Wx")
+    cdef void *pWh = buf(Wh, tn, H * H, "Wh")
+    cdef void *pb = buf(b, tn, H, "b")
+    cdef void *ph0 = buf(h0, tn, N * H, "h0")
+    cdef void *phs = buf(hs, tn, NTH, "hs", True)
+    cdef void *pG = buf(G, tn, NTH, "G", True)
+    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
+                     <float *>ph0, <float *>phs, <float *>pG, <float *>pHp)
+        else:
+            _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
+                     <double *>ph0, <double *>phs, <double *>pG, <double *>pHp)
+
+
+def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
+             cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray dG, cnp.ndarray dh_buf,
+             cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db,
+             cnp.ndarray dX, cnp.ndarray dh0, object sq):
+    """Backpropagate through all timesteps of the last forward.
+
+    sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step.
+    Writes dWx, dWh, db, dX, dh0."""
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef Py_ssize_t NTH = N * T * H, NH = N * H
+    cdef void *pdhs = buf(dhs, tn, NTH, "dhs")
+    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pWx = buf(Wx, tn, D * H, "Wx")
+    cdef void *pWh = buf(Wh, tn, H * H, "Wh")
+    cdef void *pG = buf(G, tn, NTH, "G")
+    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev")
+    cdef void *pdG = buf(dG, tn, NTH, "dG", True)
+    cdef void *pdh = buf(dh_buf, tn, 2 * NH, "dh_buf", True)
+    cdef double *pacc = <double *>buf(acc, cnp.NPY_FLOAT64, H, "acc", True)
+    cdef void *pdWx = buf(dWx, tn, D * H, "dWx", True)
+    cdef void *pdWh = buf(dWh, tn, H * H, "dWh", True)
+    cdef void *pdb = buf(db, tn, H, "db", True)
+    cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
+    cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
+    cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            _backward(N, T, D, H, <float *>pdhs, <float *>pX, <float *>pWx, <float *>pWh,
+                      <float *>pG, <float *>pHp, <float *>pdG, <float *>pdh, pacc,
+                      <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
+                      <float *>pdh0, psq)
+        else:
+            _backward(N, T, D, H, <double *>pdhs, <double *>pX, <double *>pWx, <double *>pWh,
+                      <double *>pG, <double *>pHp, <double *>pdG, <double *>pdh, pacc,
+                      <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
+                      <double *>pdh0, psq)

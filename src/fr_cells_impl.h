@@ -1,0 +1,215 @@
+/* Row kernels: the fused element-wise passes of one timestep for one batch row.
+ *
+ * This file is a template, included twice by fr_cells.h with
+ *   FR_T     the element type (float or double)
+ *   FR_FN(x) the function name for that type (x##_f or x##_d)
+ *   FR_SIG, FR_TANH  the activation functions for that type.
+ * Every pointer is restrict: rows never alias (the Cython kernels own the buffers), which is what
+ * lets the compiler vectorise each loop without run-time alias checks.
+ * Gate blocks are addressed through one pointer per block (a + k*H): index arithmetic like
+ * a[2*H + j] does not vectorise under the -fwrapv that Python's build flags add.
+ * Naming: a = gate pre-activations on input, activations on output; b = bias; dy = dL/dh_t from the
+ * layer above (the dhs row); dh_in / dc_in = gradient carried back from step t+1.
+ */
+
+/* ---- vanilla RNN:  h = tanh(x Wx + h_prev Wh + b) ---- */
+
+static inline void FR_FN(rnn_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b, FR_T *restrict h)
+{
+    for (int j = 0; j < H; j++) {
+        FR_T v = FR_TANH(a[j] + b[j]);
+        a[j] = v;               /* cached: tanh' = 1 - h^2 */
+        h[j] = v;
+    }
+}
+
+static inline void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict dy,
+                               const FR_T *restrict dh_in, FR_T *restrict da, double *restrict sq)
+{
+    for (int j = 0; j < H; j++) {
+        FR_T dh = dy[j] + dh_in[j];
+        da[j] = dh * (1 - a[j] * a[j]);
+    }
+    if (sq) {                   /* gradient-flow diagnostics: ||dL/dh_t||^2 */
+        double s = 0;
+        for (int j = 0; j < H; j++) { double d = (double)dy[j] + dh_in[j]; s += d * d; }
+        sq[0] += s;
+    }
+}
+
+/* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ---- */
+
+static inline void FR_FN(lstm_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+                                const FR_T *restrict c_prev, FR_T *restrict c,
+                                FR_T *restrict tc, FR_T *restrict h)
+{
+    FR_T *restrict ag = a + H, *restrict ai = a + 2 * H, *restrict ao = a + 3 * H;
+    const FR_T *restrict bg = b + H, *restrict bi = b + 2 * H, *restrict bo = b + 3 * H;
+    for (int j = 0; j < H; j++) {
+        FR_T f = FR_SIG(a[j] + b[j]);
+        FR_T g = FR_TANH(ag[j] + bg[j]);
+        FR_T i = FR_SIG(ai[j] + bi[j]);
+        FR_T o = FR_SIG(ao[j] + bo[j]);
+        a[j] = f; ag[j] = g; ai[j] = i; ao[j] = o;
+        FR_T cn = f * c_prev[j] + g * i;
+        FR_T t = FR_TANH(cn);
+        c[j] = cn;
+        tc[j] = t;
+        h[j] = o * t;
+    }
+}
+
+static inline void FR_FN(lstm_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict c_prev,
+                                const FR_T *restrict tc, const FR_T *restrict dy,
+                                const FR_T *restrict dh_in, const FR_T *restrict dc_in,
+                                FR_T *restrict da, FR_T *restrict dc_out, double *restrict sq)
+{
+    const FR_T *restrict ag = a + H, *restrict ai = a + 2 * H, *restrict ao = a + 3 * H;
+    FR_T *restrict dag = da + H, *restrict dai = da + 2 * H, *restrict dao = da + 3 * H;
+    for (int j = 0; j < H; j++) {
+        FR_T f = a[j], g = ag[j], i = ai[j], o = ao[j], t = tc[j];
+        FR_T dh = dy[j] + dh_in[j];
+        FR_T dc = dc_in[j] + dh * o * (1 - t * t);      /* total dL/dc_t */
+        da[j] = dc * c_prev[j] * f * (1 - f);
+        dag[j] = dc * i * (1 - g * g);
+        dai[j] = dc * g * i * (1 - i);
+        dao[j] = dh * t * o * (1 - o);
+        dc_out[j] = dc * f;
+    }
+    if (sq) {                   /* ||dL/dh_t||^2 and ||dL/dc_t||^2, kept out of the hot loop */
+        double sh = 0, sc = 0;
+        for (int j = 0; j < H; j++) {
+            double dh = (double)dy[j] + dh_in[j];
+            double t = tc[j];
+            double dc = dc_in[j] + dh * ao[j] * (1 - t * t);
+            sh += dh * dh;
+            sc += dc * dc;
+        }
+        sq[0] += sh;
+        sq[1] += sc;
+    }
+}
+
+/* ---- GRU, gate blocks z, r, h~:  h = (1-z)*h_prev + z*h~ ----
+ * reset_after=0:  h~ = tanh(x Wxh + (r*h_prev) Whh + bh), two half passes around the (r*h) GEMM.
+ * reset_after=1:  h~ = tanh(x Wxh + b0h + r*(h_prev Whh + b1h)), one pass after one GEMM. */
+
+static inline void FR_FN(gru_fwd_zr_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+                                  const FR_T *restrict h_prev, FR_T *restrict rh)
+{
+    FR_T *restrict ar = a + H;
+    const FR_T *restrict br = b + H;
+    for (int j = 0; j < H; j++) {
+        FR_T z = FR_SIG(a[j] + b[j]);
+        FR_T r = FR_SIG(ar[j] + br[j]);
+        a[j] = z; ar[j] = r;
+        rh[j] = r * h_prev[j];
+    }
+}
+
+static inline void FR_FN(gru_fwd_h_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+                                 const FR_T *restrict h_prev, FR_T *restrict h)
+{
+    FR_T *restrict ah = a + 2 * H;
+    const FR_T *restrict bh = b + 2 * H;
+    for (int j = 0; j < H; j++) {
+        FR_T z = a[j];
+        FR_T hh = FR_TANH(ah[j] + bh[j]);
+        ah[j] = hh;
+        h[j] = (1 - z) * h_prev[j] + z * hh;
+    }
+}
+
+/* first half of the backward step: dz and dh~ (and the direct part of dh_prev) */
+static inline void FR_FN(gru_bwd_zh_row)(int H, const FR_T *restrict a, const FR_T *restrict h_prev,
+                                  const FR_T *restrict dy, const FR_T *restrict dh_in,
+                                  FR_T *restrict da, FR_T *restrict dh_out, double *restrict sq)
+{
+    const FR_T *restrict ah = a + 2 * H;
+    FR_T *restrict dah = da + 2 * H;
+    for (int j = 0; j < H; j++) {
+        FR_T z = a[j], hh = ah[j];
+        FR_T dh = dy[j] + dh_in[j];
+        da[j] = dh * (hh - h_prev[j]) * z * (1 - z);
+        dah[j] = dh * z * (1 - hh * hh);
+        dh_out[j] = dh * (1 - z);
+    }
+    if (sq) {
+        double s = 0;
+        for (int j = 0; j < H; j++) { double d = (double)dy[j] + dh_in[j]; s += d * d; }
+        sq[0] += s;
+    }
+}
+
+/* second half: d(r*h_prev) = da_h Whh^T is given; dr and the gated part of dh_prev */
+static inline void FR_FN(gru_bwd_r_row)(int H, const FR_T *restrict a, const FR_T *restrict h_prev,
+                                 const FR_T *restrict drh, FR_T *restrict da, FR_T *restrict dh_out)
+{
+    const FR_T *restrict ar = a + H;
+    FR_T *restrict dar = da + H;
+    for (int j = 0; j < H; j++) {
+        FR_T r = ar[j];
+        dar[j] = drh[j] * h_prev[j] * r * (1 - r);
+        dh_out[j] += drh[j] * r;
+    }
+}
+
+static inline void FR_FN(gru_ra_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict s,
+                                  const FR_T *restrict b0, const FR_T *restrict b1,
+                                  const FR_T *restrict h_prev, FR_T *restrict hn, FR_T *restrict h)
+{
+    FR_T *restrict ar = a + H, *restrict ah = a + 2 * H;
+    const FR_T *restrict sr = s + H, *restrict sh = s + 2 * H;
+    const FR_T *restrict b0r = b0 + H, *restrict b0h = b0 + 2 * H;
+    const FR_T *restrict b1r = b1 + H, *restrict b1h = b1 + 2 * H;
+    for (int j = 0; j < H; j++) {
+        FR_T z = FR_SIG(a[j] + s[j] + b0[j] + b1[j]);
+        FR_T r = FR_SIG(ar[j] + sr[j] + b0r[j] + b1r[j]);
+        FR_T n = sh[j] + b1h[j];
+        FR_T hh = FR_TANH(ah[j] + b0h[j] + r * n);
+        a[j] = z; ar[j] = r; ah[j] = hh;
+        hn[j] = n;
+        h[j] = (1 - z) * h_prev[j] + z * hh;
+    }
+}
+
+/* dax: gradient w.r.t. the input-side pre-activations, dah: w.r.t. h_prev Wh (+ b1) */
+static inline void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict hn,
+                                  const FR_T *restrict h_prev, const FR_T *restrict dy,
+                                  const FR_T *restrict dh_in, FR_T *restrict dax,
+                                  FR_T *restrict dah, FR_T *restrict dh_out, double *restrict sq)
+{
+    const FR_T *restrict ar = a + H, *restrict ah = a + 2 * H;
+    FR_T *restrict daxr = dax + H, *restrict daxh = dax + 2 * H;
+    FR_T *restrict dahr = dah + H, *restrict dahh = dah + 2 * H;
+    for (int j = 0; j < H; j++) {
+        FR_T z = a[j], r = ar[j], hh = ah[j];
+        FR_T dh = dy[j] + dh_in[j];
+        FR_T dz = dh * (hh - h_prev[j]) * z * (1 - z);
+        FR_T dn = dh * z * (1 - hh * hh);
+        FR_T dr = dn * hn[j] * r * (1 - r);
+        dax[j] = dz; daxr[j] = dr; daxh[j] = dn;
+        dah[j] = dz; dahr[j] = dr; dahh[j] = dn * r;
+        dh_out[j] = dh * (1 - z);
+    }
+    if (sq) {
+        double s = 0;
+        for (int j = 0; j < H; j++) { double d = (double)dy[j] + dh_in[j]; s += d * d; }
+        sq[0] += s;
+    }
+}
+
+/* ---- reductions shared by every cell ---- */
+
+/* out[j] (+)= sum over rows of x[r, j]; accumulated in double, one row at a time so the inner
+ * loop runs over contiguous columns and vectorises. acc has room for cols doubles. */
+static inline void FR_FN(colsum)(Py_ssize_t rows, int cols, const FR_T *restrict x, double *restrict acc,
+                          FR_T *restrict out)
+{
+    for (int j = 0; j < cols; j++) acc[j] = 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const FR_T *restrict row = x + r * (Py_ssize_t)cols;
+        for (int j = 0; j < cols; j++) acc[j] += row[j];
+    }
+    for (int j = 0; j < cols; j++) out[j] = (FR_T)acc[j];
+}
