@@ -1,0 +1,29 @@
+"""The `fastrnn` command line: `fastrnn demo`, `fastrnn bench` (also `python -m fastrnn ...`).
+
+Each subcommand lives in its own module, which provides `add_parser(subparsers)`: it registers its
+arguments and sets `func`, the function that runs it and returns the exit status.
+"""
+import argparse
+import sys
+
+SUBCOMMANDS = ("demo", "bench")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastrnn", description="Fast RNN/LSTM/GRU layers for the CPU: demo and benchmarks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    import importlib
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"fastrnn.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
