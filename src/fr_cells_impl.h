@@ -14,7 +14,7 @@
 
 /* ---- vanilla RNN:  h = tanh(x Wx + h_prev Wh + b) ---- */
 
-static inline void FR_FN(rnn_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b, FR_T *restrict h)
+FR_KERNEL void FR_FN(rnn_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b, FR_T *restrict h)
 {
     for (int j = 0; j < H; j++) {
         FR_T v = FR_TANH(a[j] + b[j]);
@@ -23,7 +23,7 @@ static inline void FR_FN(rnn_fwd_row)(int H, FR_T *restrict a, const FR_T *restr
     }
 }
 
-static inline void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict dy,
+FR_KERNEL void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict dy,
                                const FR_T *restrict dh_in, FR_T *restrict da, double *restrict sq)
 {
     for (int j = 0; j < H; j++) {
@@ -39,7 +39,7 @@ static inline void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T 
 
 /* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ---- */
 
-static inline void FR_FN(lstm_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+FR_KERNEL void FR_FN(lstm_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b,
                                 const FR_T *restrict c_prev, FR_T *restrict c,
                                 FR_T *restrict tc, FR_T *restrict h)
 {
@@ -59,7 +59,7 @@ static inline void FR_FN(lstm_fwd_row)(int H, FR_T *restrict a, const FR_T *rest
     }
 }
 
-static inline void FR_FN(lstm_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict c_prev,
+FR_KERNEL void FR_FN(lstm_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict c_prev,
                                 const FR_T *restrict tc, const FR_T *restrict dy,
                                 const FR_T *restrict dh_in, const FR_T *restrict dc_in,
                                 FR_T *restrict da, FR_T *restrict dc_out, double *restrict sq)
@@ -94,7 +94,7 @@ static inline void FR_FN(lstm_bwd_row)(int H, const FR_T *restrict a, const FR_T
  * reset_after=0:  h~ = tanh(x Wxh + (r*h_prev) Whh + bh), two half passes around the (r*h) GEMM.
  * reset_after=1:  h~ = tanh(x Wxh + b0h + r*(h_prev Whh + b1h)), one pass after one GEMM. */
 
-static inline void FR_FN(gru_fwd_zr_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+FR_KERNEL void FR_FN(gru_fwd_zr_row)(int H, FR_T *restrict a, const FR_T *restrict b,
                                   const FR_T *restrict h_prev, FR_T *restrict rh)
 {
     FR_T *restrict ar = a + H;
@@ -107,7 +107,7 @@ static inline void FR_FN(gru_fwd_zr_row)(int H, FR_T *restrict a, const FR_T *re
     }
 }
 
-static inline void FR_FN(gru_fwd_h_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+FR_KERNEL void FR_FN(gru_fwd_h_row)(int H, FR_T *restrict a, const FR_T *restrict b,
                                  const FR_T *restrict h_prev, FR_T *restrict h)
 {
     FR_T *restrict ah = a + 2 * H;
@@ -121,7 +121,7 @@ static inline void FR_FN(gru_fwd_h_row)(int H, FR_T *restrict a, const FR_T *res
 }
 
 /* first half of the backward step: dz and dh~ (and the direct part of dh_prev) */
-static inline void FR_FN(gru_bwd_zh_row)(int H, const FR_T *restrict a, const FR_T *restrict h_prev,
+FR_KERNEL void FR_FN(gru_bwd_zh_row)(int H, const FR_T *restrict a, const FR_T *restrict h_prev,
                                   const FR_T *restrict dy, const FR_T *restrict dh_in,
                                   FR_T *restrict da, FR_T *restrict dh_out, double *restrict sq)
 {
@@ -142,7 +142,7 @@ static inline void FR_FN(gru_bwd_zh_row)(int H, const FR_T *restrict a, const FR
 }
 
 /* second half: d(r*h_prev) = da_h Whh^T is given; dr and the gated part of dh_prev */
-static inline void FR_FN(gru_bwd_r_row)(int H, const FR_T *restrict a, const FR_T *restrict h_prev,
+FR_KERNEL void FR_FN(gru_bwd_r_row)(int H, const FR_T *restrict a, const FR_T *restrict h_prev,
                                  const FR_T *restrict drh, FR_T *restrict da, FR_T *restrict dh_out)
 {
     const FR_T *restrict ar = a + H;
@@ -154,7 +154,7 @@ static inline void FR_FN(gru_bwd_r_row)(int H, const FR_T *restrict a, const FR_
     }
 }
 
-static inline void FR_FN(gru_ra_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict s,
+FR_KERNEL void FR_FN(gru_ra_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict s,
                                   const FR_T *restrict b0, const FR_T *restrict b1,
                                   const FR_T *restrict h_prev, FR_T *restrict hn, FR_T *restrict h)
 {
@@ -174,7 +174,7 @@ static inline void FR_FN(gru_ra_fwd_row)(int H, FR_T *restrict a, const FR_T *re
 }
 
 /* dax: gradient w.r.t. the input-side pre-activations, dah: w.r.t. h_prev Wh (+ b1) */
-static inline void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict hn,
+FR_KERNEL void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict hn,
                                   const FR_T *restrict h_prev, const FR_T *restrict dy,
                                   const FR_T *restrict dh_in, FR_T *restrict dax,
                                   FR_T *restrict dah, FR_T *restrict dh_out, double *restrict sq)
@@ -203,7 +203,7 @@ static inline void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR
 
 /* out[j] (+)= sum over rows of x[r, j]; accumulated in double, one row at a time so the inner
  * loop runs over contiguous columns and vectorises. acc has room for cols doubles. */
-static inline void FR_FN(colsum)(Py_ssize_t rows, int cols, const FR_T *restrict x, double *restrict acc,
+FR_KERNEL void FR_FN(colsum)(Py_ssize_t rows, int cols, const FR_T *restrict x, double *restrict acc,
                           FR_T *restrict out)
 {
     for (int j = 0; j < cols; j++) acc[j] = 0;

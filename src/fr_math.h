@@ -11,6 +11,16 @@
 #include <math.h>
 #include <stdint.h>
 
+/* FR_KERNEL marks the element-wise loops.  On x86-64 Linux with GCC each is compiled twice, for
+ * AVX2+FMA (x86-64-v3) and for the baseline, and the loader picks the best the CPU runs (ifunc):
+ * wheels stay portable and still use 8-wide vectors where they exist. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(FR_NO_CLONES)
+#define FR_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default"), unused)) static
+#else
+#define FR_KERNEL static inline
+#endif
+
 static inline float fr_expf(float x)
 {
     /* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2. */

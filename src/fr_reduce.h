@@ -9,10 +9,12 @@
 #include <string.h>
 #include <math.h>
 
+#include "fr_math.h"
+
 #define FR_LANES 8
 
 /* sum of x[i]^2, accumulated in double over FR_LANES independent lanes */
-static double fr_sumsq_f(const float *restrict x, Py_ssize_t n)
+FR_KERNEL double fr_sumsq_f(const float *restrict x, Py_ssize_t n)
 {
     double acc[FR_LANES] = {0};
     Py_ssize_t i = 0;
@@ -24,7 +26,7 @@ static double fr_sumsq_f(const float *restrict x, Py_ssize_t n)
     return s;
 }
 
-static double fr_sumsq_d(const double *restrict x, Py_ssize_t n)
+FR_KERNEL double fr_sumsq_d(const double *restrict x, Py_ssize_t n)
 {
     double acc[FR_LANES] = {0};
     Py_ssize_t i = 0;
@@ -37,7 +39,7 @@ static double fr_sumsq_d(const double *restrict x, Py_ssize_t n)
 }
 
 /* largest |x[i]|; only used on the rare path where a float64 sum of squares overflows */
-static double fr_maxabs_d(const double *restrict x, Py_ssize_t n)
+FR_KERNEL double fr_maxabs_d(const double *restrict x, Py_ssize_t n)
 {
     double m = 0;
     for (Py_ssize_t i = 0; i < n; i++) { double a = fabs(x[i]); m = a > m ? a : m; }
@@ -45,25 +47,25 @@ static double fr_maxabs_d(const double *restrict x, Py_ssize_t n)
 }
 
 /* sum of (x[i] / s)^2 */
-static double fr_sumsq_scaled_d(const double *restrict x, Py_ssize_t n, double s)
+FR_KERNEL double fr_sumsq_scaled_d(const double *restrict x, Py_ssize_t n, double s)
 {
     double inv = 1.0 / s, acc = 0;
     for (Py_ssize_t i = 0; i < n; i++) { double v = x[i] * inv; acc += v * v; }
     return acc;
 }
 
-static void fr_scale_f(float *restrict x, Py_ssize_t n, float r)
+FR_KERNEL void fr_scale_f(float *restrict x, Py_ssize_t n, float r)
 {
     for (Py_ssize_t i = 0; i < n; i++) x[i] *= r;
 }
 
-static void fr_scale_d(double *restrict x, Py_ssize_t n, double r)
+FR_KERNEL void fr_scale_d(double *restrict x, Py_ssize_t n, double r)
 {
     for (Py_ssize_t i = 0; i < n; i++) x[i] *= r;
 }
 
 /* 1 if every element is finite: tests the exponent bits (all ones = Inf or NaN) */
-static int fr_all_finite_f(const float *restrict x, Py_ssize_t n)
+FR_KERNEL int fr_all_finite_f(const float *restrict x, Py_ssize_t n)
 {
     uint32_t bad = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -74,7 +76,7 @@ static int fr_all_finite_f(const float *restrict x, Py_ssize_t n)
     return bad == 0;
 }
 
-static int fr_all_finite_d(const double *restrict x, Py_ssize_t n)
+FR_KERNEL int fr_all_finite_d(const double *restrict x, Py_ssize_t n)
 {
     uint64_t bad = 0;
     for (Py_ssize_t i = 0; i < n; i++) {

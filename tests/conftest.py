@@ -1,0 +1,154 @@
+"""Shared helpers for the tests of the compiled layers (fastrnn) against fastrnn.reference.
+
+Kinds: "rnn", "lstm", "gru" (GRU, reset_after=False) and "gru_ra" (GRU, reset_after=True, whose
+bias has shape (2, 3H)).  ``make_params`` builds parameters, ``make_time`` / ``make_cell`` build a
+layer of either implementation, ``run_time`` / ``run_cell`` drive one forward + backward and
+return everything observable, and ``assert_close`` compares with a per-dtype tolerance.
+"""
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import reference as ref
+
+KINDS = ["rnn", "lstm", "gru", "gru_ra"]
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
+DTYPES = [np.float32, np.float64]
+
+# Relative tolerance per dtype; the absolute tolerance is the same number times the largest
+# magnitude of the expected array (errors of sums and products scale with their operands).
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def tol(dtype):
+    return RTOL[np.dtype(dtype)]
+
+
+@pytest.fixture
+def rng():
+    """A freshly seeded generator: every test sees the same numbers on every run."""
+    return np.random.default_rng(20240601)
+
+
+def bias_shape(kind, H):
+    return (2, GATES[kind] * H) if kind == "gru_ra" else (GATES[kind] * H,)
+
+
+def make_params(kind, rng, D=3, H=4, dtype=np.float64, scale=0.5):
+    """[Wx (D, G*H), Wh (H, G*H), b] with entries ~ scale * N(0, 1), in `dtype`."""
+    G = GATES[kind]
+    Wx = (scale * rng.standard_normal((D, G * H))).astype(dtype)
+    Wh = (scale * rng.standard_normal((H, G * H))).astype(dtype)
+    b = (scale * rng.standard_normal(bias_shape(kind, H))).astype(dtype)
+    return [Wx, Wh, b]
+
+
+def make_time(mod, kind, params, stateful=False):
+    """A TimeRNN/TimeLSTM/TimeGRU of module `mod` (fastrnn or fastrnn.reference)."""
+    if kind == "rnn":
+        return mod.TimeRNN(*params, stateful=stateful)
+    if kind == "lstm":
+        return mod.TimeLSTM(*params, stateful=stateful)
+    return mod.TimeGRU(*params, stateful=stateful, reset_after=(kind == "gru_ra"))
+
+
+def make_cell(mod, kind, params):
+    if kind == "rnn":
+        return mod.RNN(*params)
+    if kind == "lstm":
+        return mod.LSTM(*params)
+    return mod.GRU(*params, reset_after=(kind == "gru_ra"))
+
+
+def as64(arrays):
+    return [np.array(a, dtype=np.float64) for a in arrays]
+
+
+def set_state(layer, kind, h, c=None):
+    if kind == "lstm":
+        layer.set_state(h, c)
+    else:
+        layer.set_state(h)
+
+
+def run_time(layer, kind, xs, dhs, track=False):
+    """forward(xs) + backward(dhs) on a time layer; a dict of copies of everything observable."""
+    layer.track_grad_norms = track
+    hs = layer.forward(xs)
+    out = {"hs": np.array(hs), "h": np.array(layer.h)}
+    if kind == "lstm":
+        out["c"] = np.array(layer.c)
+    dxs = layer.backward(dhs)
+    out["dxs"] = np.array(dxs)
+    out["dWx"], out["dWh"], out["db"] = (np.array(g) for g in layer.grads)
+    out["dh"] = np.array(layer.dh)
+    if kind == "lstm":
+        out["dc"] = np.array(layer.dc)
+    if track:
+        out["norms_h"] = np.array(layer.grad_norms_h)
+        if kind == "lstm":
+            out["norms_c"] = np.array(layer.grad_norms_c)
+    return out, hs, dxs
+
+
+def run_cell(cell, kind, x, h, c, dh, dc):
+    """forward + backward on a cell; a dict of copies of everything observable."""
+    out = {}
+    if kind == "lstm":
+        hn, cn = cell.forward(x, h, c)
+        out["h_next"], out["c_next"] = np.array(hn), np.array(cn)
+        dx, dh_prev, dc_prev = cell.backward(dh, dc)
+        out["dc_prev"] = np.array(dc_prev)
+    else:
+        out["h_next"] = np.array(cell.forward(x, h))
+        dx, dh_prev = cell.backward(dh)
+    out["dx"], out["dh_prev"] = np.array(dx), np.array(dh_prev)
+    out["dWx"], out["dWh"], out["db"] = (np.array(g) for g in cell.grads)
+    return out
+
+
+def assert_close(actual, expected, dtype, name="", factor=1.0):
+    """Element-wise |actual - expected| <= t * (|expected| + max|expected|), t = factor*tol(dtype).
+
+    Also checks the shape, and that actual has the computation dtype."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    t = factor * tol(dtype)
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-3)
+    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=t, atol=t * scale,
+                               err_msg=name)
+
+
+def assert_results_close(got, want, dtype, factor=1.0, keys=None):
+    assert set(got) == set(want), (sorted(got), sorted(want))
+    for k in keys or sorted(want):
+        if k.startswith("norms"):
+            # diagnostics are float64 arrays whatever the layer's dtype
+            np.testing.assert_allclose(got[k], want[k], rtol=factor * tol(dtype),
+                                       atol=factor * tol(dtype) * max(want[k].max(initial=0), 1e-3),
+                                       err_msg=k)
+            assert got[k].dtype == np.float64
+        else:
+            assert_close(got[k], want[k], dtype, k, factor)
+
+
+def reference_results(kind, params, xs, dhs, h0=None, c0=None, track=False):
+    """What fastrnn.reference gives, computed in float64 on the same (possibly float32-rounded)
+    numbers: the oracle for both dtypes."""
+    p64 = as64(params)
+    layer = make_time(ref, kind, p64, stateful=h0 is not None)
+    if h0 is not None:
+        set_state(layer, kind, np.array(h0, np.float64),
+                  None if c0 is None else np.array(c0, np.float64))
+    xs64 = np.array(xs, dtype=np.float64)
+    dhs64 = np.array(dhs, dtype=np.float64)
+    out, _, _ = run_time(layer, kind, xs64, dhs64, track)
+    return out
+
+
+def all_arrays_equal(a, b):
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
+        for x, y in zip(a, b))
