@@ -22,24 +22,33 @@ from ._norms import all_finite
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BLAS_INT_MAX = 2**31 - 1
+
+
+def _native(dtype):
+    """float32/float64 in native byte order, or None for any other dtype."""
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return dtype.newbyteorder("=")
+    return None
 
 
 def _as_float_array(value, name, dtype, shape):
     """value as a C-contiguous array of `dtype` with `shape` (None entries match any size).
 
-    Accepts float32/float64 input of any layout (converted, as the NumPy layers would be);
-    refuses integers, float16, complex, wrong shapes and NaN/Inf with an error naming `name`."""
+    Accepts float32/float64 input of any layout or byte order (converted, as the NumPy layers
+    would); refuses integers, float16, complex, wrong shapes and NaN/Inf, including values that
+    overflow to Inf in the conversion, with an error naming `name`."""
     arr = np.asarray(value)
-    if arr.dtype not in _FLOAT_DTYPES:
+    if _native(arr.dtype) is None:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
     expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
     if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
         raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+    with np.errstate(over="ignore"):        # overflow is reported below, as an error
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(arr):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return np.ascontiguousarray(arr, dtype=dtype)
+        raise ValueError(f"{name} contains NaN or Inf (after conversion to {np.dtype(dtype)})")
+    return arr
 
 
 class _TimeLayer:
@@ -51,7 +60,7 @@ class _TimeLayer:
     def __init__(self, Wx, Wh, b, stateful=False):
         self.params = [Wx, Wh, b]
         Wx, Wh, b = self._read_params()
-        self.grads = [np.zeros(p.shape, p.dtype) for p in (Wx, Wh, b)]
+        self.grads = [np.zeros(p.shape, p.dtype) for p in (Wx, Wh, b)]   # native byte order
         self.stateful = stateful
         self.h = None
         self.dh = None
@@ -80,8 +89,10 @@ class _TimeLayer:
             if not isinstance(p, np.ndarray):
                 raise TypeError(f"{name} must be a numpy array, got {type(p).__name__}")
         Wx, Wh, b = self.params
-        dtype = Wh.dtype
-        if dtype not in _FLOAT_DTYPES or Wx.dtype != dtype or b.dtype != dtype:
+        native = [_native(p.dtype) for p in (Wx, Wh, b)]
+        dtype = native[1]
+        # (compare with `is None` first: np.dtype(None) is float64, so dtype == None can be True)
+        if any(d is None for d in native) or native[0] != dtype or native[2] != dtype:
             raise TypeError("parameters must all be float32 or all float64, got "
                             f"Wx {Wx.dtype}, Wh {Wh.dtype}, b {b.dtype}")
         G = self.blocks
@@ -93,10 +104,17 @@ class _TimeLayer:
                              f"got {Wx.shape}")
         if b.shape != self._bias_shape(H):
             raise ValueError(f"b must have shape {self._bias_shape(H)}, got {b.shape}")
-        for name, p in zip(names, self.params):
+        grads = getattr(self, "grads", None)
+        if grads is not None and any(g.shape != p.shape or g.dtype != dtype
+                                     for g, p in zip(grads, self.params)):
+            raise ValueError("params changed shape or dtype since the layer was built (grads are "
+                             f"{[g.shape for g in grads]} {grads[0].dtype}); build a new layer "
+                             "for new shapes or dtype")
+        params = [np.ascontiguousarray(p, dtype=dtype) for p in self.params]
+        for name, p in zip(names, params):
             if not all_finite(p):
                 raise ValueError(f"{name} contains NaN or Inf")
-        return [np.ascontiguousarray(p) for p in self.params]
+        return params
 
     def _check_sizes(self, N, T, D, H):
         # BLAS takes 32-bit dimensions: the largest are N*T rows and a T*blocks*H row stride
@@ -115,13 +133,16 @@ class _TimeLayer:
         return _as_float_array(value, name, dtype, (N, H))
 
     def set_state(self, h, c=None):
-        H = self.params[1].shape[0]
-        self.h = _as_float_array(h, "h", self.params[1].dtype, (None, H)).copy()
-        if self.has_cell:
-            self.c = None if c is None else _as_float_array(
-                c, "c", self.params[1].dtype, (self.h.shape[0], H)).copy()
-        elif c is not None:
+        """Set the carried state (used by the next forward when stateful); copies the arrays."""
+        if c is not None and not self.has_cell:
             raise TypeError(f"{type(self).__name__} has no cell state; set_state takes h only")
+        H, dtype = self.grads[1].shape[0], self.grads[1].dtype
+        h = _as_float_array(h, "h", dtype, (None, H)).copy()
+        if c is not None:
+            c = _as_float_array(c, "c", dtype, (h.shape[0], H)).copy()
+        self.h = h                       # assigned only once both are valid
+        if self.has_cell:
+            self.c = c
 
     def reset_state(self):
         self.h = None
@@ -179,10 +200,7 @@ class _TimeLayer:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
                                "there is no forward pass to differentiate")
         N, T, D, H, dtype = self._last
-        Wx, Wh, b = self._read_params()
-        if Wx.shape[0] != D or Wh.shape[0] != H or Wh.dtype != dtype:
-            raise ValueError("params changed shape or dtype since forward(): "
-                             f"forward ran with D={D}, H={H}, {dtype}")
+        Wx, Wh, b = self._read_params()    # same shapes and dtype as at construction
         dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
         if dc_next is not None:
             dc_next = _as_float_array(dc_next, "dc_next", dtype, (N, H))

@@ -419,6 +419,16 @@ def test_outputs_are_fresh_and_inputs_not_aliased(kind, rng):
         np.testing.assert_allclose(g, want[k], rtol=1e-12, atol=1e-13)
     # the carried state does not alias the returned hs either
     np.testing.assert_allclose(layer.h, want["h"], rtol=1e-12, atol=1e-13)
+    # results kept from one call are not overwritten by the next
+    hs_kept = layer.forward(xs)
+    kept = dict(hs=hs_kept, dxs=layer.backward(dhs), dh=layer.dh, h=layer.h)
+    if kind == "lstm":
+        kept.update(dc=layer.dc, c=layer.c)
+    copies = {k: v.copy() for k, v in kept.items()}
+    layer.forward(-xs)
+    layer.backward(-2 * dhs)
+    for k in kept:
+        np.testing.assert_array_equal(kept[k], copies[k], err_msg=k)
     hs2 = layer.forward(xs)
     assert hs2 is not hs and not np.shares_memory(hs2, hs)
 
@@ -449,6 +459,17 @@ def test_cell_outputs_fresh_and_inputs_not_aliased(kind, rng):
     np.testing.assert_allclose(dhp, want["dh_prev"], rtol=1e-12, atol=1e-13)
     for k, g in zip(("dWx", "dWh", "db"), cell.grads):
         np.testing.assert_allclose(g, want[k], rtol=1e-12, atol=1e-13)
+    # what one step returned survives the next step (a hand-written loop keeps them)
+    kept = [dx, dhp] + ([dcp] if kind == "lstm" else [])
+    copies = [a.copy() for a in kept]
+    if kind == "lstm":
+        cell.forward(-x, h, c)
+        cell.backward(-dh, -dc)
+    else:
+        cell.forward(-x, h)
+        cell.backward(-dh)
+    for a, b in zip(kept, copies):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---- memory layouts ----------------------------------------------------------------------------------
@@ -656,3 +677,15 @@ def test_cell_empty_batch(kind, rng):
         dx, dh = cell.backward(z)
     assert dx.shape == (0, D) and dh.shape == (0, H)
     assert all(not g.any() for g in cell.grads)
+
+
+def test_non_native_byte_order_is_converted(rng):
+    kind = "lstm"
+    # big-endian float64 (e.g. read from a file) is float64 data: the NumPy layers accept it
+    params, xs, dhs, _, _ = sequence(kind, rng, np.float64)
+    layer = make_time(fastrnn, kind, params)
+    want, _, _ = run_time(layer, kind, xs, dhs)
+    got, hs, _ = run_time(layer, kind, xs.astype(">f8"), dhs.astype(">f8"))
+    assert hs.dtype == np.float64
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)

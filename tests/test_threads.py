@@ -1,0 +1,135 @@
+"""Layers run with the GIL released: two layers in two threads must not disturb each other, and
+no layer may touch NumPy's global random state."""
+import threading
+
+import numpy as np
+import pytest
+
+import fastrnn
+from conftest import make_cell, make_params, make_time, set_state
+
+STEPS = 25
+
+
+def workload(kind, dtype, seed, N=6, T=16, D=32, H=32):
+    """A stateful training-like loop (forward, backward, clip, in-place update) on own params;
+    returns everything it produced."""
+    rng = np.random.default_rng(seed)
+    params = make_params(kind, rng, D, H, dtype)
+    xs = [rng.standard_normal((N, T, D)).astype(dtype) for _ in range(STEPS)]
+    dhs = [rng.standard_normal((N, T, H)).astype(dtype) for _ in range(STEPS)]
+    h0 = rng.standard_normal((N, H)).astype(dtype)
+    c0 = rng.standard_normal((N, H)).astype(dtype) if kind == "lstm" else None
+    cell_in = [rng.standard_normal(s).astype(dtype) for s in ((N, D), (N, H), (N, H))]
+
+    def run(barrier=None):
+        ps = [p.copy() for p in params]
+        layer = make_time(fastrnn, kind, ps, stateful=True)
+        layer.track_grad_norms = True
+        set_state(layer, kind, h0, c0)
+        cell = make_cell(fastrnn, kind, ps)
+        out = []
+        if barrier is not None:
+            barrier.wait()
+        for k in range(STEPS):
+            hs = layer.forward(xs[k])
+            dxs = layer.backward(dhs[k])
+            norm = fastrnn.clip_grads(layer.grads, 1.0)
+            for p, g in zip(ps, layer.grads):
+                p -= dtype(0.05) * g
+            x, h, c = cell_in
+            if kind == "lstm":
+                hn, _ = cell.forward(x, h, c)
+                cd = cell.backward(hn, hn)[0]
+            else:
+                hn = cell.forward(x, h)
+                cd = cell.backward(hn)[0]
+            out.append((hs, dxs, layer.h.copy(), layer.dh.copy(), layer.grad_norms_h.copy(),
+                        norm, hn.copy(), cd.copy(), [p.copy() for p in ps]))
+        return out
+
+    return run
+
+
+def compare(a, b):
+    """Equal up to rounding (a multithreaded BLAS may split work differently when both threads
+    call it at once); a data race would show as differences of order one."""
+    assert len(a) == len(b) == STEPS
+    for step_a, step_b in zip(a, b):
+        for x, y in zip(list(step_a[:-1]) + step_a[-1], list(step_b[:-1]) + step_b[-1]):
+            x, y = np.asarray(x), np.asarray(y)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            rtol = 1e-4 if x.dtype == np.float32 else 1e-10
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * max(np.abs(y).max(), 1e-3))
+
+
+@pytest.mark.parametrize("pair", [(("lstm", np.float32), ("gru_ra", np.float64)),
+                                  (("rnn", np.float64), ("gru", np.float32)),
+                                  (("lstm", np.float64), ("lstm", np.float64))],
+                         ids=["lstm32-grura64", "rnn64-gru32", "lstm64-lstm64"])
+def test_two_layers_in_two_threads_equal_sequential(pair):
+    runs = [workload(kind, dtype, seed) for seed, (kind, dtype) in enumerate(pair)]
+    sequential = [run() for run in runs]
+
+    results, errors = [None, None], []
+    barrier = threading.Barrier(2)
+
+    def target(i):
+        try:
+            results[i] = runs[i](barrier)
+        except BaseException as e:  # reported below, with the thread's index
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    assert not errors, errors
+    for got, want in zip(results, sequential):
+        compare(got, want)
+
+
+def test_one_layer_used_from_threads_one_after_another():
+    # a layer made in one thread and used in another behaves the same
+    run = workload("gru", np.float64, 7, N=3, T=4, D=5, H=6)
+    want = run()
+    got = []
+    t = threading.Thread(target=lambda: got.append(run()))
+    t.start()
+    t.join(timeout=60)
+    compare(got[0], want)
+
+
+def test_layers_do_not_touch_numpy_global_random_state():
+    np.random.seed(12345)
+    before = np.random.get_state()
+    rng = np.random.default_rng(0)
+    for kind in ("rnn", "lstm", "gru", "gru_ra"):
+        for dtype in (np.float32, np.float64):
+            params = make_params(kind, rng, 3, 4, dtype)
+            layer = make_time(fastrnn, kind, params, stateful=True)
+            layer.track_grad_norms = True
+            set_state(layer, kind, np.zeros((2, 4)), np.zeros((2, 4)) if kind == "lstm" else None)
+            layer.forward(rng.standard_normal((2, 5, 3)))
+            layer.backward(rng.standard_normal((2, 5, 4)))
+            layer.forward(np.zeros((2, 0, 3)))
+            layer.reset_state()
+            fastrnn.clip_grads(layer.grads, 0.1)
+            cell = make_cell(fastrnn, kind, params)
+            if kind == "lstm":
+                cell.forward(np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 4)))
+                cell.backward(np.ones((2, 4)), np.ones((2, 4)))
+            else:
+                cell.forward(np.ones((2, 3)), np.ones((2, 4)))
+                cell.backward(np.ones((2, 4)))
+    after = np.random.get_state()
+    assert before[0] == after[0]
+    np.testing.assert_array_equal(before[1], after[1])
+    assert before[2:] == after[2:]
+    # and the next draw is the one the seed promises
+    np.random.seed(12345)
+    expected = np.random.random(3)
+    np.random.set_state(after)
+    np.testing.assert_array_equal(np.random.random(3), expected)
