@@ -2,9 +2,11 @@
 
 clip_grads makes two streaming passes over the gradient memory, both with the GIL released: one to
 measure (sum of squares per array, accumulated in float64) and, only if clipping fires, one to
-scale in place.  No temporary the size of a gradient is made; the per-array work in Python is a few
+scale in place.  Large sets (over a million elements) are split across the usable cores.  No temporary the size of a gradient is made; the per-array work in Python is a few
 pointer and flag reads, so thousands of small arrays cost little more than one large one.
 """
+import os
+
 cimport numpy as cnp
 from libc.math cimport sqrt, isfinite
 from libc.stdint cimport uintptr_t
@@ -13,22 +15,22 @@ from libc.stdlib cimport malloc, free, qsort
 cnp.import_array()
 
 cdef extern from "fr_reduce.h" nogil:
-    double fr_sumsq_f(const float *x, Py_ssize_t n)
-    double fr_sumsq_d(const double *x, Py_ssize_t n)
+    ctypedef struct fr_buf:
+        char *data
+        Py_ssize_t size
+        int f32
     double fr_maxabs_d(const double *x, Py_ssize_t n)
     double fr_sumsq_scaled_d(const double *x, Py_ssize_t n, double s)
-    void fr_scale_f(float *x, Py_ssize_t n, float r)
-    void fr_scale_d(double *x, Py_ssize_t n, double r)
     int fr_all_finite_f(const float *x, Py_ssize_t n)
     int fr_all_finite_d(const double *x, Py_ssize_t n)
+    void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
 
-
-cdef struct Grad:
-    char *data
-    Py_ssize_t size          # elements
-    bint f32
-    Py_ssize_t index         # position in the caller's list
-    double norm              # filled by the measuring pass
+# Below this many elements in all, one thread: starting another costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 20
+try:
+    _CPUS = len(os.sched_getaffinity(0))
+except AttributeError:
+    _CPUS = os.cpu_count() or 1
 
 
 cdef struct Span:
@@ -62,39 +64,37 @@ def all_finite(cnp.ndarray a):
     return ok
 
 
-cdef Py_ssize_t _measure(Grad *gs, Py_ssize_t n, double *norm) noexcept nogil:
-    """Pass 1: the global L2 norm into *norm.  Returns the list index of the first array holding
-    NaN/Inf (the norm is then NaN or Inf), or -1."""
+cdef Py_ssize_t _measure(const fr_buf *bufs, const Py_ssize_t *index, Py_ssize_t n,
+                         int threads, double *norms, double *norm) noexcept nogil:
+    """Pass 1: the global L2 norm into *norm (norms: per-array workspace).  Returns the list
+    index of the first array holding NaN/Inf (the norm is then NaN or Inf), or -1."""
     cdef Py_ssize_t k, bad = -1
     cdef double s, m, total = 0
     cdef bint overflow = False
+    fr_pass_many(bufs, n, threads, norms, 0)          # norms[k] = sum of squares of array k
     for k in range(n):
-        if gs[k].f32:
-            s = fr_sumsq_f(<const float *>gs[k].data, gs[k].size)
-        else:
-            s = fr_sumsq_d(<const double *>gs[k].data, gs[k].size)
+        s = norms[k]
+        total += s
         if isfinite(s):
-            gs[k].norm = sqrt(s)
-        elif not _finite_buffer(gs[k].data, gs[k].size, gs[k].f32):
-            gs[k].norm = s
+            norms[k] = sqrt(s)
+        elif not _finite_buffer(bufs[k].data, bufs[k].size, bufs[k].f32):
             if bad < 0:
-                bad = gs[k].index
+                bad = index[k]
         else:
             # finite float64 values whose squares overflow: measure relative to the largest
-            m = fr_maxabs_d(<const double *>gs[k].data, gs[k].size)
-            gs[k].norm = m * sqrt(fr_sumsq_scaled_d(<const double *>gs[k].data, gs[k].size, m))
+            m = fr_maxabs_d(<const double *>bufs[k].data, bufs[k].size)
+            norms[k] = m * sqrt(fr_sumsq_scaled_d(<const double *>bufs[k].data, bufs[k].size, m))
             overflow = True
-        total += s
     if bad >= 0 or not (overflow or total > 1e300):
         norm[0] = sqrt(total)
         return bad
     # the global sum of squares overflows: combine the per-array norms relative to the largest
     m = 0
     for k in range(n):
-        m = gs[k].norm if gs[k].norm > m else m
+        m = norms[k] if norms[k] > m else m
     total = 0
     for k in range(n):
-        total += (gs[k].norm / m) * (gs[k].norm / m)
+        total += (norms[k] / m) * (norms[k] / m)
     norm[0] = m * sqrt(total)
     return -1
 
@@ -119,14 +119,16 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
     if not (limit > 0 and isfinite(limit)):
         raise ValueError(f"max_norm must be a positive finite number, got {max_norm!r}")
     cdef list seq = list(grads)
-    cdef Py_ssize_t n = len(seq), k, m = 0, bad
-    cdef Grad *gs = <Grad *>malloc((n + 1) * sizeof(Grad))
+    cdef Py_ssize_t n = len(seq), k, m = 0, bad, total = 0
+    cdef fr_buf *bufs = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef Py_ssize_t *index = <Py_ssize_t *>malloc((n + 1) * sizeof(Py_ssize_t))
+    cdef double *norms = <double *>malloc((n + 1) * sizeof(double))
     cdef Span *spans = <Span *>malloc((n + 1) * sizeof(Span))
     cdef cnp.ndarray a
-    cdef int tn
+    cdef int tn, threads = 1
     cdef double norm, rate
-    if gs == NULL or spans == NULL:
-        free(gs); free(spans)
+    if bufs == NULL or index == NULL or norms == NULL or spans == NULL:
+        free(bufs); free(index); free(norms); free(spans)
         raise MemoryError()
     try:
         for k in range(n):
@@ -144,13 +146,14 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
                                  "clip_grads scales in place and needs contiguous arrays")
             if cnp.PyArray_SIZE(a) == 0:
                 continue
-            gs[m].data = <char *>cnp.PyArray_DATA(a)
-            gs[m].size = cnp.PyArray_SIZE(a)
-            gs[m].f32 = tn == cnp.NPY_FLOAT32
-            gs[m].index = k
-            spans[m].lo = <uintptr_t>gs[m].data
+            bufs[m].data = <char *>cnp.PyArray_DATA(a)
+            bufs[m].size = cnp.PyArray_SIZE(a)
+            bufs[m].f32 = tn == cnp.NPY_FLOAT32
+            index[m] = k
+            spans[m].lo = <uintptr_t>bufs[m].data
             spans[m].hi = spans[m].lo + <uintptr_t>cnp.PyArray_NBYTES(a)
             spans[m].index = k
+            total += bufs[m].size
             m += 1
         # every array must own its bytes: sort the byte ranges and look for an overlap
         qsort(spans, m, sizeof(Span), _span_cmp)
@@ -160,8 +163,10 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
                 raise ValueError(f"grads[{i}] and grads[{j}] share memory (the same array "
                                  "twice, or overlapping views); pass each gradient once, "
                                  "otherwise it would be scaled twice")
+        if total >= PARALLEL_MIN_ELEMENTS:
+            threads = _CPUS
         with nogil:
-            bad = _measure(gs, m, &norm)
+            bad = _measure(bufs, index, m, threads, norms, &norm)
         if bad >= 0:
             if error_if_nonfinite:
                 raise FloatingPointError(
@@ -171,12 +176,7 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
         rate = limit / (norm + 1e-6)
         if rate < 1:
             with nogil:
-                for k in range(m):
-                    if gs[k].f32:
-                        fr_scale_f(<float *>gs[k].data, gs[k].size, <float>rate)
-                    else:
-                        fr_scale_d(<double *>gs[k].data, gs[k].size, rate)
+                fr_pass_many(bufs, m, threads, NULL, rate)
         return norm
     finally:
-        free(gs)
-        free(spans)
+        free(bufs); free(index); free(norms); free(spans)

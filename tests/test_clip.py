@@ -260,3 +260,37 @@ def test_layer_grads_clip_in_place(rng):
     assert clip_grads(layer.grads, 0.1) == pytest.approx(norm, rel=1e-12)
     assert all(g is o for g, o in zip(layer.grads, objs))
     assert_scaled(layer.grads, originals, 0.1 / (norm + 1e-6))
+
+
+# ---- large sets: the measuring and scaling passes are split across threads ----
+
+def _large_set(rng):
+    # > 2**20 elements in all, mixed dtypes and sizes, so the thread ranges cut through arrays
+    shapes = [(700, 900), (3,), (500, 700), (1000,), (333, 777)]
+    dtypes = [np.float32, np.float64, np.float32, np.float64, np.float32]
+    return [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+
+
+def test_large_set_norm_and_scale_match_numpy():
+    rng = np.random.default_rng(7)
+    grads = _large_set(rng)
+    assert sum(g.size for g in grads) > 2**20
+    before = [g.copy() for g in grads]
+    expected = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in before))
+    norm = clip_grads(grads, 10.0)
+    assert norm == pytest.approx(expected, rel=1e-12)
+    rate = 10.0 / (expected + 1e-6)
+    for g, b in zip(grads, before):
+        np.testing.assert_allclose(g, b * g.dtype.type(rate), rtol=1e-6 if g.dtype == np.float32 else 1e-12)
+
+
+def test_large_set_nonfinite_far_into_the_buffers_is_named_and_nothing_changes():
+    rng = np.random.default_rng(8)
+    grads = _large_set(rng)
+    grads[4][-1, -1] = np.inf          # in the last thread's range
+    grads[2][250, 3] = np.nan
+    before = [g.copy() for g in grads]
+    with pytest.raises(FloatingPointError, match=r"grads\[2\]"):
+        clip_grads(grads, 1.0)
+    for g, b in zip(grads, before):
+        np.testing.assert_array_equal(g, b)
