@@ -11,8 +11,11 @@ the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params
     norm = fastrnn.clip_grads(grads, 5.0)      # fused, in place
 
 ``fastrnn.reference`` holds the plain NumPy implementation of the same API (the oracle and the
-benchmark baseline).
+benchmark baseline); ``fastrnn.diagnostics`` makes gradient flow visible (per-step gradient norms,
+spectral norms, clipping history, plots); ``fastrnn.models`` is the small training code the demo
+uses (Linear + MSE, SGD, Adam).
 """
+from . import diagnostics
 from ._norms import clip_grads
 from .layers import GRU, LSTM, RNN, TimeGRU, TimeLSTM, TimeRNN
 

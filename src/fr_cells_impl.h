@@ -12,6 +12,48 @@
  * layer above (the dhs row); dh_in / dc_in = gradient carried back from step t+1.
  */
 
+/* ---- gradient-flow diagnostics (only when backward records norms) ----
+ * Sums of squares in double over FR_LANES independent lanes, so they vectorise without
+ * -ffast-math; pointers are advanced instead of indexed for the same -fwrapv reason as above. */
+
+/* sum over j of (x[j] + y[j])^2: ||dL/dh_t||^2 for one row, dh = dy + dh_in */
+static inline double FR_FN(sumsq_of_sum)(int H, const FR_T *restrict x, const FR_T *restrict y)
+{
+    double acc[FR_LANES] = {0}, s = 0;
+    int j = 0;
+    for (; j + FR_LANES <= H; j += FR_LANES, x += FR_LANES, y += FR_LANES)
+        for (int k = 0; k < FR_LANES; k++) { double d = (double)x[k] + y[k]; acc[k] += d * d; }
+    for (; j < H; j++, x++, y++) { double d = (double)x[0] + y[0]; s += d * d; }
+    for (int k = 0; k < FR_LANES; k++) s += acc[k];
+    return s;
+}
+
+/* LSTM: ||dL/dh_t||^2 and ||dL/dc_t||^2 for one row, dc = dc_in + dh * o * (1 - tanh(c)^2) */
+static inline void FR_FN(lstm_sumsq)(int H, const FR_T *restrict dy, const FR_T *restrict dh_in,
+                                     const FR_T *restrict dc_in, const FR_T *restrict o,
+                                     const FR_T *restrict tc, double *restrict sq)
+{
+    double ah[FR_LANES] = {0}, ac[FR_LANES] = {0}, sh = 0, sc = 0;
+    int j = 0;
+    for (; j + FR_LANES <= H; j += FR_LANES, dy += FR_LANES, dh_in += FR_LANES,
+                                dc_in += FR_LANES, o += FR_LANES, tc += FR_LANES)
+        for (int k = 0; k < FR_LANES; k++) {
+            double dh = (double)dy[k] + dh_in[k], t = tc[k];
+            double dc = dc_in[k] + dh * o[k] * (1 - t * t);
+            ah[k] += dh * dh;
+            ac[k] += dc * dc;
+        }
+    for (; j < H; j++, dy++, dh_in++, dc_in++, o++, tc++) {
+        double dh = (double)dy[0] + dh_in[0], t = tc[0];
+        double dc = dc_in[0] + dh * o[0] * (1 - t * t);
+        sh += dh * dh;
+        sc += dc * dc;
+    }
+    for (int k = 0; k < FR_LANES; k++) { sh += ah[k]; sc += ac[k]; }
+    sq[0] += sh;
+    sq[1] += sc;
+}
+
 /* ---- vanilla RNN:  h = tanh(x Wx + h_prev Wh + b) ---- */
 
 FR_KERNEL void FR_FN(rnn_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b, FR_T *restrict h)
@@ -30,11 +72,7 @@ FR_KERNEL void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T *res
         FR_T dh = dy[j] + dh_in[j];
         da[j] = dh * (1 - a[j] * a[j]);
     }
-    if (sq) {                   /* gradient-flow diagnostics: ||dL/dh_t||^2 */
-        double s = 0;
-        for (int j = 0; j < H; j++) { double d = (double)dy[j] + dh_in[j]; s += d * d; }
-        sq[0] += s;
-    }
+    if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);     /* ||dL/dh_t||^2 */
 }
 
 /* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ---- */
@@ -76,18 +114,7 @@ FR_KERNEL void FR_FN(lstm_bwd_row)(int H, const FR_T *restrict a, const FR_T *re
         dao[j] = dh * t * o * (1 - o);
         dc_out[j] = dc * f;
     }
-    if (sq) {                   /* ||dL/dh_t||^2 and ||dL/dc_t||^2, kept out of the hot loop */
-        double sh = 0, sc = 0;
-        for (int j = 0; j < H; j++) {
-            double dh = (double)dy[j] + dh_in[j];
-            double t = tc[j];
-            double dc = dc_in[j] + dh * ao[j] * (1 - t * t);
-            sh += dh * dh;
-            sc += dc * dc;
-        }
-        sq[0] += sh;
-        sq[1] += sc;
-    }
+    if (sq) FR_FN(lstm_sumsq)(H, dy, dh_in, dc_in, ao, tc, sq);   /* kept out of the hot loop */
 }
 
 /* ---- GRU, gate blocks z, r, h~:  h = (1-z)*h_prev + z*h~ ----
@@ -134,11 +161,7 @@ FR_KERNEL void FR_FN(gru_bwd_zh_row)(int H, const FR_T *restrict a, const FR_T *
         dah[j] = dh * z * (1 - hh * hh);
         dh_out[j] = dh * (1 - z);
     }
-    if (sq) {
-        double s = 0;
-        for (int j = 0; j < H; j++) { double d = (double)dy[j] + dh_in[j]; s += d * d; }
-        sq[0] += s;
-    }
+    if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);
 }
 
 /* second half: d(r*h_prev) = da_h Whh^T is given; dr and the gated part of dh_prev */
@@ -192,11 +215,7 @@ FR_KERNEL void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *
         dah[j] = dz; dahr[j] = dr; dahh[j] = dn * r;
         dh_out[j] = dh * (1 - z);
     }
-    if (sq) {
-        double s = 0;
-        for (int j = 0; j < H; j++) { double d = (double)dy[j] + dh_in[j]; s += d * d; }
-        sq[0] += s;
-    }
+    if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);
 }
 
 /* ---- reductions shared by every cell ---- */

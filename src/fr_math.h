@@ -21,6 +21,9 @@
 #define FR_KERNEL static inline
 #endif
 
+/* independent accumulators in reductions (lets GCC vectorise them without -ffast-math) */
+#define FR_LANES 8
+
 static inline float fr_expf(float x)
 {
     /* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2. */

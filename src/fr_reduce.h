@@ -11,7 +11,6 @@
 
 #include "fr_math.h"
 
-#define FR_LANES 8
 
 /* sum of x[i]^2, accumulated in double over FR_LANES independent lanes */
 FR_KERNEL double fr_sumsq_f(const float *restrict x, Py_ssize_t n)
