@@ -1,5 +1,7 @@
+"""`python -m fastrnn ...`: the same command line as the `fastrnn` script."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
