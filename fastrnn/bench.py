@@ -759,8 +759,10 @@ class _WorkerProc:
                                         if env.get("PYTHONPATH") else "")
         code = "import sys; from fastrnn.bench import _worker_main; " \
                "_worker_main(int(sys.argv[1]), sys.argv[2])"
+        # cwd = pkg_root too: `python -c` puts the working directory first on sys.path, and a
+        # source checkout there (fastrnn/ without built kernels) would shadow the installed package
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(child.fileno()), backend],
-                                     pass_fds=(child.fileno(),), env=env,
+                                     pass_fds=(child.fileno(),), env=env, cwd=pkg_root,
                                      stdout=subprocess.DEVNULL)
         child.close()
         self.conn = parent
