@@ -25,11 +25,25 @@ __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 _BLAS_INT_MAX = 2**31 - 1
 
 
+_NATIVE_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
 def _native(dtype):
     """float32/float64 in native byte order, or None for any other dtype."""
+    if dtype in _NATIVE_FLOATS:                 # the common case, a set lookup
+        return dtype
     if dtype.kind == "f" and dtype.itemsize in (4, 8):
         return dtype.newbyteorder("=")
     return None
+
+
+def _shape_ok(arr, shape):
+    if arr.ndim != len(shape):
+        return False
+    for want, got in zip(shape, arr.shape):
+        if want is not None and want != got:
+            return False
+    return True
 
 
 def _as_float_array(value, name, dtype, shape):
@@ -37,15 +51,17 @@ def _as_float_array(value, name, dtype, shape):
 
     Accepts float32/float64 input of any layout or byte order (converted, as the NumPy layers
     would); refuses integers, float16, complex, wrong shapes and NaN/Inf, including values that
-    overflow to Inf in the conversion, with an error naming `name`."""
-    arr = np.asarray(value)
+    overflow to Inf in the conversion, with an error naming `name`.  (Runs on every call of every
+    layer, so the common case, an array already right, takes the shortest path.)"""
+    arr = value if type(value) is np.ndarray else np.asarray(value)
     if _native(arr.dtype) is None:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
-    expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+    if not _shape_ok(arr, shape):
+        expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
-    with np.errstate(over="ignore"):        # overflow is reported below, as an error
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        with np.errstate(over="ignore"):    # overflow is reported below, as an error
+            arr = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or Inf (after conversion to {np.dtype(dtype)})")
     return arr
@@ -105,15 +121,20 @@ class _TimeLayer:
         if b.shape != self._bias_shape(H):
             raise ValueError(f"b must have shape {self._bias_shape(H)}, got {b.shape}")
         grads = getattr(self, "grads", None)
-        if grads is not None and any(g.shape != p.shape or g.dtype != dtype
-                                     for g, p in zip(grads, self.params)):
-            raise ValueError("params changed shape or dtype since the layer was built (grads are "
-                             f"{[g.shape for g in grads]} {grads[0].dtype}); build a new layer "
-                             "for new shapes or dtype")
-        params = [np.ascontiguousarray(p, dtype=dtype) for p in self.params]
-        for name, p in zip(names, params):
+        if grads is not None:
+            for g, p in zip(grads, self.params):
+                if g.shape != p.shape or g.dtype != dtype:
+                    raise ValueError(
+                        "params changed shape or dtype since the layer was built (grads are "
+                        f"{[g.shape for g in grads]} {grads[0].dtype}); build a new layer for "
+                        "new shapes or dtype")
+        params = []
+        for name, p in zip(names, self.params):
+            if p.dtype != dtype or not p.flags.c_contiguous:
+                p = np.ascontiguousarray(p, dtype=dtype)    # views like W.T, other byte order
             if not all_finite(p):
                 raise ValueError(f"{name} contains NaN or Inf")
+            params.append(p)
         return params
 
     def _check_sizes(self, N, T, D, H):
