@@ -99,7 +99,7 @@ cdef Py_ssize_t _measure(const fr_buf *bufs, const Py_ssize_t *index, Py_ssize_t
     return -1
 
 
-def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
+def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True, threads=None):
     """Clip gradients in place by their global L2 norm; return that norm (before clipping).
 
     norm = sqrt(sum of every element squared over every array), accumulated in float64.
@@ -110,8 +110,19 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
     gradients untouched; with error_if_nonfinite=False the non-finite norm is returned instead,
     again without touching the gradients.  Each array must be contiguous, writeable and appear
     once: arrays that share memory would be scaled twice, so they raise ValueError.
+
+    threads: how many threads (at most 8) may share the two passes when the set holds over a
+    million elements; None (default) uses every CPU this process may run on, 1 keeps it on the
+    caller's thread.  The norm can differ in the last bits between thread counts (summation order).
     """
     cdef double limit
+    cdef int max_threads
+    if threads is None:
+        max_threads = _CPUS
+    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        max_threads = min(threads, 64)
+    else:
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
     try:
         limit = float(max_norm)
     except (TypeError, ValueError):
@@ -125,7 +136,7 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
     cdef double *norms = <double *>malloc((n + 1) * sizeof(double))
     cdef Span *spans = <Span *>malloc((n + 1) * sizeof(Span))
     cdef cnp.ndarray a
-    cdef int tn, threads = 1
+    cdef int tn, nthreads = 1
     cdef double norm, rate
     if bufs == NULL or index == NULL or norms == NULL or spans == NULL:
         free(bufs); free(index); free(norms); free(spans)
@@ -164,9 +175,9 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
                                  "twice, or overlapping views); pass each gradient once, "
                                  "otherwise it would be scaled twice")
         if total >= PARALLEL_MIN_ELEMENTS:
-            threads = _CPUS
+            nthreads = max_threads
         with nogil:
-            bad = _measure(bufs, index, m, threads, norms, &norm)
+            bad = _measure(bufs, index, m, nthreads, norms, &norm)
         if bad >= 0:
             if error_if_nonfinite:
                 raise FloatingPointError(
@@ -176,7 +187,7 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True):
         rate = limit / (norm + 1e-6)
         if rate < 1:
             with nogil:
-                fr_pass_many(bufs, m, threads, NULL, rate)
+                fr_pass_many(bufs, m, nthreads, NULL, rate)
         return norm
     finally:
         free(bufs); free(index); free(norms); free(spans)

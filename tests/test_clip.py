@@ -294,3 +294,25 @@ def test_large_set_nonfinite_far_into_the_buffers_is_named_and_nothing_changes()
         clip_grads(grads, 1.0)
     for g, b in zip(grads, before):
         np.testing.assert_array_equal(g, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, None])
+def test_large_set_any_thread_count_gives_the_same_clip(threads):
+    rng = np.random.default_rng(9)
+    grads = _large_set(rng)
+    before = [g.copy() for g in grads]
+    expected = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in before))
+    norm = clip_grads(grads, 10.0, threads=threads)
+    assert norm == pytest.approx(expected, rel=1e-12)
+    rate = 10.0 / (expected + 1e-6)
+    for g, b in zip(grads, before):
+        np.testing.assert_allclose(g, b * g.dtype.type(rate),
+                                   rtol=1e-6 if g.dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.0, "2", True])
+def test_bad_thread_count_is_refused_and_nothing_changes(threads):
+    grads = [np.full(10, 3.0)]
+    with pytest.raises(ValueError, match="threads"):
+        clip_grads(grads, 1.0, threads=threads)
+    np.testing.assert_array_equal(grads[0], np.full(10, 3.0))
