@@ -344,11 +344,8 @@ def _plot(out_dir, cfg, results, runs):
                     label=f"{CELL_LABELS[c]} (test MSE {_fmt(r['test_mse'], '.3g')})")
     ax.axhline(MEAN_PREDICTOR_MSE, color="k", linestyle="--", linewidth=1,
                label="predicting the mean")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("training MSE (running mean)")
-    ax.set_title(f"Adding problem, T = {cfg['length']}, hidden {cfg['hidden']}")
-    ax.grid(True, which="both", alpha=0.3)
+    diagnostics.log_axes(ax, "training step", "training MSE (running mean)",
+                         f"Adding problem, T = {cfg['length']}, hidden {cfg['hidden']}")
     ax.legend()
     paths.append(os.path.join(out_dir, "adding_loss.png"))
     fig.savefig(paths[-1], dpi=110)
@@ -388,11 +385,8 @@ def _plot(out_dir, cfg, results, runs):
                      label=f"{name}: {r['status'].split(':')[0]}")
     ax0.axhline(MEAN_PREDICTOR_MSE, color="k", linestyle="--", linewidth=1,
                 label="predicting the mean")
-    ax0.set_yscale("log")
-    ax0.set_xlabel("training step")
-    ax0.set_ylabel("training MSE")
-    ax0.set_title(f"Vanilla RNN, Wh x {cfg['wh_scale']:g}, SGD lr {cfg['sgd_lr']:g}")
-    ax0.grid(True, which="both", alpha=0.3)
+    diagnostics.log_axes(ax0, "training step", "training MSE",
+                         f"Vanilla RNN, Wh x {cfg['wh_scale']:g}, SGD lr {cfg['sgd_lr']:g}")
     ax0.legend()
     diagnostics.plot_norm_history({name: r["clipper"] for name, r in runs.items()},
                                   max_norm=cfg["clip"], ax=ax1,

@@ -308,6 +308,17 @@ def _new_axes(ax, figsize=(6.4, 4.2)):
     return fig, fig.add_subplot()
 
 
+def log_axes(ax, xlabel, ylabel, title=None):
+    """Label a chart with a logarithmic y axis and a light grid (shared by the charts here and in
+    the demo)."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _finish(fig, path):
     if path is not None:
         fig.savefig(path, dpi=110)
@@ -336,12 +347,7 @@ def plot_grad_flow(norms, ax=None, title="Gradient flow through time", path=None
         t = np.arange(1, n.size + 1)
         ok = np.isfinite(n) & (n > 0)
         ax.plot(t[ok], n[ok], label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("||dL/dh_t||")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
+    log_axes(ax, "time step t", "||dL/dh_t||", title)
     if any(label is not None for label in norms):
         ax.legend()
     return _finish(fig, path)
@@ -381,12 +387,7 @@ def plot_norm_history(histories, max_norm=None, ax=None, title="Gradient norm du
     for steps, color in bad_points:
         ax.plot(steps, np.full(steps.size, top if top > 0 else 1.0), "x", color=color,
                 markersize=9, label="non-finite")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("global gradient norm")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
+    log_axes(ax, "training step", "global gradient norm", title)
     if any(label is not None for label in histories) or max_norm is not None:
         ax.legend()
     return _finish(fig, path)
