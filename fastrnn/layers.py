@@ -17,7 +17,7 @@ Contract, shared by every layer here:
 """
 import numpy as np
 
-from . import _gru, _lstm, _rnn
+from . import _gru, _lstm, _packed, _rnn
 from ._norms import all_finite
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -90,6 +90,11 @@ class _TimeLayer:
         self._last = None     # (N, T, D, H, dtype) of the forward the caches hold
         self._cache = None    # forward caches, reused while shapes stay the same
         self._scratch = None  # backward work buffers, likewise
+        # the recurrent weights packed for the per-step products (Wh in forward, Wh^T in
+        # backward); refilled by every call, so one buffer serves both
+        H = Wh.shape[0]
+        self._wp = np.empty(max(sum(_packed.size(K, M, Wh.dtype) for K, M in packs)
+                                for packs in self._packed_shapes(H)), Wh.dtype)
 
     # ---- parameters and inputs -------------------------------------------------------------
 
@@ -270,16 +275,19 @@ class TimeRNN(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, H), "Hprev": (N, T, H)}
 
+    def _packed_shapes(self, H):
+        return [[(H, H)], [(H, H)]]                    # Wh; Wh^T
+
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
     def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
-        _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"])
+        _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], self._wp)
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
         dWx, dWh, db = self.grads
         _rnn.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], s["dG"], s["dh"], s["acc"],
-                      dWx, dWh, db, dxs, dh0, sq)
+                      dWx, dWh, db, dxs, dh0, sq, self._wp)
 
 
 class TimeLSTM(_TimeLayer):
@@ -294,17 +302,21 @@ class TimeLSTM(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 4 * H), "Hprev": (N, T, H), "C": (N, T, H), "TC": (N, T, H)}
 
+    def _packed_shapes(self, H):
+        return [[(H, 4 * H)], [(4 * H, H)]]            # Wh; Wh^T
+
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
     def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
-        _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"], c["TC"])
+        _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"], c["TC"],
+                      self._wp)
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
         dWx, dWh, db = self.grads
         _lstm.backward(dhs, dc_next, c["X"], Wx, Wh, c["c0"], c["G"], c["Hprev"], c["C"],
                        c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
-                       dh0, dc0, sq)
+                       dh0, dc0, sq, self._wp)
 
 
 class TimeGRU(_TimeLayer):
@@ -328,6 +340,12 @@ class TimeGRU(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 3 * H), "Hprev": (N, T, H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
+    def _packed_shapes(self, H):
+        if self.reset_after:
+            return [[(H, 3 * H)], [(3 * H, H)]]        # Wh; Wh^T
+        # classic: [Whz Whr] and Whh separately (h~ needs r first); their transposes
+        return [[(H, 2 * H), (H, H)], [(2 * H, H), (H, H)]]
+
     def _scratch_shapes(self, N, T, H):
         shapes = {"dG": (N, T, 3 * H), "dh": (2, N, H)}
         if self.reset_after:
@@ -336,13 +354,13 @@ class TimeGRU(_TimeLayer):
 
     def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
         _gru.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], c["AUX"], c["S"],
-                     self.reset_after)
+                     self.reset_after, self._wp)
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
         dWx, dWh, db = self.grads
         _gru.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], c["AUX"], c["S"], s["dG"],
                       s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0, sq,
-                      self.reset_after)
+                      self.reset_after, self._wp)
 
 
 # ---- single-step cells ------------------------------------------------------------------------

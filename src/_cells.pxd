@@ -58,3 +58,13 @@ cdef inline void *buf(cnp.ndarray a, int typenum, Py_ssize_t size, str name,
                          f"array of {size} elements of type {typenum}, got "
                          f"{(<object>a).dtype} {(<object>a).shape}")
     return cnp.PyArray_DATA(a)
+
+
+cdef inline void *scratch(cnp.ndarray a, int typenum, Py_ssize_t size, str name) except NULL:
+    """Like buf(out=True) for a scratch buffer that may be larger than this call needs."""
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or cnp.PyArray_SIZE(a) < size or not cnp.PyArray_ISWRITEABLE(a)):
+        raise ValueError(f"kernel argument {name}: expected a writeable C-contiguous array of "
+                         f"at least {size} elements of type {typenum}, got "
+                         f"{(<object>a).dtype} {(<object>a).shape}")
+    return cnp.PyArray_DATA(a)

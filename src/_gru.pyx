@@ -8,14 +8,17 @@ Same batch-major layout as _lstm.pyx.  Caches:
   Hprev  h_{t-1} for every step (h0 at t = 0)                   (N, T, H)
   AUX    r * h_{t-1} (reset_after=False) or h_{t-1} Whh + b1h   (N, T, H)
   S      per-step scratch                                       (N, 3H)
+The per-step products use Wh (forward) or Wh^T (backward) packed once per call into the scratch
+Wp; reset_after=False packs the [Whz Whr] and Whh column blocks separately.
 """
 cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
+from _packed cimport gemm_packed, pack_b, packed_size
 from _cells cimport (
-    buf, colsum,
+    buf, scratch, colsum,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
     gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
     gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
@@ -79,9 +82,15 @@ cdef inline void ra_bwd_row(int H, const floating *a, const floating *hn,
 cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                    const floating *X, const floating *Wx, const floating *Wh, const floating *b,
                    const floating *h0, floating *hs, floating *G, floating *Hprev,
-                   floating *AUX, floating *S) noexcept nogil:
+                   floating *AUX, floating *S, floating *Wp) noexcept nogil:
     cdef int H3 = 3 * H
     cdef Py_ssize_t n, t, gr, hr, ld_h = T * H, ld_g = T * H3
+    cdef floating *Wp_h = Wp                    # reset_after=False: packed Whh
+    if reset_after:
+        pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
+    else:
+        Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
+        pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
     # G = X @ Wx for all timesteps, (N*T, D) @ (D, 3H)
     gemm(False, False, <blas_int>(N * T), H3, D, 1, X, D, Wx, H3, 0, G, H3)
     for n in range(N):                          # Hprev[:, 0] = h0
@@ -89,8 +98,7 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     for t in range(T):
         if reset_after:
             # S = h_{t-1} @ Wh
-            gemm(False, False, <blas_int>N, H3, H, 1, Hprev + t * H, <blas_int>ld_h, Wh, H3,
-                 0, S, H3)
+            gemm_packed(<int>N, H3, H, Hprev + t * H, ld_h, Wp, S, H3, False)
             for n in range(N):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -100,16 +108,14 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                     memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
         else:
             # G[:, t, :2H] += h_{t-1} @ Wh[:, :2H]
-            gemm(False, False, <blas_int>N, 2 * H, H, 1, Hprev + t * H, <blas_int>ld_h, Wh, H3,
-                 1, G + t * H3, <blas_int>ld_g)
+            gemm_packed(<int>N, 2 * H, H, Hprev + t * H, ld_h, Wp, G + t * H3, ld_g, True)
             for n in range(N):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
                 fwd_zr_row(H, G + gr, b, Hprev + hr, AUX + hr)
             # G[:, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
-            gemm(False, False, <blas_int>N, H, H, 1, AUX + t * H, <blas_int>ld_h, Wh + 2 * H, H3,
-                 1, G + t * H3 + 2 * H, <blas_int>ld_g)
+            gemm_packed(<int>N, H, H, AUX + t * H, ld_h, Wp_h, G + t * H3 + 2 * H, ld_g, True)
             for n in range(N):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -125,13 +131,19 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                     const floating *AUX, floating *S, floating *dG, floating *dGh,
                     floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq) noexcept nogil:
+                    floating *dh0, double *sq, floating *Wp) noexcept nogil:
     cdef int H3 = 3 * H
     cdef Py_ssize_t n, t, gr, hr, NH = N * H, NT = N * T, ld_g = T * H3
     cdef floating *dh_in = dh_buf
     cdef floating *dh_out = dh_buf + NH
     cdef floating *tmp
     cdef double *sq_t
+    cdef floating *Wp_h = Wp                    # reset_after=False: packed Whh^T
+    if reset_after:
+        pack_b(H3, H, Wh, 1, H3, Wp)            # Wh^T (3H, H)
+    else:
+        Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
+        pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
     memset(dh_in, 0, NH * sizeof(floating))
     for t in range(T - 1, -1, -1):
         sq_t = sq + t if sq != NULL else NULL
@@ -143,8 +155,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                 ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
                            dG + gr, dGh + gr, dh_out + n * H, sq_t)
             # dh_{t-1} += dGh[:, t] @ Wh^T
-            gemm(False, True, <blas_int>N, H, H3, 1, dGh + t * H3, <blas_int>ld_g, Wh, H3,
-                 1, dh_out, H)
+            gemm_packed(<int>N, H, H3, dGh + t * H3, ld_g, Wp, dh_out, H, True)
         else:
             for n in range(N):
                 gr = (n * T + t) * H3
@@ -153,16 +164,14 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                 bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
             # d(r * h_{t-1}) = dG[:, t, 2H:] @ Wh[:, 2H:]^T, into S
-            gemm(False, True, <blas_int>N, H, H, 1, dG + t * H3 + 2 * H, <blas_int>ld_g,
-                 Wh + 2 * H, H3, 0, S, H)
+            gemm_packed(<int>N, H, H, dG + t * H3 + 2 * H, ld_g, Wp_h, S, H, False)
             for n in range(N):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # dr pre-activation; dh_{t-1} += d(r h) * r
                 bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
             # dh_{t-1} += dG[:, t, :2H] @ Wh[:, :2H]^T
-            gemm(False, True, <blas_int>N, H, 2 * H, 1, dG + t * H3, <blas_int>ld_g, Wh, H3,
-                 1, dh_out, H)
+            gemm_packed(<int>N, H, 2 * H, dG + t * H3, ld_g, Wp, dh_out, H, True)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     memcpy(dh0, dh_in, NH * sizeof(floating))
     # dWx = X^T @ dG;  dX = dG @ Wx^T
@@ -182,8 +191,8 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.ndarray h0,
             cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S,
-            bint reset_after):
-    """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX."""
+            bint reset_after, cnp.ndarray Wp):
+    """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX (S, Wp: scratch)."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -197,21 +206,25 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.nd
     cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
     cdef void *pA = buf(AUX, tn, NTH, "AUX", True)
     cdef void *pS = buf(S, tn, 3 * N * H, "S", True)
+    cdef bint dbl = tn == cnp.NPY_FLOAT64
+    cdef void *pWp = scratch(Wp, tn, packed_size(H, 3 * H, dbl) if reset_after else
+                             packed_size(H, 2 * H, dbl) + packed_size(H, H, dbl), "Wp")
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
                      <float *>pb, <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
-                     <float *>pA, <float *>pS)
+                     <float *>pA, <float *>pS, <float *>pWp)
         else:
             _forward(N, T, D, H, reset_after, <double *>pX, <double *>pWx, <double *>pWh,
                      <double *>pb, <double *>ph0, <double *>phs, <double *>pG, <double *>pHp,
-                     <double *>pA, <double *>pS)
+                     <double *>pA, <double *>pS, <double *>pWp)
 
 
 def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
              cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
              cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
-             cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after):
+             cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after,
+             cnp.ndarray Wp):
     """Backpropagate through all timesteps of the last forward.
 
     dGh (N, T, 3H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
@@ -237,14 +250,19 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp
     cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
+    cdef bint dbl = tn == cnp.NPY_FLOAT64
+    cdef void *pWp = scratch(Wp, tn, packed_size(3 * H, H, dbl) if reset_after else
+                             packed_size(2 * H, H, dbl) + packed_size(H, H, dbl), "Wp")
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pX, <float *>pWx,
                       <float *>pWh, <float *>pG, <float *>pHp, <float *>pA, <float *>pS,
                       <float *>pdG, <float *>pdGh, <float *>pdh, pacc, <float *>pdWx,
-                      <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq)
+                      <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq,
+                      <float *>pWp)
         else:
             _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pX, <double *>pWx,
                       <double *>pWh, <double *>pG, <double *>pHp, <double *>pA, <double *>pS,
                       <double *>pdG, <double *>pdGh, <double *>pdh, pacc, <double *>pdWx,
-                      <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0, psq)
+                      <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0, psq,
+                      <double *>pWp)

@@ -4,6 +4,9 @@ Layout: everything batch-major, as the caller's arrays are: xs (N, T, D), gates 
 blocks f, g, i, o.  Step t of a batch-major (N, T, X) buffer is N rows with stride T*X, which BLAS
 addresses through its leading dimension, so no buffer is ever transposed or copied per step.
 
+The per-step products h_{t-1} @ Wh and dG_t @ Wh^T use Wh packed once per call into Wp (a
+scratch buffer of the layer, _packed.size(H, 4H) elements); all other products are BLAS calls.
+
 Caches written by forward and read by backward (all owned by the Python layer, reused across calls):
   G      activated gates f, g, i, o                    (N, T, 4H)
   Hprev  h_{t-1} for every step (h0 at t = 0)          (N, T, H)
@@ -15,7 +18,8 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
-from _cells cimport buf, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
+from _packed cimport gemm_packed, pack_b, packed_size
+from _cells cimport buf, scratch, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
 cnp.import_array()
 
@@ -40,18 +44,19 @@ cdef inline void bwd_row(int H, const floating *a, const floating *c_prev, const
 cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                    const floating *X, const floating *Wx, const floating *Wh, const floating *b,
                    const floating *h0, const floating *c0, floating *hs,
-                   floating *G, floating *Hprev, floating *C, floating *TC) noexcept nogil:
+                   floating *G, floating *Hprev, floating *C, floating *TC,
+                   floating *Wp) noexcept nogil:
     cdef int H4 = 4 * H
     cdef Py_ssize_t n, t, gr, hr
     cdef const floating *c_prev
     # G = X @ Wx: the input projection of every timestep in one GEMM, (N*T, D) @ (D, 4H)
     gemm(False, False, <blas_int>(N * T), H4, D, 1, X, D, Wx, H4, 0, G, H4)
+    pack_b(H, H4, Wh, H4, 1, Wp)                # Wh (H, 4H)
     for n in range(N):                          # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[:, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
-        gemm(False, False, <blas_int>N, H4, H, 1, Hprev + t * H, <blas_int>(T * H), Wh, H4,
-             1, G + t * H4, <blas_int>(T * H4))
+        gemm_packed(<int>N, H4, H, Hprev + t * H, T * H, Wp, G + t * H4, T * H4, True)
         for n in range(N):
             gr = (n * T + t) * H4
             hr = (n * T + t) * H
@@ -69,7 +74,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     const floating *C, const floating *TC,
                     floating *dG, floating *dh_buf, floating *dc_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, floating *dc0, double *sq) noexcept nogil:
+                    floating *dh0, floating *dc0, double *sq, floating *Wp) noexcept nogil:
     cdef int H4 = 4 * H
     cdef Py_ssize_t n, t, gr, hr, NH = N * H, NT = N * T
     cdef const floating *c_prev
@@ -79,6 +84,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     cdef floating *dc_in = dc_buf
     cdef floating *dc_out = dc_buf + NH
     cdef floating *tmp
+    pack_b(H4, H, Wh, 1, H4, Wp)                # Wh^T (4H, H)
     memset(dh_in, 0, NH * sizeof(floating))
     if dcT != NULL:
         memcpy(dc_in, dcT, NH * sizeof(floating))
@@ -93,8 +99,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
             bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
                     dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
         # dh_{t-1} = dG[:, t] @ Wh^T
-        gemm(False, True, <blas_int>N, H, H4, 1, dG + t * H4, <blas_int>(T * H4), Wh, H4,
-             0, dh_out, H)
+        gemm_packed(<int>N, H, H4, dG + t * H4, T * H4, Wp, dh_out, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
         tmp = dc_in; dc_in = dc_out; dc_out = tmp
     memcpy(dh0, dh_in, NH * sizeof(floating))
@@ -112,8 +117,8 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
-            cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC):
-    """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC."""
+            cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp):
+    """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC (Wp: scratch)."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1]
     cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -129,26 +134,28 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
     cdef void *pC = buf(C, tn, NTH, "C", True)
     cdef void *pTC = buf(TC, tn, NTH, "TC", True)
+    cdef void *pWp = scratch(Wp, tn, packed_size(H, 4 * H, tn == cnp.NPY_FLOAT64), "Wp")
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
                      <float *>ph0, <float *>pc0, <float *>phs,
-                     <float *>pG, <float *>pHp, <float *>pC, <float *>pTC)
+                     <float *>pG, <float *>pHp, <float *>pC, <float *>pTC, <float *>pWp)
         else:
             _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
                      <double *>ph0, <double *>pc0, <double *>phs,
-                     <double *>pG, <double *>pHp, <double *>pC, <double *>pTC)
+                     <double *>pG, <double *>pHp, <double *>pC, <double *>pTC, <double *>pWp)
 
 
 def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray c0, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC,
              cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
              cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
-             cnp.ndarray dh0, cnp.ndarray dc0, object sq):
+             cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp):
     """Backpropagate through all timesteps of the last forward.
 
     dcT (N, H) or None: gradient w.r.t. the last cell state; sq (T, 2) float64 zeros or None:
-    receives ||dL/dh_t||^2 and ||dL/dc_t||^2 per step.  Writes dWx, dWh, db, dX, dh0, dc0."""
+    receives ||dL/dh_t||^2 and ||dL/dc_t||^2 per step; Wp: scratch for the packed Wh^T.
+    Writes dWx, dWh, db, dX, dh0, dc0."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1]
     cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -174,16 +181,17 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef void *pdc0 = buf(dc0, tn, NH, "dc0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, 2 * T, "sq", True)
+    cdef void *pWp = scratch(Wp, tn, packed_size(4 * H, H, tn == cnp.NPY_FLOAT64), "Wp")
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pX, <float *>pWx,
                       <float *>pWh, <float *>pc0, <float *>pG, <float *>pHp, <float *>pC,
                       <float *>pTC, <float *>pdG, <float *>pdh, <float *>pdc, pacc,
                       <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                      <float *>pdh0, <float *>pdc0, psq)
+                      <float *>pdh0, <float *>pdc0, psq, <float *>pWp)
         else:
             _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pX, <double *>pWx,
                       <double *>pWh, <double *>pc0, <double *>pG, <double *>pHp, <double *>pC,
                       <double *>pTC, <double *>pdG, <double *>pdh, <double *>pdc, pacc,
                       <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                      <double *>pdh0, <double *>pdc0, psq)
+                      <double *>pdh0, <double *>pdc0, psq, <double *>pWp)

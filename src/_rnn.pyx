@@ -9,7 +9,8 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
-from _cells cimport buf, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
+from _packed cimport gemm_packed, pack_b, packed_size
+from _cells cimport buf, scratch, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
 
 cnp.import_array()
 
@@ -31,16 +32,17 @@ cdef inline void bwd_row(int H, const floating *a, const floating *dy, const flo
 
 cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                    const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, floating *hs, floating *G, floating *Hprev) noexcept nogil:
+                   const floating *h0, floating *hs, floating *G, floating *Hprev,
+                   floating *Wp) noexcept nogil:
     cdef Py_ssize_t n, t, r
     # G = X @ Wx for all timesteps, (N*T, D) @ (D, H)
     gemm(False, False, <blas_int>(N * T), H, D, 1, X, D, Wx, H, 0, G, H)
+    pack_b(H, H, Wh, H, 1, Wp)                  # Wh, for the per-step products
     for n in range(N):                          # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[:, t] += h_{t-1} @ Wh
-        gemm(False, False, <blas_int>N, H, H, 1, Hprev + t * H, <blas_int>(T * H), Wh, H,
-             1, G + t * H, <blas_int>(T * H))
+        gemm_packed(<int>N, H, H, Hprev + t * H, T * H, Wp, G + t * H, T * H, True)
         for n in range(N):
             r = (n * T + t) * H
             fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
@@ -53,11 +55,12 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     const floating *Wh, const floating *G, const floating *Hprev,
                     floating *dG, floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq) noexcept nogil:
+                    floating *dh0, double *sq, floating *Wp) noexcept nogil:
     cdef Py_ssize_t n, t, r, NH = N * H, NT = N * T
     cdef floating *dh_in = dh_buf
     cdef floating *dh_out = dh_buf + NH
     cdef floating *tmp
+    pack_b(H, H, Wh, 1, H, Wp)                  # Wh^T
     memset(dh_in, 0, NH * sizeof(floating))
     for t in range(T - 1, -1, -1):
         for n in range(N):
@@ -65,8 +68,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
             # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
             bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
         # dh_{t-1} = dG[:, t] @ Wh^T
-        gemm(False, True, <blas_int>N, H, H, 1, dG + t * H, <blas_int>(T * H), Wh, H,
-             0, dh_out, H)
+        gemm_packed(<int>N, H, H, dG + t * H, T * H, Wp, dh_out, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     memcpy(dh0, dh_in, NH * sizeof(floating))
     # dWx = X^T @ dG;  dWh = Hprev^T @ dG;  db = dG.sum(rows);  dX = dG @ Wx^T
@@ -77,8 +79,8 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
-            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev):
-    """Run the RNN over all timesteps; fills hs and the caches G, Hprev."""
+            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray Wp):
+    """Run the RNN over all timesteps; fills hs and the caches G, Hprev (Wp: scratch)."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -90,22 +92,23 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef void *phs = buf(hs, tn, NTH, "hs", True)
     cdef void *pG = buf(G, tn, NTH, "G", True)
     cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
+    cdef void *pWp = scratch(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64), "Wp")
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
-                     <float *>ph0, <float *>phs, <float *>pG, <float *>pHp)
+                     <float *>ph0, <float *>phs, <float *>pG, <float *>pHp, <float *>pWp)
         else:
             _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
-                     <double *>ph0, <double *>phs, <double *>pG, <double *>pHp)
+                     <double *>ph0, <double *>phs, <double *>pG, <double *>pHp, <double *>pWp)
 
 
 def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray dG, cnp.ndarray dh_buf,
              cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db,
-             cnp.ndarray dX, cnp.ndarray dh0, object sq):
+             cnp.ndarray dX, cnp.ndarray dh0, object sq, cnp.ndarray Wp):
     """Backpropagate through all timesteps of the last forward.
 
-    sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step.
+    sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step; Wp: scratch (packed Wh^T).
     Writes dWx, dWh, db, dX, dh0."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -125,14 +128,15 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
+    cdef void *pWp = scratch(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64), "Wp")
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _backward(N, T, D, H, <float *>pdhs, <float *>pX, <float *>pWx, <float *>pWh,
                       <float *>pG, <float *>pHp, <float *>pdG, <float *>pdh, pacc,
                       <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                      <float *>pdh0, psq)
+                      <float *>pdh0, psq, <float *>pWp)
         else:
             _backward(N, T, D, H, <double *>pdhs, <double *>pX, <double *>pWx, <double *>pWh,
                       <double *>pG, <double *>pHp, <double *>pdG, <double *>pdh, pacc,
                       <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                      <double *>pdh0, psq)
+                      <double *>pdh0, psq, <double *>pWp)

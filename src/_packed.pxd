@@ -1,0 +1,40 @@
+# The per-step recurrent product with weights packed once per call (fr_gemm.h): the kernels' one
+# departure from BLAS, because sgemm would repack the same weights at every timestep.
+from cython cimport floating
+
+cdef extern from "fr_gemm.h" nogil:
+    size_t packed_size_f(int K, int N)
+    size_t packed_size_d(int K, int N)
+    void pack_b_f(int K, int N, const float *B, Py_ssize_t rs, Py_ssize_t cs, float *P)
+    void pack_b_d(int K, int N, const double *B, Py_ssize_t rs, Py_ssize_t cs, double *P)
+    void gemm_packed_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *P,
+                       float *C, Py_ssize_t ldc, int accumulate)
+    void gemm_packed_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *P,
+                       double *C, Py_ssize_t ldc, int accumulate)
+
+
+cdef inline size_t packed_size(int K, int N, bint is_double) noexcept nogil:
+    """Elements a packed copy of a (K, N) matrix takes."""
+    return packed_size_d(K, N) if is_double else packed_size_f(K, N)
+
+
+cdef inline floating *pack_b(int K, int N, const floating *B, Py_ssize_t rs, Py_ssize_t cs,
+                             floating *P) noexcept nogil:
+    """Pack B (element (k, n) at B[k*rs + n*cs]) into P; returns the element after the copy, so
+    several matrices can be packed back to back into one buffer."""
+    if floating is float:
+        pack_b_f(K, N, B, rs, cs, P)
+        return P + packed_size_f(K, N)
+    else:
+        pack_b_d(K, N, B, rs, cs, P)
+        return P + packed_size_d(K, N)
+
+
+cdef inline void gemm_packed(int M, int N, int K, const floating *A, Py_ssize_t lda,
+                             const floating *P, floating *C, Py_ssize_t ldc,
+                             bint accumulate) noexcept nogil:
+    """Row-major C[M, N] = A[M, K] @ B, or C += A @ B with accumulate; B packed by pack_b."""
+    if floating is float:
+        gemm_packed_f(M, N, K, A, lda, P, C, ldc, accumulate)
+    else:
+        gemm_packed_d(M, N, K, A, lda, P, C, ldc, accumulate)
