@@ -14,10 +14,15 @@ Contract, shared by every layer here:
 - Every check happens before anything is written: a call that raises leaves params, grads, state
   and the caches of the previous forward exactly as they were.
 - Layers keep no global state and never touch NumPy's random state.
+- ``threads``: None (default) runs the time loop on as many threads as scipy's BLAS is set to
+  (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
+  fixes it.  Threads share out the batch rows, so results do not depend on the setting beyond
+  rounding.
 """
 import numpy as np
 
 from . import _gru, _lstm, _packed, _rnn
+from ._threads import loop_threads
 from ._norms import all_finite
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -85,6 +90,7 @@ class _TimeLayer:
             self.dc = None
         # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
         self.track_grad_norms = False
+        self.threads = None   # None: follow scipy's BLAS thread setting (see the module doc)
         self.grad_norms_h = None
         self.grad_norms_c = None
         self._last = None     # (N, T, D, H, dtype) of the forward the caches hold
@@ -95,6 +101,20 @@ class _TimeLayer:
         H = Wh.shape[0]
         self._wp = np.empty(max(sum(_packed.size(K, M, Wh.dtype) for K, M in packs)
                                 for packs in self._packed_shapes(H)), Wh.dtype)
+
+    @property
+    def threads(self):
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if value is not None and (not isinstance(value, (int, np.integer))
+                                  or isinstance(value, bool) or value < 1):
+            raise ValueError(f"threads must be None or a positive integer, got {value!r}")
+        self._threads = None if value is None else int(value)
+
+    def _loop_threads(self, N, T, H):
+        return loop_threads(self._threads, N, N * T * H * H * self.blocks)
 
     # ---- parameters and inputs -------------------------------------------------------------
 
@@ -211,7 +231,7 @@ class _TimeLayer:
         np.copyto(cache["X"], xs)
         if c0 is not None:
             np.copyto(cache["c0"], c0)
-        self._kernel_forward(cache, Wx, Wh, b, h0, hs)
+        self._kernel_forward(cache, Wx, Wh, b, h0, hs, self._loop_threads(N, T, H))
         self._last = key
         hT = hs[:, -1].copy()
         cT = cache["C"][:, -1].copy() if self.has_cell else None
@@ -253,7 +273,7 @@ class _TimeLayer:
                                  for k, s in self._scratch_shapes(N, T, H).items()}
                 self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
             self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
-                                  dxs, dh0, dc0, sq)
+                                  dxs, dh0, dc0, sq, self._loop_threads(N, T, H))
         self.dh = dh0
         if self.has_cell:
             self.dc = dc0
@@ -281,13 +301,13 @@ class TimeRNN(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
-        _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], self._wp)
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads):
+        _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], self._wp, threads)
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads):
         dWx, dWh, db = self.grads
         _rnn.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], s["dG"], s["dh"], s["acc"],
-                      dWx, dWh, db, dxs, dh0, sq, self._wp)
+                      dWx, dWh, db, dxs, dh0, sq, self._wp, threads)
 
 
 class TimeLSTM(_TimeLayer):
@@ -308,15 +328,15 @@ class TimeLSTM(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads):
         _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"], c["TC"],
-                      self._wp)
+                      self._wp, threads)
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads):
         dWx, dWh, db = self.grads
         _lstm.backward(dhs, dc_next, c["X"], Wx, Wh, c["c0"], c["G"], c["Hprev"], c["C"],
                        c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
-                       dh0, dc0, sq, self._wp)
+                       dh0, dc0, sq, self._wp, threads)
 
 
 class TimeGRU(_TimeLayer):
@@ -352,15 +372,15 @@ class TimeGRU(_TimeLayer):
             shapes["dGh"] = (N, T, 3 * H)
         return shapes
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs):
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads):
         _gru.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], c["AUX"], c["S"],
-                     self.reset_after, self._wp)
+                     self.reset_after, self._wp, threads)
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads):
         dWx, dWh, db = self.grads
         _gru.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], c["AUX"], c["S"], s["dG"],
                       s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0, sq,
-                      self.reset_after, self._wp)
+                      self.reset_after, self._wp, threads)
 
 
 # ---- single-step cells ------------------------------------------------------------------------

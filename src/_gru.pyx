@@ -17,6 +17,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
+from _parallel cimport fr_share, parallel_rows, thread_sq
 from _cells cimport (
     buf, scratch, colsum,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
@@ -79,27 +80,48 @@ cdef inline void ra_bwd_row(int H, const floating *a, const floating *hn,
         gru_ra_bwd_row_d(H, a, hn, h_prev, dy, dh_in, dax, dah, dh_out, sq)
 
 
-cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
-                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, floating *hs, floating *G, floating *Hprev,
-                   floating *AUX, floating *S, floating *Wp) noexcept nogil:
-    cdef int H3 = 3 * H
-    cdef Py_ssize_t n, t, gr, hr, ld_h = T * H, ld_g = T * H3
-    cdef floating *Wp_h = Wp                    # reset_after=False: packed Whh
-    if reset_after:
-        pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
-    else:
-        Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
-        pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
-    # G = X @ Wx for all timesteps, (N*T, D) @ (D, 3H)
-    gemm(False, False, <blas_int>(N * T), H3, D, 1, X, D, Wx, H3, 0, G, H3)
-    for n in range(N):                          # Hprev[:, 0] = h0
+cdef struct Loop:
+    # what each thread needs for the time loop over its share of the batch rows
+    Py_ssize_t N, T
+    int H
+    bint reset_after
+    const void *Wp      # packed Wh (reset_after) or [Whz Whr] (classic), or their transposes
+    const void *Wp_h    # classic: packed Whh (or Whh^T)
+    const void *b
+    const void *h0
+    void *hs
+    void *G
+    void *Hprev
+    void *AUX
+    void *S
+    const void *dhs
+    void *dG
+    void *dGh
+    void *dh_buf
+    double *sq          # per-step squared norms or NULL (see parallel_rows)
+    double *sq_part
+    bint f64
+
+
+cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
+    """The time loop for batch rows [n0, n1)."""
+    cdef Py_ssize_t T = L.T, n, t, gr, hr, ld_h = L.T * L.H, ld_g = L.T * 3 * L.H
+    cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
+    cdef const floating *Wp_h = <const floating *>L.Wp_h
+    cdef const floating *b = <const floating *>L.b
+    cdef const floating *h0 = <const floating *>L.h0
+    cdef floating *hs = <floating *>L.hs
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    cdef floating *AUX = <floating *>L.AUX
+    cdef floating *S = <floating *>L.S
+    for n in range(n0, n1):                     # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
-        if reset_after:
-            # S = h_{t-1} @ Wh
-            gemm_packed(<int>N, H3, H, Hprev + t * H, ld_h, Wp, S, H3, False)
-            for n in range(N):
+        if L.reset_after:
+            # S[rows] = h_{t-1} @ Wh
+            gemm_packed(rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, S + n0 * H3, H3, False)
+            for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # z, r = sigmoid(G + S + b0 + b1); n = S_h + b1h; h~ = tanh(G_h + b0h + r*n)
@@ -107,16 +129,18 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                 if t + 1 < T:
                     memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
         else:
-            # G[:, t, :2H] += h_{t-1} @ Wh[:, :2H]
-            gemm_packed(<int>N, 2 * H, H, Hprev + t * H, ld_h, Wp, G + t * H3, ld_g, True)
-            for n in range(N):
+            # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
+            gemm_packed(rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp,
+                        G + n0 * ld_g + t * H3, ld_g, True)
+            for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
                 fwd_zr_row(H, G + gr, b, Hprev + hr, AUX + hr)
-            # G[:, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
-            gemm_packed(<int>N, H, H, AUX + t * H, ld_h, Wp_h, G + t * H3 + 2 * H, ld_g, True)
-            for n in range(N):
+            # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
+            gemm_packed(rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
+                        G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
+            for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # h~ = tanh(G_h + bh); h = (1 - z) h_{t-1} + z h~
@@ -125,55 +149,122 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                     memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
 
 
+cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    fr_share(L.N, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _forward_rows(L, n0, n1, <const double *>L.Wp)
+        else:
+            _forward_rows(L, n0, n1, <const float *>L.Wp)
+
+
+cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
+                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
+                   const floating *h0, floating *hs, floating *G, floating *Hprev,
+                   floating *AUX, floating *S, floating *Wp, int threads) noexcept nogil:
+    cdef int H3 = 3 * H
+    cdef floating *Wp_h = Wp
+    cdef Loop L
+    # G = X @ Wx for all timesteps, (N*T, D) @ (D, 3H)
+    gemm(False, False, <blas_int>(N * T), H3, D, 1, X, D, Wx, H3, 0, G, H3)
+    if reset_after:
+        pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
+    else:
+        Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
+        pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
+    L.N = N; L.T = T; L.H = H; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h
+    L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.AUX = AUX; L.S = S
+    L.f64 = floating is double
+    parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
+
+
+cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
+                         const floating *Wp) noexcept nogil:
+    """The backward time loop for batch rows [n0, n1); sq: this thread's norm sums or NULL."""
+    cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, ld_g = L.T * 3 * L.H
+    cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
+    cdef const floating *Wp_h = <const floating *>L.Wp_h
+    cdef const floating *G = <const floating *>L.G
+    cdef const floating *Hprev = <const floating *>L.Hprev
+    cdef const floating *AUX = <const floating *>L.AUX
+    cdef floating *S = <floating *>L.S
+    cdef const floating *dhs = <const floating *>L.dhs
+    cdef floating *dG = <floating *>L.dG
+    cdef floating *dGh = <floating *>L.dGh
+    cdef floating *dh_in = <floating *>L.dh_buf
+    cdef floating *dh_out = dh_in + NH
+    cdef floating *tmp
+    cdef double *sq_t
+    memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        sq_t = sq + t if sq != NULL else NULL
+        if L.reset_after:
+            for n in range(n0, n1):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # dG (input side) and dGh (recurrent side) of z, r, h~; dh_{t-1} = dh_t (1 - z)
+                ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
+                           dG + gr, dGh + gr, dh_out + n * H, sq_t)
+            # dh_{t-1} += dGh[rows, t] @ Wh^T
+            gemm_packed(rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, dh_out + n0 * H, H,
+                        True)
+        else:
+            for n in range(n0, n1):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
+                bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
+                           dh_out + n * H, sq_t)
+            # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
+            gemm_packed(rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h, S + n0 * H, H,
+                        False)
+            for n in range(n0, n1):
+                gr = (n * T + t) * H3
+                hr = (n * T + t) * H
+                # dr pre-activation; dh_{t-1} += d(r h) * r
+                bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
+            # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
+            gemm_packed(rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, dh_out + n0 * H, H,
+                        True)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+
+
+cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, L.T)
+    fr_share(L.N, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+        else:
+            _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+
+
 cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                     const floating *dhs, const floating *X, const floating *Wx,
                     const floating *Wh, const floating *G, const floating *Hprev,
                     const floating *AUX, floating *S, floating *dG, floating *dGh,
                     floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq, floating *Wp) noexcept nogil:
+                    floating *dh0, double *sq, floating *Wp, int threads) noexcept nogil:
     cdef int H3 = 3 * H
-    cdef Py_ssize_t n, t, gr, hr, NH = N * H, NT = N * T, ld_g = T * H3
-    cdef floating *dh_in = dh_buf
-    cdef floating *dh_out = dh_buf + NH
-    cdef floating *tmp
-    cdef double *sq_t
-    cdef floating *Wp_h = Wp                    # reset_after=False: packed Whh^T
+    cdef Py_ssize_t NH = N * H, NT = N * T
+    cdef floating *Wp_h = Wp
+    cdef Loop L
     if reset_after:
         pack_b(H3, H, Wh, 1, H3, Wp)            # Wh^T (3H, H)
     else:
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
         pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
-    memset(dh_in, 0, NH * sizeof(floating))
-    for t in range(T - 1, -1, -1):
-        sq_t = sq + t if sq != NULL else NULL
-        if reset_after:
-            for n in range(N):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
-                # dG (input side) and dGh (recurrent side) of z, r, h~; dh_{t-1} = dh_t (1 - z)
-                ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
-                           dG + gr, dGh + gr, dh_out + n * H, sq_t)
-            # dh_{t-1} += dGh[:, t] @ Wh^T
-            gemm_packed(<int>N, H, H3, dGh + t * H3, ld_g, Wp, dh_out, H, True)
-        else:
-            for n in range(N):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
-                # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
-                bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
-                           dh_out + n * H, sq_t)
-            # d(r * h_{t-1}) = dG[:, t, 2H:] @ Wh[:, 2H:]^T, into S
-            gemm_packed(<int>N, H, H, dG + t * H3 + 2 * H, ld_g, Wp_h, S, H, False)
-            for n in range(N):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
-                # dr pre-activation; dh_{t-1} += d(r h) * r
-                bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
-            # dh_{t-1} += dG[:, t, :2H] @ Wh[:, :2H]^T
-            gemm_packed(<int>N, H, 2 * H, dG + t * H3, ld_g, Wp, dh_out, H, True)
-        tmp = dh_in; dh_in = dh_out; dh_out = tmp
-    memcpy(dh0, dh_in, NH * sizeof(floating))
+    L.N = N; L.T = T; L.H = H; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h
+    L.G = <void *>G; L.Hprev = <void *>Hprev; L.AUX = <void *>AUX; L.S = S; L.dhs = dhs
+    L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf; L.sq = sq; L.f64 = floating is double
+    parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
+    # after T swaps the carried gradient is in the first half of dh_buf if T is even
+    memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
     # dWx = X^T @ dG;  dX = dG @ Wx^T
     gemm(True, False, D, H3, <blas_int>NT, 1, X, D, dG, H3, 0, dWx, H3)
     gemm(False, True, <blas_int>NT, D, H3, 1, dG, H3, Wx, H3, 0, dX, D)
@@ -191,7 +282,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.ndarray h0,
             cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S,
-            bint reset_after, cnp.ndarray Wp):
+            bint reset_after, cnp.ndarray Wp, int threads=1):
     """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX (S, Wp: scratch)."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -213,18 +304,18 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.nd
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
                      <float *>pb, <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
-                     <float *>pA, <float *>pS, <float *>pWp)
+                     <float *>pA, <float *>pS, <float *>pWp, threads)
         else:
             _forward(N, T, D, H, reset_after, <double *>pX, <double *>pWx, <double *>pWh,
                      <double *>pb, <double *>ph0, <double *>phs, <double *>pG, <double *>pHp,
-                     <double *>pA, <double *>pS, <double *>pWp)
+                     <double *>pA, <double *>pS, <double *>pWp, threads)
 
 
 def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
              cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
              cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
              cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after,
-             cnp.ndarray Wp):
+             cnp.ndarray Wp, int threads=1):
     """Backpropagate through all timesteps of the last forward.
 
     dGh (N, T, 3H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
@@ -259,10 +350,10 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp
                       <float *>pWh, <float *>pG, <float *>pHp, <float *>pA, <float *>pS,
                       <float *>pdG, <float *>pdGh, <float *>pdh, pacc, <float *>pdWx,
                       <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq,
-                      <float *>pWp)
+                      <float *>pWp, threads)
         else:
             _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pX, <double *>pWx,
                       <double *>pWh, <double *>pG, <double *>pHp, <double *>pA, <double *>pS,
                       <double *>pdG, <double *>pdGh, <double *>pdh, pacc, <double *>pdWx,
                       <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0, psq,
-                      <double *>pWp)
+                      <double *>pWp, threads)

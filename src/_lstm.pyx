@@ -19,6 +19,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
+from _parallel cimport fr_share, parallel_rows, thread_sq
 from _cells cimport buf, scratch, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
 cnp.import_array()
@@ -41,23 +42,50 @@ cdef inline void bwd_row(int H, const floating *a, const floating *c_prev, const
         lstm_bwd_row_d(H, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
 
 
-cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
-                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, const floating *c0, floating *hs,
-                   floating *G, floating *Hprev, floating *C, floating *TC,
-                   floating *Wp) noexcept nogil:
-    cdef int H4 = 4 * H
-    cdef Py_ssize_t n, t, gr, hr
+cdef struct Loop:
+    # what each thread needs for the time loop over its share of the batch rows (pointers to the
+    # element type of the call; batch rows never interact, so threads need no synchronisation)
+    Py_ssize_t N, T
+    int H
+    const void *Wp
+    const void *b
+    const void *h0
+    const void *c0
+    void *hs
+    void *G
+    void *Hprev
+    void *C
+    void *TC
+    const void *dhs
+    const void *dcT
+    void *dG
+    void *dh_buf
+    void *dc_buf
+    double *sq          # per-step squared norms or NULL (see parallel_rows)
+    double *sq_part
+    bint f64
+
+
+cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
+    """The time loop for batch rows [n0, n1)."""
+    cdef Py_ssize_t T = L.T, n, t, gr, hr
+    cdef int H = L.H, H4 = 4 * H
+    cdef const floating *b = <const floating *>L.b
+    cdef const floating *h0 = <const floating *>L.h0
+    cdef const floating *c0 = <const floating *>L.c0
+    cdef floating *hs = <floating *>L.hs
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    cdef floating *C = <floating *>L.C
+    cdef floating *TC = <floating *>L.TC
     cdef const floating *c_prev
-    # G = X @ Wx: the input projection of every timestep in one GEMM, (N*T, D) @ (D, 4H)
-    gemm(False, False, <blas_int>(N * T), H4, D, 1, X, D, Wx, H4, 0, G, H4)
-    pack_b(H, H4, Wh, H4, 1, Wp)                # Wh (H, 4H)
-    for n in range(N):                          # Hprev[:, 0] = h0
+    for n in range(n0, n1):                     # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
-        # G[:, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
-        gemm_packed(<int>N, H4, H, Hprev + t * H, T * H, Wp, G + t * H4, T * H4, True)
-        for n in range(N):
+        # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
+        gemm_packed(<int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+                    G + n0 * T * H4 + t * H4, T * H4, True)
+        for n in range(n0, n1):
             gr = (n * T + t) * H4
             hr = (n * T + t) * H
             c_prev = c0 + n * H if t == 0 else C + hr - H
@@ -67,6 +95,83 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                 memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
 
 
+cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    fr_share(L.N, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _forward_rows(L, n0, n1, <const double *>L.Wp)
+        else:
+            _forward_rows(L, n0, n1, <const float *>L.Wp)
+
+
+cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
+                   const floating *h0, const floating *c0, floating *hs,
+                   floating *G, floating *Hprev, floating *C, floating *TC,
+                   floating *Wp, int threads) noexcept nogil:
+    cdef int H4 = 4 * H
+    cdef Loop L
+    # G = X @ Wx: the input projection of every timestep in one GEMM, (N*T, D) @ (D, 4H)
+    gemm(False, False, <blas_int>(N * T), H4, D, 1, X, D, Wx, H4, 0, G, H4)
+    pack_b(H, H4, Wh, H4, 1, Wp)                # Wh (H, 4H), for the per-step products
+    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.b = b; L.h0 = h0; L.c0 = c0; L.hs = hs
+    L.G = G; L.Hprev = Hprev; L.C = C; L.TC = TC; L.f64 = floating is double
+    parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
+
+
+cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
+                         const floating *Wp) noexcept nogil:
+    """The backward time loop for batch rows [n0, n1); sq: this thread's norm sums or NULL."""
+    cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, rows = n1 - n0
+    cdef int H = L.H, H4 = 4 * H
+    cdef const floating *c0 = <const floating *>L.c0
+    cdef const floating *G = <const floating *>L.G
+    cdef const floating *C = <const floating *>L.C
+    cdef const floating *TC = <const floating *>L.TC
+    cdef const floating *dhs = <const floating *>L.dhs
+    cdef const floating *dcT = <const floating *>L.dcT
+    cdef floating *dG = <floating *>L.dG
+    cdef const floating *c_prev
+    # carried gradients, double-buffered: step t reads *_in (from t+1) and writes *_out (to t-1)
+    cdef floating *dh_in = <floating *>L.dh_buf
+    cdef floating *dh_out = dh_in + NH
+    cdef floating *dc_in = <floating *>L.dc_buf
+    cdef floating *dc_out = dc_in + NH
+    cdef floating *tmp
+    memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
+    if dcT != NULL:
+        memcpy(dc_in + n0 * H, dcT + n0 * H, rows * H * sizeof(floating))
+    else:
+        memset(dc_in + n0 * H, 0, rows * H * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        for n in range(n0, n1):
+            gr = (n * T + t) * H4
+            hr = (n * T + t) * H
+            c_prev = c0 + n * H if t == 0 else C + hr - H
+            # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
+            bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
+                    dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
+        # dh_{t-1} = dG[rows, t] @ Wh^T
+        gemm_packed(<int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp, dh_out + n0 * H,
+                    H, False)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+        tmp = dc_in; dc_in = dc_out; dc_out = tmp
+
+
+cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, 2 * L.T)
+    fr_share(L.N, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+        else:
+            _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+
+
 cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     const floating *dhs, const floating *dcT,
                     const floating *X, const floating *Wx, const floating *Wh,
@@ -74,36 +179,19 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     const floating *C, const floating *TC,
                     floating *dG, floating *dh_buf, floating *dc_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, floating *dc0, double *sq, floating *Wp) noexcept nogil:
+                    floating *dh0, floating *dc0, double *sq, floating *Wp,
+                    int threads) noexcept nogil:
     cdef int H4 = 4 * H
-    cdef Py_ssize_t n, t, gr, hr, NH = N * H, NT = N * T
-    cdef const floating *c_prev
-    # carried gradients, double-buffered: step t reads *_in (from t+1) and writes *_out (to t-1)
-    cdef floating *dh_in = dh_buf
-    cdef floating *dh_out = dh_buf + NH
-    cdef floating *dc_in = dc_buf
-    cdef floating *dc_out = dc_buf + NH
-    cdef floating *tmp
+    cdef Py_ssize_t NH = N * H, NT = N * T
+    cdef Loop L
     pack_b(H4, H, Wh, 1, H4, Wp)                # Wh^T (4H, H)
-    memset(dh_in, 0, NH * sizeof(floating))
-    if dcT != NULL:
-        memcpy(dc_in, dcT, NH * sizeof(floating))
-    else:
-        memset(dc_in, 0, NH * sizeof(floating))
-    for t in range(T - 1, -1, -1):
-        for n in range(N):
-            gr = (n * T + t) * H4
-            hr = (n * T + t) * H
-            c_prev = c0 + n * H if t == 0 else C + hr - H
-            # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
-            bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
-                    dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
-        # dh_{t-1} = dG[:, t] @ Wh^T
-        gemm_packed(<int>N, H, H4, dG + t * H4, T * H4, Wp, dh_out, H, False)
-        tmp = dh_in; dh_in = dh_out; dh_out = tmp
-        tmp = dc_in; dc_in = dc_out; dc_out = tmp
-    memcpy(dh0, dh_in, NH * sizeof(floating))
-    memcpy(dc0, dc_in, NH * sizeof(floating))
+    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.c0 = c0; L.G = <void *>G; L.C = <void *>C
+    L.TC = <void *>TC; L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf
+    L.dc_buf = dc_buf; L.sq = sq; L.f64 = floating is double
+    parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)
+    # after T swaps the carried gradients are in the first half of each buffer if T is even
+    memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
+    memcpy(dc0, dc_buf + (NH if T % 2 else 0), NH * sizeof(floating))
     # weight gradients: one GEMM each over all N*T rows
     # dWx = X^T @ dG
     gemm(True, False, D, H4, <blas_int>NT, 1, X, D, dG, H4, 0, dWx, H4)
@@ -117,8 +205,10 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
-            cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp):
-    """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC (Wp: scratch)."""
+            cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp,
+            int threads=1):
+    """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC (Wp: scratch).
+    threads: how many threads share the batch rows of the time loop."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1]
     cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -139,18 +229,18 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
                      <float *>ph0, <float *>pc0, <float *>phs,
-                     <float *>pG, <float *>pHp, <float *>pC, <float *>pTC, <float *>pWp)
+                     <float *>pG, <float *>pHp, <float *>pC, <float *>pTC, <float *>pWp, threads)
         else:
             _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
                      <double *>ph0, <double *>pc0, <double *>phs,
-                     <double *>pG, <double *>pHp, <double *>pC, <double *>pTC, <double *>pWp)
+                     <double *>pG, <double *>pHp, <double *>pC, <double *>pTC, <double *>pWp, threads)
 
 
 def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray c0, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC,
              cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
              cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
-             cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp):
+             cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp, int threads=1):
     """Backpropagate through all timesteps of the last forward.
 
     dcT (N, H) or None: gradient w.r.t. the last cell state; sq (T, 2) float64 zeros or None:
@@ -188,10 +278,10 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
                       <float *>pWh, <float *>pc0, <float *>pG, <float *>pHp, <float *>pC,
                       <float *>pTC, <float *>pdG, <float *>pdh, <float *>pdc, pacc,
                       <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                      <float *>pdh0, <float *>pdc0, psq, <float *>pWp)
+                      <float *>pdh0, <float *>pdc0, psq, <float *>pWp, threads)
         else:
             _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pX, <double *>pWx,
                       <double *>pWh, <double *>pc0, <double *>pG, <double *>pHp, <double *>pC,
                       <double *>pTC, <double *>pdG, <double *>pdh, <double *>pdc, pacc,
                       <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                      <double *>pdh0, <double *>pdc0, psq, <double *>pWp)
+                      <double *>pdh0, <double *>pdc0, psq, <double *>pWp, threads)

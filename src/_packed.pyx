@@ -20,47 +20,73 @@ def size(int K, int N, dtype):
     return packed_size(K, N, np.dtype(dtype) == np.float64)
 
 
-def _rows(cnp.ndarray a, str name):
-    """Row stride (elements) of a 2-D array whose rows are contiguous."""
-    if a.ndim != 2 or a.strides[1] != a.itemsize or a.strides[0] % a.itemsize:
-        raise ValueError(f"{name}: expected a 2-D array with contiguous rows")
-    return a.strides[0] // a.itemsize
+def _float_dtype(cnp.ndarray a, str name):
+    """a's dtype if it is native float32 or float64, else TypeError."""
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{name}: expected native float32 or float64, got {a.dtype}")
+    return a.dtype
 
 
-def pack(cnp.ndarray B):
-    """Packed copy of B (K, N), float32 or float64; B may be a transposed view (B = W.T)."""
+def _rows(cnp.ndarray a, str name, bint write=False):
+    """Row stride (elements) of a 2-D array whose rows are contiguous.  Strides of axes of
+    length <= 1 do not matter (NumPy sets them freely): such arrays always qualify."""
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got {a.ndim}-D")
+    if write and not a.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable array")
+    cdef Py_ssize_t rows = a.shape[0], cols = a.shape[1], item = a.itemsize
+    if rows == 0 or cols == 0:          # empty: nothing is read or written
+        return max(cols, 1)
+    if cols > 1 and a.strides[1] != item:
+        raise ValueError(f"{name}: expected contiguous rows (column stride {item} bytes)")
+    if rows == 1:
+        return cols
+    if a.strides[0] % item or a.strides[0] < cols * item:
+        raise ValueError(f"{name}: expected rows at least a row's length apart, "
+                         f"got a row stride of {a.strides[0]} bytes")
+    return a.strides[0] // item
+
+
+def pack(cnp.ndarray B not None):
+    """Packed copy of B (K, N), float32 or float64; B may be any strided view (B = W.T)."""
+    if B.ndim != 2:
+        raise ValueError(f"B: expected a 2-D array, got {B.ndim}-D")
+    dtype = _float_dtype(B, "B")
     cdef int K = B.shape[0], N = B.shape[1]
     cdef Py_ssize_t rs = B.strides[0] // B.itemsize, cs = B.strides[1] // B.itemsize
-    cdef cnp.ndarray P
-    if B.dtype == np.float32:
-        P = np.empty(packed_size_f(K, N), np.float32)
+    cdef cnp.ndarray P = np.empty(packed_size(K, N, dtype == np.float64), dtype)
+    if dtype == np.float32:
         pack_b_f(K, N, <float *>cnp.PyArray_DATA(B), rs, cs, <float *>cnp.PyArray_DATA(P))
-    elif B.dtype == np.float64:
-        P = np.empty(packed_size_d(K, N), np.float64)
-        pack_b_d(K, N, <double *>cnp.PyArray_DATA(B), rs, cs, <double *>cnp.PyArray_DATA(P))
     else:
-        raise TypeError("B: expected float32 or float64")
+        pack_b_d(K, N, <double *>cnp.PyArray_DATA(B), rs, cs, <double *>cnp.PyArray_DATA(P))
     return P
 
 
-def matmul_packed(cnp.ndarray A, cnp.ndarray P, int N, cnp.ndarray C, bint accumulate=False,
-                  int repeat=1):
-    """C (+)= A @ B with B given packed (N its column count); repeated `repeat` times, GIL off."""
+def matmul_packed(cnp.ndarray A not None, cnp.ndarray P not None, int N, cnp.ndarray C not None,
+                  bint accumulate=False, int repeat=1):
+    """C (+)= A @ B with B given packed (N its column count); repeated `repeat` times, GIL off.
+    A and C: 2-D with contiguous rows (any row stride); C must not overlap A or P."""
+    dtype = _float_dtype(P, "P")
+    if A.dtype != dtype or C.dtype != dtype:
+        raise TypeError(f"A, P and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
+    cdef Py_ssize_t lda = _rows(A, "A"), ldc = _rows(C, "C", write=True)
     cdef int M = A.shape[0], K = A.shape[1], r
-    cdef Py_ssize_t lda = _rows(A, "A"), ldc = _rows(C, "C")
-    if C.shape[0] != M or C.shape[1] != N or A.dtype != P.dtype or C.dtype != P.dtype:
-        raise ValueError("shapes or dtypes do not match")
-    if P.dtype == np.float32:
-        if <size_t>P.size != packed_size_f(K, N):
-            raise ValueError("P: wrong size for (K, N)")
+    if C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
+    if P.ndim != 1 or not P.flags.c_contiguous:
+        raise ValueError("P: expected the contiguous 1-D array pack() returns")
+    if <size_t>P.size != packed_size(K, N, dtype == np.float64):
+        raise ValueError(f"P: expected {packed_size(K, N, dtype == np.float64)} elements for "
+                         f"K={K}, N={N}, got {P.size}")
+    if np.may_share_memory(C, A) or np.may_share_memory(C, P):
+        raise ValueError("C: must not overlap A or P")
+    if dtype == np.float32:
         with nogil:
             for r in range(repeat):
                 gemm_packed_f(M, N, K, <float *>cnp.PyArray_DATA(A), lda,
                               <float *>cnp.PyArray_DATA(P), <float *>cnp.PyArray_DATA(C), ldc,
                               accumulate)
     else:
-        if <size_t>P.size != packed_size_d(K, N):
-            raise ValueError("P: wrong size for (K, N)")
         with nogil:
             for r in range(repeat):
                 gemm_packed_d(M, N, K, <double *>cnp.PyArray_DATA(A), lda,
@@ -68,13 +94,23 @@ def matmul_packed(cnp.ndarray A, cnp.ndarray P, int N, cnp.ndarray C, bint accum
                               accumulate)
 
 
-def matmul_blas(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate=False,
-                int repeat=1):
+def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
+                bint accumulate=False, int repeat=1):
     """The same product through scipy's BLAS (what the kernels called before), for comparison.
-    float32, row-major contiguous A, B, C."""
+    float32, C-contiguous A (M, K), B (K, N), C (M, N)."""
+    for name, a in (("A", A), ("B", B), ("C", C)):
+        if a.dtype != np.float32 or a.ndim != 2 or not a.flags.c_contiguous:
+            raise ValueError(f"{name}: expected a C-contiguous 2-D float32 array")
+    if not C.flags.writeable:
+        raise ValueError("C: expected a writeable array")
     cdef int M = A.shape[0], K = A.shape[1], N = B.shape[1], r
+    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"shapes do not match: A {(<object>A).shape}, B {(<object>B).shape}, C {(<object>C).shape}")
+    if np.may_share_memory(C, A) or np.may_share_memory(C, B):
+        raise ValueError("C: must not overlap A or B")
     cdef float beta = 1 if accumulate else 0
     with nogil:
         for r in range(repeat):
-            gemm(False, False, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A), K,
-                 <float *>cnp.PyArray_DATA(B), N, beta, <float *>cnp.PyArray_DATA(C), N)
+            gemm(False, False, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A), max(K, 1),
+                 <float *>cnp.PyArray_DATA(B), max(N, 1), beta, <float *>cnp.PyArray_DATA(C),
+                 max(N, 1))

@@ -10,6 +10,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
+from _parallel cimport fr_share, parallel_rows, thread_sq
 from _cells cimport buf, scratch, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
 
 cnp.import_array()
@@ -30,24 +31,103 @@ cdef inline void bwd_row(int H, const floating *a, const floating *dy, const flo
         rnn_bwd_row_d(H, a, dy, dh_in, da, sq)
 
 
-cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
-                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, floating *hs, floating *G, floating *Hprev,
-                   floating *Wp) noexcept nogil:
-    cdef Py_ssize_t n, t, r
-    # G = X @ Wx for all timesteps, (N*T, D) @ (D, H)
-    gemm(False, False, <blas_int>(N * T), H, D, 1, X, D, Wx, H, 0, G, H)
-    pack_b(H, H, Wh, H, 1, Wp)                  # Wh, for the per-step products
-    for n in range(N):                          # Hprev[:, 0] = h0
+cdef struct Loop:
+    # what each thread needs for the time loop over its share of the batch rows
+    Py_ssize_t N, T
+    int H
+    const void *Wp
+    const void *b
+    const void *h0
+    void *hs
+    void *G
+    void *Hprev
+    const void *dhs
+    void *dG
+    void *dh_buf
+    double *sq          # per-step squared norms or NULL (see parallel_rows)
+    double *sq_part
+    bint f64
+
+
+cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
+    """The time loop for batch rows [n0, n1)."""
+    cdef Py_ssize_t T = L.T, n, t, r
+    cdef int H = L.H
+    cdef const floating *b = <const floating *>L.b
+    cdef const floating *h0 = <const floating *>L.h0
+    cdef floating *hs = <floating *>L.hs
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    for n in range(n0, n1):                     # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
-        # G[:, t] += h_{t-1} @ Wh
-        gemm_packed(<int>N, H, H, Hprev + t * H, T * H, Wp, G + t * H, T * H, True)
-        for n in range(N):
+        # G[rows, t] += h_{t-1} @ Wh
+        gemm_packed(<int>(n1 - n0), H, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+                    G + n0 * T * H + t * H, T * H, True)
+        for n in range(n0, n1):
             r = (n * T + t) * H
             fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
             if t + 1 < T:
                 memcpy(Hprev + r + H, hs + r, H * sizeof(floating))
+
+
+cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    fr_share(L.N, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _forward_rows(L, n0, n1, <const double *>L.Wp)
+        else:
+            _forward_rows(L, n0, n1, <const float *>L.Wp)
+
+
+cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
+                   const floating *h0, floating *hs, floating *G, floating *Hprev,
+                   floating *Wp, int threads) noexcept nogil:
+    cdef Loop L
+    # G = X @ Wx for all timesteps, (N*T, D) @ (D, H)
+    gemm(False, False, <blas_int>(N * T), H, D, 1, X, D, Wx, H, 0, G, H)
+    pack_b(H, H, Wh, H, 1, Wp)                  # Wh, for the per-step products
+    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.b = b; L.h0 = h0; L.hs = hs; L.G = G
+    L.Hprev = Hprev; L.f64 = floating is double
+    parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
+
+
+cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
+                         const floating *Wp) noexcept nogil:
+    """The backward time loop for batch rows [n0, n1); sq: this thread's norm sums or NULL."""
+    cdef Py_ssize_t T = L.T, n, t, r, NH = L.N * L.H, rows = n1 - n0
+    cdef int H = L.H
+    cdef const floating *G = <const floating *>L.G
+    cdef const floating *dhs = <const floating *>L.dhs
+    cdef floating *dG = <floating *>L.dG
+    cdef floating *dh_in = <floating *>L.dh_buf
+    cdef floating *dh_out = dh_in + NH
+    cdef floating *tmp
+    memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        for n in range(n0, n1):
+            r = (n * T + t) * H
+            # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
+            bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
+        # dh_{t-1} = dG[rows, t] @ Wh^T
+        gemm_packed(<int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp, dh_out + n0 * H, H,
+                    False)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+
+
+cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, L.T)
+    fr_share(L.N, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+        else:
+            _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
 
 
 cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
@@ -55,22 +135,15 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     const floating *Wh, const floating *G, const floating *Hprev,
                     floating *dG, floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq, floating *Wp) noexcept nogil:
-    cdef Py_ssize_t n, t, r, NH = N * H, NT = N * T
-    cdef floating *dh_in = dh_buf
-    cdef floating *dh_out = dh_buf + NH
-    cdef floating *tmp
+                    floating *dh0, double *sq, floating *Wp, int threads) noexcept nogil:
+    cdef Py_ssize_t NH = N * H, NT = N * T
+    cdef Loop L
     pack_b(H, H, Wh, 1, H, Wp)                  # Wh^T
-    memset(dh_in, 0, NH * sizeof(floating))
-    for t in range(T - 1, -1, -1):
-        for n in range(N):
-            r = (n * T + t) * H
-            # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
-            bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
-        # dh_{t-1} = dG[:, t] @ Wh^T
-        gemm_packed(<int>N, H, H, dG + t * H, T * H, Wp, dh_out, H, False)
-        tmp = dh_in; dh_in = dh_out; dh_out = tmp
-    memcpy(dh0, dh_in, NH * sizeof(floating))
+    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.G = <void *>G; L.dhs = dhs; L.dG = dG
+    L.dh_buf = dh_buf; L.sq = sq; L.f64 = floating is double
+    parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
+    # after T swaps the carried gradient is in the first half of dh_buf if T is even
+    memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
     # dWx = X^T @ dG;  dWh = Hprev^T @ dG;  db = dG.sum(rows);  dX = dG @ Wx^T
     gemm(True, False, D, H, <blas_int>NT, 1, X, D, dG, H, 0, dWx, H)
     gemm(True, False, H, H, <blas_int>NT, 1, Hprev, H, dG, H, 0, dWh, H)
@@ -79,8 +152,10 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
-            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray Wp):
-    """Run the RNN over all timesteps; fills hs and the caches G, Hprev (Wp: scratch)."""
+            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray Wp,
+            int threads=1):
+    """Run the RNN over all timesteps; fills hs and the caches G, Hprev (Wp: scratch).
+    threads: how many threads share the batch rows of the time loop."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -96,16 +171,16 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
-                     <float *>ph0, <float *>phs, <float *>pG, <float *>pHp, <float *>pWp)
+                     <float *>ph0, <float *>phs, <float *>pG, <float *>pHp, <float *>pWp, threads)
         else:
             _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
-                     <double *>ph0, <double *>phs, <double *>pG, <double *>pHp, <double *>pWp)
+                     <double *>ph0, <double *>phs, <double *>pG, <double *>pHp, <double *>pWp, threads)
 
 
 def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray dG, cnp.ndarray dh_buf,
              cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db,
-             cnp.ndarray dX, cnp.ndarray dh0, object sq, cnp.ndarray Wp):
+             cnp.ndarray dX, cnp.ndarray dh0, object sq, cnp.ndarray Wp, int threads=1):
     """Backpropagate through all timesteps of the last forward.
 
     sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step; Wp: scratch (packed Wh^T).
@@ -134,9 +209,9 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
             _backward(N, T, D, H, <float *>pdhs, <float *>pX, <float *>pWx, <float *>pWh,
                       <float *>pG, <float *>pHp, <float *>pdG, <float *>pdh, pacc,
                       <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                      <float *>pdh0, psq, <float *>pWp)
+                      <float *>pdh0, psq, <float *>pWp, threads)
         else:
             _backward(N, T, D, H, <double *>pdhs, <double *>pX, <double *>pWx, <double *>pWh,
                       <double *>pG, <double *>pHp, <double *>pdG, <double *>pdh, pacc,
                       <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                      <double *>pdh0, psq, <double *>pWp)
+                      <double *>pdh0, psq, <double *>pWp, threads)

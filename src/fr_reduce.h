@@ -91,8 +91,8 @@ FR_KERNEL int fr_all_finite_d(const double *restrict x, Py_ssize_t n)
  * Large gradient sets are bandwidth-bound: two cores stream more bytes than one.  The elements of
  * all arrays, taken in order, are cut into `threads` equal ranges; each thread measures or scales
  * its range.  Per-array sums stay separate (sums[k]) so the caller can name a non-finite array. */
-#include <pthread.h>
 #include <stdlib.h>
+#include "fr_parallel.h"
 
 typedef struct {
     char *data;
@@ -102,69 +102,53 @@ typedef struct {
 
 typedef struct {
     const fr_buf *bufs;
-    Py_ssize_t n, lo, hi;       /* global element range [lo, hi) */
-    double *sums;               /* this job's per-array sums (measure) or NULL (scale) */
-    double rate;
-} fr_job;
+    Py_ssize_t n, total;
+    double *sums;               /* measure: sums[k] for thread 0, part[(t-1)*n + k] for the others */
+    double *part;
+    double rate;                /* scale: the factor */
+} fr_pass;
 
-static void *fr_run_job(void *arg)
+static void fr_pass_task(void *arg, int tid, int nthreads)
 {
-    fr_job *j = (fr_job *)arg;
-    Py_ssize_t base = 0;
-    for (Py_ssize_t k = 0; k < j->n && base < j->hi; base += j->bufs[k].size, k++) {
-        Py_ssize_t s = j->lo > base ? j->lo : base;
-        Py_ssize_t e = j->hi < base + j->bufs[k].size ? j->hi : base + j->bufs[k].size;
+    fr_pass *j = (fr_pass *)arg;
+    Py_ssize_t lo, hi, base = 0;
+    double *sums = !j->sums ? NULL : (tid == 0 ? j->sums : j->part + (size_t)(tid - 1) * j->n);
+    fr_share(j->total, tid, nthreads, &lo, &hi);
+    for (Py_ssize_t k = 0; k < j->n && base < hi; base += j->bufs[k].size, k++) {
+        Py_ssize_t s = lo > base ? lo : base;
+        Py_ssize_t e = hi < base + j->bufs[k].size ? hi : base + j->bufs[k].size;
         if (s >= e) continue;
         const fr_buf *b = &j->bufs[k];
         Py_ssize_t off = s - base, len = e - s;
-        if (j->sums) {
-            j->sums[k] += b->f32 ? fr_sumsq_f((const float *)b->data + off, len)
-                                 : fr_sumsq_d((const double *)b->data + off, len);
+        if (sums) {
+            sums[k] += b->f32 ? fr_sumsq_f((const float *)b->data + off, len)
+                              : fr_sumsq_d((const double *)b->data + off, len);
         } else if (b->f32) {
             fr_scale_f((float *)b->data + off, len, (float)j->rate);
         } else {
             fr_scale_d((double *)b->data + off, len, j->rate);
         }
     }
-    return NULL;
 }
 
-#define FR_MAX_THREADS 8
-
 /* measure (sums != NULL: sums[k] = sum of squares of array k) or scale by rate, with up to
- * `threads` threads; a thread that cannot be started has its range run by the caller */
+ * `threads` threads */
 static void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
 {
-    Py_ssize_t total = 0;
-    for (Py_ssize_t k = 0; k < n; k++) total += bufs[k].size;
+    fr_pass j = { bufs, n, 0, sums, NULL, rate };
+    for (Py_ssize_t k = 0; k < n; k++) j.total += bufs[k].size;
     if (threads > FR_MAX_THREADS) threads = FR_MAX_THREADS;
     if (threads < 1) threads = 1;
-    double *part = NULL;
     if (sums) {
         for (Py_ssize_t k = 0; k < n; k++) sums[k] = 0;
-        if (threads > 1) part = (double *)calloc((size_t)(threads - 1) * (size_t)n, sizeof(double));
-        if (!part) threads = 1;
+        if (threads > 1) j.part = (double *)calloc((size_t)(threads - 1) * (size_t)n, sizeof(double));
+        if (!j.part) threads = 1;
     }
-    fr_job jobs[FR_MAX_THREADS];
-    pthread_t tid[FR_MAX_THREADS];
-    int started[FR_MAX_THREADS] = {0};
-    for (int t = 0; t < threads; t++) {
-        jobs[t].bufs = bufs; jobs[t].n = n; jobs[t].rate = rate;
-        jobs[t].lo = total / threads * t + (t < total % threads ? t : total % threads);
-        jobs[t].hi = jobs[t].lo + total / threads + (t < total % threads ? 1 : 0);
-        jobs[t].sums = !sums ? NULL : (t == 0 ? sums : part + (size_t)(t - 1) * (size_t)n);
-    }
-    for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&tid[t], NULL, fr_run_job, &jobs[t]) == 0;
-    fr_run_job(&jobs[0]);
-    for (int t = 1; t < threads; t++) {
-        if (started[t]) pthread_join(tid[t], NULL);
-        else fr_run_job(&jobs[t]);
-    }
-    if (part) {
+    fr_parallel(threads, fr_pass_task, &j);
+    if (j.part) {
         for (int t = 1; t < threads; t++)
-            for (Py_ssize_t k = 0; k < n; k++) sums[k] += part[(size_t)(t - 1) * (size_t)n + k];
-        free(part);
+            for (Py_ssize_t k = 0; k < n; k++) sums[k] += j.part[(size_t)(t - 1) * (size_t)n + k];
+        free(j.part);
     }
 }
 

@@ -133,3 +133,70 @@ def test_layers_do_not_touch_numpy_global_random_state():
     expected = np.random.random(3)
     np.random.set_state(after)
     np.testing.assert_array_equal(np.random.random(3), expected)
+
+
+# ---- the kernels' own threads: batch rows of the time loop shared out ------------------------
+
+KINDS = ("rnn", "lstm", "gru", "gru_ra")
+
+
+def _run_layer(kind, params, xs, dhs, h0, c0, threads, dc_next=None):
+    layer = make_time(fastrnn, kind, params, stateful=True)
+    layer.threads = threads
+    layer.track_grad_norms = True
+    set_state(layer, kind, h0, c0)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+    out = [hs, dxs, layer.h, layer.dh, layer.grad_norms_h, *layer.grads]
+    if kind == "lstm":
+        out += [layer.c, layer.dc, layer.grad_norms_c]
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,threads", [(1, 2), (2, 2), (3, 2), (7, 3), (13, 5), (20, 8)])
+def test_threaded_time_loop_equals_single_thread(kind, dtype, N, threads):
+    # every output, the carried state, dh/dc and the per-step gradient norms (summed per thread,
+    # then across threads) agree with the single-threaded run; a row given to two threads, or one
+    # given to none, would differ by order one
+    rng = np.random.default_rng(N * 31 + threads)
+    D, H, T = 6, 19, 7
+    params = make_params(kind, rng, D, H, dtype)
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    h0 = rng.standard_normal((N, H)).astype(dtype)
+    c0 = rng.standard_normal((N, H)).astype(dtype) if kind == "lstm" else None
+    want = _run_layer(kind, params, xs, dhs, h0, c0, 1)
+    got = _run_layer(kind, params, xs, dhs, h0, c0, threads)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
+
+
+def test_threads_setting_is_validated():
+    layer = fastrnn.TimeRNN(*make_params("rnn", np.random.default_rng(0)))
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be None or a positive integer"):
+            layer.threads = bad
+    layer.threads = np.int64(3)
+    assert layer.threads == 3 and type(layer.threads) is int
+    layer.threads = None
+    assert layer.threads is None
+
+
+def test_default_threads_follow_the_blas_setting(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastrnn import _threads
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 0)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert _threads.blas_threads() == 1
+        assert _threads.loop_threads(None, 20, 10**9) == 1
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert _threads.blas_threads() == 2
+        assert _threads.loop_threads(None, 20, 10**9) == 2
+        assert _threads.loop_threads(None, 1, 10**9) == 1       # never more than the rows
+        assert _threads.loop_threads(5, 3, 0) == 3               # an explicit setting, capped
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 10**6)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert _threads.loop_threads(None, 20, 10**5) == 1       # too little work to split
