@@ -1,11 +1,18 @@
-"""How many threads the layers' time loops use: by default as many as scipy's BLAS is set to.
+"""How many threads a layer call uses: by default as many as scipy's BLAS is set to.
 
-The kernels split the batch rows of the time loop across threads (rows never interact, so the
-threads run without synchronising) while the big N*T-row products stay with BLAS.  Following
-BLAS's own setting means one control covers both: ``threadpoolctl.threadpool_limits(1)`` (or
+Following BLAS's own setting means one control covers everything: ``threadpool_limits(1)`` (or
 OPENBLAS_NUM_THREADS=1) makes a layer single-threaded, as users of NumPy code expect.
+
+With one thread, the kernels run the time loop themselves and leave the big N*T-row products to
+BLAS and its own threads.  With k > 1 threads, the kernels split *all* the work across their own k
+threads (batch rows for the time loop, the input projection and dX; weight-gradient columns for
+dWx, dWh, db), calling BLAS single-threaded from each, and BLAS is held at one thread for the
+duration of the call (``single_threaded_blas``).  Two thread pools on the same cores fight:
+OpenBLAS's idle workers keep spinning for about 0.1 s after each threaded call (measured here;
+OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing their core.
 """
 import os
+import threading
 
 # Below this many multiply-adds in the per-step products of one call, starting a thread (about
 # 20 us) costs more than it saves; explicit `layer.threads` settings ignore it.
@@ -31,14 +38,60 @@ def _scipy_blas_controllers():
     return _blas
 
 
-def blas_threads():
-    """The thread count scipy's BLAS is currently set to (1 when it cannot be told)."""
+def _query_blas_threads():
     try:
         counts = [c.get_num_threads() for c in _scipy_blas_controllers()]
     except Exception:       # an exotic BLAS threadpoolctl cannot query: stay single-threaded
         return 1
     counts = [n for n in counts if isinstance(n, int) and n >= 1]
     return min(counts) if counts else 1
+
+
+_lock = threading.Lock()
+_holders = 0          # layer calls currently inside single_threaded_blas
+_saved = None         # the thread count BLAS had (the user's setting) before the first of them
+
+
+def blas_threads():
+    """The thread count scipy's BLAS is set to by the user (1 when it cannot be told); while
+    layer calls hold BLAS at one thread, the setting they will restore."""
+    with _lock:
+        if _holders:
+            return _saved
+    return _query_blas_threads()
+
+
+class single_threaded_blas:
+    """Context: scipy's BLAS runs single-threaded inside, and gets its setting back after.
+
+    Reference-counted, so that calls overlapping in several Python threads restore the user's
+    setting only when the last one leaves.  Meanwhile other code calling scipy's BLAS also runs
+    single-threaded (slower, never wrong)."""
+
+    def __enter__(self):
+        global _holders, _saved
+        with _lock:
+            if _holders == 0:
+                _saved = _query_blas_threads()
+                self._set(1)
+            _holders += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _holders
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                self._set(_saved)
+        return False
+
+    @staticmethod
+    def _set(n):
+        for c in _scipy_blas_controllers():
+            try:
+                c.set_num_threads(n)
+            except Exception:
+                pass
 
 
 def loop_threads(setting, N, macs):

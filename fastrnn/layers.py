@@ -14,15 +14,18 @@ Contract, shared by every layer here:
 - Every check happens before anything is written: a call that raises leaves params, grads, state
   and the caches of the previous forward exactly as they were.
 - Layers keep no global state and never touch NumPy's random state.
-- ``threads``: None (default) runs the time loop on as many threads as scipy's BLAS is set to
+- ``threads``: None (default) uses as many threads as scipy's BLAS is set to
   (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
-  fixes it.  Threads share out the batch rows, so results do not depend on the setting beyond
-  rounding.
+  fixes it.  With more than one, the kernels share out all the work themselves and hold BLAS at
+  one thread for the call (see ``fastrnn._threads``).  Results do not depend on the setting
+  beyond rounding.
 """
+import contextlib
+
 import numpy as np
 
 from . import _gru, _lstm, _packed, _rnn
-from ._threads import loop_threads
+from ._threads import loop_threads, single_threaded_blas
 from ._norms import all_finite
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -115,6 +118,10 @@ class _TimeLayer:
 
     def _loop_threads(self, N, T, H):
         return loop_threads(self._threads, N, N * T * H * H * self.blocks)
+
+    @staticmethod
+    def _blas_context(threads):
+        return single_threaded_blas() if threads > 1 else contextlib.nullcontext()
 
     # ---- parameters and inputs -------------------------------------------------------------
 
@@ -231,7 +238,9 @@ class _TimeLayer:
         np.copyto(cache["X"], xs)
         if c0 is not None:
             np.copyto(cache["c0"], c0)
-        self._kernel_forward(cache, Wx, Wh, b, h0, hs, self._loop_threads(N, T, H))
+        threads = self._loop_threads(N, T, H)
+        with self._blas_context(threads):
+            self._kernel_forward(cache, Wx, Wh, b, h0, hs, threads)
         self._last = key
         hT = hs[:, -1].copy()
         cT = cache["C"][:, -1].copy() if self.has_cell else None
@@ -272,8 +281,10 @@ class _TimeLayer:
                 self._scratch = {k: np.empty(s, dtype)
                                  for k, s in self._scratch_shapes(N, T, H).items()}
                 self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
-            self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
-                                  dxs, dh0, dc0, sq, self._loop_threads(N, T, H))
+            threads = self._loop_threads(N, T, H)
+            with self._blas_context(threads):
+                self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
+                                      dxs, dh0, dc0, sq, threads)
         self.dh = dh0
         if self.has_cell:
             self.dc = dc0

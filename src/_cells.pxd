@@ -32,17 +32,17 @@ cdef extern from "fr_cells.h" nogil:
                           const float *dh_in, float *dax, float *dah, float *dh_out, double *sq)
     void gru_ra_bwd_row_d(int H, const double *a, const double *hn, const double *h_prev, const double *dy,
                           const double *dh_in, double *dax, double *dah, double *dh_out, double *sq)
-    void colsum_f(Py_ssize_t rows, int cols, const float *x, double *acc, float *out)
-    void colsum_d(Py_ssize_t rows, int cols, const double *x, double *acc, double *out)
+    void colsum_f(Py_ssize_t rows, int cols, Py_ssize_t ldx, const float *x, double *acc, float *out)
+    void colsum_d(Py_ssize_t rows, int cols, Py_ssize_t ldx, const double *x, double *acc, double *out)
 
 
-cdef inline void colsum(Py_ssize_t rows, int cols, const floating *x, double *acc,
+cdef inline void colsum(Py_ssize_t rows, int cols, Py_ssize_t ldx, const floating *x, double *acc,
                         floating *out) noexcept nogil:
-    """out[j] = sum over rows of x[:, j] (accumulated in double)."""
+    """out[j] = sum over rows of x[:, j] (rows ldx apart; accumulated in double)."""
     if floating is float:
-        colsum_f(rows, cols, x, acc, out)
+        colsum_f(rows, cols, ldx, x, acc, out)
     else:
-        colsum_d(rows, cols, x, acc, out)
+        colsum_d(rows, cols, ldx, x, acc, out)
 
 
 cdef inline void *buf(cnp.ndarray a, int typenum, Py_ssize_t size, str name,

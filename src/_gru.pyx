@@ -17,7 +17,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
-from _parallel cimport fr_share, parallel_rows, thread_sq
+from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport (
     buf, scratch, colsum,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
@@ -81,9 +81,16 @@ cdef inline void ra_bwd_row(int H, const floating *a, const floating *hn,
 
 
 cdef struct Loop:
-    # what each thread needs for the time loop over its share of the batch rows
+    # what each thread needs for its share of the work (see _forward and _backward)
     Py_ssize_t N, T
-    int H
+    int D, H
+    const void *X
+    const void *Wx
+    void *dX
+    void *dWx
+    void *dWh
+    void *db
+    double *acc
     bint reset_after
     const void *Wp      # packed Wh (reset_after) or [Whz Whr] (classic), or their transposes
     const void *Wp_h    # classic: packed Whh (or Whh^T)
@@ -149,14 +156,24 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                     memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
 
 
+cdef void _project_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *X) noexcept nogil:
+    """G[rows] = X[rows] @ Wx for all timesteps of batch rows [n0, n1), one GEMM."""
+    cdef Py_ssize_t T = L.T
+    cdef int D = L.D, H3 = 3 * L.H
+    gemm(False, False, <blas_int>((n1 - n0) * T), H3, D, 1, X + n0 * T * D, D,
+         <const floating *>L.Wx, H3, 0, <floating *>L.G + n0 * T * H3, H3)
+
+
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
+            _project_rows(L, n0, n1, <const double *>L.X)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
+            _project_rows(L, n0, n1, <const float *>L.X)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -166,16 +183,16 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                    floating *AUX, floating *S, floating *Wp, int threads) noexcept nogil:
     cdef int H3 = 3 * H
     cdef floating *Wp_h = Wp
+    """Each thread takes a share of the batch rows: their input projection, then their time loop.
+    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef Loop L
-    # G = X @ Wx for all timesteps, (N*T, D) @ (D, 3H)
-    gemm(False, False, <blas_int>(N * T), H3, D, 1, X, D, Wx, H3, 0, G, H3)
     if reset_after:
         pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
     else:
         Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
         pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
-    L.N = N; L.T = T; L.H = H; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h
-    L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.AUX = AUX; L.S = S
+    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
+    L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.AUX = AUX; L.S = S
     L.f64 = floating is double
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
 
@@ -231,6 +248,14 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
 
 
+cdef void _dx_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, floating *dX) noexcept nogil:
+    """dX[rows] = dG[rows] @ Wx^T for batch rows [n0, n1), all timesteps in one GEMM."""
+    cdef Py_ssize_t T = L.T
+    cdef int D = L.D, H3 = 3 * L.H
+    gemm(False, True, <blas_int>((n1 - n0) * T), D, H3, 1, <const floating *>L.dG + n0 * T * H3,
+         H3, <const floating *>L.Wx, H3, 0, dX + n0 * T * D, D)
+
+
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
@@ -239,8 +264,49 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+            _dx_rows(L, n0, n1, <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+            _dx_rows(L, n0, n1, <float *>L.dX)
+
+
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
+    """Columns [c0, c1) of the weight gradients, each one GEMM (or reduction) over all N*T rows:
+    dWx = X^T @ dG; reset_after: dWh = Hprev^T @ dGh, db[0] = sum dG, db[1] = sum dGh;
+    classic: dWh[:, :2H] = Hprev^T @ dG[:, :2H], dWh[:, 2H:] = (r*h_prev)^T @ dG[:, 2H:],
+    db = sum dG."""
+    cdef Py_ssize_t NT = L.N * L.T
+    cdef int D = L.D, H = L.H, H3 = 3 * L.H, w = c1 - c0, a1, b0
+    cdef const floating *dG = <const floating *>L.dG
+    cdef const floating *dGh = <const floating *>L.dGh
+    cdef floating *dWh = <floating *>L.dWh
+    cdef floating *db = <floating *>L.db
+    gemm(True, False, D, w, <blas_int>NT, 1, X, D, dG + c0, H3, 0, <floating *>L.dWx + c0, H3)
+    colsum(NT, w, H3, dG + c0, L.acc + c0, db + c0)
+    if L.reset_after:
+        gemm(True, False, H, w, <blas_int>NT, 1, <const floating *>L.Hprev, H, dGh + c0, H3, 0,
+             dWh + c0, H3)
+        colsum(NT, w, H3, dGh + c0, L.acc + c0, db + H3 + c0)
+    else:
+        a1 = min(c1, 2 * H)                     # [c0, a1): z and r columns, from h_{t-1}
+        b0 = max(c0, 2 * H)                     # [b0, c1): h~ columns, from r * h_{t-1}
+        if c0 < a1:
+            gemm(True, False, H, a1 - c0, <blas_int>NT, 1, <const floating *>L.Hprev, H,
+                 dG + c0, H3, 0, dWh + c0, H3)
+        if b0 < c1:
+            gemm(True, False, H, c1 - b0, <blas_int>NT, 1, <const floating *>L.AUX, H,
+                 dG + b0, H3, 0, dWh + b0, H3)
+
+
+cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t c0, c1
+    share_cols(3 * L.H, tid, nthreads, &c0, &c1)
+    if c0 < c1:
+        if L.f64:
+            _weights_cols(L, <int>c0, <int>c1, <const double *>L.X)
+        else:
+            _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
 cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
@@ -250,8 +316,10 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                     floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
                     floating *dh0, double *sq, floating *Wp, int threads) noexcept nogil:
+    """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
+    their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H3 = 3 * H
-    cdef Py_ssize_t NH = N * H, NT = N * T
+    cdef Py_ssize_t NH = N * H
     cdef floating *Wp_h = Wp
     cdef Loop L
     if reset_after:
@@ -259,25 +327,14 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     else:
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
         pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
-    L.N = N; L.T = T; L.H = H; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h
-    L.G = <void *>G; L.Hprev = <void *>Hprev; L.AUX = <void *>AUX; L.S = S; L.dhs = dhs
-    L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf; L.sq = sq; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
+    L.Wp = Wp; L.Wp_h = Wp_h; L.G = <void *>G; L.Hprev = <void *>Hprev; L.AUX = <void *>AUX
+    L.S = S; L.dhs = dhs; L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf; L.sq = sq; L.dX = dX
+    L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
-    # dWx = X^T @ dG;  dX = dG @ Wx^T
-    gemm(True, False, D, H3, <blas_int>NT, 1, X, D, dG, H3, 0, dWx, H3)
-    gemm(False, True, <blas_int>NT, D, H3, 1, dG, H3, Wx, H3, 0, dX, D)
-    if reset_after:
-        # dWh = Hprev^T @ dGh;  db[0] = dG.sum(rows);  db[1] = dGh.sum(rows)
-        gemm(True, False, H, H3, <blas_int>NT, 1, Hprev, H, dGh, H3, 0, dWh, H3)
-        colsum(NT, H3, dG, acc, db)
-        colsum(NT, H3, dGh, acc, db + H3)
-    else:
-        # dWh[:, :2H] = Hprev^T @ dG[..., :2H];  dWh[:, 2H:] = (r*h_prev)^T @ dG[..., 2H:]
-        gemm(True, False, H, 2 * H, <blas_int>NT, 1, Hprev, H, dG, H3, 0, dWh, H3)
-        gemm(True, False, H, H, <blas_int>NT, 1, AUX, H, dG + 2 * H, H3, 0, dWh + 2 * H, H3)
-        colsum(NT, H3, dG, acc, db)
+    fr_parallel(threads, _weights_task, &L)
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.ndarray h0,

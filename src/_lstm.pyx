@@ -19,7 +19,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
-from _parallel cimport fr_share, parallel_rows, thread_sq
+from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, scratch, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
 cnp.import_array()
@@ -43,10 +43,17 @@ cdef inline void bwd_row(int H, const floating *a, const floating *c_prev, const
 
 
 cdef struct Loop:
-    # what each thread needs for the time loop over its share of the batch rows (pointers to the
-    # element type of the call; batch rows never interact, so threads need no synchronisation)
+    # what each thread needs for its share of the work (pointers to the element type of the
+    # call); see _forward and _backward for how the work is shared
     Py_ssize_t N, T
-    int H
+    int D, H
+    const void *X
+    const void *Wx
+    void *dX
+    void *dWx
+    void *dWh
+    void *db
+    double *acc
     const void *Wp
     const void *b
     const void *h0
@@ -95,14 +102,25 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
 
 
+cdef void _project_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *X) noexcept nogil:
+    """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1) in
+    one GEMM, ((n1 - n0)*T, D) @ (D, 4H)."""
+    cdef Py_ssize_t T = L.T
+    cdef int D = L.D, H4 = 4 * L.H
+    gemm(False, False, <blas_int>((n1 - n0) * T), H4, D, 1, X + n0 * T * D, D,
+         <const floating *>L.Wx, H4, 0, <floating *>L.G + n0 * T * H4, H4)
+
+
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
+            _project_rows(L, n0, n1, <const double *>L.X)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
+            _project_rows(L, n0, n1, <const float *>L.X)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -111,13 +129,14 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                    const floating *h0, const floating *c0, floating *hs,
                    floating *G, floating *Hprev, floating *C, floating *TC,
                    floating *Wp, int threads) noexcept nogil:
+    """Each thread takes a share of the batch rows: their input projection, then their time loop.
+    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H4 = 4 * H
     cdef Loop L
-    # G = X @ Wx: the input projection of every timestep in one GEMM, (N*T, D) @ (D, 4H)
-    gemm(False, False, <blas_int>(N * T), H4, D, 1, X, D, Wx, H4, 0, G, H4)
     pack_b(H, H4, Wh, H4, 1, Wp)                # Wh (H, 4H), for the per-step products
-    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.b = b; L.h0 = h0; L.c0 = c0; L.hs = hs
-    L.G = G; L.Hprev = Hprev; L.C = C; L.TC = TC; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
+    L.c0 = c0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.C = C; L.TC = TC
+    L.f64 = floating is double
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
 
 
@@ -160,6 +179,14 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         tmp = dc_in; dc_in = dc_out; dc_out = tmp
 
 
+cdef void _dx_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, floating *dX) noexcept nogil:
+    """dX[rows] = dG[rows] @ Wx^T for batch rows [n0, n1), all timesteps in one GEMM."""
+    cdef Py_ssize_t T = L.T
+    cdef int D = L.D, H4 = 4 * L.H
+    gemm(False, True, <blas_int>((n1 - n0) * T), D, H4, 1, <const floating *>L.dG + n0 * T * H4,
+         H4, <const floating *>L.Wx, H4, 0, dX + n0 * T * D, D)
+
+
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
@@ -168,8 +195,33 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+            _dx_rows(L, n0, n1, <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+            _dx_rows(L, n0, n1, <float *>L.dX)
+
+
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
+    """Columns [c0, c1) of the weight gradients, each one GEMM (or reduction) over all N*T rows:
+    dWx = X^T @ dG, dWh = Hprev^T @ dG, db = dG summed over rows."""
+    cdef Py_ssize_t NT = L.N * L.T
+    cdef int D = L.D, H = L.H, H4 = 4 * L.H, w = c1 - c0
+    cdef const floating *dG = <const floating *>L.dG + c0
+    gemm(True, False, D, w, <blas_int>NT, 1, X, D, dG, H4, 0, <floating *>L.dWx + c0, H4)
+    gemm(True, False, H, w, <blas_int>NT, 1, <const floating *>L.Hprev, H, dG, H4, 0,
+         <floating *>L.dWh + c0, H4)
+    colsum(NT, w, H4, dG, L.acc + c0, <floating *>L.db + c0)
+
+
+cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t c0, c1
+    share_cols(4 * L.H, tid, nthreads, &c0, &c1)
+    if c0 < c1:
+        if L.f64:
+            _weights_cols(L, <int>c0, <int>c1, <const double *>L.X)
+        else:
+            _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
 cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
@@ -181,26 +233,21 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
                     floating *dh0, floating *dc0, double *sq, floating *Wp,
                     int threads) noexcept nogil:
+    """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
+    their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H4 = 4 * H
-    cdef Py_ssize_t NH = N * H, NT = N * T
+    cdef Py_ssize_t NH = N * H
     cdef Loop L
     pack_b(H4, H, Wh, 1, H4, Wp)                # Wh^T (4H, H)
-    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.c0 = c0; L.G = <void *>G; L.C = <void *>C
-    L.TC = <void *>TC; L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf
-    L.dc_buf = dc_buf; L.sq = sq; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.c0 = c0
+    L.G = <void *>G; L.Hprev = <void *>Hprev; L.C = <void *>C; L.TC = <void *>TC; L.dhs = dhs
+    L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
+    L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)
     # after T swaps the carried gradients are in the first half of each buffer if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
     memcpy(dc0, dc_buf + (NH if T % 2 else 0), NH * sizeof(floating))
-    # weight gradients: one GEMM each over all N*T rows
-    # dWx = X^T @ dG
-    gemm(True, False, D, H4, <blas_int>NT, 1, X, D, dG, H4, 0, dWx, H4)
-    # dWh = Hprev^T @ dG
-    gemm(True, False, H, H4, <blas_int>NT, 1, Hprev, H, dG, H4, 0, dWh, H4)
-    # db = dG.sum(axis=(0, 1))
-    colsum(NT, H4, dG, acc, db)
-    # dX = dG @ Wx^T
-    gemm(False, True, <blas_int>NT, D, H4, 1, dG, H4, Wx, H4, 0, dX, D)
+    fr_parallel(threads, _weights_task, &L)
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,

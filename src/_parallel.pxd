@@ -41,3 +41,12 @@ cdef inline double *thread_sq(double *sq, double *sq_part, int tid, Py_ssize_t s
     if sq == NULL or tid == 0:
         return sq
     return sq_part + (tid - 1) * sq_len
+
+
+cdef inline void share_cols(Py_ssize_t cols, int tid, int n, Py_ssize_t *lo,
+                            Py_ssize_t *hi) noexcept nogil:
+    """Thread tid's share of `cols` output columns, in whole 64-byte units (16 floats) so that
+    two threads never write the same cache line of a row."""
+    fr_share((cols + 15) // 16, tid, n, lo, hi)
+    lo[0] = lo[0] * 16
+    hi[0] = min(hi[0] * 16, cols)

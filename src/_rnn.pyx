@@ -10,7 +10,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
-from _parallel cimport fr_share, parallel_rows, thread_sq
+from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, scratch, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
 
 cnp.import_array()
@@ -32,9 +32,16 @@ cdef inline void bwd_row(int H, const floating *a, const floating *dy, const flo
 
 
 cdef struct Loop:
-    # what each thread needs for the time loop over its share of the batch rows
+    # what each thread needs for its share of the work (see _forward and _backward)
     Py_ssize_t N, T
-    int H
+    int D, H
+    const void *X
+    const void *Wx
+    void *dX
+    void *dWx
+    void *dWh
+    void *db
+    double *acc
     const void *Wp
     const void *b
     const void *h0
@@ -71,14 +78,24 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 memcpy(Hprev + r + H, hs + r, H * sizeof(floating))
 
 
+cdef void _project_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *X) noexcept nogil:
+    """G[rows] = X[rows] @ Wx for all timesteps of batch rows [n0, n1), one GEMM."""
+    cdef Py_ssize_t T = L.T
+    cdef int D = L.D, H = L.H
+    gemm(False, False, <blas_int>((n1 - n0) * T), H, D, 1, X + n0 * T * D, D,
+         <const floating *>L.Wx, H, 0, <floating *>L.G + n0 * T * H, H)
+
+
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
+            _project_rows(L, n0, n1, <const double *>L.X)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
+            _project_rows(L, n0, n1, <const float *>L.X)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -86,12 +103,12 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                    const floating *X, const floating *Wx, const floating *Wh, const floating *b,
                    const floating *h0, floating *hs, floating *G, floating *Hprev,
                    floating *Wp, int threads) noexcept nogil:
+    """Each thread takes a share of the batch rows: their input projection, then their time loop.
+    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef Loop L
-    # G = X @ Wx for all timesteps, (N*T, D) @ (D, H)
-    gemm(False, False, <blas_int>(N * T), H, D, 1, X, D, Wx, H, 0, G, H)
     pack_b(H, H, Wh, H, 1, Wp)                  # Wh, for the per-step products
-    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.b = b; L.h0 = h0; L.hs = hs; L.G = G
-    L.Hprev = Hprev; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
+    L.hs = hs; L.G = G; L.Hprev = Hprev; L.f64 = floating is double
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
 
 
@@ -118,6 +135,14 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
 
 
+cdef void _dx_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, floating *dX) noexcept nogil:
+    """dX[rows] = dG[rows] @ Wx^T for batch rows [n0, n1), all timesteps in one GEMM."""
+    cdef Py_ssize_t T = L.T
+    cdef int D = L.D, H = L.H
+    gemm(False, True, <blas_int>((n1 - n0) * T), D, H, 1, <const floating *>L.dG + n0 * T * H,
+         H, <const floating *>L.Wx, H, 0, dX + n0 * T * D, D)
+
+
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
@@ -126,8 +151,33 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+            _dx_rows(L, n0, n1, <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+            _dx_rows(L, n0, n1, <float *>L.dX)
+
+
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
+    """Columns [c0, c1) of dWx = X^T @ dG, dWh = Hprev^T @ dG and db = dG summed over rows,
+    each one GEMM (or reduction) over all N*T rows."""
+    cdef Py_ssize_t NT = L.N * L.T
+    cdef int D = L.D, H = L.H, w = c1 - c0
+    cdef const floating *dG = <const floating *>L.dG + c0
+    gemm(True, False, D, w, <blas_int>NT, 1, X, D, dG, H, 0, <floating *>L.dWx + c0, H)
+    gemm(True, False, H, w, <blas_int>NT, 1, <const floating *>L.Hprev, H, dG, H, 0,
+         <floating *>L.dWh + c0, H)
+    colsum(NT, w, H, dG, L.acc + c0, <floating *>L.db + c0)
+
+
+cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t c0, c1
+    share_cols(L.H, tid, nthreads, &c0, &c1)
+    if c0 < c1:
+        if L.f64:
+            _weights_cols(L, <int>c0, <int>c1, <const double *>L.X)
+        else:
+            _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
 cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
@@ -136,19 +186,18 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     floating *dG, floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
                     floating *dh0, double *sq, floating *Wp, int threads) noexcept nogil:
-    cdef Py_ssize_t NH = N * H, NT = N * T
+    """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
+    their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
+    cdef Py_ssize_t NH = N * H
     cdef Loop L
     pack_b(H, H, Wh, 1, H, Wp)                  # Wh^T
-    L.N = N; L.T = T; L.H = H; L.Wp = Wp; L.G = <void *>G; L.dhs = dhs; L.dG = dG
-    L.dh_buf = dh_buf; L.sq = sq; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.G = <void *>G
+    L.Hprev = <void *>Hprev; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf; L.sq = sq; L.dX = dX
+    L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
-    # dWx = X^T @ dG;  dWh = Hprev^T @ dG;  db = dG.sum(rows);  dX = dG @ Wx^T
-    gemm(True, False, D, H, <blas_int>NT, 1, X, D, dG, H, 0, dWx, H)
-    gemm(True, False, H, H, <blas_int>NT, 1, Hprev, H, dG, H, 0, dWh, H)
-    colsum(NT, H, dG, acc, db)
-    gemm(False, True, <blas_int>NT, D, H, 1, dG, H, Wx, H, 0, dX, D)
+    fr_parallel(threads, _weights_task, &L)
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,

@@ -222,12 +222,12 @@ FR_KERNEL void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *
 
 /* out[j] (+)= sum over rows of x[r, j]; accumulated in double, one row at a time so the inner
  * loop runs over contiguous columns and vectorises. acc has room for cols doubles. */
-FR_KERNEL void FR_FN(colsum)(Py_ssize_t rows, int cols, const FR_T *restrict x, double *restrict acc,
-                          FR_T *restrict out)
+FR_KERNEL void FR_FN(colsum)(Py_ssize_t rows, int cols, Py_ssize_t ldx, const FR_T *restrict x,
+                          double *restrict acc, FR_T *restrict out)
 {
     for (int j = 0; j < cols; j++) acc[j] = 0;
     for (Py_ssize_t r = 0; r < rows; r++) {
-        const FR_T *restrict row = x + r * (Py_ssize_t)cols;
+        const FR_T *restrict row = x + r * ldx;
         for (int j = 0; j < cols; j++) acc[j] += row[j];
     }
     for (int j = 0; j < cols; j++) out[j] = (FR_T)acc[j];
