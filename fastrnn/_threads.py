@@ -14,9 +14,13 @@ OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing thei
 import os
 import threading
 
-# Below this many multiply-adds in the per-step products of one call, starting a thread (about
-# 20 us) costs more than it saves; explicit `layer.threads` settings ignore it.
-MIN_PARALLEL_MACS = 2_000_000
+# Below this many multiply-adds in the per-step products of one call, the kernels' threads (two
+# or three thread starts per forward+backward, and smaller GEMMs per thread) cost more than they
+# save, and BLAS threading the big products alone is faster.  Measured with 2 threads on 2 cores
+# (float32, forward+backward, 1 thread / 2 threads): RNN N8 T35 H64 (1.1 M) 0.47x, RNN N20 T35
+# H100 (7 M) 0.85x, GRU N20 T35 H100 (21 M) 1.02x, LSTM N20 T35 H100 (28 M) 1.25x.  An explicit
+# `layer.threads` ignores it.
+MIN_PARALLEL_MACS = 24_000_000
 
 _blas = None
 

@@ -100,10 +100,8 @@ class _TimeLayer:
         self._cache = None    # forward caches, reused while shapes stay the same
         self._scratch = None  # backward work buffers, likewise
         # the recurrent weights packed for the per-step products (Wh in forward, Wh^T in
-        # backward); refilled by every call, so one buffer serves both
-        H = Wh.shape[0]
-        self._wp = np.empty(max(sum(_packed.size(K, M, Wh.dtype) for K, M in packs)
-                                for packs in self._packed_shapes(H)), Wh.dtype)
+        # backward); refilled by every call, so one buffer serves both; made by the first forward
+        self._wp = None
 
     @property
     def threads(self):
@@ -238,6 +236,9 @@ class _TimeLayer:
         np.copyto(cache["X"], xs)
         if c0 is not None:
             np.copyto(cache["c0"], c0)
+        if self._wp is None:
+            self._wp = np.empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
+                                    for packs in self._packed_shapes(H)), dtype)
         threads = self._loop_threads(N, T, H)
         with self._blas_context(threads):
             self._kernel_forward(cache, Wx, Wh, b, h0, hs, threads)

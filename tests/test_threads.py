@@ -200,3 +200,59 @@ def test_default_threads_follow_the_blas_setting(monkeypatch):
     monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 10**6)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _threads.loop_threads(None, 20, 10**5) == 1       # too little work to split
+
+
+def test_single_threaded_blas_nests_and_restores_the_users_setting():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastrnn import _threads
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        with _threads.single_threaded_blas():
+            assert _threads._query_blas_threads() == 1
+            assert _threads.blas_threads() == 2          # the user's setting is still reported
+            with _threads.single_threaded_blas():
+                assert _threads._query_blas_threads() == 1
+            assert _threads._query_blas_threads() == 1   # only the last one out restores
+        assert _threads._query_blas_threads() == 2
+        with pytest.raises(RuntimeError):
+            with _threads.single_threaded_blas():
+                raise RuntimeError("inside")
+        assert _threads._query_blas_threads() == 2
+
+
+def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
+    # two layers, each on 2 kernel threads, overlapping in two Python threads: both results equal
+    # the sequential ones and the user's BLAS setting is back afterwards
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastrnn import _threads
+
+    def job(kind, seed):
+        rng = np.random.default_rng(seed)
+        params = make_params(kind, rng, 16, 24, np.float64)
+        xs = rng.standard_normal((9, 12, 16))
+        dhs = rng.standard_normal((9, 12, 24))
+        h0 = rng.standard_normal((9, 24))
+        c0 = rng.standard_normal((9, 24)) if kind == "lstm" else None
+        return lambda: [_run_layer(kind, params, xs, dhs, h0, c0, 2) for _ in range(10)]
+
+    jobs = [job("lstm", 1), job("gru_ra", 2)]
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        want = [j() for j in jobs]
+        got, errors = [None, None], []
+
+        def target(i):
+            try:
+                got[i] = jobs[i]()
+            except BaseException as e:  # reported below
+                errors.append((i, e))
+
+        ts = [threading.Thread(target=target, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert _threads._query_blas_threads() == 2
+    for g_runs, w_runs in zip(got, want):
+        for g_run, w_run in zip(g_runs, w_runs):
+            for g, w in zip(g_run, w_run):
+                np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
