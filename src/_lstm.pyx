@@ -6,6 +6,8 @@ addresses through its leading dimension, so no buffer is ever transposed or copi
 
 The per-step products h_{t-1} @ Wh and dG_t @ Wh^T use Wh packed once per call into Wp (a
 scratch buffer of the layer, _packed.size(H, 4H) elements); all other products are BLAS calls.
+With several threads, each takes a share of the batch rows for everything row-wise (projection,
+time loop, dX), then a share of the columns of dWx, dWh and db (see _forward, _backward).
 
 Caches written by forward and read by backward (all owned by the Python layer, reused across calls):
   G      activated gates f, g, i, o                    (N, T, 4H)
