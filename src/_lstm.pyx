@@ -21,6 +21,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
+from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, scratch, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
@@ -104,25 +105,18 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
 
 
-cdef void _project_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *X) noexcept nogil:
-    """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1) in
-    one GEMM, ((n1 - n0)*T, D) @ (D, 4H)."""
-    cdef Py_ssize_t T = L.T
-    cdef int D = L.D, H4 = 4 * L.H
-    gemm(False, False, <blas_int>((n1 - n0) * T), H4, D, 1, X + n0 * T * D, D,
-         <const floating *>L.Wx, H4, 0, <floating *>L.G + n0 * T * H4, H4)
-
-
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
-            _project_rows(L, n0, n1, <const double *>L.X)
+            project_rows(n0, n1, L.T, L.D, 4 * L.H, <const double *>L.X, <const double *>L.Wx,
+                         <double *>L.G)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
-            _project_rows(L, n0, n1, <const float *>L.X)
+            project_rows(n0, n1, L.T, L.D, 4 * L.H, <const float *>L.X, <const float *>L.Wx,
+                         <float *>L.G)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -181,14 +175,6 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         tmp = dc_in; dc_in = dc_out; dc_out = tmp
 
 
-cdef void _dx_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, floating *dX) noexcept nogil:
-    """dX[rows] = dG[rows] @ Wx^T for batch rows [n0, n1), all timesteps in one GEMM."""
-    cdef Py_ssize_t T = L.T
-    cdef int D = L.D, H4 = 4 * L.H
-    gemm(False, True, <blas_int>((n1 - n0) * T), D, H4, 1, <const floating *>L.dG + n0 * T * H4,
-         H4, <const floating *>L.Wx, H4, 0, dX + n0 * T * D, D)
-
-
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
@@ -197,10 +183,12 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
-            _dx_rows(L, n0, n1, <double *>L.dX)
+            dx_rows(n0, n1, L.T, L.D, 4 * L.H, <const double *>L.dG, <const double *>L.Wx,
+                    <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
-            _dx_rows(L, n0, n1, <float *>L.dX)
+            dx_rows(n0, n1, L.T, L.D, 4 * L.H, <const float *>L.dG, <const float *>L.Wx,
+                    <float *>L.dX)
 
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:

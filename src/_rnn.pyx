@@ -10,6 +10,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_packed, pack_b, packed_size
+from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, scratch, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
 
@@ -78,24 +79,18 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 memcpy(Hprev + r + H, hs + r, H * sizeof(floating))
 
 
-cdef void _project_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *X) noexcept nogil:
-    """G[rows] = X[rows] @ Wx for all timesteps of batch rows [n0, n1), one GEMM."""
-    cdef Py_ssize_t T = L.T
-    cdef int D = L.D, H = L.H
-    gemm(False, False, <blas_int>((n1 - n0) * T), H, D, 1, X + n0 * T * D, D,
-         <const floating *>L.Wx, H, 0, <floating *>L.G + n0 * T * H, H)
-
-
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
-            _project_rows(L, n0, n1, <const double *>L.X)
+            project_rows(n0, n1, L.T, L.D, L.H, <const double *>L.X, <const double *>L.Wx,
+                         <double *>L.G)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
-            _project_rows(L, n0, n1, <const float *>L.X)
+            project_rows(n0, n1, L.T, L.D, L.H, <const float *>L.X, <const float *>L.Wx,
+                         <float *>L.G)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -135,14 +130,6 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
 
 
-cdef void _dx_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, floating *dX) noexcept nogil:
-    """dX[rows] = dG[rows] @ Wx^T for batch rows [n0, n1), all timesteps in one GEMM."""
-    cdef Py_ssize_t T = L.T
-    cdef int D = L.D, H = L.H
-    gemm(False, True, <blas_int>((n1 - n0) * T), D, H, 1, <const floating *>L.dG + n0 * T * H,
-         H, <const floating *>L.Wx, H, 0, dX + n0 * T * D, D)
-
-
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
@@ -151,10 +138,12 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
-            _dx_rows(L, n0, n1, <double *>L.dX)
+            dx_rows(n0, n1, L.T, L.D, L.H, <const double *>L.dG, <const double *>L.Wx,
+                    <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
-            _dx_rows(L, n0, n1, <float *>L.dX)
+            dx_rows(n0, n1, L.T, L.D, L.H, <const float *>L.dG, <const float *>L.Wx,
+                    <float *>L.dX)
 
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:

@@ -51,6 +51,27 @@ def workload(kind, dtype, seed, N=6, T=16, D=32, H=32):
     return run
 
 
+def run_side_by_side(fns, timeout=120):
+    """Run each fn in its own Python thread, all at once; their results, in order.  An exception
+    in a thread is re-raised here with the thread's index."""
+    results, errors = [None] * len(fns), []
+
+    def target(i):
+        try:
+            results[i] = fns[i]()
+        except BaseException as e:  # reported below
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    assert not errors, errors
+    return results
+
+
 def compare(a, b):
     """Equal up to rounding (a multithreaded BLAS may split work differently when both threads
     call it at once); a data race would show as differences of order one."""
@@ -71,22 +92,8 @@ def test_two_layers_in_two_threads_equal_sequential(pair):
     runs = [workload(kind, dtype, seed) for seed, (kind, dtype) in enumerate(pair)]
     sequential = [run() for run in runs]
 
-    results, errors = [None, None], []
     barrier = threading.Barrier(2)
-
-    def target(i):
-        try:
-            results[i] = runs[i](barrier)
-        except BaseException as e:  # reported below, with the thread's index
-            errors.append((i, e))
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a worker thread hung"
-    assert not errors, errors
+    results = run_side_by_side([lambda run=run: run(barrier) for run in runs])
     for got, want in zip(results, sequential):
         compare(got, want)
 
@@ -237,20 +244,7 @@ def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
     jobs = [job("lstm", 1), job("gru_ra", 2)]
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         want = [j() for j in jobs]
-        got, errors = [None, None], []
-
-        def target(i):
-            try:
-                got[i] = jobs[i]()
-            except BaseException as e:  # reported below
-                errors.append((i, e))
-
-        ts = [threading.Thread(target=target, args=(i,)) for i in range(2)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(timeout=120)
-        assert not errors, errors
+        got = run_side_by_side(jobs)
         assert _threads._query_blas_threads() == 2
     for g_runs, w_runs in zip(got, want):
         for g_run, w_run in zip(g_runs, w_runs):
