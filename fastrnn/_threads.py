@@ -21,6 +21,9 @@ import threading
 # H100 (7 M) 0.85x, GRU N20 T35 H100 (21 M) 1.02x, LSTM N20 T35 H100 (28 M) 1.25x.  An explicit
 # `layer.threads` ignores it.
 MIN_PARALLEL_MACS = 24_000_000
+# Below this many multiply-adds in its whole-sequence GEMMs a single-threaded call also keeps
+# BLAS on one thread (see plan_threads).
+MIN_BLAS_PARALLEL_MACS = 200_000_000
 
 _blas = None
 
@@ -98,11 +101,26 @@ class single_threaded_blas:
                 pass
 
 
-def loop_threads(setting, N, macs):
-    """Threads for one kernel call: `setting` (a layer's .threads) if given, else BLAS's count
-    when the call has enough work; never more than the N batch rows."""
+def plan_threads(setting, N, step_macs, sequence_macs):
+    """(kernel threads, hold BLAS at one thread?) for one kernel call.
+
+    setting: a layer's .threads (None: automatic).  step_macs: multiply-adds of the call's
+    per-step products; sequence_macs: of its whole-sequence GEMMs.
+    - Kernel threads: `setting` if given, else BLAS's thread count when step_macs reach
+      MIN_PARALLEL_MACS; never more than the N batch rows.
+    - BLAS is held at one thread whenever the kernel runs several (its threads then do all the
+      work) and whenever the call runs on one thread by choice: an explicit setting of 1, or a
+      call too small to share, whose whole-sequence GEMMs are then small too (below
+      MIN_BLAS_PARALLEL_MACS): handing them to BLAS's threads cost more than it saved (RNN N20
+      T35 H100: 1.88 ms on one thread, 2.37 ms with BLAS threading its GEMMs; LSTM batch 1 T200
+      H128: 3.6 vs 4.5 ms).  Only a call that must stay on one kernel thread because of its
+      rows (batch 1) but has large GEMMs leaves them to BLAS's threads."""
+    blas = blas_threads()
     if setting is None:
-        threads = blas_threads() if macs >= MIN_PARALLEL_MACS else 1
+        threads = blas if step_macs >= MIN_PARALLEL_MACS else 1
     else:
         threads = setting
-    return max(1, min(threads, N))
+    threads = max(1, min(threads, N))
+    if threads > 1 or setting == 1:
+        return threads, blas > 1
+    return 1, blas > 1 and sequence_macs < MIN_BLAS_PARALLEL_MACS

@@ -25,7 +25,7 @@ import contextlib
 import numpy as np
 
 from . import _gru, _lstm, _packed, _rnn
-from ._threads import loop_threads, single_threaded_blas
+from ._threads import plan_threads, single_threaded_blas
 from ._norms import all_finite
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -114,12 +114,12 @@ class _TimeLayer:
             raise ValueError(f"threads must be None or a positive integer, got {value!r}")
         self._threads = None if value is None else int(value)
 
-    def _loop_threads(self, N, T, H):
-        return loop_threads(self._threads, N, N * T * H * H * self.blocks)
-
-    @staticmethod
-    def _blas_context(threads):
-        return single_threaded_blas() if threads > 1 else contextlib.nullcontext()
+    def _thread_plan(self, N, T, D, H):
+        """(kernel threads, a context for BLAS's threads during the call): see _threads."""
+        GH = self.blocks * H
+        threads, hold_blas = plan_threads(self._threads, N, N * T * H * GH,
+                                          N * T * GH * (3 * D + H))
+        return threads, single_threaded_blas() if hold_blas else contextlib.nullcontext()
 
     # ---- parameters and inputs -------------------------------------------------------------
 
@@ -239,8 +239,8 @@ class _TimeLayer:
         if self._wp is None:
             self._wp = np.empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
                                     for packs in self._packed_shapes(H)), dtype)
-        threads = self._loop_threads(N, T, H)
-        with self._blas_context(threads):
+        threads, blas = self._thread_plan(N, T, D, H)
+        with blas:
             self._kernel_forward(cache, Wx, Wh, b, h0, hs, threads)
         self._last = key
         hT = hs[:, -1].copy()
@@ -282,8 +282,8 @@ class _TimeLayer:
                 self._scratch = {k: np.empty(s, dtype)
                                  for k, s in self._scratch_shapes(N, T, H).items()}
                 self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
-            threads = self._loop_threads(N, T, H)
-            with self._blas_context(threads):
+            threads, blas = self._thread_plan(N, T, D, H)
+            with blas:
                 self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
                                       dxs, dh0, dc0, sq, threads)
         self.dh = dh0

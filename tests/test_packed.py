@@ -465,12 +465,16 @@ print(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
-def isolated_results():
+def isolated_results(tmp_path_factory):
+    # the helper must import the fastrnn under test: put its folder first on the path, and start
+    # in an empty folder, since `python -c` also searches the working directory, where a source
+    # checkout without built kernels would shadow an installed package
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(ISOLATED)], env=env,
-                       capture_output=True, text=True, timeout=300)
+                       cwd=tmp_path_factory.mktemp("isolated"), capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 

@@ -195,18 +195,20 @@ def test_threads_setting_is_validated():
 def test_default_threads_follow_the_blas_setting(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from fastrnn import _threads
-    monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 0)
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 1000)
+    monkeypatch.setattr(_threads, "MIN_BLAS_PARALLEL_MACS", 1000)
+    plan = _threads.plan_threads
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert _threads.blas_threads() == 1
-        assert _threads.loop_threads(None, 20, 10**9) == 1
+        assert plan(None, 20, 10**9, 10**9) == (1, False)      # nothing to hold
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _threads.blas_threads() == 2
-        assert _threads.loop_threads(None, 20, 10**9) == 2
-        assert _threads.loop_threads(None, 1, 10**9) == 1       # never more than the rows
-        assert _threads.loop_threads(5, 3, 0) == 3               # an explicit setting, capped
-    monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 10**6)
-    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        assert _threads.loop_threads(None, 20, 10**5) == 1       # too little work to split
+        assert plan(None, 20, 10**9, 10**9) == (2, True)       # kernel threads; BLAS held
+        assert plan(5, 3, 0, 0) == (3, True)                   # explicit, capped by the rows
+        assert plan(1, 20, 10**9, 10**9) == (1, True)          # explicit 1: all on one thread
+        assert plan(None, 20, 10, 10) == (1, True)             # small: all on one thread
+        assert plan(None, 1, 10**9, 10**9) == (1, False)       # batch 1, big GEMMs: BLAS threads
+        assert plan(None, 1, 10**9, 10) == (1, True)           # batch 1, small GEMMs
 
 
 def test_single_threaded_blas_nests_and_restores_the_users_setting():
