@@ -16,7 +16,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
-from _packed cimport gemm_packed, pack_b, packed_size
+from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport (
@@ -95,6 +95,8 @@ cdef struct Loop:
     bint reset_after
     const void *Wp      # packed Wh (reset_after) or [Whz Whr] (classic), or their transposes
     const void *Wp_h    # classic: packed Whh (or Whh^T)
+    const void *Wh      # the unpacked Wh, for calls not worth packing (see worth_packing)
+    bint packed
     const void *b
     const void *h0
     void *hs
@@ -116,6 +118,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef Py_ssize_t T = L.T, n, t, gr, hr, ld_h = L.T * L.H, ld_g = L.T * 3 * L.H
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
+    cdef const floating *Wh = <const floating *>L.Wh
     cdef const floating *b = <const floating *>L.b
     cdef const floating *h0 = <const floating *>L.h0
     cdef floating *hs = <floating *>L.hs
@@ -128,7 +131,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     for t in range(T):
         if L.reset_after:
             # S[rows] = h_{t-1} @ Wh
-            gemm_packed(rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, S + n0 * H3, H3, False)
+            recurrent_product(L.packed, rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh, H3,
+                              False, S + n0 * H3, H3, False)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -138,16 +142,16 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                     memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
         else:
             # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
-            gemm_packed(rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp,
-                        G + n0 * ld_g + t * H3, ld_g, True)
+            recurrent_product(L.packed, rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh,
+                              H3, False, G + n0 * ld_g + t * H3, ld_g, True)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
                 fwd_zr_row(H, G + gr, b, Hprev + hr, AUX + hr)
             # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
-            gemm_packed(rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
-                        G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
+            recurrent_product(L.packed, rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
+                              Wh + 2 * H, H3, False, G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -177,15 +181,17 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                    const floating *h0, floating *hs, floating *G, floating *Hprev,
                    floating *AUX, floating *S, floating *Wp, int threads) noexcept nogil:
     cdef int H3 = 3 * H
-    cdef floating *Wp_h = Wp
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
+    cdef floating *Wp_h = Wp
     cdef Loop L
-    if reset_after:
+    L.packed = worth_packing(N, T)
+    if L.packed and reset_after:
         pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
-    else:
+    elif L.packed:
         Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
         pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
+    L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
     L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.AUX = AUX; L.S = S
     L.f64 = floating is double
@@ -198,6 +204,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, ld_g = L.T * 3 * L.H
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
+    cdef const floating *Wh = <const floating *>L.Wh
     cdef const floating *G = <const floating *>L.G
     cdef const floating *Hprev = <const floating *>L.Hprev
     cdef const floating *AUX = <const floating *>L.AUX
@@ -220,8 +227,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
                            dG + gr, dGh + gr, dh_out + n * H, sq_t)
             # dh_{t-1} += dGh[rows, t] @ Wh^T
-            gemm_packed(rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, dh_out + n0 * H, H,
-                        True)
+            recurrent_product(L.packed, rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
+                              True, dh_out + n0 * H, H, True)
         else:
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
@@ -230,16 +237,16 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
             # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
-            gemm_packed(rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h, S + n0 * H, H,
-                        False)
+            recurrent_product(L.packed, rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h,
+                              Wh + 2 * H, H3, True, S + n0 * H, H, False)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # dr pre-activation; dh_{t-1} += d(r h) * r
                 bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
-            gemm_packed(rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, dh_out + n0 * H, H,
-                        True)
+            recurrent_product(L.packed, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
+                              True, dh_out + n0 * H, H, True)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
 
 
@@ -311,11 +318,13 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     cdef Py_ssize_t NH = N * H
     cdef floating *Wp_h = Wp
     cdef Loop L
-    if reset_after:
+    L.packed = worth_packing(N, T)
+    if L.packed and reset_after:
         pack_b(H3, H, Wh, 1, H3, Wp)            # Wh^T (3H, H)
-    else:
+    elif L.packed:
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
         pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
+    L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
     L.Wp = Wp; L.Wp_h = Wp_h; L.G = <void *>G; L.Hprev = <void *>Hprev; L.AUX = <void *>AUX
     L.S = S; L.dhs = dhs; L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf; L.sq = sq; L.dX = dX

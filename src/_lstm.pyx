@@ -20,7 +20,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
-from _packed cimport gemm_packed, pack_b, packed_size
+from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, scratch, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
@@ -57,7 +57,9 @@ cdef struct Loop:
     void *dWh
     void *db
     double *acc
-    const void *Wp
+    const void *Wp      # Wh packed (or Wh^T in backward), when packed
+    const void *Wh
+    bint packed
     const void *b
     const void *h0
     const void *c0
@@ -93,8 +95,9 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
-        gemm_packed(<int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
-                    G + n0 * T * H4 + t * H4, T * H4, True)
+        recurrent_product(L.packed, <int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+                          <const floating *>L.Wh, H4, False, G + n0 * T * H4 + t * H4, T * H4,
+                          True)
         for n in range(n0, n1):
             gr = (n * T + t) * H4
             hr = (n * T + t) * H
@@ -129,7 +132,10 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H4 = 4 * H
     cdef Loop L
-    pack_b(H, H4, Wh, H4, 1, Wp)                # Wh (H, 4H), for the per-step products
+    L.packed = worth_packing(N, T)
+    if L.packed:
+        pack_b(H, H4, Wh, H4, 1, Wp)            # Wh (H, 4H), for the per-step products
+    L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
     L.c0 = c0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.C = C; L.TC = TC
     L.f64 = floating is double
@@ -169,8 +175,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
                     dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
         # dh_{t-1} = dG[rows, t] @ Wh^T
-        gemm_packed(<int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp, dh_out + n0 * H,
-                    H, False)
+        recurrent_product(L.packed, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
+                          <const floating *>L.Wh, H4, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
         tmp = dc_in; dc_in = dc_out; dc_out = tmp
 
@@ -228,7 +234,10 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     cdef int H4 = 4 * H
     cdef Py_ssize_t NH = N * H
     cdef Loop L
-    pack_b(H4, H, Wh, 1, H4, Wp)                # Wh^T (4H, H)
+    L.packed = worth_packing(N, T)
+    if L.packed:
+        pack_b(H4, H, Wh, 1, H4, Wp)            # Wh^T (4H, H)
+    L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.c0 = c0
     L.G = <void *>G; L.Hprev = <void *>Hprev; L.C = <void *>C; L.TC = <void *>TC; L.dhs = dhs
     L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX

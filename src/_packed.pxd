@@ -38,3 +38,27 @@ cdef inline void gemm_packed(int M, int N, int K, const floating *A, Py_ssize_t 
         gemm_packed_f(M, N, K, A, lda, P, C, ldc, accumulate)
     else:
         gemm_packed_d(M, N, K, A, lda, P, C, ldc, accumulate)
+
+
+from _blas cimport gemm, blas_int
+
+
+cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
+    """Pack the recurrent weights for a call of N batch rows and T steps?  Packing costs one pass
+    over Wh; sgemm repacks it at every step anyway, so from two steps on packing wins.  A single
+    row (batch 1) goes to GEMV, which streams Wh without packing: nothing to win there (and at
+    T = 1, e.g. a generation step, packing a 650x2600 Wh cost more than the product)."""
+    return N >= 2 and T >= 2
+
+
+cdef inline void recurrent_product(bint packed, int M, int N, int K, const floating *A,
+                                   Py_ssize_t lda, const floating *P, const floating *B,
+                                   Py_ssize_t ldb, bint trans_b, floating *C, Py_ssize_t ldc,
+                                   bint accumulate) noexcept nogil:
+    """C[M, N] (+)= A[M, K] @ op(B): from the packed copy P when packed, else a BLAS call on B
+    (row-major, ldb apart, transposed if trans_b)."""
+    if packed:
+        gemm_packed(M, N, K, A, lda, P, C, ldc, accumulate)
+    else:
+        gemm(False, trans_b, <blas_int>M, <blas_int>N, <blas_int>K, 1, A, <blas_int>lda, B,
+             <blas_int>ldb, 1 if accumulate else 0, C, <blas_int>ldc)

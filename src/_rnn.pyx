@@ -9,7 +9,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, blas_int
-from _packed cimport gemm_packed, pack_b, packed_size
+from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, scratch, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
@@ -43,7 +43,9 @@ cdef struct Loop:
     void *dWh
     void *db
     double *acc
-    const void *Wp
+    const void *Wp      # Wh packed (or Wh^T in backward), when packed
+    const void *Wh
+    bint packed
     const void *b
     const void *h0
     void *hs
@@ -70,8 +72,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh
-        gemm_packed(<int>(n1 - n0), H, H, Hprev + n0 * T * H + t * H, T * H, Wp,
-                    G + n0 * T * H + t * H, T * H, True)
+        recurrent_product(L.packed, <int>(n1 - n0), H, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+                          <const floating *>L.Wh, H, False, G + n0 * T * H + t * H, T * H, True)
         for n in range(n0, n1):
             r = (n * T + t) * H
             fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
@@ -101,7 +103,10 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef Loop L
-    pack_b(H, H, Wh, H, 1, Wp)                  # Wh, for the per-step products
+    L.packed = worth_packing(N, T)
+    if L.packed:
+        pack_b(H, H, Wh, H, 1, Wp)              # Wh, for the per-step products
+    L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
     L.hs = hs; L.G = G; L.Hprev = Hprev; L.f64 = floating is double
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
@@ -125,8 +130,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
             bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
         # dh_{t-1} = dG[rows, t] @ Wh^T
-        gemm_packed(<int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp, dh_out + n0 * H, H,
-                    False)
+        recurrent_product(L.packed, <int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp,
+                          <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
 
 
@@ -179,7 +184,10 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef Py_ssize_t NH = N * H
     cdef Loop L
-    pack_b(H, H, Wh, 1, H, Wp)                  # Wh^T
+    L.packed = worth_packing(N, T)
+    if L.packed:
+        pack_b(H, H, Wh, 1, H, Wp)              # Wh^T
+    L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.G = <void *>G
     L.Hprev = <void *>Hprev; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
