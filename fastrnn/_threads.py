@@ -28,9 +28,38 @@ MIN_BLAS_PARALLEL_MACS = 200_000_000
 _blas = None
 
 
+class _Knob:
+    """Reads and sets the thread count of one BLAS library.
+
+    For OpenBLAS the library's own openblas_get/set_num_threads are called through ctypes
+    (about a microsecond; threadpoolctl's methods look the symbol up on every call, and its
+    OpenBLAS controller ignores set_num_threads from any thread but the first one that used it,
+    while OpenBLAS itself applies the setting process-wide whoever calls).  Other BLAS libraries
+    go through threadpoolctl's controller."""
+
+    def __init__(self, controller):
+        self.get, self.set = controller.get_num_threads, controller.set_num_threads
+        if controller.internal_api != "openblas":
+            return
+        import ctypes
+        try:
+            lib = ctypes.CDLL(controller.filepath)      # already loaded: the same handle
+        except OSError:
+            return
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    put.restype, put.argtypes = None, [ctypes.c_int]
+                    self.get, self.set = get, put
+                    return
+
+
 def _scipy_blas_controllers():
-    """threadpoolctl's controllers for the BLAS that scipy.linalg.cython_blas calls (looked up
-    once: scanning the loaded libraries takes milliseconds)."""
+    """Knobs for the BLAS that scipy.linalg.cython_blas calls (looked up once: scanning the
+    loaded libraries takes milliseconds)."""
     global _blas
     if _blas is None:
         import scipy
@@ -41,13 +70,13 @@ def _scipy_blas_controllers():
         # a wheel's bundled copy lives in site-packages/scipy.libs (or inside scipy/); a system
         # or conda scipy shares the BLAS numpy uses, and then every BLAS found is a candidate
         own = [c for c in blas if c.filepath.startswith(os.path.dirname(scipy.__file__))]
-        _blas = own or blas
+        _blas = [_Knob(c) for c in own or blas]
     return _blas
 
 
 def _query_blas_threads():
     try:
-        counts = [c.get_num_threads() for c in _scipy_blas_controllers()]
+        counts = [k.get() for k in _scipy_blas_controllers()]
     except Exception:       # an exotic BLAS threadpoolctl cannot query: stay single-threaded
         return 1
     counts = [n for n in counts if isinstance(n, int) and n >= 1]
@@ -94,9 +123,9 @@ class single_threaded_blas:
 
     @staticmethod
     def _set(n):
-        for c in _scipy_blas_controllers():
+        for k in _scipy_blas_controllers():
             try:
-                c.set_num_threads(n)
+                k.set(n)
             except Exception:
                 pass
 

@@ -227,6 +227,13 @@ def test_single_threaded_blas_nests_and_restores_the_users_setting():
                 raise RuntimeError("inside")
         assert _threads._query_blas_threads() == 2
 
+        def from_another_thread():   # OpenBLAS applies the setting whoever calls
+            with _threads.single_threaded_blas():
+                inside = _threads._query_blas_threads()
+            return inside, _threads._query_blas_threads()
+
+        assert run_side_by_side([from_another_thread]) == [(1, 2)]
+
 
 def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
     # two layers, each on 2 kernel threads, overlapping in two Python threads: both results equal
