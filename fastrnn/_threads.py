@@ -21,9 +21,10 @@ import threading
 # H100 (7 M) 0.85x, GRU N20 T35 H100 (21 M) 1.02x, LSTM N20 T35 H100 (28 M) 1.25x.  An explicit
 # `layer.threads` ignores it.
 MIN_PARALLEL_MACS = 24_000_000
-# Below this many multiply-adds in its whole-sequence GEMMs a single-threaded call also keeps
-# BLAS on one thread (see plan_threads).
+# A call on one kernel thread whose largest whole-sequence GEMM has fewer multiply-adds than this
+# also keeps BLAS on one thread; for a single step (T = 1), the second limit (see plan_threads).
 MIN_BLAS_PARALLEL_MACS = 200_000_000
+MIN_STEP_BLAS_PARALLEL_MACS = 16_000_000
 
 _blas = None
 
@@ -130,20 +131,22 @@ class single_threaded_blas:
                 pass
 
 
-def plan_threads(setting, N, step_macs, sequence_macs):
+def plan_threads(setting, N, T, step_macs, gemm_macs):
     """(kernel threads, hold BLAS at one thread?) for one kernel call.
 
     setting: a layer's .threads (None: automatic).  step_macs: multiply-adds of the call's
-    per-step products; sequence_macs: of its whole-sequence GEMMs.
+    per-step products; gemm_macs: of its largest whole-sequence GEMM.
     - Kernel threads: `setting` if given, else BLAS's thread count when step_macs reach
       MIN_PARALLEL_MACS; never more than the N batch rows.
     - BLAS is held at one thread whenever the kernel runs several (its threads then do all the
-      work) and whenever the call runs on one thread by choice: an explicit setting of 1, or a
-      call too small to share, whose whole-sequence GEMMs are then small too (below
-      MIN_BLAS_PARALLEL_MACS): handing them to BLAS's threads cost more than it saved (RNN N20
-      T35 H100: 1.88 ms on one thread, 2.37 ms with BLAS threading its GEMMs; LSTM batch 1 T200
-      H128: 3.6 vs 4.5 ms).  Only a call that must stay on one kernel thread because of its
-      rows (batch 1) but has large GEMMs leaves them to BLAS's threads."""
+      work), when the layer is set to one thread, and when a call on one kernel thread has
+      whole-sequence GEMMs below MIN_BLAS_PARALLEL_MACS (a single step: below
+      MIN_STEP_BLAS_PARALLEL_MACS).  Measured at 2 threads, forward+backward: with BLAS threading
+      its GEMMs RNN N20 T35 H100 took 2.37 ms (7 M-multiply-add GEMMs) and 1.91 ms without, GRU
+      N20 T35 H100 6.83 and 5.61 ms (21 M), LSTM batch 1 T200 H128 4.5 and 3.6-4.0 ms (13 M,
+      plus 400 per-step GEMVs); BLAS's idle threads also keep spinning through the kernel's
+      single-threaded time loop.  A single step of a wide cell is all GEMM, and there BLAS's
+      threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without)."""
     blas = blas_threads()
     if setting is None:
         threads = blas if step_macs >= MIN_PARALLEL_MACS else 1
@@ -152,4 +155,5 @@ def plan_threads(setting, N, step_macs, sequence_macs):
     threads = max(1, min(threads, N))
     if threads > 1 or setting == 1:
         return threads, blas > 1
-    return 1, blas > 1 and sequence_macs < MIN_BLAS_PARALLEL_MACS
+    limit = MIN_STEP_BLAS_PARALLEL_MACS if T == 1 else MIN_BLAS_PARALLEL_MACS
+    return 1, blas > 1 and gemm_macs < limit

@@ -117,8 +117,8 @@ class _TimeLayer:
     def _thread_plan(self, N, T, D, H):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
         GH = self.blocks * H
-        threads, hold_blas = plan_threads(self._threads, N, N * T * H * GH,
-                                          N * T * GH * (3 * D + H))
+        threads, hold_blas = plan_threads(self._threads, N, T, N * T * H * GH,
+                                          N * T * GH * max(D, H))
         return threads, single_threaded_blas() if hold_blas else contextlib.nullcontext()
 
     # ---- parameters and inputs -------------------------------------------------------------

@@ -197,18 +197,22 @@ def test_default_threads_follow_the_blas_setting(monkeypatch):
     from fastrnn import _threads
     monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 1000)
     monkeypatch.setattr(_threads, "MIN_BLAS_PARALLEL_MACS", 1000)
+    monkeypatch.setattr(_threads, "MIN_STEP_BLAS_PARALLEL_MACS", 100)
     plan = _threads.plan_threads
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert _threads.blas_threads() == 1
-        assert plan(None, 20, 10**9, 10**9) == (1, False)      # nothing to hold
+        assert plan(None, 20, 35, 10**9, 10**9) == (1, False)      # nothing to hold
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _threads.blas_threads() == 2
-        assert plan(None, 20, 10**9, 10**9) == (2, True)       # kernel threads; BLAS held
-        assert plan(5, 3, 0, 0) == (3, True)                   # explicit, capped by the rows
-        assert plan(1, 20, 10**9, 10**9) == (1, True)          # explicit 1: all on one thread
-        assert plan(None, 20, 10, 10) == (1, True)             # small: all on one thread
-        assert plan(None, 1, 10**9, 10**9) == (1, False)       # batch 1, big GEMMs: BLAS threads
-        assert plan(None, 1, 10**9, 10) == (1, True)           # batch 1, small GEMMs
+        assert plan(None, 20, 35, 10**9, 10**9) == (2, True)       # kernel threads; BLAS held
+        assert plan(5, 3, 35, 0, 0) == (3, True)                   # explicit, capped by the rows
+        assert plan(1, 20, 35, 10**9, 10**9) == (1, True)          # explicit 1: one thread
+        assert plan(None, 20, 35, 10, 10) == (1, True)             # small: all on one thread
+        assert plan(None, 20, 35, 10, 10**9) == (1, False)         # small steps, big GEMMs
+        assert plan(None, 1, 200, 10**9, 999) == (1, True)         # batch 1, smallish GEMMs
+        assert plan(None, 1, 200, 10**9, 10**9) == (1, False)      # batch 1, big GEMMs
+        assert plan(None, 4, 1, 10, 500) == (1, False)             # one wide step: BLAS threads
+        assert plan(None, 4, 1, 10, 50) == (1, True)               # one small step
 
 
 def test_single_threaded_blas_nests_and_restores_the_users_setting():
