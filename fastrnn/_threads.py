@@ -3,8 +3,9 @@
 Following BLAS's own setting means one control covers everything: ``threadpool_limits(1)`` (or
 OPENBLAS_NUM_THREADS=1) makes a layer single-threaded, as users of NumPy code expect.
 
-With one thread, the kernels run the time loop themselves and leave the big N*T-row products to
-BLAS and its own threads.  With k > 1 threads, the kernels split *all* the work across their own k
+With one kernel thread, the kernel runs the time loop and leaves the big N*T-row products to
+BLAS, which threads them as the user set it only when they are large (plan_threads).  With k > 1
+threads, the kernels split *all* the work across their own k
 threads (batch rows for the time loop, the input projection and dX; weight-gradient columns for
 dWx, dWh, db), calling BLAS single-threaded from each, and BLAS is held at one thread for the
 duration of the call (``single_threaded_blas``).  Two thread pools on the same cores fight:
@@ -15,8 +16,8 @@ import os
 import threading
 
 # Below this many multiply-adds in the per-step products of one call, the kernels' threads (two
-# or three thread starts per forward+backward, and smaller GEMMs per thread) cost more than they
-# save, and BLAS threading the big products alone is faster.  Measured with 2 threads on 2 cores
+# or three thread starts per forward+backward, about 35 us each here, and smaller GEMMs per
+# thread) cost more than they save.  Measured with 2 threads on 2 cores
 # (float32, forward+backward, 1 thread / 2 threads): RNN N8 T35 H64 (1.1 M) 0.47x, RNN N20 T35
 # H100 (7 M) 0.85x, GRU N20 T35 H100 (21 M) 1.02x, LSTM N20 T35 H100 (28 M) 1.25x.  An explicit
 # `layer.threads` ignores it.
