@@ -116,3 +116,19 @@ def test_cell(benchmark, case, impl, op):
     _need(impl, case)
     runner = _CellRunner(impl, case)
     _run(benchmark, getattr(runner, op), f"cell {case.cell} N{case.N} D{case.D} H{case.H} {op}")
+
+
+# ---- one generation step ------------------------------------------------------------------------
+# Text generation feeds one token at a time: a (1, 1, D) forward.  A call this small must not pay
+# for preparing a long sequence (packing Wh once cost 2x the NumPy layer at H650 before the
+# kernels learned to skip it for one step or one row).
+
+STEP_CASES = tuple(bench.Case.parse(s) for s in ("lstm 1 1 100 100", "lstm 1 1 650 650"))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: f"{c.cell}_step_N1_H{c.H}")
+def test_generation_step(benchmark, case, impl):
+    _need(impl, case)
+    runner = bench.make_layer_runner(impl, case)
+    _run(benchmark, runner.fwd, f"generation step {case.cell} H{case.H} fwd")
