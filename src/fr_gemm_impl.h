@@ -7,7 +7,8 @@
  * (M = batch, K = H, N = 4H) that repacking costs about as much as the arithmetic (measured:
  * BENCHMARKS.md).  pack_b lays B out once per forward (or backward) in the panel layout, and
  * gemm_packed then streams it for each of the T steps.  Everything else (the N*T-row products)
- * stays with BLAS, where repacking is amortised over many rows.
+ * stays with BLAS, where repacking is amortised over many rows; and the kernels pack only where
+ * it pays (worth_packing in _packed.pxd: at least two batch rows and two steps).
  *
  * Layout of a packed B: column panels of NR = two vectors of 32 bytes (16 floats, 8 doubles);
  * panel p holds B[k, p*NR + j] at P[(p*K + k)*NR + j], the last panel zero-padded.
