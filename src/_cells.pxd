@@ -46,25 +46,18 @@ cdef inline void colsum(Py_ssize_t rows, int cols, Py_ssize_t ldx, const floatin
 
 
 cdef inline void *buf(cnp.ndarray a, int typenum, Py_ssize_t size, str name,
-                      bint out=False) except NULL:
+                      bint out=False, bint at_least=False) except NULL:
     """Raw data pointer of a kernel argument (writeable if out), after checking what the kernel
-    relies on.
+    relies on: dtype, C-contiguity and `size` elements (or more, for scratch buffers sized for
+    the largest use: at_least).
 
     The Python layer already validated everything; this guard keeps a wrong call into the private
     kernel modules an exception instead of a crash."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
     if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or cnp.PyArray_SIZE(a) != size or (out and not cnp.PyArray_ISWRITEABLE(a))):
-        raise ValueError(f"kernel argument {name}: expected a C-contiguous "
-                         f"array of {size} elements of type {typenum}, got "
-                         f"{(<object>a).dtype} {(<object>a).shape}")
-    return cnp.PyArray_DATA(a)
-
-
-cdef inline void *scratch(cnp.ndarray a, int typenum, Py_ssize_t size, str name) except NULL:
-    """Like buf(out=True) for a scratch buffer that may be larger than this call needs."""
-    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or cnp.PyArray_SIZE(a) < size or not cnp.PyArray_ISWRITEABLE(a)):
-        raise ValueError(f"kernel argument {name}: expected a writeable C-contiguous array of "
-                         f"at least {size} elements of type {typenum}, got "
-                         f"{(<object>a).dtype} {(<object>a).shape}")
+            or (n < size if at_least else n != size)
+            or (out and not cnp.PyArray_ISWRITEABLE(a))):
+        raise ValueError(f"kernel argument {name}: expected a C-contiguous array of "
+                         f"{'at least ' if at_least else ''}{size} elements of type {typenum}, "
+                         f"got {(<object>a).dtype} {(<object>a).shape}")
     return cnp.PyArray_DATA(a)

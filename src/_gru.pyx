@@ -20,7 +20,7 @@ from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
 from _cells cimport (
-    buf, scratch, colsum,
+    buf, colsum,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
     gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
     gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
@@ -114,7 +114,7 @@ cdef struct Loop:
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
-    """The time loop for batch rows [n0, n1)."""
+    """Input projection and time loop for batch rows [n0, n1)."""
     cdef Py_ssize_t T = L.T, n, t, gr, hr, ld_h = L.T * L.H, ld_g = L.T * 3 * L.H
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
@@ -126,6 +126,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *Hprev = <floating *>L.Hprev
     cdef floating *AUX = <floating *>L.AUX
     cdef floating *S = <floating *>L.S
+    # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
+    project_rows(n0, n1, T, L.D, 3 * L.H, <const floating *>L.X, <const floating *>L.Wx, G)
     for n in range(n0, n1):                     # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
@@ -167,12 +169,8 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
-            project_rows(n0, n1, L.T, L.D, 3 * L.H, <const double *>L.X, <const double *>L.Wx,
-                         <double *>L.G)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
-            project_rows(n0, n1, L.T, L.D, 3 * L.H, <const float *>L.X, <const float *>L.Wx,
-                         <float *>L.G)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -193,14 +191,16 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
         pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
-    L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.AUX = AUX; L.S = S
+    L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev
+    L.AUX = AUX; L.S = S
     L.f64 = floating is double
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
 
 
 cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
-    """The backward time loop for batch rows [n0, n1); sq: this thread's norm sums or NULL."""
+    """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
+    thread's norm sums or NULL."""
     cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, ld_g = L.T * 3 * L.H
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
@@ -248,6 +248,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             recurrent_product(L.packed, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
                               True, dh_out + n0 * H, H, True)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
+    dx_rows(n0, n1, T, L.D, 3 * L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -258,12 +260,8 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
-            dx_rows(n0, n1, L.T, L.D, 3 * L.H, <const double *>L.dG, <const double *>L.Wx,
-                    <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
-            dx_rows(n0, n1, L.T, L.D, 3 * L.H, <const float *>L.dG, <const float *>L.Wx,
-                    <float *>L.dX)
 
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
@@ -353,8 +351,9 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.nd
     cdef void *pA = buf(AUX, tn, NTH, "AUX", True)
     cdef void *pS = buf(S, tn, 3 * N * H, "S", True)
     cdef bint dbl = tn == cnp.NPY_FLOAT64
-    cdef void *pWp = scratch(Wp, tn, packed_size(H, 3 * H, dbl) if reset_after else
-                             packed_size(H, 2 * H, dbl) + packed_size(H, H, dbl), "Wp")
+    cdef void *pWp = buf(Wp, tn, packed_size(H, 3 * H, dbl) if reset_after else
+                             packed_size(H, 2 * H, dbl) + packed_size(H, H, dbl),
+                       "Wp", True, True)   # scratch: at least that size
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
@@ -397,8 +396,9 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
     cdef bint dbl = tn == cnp.NPY_FLOAT64
-    cdef void *pWp = scratch(Wp, tn, packed_size(3 * H, H, dbl) if reset_after else
-                             packed_size(2 * H, H, dbl) + packed_size(H, H, dbl), "Wp")
+    cdef void *pWp = buf(Wp, tn, packed_size(3 * H, H, dbl) if reset_after else
+                             packed_size(2 * H, H, dbl) + packed_size(H, H, dbl),
+                       "Wp", True, True)   # scratch: at least that size
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pX, <float *>pWx,

@@ -23,7 +23,7 @@ from _blas cimport gemm, blas_int
 from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
-from _cells cimport buf, scratch, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
+from _cells cimport buf, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
 cnp.import_array()
 
@@ -79,7 +79,7 @@ cdef struct Loop:
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
-    """The time loop for batch rows [n0, n1)."""
+    """Input projection and time loop for batch rows [n0, n1)."""
     cdef Py_ssize_t T = L.T, n, t, gr, hr
     cdef int H = L.H, H4 = 4 * H
     cdef const floating *b = <const floating *>L.b
@@ -91,6 +91,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *C = <floating *>L.C
     cdef floating *TC = <floating *>L.TC
     cdef const floating *c_prev
+    # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
+    project_rows(n0, n1, T, L.D, 4 * L.H, <const floating *>L.X, <const floating *>L.Wx, G)
     for n in range(n0, n1):                     # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
@@ -114,12 +116,8 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
-            project_rows(n0, n1, L.T, L.D, 4 * L.H, <const double *>L.X, <const double *>L.Wx,
-                         <double *>L.G)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
-            project_rows(n0, n1, L.T, L.D, 4 * L.H, <const float *>L.X, <const float *>L.Wx,
-                         <float *>L.G)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -144,7 +142,8 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
 
 cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
-    """The backward time loop for batch rows [n0, n1); sq: this thread's norm sums or NULL."""
+    """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
+    thread's norm sums or NULL."""
     cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, rows = n1 - n0
     cdef int H = L.H, H4 = 4 * H
     cdef const floating *c0 = <const floating *>L.c0
@@ -179,6 +178,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                           <const floating *>L.Wh, H4, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
         tmp = dc_in; dc_in = dc_out; dc_out = tmp
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
+    dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -189,12 +190,8 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
-            dx_rows(n0, n1, L.T, L.D, 4 * L.H, <const double *>L.dG, <const double *>L.Wx,
-                    <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
-            dx_rows(n0, n1, L.T, L.D, 4 * L.H, <const float *>L.dG, <const float *>L.Wx,
-                    <float *>L.dX)
 
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
@@ -270,7 +267,8 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
     cdef void *pC = buf(C, tn, NTH, "C", True)
     cdef void *pTC = buf(TC, tn, NTH, "TC", True)
-    cdef void *pWp = scratch(Wp, tn, packed_size(H, 4 * H, tn == cnp.NPY_FLOAT64), "Wp")
+    cdef void *pWp = buf(Wp, tn, packed_size(H, 4 * H, tn == cnp.NPY_FLOAT64),
+                         "Wp", True, True)  # scratch: at least that size
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
@@ -317,7 +315,8 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef void *pdc0 = buf(dc0, tn, NH, "dc0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, 2 * T, "sq", True)
-    cdef void *pWp = scratch(Wp, tn, packed_size(4 * H, H, tn == cnp.NPY_FLOAT64), "Wp")
+    cdef void *pWp = buf(Wp, tn, packed_size(4 * H, H, tn == cnp.NPY_FLOAT64),
+                         "Wp", True, True)  # scratch: at least that size
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pX, <float *>pWx,

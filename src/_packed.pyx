@@ -105,7 +105,8 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
         raise ValueError("C: expected a writeable array")
     cdef int M = A.shape[0], K = A.shape[1], N = B.shape[1], r
     if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
-        raise ValueError(f"shapes do not match: A {(<object>A).shape}, B {(<object>B).shape}, C {(<object>C).shape}")
+        raise ValueError(f"shapes do not match: A {(<object>A).shape}, "
+                         f"B {(<object>B).shape}, C {(<object>C).shape}")
     if np.may_share_memory(C, A) or np.may_share_memory(C, B):
         raise ValueError("C: must not overlap A or B")
     cdef float beta = 1 if accumulate else 0

@@ -36,7 +36,8 @@ cdef inline void parallel_rows(int threads, Py_ssize_t rows, fr_task_fn task, vo
         sq_part[0] = NULL
 
 
-cdef inline double *thread_sq(double *sq, double *sq_part, int tid, Py_ssize_t sq_len) noexcept nogil:
+cdef inline double *thread_sq(double *sq, double *sq_part, int tid,
+                              Py_ssize_t sq_len) noexcept nogil:
     """Where thread tid of parallel_rows adds its per-step norms (NULL: not recorded)."""
     if sq == NULL or tid == 0:
         return sq

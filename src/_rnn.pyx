@@ -12,7 +12,7 @@ from _blas cimport gemm, blas_int
 from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
 from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
-from _cells cimport buf, scratch, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
+from _cells cimport buf, colsum, rnn_fwd_row_f, rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d
 
 cnp.import_array()
 
@@ -60,7 +60,7 @@ cdef struct Loop:
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
-    """The time loop for batch rows [n0, n1)."""
+    """Input projection and time loop for batch rows [n0, n1)."""
     cdef Py_ssize_t T = L.T, n, t, r
     cdef int H = L.H
     cdef const floating *b = <const floating *>L.b
@@ -68,6 +68,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *hs = <floating *>L.hs
     cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
+    # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
+    project_rows(n0, n1, T, L.D, L.H, <const floating *>L.X, <const floating *>L.Wx, G)
     for n in range(n0, n1):                     # Hprev[:, 0] = h0
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
@@ -87,12 +89,8 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     fr_share(L.N, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
-            project_rows(n0, n1, L.T, L.D, L.H, <const double *>L.X, <const double *>L.Wx,
-                         <double *>L.G)
             _forward_rows(L, n0, n1, <const double *>L.Wp)
         else:
-            project_rows(n0, n1, L.T, L.D, L.H, <const float *>L.X, <const float *>L.Wx,
-                         <float *>L.G)
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
@@ -114,7 +112,8 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
 
 cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
-    """The backward time loop for batch rows [n0, n1); sq: this thread's norm sums or NULL."""
+    """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
+    thread's norm sums or NULL."""
     cdef Py_ssize_t T = L.T, n, t, r, NH = L.N * L.H, rows = n1 - n0
     cdef int H = L.H
     cdef const floating *G = <const floating *>L.G
@@ -133,6 +132,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         recurrent_product(L.packed, <int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp,
                           <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
+    dx_rows(n0, n1, T, L.D, L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -143,12 +144,8 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
-            dx_rows(n0, n1, L.T, L.D, L.H, <const double *>L.dG, <const double *>L.Wx,
-                    <double *>L.dX)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
-            dx_rows(n0, n1, L.T, L.D, L.H, <const float *>L.dG, <const float *>L.Wx,
-                    <float *>L.dX)
 
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
@@ -213,7 +210,8 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef void *phs = buf(hs, tn, NTH, "hs", True)
     cdef void *pG = buf(G, tn, NTH, "G", True)
     cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
-    cdef void *pWp = scratch(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64), "Wp")
+    cdef void *pWp = buf(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64),
+                         "Wp", True, True)  # scratch: at least that size
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
@@ -249,7 +247,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
-    cdef void *pWp = scratch(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64), "Wp")
+    cdef void *pWp = buf(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64),
+                         "Wp", True, True)  # scratch: at least that size
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _backward(N, T, D, H, <float *>pdhs, <float *>pX, <float *>pWx, <float *>pWh,

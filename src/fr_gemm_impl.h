@@ -95,7 +95,8 @@ static inline void FR_FN(micro)(const int mr, int K, const FR_T *restrict A, ptr
 }
 
 /* One or two rows (batch 1 or 2, or a remainder): with only 2*mr accumulators the FMA latency
- * chain would bound the loop, so k is split in two interleaved halves with separate accumulators. */
+ * chain would bound the loop, so k is split in two interleaved halves with separate
+ * accumulators. */
 __attribute__((always_inline))
 static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
                                        const FR_T *restrict Bp, FR_T *restrict C, ptrdiff_t ldc,

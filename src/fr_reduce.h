@@ -141,7 +141,8 @@ static void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *
     if (threads < 1) threads = 1;
     if (sums) {
         for (Py_ssize_t k = 0; k < n; k++) sums[k] = 0;
-        if (threads > 1) j.part = (double *)calloc((size_t)(threads - 1) * (size_t)n, sizeof(double));
+        if (threads > 1)
+            j.part = (double *)calloc((size_t)(threads - 1) * (size_t)n, sizeof(double));
         if (!j.part) threads = 1;
     }
     fr_parallel(threads, fr_pass_task, &j);
