@@ -59,7 +59,7 @@ class _Knob:
                     return
 
 
-def _scipy_blas_controllers():
+def _scipy_blas_knobs():
     """Knobs for the BLAS that scipy.linalg.cython_blas calls (looked up once: scanning the
     loaded libraries takes milliseconds)."""
     global _blas
@@ -78,7 +78,7 @@ def _scipy_blas_controllers():
 
 def _query_blas_threads():
     try:
-        counts = [k.get() for k in _scipy_blas_controllers()]
+        counts = [k.get() for k in _scipy_blas_knobs()]
     except Exception:       # an exotic BLAS threadpoolctl cannot query: stay single-threaded
         return 1
     counts = [n for n in counts if isinstance(n, int) and n >= 1]
@@ -125,7 +125,7 @@ class single_threaded_blas:
 
     @staticmethod
     def _set(n):
-        for k in _scipy_blas_controllers():
+        for k in _scipy_blas_knobs():
             try:
                 k.set(n)
             except Exception:
