@@ -15,13 +15,16 @@ OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing thei
 import os
 import threading
 
-# Below this many multiply-adds in the per-step products of one call, the kernels' threads (two
-# or three thread starts per forward+backward, about 35 us each here, and smaller GEMMs per
-# thread) cost more than they save.  Measured with 2 threads on 2 cores
-# (float32, forward+backward, 1 thread / 2 threads): RNN N8 T35 H64 (1.1 M) 0.47x, RNN N20 T35
-# H100 (7 M) 0.85x, GRU N20 T35 H100 (21 M) 1.02x, LSTM N20 T35 H100 (28 M) 1.25x.  An explicit
-# `layer.threads` ignores it.
-MIN_PARALLEL_MACS = 24_000_000
+# Below this many multiply-adds in the per-step products of one call, the kernels' threads (three
+# pool jobs per forward+backward, a few microseconds each, and smaller GEMMs per thread) save too
+# little to be worth a second core.  Measured with the pool, 2 threads against 1, interleaved in
+# one process (float32, forward+backward; two runs of benches/pool_ab.py, BENCHMARKS.md):
+# LSTM N2 T10 H16 (20 k multiply-adds) 0.72-0.92x, RNN N4 T10 H32 (41 k) 0.70-0.83x, LSTM N4 T35
+# H32 (0.57 M) 1.06-1.08x, GRU N4 T20 H64 (0.98 M) 1.10-1.13x, RNN N8 T35 H64 (1.1 M)
+# 0.97-1.18x, RNN N20 T35 H100 (7 M) 1.38-1.48x, GRU N20 (21 M) 1.54-1.70x.  (With a thread
+# started per job, before the pool, RNN N8 T35 H64 ran at 0.41-0.50x and RNN N20 at 0.97-1.25x.)
+# An explicit `layer.threads` ignores it.
+MIN_PARALLEL_MACS = 2_000_000
 # A call on one kernel thread whose largest whole-sequence GEMM has fewer multiply-adds than this
 # also keeps BLAS on one thread; for a single step (T = 1), the second limit (see plan_threads).
 MIN_BLAS_PARALLEL_MACS = 200_000_000

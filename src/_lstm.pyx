@@ -22,10 +22,11 @@ from libc.string cimport memcpy, memset
 from _blas cimport gemm, blas_int
 from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, project_rows
-from _parallel cimport fr_parallel, fr_share, parallel_rows, share_cols, thread_sq
+from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
 cnp.import_array()
+fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
 
 
 cdef inline void fwd_row(int H, floating *a, const floating *b, const floating *c_prev,

@@ -12,7 +12,10 @@ from libc.math cimport sqrt, isfinite
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free, qsort
 
+from _parallel cimport fr_use_pool
+
 cnp.import_array()
+fr_use_pool()                   # large passes run on the process's pool (fr_pool.h)
 
 cdef extern from "fr_reduce.h" nogil:
     ctypedef struct fr_buf:

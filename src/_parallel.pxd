@@ -4,6 +4,9 @@ cdef extern from "fr_parallel.h" nogil:
     void fr_parallel(int n, fr_task_fn fn, void *arg)
     void fr_share(Py_ssize_t total, int tid, int n, Py_ssize_t *lo, Py_ssize_t *hi)
 
+cdef extern from "fr_parallel.h":
+    int fr_use_pool() except -1
+
 from libc.stdlib cimport calloc, free
 
 

@@ -1,19 +1,23 @@
-/* Fork-join over a few threads: the one place the kernels start threads.
+/* Fork-join over a few threads: the one place the kernels run work on several threads.
  *
  * fr_parallel(n, fn, arg) runs fn(arg, tid, n) for tid = 0 .. n-1, tid 0 on the calling thread,
- * and returns when all are done.  A thread that cannot be started has its share run by the caller
- * afterwards, so the work is always done.  Threads are created per call (about 20 us each here):
- * the callers hand each thread a whole time loop over its batch rows, so one call covers
- * milliseconds of work and needs no persistent pool that could spin against BLAS's own threads.
+ * and returns when all are done.  Each extension module hands its jobs to the process's one
+ * pool of persistent workers (fr_pool.h, in module fastrnn._pool, found at module import by
+ * fr_use_pool).  fr_fork_join, which starts threads for one job and joins them, is the
+ * fallback: for a caller that finds the pool busy, and before a module is wired to the pool.
+ * A thread that cannot be started has its share run by the caller afterwards, so the work is
+ * always done.
  */
 #ifndef FR_PARALLEL_H
 #define FR_PARALLEL_H
 
+#include <Python.h>
 #include <pthread.h>
 
 #define FR_MAX_THREADS 8
 
 typedef void (*fr_task_fn)(void *arg, int tid, int nthreads);
+typedef void (*fr_run_fn)(int n, fr_task_fn fn, void *arg);
 
 typedef struct {
     fr_task_fn fn;
@@ -28,7 +32,7 @@ static void *fr_thread_main(void *p)
     return NULL;
 }
 
-static void fr_parallel(int n, fr_task_fn fn, void *arg)
+static void fr_fork_join(int n, fr_task_fn fn, void *arg)
 {
     if (n > FR_MAX_THREADS) n = FR_MAX_THREADS;
     if (n <= 1) {
@@ -47,6 +51,36 @@ static void fr_parallel(int n, fr_task_fn fn, void *arg)
         if (started[t]) pthread_join(th[t], NULL);
         else fn(arg, t, n);
     }
+}
+
+/* this module's way to the process's pool (NULL until fr_use_pool) */
+static fr_run_fn fr_pool_entry = NULL;
+
+#define FR_POOL_CAPSULE "fastrnn._pool.run"
+
+/* Wire this module to the pool: call once at module import.  -1 with a Python exception set if
+ * fastrnn._pool cannot be imported. */
+static inline int fr_use_pool(void)
+{
+    /* import the submodule first: PyCapsule_Import only walks attributes, and while fastrnn's
+     * __init__ is still running the package has no `_pool` attribute yet */
+    PyObject *m = PyImport_ImportModule("fastrnn._pool");
+    if (m == NULL)
+        return -1;
+    Py_DECREF(m);
+    void *p = PyCapsule_Import(FR_POOL_CAPSULE, 0);
+    if (p == NULL)
+        return -1;
+    fr_pool_entry = (fr_run_fn)p;
+    return 0;
+}
+
+static inline void fr_parallel(int n, fr_task_fn fn, void *arg)
+{
+    if (n > 1 && fr_pool_entry != NULL)
+        fr_pool_entry(n, fn, arg);
+    else
+        fr_fork_join(n, fn, arg);
 }
 
 /* [lo, hi) of `total` items for thread tid of n: near-equal contiguous shares */
