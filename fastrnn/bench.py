@@ -615,11 +615,18 @@ def _time_batch(fn, k, warm):
     return dt / k
 
 
-def _quiesce(limit=1.0, step=0.002):
+def _quiesce(limit=1.0, step=0.02):
     """Return once this process's threads have stopped using the CPU (BLAS and OpenMP pool
     threads busy-wait for a while after a call), at most after limit seconds: so that a worker's
     idle spinning never runs into the next implementation's timings.  Returns the seconds
-    waited."""
+    waited.
+
+    The window must span a scheduler tick: the kernel adds the CPU time of a thread running on
+    another core to the process's total only at ticks (or when the thread enters the kernel,
+    which OpenBLAS's busy-wait loop does not).  With 2 ms windows, the NumPy reference's idle
+    BLAS worker looked quiet after 2-6 ms and went on to use 0.1 s of CPU, under the next
+    implementation's timings (measured: fastrnn's LSTM N20 took 7.1 ms at 2 threads right after
+    it, 4.0-4.7 ms otherwise)."""
     t0 = time.perf_counter()
     last = time.process_time()           # CPU time of every thread of this process
     while time.perf_counter() - t0 < limit:

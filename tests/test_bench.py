@@ -182,3 +182,28 @@ def test_clip_floor_threaded_scale_pass():
     r()
     np.testing.assert_allclose(r.grads[0], before * np.float32(bench.CLIP_DECAY), rtol=1e-6)
     r.set_threads(1)
+
+
+def test_quiesce_waits_for_a_busy_thread():
+    """A thread computing in C (as an idle BLAS worker spins: no system calls) must hold up
+    _quiesce until it stops, so that it never runs into the next implementation's timings."""
+    import threading
+    import time
+    from threadpoolctl import threadpool_limits
+
+    a = np.ones((200, 200), np.float32)
+    stop = time.perf_counter() + 0.15
+
+    def busy():
+        while time.perf_counter() < stop:
+            a @ a                               # releases the GIL: computes beside us
+
+    with threadpool_limits(1):
+        t = threading.Thread(target=busy)
+        t.start()
+        time.sleep(0.01)
+        waited = bench._quiesce(limit=2.0)
+        alive = t.is_alive()
+        t.join()
+    assert not alive, f"_quiesce returned after {waited:.3f} s while the thread still ran"
+    assert waited >= 0.1
