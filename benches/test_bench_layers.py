@@ -44,7 +44,8 @@ def test_time_layer(benchmark, case, impl, op):
 # ---- single-step cells -----------------------------------------------------------------------
 
 CELL_CASES = tuple(bench.Case.parse(s) for s in (
-    "lstm 20 1 100 100", "lstm 64 1 256 256", "lstm 1 1 128 128", "gru 20 1 100 100",
+    "lstm 20 1 100 100", "lstm 64 1 256 256", "lstm 1 1 128 128", "lstm 4 1 650 650",
+    "lstm 20 1 650 650", "gru 20 1 100 100",
     "gru_classic 20 1 100 100", "gru 64 1 256 256", "rnn 20 1 100 100", "rnn 64 1 256 256"))
 
 

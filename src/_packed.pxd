@@ -11,6 +11,15 @@ cdef extern from "fr_gemm.h" nogil:
                        float *C, Py_ssize_t ldc, int accumulate)
     void gemm_packed_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *P,
                        double *C, Py_ssize_t ldc, int accumulate)
+    void gemm_direct_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *B,
+                       Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
+    void gemm_direct_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
+                       Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
+    void gemm_direct_nt_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *W,
+                          Py_ssize_t ldw, float *C, Py_ssize_t ldc, int accumulate)
+    void gemm_direct_nt_d(int M, int N, int K, const double *A, Py_ssize_t lda,
+                          const double *W, Py_ssize_t ldw, double *C, Py_ssize_t ldc,
+                          int accumulate)
 
 
 cdef inline size_t packed_size(int K, int N, bint is_double) noexcept nogil:
@@ -40,7 +49,38 @@ cdef inline void gemm_packed(int M, int N, int K, const floating *A, Py_ssize_t 
         gemm_packed_d(M, N, K, A, lda, P, C, ldc, accumulate)
 
 
+cdef inline void gemm_direct(int M, int N, int K, const floating *A, Py_ssize_t lda,
+                             const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
+                             bint accumulate) noexcept nogil:
+    """Row-major C[M, N] = A[M, K] @ B, or C += A @ B with accumulate; B row-major, not packed."""
+    if floating is float:
+        gemm_direct_f(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        gemm_direct_d(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+
+
+cdef inline void gemm_direct_nt(int M, int N, int K, const floating *A, Py_ssize_t lda,
+                                const floating *W, Py_ssize_t ldw, floating *C, Py_ssize_t ldc,
+                                bint accumulate) noexcept nogil:
+    """Row-major C[M, N] = A[M, K] @ W^T (or C += ...) with W row-major (N, K), not packed."""
+    if floating is float:
+        gemm_direct_nt_f(M, N, K, A, lda, W, ldw, C, ldc, accumulate)
+    else:
+        gemm_direct_nt_d(M, N, K, A, lda, W, ldw, C, ldc, accumulate)
+
+
 from _blas cimport gemm, blas_int
+
+
+cdef inline bint worth_direct(Py_ssize_t M) noexcept nogil:
+    """Multiply M rows by an unpacked B (or B^T) with gemm_direct (gemm_direct_nt) rather than
+    BLAS?  sgemm packs all of B on every call, which for a few rows costs more than the
+    arithmetic; the direct kernels read B in place.  Measured (BENCHMARKS.md, "direct"), one
+    thread, against the same sgemm call: A @ B with B 650x2600 5.4x faster at M = 2, 1.3x at
+    M = 20 and 32, 1.1x at 64 (0.9x with B 256x1024); A @ W^T with W 650x2600 7.5x at M = 2,
+    1.3x at 20, 1.2x at 32, 0.9x at 64 with W 256x1024.  A single row is a GEMV, which BLAS
+    streams faster (0.11 against 0.20 ms)."""
+    return 2 <= M <= 32
 
 
 cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
@@ -55,10 +95,15 @@ cdef inline void recurrent_product(bint packed, int M, int N, int K, const float
                                    Py_ssize_t lda, const floating *P, const floating *B,
                                    Py_ssize_t ldb, bint trans_b, floating *C, Py_ssize_t ldc,
                                    bint accumulate) noexcept nogil:
-    """C[M, N] (+)= A[M, K] @ op(B): from the packed copy P when packed, else a BLAS call on B
-    (row-major, ldb apart, transposed if trans_b)."""
+    """C[M, N] (+)= A[M, K] @ op(B): from the packed copy P when packed, else from B itself
+    (row-major, ldb apart, transposed if trans_b): gemm_direct for a few rows, else BLAS."""
     if packed:
         gemm_packed(M, N, K, A, lda, P, C, ldc, accumulate)
+    elif worth_direct(M):
+        if trans_b:
+            gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+        else:
+            gemm_direct(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
     else:
         gemm(False, trans_b, <blas_int>M, <blas_int>N, <blas_int>K, 1, A, <blas_int>lda, B,
              <blas_int>ldb, 1 if accumulate else 0, C, <blas_int>ldc)

@@ -10,7 +10,8 @@ import numpy as np
 
 from _blas cimport gemm, blas_int
 from _packed cimport (packed_size, packed_size_f, packed_size_d, pack_b_f, pack_b_d,
-                      gemm_packed_f, gemm_packed_d)
+                      gemm_packed_f, gemm_packed_d, gemm_direct_f, gemm_direct_d,
+                      gemm_direct_nt_f, gemm_direct_nt_d)
 
 cnp.import_array()
 
@@ -94,17 +95,78 @@ def matmul_packed(cnp.ndarray A not None, cnp.ndarray P not None, int N, cnp.nda
                               accumulate)
 
 
+def matmul_direct(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
+                  bint accumulate=False, int repeat=1):
+    """C (+)= A @ B with B as it is (gemm_direct: no packing); repeated `repeat` times, GIL off.
+    A, B and C: 2-D with contiguous rows (any row stride); C must not overlap A or B."""
+    dtype = _float_dtype(B, "B")
+    if A.dtype != dtype or C.dtype != dtype:
+        raise TypeError(f"A, B and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
+    cdef Py_ssize_t lda = _rows(A, "A"), ldb = _rows(B, "B"), ldc = _rows(C, "C", write=True)
+    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[1], r
+    if B.shape[0] != K:
+        raise ValueError(f"B: expected {K} rows to match A {(<object>A).shape}, "
+                         f"got {(<object>B).shape}")
+    if C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
+    if np.may_share_memory(C, A) or np.may_share_memory(C, B):
+        raise ValueError("C: must not overlap A or B")
+    if dtype == np.float32:
+        with nogil:
+            for r in range(repeat):
+                gemm_direct_f(M, N, K, <float *>cnp.PyArray_DATA(A), lda,
+                              <float *>cnp.PyArray_DATA(B), ldb, <float *>cnp.PyArray_DATA(C),
+                              ldc, accumulate)
+    else:
+        with nogil:
+            for r in range(repeat):
+                gemm_direct_d(M, N, K, <double *>cnp.PyArray_DATA(A), lda,
+                              <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C),
+                              ldc, accumulate)
+
+
+def matmul_direct_nt(cnp.ndarray A not None, cnp.ndarray W not None, cnp.ndarray C not None,
+                     bint accumulate=False, int repeat=1):
+    """C (+)= A @ W.T with W (N, K) as it is (gemm_direct_nt); repeated `repeat` times, GIL off.
+    A, W and C: 2-D with contiguous rows (any row stride); C must not overlap A or W."""
+    dtype = _float_dtype(W, "W")
+    if A.dtype != dtype or C.dtype != dtype:
+        raise TypeError(f"A, W and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
+    cdef Py_ssize_t lda = _rows(A, "A"), ldw = _rows(W, "W"), ldc = _rows(C, "C", write=True)
+    cdef int M = A.shape[0], K = A.shape[1], N = W.shape[0], r
+    if W.shape[1] != K:
+        raise ValueError(f"W: expected {K} columns to match A {(<object>A).shape}, "
+                         f"got {(<object>W).shape}")
+    if C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
+    if np.may_share_memory(C, A) or np.may_share_memory(C, W):
+        raise ValueError("C: must not overlap A or W")
+    if dtype == np.float32:
+        with nogil:
+            for r in range(repeat):
+                gemm_direct_nt_f(M, N, K, <float *>cnp.PyArray_DATA(A), lda,
+                                 <float *>cnp.PyArray_DATA(W), ldw,
+                                 <float *>cnp.PyArray_DATA(C), ldc, accumulate)
+    else:
+        with nogil:
+            for r in range(repeat):
+                gemm_direct_nt_d(M, N, K, <double *>cnp.PyArray_DATA(A), lda,
+                                 <double *>cnp.PyArray_DATA(W), ldw,
+                                 <double *>cnp.PyArray_DATA(C), ldc, accumulate)
+
+
 def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
-                bint accumulate=False, int repeat=1):
-    """The same product through scipy's BLAS (what the kernels called before), for comparison.
-    float32, C-contiguous A (M, K), B (K, N), C (M, N)."""
+                bint accumulate=False, int repeat=1, bint trans_b=False):
+    """The same product through scipy's BLAS (what the kernels call otherwise), for comparison:
+    C (+)= A @ B, or A @ B.T with trans_b.  float32, C-contiguous A (M, K), B (K, N) or (N, K),
+    C (M, N)."""
     for name, a in (("A", A), ("B", B), ("C", C)):
         if a.dtype != np.float32 or a.ndim != 2 or not a.flags.c_contiguous:
             raise ValueError(f"{name}: expected a C-contiguous 2-D float32 array")
     if not C.flags.writeable:
         raise ValueError("C: expected a writeable array")
-    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[1], r
-    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
+    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[0] if trans_b else B.shape[1], r
+    if B.shape[1 if trans_b else 0] != K or C.shape[0] != M or C.shape[1] != N:
         raise ValueError(f"shapes do not match: A {(<object>A).shape}, "
                          f"B {(<object>B).shape}, C {(<object>C).shape}")
     if np.may_share_memory(C, A) or np.may_share_memory(C, B):
@@ -112,6 +174,6 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
     cdef float beta = 1 if accumulate else 0
     with nogil:
         for r in range(repeat):
-            gemm(False, False, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A), max(K, 1),
-                 <float *>cnp.PyArray_DATA(B), max(N, 1), beta, <float *>cnp.PyArray_DATA(C),
-                 max(N, 1))
+            gemm(False, trans_b, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A), max(K, 1),
+                 <float *>cnp.PyArray_DATA(B), max(K if trans_b else N, 1), beta,
+                 <float *>cnp.PyArray_DATA(C), max(N, 1))

@@ -60,15 +60,15 @@ static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t c
  * mr is a constant at every call site (always_inline), so the accumulators live in registers. */
 __attribute__((always_inline))
 static inline void FR_FN(micro)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
-                                const FR_T *restrict Bp, FR_T *restrict C, ptrdiff_t ldc,
-                                int w, int accumulate)
+                                const FR_T *restrict Bp, ptrdiff_t bs, FR_T *restrict C,
+                                ptrdiff_t ldc, int w, int accumulate)
 {
     FR_FN(vec_t) c0[FR_MR], c1[FR_MR];
     for (int r = 0; r < mr; r++) { c0[r] = (FR_FN(vec_t)){0}; c1[r] = (FR_FN(vec_t)){0}; }
     /* no unrolling over k: 2*MR accumulators, 2 B vectors and a broadcast already fill the
      * register file, and unrolling made GCC spill accumulators to the stack */
 #pragma GCC unroll 1
-    for (int k = 0; k < K; k++, Bp += FR_NR, A++) {
+    for (int k = 0; k < K; k++, Bp += bs, A++) {
         FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)Bp;
         FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + FR_VW);
         for (int r = 0; r < mr; r++) {
@@ -99,15 +99,15 @@ static inline void FR_FN(micro)(const int mr, int K, const FR_T *restrict A, ptr
  * accumulators. */
 __attribute__((always_inline))
 static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
-                                       const FR_T *restrict Bp, FR_T *restrict C, ptrdiff_t ldc,
-                                       int w, int accumulate)
+                                       const FR_T *restrict Bp, ptrdiff_t bs, FR_T *restrict C,
+                                       ptrdiff_t ldc, int w, int accumulate)
 {
     FR_FN(vec_t) c0[2][2] = {{{0}}}, c1[2][2] = {{{0}}};
     int k = 0;
-    for (; k + 2 <= K; k += 2, Bp += 2 * FR_NR) {
+    for (; k + 2 <= K; k += 2, Bp += 2 * bs) {
         for (int u = 0; u < 2; u++) {
-            FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)(Bp + u * FR_NR);
-            FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + u * FR_NR + FR_VW);
+            FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)(Bp + u * bs);
+            FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + u * bs + FR_VW);
             for (int r = 0; r < mr; r++) {
                 FR_T x = A[r * lda + k + u];
                 c0[u][r] += x * b0;
@@ -115,7 +115,7 @@ static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict
             }
         }
     }
-    for (; k < K; k++, Bp += FR_NR) {
+    for (; k < K; k++, Bp += bs) {
         FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)Bp;
         FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + FR_VW);
         for (int r = 0; r < mr; r++) {
@@ -136,17 +136,41 @@ static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict
 /* a block of mr <= MR rows; mr becomes a constant in each branch */
 __attribute__((always_inline))
 static inline void FR_FN(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, const FR_T *Bp,
-                                FR_T *C, ptrdiff_t ldc, int w, int accumulate)
+                                ptrdiff_t bs, FR_T *C, ptrdiff_t ldc, int w, int accumulate)
 {
     switch (mr) {
-    case 6: FR_FN(micro)(6, K, A, lda, Bp, C, ldc, w, accumulate); break;
-    case 5: FR_FN(micro)(5, K, A, lda, Bp, C, ldc, w, accumulate); break;
-    case 4: FR_FN(micro)(4, K, A, lda, Bp, C, ldc, w, accumulate); break;
-    case 3: FR_FN(micro)(3, K, A, lda, Bp, C, ldc, w, accumulate); break;
-    case 2: FR_FN(micro_narrow)(2, K, A, lda, Bp, C, ldc, w, accumulate); break;
-    case 1: FR_FN(micro_narrow)(1, K, A, lda, Bp, C, ldc, w, accumulate); break;
+    case 6: FR_FN(micro)(6, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
+    case 5: FR_FN(micro)(5, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
+    case 4: FR_FN(micro)(4, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
+    case 3: FR_FN(micro)(3, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
+    case 2: FR_FN(micro_narrow)(2, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
+    case 1: FR_FN(micro_narrow)(1, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
     default: break;
     }
+}
+
+/* All row blocks of one k-slice of one panel: rows split into blocks of near-equal height
+ * (20 rows = 5+5+5+5, not 6+6+6+2: a thin last block costs as many loads of B as a full one). */
+__attribute__((always_inline))
+static inline void FR_FN(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda,
+                                     const FR_T *Bp, ptrdiff_t bs, FR_T *C, ptrdiff_t ldc,
+                                     int w, int accumulate)
+{
+    int blocks = (M + FR_MR - 1) / FR_MR;
+    for (int b = 0, i = 0; b < blocks; b++) {
+        int mr = (M - i) / (blocks - b);           /* even split of the remaining rows */
+        if (mr * (blocks - b) < M - i) mr++;
+        FR_FN(block)(mr, kc, A + i * lda, lda, Bp, bs, C + i * ldc, ldc, w, accumulate);
+        i += mr;
+    }
+}
+
+/* C = 0 (accumulate == 0) for an empty inner dimension */
+static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumulate)
+{
+    if (!accumulate)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[i * ldc + j] = 0;
 }
 
 /* k-slice of a panel that stays in L1 (32 KiB here) while all row blocks use it */
@@ -158,15 +182,10 @@ FR_KERNEL void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t 
                                   const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
 {
     int panels = (N + FR_NR - 1) / FR_NR;
-    /* rows split into blocks of near-equal height (20 rows = 5+5+5+5, not 6+6+6+2: a thin last
-     * block costs as many loads of B as a full one) */
-    int blocks = (M + FR_MR - 1) / FR_MR;
     if (M <= 0 || N <= 0)
         return;
     if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++)
-                for (int j = 0; j < N; j++) C[i * ldc + j] = 0;
+        FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
         return;
     }
     /* panel-outer: each panel of B comes from memory once per call; within it, a k-slice that
@@ -175,17 +194,138 @@ FR_KERNEL void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t 
         int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
         for (int k0 = 0; k0 < K; k0 += FR_KC) {
             int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
-            const FR_T *Bp = P + ((size_t)p * K + k0) * FR_NR;
-            int acc = accumulate || k0 > 0;
-            for (int b = 0, i = 0; b < blocks; b++) {
-                int mr = (M - i) / (blocks - b);       /* even split of the remaining rows */
-                if (mr * (blocks - b) < M - i) mr++;
-                FR_FN(block)(mr, kc, A + i * lda + k0, lda, Bp, C + i * ldc + n0, ldc, w, acc);
-                i += mr;
-            }
+            FR_FN(row_blocks)(M, kc, A + k0, lda, P + ((size_t)p * K + k0) * FR_NR, FR_NR,
+                              C + n0, ldc, w, accumulate || k0 > 0);
         }
     }
 }
+
+/* The same product with B as it is: row-major, rows ldb apart, not packed.  For a product made
+ * once per call (a single step: a cell, a generation step), where packing B would cost a pass
+ * over it and BLAS's sgemm packs it on every call (measured: BENCHMARKS.md, "direct").  The
+ * micro-kernel reads its 16-column strip of B straight from B's rows; only the last, partial
+ * strip is copied (one k-slice at a time) into a zero-padded tile, so no read passes the end of
+ * a row. */
+FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                  const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                  int accumulate)
+{
+    FR_T tile[FR_KC * FR_NR] __attribute__((aligned(32)));
+    int panels = (N + FR_NR - 1) / FR_NR;
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
+        return;
+    }
+    for (int p = 0; p < panels; p++) {
+        int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
+        for (int k0 = 0; k0 < K; k0 += FR_KC) {
+            int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
+            const FR_T *Bp = B + (size_t)k0 * ldb + n0;
+            ptrdiff_t bs = ldb;
+            if (w < FR_NR) {
+                for (int k = 0; k < kc; k++) {
+                    int j = 0;
+                    for (; j < w; j++) tile[k * FR_NR + j] = Bp[(size_t)k * ldb + j];
+                    for (; j < FR_NR; j++) tile[k * FR_NR + j] = 0;
+                }
+                Bp = tile;
+                bs = FR_NR;
+            }
+            FR_FN(row_blocks)(M, kc, A + k0, lda, Bp, bs, C + n0, ldc, w, accumulate || k0 > 0);
+        }
+    }
+}
+
+
+/* ---- C[M, N] (+)= A[M, K] @ W^T with W row-major (N, K): the backward's dG @ Wh^T and
+ * dG @ Wx^T for a few rows, without packing (gemm_direct's counterpart for a transposed B).
+ * Every element of C is a dot product of a row of A with a row of W, both contiguous in k, so
+ * the micro-kernel runs along k in vectors: a block of NT_MR = 5 rows of A times NT_NR = 2 rows
+ * of W keeps 10 vector accumulators, 2 vectors of W and one of A in registers, loads 7 vectors
+ * per step and does 10 FMAs; the lanes are summed once at the end.  (With 12 accumulators, as
+ * 3 x 4 or 6 x 2, GCC spilled one to the stack, and the loop ran at 35-47 GF/s.)  Pairs of rows of W are the outer
+ * loop: a pair stays in L1 while every block of A streams past it from L2. */
+#define FR_NT_MR 5
+#define FR_NT_NR 2
+
+static inline FR_T FR_FN(hsum)(FR_FN(vec_t) v)
+{
+    FR_T s = 0;
+    for (int l = 0; l < FR_VW; l++) s += v[l];
+    return s;
+}
+
+__attribute__((always_inline))
+static inline void FR_FN(micro_nt)(const int mr, const int nr, int K, const FR_T *restrict A,
+                                   ptrdiff_t lda, const FR_T *restrict W, ptrdiff_t ldw,
+                                   FR_T *restrict C, ptrdiff_t ldc, int accumulate)
+{
+    FR_FN(vec_t) acc[FR_NT_MR][FR_NT_NR];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) acc[i][j] = (FR_FN(vec_t)){0};
+    int k = 0;
+    for (; k + FR_VW <= K; k += FR_VW) {
+        FR_FN(vec_t) w[FR_NT_NR];
+        for (int j = 0; j < nr; j++) w[j] = *(const FR_FN(vec_t) *)(W + j * ldw + k);
+        for (int i = 0; i < mr; i++) {
+            FR_FN(vec_t) a = *(const FR_FN(vec_t) *)(A + i * lda + k);
+            for (int j = 0; j < nr; j++) acc[i][j] += a * w[j];
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        for (int j = 0; j < nr; j++) {
+            FR_T sum = FR_FN(hsum)(acc[i][j]);
+            for (int kk = k; kk < K; kk++) sum += A[i * lda + kk] * W[j * ldw + kk];
+            C[i * ldc + j] = accumulate ? C[i * ldc + j] + sum : sum;
+        }
+    }
+}
+
+/* a block of mr <= NT_MR rows of A times nr <= NT_NR rows of W, both constants per branch */
+__attribute__((always_inline))
+static inline void FR_FN(block_nt)(int mr, int nr, int K, const FR_T *A, ptrdiff_t lda,
+                                   const FR_T *W, ptrdiff_t ldw, FR_T *C, ptrdiff_t ldc,
+                                   int accumulate)
+{
+#define FR_NT_CASE(m, n) \
+    case (m) * 8 + (n): FR_FN(micro_nt)(m, n, K, A, lda, W, ldw, C, ldc, accumulate); break;
+    switch (mr * 8 + nr) {
+    FR_NT_CASE(5, 2) FR_NT_CASE(4, 2) FR_NT_CASE(3, 2) FR_NT_CASE(2, 2) FR_NT_CASE(1, 2)
+    FR_NT_CASE(5, 1) FR_NT_CASE(4, 1) FR_NT_CASE(3, 1) FR_NT_CASE(2, 1) FR_NT_CASE(1, 1)
+    default: break;
+    }
+#undef FR_NT_CASE
+}
+
+FR_KERNEL void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                     const FR_T *W, ptrdiff_t ldw, FR_T *C, ptrdiff_t ldc,
+                                     int accumulate)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
+        return;
+    }
+    /* rows of A in blocks of near-equal height (20 = 5+5+5+5, 8 = 4+4: a thin block leaves too
+     * few independent accumulators to cover the FMA latency) */
+    int mblocks = (M + FR_NT_MR - 1) / FR_NT_MR;
+    for (int n0 = 0; n0 < N; n0 += FR_NT_NR) {
+        int nr = N - n0 < FR_NT_NR ? N - n0 : FR_NT_NR;
+        for (int b = 0, i = 0; b < mblocks; b++) {
+            int mr = (M - i) / (mblocks - b);
+            if (mr * (mblocks - b) < M - i) mr++;
+            FR_FN(block_nt)(mr, nr, K, A + (size_t)i * lda, lda, W + (size_t)n0 * ldw, ldw,
+                            C + (size_t)i * ldc + n0, ldc, accumulate);
+            i += mr;
+        }
+    }
+}
+
+#undef FR_NT_MR
+#undef FR_NT_NR
 
 #undef FR_KC
 #undef FR_VW
