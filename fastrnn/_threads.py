@@ -19,10 +19,10 @@ import threading
 # pool jobs per forward+backward, a few microseconds each, and smaller GEMMs per thread) save too
 # little to be worth a second core.  Measured with the pool, 2 threads against 1, interleaved in
 # one process (float32, forward+backward; two runs of benches/pool_ab.py, BENCHMARKS.md):
-# LSTM N2 T10 H16 (20 k multiply-adds) 0.72-0.92x, RNN N4 T10 H32 (41 k) 0.70-0.83x, LSTM N4 T35
-# H32 (0.57 M) 1.06-1.08x, GRU N4 T20 H64 (0.98 M) 1.10-1.13x, RNN N8 T35 H64 (1.1 M)
-# 0.97-1.18x, RNN N20 T35 H100 (7 M) 1.38-1.48x, GRU N20 (21 M) 1.54-1.70x.  (With a thread
-# started per job, before the pool, RNN N8 T35 H64 ran at 0.41-0.50x and RNN N20 at 0.97-1.25x.)
+# LSTM N2 T10 H16 (20 k multiply-adds) 0.72-0.87x, RNN N4 T10 H32 (41 k) 0.63-0.70x, LSTM N4 T35
+# H32 (0.57 M) 1.06-1.19x, GRU N4 T20 H64 (0.98 M) 0.97-1.13x, RNN N8 T35 H64 (1.1 M)
+# 0.97-1.41x, RNN N20 T35 H100 (7 M) 1.48-1.51x, GRU N20 (21 M) 1.56-1.58x.  (With a thread
+# started per job, before the pool, RNN N8 T35 H64 ran at 0.44-0.73x and RNN N20 at 1.25-1.27x.)
 # An explicit `layer.threads` ignores it.
 MIN_PARALLEL_MACS = 2_000_000
 # A call on one kernel thread whose largest whole-sequence GEMM has fewer multiply-adds than this

@@ -73,14 +73,14 @@ from _blas cimport gemm, blas_int
 
 
 cdef inline bint worth_direct(Py_ssize_t M) noexcept nogil:
-    """Multiply M rows by an unpacked B (or B^T) with gemm_direct (gemm_direct_nt) rather than
+    """Multiply M rows by an unpacked B (or W^T) with gemm_direct (gemm_direct_nt) rather than
     BLAS?  sgemm packs all of B on every call, which for a few rows costs more than the
-    arithmetic; the direct kernels read B in place.  Measured (BENCHMARKS.md, "direct"), one
-    thread, against the same sgemm call: A @ B with B 650x2600 5.4x faster at M = 2, 1.3x at
-    M = 20 and 32, 1.1x at 64 (0.9x with B 256x1024); A @ W^T with W 650x2600 7.5x at M = 2,
-    1.3x at 20, 1.2x at 32, 0.9x at 64 with W 256x1024.  A single row is a GEMV, which BLAS
-    streams faster (0.11 against 0.20 ms)."""
-    return 2 <= M <= 32
+    arithmetic; the direct kernels read B in place.  Measured against the same sgemm call, one
+    thread, two runs (benches/direct_ab.py, BENCHMARKS.md): A @ B with B 650x2600 5.4-5.8x
+    faster at M = 2, 3.9x at 4, 1.6-2.8x at 8, 1.3x at 20, 0.85-1.26x at 32; A @ W^T with W
+    650x2600 6.8-7.5x at M = 2, 2.5x at 8, 1.3-1.4x at 20, 1.1-1.2x at 32, 0.9x at 64.  A single
+    row is a GEMV, which BLAS streams faster (0.11 against 0.17-0.21 ms)."""
+    return 2 <= M <= 24
 
 
 cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
