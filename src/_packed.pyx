@@ -9,9 +9,10 @@ cimport numpy as cnp
 import numpy as np
 
 from _blas cimport gemm, blas_int
+from cython cimport floating
+
 from _packed cimport (packed_size, packed_size_f, packed_size_d, pack_b_f, pack_b_d,
-                      gemm_packed_f, gemm_packed_d, gemm_direct_f, gemm_direct_d,
-                      gemm_direct_nt_f, gemm_direct_nt_d)
+                      gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt)
 
 cnp.import_array()
 
@@ -95,64 +96,56 @@ def matmul_packed(cnp.ndarray A not None, cnp.ndarray P not None, int N, cnp.nda
                               accumulate)
 
 
+cdef void _direct(bint nt, int M, int N, int K, const floating *A, Py_ssize_t lda,
+                  const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
+                  bint accumulate, int repeat) noexcept nogil:
+    cdef int r
+    for r in range(repeat):
+        if nt:
+            gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+        else:
+            gemm_direct(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+
+
+def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate, int repeat,
+                   bint nt):
+    """C (+)= A @ B (nt: A @ B.T, B then being W (N, K)), checked, B read in place."""
+    name = "W" if nt else "B"
+    dtype = _float_dtype(B, name)
+    if A.dtype != dtype or C.dtype != dtype:
+        raise TypeError(f"A, {name} and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
+    cdef Py_ssize_t lda = _rows(A, "A"), ldb = _rows(B, name), ldc = _rows(C, "C", write=True)
+    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[0] if nt else B.shape[1]
+    if B.shape[1 if nt else 0] != K:
+        raise ValueError(f"{name}: expected {K} {'columns' if nt else 'rows'} to match A "
+                         f"{(<object>A).shape}, got {(<object>B).shape}")
+    if C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
+    if np.may_share_memory(C, A) or np.may_share_memory(C, B):
+        raise ValueError(f"C: must not overlap A or {name}")
+    if dtype == np.float32:
+        with nogil:
+            _direct(nt, M, N, K, <float *>cnp.PyArray_DATA(A), lda, <float *>cnp.PyArray_DATA(B),
+                    ldb, <float *>cnp.PyArray_DATA(C), ldc, accumulate, repeat)
+    else:
+        with nogil:
+            _direct(nt, M, N, K, <double *>cnp.PyArray_DATA(A), lda,
+                    <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C), ldc,
+                    accumulate, repeat)
+
+
 def matmul_direct(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
                   bint accumulate=False, int repeat=1):
     """C (+)= A @ B with B as it is (gemm_direct: no packing); repeated `repeat` times, GIL off.
     A, B and C: 2-D with contiguous rows (any row stride); C must not overlap A or B."""
-    dtype = _float_dtype(B, "B")
-    if A.dtype != dtype or C.dtype != dtype:
-        raise TypeError(f"A, B and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
-    cdef Py_ssize_t lda = _rows(A, "A"), ldb = _rows(B, "B"), ldc = _rows(C, "C", write=True)
-    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[1], r
-    if B.shape[0] != K:
-        raise ValueError(f"B: expected {K} rows to match A {(<object>A).shape}, "
-                         f"got {(<object>B).shape}")
-    if C.shape[0] != M or C.shape[1] != N:
-        raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
-    if np.may_share_memory(C, A) or np.may_share_memory(C, B):
-        raise ValueError("C: must not overlap A or B")
-    if dtype == np.float32:
-        with nogil:
-            for r in range(repeat):
-                gemm_direct_f(M, N, K, <float *>cnp.PyArray_DATA(A), lda,
-                              <float *>cnp.PyArray_DATA(B), ldb, <float *>cnp.PyArray_DATA(C),
-                              ldc, accumulate)
-    else:
-        with nogil:
-            for r in range(repeat):
-                gemm_direct_d(M, N, K, <double *>cnp.PyArray_DATA(A), lda,
-                              <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C),
-                              ldc, accumulate)
+    _matmul_direct(A, B, C, accumulate, repeat, False)
 
 
 def matmul_direct_nt(cnp.ndarray A not None, cnp.ndarray W not None, cnp.ndarray C not None,
                      bint accumulate=False, int repeat=1):
     """C (+)= A @ W.T with W (N, K) as it is (gemm_direct_nt); repeated `repeat` times, GIL off.
     A, W and C: 2-D with contiguous rows (any row stride); C must not overlap A or W."""
-    dtype = _float_dtype(W, "W")
-    if A.dtype != dtype or C.dtype != dtype:
-        raise TypeError(f"A, W and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
-    cdef Py_ssize_t lda = _rows(A, "A"), ldw = _rows(W, "W"), ldc = _rows(C, "C", write=True)
-    cdef int M = A.shape[0], K = A.shape[1], N = W.shape[0], r
-    if W.shape[1] != K:
-        raise ValueError(f"W: expected {K} columns to match A {(<object>A).shape}, "
-                         f"got {(<object>W).shape}")
-    if C.shape[0] != M or C.shape[1] != N:
-        raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
-    if np.may_share_memory(C, A) or np.may_share_memory(C, W):
-        raise ValueError("C: must not overlap A or W")
-    if dtype == np.float32:
-        with nogil:
-            for r in range(repeat):
-                gemm_direct_nt_f(M, N, K, <float *>cnp.PyArray_DATA(A), lda,
-                                 <float *>cnp.PyArray_DATA(W), ldw,
-                                 <float *>cnp.PyArray_DATA(C), ldc, accumulate)
-    else:
-        with nogil:
-            for r in range(repeat):
-                gemm_direct_nt_d(M, N, K, <double *>cnp.PyArray_DATA(A), lda,
-                                 <double *>cnp.PyArray_DATA(W), ldw,
-                                 <double *>cnp.PyArray_DATA(C), ldc, accumulate)
+    _matmul_direct(A, W, C, accumulate, repeat, True)
 
 
 def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,

@@ -176,39 +176,15 @@ static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumul
 /* k-slice of a panel that stays in L1 (32 KiB here) while all row blocks use it */
 #define FR_KC ((int)(16384 / (FR_NR * sizeof(FR_T))))
 
-/* C[M, N] = A[M, K] @ B (accumulate == 0) or C += A @ B (accumulate != 0), B packed by pack_b.
- * Rows of A and C are lda and ldc apart; A must not overlap C. */
-FR_KERNEL void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
-                                  const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
-{
-    int panels = (N + FR_NR - 1) / FR_NR;
-    if (M <= 0 || N <= 0)
-        return;
-    if (K <= 0) {
-        FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
-        return;
-    }
-    /* panel-outer: each panel of B comes from memory once per call; within it, a k-slice that
-     * fits L1 is used by every row block before moving on; A (a few rows) stays in L2 */
-    for (int p = 0; p < panels; p++) {
-        int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
-        for (int k0 = 0; k0 < K; k0 += FR_KC) {
-            int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
-            FR_FN(row_blocks)(M, kc, A + k0, lda, P + ((size_t)p * K + k0) * FR_NR, FR_NR,
-                              C + n0, ldc, w, accumulate || k0 > 0);
-        }
-    }
-}
-
-/* The same product with B as it is: row-major, rows ldb apart, not packed.  For a product made
- * once per call (a single step: a cell, a generation step), where packing B would cost a pass
- * over it and BLAS's sgemm packs it on every call (measured: BENCHMARKS.md, "direct").  The
- * micro-kernel reads its 16-column strip of B straight from B's rows; only the last, partial
- * strip is copied (one k-slice at a time) into a zero-padded tile, so no read passes the end of
- * a row. */
-FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
-                                  const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
-                                  int accumulate)
+/* The driver of both products: C[M, N] = A[M, K] @ B (accumulate == 0) or C += A @ B, with B
+ * packed by pack_b (packed != 0: P = B) or row-major with rows ldb apart.  Panel-outer: each
+ * 16-column strip of B comes from memory once per call; within it, a k-slice that fits L1 is
+ * used by every row block before moving on; A (a few rows) stays in L2.  Rows of A and C are
+ * lda and ldc apart; A must not overlap C.  `packed` is a constant in each caller. */
+__attribute__((always_inline))
+static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                      const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
+                                      ptrdiff_t ldc, int accumulate)
 {
     FR_T tile[FR_KC * FR_NR] __attribute__((aligned(32)));
     int panels = (N + FR_NR - 1) / FR_NR;
@@ -222,12 +198,21 @@ FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t 
         int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
         for (int k0 = 0; k0 < K; k0 += FR_KC) {
             int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
-            const FR_T *Bp = B + (size_t)k0 * ldb + n0;
-            ptrdiff_t bs = ldb;
-            if (w < FR_NR) {
+            const FR_T *Bp;
+            ptrdiff_t bs;
+            if (packed) {
+                Bp = B + ((size_t)p * K + k0) * FR_NR;
+                bs = FR_NR;
+            } else if (w == FR_NR) {
+                Bp = B + (size_t)k0 * ldb + n0;
+                bs = ldb;
+            } else {
+                /* the last, partial strip of an unpacked B: copy it into a zero-padded tile, so
+                 * that no read passes the end of a row */
+                const FR_T *src = B + (size_t)k0 * ldb + n0;
                 for (int k = 0; k < kc; k++) {
                     int j = 0;
-                    for (; j < w; j++) tile[k * FR_NR + j] = Bp[(size_t)k * ldb + j];
+                    for (; j < w; j++) tile[k * FR_NR + j] = src[(size_t)k * ldb + j];
                     for (; j < FR_NR; j++) tile[k * FR_NR + j] = 0;
                 }
                 Bp = tile;
@@ -238,6 +223,22 @@ FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t 
     }
 }
 
+/* C (+)= A @ B with B packed by pack_b (P) */
+FR_KERNEL void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                  const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
+{
+    FR_FN(gemm_strips)(M, N, K, A, lda, P, 0, 1, C, ldc, accumulate);
+}
+
+/* C (+)= A @ B with B as it is: row-major, rows ldb apart, not packed.  For a product made once
+ * per call (a single step: a cell, a generation step), where packing B would cost a pass over
+ * it and BLAS's sgemm packs it on every call (measured: BENCHMARKS.md, "direct"). */
+FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                  const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                  int accumulate)
+{
+    FR_FN(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate);
+}
 
 /* ---- C[M, N] (+)= A[M, K] @ W^T with W row-major (N, K): the backward's dG @ Wh^T and
  * dG @ Wx^T for a few rows, without packing (gemm_direct's counterpart for a transposed B).
