@@ -76,10 +76,10 @@ cdef inline bint worth_direct(Py_ssize_t M) noexcept nogil:
     """Multiply M rows by an unpacked B (or W^T) with gemm_direct (gemm_direct_nt) rather than
     BLAS?  sgemm packs all of B on every call, which for a few rows costs more than the
     arithmetic; the direct kernels read B in place.  Measured against the same sgemm call, one
-    thread, two runs (benches/direct_ab.py, BENCHMARKS.md): A @ B with B 650x2600 5.4-5.8x
-    faster at M = 2, 3.9x at 4, 1.6-2.8x at 8, 1.3x at 20, 0.85-1.26x at 32; A @ W^T with W
-    650x2600 6.8-7.5x at M = 2, 2.5x at 8, 1.3-1.4x at 20, 1.1-1.2x at 32, 0.9x at 64.  A single
-    row is a GEMV, which BLAS streams faster (0.11 against 0.17-0.21 ms)."""
+    thread (benches/direct_ab.py, BENCHMARKS.md): A @ B with B 650x2600 6.9x faster at M = 2,
+    3.6x at 4, 2.3x at 8, 1.3-1.8x at 20, 0.85-1.26x at 32 over three runs; A @ W^T with W
+    650x2600 6.8-7.5x at M = 2, 2.3-2.6x at 8, 1.2-1.4x at 20, 1.0-1.2x at 32, 0.8-0.9x at 64.
+    A single row is a GEMV, which BLAS streams as fast or faster."""
     return 2 <= M <= 24
 
 

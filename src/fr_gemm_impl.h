@@ -176,11 +176,40 @@ static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumul
 /* k-slice of a panel that stays in L1 (32 KiB here) while all row blocks use it */
 #define FR_KC ((int)(16384 / (FR_NR * sizeof(FR_T))))
 
+/* One k-slice of one 16-column strip of B: all row blocks of A times it.  For an unpacked B,
+ * the last, partial strip is first copied into a zero-padded tile, so no read passes the end of
+ * a row. */
+__attribute__((always_inline))
+static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *A, ptrdiff_t lda,
+                                const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
+                                ptrdiff_t ldc, int accumulate, FR_T *tile)
+{
+    int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
+    int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
+    const FR_T *Bp = packed ? B + ((size_t)p * K + k0) * FR_NR : B + (size_t)k0 * ldb + n0;
+    ptrdiff_t bs = packed ? FR_NR : ldb;
+    if (!packed && w < FR_NR) {
+        for (int k = 0; k < kc; k++) {
+            int j = 0;
+            for (; j < w; j++) tile[k * FR_NR + j] = Bp[(size_t)k * ldb + j];
+            for (; j < FR_NR; j++) tile[k * FR_NR + j] = 0;
+        }
+        Bp = tile;
+        bs = FR_NR;
+    }
+    FR_FN(row_blocks)(M, kc, A + k0, lda, Bp, bs, C + n0, ldc, w, accumulate || k0 > 0);
+}
+
 /* The driver of both products: C[M, N] = A[M, K] @ B (accumulate == 0) or C += A @ B, with B
- * packed by pack_b (packed != 0: P = B) or row-major with rows ldb apart.  Panel-outer: each
- * 16-column strip of B comes from memory once per call; within it, a k-slice that fits L1 is
- * used by every row block before moving on; A (a few rows) stays in L2.  Rows of A and C are
- * lda and ldc apart; A must not overlap C.  `packed` is a constant in each caller. */
+ * packed by pack_b (packed != 0: P = B) or row-major with rows ldb apart.  Rows of A and C are
+ * lda and ldc apart; A must not overlap C.  `packed` is a constant in each caller.
+ * - Packed B: strip-outer.  Each strip is contiguous, comes from memory once per call, and its
+ *   k-slices stay in L1 while every row block uses them; A (a few rows) stays in L2.
+ * - Unpacked B (gemm_direct from 9 rows on): k-slice-outer.  A strip of a row-major B takes one
+ *   cache line from each of K rows, each on a page of its own once rows are over 4 KiB apart;
+ *   taking all strips of one k-slice before the next revisits the slice's KC rows while their
+ *   lines and pages are still cached.  (For up to 8 rows gemm_direct reads B in memory order
+ *   instead, see gemm_rows: there the strip order was measured 2-5x slower in some processes.) */
 __attribute__((always_inline))
 static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                       const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
@@ -194,31 +223,73 @@ static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdif
         FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
         return;
     }
-    for (int p = 0; p < panels; p++) {
-        int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
-        for (int k0 = 0; k0 < K; k0 += FR_KC) {
-            int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
-            const FR_T *Bp;
-            ptrdiff_t bs;
-            if (packed) {
-                Bp = B + ((size_t)p * K + k0) * FR_NR;
-                bs = FR_NR;
-            } else if (w == FR_NR) {
-                Bp = B + (size_t)k0 * ldb + n0;
-                bs = ldb;
-            } else {
-                /* the last, partial strip of an unpacked B: copy it into a zero-padded tile, so
-                 * that no read passes the end of a row */
-                const FR_T *src = B + (size_t)k0 * ldb + n0;
-                for (int k = 0; k < kc; k++) {
-                    int j = 0;
-                    for (; j < w; j++) tile[k * FR_NR + j] = src[(size_t)k * ldb + j];
-                    for (; j < FR_NR; j++) tile[k * FR_NR + j] = 0;
-                }
-                Bp = tile;
-                bs = FR_NR;
+    if (packed) {
+        for (int p = 0; p < panels; p++)
+            for (int k0 = 0; k0 < K; k0 += FR_KC)
+                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 1, C, ldc, accumulate, tile);
+    } else {
+        for (int k0 = 0; k0 < K; k0 += FR_KC)
+            for (int p = 0; p < panels; p++)
+                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 0, C, ldc, accumulate, tile);
+    }
+}
+
+/* ---- A few rows times an unpacked B, streaming B row by row (gemm_direct for M <= 8).
+ * With few rows, B's bytes are the cost.  Reading B strip by strip (the layout of the register
+ * blocks) takes one cache line from each of K rows, a page apart once rows are over 4 KiB long;
+ * on these VMs that made the same product 0.5-3.3 ms from one array to the next (650 x 2600,
+ * M = 4), where sgemm, which reads B row by row while packing it, took 1.1-1.6 ms (this order:
+ * 0.27-0.47 ms).  Here B
+ * is read in the order it lies in memory: rows k0..k0+3 at a time, swept left to right, while
+ * pairs of rows of C take their four multiply-adds per vector (C stays in L2). */
+__attribute__((always_inline))
+static inline void FR_FN(rows_block)(const int mr, const int kb, int N, const FR_T *A,
+                                     ptrdiff_t lda, const FR_T *B, ptrdiff_t ldb, FR_T *C,
+                                     ptrdiff_t ldc, int overwrite)
+{
+    FR_T a[2][4];
+    for (int r = 0; r < mr; r++)
+        for (int u = 0; u < kb; u++) a[r][u] = A[r * lda + u];
+    int j = 0;
+    for (; j + FR_VW <= N; j += FR_VW) {
+        FR_FN(vec_t) b[4];
+        for (int u = 0; u < kb; u++) b[u] = *(const FR_FN(vec_t) *)(B + u * ldb + j);
+        for (int r = 0; r < mr; r++) {
+            FR_FN(vec_t) *c = (FR_FN(vec_t) *)(C + r * ldc + j);
+            FR_FN(vec_t) acc = overwrite ? (FR_FN(vec_t)){0} : *c;
+            for (int u = 0; u < kb; u++) acc += a[r][u] * b[u];
+            *c = acc;
+        }
+    }
+    for (; j < N; j++)
+        for (int r = 0; r < mr; r++) {
+            FR_T acc = overwrite ? 0 : C[r * ldc + j];
+            for (int u = 0; u < kb; u++) acc += a[r][u] * B[u * ldb + j];
+            C[r * ldc + j] = acc;
+        }
+}
+
+__attribute__((always_inline))
+static inline void FR_FN(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                    const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                    int accumulate)
+{
+    for (int k0 = 0; k0 < K; k0 += 4) {
+        int kb = K - k0 < 4 ? K - k0 : 4, overwrite = !accumulate && k0 == 0;
+        for (int i = 0; i < M; i += 2) {
+            const FR_T *Ai = A + (size_t)i * lda + k0, *Bk = B + (size_t)k0 * ldb;
+            FR_T *Ci = C + (size_t)i * ldc;
+            int two = M - i >= 2;
+            switch (kb * 2 + two) {
+            case 9: FR_FN(rows_block)(2, 4, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 8: FR_FN(rows_block)(1, 4, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 7: FR_FN(rows_block)(2, 3, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 6: FR_FN(rows_block)(1, 3, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 5: FR_FN(rows_block)(2, 2, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 4: FR_FN(rows_block)(1, 2, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 3: FR_FN(rows_block)(2, 1, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            default: FR_FN(rows_block)(1, 1, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
             }
-            FR_FN(row_blocks)(M, kc, A + k0, lda, Bp, bs, C + n0, ldc, w, accumulate || k0 > 0);
         }
     }
 }
@@ -237,7 +308,10 @@ FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t 
                                   const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                   int accumulate)
 {
-    FR_FN(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate);
+    if (M <= 8 && M > 0 && N > 0 && K > 0)
+        FR_FN(gemm_rows)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    else
+        FR_FN(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate);
 }
 
 /* ---- C[M, N] (+)= A[M, K] @ W^T with W row-major (N, K): the backward's dG @ Wh^T and
