@@ -1,9 +1,9 @@
 /* A persistent pool of worker threads for fr_parallel: one per process (module fastrnn._pool).
  *
  * Why a pool: starting and joining a thread per parallel region was measured at 180-370 us on
- * the 2-vCPU machines this runs on (a nested-virtualisation VM: thread stacks are fresh mmaps,
- * and a new thread is first placed on its creator's vCPU), against 1-2 ms of work per region
- * at the small benchmark shapes; three regions per forward+backward took 10-15 % of the time.
+ * the 2-vCPU machines this runs on (a nested-virtualisation VM), against 1-2 ms of work per
+ * region at the small benchmark shapes: with a thread started per region, the N20 shapes'
+ * forward+backward took 12-24 % longer than on the pool (benches/pool_ab.py).
  * Pool workers stay alive and wait for the next job:
  *   - for FR_POOL_SPIN_NS after each job they poll, so the regions of one forward+backward
  *     (microseconds apart) start without a system call;
@@ -33,12 +33,21 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fr_parallel.h"
+
+/* The pool sleeps on futexes, which only Linux has; elsewhere every job runs on threads of its
+ * own (fr_fork_join), as before the pool existed.  FR_POOL_FORK_JOIN_ONLY forces that here. */
+#if defined(__linux__) && !defined(FR_POOL_FORK_JOIN_ONLY)
+#define FR_POOL_THREADS 1
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#else
+#define FR_POOL_THREADS 0
+#endif
 
 /* how long an idle worker (and a caller waiting for workers) polls before sleeping */
 #define FR_POOL_SPIN_NS 200000
@@ -63,8 +72,9 @@ typedef struct {
     int bypass;                     /* 1: every job on threads of its own (for A/B timing) */
 } fr_pool_t;
 
-static fr_pool_t fr_pool = { PTHREAD_MUTEX_INITIALIZER };
+static fr_pool_t fr_pool = { .busy = PTHREAD_MUTEX_INITIALIZER };
 
+#if FR_POOL_THREADS
 static void fr_futex_wait(atomic_int *addr, int expected)
 {
     syscall(SYS_futex, (int *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
@@ -167,9 +177,15 @@ static void fr_pool_after_fork_child(void)
         atomic_store(&fr_pool.slot[t].sleeping, 0);
 }
 
+#endif  /* FR_POOL_THREADS */
+
 static int fr_pool_init(void)
 {
+#if FR_POOL_THREADS
     return pthread_atfork(NULL, NULL, fr_pool_after_fork_child);
+#else
+    return 0;
+#endif
 }
 
 /* fr_parallel's contract: fn(arg, tid, n) for tid 0 .. n-1, tid 0 on the caller; returns when
@@ -181,6 +197,11 @@ static void fr_pool_run(int n, fr_task_fn fn, void *arg)
         fn(arg, 0, 1);
         return;
     }
+#if !FR_POOL_THREADS
+    atomic_fetch_add(&fr_pool.fallbacks, 1);
+    fr_fork_join(n, fn, arg);
+    return;
+#else
     if (fr_pool.bypass || pthread_mutex_trylock(&fr_pool.busy) != 0) {
         atomic_fetch_add(&fr_pool.fallbacks, 1);
         fr_fork_join(n, fn, arg);
@@ -209,6 +230,7 @@ static void fr_pool_run(int n, fr_task_fn fn, void *arg)
         fr_wait_change(&fr_pool.pending, left, &fr_pool.caller_sleeps);
     atomic_fetch_add(&fr_pool.jobs, 1);
     pthread_mutex_unlock(&fr_pool.busy);
+#endif
 }
 
 #endif
