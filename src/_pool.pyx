@@ -10,6 +10,7 @@ cdef extern from "fr_pool.h" nogil:
     ctypedef void (*fr_task_fn)(void *arg, int tid, int nthreads) noexcept nogil
     int FR_MAX_THREADS
     int FR_POOL_SPIN_NS
+    int FR_POOL_THREADS
     ctypedef struct fr_pool_t:
         int workers
         long jobs
@@ -26,6 +27,8 @@ run = PyCapsule_New(<void *>fr_pool_run, "fastrnn._pool.run", NULL)
 
 MAX_THREADS = FR_MAX_THREADS
 SPIN_SECONDS = FR_POOL_SPIN_NS / 1e9
+# False where the platform has no futexes (not Linux): then every job starts its own threads
+PERSISTENT = bool(FR_POOL_THREADS)
 
 
 def stats():
