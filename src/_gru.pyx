@@ -15,9 +15,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm, blas_int
 from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
-from _seq cimport dx_rows, project_rows
+from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
     buf, colsum,
@@ -271,26 +270,21 @@ cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nog
     classic: dWh[:, :2H] = Hprev^T @ dG[:, :2H], dWh[:, 2H:] = (r*h_prev)^T @ dG[:, 2H:],
     db = sum dG."""
     cdef Py_ssize_t NT = L.N * L.T
-    cdef int D = L.D, H = L.H, H3 = 3 * L.H, w = c1 - c0, a1, b0
+    cdef int H = L.H, H3 = 3 * L.H, w = c1 - c0
     cdef const floating *dG = <const floating *>L.dG
     cdef const floating *dGh = <const floating *>L.dGh
+    cdef const floating *Hprev = <const floating *>L.Hprev
     cdef floating *dWh = <floating *>L.dWh
     cdef floating *db = <floating *>L.db
-    gemm(True, False, D, w, <blas_int>NT, 1, X, D, dG + c0, H3, 0, <floating *>L.dWx + c0, H3)
+    grad_cols(NT, L.D, H3, c0, c1, X, dG, <floating *>L.dWx)
     colsum(NT, w, H3, dG + c0, L.acc + c0, db + c0)
     if L.reset_after:
-        gemm(True, False, H, w, <blas_int>NT, 1, <const floating *>L.Hprev, H, dGh + c0, H3, 0,
-             dWh + c0, H3)
+        grad_cols(NT, H, H3, c0, c1, Hprev, dGh, dWh)
         colsum(NT, w, H3, dGh + c0, L.acc + c0, db + H3 + c0)
     else:
-        a1 = min(c1, 2 * H)                     # [c0, a1): z and r columns, from h_{t-1}
-        b0 = max(c0, 2 * H)                     # [b0, c1): h~ columns, from r * h_{t-1}
-        if c0 < a1:
-            gemm(True, False, H, a1 - c0, <blas_int>NT, 1, <const floating *>L.Hprev, H,
-                 dG + c0, H3, 0, dWh + c0, H3)
-        if b0 < c1:
-            gemm(True, False, H, c1 - b0, <blas_int>NT, 1, <const floating *>L.AUX, H,
-                 dG + b0, H3, 0, dWh + b0, H3)
+        # z and r columns from h_{t-1}, h~ columns from r * h_{t-1}
+        grad_cols(NT, H, H3, c0, min(c1, 2 * H), Hprev, dG, dWh)
+        grad_cols(NT, H, H3, max(c0, 2 * H), c1, <const floating *>L.AUX, dG, dWh)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:

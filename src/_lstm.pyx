@@ -19,9 +19,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm, blas_int
 from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
-from _seq cimport dx_rows, project_rows
+from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport buf, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
 
@@ -199,12 +198,11 @@ cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nog
     """Columns [c0, c1) of the weight gradients, each one GEMM (or reduction) over all N*T rows:
     dWx = X^T @ dG, dWh = Hprev^T @ dG, db = dG summed over rows."""
     cdef Py_ssize_t NT = L.N * L.T
-    cdef int D = L.D, H = L.H, H4 = 4 * L.H, w = c1 - c0
-    cdef const floating *dG = <const floating *>L.dG + c0
-    gemm(True, False, D, w, <blas_int>NT, 1, X, D, dG, H4, 0, <floating *>L.dWx + c0, H4)
-    gemm(True, False, H, w, <blas_int>NT, 1, <const floating *>L.Hprev, H, dG, H4, 0,
-         <floating *>L.dWh + c0, H4)
-    colsum(NT, w, H4, dG, L.acc + c0, <floating *>L.db + c0)
+    cdef int H4 = 4 * L.H
+    cdef const floating *dG = <const floating *>L.dG
+    grad_cols(NT, L.D, H4, c0, c1, X, dG, <floating *>L.dWx)
+    grad_cols(NT, L.H, H4, c0, c1, <const floating *>L.Hprev, dG, <floating *>L.dWh)
+    colsum(NT, c1 - c0, H4, dG + c0, L.acc + c0, <floating *>L.db + c0)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:

@@ -30,3 +30,12 @@ cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int 
     else:
         gemm(False, True, <blas_int>M, D, GH, 1, dG + n0 * T * GH, GH, Wx, GH, 0,
              dX + n0 * T * D, D)
+
+
+cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize_t c1,
+                           const floating *A, const floating *dG, floating *dW) noexcept nogil:
+    """dW[:, c0:c1] = A^T @ dG[:, c0:c1]: columns of a weight gradient (dWx from A = X, dWh
+    from A = Hprev), one GEMM over all NT rows.  A (NT, K), dG (NT, GH), dW (K, GH)."""
+    if c0 < c1:
+        gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, K, dG + c0, GH, 0,
+             dW + c0, GH)
