@@ -10,7 +10,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["_rnn", "_lstm", "_gru", "_norms", "_packed", "_pool"]
+KERNELS = ["_rnn", "_lstm", "_gru", "_norms", "_packed", "_pool", "_checks"]
 
 debug = os.environ.get("FASTRNN_DEBUG") == "1"
 # -fno-trapping-math only promises that no code watches floating-point exception flags; it lets

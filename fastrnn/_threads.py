@@ -15,6 +15,8 @@ OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing thei
 import os
 import threading
 
+from ._packed import DIRECT_MAX_ROWS
+
 # Below this many multiply-adds in the per-step products of one call, the kernels' threads (three
 # pool jobs per forward+backward, a few microseconds each, and smaller GEMMs per thread) save too
 # little to be worth a second core.  Measured with the pool, 2 threads against 1, interleaved in
@@ -150,7 +152,13 @@ def plan_threads(setting, N, T, step_macs, gemm_macs):
       N20 T35 H100 6.83 and 5.61 ms (21 M), LSTM batch 1 T200 H128 4.5 and 3.6-4.0 ms (13 M,
       plus 400 per-step GEMVs); BLAS's idle threads also keep spinning through the kernel's
       single-threaded time loop.  A single step of a wide cell is all GEMM, and there BLAS's
-      threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without)."""
+      threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without).
+    - A call of 2 to DIRECT_MAX_ROWS rows in all (N >= 2) makes no BLAS call (fastrnn._packed):
+      when it runs on one thread, BLAS's setting is not even read (a few microseconds, a tenth of
+      a small cell's step)."""
+    if (N >= 2 and N * T <= DIRECT_MAX_ROWS
+            and (setting == 1 or (setting is None and step_macs < MIN_PARALLEL_MACS))):
+        return 1, False
     blas = blas_threads()
     if setting is None:
         threads = blas if step_macs >= MIN_PARALLEL_MACS else 1

@@ -25,6 +25,7 @@ import contextlib
 import numpy as np
 
 from . import _gru, _lstm, _packed, _rnn
+from ._checks import grads_ready, params_ready, ready
 from ._threads import plan_threads, single_threaded_blas
 from ._norms import all_finite
 
@@ -60,7 +61,9 @@ def _as_float_array(value, name, dtype, shape):
     Accepts float32/float64 input of any layout or byte order (converted, as the NumPy layers
     would); refuses integers, float16, complex, wrong shapes and NaN/Inf, including values that
     overflow to Inf in the conversion, with an error naming `name`.  (Runs on every call of every
-    layer, so the common case, an array already right, takes the shortest path.)"""
+    layer, so the common case, an array already right, is recognised in C first.)"""
+    if ready(value, dtype.num, shape):
+        return value
     arr = value if type(value) is np.ndarray else np.asarray(value)
     if _native(arr.dtype) is None:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
@@ -80,6 +83,7 @@ class _TimeLayer:
 
     blocks = 1            # gate blocks: Wx is (D, blocks*H)
     has_cell = False      # LSTM carries c besides h
+    bias_2d = False       # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
 
     def __init__(self, Wx, Wh, b, stateful=False):
         self.params = [Wx, Wh, b]
@@ -124,10 +128,14 @@ class _TimeLayer:
     # ---- parameters and inputs -------------------------------------------------------------
 
     def _bias_shape(self, H):
-        return (self.blocks * H,)
+        return (2, self.blocks * H) if self.bias_2d else (self.blocks * H,)
 
     def _read_params(self):
         """The current params, checked, as C-contiguous arrays (copies only for views like W.T)."""
+        grads = getattr(self, "grads", None)
+        if grads is not None and type(self.params) is list and params_ready(
+                self.params, grads, self.blocks, self.bias_2d) >= 0:
+            return list(self.params)            # the common case, recognised in C
         if len(self.params) != 3:
             raise ValueError(f"params must be [Wx, Wh, b], got a list of {len(self.params)}")
         names = ("Wx", "Wh", "b")
@@ -150,7 +158,6 @@ class _TimeLayer:
                              f"got {Wx.shape}")
         if b.shape != self._bias_shape(H):
             raise ValueError(f"b must have shape {self._bias_shape(H)}, got {b.shape}")
-        grads = getattr(self, "grads", None)
         if grads is not None:
             for g, p in zip(grads, self.params):
                 if g.shape != p.shape or g.dtype != dtype:
@@ -261,6 +268,8 @@ class _TimeLayer:
         if dc_next is not None:
             dc_next = _as_float_array(dc_next, "dc_next", dtype, (N, H))
         for name, g, p in zip(("dWx", "dWh", "db"), self.grads, (Wx, Wh, b)):
+            if grads_ready(self.grads, [Wx, Wh, b]):
+                break                           # all three fine (checked in C)
             if (not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != dtype
                     or not g.flags.c_contiguous or not g.flags.writeable):
                 raise ValueError(f"grads entry {name} must be a writeable C-contiguous {dtype} "
@@ -363,11 +372,8 @@ class TimeGRU(_TimeLayer):
     blocks = 3
 
     def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
-        self.reset_after = bool(reset_after)
+        self.reset_after = self.bias_2d = bool(reset_after)
         super().__init__(Wx, Wh, b, stateful)
-
-    def _bias_shape(self, H):
-        return (2, 3 * H) if self.reset_after else (3 * H,)
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 3 * H), "Hprev": (N, T, H), "AUX": (N, T, H), "S": (N, 3 * H)}

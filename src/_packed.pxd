@@ -20,6 +20,10 @@ cdef extern from "fr_gemm.h" nogil:
     void gemm_direct_nt_d(int M, int N, int K, const double *A, Py_ssize_t lda,
                           const double *W, Py_ssize_t ldw, double *C, Py_ssize_t ldc,
                           int accumulate)
+    void gemm_direct_tn_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *B,
+                          Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
+    void gemm_direct_tn_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
+                          Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
 
 
 cdef inline size_t packed_size(int K, int N, bint is_double) noexcept nogil:
@@ -69,7 +73,22 @@ cdef inline void gemm_direct_nt(int M, int N, int K, const floating *A, Py_ssize
         gemm_direct_nt_d(M, N, K, A, lda, W, ldw, C, ldc, accumulate)
 
 
+cdef inline void gemm_direct_tn(int M, int N, int K, const floating *A, Py_ssize_t lda,
+                                const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
+                                bint accumulate) noexcept nogil:
+    """Row-major C[M, N] = A^T @ B (or C += ...) with A (K, M) and B (K, N) row-major, not
+    packed: a weight gradient over a few rows K."""
+    if floating is float:
+        gemm_direct_tn_f(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        gemm_direct_tn_d(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+
+
 from _blas cimport gemm, blas_int
+
+
+cdef enum:
+    DIRECT_MAX_ROWS = 24    # the most rows (or, for A^T @ B, summed rows) a direct kernel takes
 
 
 cdef inline bint worth_direct(Py_ssize_t M) noexcept nogil:
@@ -80,7 +99,15 @@ cdef inline bint worth_direct(Py_ssize_t M) noexcept nogil:
     3.6x at 4, 2.3x at 8, 1.3-1.8x at 20, 0.85-1.26x at 32 over three runs; A @ W^T with W
     650x2600 6.8-7.5x at M = 2, 2.3-2.6x at 8, 1.2-1.4x at 20, 1.0-1.2x at 32, 0.8-0.9x at 64.
     A single row is a GEMV, which BLAS streams as fast or faster."""
-    return 2 <= M <= 24
+    return 2 <= M <= DIRECT_MAX_ROWS
+
+
+cdef inline bint worth_direct_tn(Py_ssize_t K) noexcept nogil:
+    """Compute a weight gradient A^T @ B summed over K rows with gemm_direct_tn rather than
+    BLAS?  Measured against the same sgemm call, one thread (benches/direct_ab.py): C 650 x 2600
+    2.0x faster at K = 4, 1.6x at 8, 1.4x at 20, 1.2x at 24; C 100 x 400 1.4x at K = 20; C 256 x
+    1024 0.7-0.8x at K = 64, where sgemm's packing has paid off."""
+    return K <= DIRECT_MAX_ROWS
 
 
 cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:

@@ -12,9 +12,14 @@ from _blas cimport gemm, blas_int
 from cython cimport floating
 
 from _packed cimport (packed_size, packed_size_f, packed_size_d, pack_b_f, pack_b_d,
-                      gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt)
+                      gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt,
+                      gemm_direct_tn, DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
 
 cnp.import_array()
+
+# A call of 2..DIRECT_MAX_ROWS rows in all (N*T) makes no BLAS call: every product goes to a
+# direct kernel (worth_direct, worth_direct_tn).  fastrnn._threads relies on it.
+DIRECT_MAX_ROWS = _DIRECT_MAX_ROWS
 
 
 def size(int K, int N, dtype):
@@ -96,40 +101,51 @@ def matmul_packed(cnp.ndarray A not None, cnp.ndarray P not None, int N, cnp.nda
                               accumulate)
 
 
-cdef void _direct(bint nt, int M, int N, int K, const floating *A, Py_ssize_t lda,
+cdef enum:
+    _NN = 0     # C = A @ B
+    _NT = 1     # C = A @ W^T, W (N, K)
+    _TN = 2     # C = A^T @ B, A (K, M)
+
+
+cdef void _direct(int mode, int M, int N, int K, const floating *A, Py_ssize_t lda,
                   const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
                   bint accumulate, int repeat) noexcept nogil:
     cdef int r
     for r in range(repeat):
-        if nt:
+        if mode == _NT:
             gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+        elif mode == _TN:
+            gemm_direct_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
         else:
             gemm_direct(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
 
 
 def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate, int repeat,
-                   bint nt):
-    """C (+)= A @ B (nt: A @ B.T, B then being W (N, K)), checked, B read in place."""
-    name = "W" if nt else "B"
+                   int mode):
+    """C (+)= op(A) @ op(B) by a direct kernel (see `mode`), checked, operands read in place."""
+    name = "W" if mode == _NT else "B"
     dtype = _float_dtype(B, name)
     if A.dtype != dtype or C.dtype != dtype:
         raise TypeError(f"A, {name} and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
     cdef Py_ssize_t lda = _rows(A, "A"), ldb = _rows(B, name), ldc = _rows(C, "C", write=True)
-    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[0] if nt else B.shape[1]
-    if B.shape[1 if nt else 0] != K:
-        raise ValueError(f"{name}: expected {K} {'columns' if nt else 'rows'} to match A "
-                         f"{(<object>A).shape}, got {(<object>B).shape}")
+    cdef int M = A.shape[1] if mode == _TN else A.shape[0]
+    cdef int K = A.shape[0] if mode == _TN else A.shape[1]
+    cdef int N = B.shape[0] if mode == _NT else B.shape[1]
+    if B.shape[1 if mode == _NT else 0] != K:
+        raise ValueError(f"{name}: expected {K} {'columns' if mode == _NT else 'rows'} to match "
+                         f"A {(<object>A).shape}, got {(<object>B).shape}")
     if C.shape[0] != M or C.shape[1] != N:
         raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
     if np.may_share_memory(C, A) or np.may_share_memory(C, B):
         raise ValueError(f"C: must not overlap A or {name}")
     if dtype == np.float32:
         with nogil:
-            _direct(nt, M, N, K, <float *>cnp.PyArray_DATA(A), lda, <float *>cnp.PyArray_DATA(B),
-                    ldb, <float *>cnp.PyArray_DATA(C), ldc, accumulate, repeat)
+            _direct(mode, M, N, K, <float *>cnp.PyArray_DATA(A), lda,
+                    <float *>cnp.PyArray_DATA(B), ldb, <float *>cnp.PyArray_DATA(C), ldc,
+                    accumulate, repeat)
     else:
         with nogil:
-            _direct(nt, M, N, K, <double *>cnp.PyArray_DATA(A), lda,
+            _direct(mode, M, N, K, <double *>cnp.PyArray_DATA(A), lda,
                     <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C), ldc,
                     accumulate, repeat)
 
@@ -138,27 +154,35 @@ def matmul_direct(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C 
                   bint accumulate=False, int repeat=1):
     """C (+)= A @ B with B as it is (gemm_direct: no packing); repeated `repeat` times, GIL off.
     A, B and C: 2-D with contiguous rows (any row stride); C must not overlap A or B."""
-    _matmul_direct(A, B, C, accumulate, repeat, False)
+    _matmul_direct(A, B, C, accumulate, repeat, _NN)
 
 
 def matmul_direct_nt(cnp.ndarray A not None, cnp.ndarray W not None, cnp.ndarray C not None,
                      bint accumulate=False, int repeat=1):
     """C (+)= A @ W.T with W (N, K) as it is (gemm_direct_nt); repeated `repeat` times, GIL off.
     A, W and C: 2-D with contiguous rows (any row stride); C must not overlap A or W."""
-    _matmul_direct(A, W, C, accumulate, repeat, True)
+    _matmul_direct(A, W, C, accumulate, repeat, _NT)
+
+
+def matmul_direct_tn(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
+                     bint accumulate=False, int repeat=1):
+    """C (+)= A.T @ B with A (K, M) and B (K, N) as they are (gemm_direct_tn); repeated `repeat`
+    times, GIL off.  2-D with contiguous rows (any row stride); C must not overlap A or B."""
+    _matmul_direct(A, B, C, accumulate, repeat, _TN)
 
 
 def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
-                bint accumulate=False, int repeat=1, bint trans_b=False):
+                bint accumulate=False, int repeat=1, bint trans_b=False, bint trans_a=False):
     """The same product through scipy's BLAS (what the kernels call otherwise), for comparison:
-    C (+)= A @ B, or A @ B.T with trans_b.  float32, C-contiguous A (M, K), B (K, N) or (N, K),
-    C (M, N)."""
+    C (+)= A @ B, or with A given as (K, M) and trans_a A.T @ ..., with B given as (N, K) and
+    trans_b ... @ B.T.  float32, C-contiguous operands, C (M, N)."""
     for name, a in (("A", A), ("B", B), ("C", C)):
         if a.dtype != np.float32 or a.ndim != 2 or not a.flags.c_contiguous:
             raise ValueError(f"{name}: expected a C-contiguous 2-D float32 array")
     if not C.flags.writeable:
         raise ValueError("C: expected a writeable array")
-    cdef int M = A.shape[0], K = A.shape[1], N = B.shape[0] if trans_b else B.shape[1], r
+    cdef int M = A.shape[1] if trans_a else A.shape[0], K = A.shape[0] if trans_a else A.shape[1]
+    cdef int N = B.shape[0] if trans_b else B.shape[1], r
     if B.shape[1 if trans_b else 0] != K or C.shape[0] != M or C.shape[1] != N:
         raise ValueError(f"shapes do not match: A {(<object>A).shape}, "
                          f"B {(<object>B).shape}, C {(<object>C).shape}")
@@ -167,6 +191,6 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
     cdef float beta = 1 if accumulate else 0
     with nogil:
         for r in range(repeat):
-            gemm(False, trans_b, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A), max(K, 1),
-                 <float *>cnp.PyArray_DATA(B), max(K if trans_b else N, 1), beta,
-                 <float *>cnp.PyArray_DATA(C), max(N, 1))
+            gemm(trans_a, trans_b, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A),
+                 max(M if trans_a else K, 1), <float *>cnp.PyArray_DATA(B),
+                 max(K if trans_b else N, 1), beta, <float *>cnp.PyArray_DATA(C), max(N, 1))

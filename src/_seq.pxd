@@ -4,7 +4,7 @@
 from cython cimport floating
 
 from _blas cimport gemm, blas_int
-from _packed cimport gemm_direct, gemm_direct_nt, worth_direct
+from _packed cimport gemm_direct, gemm_direct_nt, gemm_direct_tn, worth_direct, worth_direct_tn
 
 
 cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
@@ -35,7 +35,12 @@ cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int 
 cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize_t c1,
                            const floating *A, const floating *dG, floating *dW) noexcept nogil:
     """dW[:, c0:c1] = A^T @ dG[:, c0:c1]: columns of a weight gradient (dWx from A = X, dWh
-    from A = Hprev), one GEMM over all NT rows.  A (NT, K), dG (NT, GH), dW (K, GH)."""
-    if c0 < c1:
+    from A = Hprev), one GEMM over all NT rows (gemm_direct_tn when they are only a few, e.g. a
+    single step).  A (NT, K), dG (NT, GH), dW (K, GH)."""
+    if c0 >= c1:
+        return
+    if worth_direct_tn(NT):
+        gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, K, dG + c0, GH, dW + c0, GH, False)
+    else:
         gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, K, dG + c0, GH, 0,
              dW + c0, GH)

@@ -57,22 +57,25 @@ static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t c
 }
 
 /* One MR x NR block: acc = A[0:mr, :] @ Bpanel, then C (+)= acc for the first w columns.
- * mr is a constant at every call site (always_inline), so the accumulators live in registers. */
+ * mr is a constant at every call site (always_inline), so the accumulators live in registers.
+ * `at` (a constant too) says A is given transposed: element (r, k) at A[r + k*lda] instead of
+ * A[r*lda + k] (the weight gradients' X^T @ dG, see gemm_direct_tn). */
 __attribute__((always_inline))
 static inline void FR_FN(micro)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
                                 const FR_T *restrict Bp, ptrdiff_t bs, FR_T *restrict C,
-                                ptrdiff_t ldc, int w, int accumulate)
+                                ptrdiff_t ldc, int w, int accumulate, const int at)
 {
+    const ptrdiff_t ars = at ? 1 : lda, acs = at ? lda : 1;
     FR_FN(vec_t) c0[FR_MR], c1[FR_MR];
     for (int r = 0; r < mr; r++) { c0[r] = (FR_FN(vec_t)){0}; c1[r] = (FR_FN(vec_t)){0}; }
     /* no unrolling over k: 2*MR accumulators, 2 B vectors and a broadcast already fill the
      * register file, and unrolling made GCC spill accumulators to the stack */
 #pragma GCC unroll 1
-    for (int k = 0; k < K; k++, Bp += bs, A++) {
+    for (int k = 0; k < K; k++, Bp += bs, A += acs) {
         FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)Bp;
         FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + FR_VW);
         for (int r = 0; r < mr; r++) {
-            FR_T x = A[r * lda];
+            FR_T x = A[r * ars];
             c0[r] += x * b0;
             c1[r] += x * b1;
         }
@@ -98,10 +101,12 @@ static inline void FR_FN(micro)(const int mr, int K, const FR_T *restrict A, ptr
  * chain would bound the loop, so k is split in two interleaved halves with separate
  * accumulators. */
 __attribute__((always_inline))
-static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
-                                       const FR_T *restrict Bp, ptrdiff_t bs, FR_T *restrict C,
-                                       ptrdiff_t ldc, int w, int accumulate)
+static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict A,
+                                       ptrdiff_t lda, const FR_T *restrict Bp, ptrdiff_t bs,
+                                       FR_T *restrict C, ptrdiff_t ldc, int w, int accumulate,
+                                       const int at)
 {
+    const ptrdiff_t ars = at ? 1 : lda, acs = at ? lda : 1;
     FR_FN(vec_t) c0[2][2] = {{{0}}}, c1[2][2] = {{{0}}};
     int k = 0;
     for (; k + 2 <= K; k += 2, Bp += 2 * bs) {
@@ -109,7 +114,7 @@ static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict
             FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)(Bp + u * bs);
             FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + u * bs + FR_VW);
             for (int r = 0; r < mr; r++) {
-                FR_T x = A[r * lda + k + u];
+                FR_T x = A[r * ars + (k + u) * acs];
                 c0[u][r] += x * b0;
                 c1[u][r] += x * b1;
             }
@@ -119,7 +124,7 @@ static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict
         FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)Bp;
         FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + FR_VW);
         for (int r = 0; r < mr; r++) {
-            FR_T x = A[r * lda + k];
+            FR_T x = A[r * ars + k * acs];
             c0[0][r] += x * b0;
             c1[0][r] += x * b1;
         }
@@ -136,15 +141,16 @@ static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict
 /* a block of mr <= MR rows; mr becomes a constant in each branch */
 __attribute__((always_inline))
 static inline void FR_FN(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, const FR_T *Bp,
-                                ptrdiff_t bs, FR_T *C, ptrdiff_t ldc, int w, int accumulate)
+                                ptrdiff_t bs, FR_T *C, ptrdiff_t ldc, int w, int accumulate,
+                                const int at)
 {
     switch (mr) {
-    case 6: FR_FN(micro)(6, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
-    case 5: FR_FN(micro)(5, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
-    case 4: FR_FN(micro)(4, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
-    case 3: FR_FN(micro)(3, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
-    case 2: FR_FN(micro_narrow)(2, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
-    case 1: FR_FN(micro_narrow)(1, K, A, lda, Bp, bs, C, ldc, w, accumulate); break;
+    case 6: FR_FN(micro)(6, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+    case 5: FR_FN(micro)(5, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+    case 4: FR_FN(micro)(4, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+    case 3: FR_FN(micro)(3, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+    case 2: FR_FN(micro_narrow)(2, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+    case 1: FR_FN(micro_narrow)(1, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
     default: break;
     }
 }
@@ -154,13 +160,14 @@ static inline void FR_FN(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, con
 __attribute__((always_inline))
 static inline void FR_FN(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda,
                                      const FR_T *Bp, ptrdiff_t bs, FR_T *C, ptrdiff_t ldc,
-                                     int w, int accumulate)
+                                     int w, int accumulate, const int at)
 {
     int blocks = (M + FR_MR - 1) / FR_MR;
     for (int b = 0, i = 0; b < blocks; b++) {
         int mr = (M - i) / (blocks - b);           /* even split of the remaining rows */
         if (mr * (blocks - b) < M - i) mr++;
-        FR_FN(block)(mr, kc, A + i * lda, lda, Bp, bs, C + i * ldc, ldc, w, accumulate);
+        FR_FN(block)(mr, kc, A + (at ? i : i * lda), lda, Bp, bs, C + i * ldc, ldc, w, accumulate,
+                     at);
         i += mr;
     }
 }
@@ -182,7 +189,7 @@ static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumul
 __attribute__((always_inline))
 static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *A, ptrdiff_t lda,
                                 const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
-                                ptrdiff_t ldc, int accumulate, FR_T *tile)
+                                ptrdiff_t ldc, int accumulate, FR_T *tile, const int at)
 {
     int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
     int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
@@ -197,12 +204,14 @@ static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *
         Bp = tile;
         bs = FR_NR;
     }
-    FR_FN(row_blocks)(M, kc, A + k0, lda, Bp, bs, C + n0, ldc, w, accumulate || k0 > 0);
+    FR_FN(row_blocks)(M, kc, A + (at ? k0 * lda : k0), lda, Bp, bs, C + n0, ldc, w,
+                      accumulate || k0 > 0, at);
 }
 
-/* The driver of both products: C[M, N] = A[M, K] @ B (accumulate == 0) or C += A @ B, with B
- * packed by pack_b (packed != 0: P = B) or row-major with rows ldb apart.  Rows of A and C are
- * lda and ldc apart; A must not overlap C.  `packed` is a constant in each caller.
+/* The driver of all three products: C[M, N] = A[M, K] @ B (accumulate == 0) or C += A @ B, with
+ * B packed by pack_b (packed != 0: P = B) or row-major with rows ldb apart.  Rows of A (or, with
+ * `at`, of A^T) and of C are lda and ldc apart; A must not overlap C.  `packed` and `at` are
+ * constants in each caller.
  * - Packed B: strip-outer.  Each strip is contiguous, comes from memory once per call, and its
  *   k-slices stay in L1 while every row block uses them; A (a few rows) stays in L2.
  * - Unpacked B (gemm_direct from 9 rows on): k-slice-outer.  A strip of a row-major B takes one
@@ -213,7 +222,7 @@ static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *
 __attribute__((always_inline))
 static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                       const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
-                                      ptrdiff_t ldc, int accumulate)
+                                      ptrdiff_t ldc, int accumulate, const int at)
 {
     FR_T tile[FR_KC * FR_NR] __attribute__((aligned(32)));
     int panels = (N + FR_NR - 1) / FR_NR;
@@ -226,11 +235,11 @@ static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdif
     if (packed) {
         for (int p = 0; p < panels; p++)
             for (int k0 = 0; k0 < K; k0 += FR_KC)
-                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 1, C, ldc, accumulate, tile);
+                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 1, C, ldc, accumulate, tile, at);
     } else {
         for (int k0 = 0; k0 < K; k0 += FR_KC)
             for (int p = 0; p < panels; p++)
-                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 0, C, ldc, accumulate, tile);
+                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 0, C, ldc, accumulate, tile, at);
     }
 }
 
@@ -298,7 +307,7 @@ static inline void FR_FN(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_
 FR_KERNEL void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                   const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
 {
-    FR_FN(gemm_strips)(M, N, K, A, lda, P, 0, 1, C, ldc, accumulate);
+    FR_FN(gemm_strips)(M, N, K, A, lda, P, 0, 1, C, ldc, accumulate, 0);
 }
 
 /* C (+)= A @ B with B as it is: row-major, rows ldb apart, not packed.  For a product made once
@@ -311,7 +320,51 @@ FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t 
     if (M <= 8 && M > 0 && N > 0 && K > 0)
         FR_FN(gemm_rows)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
     else
-        FR_FN(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate);
+        FR_FN(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate, 0);
+}
+
+/* C[M, N] (+)= A^T @ B with A (K, M) and B (K, N) row-major, rows lda and ldb apart: a weight
+ * gradient (dW = X^T @ dG) over a few rows K, e.g. a single step.  With K small, C is the bulk
+ * of the memory traffic and sgemm's packing of both operands the bulk of the time.  Here each
+ * 6 x 16 block of C is summed over a k-slice in registers (the 6 values of A a step needs lie
+ * side by side in one row of A) and stored once, and C is written row block by row block, left
+ * to right: strip by strip, the stores to C were scattered over its rows and the product ran at
+ * half the speed of sgemm for a 650 x 2600 C. */
+FR_KERNEL void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                     const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                     int accumulate)
+{
+    FR_T tile[FR_KC * FR_NR] __attribute__((aligned(32)));
+    int full = N / FR_NR, w = N - full * FR_NR;
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
+        return;
+    }
+    int blocks = (M + FR_MR - 1) / FR_MR;
+    for (int k0 = 0; k0 < K; k0 += FR_KC) {
+        int kc = K - k0 < FR_KC ? K - k0 : FR_KC, acc = accumulate || k0 > 0;
+        const FR_T *Ak = A + (size_t)k0 * lda, *Bk = B + (size_t)k0 * ldb;
+        if (w) {                       /* the last, partial strip, zero-padded */
+            for (int k = 0; k < kc; k++) {
+                int j = 0;
+                for (; j < w; j++) tile[k * FR_NR + j] = Bk[(size_t)k * ldb + full * FR_NR + j];
+                for (; j < FR_NR; j++) tile[k * FR_NR + j] = 0;
+            }
+        }
+        for (int b = 0, i = 0; b < blocks; b++) {
+            int mr = (M - i) / (blocks - b);           /* even split, as in row_blocks */
+            if (mr * (blocks - b) < M - i) mr++;
+            for (int p = 0; p < full; p++)
+                FR_FN(block)(mr, kc, Ak + i, lda, Bk + p * FR_NR, ldb,
+                             C + (size_t)i * ldc + p * FR_NR, ldc, FR_NR, acc, 1);
+            if (w)
+                FR_FN(block)(mr, kc, Ak + i, lda, tile, FR_NR, C + (size_t)i * ldc + full * FR_NR,
+                             ldc, w, acc, 1);
+            i += mr;
+        }
+    }
 }
 
 /* ---- C[M, N] (+)= A[M, K] @ W^T with W row-major (N, K): the backward's dG @ Wh^T and
@@ -398,6 +451,7 @@ FR_KERNEL void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff
         }
     }
 }
+
 
 #undef FR_NT_MR
 #undef FR_NT_NR

@@ -1,11 +1,13 @@
 """fastrnn._packed's direct products (fr_gemm_impl.h): gemm_direct, C (+)= A @ B with B read in
-place, and gemm_direct_nt, C (+)= A @ W^T with W read in place.  The kernels use them for
-products of a few rows (a single step: the cells, a generation step) instead of BLAS.
+place, gemm_direct_nt, C (+)= A @ W^T with W read in place, and gemm_direct_tn, C (+)= A^T @ B
+(a weight gradient over a few rows).  The kernels use them for products of a few rows (a single
+step: the cells, a generation step) instead of BLAS.
 
 Checked against NumPy over shapes that cross every blocking boundary (gemm_direct: row blocks of
 up to 6 rows and the 1-2-row narrow path, 16-float / 8-double column strips with a partial last
 strip copied into a padded tile, k-slices of 256; gemm_direct_nt: row blocks of up to 5 rows,
-pairs of rows of W, vectors of 8 floats / 4 doubles along k with a scalar tail), both dtypes,
+pairs of rows of W, vectors of 8 floats / 4 doubles along k with a scalar tail; gemm_direct_tn:
+gemm_direct's blocks with A read down its columns), both dtypes,
 accumulate on/off, every operand as a row-strided view inside a NaN-filled buffer (a read past a
 row would show in C), memory around C untouched, NaN/Inf propagation, bad calls refused."""
 import numpy as np
@@ -16,24 +18,23 @@ from fastrnn import _packed
 from conftest import DTYPES, tol
 from test_packed import AC_LAYOUTS, assert_only_c_written, bits, in_wider, make_data, sentinel
 
-KERNELS = ["direct", "direct_nt"]
+KERNELS = ["direct", "direct_nt", "direct_tn"]
 M_EDGES = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 20, 31, 32, 33]
 K_EDGES = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 255, 256, 257, 300, 513]
 N_EDGES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 70]
 
 
 def run(kernel, A, B0, C, accumulate, repeat, layout, rng, dtype):
-    """Call the kernel on B0 (K, N) laid out as it needs: B itself for direct, W = B0.T for
-    direct_nt, inside a NaN-filled buffer.  Returns the operand passed."""
+    """Call the kernel on A (as a_operand lays it out) and B0 (K, N) laid out as it needs: B
+    itself for direct and direct_tn, W = B0.T for direct_nt, inside a NaN-filled buffer."""
     K, N = B0.shape
-    src = B0 if kernel == "direct" else B0.T
+    src = B0.T if kernel == "direct_nt" else B0
     _, B = in_wider(src.shape, dtype, layout, rng, np.nan)
     B[...] = src
     before = bits(B)
-    if kernel == "direct":
-        _packed.matmul_direct(A, B, C, accumulate=accumulate, repeat=repeat)
-    else:
-        _packed.matmul_direct_nt(A, B, C, accumulate=accumulate, repeat=repeat)
+    fn = {"direct": _packed.matmul_direct, "direct_nt": _packed.matmul_direct_nt,
+          "direct_tn": _packed.matmul_direct_tn}[kernel]
+    fn(A, B, C, accumulate=accumulate, repeat=repeat)
     assert np.array_equal(bits(B), before), "wrote into B"
 
 
@@ -43,8 +44,9 @@ def check(kernel, M, K, N, dtype, accumulate, repeat, a_layout, b_layout, c_layo
     A0 = make_data(rng, (M, K), dtype, kind, scale)
     B0 = make_data(rng, (K, N), dtype, kind, scale)
     C0 = make_data(rng, (M, N), dtype, kind, scale)
-    _, A = in_wider((M, K), dtype, a_layout, rng, np.nan)
-    A[...] = A0
+    # direct_tn takes A transposed: the (K, M) matrix whose columns are A0's rows
+    _, A = in_wider((K, M) if kernel == "direct_tn" else (M, K), dtype, a_layout, rng, np.nan)
+    A[...] = A0.T if kernel == "direct_tn" else A0
     cbuf, C = in_wider((M, N), dtype, c_layout, rng, 0)
     cbuf[...] = sentinel(cbuf.shape, dtype, rng)
     C[...] = C0 if accumulate else np.nan       # without accumulate, C's old contents don't matter
@@ -127,6 +129,8 @@ def test_nan_inf_propagate(kernel, dtype, M, K, N):
     C = np.zeros((M, N), dtype)
     if kernel == "direct":
         _packed.matmul_direct(A, B, C)
+    elif kernel == "direct_tn":
+        _packed.matmul_direct_tn(np.ascontiguousarray(A.T), B, C)
     else:
         _packed.matmul_direct_nt(A, np.ascontiguousarray(B.T), C)
     want = np.zeros((M, N), bool)
@@ -141,7 +145,7 @@ def _bad_direct_calls():
     A, B, W, C, X = (np.ones(s, f) for s in ((3, 5), (5, 4), (4, 5), (3, 4), (3, 9)))
     ro = C.copy()
     ro.flags.writeable = False
-    d, nt = _packed.matmul_direct, _packed.matmul_direct_nt
+    d, nt, tn = _packed.matmul_direct, _packed.matmul_direct_nt, _packed.matmul_direct_tn
     return {
         "direct dtype mix": (lambda: d(A.astype(np.float64), B, C), TypeError, "share one dtype"),
         "direct int": (lambda: d(A, B.astype(np.int32), C), TypeError, "float32 or float64"),
@@ -161,6 +165,13 @@ def _bad_direct_calls():
         "nt C overlaps W": (lambda: nt(np.ones((4, 4), f), W[:, :4], W[:, 1:]), ValueError,
                             "overlap"),
         "nt 3-D": (lambda: nt(A[None], W, C), ValueError, "2-D"),
+        "tn K mismatch": (lambda: tn(A, B, C), ValueError, "rows to match"),
+        "tn C shape": (lambda: tn(np.ones((5, 3), f), B, np.ones((4, 4), f)), ValueError,
+                       "C: expected shape"),
+        "tn dtype mix": (lambda: tn(np.ones((5, 3), f), B.astype(np.float64), C), TypeError,
+                         "share one dtype"),
+        "tn C overlaps B": (lambda: tn(np.ones((3, 3), f), X[:, :4], X[:, 1:5]), ValueError,
+                            "overlap"),
     }
 
 
@@ -206,6 +217,9 @@ for dtype in (np.float32, np.float64):
         _packed.matmul_direct(A, B, C)
         assert np.allclose(C, A @ B, rtol=1e-4, atol=1e-4), (M, K, N)
         _packed.matmul_direct_nt(A, W, C)
+        assert np.allclose(C, A @ B, rtol=1e-4, atol=1e-4), (M, K, N)
+        AT, mt = at_page_end((K, M), dtype, np.ascontiguousarray(A.T))
+        _packed.matmul_direct_tn(AT, B, C)
         assert np.allclose(C, A @ B, rtol=1e-4, atol=1e-4), (M, K, N)
 print("ok")
 """
