@@ -12,7 +12,8 @@ Contract, shared by every layer here:
   float64); inputs of the other float dtype are converted, outputs have the parameters' dtype.
 - ``grads`` is allocated once and overwritten in place by every backward.
 - Every check happens before anything is written: a call that raises leaves params, grads, state
-  and the caches of the previous forward exactly as they were.
+  and the caches of the previous forward exactly as they were.  (One check is made by the
+  kernel: see _weights_checked_by_kernel.)
 - Layers keep no global state and never touch NumPy's random state.
 - ``threads``: None (default) uses as many threads as scipy's BLAS is set to
   (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
@@ -26,6 +27,7 @@ import numpy as np
 
 from . import _gru, _lstm, _packed, _rnn
 from ._checks import grads_ready, params_ready, ready
+from ._packed import DIRECT_MAX_ROWS
 from ._threads import plan_threads, single_threaded_blas
 from ._norms import all_finite
 
@@ -78,6 +80,29 @@ def _as_float_array(value, name, dtype, shape):
     return arr
 
 
+def _weights_checked_by_kernel(N, T):
+    """Does the kernel vouch for Wx and Wh being free of NaN/Inf on a call of N rows, T steps?
+
+    A single step reads every weight once for its products, as a pass over the weights looking
+    for NaN/Inf does: for a wide step that pass cost 15-25 % of a cell's forward (LSTM N4 and N20
+    H650).  With every input finite (checked first), a NaN or Inf in Wx or Wh makes the
+    pre-activation x Wx + h Wh of its column NaN or +-Inf in every row (0 * Inf and NaN * 0 are
+    NaN), and likewise backward's dX = dG Wx^T and dh0 = dG Wh^T -- provided every term is
+    computed, which fastrnn's own direct kernels do (BLAS libraries may skip zeros: reference
+    BLAS does).  So for T = 1 and 2 <= N <= DIRECT_MAX_ROWS, where all products are fastrnn's
+    (see fastrnn._packed), the kernel flags non-finite results instead; only then are the weights
+    scanned, to raise the same error (or, if they are finite, to accept the result: it
+    overflowed).  Forward works in spare caches and backward stops before the gradients, so
+    the raise still leaves everything as it was."""
+    return T == 1 and 2 <= N <= DIRECT_MAX_ROWS
+
+
+def _scan_weights(Wx, Wh):
+    for name, p in (("Wx", Wx), ("Wh", Wh)):
+        if not all_finite(p):
+            raise ValueError(f"{name} contains NaN or Inf")
+
+
 class _TimeLayer:
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
@@ -102,6 +127,7 @@ class _TimeLayer:
         self.grad_norms_c = None
         self._last = None     # (N, T, D, H, dtype) of the forward the caches hold
         self._cache = None    # forward caches, reused while shapes stay the same
+        self._spare = None    # a second set of the same shapes (see _forward)
         self._scratch = None  # backward work buffers, likewise
         # the recurrent weights packed for the per-step products (Wh in forward, Wh^T in
         # backward); refilled by every call, so one buffer serves both; made by the first forward
@@ -130,11 +156,12 @@ class _TimeLayer:
     def _bias_shape(self, H):
         return (2, self.blocks * H) if self.bias_2d else (self.blocks * H,)
 
-    def _read_params(self):
-        """The current params, checked, as C-contiguous arrays (copies only for views like W.T)."""
+    def _read_params(self, scan_weights=True):
+        """The current params, checked, as C-contiguous arrays (copies only for views like W.T).
+        Without scan_weights, Wx and Wh are not tested for NaN/Inf (the caller does it)."""
         grads = getattr(self, "grads", None)
         if grads is not None and type(self.params) is list and params_ready(
-                self.params, grads, self.blocks, self.bias_2d) >= 0:
+                self.params, grads, self.blocks, self.bias_2d, scan_weights) >= 0:
             return list(self.params)            # the common case, recognised in C
         if len(self.params) != 3:
             raise ValueError(f"params must be [Wx, Wh, b], got a list of {len(self.params)}")
@@ -169,7 +196,7 @@ class _TimeLayer:
         for name, p in zip(names, self.params):
             if p.dtype != dtype or not p.flags.c_contiguous:
                 p = np.ascontiguousarray(p, dtype=dtype)    # views like W.T, other byte order
-            if not all_finite(p):
+            if (scan_weights or name == "b") and not all_finite(p):
                 raise ValueError(f"{name} contains NaN or Inf")
             params.append(p)
         return params
@@ -210,7 +237,7 @@ class _TimeLayer:
     # ---- forward / backward -------------------------------------------------------------------
 
     def forward(self, xs):
-        Wx, Wh, b = self._read_params()
+        Wx, Wh, b = self._read_params(scan_weights=False)     # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         xs = _as_float_array(xs, "xs", dtype, (None, None, D))
         N = xs.shape[0]
@@ -225,20 +252,24 @@ class _TimeLayer:
         return hs
 
     def _forward(self, xs, Wx, Wh, b, h0, c0):
-        """Run the kernel on validated inputs; returns (hs, h_T, c_T) and keeps the caches."""
+        """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf); returns
+        (hs, h_T, c_T) and keeps the caches."""
         (N, T, D), H, dtype = xs.shape, Wh.shape[0], Wh.dtype
+        verify = _weights_checked_by_kernel(N, T)
+        if not verify:
+            _scan_weights(Wx, Wh)
         self._check_sizes(N, T, D, H)
         hs = np.empty((N, T, H), dtype)
         if N == 0 or T == 0:
             self._last = (N, T, D, H, dtype)
             return hs, h0, c0
         key = (N, T, D, H, dtype)
-        if self._cache is None or self._cache["key"] != key:
-            self._cache = {"key": key, "X": np.empty((N, T, D), dtype),
-                           "c0": np.empty((N, H), dtype),
-                           **{k: np.empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()}}
-            self._scratch = None
-        cache = self._cache
+        # the kernel's check of the weights comes after it has written: it writes into the spare
+        # set then, and the caches of the last forward stay as they were until it has passed
+        cache = self._spare if verify else self._cache
+        if cache is None or cache["key"] != key:
+            cache = {"key": key, "X": np.empty((N, T, D), dtype), "c0": np.empty((N, H), dtype),
+                     **{k: np.empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()}}
         # own the inputs: backward must not see later in-place changes to the caller's arrays
         np.copyto(cache["X"], xs)
         if c0 is not None:
@@ -248,7 +279,13 @@ class _TimeLayer:
                                     for packs in self._packed_shapes(H)), dtype)
         threads, blas = self._thread_plan(N, T, D, H)
         with blas:
-            self._kernel_forward(cache, Wx, Wh, b, h0, hs, threads)
+            nonfinite = self._kernel_forward(cache, Wx, Wh, b, h0, hs, threads, verify)
+        if nonfinite:
+            _scan_weights(Wx, Wh)   # raises if the weights are at fault; else it overflowed
+        if cache is not self._cache:
+            old = self._cache
+            self._cache = cache
+            self._spare = old if old is not None and old["key"] == key else None
         self._last = key
         hT = hs[:, -1].copy()
         cT = cache["C"][:, -1].copy() if self.has_cell else None
@@ -263,7 +300,9 @@ class _TimeLayer:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
                                "there is no forward pass to differentiate")
         N, T, D, H, dtype = self._last
-        Wx, Wh, b = self._read_params()    # same shapes and dtype as at construction
+        verify = _weights_checked_by_kernel(N, T)
+        # same shapes and dtype as at construction; Wx and Wh scanned here or checked by the kernel
+        Wx, Wh, b = self._read_params(scan_weights=not verify)
         dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
         if dc_next is not None:
             dc_next = _as_float_array(dc_next, "dc_next", dtype, (N, H))
@@ -287,14 +326,21 @@ class _TimeLayer:
             if dc0 is not None:
                 dc0[...] = dc_next if dc_next is not None else 0
         else:
-            if self._scratch is None:
+            if self._scratch is None or self._scratch["key"] != self._last:
                 self._scratch = {k: np.empty(s, dtype)
                                  for k, s in self._scratch_shapes(N, T, H).items()}
                 self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
+                self._scratch["key"] = self._last
             threads, blas = self._thread_plan(N, T, D, H)
             with blas:
-                self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
-                                      dxs, dh0, dc0, sq, threads)
+                nonfinite = self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx,
+                                                  Wh, dxs, dh0, dc0, sq, threads, verify)
+                if nonfinite:       # the kernel stopped before the gradients
+                    _scan_weights(Wx, Wh)   # raises if the weights are at fault
+                    if sq is not None:      # else it overflowed: the whole backward, unchecked
+                        sq[...] = 0
+                    self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
+                                          dxs, dh0, dc0, sq, threads, False)
         self.dh = dh0
         if self.has_cell:
             self.dc = dc0
@@ -322,13 +368,14 @@ class TimeRNN(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads):
-        _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], self._wp, threads)
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads, check):
+        return _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], self._wp, threads,
+                            check)
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        _rnn.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], s["dG"], s["dh"], s["acc"],
-                      dWx, dWh, db, dxs, dh0, sq, self._wp, threads)
+        return _rnn.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], s["dG"], s["dh"],
+                             s["acc"], dWx, dWh, db, dxs, dh0, sq, self._wp, threads, check)
 
 
 class TimeLSTM(_TimeLayer):
@@ -349,15 +396,15 @@ class TimeLSTM(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads):
-        _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"], c["TC"],
-                      self._wp, threads)
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads, check):
+        return _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"],
+                             c["TC"], self._wp, threads, check)
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        _lstm.backward(dhs, dc_next, c["X"], Wx, Wh, c["c0"], c["G"], c["Hprev"], c["C"],
-                       c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
-                       dh0, dc0, sq, self._wp, threads)
+        return _lstm.backward(dhs, dc_next, c["X"], Wx, Wh, c["c0"], c["G"], c["Hprev"], c["C"],
+                              c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
+                              dh0, dc0, sq, self._wp, threads, check)
 
 
 class TimeGRU(_TimeLayer):
@@ -390,15 +437,15 @@ class TimeGRU(_TimeLayer):
             shapes["dGh"] = (N, T, 3 * H)
         return shapes
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads):
-        _gru.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], c["AUX"], c["S"],
-                     self.reset_after, self._wp, threads)
+    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads, check):
+        return _gru.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], c["AUX"], c["S"],
+                            self.reset_after, self._wp, threads, check)
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        _gru.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], c["AUX"], c["S"], s["dG"],
-                      s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0, sq,
-                      self.reset_after, self._wp, threads)
+        return _gru.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], c["AUX"], c["S"],
+                             s["dG"], s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0,
+                             sq, self.reset_after, self._wp, threads, check)
 
 
 # ---- single-step cells ------------------------------------------------------------------------
@@ -412,7 +459,7 @@ class _Cell:
         self.grads = seq.grads
 
     def _step(self, x, h_prev, c_prev=None):
-        Wx, Wh, b = self._seq._read_params()
+        Wx, Wh, b = self._seq._read_params(scan_weights=False)    # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         x = _as_float_array(x, "x", dtype, (None, D))
         N = x.shape[0]

@@ -61,3 +61,23 @@ cdef inline void *buf(cnp.ndarray a, int typenum, Py_ssize_t size, str name,
                          f"{'at least ' if at_least else ''}{size} elements of type {typenum}, "
                          f"got {(<object>a).dtype} {(<object>a).shape}")
     return cnp.PyArray_DATA(a)
+
+
+cdef extern from "fr_reduce.h" nogil:
+    int fr_all_finite_f(const float *x, Py_ssize_t n)
+    int fr_all_finite_d(const double *x, Py_ssize_t n)
+    void fr_raise_flag(int *flag)
+
+
+cdef inline bint all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
+    """No NaN or Inf among x[0:n]."""
+    if floating is float:
+        return fr_all_finite_f(x, n)
+    else:
+        return fr_all_finite_d(x, n)
+
+
+cdef inline void flag_nonfinite(int *flag, const floating *x, Py_ssize_t n) noexcept nogil:
+    """*flag = 1 if x[0:n] holds a NaN or Inf (safe from several threads at once)."""
+    if not all_finite(x, n):
+        fr_raise_flag(flag)

@@ -54,11 +54,11 @@ def ready(object obj, int typenum, tuple shape):
     return _finite(a, typenum)
 
 
-def params_ready(list params, list grads, int blocks, bint bias_2d):
+def params_ready(list params, list grads, int blocks, bint bias_2d, bint scan_weights=True):
     """The typenum of params [Wx, Wh, b] if they are certainly valid for a layer with `blocks`
     gate blocks -- Wx (D, G*H), Wh (H, G*H), b (G*H,) or with bias_2d (2, G*H); one float
-    dtype, C-contiguous, aligned, native order, finite, and shaped and typed as grads (the
-    layer's gradient arrays) -- else -1."""
+    dtype, C-contiguous, aligned, native order, finite (Wx and Wh only tested with
+    scan_weights), and shaped and typed as grads (the layer's gradient arrays) -- else -1."""
     if len(params) != 3 or len(grads) != 3:
         return -1
     Wh = params[1]
@@ -93,7 +93,7 @@ def params_ready(list params, list grads, int blocks, bint bias_2d):
             return -1
     elif cnp.PyArray_NDIM(p) != 1 or cnp.PyArray_DIM(p, 0) != GH:
         return -1
-    for k in range(3):
+    for k in range(0 if scan_weights else 2, 3):
         if not _finite(<cnp.ndarray>params[k], tn):
             return -1
     return tn

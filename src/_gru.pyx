@@ -19,7 +19,7 @@ from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
-    buf, colsum,
+    all_finite, buf, colsum, flag_nonfinite,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
     gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
     gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
@@ -110,6 +110,8 @@ cdef struct Loop:
     void *dh_buf
     double *sq          # per-step squared norms or NULL (see parallel_rows)
     double *sq_part
+    bint check          # T = 1: flag non-finite pre-activations (see forward)
+    int nonfinite
     bint f64
 
 
@@ -135,6 +137,9 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             # S[rows] = h_{t-1} @ Wh
             recurrent_product(L.packed, rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh, H3,
                               False, S + n0 * H3, H3, False)
+            if L.check:                         # T = 1: x Wx and h0 Wh, before the biases
+                flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
+                flag_nonfinite(&L.nonfinite, S + n0 * H3, rows * H3)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -146,6 +151,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
             recurrent_product(L.packed, rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh,
                               H3, False, G + n0 * ld_g + t * H3, ld_g, True)
+            if L.check:             # T = 1: x Wx (all blocks) + h0 Wh (z, r), before the bias
+                flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -154,6 +161,9 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
             recurrent_product(L.packed, rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
                               Wh + 2 * H, H3, False, G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
+            if L.check:                         # T = 1: the h~ block, + (r h0) Whh
+                for n in range(n0, n1):
+                    flag_nonfinite(&L.nonfinite, G + n * H3 + 2 * H, H)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
@@ -174,10 +184,11 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
+cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                    const floating *X, const floating *Wx, const floating *Wh, const floating *b,
                    const floating *h0, floating *hs, floating *G, floating *Hprev,
-                   floating *AUX, floating *S, floating *Wp, int threads) noexcept nogil:
+                   floating *AUX, floating *S, floating *Wp, int threads,
+                   bint check) noexcept nogil:
     cdef int H3 = 3 * H
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
@@ -194,7 +205,10 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev
     L.AUX = AUX; L.S = S
     L.f64 = floating is double
+    L.check = check and T == 1
+    L.nonfinite = 0
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
+    return L.nonfinite
 
 
 cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
@@ -298,13 +312,14 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
             _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
-cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
+cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
                     const floating *dhs, const floating *X, const floating *Wx,
                     const floating *Wh, const floating *G, const floating *Hprev,
                     const floating *AUX, floating *S, floating *dG, floating *dGh,
                     floating *dh_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq, floating *Wp, int threads) noexcept nogil:
+                    floating *dh0, double *sq, floating *Wp, int threads,
+                    bint check) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H3 = 3 * H
@@ -325,13 +340,21 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
+    # T = 1 with check: dX and dh0 are the only results that read Wx and Wh; a NaN or Inf in
+    # either shows here (see forward), and then the gradients are left as they were
+    if check and T == 1 and not (all_finite(dX, N * D) and all_finite(dh0, NH)):
+        return 1
     fr_parallel(threads, _weights_task, &L)
+    return 0
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.ndarray h0,
             cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S,
-            bint reset_after, cnp.ndarray Wp, int threads=1):
-    """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX (S, Wp: scratch)."""
+            bint reset_after, cnp.ndarray Wp, int threads=1, bint check=False):
+    """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX (S, Wp: scratch).
+    check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
+    NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
+    else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -349,26 +372,31 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.nd
     cdef void *pWp = buf(Wp, tn, packed_size(H, 3 * H, dbl) if reset_after else
                              packed_size(H, 2 * H, dbl) + packed_size(H, H, dbl),
                        "Wp", True, True)   # scratch: at least that size
+    cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
-                     <float *>pb, <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
-                     <float *>pA, <float *>pS, <float *>pWp, threads)
+            nonfinite = _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
+                                 <float *>pb, <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
+                                 <float *>pA, <float *>pS, <float *>pWp, threads, check)
         else:
-            _forward(N, T, D, H, reset_after, <double *>pX, <double *>pWx, <double *>pWh,
-                     <double *>pb, <double *>ph0, <double *>phs, <double *>pG, <double *>pHp,
-                     <double *>pA, <double *>pS, <double *>pWp, threads)
+            nonfinite = _forward(N, T, D, H, reset_after, <double *>pX, <double *>pWx,
+                                 <double *>pWh, <double *>pb, <double *>ph0, <double *>phs,
+                                 <double *>pG, <double *>pHp, <double *>pA, <double *>pS,
+                                 <double *>pWp, threads, check)
+    return nonfinite
 
 
 def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
              cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
              cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
              cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after,
-             cnp.ndarray Wp, int threads=1):
+             cnp.ndarray Wp, int threads=1, bint check=False):
     """Backpropagate through all timesteps of the last forward.
 
     dGh (N, T, 3H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
-    None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0."""
+    None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0.
+    check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
+    db; else 0."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
@@ -394,16 +422,19 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp
     cdef void *pWp = buf(Wp, tn, packed_size(3 * H, H, dbl) if reset_after else
                              packed_size(2 * H, H, dbl) + packed_size(H, H, dbl),
                        "Wp", True, True)   # scratch: at least that size
+    cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pX, <float *>pWx,
-                      <float *>pWh, <float *>pG, <float *>pHp, <float *>pA, <float *>pS,
-                      <float *>pdG, <float *>pdGh, <float *>pdh, pacc, <float *>pdWx,
-                      <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq,
-                      <float *>pWp, threads)
+            nonfinite = _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pX, <float *>pWx,
+                                  <float *>pWh, <float *>pG, <float *>pHp, <float *>pA, <float *>pS,
+                                  <float *>pdG, <float *>pdGh, <float *>pdh, pacc, <float *>pdWx,
+                                  <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq,
+                                  <float *>pWp, threads, check)
         else:
-            _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pX, <double *>pWx,
-                      <double *>pWh, <double *>pG, <double *>pHp, <double *>pA, <double *>pS,
-                      <double *>pdG, <double *>pdGh, <double *>pdh, pacc, <double *>pdWx,
-                      <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0, psq,
-                      <double *>pWp, threads)
+            nonfinite = _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pX,
+                                  <double *>pWx, <double *>pWh, <double *>pG, <double *>pHp,
+                                  <double *>pA, <double *>pS, <double *>pdG, <double *>pdGh,
+                                  <double *>pdh, pacc, <double *>pdWx, <double *>pdWh,
+                                  <double *>pdb, <double *>pdX, <double *>pdh0, psq, <double *>pWp,
+                                  threads, check)
+    return nonfinite

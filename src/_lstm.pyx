@@ -22,7 +22,8 @@ from libc.string cimport memcpy, memset
 from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
 from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
-from _cells cimport buf, colsum, lstm_fwd_row_f, lstm_fwd_row_d, lstm_bwd_row_f, lstm_bwd_row_d
+from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
+                     lstm_bwd_row_f, lstm_bwd_row_d)
 
 cnp.import_array()
 fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
@@ -75,6 +76,8 @@ cdef struct Loop:
     void *dc_buf
     double *sq          # per-step squared norms or NULL (see parallel_rows)
     double *sq_part
+    bint check          # T = 1: flag non-finite pre-activations (see forward)
+    int nonfinite
     bint f64
 
 
@@ -100,6 +103,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
         recurrent_product(L.packed, <int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
                           <const floating *>L.Wh, H4, False, G + n0 * T * H4 + t * H4, T * H4,
                           True)
+        if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
+            flag_nonfinite(&L.nonfinite, G + n0 * H4, (n1 - n0) * H4)
         for n in range(n0, n1):
             gr = (n * T + t) * H4
             hr = (n * T + t) * H
@@ -121,11 +126,11 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                    const floating *X, const floating *Wx, const floating *Wh, const floating *b,
                    const floating *h0, const floating *c0, floating *hs,
                    floating *G, floating *Hprev, floating *C, floating *TC,
-                   floating *Wp, int threads) noexcept nogil:
+                   floating *Wp, int threads, bint check) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H4 = 4 * H
@@ -137,7 +142,10 @@ cdef void _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
     L.c0 = c0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.C = C; L.TC = TC
     L.f64 = floating is double
+    L.check = check and T == 1
+    L.nonfinite = 0
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
+    return L.nonfinite
 
 
 cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
@@ -216,7 +224,7 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
             _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
-cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
+cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     const floating *dhs, const floating *dcT,
                     const floating *X, const floating *Wx, const floating *Wh,
                     const floating *c0, const floating *G, const floating *Hprev,
@@ -224,7 +232,7 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
                     floating *dG, floating *dh_buf, floating *dc_buf, double *acc,
                     floating *dWx, floating *dWh, floating *db, floating *dX,
                     floating *dh0, floating *dc0, double *sq, floating *Wp,
-                    int threads) noexcept nogil:
+                    int threads, bint check) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H4 = 4 * H
@@ -242,15 +250,23 @@ cdef void _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     # after T swaps the carried gradients are in the first half of each buffer if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
     memcpy(dc0, dc_buf + (NH if T % 2 else 0), NH * sizeof(floating))
+    # T = 1 with check: dX and dh0 are the only results that read Wx and Wh; a NaN or Inf in
+    # either shows here (see forward), and then the gradients are left as they were
+    if check and T == 1 and not (all_finite(dX, N * D) and all_finite(dh0, NH)):
+        return 1
     fr_parallel(threads, _weights_task, &L)
+    return 0
 
 
 def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
             cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp,
-            int threads=1):
+            int threads=1, bint check=False):
     """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC (Wp: scratch).
-    threads: how many threads share the batch rows of the time loop."""
+    threads: how many threads share the batch rows of the time loop.
+    check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
+    NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
+    else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1]
     cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -268,27 +284,34 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef void *pTC = buf(TC, tn, NTH, "TC", True)
     cdef void *pWp = buf(Wp, tn, packed_size(H, 4 * H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
+    cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
-                     <float *>ph0, <float *>pc0, <float *>phs,
-                     <float *>pG, <float *>pHp, <float *>pC, <float *>pTC, <float *>pWp, threads)
+            nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
+                                 <float *>ph0, <float *>pc0, <float *>phs, <float *>pG,
+                                 <float *>pHp, <float *>pC, <float *>pTC, <float *>pWp, threads,
+                                 check)
         else:
-            _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh, <double *>pb,
-                     <double *>ph0, <double *>pc0, <double *>phs,
-                     <double *>pG, <double *>pHp, <double *>pC, <double *>pTC, <double *>pWp, threads)
+            nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh,
+                                 <double *>pb, <double *>ph0, <double *>pc0, <double *>phs,
+                                 <double *>pG, <double *>pHp, <double *>pC, <double *>pTC,
+                                 <double *>pWp, threads, check)
+    return nonfinite
 
 
 def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray c0, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC,
              cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
              cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
-             cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp, int threads=1):
+             cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp,
+             int threads=1, bint check=False):
     """Backpropagate through all timesteps of the last forward.
 
     dcT (N, H) or None: gradient w.r.t. the last cell state; sq (T, 2) float64 zeros or None:
     receives ||dL/dh_t||^2 and ||dL/dc_t||^2 per step; Wp: scratch for the packed Wh^T.
-    Writes dWx, dWh, db, dX, dh0, dc0."""
+    Writes dWx, dWh, db, dX, dh0, dc0.
+    check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
+    db; else 0."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1]
     cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -316,16 +339,20 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, 2 * T, "sq", True)
     cdef void *pWp = buf(Wp, tn, packed_size(4 * H, H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
+    cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pX, <float *>pWx,
-                      <float *>pWh, <float *>pc0, <float *>pG, <float *>pHp, <float *>pC,
-                      <float *>pTC, <float *>pdG, <float *>pdh, <float *>pdc, pacc,
-                      <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                      <float *>pdh0, <float *>pdc0, psq, <float *>pWp, threads)
+            nonfinite = _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pX,
+                                  <float *>pWx, <float *>pWh, <float *>pc0, <float *>pG,
+                                  <float *>pHp, <float *>pC, <float *>pTC, <float *>pdG,
+                                  <float *>pdh, <float *>pdc, pacc, <float *>pdWx, <float *>pdWh,
+                                  <float *>pdb, <float *>pdX, <float *>pdh0, <float *>pdc0, psq,
+                                  <float *>pWp, threads, check)
         else:
-            _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pX, <double *>pWx,
-                      <double *>pWh, <double *>pc0, <double *>pG, <double *>pHp, <double *>pC,
-                      <double *>pTC, <double *>pdG, <double *>pdh, <double *>pdc, pacc,
-                      <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                      <double *>pdh0, <double *>pdc0, psq, <double *>pWp, threads)
+            nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pX,
+                                  <double *>pWx, <double *>pWh, <double *>pc0, <double *>pG,
+                                  <double *>pHp, <double *>pC, <double *>pTC, <double *>pdG,
+                                  <double *>pdh, <double *>pdc, pacc, <double *>pdWx,
+                                  <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0,
+                                  <double *>pdc0, psq, <double *>pWp, threads, check)
+    return nonfinite

@@ -63,6 +63,16 @@ FR_KERNEL void fr_scale_d(double *restrict x, Py_ssize_t n, double r)
     for (Py_ssize_t i = 0; i < n; i++) x[i] *= r;
 }
 
+/* *flag = 1, from any of the threads of a parallel region (an atomic store: several may) */
+static inline void fr_raise_flag(int *flag)
+{
+#if defined(__GNUC__)
+    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+#else
+    *(volatile int *)flag = 1;
+#endif
+}
+
 /* 1 if every element is finite: tests the exponent bits (all ones = Inf or NaN) */
 FR_KERNEL int fr_all_finite_f(const float *restrict x, Py_ssize_t n)
 {
