@@ -166,3 +166,31 @@ def test_steps_alternate_cache_sets_correctly(kind):
                                    atol=1e-12)
         for g, w in zip(fast.grads, slow.grads):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_nonfinite_weight_found_by_any_thread(kind, threads):
+    """With several kernel threads each flags its own rows: a bad weight is found whichever
+    thread's rows show it, and forward and backward agree with one thread otherwise."""
+    N = 8
+    for which in (0, 1):
+        s = Step(kind, N, np.float32)
+        one = make_time(fastrnn, kind, [p.copy() for p in s.layer.params], stateful=True)
+        one.threads = 1
+        set_state(one, kind, s.layer.h, s.layer.c if kind == "lstm" else None)
+        s.layer.threads = threads
+        np.testing.assert_allclose(s.layer.forward(s.xs), one.forward(s.xs), rtol=1e-6,
+                                   atol=1e-6)
+        np.testing.assert_allclose(s.layer.backward(s.dhs), one.backward(s.dhs), rtol=1e-6,
+                                   atol=1e-6)
+        s.hs, s.dxs = s.layer.forward(s.xs).copy(), s.layer.backward(s.dhs).copy()
+        s.state = s.copies()
+        W = s.layer.params[which]
+        old = W[-1, -1]
+        W[-1, -1] = np.nan
+        for call in ("forward", "backward"):
+            with pytest.raises(ValueError, match=("Wx", "Wh")[which]):
+                s.layer.forward(s.xs) if call == "forward" else s.layer.backward(s.dhs)
+        W[-1, -1] = old
+        s.assert_unchanged()
