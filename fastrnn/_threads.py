@@ -153,10 +153,10 @@ def plan_threads(setting, N, T, step_macs, gemm_macs):
       plus 400 per-step GEMVs); BLAS's idle threads also keep spinning through the kernel's
       single-threaded time loop.  A single step of a wide cell is all GEMM, and there BLAS's
       threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without).
-    - A call of 2 to DIRECT_MAX_ROWS rows in all (N >= 2) makes no BLAS call (fastrnn._packed):
-      when it runs on one thread, BLAS's setting is not even read (a few microseconds, a tenth of
-      a small cell's step)."""
-    if (N >= 2 and N * T <= DIRECT_MAX_ROWS
+    - A call of up to DIRECT_MAX_ROWS rows in all, of two batch rows or one step, makes no BLAS
+      call (src/_packed.pxd): when it runs on one thread, BLAS's setting is not even read (a few
+      microseconds, a tenth of a small cell's step)."""
+    if (1 <= N * T <= DIRECT_MAX_ROWS and (N >= 2 or T == 1)
             and (setting == 1 or (setting is None and step_macs < MIN_PARALLEL_MACS))):
         return 1, False
     blas = blas_threads()

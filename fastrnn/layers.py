@@ -84,17 +84,18 @@ def _weights_checked_by_kernel(N, T):
     """Does the kernel vouch for Wx and Wh being free of NaN/Inf on a call of N rows, T steps?
 
     A single step reads every weight once for its products, as a pass over the weights looking
-    for NaN/Inf does: for a wide step that pass cost 15-25 % of a cell's forward (LSTM N4 and N20
-    H650).  With every input finite (checked first), a NaN or Inf in Wx or Wh makes the
-    pre-activation x Wx + h Wh of its column NaN or +-Inf in every row (0 * Inf and NaN * 0 are
-    NaN), and likewise backward's dX = dG Wx^T and dh0 = dG Wh^T -- provided every term is
-    computed, which fastrnn's own direct kernels do (BLAS libraries may skip zeros: reference
-    BLAS does).  So for T = 1 and 2 <= N <= DIRECT_MAX_ROWS, where all products are fastrnn's
-    (see fastrnn._packed), the kernel flags non-finite results instead; only then are the weights
-    scanned, to raise the same error (or, if they are finite, to accept the result: it
-    overflowed).  Forward works in spare caches and backward stops before the gradients, so
-    the raise still leaves everything as it was."""
-    return T == 1 and 2 <= N <= DIRECT_MAX_ROWS
+    for NaN/Inf does: for a wide step that pass cost 15-25 % of a cell's forward (LSTM N4 and
+    N20 H650), and as much as the products for one row (a generation step).  With every input
+    finite (checked first), a NaN or Inf in Wx or Wh makes the pre-activation x Wx + h Wh of its
+    column NaN or +-Inf in every row (0 * Inf and NaN * 0 are NaN), and likewise backward's
+    dX = dG Wx^T and dh0 = dG Wh^T -- provided every term is computed, which fastrnn's own
+    direct kernels do (BLAS libraries may skip zeros: reference BLAS does).  So for T = 1 and
+    N <= DIRECT_MAX_ROWS, where every product is fastrnn's (step_path in src/_packed.pxd), the
+    kernel flags non-finite results instead; only then are the weights scanned, to raise the
+    same error (or, if they are finite, to accept the result: it overflowed).  Forward works in
+    spare caches and backward stops before the gradients, so the raise still leaves everything
+    as it was."""
+    return T == 1 and 1 <= N <= DIRECT_MAX_ROWS
 
 
 def _scan_weights(Wx, Wh):

@@ -15,7 +15,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
+from _packed cimport pack_b, packed_size, recurrent_product, PACKED, step_path
 from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
@@ -96,7 +96,7 @@ cdef struct Loop:
     const void *Wp      # packed Wh (reset_after) or [Whz Whr] (classic), or their transposes
     const void *Wp_h    # classic: packed Whh (or Whh^T)
     const void *Wh      # the unpacked Wh, for calls not worth packing (see worth_packing)
-    bint packed
+    int path            # how the per-step products are made (step_path)
     const void *b
     const void *h0
     void *hs
@@ -135,7 +135,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     for t in range(T):
         if L.reset_after:
             # S[rows] = h_{t-1} @ Wh
-            recurrent_product(L.packed, rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh, H3,
+            recurrent_product(L.path, rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh, H3,
                               False, S + n0 * H3, H3, False)
             if L.check:                         # T = 1: x Wx and h0 Wh, before the biases
                 flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
@@ -149,7 +149,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                     memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
         else:
             # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
-            recurrent_product(L.packed, rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh,
+            recurrent_product(L.path, rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh,
                               H3, False, G + n0 * ld_g + t * H3, ld_g, True)
             if L.check:             # T = 1: x Wx (all blocks) + h0 Wh (z, r), before the bias
                 flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
@@ -159,7 +159,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
                 fwd_zr_row(H, G + gr, b, Hprev + hr, AUX + hr)
             # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
-            recurrent_product(L.packed, rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
+            recurrent_product(L.path, rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
                               Wh + 2 * H, H3, False, G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
             if L.check:                         # T = 1: the h~ block, + (r h0) Whh
                 for n in range(n0, n1):
@@ -194,10 +194,10 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef floating *Wp_h = Wp
     cdef Loop L
-    L.packed = worth_packing(N, T)
-    if L.packed and reset_after:
+    L.path = step_path(N, T)
+    if L.path == PACKED and reset_after:
         pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
-    elif L.packed:
+    elif L.path == PACKED:
         Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
         pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
     L.Wh = Wh
@@ -241,7 +241,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
                            dG + gr, dGh + gr, dh_out + n * H, sq_t)
             # dh_{t-1} += dGh[rows, t] @ Wh^T
-            recurrent_product(L.packed, rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
+            recurrent_product(L.path, rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
                               True, dh_out + n0 * H, H, True)
         else:
             for n in range(n0, n1):
@@ -251,7 +251,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
             # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
-            recurrent_product(L.packed, rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h,
+            recurrent_product(L.path, rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h,
                               Wh + 2 * H, H3, True, S + n0 * H, H, False)
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
@@ -259,7 +259,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 # dr pre-activation; dh_{t-1} += d(r h) * r
                 bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
-            recurrent_product(L.packed, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
+            recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
                               True, dh_out + n0 * H, H, True)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
@@ -326,10 +326,10 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     cdef Py_ssize_t NH = N * H
     cdef floating *Wp_h = Wp
     cdef Loop L
-    L.packed = worth_packing(N, T)
-    if L.packed and reset_after:
+    L.path = step_path(N, T)
+    if L.path == PACKED and reset_after:
         pack_b(H3, H, Wh, 1, H3, Wp)            # Wh^T (3H, H)
-    elif L.packed:
+    elif L.path == PACKED:
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
         pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
     L.Wh = Wh

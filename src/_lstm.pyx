@@ -5,7 +5,8 @@ blocks f, g, i, o.  Step t of a batch-major (N, T, X) buffer is N rows with stri
 addresses through its leading dimension, so no buffer is ever transposed or copied per step.
 
 The per-step products h_{t-1} @ Wh and dG_t @ Wh^T use Wh packed once per call into Wp (a
-scratch buffer of the layer, _packed.size(H, 4H) elements); all other products are BLAS calls.
+scratch buffer of the layer, _packed.size(H, 4H) elements); the other products are BLAS calls, or
+fastrnn's direct kernels for a few rows (_seq.pxd, step_path in _packed.pxd).
 With several threads, each takes a share of the batch rows for everything row-wise (projection,
 time loop, dX), then a share of the columns of dWx, dWh and db (see _forward, _backward).
 
@@ -19,7 +20,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
+from _packed cimport pack_b, packed_size, recurrent_product, PACKED, step_path
 from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
@@ -60,7 +61,7 @@ cdef struct Loop:
     double *acc
     const void *Wp      # Wh packed (or Wh^T in backward), when packed
     const void *Wh
-    bint packed
+    int path            # how the per-step products are made (step_path)
     const void *b
     const void *h0
     const void *c0
@@ -100,7 +101,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
-        recurrent_product(L.packed, <int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+        recurrent_product(L.path, <int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
                           <const floating *>L.Wh, H4, False, G + n0 * T * H4 + t * H4, T * H4,
                           True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
@@ -135,8 +136,8 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H4 = 4 * H
     cdef Loop L
-    L.packed = worth_packing(N, T)
-    if L.packed:
+    L.path = step_path(N, T)
+    if L.path == PACKED:
         pack_b(H, H4, Wh, H4, 1, Wp)            # Wh (H, 4H), for the per-step products
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
@@ -182,7 +183,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
                     dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
         # dh_{t-1} = dG[rows, t] @ Wh^T
-        recurrent_product(L.packed, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
+        recurrent_product(L.path, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
                           <const floating *>L.Wh, H4, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
         tmp = dc_in; dc_in = dc_out; dc_out = tmp
@@ -238,8 +239,8 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     cdef int H4 = 4 * H
     cdef Py_ssize_t NH = N * H
     cdef Loop L
-    L.packed = worth_packing(N, T)
-    if L.packed:
+    L.path = step_path(N, T)
+    if L.path == PACKED:
         pack_b(H4, H, Wh, 1, H4, Wp)            # Wh^T (4H, H)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.c0 = c0

@@ -118,15 +118,33 @@ cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
     return N >= 2 and T >= 2
 
 
-cdef inline void recurrent_product(bint packed, int M, int N, int K, const floating *A,
+cdef enum:
+    BY_SIZE = 0     # gemm_direct for a few rows (worth_direct), else BLAS
+    PACKED = 1      # from the weights packed once per call (worth_packing)
+    DIRECT = 2      # gemm_direct, whatever the rows
+
+
+cdef inline int step_path(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
+    """How the per-step products of a call of N batch rows and T steps are made.  A single step
+    (T = 1) goes to the direct kernels even for one row, where BLAS's GEMV would stream the
+    weights as fast: then no product of a step of up to DIRECT_MAX_ROWS rows is BLAS's, and the
+    kernel can vouch for the weights (fastrnn.layers._weights_checked_by_kernel)."""
+    if worth_packing(N, T):
+        return PACKED
+    if T == 1:
+        return DIRECT
+    return BY_SIZE
+
+
+cdef inline void recurrent_product(int path, int M, int N, int K, const floating *A,
                                    Py_ssize_t lda, const floating *P, const floating *B,
                                    Py_ssize_t ldb, bint trans_b, floating *C, Py_ssize_t ldc,
                                    bint accumulate) noexcept nogil:
-    """C[M, N] (+)= A[M, K] @ op(B): from the packed copy P when packed, else from B itself
-    (row-major, ldb apart, transposed if trans_b): gemm_direct for a few rows, else BLAS."""
-    if packed:
+    """C[M, N] (+)= A[M, K] @ op(B) by `path` (step_path): from the packed copy P, or from B
+    itself (row-major, ldb apart, transposed if trans_b) by gemm_direct or BLAS."""
+    if path == PACKED:
         gemm_packed(M, N, K, A, lda, P, C, ldc, accumulate)
-    elif worth_direct(M):
+    elif worth_direct(M) or (path == DIRECT and 1 <= M <= DIRECT_MAX_ROWS):
         if trans_b:
             gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
         else:

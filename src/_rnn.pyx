@@ -8,7 +8,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport pack_b, packed_size, recurrent_product, worth_packing
+from _packed cimport pack_b, packed_size, recurrent_product, PACKED, step_path
 from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
@@ -46,7 +46,7 @@ cdef struct Loop:
     double *acc
     const void *Wp      # Wh packed (or Wh^T in backward), when packed
     const void *Wh
-    bint packed
+    int path            # how the per-step products are made (step_path)
     const void *b
     const void *h0
     void *hs
@@ -77,7 +77,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
         memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh
-        recurrent_product(L.packed, <int>(n1 - n0), H, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+        recurrent_product(L.path, <int>(n1 - n0), H, H, Hprev + n0 * T * H + t * H, T * H, Wp,
                           <const floating *>L.Wh, H, False, G + n0 * T * H + t * H, T * H, True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
             flag_nonfinite(&L.nonfinite, G + n0 * H, (n1 - n0) * H)
@@ -106,8 +106,8 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef Loop L
-    L.packed = worth_packing(N, T)
-    if L.packed:
+    L.path = step_path(N, T)
+    if L.path == PACKED:
         pack_b(H, H, Wh, H, 1, Wp)              # Wh, for the per-step products
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
@@ -137,7 +137,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
             bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
         # dh_{t-1} = dG[rows, t] @ Wh^T
-        recurrent_product(L.packed, <int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp,
+        recurrent_product(L.path, <int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp,
                           <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
@@ -188,8 +188,8 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef Py_ssize_t NH = N * H
     cdef Loop L
-    L.packed = worth_packing(N, T)
-    if L.packed:
+    L.path = step_path(N, T)
+    if L.path == PACKED:
         pack_b(H, H, Wh, 1, H, Wp)              # Wh^T
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.G = <void *>G

@@ -11,9 +11,9 @@ cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D,
                               const floating *X, const floating *Wx,
                               floating *G) noexcept nogil:
     """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1)
-    (gemm_direct when they are only a few rows, e.g. a single step)."""
+    (gemm_direct when they are only a few rows, and always for a single step: see step_path)."""
     cdef Py_ssize_t M = (n1 - n0) * T
-    if worth_direct(M):
+    if worth_direct(M) or T == 1 and M == 1:
         gemm_direct(<int>M, GH, D, X + n0 * T * D, D, Wx, GH, G + n0 * T * GH, GH, False)
     else:
         gemm(False, False, <blas_int>M, GH, D, 1, X + n0 * T * D, D, Wx, GH, 0,
@@ -23,9 +23,9 @@ cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D,
 cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
                          const floating *dG, const floating *Wx, floating *dX) noexcept nogil:
     """dX[rows] = dG[rows] @ Wx^T for all timesteps of batch rows [n0, n1) (gemm_direct_nt when
-    they are only a few rows)."""
+    they are only a few rows, and always for a single step: see step_path)."""
     cdef Py_ssize_t M = (n1 - n0) * T
-    if worth_direct(M):
+    if worth_direct(M) or T == 1 and M == 1:
         gemm_direct_nt(<int>M, D, GH, dG + n0 * T * GH, GH, Wx, GH, dX + n0 * T * D, D, False)
     else:
         gemm(False, True, <blas_int>M, D, GH, 1, dG + n0 * T * GH, GH, Wx, GH, 0,

@@ -213,9 +213,11 @@ def test_default_threads_follow_the_blas_setting(monkeypatch):
         assert plan(None, 1, 200, 10**9, 10**9) == (1, False)      # batch 1, big GEMMs
         assert plan(None, 30, 1, 10, 500) == (1, False)            # one wide step: BLAS threads
         assert plan(None, 30, 1, 10, 50) == (1, True)              # one small step
-        # up to DIRECT_MAX_ROWS rows in all (N >= 2), no product goes to BLAS: nothing to hold
+        # up to DIRECT_MAX_ROWS rows in all (N >= 2 or T = 1), no product goes to BLAS: nothing
+        # to hold
         assert plan(None, 4, 1, 10, 50) == (1, False)
         assert plan(1, 4, 6, 10**9, 10**9) == (1, False)
+        assert plan(None, 1, 1, 10, 50) == (1, False)              # a generation step
         assert plan(None, 1, 4, 10, 50) == (1, True)               # batch 1: GEMV, BLAS
         assert plan(None, 4, 1, 10**9, 10**9) == (2, True)         # a step worth two threads
 
