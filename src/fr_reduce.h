@@ -143,7 +143,7 @@ static void fr_pass_task(void *arg, int tid, int nthreads)
 
 /* measure (sums != NULL: sums[k] = sum of squares of array k) or scale by rate, with up to
  * `threads` threads */
-static void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
+__attribute__((unused)) static void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
 {
     fr_pass j = { bufs, n, 0, sums, NULL, rate };
     for (Py_ssize_t k = 0; k < n; k++) j.total += bufs[k].size;
