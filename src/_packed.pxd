@@ -104,9 +104,10 @@ cdef inline bint worth_direct(Py_ssize_t M) noexcept nogil:
 
 cdef inline bint worth_direct_tn(Py_ssize_t K) noexcept nogil:
     """Compute a weight gradient A^T @ B summed over K rows with gemm_direct_tn rather than
-    BLAS?  Measured against the same sgemm call, one thread (benches/direct_ab.py): C 650 x 2600
-    2.0x faster at K = 4, 1.6x at 8, 1.4x at 20, 1.2x at 24; C 100 x 400 1.4x at K = 20; C 256 x
-    1024 0.7-0.8x at K = 64, where sgemm's packing has paid off."""
+    BLAS?  Measured against the same sgemm call, one thread, two runs (benches/direct_ab.py):
+    C 650 x 2600 2.3-2.4x faster at K = 1, 1.8-2.0x at 4, 1.5-1.6x at 8, 1.3-1.4x at 20,
+    1.1-1.2x at 24, 1.1x at 32; C 100 x 400 1.4-1.5x at K = 20; C 256 x 1024 0.6-0.8x at
+    K = 64, where sgemm's packing has paid off."""
     return K <= DIRECT_MAX_ROWS
 
 
