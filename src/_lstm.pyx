@@ -20,7 +20,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport pack_b, packed_size, recurrent_product, PACKED, step_path
+from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
 from _seq cimport dx_rows, grad_cols, project_rows
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
@@ -357,3 +357,9 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
                                   <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0,
                                   <double *>pdc0, psq, <double *>pWp, threads, check)
     return nonfinite
+
+
+def _kernel_isa(isa=None):
+    """Set (unless None) and return the instruction set of this module's matrix products; use
+    fastrnn._isa rather than this."""
+    return kernel_isa(isa)

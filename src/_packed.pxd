@@ -3,6 +3,10 @@
 from cython cimport floating
 
 cdef extern from "fr_gemm.h" nogil:
+    # the instruction set of the micro-kernels (fr_gemm.h): 0 avx2 (or baseline), 1 avx512
+    int fr_isa()
+    int fr_set_isa(int isa)
+    int fr_isa_supported(int isa)
     size_t packed_size_f(int K, int N)
     size_t packed_size_d(int K, int N)
     void pack_b_f(int K, int N, const float *B, Py_ssize_t rs, Py_ssize_t cs, float *P)
@@ -24,6 +28,15 @@ cdef extern from "fr_gemm.h" nogil:
                           Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
     void gemm_direct_tn_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
                           Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
+
+
+cdef inline object kernel_isa(object isa):
+    """This module's side of fastrnn._isa: set the micro-kernels' instruction set (an int, -1 for
+    the default; ValueError if the CPU can't run it) unless isa is None; return the one in use.
+    Each extension module holds its own copy of the setting (fr_gemm.h is compiled into each)."""
+    if isa is not None and fr_set_isa(isa) != 0:
+        raise ValueError(f"kernels: instruction set {isa} is not supported by this CPU")
+    return fr_isa()
 
 
 cdef inline size_t packed_size(int K, int N, bint is_double) noexcept nogil:

@@ -11,7 +11,7 @@ import numpy as np
 from _blas cimport gemm, blas_int
 from cython cimport floating
 
-from _packed cimport (packed_size, packed_size_f, packed_size_d, pack_b_f, pack_b_d,
+from _packed cimport (kernel_isa, packed_size, packed_size_f, packed_size_d, pack_b_f, pack_b_d,
                       gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt,
                       gemm_direct_tn, DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
 
@@ -194,3 +194,9 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
             gemm(trans_a, trans_b, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A),
                  max(M if trans_a else K, 1), <float *>cnp.PyArray_DATA(B),
                  max(K if trans_b else N, 1), beta, <float *>cnp.PyArray_DATA(C), max(N, 1))
+
+
+def _kernel_isa(isa=None):
+    """Set (unless None) and return the instruction set of this module's matrix products; use
+    fastrnn._isa rather than this."""
+    return kernel_isa(isa)

@@ -1,164 +1,160 @@
-/* The recurrent product with a packed weight matrix: C[M, N] (+)= A[M, K] @ B[K, N].
+/* The micro-kernels of the recurrent products, for one instruction set: C[M, N] (+)= A[M, K] @ B.
  *
- * This file is a template, included by fr_gemm.h with FR_T (float or double) and FR_FN(x).
+ * This file is a template, included by fr_gemm.h once per dtype and instruction set with FR_T
+ * (float or double), FR_IK(x) (the instantiation's names), FR_VB (vector bytes: 32 for AVX2,
+ * 64 for AVX-512), FR_MR (rows per register block) and FR_ISA_KERNEL (how the entry points are
+ * compiled).  fr_gemm.h picks the instantiation per call (fr_isa).
  *
  * Why not BLAS here: every timestep multiplies a few batch rows by the same recurrent weights.
  * sgemm repacks all of B into its internal panel layout on every call, and for the step shapes
  * (M = batch, K = H, N = 4H) that repacking costs about as much as the arithmetic (measured:
- * BENCHMARKS.md).  pack_b lays B out once per forward (or backward) in the panel layout, and
- * gemm_packed then streams it for each of the T steps.  Everything else (the N*T-row products)
- * stays with BLAS, where repacking is amortised over many rows; and the kernels pack only where
- * it pays (worth_packing in _packed.pxd: at least two batch rows and two steps).
+ * BENCHMARKS.md).  pack_b (fr_gemm_pack.h) lays B out once per forward (or backward) in the
+ * panel layout, and gemm_packed then streams it for each of the T steps.  Everything else (the
+ * N*T-row products) stays with BLAS, where repacking is amortised over many rows; and the
+ * kernels pack only where it pays (worth_packing in _packed.pxd).
  *
- * Layout of a packed B: column panels of NR = two vectors of 32 bytes (16 floats, 8 doubles);
- * panel p holds B[k, p*NR + j] at P[(p*K + k)*NR + j], the last panel zero-padded.
- * The micro-kernel keeps an MR x NR block of C in 2*MR vector registers (12 of the 16 AVX2
- * registers) and per k does two vector loads of B, MR broadcasts of A and 2*MR FMAs.
+ * The micro-kernel keeps an MR x NR block of C in registers, NV = NR / lanes vectors per row:
+ * AVX2 (16 registers): 6 rows x 2 vectors, 12 accumulators; per k two vector loads of B, 6
+ * broadcasts of A and 12 FMAs.  AVX-512 (32 registers, twice the lanes): 12 rows x 1 vector,
+ * per k one load of B and 12 FMAs with a broadcast operand.
  */
 
-typedef FR_T FR_FN(vec_t) __attribute__((vector_size(32), aligned(sizeof(FR_T))));
-#define FR_VW ((int)(32 / sizeof(FR_T)))     /* lanes per vector */
-#define FR_NR (2 * FR_VW)                    /* panel width */
-#define FR_MR 6                              /* rows per micro-kernel block */
-
-/* elements a packed copy of a K x N matrix takes */
-static inline size_t FR_FN(packed_size)(int K, int N)
-{
-    return (size_t)K * (size_t)((N + FR_NR - 1) / FR_NR) * FR_NR;
-}
-
-/* Pack B (K x N, element (k, n) at B[k*rs + n*cs]: rs = ldb, cs = 1 for B itself, rs = 1,
- * cs = ldb for the transpose of a row-major matrix) into P. */
-static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t cs, FR_T *P)
-{
-    int panels = (N + FR_NR - 1) / FR_NR;
-    for (int p = 0; p < panels; p++) {
-        int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
-        FR_T *dst = P + (size_t)p * K * FR_NR;
-        if (cs == 1) {
-            for (int k = 0; k < K; k++) {
-                const FR_T *src = B + k * rs + n0;
-                int j = 0;
-                for (; j < w; j++) dst[(size_t)k * FR_NR + j] = src[j];
-                for (; j < FR_NR; j++) dst[(size_t)k * FR_NR + j] = 0;
-            }
-        } else {
-            /* transposed source: walk it along its rows (contiguous k) for locality */
-            for (int j = 0; j < FR_NR; j++) {
-                if (j < w) {
-                    const FR_T *src = B + (n0 + j) * cs;
-                    for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = src[k * rs];
-                } else {
-                    for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = 0;
-                }
-            }
-        }
-    }
-}
+typedef FR_T FR_IK(vec_t) __attribute__((vector_size(FR_VB), aligned(sizeof(FR_T))));
+#define FR_VW ((int)(FR_VB / sizeof(FR_T)))  /* lanes per vector */
+#define FR_NV (FR_NR / FR_VW)                /* vectors per panel row: 2 (AVX2) or 1 (AVX-512) */
+#define FR_KU (4 / FR_NV)                    /* interleaved k-chains of micro_narrow */
 
 /* One MR x NR block: acc = A[0:mr, :] @ Bpanel, then C (+)= acc for the first w columns.
  * mr is a constant at every call site (always_inline), so the accumulators live in registers.
  * `at` (a constant too) says A is given transposed: element (r, k) at A[r + k*lda] instead of
  * A[r*lda + k] (the weight gradients' X^T @ dG, see gemm_direct_tn). */
 __attribute__((always_inline))
-static inline void FR_FN(micro)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
+static inline void FR_IK(micro)(const int mr, int K, const FR_T *restrict A, ptrdiff_t lda,
                                 const FR_T *restrict Bp, ptrdiff_t bs, FR_T *restrict C,
                                 ptrdiff_t ldc, int w, int accumulate, const int at)
 {
     const ptrdiff_t ars = at ? 1 : lda, acs = at ? lda : 1;
-    FR_FN(vec_t) c0[FR_MR], c1[FR_MR];
-    for (int r = 0; r < mr; r++) { c0[r] = (FR_FN(vec_t)){0}; c1[r] = (FR_FN(vec_t)){0}; }
-    /* no unrolling over k: 2*MR accumulators, 2 B vectors and a broadcast already fill the
+    FR_IK(vec_t) c[FR_MR][FR_NV];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < FR_NV; v++) c[r][v] = (FR_IK(vec_t)){0};
+    /* no unrolling over k: the accumulators, B's vectors and a broadcast already fill the
      * register file, and unrolling made GCC spill accumulators to the stack */
 #pragma GCC unroll 1
     for (int k = 0; k < K; k++, Bp += bs, A += acs) {
-        FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)Bp;
-        FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + FR_VW);
+        FR_IK(vec_t) b[FR_NV];
+        for (int v = 0; v < FR_NV; v++) b[v] = *(const FR_IK(vec_t) *)(Bp + v * FR_VW);
         for (int r = 0; r < mr; r++) {
             FR_T x = A[r * ars];
-            c0[r] += x * b0;
-            c1[r] += x * b1;
+            for (int v = 0; v < FR_NV; v++) c[r][v] += x * b[v];
         }
     }
     if (w == FR_NR) {
         for (int r = 0; r < mr; r++) {
-            FR_FN(vec_t) *c = (FR_FN(vec_t) *)(C + r * ldc);
-            if (accumulate) { c[0] += c0[r]; c[1] += c1[r]; }
-            else { c[0] = c0[r]; c[1] = c1[r]; }
+            FR_IK(vec_t) *cr = (FR_IK(vec_t) *)(C + r * ldc);
+            for (int v = 0; v < FR_NV; v++) cr[v] = accumulate ? cr[v] + c[r][v] : c[r][v];
         }
     } else {                                 /* last, partial panel */
         for (int r = 0; r < mr; r++) {
             FR_T tile[FR_NR];
-            *(FR_FN(vec_t) *)tile = c0[r];
-            *(FR_FN(vec_t) *)(tile + FR_VW) = c1[r];
-            FR_T *c = C + r * ldc;
-            for (int j = 0; j < w; j++) c[j] = accumulate ? c[j] + tile[j] : tile[j];
+            for (int v = 0; v < FR_NV; v++) *(FR_IK(vec_t) *)(tile + v * FR_VW) = c[r][v];
+            FR_T *cr = C + r * ldc;
+            for (int j = 0; j < w; j++) cr[j] = accumulate ? cr[j] + tile[j] : tile[j];
         }
     }
 }
 
-/* One or two rows (batch 1 or 2, or a remainder): with only 2*mr accumulators the FMA latency
- * chain would bound the loop, so k is split in two interleaved halves with separate
- * accumulators. */
+/* One or two rows (batch 1 or 2, or a remainder): with only mr * NV accumulators the FMA
+ * latency chain would bound the loop, so k is split in KU interleaved chains with separate
+ * accumulators (4 independent chains per row in both instruction sets). */
 __attribute__((always_inline))
-static inline void FR_FN(micro_narrow)(const int mr, int K, const FR_T *restrict A,
+static inline void FR_IK(micro_narrow)(const int mr, int K, const FR_T *restrict A,
                                        ptrdiff_t lda, const FR_T *restrict Bp, ptrdiff_t bs,
                                        FR_T *restrict C, ptrdiff_t ldc, int w, int accumulate,
                                        const int at)
 {
     const ptrdiff_t ars = at ? 1 : lda, acs = at ? lda : 1;
-    FR_FN(vec_t) c0[2][2] = {{{0}}}, c1[2][2] = {{{0}}};
+    FR_IK(vec_t) c[FR_KU][2][FR_NV];
+    for (int u = 0; u < FR_KU; u++)
+        for (int r = 0; r < mr; r++)
+            for (int v = 0; v < FR_NV; v++) c[u][r][v] = (FR_IK(vec_t)){0};
     int k = 0;
-    for (; k + 2 <= K; k += 2, Bp += 2 * bs) {
-        for (int u = 0; u < 2; u++) {
-            FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)(Bp + u * bs);
-            FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + u * bs + FR_VW);
-            for (int r = 0; r < mr; r++) {
-                FR_T x = A[r * ars + (k + u) * acs];
-                c0[u][r] += x * b0;
-                c1[u][r] += x * b1;
+    for (; k + FR_KU <= K; k += FR_KU, Bp += FR_KU * bs) {
+        for (int u = 0; u < FR_KU; u++) {
+            for (int v = 0; v < FR_NV; v++) {
+                FR_IK(vec_t) bv = *(const FR_IK(vec_t) *)(Bp + u * bs + v * FR_VW);
+                for (int r = 0; r < mr; r++) c[u][r][v] += A[r * ars + (k + u) * acs] * bv;
             }
         }
     }
     for (; k < K; k++, Bp += bs) {
-        FR_FN(vec_t) b0 = *(const FR_FN(vec_t) *)Bp;
-        FR_FN(vec_t) b1 = *(const FR_FN(vec_t) *)(Bp + FR_VW);
-        for (int r = 0; r < mr; r++) {
-            FR_T x = A[r * ars + k * acs];
-            c0[0][r] += x * b0;
-            c1[0][r] += x * b1;
+        for (int v = 0; v < FR_NV; v++) {
+            FR_IK(vec_t) bv = *(const FR_IK(vec_t) *)(Bp + v * FR_VW);
+            for (int r = 0; r < mr; r++) c[0][r][v] += A[r * ars + k * acs] * bv;
         }
     }
     for (int r = 0; r < mr; r++) {
         FR_T tile[FR_NR];
-        *(FR_FN(vec_t) *)tile = c0[0][r] + c0[1][r];
-        *(FR_FN(vec_t) *)(tile + FR_VW) = c1[0][r] + c1[1][r];
-        FR_T *c = C + r * ldc;
-        for (int j = 0; j < w; j++) c[j] = accumulate ? c[j] + tile[j] : tile[j];
+        for (int v = 0; v < FR_NV; v++) {
+            FR_IK(vec_t) s = c[0][r][v];
+            for (int u = 1; u < FR_KU; u++) s += c[u][r][v];
+            *(FR_IK(vec_t) *)(tile + v * FR_VW) = s;
+        }
+        FR_T *cr = C + r * ldc;
+        for (int j = 0; j < w; j++) cr[j] = accumulate ? cr[j] + tile[j] : tile[j];
     }
 }
 
 /* a block of mr <= MR rows; mr becomes a constant in each branch */
 __attribute__((always_inline))
-static inline void FR_FN(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, const FR_T *Bp,
+static inline void FR_IK(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, const FR_T *Bp,
                                 ptrdiff_t bs, FR_T *C, ptrdiff_t ldc, int w, int accumulate,
                                 const int at)
 {
+#define FR_MICRO_CASE(m) \
+    case (m): FR_IK(micro)((m), K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
     switch (mr) {
-    case 6: FR_FN(micro)(6, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
-    case 5: FR_FN(micro)(5, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
-    case 4: FR_FN(micro)(4, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
-    case 3: FR_FN(micro)(3, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
-    case 2: FR_FN(micro_narrow)(2, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
-    case 1: FR_FN(micro_narrow)(1, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+#if FR_MR >= 16
+    FR_MICRO_CASE(16)
+#endif
+#if FR_MR >= 15
+    FR_MICRO_CASE(15)
+#endif
+#if FR_MR >= 14
+    FR_MICRO_CASE(14)
+#endif
+#if FR_MR >= 13
+    FR_MICRO_CASE(13)
+#endif
+#if FR_MR >= 12
+    FR_MICRO_CASE(12)
+#endif
+#if FR_MR >= 11
+    FR_MICRO_CASE(11)
+#endif
+#if FR_MR >= 10
+    FR_MICRO_CASE(10)
+#endif
+#if FR_MR >= 9
+    FR_MICRO_CASE(9)
+#endif
+#if FR_MR >= 8
+    FR_MICRO_CASE(8)
+#endif
+#if FR_MR >= 7
+    FR_MICRO_CASE(7)
+#endif
+    FR_MICRO_CASE(6) FR_MICRO_CASE(5) FR_MICRO_CASE(4) FR_MICRO_CASE(3)
+    case 2: FR_IK(micro_narrow)(2, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
+    case 1: FR_IK(micro_narrow)(1, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
     default: break;
     }
+#undef FR_MICRO_CASE
 }
 
 /* All row blocks of one k-slice of one panel: rows split into blocks of near-equal height
  * (20 rows = 5+5+5+5, not 6+6+6+2: a thin last block costs as many loads of B as a full one). */
 __attribute__((always_inline))
-static inline void FR_FN(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda,
+static inline void FR_IK(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda,
                                      const FR_T *Bp, ptrdiff_t bs, FR_T *C, ptrdiff_t ldc,
                                      int w, int accumulate, const int at)
 {
@@ -166,18 +162,10 @@ static inline void FR_FN(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda
     for (int b = 0, i = 0; b < blocks; b++) {
         int mr = (M - i) / (blocks - b);           /* even split of the remaining rows */
         if (mr * (blocks - b) < M - i) mr++;
-        FR_FN(block)(mr, kc, A + (at ? i : i * lda), lda, Bp, bs, C + i * ldc, ldc, w, accumulate,
+        FR_IK(block)(mr, kc, A + (at ? i : i * lda), lda, Bp, bs, C + i * ldc, ldc, w, accumulate,
                      at);
         i += mr;
     }
-}
-
-/* C = 0 (accumulate == 0) for an empty inner dimension */
-static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumulate)
-{
-    if (!accumulate)
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) C[i * ldc + j] = 0;
 }
 
 /* k-slice of a panel that stays in L1 (32 KiB here) while all row blocks use it */
@@ -187,7 +175,7 @@ static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumul
  * the last, partial strip is first copied into a zero-padded tile, so no read passes the end of
  * a row. */
 __attribute__((always_inline))
-static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *A, ptrdiff_t lda,
+static inline void FR_IK(strip)(int M, int N, int K, int p, int k0, const FR_T *A, ptrdiff_t lda,
                                 const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
                                 ptrdiff_t ldc, int accumulate, FR_T *tile, const int at)
 {
@@ -204,7 +192,7 @@ static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *
         Bp = tile;
         bs = FR_NR;
     }
-    FR_FN(row_blocks)(M, kc, A + (at ? k0 * lda : k0), lda, Bp, bs, C + n0, ldc, w,
+    FR_IK(row_blocks)(M, kc, A + (at ? k0 * lda : k0), lda, Bp, bs, C + n0, ldc, w,
                       accumulate || k0 > 0, at);
 }
 
@@ -220,11 +208,11 @@ static inline void FR_FN(strip)(int M, int N, int K, int p, int k0, const FR_T *
  *   lines and pages are still cached.  (For up to 8 rows gemm_direct reads B in memory order
  *   instead, see gemm_rows: there the strip order was measured 2-5x slower in some processes.) */
 __attribute__((always_inline))
-static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+static inline void FR_IK(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                       const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
                                       ptrdiff_t ldc, int accumulate, const int at)
 {
-    FR_T tile[FR_KC * FR_NR] __attribute__((aligned(32)));
+    FR_T tile[FR_KC * FR_NR] __attribute__((aligned(64)));
     int panels = (N + FR_NR - 1) / FR_NR;
     if (M <= 0 || N <= 0)
         return;
@@ -235,11 +223,11 @@ static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdif
     if (packed) {
         for (int p = 0; p < panels; p++)
             for (int k0 = 0; k0 < K; k0 += FR_KC)
-                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 1, C, ldc, accumulate, tile, at);
+                FR_IK(strip)(M, N, K, p, k0, A, lda, B, ldb, 1, C, ldc, accumulate, tile, at);
     } else {
         for (int k0 = 0; k0 < K; k0 += FR_KC)
             for (int p = 0; p < panels; p++)
-                FR_FN(strip)(M, N, K, p, k0, A, lda, B, ldb, 0, C, ldc, accumulate, tile, at);
+                FR_IK(strip)(M, N, K, p, k0, A, lda, B, ldb, 0, C, ldc, accumulate, tile, at);
     }
 }
 
@@ -252,7 +240,7 @@ static inline void FR_FN(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdif
  * is read in the order it lies in memory: rows k0..k0+3 at a time, swept left to right, while
  * pairs of rows of C take their four multiply-adds per vector (C stays in L2). */
 __attribute__((always_inline))
-static inline void FR_FN(rows_block)(const int mr, const int kb, int N, const FR_T *A,
+static inline void FR_IK(rows_block)(const int mr, const int kb, int N, const FR_T *A,
                                      ptrdiff_t lda, const FR_T *B, ptrdiff_t ldb, FR_T *C,
                                      ptrdiff_t ldc, int overwrite)
 {
@@ -261,11 +249,11 @@ static inline void FR_FN(rows_block)(const int mr, const int kb, int N, const FR
         for (int u = 0; u < kb; u++) a[r][u] = A[r * lda + u];
     int j = 0;
     for (; j + FR_VW <= N; j += FR_VW) {
-        FR_FN(vec_t) b[4];
-        for (int u = 0; u < kb; u++) b[u] = *(const FR_FN(vec_t) *)(B + u * ldb + j);
+        FR_IK(vec_t) b[4];
+        for (int u = 0; u < kb; u++) b[u] = *(const FR_IK(vec_t) *)(B + u * ldb + j);
         for (int r = 0; r < mr; r++) {
-            FR_FN(vec_t) *c = (FR_FN(vec_t) *)(C + r * ldc + j);
-            FR_FN(vec_t) acc = overwrite ? (FR_FN(vec_t)){0} : *c;
+            FR_IK(vec_t) *c = (FR_IK(vec_t) *)(C + r * ldc + j);
+            FR_IK(vec_t) acc = overwrite ? (FR_IK(vec_t)){0} : *c;
             for (int u = 0; u < kb; u++) acc += a[r][u] * b[u];
             *c = acc;
         }
@@ -279,7 +267,7 @@ static inline void FR_FN(rows_block)(const int mr, const int kb, int N, const FR
 }
 
 __attribute__((always_inline))
-static inline void FR_FN(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+static inline void FR_IK(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                     const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                     int accumulate)
 {
@@ -290,37 +278,37 @@ static inline void FR_FN(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_
             FR_T *Ci = C + (size_t)i * ldc;
             int two = M - i >= 2;
             switch (kb * 2 + two) {
-            case 9: FR_FN(rows_block)(2, 4, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            case 8: FR_FN(rows_block)(1, 4, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            case 7: FR_FN(rows_block)(2, 3, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            case 6: FR_FN(rows_block)(1, 3, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            case 5: FR_FN(rows_block)(2, 2, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            case 4: FR_FN(rows_block)(1, 2, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            case 3: FR_FN(rows_block)(2, 1, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
-            default: FR_FN(rows_block)(1, 1, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 9: FR_IK(rows_block)(2, 4, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 8: FR_IK(rows_block)(1, 4, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 7: FR_IK(rows_block)(2, 3, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 6: FR_IK(rows_block)(1, 3, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 5: FR_IK(rows_block)(2, 2, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 4: FR_IK(rows_block)(1, 2, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            case 3: FR_IK(rows_block)(2, 1, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
+            default: FR_IK(rows_block)(1, 1, N, Ai, lda, Bk, ldb, Ci, ldc, overwrite); break;
             }
         }
     }
 }
 
 /* C (+)= A @ B with B packed by pack_b (P) */
-FR_KERNEL void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+FR_ISA_KERNEL void FR_IK(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                   const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
 {
-    FR_FN(gemm_strips)(M, N, K, A, lda, P, 0, 1, C, ldc, accumulate, 0);
+    FR_IK(gemm_strips)(M, N, K, A, lda, P, 0, 1, C, ldc, accumulate, 0);
 }
 
 /* C (+)= A @ B with B as it is: row-major, rows ldb apart, not packed.  For a product made once
  * per call (a single step: a cell, a generation step), where packing B would cost a pass over
  * it and BLAS's sgemm packs it on every call (measured: BENCHMARKS.md, "direct"). */
-FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+FR_ISA_KERNEL void FR_IK(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                   const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                   int accumulate)
 {
     if (M <= 8 && M > 0 && N > 0 && K > 0)
-        FR_FN(gemm_rows)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        FR_IK(gemm_rows)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
     else
-        FR_FN(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate, 0);
+        FR_IK(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate, 0);
 }
 
 /* C[M, N] (+)= A^T @ B with A (K, M) and B (K, N) row-major, rows lda and ldb apart: a weight
@@ -330,11 +318,11 @@ FR_KERNEL void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t 
  * side by side in one row of A) and stored once, and C is written row block by row block, left
  * to right: strip by strip, the stores to C were scattered over its rows and the product ran at
  * half the speed of sgemm for a 650 x 2600 C. */
-FR_KERNEL void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                      const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                      int accumulate)
 {
-    FR_T tile[FR_KC * FR_NR] __attribute__((aligned(32)));
+    FR_T tile[FR_KC * FR_NR] __attribute__((aligned(64)));
     int full = N / FR_NR, w = N - full * FR_NR;
     if (M <= 0 || N <= 0)
         return;
@@ -357,10 +345,10 @@ FR_KERNEL void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptrdiff
             int mr = (M - i) / (blocks - b);           /* even split, as in row_blocks */
             if (mr * (blocks - b) < M - i) mr++;
             for (int p = 0; p < full; p++)
-                FR_FN(block)(mr, kc, Ak + i, lda, Bk + p * FR_NR, ldb,
+                FR_IK(block)(mr, kc, Ak + i, lda, Bk + p * FR_NR, ldb,
                              C + (size_t)i * ldc + p * FR_NR, ldc, FR_NR, acc, 1);
             if (w)
-                FR_FN(block)(mr, kc, Ak + i, lda, tile, FR_NR, C + (size_t)i * ldc + full * FR_NR,
+                FR_IK(block)(mr, kc, Ak + i, lda, tile, FR_NR, C + (size_t)i * ldc + full * FR_NR,
                              ldc, w, acc, 1);
             i += mr;
         }
@@ -377,34 +365,39 @@ FR_KERNEL void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptrdiff
  * loop: a pair stays in L1 while every block of A streams past it from L2. */
 #define FR_NT_MR 5
 #define FR_NT_NR 2
+/* 32-byte vectors in both instruction sets: with AVX-512's 16 lanes, the scalar tail of k and
+ * the lane sums would double at the K = 100-650 of the table's shapes */
+typedef FR_T FR_IK(ntvec_t) __attribute__((vector_size(32), aligned(sizeof(FR_T))));
+#define FR_NT_VW ((int)(32 / sizeof(FR_T)))
 
-static inline FR_T FR_FN(hsum)(FR_FN(vec_t) v)
+__attribute__((always_inline))
+static inline FR_T FR_IK(hsum)(FR_IK(ntvec_t) v)
 {
     FR_T s = 0;
-    for (int l = 0; l < FR_VW; l++) s += v[l];
+    for (int l = 0; l < FR_NT_VW; l++) s += v[l];
     return s;
 }
 
 __attribute__((always_inline))
-static inline void FR_FN(micro_nt)(const int mr, const int nr, int K, const FR_T *restrict A,
+static inline void FR_IK(micro_nt)(const int mr, const int nr, int K, const FR_T *restrict A,
                                    ptrdiff_t lda, const FR_T *restrict W, ptrdiff_t ldw,
                                    FR_T *restrict C, ptrdiff_t ldc, int accumulate)
 {
-    FR_FN(vec_t) acc[FR_NT_MR][FR_NT_NR];
+    FR_IK(ntvec_t) acc[FR_NT_MR][FR_NT_NR];
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) acc[i][j] = (FR_FN(vec_t)){0};
+        for (int j = 0; j < nr; j++) acc[i][j] = (FR_IK(ntvec_t)){0};
     int k = 0;
-    for (; k + FR_VW <= K; k += FR_VW) {
-        FR_FN(vec_t) w[FR_NT_NR];
-        for (int j = 0; j < nr; j++) w[j] = *(const FR_FN(vec_t) *)(W + j * ldw + k);
+    for (; k + FR_NT_VW <= K; k += FR_NT_VW) {
+        FR_IK(ntvec_t) w[FR_NT_NR];
+        for (int j = 0; j < nr; j++) w[j] = *(const FR_IK(ntvec_t) *)(W + j * ldw + k);
         for (int i = 0; i < mr; i++) {
-            FR_FN(vec_t) a = *(const FR_FN(vec_t) *)(A + i * lda + k);
+            FR_IK(ntvec_t) a = *(const FR_IK(ntvec_t) *)(A + i * lda + k);
             for (int j = 0; j < nr; j++) acc[i][j] += a * w[j];
         }
     }
     for (int i = 0; i < mr; i++) {
         for (int j = 0; j < nr; j++) {
-            FR_T sum = FR_FN(hsum)(acc[i][j]);
+            FR_T sum = FR_IK(hsum)(acc[i][j]);
             for (int kk = k; kk < K; kk++) sum += A[i * lda + kk] * W[j * ldw + kk];
             C[i * ldc + j] = accumulate ? C[i * ldc + j] + sum : sum;
         }
@@ -413,12 +406,12 @@ static inline void FR_FN(micro_nt)(const int mr, const int nr, int K, const FR_T
 
 /* a block of mr <= NT_MR rows of A times nr <= NT_NR rows of W, both constants per branch */
 __attribute__((always_inline))
-static inline void FR_FN(block_nt)(int mr, int nr, int K, const FR_T *A, ptrdiff_t lda,
+static inline void FR_IK(block_nt)(int mr, int nr, int K, const FR_T *A, ptrdiff_t lda,
                                    const FR_T *W, ptrdiff_t ldw, FR_T *C, ptrdiff_t ldc,
                                    int accumulate)
 {
 #define FR_NT_CASE(m, n) \
-    case (m) * 8 + (n): FR_FN(micro_nt)(m, n, K, A, lda, W, ldw, C, ldc, accumulate); break;
+    case (m) * 8 + (n): FR_IK(micro_nt)(m, n, K, A, lda, W, ldw, C, ldc, accumulate); break;
     switch (mr * 8 + nr) {
     FR_NT_CASE(5, 2) FR_NT_CASE(4, 2) FR_NT_CASE(3, 2) FR_NT_CASE(2, 2) FR_NT_CASE(1, 2)
     FR_NT_CASE(5, 1) FR_NT_CASE(4, 1) FR_NT_CASE(3, 1) FR_NT_CASE(2, 1) FR_NT_CASE(1, 1)
@@ -427,7 +420,7 @@ static inline void FR_FN(block_nt)(int mr, int nr, int K, const FR_T *A, ptrdiff
 #undef FR_NT_CASE
 }
 
-FR_KERNEL void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+FR_ISA_KERNEL void FR_IK(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                      const FR_T *W, ptrdiff_t ldw, FR_T *C, ptrdiff_t ldc,
                                      int accumulate)
 {
@@ -445,7 +438,7 @@ FR_KERNEL void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff
         for (int b = 0, i = 0; b < mblocks; b++) {
             int mr = (M - i) / (mblocks - b);
             if (mr * (mblocks - b) < M - i) mr++;
-            FR_FN(block_nt)(mr, nr, K, A + (size_t)i * lda, lda, W + (size_t)n0 * ldw, ldw,
+            FR_IK(block_nt)(mr, nr, K, A + (size_t)i * lda, lda, W + (size_t)n0 * ldw, ldw,
                             C + (size_t)i * ldc + n0, ldc, accumulate);
             i += mr;
         }
@@ -454,9 +447,10 @@ FR_KERNEL void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff
 
 
 #undef FR_NT_MR
+#undef FR_NT_VW
 #undef FR_NT_NR
 
 #undef FR_KC
 #undef FR_VW
-#undef FR_NR
-#undef FR_MR
+#undef FR_NV
+#undef FR_KU

@@ -5,11 +5,13 @@ bias has shape (2, 3H)).  ``make_params`` builds parameters, ``make_time`` / ``m
 layer of either implementation, ``run_time`` / ``run_cell`` drive one forward + backward and
 return everything observable, and ``assert_close`` compares with a per-dtype tolerance.
 """
+import os
+
 import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import reference as ref
+from fastrnn import _isa, reference as ref
 
 KINDS = ["rnn", "lstm", "gru", "gru_ra"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
@@ -18,6 +20,31 @@ DTYPES = [np.float32, np.float64]
 # Relative tolerance per dtype; the absolute tolerance is the same number times the largest
 # magnitude of the expected array (errors of sums and products scale with their operands).
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+# Instruction sets of fastrnn's own products (src/fr_gemm.h) this CPU runs.  Modules that mark
+# themselves with `pytestmark = pytest.mark.usefixtures("isa")` run once per set, so a machine
+# with AVX-512 checks the AVX2 micro-kernels too.
+ISAS = _isa.available()
+
+
+@pytest.fixture(scope="module", params=ISAS)
+def isa(request):
+    with _isa.use(request.param):
+        yield request.param
+
+
+def child_env():
+    """Environment for a child Python that must import the fastrnn under test (its folder first
+    on the path) and run the instruction set in use here."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    if _isa.current() == "avx2":
+        env["FASTRNN_KERNELS"] = "avx2"
+    else:
+        env.pop("FASTRNN_KERNELS", None)
+    return env
 
 
 def tol(dtype):

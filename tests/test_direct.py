@@ -15,8 +15,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from fastrnn import _packed
-from conftest import DTYPES, tol
+from conftest import DTYPES, child_env, tol
 from test_packed import AC_LAYOUTS, assert_only_c_written, bits, in_wider, make_data, sentinel
+
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
 
 KERNELS = ["direct", "direct_nt", "direct_tn"]
 M_EDGES = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 20, 31, 32, 33]
@@ -233,10 +236,7 @@ def test_no_read_or_write_past_the_last_row(tmp_path):
     import subprocess
     import sys
 
-    import fastrnn
-    env = dict(os.environ)          # import the fastrnn under test (as test_packed does)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()               # the fastrnn under test, the instruction set in use
     proc = subprocess.run([sys.executable, "-c", GUARD], cwd=tmp_path, env=env, timeout=120,
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode,

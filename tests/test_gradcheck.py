@@ -10,6 +10,9 @@ import pytest
 import fastrnn
 from conftest import KINDS, make_cell, make_params, make_time, set_state
 
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
+
 N, T, D, H = 2, 3, 2, 3
 EPS = 1e-6
 TOL = 1e-7

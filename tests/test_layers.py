@@ -16,6 +16,9 @@ from conftest import (
     make_time, reference_results, run_cell, run_time, set_state,
 )
 
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
+
 N, T, D, H = 3, 5, 4, 5
 
 

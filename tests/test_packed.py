@@ -17,7 +17,10 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fastrnn
 from fastrnn import _packed
-from conftest import DTYPES, tol
+from conftest import DTYPES, child_env, tol
+
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
 
 # FR_KC, the kernel's k-slice, is 16 KiB / (panel width * itemsize): 256 for float32 (16-wide
 # panels) and also 256 for float64 (8-wide panels); 128 and 512 are covered as well
@@ -470,13 +473,11 @@ print(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
-def isolated_results(tmp_path_factory):
+def isolated_results(tmp_path_factory, isa):
     # the helper must import the fastrnn under test: put its folder first on the path, and start
     # in an empty folder, since `python -c` also searches the working directory, where a source
     # checkout without built kernels would shadow an installed package
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     r = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(ISOLATED)], env=env,
                        cwd=tmp_path_factory.mktemp("isolated"), capture_output=True, text=True,
                        timeout=300)

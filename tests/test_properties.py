@@ -1,6 +1,7 @@
 """Property tests: for any small shape, dtype, memory layout of xs/dhs and statefulness, the
 compiled layer gives what fastrnn.reference gives (forward, state, backward, grads, diagnostics)."""
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastrnn
@@ -9,6 +10,9 @@ from conftest import (
     KINDS, as64, assert_results_close, make_cell, make_params, make_time, run_cell, run_time,
     set_state,
 )
+
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
 
 dims = st.integers(min_value=1, max_value=6)
 LAYOUTS = ["contiguous", "step2", "transposed", "reversed_time"]

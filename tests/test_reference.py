@@ -16,6 +16,9 @@ import os
 import numpy as np
 import pytest
 
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
+
 try:
     from fastrnn import reference as ref
 except ImportError:  # package __init__ imports unbuilt extensions: load the file

@@ -17,6 +17,9 @@ from fastrnn._packed import DIRECT_MAX_ROWS
 from fastrnn.layers import _weights_checked_by_kernel
 from conftest import KINDS, make_cell, make_params, make_time, set_state
 
+# every test here runs once per instruction set of the products (conftest.isa)
+pytestmark = pytest.mark.usefixtures("isa")
+
 D, H = 5, 7
 
 

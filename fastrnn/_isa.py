@@ -1,0 +1,59 @@
+"""Which instruction set fastrnn's own matrix products run on (src/fr_gemm.h).
+
+fastrnn multiplies the recurrent weights itself (packed once per call) and makes the small
+products of a single step itself; those micro-kernels exist for AVX-512 and for AVX2 (whose
+build also carries a baseline x86-64 clone).  By default the best the CPU runs is used;
+``FASTRNN_KERNELS=avx2`` in the environment, or :func:`use` below, picks AVX2 instead, which is
+how the tests check both on a machine that has AVX-512.  (The element-wise gate passes are
+compiled for x86-64-v4, -v3 and the baseline too, but the loader picks their clone once per
+process.)
+
+Every extension module holds its own copy of the setting; this module sets all of them.
+"""
+import contextlib
+
+from . import _gru, _lstm, _packed, _rnn
+
+NAMES = ("avx2", "avx512")
+_MODULES = (_packed, _rnn, _lstm, _gru)
+
+
+def current():
+    """Name of the instruction set the products use now ('avx2' also covers the baseline)."""
+    return NAMES[_packed._kernel_isa()]
+
+
+def available():
+    """Names of the instruction sets this CPU runs, best last."""
+    found = []
+    for code, name in enumerate(NAMES):
+        before = _packed._kernel_isa()
+        try:
+            _packed._kernel_isa(code)
+        except ValueError:
+            continue
+        finally:
+            _packed._kernel_isa(before)
+        found.append(name)
+    return found
+
+
+def _set_all(code):
+    for module in _MODULES:
+        module._kernel_isa(code)
+
+
+@contextlib.contextmanager
+def use(name):
+    """Run the products on instruction set `name` ('avx2' or 'avx512') inside the block; not
+    thread-safe (the setting is process-wide)."""
+    if name not in NAMES:
+        raise ValueError(f"name: expected one of {NAMES}, got {name!r}")
+    if name not in available():
+        raise ValueError(f"name: this CPU does not run {name!r} (it runs {available()})")
+    before = _packed._kernel_isa()
+    _set_all(NAMES.index(name))
+    try:
+        yield
+    finally:
+        _set_all(before)

@@ -1,0 +1,46 @@
+/* The entry points of fastrnn's products (declared in _packed.pxd): each calls the instruction
+ * set's instantiation of fr_gemm_impl.h that fr_isa() names.  Template, included by fr_gemm.h
+ * with FR_T and FR_FN(x). */
+
+#if FR_HAVE_AVX512
+#define FR_DISPATCH(name, args)                                                         \
+    do {                                                                                \
+        if (fr_isa() == FR_ISA_AVX512) FR_FN(name##_avx512) args;                       \
+        else FR_FN(name##_avx2) args;                                                   \
+    } while (0)
+#else
+#define FR_DISPATCH(name, args) FR_FN(name##_avx2) args
+#endif
+
+/* C (+)= A @ B with B packed by pack_b (P) */
+static inline void FR_FN(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                      const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
+{
+    FR_DISPATCH(gemm_packed, (M, N, K, A, lda, P, C, ldc, accumulate));
+}
+
+/* C (+)= A @ B with B row-major, rows ldb apart, not packed */
+static inline void FR_FN(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                      const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                      int accumulate)
+{
+    FR_DISPATCH(gemm_direct, (M, N, K, A, lda, B, ldb, C, ldc, accumulate));
+}
+
+/* C (+)= A^T @ B with A (K, M) and B (K, N) row-major */
+static inline void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                         int accumulate)
+{
+    FR_DISPATCH(gemm_direct_tn, (M, N, K, A, lda, B, ldb, C, ldc, accumulate));
+}
+
+/* C (+)= A @ W^T with W row-major (N, K) */
+static inline void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                         const FR_T *W, ptrdiff_t ldw, FR_T *C, ptrdiff_t ldc,
+                                         int accumulate)
+{
+    FR_DISPATCH(gemm_direct_nt, (M, N, K, A, lda, W, ldw, C, ldc, accumulate));
+}
+
+#undef FR_DISPATCH

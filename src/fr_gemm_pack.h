@@ -1,0 +1,53 @@
+/* The packed layout of the recurrent weights, shared by every instruction set's micro-kernels.
+ *
+ * This file is a template, included by fr_gemm.h with FR_T (float or double) and FR_FN(x).
+ *
+ * Layout of a packed B (K x N): column panels of FR_NR = 64 bytes (16 floats, 8 doubles);
+ * panel p holds B[k, p*NR + j] at P[(p*K + k)*NR + j], the last panel zero-padded.  A panel row
+ * is two AVX2 vectors or one AVX-512 vector, so one packed copy serves both micro-kernels
+ * (fr_gemm_impl.h) and the choice between them can be made per call.
+ */
+
+/* elements a packed copy of a K x N matrix takes */
+static inline size_t FR_FN(packed_size)(int K, int N)
+{
+    return (size_t)K * (size_t)((N + FR_NR - 1) / FR_NR) * FR_NR;
+}
+
+/* Pack B (K x N, element (k, n) at B[k*rs + n*cs]: rs = ldb, cs = 1 for B itself, rs = 1,
+ * cs = ldb for the transpose of a row-major matrix) into P. */
+static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t cs, FR_T *P)
+{
+    int panels = (N + FR_NR - 1) / FR_NR;
+    for (int p = 0; p < panels; p++) {
+        int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
+        FR_T *dst = P + (size_t)p * K * FR_NR;
+        if (cs == 1) {
+            for (int k = 0; k < K; k++) {
+                const FR_T *src = B + k * rs + n0;
+                int j = 0;
+                for (; j < w; j++) dst[(size_t)k * FR_NR + j] = src[j];
+                for (; j < FR_NR; j++) dst[(size_t)k * FR_NR + j] = 0;
+            }
+        } else {
+            /* transposed source: walk it along its rows (contiguous k) for locality */
+            for (int j = 0; j < FR_NR; j++) {
+                if (j < w) {
+                    const FR_T *src = B + (n0 + j) * cs;
+                    for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = src[k * rs];
+                } else {
+                    for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = 0;
+                }
+            }
+        }
+    }
+}
+
+/* C = 0 (accumulate == 0) for an empty inner dimension */
+static void FR_FN(zero_if_set)(int M, int N, FR_T *C, ptrdiff_t ldc, int accumulate)
+{
+    if (!accumulate)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[i * ldc + j] = 0;
+}
+
