@@ -654,8 +654,9 @@ class _Worker:
             info["mkldnn"] = bool(torch.backends.mkldnn.is_available())
         import fastrnn
         import scipy
+        from fastrnn import _isa
         info.update(numpy=np.__version__, scipy=scipy.__version__,
-                    fastrnn=getattr(fastrnn, "__version__", "?"),
+                    fastrnn=getattr(fastrnn, "__version__", "?"), fastrnn_kernels=_isa.current(),
                     fastrnn_file=os.path.dirname(os.path.abspath(fastrnn.__file__)))
         info["blas"] = _blas_info()
         return info
@@ -1378,7 +1379,8 @@ def format_machine(results, markdown=False):
     vers = [f"python {m.get('python')}"]
     if "fastrnn" in w:
         vers += [f"numpy {w['fastrnn'].get('numpy')}", f"scipy {w['fastrnn'].get('scipy')}",
-                 f"fastrnn {w['fastrnn'].get('fastrnn')}"]
+                 f"fastrnn {w['fastrnn'].get('fastrnn')} "
+                 f"({w['fastrnn'].get('fastrnn_kernels', '?')} kernels)"]
     if "torch" in w:
         vers.append(f"torch {w['torch'].get('torch')}")
     if m.get("git"):

@@ -4,7 +4,7 @@
  *   - avx2: fr_gemm_impl.h with 32-byte vectors, compiled as FR_KERNEL clones (AVX2+FMA where
  *     the CPU has it, else the x86-64 baseline);
  *   - avx512: the same template with 64-byte vectors and 12-row register blocks, compiled for
- *     x86-64-v4 (AVX-512 F/BW/DQ/VL).  Where the CPU has AVX-512, BLAS's sgemm runs its
+ *     x86-64-v4 (AVX-512 F/BW/CD/DQ/VL).  Where the CPU has AVX-512, BLAS's sgemm runs its
  *     AVX-512 kernels too, and the AVX2 micro-kernel reached only 0.6-1.0x of it per step
  *     (benches/packed_ab.py, BENCHMARKS.md).
  * Both read the same packed layout (fr_gemm_pack.h), so the instruction set is chosen per call:
@@ -37,7 +37,8 @@ static int fr_isa_supported(int isa)
     if (isa == FR_ISA_AVX512) {
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-               && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+               && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq")
+               && __builtin_cpu_supports("avx512vl");
     }
 #endif
     return 0;
