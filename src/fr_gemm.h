@@ -19,8 +19,9 @@
 #include <string.h>
 #include "fr_math.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
-    && !defined(FR_NO_CLONES)
+/* GCC 11 introduced the x86-64-v2/v3/v4 names */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) \
+    && defined(__linux__) && !defined(FR_NO_CLONES)
 #define FR_HAVE_AVX512 1
 #else
 #define FR_HAVE_AVX512 0

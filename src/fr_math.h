@@ -17,8 +17,9 @@
  * v4 clone matters even at the 256-bit vectors GCC prefers there: on a Xeon with AVX-512 the
  * LSTM forward gate pass took 9.5 ns per unit as AVX2 code and 3.5 ns as AVX-512 code (mask
  * registers for the clamps and selects, 32 vector registers; BENCHMARKS.md). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
-    && !defined(FR_NO_CLONES)
+/* GCC 11 introduced the x86-64-v2/v3/v4 names */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) \
+    && defined(__linux__) && !defined(FR_NO_CLONES)
 #define FR_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), unused)) static
 #else
 #define FR_KERNEL static inline

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fastrnn import _gru, _isa, _lstm, _packed, _rnn
+from conftest import child_env
 
 MODULES = (_packed, _rnn, _lstm, _gru)
 
@@ -68,12 +69,15 @@ def test_bad_names_and_unsupported_sets_are_refused():
     assert _isa.current() == before
 
 
-def test_environment_selects_avx2():
+def test_environment_selects_avx2(tmp_path):
     code = "from fastrnn import _isa, _lstm; print(_isa.current(), _lstm._kernel_isa())"
-    env = dict(os.environ, FASTRNN_KERNELS="avx2")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out == ["avx2", "0"]
+    # the fastrnn under test, from an empty folder (a source checkout in the working directory
+    # would shadow an installed package)
+    env = dict(child_env(), FASTRNN_KERNELS="avx2")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["avx2", "0"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
