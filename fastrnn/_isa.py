@@ -25,17 +25,7 @@ def current():
 
 def available():
     """Names of the instruction sets this CPU runs, best last."""
-    found = []
-    for code, name in enumerate(NAMES):
-        before = _packed._kernel_isa()
-        try:
-            _packed._kernel_isa(code)
-        except ValueError:
-            continue
-        finally:
-            _packed._kernel_isa(before)
-        found.append(name)
-    return found
+    return [name for code, name in enumerate(NAMES) if _packed._isa_supported(code)]
 
 
 def _set_all(code):

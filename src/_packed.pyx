@@ -11,8 +11,8 @@ import numpy as np
 from _blas cimport gemm, blas_int
 from cython cimport floating
 
-from _packed cimport (kernel_isa, packed_size, packed_size_f, packed_size_d, pack_b_f, pack_b_d,
-                      gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt,
+from _packed cimport (fr_isa_supported, kernel_isa, packed_size, packed_size_f, packed_size_d,
+                      pack_b_f, pack_b_d, gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt,
                       gemm_direct_tn, DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
 
 cnp.import_array()
@@ -194,6 +194,11 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
             gemm(trans_a, trans_b, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A),
                  max(M if trans_a else K, 1), <float *>cnp.PyArray_DATA(B),
                  max(K if trans_b else N, 1), beta, <float *>cnp.PyArray_DATA(C), max(N, 1))
+
+
+def _isa_supported(int isa):
+    """Can this CPU run the products' instruction set `isa` (0 avx2, 1 avx512)?"""
+    return bool(fr_isa_supported(isa))
 
 
 def _kernel_isa(isa=None):

@@ -8,8 +8,8 @@
  *     AVX-512 kernels too, and the AVX2 micro-kernel reached only 0.6-1.0x of it per step
  *     (benches/packed_ab.py, BENCHMARKS.md).
  * Both read the same packed layout (fr_gemm_pack.h), so the instruction set is chosen per call:
- * the best the CPU runs, or the one named by FASTRNN_KERNELS=avx2|avx512 in the environment,
- * or the one set with fr_set_isa (the tests run both).
+ * the best the CPU runs, AVX2 if FASTRNN_KERNELS=avx2 is in the environment, or the one set
+ * with fr_set_isa (fastrnn._isa; the tests run both).
  */
 #ifndef FR_GEMM_H
 #define FR_GEMM_H
@@ -79,63 +79,17 @@ static int fr_set_isa(int isa)
 }
 
 #define FR_NR ((int)(64 / sizeof(FR_T)))   /* packed panel width: 64 bytes */
-
-#ifndef FR_MR_AVX512
-#define FR_MR_AVX512 12                     /* rows per register block of the AVX-512 kernels */
-#endif
 #define FR_AVX512_KERNEL __attribute__((target("arch=x86-64-v4"), unused)) static
 
 #define FR_T float
 #define FR_FN(name) name##_f
-#include "fr_gemm_pack.h"
-#define FR_IK(name) name##_avx2_f
-#define FR_VB 32
-#define FR_MR 6
-#define FR_ISA_KERNEL FR_KERNEL
-#include "fr_gemm_impl.h"
-#undef FR_IK
-#undef FR_VB
-#undef FR_MR
-#undef FR_ISA_KERNEL
-#if FR_HAVE_AVX512
-#define FR_IK(name) name##_avx512_f
-#define FR_VB 64
-#define FR_MR FR_MR_AVX512
-#define FR_ISA_KERNEL FR_AVX512_KERNEL
-#include "fr_gemm_impl.h"
-#undef FR_IK
-#undef FR_VB
-#undef FR_MR
-#undef FR_ISA_KERNEL
-#endif
-#include "fr_gemm_dispatch.h"
+#include "fr_gemm_dtype.h"
 #undef FR_T
 #undef FR_FN
 
 #define FR_T double
 #define FR_FN(name) name##_d
-#include "fr_gemm_pack.h"
-#define FR_IK(name) name##_avx2_d
-#define FR_VB 32
-#define FR_MR 6
-#define FR_ISA_KERNEL FR_KERNEL
-#include "fr_gemm_impl.h"
-#undef FR_IK
-#undef FR_VB
-#undef FR_MR
-#undef FR_ISA_KERNEL
-#if FR_HAVE_AVX512
-#define FR_IK(name) name##_avx512_d
-#define FR_VB 64
-#define FR_MR FR_MR_AVX512
-#define FR_ISA_KERNEL FR_AVX512_KERNEL
-#include "fr_gemm_impl.h"
-#undef FR_IK
-#undef FR_VB
-#undef FR_MR
-#undef FR_ISA_KERNEL
-#endif
-#include "fr_gemm_dispatch.h"
+#include "fr_gemm_dtype.h"
 #undef FR_T
 #undef FR_FN
 

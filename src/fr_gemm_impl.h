@@ -113,35 +113,11 @@ static inline void FR_IK(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, con
 #define FR_MICRO_CASE(m) \
     case (m): FR_IK(micro)((m), K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;
     switch (mr) {
-#if FR_MR >= 16
-    FR_MICRO_CASE(16)
-#endif
-#if FR_MR >= 15
-    FR_MICRO_CASE(15)
-#endif
-#if FR_MR >= 14
-    FR_MICRO_CASE(14)
-#endif
-#if FR_MR >= 13
-    FR_MICRO_CASE(13)
-#endif
-#if FR_MR >= 12
-    FR_MICRO_CASE(12)
-#endif
-#if FR_MR >= 11
-    FR_MICRO_CASE(11)
-#endif
-#if FR_MR >= 10
-    FR_MICRO_CASE(10)
-#endif
-#if FR_MR >= 9
-    FR_MICRO_CASE(9)
-#endif
-#if FR_MR >= 8
-    FR_MICRO_CASE(8)
-#endif
-#if FR_MR >= 7
+#if FR_MR == 12
+    FR_MICRO_CASE(12) FR_MICRO_CASE(11) FR_MICRO_CASE(10) FR_MICRO_CASE(9) FR_MICRO_CASE(8)
     FR_MICRO_CASE(7)
+#elif FR_MR != 6
+#error "FR_MR: the register blocks are 6 (AVX2) or 12 (AVX-512) rows"
 #endif
     FR_MICRO_CASE(6) FR_MICRO_CASE(5) FR_MICRO_CASE(4) FR_MICRO_CASE(3)
     case 2: FR_IK(micro_narrow)(2, K, A, lda, Bp, bs, C, ldc, w, accumulate, at); break;

@@ -1,6 +1,30 @@
-/* The entry points of fastrnn's products (declared in _packed.pxd): each calls the instruction
- * set's instantiation of fr_gemm_impl.h that fr_isa() names.  Template, included by fr_gemm.h
- * with FR_T and FR_FN(x). */
+/* One dtype's products: the packed layout, the micro-kernels for each instruction set, and the
+ * entry points (declared in _packed.pxd), each of which calls the instantiation fr_isa() names.
+ * Template, included by fr_gemm.h with FR_T and FR_FN(x). */
+
+#include "fr_gemm_pack.h"
+
+#define FR_IK(name) FR_FN(name##_avx2)
+#define FR_VB 32
+#define FR_MR 6
+#define FR_ISA_KERNEL FR_KERNEL
+#include "fr_gemm_impl.h"
+#undef FR_IK
+#undef FR_VB
+#undef FR_MR
+#undef FR_ISA_KERNEL
+
+#if FR_HAVE_AVX512
+#define FR_IK(name) FR_FN(name##_avx512)
+#define FR_VB 64
+#define FR_MR 12
+#define FR_ISA_KERNEL FR_AVX512_KERNEL
+#include "fr_gemm_impl.h"
+#undef FR_IK
+#undef FR_VB
+#undef FR_MR
+#undef FR_ISA_KERNEL
+#endif
 
 #if FR_HAVE_AVX512
 #define FR_DISPATCH(name, args)                                                         \
