@@ -146,17 +146,19 @@ static inline void FR_IK(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda
 
 /* k-slice of a panel that stays in L1 (32 KiB here) while all row blocks use it */
 #define FR_KC ((int)(16384 / (FR_NR * sizeof(FR_T))))
+/* k-slice of an unpacked B whose rows lie more than a page apart (see gemm_strips) */
+#define FR_KC_FAR 32
 
 /* One k-slice of one 16-column strip of B: all row blocks of A times it.  For an unpacked B,
  * the last, partial strip is first copied into a zero-padded tile, so no read passes the end of
  * a row. */
 __attribute__((always_inline))
-static inline void FR_IK(strip)(int M, int N, int K, int p, int k0, const FR_T *A, ptrdiff_t lda,
-                                const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
+static inline void FR_IK(strip)(int M, int N, int K, int p, int k0, int kcmax, const FR_T *A,
+                                ptrdiff_t lda, const FR_T *B, ptrdiff_t ldb, int packed, FR_T *C,
                                 ptrdiff_t ldc, int accumulate, FR_T *tile, const int at)
 {
     int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
-    int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
+    int kc = K - k0 < kcmax ? K - k0 : kcmax;
     const FR_T *Bp = packed ? B + ((size_t)p * K + k0) * FR_NR : B + (size_t)k0 * ldb + n0;
     ptrdiff_t bs = packed ? FR_NR : ldb;
     if (!packed && w < FR_NR) {
@@ -179,9 +181,13 @@ static inline void FR_IK(strip)(int M, int N, int K, int p, int k0, const FR_T *
  * - Packed B: strip-outer.  Each strip is contiguous, comes from memory once per call, and its
  *   k-slices stay in L1 while every row block uses them; A (a few rows) stays in L2.
  * - Unpacked B (gemm_direct from 9 rows on): k-slice-outer.  A strip of a row-major B takes one
- *   cache line from each of K rows, each on a page of its own once rows are over 4 KiB apart;
- *   taking all strips of one k-slice before the next revisits the slice's KC rows while their
- *   lines and pages are still cached.  (For up to 8 rows gemm_direct reads B in memory order
+ *   cache line from each of the slice's rows; taking all strips of one k-slice before the next
+ *   sweeps each of those rows left to right, one stream per row.  Once rows are over 4 KiB
+ *   apart each stream is on a page of its own, and the hardware prefetchers follow 32 of them
+ *   but not 256: k-slices of FR_KC_FAR = 32 rows there (LSTM cell N20 H650, a 650 x 2600 B
+ *   read from memory after other work: forward 3.0 -> 1.5-1.9 ms; the product from cache
+ *   69-73 -> 99 GF/s, AVX2 70 -> 83), FR_KC otherwise (a 256 x 1024 B ran at 98 GF/s with
+ *   32-row slices, 110-126 with 256).  (For up to 8 rows gemm_direct reads B in memory order
  *   instead, see gemm_rows: there the strip order was measured 2-5x slower in some processes.) */
 __attribute__((always_inline))
 static inline void FR_IK(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
@@ -199,11 +205,13 @@ static inline void FR_IK(gemm_strips)(int M, int N, int K, const FR_T *A, ptrdif
     if (packed) {
         for (int p = 0; p < panels; p++)
             for (int k0 = 0; k0 < K; k0 += FR_KC)
-                FR_IK(strip)(M, N, K, p, k0, A, lda, B, ldb, 1, C, ldc, accumulate, tile, at);
+                FR_IK(strip)(M, N, K, p, k0, FR_KC, A, lda, B, ldb, 1, C, ldc, accumulate, tile,
+                             at);
     } else {
-        for (int k0 = 0; k0 < K; k0 += FR_KC)
+        int kc = (size_t)ldb * sizeof(FR_T) > 4096 ? FR_KC_FAR : FR_KC;
+        for (int k0 = 0; k0 < K; k0 += kc)
             for (int p = 0; p < panels; p++)
-                FR_IK(strip)(M, N, K, p, k0, A, lda, B, ldb, 0, C, ldc, accumulate, tile, at);
+                FR_IK(strip)(M, N, K, p, k0, kc, A, lda, B, ldb, 0, C, ldc, accumulate, tile, at);
     }
 }
 

@@ -117,6 +117,26 @@ def test_direct_grid_exact(kernel, dtype):
     assert not failures, f"{len(failures)} of {i} cases fail:\n" + "\n".join(failures[:15])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", [(9, 31, 1030), (12, 32, 1041), (20, 33, 1031), (24, 100, 1040),
+                                   (20, 257, 1100), (13, 65, 530)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_direct_with_rows_a_page_apart(M, K, N, dtype, accumulate):
+    """gemm_direct from 9 rows on takes k-slices of 32 rows when B's rows lie more than 4 KiB
+    apart (and of 256 otherwise): B that wide, k crossing the 32-row slices, a partial last
+    strip, exact small-integer data, every operand row-strided; and the same rows read through
+    a 70-column view of such a wide B (a far row stride with few columns)."""
+    check("direct", M, K, N, dtype, accumulate, 1, "rowstrided", "rowstrided", "rowstrided",
+          "ints", 1.0, M * 1000 + K)
+    rng = np.random.default_rng(M + K)
+    wide = rng.integers(-4, 5, (K, N)).astype(dtype)
+    A = rng.integers(-4, 5, (M, K)).astype(dtype)
+    B = wide[:, 5:75]                                  # rows N * itemsize bytes apart
+    C = np.full((M, 70), np.nan, dtype)
+    _packed.matmul_direct(A, B, C)
+    assert np.array_equal(C, A.astype(np.float64) @ B.astype(np.float64))
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,N", [(1, 9, 5), (2, 17, 33), (5, 8, 16), (7, 300, 3)])
