@@ -28,7 +28,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         depends=["src/fr_math.h", "src/fr_cells.h", "src/fr_cells_impl.h",
-                 "src/fr_reduce.h", "src/fr_gemm.h", "src/fr_gemm_pack.h", "src/fr_gemm_dtype.h", "src/fr_parallel.h", "src/fr_pool.h", "src/fr_gemm_impl.h", "src/_packed.pxd", "src/_parallel.pxd", "src/_seq.pxd", "src/_blas.pxd", "src/_cells.pxd"],
+                 "src/fr_reduce.h", "src/fr_copy.h", "src/fr_gemm.h", "src/fr_gemm_pack.h", "src/fr_gemm_dtype.h", "src/fr_parallel.h", "src/fr_pool.h", "src/fr_gemm_impl.h", "src/_packed.pxd", "src/_parallel.pxd", "src/_seq.pxd", "src/_blas.pxd", "src/_cells.pxd"],
     )
     for name in KERNELS
 ]

@@ -104,6 +104,14 @@ def _scan_weights(Wx, Wh):
             raise ValueError(f"{name} contains NaN or Inf")
 
 
+def _weight_grads(Wx, Wh, b):
+    """Zeroed gradient arrays [dWx, dWh, db] in native byte order, dWh directly after dWx in one
+    buffer: the kernels then make both with one product (weight_grad_cols in src/_seq.pxd)."""
+    both = np.zeros(Wx.size + Wh.size, Wh.dtype)
+    return [both[:Wx.size].reshape(Wx.shape), both[Wx.size:].reshape(Wh.shape),
+            np.zeros(b.shape, b.dtype)]
+
+
 class _TimeLayer:
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
@@ -114,7 +122,7 @@ class _TimeLayer:
     def __init__(self, Wx, Wh, b, stateful=False):
         self.params = [Wx, Wh, b]
         Wx, Wh, b = self._read_params()
-        self.grads = [np.zeros(p.shape, p.dtype) for p in (Wx, Wh, b)]   # native byte order
+        self.grads = _weight_grads(Wx, Wh, b)
         self.stateful = stateful
         self.h = None
         self.dh = None
@@ -269,18 +277,19 @@ class _TimeLayer:
         # set then, and the caches of the last forward stay as they were until it has passed
         cache = self._spare if verify else self._cache
         if cache is None or cache["key"] != key:
-            cache = {"key": key, "X": np.empty((N, T, D), dtype), "c0": np.empty((N, H), dtype),
+            # XH: the inputs and the previous hidden states side by side, (N, T, D + H); the
+            # kernel copies xs in, so that backward does not see later in-place changes to them
+            cache = {"key": key, "XH": np.empty((N, T, D + H), dtype),
+                     "c0": np.empty((N, H), dtype),
                      **{k: np.empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()}}
-        # own the inputs: backward must not see later in-place changes to the caller's arrays
-        np.copyto(cache["X"], xs)
-        if c0 is not None:
+        if c0 is not None:              # (likewise for the initial cell state)
             np.copyto(cache["c0"], c0)
         if self._wp is None:
             self._wp = np.empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
                                     for packs in self._packed_shapes(H)), dtype)
         threads, blas = self._thread_plan(N, T, D, H)
         with blas:
-            nonfinite = self._kernel_forward(cache, Wx, Wh, b, h0, hs, threads, verify)
+            nonfinite = self._kernel_forward(cache, xs, Wx, Wh, b, h0, hs, threads, verify)
         if nonfinite:
             _scan_weights(Wx, Wh)   # raises if the weights are at fault; else it overflowed
         if cache is not self._cache:
@@ -361,7 +370,7 @@ class TimeRNN(_TimeLayer):
     blocks = 1
 
     def _cache_shapes(self, N, T, H):
-        return {"G": (N, T, H), "Hprev": (N, T, H)}
+        return {"G": (N, T, H)}
 
     def _packed_shapes(self, H):
         return [[(H, H)], [(H, H)]]                    # Wh; Wh^T
@@ -369,13 +378,13 @@ class TimeRNN(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads, check):
-        return _rnn.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], self._wp, threads,
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+        return _rnn.forward(xs, c["XH"], Wx, Wh, b, h0, hs, c["G"], self._wp, threads,
                             check)
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        return _rnn.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], s["dG"], s["dh"],
+        return _rnn.backward(dhs, c["XH"], Wx, Wh, c["G"], s["dG"], s["dh"],
                              s["acc"], dWx, dWh, db, dxs, dh0, sq, self._wp, threads, check)
 
 
@@ -389,7 +398,7 @@ class TimeLSTM(_TimeLayer):
     has_cell = True
 
     def _cache_shapes(self, N, T, H):
-        return {"G": (N, T, 4 * H), "Hprev": (N, T, H), "C": (N, T, H), "TC": (N, T, H)}
+        return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
 
     def _packed_shapes(self, H):
         return [[(H, 4 * H)], [(4 * H, H)]]            # Wh; Wh^T
@@ -397,13 +406,13 @@ class TimeLSTM(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads, check):
-        return _lstm.forward(c["X"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["Hprev"], c["C"],
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+        return _lstm.forward(xs, c["XH"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["C"],
                              c["TC"], self._wp, threads, check)
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        return _lstm.backward(dhs, dc_next, c["X"], Wx, Wh, c["c0"], c["G"], c["Hprev"], c["C"],
+        return _lstm.backward(dhs, dc_next, c["XH"], Wx, Wh, c["c0"], c["G"], c["C"],
                               c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
                               dh0, dc0, sq, self._wp, threads, check)
 
@@ -424,7 +433,7 @@ class TimeGRU(_TimeLayer):
         super().__init__(Wx, Wh, b, stateful)
 
     def _cache_shapes(self, N, T, H):
-        return {"G": (N, T, 3 * H), "Hprev": (N, T, H), "AUX": (N, T, H), "S": (N, 3 * H)}
+        return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
     def _packed_shapes(self, H):
         if self.reset_after:
@@ -438,13 +447,13 @@ class TimeGRU(_TimeLayer):
             shapes["dGh"] = (N, T, 3 * H)
         return shapes
 
-    def _kernel_forward(self, c, Wx, Wh, b, h0, hs, threads, check):
-        return _gru.forward(c["X"], Wx, Wh, b, h0, hs, c["G"], c["Hprev"], c["AUX"], c["S"],
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+        return _gru.forward(xs, c["XH"], Wx, Wh, b, h0, hs, c["G"], c["AUX"], c["S"],
                             self.reset_after, self._wp, threads, check)
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        return _gru.backward(dhs, c["X"], Wx, Wh, c["G"], c["Hprev"], c["AUX"], c["S"],
+        return _gru.backward(dhs, c["XH"], Wx, Wh, c["G"], c["AUX"], c["S"],
                              s["dG"], s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0,
                              sq, self.reset_after, self._wp, threads, check)
 

@@ -4,8 +4,9 @@ Gate blocks z, r, h~ (3H columns); h_t = (1 - z) * h_{t-1} + z * h~.
   reset_after=False:  h~ = tanh(x Wxh + (r * h_{t-1}) Whh + bh)          b (3H,)
   reset_after=True:   h~ = tanh(x Wxh + b0h + r * (h_{t-1} Whh + b1h))   b (2, 3H), cuDNN/PyTorch form
 Same batch-major layout as _lstm.pyx.  Caches:
+  XH     [x_t | h_{t-1}] for every step (h0 at t = 0)           (N, T, D + H); x_t copied in
+         by forward
   G      activated z, r, h~                                     (N, T, 3H)
-  Hprev  h_{t-1} for every step (h0 at t = 0)                   (N, T, H)
   AUX    r * h_{t-1} (reset_after=False) or h_{t-1} Whh + b1h   (N, T, H)
   S      per-step scratch                                       (N, 3H)
 The per-step products use Wh (forward) or Wh^T (backward) packed once per call into the scratch
@@ -16,7 +17,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
-from _seq cimport dx_rows, grad_cols, project_rows
+from _seq cimport dx_rows, keep_inputs, grad_cols, project_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
     all_finite, buf, colsum, flag_nonfinite,
@@ -85,7 +86,9 @@ cdef struct Loop:
     # what each thread needs for its share of the work (see _forward and _backward)
     Py_ssize_t N, T
     int D, H
-    const void *X
+    int ldxh            # D + H: the row stride of X and Hprev, side by side in XH (_seq.pxd)
+    const void *X       # forward: the caller's inputs (N, T, D); backward: XH
+    void *XH            # forward: XH, where the inputs are copied (keep_inputs)
     const void *Wx
     void *dX
     void *dWx
@@ -101,7 +104,7 @@ cdef struct Loop:
     const void *h0
     void *hs
     void *G
-    void *Hprev
+    void *Hprev         # = XH + D
     void *AUX
     void *S
     const void *dhs
@@ -117,7 +120,8 @@ cdef struct Loop:
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
     """Input projection and time loop for batch rows [n0, n1)."""
-    cdef Py_ssize_t T = L.T, n, t, gr, hr, ld_h = L.T * L.H, ld_g = L.T * 3 * L.H
+    cdef Py_ssize_t T = L.T, n, t, gr, hr, hp, ld_h = L.T * L.H, ld_g = L.T * 3 * L.H
+    cdef Py_ssize_t ld = L.ldxh, ld_p = L.T * L.ldxh
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
     cdef const floating *Wh = <const floating *>L.Wh
@@ -128,14 +132,16 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *Hprev = <floating *>L.Hprev
     cdef floating *AUX = <floating *>L.AUX
     cdef floating *S = <floating *>L.S
+    keep_inputs(n0, n1, T, L.D, L.H, <const floating *>L.X, <floating *>L.XH)
     # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
-    project_rows(n0, n1, T, L.D, 3 * L.H, <const floating *>L.X, <const floating *>L.Wx, G)
+    project_rows(n0, n1, T, L.D, 3 * L.H, <const floating *>L.X, L.D,
+                 <const floating *>L.Wx, G)
     for n in range(n0, n1):                     # Hprev[:, 0] = h0
-        memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
+        memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         if L.reset_after:
             # S[rows] = h_{t-1} @ Wh
-            recurrent_product(L.path, rows, H3, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh, H3,
+            recurrent_product(L.path, rows, H3, H, Hprev + n0 * ld_p + t * ld, ld_p, Wp, Wh, H3,
                               False, S + n0 * H3, H3, False)
             if L.check:                         # T = 1: x Wx and h0 Wh, before the biases
                 flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
@@ -143,13 +149,14 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
+                hp = (n * T + t) * ld
                 # z, r = sigmoid(G + S + b0 + b1); n = S_h + b1h; h~ = tanh(G_h + b0h + r*n)
-                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, Hprev + hr, AUX + hr, hs + hr)
+                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, Hprev + hp, AUX + hr, hs + hr)
                 if t + 1 < T:
-                    memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
+                    memcpy(Hprev + hp + ld, hs + hr, H * sizeof(floating))
         else:
             # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
-            recurrent_product(L.path, rows, 2 * H, H, Hprev + n0 * ld_h + t * H, ld_h, Wp, Wh,
+            recurrent_product(L.path, rows, 2 * H, H, Hprev + n0 * ld_p + t * ld, ld_p, Wp, Wh,
                               H3, False, G + n0 * ld_g + t * H3, ld_g, True)
             if L.check:             # T = 1: x Wx (all blocks) + h0 Wh (z, r), before the bias
                 flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
@@ -157,7 +164,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
-                fwd_zr_row(H, G + gr, b, Hprev + hr, AUX + hr)
+                fwd_zr_row(H, G + gr, b, Hprev + (n * T + t) * ld, AUX + hr)
             # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
             recurrent_product(L.path, rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
                               Wh + 2 * H, H3, False, G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
@@ -167,10 +174,11 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
+                hp = (n * T + t) * ld
                 # h~ = tanh(G_h + bh); h = (1 - z) h_{t-1} + z h~
-                fwd_h_row(H, G + gr, b, Hprev + hr, hs + hr)
+                fwd_h_row(H, G + gr, b, Hprev + hp, hs + hr)
                 if t + 1 < T:
-                    memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
+                    memcpy(Hprev + hp + ld, hs + hr, H * sizeof(floating))
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -184,14 +192,13 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
-                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, floating *hs, floating *G, floating *Hprev,
-                   floating *AUX, floating *S, floating *Wp, int threads,
-                   bint check) noexcept nogil:
-    cdef int H3 = 3 * H
+cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, const floating *X,
+                  floating *XH, const floating *Wx, const floating *Wh, const floating *b,
+                  const floating *h0, floating *hs, floating *G, floating *AUX, floating *S,
+                  floating *Wp, int threads, bint check) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
+    cdef int H3 = 3 * H
     cdef floating *Wp_h = Wp
     cdef Loop L
     L.path = step_path(N, T)
@@ -201,9 +208,9 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
         Wp_h = pack_b(H, 2 * H, Wh, H3, 1, Wp)  # [Whz Whr] (H, 2H), then Whh (H, H)
         pack_b(H, H, Wh + 2 * H, H3, 1, Wp_h)
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
-    L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.Hprev = Hprev
-    L.AUX = AUX; L.S = S
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
+    L.Wx = Wx; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0
+    L.hs = hs; L.G = G; L.AUX = AUX; L.S = S
     L.f64 = floating is double
     L.check = check and T == 1
     L.nonfinite = 0
@@ -215,7 +222,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
     """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
     thread's norm sums or NULL."""
-    cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, ld_g = L.T * 3 * L.H
+    cdef Py_ssize_t T = L.T, n, t, gr, hr, hp, NH = L.N * L.H, ld_g = L.T * 3 * L.H
+    cdef Py_ssize_t ld = L.ldxh
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
     cdef const floating *Wh = <const floating *>L.Wh
@@ -237,8 +245,9 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
+                hp = (n * T + t) * ld
                 # dG (input side) and dGh (recurrent side) of z, r, h~; dh_{t-1} = dh_t (1 - z)
-                ra_bwd_row(H, G + gr, AUX + hr, Hprev + hr, dhs + hr, dh_in + n * H,
+                ra_bwd_row(H, G + gr, AUX + hr, Hprev + hp, dhs + hr, dh_in + n * H,
                            dG + gr, dGh + gr, dh_out + n * H, sq_t)
             # dh_{t-1} += dGh[rows, t] @ Wh^T
             recurrent_product(L.path, rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
@@ -248,7 +257,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
-                bwd_zh_row(H, G + gr, Hprev + hr, dhs + hr, dh_in + n * H, dG + gr,
+                bwd_zh_row(H, G + gr, Hprev + (n * T + t) * ld, dhs + hr, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
             # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
             recurrent_product(L.path, rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h,
@@ -257,7 +266,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 # dr pre-activation; dh_{t-1} += d(r h) * r
-                bwd_r_row(H, G + gr, Hprev + hr, S + n * H, dG + gr, dh_out + n * H)
+                bwd_r_row(H, G + gr, Hprev + (n * T + t) * ld, S + n * H, dG + gr,
+                          dh_out + n * H)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
             recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
                               True, dh_out + n0 * H, H, True)
@@ -278,27 +288,26 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
 
 
-cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
-    """Columns [c0, c1) of the weight gradients, each one GEMM (or reduction) over all N*T rows:
-    dWx = X^T @ dG; reset_after: dWh = Hprev^T @ dGh, db[0] = sum dG, db[1] = sum dGh;
-    classic: dWh[:, :2H] = Hprev^T @ dG[:, :2H], dWh[:, 2H:] = (r*h_prev)^T @ dG[:, 2H:],
-    db = sum dG."""
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
+    """Columns [c0, c1) of the weight gradients, by GEMMs (or reductions) over all N*T rows:
+    z and r columns [dWx; dWh] = [X | Hprev]^T @ dG (dGh = dG there, in reset_after too);
+    h~ columns dWx = X^T @ dG and, reset_after: dWh = Hprev^T @ dGh, classic:
+    dWh = (r*h_prev)^T @ dG.  db = sum dG; reset_after: db[0] = sum dG, db[1] = sum dGh."""
     cdef Py_ssize_t NT = L.N * L.T
-    cdef int H = L.H, H3 = 3 * L.H, w = c1 - c0
+    cdef int D = L.D, H = L.H, H3 = 3 * L.H, w = c1 - c0, k0 = max(c0, 2 * H)
     cdef const floating *dG = <const floating *>L.dG
     cdef const floating *dGh = <const floating *>L.dGh
-    cdef const floating *Hprev = <const floating *>L.Hprev
+    cdef floating *dWx = <floating *>L.dWx
     cdef floating *dWh = <floating *>L.dWh
     cdef floating *db = <floating *>L.db
-    grad_cols(NT, L.D, H3, c0, c1, X, dG, <floating *>L.dWx)
+    weight_grad_cols(NT, D, H, H3, c0, min(c1, 2 * H), XH, dG, dWx, dWh)
+    grad_cols(NT, D, H3, k0, c1, XH, D + H, dG, dWx)
     colsum(NT, w, H3, dG + c0, L.acc + c0, db + c0)
     if L.reset_after:
-        grad_cols(NT, H, H3, c0, c1, Hprev, dGh, dWh)
+        grad_cols(NT, H, H3, k0, c1, XH + D, D + H, dGh, dWh)
         colsum(NT, w, H3, dGh + c0, L.acc + c0, db + H3 + c0)
     else:
-        # z and r columns from h_{t-1}, h~ columns from r * h_{t-1}
-        grad_cols(NT, H, H3, c0, min(c1, 2 * H), Hprev, dG, dWh)
-        grad_cols(NT, H, H3, max(c0, 2 * H), c1, <const floating *>L.AUX, dG, dWh)
+        grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG, dWh)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -312,14 +321,12 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
             _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
-cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
-                    const floating *dhs, const floating *X, const floating *Wx,
-                    const floating *Wh, const floating *G, const floating *Hprev,
-                    const floating *AUX, floating *S, floating *dG, floating *dGh,
-                    floating *dh_buf, double *acc,
-                    floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq, floating *Wp, int threads,
-                    bint check) noexcept nogil:
+cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, const floating *dhs,
+                   const floating *XH, const floating *Wx, const floating *Wh, const floating *G,
+                   const floating *AUX, floating *S, floating *dG, floating *dGh, floating *dh_buf,
+                   double *acc, floating *dWx, floating *dWh, floating *db, floating *dX,
+                   floating *dh0, double *sq, floating *Wp, int threads,
+                   bint check) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H3 = 3 * H
@@ -333,9 +340,10 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
         pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.reset_after = reset_after
-    L.Wp = Wp; L.Wp_h = Wp_h; L.G = <void *>G; L.Hprev = <void *>Hprev; L.AUX = <void *>AUX
-    L.S = S; L.dhs = dhs; L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf; L.sq = sq; L.dX = dX
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = XH; L.Hprev = <void *>(XH + D)
+    L.Wx = Wx; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h; L.G = <void *>G
+    L.AUX = <void *>AUX; L.S = S; L.dhs = dhs; L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf
+    L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
@@ -348,24 +356,26 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after,
     return 0
 
 
-def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.ndarray h0,
-            cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S,
+def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+            cnp.ndarray h0,
+            cnp.ndarray hs, cnp.ndarray G, cnp.ndarray AUX, cnp.ndarray S,
             bint reset_after, cnp.ndarray Wp, int threads=1, bint check=False):
-    """Run the GRU over all timesteps; fills hs and the caches G, Hprev, AUX (S, Wp: scratch).
+    """Run the GRU over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
+    side by side) and AUX (S, Wp: scratch).
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
-    cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
     cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pXH = buf(XH, tn, N * T * (D + H), "XH", True)
     cdef void *pWx = buf(Wx, tn, D * 3 * H, "Wx")
     cdef void *pWh = buf(Wh, tn, H * 3 * H, "Wh")
     cdef void *pb = buf(b, tn, (6 if reset_after else 3) * H, "b")
     cdef void *ph0 = buf(h0, tn, N * H, "h0")
     cdef void *phs = buf(hs, tn, NTH, "hs", True)
     cdef void *pG = buf(G, tn, 3 * NTH, "G", True)
-    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
     cdef void *pA = buf(AUX, tn, NTH, "AUX", True)
     cdef void *pS = buf(S, tn, 3 * N * H, "S", True)
     cdef bint dbl = tn == cnp.NPY_FLOAT64
@@ -375,19 +385,20 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b, cnp.nd
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            nonfinite = _forward(N, T, D, H, reset_after, <float *>pX, <float *>pWx, <float *>pWh,
-                                 <float *>pb, <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
-                                 <float *>pA, <float *>pS, <float *>pWp, threads, check)
+            nonfinite = _forward(N, T, D, H, reset_after, <float *>pX, <float *>pXH, <float *>pWx,
+                                 <float *>pWh, <float *>pb, <float *>ph0, <float *>phs,
+                                 <float *>pG, <float *>pA, <float *>pS, <float *>pWp, threads,
+                                 check)
         else:
-            nonfinite = _forward(N, T, D, H, reset_after, <double *>pX, <double *>pWx,
-                                 <double *>pWh, <double *>pb, <double *>ph0, <double *>phs,
-                                 <double *>pG, <double *>pHp, <double *>pA, <double *>pS,
+            nonfinite = _forward(N, T, D, H, reset_after, <double *>pX, <double *>pXH,
+                                 <double *>pWx, <double *>pWh, <double *>pb, <double *>ph0,
+                                 <double *>phs, <double *>pG, <double *>pA, <double *>pS,
                                  <double *>pWp, threads, check)
     return nonfinite
 
 
-def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
-             cnp.ndarray Hprev, cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
+def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
+             cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
              cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
              cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after,
              cnp.ndarray Wp, int threads=1, bint check=False):
@@ -397,15 +408,14 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp
     None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
     db; else 0."""
-    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
     cdef void *pdhs = buf(dhs, tn, NTH, "dhs")
-    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pXH = buf(XH, tn, N * T * (D + H), "XH")
     cdef void *pWx = buf(Wx, tn, D * 3 * H, "Wx")
     cdef void *pWh = buf(Wh, tn, H * 3 * H, "Wh")
     cdef void *pG = buf(G, tn, 3 * NTH, "G")
-    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev")
     cdef void *pA = buf(AUX, tn, NTH, "AUX")
     cdef void *pS = buf(S, tn, 3 * NH, "S", True)
     cdef void *pdG = buf(dG, tn, 3 * NTH, "dG", True)
@@ -425,18 +435,17 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            nonfinite = _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pX, <float *>pWx,
-                                  <float *>pWh, <float *>pG, <float *>pHp, <float *>pA, <float *>pS,
-                                  <float *>pdG, <float *>pdGh, <float *>pdh, pacc, <float *>pdWx,
-                                  <float *>pdWh, <float *>pdb, <float *>pdX, <float *>pdh0, psq,
-                                  <float *>pWp, threads, check)
+            nonfinite = _backward(N, T, D, H, reset_after, <float *>pdhs, <float *>pXH,
+                                  <float *>pWx, <float *>pWh, <float *>pG, <float *>pA,
+                                  <float *>pS, <float *>pdG, <float *>pdGh, <float *>pdh, pacc,
+                                  <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
+                                  <float *>pdh0, psq, <float *>pWp, threads, check)
         else:
-            nonfinite = _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pX,
-                                  <double *>pWx, <double *>pWh, <double *>pG, <double *>pHp,
-                                  <double *>pA, <double *>pS, <double *>pdG, <double *>pdGh,
-                                  <double *>pdh, pacc, <double *>pdWx, <double *>pdWh,
-                                  <double *>pdb, <double *>pdX, <double *>pdh0, psq, <double *>pWp,
-                                  threads, check)
+            nonfinite = _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pXH,
+                                  <double *>pWx, <double *>pWh, <double *>pG, <double *>pA,
+                                  <double *>pS, <double *>pdG, <double *>pdGh, <double *>pdh, pacc,
+                                  <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
+                                  <double *>pdh0, psq, <double *>pWp, threads, check)
     return nonfinite
 
 

@@ -11,8 +11,8 @@ With several threads, each takes a share of the batch rows for everything row-wi
 time loop, dX), then a share of the columns of dWx, dWh and db (see _forward, _backward).
 
 Caches written by forward and read by backward (all owned by the Python layer, reused across calls):
+  XH     [x_t | h_{t-1}] for every step (h0 at t = 0)  (N, T, D + H); x_t copied in by forward
   G      activated gates f, g, i, o                    (N, T, 4H)
-  Hprev  h_{t-1} for every step (h0 at t = 0)          (N, T, H)
   C      c_t                                           (N, T, H)
   TC     tanh(c_t)                                     (N, T, H)
 """
@@ -21,7 +21,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
-from _seq cimport dx_rows, grad_cols, project_rows
+from _seq cimport dx_rows, keep_inputs, project_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
                      lstm_bwd_row_f, lstm_bwd_row_d)
@@ -52,7 +52,9 @@ cdef struct Loop:
     # call); see _forward and _backward for how the work is shared
     Py_ssize_t N, T
     int D, H
-    const void *X
+    int ldxh            # D + H: the row stride of X and Hprev, side by side in XH (_seq.pxd)
+    const void *X       # forward: the caller's inputs (N, T, D); backward: XH
+    void *XH            # forward: XH, where the inputs are copied (keep_inputs)
     const void *Wx
     void *dX
     void *dWx
@@ -67,7 +69,7 @@ cdef struct Loop:
     const void *c0
     void *hs
     void *G
-    void *Hprev
+    void *Hprev         # = XH + D
     void *C
     void *TC
     const void *dhs
@@ -84,7 +86,7 @@ cdef struct Loop:
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
     """Input projection and time loop for batch rows [n0, n1)."""
-    cdef Py_ssize_t T = L.T, n, t, gr, hr
+    cdef Py_ssize_t T = L.T, n, t, gr, hr, ld = L.ldxh
     cdef int H = L.H, H4 = 4 * H
     cdef const floating *b = <const floating *>L.b
     cdef const floating *h0 = <const floating *>L.h0
@@ -95,13 +97,15 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *C = <floating *>L.C
     cdef floating *TC = <floating *>L.TC
     cdef const floating *c_prev
+    keep_inputs(n0, n1, T, L.D, L.H, <const floating *>L.X, <floating *>L.XH)
     # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
-    project_rows(n0, n1, T, L.D, 4 * L.H, <const floating *>L.X, <const floating *>L.Wx, G)
+    project_rows(n0, n1, T, L.D, 4 * L.H, <const floating *>L.X, L.D,
+                 <const floating *>L.Wx, G)
     for n in range(n0, n1):                     # Hprev[:, 0] = h0
-        memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
+        memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
     for t in range(T):
-        # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*H in Hprev)
-        recurrent_product(L.path, <int>(n1 - n0), H4, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+        # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*(D+H) in Hprev)
+        recurrent_product(L.path, <int>(n1 - n0), H4, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
                           <const floating *>L.Wh, H4, False, G + n0 * T * H4 + t * H4, T * H4,
                           True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
@@ -113,7 +117,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             # f, g, i, o = act(G + b); c = f*c_prev + g*i; h = o*tanh(c)
             fwd_row(H, G + gr, b, c_prev, C + hr, TC + hr, hs + hr)
             if t + 1 < T:                       # Hprev[:, t+1] = h_t
-                memcpy(Hprev + hr + H, hs + hr, H * sizeof(floating))
+                memcpy(Hprev + (n * T + t + 1) * ld, hs + hr, H * sizeof(floating))
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -127,11 +131,10 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
-                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, const floating *c0, floating *hs,
-                   floating *G, floating *Hprev, floating *C, floating *TC,
-                   floating *Wp, int threads, bint check) noexcept nogil:
+cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
+                  const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
+                  const floating *c0, floating *hs, floating *G, floating *C, floating *TC,
+                  floating *Wp, int threads, bint check) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H4 = 4 * H
@@ -140,8 +143,8 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     if L.path == PACKED:
         pack_b(H, H4, Wh, H4, 1, Wp)            # Wh (H, 4H), for the per-step products
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
-    L.c0 = c0; L.hs = hs; L.G = G; L.Hprev = Hprev; L.C = C; L.TC = TC
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
+    L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.c0 = c0; L.hs = hs; L.G = G; L.C = C; L.TC = TC
     L.f64 = floating is double
     L.check = check and T == 1
     L.nonfinite = 0
@@ -203,14 +206,13 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
 
 
-cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
-    """Columns [c0, c1) of the weight gradients, each one GEMM (or reduction) over all N*T rows:
-    dWx = X^T @ dG, dWh = Hprev^T @ dG, db = dG summed over rows."""
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
+    """Columns [c0, c1) of the weight gradients, by GEMMs (or a reduction) over all N*T rows:
+    [dWx; dWh] = [X | Hprev]^T @ dG, db = dG summed over rows."""
     cdef Py_ssize_t NT = L.N * L.T
     cdef int H4 = 4 * L.H
     cdef const floating *dG = <const floating *>L.dG
-    grad_cols(NT, L.D, H4, c0, c1, X, dG, <floating *>L.dWx)
-    grad_cols(NT, L.H, H4, c0, c1, <const floating *>L.Hprev, dG, <floating *>L.dWh)
+    weight_grad_cols(NT, L.D, L.H, H4, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh)
     colsum(NT, c1 - c0, H4, dG + c0, L.acc + c0, <floating *>L.db + c0)
 
 
@@ -225,15 +227,12 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
             _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
-cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
-                    const floating *dhs, const floating *dcT,
-                    const floating *X, const floating *Wx, const floating *Wh,
-                    const floating *c0, const floating *G, const floating *Hprev,
-                    const floating *C, const floating *TC,
-                    floating *dG, floating *dh_buf, floating *dc_buf, double *acc,
-                    floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, floating *dc0, double *sq, floating *Wp,
-                    int threads, bint check) noexcept nogil:
+cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs,
+                   const floating *dcT, const floating *XH, const floating *Wx, const floating *Wh,
+                   const floating *c0, const floating *G, const floating *C, const floating *TC,
+                   floating *dG, floating *dh_buf, floating *dc_buf, double *acc, floating *dWx,
+                   floating *dWh, floating *db, floating *dX, floating *dh0, floating *dc0,
+                   double *sq, floating *Wp, int threads, bint check) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H4 = 4 * H
@@ -243,9 +242,9 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     if L.path == PACKED:
         pack_b(H4, H, Wh, 1, H4, Wp)            # Wh^T (4H, H)
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.c0 = c0
-    L.G = <void *>G; L.Hprev = <void *>Hprev; L.C = <void *>C; L.TC = <void *>TC; L.dhs = dhs
-    L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = XH; L.Hprev = <void *>(XH + D)
+    L.Wx = Wx; L.Wp = Wp; L.c0 = c0; L.G = <void *>G; L.C = <void *>C; L.TC = <void *>TC
+    L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)
     # after T swaps the carried gradients are in the first half of each buffer if T is even
@@ -259,20 +258,22 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     return 0
 
 
-def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
-            cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp,
+            cnp.ndarray G, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp,
             int threads=1, bint check=False):
-    """Run the LSTM over all timesteps; fills hs and the caches G, Hprev, C, TC (Wp: scratch).
+    """Run the LSTM over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
+    side by side), G, C, TC (Wp: scratch).
     threads: how many threads share the batch rows of the time loop.
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
-    cdef Py_ssize_t N = X.shape[0], T = X.shape[1]
-    cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
+    cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1]
+    cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
     cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pXH = buf(XH, tn, N * T * (D + H), "XH", True)
     cdef void *pWx = buf(Wx, tn, D * 4 * H, "Wx")
     cdef void *pWh = buf(Wh, tn, H * 4 * H, "Wh")
     cdef void *pb = buf(b, tn, 4 * H, "b")
@@ -280,7 +281,6 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef void *pc0 = buf(c0, tn, N * H, "c0")
     cdef void *phs = buf(hs, tn, NTH, "hs", True)
     cdef void *pG = buf(G, tn, 4 * NTH, "G", True)
-    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
     cdef void *pC = buf(C, tn, NTH, "C", True)
     cdef void *pTC = buf(TC, tn, NTH, "TC", True)
     cdef void *pWp = buf(Wp, tn, packed_size(H, 4 * H, tn == cnp.NPY_FLOAT64),
@@ -288,20 +288,20 @@ def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
-                                 <float *>ph0, <float *>pc0, <float *>phs, <float *>pG,
-                                 <float *>pHp, <float *>pC, <float *>pTC, <float *>pWp, threads,
+            nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pXH, <float *>pWx, <float *>pWh,
+                                 <float *>pb, <float *>ph0, <float *>pc0, <float *>phs,
+                                 <float *>pG, <float *>pC, <float *>pTC, <float *>pWp, threads,
                                  check)
         else:
-            nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh,
-                                 <double *>pb, <double *>ph0, <double *>pc0, <double *>phs,
-                                 <double *>pG, <double *>pHp, <double *>pC, <double *>pTC,
+            nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pXH, <double *>pWx,
+                                 <double *>pWh, <double *>pb, <double *>ph0, <double *>pc0,
+                                 <double *>phs, <double *>pG, <double *>pC, <double *>pTC,
                                  <double *>pWp, threads, check)
     return nonfinite
 
 
-def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
-             cnp.ndarray c0, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray C, cnp.ndarray TC,
+def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
+             cnp.ndarray c0, cnp.ndarray G, cnp.ndarray C, cnp.ndarray TC,
              cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
              cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
              cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp,
@@ -314,17 +314,16 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
     db; else 0."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1]
-    cdef Py_ssize_t D = X.shape[2], H = Wh.shape[0]
+    cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
     cdef void *pdhs = buf(dhs, tn, NTH, "dhs")
     cdef void *pdcT = NULL if dcT is None else buf(dcT, tn, NH, "dcT")
-    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pXH = buf(XH, tn, N * T * (D + H), "XH")
     cdef void *pWx = buf(Wx, tn, D * 4 * H, "Wx")
     cdef void *pWh = buf(Wh, tn, H * 4 * H, "Wh")
     cdef void *pc0 = buf(c0, tn, NH, "c0")
     cdef void *pG = buf(G, tn, 4 * NTH, "G")
-    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev")
     cdef void *pC = buf(C, tn, NTH, "C")
     cdef void *pTC = buf(TC, tn, NTH, "TC")
     cdef void *pdG = buf(dG, tn, 4 * NTH, "dG", True)
@@ -343,19 +342,19 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray X, cnp.ndarray Wx, cnp.nda
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            nonfinite = _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pX,
+            nonfinite = _backward(N, T, D, H, <float *>pdhs, <float *>pdcT, <float *>pXH,
                                   <float *>pWx, <float *>pWh, <float *>pc0, <float *>pG,
-                                  <float *>pHp, <float *>pC, <float *>pTC, <float *>pdG,
-                                  <float *>pdh, <float *>pdc, pacc, <float *>pdWx, <float *>pdWh,
-                                  <float *>pdb, <float *>pdX, <float *>pdh0, <float *>pdc0, psq,
-                                  <float *>pWp, threads, check)
+                                  <float *>pC, <float *>pTC, <float *>pdG, <float *>pdh,
+                                  <float *>pdc, pacc, <float *>pdWx, <float *>pdWh, <float *>pdb,
+                                  <float *>pdX, <float *>pdh0, <float *>pdc0, psq, <float *>pWp,
+                                  threads, check)
         else:
-            nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pX,
+            nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pXH,
                                   <double *>pWx, <double *>pWh, <double *>pc0, <double *>pG,
-                                  <double *>pHp, <double *>pC, <double *>pTC, <double *>pdG,
-                                  <double *>pdh, <double *>pdc, pacc, <double *>pdWx,
-                                  <double *>pdWh, <double *>pdb, <double *>pdX, <double *>pdh0,
-                                  <double *>pdc0, psq, <double *>pWp, threads, check)
+                                  <double *>pC, <double *>pTC, <double *>pdG, <double *>pdh,
+                                  <double *>pdc, pacc, <double *>pdWx, <double *>pdWh,
+                                  <double *>pdb, <double *>pdX, <double *>pdh0, <double *>pdc0,
+                                  psq, <double *>pWp, threads, check)
     return nonfinite
 
 

@@ -1,15 +1,15 @@
 """Vanilla RNN forward and backward-through-time kernels: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
 
 Same layout as _lstm.pyx (batch-major, step t = N rows with stride T*X).  Caches:
+  XH     [x_t | h_{t-1}] for every step (h0 at t = 0)  (N, T, D + H); x_t copied in by forward
   G      h_t = tanh(pre-activation) for every step     (N, T, H)
-  Hprev  h_{t-1} for every step (h0 at t = 0)          (N, T, H)
 """
 cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
-from _seq cimport dx_rows, grad_cols, project_rows
+from _seq cimport dx_rows, keep_inputs, project_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
                      rnn_bwd_row_f, rnn_bwd_row_d)
@@ -37,7 +37,9 @@ cdef struct Loop:
     # what each thread needs for its share of the work (see _forward and _backward)
     Py_ssize_t N, T
     int D, H
-    const void *X
+    int ldxh            # D + H: the row stride of X and Hprev, side by side in XH (_seq.pxd)
+    const void *X       # forward: the caller's inputs (N, T, D); backward: XH
+    void *XH            # forward: XH, where the inputs are copied (keep_inputs)
     const void *Wx
     void *dX
     void *dWx
@@ -51,7 +53,7 @@ cdef struct Loop:
     const void *h0
     void *hs
     void *G
-    void *Hprev
+    void *Hprev         # = XH + D
     const void *dhs
     void *dG
     void *dh_buf
@@ -64,20 +66,22 @@ cdef struct Loop:
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
     """Input projection and time loop for batch rows [n0, n1)."""
-    cdef Py_ssize_t T = L.T, n, t, r
+    cdef Py_ssize_t T = L.T, n, t, r, ld = L.ldxh
     cdef int H = L.H
     cdef const floating *b = <const floating *>L.b
     cdef const floating *h0 = <const floating *>L.h0
     cdef floating *hs = <floating *>L.hs
     cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
+    keep_inputs(n0, n1, T, L.D, L.H, <const floating *>L.X, <floating *>L.XH)
     # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
-    project_rows(n0, n1, T, L.D, L.H, <const floating *>L.X, <const floating *>L.Wx, G)
+    project_rows(n0, n1, T, L.D, L.H, <const floating *>L.X, L.D,
+                 <const floating *>L.Wx, G)
     for n in range(n0, n1):                     # Hprev[:, 0] = h0
-        memcpy(Hprev + n * T * H, h0 + n * H, H * sizeof(floating))
+        memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh
-        recurrent_product(L.path, <int>(n1 - n0), H, H, Hprev + n0 * T * H + t * H, T * H, Wp,
+        recurrent_product(L.path, <int>(n1 - n0), H, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
                           <const floating *>L.Wh, H, False, G + n0 * T * H + t * H, T * H, True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
             flag_nonfinite(&L.nonfinite, G + n0 * H, (n1 - n0) * H)
@@ -85,7 +89,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             r = (n * T + t) * H
             fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
             if t + 1 < T:
-                memcpy(Hprev + r + H, hs + r, H * sizeof(floating))
+                memcpy(Hprev + (n * T + t + 1) * ld, hs + r, H * sizeof(floating))
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -99,10 +103,9 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
-                   const floating *X, const floating *Wx, const floating *Wh, const floating *b,
-                   const floating *h0, floating *hs, floating *G, floating *Hprev,
-                   floating *Wp, int threads, bint check) noexcept nogil:
+cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
+                  const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
+                  floating *hs, floating *G, floating *Wp, int threads, bint check) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef Loop L
@@ -110,8 +113,8 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     if L.path == PACKED:
         pack_b(H, H, Wh, H, 1, Wp)              # Wh, for the per-step products
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0
-    L.hs = hs; L.G = G; L.Hprev = Hprev; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
+    L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.f64 = floating is double
     L.check = check and T == 1
     L.nonfinite = 0
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
@@ -156,13 +159,12 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
 
 
-cdef void _weights_cols(Loop *L, int c0, int c1, const floating *X) noexcept nogil:
-    """Columns [c0, c1) of dWx = X^T @ dG, dWh = Hprev^T @ dG and db = dG summed over rows,
-    each one GEMM (or reduction) over all N*T rows."""
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
+    """Columns [c0, c1) of [dWx; dWh] = [X | Hprev]^T @ dG and db = dG summed over rows, by
+    GEMMs (or a reduction) over all N*T rows."""
     cdef Py_ssize_t NT = L.N * L.T
     cdef const floating *dG = <const floating *>L.dG
-    grad_cols(NT, L.D, L.H, c0, c1, X, dG, <floating *>L.dWx)
-    grad_cols(NT, L.H, L.H, c0, c1, <const floating *>L.Hprev, dG, <floating *>L.dWh)
+    weight_grad_cols(NT, L.D, L.H, L.H, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh)
     colsum(NT, c1 - c0, L.H, dG + c0, L.acc + c0, <floating *>L.db + c0)
 
 
@@ -177,13 +179,11 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
             _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
 
 
-cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
-                    const floating *dhs, const floating *X, const floating *Wx,
-                    const floating *Wh, const floating *G, const floating *Hprev,
-                    floating *dG, floating *dh_buf, double *acc,
-                    floating *dWx, floating *dWh, floating *db, floating *dX,
-                    floating *dh0, double *sq, floating *Wp, int threads,
-                    bint check) noexcept nogil:
+cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs,
+                   const floating *XH, const floating *Wx, const floating *Wh, const floating *G,
+                   floating *dG, floating *dh_buf, double *acc, floating *dWx, floating *dWh,
+                   floating *db, floating *dX, floating *dh0, double *sq, floating *Wp,
+                   int threads, bint check) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef Py_ssize_t NH = N * H
@@ -192,9 +192,10 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     if L.path == PACKED:
         pack_b(H, H, Wh, 1, H, Wp)              # Wh^T
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.X = X; L.Wx = Wx; L.Wp = Wp; L.G = <void *>G
-    L.Hprev = <void *>Hprev; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf; L.sq = sq; L.dX = dX
-    L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = XH; L.Hprev = <void *>(XH + D)
+    L.Wx = Wx; L.Wp = Wp; L.G = <void *>G; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf
+    L.sq = sq; L.dX = dX; L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc
+    L.f64 = floating is double
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
@@ -206,42 +207,43 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H,
     return 0
 
 
-def forward(cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
-            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray Wp,
+def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Wp,
             int threads=1, bint check=False):
-    """Run the RNN over all timesteps; fills hs and the caches G, Hprev (Wp: scratch).
+    """Run the RNN over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
+    side by side) and G (Wp: scratch).
     threads: how many threads share the batch rows of the time loop.
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
-    cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
     cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pXH = buf(XH, tn, N * T * (D + H), "XH", True)
     cdef void *pWx = buf(Wx, tn, D * H, "Wx")
     cdef void *pWh = buf(Wh, tn, H * H, "Wh")
     cdef void *pb = buf(b, tn, H, "b")
     cdef void *ph0 = buf(h0, tn, N * H, "h0")
     cdef void *phs = buf(hs, tn, NTH, "hs", True)
     cdef void *pG = buf(G, tn, NTH, "G", True)
-    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev", True)
     cdef void *pWp = buf(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pWx, <float *>pWh, <float *>pb,
-                                 <float *>ph0, <float *>phs, <float *>pG, <float *>pHp,
+            nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pXH, <float *>pWx, <float *>pWh,
+                                 <float *>pb, <float *>ph0, <float *>phs, <float *>pG,
                                  <float *>pWp, threads, check)
         else:
-            nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pWx, <double *>pWh,
-                                 <double *>pb, <double *>ph0, <double *>phs, <double *>pG,
-                                 <double *>pHp, <double *>pWp, threads, check)
+            nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pXH, <double *>pWx,
+                                 <double *>pWh, <double *>pb, <double *>ph0, <double *>phs,
+                                 <double *>pG, <double *>pWp, threads, check)
     return nonfinite
 
 
-def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
-             cnp.ndarray G, cnp.ndarray Hprev, cnp.ndarray dG, cnp.ndarray dh_buf,
+def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
+             cnp.ndarray G, cnp.ndarray dG, cnp.ndarray dh_buf,
              cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db,
              cnp.ndarray dX, cnp.ndarray dh0, object sq, cnp.ndarray Wp,
              int threads=1, bint check=False):
@@ -251,15 +253,14 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
     db; else 0."""
-    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = X.shape[2], H = Wh.shape[0]
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
     cdef void *pdhs = buf(dhs, tn, NTH, "dhs")
-    cdef void *pX = buf(X, tn, N * T * D, "X")
+    cdef void *pXH = buf(XH, tn, N * T * (D + H), "XH")
     cdef void *pWx = buf(Wx, tn, D * H, "Wx")
     cdef void *pWh = buf(Wh, tn, H * H, "Wh")
     cdef void *pG = buf(G, tn, NTH, "G")
-    cdef void *pHp = buf(Hprev, tn, NTH, "Hprev")
     cdef void *pdG = buf(dG, tn, NTH, "dG", True)
     cdef void *pdh = buf(dh_buf, tn, 2 * NH, "dh_buf", True)
     cdef double *pacc = <double *>buf(acc, cnp.NPY_FLOAT64, H, "acc", True)
@@ -274,16 +275,15 @@ def backward(cnp.ndarray dhs, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
-            nonfinite = _backward(N, T, D, H, <float *>pdhs, <float *>pX, <float *>pWx,
-                                  <float *>pWh, <float *>pG, <float *>pHp, <float *>pdG,
-                                  <float *>pdh, pacc, <float *>pdWx, <float *>pdWh, <float *>pdb,
-                                  <float *>pdX, <float *>pdh0, psq, <float *>pWp, threads, check)
+            nonfinite = _backward(N, T, D, H, <float *>pdhs, <float *>pXH, <float *>pWx,
+                                  <float *>pWh, <float *>pG, <float *>pdG, <float *>pdh, pacc,
+                                  <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
+                                  <float *>pdh0, psq, <float *>pWp, threads, check)
         else:
-            nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pX, <double *>pWx,
-                                  <double *>pWh, <double *>pG, <double *>pHp, <double *>pdG,
-                                  <double *>pdh, pacc, <double *>pdWx, <double *>pdWh,
-                                  <double *>pdb, <double *>pdX, <double *>pdh0, psq, <double *>pWp,
-                                  threads, check)
+            nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pXH, <double *>pWx,
+                                  <double *>pWh, <double *>pG, <double *>pdG, <double *>pdh, pacc,
+                                  <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
+                                  <double *>pdh0, psq, <double *>pWp, threads, check)
     return nonfinite
 
 

@@ -1,22 +1,41 @@
 # The whole-sequence products the three cells' kernels share, over a range of batch rows.
 # Buffers are batch-major (N, T, X): batch rows [n0, n1) are the contiguous rows n0*T .. n1*T of
 # the (N*T, X) matrix, so a thread's share is one GEMM.  GH = gate blocks * H (width of G, Wx).
+#
+# The kernels keep the inputs and the previous hidden states side by side in one cache,
+# XH (N, T, D + H): row (n, t) is [x_t | h_{t-1}].  X is its first D columns and Hprev its last
+# H, each read with row stride D + H.  Side by side, dWx and dWh are one product
+# [X | Hprev]^T @ dG whenever they share dG (weight_grad_cols): OpenBLAS then packs dG, the
+# largest operand, once rather than twice (11-22 % faster than two products; BENCHMARKS.md).
 from cython cimport floating
+
+cdef extern from "fr_copy.h" nogil:
+    void fr_copy_rows(Py_ssize_t rows, size_t width, const char *src, size_t src_ld, char *dst,
+                      size_t dst_ld)
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_direct, gemm_direct_nt, gemm_direct_tn, worth_direct, worth_direct_tn
 
 
+cdef inline void keep_inputs(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int H,
+                             const floating *X, floating *XH) noexcept nogil:
+    """XH[rows, :, :D] = X[rows] for batch rows [n0, n1): forward's copy of the inputs, which
+    backward reads (the caller's array may change in between)."""
+    fr_copy_rows((n1 - n0) * T, D * sizeof(floating), <const char *>(X + n0 * T * D),
+                 D * sizeof(floating), <char *>(XH + n0 * T * (D + H)), (D + H) * sizeof(floating))
+
+
 cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
-                              const floating *X, const floating *Wx,
+                              const floating *X, int ldx, const floating *Wx,
                               floating *G) noexcept nogil:
-    """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1)
-    (gemm_direct when they are only a few rows, and always for a single step: see step_path)."""
+    """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1);
+    X's rows lie ldx apart (gemm_direct when they are only a few rows, and always for a single
+    step: see step_path)."""
     cdef Py_ssize_t M = (n1 - n0) * T
     if worth_direct(M) or T == 1 and M == 1:
-        gemm_direct(<int>M, GH, D, X + n0 * T * D, D, Wx, GH, G + n0 * T * GH, GH, False)
+        gemm_direct(<int>M, GH, D, X + n0 * T * ldx, ldx, Wx, GH, G + n0 * T * GH, GH, False)
     else:
-        gemm(False, False, <blas_int>M, GH, D, 1, X + n0 * T * D, D, Wx, GH, 0,
+        gemm(False, False, <blas_int>M, GH, D, 1, X + n0 * T * ldx, ldx, Wx, GH, 0,
              G + n0 * T * GH, GH)
 
 
@@ -33,14 +52,29 @@ cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int 
 
 
 cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize_t c1,
-                           const floating *A, const floating *dG, floating *dW) noexcept nogil:
+                           const floating *A, int lda, const floating *dG,
+                           floating *dW) noexcept nogil:
     """dW[:, c0:c1] = A^T @ dG[:, c0:c1]: columns of a weight gradient (dWx from A = X, dWh
-    from A = Hprev), one GEMM over all NT rows (gemm_direct_tn when they are only a few, e.g. a
-    single step).  A (NT, K), dG (NT, GH), dW (K, GH)."""
+    from A = Hprev, or both at once from A = XH), one GEMM over all NT rows (gemm_direct_tn
+    when they are only a few, e.g. a single step).  A (NT, K) with row stride lda, dG (NT, GH),
+    dW (K, GH)."""
     if c0 >= c1:
         return
     if worth_direct_tn(NT):
-        gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, K, dG + c0, GH, dW + c0, GH, False)
+        gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, lda, dG + c0, GH, dW + c0, GH, False)
     else:
-        gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, K, dG + c0, GH, 0,
+        gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, lda, dG + c0, GH, 0,
              dW + c0, GH)
+
+
+cdef inline void weight_grad_cols(Py_ssize_t NT, int D, int H, int GH, Py_ssize_t c0,
+                                  Py_ssize_t c1, const floating *XH, const floating *dG,
+                                  floating *dWx, floating *dWh) noexcept nogil:
+    """dWx[:, c0:c1] = X^T @ dG[:, c0:c1] and dWh[:, c0:c1] = Hprev^T @ dG[:, c0:c1], for
+    X and Hprev side by side in XH (NT, D + H).  One product when dWh directly follows dWx in
+    memory, as the layers allocate them (dWx; dWh is then one (D + H, GH) matrix), else two."""
+    if dWh == dWx + <Py_ssize_t>D * GH:
+        grad_cols(NT, D + H, GH, c0, c1, XH, D + H, dG, dWx)
+    else:
+        grad_cols(NT, D, GH, c0, c1, XH, D + H, dG, dWx)
+        grad_cols(NT, H, GH, c0, c1, XH + D, D + H, dG, dWh)

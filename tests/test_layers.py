@@ -390,6 +390,61 @@ def test_backward_twice_gives_the_same(kind, rng):
         np.testing.assert_array_equal(g, o1[k])
 
 
+# ---- dWx and dWh side by side: one product, or two --------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_weight_grads_are_adjacent(kind, rng):
+    # the layer allocates dWh directly after dWx, so that the kernels can make both with one
+    # product [X | Hprev]^T @ dG (weight_grad_cols in src/_seq.pxd)
+    params = make_params(kind, rng, D, H, np.float32)
+    dWx, dWh, db = make_time(fastrnn, kind, params).grads
+    assert dWh.ctypes.data == dWx.ctypes.data + dWx.nbytes
+    assert not np.shares_memory(dWx, dWh)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 5), (4, 9, 7, 9)],
+                         ids=["direct", "blas"])   # N*T rows: a direct product, or BLAS
+def test_weight_grads_in_separate_arrays(kind, dtype, threads, shape, rng):
+    # grads entries replaced by separate arrays get the same gradients (two products, one per
+    # array, rather than one over both); with two threads each makes its share of the columns
+    n, t, d, h = shape
+    params, xs, dhs, _, _ = sequence(kind, rng, dtype, N=n, T=t, D=d, H=h)
+    want = reference_results(kind, params, xs, dhs)
+    got = {}
+    for how in ("adjacent", "separate"):
+        layer = make_time(fastrnn, kind, params)
+        layer.threads = threads
+        if how == "separate":
+            layer.grads[0] = np.zeros_like(layer.grads[0])
+            layer.grads[1] = np.zeros_like(layer.grads[1])
+        got[how] = run_time(layer, kind, xs, dhs)[0]
+        for k, g in zip(("dWx", "dWh", "db"), layer.grads):
+            assert_close(g, want[k], dtype, f"{how} {k}")
+    assert_results_close(got["separate"], got["adjacent"], dtype)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_inputs_are_kept_exactly(kind, dtype, rng):
+    # more than 1 MiB of inputs: forward copies them into its cache with non-temporal stores
+    # (src/fr_copy.h); D + H odd puts every other cache row off 16-byte alignment, so the
+    # copy's unaligned head and tail are exercised too
+    n, t, d, h = 3, 450, 203, 6
+    params, xs, dhs, _, _ = sequence(kind, rng, dtype, N=n, T=t, D=d, H=h)
+    assert xs.nbytes > 1 << 20
+    want = reference_results(kind, params, xs, dhs)
+    layer = make_time(fastrnn, kind, params)
+    xs_in = xs.copy()
+    layer.forward(xs_in)
+    xs_in[...] = 7.0                    # backward must read forward's inputs, not these
+    layer.backward(dhs)
+    for k, g in zip(("dWx", "dWh", "db"), layer.grads):
+        assert_close(g, want[k], dtype, k)
+
+
 # ---- outputs belong to the caller; inputs are not kept by reference --------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
