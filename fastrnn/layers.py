@@ -436,15 +436,15 @@ class TimeGRU(_TimeLayer):
         return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
     def _packed_shapes(self, H):
-        if self.reset_after:
-            return [[(H, 3 * H)], [(3 * H, H)]]        # Wh; Wh^T
-        # classic: [Whz Whr] and Whh separately (h~ needs r first); their transposes
-        return [[(H, 2 * H), (H, H)], [(2 * H, H), (H, H)]]
+        # backward: [Whz Whr]^T and Whh^T separately (classic: h~ needs r first; reset_after:
+        # the h~ block's gradient differs on the recurrent side); forward likewise for classic
+        forward = [(H, 3 * H)] if self.reset_after else [(H, 2 * H), (H, H)]
+        return [forward, [(2 * H, H), (H, H)]]
 
     def _scratch_shapes(self, N, T, H):
         shapes = {"dG": (N, T, 3 * H), "dh": (2, N, H)}
         if self.reset_after:
-            shapes["dGh"] = (N, T, 3 * H)
+            shapes["dGh"] = (N, T, H)      # the h~ block of the recurrent side
         return shapes
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):

@@ -29,9 +29,10 @@ cdef extern from "fr_cells.h" nogil:
     void gru_ra_fwd_row_d(int H, double *a, const double *s, const double *b0, const double *b1,
                           const double *h_prev, double *hn, double *h)
     void gru_ra_bwd_row_f(int H, const float *a, const float *hn, const float *h_prev, const float *dy,
-                          const float *dh_in, float *dax, float *dah, float *dh_out, double *sq)
+                          const float *dh_in, float *dax, float *dahh, float *dh_out, double *sq)
     void gru_ra_bwd_row_d(int H, const double *a, const double *hn, const double *h_prev, const double *dy,
-                          const double *dh_in, double *dax, double *dah, double *dh_out, double *sq)
+                          const double *dh_in, double *dax, double *dahh, double *dh_out,
+                          double *sq)
     void colsum_f(Py_ssize_t rows, int cols, Py_ssize_t ldx, const float *x, double *acc, float *out)
     void colsum_d(Py_ssize_t rows, int cols, Py_ssize_t ldx, const double *x, double *acc, double *out)
 

@@ -10,7 +10,8 @@ Same batch-major layout as _lstm.pyx.  Caches:
   AUX    r * h_{t-1} (reset_after=False) or h_{t-1} Whh + b1h   (N, T, H)
   S      per-step scratch                                       (N, 3H)
 The per-step products use Wh (forward) or Wh^T (backward) packed once per call into the scratch
-Wp; reset_after=False packs the [Whz Whr] and Whh column blocks separately.
+Wp; reset_after=False packs the [Whz Whr] and Whh column blocks separately, and so does
+backward in both variants.
 """
 cimport numpy as cnp
 from cython cimport floating
@@ -74,12 +75,12 @@ cdef inline void ra_fwd_row(int H, floating *a, const floating *s, const floatin
 
 cdef inline void ra_bwd_row(int H, const floating *a, const floating *hn,
                             const floating *h_prev, const floating *dy, const floating *dh_in,
-                            floating *dax, floating *dah, floating *dh_out,
+                            floating *dax, floating *dahh, floating *dh_out,
                             double *sq) noexcept nogil:
     if floating is float:
-        gru_ra_bwd_row_f(H, a, hn, h_prev, dy, dh_in, dax, dah, dh_out, sq)
+        gru_ra_bwd_row_f(H, a, hn, h_prev, dy, dh_in, dax, dahh, dh_out, sq)
     else:
-        gru_ra_bwd_row_d(H, a, hn, h_prev, dy, dh_in, dax, dah, dh_out, sq)
+        gru_ra_bwd_row_d(H, a, hn, h_prev, dy, dh_in, dax, dahh, dh_out, sq)
 
 
 cdef struct Loop:
@@ -109,7 +110,7 @@ cdef struct Loop:
     void *S
     const void *dhs
     void *dG
-    void *dGh
+    void *dGh           # reset_after: gradient of the h~ block of h_{t-1} Whh (N, T, H)
     void *dh_buf
     double *sq          # per-step squared norms or NULL (see parallel_rows)
     double *sq_part
@@ -223,7 +224,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
     thread's norm sums or NULL."""
     cdef Py_ssize_t T = L.T, n, t, gr, hr, hp, NH = L.N * L.H, ld_g = L.T * 3 * L.H
-    cdef Py_ssize_t ld = L.ldxh
+    cdef Py_ssize_t ld = L.ldxh, ld_h = L.T * L.H
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
     cdef const floating *Wh = <const floating *>L.Wh
@@ -246,12 +247,15 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 hp = (n * T + t) * ld
-                # dG (input side) and dGh (recurrent side) of z, r, h~; dh_{t-1} = dh_t (1 - z)
+                # dG: z, r, h~ (input side); dGh: h~ of the recurrent side, r times dG's
+                # (its z and r are dG's); dh_{t-1} = dh_t (1 - z)
                 ra_bwd_row(H, G + gr, AUX + hr, Hprev + hp, dhs + hr, dh_in + n * H,
-                           dG + gr, dGh + gr, dh_out + n * H, sq_t)
-            # dh_{t-1} += dGh[rows, t] @ Wh^T
-            recurrent_product(L.path, rows, H, H3, dGh + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
-                              True, dh_out + n0 * H, H, True)
+                           dG + gr, dGh + hr, dh_out + n * H, sq_t)
+            # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T + dGh[rows, t] @ Wh[:, 2H:]^T
+            recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh,
+                              H3, True, dh_out + n0 * H, H, True)
+            recurrent_product(L.path, rows, H, H, dGh + n0 * ld_h + t * H, ld_h, Wp_h,
+                              Wh + 2 * H, H3, True, dh_out + n0 * H, H, True)
         else:
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
@@ -290,24 +294,28 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
     """Columns [c0, c1) of the weight gradients, by GEMMs (or reductions) over all N*T rows:
-    z and r columns [dWx; dWh] = [X | Hprev]^T @ dG (dGh = dG there, in reset_after too);
-    h~ columns dWx = X^T @ dG and, reset_after: dWh = Hprev^T @ dGh, classic:
-    dWh = (r*h_prev)^T @ dG.  db = sum dG; reset_after: db[0] = sum dG, db[1] = sum dGh."""
+    z and r columns [dWx; dWh] = [X | Hprev]^T @ dG (the recurrent side's gradient is dG's
+    there, in reset_after too); h~ columns dWx = X^T @ dG and, reset_after:
+    dWh = Hprev^T @ dGh, classic: dWh = (r*h_prev)^T @ dG.  db = sum dG; reset_after:
+    db[0] = sum dG, db[1] = db[0] in the z and r columns, sum dGh in the h~ columns."""
+    cdef int D = L.D, H = L.H, H3 = 3 * L.H, w = c1 - c0, k0 = max(c0, 2 * H), k
     cdef Py_ssize_t NT = L.N * L.T
-    cdef int D = L.D, H = L.H, H3 = 3 * L.H, w = c1 - c0, k0 = max(c0, 2 * H)
     cdef const floating *dG = <const floating *>L.dG
     cdef const floating *dGh = <const floating *>L.dGh
     cdef floating *dWx = <floating *>L.dWx
     cdef floating *dWh = <floating *>L.dWh
     cdef floating *db = <floating *>L.db
     weight_grad_cols(NT, D, H, H3, c0, min(c1, 2 * H), XH, dG, dWx, dWh)
-    grad_cols(NT, D, H3, k0, c1, XH, D + H, dG, dWx)
+    grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx)
     colsum(NT, w, H3, dG + c0, L.acc + c0, db + c0)
     if L.reset_after:
-        grad_cols(NT, H, H3, k0, c1, XH + D, D + H, dGh, dWh)
-        colsum(NT, w, H3, dGh + c0, L.acc + c0, db + H3 + c0)
+        grad_cols(NT, H, H3, k0, c1, XH + D, D + H, dGh + (k0 - 2 * H), H, dWh)
+        for k in range(c0, min(c1, 2 * H)):
+            db[H3 + k] = db[k]
+        if k0 < c1:
+            colsum(NT, c1 - k0, H, dGh + (k0 - 2 * H), L.acc + k0, db + H3 + k0)
     else:
-        grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG, dWh)
+        grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG + k0, H3, dWh)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -334,9 +342,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
     cdef floating *Wp_h = Wp
     cdef Loop L
     L.path = step_path(N, T)
-    if L.path == PACKED and reset_after:
-        pack_b(H3, H, Wh, 1, H3, Wp)            # Wh^T (3H, H)
-    elif L.path == PACKED:
+    if L.path == PACKED:
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
         pack_b(H, H, Wh + 2 * H, 1, H3, Wp_h)
     L.Wh = Wh
@@ -404,7 +410,7 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
              cnp.ndarray Wp, int threads=1, bint check=False):
     """Backpropagate through all timesteps of the last forward.
 
-    dGh (N, T, 3H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
+    dGh (N, T, H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
     None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
     db; else 0."""
@@ -419,7 +425,7 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
     cdef void *pA = buf(AUX, tn, NTH, "AUX")
     cdef void *pS = buf(S, tn, 3 * NH, "S", True)
     cdef void *pdG = buf(dG, tn, 3 * NTH, "dG", True)
-    cdef void *pdGh = buf(dGh, tn, 3 * NTH, "dGh", True) if reset_after else NULL
+    cdef void *pdGh = buf(dGh, tn, NTH, "dGh", True) if reset_after else NULL
     cdef void *pdh = buf(dh_buf, tn, 2 * NH, "dh_buf", True)
     cdef double *pacc = <double *>buf(acc, cnp.NPY_FLOAT64, 3 * H, "acc", True)
     cdef void *pdWx = buf(dWx, tn, D * 3 * H, "dWx", True)
@@ -429,9 +435,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
     cdef bint dbl = tn == cnp.NPY_FLOAT64
-    cdef void *pWp = buf(Wp, tn, packed_size(3 * H, H, dbl) if reset_after else
-                             packed_size(2 * H, H, dbl) + packed_size(H, H, dbl),
-                       "Wp", True, True)   # scratch: at least that size
+    cdef void *pWp = buf(Wp, tn, packed_size(2 * H, H, dbl) + packed_size(H, H, dbl),
+                       "Wp", True, True)   # scratch: at least that size (both variants)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:

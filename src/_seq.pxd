@@ -52,18 +52,18 @@ cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int 
 
 
 cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize_t c1,
-                           const floating *A, int lda, const floating *dG,
+                           const floating *A, int lda, const floating *dG, int ldg,
                            floating *dW) noexcept nogil:
-    """dW[:, c0:c1] = A^T @ dG[:, c0:c1]: columns of a weight gradient (dWx from A = X, dWh
+    """dW[:, c0:c1] = A^T @ dG[:, :c1-c0]: columns of a weight gradient (dWx from A = X, dWh
     from A = Hprev, or both at once from A = XH), one GEMM over all NT rows (gemm_direct_tn
-    when they are only a few, e.g. a single step).  A (NT, K) with row stride lda, dG (NT, GH),
-    dW (K, GH)."""
+    when they are only a few, e.g. a single step).  A (NT, K) with row stride lda; dG (NT, .)
+    with row stride ldg, pointing at the gradient of column c0; dW (K, GH)."""
     if c0 >= c1:
         return
     if worth_direct_tn(NT):
-        gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, lda, dG + c0, GH, dW + c0, GH, False)
+        gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, lda, dG, ldg, dW + c0, GH, False)
     else:
-        gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, lda, dG + c0, GH, 0,
+        gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, lda, dG, ldg, 0,
              dW + c0, GH)
 
 
@@ -74,7 +74,7 @@ cdef inline void weight_grad_cols(Py_ssize_t NT, int D, int H, int GH, Py_ssize_
     X and Hprev side by side in XH (NT, D + H).  One product when dWh directly follows dWx in
     memory, as the layers allocate them (dWx; dWh is then one (D + H, GH) matrix), else two."""
     if dWh == dWx + <Py_ssize_t>D * GH:
-        grad_cols(NT, D + H, GH, c0, c1, XH, D + H, dG, dWx)
+        grad_cols(NT, D + H, GH, c0, c1, XH, D + H, dG + c0, GH, dWx)
     else:
-        grad_cols(NT, D, GH, c0, c1, XH, D + H, dG, dWx)
-        grad_cols(NT, H, GH, c0, c1, XH + D, D + H, dG, dWh)
+        grad_cols(NT, D, GH, c0, c1, XH, D + H, dG + c0, GH, dWx)
+        grad_cols(NT, H, GH, c0, c1, XH + D, D + H, dG + c0, GH, dWh)

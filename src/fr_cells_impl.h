@@ -196,15 +196,16 @@ FR_KERNEL void FR_FN(gru_ra_fwd_row)(int H, FR_T *restrict a, const FR_T *restri
     }
 }
 
-/* dax: gradient w.r.t. the input-side pre-activations, dah: w.r.t. h_prev Wh (+ b1) */
+/* dax: gradient w.r.t. the input-side pre-activations (z, r, h~); dahh: w.r.t. the h~ block of
+ * h_prev Wh (+ b1).  The z and r blocks of h_prev Wh have the gradient dax has there, so they
+ * are not written twice. */
 FR_KERNEL void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict hn,
                                   const FR_T *restrict h_prev, const FR_T *restrict dy,
                                   const FR_T *restrict dh_in, FR_T *restrict dax,
-                                  FR_T *restrict dah, FR_T *restrict dh_out, double *restrict sq)
+                                  FR_T *restrict dahh, FR_T *restrict dh_out, double *restrict sq)
 {
     const FR_T *restrict ar = a + H, *restrict ah = a + 2 * H;
     FR_T *restrict daxr = dax + H, *restrict daxh = dax + 2 * H;
-    FR_T *restrict dahr = dah + H, *restrict dahh = dah + 2 * H;
     for (int j = 0; j < H; j++) {
         FR_T z = a[j], r = ar[j], hh = ah[j];
         FR_T dh = dy[j] + dh_in[j];
@@ -212,7 +213,7 @@ FR_KERNEL void FR_FN(gru_ra_bwd_row)(int H, const FR_T *restrict a, const FR_T *
         FR_T dn = dh * z * (1 - hh * hh);
         FR_T dr = dn * hn[j] * r * (1 - r);
         dax[j] = dz; daxr[j] = dr; daxh[j] = dn;
-        dah[j] = dz; dahr[j] = dr; dahh[j] = dn * r;
+        dahh[j] = dn * r;
         dh_out[j] = dh * (1 - z);
     }
     if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);
