@@ -401,7 +401,9 @@ class TimeLSTM(_TimeLayer):
         return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
 
     def _packed_shapes(self, H):
-        return [[(H, 4 * H)], [(4 * H, H)]]            # Wh; Wh^T
+        # Wh; Wh^T; or either in the threads' shares of the units, each padded to whole panels
+        # of 16 columns (the time loop shared by units: use_units in src/_lstm.pyx)
+        return [[(H, 4 * H)], [(4 * H, H)], [(H, 4 * ((H + 15) // 16 * 16))]]
 
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}

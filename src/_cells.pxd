@@ -8,12 +8,16 @@ cdef extern from "fr_cells.h" nogil:
     void rnn_fwd_row_d(int H, double *a, const double *b, double *h)
     void rnn_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da, double *sq)
     void rnn_bwd_row_d(int H, const double *a, const double *dy, const double *dh_in, double *da, double *sq)
-    void lstm_fwd_row_f(int H, float *a, const float *b, const float *c_prev, float *c, float *tc, float *h)
-    void lstm_fwd_row_d(int H, double *a, const double *b, const double *c_prev, double *c, double *tc, double *h)
-    void lstm_bwd_row_f(int H, const float *a, const float *c_prev, const float *tc, const float *dy,
-                        const float *dh_in, const float *dc_in, float *da, float *dc_out, double *sq)
-    void lstm_bwd_row_d(int H, const double *a, const double *c_prev, const double *tc, const double *dy,
-                        const double *dh_in, const double *dc_in, double *da, double *dc_out, double *sq)
+    void lstm_fwd_row_f(int H, int bs, float *a, const float *b, const float *c_prev, float *c,
+                        float *tc, float *h)
+    void lstm_fwd_row_d(int H, int bs, double *a, const double *b, const double *c_prev, double *c,
+                        double *tc, double *h)
+    void lstm_bwd_row_f(int H, int bs, const float *a, const float *c_prev, const float *tc,
+                        const float *dy, const float *dh_in, const float *dc_in, float *da,
+                        float *dc_out, double *sq)
+    void lstm_bwd_row_d(int H, int bs, const double *a, const double *c_prev, const double *tc,
+                        const double *dy, const double *dh_in, const double *dc_in, double *da,
+                        double *dc_out, double *sq)
     void gru_fwd_zr_row_f(int H, float *a, const float *b, const float *h_prev, float *rh)
     void gru_fwd_zr_row_d(int H, double *a, const double *b, const double *h_prev, double *rh)
     void gru_fwd_h_row_f(int H, float *a, const float *b, const float *h_prev, float *h)

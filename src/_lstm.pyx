@@ -9,6 +9,7 @@ scratch buffer of the layer, _packed.size(H, 4H) elements); the other products a
 fastrnn's direct kernels for a few rows (_seq.pxd, step_path in _packed.pxd).
 With several threads, each takes a share of the batch rows for everything row-wise (projection,
 time loop, dX), then a share of the columns of dWx, dWh and db (see _forward, _backward).
+For a few rows and a large Wh the time loop is shared by hidden units instead (use_units).
 
 Caches written by forward and read by backward (all owned by the Python layer, reused across calls):
   XH     [x_t | h_{t-1}] for every step (h0 at t = 0)  (N, T, D + H); x_t copied in by forward
@@ -20,9 +21,11 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
+from _packed cimport (gemm_packed, kernel_isa, pack_b, packed_size, recurrent_product, PACKED,
+                      step_path)
 from _seq cimport dx_rows, keep_inputs, project_rows, weight_grad_cols
-from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
+from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
+                        fr_use_pool, parallel_rows, parallel_together, share_cols, thread_sq)
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
                      lstm_bwd_row_f, lstm_bwd_row_d)
 
@@ -30,21 +33,45 @@ cnp.import_array()
 fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
 
 
-cdef inline void fwd_row(int H, floating *a, const floating *b, const floating *c_prev,
+cdef inline void fwd_row(int H, int bs, floating *a, const floating *b, const floating *c_prev,
                          floating *c, floating *tc, floating *h) noexcept nogil:
+    # H units; gate blocks bs apart in a and b (see fr_cells_impl.h)
     if floating is float:
-        lstm_fwd_row_f(H, a, b, c_prev, c, tc, h)
+        lstm_fwd_row_f(H, bs, a, b, c_prev, c, tc, h)
     else:
-        lstm_fwd_row_d(H, a, b, c_prev, c, tc, h)
+        lstm_fwd_row_d(H, bs, a, b, c_prev, c, tc, h)
 
 
-cdef inline void bwd_row(int H, const floating *a, const floating *c_prev, const floating *tc,
-                         const floating *dy, const floating *dh_in, const floating *dc_in,
-                         floating *da, floating *dc_out, double *sq) noexcept nogil:
+cdef inline void bwd_row(int H, int bs, const floating *a, const floating *c_prev,
+                         const floating *tc, const floating *dy, const floating *dh_in,
+                         const floating *dc_in, floating *da, floating *dc_out,
+                         double *sq) noexcept nogil:
     if floating is float:
-        lstm_bwd_row_f(H, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
+        lstm_bwd_row_f(H, bs, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
     else:
-        lstm_bwd_row_d(H, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
+        lstm_bwd_row_d(H, bs, a, c_prev, tc, dy, dh_in, dc_in, da, dc_out, sq)
+
+
+# How the time loop is shared between threads: -1 by use_units's rule, 0 always by batch rows,
+# 1 by hidden units whenever possible (tests and A/B timings: _set_unit_split)
+cdef int unit_split_mode = -1
+
+
+cdef bint use_units(int threads, int path, Py_ssize_t N, int H) noexcept nogil:
+    """Share the time loop by hidden units rather than by batch rows?  By rows, each thread
+    multiplies its rows by all of Wh at every step; by units, all rows by its columns of Wh
+    (then the threads wait for each other once a step, fr_barrier).  With few rows and a large Wh
+    the rows' products are bound by reading Wh, which does not fit one core's cache; by units
+    each core keeps its share of Wh in cache.  Measured on the Xeon, float32, 2 threads,
+    forward+backward by rows / by units: H650 N2 1.47, N8 1.32, N20 1.08, N32 1.07, N48 1.01,
+    N64 1.01; H512 N20 1.08, N128 0.96; H400 N8 1.15, N20 1.03; H1024 N20 1.07; H256 N2 1.13,
+    N8 0.97, N20 0.95, N64 0.94; H128 N4 0.83; H100 N20 0.74 (there the wait at every step
+    costs more than it saves)."""
+    if threads < 2 or path != PACKED:
+        return False
+    if unit_split_mode >= 0:
+        return unit_split_mode == 1
+    return N < 24 * threads and H >= 400
 
 
 cdef struct Loop:
@@ -79,6 +106,7 @@ cdef struct Loop:
     void *dc_buf
     double *sq          # per-step squared norms or NULL (see parallel_rows)
     double *sq_part
+    fr_barrier bar      # shared by hidden units: the threads' meeting point after each step
     bint check          # T = 1: flag non-finite pre-activations (see forward)
     int nonfinite
     bint f64
@@ -115,7 +143,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             hr = (n * T + t) * H
             c_prev = c0 + n * H if t == 0 else C + hr - H
             # f, g, i, o = act(G + b); c = f*c_prev + g*i; h = o*tanh(c)
-            fwd_row(H, G + gr, b, c_prev, C + hr, TC + hr, hs + hr)
+            fwd_row(H, H, G + gr, b, c_prev, C + hr, TC + hr, hs + hr)
             if t + 1 < T:                       # Hprev[:, t+1] = h_t
                 memcpy(Hprev + (n * T + t + 1) * ld, hs + hr, H * sizeof(floating))
 
@@ -131,23 +159,85 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
+cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil:
+    """Thread tid's share of a forward shared by hidden units (use_units): the input projection
+    of its batch rows, then at every step its units [j0, j1) of every row -- their columns of the
+    four gate blocks of h_{t-1} @ Wh, and their c_t, h_t."""
+    cdef Py_ssize_t T = L.T, N = L.N, n, t, gr, hr, ld = L.ldxh, n0, n1, j0, j1
+    cdef int H = L.H, H4 = 4 * H, w, k
+    cdef const floating *b = <const floating *>L.b
+    cdef const floating *h0 = <const floating *>L.h0
+    cdef const floating *c0 = <const floating *>L.c0
+    cdef const floating *Wh = <const floating *>L.Wh
+    cdef floating *hs = <floating *>L.hs
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    cdef floating *C = <floating *>L.C
+    cdef floating *TC = <floating *>L.TC
+    cdef const floating *c_prev
+    cdef floating *P
+    cdef floating *Pk[4]
+    fr_share(N, tid, nth, &n0, &n1)
+    if n0 < n1:
+        keep_inputs(n0, n1, T, L.D, H, <const floating *>L.X, <floating *>L.XH)
+        project_rows(n0, n1, T, L.D, H4, <const floating *>L.X, L.D, <const floating *>L.Wx, G)
+        for n in range(n0, n1):                 # Hprev[:, 0] = h0
+            memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
+    share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
+    w = <int>(j1 - j0)
+    # this thread's columns of each gate block of Wh, packed from element 4*H*j0 of Wp on
+    P = Wp + 4 * H * j0
+    for k in range(4):
+        Pk[k] = P
+        P = pack_b(H, w, Wh + k * H + j0, H4, 1, P)
+    fr_barrier_wait(&L.bar)                     # all rows projected, Hprev[:, 0] set
+    for t in range(T):
+        if w > 0:
+            for k in range(4):
+                # G[:, t, kH+j0 : kH+j1] += h_{t-1} @ Wh[:, kH+j0 : kH+j1]
+                gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
+                            G + t * H4 + k * H + j0, T * H4, True)
+            for n in range(N):
+                gr = (n * T + t) * H4
+                hr = (n * T + t) * H
+                c_prev = c0 + n * H if t == 0 else C + hr - H
+                fwd_row(w, H, G + gr + j0, b + j0, c_prev + j0, C + hr + j0, TC + hr + j0,
+                        hs + hr + j0)
+                if t + 1 < T:
+                    memcpy(Hprev + (n * T + t + 1) * ld + j0, hs + hr + j0, w * sizeof(floating))
+        fr_barrier_wait(&L.bar)                 # h_t complete before any thread reads it
+
+
+cdef void _forward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    if L.f64:
+        _forward_units(L, tid, nthreads, <double *>L.Wp)
+    else:
+        _forward_units(L, tid, nthreads, <float *>L.Wp)
+
+
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
                   const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
                   const floating *c0, floating *hs, floating *G, floating *C, floating *TC,
                   floating *Wp, int threads, bint check) noexcept nogil:
-    """Each thread takes a share of the batch rows: their input projection, then their time loop.
-    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
+    """Each thread takes a share of the batch rows: their input projection, then their time loop
+    (or, use_units, a share of the hidden units of every row at each step).  (With one thread
+    the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H4 = 4 * H
     cdef Loop L
     L.path = step_path(N, T)
-    if L.path == PACKED:
-        pack_b(H, H4, Wh, H4, 1, Wp)            # Wh (H, 4H), for the per-step products
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
     L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.c0 = c0; L.hs = hs; L.G = G; L.C = C; L.TC = TC
     L.f64 = floating is double
     L.check = check and T == 1
     L.nonfinite = 0
+    if use_units(threads, L.path, N, H):
+        fr_barrier_init(&L.bar, threads)
+        if parallel_together(threads, _forward_units_task, &L, NULL, 0, &L.sq_part):
+            return L.nonfinite      # (the check is for T = 1, never shared by units)
+    if L.path == PACKED:
+        pack_b(H, H4, Wh, H4, 1, Wp)            # Wh (H, 4H), for the per-step products
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
     return L.nonfinite
 
@@ -183,7 +273,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             hr = (n * T + t) * H
             c_prev = c0 + n * H if t == 0 else C + hr - H
             # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
-            bwd_row(H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
+            bwd_row(H, H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
                     dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
         # dh_{t-1} = dG[rows, t] @ Wh^T
         recurrent_product(L.path, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
@@ -204,6 +294,68 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
         else:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+
+
+cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) noexcept nogil:
+    """Thread tid's share of a backward time loop shared by hidden units (use_units): at every
+    step its units [j0, j1) of every row -- their gate gradients, then (once every thread's are
+    in dG) their columns of dh_{t-1} = dG_t @ Wh^T; then the dX rows of its batch rows."""
+    cdef Py_ssize_t T = L.T, N = L.N, n, t, gr, hr, NH = L.N * L.H, n0, n1, j0, j1
+    cdef int H = L.H, H4 = 4 * H, w
+    cdef const floating *c0 = <const floating *>L.c0
+    cdef const floating *G = <const floating *>L.G
+    cdef const floating *C = <const floating *>L.C
+    cdef const floating *TC = <const floating *>L.TC
+    cdef const floating *dhs = <const floating *>L.dhs
+    cdef const floating *dcT = <const floating *>L.dcT
+    cdef const floating *Wh = <const floating *>L.Wh
+    cdef floating *dG = <floating *>L.dG
+    cdef const floating *c_prev
+    cdef floating *dh_in = <floating *>L.dh_buf
+    cdef floating *dh_out = dh_in + NH
+    cdef floating *dc_in = <floating *>L.dc_buf
+    cdef floating *dc_out = dc_in + NH
+    cdef floating *tmp
+    cdef floating *P
+    share_cols(H, tid, nth, &j0, &j1)
+    w = <int>(j1 - j0)
+    # Wh^T[:, j0:j1] (4H, w): rows j0..j1 of Wh, packed from element 4*H*j0 of Wp on
+    P = Wp + 4 * H * j0
+    pack_b(H4, w, Wh + j0 * H4, 1, H4, P)
+    for n in range(N):                          # this thread's units of the carried gradients
+        memset(dh_in + n * H + j0, 0, w * sizeof(floating))
+        if dcT != NULL:
+            memcpy(dc_in + n * H + j0, dcT + n * H + j0, w * sizeof(floating))
+        else:
+            memset(dc_in + n * H + j0, 0, w * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        if w > 0:
+            for n in range(N):
+                gr = (n * T + t) * H4
+                hr = (n * T + t) * H
+                c_prev = c0 + n * H if t == 0 else C + hr - H
+                bwd_row(w, H, G + gr + j0, c_prev + j0, TC + hr + j0, dhs + hr + j0,
+                        dh_in + n * H + j0, dc_in + n * H + j0, dG + gr + j0,
+                        dc_out + n * H + j0, sq + 2 * t if sq != NULL else NULL)
+        fr_barrier_wait(&L.bar)                 # dG[:, t] complete
+        if w > 0:
+            # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
+            gemm_packed(<int>N, w, H4, dG + t * H4, T * H4, P, dh_out + j0, H, False)
+        tmp = dh_in; dh_in = dh_out; dh_out = tmp
+        tmp = dc_in; dc_in = dc_out; dc_out = tmp
+    # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
+    fr_share(N, tid, nth, &n0, &n1)
+    if n0 < n1:
+        dx_rows(n0, n1, T, L.D, H4, dG, <const floating *>L.Wx, <floating *>L.dX)
+
+
+cdef void _backward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, 2 * L.T)
+    if L.f64:
+        _backward_units(L, tid, nthreads, sq, <double *>L.Wp)
+    else:
+        _backward_units(L, tid, nthreads, sq, <float *>L.Wp)
 
 
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
@@ -234,19 +386,23 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
                    floating *dWh, floating *db, floating *dX, floating *dh0, floating *dc0,
                    double *sq, floating *Wp, int threads, bint check) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
-    their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
+    their rows of dX; or, use_units, a share of the hidden units of every row at each step);
+    then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H4 = 4 * H
     cdef Py_ssize_t NH = N * H
     cdef Loop L
     L.path = step_path(N, T)
-    if L.path == PACKED:
-        pack_b(H4, H, Wh, 1, H4, Wp)            # Wh^T (4H, H)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = XH; L.Hprev = <void *>(XH + D)
     L.Wx = Wx; L.Wp = Wp; L.c0 = c0; L.G = <void *>G; L.C = <void *>C; L.TC = <void *>TC
     L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
-    parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)
+    fr_barrier_init(&L.bar, threads)
+    if not (use_units(threads, L.path, N, H)
+            and parallel_together(threads, _backward_units_task, &L, sq, 2 * T, &L.sq_part)):
+        if L.path == PACKED:
+            pack_b(H4, H, Wh, 1, H4, Wp)        # Wh^T (4H, H)
+        parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)
     # after T swaps the carried gradients are in the first half of each buffer if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
     memcpy(dc0, dc_buf + (NH if T % 2 else 0), NH * sizeof(floating))
@@ -256,6 +412,27 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
         return 1
     fr_parallel(threads, _weights_task, &L)
     return 0
+
+
+cdef size_t wp_size(Py_ssize_t H, bint dbl):
+    """Elements of the scratch Wp: Wh or Wh^T packed whole, or (use_units) in the threads'
+    shares, each thread's packed columns padded to whole panels: at most 4H * (H rounded up to
+    16), as fastrnn.layers.TimeLSTM allocates it."""
+    cdef size_t whole = max(packed_size(<int>H, <int>(4 * H), dbl),
+                            packed_size(<int>(4 * H), <int>H, dbl))
+    return max(whole, <size_t>(4 * H * ((H + 15) // 16 * 16)))
+
+
+def _set_unit_split(int mode):
+    """How a time loop on several threads is shared: -1 by use_units's rule (the default),
+    0 always by batch rows, 1 by hidden units whenever the per-step products are packed.  For
+    tests and A/B timings; returns the previous setting."""
+    global unit_split_mode
+    if mode not in (-1, 0, 1):
+        raise ValueError(f"mode must be -1, 0 or 1, got {mode}")
+    cdef int old = unit_split_mode
+    unit_split_mode = mode
+    return old
 
 
 def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
@@ -283,7 +460,7 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     cdef void *pG = buf(G, tn, 4 * NTH, "G", True)
     cdef void *pC = buf(C, tn, NTH, "C", True)
     cdef void *pTC = buf(TC, tn, NTH, "TC", True)
-    cdef void *pWp = buf(Wp, tn, packed_size(H, 4 * H, tn == cnp.NPY_FLOAT64),
+    cdef void *pWp = buf(Wp, tn, wp_size(H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef int nonfinite
     with nogil:
@@ -337,7 +514,7 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef void *pdc0 = buf(dc0, tn, NH, "dc0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, 2 * T, "sq", True)
-    cdef void *pWp = buf(Wp, tn, packed_size(4 * H, H, tn == cnp.NPY_FLOAT64),
+    cdef void *pWp = buf(Wp, tn, wp_size(H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef int nonfinite
     with nogil:

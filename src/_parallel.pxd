@@ -2,12 +2,55 @@
 cdef extern from "fr_parallel.h" nogil:
     ctypedef void (*fr_task_fn)(void *arg, int tid, int nthreads) noexcept nogil
     void fr_parallel(int n, fr_task_fn fn, void *arg)
+    int fr_parallel_together(int n, fr_task_fn fn, void *arg)
     void fr_share(Py_ssize_t total, int tid, int n, Py_ssize_t *lo, Py_ssize_t *hi)
+    ctypedef struct fr_barrier:
+        pass
+    void fr_barrier_init(fr_barrier *b, int n)
+    void fr_barrier_wait(fr_barrier *b)
 
 cdef extern from "fr_parallel.h":
     int fr_use_pool() except -1
 
 from libc.stdlib cimport calloc, free
+
+
+cdef inline bint _sq_parts(int threads, double *sq, Py_ssize_t sq_len,
+                           double **sq_part) noexcept nogil:
+    """Zeroed per-thread norm sums for threads 1.. (see parallel_rows); False if out of memory."""
+    sq_part[0] = NULL
+    if sq != NULL and threads > 1:
+        sq_part[0] = <double *>calloc((threads - 1) * sq_len, sizeof(double))
+        return sq_part[0] != NULL
+    return True
+
+
+cdef inline void _add_sq_parts(int threads, double *sq, Py_ssize_t sq_len,
+                               double **sq_part) noexcept nogil:
+    """Add the threads' norm sums into sq, in thread order (deterministic), and free them."""
+    cdef int t
+    cdef Py_ssize_t k
+    if sq_part[0] != NULL:
+        for t in range(1, threads):
+            for k in range(sq_len):
+                sq[k] += sq_part[0][(t - 1) * sq_len + k]
+        free(sq_part[0])
+        sq_part[0] = NULL
+
+
+cdef inline bint parallel_together(int threads, fr_task_fn task, void *arg, double *sq,
+                                   Py_ssize_t sq_len, double **sq_part) noexcept nogil:
+    """Run task(arg, tid, threads) on `threads` threads at the same time (fr_parallel_together),
+    with per-step norms as in parallel_rows.  False, having run nothing, if that cannot be had:
+    the caller then shares the work by rows."""
+    if threads < 2 or not _sq_parts(threads, sq, sq_len, sq_part):
+        return False
+    if not fr_parallel_together(threads, task, arg):
+        free(sq_part[0])
+        sq_part[0] = NULL
+        return False
+    _add_sq_parts(threads, sq, sq_len, sq_part)
+    return True
 
 
 cdef inline void parallel_rows(int threads, Py_ssize_t rows, fr_task_fn task, void *arg,
@@ -19,24 +62,14 @@ cdef inline void parallel_rows(int threads, Py_ssize_t rows, fr_task_fn task, vo
     sq (sq_len doubles, or NULL): per-step gradient norms that the threads add into.  Thread 0
     adds into sq itself, thread k > 0 into its own zeroed slice of *sq_part (see thread_sq), and
     the slices are added in thread order after the join: no shared writes, deterministic sums."""
-    cdef int t
-    cdef Py_ssize_t k
     if threads > rows:
         threads = <int>rows
     if threads < 1:
         threads = 1
-    sq_part[0] = NULL
-    if sq != NULL and threads > 1:
-        sq_part[0] = <double *>calloc((threads - 1) * sq_len, sizeof(double))
-        if sq_part[0] == NULL:
-            threads = 1
+    if not _sq_parts(threads, sq, sq_len, sq_part):
+        threads = 1
     fr_parallel(threads, task, arg)
-    if sq_part[0] != NULL:
-        for t in range(1, threads):
-            for k in range(sq_len):
-                sq[k] += sq_part[0][(t - 1) * sq_len + k]
-        free(sq_part[0])
-        sq_part[0] = NULL
+    _add_sq_parts(threads, sq, sq_len, sq_part)
 
 
 cdef inline double *thread_sq(double *sq, double *sq_part, int tid,
@@ -52,5 +85,5 @@ cdef inline void share_cols(Py_ssize_t cols, int tid, int n, Py_ssize_t *lo,
     """Thread tid's share of `cols` output columns, in whole 64-byte units (16 floats) so that
     two threads never write the same cache line of a row."""
     fr_share((cols + 15) // 16, tid, n, lo, hi)
-    lo[0] = lo[0] * 16
+    lo[0] = min(lo[0] * 16, cols)           # (an empty share past the end: [cols, cols))
     hi[0] = min(hi[0] * 16, cols)

@@ -1,7 +1,7 @@
 """The process's pool of worker threads (src/fr_pool.h), shared by all kernel modules.
 
-The kernel modules reach it through the capsule `run` (fr_use_pool in fr_parallel.h), so a
-process has one pool whichever layers it uses.  stats() and exercise() are for the tests.
+The kernel modules reach it through the capsules `run` and `run_together` (fr_use_pool in
+fr_parallel.h), so a process has one pool whichever layers it uses.  stats() and exercise() are for the tests.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdlib cimport calloc, free
@@ -18,12 +18,14 @@ cdef extern from "fr_pool.h" nogil:
         int bypass
     fr_pool_t fr_pool
     void fr_pool_run(int n, fr_task_fn fn, void *arg)
+    int fr_pool_run_together(int n, fr_task_fn fn, void *arg)
     int fr_pool_init()
 
 if fr_pool_init() != 0:
     raise OSError("fastrnn._pool: pthread_atfork failed")
 
 run = PyCapsule_New(<void *>fr_pool_run, "fastrnn._pool.run", NULL)
+run_together = PyCapsule_New(<void *>fr_pool_run_together, "fastrnn._pool.run_together", NULL)
 
 MAX_THREADS = FR_MAX_THREADS
 SPIN_SECONDS = FR_POOL_SPIN_NS / 1e9

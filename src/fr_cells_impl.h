@@ -75,14 +75,16 @@ FR_KERNEL void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T *res
     if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);     /* ||dL/dh_t||^2 */
 }
 
-/* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ---- */
+/* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ----
+ * H units of a row whose gate blocks lie bs apart in a (and b, da): bs = H for a whole row, the
+ * layer's H for a thread's share of the units (see _lstm.pyx, unit split). */
 
-FR_KERNEL void FR_FN(lstm_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+FR_KERNEL void FR_FN(lstm_fwd_row)(int H, int bs, FR_T *restrict a, const FR_T *restrict b,
                                 const FR_T *restrict c_prev, FR_T *restrict c,
                                 FR_T *restrict tc, FR_T *restrict h)
 {
-    FR_T *restrict ag = a + H, *restrict ai = a + 2 * H, *restrict ao = a + 3 * H;
-    const FR_T *restrict bg = b + H, *restrict bi = b + 2 * H, *restrict bo = b + 3 * H;
+    FR_T *restrict ag = a + bs, *restrict ai = a + 2 * bs, *restrict ao = a + 3 * bs;
+    const FR_T *restrict bg = b + bs, *restrict bi = b + 2 * bs, *restrict bo = b + 3 * bs;
     for (int j = 0; j < H; j++) {
         FR_T f = FR_SIG(a[j] + b[j]);
         FR_T g = FR_TANH(ag[j] + bg[j]);
@@ -97,13 +99,14 @@ FR_KERNEL void FR_FN(lstm_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict
     }
 }
 
-FR_KERNEL void FR_FN(lstm_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict c_prev,
-                                const FR_T *restrict tc, const FR_T *restrict dy,
-                                const FR_T *restrict dh_in, const FR_T *restrict dc_in,
-                                FR_T *restrict da, FR_T *restrict dc_out, double *restrict sq)
+FR_KERNEL void FR_FN(lstm_bwd_row)(int H, int bs, const FR_T *restrict a,
+                                const FR_T *restrict c_prev, const FR_T *restrict tc,
+                                const FR_T *restrict dy, const FR_T *restrict dh_in,
+                                const FR_T *restrict dc_in, FR_T *restrict da,
+                                FR_T *restrict dc_out, double *restrict sq)
 {
-    const FR_T *restrict ag = a + H, *restrict ai = a + 2 * H, *restrict ao = a + 3 * H;
-    FR_T *restrict dag = da + H, *restrict dai = da + 2 * H, *restrict dao = da + 3 * H;
+    const FR_T *restrict ag = a + bs, *restrict ai = a + 2 * bs, *restrict ao = a + 3 * bs;
+    FR_T *restrict dag = da + bs, *restrict dai = da + 2 * bs, *restrict dao = da + 3 * bs;
     for (int j = 0; j < H; j++) {
         FR_T f = a[j], g = ag[j], i = ai[j], o = ao[j], t = tc[j];
         FR_T dh = dy[j] + dh_in[j];

@@ -13,11 +13,13 @@
 
 #include <Python.h>
 #include <pthread.h>
+#include <sched.h>
 
 #define FR_MAX_THREADS 8
 
 typedef void (*fr_task_fn)(void *arg, int tid, int nthreads);
 typedef void (*fr_run_fn)(int n, fr_task_fn fn, void *arg);
+typedef int (*fr_run_together_fn)(int n, fr_task_fn fn, void *arg);
 
 typedef struct {
     fr_task_fn fn;
@@ -55,8 +57,10 @@ static void fr_fork_join(int n, fr_task_fn fn, void *arg)
 
 /* this module's way to the process's pool (NULL until fr_use_pool) */
 static fr_run_fn fr_pool_entry = NULL;
+static fr_run_together_fn fr_pool_together_entry = NULL;
 
 #define FR_POOL_CAPSULE "fastrnn._pool.run"
+#define FR_POOL_TOGETHER_CAPSULE "fastrnn._pool.run_together"
 
 /* Wire this module to the pool: call once at module import.  -1 with a Python exception set if
  * fastrnn._pool cannot be imported. */
@@ -71,7 +75,11 @@ static inline int fr_use_pool(void)
     void *p = PyCapsule_Import(FR_POOL_CAPSULE, 0);
     if (p == NULL)
         return -1;
+    void *q = PyCapsule_Import(FR_POOL_TOGETHER_CAPSULE, 0);
+    if (q == NULL)
+        return -1;
     fr_pool_entry = (fr_run_fn)p;
+    fr_pool_together_entry = (fr_run_together_fn)q;
     return 0;
 }
 
@@ -81,6 +89,49 @@ static inline void fr_parallel(int n, fr_task_fn fn, void *arg)
         fr_pool_entry(n, fn, arg);
     else
         fr_fork_join(n, fn, arg);
+}
+
+/* Run fn(arg, tid, n) for tid 0 .. n-1 all at the same time, as tasks that wait for each other
+ * at an fr_barrier need: 1 if done, 0 (nothing run) where that cannot be had (see
+ * fr_pool_run_together); the caller then does the work another way. */
+static inline int fr_parallel_together(int n, fr_task_fn fn, void *arg)
+{
+    return fr_pool_together_entry != NULL && fr_pool_together_entry(n, fn, arg);
+}
+
+/* A barrier for the n threads of one fr_parallel_together job, reused for any number of rounds.
+ * The waiters spin (a round is a few microseconds of work on 2 cores), yielding the CPU after a
+ * while in case there are more runnable threads than cores. */
+typedef struct {
+    int n;
+    int count;          /* arrivals in this round */
+    int round;          /* completed rounds */
+} fr_barrier;
+
+static inline void fr_barrier_init(fr_barrier *b, int n)
+{
+    b->n = n;
+    b->count = 0;
+    b->round = 0;
+}
+
+static inline void fr_barrier_wait(fr_barrier *b)
+{
+    int round = __atomic_load_n(&b->round, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->round, round + 1, __ATOMIC_RELEASE);   /* releases the others */
+        return;
+    }
+    for (unsigned spins = 0; __atomic_load_n(&b->round, __ATOMIC_ACQUIRE) == round; spins++) {
+        if (spins < 20000) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
 }
 
 /* [lo, hi) of `total` items for thread tid of n: near-equal contiguous shares */

@@ -188,31 +188,25 @@ static int fr_pool_init(void)
 #endif
 }
 
-/* fr_parallel's contract: fn(arg, tid, n) for tid 0 .. n-1, tid 0 on the caller; returns when
- * all are done. */
-static void fr_pool_run(int n, fr_task_fn fn, void *arg)
+/* Run fn(arg, tid, n) for tid 0 .. n-1 (2 <= n <= FR_MAX_THREADS) on the pool, all at once:
+ * tid 0 on the caller, the others on n-1 workers.  Returns 0, having run nothing, where the pool
+ * cannot take the job (busy, bypassed, not enough workers, no pool on this platform).  Tasks
+ * that wait for each other (fr_barrier) rely on the n running at the same time, which only the
+ * pool guarantees: fr_fork_join may run a share after the others. */
+static int fr_pool_run_together(int n, fr_task_fn fn, void *arg)
 {
-    if (n > FR_MAX_THREADS) n = FR_MAX_THREADS;
-    if (n <= 1) {
-        fn(arg, 0, 1);
-        return;
-    }
+    if (n < 2 || n > FR_MAX_THREADS)
+        return 0;
 #if !FR_POOL_THREADS
-    atomic_fetch_add(&fr_pool.fallbacks, 1);
-    fr_fork_join(n, fn, arg);
-    return;
+    (void)fn; (void)arg;
+    return 0;
 #else
-    if (fr_pool.bypass || pthread_mutex_trylock(&fr_pool.busy) != 0) {
-        atomic_fetch_add(&fr_pool.fallbacks, 1);
-        fr_fork_join(n, fn, arg);
-        return;
-    }
+    if (fr_pool.bypass || pthread_mutex_trylock(&fr_pool.busy) != 0)
+        return 0;
     int workers = fr_pool_grow(n);
-    if (workers < n - 1) {                  /* could not start them all: let the rest ... */
+    if (workers < n - 1) {
         pthread_mutex_unlock(&fr_pool.busy);
-        atomic_fetch_add(&fr_pool.fallbacks, 1);
-        fr_fork_join(n, fn, arg);           /* ... be tried (and, failing, run) per call */
-        return;
+        return 0;
     }
     fr_pool.fn = fn;
     fr_pool.arg = arg;
@@ -230,7 +224,24 @@ static void fr_pool_run(int n, fr_task_fn fn, void *arg)
         fr_wait_change(&fr_pool.pending, left, &fr_pool.caller_sleeps);
     atomic_fetch_add(&fr_pool.jobs, 1);
     pthread_mutex_unlock(&fr_pool.busy);
+    return 1;
 #endif
+}
+
+/* fr_parallel's contract: fn(arg, tid, n) for tid 0 .. n-1, tid 0 on the caller; returns when
+ * all are done.  On the pool when it can take the job (with pool workers still starting, or
+ * not starting, their shares are tried per call and, failing, run by the caller). */
+static void fr_pool_run(int n, fr_task_fn fn, void *arg)
+{
+    if (n > FR_MAX_THREADS) n = FR_MAX_THREADS;
+    if (n <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    if (!fr_pool_run_together(n, fn, arg)) {
+        atomic_fetch_add(&fr_pool.fallbacks, 1);
+        fr_fork_join(n, fn, arg);
+    }
 }
 
 #endif

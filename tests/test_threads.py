@@ -181,6 +181,85 @@ def test_threaded_time_loop_equals_single_thread(kind, dtype, N, threads):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
 
 
+@pytest.fixture
+def unit_split():
+    """Set how the LSTM time loop is shared between threads (src/_lstm.pyx, use_units): -1 by
+    its rule, 0 by batch rows, 1 by hidden units; restored afterwards."""
+    from fastrnn import _lstm
+    old = _lstm._set_unit_split(-1)
+    yield _lstm._set_unit_split
+    _lstm._set_unit_split(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,H,threads", [(3, 19, 2), (2, 5, 2), (5, 40, 3), (4, 33, 2),
+                                         (20, 70, 4), (1, 33, 2)])
+def test_lstm_time_loop_shared_by_units_equals_single_thread(unit_split, dtype, N, H, threads):
+    # the time loop shared by hidden units, forced on small shapes: units in shares of 16, so
+    # H = 5 leaves threads with no units (they still meet the others at every step), H = 33 a
+    # part-panel share; every output, state, dh/dc and norm agrees with one thread (batch 1:
+    # not packed, so shared by rows whatever the setting)
+    unit_split(1)
+    rng = np.random.default_rng(N * 7 + H)
+    D, T = 6, 9
+    params = make_params("lstm", rng, D, H, dtype)
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    h0 = rng.standard_normal((N, H)).astype(dtype)
+    c0 = rng.standard_normal((N, H)).astype(dtype)
+    want = _run_layer("lstm", params, xs, dhs, h0, c0, 1)
+    got = _run_layer("lstm", params, xs, dhs, h0, c0, threads)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
+
+
+def test_lstm_shared_by_units_by_its_rule(unit_split):
+    # H >= 400 and few rows: the rule shares the time loop by units (the default setting)
+    rng = np.random.default_rng(5)
+    N, T, D, H = 3, 4, 7, 400
+    params = make_params("lstm", rng, D, H, np.float64, scale=0.1)
+    xs = rng.standard_normal((N, T, D))
+    dhs = rng.standard_normal((N, T, H))
+    h0, c0 = rng.standard_normal((2, N, H))
+    want = _run_layer("lstm", params, xs, dhs, h0, c0, 1)
+    for mode in (-1, 0, 1):
+        unit_split(mode)
+        got = _run_layer("lstm", params, xs, dhs, h0, c0, 2)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-13 * max(1.0, np.abs(w).max()))
+
+
+def test_lstm_shared_by_units_in_two_python_threads(unit_split):
+    # two threaded LSTMs at once: one gets the pool, the other finds it busy and shares its
+    # loop by rows on threads of its own (tasks that wait for each other need the pool)
+    unit_split(1)
+    rng = np.random.default_rng(9)
+    N, T, D, H = 4, 6, 5, 37
+    runs = []
+    for seed in range(2):
+        params = make_params("lstm", rng, D, H, np.float32)
+        xs = rng.standard_normal((N, T, D)).astype(np.float32)
+        dhs = rng.standard_normal((N, T, H)).astype(np.float32)
+        h0, c0 = rng.standard_normal((2, N, H)).astype(np.float32)
+        runs.append((params, xs, dhs, h0, c0))
+    want = [_run_layer("lstm", *r, 1) for r in runs]
+
+    def many(r):
+        return [_run_layer("lstm", *r, 2) for _ in range(40)]
+    for got_runs, w in zip(run_side_by_side([lambda r=r: many(r) for r in runs]), want):
+        for got in got_runs:
+            for g, x in zip(got, w):
+                np.testing.assert_allclose(g, x, rtol=2e-6, atol=2e-6 * max(1.0, np.abs(x).max()))
+
+
+def test_unit_split_setting_is_validated(unit_split):
+    from fastrnn import _lstm
+    with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
+        _lstm._set_unit_split(2)
+    assert _lstm._set_unit_split(-1) == -1
+
+
 def test_threads_setting_is_validated():
     layer = fastrnn.TimeRNN(*make_params("rnn", np.random.default_rng(0)))
     for bad in (0, -1, 1.5, True, "2"):
