@@ -23,7 +23,7 @@ from libc.string cimport memcpy, memset
 
 from _packed cimport (gemm_packed, kernel_isa, pack_b, packed_size, recurrent_product, PACKED,
                       step_path)
-from _seq cimport dx_rows, keep_inputs, project_rows, weight_grad_cols
+from _seq cimport dx_rows, start_rows, weight_grad_cols
 from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
                         fr_use_pool, parallel_rows, parallel_together, share_cols, thread_sq)
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
@@ -80,8 +80,8 @@ cdef struct Loop:
     Py_ssize_t N, T
     int D, H
     int ldxh            # D + H: the row stride of X and Hprev, side by side in XH (_seq.pxd)
-    const void *X       # forward: the caller's inputs (N, T, D); backward: XH
-    void *XH            # forward: XH, where the inputs are copied (keep_inputs)
+    const void *X       # forward: the caller's inputs (N, T, D), copied into XH (start_rows)
+    void *XH            # [X | Hprev] (N, T, D + H), see _seq.pxd
     const void *Wx
     void *dX
     void *dWx
@@ -112,25 +112,74 @@ cdef struct Loop:
     bint f64
 
 
-cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
-    """Input projection and time loop for batch rows [n0, n1)."""
-    cdef Py_ssize_t T = L.T, n, t, gr, hr, ld = L.ldxh
-    cdef int H = L.H, H4 = 4 * H
+cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
+                     Py_ssize_t j0, int w) noexcept nogil:
+    """The element-wise part of forward step t, rows [n0, n1), units [j0, j0 + w):
+    f, g, i, o = act(G + b); c = f*c_prev + g*i; h = o*tanh(c); then Hprev[:, t+1] = h_t."""
+    cdef Py_ssize_t T = L.T, n, gr, hr, ld = L.ldxh
+    cdef int H = L.H
     cdef const floating *b = <const floating *>L.b
-    cdef const floating *h0 = <const floating *>L.h0
     cdef const floating *c0 = <const floating *>L.c0
     cdef floating *hs = <floating *>L.hs
-    cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
     cdef floating *C = <floating *>L.C
     cdef floating *TC = <floating *>L.TC
     cdef const floating *c_prev
-    keep_inputs(n0, n1, T, L.D, L.H, <const floating *>L.X, <floating *>L.XH)
-    # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
-    project_rows(n0, n1, T, L.D, 4 * L.H, <const floating *>L.X, L.D,
-                 <const floating *>L.Wx, G)
-    for n in range(n0, n1):                     # Hprev[:, 0] = h0
-        memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
+    for n in range(n0, n1):
+        gr = (n * T + t) * 4 * H + j0
+        hr = (n * T + t) * H + j0
+        c_prev = c0 + n * H + j0 if t == 0 else C + hr - H
+        fwd_row(w, H, G + gr, b + j0, c_prev, C + hr, TC + hr, hs + hr)
+        if t + 1 < T:
+            memcpy(Hprev + (n * T + t + 1) * ld + j0, hs + hr, w * sizeof(floating))
+
+
+cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
+                     Py_ssize_t j0, int w, const floating *dh_in, const floating *dc_in,
+                     floating *dc_out, double *sq) noexcept nogil:
+    """The element-wise part of backward step t, rows [n0, n1), units [j0, j0 + w): the gate
+    gradients dG[:, t] and dc_{t-1} = dc_t * f (sq: this thread's norm sums or NULL)."""
+    cdef Py_ssize_t T = L.T, n, gr, hr
+    cdef int H = L.H
+    cdef const floating *c0 = <const floating *>L.c0
+    cdef const floating *G = <const floating *>L.G
+    cdef const floating *C = <const floating *>L.C
+    cdef const floating *TC = <const floating *>L.TC
+    cdef const floating *dhs = <const floating *>L.dhs
+    cdef const floating *c_prev
+    for n in range(n0, n1):
+        gr = (n * T + t) * 4 * H + j0
+        hr = (n * T + t) * H + j0
+        c_prev = c0 + n * H + j0 if t == 0 else C + hr - H
+        bwd_row(w, H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H + j0,
+                dc_in + n * H + j0, dG + gr, dc_out + n * H + j0,
+                sq + 2 * t if sq != NULL else NULL)
+
+
+cdef void _carried_start(Loop *L, floating *dh, floating *dc, Py_ssize_t n0, Py_ssize_t n1,
+                         Py_ssize_t j0, int w) noexcept nogil:
+    """The carried gradients entering the last step, rows [n0, n1), units [j0, j0 + w):
+    dh = 0, dc = dcT (or 0)."""
+    cdef const floating *dcT = <const floating *>L.dcT
+    cdef Py_ssize_t n, H = L.H
+    for n in range(n0, n1):
+        memset(dh + n * H + j0, 0, w * sizeof(floating))
+        if dcT != NULL:
+            memcpy(dc + n * H + j0, dcT + n * H + j0, w * sizeof(floating))
+        else:
+            memset(dc + n * H + j0, 0, w * sizeof(floating))
+
+
+cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
+    """Input projection and time loop for batch rows [n0, n1)."""
+    cdef Py_ssize_t T = L.T, t, ld = L.ldxh
+    cdef int H = L.H, H4 = 4 * H
+    cdef const floating *h0 = <const floating *>L.h0
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    # keep the inputs, project them into G, Hprev[:, 0] = h0
+    start_rows(n0, n1, T, L.D, H, 4 * L.H, <const floating *>L.X, <const floating *>L.Wx, h0,
+               <floating *>L.XH, G)
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*(D+H) in Hprev)
         recurrent_product(L.path, <int>(n1 - n0), H4, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
@@ -138,14 +187,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                           True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
             flag_nonfinite(&L.nonfinite, G + n0 * H4, (n1 - n0) * H4)
-        for n in range(n0, n1):
-            gr = (n * T + t) * H4
-            hr = (n * T + t) * H
-            c_prev = c0 + n * H if t == 0 else C + hr - H
-            # f, g, i, o = act(G + b); c = f*c_prev + g*i; h = o*tanh(c)
-            fwd_row(H, H, G + gr, b, c_prev, C + hr, TC + hr, hs + hr)
-            if t + 1 < T:                       # Hprev[:, t+1] = h_t
-                memcpy(Hprev + (n * T + t + 1) * ld, hs + hr, H * sizeof(floating))
+        _cells_fwd(L, G, t, n0, n1, 0, H)
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -163,26 +205,16 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     """Thread tid's share of a forward shared by hidden units (use_units): the input projection
     of its batch rows, then at every step its units [j0, j1) of every row -- their columns of the
     four gate blocks of h_{t-1} @ Wh, and their c_t, h_t."""
-    cdef Py_ssize_t T = L.T, N = L.N, n, t, gr, hr, ld = L.ldxh, n0, n1, j0, j1
+    cdef Py_ssize_t T = L.T, N = L.N, t, ld = L.ldxh, n0, n1, j0, j1
     cdef int H = L.H, H4 = 4 * H, w, k
-    cdef const floating *b = <const floating *>L.b
-    cdef const floating *h0 = <const floating *>L.h0
-    cdef const floating *c0 = <const floating *>L.c0
     cdef const floating *Wh = <const floating *>L.Wh
-    cdef floating *hs = <floating *>L.hs
     cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
-    cdef floating *C = <floating *>L.C
-    cdef floating *TC = <floating *>L.TC
-    cdef const floating *c_prev
     cdef floating *P
     cdef floating *Pk[4]
     fr_share(N, tid, nth, &n0, &n1)
-    if n0 < n1:
-        keep_inputs(n0, n1, T, L.D, H, <const floating *>L.X, <floating *>L.XH)
-        project_rows(n0, n1, T, L.D, H4, <const floating *>L.X, L.D, <const floating *>L.Wx, G)
-        for n in range(n0, n1):                 # Hprev[:, 0] = h0
-            memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
+    start_rows(n0, n1, T, L.D, H, H4, <const floating *>L.X, <const floating *>L.Wx,
+               <const floating *>L.h0, <floating *>L.XH, G)
     share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
     # this thread's columns of each gate block of Wh, packed from element 4*H*j0 of Wp on
@@ -197,14 +229,7 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
                 # G[:, t, kH+j0 : kH+j1] += h_{t-1} @ Wh[:, kH+j0 : kH+j1]
                 gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
                             G + t * H4 + k * H + j0, T * H4, True)
-            for n in range(N):
-                gr = (n * T + t) * H4
-                hr = (n * T + t) * H
-                c_prev = c0 + n * H if t == 0 else C + hr - H
-                fwd_row(w, H, G + gr + j0, b + j0, c_prev + j0, C + hr + j0, TC + hr + j0,
-                        hs + hr + j0)
-                if t + 1 < T:
-                    memcpy(Hprev + (n * T + t + 1) * ld + j0, hs + hr + j0, w * sizeof(floating))
+            _cells_fwd(L, G, t, 0, N, j0, w)
         fr_barrier_wait(&L.bar)                 # h_t complete before any thread reads it
 
 
@@ -246,35 +271,19 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
     """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
     thread's norm sums or NULL."""
-    cdef Py_ssize_t T = L.T, n, t, gr, hr, NH = L.N * L.H, rows = n1 - n0
+    cdef Py_ssize_t T = L.T, t, NH = L.N * L.H, rows = n1 - n0
     cdef int H = L.H, H4 = 4 * H
-    cdef const floating *c0 = <const floating *>L.c0
-    cdef const floating *G = <const floating *>L.G
-    cdef const floating *C = <const floating *>L.C
-    cdef const floating *TC = <const floating *>L.TC
-    cdef const floating *dhs = <const floating *>L.dhs
-    cdef const floating *dcT = <const floating *>L.dcT
     cdef floating *dG = <floating *>L.dG
-    cdef const floating *c_prev
     # carried gradients, double-buffered: step t reads *_in (from t+1) and writes *_out (to t-1)
     cdef floating *dh_in = <floating *>L.dh_buf
     cdef floating *dh_out = dh_in + NH
     cdef floating *dc_in = <floating *>L.dc_buf
     cdef floating *dc_out = dc_in + NH
     cdef floating *tmp
-    memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
-    if dcT != NULL:
-        memcpy(dc_in + n0 * H, dcT + n0 * H, rows * H * sizeof(floating))
-    else:
-        memset(dc_in + n0 * H, 0, rows * H * sizeof(floating))
+    _carried_start(L, dh_in, dc_in, n0, n1, 0, H)
     for t in range(T - 1, -1, -1):
-        for n in range(n0, n1):
-            gr = (n * T + t) * H4
-            hr = (n * T + t) * H
-            c_prev = c0 + n * H if t == 0 else C + hr - H
-            # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
-            bwd_row(H, H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H, dc_in + n * H,
-                    dG + gr, dc_out + n * H, sq + 2 * t if sq != NULL else NULL)
+        # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
+        _cells_bwd(L, dG, t, n0, n1, 0, H, dh_in, dc_in, dc_out, sq)
         # dh_{t-1} = dG[rows, t] @ Wh^T
         recurrent_product(L.path, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
                           <const floating *>L.Wh, H4, True, dh_out + n0 * H, H, False)
@@ -300,17 +309,10 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
     """Thread tid's share of a backward time loop shared by hidden units (use_units): at every
     step its units [j0, j1) of every row -- their gate gradients, then (once every thread's are
     in dG) their columns of dh_{t-1} = dG_t @ Wh^T; then the dX rows of its batch rows."""
-    cdef Py_ssize_t T = L.T, N = L.N, n, t, gr, hr, NH = L.N * L.H, n0, n1, j0, j1
+    cdef Py_ssize_t T = L.T, N = L.N, t, NH = L.N * L.H, n0, n1, j0, j1
     cdef int H = L.H, H4 = 4 * H, w
-    cdef const floating *c0 = <const floating *>L.c0
-    cdef const floating *G = <const floating *>L.G
-    cdef const floating *C = <const floating *>L.C
-    cdef const floating *TC = <const floating *>L.TC
-    cdef const floating *dhs = <const floating *>L.dhs
-    cdef const floating *dcT = <const floating *>L.dcT
     cdef const floating *Wh = <const floating *>L.Wh
     cdef floating *dG = <floating *>L.dG
-    cdef const floating *c_prev
     cdef floating *dh_in = <floating *>L.dh_buf
     cdef floating *dh_out = dh_in + NH
     cdef floating *dc_in = <floating *>L.dc_buf
@@ -322,21 +324,9 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
     # Wh^T[:, j0:j1] (4H, w): rows j0..j1 of Wh, packed from element 4*H*j0 of Wp on
     P = Wp + 4 * H * j0
     pack_b(H4, w, Wh + j0 * H4, 1, H4, P)
-    for n in range(N):                          # this thread's units of the carried gradients
-        memset(dh_in + n * H + j0, 0, w * sizeof(floating))
-        if dcT != NULL:
-            memcpy(dc_in + n * H + j0, dcT + n * H + j0, w * sizeof(floating))
-        else:
-            memset(dc_in + n * H + j0, 0, w * sizeof(floating))
+    _carried_start(L, dh_in, dc_in, 0, N, j0, w)    # this thread's units of every row
     for t in range(T - 1, -1, -1):
-        if w > 0:
-            for n in range(N):
-                gr = (n * T + t) * H4
-                hr = (n * T + t) * H
-                c_prev = c0 + n * H if t == 0 else C + hr - H
-                bwd_row(w, H, G + gr + j0, c_prev + j0, TC + hr + j0, dhs + hr + j0,
-                        dh_in + n * H + j0, dc_in + n * H + j0, dG + gr + j0,
-                        dc_out + n * H + j0, sq + 2 * t if sq != NULL else NULL)
+        _cells_bwd(L, dG, t, 0, N, j0, w, dh_in, dc_in, dc_out, sq)
         fr_barrier_wait(&L.bar)                 # dG[:, t] complete
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
@@ -374,9 +364,9 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
     share_cols(4 * L.H, tid, nthreads, &c0, &c1)
     if c0 < c1:
         if L.f64:
-            _weights_cols(L, <int>c0, <int>c1, <const double *>L.X)
+            _weights_cols(L, <int>c0, <int>c1, <const double *>L.XH)
         else:
-            _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
+            _weights_cols(L, <int>c0, <int>c1, <const float *>L.XH)
 
 
 cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs,
@@ -393,13 +383,16 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     cdef Loop L
     L.path = step_path(N, T)
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = XH; L.Hprev = <void *>(XH + D)
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.XH = <void *>XH
+    L.Hprev = <void *>(XH + D); L.X = NULL   # (backward reads X from XH)
     L.Wx = Wx; L.Wp = Wp; L.c0 = c0; L.G = <void *>G; L.C = <void *>C; L.TC = <void *>TC
     L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
-    fr_barrier_init(&L.bar, threads)
-    if not (use_units(threads, L.path, N, H)
-            and parallel_together(threads, _backward_units_task, &L, sq, 2 * T, &L.sq_part)):
+    cdef bint by_units = use_units(threads, L.path, N, H)
+    if by_units:
+        fr_barrier_init(&L.bar, threads)
+        by_units = parallel_together(threads, _backward_units_task, &L, sq, 2 * T, &L.sq_part)
+    if not by_units:
         if L.path == PACKED:
             pack_b(H4, H, Wh, 1, H4, Wp)        # Wh^T (4H, H)
         parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)

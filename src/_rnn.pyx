@@ -9,7 +9,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
-from _seq cimport dx_rows, keep_inputs, project_rows, weight_grad_cols
+from _seq cimport dx_rows, start_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
                      rnn_bwd_row_f, rnn_bwd_row_d)
@@ -38,8 +38,8 @@ cdef struct Loop:
     Py_ssize_t N, T
     int D, H
     int ldxh            # D + H: the row stride of X and Hprev, side by side in XH (_seq.pxd)
-    const void *X       # forward: the caller's inputs (N, T, D); backward: XH
-    void *XH            # forward: XH, where the inputs are copied (keep_inputs)
+    const void *X       # forward: the caller's inputs (N, T, D), copied into XH (start_rows)
+    void *XH            # [X | Hprev] (N, T, D + H), see _seq.pxd
     const void *Wx
     void *dX
     void *dWx
@@ -73,12 +73,9 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *hs = <floating *>L.hs
     cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
-    keep_inputs(n0, n1, T, L.D, L.H, <const floating *>L.X, <floating *>L.XH)
-    # G[rows] = X[rows] @ Wx: the input projection of all their timesteps, one GEMM
-    project_rows(n0, n1, T, L.D, L.H, <const floating *>L.X, L.D,
-                 <const floating *>L.Wx, G)
-    for n in range(n0, n1):                     # Hprev[:, 0] = h0
-        memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
+    # keep the inputs, project them into G, Hprev[:, 0] = h0
+    start_rows(n0, n1, T, L.D, H, L.H, <const floating *>L.X, <const floating *>L.Wx, h0,
+               <floating *>L.XH, G)
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh
         recurrent_product(L.path, <int>(n1 - n0), H, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
@@ -174,9 +171,9 @@ cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
     share_cols(L.H, tid, nthreads, &c0, &c1)
     if c0 < c1:
         if L.f64:
-            _weights_cols(L, <int>c0, <int>c1, <const double *>L.X)
+            _weights_cols(L, <int>c0, <int>c1, <const double *>L.XH)
         else:
-            _weights_cols(L, <int>c0, <int>c1, <const float *>L.X)
+            _weights_cols(L, <int>c0, <int>c1, <const float *>L.XH)
 
 
 cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs,
@@ -192,7 +189,8 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     if L.path == PACKED:
         pack_b(H, H, Wh, 1, H, Wp)              # Wh^T
     L.Wh = Wh
-    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = XH; L.Hprev = <void *>(XH + D)
+    L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.XH = <void *>XH
+    L.Hprev = <void *>(XH + D); L.X = NULL   # (backward reads X from XH)
     L.Wx = Wx; L.Wp = Wp; L.G = <void *>G; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf
     L.sq = sq; L.dX = dX; L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc
     L.f64 = floating is double

@@ -9,20 +9,14 @@
 # largest operand, once rather than twice (11-22 % faster than two products; BENCHMARKS.md).
 from cython cimport floating
 
+from libc.string cimport memcpy
+
 cdef extern from "fr_copy.h" nogil:
     void fr_copy_rows(Py_ssize_t rows, size_t width, const char *src, size_t src_ld, char *dst,
                       size_t dst_ld)
 
 from _blas cimport gemm, blas_int
 from _packed cimport gemm_direct, gemm_direct_nt, gemm_direct_tn, worth_direct, worth_direct_tn
-
-
-cdef inline void keep_inputs(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int H,
-                             const floating *X, floating *XH) noexcept nogil:
-    """XH[rows, :, :D] = X[rows] for batch rows [n0, n1): forward's copy of the inputs, which
-    backward reads (the caller's array may change in between)."""
-    fr_copy_rows((n1 - n0) * T, D * sizeof(floating), <const char *>(X + n0 * T * D),
-                 D * sizeof(floating), <char *>(XH + n0 * T * (D + H)), (D + H) * sizeof(floating))
 
 
 cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
@@ -37,6 +31,23 @@ cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D,
     else:
         gemm(False, False, <blas_int>M, GH, D, 1, X + n0 * T * ldx, ldx, Wx, GH, 0,
              G + n0 * T * GH, GH)
+
+
+cdef inline void start_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int H, int GH,
+                            const floating *X, const floating *Wx, const floating *h0,
+                            floating *XH, floating *G) noexcept nogil:
+    """Forward's work on batch rows [n0, n1) before the time loop: XH[rows, :, :D] = X[rows]
+    (the copy of the inputs backward reads: the caller's array may change in between), the
+    input projection G[rows] = X[rows] @ Wx of all their timesteps (one GEMM), and Hprev at
+    t = 0 (XH[rows, 0, D:]) = h0[rows]."""
+    cdef Py_ssize_t n
+    if n0 >= n1:
+        return
+    fr_copy_rows((n1 - n0) * T, D * sizeof(floating), <const char *>(X + n0 * T * D),
+                 D * sizeof(floating), <char *>(XH + n0 * T * (D + H)), (D + H) * sizeof(floating))
+    project_rows(n0, n1, T, D, GH, X, D, Wx, G)
+    for n in range(n0, n1):
+        memcpy(XH + n * T * (D + H) + D, h0 + n * H, H * sizeof(floating))
 
 
 cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
