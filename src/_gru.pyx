@@ -18,7 +18,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
-from _seq cimport dx_rows, start_rows, grad_cols, weight_grad_cols
+from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, grad_cols, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
     all_finite, buf, colsum, flag_nonfinite,
@@ -117,6 +117,7 @@ cdef struct Loop:
     bint check          # T = 1: flag non-finite pre-activations (see forward)
     int nonfinite
     bint f64
+    bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -148,6 +149,10 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 hp = (n * T + t) * ld
+                if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
+                    prefetch(G + gr + ld_g, H3, True)
+                    prefetch(AUX + hr + ld_h, H, True)
+                    prefetch(hs + hr + ld_h, H, True)
                 # z, r = sigmoid(G + S + b0 + b1); n = S_h + b1h; h~ = tanh(G_h + b0h + r*n)
                 ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, Hprev + hp, AUX + hr, hs + hr)
                 if t + 1 < T:
@@ -161,6 +166,9 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
+                if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
+                    prefetch(G + gr + ld_g, 2 * H, True)
+                    prefetch(AUX + hr + ld_h, H, True)
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
                 fwd_zr_row(H, G + gr, b, Hprev + (n * T + t) * ld, AUX + hr)
             # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
@@ -173,6 +181,8 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 hp = (n * T + t) * ld
+                if L.prefetch and n + 1 < n1:
+                    prefetch(hs + hr + ld_h, H, True)
                 # h~ = tanh(G_h + bh); h = (1 - z) h_{t-1} + z h~
                 fwd_h_row(H, G + gr, b, Hprev + hp, hs + hr)
                 if t + 1 < T:
@@ -210,6 +220,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, co
     L.Wx = Wx; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0
     L.hs = hs; L.G = G; L.AUX = AUX; L.S = S
     L.f64 = floating is double
+    L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating))
     L.check = check and T == 1
     L.nonfinite = 0
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
@@ -221,7 +232,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
     thread's norm sums or NULL."""
     cdef Py_ssize_t T = L.T, n, t, gr, hr, hp, NH = L.N * L.H, ld_g = L.T * 3 * L.H
-    cdef Py_ssize_t ld = L.ldxh, ld_h = L.T * L.H
+    cdef Py_ssize_t ld = L.ldxh, ld_h = L.T * L.H, ld_p = L.T * L.ldxh
     cdef int H = L.H, H3 = 3 * H, rows = <int>(n1 - n0)
     cdef const floating *Wp_h = <const floating *>L.Wp_h
     cdef const floating *Wh = <const floating *>L.Wh
@@ -244,6 +255,13 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
                 hp = (n * T + t) * ld
+                if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
+                    prefetch(G + gr + ld_g, H3)
+                    prefetch(AUX + hr + ld_h, H)
+                    prefetch(Hprev + hp + ld_p, H)
+                    prefetch(dhs + hr + ld_h, H)
+                    prefetch(dG + gr + ld_g, H3, True)
+                    prefetch(dGh + hr + ld_h, H, True)
                 # dG: z, r, h~ (input side); dGh: h~ of the recurrent side, r times dG's
                 # (its z and r are dG's); dh_{t-1} = dh_t (1 - z)
                 ra_bwd_row(H, G + gr, AUX + hr, Hprev + hp, dhs + hr, dh_in + n * H,
@@ -257,6 +275,11 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
+                if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
+                    prefetch(G + gr + ld_g, H3)
+                    prefetch(Hprev + (n * T + t) * ld + ld_p, H)
+                    prefetch(dhs + hr + ld_h, H)
+                    prefetch(dG + gr + ld_g, H3, True)
                 # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
                 bwd_zh_row(H, G + gr, Hprev + (n * T + t) * ld, dhs + hr, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
@@ -349,6 +372,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
     L.AUX = <void *>AUX; L.S = S; L.dhs = dhs; L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf
     L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
+    L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating))
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))

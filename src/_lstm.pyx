@@ -23,7 +23,7 @@ from libc.string cimport memcpy, memset
 
 from _packed cimport (gemm_packed, kernel_isa, pack_b, packed_size, recurrent_product, PACKED,
                       step_path)
-from _seq cimport dx_rows, start_rows, weight_grad_cols
+from _seq cimport worth_prefetch, prefetch, dx_rows, start_rows, weight_grad_cols
 from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
                         fr_use_pool, parallel_rows, parallel_together, share_cols, thread_sq)
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
@@ -110,6 +110,7 @@ cdef struct Loop:
     bint check          # T = 1: flag non-finite pre-activations (see forward)
     int nonfinite
     bint f64
+    bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
 
 
 cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
@@ -139,8 +140,8 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
                      floating *dc_out, double *sq) noexcept nogil:
     """The element-wise part of backward step t, rows [n0, n1), units [j0, j0 + w): the gate
     gradients dG[:, t] and dc_{t-1} = dc_t * f (sq: this thread's norm sums or NULL)."""
-    cdef Py_ssize_t T = L.T, n, gr, hr
-    cdef int H = L.H
+    cdef Py_ssize_t T = L.T, n, gr, hr, ld_h = L.T * L.H, ld_g = 4 * ld_h
+    cdef int H = L.H, k
     cdef const floating *c0 = <const floating *>L.c0
     cdef const floating *G = <const floating *>L.G
     cdef const floating *C = <const floating *>L.C
@@ -151,6 +152,15 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
         gr = (n * T + t) * 4 * H + j0
         hr = (n * T + t) * H + j0
         c_prev = c0 + n * H + j0 if t == 0 else C + hr - H
+        if L.prefetch and n + 1 < n1:           # the next row's segments (fr_prefetch)
+            for k in range(4):
+                prefetch(G + gr + ld_g + k * H, w)
+            prefetch(TC + hr + ld_h, w)
+            prefetch(dhs + hr + ld_h, w)
+            if t > 0:
+                prefetch(C + hr + ld_h - H, w)
+            for k in range(4):
+                prefetch(dG + gr + ld_g + k * H, w, True)
         bwd_row(w, H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H + j0,
                 dc_in + n * H + j0, dG + gr, dc_out + n * H + j0,
                 sq + 2 * t if sq != NULL else NULL)
@@ -255,6 +265,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
     L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.c0 = c0; L.hs = hs; L.G = G; L.C = C; L.TC = TC
     L.f64 = floating is double
+    L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating))
     L.check = check and T == 1
     L.nonfinite = 0
     if use_units(threads, L.path, N, H):
@@ -389,6 +400,8 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     cdef bint by_units = use_units(threads, L.path, N, H)
+    # (shared by units, a thread's segments of a row are its units only: no gain measured)
+    L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating)) and not by_units
     if by_units:
         fr_barrier_init(&L.bar, threads)
         by_units = parallel_together(threads, _backward_units_task, &L, sq, 2 * T, &L.sq_part)

@@ -9,7 +9,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
-from _seq cimport dx_rows, start_rows, weight_grad_cols
+from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
                      rnn_bwd_row_f, rnn_bwd_row_d)
@@ -62,6 +62,7 @@ cdef struct Loop:
     bint check          # T = 1: flag non-finite pre-activations (see forward)
     int nonfinite
     bint f64
+    bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -112,6 +113,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
     L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.f64 = floating is double
+    L.prefetch = worth_prefetch(N * T * H, sizeof(floating))
     L.check = check and T == 1
     L.nonfinite = 0
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
@@ -134,6 +136,10 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     for t in range(T - 1, -1, -1):
         for n in range(n0, n1):
             r = (n * T + t) * H
+            if L.prefetch and n + 1 < n1:       # the next row's segments (fr_prefetch)
+                prefetch(G + r + T * H, H)
+                prefetch(dhs + r + T * H, H)
+                prefetch(dG + r + T * H, H, True)
             # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
             bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
         # dh_{t-1} = dG[rows, t] @ Wh^T
@@ -194,6 +200,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     L.Wx = Wx; L.Wp = Wp; L.G = <void *>G; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf
     L.sq = sq; L.dX = dX; L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc
     L.f64 = floating is double
+    L.prefetch = worth_prefetch(N * T * H, sizeof(floating))
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))

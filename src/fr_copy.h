@@ -1,5 +1,6 @@
-/* Copying a block of rows into a buffer with a wider row stride, bypassing the caches when the
- * block is large.
+/* Moving the kernels' rows between memory and cache: copying a block of rows into a buffer with
+ * a wider row stride, bypassing the caches when the block is large (fr_copy_rows), and
+ * prefetching the next batch row of a step (fr_prefetch).
  *
  * Forward copies the inputs X (N*T rows of D values) into the cache XH, whose rows are D + H
  * values apart (see src/_seq.pxd).  Plain stores of such a strided block cost twice a contiguous
@@ -43,6 +44,24 @@ static inline void fr_copy_rows(Py_ssize_t rows, size_t width, const char *src, 
 #endif
     for (Py_ssize_t r = 0; r < rows; r++)
         memcpy(dst + r * dst_ld, src + r * src_ld, width);
+}
+
+/* Ask for the cache lines of bytes [p, p + bytes) (rw = 1: they are about to be written).
+ *
+ * The element-wise pass of a step visits each batch row's segment of the (N, T, X) buffers: a
+ * few KiB per row, T * X values apart from the next row's.  Runs that short end before the
+ * hardware prefetchers have ramped up, and the pass waits on memory at the start of every row.
+ * Asking for row n + 1 while row n is computed hides that: in a C harness of the GRU
+ * (reset_after) backward's pass over N64 T100 H256, 3.15 -> 1.99 ns per unit (time-major
+ * buffers, which would change the layout of every product, gave 2.37). */
+static inline void fr_prefetch(const void *p, size_t bytes, int rw)
+{
+    const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63);
+    const char *end = (const char *)p + bytes;
+    if (rw)
+        for (; c < end; c += 64) __builtin_prefetch(c, 1, 3);
+    else
+        for (; c < end; c += 64) __builtin_prefetch(c, 0, 3);
 }
 
 #endif

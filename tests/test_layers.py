@@ -445,6 +445,26 @@ def test_large_inputs_are_kept_exactly(kind, dtype, rng):
         assert_close(g, want[k], dtype, k)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_prefetching_passes_agree_with_reference(kind, threads, rng):
+    # gate buffers over 4 MiB (PREFETCH_MIN_BYTES, src/_seq.pxd): the element-wise passes ask
+    # for the next row's segments ahead; an odd H and 7 rows put the segments off cache-line
+    # boundaries and give the threads unequal shares; weights ~ 0.5 / sqrt(H) keep the
+    # hundreds of steps from exploding
+    n, d, h = 7, 24, 131
+    blocks = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}[kind]
+    t = (4 << 20) // (n * blocks * h * 4) + 2
+    params, xs, dhs, _, _ = sequence(kind, rng, np.float32, N=n, T=t, D=d, H=h,
+                                     scale=0.5 / np.sqrt(h))
+    assert n * t * blocks * h * 4 > 4 << 20
+    want = reference_results(kind, params, xs, dhs)
+    layer = make_time(fastrnn, kind, params)
+    layer.threads = threads
+    got = run_time(layer, kind, xs, dhs)[0]
+    assert_results_close(got, want, np.float32)
+
+
 # ---- outputs belong to the caller; inputs are not kept by reference --------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
