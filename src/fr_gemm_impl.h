@@ -275,10 +275,114 @@ static inline void FR_IK(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_
     }
 }
 
+#if FR_VB == 64
+/* ---- AVX-512, packed B: register blocks of several panels.
+ * With one 16-column panel per block (micro: 12 rows x 1 vector), each k takes one load of B
+ * and 12 broadcasts of A for 12 FMAs: more loads than FMAs, and the two load ports, not the
+ * FMA units, set the pace.  A block of np panels side by side (panel v at Bp + v * ps) reuses
+ * each broadcast np times: 12 rows x 2 panels is 24 accumulators, 14 loads per 24 FMAs; up to
+ * 4 rows x 4 panels, 8 loads per 16 FMAs.  Measured in a C harness, alternating with the
+ * one-panel blocks (GF/s, one thread, two runs): M64 K512 N2048 143-149 -> 175-185, M32 K256
+ * N1024 155-166 -> 185-192, M20 K650 N2600 135-145 -> 149-155, M10 K650 N2600 118-131 ->
+ * 133-138, M4 K128 N512 115-116 -> 165-172 (4 panels); M4-6 K650 N2600 (B from L3) 56-85
+ * either way. */
+#define FR_PG_MAX 4
+
+__attribute__((always_inline))
+static inline void FR_IK(micro_pg)(const int mr, const int np, int K, const FR_T *restrict A,
+                                   ptrdiff_t lda, const FR_T *restrict Bp, size_t ps,
+                                   FR_T *restrict C, ptrdiff_t ldc, int wlast, int accumulate)
+{
+    FR_IK(vec_t) c[FR_MR][FR_PG_MAX];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < np; v++) c[r][v] = (FR_IK(vec_t)){0};
+#pragma GCC unroll 1
+    for (int k = 0; k < K; k++, Bp += FR_NR, A++) {
+        FR_IK(vec_t) b[FR_PG_MAX];
+        for (int v = 0; v < np; v++) b[v] = *(const FR_IK(vec_t) *)(Bp + v * ps);
+        for (int r = 0; r < mr; r++) {
+            FR_T x = A[r * lda];
+            for (int v = 0; v < np; v++) c[r][v] += x * b[v];
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        for (int v = 0; v < np; v++) {
+            FR_T *cr = C + r * ldc + v * FR_NR;
+            if (v == np - 1 && wlast < FR_NR) {          /* last, partial panel */
+                FR_T tile[FR_NR];
+                *(FR_IK(vec_t) *)tile = c[r][v];
+                for (int j = 0; j < wlast; j++) cr[j] = accumulate ? cr[j] + tile[j] : tile[j];
+            } else {
+                FR_IK(vec_t) *cv = (FR_IK(vec_t) *)cr;
+                *cv = accumulate ? *cv + c[r][v] : c[r][v];
+            }
+        }
+    }
+}
+
+/* a block of 3 <= mr <= MR rows times np panels: mr and np constants in each branch (np <= 2
+ * from 5 rows on, where 2 panels already fill the registers) */
+__attribute__((always_inline))
+static inline void FR_IK(block_pg)(int mr, int np, int K, const FR_T *A, ptrdiff_t lda,
+                                   const FR_T *Bp, size_t ps, FR_T *C, ptrdiff_t ldc, int wlast,
+                                   int accumulate)
+{
+#define FR_PG_CASE(m, n) \
+    case (m) * 8 + (n): FR_IK(micro_pg)((m), (n), K, A, lda, Bp, ps, C, ldc, wlast, accumulate); \
+        break;
+    switch (mr * 8 + np) {
+    FR_PG_CASE(12, 2) FR_PG_CASE(11, 2) FR_PG_CASE(10, 2) FR_PG_CASE(9, 2) FR_PG_CASE(8, 2)
+    FR_PG_CASE(7, 2) FR_PG_CASE(6, 2) FR_PG_CASE(5, 2)
+    FR_PG_CASE(12, 1) FR_PG_CASE(11, 1) FR_PG_CASE(10, 1) FR_PG_CASE(9, 1) FR_PG_CASE(8, 1)
+    FR_PG_CASE(7, 1) FR_PG_CASE(6, 1) FR_PG_CASE(5, 1)
+    FR_PG_CASE(4, 4) FR_PG_CASE(4, 3) FR_PG_CASE(4, 2) FR_PG_CASE(4, 1)
+    FR_PG_CASE(3, 4) FR_PG_CASE(3, 3) FR_PG_CASE(3, 2) FR_PG_CASE(3, 1)
+    default: break;
+    }
+#undef FR_PG_CASE
+}
+
+/* C (+)= A @ B, B packed, M >= 3: groups of panels outer (2, or 4 for up to 4 rows), k-slices
+ * of FR_KC next (32 KiB of a 2-panel group: L1), row blocks of near-equal height inner.  The
+ * k-slices are micro's, so each entry is summed in the same order as by the AVX2 kernels, and
+ * the two sets agree bitwise from 3 rows on (tests/test_isa.py). */
+__attribute__((always_inline))
+static inline void FR_IK(gemm_packed_pg)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                         const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
+{
+    int panels = (N + FR_NR - 1) / FR_NR, blocks = (M + FR_MR - 1) / FR_MR;
+    int group = M <= 4 ? 4 : 2;
+    size_t ps = (size_t)K * FR_NR;                       /* one panel */
+    for (int p0 = 0; p0 < panels; p0 += group) {
+        int np = panels - p0 < group ? panels - p0 : group;
+        int wlast = N - (p0 + np - 1) * FR_NR;
+        for (int k0 = 0; k0 < K; k0 += FR_KC) {
+            int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
+            for (int b = 0, i = 0; b < blocks; b++) {
+                int mr = (M - i) / (blocks - b);           /* even split, as in row_blocks */
+                if (mr * (blocks - b) < M - i) mr++;
+                FR_IK(block_pg)(mr, np, kc, A + (size_t)i * lda + k0, lda,
+                                P + (size_t)p0 * ps + (size_t)k0 * FR_NR, ps,
+                                C + (size_t)i * ldc + p0 * FR_NR, ldc,
+                                wlast > FR_NR ? FR_NR : wlast, accumulate || k0 > 0);
+                i += mr;
+            }
+        }
+    }
+}
+#undef FR_PG_MAX
+#endif
+
 /* C (+)= A @ B with B packed by pack_b (P) */
 FR_ISA_KERNEL void FR_IK(gemm_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                   const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
 {
+#if FR_VB == 64
+    if (M >= 3 && N > 0 && K > 0) {
+        FR_IK(gemm_packed_pg)(M, N, K, A, lda, P, C, ldc, accumulate);
+        return;
+    }
+#endif
     FR_IK(gemm_strips)(M, N, K, A, lda, P, 0, 1, C, ldc, accumulate, 0);
 }
 

@@ -82,7 +82,8 @@ def test_environment_selects_avx2(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,K,N", [(1, 7, 9), (2, 100, 400), (3, 5, 17), (13, 65, 33),
-                                   (20, 256, 1024), (25, 300, 70)])
+                                   (20, 256, 1024), (25, 300, 70), (4, 300, 70),
+                                   (7, 520, 50)])
 def test_both_sets_agree(M, K, N, dtype):
     """The same packed product on each available set equals float64 NumPy within rounding, and
     from 3 rows on the sets agree bitwise: both sum each entry over k in order, one multiply-add

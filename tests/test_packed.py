@@ -188,12 +188,13 @@ def test_matmul_packed_equals_numpy(M, K, N, dtype, accumulate, repeat, b_layout
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_packed_grid_exact(dtype):
-    """Every combination of the edge sizes (row-block splits, partial panels, k-slices), with
+    """Every combination of the edge sizes (row-block splits, partial panels, k-slices; with
+    AVX-512, groups of 4 panels for 3-4 rows and of 2 from 5 rows, src/fr_gemm_impl.h), with
     small-integer data so the result must be exact; layouts rotate through all kinds."""
     i, failures = 0, []
-    for M in [0, 1, 2, 5, 6, 7, 13, 20]:
+    for M in [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 20, 25]:
         for K in [0, 1, 128, 129, 256, 257, 300, 520]:
-            for N in [1, 7, 8, 9, 16, 17, 33, 70]:
+            for N in [1, 7, 8, 9, 16, 17, 33, 50, 64, 70]:
                 i += 1
                 try:
                     check_product(M, K, N, dtype, accumulate=bool(i % 2), repeat=1,
