@@ -138,9 +138,12 @@ class _TimeLayer:
         self._cache = None    # forward caches, reused while shapes stay the same
         self._spare = None    # a second set of the same shapes (see _forward)
         self._scratch = None  # backward work buffers, likewise
-        # the recurrent weights packed for the per-step products (Wh in forward, Wh^T in
-        # backward); refilled by every call, so one buffer serves both; made by the first forward
+        # the weights packed for the per-step products (Wh in forward, Wh^T in backward; the
+        # RNN's forward may take [Wx; Wh], src/_rnn.pyx);
+        # refilled by every call, so one buffer serves both; made by the first forward (for
+        # the D, H and dtype of _wp_key)
         self._wp = None
+        self._wp_key = None
 
     @property
     def threads(self):
@@ -284,9 +287,10 @@ class _TimeLayer:
                      **{k: np.empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()}}
         if c0 is not None:              # (likewise for the initial cell state)
             np.copyto(cache["c0"], c0)
-        if self._wp is None:
+        if self._wp is None or self._wp_key != (D, H, dtype):
             self._wp = np.empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
-                                    for packs in self._packed_shapes(H)), dtype)
+                                    for packs in self._packed_shapes(D, H)), dtype)
+            self._wp_key = (D, H, dtype)
         threads, blas = self._thread_plan(N, T, D, H)
         with blas:
             nonfinite = self._kernel_forward(cache, xs, Wx, Wh, b, h0, hs, threads, verify)
@@ -372,8 +376,8 @@ class TimeRNN(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, H)}
 
-    def _packed_shapes(self, H):
-        return [[(H, H)], [(H, H)]]                    # Wh; Wh^T
+    def _packed_shapes(self, D, H):
+        return [[(D + H, H)], [(H, H)]]                # [Wx; Wh] (or Wh); Wh^T
 
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
@@ -400,7 +404,7 @@ class TimeLSTM(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
 
-    def _packed_shapes(self, H):
+    def _packed_shapes(self, D, H):
         # Wh; Wh^T; or either in the threads' shares of the units, each padded to whole panels
         # of 16 columns (the time loop shared by units: use_units in src/_lstm.pyx)
         return [[(H, 4 * H)], [(4 * H, H)], [(H, 4 * ((H + 15) // 16 * 16))]]
@@ -437,7 +441,7 @@ class TimeGRU(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
-    def _packed_shapes(self, H):
+    def _packed_shapes(self, D, H):
         # backward: [Whz Whr]^T and Whh^T separately (classic: h~ needs r first; reset_after:
         # the h~ block's gradient differs on the recurrent side); forward likewise for classic
         forward = [(H, 3 * H)] if self.reset_after else [(H, 2 * H), (H, H)]

@@ -11,6 +11,10 @@ cdef extern from "fr_gemm.h" nogil:
     size_t packed_size_d(int K, int N)
     void pack_b_f(int K, int N, const float *B, Py_ssize_t rs, Py_ssize_t cs, float *P)
     void pack_b_d(int K, int N, const double *B, Py_ssize_t rs, Py_ssize_t cs, double *P)
+    void pack_b_rows_f(int K, int N, const float *B, Py_ssize_t rs, Py_ssize_t cs, float *P,
+                       int k0, int kp)
+    void pack_b_rows_d(int K, int N, const double *B, Py_ssize_t rs, Py_ssize_t cs, double *P,
+                       int k0, int kp)
     void gemm_packed_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *P,
                        float *C, Py_ssize_t ldc, int accumulate)
     void gemm_packed_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *P,
@@ -54,6 +58,20 @@ cdef inline floating *pack_b(int K, int N, const floating *B, Py_ssize_t rs, Py_
     else:
         pack_b_d(K, N, B, rs, cs, P)
         return P + packed_size_d(K, N)
+
+
+cdef inline floating *pack_stacked(int K1, int K2, int N, const floating *B1,
+                                   const floating *B2, floating *P) noexcept nogil:
+    """Pack the stack [B1; B2] of two row-major matrices with N columns, B1 (K1, N) and
+    B2 (K2, N), into P as one (K1 + K2, N) matrix; returns the element after the copy."""
+    if floating is float:
+        pack_b_rows_f(K1, N, B1, N, 1, P, 0, K1 + K2)
+        pack_b_rows_f(K2, N, B2, N, 1, P, K1, K1 + K2)
+        return P + packed_size_f(K1 + K2, N)
+    else:
+        pack_b_rows_d(K1, N, B1, N, 1, P, 0, K1 + K2)
+        pack_b_rows_d(K2, N, B2, N, 1, P, K1, K1 + K2)
+        return P + packed_size_d(K1 + K2, N)
 
 
 cdef inline void gemm_packed(int M, int N, int K, const floating *A, Py_ssize_t lda,
@@ -166,3 +184,4 @@ cdef inline void recurrent_product(int path, int M, int N, int K, const floating
     else:
         gemm(False, trans_b, <blas_int>M, <blas_int>N, <blas_int>K, 1, A, <blas_int>lda, B,
              <blas_int>ldb, 1 if accumulate else 0, C, <blas_int>ldc)
+

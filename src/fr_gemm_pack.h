@@ -15,13 +15,16 @@ static inline size_t FR_FN(packed_size)(int K, int N)
 }
 
 /* Pack B (K x N, element (k, n) at B[k*rs + n*cs]: rs = ldb, cs = 1 for B itself, rs = 1,
- * cs = ldb for the transpose of a row-major matrix) into P. */
-static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t cs, FR_T *P)
+ * cs = ldb for the transpose of a row-major matrix) as rows k0 .. k0+K-1 of a packed matrix of
+ * kp >= k0 + K rows at P: two calls stack two matrices [B1; B2] (the input and the recurrent
+ * weights, for one product of [x_t | h_{t-1}]) without making the stack. */
+static void FR_FN(pack_b_rows)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t cs, FR_T *P,
+                               int k0, int kp)
 {
     int panels = (N + FR_NR - 1) / FR_NR;
     for (int p = 0; p < panels; p++) {
         int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
-        FR_T *dst = P + (size_t)p * K * FR_NR;
+        FR_T *dst = P + ((size_t)p * kp + k0) * FR_NR;
         if (cs == 1) {
             for (int k = 0; k < K; k++) {
                 const FR_T *src = B + k * rs + n0;
@@ -41,6 +44,12 @@ static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t c
             }
         }
     }
+}
+
+/* Pack all of B (K x N, strides as for pack_b_rows) into P. */
+static void FR_FN(pack_b)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t cs, FR_T *P)
+{
+    FR_FN(pack_b_rows)(K, N, B, rs, cs, P, 0, K);
 }
 
 /* C = 0 (accumulate == 0) for an empty inner dimension */

@@ -349,3 +349,59 @@ def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
         for g_run, w_run in zip(g_runs, w_runs):
             for g, w in zip(g_run, w_run):
                 np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture
+def rnn_fused():
+    """Set whether the RNN's forward makes x_t Wx part of each step's packed product
+    (src/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored after."""
+    from fastrnn import _rnn
+    old = _rnn._set_fused(-1)
+    yield _rnn._set_fused
+    _rnn._set_fused(old)
+
+
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,D,H,threads", [(2, 5, 7, 1), (3, 19, 33, 2), (7, 40, 17, 3),
+                                           (16, 100, 100, 1), (16, 100, 100, 2)])
+def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, threads, rng):
+    # [x_t | h_{t-1}] @ [Wx; Wh] in one product per step (forced on small shapes, and by the
+    # rule at N16 H100), against the NumPy reference and the one-GEMM projection: outputs,
+    # carried state, gradients (backward reads the inputs the steps copied into the cache,
+    # not the caller's array, overwritten in between) and norms
+    from fastrnn import reference as ref
+    T = 9
+    params = make_params("rnn", rng, D, H, dtype, scale=0.5 / np.sqrt(H))
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    h0 = rng.standard_normal((N, H)).astype(dtype)
+    r = make_time(ref, "rnn", [p.astype(np.float64) for p in params], stateful=True)
+    r.set_state(h0.astype(np.float64))
+    want_hs = r.forward(xs.astype(np.float64))
+    want_dxs = r.backward(dhs.astype(np.float64))
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    got = {}
+    for mode in (1, 0, -1):
+        rnn_fused(mode)
+        layer = make_time(fastrnn, "rnn", params, stateful=True)
+        layer.threads = threads
+        layer.set_state(h0)
+        xs_in = xs.copy()
+        hs = layer.forward(xs_in)
+        xs_in[...] = 7.0
+        dxs = layer.backward(dhs)
+        for name, g, w in [("hs", hs, want_hs), ("dxs", dxs, want_dxs),
+                           *zip(("dWx", "dWh", "db"), layer.grads, r.grads)]:
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
+                                       err_msg=f"mode {mode} {name}")
+        got[mode] = [np.array(a) for a in (hs, dxs, layer.h, layer.dh, *layer.grads)]
+    for a, b in zip(got[1], got[0]):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+def test_rnn_fused_setting_is_validated(rnn_fused):
+    from fastrnn import _rnn
+    with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
+        _rnn._set_fused(2)
+    assert _rnn._set_fused(-1) == -1
