@@ -33,7 +33,9 @@ cdef bint fused_steps(int path, Py_ssize_t N, int D, int H, int threads,
     step's pre-activations then go from the product straight into the tanh pass while in
     cache, and sgemm's packing and zeroing passes go.  Only while the packed weights stay in L2
     from step to step (FUSE_MAX_BYTES), and with rows enough per thread for the packed
-    kernel's register blocks (FUSE_MIN_ROWS).  Measured alternating fused and not in one
+    kernel's register blocks (FUSE_MIN_ROWS); and not where the inputs are much wider than
+    the state (D > 4H), where the projection is most of the work and the layer may let BLAS
+    thread it while the kernel runs on one thread (fastrnn._threads.plan_threads).  Measured alternating fused and not in one
     process (forward, 1 / 2 threads): N64 T100 H256 1.10-1.13 / 1.10-1.12x, N32 T35 H100
     1.08 / 1.08x, N20 1.05-1.07 / 1.07-1.13x, N16 1.02 / 1.02x, N8 1.00 / 1.04x; N128 T50 H512
     (2 MiB of weights) 0.94 / 0.97x.  Backward's dX_t = dG_t @ Wx^T, likewise beside
@@ -44,7 +46,7 @@ cdef bint fused_steps(int path, Py_ssize_t N, int D, int H, int threads,
         return False
     if fuse_mode == 1:
         return True
-    return (N >= FUSE_MIN_ROWS * max(threads, 1)
+    return (N >= FUSE_MIN_ROWS * max(threads, 1) and D <= 4 * H
             and packed_size(D + H, H, itemsize == 8) * itemsize <= FUSE_MAX_BYTES)
 
 
@@ -149,8 +151,9 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
                   const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
                   floating *hs, floating *G, floating *Wp, int threads, bint check) noexcept nogil:
-    """Each thread takes a share of the batch rows: their input projection, then their time loop.
-    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
+    """Each thread takes a share of the batch rows: their input projection, then their time loop
+    (with one thread the projection is a single GEMM over all N*T rows, BLAS threading it); or,
+    fused_steps, the projection of each step inside its recurrent product."""
     cdef Loop L
     L.path = step_path(N, T)
     L.fused = fused_steps(L.path, N, D, H, threads, sizeof(floating))
