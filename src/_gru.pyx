@@ -312,41 +312,66 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
 
 
-cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
+cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH, bint hx, bint hh,
+                        double *acc_h) noexcept nogil:
     """Columns [c0, c1) of the weight gradients, by GEMMs (or reductions) over all N*T rows:
     z and r columns [dWx; dWh] = [X | Hprev]^T @ dG (the recurrent side's gradient is dG's
-    there, in reset_after too); h~ columns dWx = X^T @ dG and, reset_after:
+    there, in reset_after too); h~ columns dWx = X^T @ dG (if hx) and, if hh, reset_after:
     dWh = Hprev^T @ dGh, classic: dWh = (r*h_prev)^T @ dG.  db = sum dG; reset_after:
-    db[0] = sum dG, db[1] = db[0] in the z and r columns, sum dGh in the h~ columns."""
-    cdef int D = L.D, H = L.H, H3 = 3 * L.H, w = c1 - c0, k0 = max(c0, 2 * H), k
+    db[0] = sum dG, db[1] = db[0] in the z and r columns, sum dGh in the h~ columns (acc_h:
+    room for those sums from column max(c0, 2H) on)."""
+    cdef int D = L.D, H = L.H, H3 = 3 * L.H, k0 = max(c0, 2 * H), z1 = min(c1, 2 * H), k
     cdef Py_ssize_t NT = L.N * L.T
     cdef const floating *dG = <const floating *>L.dG
     cdef const floating *dGh = <const floating *>L.dGh
     cdef floating *dWx = <floating *>L.dWx
     cdef floating *dWh = <floating *>L.dWh
     cdef floating *db = <floating *>L.db
-    weight_grad_cols(NT, D, H, H3, c0, min(c1, 2 * H), XH, dG, dWx, dWh)
-    grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx)
-    colsum(NT, w, H3, dG + c0, L.acc + c0, db + c0)
-    if L.reset_after:
+    if c0 < z1:
+        weight_grad_cols(NT, D, H, H3, c0, z1, XH, dG, dWx, dWh)
+        colsum(NT, z1 - c0, H3, dG + c0, L.acc + c0, db + c0)
+        if L.reset_after:
+            for k in range(c0, z1):
+                db[H3 + k] = db[k]
+    if k0 >= c1:
+        return
+    if hx:
+        grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx)
+        colsum(NT, c1 - k0, H3, dG + k0, L.acc + k0, db + k0)
+    if hh and L.reset_after:
         grad_cols(NT, H, H3, k0, c1, XH + D, D + H, dGh + (k0 - 2 * H), H, dWh)
-        for k in range(c0, min(c1, 2 * H)):
-            db[H3 + k] = db[k]
-        if k0 < c1:
-            colsum(NT, c1 - k0, H, dGh + (k0 - 2 * H), L.acc + k0, db + H3 + k0)
-    else:
+        colsum(NT, c1 - k0, H, dGh + (k0 - 2 * H), acc_h, db + H3 + k0)
+    elif hh:
         grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG + k0, H3, dWh)
+
+
+cdef void _weights_share(Loop *L, int tid, int nthreads, const floating *XH) noexcept nogil:
+    """Thread tid's share of the weight gradients.  Two threads: each takes half the z and r
+    columns and one of the h~ block's two products (input or recurrent side), so each packs
+    [X | Hprev] once and one half of it; by columns (share_cols) one thread would get all of
+    the h~ block's products and pack [X | Hprev] twice.  Measured alternating with the column
+    split, GRU (reset_after) N64 T100 H256, backward at 2 threads: BENCHMARKS.md.  More
+    threads: by columns."""
+    cdef Py_ssize_t c0, c1
+    cdef int H = L.H, half = min((L.H + 15) // 16 * 16, 2 * L.H)   # whole 16-column units
+    if nthreads == 2:
+        if tid == 0:
+            _weights_cols(L, 0, half, XH, False, False, NULL)
+            _weights_cols(L, 2 * H, 3 * H, XH, False, True, L.acc)   # (done with acc[:half])
+        else:
+            _weights_cols(L, half, 3 * H, XH, True, False, NULL)
+        return
+    share_cols(3 * H, tid, nthreads, &c0, &c1)
+    if c0 < c1:
+        _weights_cols(L, <int>c0, <int>c1, XH, True, True, L.acc + max(c0, 2 * H))
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
-    cdef Py_ssize_t c0, c1
-    share_cols(3 * L.H, tid, nthreads, &c0, &c1)
-    if c0 < c1:
-        if L.f64:
-            _weights_cols(L, <int>c0, <int>c1, <const double *>L.XH)
-        else:
-            _weights_cols(L, <int>c0, <int>c1, <const float *>L.XH)
+    if L.f64:
+        _weights_share(L, tid, nthreads, <const double *>L.XH)
+    else:
+        _weights_share(L, tid, nthreads, <const float *>L.XH)
 
 
 cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, const floating *dhs,
