@@ -166,18 +166,30 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
                 sq + 2 * t if sq != NULL else NULL)
 
 
-cdef void _carried_start(Loop *L, floating *dh, floating *dc, Py_ssize_t n0, Py_ssize_t n1,
+cdef void _carried_start(Loop *L, floating **dh, floating **dc, Py_ssize_t n0, Py_ssize_t n1,
                          Py_ssize_t j0, int w) noexcept nogil:
-    """The carried gradients entering the last step, rows [n0, n1), units [j0, j0 + w):
-    dh = 0, dc = dcT (or 0)."""
+    """The carried gradients, double-buffered in L.dh_buf and L.dc_buf: step t reads dh[0],
+    dc[0] (from step t+1) and writes dh[1], dc[1] (to step t-1), then _carried_swap.  Points
+    them at the two halves and sets those entering the last step, rows [n0, n1), units
+    [j0, j0 + w): dh = 0, dc = dcT (or 0)."""
     cdef const floating *dcT = <const floating *>L.dcT
-    cdef Py_ssize_t n, H = L.H
+    cdef Py_ssize_t n, H = L.H, NH = L.N * L.H
+    dh[0] = <floating *>L.dh_buf
+    dh[1] = dh[0] + NH
+    dc[0] = <floating *>L.dc_buf
+    dc[1] = dc[0] + NH
     for n in range(n0, n1):
-        memset(dh + n * H + j0, 0, w * sizeof(floating))
+        memset(dh[0] + n * H + j0, 0, w * sizeof(floating))
         if dcT != NULL:
-            memcpy(dc + n * H + j0, dcT + n * H + j0, w * sizeof(floating))
+            memcpy(dc[0] + n * H + j0, dcT + n * H + j0, w * sizeof(floating))
         else:
-            memset(dc + n * H + j0, 0, w * sizeof(floating))
+            memset(dc[0] + n * H + j0, 0, w * sizeof(floating))
+
+
+cdef inline void _carried_swap(floating **dh, floating **dc) noexcept nogil:
+    """After a step: what it wrote is what the next step (t-1) reads."""
+    dh[0], dh[1] = dh[1], dh[0]
+    dc[0], dc[1] = dc[1], dc[0]
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -282,24 +294,19 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
     """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
     thread's norm sums or NULL."""
-    cdef Py_ssize_t T = L.T, t, NH = L.N * L.H, rows = n1 - n0
+    cdef Py_ssize_t T = L.T, t, rows = n1 - n0
     cdef int H = L.H, H4 = 4 * H
     cdef floating *dG = <floating *>L.dG
-    # carried gradients, double-buffered: step t reads *_in (from t+1) and writes *_out (to t-1)
-    cdef floating *dh_in = <floating *>L.dh_buf
-    cdef floating *dh_out = dh_in + NH
-    cdef floating *dc_in = <floating *>L.dc_buf
-    cdef floating *dc_out = dc_in + NH
-    cdef floating *tmp
-    _carried_start(L, dh_in, dc_in, n0, n1, 0, H)
+    cdef floating *dh[2]
+    cdef floating *dc[2]
+    _carried_start(L, dh, dc, n0, n1, 0, H)
     for t in range(T - 1, -1, -1):
         # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
-        _cells_bwd(L, dG, t, n0, n1, 0, H, dh_in, dc_in, dc_out, sq)
+        _cells_bwd(L, dG, t, n0, n1, 0, H, dh[0], dc[0], dc[1], sq)
         # dh_{t-1} = dG[rows, t] @ Wh^T
         recurrent_product(L.path, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
-                          <const floating *>L.Wh, H4, True, dh_out + n0 * H, H, False)
-        tmp = dh_in; dh_in = dh_out; dh_out = tmp
-        tmp = dc_in; dc_in = dc_out; dc_out = tmp
+                          <const floating *>L.Wh, H4, True, dh[1] + n0 * H, H, False)
+        _carried_swap(dh, dc)
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
     dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
 
@@ -320,30 +327,26 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
     """Thread tid's share of a backward time loop shared by hidden units (use_units): at every
     step its units [j0, j1) of every row -- their gate gradients, then (once every thread's are
     in dG) their columns of dh_{t-1} = dG_t @ Wh^T; then the dX rows of its batch rows."""
-    cdef Py_ssize_t T = L.T, N = L.N, t, NH = L.N * L.H, n0, n1, j0, j1
+    cdef Py_ssize_t T = L.T, N = L.N, t, n0, n1, j0, j1
     cdef int H = L.H, H4 = 4 * H, w
     cdef const floating *Wh = <const floating *>L.Wh
     cdef floating *dG = <floating *>L.dG
-    cdef floating *dh_in = <floating *>L.dh_buf
-    cdef floating *dh_out = dh_in + NH
-    cdef floating *dc_in = <floating *>L.dc_buf
-    cdef floating *dc_out = dc_in + NH
-    cdef floating *tmp
+    cdef floating *dh[2]
+    cdef floating *dc[2]
     cdef floating *P
     share_cols(H, tid, nth, &j0, &j1)
     w = <int>(j1 - j0)
     # Wh^T[:, j0:j1] (4H, w): rows j0..j1 of Wh, packed from element 4*H*j0 of Wp on
     P = Wp + 4 * H * j0
     pack_b(H4, w, Wh + j0 * H4, 1, H4, P)
-    _carried_start(L, dh_in, dc_in, 0, N, j0, w)    # this thread's units of every row
+    _carried_start(L, dh, dc, 0, N, j0, w)      # this thread's units of every row
     for t in range(T - 1, -1, -1):
-        _cells_bwd(L, dG, t, 0, N, j0, w, dh_in, dc_in, dc_out, sq)
+        _cells_bwd(L, dG, t, 0, N, j0, w, dh[0], dc[0], dc[1], sq)
         fr_barrier_wait(&L.bar)                 # dG[:, t] complete
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
-            gemm_packed(<int>N, w, H4, dG + t * H4, T * H4, P, dh_out + j0, H, False)
-        tmp = dh_in; dh_in = dh_out; dh_out = tmp
-        tmp = dc_in; dc_in = dc_out; dc_out = tmp
+            gemm_packed(<int>N, w, H4, dG + t * H4, T * H4, P, dh[1] + j0, H, False)
+        _carried_swap(dh, dc)
     # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
     fr_share(N, tid, nth, &n0, &n1)
     if n0 < n1:

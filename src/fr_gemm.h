@@ -78,6 +78,14 @@ static int fr_set_isa(int isa)
     return 0;
 }
 
+/* Rows of the next of `blocks` register blocks over `rest` remaining rows: an even split
+ * (20 rows in 4 blocks: 5+5+5+5, not 6+6+6+2; a thin last block costs as many loads of B as a
+ * full one). */
+static inline int fr_block_rows(int rest, int blocks)
+{
+    return (rest + blocks - 1) / blocks;
+}
+
 #define FR_NR ((int)(64 / sizeof(FR_T)))   /* packed panel width: 64 bytes */
 #define FR_AVX512_KERNEL __attribute__((target("arch=x86-64-v4"), unused)) static
 

@@ -128,7 +128,7 @@ static inline void FR_IK(block)(int mr, int K, const FR_T *A, ptrdiff_t lda, con
 }
 
 /* All row blocks of one k-slice of one panel: rows split into blocks of near-equal height
- * (20 rows = 5+5+5+5, not 6+6+6+2: a thin last block costs as many loads of B as a full one). */
+ * (fr_block_rows). */
 __attribute__((always_inline))
 static inline void FR_IK(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda,
                                      const FR_T *Bp, ptrdiff_t bs, FR_T *C, ptrdiff_t ldc,
@@ -136,8 +136,7 @@ static inline void FR_IK(row_blocks)(int M, int kc, const FR_T *A, ptrdiff_t lda
 {
     int blocks = (M + FR_MR - 1) / FR_MR;
     for (int b = 0, i = 0; b < blocks; b++) {
-        int mr = (M - i) / (blocks - b);           /* even split of the remaining rows */
-        if (mr * (blocks - b) < M - i) mr++;
+        int mr = fr_block_rows(M - i, blocks - b);
         FR_IK(block)(mr, kc, A + (at ? i : i * lda), lda, Bp, bs, C + i * ldc, ldc, w, accumulate,
                      at);
         i += mr;
@@ -343,9 +342,9 @@ static inline void FR_IK(block_pg)(int mr, int np, int K, const FR_T *A, ptrdiff
 }
 
 /* C (+)= A @ B, B packed, M >= 3: groups of panels outer (2, or 4 for up to 4 rows), k-slices
- * of FR_KC next (32 KiB of a 2-panel group: L1), row blocks of near-equal height inner.  The
- * k-slices are micro's, so each entry is summed in the same order as by the AVX2 kernels, and
- * the two sets agree bitwise from 3 rows on (tests/test_isa.py). */
+ * of FR_KC next (32 KiB of a 2-panel group: L1), row blocks of near-equal height inner
+ * (fr_block_rows).  The k-slices are micro's, so each entry is summed in the same order as by
+ * the AVX2 kernels, and the two sets agree bitwise from 3 rows on (tests/test_isa.py). */
 __attribute__((always_inline))
 static inline void FR_IK(gemm_packed_pg)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                          const FR_T *P, FR_T *C, ptrdiff_t ldc, int accumulate)
@@ -359,8 +358,7 @@ static inline void FR_IK(gemm_packed_pg)(int M, int N, int K, const FR_T *A, ptr
         for (int k0 = 0; k0 < K; k0 += FR_KC) {
             int kc = K - k0 < FR_KC ? K - k0 : FR_KC;
             for (int b = 0, i = 0; b < blocks; b++) {
-                int mr = (M - i) / (blocks - b);           /* even split, as in row_blocks */
-                if (mr * (blocks - b) < M - i) mr++;
+                int mr = fr_block_rows(M - i, blocks - b);
                 FR_IK(block_pg)(mr, np, kc, A + (size_t)i * lda + k0, lda,
                                 P + (size_t)p0 * ps + (size_t)k0 * FR_NR, ps,
                                 C + (size_t)i * ldc + p0 * FR_NR, ldc,
@@ -430,8 +428,7 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
             }
         }
         for (int b = 0, i = 0; b < blocks; b++) {
-            int mr = (M - i) / (blocks - b);           /* even split, as in row_blocks */
-            if (mr * (blocks - b) < M - i) mr++;
+            int mr = fr_block_rows(M - i, blocks - b);
             for (int p = 0; p < full; p++)
                 FR_IK(block)(mr, kc, Ak + i, lda, Bk + p * FR_NR, ldb,
                              C + (size_t)i * ldc + p * FR_NR, ldc, FR_NR, acc, 1);
@@ -524,8 +521,7 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptr
     for (int n0 = 0; n0 < N; n0 += FR_NT_NR) {
         int nr = N - n0 < FR_NT_NR ? N - n0 : FR_NT_NR;
         for (int b = 0, i = 0; b < mblocks; b++) {
-            int mr = (M - i) / (mblocks - b);
-            if (mr * (mblocks - b) < M - i) mr++;
+            int mr = fr_block_rows(M - i, mblocks - b);
             FR_IK(block_nt)(mr, nr, K, A + (size_t)i * lda, lda, W + (size_t)n0 * ldw, ldw,
                             C + (size_t)i * ldc + n0, ldc, accumulate);
             i += mr;
