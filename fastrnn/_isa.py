@@ -47,3 +47,24 @@ def use(name):
         yield
     finally:
         _set_all(before)
+
+
+_TN_MODES = {"rule": -1, "blas": 0, "packed": 1}
+
+
+@contextlib.contextmanager
+def tn_packed(how):
+    """Make the whole-sequence weight gradients inside the block by `how`: 'packed' (fastrnn's
+    gemm_tn_packed, src/fr_gemm_impl.h), 'blas' (sgemm/dgemm) or 'rule' (the measured choice,
+    worth_tn_packed in src/_packed.pxd: the default).  For the tests, which run both, and for
+    A/B timing; not thread-safe (the setting is process-wide)."""
+    if how not in _TN_MODES:
+        raise ValueError(f"how: expected one of {tuple(_TN_MODES)}, got {how!r}")
+    before = _packed._kernel_tn_mode()
+    for module in _MODULES:
+        module._kernel_tn_mode(_TN_MODES[how])
+    try:
+        yield
+    finally:
+        for module in _MODULES:
+            module._kernel_tn_mode(before)

@@ -17,7 +17,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport kernel_isa, pack_b, packed_size, recurrent_product, PACKED, step_path
+from _packed cimport (kernel_isa, kernel_tn_mode, pack_b, packed_size, recurrent_product, PACKED,
+                      step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, grad_cols, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
@@ -505,3 +506,9 @@ def _kernel_isa(isa=None):
     """Set (unless None) and return the instruction set of this module's matrix products; use
     fastrnn._isa rather than this."""
     return kernel_isa(isa)
+
+
+def _kernel_tn_mode(mode=None):
+    """Set (unless None) who makes this module's whole-sequence weight gradients and return the
+    setting before; use fastrnn._isa.tn_packed rather than this."""
+    return kernel_tn_mode(mode)

@@ -32,6 +32,12 @@ cdef extern from "fr_gemm.h" nogil:
                           Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
     void gemm_direct_tn_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
                           Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
+    int gemm_tn_packed_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *B,
+                         Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
+    int gemm_tn_packed_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
+                         Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
+    int fr_set_tn_mode(int mode)
+    int fr_get_tn_mode()
 
 
 cdef inline object kernel_isa(object isa):
@@ -41,6 +47,17 @@ cdef inline object kernel_isa(object isa):
     if isa is not None and fr_set_isa(isa) != 0:
         raise ValueError(f"kernels: instruction set {isa} is not supported by this CPU")
     return fr_isa()
+
+
+cdef inline int kernel_tn_mode(object mode) except? -2:
+    """This module's side of fastrnn._isa.tn_packed: set who makes the whole-sequence weight
+    gradients (worth_tn_packed: -1 by the rule, 0 BLAS, 1 gemm_tn_packed) unless mode is None;
+    return the setting before."""
+    if mode is None:
+        return fr_get_tn_mode()
+    if mode not in (-1, 0, 1):
+        raise ValueError(f"mode: expected -1, 0 or 1, got {mode!r}")
+    return fr_set_tn_mode(mode)
 
 
 cdef inline size_t packed_size(int K, int N, bint is_double) noexcept nogil:
@@ -118,6 +135,18 @@ cdef inline void gemm_direct_tn(int M, int N, int K, const floating *A, Py_ssize
 from _blas cimport gemm, blas_int
 
 
+cdef inline int gemm_tn_packed(int M, int N, int K, const floating *A, Py_ssize_t lda,
+                               const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
+                               bint accumulate) noexcept nogil:
+    """Row-major C[M, N] = A^T @ B (or C += ...) with A (K, M) and B (K, N) row-major, K large:
+    both packed per k-slice (fr_gemm_impl.h).  -1 (C untouched) if its workspace could not be
+    allocated, else 0."""
+    if floating is float:
+        return gemm_tn_packed_f(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        return gemm_tn_packed_d(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+
+
 cdef enum:
     DIRECT_MAX_ROWS = 24    # the most rows (or, for A^T @ B, summed rows) a direct kernel takes
 
@@ -140,6 +169,25 @@ cdef inline bint worth_direct_tn(Py_ssize_t K) noexcept nogil:
     1.1-1.2x at 24, 1.1x at 32; C 100 x 400 1.4-1.5x at K = 20; C 256 x 1024 0.6-0.8x at
     K = 64, where sgemm's packing has paid off."""
     return K <= DIRECT_MAX_ROWS
+
+
+cdef enum:
+    TN_PACKED_MAX_M = 640       # gemm_tn_packed by the rule: C[M, N] with M <= 640 ...
+    TN_PACKED_MIN_N = 256       # ... and N >= 256
+
+
+cdef inline bint worth_tn_packed(Py_ssize_t M, Py_ssize_t N, size_t itemsize) noexcept nogil:
+    """Make the weight gradient C[M, N] = A^T @ B over many rows with gemm_tn_packed rather
+    than BLAS (fr_get_tn_mode: -1 this rule, 0 never, 1 always)?  Measured in float32 on the
+    AVX-512 Xeon against scipy's OpenBLAS, one and two threads (benches/tn_ab.py): 1.10-1.35x
+    for C from 200 x 200 to 512 x 2048 over K = 700-6400 rows, 1.0-1.1x at 1024 x 2048, 0.9x
+    at 1300 x 2600 (C no longer stays in L2 between k-slices).  float64 and AVX2 were not
+    measured against BLAS: they keep it."""
+    cdef int mode = fr_get_tn_mode()
+    if mode >= 0:
+        return mode == 1
+    return (fr_isa() == 1 and itemsize == 4 and M <= TN_PACKED_MAX_M
+            and N >= TN_PACKED_MIN_N)
 
 
 cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:

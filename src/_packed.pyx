@@ -13,7 +13,8 @@ from cython cimport floating
 
 from _packed cimport (fr_isa_supported, kernel_isa, packed_size, packed_size_f, packed_size_d,
                       pack_b_f, pack_b_d, gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt,
-                      gemm_direct_tn, DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
+                      gemm_direct_tn, gemm_tn_packed, kernel_tn_mode,
+                      DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
 
 cnp.import_array()
 
@@ -105,19 +106,24 @@ cdef enum:
     _NN = 0     # C = A @ B
     _NT = 1     # C = A @ W^T, W (N, K)
     _TN = 2     # C = A^T @ B, A (K, M)
+    _TNP = 3    # C = A^T @ B, A (K, M), both packed per k-slice (gemm_tn_packed)
 
 
-cdef void _direct(int mode, int M, int N, int K, const floating *A, Py_ssize_t lda,
-                  const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
-                  bint accumulate, int repeat) noexcept nogil:
+cdef int _direct(int mode, int M, int N, int K, const floating *A, Py_ssize_t lda,
+                 const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
+                 bint accumulate, int repeat) noexcept nogil:
     cdef int r
     for r in range(repeat):
-        if mode == _NT:
+        if mode == _TNP:
+            if gemm_tn_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate) != 0:
+                return -1
+        elif mode == _NT:
             gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
         elif mode == _TN:
             gemm_direct_tn(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
         else:
             gemm_direct(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+    return 0
 
 
 def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate, int repeat,
@@ -128,8 +134,10 @@ def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate,
     if A.dtype != dtype or C.dtype != dtype:
         raise TypeError(f"A, {name} and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
     cdef Py_ssize_t lda = _rows(A, "A"), ldb = _rows(B, name), ldc = _rows(C, "C", write=True)
-    cdef int M = A.shape[1] if mode == _TN else A.shape[0]
-    cdef int K = A.shape[0] if mode == _TN else A.shape[1]
+    cdef bint at = mode == _TN or mode == _TNP
+    cdef int M = A.shape[1] if at else A.shape[0]
+    cdef int K = A.shape[0] if at else A.shape[1]
+    cdef int failed
     cdef int N = B.shape[0] if mode == _NT else B.shape[1]
     if B.shape[1 if mode == _NT else 0] != K:
         raise ValueError(f"{name}: expected {K} {'columns' if mode == _NT else 'rows'} to match "
@@ -140,14 +148,16 @@ def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate,
         raise ValueError(f"C: must not overlap A or {name}")
     if dtype == np.float32:
         with nogil:
-            _direct(mode, M, N, K, <float *>cnp.PyArray_DATA(A), lda,
-                    <float *>cnp.PyArray_DATA(B), ldb, <float *>cnp.PyArray_DATA(C), ldc,
-                    accumulate, repeat)
+            failed = _direct(mode, M, N, K, <float *>cnp.PyArray_DATA(A), lda,
+                             <float *>cnp.PyArray_DATA(B), ldb, <float *>cnp.PyArray_DATA(C), ldc,
+                             accumulate, repeat)
     else:
         with nogil:
-            _direct(mode, M, N, K, <double *>cnp.PyArray_DATA(A), lda,
-                    <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C), ldc,
-                    accumulate, repeat)
+            failed = _direct(mode, M, N, K, <double *>cnp.PyArray_DATA(A), lda,
+                             <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C),
+                             ldc, accumulate, repeat)
+    if failed:
+        raise MemoryError("gemm_tn_packed: could not allocate its workspace")
 
 
 def matmul_direct(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
@@ -169,6 +179,14 @@ def matmul_direct_tn(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray
     """C (+)= A.T @ B with A (K, M) and B (K, N) as they are (gemm_direct_tn); repeated `repeat`
     times, GIL off.  2-D with contiguous rows (any row stride); C must not overlap A or B."""
     _matmul_direct(A, B, C, accumulate, repeat, _TN)
+
+
+def matmul_tn_packed(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
+                     bint accumulate=False, int repeat=1):
+    """C (+)= A.T @ B with A (K, M) and B (K, N), both packed per k-slice (gemm_tn_packed, the
+    whole-sequence weight gradients' kernel); repeated `repeat` times, GIL off.  2-D with
+    contiguous rows (any row stride); C must not overlap A or B."""
+    _matmul_direct(A, B, C, accumulate, repeat, _TNP)
 
 
 def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
@@ -205,3 +223,9 @@ def _kernel_isa(isa=None):
     """Set (unless None) and return the instruction set of this module's matrix products; use
     fastrnn._isa rather than this."""
     return kernel_isa(isa)
+
+
+def _kernel_tn_mode(mode=None):
+    """Set (unless None) who makes this module's whole-sequence weight gradients and return the
+    setting before; use fastrnn._isa.tn_packed rather than this."""
+    return kernel_tn_mode(mode)

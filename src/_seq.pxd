@@ -17,7 +17,8 @@ cdef extern from "fr_copy.h" nogil:
     void fr_prefetch(const void *p, size_t bytes, int rw)
 
 from _blas cimport gemm, blas_int
-from _packed cimport gemm_direct, gemm_direct_nt, gemm_direct_tn, worth_direct, worth_direct_tn
+from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_tn_packed, worth_direct,
+                     worth_direct_tn, worth_tn_packed)
 
 
 cdef inline void prefetch(const floating *p, Py_ssize_t n, bint write=False) noexcept nogil:
@@ -87,13 +88,16 @@ cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize
                            floating *dW) noexcept nogil:
     """dW[:, c0:c1] = A^T @ dG[:, :c1-c0]: columns of a weight gradient (dWx from A = X, dWh
     from A = Hprev, or both at once from A = XH), one GEMM over all NT rows (gemm_direct_tn
-    when they are only a few, e.g. a single step).  A (NT, K) with row stride lda; dG (NT, .)
+    when they are only a few, e.g. a single step; gemm_tn_packed where it beats BLAS,
+    worth_tn_packed).  A (NT, K) with row stride lda; dG (NT, .)
     with row stride ldg, pointing at the gradient of column c0; dW (K, GH)."""
     if c0 >= c1:
         return
     if worth_direct_tn(NT):
         gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, lda, dG, ldg, dW + c0, GH, False)
-    else:
+    elif not (worth_tn_packed(K, c1 - c0, sizeof(floating))
+              and gemm_tn_packed(K, <int>(c1 - c0), <int>NT, A, lda, dG, ldg, dW + c0, GH,
+                                 False) == 0):
         gemm(True, False, K, <blas_int>(c1 - c0), <blas_int>NT, 1, A, lda, dG, ldg, 0,
              dW + c0, GH)
 

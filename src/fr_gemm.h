@@ -78,6 +78,23 @@ static int fr_set_isa(int isa)
     return 0;
 }
 
+/* Who makes the whole-sequence weight gradients (gemm_tn_packed or BLAS; _packed.pxd,
+ * worth_tn_packed): -1 by the measured rule, 0 always BLAS, 1 always gemm_tn_packed (the tests
+ * run both).  Like fr_isa_now, one copy per extension module (fastrnn._isa sets them all). */
+static int fr_tn_mode = -1;
+
+static int fr_set_tn_mode(int mode)
+{
+    int before = fr_tn_mode;
+    fr_tn_mode = mode;
+    return before;
+}
+
+static inline int fr_get_tn_mode(void)
+{
+    return fr_tn_mode;
+}
+
 /* Rows of the next of `blocks` register blocks over `rest` remaining rows: an even split
  * (20 rows in 4 blocks: 5+5+5+5, not 6+6+6+2; a thin last block costs as many loads of B as a
  * full one). */

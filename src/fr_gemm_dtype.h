@@ -59,6 +59,19 @@ static inline void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
     FR_DISPATCH(gemm_direct_tn, (M, N, K, A, lda, B, ldb, C, ldc, accumulate));
 }
 
+/* C (+)= A^T @ B with A (K, M) and B (K, N) row-major, K large (both packed per k-slice);
+ * -1 if its workspace could not be allocated (C untouched) */
+static inline int FR_FN(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                        const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                        int accumulate)
+{
+#if FR_HAVE_AVX512
+    if (fr_isa() == FR_ISA_AVX512)
+        return FR_FN(gemm_tn_packed_avx512)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#endif
+    return FR_FN(gemm_tn_packed_avx2)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
 /* C (+)= A @ W^T with W row-major (N, K) */
 static inline void FR_FN(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                          const FR_T *W, ptrdiff_t ldw, FR_T *C, ptrdiff_t ldc,

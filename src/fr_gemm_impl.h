@@ -290,17 +290,19 @@ static inline void FR_IK(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_
 __attribute__((always_inline))
 static inline void FR_IK(micro_pg)(const int mr, const int np, int K, const FR_T *restrict A,
                                    ptrdiff_t lda, const FR_T *restrict Bp, size_t ps,
-                                   FR_T *restrict C, ptrdiff_t ldc, int wlast, int accumulate)
+                                   FR_T *restrict C, ptrdiff_t ldc, int wlast, int accumulate,
+                                   const int at)
 {
+    const ptrdiff_t ars = at ? 1 : lda, acs = at ? lda : 1;    /* as in micro */
     FR_IK(vec_t) c[FR_MR][FR_PG_MAX];
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < np; v++) c[r][v] = (FR_IK(vec_t)){0};
 #pragma GCC unroll 1
-    for (int k = 0; k < K; k++, Bp += FR_NR, A++) {
+    for (int k = 0; k < K; k++, Bp += FR_NR, A += acs) {
         FR_IK(vec_t) b[FR_PG_MAX];
         for (int v = 0; v < np; v++) b[v] = *(const FR_IK(vec_t) *)(Bp + v * ps);
         for (int r = 0; r < mr; r++) {
-            FR_T x = A[r * lda];
+            FR_T x = A[r * ars];
             for (int v = 0; v < np; v++) c[r][v] += x * b[v];
         }
     }
@@ -320,15 +322,15 @@ static inline void FR_IK(micro_pg)(const int mr, const int np, int K, const FR_T
 }
 
 /* a block of 3 <= mr <= MR rows times np panels: mr and np constants in each branch (np <= 2
- * from 5 rows on, where 2 panels already fill the registers) */
+ * from 5 rows on, where 2 panels already fill the registers); `at` as in micro */
 __attribute__((always_inline))
 static inline void FR_IK(block_pg)(int mr, int np, int K, const FR_T *A, ptrdiff_t lda,
                                    const FR_T *Bp, size_t ps, FR_T *C, ptrdiff_t ldc, int wlast,
-                                   int accumulate)
+                                   int accumulate, const int at)
 {
 #define FR_PG_CASE(m, n) \
-    case (m) * 8 + (n): FR_IK(micro_pg)((m), (n), K, A, lda, Bp, ps, C, ldc, wlast, accumulate); \
-        break;
+    case (m) * 8 + (n): \
+        FR_IK(micro_pg)((m), (n), K, A, lda, Bp, ps, C, ldc, wlast, accumulate, at); break;
     switch (mr * 8 + np) {
     FR_PG_CASE(12, 2) FR_PG_CASE(11, 2) FR_PG_CASE(10, 2) FR_PG_CASE(9, 2) FR_PG_CASE(8, 2)
     FR_PG_CASE(7, 2) FR_PG_CASE(6, 2) FR_PG_CASE(5, 2)
@@ -362,13 +364,12 @@ static inline void FR_IK(gemm_packed_pg)(int M, int N, int K, const FR_T *A, ptr
                 FR_IK(block_pg)(mr, np, kc, A + (size_t)i * lda + k0, lda,
                                 P + (size_t)p0 * ps + (size_t)k0 * FR_NR, ps,
                                 C + (size_t)i * ldc + p0 * FR_NR, ldc,
-                                wlast > FR_NR ? FR_NR : wlast, accumulate || k0 > 0);
+                                wlast > FR_NR ? FR_NR : wlast, accumulate || k0 > 0, 0);
                 i += mr;
             }
         }
     }
 }
-#undef FR_PG_MAX
 #endif
 
 /* C (+)= A @ B with B packed by pack_b (P) */
@@ -438,6 +439,98 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
             i += mr;
         }
     }
+}
+
+/* ---- C[M, N] (+)= A^T @ B summed over many rows K: the whole-sequence weight gradients
+ * [X | Hprev]^T @ dG over all N*T rows (M = D + H, N = gate columns, K = N*T in the thousands).
+ * Why not BLAS: scipy's OpenBLAS (SkylakeX kernels) ran these shapes at 96-130 GF/s on one core
+ * of the AVX-512 Xeon, against 175-190 for the packed register blocks; this kernel, 1.10-1.35x
+ * sgemm there (benches/tn_ab.py, BENCHMARKS.md).  The GotoBLAS loop order: for each k-slice of
+ * FR_KC rows, pack A^T's slice as row blocks ([k][mr]: the mr values a step broadcasts, side by
+ * side) and B's slice as panels ([k][NR]); then, per group of panels (its slice, 32 KiB, stays
+ * in L1), every row block (A's packed slice streams from L2), summing into C.  Both packs are
+ * vector copies, one pass over each operand.  The sums of a C entry run over k in slices of
+ * FR_KC, as in the other kernels.  Returns -1, C untouched, if its workspace (FR_KC * (M + N
+ * rounded up to panels) values) cannot be allocated; else 0. */
+FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                        const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                        int accumulate)
+{
+    int panels = (N + FR_NR - 1) / FR_NR, blocks = (M + FR_MR - 1) / FR_MR;
+    int full = N / FR_NR, w = N - full * FR_NR;
+    if (M <= 0 || N <= 0)
+        return 0;
+    if (K <= 0) {
+        FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
+        return 0;
+    }
+    size_t a_size = ((size_t)FR_KC * M + FR_NR - 1) / FR_NR * FR_NR;   /* keeps Bp aligned */
+    size_t bytes = (a_size + (size_t)FR_KC * panels * FR_NR) * sizeof(FR_T);
+    FR_T *Ap = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!Ap)
+        return -1;
+    FR_T *Bp = Ap + a_size;
+    for (int k0 = 0; k0 < K; k0 += FR_KC) {
+        int kc = K - k0 < FR_KC ? K - k0 : FR_KC, acc = accumulate || k0 > 0;
+        size_t ps = (size_t)kc * FR_NR;                  /* one packed panel of the slice */
+        for (int k = 0; k < kc; k++) {                   /* B's slice: row by row, in panels */
+            const FR_T *src = B + (size_t)(k0 + k) * ldb;
+            FR_T *dst = Bp + (size_t)k * FR_NR;
+            for (int p = 0; p < full; p++)
+                *(FR_IK(vec_t) *)(dst + p * ps) = *(const FR_IK(vec_t) *)(src + p * FR_NR);
+            for (int v = 1; v < FR_NV; v++)   /* AVX2: a panel row is two vectors */
+                for (int p = 0; p < full; p++)
+                    *(FR_IK(vec_t) *)(dst + p * ps + v * FR_VW) =
+                        *(const FR_IK(vec_t) *)(src + p * FR_NR + v * FR_VW);
+            if (w) {                                     /* the last, partial panel: padded */
+                int j = 0;
+                for (; j < w; j++) dst[full * ps + j] = src[full * FR_NR + j];
+                for (; j < FR_NR; j++) dst[full * ps + j] = 0;
+            }
+        }
+        for (int b = 0, i = 0; b < blocks; b++) {       /* A^T's slice: row blocks */
+            int mr = fr_block_rows(M - i, blocks - b);
+            const FR_T *src = A + (size_t)k0 * lda + i;
+            FR_T *dst = Ap + (size_t)i * kc;
+            if (mr == FR_MR)            /* a constant count: a vector copy */
+                for (int k = 0; k < kc; k++)
+                    for (int r = 0; r < FR_MR; r++) dst[k * FR_MR + r] = src[k * lda + r];
+            else
+                for (int k = 0; k < kc; k++)
+                    for (int r = 0; r < mr; r++) dst[k * mr + r] = src[k * lda + r];
+            i += mr;
+        }
+#if FR_VB == 64
+        int group = M <= 4 ? 4 : 2;
+        for (int p0 = 0; p0 < panels; p0 += group) {
+            int np = panels - p0 < group ? panels - p0 : group;
+            int wlast = N - (p0 + np - 1) * FR_NR;
+            for (int b = 0, i = 0; b < blocks; b++) {
+                int mr = fr_block_rows(M - i, blocks - b);
+                if (mr >= 3)
+                    FR_IK(block_pg)(mr, np, kc, Ap + (size_t)i * kc, mr, Bp + p0 * ps, ps,
+                                    C + (size_t)i * ldc + p0 * FR_NR, ldc,
+                                    wlast > FR_NR ? FR_NR : wlast, acc, 1);
+                else
+                    for (int p = p0; p < p0 + np; p++)
+                        FR_IK(block)(mr, kc, Ap + (size_t)i * kc, mr, Bp + p * ps, FR_NR,
+                                     C + (size_t)i * ldc + p * FR_NR, ldc,
+                                     p < full ? FR_NR : w, acc, 1);
+                i += mr;
+            }
+        }
+#else
+        for (int p = 0; p < panels; p++)
+            for (int b = 0, i = 0; b < blocks; b++) {
+                int mr = fr_block_rows(M - i, blocks - b);
+                FR_IK(block)(mr, kc, Ap + (size_t)i * kc, mr, Bp + p * ps, FR_NR,
+                             C + (size_t)i * ldc + p * FR_NR, ldc, p < full ? FR_NR : w, acc, 1);
+                i += mr;
+            }
+#endif
+    }
+    free(Ap);
+    return 0;
 }
 
 /* ---- C[M, N] (+)= A[M, K] @ W^T with W row-major (N, K): the backward's dG @ Wh^T and
@@ -530,6 +623,7 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptr
 }
 
 
+#undef FR_PG_MAX
 #undef FR_NT_MR
 #undef FR_NT_VW
 #undef FR_NT_NR

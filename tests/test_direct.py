@@ -1,7 +1,10 @@
 """fastrnn._packed's direct products (fr_gemm_impl.h): gemm_direct, C (+)= A @ B with B read in
 place, gemm_direct_nt, C (+)= A @ W^T with W read in place, and gemm_direct_tn, C (+)= A^T @ B
 (a weight gradient over a few rows).  The kernels use them for products of a few rows (a single
-step: the cells, a generation step) instead of BLAS.
+step: the cells, a generation step) instead of BLAS.  And gemm_tn_packed, C (+)= A^T @ B over
+many rows, which packs both operands per k-slice of 256 rows (the whole-sequence weight
+gradients, where it beats BLAS: worth_tn_packed): row blocks of up to 12 (AVX-512) or 6 rows of
+A^T, the 1-2-row narrow path, groups of 2 panels (4 for up to 4 rows), a zero-padded last panel.
 
 Checked against NumPy over shapes that cross every blocking boundary (gemm_direct: row blocks of
 up to 6 rows and the 1-2-row narrow path, 16-float / 8-double column strips with a partial last
@@ -21,7 +24,8 @@ from test_packed import AC_LAYOUTS, assert_only_c_written, bits, in_wider, make_
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
 
-KERNELS = ["direct", "direct_nt", "direct_tn"]
+KERNELS = ["direct", "direct_nt", "direct_tn", "tn_packed"]
+TRANSPOSED_A = ("direct_tn", "tn_packed")     # kernels that take A as (K, M): A^T @ B
 M_EDGES = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 20, 31, 32, 33]
 K_EDGES = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 255, 256, 257, 300, 513]
 N_EDGES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 70]
@@ -36,7 +40,7 @@ def run(kernel, A, B0, C, accumulate, repeat, layout, rng, dtype):
     B[...] = src
     before = bits(B)
     fn = {"direct": _packed.matmul_direct, "direct_nt": _packed.matmul_direct_nt,
-          "direct_tn": _packed.matmul_direct_tn}[kernel]
+          "direct_tn": _packed.matmul_direct_tn, "tn_packed": _packed.matmul_tn_packed}[kernel]
     fn(A, B, C, accumulate=accumulate, repeat=repeat)
     assert np.array_equal(bits(B), before), "wrote into B"
 
@@ -47,9 +51,10 @@ def check(kernel, M, K, N, dtype, accumulate, repeat, a_layout, b_layout, c_layo
     A0 = make_data(rng, (M, K), dtype, kind, scale)
     B0 = make_data(rng, (K, N), dtype, kind, scale)
     C0 = make_data(rng, (M, N), dtype, kind, scale)
-    # direct_tn takes A transposed: the (K, M) matrix whose columns are A0's rows
-    _, A = in_wider((K, M) if kernel == "direct_tn" else (M, K), dtype, a_layout, rng, np.nan)
-    A[...] = A0.T if kernel == "direct_tn" else A0
+    # direct_tn and tn_packed take A transposed: the (K, M) matrix whose columns are A0's rows
+    at = kernel in TRANSPOSED_A
+    _, A = in_wider((K, M) if at else (M, K), dtype, a_layout, rng, np.nan)
+    A[...] = A0.T if at else A0
     cbuf, C = in_wider((M, N), dtype, c_layout, rng, 0)
     cbuf[...] = sentinel(cbuf.shape, dtype, rng)
     C[...] = C0 if accumulate else np.nan       # without accumulate, C's old contents don't matter
@@ -152,8 +157,9 @@ def test_nan_inf_propagate(kernel, dtype, M, K, N):
     C = np.zeros((M, N), dtype)
     if kernel == "direct":
         _packed.matmul_direct(A, B, C)
-    elif kernel == "direct_tn":
-        _packed.matmul_direct_tn(np.ascontiguousarray(A.T), B, C)
+    elif kernel in TRANSPOSED_A:
+        fn = _packed.matmul_direct_tn if kernel == "direct_tn" else _packed.matmul_tn_packed
+        fn(np.ascontiguousarray(A.T), B, C)
     else:
         _packed.matmul_direct_nt(A, np.ascontiguousarray(B.T), C)
     want = np.zeros((M, N), bool)
@@ -169,6 +175,7 @@ def _bad_direct_calls():
     ro = C.copy()
     ro.flags.writeable = False
     d, nt, tn = _packed.matmul_direct, _packed.matmul_direct_nt, _packed.matmul_direct_tn
+    tp = _packed.matmul_tn_packed
     return {
         "direct dtype mix": (lambda: d(A.astype(np.float64), B, C), TypeError, "share one dtype"),
         "direct int": (lambda: d(A, B.astype(np.int32), C), TypeError, "float32 or float64"),
@@ -195,6 +202,15 @@ def _bad_direct_calls():
                          "share one dtype"),
         "tn C overlaps B": (lambda: tn(np.ones((3, 3), f), X[:, :4], X[:, 1:5]), ValueError,
                             "overlap"),
+        "tn_packed K mismatch": (lambda: tp(A, B, C), ValueError, "rows to match"),
+        "tn_packed C shape": (lambda: tp(np.ones((5, 3), f), B, np.ones((4, 4), f)), ValueError,
+                              "C: expected shape"),
+        "tn_packed dtype mix": (lambda: tp(np.ones((5, 3), f), B.astype(np.float64), C),
+                                TypeError, "share one dtype"),
+        "tn_packed C overlaps A": (lambda: tp(X[:, :3], np.ones((3, 4), f), X[:3, 1:5]),
+                                   ValueError, "overlap"),
+        "tn_packed B columns strided": (lambda: tp(np.ones((5, 3), f), np.ones((5, 8), f)[:, ::2],
+                                                   C), ValueError, "contiguous rows"),
     }
 
 
@@ -231,7 +247,7 @@ def at_page_end(shape, dtype, fill):
 
 
 for dtype in (np.float32, np.float64):
-    for M, K, N in [(2, 3, 17), (5, 9, 1), (7, 13, 31), (3, 257, 9)]:
+    for M, K, N in [(2, 3, 17), (5, 9, 1), (7, 13, 31), (3, 257, 9), (13, 300, 33)]:
         rng = np.random.default_rng(M + K + N)
         A, ma = at_page_end((M, K), dtype, rng.standard_normal((M, K)))
         B, mb = at_page_end((K, N), dtype, rng.standard_normal((K, N)))
@@ -243,6 +259,8 @@ for dtype in (np.float32, np.float64):
         assert np.allclose(C, A @ B, rtol=1e-4, atol=1e-4), (M, K, N)
         AT, mt = at_page_end((K, M), dtype, np.ascontiguousarray(A.T))
         _packed.matmul_direct_tn(AT, B, C)
+        assert np.allclose(C, A @ B, rtol=1e-4, atol=1e-4), (M, K, N)
+        _packed.matmul_tn_packed(AT, B, C)
         assert np.allclose(C, A @ B, rtol=1e-4, atol=1e-4), (M, K, N)
 print("ok")
 """

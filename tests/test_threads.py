@@ -405,3 +405,50 @@ def test_rnn_fused_setting_is_validated(rnn_fused):
     with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
         _rnn._set_fused(2)
     assert _rnn._set_fused(-1) == -1
+
+
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,T,D,H,threads", [(3, 90, 13, 19, 1), (8, 40, 20, 33, 2),
+                                             (5, 70, 7, 40, 3)])
+def test_weight_gradients_by_tn_packed_equal_reference(kind, dtype, N, T, D, H, threads):
+    # the whole-sequence weight gradients [X | Hprev]^T @ dG made by gemm_tn_packed (forced:
+    # N*T = 270-350 rows cross its 256-row k-slices; H = 19-40 leaves partial panels) and by
+    # BLAS: both against the float64 NumPy reference, and against each other, with every other
+    # output unchanged
+    from fastrnn import _isa, reference as ref
+    rng = np.random.default_rng(N * 100 + H)
+    params = make_params(kind, rng, D, H, dtype, scale=0.5 / np.sqrt(H))
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    h0 = rng.standard_normal((N, H)).astype(dtype)
+    c0 = rng.standard_normal((N, H)).astype(dtype) if kind == "lstm" else None
+    r = make_time(ref, kind, [p.astype(np.float64) for p in params], stateful=True)
+    set_state(r, kind, h0.astype(np.float64), None if c0 is None else c0.astype(np.float64))
+    r.forward(xs.astype(np.float64))
+    r.backward(dhs.astype(np.float64))
+    tol = 3e-5 if dtype == np.float32 else 1e-12
+    got = {}
+    for how in ("packed", "blas"):
+        with _isa.tn_packed(how):
+            got[how] = _run_layer(kind, params, xs, dhs, h0, c0, threads)
+        grads = got[how][5:8]
+        for name, g, w in zip(("dWx", "dWh", "db"), grads, r.grads):
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
+                                       err_msg=f"{how} {name}")
+    for a, b in zip(got["packed"], got["blas"]):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+def test_tn_packed_setting_is_validated():
+    from fastrnn import _isa, _packed
+    with pytest.raises(ValueError, match="how: expected one of"):
+        with _isa.tn_packed("fast"):
+            pass
+    with pytest.raises(ValueError, match="mode: expected -1, 0 or 1"):
+        _packed._kernel_tn_mode(2)
+    before = _packed._kernel_tn_mode()
+    with _isa.tn_packed("blas"):
+        assert _packed._kernel_tn_mode() == 0
+    assert _packed._kernel_tn_mode() == before
