@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from fastrnn import _packed
 
-# (M, N, K): C (M, N) = A^T @ B summed over K rows
+# (M, N, K): C (M, N) = A^T @ B summed over K rows (N: all columns; two threads take half each)
 SHAPES = [(200, 400, 700), (200, 100, 700), (256, 512, 200), (512, 128, 6400), (512, 256, 6400),
           (512, 512, 6400), (512, 768, 6400), (512, 1024, 6400), (512, 2048, 6400),
           (1024, 2048, 6400), (1300, 2600, 700)]
@@ -33,38 +33,42 @@ LAYERS = [("rnn", 64, 100, 256, 256), ("gru", 64, 100, 256, 256), ("lstm", 64, 1
           ("lstm", 20, 35, 650, 650)]
 
 
-def _split(fn, N):
-    """fn(c0, c1) for the two halves of N columns (whole 16-column panels), on two threads."""
-    half = min((N // 2 + 15) // 16 * 16, N)
-    t = threading.Thread(target=fn, args=(half, N))
+def _on_two_threads(fn):
+    """fn(0) and fn(1) at once, on two threads (the products release the GIL)."""
+    t = threading.Thread(target=fn, args=(1,))
     t.start()
-    fn(0, half)
+    fn(0)
     t.join()
 
 
 def measure(M, N, K, rounds, rng, threads):
     A = rng.standard_normal((K, M)).astype(np.float32)
-    B = rng.standard_normal((K, N)).astype(np.float32)
-    C = np.zeros((M, N), np.float32)
+    # one thread: all N columns; two: each thread a half (whole 16-column panels)
+    half = min((N // 2 + 15) // 16 * 16, N) if threads == 2 else N
+    widths = [half, N - half] if threads == 2 else [N]
+    Bs = [rng.standard_normal((K, w)).astype(np.float32) for w in widths]
+    Cs = [np.zeros((M, w), np.float32) for w in widths]
 
-    def packed(c0, c1):
-        _packed.matmul_tn_packed(A, B[:, c0:c1], C[:, c0:c1])
+    reps = max(1, int(0.02 * 100e9 * threads / (2 * M * N * K)))   # about 20 ms a sample
 
-    def sgemm(c0, c1):
-        _packed.matmul_blas(A, B[:, c0:c1], C[:, c0:c1], False, 1, False, True)
+    def packed(i):
+        _packed.matmul_tn_packed(A, Bs[i], Cs[i], False, reps)
+
+    def sgemm(i):
+        _packed.matmul_blas(A, Bs[i], Cs[i], False, reps, False, True)
 
     impls = {"packed": packed, "sgemm": sgemm}
     if threads == 2:
-        impls = {k: (lambda f=f: _split(f, N)) for k, f in impls.items()}
+        impls = {k: (lambda f=f: _on_two_threads(f)) for k, f in impls.items()}
     else:
-        impls = {k: (lambda f=f: f(0, N)) for k, f in impls.items()}
+        impls = {k: (lambda f=f: f(0)) for k, f in impls.items()}
     times = {k: [] for k in impls}
     for r in range(rounds):
         for k in list(impls)[r % 2:] + list(impls)[:r % 2]:
             impls[k]()
             t = time.perf_counter()
             impls[k]()
-            times[k].append(time.perf_counter() - t)
+            times[k].append((time.perf_counter() - t) / reps)
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
