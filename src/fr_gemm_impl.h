@@ -444,14 +444,14 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
 /* ---- C[M, N] (+)= A^T @ B summed over many rows K: the whole-sequence weight gradients
  * [X | Hprev]^T @ dG over all N*T rows (M = D + H, N = gate columns, K = N*T in the thousands).
  * Why not BLAS: scipy's OpenBLAS (SkylakeX kernels) ran these shapes at 96-130 GF/s on one core
- * of the AVX-512 Xeon, against 175-190 for the packed register blocks; this kernel, 1.10-1.35x
- * sgemm there (benches/tn_ab.py, BENCHMARKS.md).  The GotoBLAS loop order: for each k-slice of
- * FR_KC rows, pack A^T's slice as row blocks ([k][mr]: the mr values a step broadcasts, side by
- * side) and B's slice as panels ([k][NR]); then, per group of panels (its slice, 32 KiB, stays
- * in L1), every row block (A's packed slice streams from L2), summing into C.  Both packs are
- * vector copies, one pass over each operand.  The sums of a C entry run over k in slices of
- * FR_KC, as in the other kernels.  Returns -1, C untouched, if its workspace (FR_KC * (M + N
- * rounded up to panels) values) cannot be allocated; else 0. */
+ * of the AVX-512 Xeon, against 175-190 for the packed register blocks; this kernel ran them at
+ * 1.07-1.20x sgemm's speed there (benches/tn_ab.py, BENCHMARKS.md).  GotoBLAS's loop order:
+ * for each k-slice of FR_KC rows, pack A^T's slice as row blocks ([k][mr]: the mr values a step
+ * broadcasts, side by side) and B's slice as panels ([k][NR]); then, per group of panels (its
+ * slice, 32 KiB, stays in L1), every row block (A's packed slice streams from L2), summing
+ * into C.  Both packs are vector copies, one pass over each operand.  The sums of a C entry
+ * run over k in slices of FR_KC, as in the other kernels.  Returns -1, C untouched, if its
+ * workspace (FR_KC * (M + N rounded up to panels) values) cannot be allocated; else 0. */
 FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                         int accumulate)
