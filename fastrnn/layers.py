@@ -104,10 +104,32 @@ def _scan_weights(Wx, Wh):
             raise ValueError(f"{name} contains NaN or Inf")
 
 
+_ALIGN = 64     # bytes: a cache line, and an AVX-512 vector
+
+
+def _aligned_empty(shape, dtype):
+    """np.empty(shape, dtype), but starting on a 64-byte boundary.  NumPy's buffers start 16
+    bytes past one as often as not, and then every 64-byte load of the packed weights, and every
+    row of a product's output, spans two cache lines: measured alternating (BENCHMARKS.md, "What
+    changed" item 9), forward 1.02-1.07x with the packed weights aligned, and the batch-1 LSTM
+    step's GEMV on Wh (row length 2 KiB) 25-40 % slower when Wh is not aligned."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _aligned_zeros(shape, dtype):
+    a = _aligned_empty(shape, dtype)
+    a[...] = 0
+    return a
+
+
 def _weight_grads(Wx, Wh, b):
     """Zeroed gradient arrays [dWx, dWh, db] in native byte order, dWh directly after dWx in one
     buffer: the kernels then make both with one product (weight_grad_cols in src/_seq.pxd)."""
-    both = np.zeros(Wx.size + Wh.size, Wh.dtype)
+    both = _aligned_zeros(Wx.size + Wh.size, Wh.dtype)
     return [both[:Wx.size].reshape(Wx.shape), both[Wx.size:].reshape(Wh.shape),
             np.zeros(b.shape, b.dtype)]
 
@@ -138,6 +160,7 @@ class _TimeLayer:
         self._cache = None    # forward caches, reused while shapes stay the same
         self._spare = None    # a second set of the same shapes (see _forward)
         self._scratch = None  # backward work buffers, likewise
+        self._wh_aligned = None   # batch 1's copy of Wh on a 64-byte boundary (_step_weights)
         # the weights packed for the per-step products (Wh in forward, Wh^T in backward; the
         # RNN's forward may take [Wx; Wh], src/_rnn.pyx);
         # refilled by every call, so one buffer serves both; made by the first forward (for
@@ -248,6 +271,22 @@ class _TimeLayer:
 
     # ---- forward / backward -------------------------------------------------------------------
 
+    def _step_weights(self, Wh, N, T):
+        """Wh as the kernels read it at every step.  A batch of one row over several steps
+        multiplies the unpacked Wh by one row per step (BLAS's GEMV: packing pays nothing there,
+        worth_packing in src/_packed.pxd); where Wh does not start on a 64-byte boundary, every
+        load of a row of it spans two cache lines, so it is read from an aligned copy, made
+        again at every call (a pass over Wh, as packing it would be; the caller's Wh may have
+        changed in between).  Anything else: Wh itself (the packed copy is aligned, and a single
+        step would pay more for the copy than it saves)."""
+        if N != 1 or T < 2 or Wh.ctypes.data % _ALIGN == 0:
+            return Wh
+        copy = self._wh_aligned
+        if copy is None or copy.shape != Wh.shape or copy.dtype != Wh.dtype:
+            copy = self._wh_aligned = _aligned_empty(Wh.shape, Wh.dtype)
+        np.copyto(copy, Wh)
+        return copy
+
     def forward(self, xs):
         Wx, Wh, b = self._read_params(scan_weights=False)     # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
@@ -282,18 +321,20 @@ class _TimeLayer:
         if cache is None or cache["key"] != key:
             # XH: the inputs and the previous hidden states side by side, (N, T, D + H); the
             # kernel copies xs in, so that backward does not see later in-place changes to them
-            cache = {"key": key, "XH": np.empty((N, T, D + H), dtype),
+            cache = {"key": key, "XH": _aligned_empty((N, T, D + H), dtype),
                      "c0": np.empty((N, H), dtype),
-                     **{k: np.empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()}}
+                     **{k: _aligned_empty(s, dtype)
+                        for k, s in self._cache_shapes(N, T, H).items()}}
         if c0 is not None:              # (likewise for the initial cell state)
             np.copyto(cache["c0"], c0)
         if self._wp is None or self._wp_key != (D, H, dtype):
-            self._wp = np.empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
-                                    for packs in self._packed_shapes(D, H)), dtype)
+            self._wp = _aligned_empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
+                                          for packs in self._packed_shapes(D, H)), dtype)
             self._wp_key = (D, H, dtype)
         threads, blas = self._thread_plan(N, T, D, H)
         with blas:
-            nonfinite = self._kernel_forward(cache, xs, Wx, Wh, b, h0, hs, threads, verify)
+            nonfinite = self._kernel_forward(cache, xs, Wx, self._step_weights(Wh, N, T), b, h0,
+                                             hs, threads, verify)
         if nonfinite:
             _scan_weights(Wx, Wh)   # raises if the weights are at fault; else it overflowed
         if cache is not self._cache:
@@ -341,20 +382,21 @@ class _TimeLayer:
                 dc0[...] = dc_next if dc_next is not None else 0
         else:
             if self._scratch is None or self._scratch["key"] != self._last:
-                self._scratch = {k: np.empty(s, dtype)
+                self._scratch = {k: _aligned_empty(s, dtype)
                                  for k, s in self._scratch_shapes(N, T, H).items()}
                 self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
                 self._scratch["key"] = self._last
             threads, blas = self._thread_plan(N, T, D, H)
+            Wh_steps = self._step_weights(Wh, N, T)
             with blas:
                 nonfinite = self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx,
-                                                  Wh, dxs, dh0, dc0, sq, threads, verify)
+                                                  Wh_steps, dxs, dh0, dc0, sq, threads, verify)
                 if nonfinite:       # the kernel stopped before the gradients
                     _scan_weights(Wx, Wh)   # raises if the weights are at fault
                     if sq is not None:      # else it overflowed: the whole backward, unchecked
                         sq[...] = 0
-                    self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx, Wh,
-                                          dxs, dh0, dc0, sq, threads, False)
+                    self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx,
+                                          Wh_steps, dxs, dh0, dc0, sq, threads, False)
         self.dh = dh0
         if self.has_cell:
             self.dc = dc0

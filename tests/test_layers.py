@@ -767,3 +767,63 @@ def test_non_native_byte_order_is_converted(rng):
     assert hs.dtype == np.float64
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def _misaligned_copy(a, offset):
+    """A copy of a whose data starts `offset` bytes past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "gru_ra"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_work_buffers_start_on_cache_lines(kind, dtype, rng):
+    # the packed weights, the caches, the backward's scratch and the weight gradients start on
+    # 64-byte boundaries (layers._aligned_empty): misaligned, every vector load of a packed
+    # panel spans two cache lines
+    N, T, D, H = 5, 7, 9, 13
+    params = make_params(kind, rng, D, H, dtype)
+    layer = make_time(fastrnn, kind, params)
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    layer.forward(xs)
+    layer.backward(rng.standard_normal((N, T, H)).astype(dtype))
+    arrays = {"wp": layer._wp, "dWx": layer.grads[0], "dWh": layer.grads[1]}
+    arrays.update({f"cache {k}": v for k, v in layer._cache.items()
+                   if isinstance(v, np.ndarray) and k != "c0"})
+    arrays.update({f"scratch {k}": v for k, v in layer._scratch.items()
+                   if isinstance(v, np.ndarray) and k != "acc"})
+    assert len(arrays) >= 5
+    for name, a in arrays.items():
+        if name == "dWh":       # right after dWx in one buffer: aligned when D*GH*itemsize is
+            continue
+        assert a.ctypes.data % 64 == 0, f"{name} starts at {a.ctypes.data % 64} mod 64"
+        assert a.flags.c_contiguous and a.flags.writeable and a.dtype == dtype
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "gru_ra"])
+@pytest.mark.parametrize("offset", [16, 48])
+def test_batch_one_reads_an_aligned_copy_of_wh_made_at_every_call(kind, offset, rng):
+    # batch 1 multiplies the unpacked Wh by a row at every step; a misaligned Wh is read from an
+    # aligned copy (layers._step_weights): the results are those of the same Wh aligned,
+    # bitwise, and a change to Wh in place between calls is seen by the next forward and
+    # backward
+    N, T, D, H = 1, 6, 4, 24
+    dtype = np.float32
+    Wx, Wh, b = make_params(kind, rng, D, H, dtype)
+    aligned = make_time(fastrnn, kind, [Wx.copy(), _misaligned_copy(Wh, 0), b.copy()])
+    odd = make_time(fastrnn, kind, [Wx.copy(), _misaligned_copy(Wh, offset), b.copy()])
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    for step in range(2):
+        got = [odd.forward(xs), odd.backward(dhs), *odd.grads]
+        want = [aligned.forward(xs), aligned.backward(dhs), *aligned.grads]
+        for g, w in zip(got, want):
+            assert np.array_equal(g, w)
+        assert odd._wh_aligned is not None and aligned._wh_aligned is None
+        assert odd.params[1].ctypes.data % 64 == offset      # the caller's array is kept
+        for layer in (aligned, odd):
+            layer.params[1] *= 0.5                           # an optimizer step, in place
