@@ -173,7 +173,7 @@ cdef inline bint worth_direct_tn(Py_ssize_t K) noexcept nogil:
 
 cdef enum:
     TN_PACKED_MAX_M = 640       # gemm_tn_packed by the rule: C[M, N] with M <= 640 ...
-    TN_PACKED_MIN_N = 256       # ... and N >= 256
+    TN_PACKED_MIN_N = 64        # ... and N >= 64
 
 
 cdef inline bint worth_tn_packed(Py_ssize_t M, Py_ssize_t N, size_t itemsize) noexcept nogil:
