@@ -9,7 +9,7 @@ each making half the columns (as the layers share them), interleaved rounds, med
 (worth_tn_packed in src/_packed.pxd) and by BLAS, each run in a fresh process, the two
 alternating.  The measurement behind worth_tn_packed.
 
-    python benches/tn_ab.py [--rounds 7] [--layers] [--layer-rounds 5]
+    python benches/tn_ab.py [--rounds 7] [--layers | --layers-only] [--layer-rounds 5]
 """
 import argparse
 import os
@@ -29,7 +29,8 @@ SHAPES = [(200, 400, 700), (200, 100, 700), (256, 512, 200), (512, 128, 6400), (
           (1024, 2048, 6400), (1300, 2600, 700)]
 # the benchmark table's layers (cell N T D H)
 LAYERS = [("rnn", 64, 100, 256, 256), ("gru", 64, 100, 256, 256), ("lstm", 64, 100, 256, 256),
-          ("lstm", 20, 35, 100, 100), ("gru", 20, 35, 100, 100), ("lstm", 1, 200, 128, 128),
+          ("lstm", 20, 35, 100, 100), ("gru", 20, 35, 100, 100), ("rnn", 20, 35, 100, 100),
+          ("lstm", 1, 200, 128, 128),
           ("lstm", 20, 35, 650, 650)]
 
 
@@ -77,7 +78,7 @@ import sys, time, numpy as np
 from threadpoolctl import threadpool_limits
 from fastrnn import _isa
 from fastrnn.layers import TimeLSTM, TimeGRU, TimeRNN
-how, cell, N, T, D, H, threads, reps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:9])
+how, cell, N, T, D, H, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
 rng = np.random.default_rng(0)
 G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
 Wx = (0.1 * rng.standard_normal((D, G * H))).astype(np.float32)
@@ -88,20 +89,22 @@ xs = rng.standard_normal((N, T, D)).astype(np.float32)
 dhs = rng.standard_normal((N, T, H)).astype(np.float32)
 times = []
 with threadpool_limits(threads), _isa.tn_packed(how):
-    for r in range(reps + 2):
+    for r in range(3):                          # warm: heap, caches, BLAS
+        layer.forward(xs)
+        layer.backward(dhs)
+    while len(times) < 10 or sum(times) < 1.0:  # at least 10 samples and a second of them
         layer.forward(xs)
         t = time.perf_counter()
         layer.backward(dhs)
         times.append(time.perf_counter() - t)
-print(np.median(times[2:]) * 1e3)
+print(np.median(times) * 1e3)
 """
 
 
 def layer_ms(how, cell, N, T, D, H, threads):
-    reps = max(5, int(0.5e9 / (N * T * H * H * 8)))
     out = subprocess.run([sys.executable, "-c", LAYER_RUN, how, cell, str(N), str(T), str(D),
-                          str(H), str(threads), str(reps)], capture_output=True, text=True,
-                         check=True, env=dict(os.environ))
+                          str(H), str(threads)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ))
     return float(out.stdout)
 
 
@@ -110,18 +113,21 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--layers", action="store_true", help="also time the layers' backward")
     ap.add_argument("--layer-rounds", type=int, default=5)
+    ap.add_argument("--layers-only", action="store_true", help="skip the products alone")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    with threadpool_limits(1):
-        print(f"{'threads':>7s} {'M':>5s} {'N':>5s} {'K':>5s}  packed GF/s  sgemm GF/s  "
-              "sgemm/packed")
-        for threads in (1, 2):
-            for M, N, K in SHAPES:
-                ms = measure(M, N, K, args.rounds, rng, threads)
-                gf = 2.0 * M * N * K / 1e9
-                print(f"{threads:7d} {M:5d} {N:5d} {K:5d}  {gf / ms['packed']:11.0f} "
-                      f"{gf / ms['sgemm']:11.0f}  {ms['sgemm'] / ms['packed']:12.2f}", flush=True)
-    if not args.layers:
+    if not args.layers_only:
+        with threadpool_limits(1):
+            print(f"{'threads':>7s} {'M':>5s} {'N':>5s} {'K':>5s}  packed GF/s  sgemm GF/s  "
+                  "sgemm/packed")
+            for threads in (1, 2):
+                for M, N, K in SHAPES:
+                    ms = measure(M, N, K, args.rounds, rng, threads)
+                    gf = 2.0 * M * N * K / 1e9
+                    print(f"{threads:7d} {M:5d} {N:5d} {K:5d}  {gf / ms['packed']:11.0f} "
+                          f"{gf / ms['sgemm']:11.0f}  {ms['sgemm'] / ms['packed']:12.2f}",
+                          flush=True)
+    if not (args.layers or args.layers_only):
         return
     print(f"\nbackward, median of {args.layer_rounds} processes each (ms): by the rule "
           "(worth_tn_packed) and by BLAS, alternating")

@@ -180,11 +180,10 @@ cdef inline bint worth_tn_packed(Py_ssize_t M, Py_ssize_t N, size_t itemsize) no
     """Make the weight gradient C[M, N] = A^T @ B over many rows with gemm_tn_packed rather
     than BLAS (fr_get_tn_mode: -1 this rule, 0 never, 1 always)?  Measured in float32 on the
     AVX-512 Xeon against scipy's OpenBLAS, one and two threads (benches/tn_ab.py, BENCHMARKS.md
-    "What changed" item 8): the product alone 1.07-1.20x for C from 200 x 400 to 512 x 2048
-    over K = 200-6400 rows, 1.01-1.07x at 1024 x 2048, 0.89-0.97x at 1300 x 2600 (A's packed
-    slice and C no longer fit in L2 together); the layers' backward 1.03-1.07x at one thread
-    (N64 H256, N20 H100), level with a 128-column share.  float64 and AVX2 were not measured
-    against BLAS: they keep it."""
+    "What changed" item 8): the product alone 1.08-1.34x for C from 200 x 100 to 512 x 2048
+    over K = 200-6400 rows, 1.03-1.05x at 1024 x 2048, 0.98x at 1300 x 2600 (A's packed slice
+    and C no longer fit in L2 together); the layers' backward faster or level at every
+    table shape it takes.  float64 and AVX2 were not measured against BLAS: they keep it."""
     cdef int mode = fr_get_tn_mode()
     if mode >= 0:
         return mode == 1

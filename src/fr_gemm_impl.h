@@ -445,7 +445,7 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
  * [X | Hprev]^T @ dG over all N*T rows (M = D + H, N = gate columns, K = N*T in the thousands).
  * Why not BLAS: scipy's OpenBLAS (SkylakeX kernels) ran these shapes at 96-130 GF/s on one core
  * of the AVX-512 Xeon, against 175-190 for the packed register blocks; this kernel ran them at
- * 1.07-1.20x sgemm's speed there (benches/tn_ab.py, BENCHMARKS.md).  GotoBLAS's loop order:
+ * 1.08-1.34x sgemm's speed there (benches/tn_ab.py, BENCHMARKS.md).  GotoBLAS's loop order:
  * for each k-slice of FR_KC rows, pack A^T's slice as row blocks ([k][mr]: the mr values a step
  * broadcasts, side by side) and B's slice as panels ([k][NR]); then, per group of panels (its
  * slice, 32 KiB, stays in L1), every row block (A's packed slice streams from L2), summing
