@@ -370,6 +370,7 @@ static inline void FR_IK(gemm_packed_pg)(int M, int N, int K, const FR_T *A, ptr
         }
     }
 }
+#undef FR_PG_MAX
 #endif
 
 /* C (+)= A @ B with B packed by pack_b (P) */
@@ -473,21 +474,7 @@ FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrd
     for (int k0 = 0; k0 < K; k0 += FR_KC) {
         int kc = K - k0 < FR_KC ? K - k0 : FR_KC, acc = accumulate || k0 > 0;
         size_t ps = (size_t)kc * FR_NR;                  /* one packed panel of the slice */
-        for (int k = 0; k < kc; k++) {                   /* B's slice: row by row, in panels */
-            const FR_T *src = B + (size_t)(k0 + k) * ldb;
-            FR_T *dst = Bp + (size_t)k * FR_NR;
-            for (int p = 0; p < full; p++)
-                *(FR_IK(vec_t) *)(dst + p * ps) = *(const FR_IK(vec_t) *)(src + p * FR_NR);
-            for (int v = 1; v < FR_NV; v++)   /* AVX2: a panel row is two vectors */
-                for (int p = 0; p < full; p++)
-                    *(FR_IK(vec_t) *)(dst + p * ps + v * FR_VW) =
-                        *(const FR_IK(vec_t) *)(src + p * FR_NR + v * FR_VW);
-            if (w) {                                     /* the last, partial panel: padded */
-                int j = 0;
-                for (; j < w; j++) dst[full * ps + j] = src[full * FR_NR + j];
-                for (; j < FR_NR; j++) dst[full * ps + j] = 0;
-            }
-        }
+        FR_FN(pack_b_rows)(kc, N, B + (size_t)k0 * ldb, ldb, 1, Bp, 0, kc);   /* B's slice */
         for (int b = 0, i = 0; b < blocks; b++) {       /* A^T's slice: row blocks */
             int mr = fr_block_rows(M - i, blocks - b);
             const FR_T *src = A + (size_t)k0 * lda + i;
@@ -629,7 +616,6 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_nt)(int M, int N, int K, const FR_T *A, ptr
 }
 
 
-#undef FR_PG_MAX
 #undef FR_NT_MR
 #undef FR_NT_VW
 #undef FR_NT_NR

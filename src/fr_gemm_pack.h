@@ -21,26 +21,35 @@ static inline size_t FR_FN(packed_size)(int K, int N)
 static void FR_FN(pack_b_rows)(int K, int N, const FR_T *B, ptrdiff_t rs, ptrdiff_t cs, FR_T *P,
                                int k0, int kp)
 {
-    int panels = (N + FR_NR - 1) / FR_NR;
-    for (int p = 0; p < panels; p++) {
-        int n0 = p * FR_NR, w = N - n0 < FR_NR ? N - n0 : FR_NR;
-        FR_T *dst = P + ((size_t)p * kp + k0) * FR_NR;
-        if (cs == 1) {
-            for (int k = 0; k < K; k++) {
-                const FR_T *src = B + k * rs + n0;
+    int panels = (N + FR_NR - 1) / FR_NR, full = N / FR_NR, w = N - full * FR_NR;
+    size_t ps = (size_t)kp * FR_NR;                      /* one packed panel */
+    if (cs == 1) {
+        /* row by row, in memory order (B may be the whole-sequence dG, read from memory:
+         * panel by panel, each row's line would be a stride of its own); a full panel row is
+         * a constant-size copy, which compiles to vector moves */
+        for (int k = 0; k < K; k++) {
+            const FR_T *src = B + k * rs;
+            FR_T *dst = P + (size_t)(k0 + k) * FR_NR;
+            for (int p = 0; p < full; p++)
+                memcpy(dst + p * ps, src + p * FR_NR, FR_NR * sizeof(FR_T));
+            if (w) {                                     /* the last, partial panel: padded */
                 int j = 0;
-                for (; j < w; j++) dst[(size_t)k * FR_NR + j] = src[j];
-                for (; j < FR_NR; j++) dst[(size_t)k * FR_NR + j] = 0;
+                for (; j < w; j++) dst[full * ps + j] = src[full * FR_NR + j];
+                for (; j < FR_NR; j++) dst[full * ps + j] = 0;
             }
-        } else {
-            /* transposed source: walk it along its rows (contiguous k) for locality */
-            for (int j = 0; j < FR_NR; j++) {
-                if (j < w) {
-                    const FR_T *src = B + (n0 + j) * cs;
-                    for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = src[k * rs];
-                } else {
-                    for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = 0;
-                }
+        }
+        return;
+    }
+    /* transposed source: walk it along its rows (contiguous k) for locality */
+    for (int p = 0; p < panels; p++) {
+        int n0 = p * FR_NR, pw = N - n0 < FR_NR ? N - n0 : FR_NR;
+        FR_T *dst = P + ((size_t)p * kp + k0) * FR_NR;
+        for (int j = 0; j < FR_NR; j++) {
+            if (j < pw) {
+                const FR_T *src = B + (n0 + j) * cs;
+                for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = src[k * rs];
+            } else {
+                for (int k = 0; k < K; k++) dst[(size_t)k * FR_NR + j] = 0;
             }
         }
     }
