@@ -28,9 +28,18 @@ def available():
     return [name for code, name in enumerate(NAMES) if _packed._isa_supported(code)]
 
 
-def _set_all(code):
+@contextlib.contextmanager
+def _everywhere(setter, value):
+    """Inside the block, every module's copy of a setting (`setter`: _kernel_isa or
+    _kernel_tn_mode, which return it unchanged when given None) is `value`; then what it was."""
+    before = getattr(_packed, setter)(None)
     for module in _MODULES:
-        module._kernel_isa(code)
+        getattr(module, setter)(value)
+    try:
+        yield
+    finally:
+        for module in _MODULES:
+            getattr(module, setter)(before)
 
 
 @contextlib.contextmanager
@@ -41,12 +50,8 @@ def use(name):
         raise ValueError(f"name: expected one of {NAMES}, got {name!r}")
     if name not in available():
         raise ValueError(f"name: this CPU does not run {name!r} (it runs {available()})")
-    before = _packed._kernel_isa()
-    _set_all(NAMES.index(name))
-    try:
+    with _everywhere("_kernel_isa", NAMES.index(name)):
         yield
-    finally:
-        _set_all(before)
 
 
 _TN_MODES = {"rule": -1, "blas": 0, "packed": 1}
@@ -60,11 +65,5 @@ def tn_packed(how):
     A/B timing; not thread-safe (the setting is process-wide)."""
     if how not in _TN_MODES:
         raise ValueError(f"how: expected one of {tuple(_TN_MODES)}, got {how!r}")
-    before = _packed._kernel_tn_mode()
-    for module in _MODULES:
-        module._kernel_tn_mode(_TN_MODES[how])
-    try:
+    with _everywhere("_kernel_tn_mode", _TN_MODES[how]):
         yield
-    finally:
-        for module in _MODULES:
-            module._kernel_tn_mode(before)
