@@ -453,6 +453,51 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
  * into C.  Both packs are vector copies, one pass over each operand.  The sums of a C entry
  * run over k in slices of FR_KC, as in the other kernels.  Returns -1, C untouched, if its
  * workspace (FR_KC * (M + N rounded up to panels) values) cannot be allocated; else 0. */
+/* Pack A^T's k-slice (A: kc x M, rows lda apart) for gemm_tn_packed as its row blocks of
+ * fr_block_rows heights: block i holds A[k, i:i+mr] for each k, side by side ([k][mr]), at
+ * Ap + i * kc.  A is read in chunks of FR_AT_CHUNK rows, every block's values of a chunk before
+ * the next: A is the whole-sequence [X | Hprev], which comes from memory, and reading it a block
+ * (a 48-byte column) at a time took one line from each of kc rows 2 KiB apart, a pattern the
+ * prefetchers do not follow (23 % of the kernel's time at RNN N64 went to the loads of the
+ * copy).  Measured against that order, in separate processes, GF/s: 512 x 256 x 6400 146 ->
+ * 173-175, 512 x 768 x 6400 157-169 -> 168-181, 200 x 400 x 700 (from L2) 190-192 -> 186-194;
+ * whole rows at a time (chunk 1) lost 2-7 % at the last, where each block's copies then land
+ * in a different line of a store stream per block. */
+#define FR_AT_CHUNK 8
+
+/* nb blocks of mr rows (a constant at the usual heights: the copy then compiles to one or
+ * two vector moves; as an element loop GCC built each vector from scalar inserts, 12 % of the
+ * kernel's time at GRU N64), starting at row *i of A; rows k0..k1 of the slice */
+__attribute__((always_inline))
+static inline void FR_IK(pack_at_blocks)(const int mr, int nb, int kc, int k0, int k1,
+                                         const FR_T *A, ptrdiff_t lda, FR_T *Ap, int *i)
+{
+    for (int b = 0; b < nb; b++, *i += mr)
+        for (int k = k0; k < k1; k++)
+            memcpy(Ap + (size_t)*i * kc + (size_t)k * mr, A + k * lda + *i, mr * sizeof(FR_T));
+}
+
+__attribute__((always_inline))
+static inline void FR_IK(pack_at)(int kc, int M, const FR_T *A, ptrdiff_t lda, FR_T *Ap)
+{
+    /* fr_block_rows's even split: r blocks of q + 1 rows, then blocks - r of q */
+    int blocks = (M + FR_MR - 1) / FR_MR, q = M / blocks, r = M % blocks;
+    for (int k0 = 0; k0 < kc; k0 += FR_AT_CHUNK) {
+        int k1 = kc - k0 < FR_AT_CHUNK ? kc : k0 + FR_AT_CHUNK, i = 0;
+        if (q + 1 == FR_MR)
+            FR_IK(pack_at_blocks)(FR_MR, r, kc, k0, k1, A, lda, Ap, &i);
+        else
+            FR_IK(pack_at_blocks)(q + 1, r, kc, k0, k1, A, lda, Ap, &i);
+        if (q == FR_MR)
+            FR_IK(pack_at_blocks)(FR_MR, blocks - r, kc, k0, k1, A, lda, Ap, &i);
+        else if (q == FR_MR - 1)
+            FR_IK(pack_at_blocks)(FR_MR - 1, blocks - r, kc, k0, k1, A, lda, Ap, &i);
+        else
+            FR_IK(pack_at_blocks)(q, blocks - r, kc, k0, k1, A, lda, Ap, &i);
+    }
+}
+#undef FR_AT_CHUNK
+
 FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                         int accumulate)
@@ -475,24 +520,7 @@ FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrd
         int kc = K - k0 < FR_KC ? K - k0 : FR_KC, acc = accumulate || k0 > 0;
         size_t ps = (size_t)kc * FR_NR;                  /* one packed panel of the slice */
         FR_FN(pack_b_rows)(kc, N, B + (size_t)k0 * ldb, ldb, 1, Bp, 0, kc);   /* B's slice */
-        for (int b = 0, i = 0; b < blocks; b++) {       /* A^T's slice: row blocks */
-            int mr = fr_block_rows(M - i, blocks - b);
-            const FR_T *src = A + (size_t)k0 * lda + i;
-            FR_T *dst = Ap + (size_t)i * kc;
-            /* mr values per k: memcpy of a constant size (the usual blocks, mr = MR or MR - 1)
-             * compiles to one or two vector moves; as an element loop GCC built each vector
-             * from scalar inserts (12 % of the kernel's time at GRU N64) */
-            if (mr == FR_MR)
-                for (int k = 0; k < kc; k++)
-                    memcpy(dst + k * FR_MR, src + k * lda, FR_MR * sizeof(FR_T));
-            else if (mr == FR_MR - 1)
-                for (int k = 0; k < kc; k++)
-                    memcpy(dst + k * (FR_MR - 1), src + k * lda, (FR_MR - 1) * sizeof(FR_T));
-            else
-                for (int k = 0; k < kc; k++)
-                    for (int r = 0; r < mr; r++) dst[k * mr + r] = src[k * lda + r];
-            i += mr;
-        }
+        FR_IK(pack_at)(kc, M, A + (size_t)k0 * lda, lda, Ap);   /* A^T's slice */
 #if FR_VB == 64
         int group = M <= 4 ? 4 : 2;
         for (int p0 = 0; p0 < panels; p0 += group) {

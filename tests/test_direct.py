@@ -123,6 +123,18 @@ def test_direct_grid_exact(kernel, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [200, 356, 512, 517, 640, 1300])
+def test_tn_packed_at_the_layers_widths(M, dtype):
+    """gemm_tn_packed at the A^T heights of the layers' weight gradients (M = D + H: 200, 356,
+    512, 1300; 517 and 640 besides), where its row blocks split into runs of two heights (512 =
+    39 blocks of 12 + 4 of 11 on AVX-512; 517: 33 of 12 + 11 of 11; 640: 46 of 12 + 8 of 11) and
+    A^T is packed in chunks of 8 of its rows: K crosses a k-slice and ends off a chunk, exact
+    small-integer data, every operand row-strided."""
+    check("tn_packed", M, 300, 37, dtype, True, 1, "rowstrided", "rowstrided", "rowstrided",
+          "ints", 1.0, M)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,N", [(9, 31, 1030), (12, 32, 1041), (20, 33, 1031), (24, 100, 1040),
                                    (20, 257, 1100), (13, 65, 530)])
 @pytest.mark.parametrize("accumulate", [False, True])
