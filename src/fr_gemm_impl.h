@@ -442,17 +442,6 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
     }
 }
 
-/* ---- C[M, N] (+)= A^T @ B summed over many rows K: the whole-sequence weight gradients
- * [X | Hprev]^T @ dG over all N*T rows (M = D + H, N = gate columns, K = N*T in the thousands).
- * Why not BLAS: scipy's OpenBLAS (SkylakeX kernels) ran these shapes at 96-130 GF/s on one core
- * of the AVX-512 Xeon, against 175-190 for the packed register blocks; this kernel ran them at
- * 1.08-1.34x sgemm's speed there (benches/tn_ab.py, BENCHMARKS.md).  GotoBLAS's loop order:
- * for each k-slice of FR_KC rows, pack A^T's slice as row blocks ([k][mr]: the mr values a step
- * broadcasts, side by side) and B's slice as panels ([k][NR]); then, per group of panels (its
- * slice, 32 KiB, stays in L1), every row block (A's packed slice streams from L2), summing
- * into C.  Both packs are vector copies, one pass over each operand.  The sums of a C entry
- * run over k in slices of FR_KC, as in the other kernels.  Returns -1, C untouched, if its
- * workspace (FR_KC * (M + N rounded up to panels) values) cannot be allocated; else 0. */
 /* Pack A^T's k-slice (A: kc x M, rows lda apart) for gemm_tn_packed as its row blocks of
  * fr_block_rows heights: block i holds A[k, i:i+mr] for each k, side by side ([k][mr]), at
  * Ap + i * kc.  A is read in chunks of FR_AT_CHUNK rows, every block's values of a chunk before
@@ -461,8 +450,8 @@ FR_ISA_KERNEL void FR_IK(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
  * prefetchers do not follow (23 % of the kernel's time at RNN N64 went to the loads of the
  * copy).  Measured against that order, in separate processes, GF/s: 512 x 256 x 6400 146 ->
  * 173-175, 512 x 768 x 6400 157-169 -> 168-181, 200 x 400 x 700 (from L2) 190-192 -> 186-194;
- * whole rows at a time (chunk 1) lost 2-7 % at the last, where each block's copies then land
- * in a different line of a store stream per block. */
+ * whole rows at a time (chunk 1) lost 2-7 % at the last: each block's copy of a row then
+ * lands on a line of its own, where 8 rows' copies fill whole lines. */
 #define FR_AT_CHUNK 8
 
 /* nb blocks of mr rows (a constant at the usual heights: the copy then compiles to one or
@@ -497,6 +486,18 @@ static inline void FR_IK(pack_at)(int kc, int M, const FR_T *A, ptrdiff_t lda, F
     }
 }
 #undef FR_AT_CHUNK
+
+/* ---- C[M, N] (+)= A^T @ B summed over many rows K: the whole-sequence weight gradients
+ * [X | Hprev]^T @ dG over all N*T rows (M = D + H, N = gate columns, K = N*T in the thousands).
+ * Why not BLAS: scipy's OpenBLAS (SkylakeX kernels) ran these shapes at 96-130 GF/s on one core
+ * of the AVX-512 Xeon, against 175-190 for the packed register blocks; this kernel ran them at
+ * 1.08-1.34x sgemm's speed there (benches/tn_ab.py, BENCHMARKS.md).  GotoBLAS's loop order:
+ * for each k-slice of FR_KC rows, pack A^T's slice as row blocks ([k][mr]: the mr values a step
+ * broadcasts, side by side) and B's slice as panels ([k][NR]); then, per group of panels (its
+ * slice, 32 KiB, stays in L1), every row block (A's packed slice streams from L2), summing
+ * into C.  Both packs are vector copies, one pass over each operand.  The sums of a C entry
+ * run over k in slices of FR_KC, as in the other kernels.  Returns -1, C untouched, if its
+ * workspace (FR_KC * (M + N rounded up to panels) values) cannot be allocated; else 0. */
 
 FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
