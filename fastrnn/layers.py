@@ -419,7 +419,7 @@ class TimeRNN(_TimeLayer):
         return {"G": (N, T, H)}
 
     def _packed_shapes(self, D, H):
-        return [[(D + H, H)], [(H, H)]]                # [Wx; Wh] (or Wh); Wh^T
+        return [[(D + H, H)], [(H, H), (H, D)]]        # [Wx; Wh] (or Wh); Wh^T, Wx^T
 
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}

@@ -298,7 +298,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                               True, dh_out + n0 * H, H, True)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
-    dx_rows(n0, n1, T, L.D, 3 * L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
+    dx_rows(n0, n1, T, L.D, 3 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:

@@ -308,7 +308,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                           <const floating *>L.Wh, H4, True, dh[1] + n0 * H, H, False)
         _carried_swap(dh, dc)
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
-    dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
+    dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -350,7 +350,7 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
     # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
     fr_share(N, tid, nth, &n0, &n1)
     if n0 < n1:
-        dx_rows(n0, n1, T, L.D, H4, dG, <const floating *>L.Wx, <floating *>L.dX)
+        dx_rows(n0, n1, T, L.D, H4, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
 
 
 cdef void _backward_units_task(void *arg, int tid, int nthreads) noexcept nogil:

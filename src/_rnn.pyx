@@ -8,8 +8,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport (kernel_isa, kernel_tn_mode, gemm_packed, pack_b, pack_stacked, packed_size,
-                      recurrent_product, PACKED, step_path)
+from _packed cimport (fr_isa, kernel_isa, kernel_tn_mode, gemm_packed, pack_b, pack_stacked,
+                      packed_size, recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
@@ -22,8 +22,10 @@ fr_use_pool()                   # run threaded work on the process's pool (fr_po
 cdef enum:
     FUSE_MIN_ROWS = 8               # the fewest batch rows per thread fused_steps fuses
     FUSE_MAX_BYTES = 1 << 20        # the largest packed [Wx; Wh] it fuses (half an L2)
+    DX_PACKED_MIN_ROWS = 256        # the fewest N*T rows packed_dx takes
 
 cdef int fuse_mode = -1             # -1: by fused_steps; 0 never; 1 whenever packed (_set_fused)
+cdef int dx_mode = -1               # -1: by packed_dx; 0 never; 1 always (_set_dx_packed)
 
 
 cdef bint fused_steps(int path, Py_ssize_t N, int D, int H, int threads,
@@ -48,6 +50,21 @@ cdef bint fused_steps(int path, Py_ssize_t N, int D, int H, int threads,
         return True
     return (N >= FUSE_MIN_ROWS * max(threads, 1) and D <= 4 * H
             and packed_size(D + H, H, itemsize == 8) * itemsize <= FUSE_MAX_BYTES)
+
+
+cdef bint packed_dx(Py_ssize_t NT, int D, int H, size_t itemsize) noexcept nogil:
+    """Backward: dX = dG @ Wx^T from Wx^T packed once per call, by the packed kernel in chunks
+    of rows (dx_rows in _seq.pxd), instead of by one sgemm over all N*T rows?  In float32 on
+    AVX-512, from DX_PACKED_MIN_ROWS rows, while the packed Wx^T stays in L2 from chunk to chunk
+    (FUSE_MAX_BYTES).  Measured on the AVX-512 Xeon, alternating with sgemm in one process
+    (backward, medians of 30-300 calls, two runs), 1 / 2 threads: N64 T100 H256 1.02-1.04 /
+    1.03-1.04x, N20 T35 H100 1.03 / 1.01x.  The product alone, 6400 x 256 x 256: 148 -> 167-169
+    GF/s.  (The GRU's dX, with 3H columns of dG, measured 1.00-1.01x in its layer and stays
+    with sgemm; the LSTM's was not tried in a layer: 6400 x 1024 x 256 alone 149 -> 150-159.)"""
+    if dx_mode >= 0:
+        return dx_mode == 1
+    return (fr_isa() == 1 and itemsize == 4 and NT >= DX_PACKED_MIN_ROWS
+            and packed_size(H, D, False) * itemsize <= FUSE_MAX_BYTES)
 
 
 cdef inline void fwd_row(int H, floating *a, const floating *b, floating *h) noexcept nogil:
@@ -79,6 +96,7 @@ cdef struct Loop:
     void *db
     double *acc
     const void *Wp      # Wh packed (or Wh^T in backward), when packed
+    const void *Wxp     # backward: Wx^T packed (packed_dx), or NULL
     const void *Wh
     int path            # how the per-step products are made (step_path)
     bint fused          # forward: x_t Wx in each step's product (fused_steps)
@@ -198,7 +216,8 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                           <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
-    dx_rows(n0, n1, T, L.D, L.H, dG, <const floating *>L.Wx, <floating *>L.dX)
+    dx_rows(n0, n1, T, L.D, L.H, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
+            <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -243,8 +262,12 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     cdef Py_ssize_t NH = N * H
     cdef Loop L
     L.path = step_path(N, T)
+    L.Wxp = NULL
     if L.path == PACKED:
         pack_b(H, H, Wh, 1, H, Wp)              # Wh^T
+    if packed_dx(N * T, D, H, sizeof(floating)):
+        L.Wxp = Wp + packed_size(H, H, floating is double)
+        pack_b(H, D, Wx, 1, H, <floating *>L.Wxp)   # Wx^T (H, D), after Wh^T
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.XH = <void *>XH
     L.Hprev = <void *>(XH + D); L.X = NULL   # (backward reads X from XH)
@@ -305,7 +328,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
              int threads=1, bint check=False):
     """Backpropagate through all timesteps of the last forward.
 
-    sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step; Wp: scratch (packed Wh^T).
+    sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step; Wp: scratch (packed Wh^T,
+    then packed Wx^T).
     Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
     db; else 0."""
@@ -326,7 +350,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef void *pdX = buf(dX, tn, N * T * D, "dX", True)
     cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, T, "sq", True)
-    cdef void *pWp = buf(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64),
+    cdef void *pWp = buf(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64)
+                         + packed_size(H, D, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef int nonfinite
     with nogil:
@@ -363,4 +388,15 @@ def _set_fused(int mode):
         raise ValueError(f"_set_fused: mode must be -1, 0 or 1, got {mode}")
     old = fuse_mode
     fuse_mode = mode
+    return old
+
+
+def _set_dx_packed(int mode):
+    """Make backward's dX from Wx^T packed (packed_dx): -1 by the rule, 0 never (BLAS or the
+    direct kernel), 1 always; returns the previous setting.  For tests and A/B timing."""
+    global dx_mode
+    if mode not in (-1, 0, 1):
+        raise ValueError(f"_set_dx_packed: mode must be -1, 0 or 1, got {mode}")
+    old = dx_mode
+    dx_mode = mode
     return old

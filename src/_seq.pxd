@@ -17,8 +17,8 @@ cdef extern from "fr_copy.h" nogil:
     void fr_prefetch(const void *p, size_t bytes, int rw)
 
 from _blas cimport gemm, blas_int
-from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_tn_packed, worth_direct,
-                     worth_direct_tn, worth_tn_packed)
+from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_packed, gemm_tn_packed,
+                     worth_direct, worth_direct_tn, worth_tn_packed)
 
 
 cdef inline void prefetch(const floating *p, Py_ssize_t n, bint write=False) noexcept nogil:
@@ -71,12 +71,26 @@ cdef inline void start_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, i
         memcpy(XH + n * T * (D + H) + D, h0 + n * H, H * sizeof(floating))
 
 
+cdef enum:
+    DX_CHUNK_ROWS = 192     # rows of dG per packed product in dx_rows
+
+
 cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
-                         const floating *dG, const floating *Wx, floating *dX) noexcept nogil:
-    """dX[rows] = dG[rows] @ Wx^T for all timesteps of batch rows [n0, n1) (gemm_direct_nt when
-    they are only a few rows, and always for a single step: see step_path)."""
-    cdef Py_ssize_t M = (n1 - n0) * T
-    if worth_direct(M) or T == 1 and M == 1:
+                         const floating *dG, const floating *Wx, const floating *Wxp,
+                         floating *dX) noexcept nogil:
+    """dX[rows] = dG[rows] @ Wx^T for all timesteps of batch rows [n0, n1).  With Wxp (Wx^T
+    packed by the caller; else NULL), by the packed kernel in chunks of DX_CHUNK_ROWS rows: the
+    packed kernel takes its panels in the outer loop, and over all N*T rows at once it would
+    read dG from memory once per group of panels (a chunk of dG stays in L2 for all of them).
+    Else gemm_direct_nt when they are only a few rows, and always for a single step (see
+    step_path); else BLAS."""
+    cdef Py_ssize_t M = (n1 - n0) * T, i = 0
+    if Wxp != NULL:
+        while i < M:
+            gemm_packed(<int>min(<Py_ssize_t>DX_CHUNK_ROWS, M - i), D, GH,
+                        dG + (n0 * T + i) * GH, GH, Wxp, dX + (n0 * T + i) * D, D, False)
+            i += DX_CHUNK_ROWS
+    elif worth_direct(M) or T == 1 and M == 1:
         gemm_direct_nt(<int>M, D, GH, dG + n0 * T * GH, GH, Wx, GH, dX + n0 * T * D, D, False)
     else:
         gemm(False, True, <blas_int>M, D, GH, 1, dG + n0 * T * GH, GH, Wx, GH, 0,

@@ -407,6 +407,59 @@ def test_rnn_fused_setting_is_validated(rnn_fused):
     assert _rnn._set_fused(-1) == -1
 
 
+@pytest.fixture
+def rnn_dx_packed():
+    """Set whether the RNN's backward makes dX from Wx^T packed (src/_rnn.pyx, packed_dx):
+    -1 by its rule, 0 never, 1 always; restored after."""
+    from fastrnn import _rnn
+    old = _rnn._set_dx_packed(-1)
+    yield _rnn._set_dx_packed
+    _rnn._set_dx_packed(old)
+
+
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,T,D,H,threads", [(2, 9, 5, 7, 1), (3, 9, 19, 33, 2), (7, 9, 40, 17, 3),
+                                             (16, 30, 100, 100, 1), (16, 30, 100, 100, 2),
+                                             (5, 70, 37, 23, 2)])
+def test_rnn_dx_from_packed_wx_equals_reference(rnn_dx_packed, dtype, N, T, D, H, threads, rng):
+    # dX = dG @ Wx^T by the packed kernel in chunks of 192 rows (forced on small shapes, by the
+    # rule at N16 T30 H100 and N5 T70: 480 and 350 rows, a partial last chunk; a thread's
+    # share of 3 or 2 rows x 70 steps crosses chunks too), against the NumPy reference and the
+    # BLAS path: dxs, the carried gradient and the weight gradients, with Wx^T packed after
+    # Wh^T in the scratch (an overrun would show in the gradients of the next call)
+    from fastrnn import reference as ref
+    params = make_params("rnn", rng, D, H, dtype, scale=0.5 / np.sqrt(H))
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    r = make_time(ref, "rnn", [p.astype(np.float64) for p in params])
+    r.forward(xs.astype(np.float64))
+    want_dxs = r.backward(dhs.astype(np.float64))
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    got = {}
+    for mode in (1, 0, -1):
+        rnn_dx_packed(mode)
+        layer = make_time(fastrnn, "rnn", params)
+        layer.threads = threads
+        for _ in range(2):                  # the second call reuses the scratch
+            layer.forward(xs)
+            dxs = layer.backward(dhs)
+        for name, g, w in [("dxs", dxs, want_dxs), ("dh0", layer.dh, r.dh),
+                           *zip(("dWx", "dWh", "db"), layer.grads, r.grads)]:
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
+                                       err_msg=f"mode {mode} {name}")
+        got[mode] = [np.array(a) for a in (dxs, layer.dh, *layer.grads)]
+    for a, b in zip(got[1], got[0]):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+def test_rnn_dx_packed_setting_is_validated(rnn_dx_packed):
+    from fastrnn import _rnn
+    with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
+        _rnn._set_dx_packed(2)
+    assert _rnn._set_dx_packed(-1) == -1
+
+
 @pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
