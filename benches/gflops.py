@@ -8,7 +8,7 @@ X Wx and the steps' h Wh, backward the steps' dG Wh^T and the three whole-sequen
 dWh, dX): 3 x 2 N T GH (D + H) floating-point operations, GH = gate blocks x H.  Element-wise
 work is not counted, so the rate is what the whole call would need if it were all products.
 
-    python benches/gflops.py [--threads 1] [--rounds 9] [--ratio 1.4] [rnn:64:100:256:256 ...]
+    python benches/gflops.py [--threads 1] [--rounds 9] [--ratio 1.4] [rnn,64,100,256,256 ...]
 """
 import argparse
 import os
@@ -20,9 +20,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fastrnn.layers import TimeGRU, TimeLSTM, TimeRNN
-
-BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
+from fastrnn.bench import Case, make_layer_runner
 
 
 def peak_fma():
@@ -41,59 +39,31 @@ def peak_fma():
         return run.stdout.strip().splitlines()[-1] if run.returncode == 0 else None
 
 
-def layers(cell, N, T, D, H, rng):
-    """A fastrnn layer and the torch module with the same weights, and their inputs."""
+def measure(case, threads, rounds):
+    """Median seconds of a forward+backward for fastrnn and torch (`fastrnn bench`'s runners:
+    the same weights, torch's dX computed), interleaved in this process."""
     import torch
-    GH = BLOCKS[cell] * H
-    Wx = (rng.standard_normal((D, GH)) * 0.05).astype(np.float32)
-    Wh = (rng.standard_normal((H, GH)) * 0.05).astype(np.float32)
-    if cell == "gru":           # torch's GRU is the reset_after variant
-        ours = TimeGRU(Wx, Wh, np.zeros((2, GH), np.float32), reset_after=True)
-    else:
-        ours = {"rnn": TimeRNN, "lstm": TimeLSTM}[cell](Wx, Wh, np.zeros(GH, np.float32))
-    theirs = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
-        D, H, batch_first=True)
-    xs = rng.standard_normal((N, T, D)).astype(np.float32)
-    dhs = rng.standard_normal((N, T, H)).astype(np.float32)
-    return ours, theirs, xs, dhs
-
-
-def measure(cell, N, T, D, H, threads, rounds, rng):
-    import torch
-    ours, theirs, xs, dhs = layers(cell, N, T, D, H, rng)
-    xt = torch.from_numpy(xs).requires_grad_(True)     # dX computed, as fastrnn does
-    dt = torch.from_numpy(dhs)
-    ours.threads = threads
-
-    def fastrnn_call():
-        ours.forward(xs)
-        ours.backward(dhs)
-
-    def torch_call():
-        y, _ = theirs(xt)
-        y.backward(dt)
-        theirs.zero_grad()
-        xt.grad = None
-
-    times = {"fastrnn": [], "torch": []}
-    calls = (("fastrnn", fastrnn_call), ("torch", torch_call))
+    runners = {impl: make_layer_runner(impl, case) for impl in ("fastrnn", "torch")}
+    order = list(runners.items())
+    times = {impl: [] for impl in runners}
     torch.set_num_threads(threads)
     with threadpool_limits(threads):
         for _ in range(2):                      # warm the heap and the caches' pages
-            fastrnn_call()
-            torch_call()
+            for runner in runners.values():
+                runner.fwdbwd()
         for r in range(rounds):
-            for name, fn in calls[r % 2:] + calls[:r % 2]:     # alternate who goes first
+            for impl, runner in order[r % 2:] + order[:r % 2]:     # alternate who goes first
                 t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(v)) for name, v in times.items()}
+                runner.fwdbwd()
+                times[impl].append(time.perf_counter() - t0)
+    return {impl: float(np.median(v)) for impl, v in times.items()}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("shapes", nargs="*", default=["gru:64:100:256:256", "rnn:64:100:256:256"],
-                    help="cell:N:T:D:H (default: the two N64 shapes of the table)")
+    ap.add_argument("shapes", nargs="*", default=["gru,64,100,256,256", "rnn,64,100,256,256"],
+                    help="CELL,N,T,D,H as for fastrnn bench (default: the table's two N64 "
+                         "shapes; gru is the reset_after form, torch's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--ratio", type=float, default=1.4,
@@ -105,19 +75,18 @@ def main():
         raise SystemExit("gflops.py compares with torch: pip install torch==2.13.0")
     peak = peak_fma()
     print(f"peak: {peak}" if peak else "peak: not measured (needs gcc)")
-    rng = np.random.default_rng(0)
-    for shape in args.shapes:
-        cell, *dims = shape.split(":")
-        N, T, D, H = map(int, dims)
-        flop = 3 * 2 * N * T * BLOCKS[cell] * H * (D + H)
-        ms = measure(cell, N, T, D, H, args.threads, args.rounds, rng)
+    for spec in args.shapes:
+        case = Case.parse(spec)
+        if case.cell == "gru_classic":
+            raise SystemExit("gflops.py compares with torch, which has no classic GRU")
+        flop = 3 * 2 * case.N * case.T * case.blocks * case.H * (case.D + case.H)
+        ms = measure(case, args.threads, args.rounds)
         need = ms["torch"] / args.ratio
-        print(f"{cell} N{N} T{T} D{D} H{H}, {args.threads} thread(s), {flop / 1e9:.2f} GFLOP "
-              f"of products: fastrnn {ms['fastrnn'] * 1e3:.2f} ms = "
-              f"{flop / ms['fastrnn'] / 1e9:.0f} GF/s, torch {ms['torch'] * 1e3:.2f} ms = "
-              f"{flop / ms['torch'] / 1e9:.0f} GF/s; torch/fastrnn "
-              f"{ms['torch'] / ms['fastrnn']:.2f}, {args.ratio:g}x needs {need * 1e3:.2f} ms = "
-              f"{flop / need / 1e9:.0f} GF/s")
+        print(f"{case.name}, {args.threads} thread(s), {flop / 1e9:.2f} GFLOP of products: "
+              f"fastrnn {ms['fastrnn'] * 1e3:.2f} ms = {flop / ms['fastrnn'] / 1e9:.0f} GF/s, "
+              f"torch {ms['torch'] * 1e3:.2f} ms = {flop / ms['torch'] / 1e9:.0f} GF/s; "
+              f"torch/fastrnn {ms['torch'] / ms['fastrnn']:.2f}, {args.ratio:g}x needs "
+              f"{need * 1e3:.2f} ms = {flop / need / 1e9:.0f} GF/s")
 
 
 if __name__ == "__main__":

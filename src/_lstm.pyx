@@ -21,7 +21,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport (gemm_packed, kernel_isa, kernel_tn_mode, pack_b, packed_size,
+from _packed cimport (checked_mode, gemm_packed, kernel_isa, kernel_tn_mode, pack_b, packed_size,
                       recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, prefetch, dx_rows, start_rows, weight_grad_cols
 from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
@@ -437,10 +437,8 @@ def _set_unit_split(int mode):
     0 always by batch rows, 1 by hidden units whenever the per-step products are packed.  For
     tests and A/B timings; returns the previous setting."""
     global unit_split_mode
-    if mode not in (-1, 0, 1):
-        raise ValueError(f"mode must be -1, 0 or 1, got {mode}")
     cdef int old = unit_split_mode
-    unit_split_mode = mode
+    unit_split_mode = checked_mode("_set_unit_split", mode)
     return old
 
 

@@ -49,6 +49,14 @@ cdef inline object kernel_isa(object isa):
     return fr_isa()
 
 
+cdef inline int checked_mode(str setter, int mode) except -2:
+    """mode, if it is one of the kernels' test-and-timing settings -1 (by the rule), 0 (never)
+    or 1 (always); else ValueError naming the setter."""
+    if mode not in (-1, 0, 1):
+        raise ValueError(f"{setter}: mode must be -1, 0 or 1, got {mode}")
+    return mode
+
+
 cdef inline int kernel_tn_mode(object mode) except? -2:
     """This module's side of fastrnn._isa.tn_packed: set who makes the whole-sequence weight
     gradients (worth_tn_packed: -1 by the rule, 0 BLAS, 1 gemm_tn_packed) unless mode is None;

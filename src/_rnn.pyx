@@ -8,8 +8,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from _packed cimport (fr_isa, kernel_isa, kernel_tn_mode, gemm_packed, pack_b, pack_stacked,
-                      packed_size, recurrent_product, PACKED, step_path)
+from _packed cimport (checked_mode, fr_isa, kernel_isa, kernel_tn_mode, gemm_packed, pack_b,
+                      pack_stacked, packed_size, recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
@@ -21,7 +21,8 @@ fr_use_pool()                   # run threaded work on the process's pool (fr_po
 
 cdef enum:
     FUSE_MIN_ROWS = 8               # the fewest batch rows per thread fused_steps fuses
-    FUSE_MAX_BYTES = 1 << 20        # the largest packed [Wx; Wh] it fuses (half an L2)
+    PACKED_L2_BYTES = 1 << 20       # the largest packed weights kept in L2 across steps or
+                                    # chunks of rows (half an L2): fused_steps, packed_dx
     DX_PACKED_MIN_ROWS = 256        # the fewest N*T rows packed_dx takes
 
 cdef int fuse_mode = -1             # -1: by fused_steps; 0 never; 1 whenever packed (_set_fused)
@@ -34,7 +35,7 @@ cdef bint fused_steps(int path, Py_ssize_t N, int D, int H, int threads,
     G_t = [x_t | h_{t-1}] @ [Wx; Wh], instead of in one BLAS GEMM over all N*T rows?  Each
     step's pre-activations then go from the product straight into the tanh pass while in
     cache, and sgemm's packing and zeroing passes go.  Only while the packed weights stay in L2
-    from step to step (FUSE_MAX_BYTES), and with rows enough per thread for the packed
+    from step to step (PACKED_L2_BYTES), and with rows enough per thread for the packed
     kernel's register blocks (FUSE_MIN_ROWS); and not where the inputs are much wider than
     the state (D > 4H), where the projection is most of the work and the layer may let BLAS
     thread it while the kernel runs on one thread (fastrnn._threads.plan_threads).  Measured alternating fused and not in one
@@ -49,14 +50,14 @@ cdef bint fused_steps(int path, Py_ssize_t N, int D, int H, int threads,
     if fuse_mode == 1:
         return True
     return (N >= FUSE_MIN_ROWS * max(threads, 1) and D <= 4 * H
-            and packed_size(D + H, H, itemsize == 8) * itemsize <= FUSE_MAX_BYTES)
+            and packed_size(D + H, H, itemsize == 8) * itemsize <= PACKED_L2_BYTES)
 
 
 cdef bint packed_dx(Py_ssize_t NT, int D, int H, size_t itemsize) noexcept nogil:
     """Backward: dX = dG @ Wx^T from Wx^T packed once per call, by the packed kernel in chunks
     of rows (dx_rows in _seq.pxd), instead of by one sgemm over all N*T rows?  In float32 on
     AVX-512, from DX_PACKED_MIN_ROWS rows, while the packed Wx^T stays in L2 from chunk to chunk
-    (FUSE_MAX_BYTES).  Measured on the AVX-512 Xeon, alternating with sgemm in one process
+    (PACKED_L2_BYTES).  Measured on the AVX-512 Xeon, alternating with sgemm in one process
     (backward, medians of 30-300 calls, two runs), 1 / 2 threads: N64 T100 H256 1.02-1.04 /
     1.03-1.04x, N20 T35 H100 1.03 / 1.01x.  The product alone, 6400 x 256 x 256: 148 -> 167-169
     GF/s.  (The GRU's dX, with 3H columns of dG, measured 1.00-1.01x in its layer and stays
@@ -64,7 +65,7 @@ cdef bint packed_dx(Py_ssize_t NT, int D, int H, size_t itemsize) noexcept nogil
     if dx_mode >= 0:
         return dx_mode == 1
     return (fr_isa() == 1 and itemsize == 4 and NT >= DX_PACKED_MIN_ROWS
-            and packed_size(H, D, False) * itemsize <= FUSE_MAX_BYTES)
+            and packed_size(H, D, False) * itemsize <= PACKED_L2_BYTES)
 
 
 cdef inline void fwd_row(int H, floating *a, const floating *b, floating *h) noexcept nogil:
@@ -384,10 +385,8 @@ def _set_fused(int mode):
     """Make x_t Wx part of each step's products (fused_steps): -1 by the rule, 0 never, 1
     whenever the weights are packed; returns the previous setting.  For tests and A/B timing."""
     global fuse_mode
-    if mode not in (-1, 0, 1):
-        raise ValueError(f"_set_fused: mode must be -1, 0 or 1, got {mode}")
     old = fuse_mode
-    fuse_mode = mode
+    fuse_mode = checked_mode("_set_fused", mode)
     return old
 
 
@@ -395,8 +394,6 @@ def _set_dx_packed(int mode):
     """Make backward's dX from Wx^T packed (packed_dx): -1 by the rule, 0 never (BLAS or the
     direct kernel), 1 always; returns the previous setting.  For tests and A/B timing."""
     global dx_mode
-    if mode not in (-1, 0, 1):
-        raise ValueError(f"_set_dx_packed: mode must be -1, 0 or 1, got {mode}")
     old = dx_mode
-    dx_mode = mode
+    dx_mode = checked_mode("_set_dx_packed", mode)
     return old

@@ -1,5 +1,7 @@
 """Layers run with the GIL released: two layers in two threads must not disturb each other, and
 no layer may touch NumPy's global random state."""
+import contextlib
+import importlib
 import threading
 
 import numpy as np
@@ -181,14 +183,36 @@ def test_threaded_time_loop_equals_single_thread(kind, dtype, N, threads):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
 
 
+@contextlib.contextmanager
+def _kernel_setting(module, name):
+    """A kernel module's setting for tests and A/B timing (-1 by its rule, 0 never, 1 always):
+    the setter, with the setting at -1 to begin with and restored afterwards."""
+    setter = getattr(importlib.import_module(f"fastrnn.{module}"), name)
+    old = setter(-1)
+    try:
+        yield setter
+    finally:
+        setter(old)
+
+
+KERNEL_SETTINGS = [("_lstm", "_set_unit_split"), ("_rnn", "_set_fused"),
+                   ("_rnn", "_set_dx_packed")]
+
+
+@pytest.mark.parametrize("module,name", KERNEL_SETTINGS)
+def test_kernel_settings_are_validated(module, name):
+    with _kernel_setting(module, name) as setter:
+        with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
+            setter(2)
+        assert setter(-1) == -1
+
+
 @pytest.fixture
 def unit_split():
     """Set how the LSTM time loop is shared between threads (src/_lstm.pyx, use_units): -1 by
     its rule, 0 by batch rows, 1 by hidden units; restored afterwards."""
-    from fastrnn import _lstm
-    old = _lstm._set_unit_split(-1)
-    yield _lstm._set_unit_split
-    _lstm._set_unit_split(old)
+    with _kernel_setting("_lstm", "_set_unit_split") as setter:
+        yield setter
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -251,13 +275,6 @@ def test_lstm_shared_by_units_in_two_python_threads(unit_split):
         for got in got_runs:
             for g, x in zip(got, w):
                 np.testing.assert_allclose(g, x, rtol=2e-6, atol=2e-6 * max(1.0, np.abs(x).max()))
-
-
-def test_unit_split_setting_is_validated(unit_split):
-    from fastrnn import _lstm
-    with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
-        _lstm._set_unit_split(2)
-    assert _lstm._set_unit_split(-1) == -1
 
 
 def test_threads_setting_is_validated():
@@ -355,10 +372,8 @@ def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
 def rnn_fused():
     """Set whether the RNN's forward makes x_t Wx part of each step's packed product
     (src/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored after."""
-    from fastrnn import _rnn
-    old = _rnn._set_fused(-1)
-    yield _rnn._set_fused
-    _rnn._set_fused(old)
+    with _kernel_setting("_rnn", "_set_fused") as setter:
+        yield setter
 
 
 @pytest.mark.usefixtures("isa")
@@ -400,21 +415,14 @@ def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, thr
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
 
 
-def test_rnn_fused_setting_is_validated(rnn_fused):
-    from fastrnn import _rnn
-    with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
-        _rnn._set_fused(2)
-    assert _rnn._set_fused(-1) == -1
 
 
 @pytest.fixture
 def rnn_dx_packed():
     """Set whether the RNN's backward makes dX from Wx^T packed (src/_rnn.pyx, packed_dx):
     -1 by its rule, 0 never, 1 always; restored after."""
-    from fastrnn import _rnn
-    old = _rnn._set_dx_packed(-1)
-    yield _rnn._set_dx_packed
-    _rnn._set_dx_packed(old)
+    with _kernel_setting("_rnn", "_set_dx_packed") as setter:
+        yield setter
 
 
 @pytest.mark.usefixtures("isa")
@@ -451,13 +459,6 @@ def test_rnn_dx_from_packed_wx_equals_reference(rnn_dx_packed, dtype, N, T, D, H
         got[mode] = [np.array(a) for a in (dxs, layer.dh, *layer.grads)]
     for a, b in zip(got[1], got[0]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
-
-
-def test_rnn_dx_packed_setting_is_validated(rnn_dx_packed):
-    from fastrnn import _rnn
-    with pytest.raises(ValueError, match="mode must be -1, 0 or 1"):
-        _rnn._set_dx_packed(2)
-    assert _rnn._set_dx_packed(-1) == -1
 
 
 @pytest.mark.usefixtures("isa")
