@@ -139,6 +139,9 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
         if L.fused:
             # XH[rows, t, :D] = x_t; G[rows, t] = [x_t | h_{t-1}] @ [Wx; Wh]
             for n in range(n0, n1):
+                if L.prefetch and n + 1 < n1:   # the next row's (fr_prefetch)
+                    prefetch(X + ((n + 1) * T + t) * D, D)
+                    prefetch(XH + ((n + 1) * T + t) * ld, D, True)
                 memcpy(XH + (n * T + t) * ld, X + (n * T + t) * D, D * sizeof(floating))
             gemm_packed(rows, H, D + H, XH + (n0 * T + t) * ld, T * ld, Wp,
                         G + n0 * T * H + t * H, T * H, False)
@@ -151,6 +154,10 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             flag_nonfinite(&L.nonfinite, G + n0 * H, (n1 - n0) * H)
         for n in range(n0, n1):
             r = (n * T + t) * H
+            if L.prefetch and n + 1 < n1:       # the next row's segments (fr_prefetch)
+                prefetch(hs + r + T * H, H, True)
+                if t + 1 < T:
+                    prefetch(Hprev + ((n + 1) * T + t + 1) * ld, H, True)
             fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
             if t + 1 < T:
                 memcpy(Hprev + (n * T + t + 1) * ld, hs + r, H * sizeof(floating))

@@ -36,7 +36,9 @@ cdef inline bint worth_prefetch(Py_ssize_t values, size_t itemsize) noexcept nog
     holds `values` elements?  Only when it is well over a core's L2 (2 MiB here), i.e. when the
     rows come from memory: measured alternating with a build without (1 / 2 threads),
     backward N64 T100 H256 LSTM 1.04 / 1.05x, GRU classic 1.02 / 1.04x, reset_after 1.05 /
-    1.08x; at N20 T35 H100 (1.1 MB, in L2) the prefetches cost the LSTM 0.95x at 2 threads."""
+    1.08x; the RNN's forward (its fused steps' copies of x_t and its tanh pass's stores of h_t)
+    1.02-1.04x at 1 thread, in one process; at N20 T35 H100 (1.1 MB, in L2) the prefetches
+    cost the LSTM 0.95x at 2 threads."""
     return values * <Py_ssize_t>itemsize > PREFETCH_MIN_BYTES
 
 

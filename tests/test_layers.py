@@ -449,10 +449,11 @@ def test_large_inputs_are_kept_exactly(kind, dtype, rng):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_prefetching_passes_agree_with_reference(kind, threads, rng):
     # gate buffers over 4 MiB (PREFETCH_MIN_BYTES, src/_seq.pxd): the element-wise passes ask
-    # for the next row's segments ahead; an odd H and 7 rows put the segments off cache-line
-    # boundaries and give the threads unequal shares; weights ~ 0.5 / sqrt(H) keep the
-    # hundreds of steps from exploding
-    n, d, h = 7, 24, 131
+    # for the next row's segments ahead; an odd H and 17 rows put the segments off cache-line
+    # boundaries and give the threads unequal shares (and 8 or more rows each, so the RNN's
+    # forward takes its fused steps, which prefetch the next row's x_t too); weights
+    # ~ 0.5 / sqrt(H) keep the hundreds of steps from exploding
+    n, d, h = 17, 24, 131
     blocks = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}[kind]
     t = (4 << 20) // (n * blocks * h * 4) + 2
     params, xs, dhs, _, _ = sequence(kind, rng, np.float32, N=n, T=t, D=d, H=h,
