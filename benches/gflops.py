@@ -1,7 +1,7 @@
 """How much of the machine a forward+backward uses: GF/s of the matrix products' arithmetic for
-fastrnn and torch (interleaved in one process, medians), against one core's peak FMA rate
-(benches/peak_fma.c, compiled and run here when gcc is present), and the rate fastrnn would need
-for a given torch/fastrnn ratio.
+fastrnn and torch (interleaved in one process, medians), against one core's peak FMA rate and
+the packed kernel's register block fed from L1 (benches/peak_fma.c, compiled and run here when
+gcc is present), and the rate fastrnn would need for a given torch/fastrnn ratio.
 
 The products of a forward+backward, as counted by the GEMM floor of `fastrnn bench`: forward
 X Wx and the steps' h Wh, backward the steps' dG Wh^T and the three whole-sequence products (dWx,
@@ -24,7 +24,8 @@ from fastrnn.bench import Case, make_layer_runner
 
 
 def peak_fma():
-    """One core's float32 FMA rates from peak_fma.c (a line of text), or None without gcc."""
+    """One core's float32 FMA rates and the register block's from peak_fma.c (a line of
+    text), or None without gcc."""
     gcc = shutil.which("gcc")
     if gcc is None:
         return None
