@@ -22,7 +22,7 @@ from _packed cimport (kernel_isa, kernel_tn_mode, pack_b, packed_size, recurrent
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, grad_cols, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
-    all_finite, buf, colsum, flag_nonfinite,
+    all_finite, buf, flag_nonfinite,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
     gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
     gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
@@ -329,19 +329,17 @@ cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH, bint hx, bi
     cdef floating *dWh = <floating *>L.dWh
     cdef floating *db = <floating *>L.db
     if c0 < z1:
-        weight_grad_cols(NT, D, H, H3, c0, z1, XH, dG, dWx, dWh)
-        colsum(NT, z1 - c0, H3, dG + c0, L.acc + c0, db + c0)
+        weight_grad_cols(NT, D, H, H3, c0, z1, XH, dG, dWx, dWh, L.acc, db)
         if L.reset_after:
             for k in range(c0, z1):
                 db[H3 + k] = db[k]
     if k0 >= c1:
         return
     if hx:
-        grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx)
-        colsum(NT, c1 - k0, H3, dG + k0, L.acc + k0, db + k0)
+        grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx, L.acc + k0, db + k0)
     if hh and L.reset_after:
-        grad_cols(NT, H, H3, k0, c1, XH + D, D + H, dGh + (k0 - 2 * H), H, dWh)
-        colsum(NT, c1 - k0, H, dGh + (k0 - 2 * H), acc_h, db + H3 + k0)
+        grad_cols(NT, H, H3, k0, c1, XH + D, D + H, dGh + (k0 - 2 * H), H, dWh, acc_h,
+                  db + H3 + k0)
     elif hh:
         grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG + k0, H3, dWh)
 

@@ -26,7 +26,7 @@ from _packed cimport (checked_mode, gemm_packed, kernel_isa, kernel_tn_mode, pac
 from _seq cimport worth_prefetch, prefetch, dx_rows, start_rows, weight_grad_cols
 from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
                         fr_use_pool, parallel_rows, parallel_together, share_cols, thread_sq)
-from _cells cimport (all_finite, buf, colsum, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
+from _cells cimport (all_finite, buf, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
                      lstm_bwd_row_f, lstm_bwd_row_d)
 
 cnp.import_array()
@@ -368,8 +368,8 @@ cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept no
     cdef Py_ssize_t NT = L.N * L.T
     cdef int H4 = 4 * L.H
     cdef const floating *dG = <const floating *>L.dG
-    weight_grad_cols(NT, L.D, L.H, H4, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh)
-    colsum(NT, c1 - c0, H4, dG + c0, L.acc + c0, <floating *>L.db + c0)
+    weight_grad_cols(NT, L.D, L.H, H4, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh,
+                     L.acc, <floating *>L.db)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:

@@ -33,9 +33,11 @@ cdef extern from "fr_gemm.h" nogil:
     void gemm_direct_tn_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
                           Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
     int gemm_tn_packed_f(int M, int N, int K, const float *A, Py_ssize_t lda, const float *B,
-                         Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate)
+                         Py_ssize_t ldb, float *C, Py_ssize_t ldc, int accumulate,
+                         double *sums)
     int gemm_tn_packed_d(int M, int N, int K, const double *A, Py_ssize_t lda, const double *B,
-                         Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
+                         Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate,
+                         double *sums)
     int fr_set_tn_mode(int mode)
     int fr_get_tn_mode()
 
@@ -145,14 +147,15 @@ from _blas cimport gemm, blas_int
 
 cdef inline int gemm_tn_packed(int M, int N, int K, const floating *A, Py_ssize_t lda,
                                const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
-                               bint accumulate) noexcept nogil:
+                               bint accumulate, double *sums=NULL) noexcept nogil:
     """Row-major C[M, N] = A^T @ B (or C += ...) with A (K, M) and B (K, N) row-major, K large:
-    both packed per k-slice (fr_gemm_impl.h).  -1 (C untouched) if its workspace could not be
-    allocated, else 0."""
+    both packed per k-slice (fr_gemm_impl.h); with sums, also sums[j] = the sum of B's column j
+    (in double, row by row: bitwise colsum's).  -1 (C and sums untouched) if its workspace
+    could not be allocated, else 0."""
     if floating is float:
-        return gemm_tn_packed_f(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+        return gemm_tn_packed_f(M, N, K, A, lda, B, ldb, C, ldc, accumulate, sums)
     else:
-        return gemm_tn_packed_d(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+        return gemm_tn_packed_d(M, N, K, A, lda, B, ldb, C, ldc, accumulate, sums)
 
 
 cdef enum:

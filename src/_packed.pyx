@@ -111,11 +111,11 @@ cdef enum:
 
 cdef int _direct(int mode, int M, int N, int K, const floating *A, Py_ssize_t lda,
                  const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
-                 bint accumulate, int repeat) noexcept nogil:
+                 bint accumulate, int repeat, double *sums=NULL) noexcept nogil:
     cdef int r
     for r in range(repeat):
         if mode == _TNP:
-            if gemm_tn_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate) != 0:
+            if gemm_tn_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, sums) != 0:
                 return -1
         elif mode == _NT:
             gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
@@ -127,8 +127,9 @@ cdef int _direct(int mode, int M, int N, int K, const floating *A, Py_ssize_t ld
 
 
 def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate, int repeat,
-                   int mode):
-    """C (+)= op(A) @ op(B) by a direct kernel (see `mode`), checked, operands read in place."""
+                   int mode, cnp.ndarray sums=None):
+    """C (+)= op(A) @ op(B) by a direct kernel (see `mode`), checked, operands read in place;
+    sums (mode _TNP): B's column sums."""
     name = "W" if mode == _NT else "B"
     dtype = _float_dtype(B, name)
     if A.dtype != dtype or C.dtype != dtype:
@@ -146,16 +147,25 @@ def _matmul_direct(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, bint accumulate,
         raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
     if np.may_share_memory(C, A) or np.may_share_memory(C, B):
         raise ValueError(f"C: must not overlap A or {name}")
+    cdef double *psums = NULL
+    if sums is not None:
+        if (sums.dtype != np.float64 or sums.ndim != 1 or sums.shape[0] != N
+                or not sums.flags.c_contiguous or not sums.flags.writeable):
+            raise ValueError(f"sums: expected a writable contiguous float64 array of {N}, got "
+                             f"{sums.dtype} {(<object>sums).shape}")
+        if any(np.may_share_memory(sums, a) for a in (A, B, C)):
+            raise ValueError(f"sums: must not overlap A, {name} or C")
+        psums = <double *>cnp.PyArray_DATA(sums)
     if dtype == np.float32:
         with nogil:
             failed = _direct(mode, M, N, K, <float *>cnp.PyArray_DATA(A), lda,
                              <float *>cnp.PyArray_DATA(B), ldb, <float *>cnp.PyArray_DATA(C), ldc,
-                             accumulate, repeat)
+                             accumulate, repeat, psums)
     else:
         with nogil:
             failed = _direct(mode, M, N, K, <double *>cnp.PyArray_DATA(A), lda,
                              <double *>cnp.PyArray_DATA(B), ldb, <double *>cnp.PyArray_DATA(C),
-                             ldc, accumulate, repeat)
+                             ldc, accumulate, repeat, psums)
     if failed:
         raise MemoryError("gemm_tn_packed: could not allocate its workspace")
 
@@ -182,11 +192,12 @@ def matmul_direct_tn(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray
 
 
 def matmul_tn_packed(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,
-                     bint accumulate=False, int repeat=1):
+                     bint accumulate=False, int repeat=1, cnp.ndarray sums=None):
     """C (+)= A.T @ B with A (K, M) and B (K, N), both packed per k-slice (gemm_tn_packed, the
     whole-sequence weight gradients' kernel); repeated `repeat` times, GIL off.  2-D with
-    contiguous rows (any row stride); C must not overlap A or B."""
-    _matmul_direct(A, B, C, accumulate, repeat, _TNP)
+    contiguous rows (any row stride); C must not overlap A or B.  sums (float64, N; optional):
+    receives B's column sums, summed in double row by row (the bias gradient's route)."""
+    _matmul_direct(A, B, C, accumulate, repeat, _TNP, sums)
 
 
 def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C not None,

@@ -12,7 +12,7 @@ from _packed cimport (checked_mode, fr_isa, kernel_isa, kernel_tn_mode, gemm_pac
                       pack_stacked, packed_size, recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
-from _cells cimport (all_finite, buf, colsum, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
+from _cells cimport (all_finite, buf, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
                      rnn_bwd_row_f, rnn_bwd_row_d)
 
 cnp.import_array()
@@ -245,8 +245,8 @@ cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept no
     GEMMs (or a reduction) over all N*T rows."""
     cdef Py_ssize_t NT = L.N * L.T
     cdef const floating *dG = <const floating *>L.dG
-    weight_grad_cols(NT, L.D, L.H, L.H, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh)
-    colsum(NT, c1 - c0, L.H, dG + c0, L.acc + c0, <floating *>L.db + c0)
+    weight_grad_cols(NT, L.D, L.H, L.H, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh,
+                     L.acc, <floating *>L.db)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:

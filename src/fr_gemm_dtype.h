@@ -59,17 +59,18 @@ static inline void FR_FN(gemm_direct_tn)(int M, int N, int K, const FR_T *A, ptr
     FR_DISPATCH(gemm_direct_tn, (M, N, K, A, lda, B, ldb, C, ldc, accumulate));
 }
 
-/* C (+)= A^T @ B with A (K, M) and B (K, N) row-major, K large (both packed per k-slice);
- * -1 if its workspace could not be allocated (C untouched) */
+/* C (+)= A^T @ B with A (K, M) and B (K, N) row-major, K large (both packed per k-slice), and,
+ * with sums (else NULL), sums = B's column sums in double; -1 if its workspace could not be
+ * allocated (C and sums untouched) */
 static inline int FR_FN(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
-                                        int accumulate)
+                                        int accumulate, double *sums)
 {
 #if FR_HAVE_AVX512
     if (fr_isa() == FR_ISA_AVX512)
-        return FR_FN(gemm_tn_packed_avx512)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        return FR_FN(gemm_tn_packed_avx512)(M, N, K, A, lda, B, ldb, C, ldc, accumulate, sums);
 #endif
-    return FR_FN(gemm_tn_packed_avx2)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    return FR_FN(gemm_tn_packed_avx2)(M, N, K, A, lda, B, ldb, C, ldc, accumulate, sums);
 }
 
 /* C (+)= A @ W^T with W row-major (N, K) */

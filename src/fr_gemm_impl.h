@@ -487,6 +487,25 @@ static inline void FR_IK(pack_at)(int kc, int M, const FR_T *A, ptrdiff_t lda, F
 }
 #undef FR_AT_CHUNK
 
+/* sums[j] += B[k, j] over a k-slice of B packed by pack_b_rows (kc rows, N columns), each
+ * column's values in the order of k: the column sums of a whole-sequence dG (the bias
+ * gradient) as the weight gradient packs it.  The same additions, in the same order, as
+ * colsum over B's rows (fr_cells_impl.h), so the sums are equal bitwise; where colsum reads
+ * all of dG from memory once more, the packed slice is in cache. */
+__attribute__((always_inline))
+static inline void FR_IK(panel_sums)(int kc, int N, const FR_T *Bp, double *sums)
+{
+    for (int p = 0, n0 = 0; n0 < N; p++, n0 += FR_NR) {
+        int w = N - n0 < FR_NR ? N - n0 : FR_NR;
+        const FR_T *panel = Bp + (size_t)p * kc * FR_NR;
+        double s[FR_NR];
+        for (int j = 0; j < FR_NR; j++) s[j] = j < w ? sums[n0 + j] : 0;
+        for (int k = 0; k < kc; k++)
+            for (int j = 0; j < FR_NR; j++) s[j] += (double)panel[(size_t)k * FR_NR + j];
+        for (int j = 0; j < w; j++) sums[n0 + j] = s[j];
+    }
+}
+
 /* ---- C[M, N] (+)= A^T @ B summed over many rows K: the whole-sequence weight gradients
  * [X | Hprev]^T @ dG over all N*T rows (M = D + H, N = gate columns, K = N*T in the thousands).
  * Why not BLAS: scipy's OpenBLAS (SkylakeX kernels) ran these shapes at 96-130 GF/s on one core
@@ -496,12 +515,14 @@ static inline void FR_IK(pack_at)(int kc, int M, const FR_T *A, ptrdiff_t lda, F
  * broadcasts, side by side) and B's slice as panels ([k][NR]); then, per group of panels (its
  * slice, 32 KiB, stays in L1), every row block (A's packed slice streams from L2), summing
  * into C.  Both packs are vector copies, one pass over each operand.  The sums of a C entry
- * run over k in slices of FR_KC, as in the other kernels.  Returns -1, C untouched, if its
- * workspace (FR_KC * (M + N rounded up to panels) values) cannot be allocated; else 0. */
+ * run over k in slices of FR_KC, as in the other kernels.  With sums (else NULL), also
+ * sums[j] = the sum of column j of B (the bias gradient, from the packed slices: panel_sums).
+ * Returns -1, C and sums untouched, if its workspace (FR_KC * (M + N rounded up to panels)
+ * values) cannot be allocated; else 0. */
 
 FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
-                                        int accumulate)
+                                        int accumulate, double *sums)
 {
     int panels = (N + FR_NR - 1) / FR_NR, blocks = (M + FR_MR - 1) / FR_MR;
     int full = N / FR_NR, w = N - full * FR_NR;
@@ -509,6 +530,8 @@ FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrd
         return 0;
     if (K <= 0) {
         FR_FN(zero_if_set)(M, N, C, ldc, accumulate);
+        if (sums)
+            for (int j = 0; j < N; j++) sums[j] = 0;
         return 0;
     }
     size_t a_size = ((size_t)FR_KC * M + FR_NR - 1) / FR_NR * FR_NR;   /* keeps Bp aligned */
@@ -517,10 +540,14 @@ FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrd
     if (!Ap)
         return -1;
     FR_T *Bp = Ap + a_size;
+    if (sums)
+        for (int j = 0; j < N; j++) sums[j] = 0;
     for (int k0 = 0; k0 < K; k0 += FR_KC) {
         int kc = K - k0 < FR_KC ? K - k0 : FR_KC, acc = accumulate || k0 > 0;
         size_t ps = (size_t)kc * FR_NR;                  /* one packed panel of the slice */
         FR_FN(pack_b_rows)(kc, N, B + (size_t)k0 * ldb, ldb, 1, Bp, 0, kc);   /* B's slice */
+        if (sums)
+            FR_IK(panel_sums)(kc, N, Bp, sums);
         FR_IK(pack_at)(kc, M, A + (size_t)k0 * lda, lda, Ap);   /* A^T's slice */
 #if FR_VB == 64
         int group = M <= 4 ? 4 : 2;

@@ -135,6 +135,45 @@ def test_tn_packed_at_the_layers_widths(M, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", [(3, 1, 1), (12, 255, 15), (25, 256, 16), (7, 257, 17),
+                                   (40, 700, 70), (512, 300, 256), (13, 0, 33)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_tn_packed_column_sums(M, K, N, dtype, accumulate):
+    """gemm_tn_packed's column sums of B (the layers' bias gradients, taken from its packed
+    slices): equal bitwise to summing B's rows one after another in double (what colsum does,
+    np.cumsum's order), across k-slices of 256 rows, partial panels and K = 0 (zeros); the
+    product unchanged beside them; B row-strided inside a NaN-filled buffer (a read past a row
+    would show in the sums)."""
+    rng = np.random.default_rng(M * 7 + K * 3 + N)
+    B0 = rng.standard_normal((K, N)).astype(dtype)
+    A0 = rng.integers(-4, 5, (K, M)).astype(dtype)
+    _, B = in_wider((K, N), dtype, "rowstrided", rng, np.nan)
+    B[...] = B0
+    C0 = rng.integers(-4, 5, (M, N)).astype(dtype)
+    C = C0.copy()
+    sums = np.full(N, np.nan)
+    _packed.matmul_tn_packed(A0, B, C, accumulate=accumulate, sums=sums)
+    want = np.cumsum(B0.astype(np.float64), axis=0)[-1] if K else np.zeros(N)
+    assert np.array_equal(sums, want)
+    ref = A0.T.astype(np.float64) @ B0.astype(np.float64) + (C0 if accumulate else 0)
+    assert np.allclose(C, ref, rtol=tol(dtype), atol=tol(dtype) * max(K, 1))
+
+
+def test_tn_packed_sums_argument_is_checked():
+    f = np.float32
+    A, B, C = np.ones((5, 3), f), np.ones((5, 4), f), np.zeros((3, 4), f)
+    tp = _packed.matmul_tn_packed
+    for bad, match in ((np.zeros(4, f), "float64"), (np.zeros(5), "float64 array of 4"),
+                       (np.zeros((4, 1)), "float64 array of 4"), (np.zeros(8)[::2], "contiguous")):
+        with pytest.raises(ValueError, match=match):
+            tp(A, B, C, sums=bad)
+    both = np.zeros(12)                 # float64 C and sums in one buffer
+    with pytest.raises(ValueError, match="must not overlap"):
+        tp(A.astype(np.float64), B.astype(np.float64), both[:12].reshape(3, 4), sums=both[8:])
+    assert not C.any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,N", [(9, 31, 1030), (12, 32, 1041), (20, 33, 1031), (24, 100, 1040),
                                    (20, 257, 1100), (13, 65, 530)])
 @pytest.mark.parametrize("accumulate", [False, True])
