@@ -470,7 +470,7 @@ def test_weight_gradients_by_tn_packed_equal_reference(kind, dtype, N, T, D, H, 
     # the whole-sequence weight gradients [X | Hprev]^T @ dG made by gemm_tn_packed (forced:
     # N*T = 270-350 rows cross its 256-row k-slices; H = 19-40 leaves partial panels) and by
     # BLAS: both against the float64 NumPy reference, and against each other, with every other
-    # output unchanged
+    # output unchanged and db equal bitwise
     from fastrnn import _isa, reference as ref
     rng = np.random.default_rng(N * 100 + H)
     params = make_params(kind, rng, D, H, dtype, scale=0.5 / np.sqrt(H))
@@ -493,6 +493,9 @@ def test_weight_gradients_by_tn_packed_equal_reference(kind, dtype, N, T, D, H, 
                                        err_msg=f"{how} {name}")
     for a, b in zip(got["packed"], got["blas"]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+    # db: summed from gemm_tn_packed's packed slices of dG, or by colsum beside BLAS's product,
+    # with the same additions in the same order
+    np.testing.assert_array_equal(got["packed"][7], got["blas"][7])
 
 
 def test_tn_packed_setting_is_validated():
