@@ -519,7 +519,6 @@ static inline void FR_IK(panel_sums)(int kc, int N, const FR_T *Bp, double *sums
  * sums[j] = the sum of column j of B (the bias gradient, from the packed slices: panel_sums).
  * Returns -1, C and sums untouched, if its workspace (FR_KC * (M + N rounded up to panels)
  * values) cannot be allocated; else 0. */
-
 FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
                                         int accumulate, double *sums)

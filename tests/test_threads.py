@@ -415,8 +415,6 @@ def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, thr
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
 
 
-
-
 @pytest.fixture
 def rnn_dx_packed():
     """Set whether the RNN's backward makes dX from Wx^T packed (src/_rnn.pyx, packed_dx):
