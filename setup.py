@@ -4,13 +4,22 @@ Environment switches (all off by default, so wheels stay portable):
   FASTRNN_NATIVE=1      add -march=native (local builds only: such a binary can crash elsewhere)
   FASTRNN_DEBUG=1       -O0 -g and Cython bounds checks, for debugging the kernels
 """
+import glob
 import os
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["_rnn", "_lstm", "_gru", "_norms", "_packed", "_pool", "_checks"]
+# extension module -> its source; src/ is grouped by concept (see src/README.md): the cells'
+# time loops, the GEMM micro-kernels and packing, the thread pool, the norms and input checks
+KERNELS = {
+    "_rnn": "cells", "_lstm": "cells", "_gru": "cells",
+    "_packed": "gemm",
+    "_pool": "parallel",
+    "_norms": "checks", "_checks": "checks",
+}
+SRC_DIRS = ["src/common", "src/cells", "src/gemm", "src/parallel", "src/checks"]
 
 debug = os.environ.get("FASTRNN_DEBUG") == "1"
 # -fno-trapping-math only promises that no code watches floating-point exception flags; it lets
@@ -23,20 +32,19 @@ if os.environ.get("FASTRNN_NATIVE") == "1":
 extensions = [
     Extension(
         f"fastrnn.{name}",
-        [f"src/{name}.pyx"],
-        include_dirs=["src", np.get_include()],
+        [f"src/{group}/{name}.pyx"],
+        include_dirs=SRC_DIRS + [np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
-        depends=["src/fr_math.h", "src/fr_cells.h", "src/fr_cells_impl.h",
-                 "src/fr_reduce.h", "src/fr_copy.h", "src/fr_gemm.h", "src/fr_gemm_pack.h", "src/fr_gemm_dtype.h", "src/fr_parallel.h", "src/fr_pool.h", "src/fr_gemm_impl.h", "src/_packed.pxd", "src/_parallel.pxd", "src/_seq.pxd", "src/_blas.pxd", "src/_cells.pxd"],
+        depends=sorted(glob.glob("src/*/*.h") + glob.glob("src/*/*.pxd")),
     )
-    for name in KERNELS
+    for name, group in KERNELS.items()
 ]
 
 setup(
     ext_modules=cythonize(
         extensions,
-        include_path=["src"],
+        include_path=SRC_DIRS,
         compiler_directives={
             "language_level": 3,
             "boundscheck": debug,

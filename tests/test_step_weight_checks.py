@@ -14,7 +14,7 @@ import pytest
 import fastrnn
 from fastrnn import reference as ref
 from fastrnn._packed import DIRECT_MAX_ROWS
-from fastrnn.layers import _weights_checked_by_kernel
+from fastrnn.layers.recurrent import _weights_checked_by_kernel
 from conftest import KINDS, make_cell, make_params, make_time, set_state
 
 # every test here runs once per instruction set of the products (conftest.isa)

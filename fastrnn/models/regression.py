@@ -7,7 +7,8 @@ parameter arrays in place, so the layers, which read their ``params`` afresh at 
 the new values without being told.
 
     import numpy as np
-    from fastrnn.models import SequenceRegressor, Adam
+    from fastrnn.models import SequenceRegressor
+    from fastrnn.train import Adam
 
     rng = np.random.default_rng(0)
     model = SequenceRegressor("lstm", input_size=2, hidden_size=64, rng=rng)
@@ -25,10 +26,9 @@ the new values without being told.
 """
 import numpy as np
 
-from .layers import TimeGRU, TimeLSTM, TimeRNN
+from ..layers import TimeGRU, TimeLSTM, TimeRNN
 
-__all__ = ["CELLS", "init_params", "make_layer", "Linear", "MSELoss", "SequenceRegressor",
-           "SGD", "Adam"]
+__all__ = ["CELLS", "init_params", "make_layer", "Linear", "MSELoss", "SequenceRegressor"]
 
 #: cell name -> (time layer class, number of gate blocks in Wx / Wh)
 CELLS = {"rnn": (TimeRNN, 1), "lstm": (TimeLSTM, 4), "gru": (TimeGRU, 3)}
@@ -138,34 +138,3 @@ class SequenceRegressor:
         dhs = np.zeros(self._hs_shape, dh_last.dtype)
         dhs[:, -1] = dh_last    # only h_T feeds the loss: earlier steps get gradient through time
         return self.rnn.backward(dhs)
-
-
-class SGD:
-    """Stochastic gradient descent: p -= lr * g, in place."""
-
-    def __init__(self, lr=0.01):
-        self.lr = lr
-
-    def update(self, params, grads):
-        for p, g in zip(params, grads):
-            p -= self.lr * g
-
-
-class Adam:
-    """Adam (Kingma & Ba 2015), written as in the book, updating params in place."""
-
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.iter = 0
-        self.m = self.v = None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = [np.zeros_like(p) for p in params]
-            self.v = [np.zeros_like(p) for p in params]
-        self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            m += (1 - self.beta1) * (g - m)
-            v += (1 - self.beta2) * (g * g - v)
-            p -= (lr_t * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False)

@@ -25,11 +25,11 @@ import contextlib
 
 import numpy as np
 
-from . import _gru, _lstm, _packed, _rnn
-from ._checks import grads_ready, params_ready, ready
-from ._packed import DIRECT_MAX_ROWS
-from ._threads import plan_threads, single_threaded_blas
-from ._norms import all_finite
+from .. import _gru, _lstm, _packed, _rnn
+from .._checks import grads_ready, params_ready, ready
+from .._packed import DIRECT_MAX_ROWS
+from .._threads import plan_threads, single_threaded_blas
+from .._norms import all_finite
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 

@@ -1,0 +1,9 @@
+"""The layers: each a drop-in for its NumPy "time layer" (``params``, ``grads``, ``forward``,
+``backward``), its loops in the compiled kernels of ``src/``.
+
+- ``recurrent``: ``TimeRNN``, ``TimeLSTM``, ``TimeGRU`` and the single-step cells ``RNN``,
+  ``LSTM``, ``GRU``.
+"""
+from .recurrent import GRU, LSTM, RNN, TimeGRU, TimeLSTM, TimeRNN
+
+__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]

@@ -1,0 +1,12 @@
+"""Models built from fastrnn's layers.
+
+- ``regression``: ``SequenceRegressor`` (one recurrent layer, a linear read-out of h_T, MSE), the
+  model of ``fastrnn demo``, with ``init_params`` and ``make_layer``.
+
+``SGD`` and ``Adam`` live in ``fastrnn.train`` and are re-exported here for older imports.
+"""
+from ..train.optim import SGD, Adam
+from .regression import CELLS, Linear, MSELoss, SequenceRegressor, init_params, make_layer
+
+__all__ = ["CELLS", "init_params", "make_layer", "Linear", "MSELoss", "SequenceRegressor",
+           "SGD", "Adam"]

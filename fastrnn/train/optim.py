@@ -1,0 +1,36 @@
+"""Optimizers in the style of the NumPy layers: ``update(params, grads)`` changes the parameter
+arrays in place, so layers, which read their ``params`` afresh at every call, see the new values."""
+import numpy as np
+
+__all__ = ["SGD", "Adam"]
+
+
+class SGD:
+    """Stochastic gradient descent: p -= lr * g, in place."""
+
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for p, g in zip(params, grads):
+            p -= self.lr * g
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015), written as in the book, updating params in place."""
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.iter = 0
+        self.m = self.v = None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = [np.zeros_like(p) for p in params]
+            self.v = [np.zeros_like(p) for p in params]
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        for p, g, m, v in zip(params, grads, self.m, self.v):
+            m += (1 - self.beta1) * (g - m)
+            v += (1 - self.beta2) * (g * g - v)
+            p -= (lr_t * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False)
