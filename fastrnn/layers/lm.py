@@ -19,7 +19,8 @@ while the shapes stay the same:
 - ``TimeSoftmaxWithLoss`` keeps a *reference* to the logits (copying N*T*V values would cost as
   much as the loss itself) and one log-sum-exp per row: do not modify the logits between forward
   and backward, except through ``backward(out=logits)``, which turns them into the gradient in
-  place;
+  place; with ``inplace=True`` forward itself turns them into the gradient (the fastest path,
+  for models that own their logits buffer);
 - ``TimeDropout`` keeps only a 64-bit key: its mask is a counter-based hash of (key, element
   index), recomputed by backward instead of stored.
 """
@@ -351,21 +352,39 @@ class TimeSoftmaxWithLoss(_Threaded):
     that are not ``ignore_label`` (0.0 when every target is ignored).
 
     ``backward(dout=1, out=None)``: ``(softmax(xs) - onehot(ts)) * dout / count``, zero rows for
-    ignored targets.  ``out=xs`` (the logits array given to forward) turns the logits into the
-    gradient in place, with no (N, T, V) allocation; the layer then refuses a second backward of
-    the same forward (its logits are gone).
+    ignored targets.
 
     Parameters
     ----------
     ignore_label : int
-        Targets equal to it contribute neither loss nor gradient (default -1)."""
+        Targets equal to it contribute neither loss nor gradient (default -1).
+    inplace : bool
+        False (default): forward only reads the logits (one visit per row: max, log-sum-exp and
+        loss), keeping a reference to them and each row's log-sum-exp; backward makes the
+        gradient in a second visit, into a fresh array or into ``out``.  ``out=xs`` (the
+        logits array given to forward) writes the gradient over the logits, with no (N, T, V)
+        allocation; the layer then refuses a second backward of that forward.
 
-    def __init__(self, ignore_label=-1):
+        True: forward *consumes* the logits: in its one visit per row it computes the loss and
+        overwrites the row with the gradient for ``dout=1`` (one exp per element instead of
+        two, and the logits read and written once instead of twice); ``backward(dout)`` then
+        returns that same array, scaled in place when ``dout != 1``.  ``xs`` must then be a
+        writeable C-contiguous float32/float64 ndarray.  If forward raises because ``xs``
+        holds NaN or Inf, the layer is unchanged but some rows of ``xs`` may already be
+        overwritten."""
+
+    def __init__(self, ignore_label=-1, inplace=False):
         if isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer)):
             raise TypeError(f"ignore_label must be an integer, got {ignore_label!r}")
+        if not isinstance(inplace, (bool, np.bool_)):
+            raise TypeError(f"inplace must be True or False, got {inplace!r}")
         self.ignore_label = int(ignore_label)
+        self.inplace = bool(inplace)
         self.params, self.grads = [], []
-        self._xs = None         # the last forward's logits (a reference), (N*T, V)
+        self._xs = None         # the last forward's logits (a reference), (N*T, V); inplace:
+        #                         the gradient that forward left in them, times _factor
+        self._result = None     # inplace: the caller's array itself, returned by backward
+        self._factor = 1.0
         self._ts = None         # int64 copy of its targets, (N*T,)
         self._lse = None        # (max, log of the sum of exp(x - max)) of every row
         self._count = 0
@@ -373,8 +392,8 @@ class TimeSoftmaxWithLoss(_Threaded):
         self._consumed = False
 
     def get_config(self):
-        """Constructor arguments: ``{"ignore_label": ...}``."""
-        return {"ignore_label": self.ignore_label}
+        """Constructor arguments: ``{"ignore_label": ..., "inplace": ...}``."""
+        return {"ignore_label": self.ignore_label, "inplace": self.inplace}
 
     @classmethod
     def from_config(cls, config, params):
@@ -395,33 +414,55 @@ class TimeSoftmaxWithLoss(_Threaded):
             return arr.argmax(axis=2)
         return _integer_ids(arr, "ts", (N, T), V, ignore=self.ignore_label)
 
+    def _logits(self, xs):
+        if not self.inplace:
+            return _float_input(xs, "xs", (None, None, None))
+        if not isinstance(xs, np.ndarray) or _native(xs.dtype) != xs.dtype:
+            raise TypeError("with inplace=True, xs must be a float32 or float64 ndarray in "
+                            "native byte order (it is overwritten with the gradient), got "
+                            f"{getattr(xs, 'dtype', type(xs).__name__)}")
+        if xs.ndim != 3:
+            raise ValueError(f"xs must have shape (*, *, *), got {xs.shape}")
+        if not (xs.flags.c_contiguous and xs.flags.writeable and xs.flags.aligned):
+            raise ValueError("with inplace=True, xs must be a writeable C-contiguous array (it "
+                             "is overwritten with the gradient)")
+        return xs
+
     def forward(self, xs, ts):
         """Mean cross-entropy (a float) of logits ``xs`` (N, T, V) against targets ``ts``."""
-        xs = _float_input(xs, "xs", (None, None, None))
+        given = xs
+        xs = self._logits(xs)
         N, T, V = xs.shape
         if V < 1:
             raise ValueError(f"xs must have at least one class (V >= 1), got shape {xs.shape}")
         ts = self._targets(ts, N, T, V).reshape(N * T).astype(np.int64)
         x2 = xs.reshape(N * T, V)
         count = int(np.count_nonzero(ts != self.ignore_label))
-        # the row's maximum and the log of its sum of exp(x - max), kept apart: x - max is
-        # exact where it matters, while max + log(sum) rounded to float32 would lose the sum
-        # to an ulp of the max (logits of 1e4)
-        m = np.empty(N * T, xs.dtype)
-        logsum = np.empty(N * T, xs.dtype)
         losses = np.empty(N * T)
-        bad = _lm.softmax_loss_forward(x2, ts, self.ignore_label, m, logsum, losses,
-                                       self._plan(N * T * V))
+        threads = self._plan(N * T * V)
+        if self.inplace:
+            bad = _lm.softmax_loss_fused(x2, ts, self.ignore_label, losses, 1.0 / max(count, 1),
+                                         threads)
+            lse = None
+        else:
+            # the row's maximum and the log of its sum of exp(x - max), kept apart: x - max is
+            # exact where it matters, while max + log(sum) rounded to float32 would lose the
+            # sum to an ulp of the max (logits of 1e4)
+            lse = (np.empty(N * T, xs.dtype), np.empty(N * T, xs.dtype))
+            bad = _lm.softmax_loss_forward(x2, ts, self.ignore_label, *lse, losses, threads)
         if bad >= 0:
             raise ValueError(f"xs contains NaN or Inf (in xs[{bad // T}, {bad % T}])")
         loss = float(losses.sum() / count) if count else 0.0
-        self._xs, self._ts, self._count = x2, ts, count
-        self._lse = (m, logsum)
+        self._xs, self._ts, self._count, self._lse = x2, ts, count, lse
+        self._result, self._factor = (given if self.inplace else None), 1.0
         self._shape, self._consumed = (N, T, V), False
         return loss
 
     def backward(self, dout=1, out=None):
-        """Gradient of the loss times ``dout`` with respect to the logits, (N, T, V)."""
+        """Gradient of the loss times ``dout`` with respect to the logits, (N, T, V).
+
+        With ``inplace=True``: the logits array given to forward, now holding the gradient
+        (``out``, if given, receives a copy)."""
         if self._shape is None:
             raise RuntimeError("TimeSoftmaxWithLoss.backward() called before forward()")
         if self._consumed:
@@ -430,6 +471,8 @@ class TimeSoftmaxWithLoss(_Threaded):
         dout = _scalar(dout, "dout")
         N, T, V = self._shape
         x2 = self._xs
+        if self.inplace:
+            return self._backward_inplace(dout, out)
         inplace = out is not None and isinstance(out, np.ndarray) and np.shares_memory(out, x2)
         if inplace and not (out.ctypes.data == x2.ctypes.data and out.size == x2.size
                             and out.flags.c_contiguous):
@@ -443,6 +486,22 @@ class TimeSoftmaxWithLoss(_Threaded):
         if inplace:
             self._consumed = True
         return dx.reshape(N, T, V)
+
+    def _backward_inplace(self, dout, out):
+        N, T, V = self._shape
+        x2 = self._xs
+        if out is not None and not (isinstance(out, np.ndarray) and np.shares_memory(out, x2)):
+            out = _out_array(out, "out", (N, T, V), x2.dtype)
+        if dout != self._factor:
+            if self._factor == 0:
+                raise RuntimeError("TimeSoftmaxWithLoss.backward(): the gradient was scaled by "
+                                   "dout=0 and cannot be rescaled; run forward again")
+            x2 *= x2.dtype.type(dout / self._factor)
+            self._factor = dout
+        if out is not None and not np.shares_memory(out, x2):
+            np.copyto(out, x2.reshape(N, T, V))
+            return out
+        return self._result
 
 
 def _scalar(value, name):

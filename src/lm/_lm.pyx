@@ -40,6 +40,10 @@ cdef extern from "fr_lm.h" nogil:
                           double s)
     void fr_row_softmax_inplace_f(float *p, Py_ssize_t n, float m, float ls, float s)
     void fr_row_softmax_inplace_d(double *p, Py_ssize_t n, double m, double ls, double s)
+    double fr_row_exp_inplace_f(float *p, Py_ssize_t n, float m)
+    double fr_row_exp_inplace_d(double *p, Py_ssize_t n, double m)
+    void fr_scale_row_f(float *p, Py_ssize_t n, float c)
+    void fr_scale_row_d(double *p, Py_ssize_t n, double c)
     int fr_mul_check_f(float *out, const float *x, const float *mask, Py_ssize_t n)
     int fr_mul_check_d(double *out, const double *x, const double *mask, Py_ssize_t n)
     int fr_mul_check_inplace_f(float *p, const float *mask, Py_ssize_t n)
@@ -243,6 +247,50 @@ cdef void _softmax_bwd_task(void *arg, int tid, int n) noexcept nogil:
             od[t] -= S.scale
 
 
+cdef void _softmax_fused_task(void *arg, int tid, int n) noexcept nogil:
+    """Loss and gradient of each row in one visit, the logits turned into the gradient in place:
+    the row's max (read from memory), then exp(x - max) written over it while summed, then the
+    scaling, both while the row is still in cache; one exp per element."""
+    cdef Softmax *S = <Softmax *>arg
+    cdef Py_ssize_t lo, hi, r, V = S.V, t
+    cdef size_t item = 4 if S.f32 else 8
+    cdef int bad
+    cdef double s, md, xt
+    cdef float mf
+    cdef float *pf
+    cdef double *pd
+    S.bad[tid] = -1
+    fr_share(S.R, tid, n, &lo, &hi)
+    for r in range(lo, hi):
+        t = S.ts[r]
+        if S.f32:
+            pf = <float *>S.x + r * V
+            mf = fr_row_max_f(pf, V, &bad)
+            md = mf
+        else:
+            pd = <double *>S.x + r * V
+            md = fr_row_max_d(pd, V, &bad)
+        if bad:
+            if S.bad[tid] < 0:
+                S.bad[tid] = r
+            continue
+        if t == S.ignore:
+            S.loss[r] = 0
+            memset(S.x + r * V * item, 0, V * item)
+            continue
+        if S.f32:
+            xt = pf[t]
+            s = fr_row_exp_inplace_f(pf, V, mf)
+            fr_scale_row_f(pf, V, <float>(S.scale / s))
+            pf[t] -= <float>S.scale
+        else:
+            xt = pd[t]
+            s = fr_row_exp_inplace_d(pd, V, md)
+            fr_scale_row_d(pd, V, S.scale / s)
+            pd[t] -= S.scale
+        S.loss[r] = log(s) - (xt - md)
+
+
 cdef Softmax _softmax(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray m,
                       cnp.ndarray ls) except *:
     cdef Softmax S
@@ -280,6 +328,40 @@ def softmax_loss_forward(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.nd
         n = <int>max(S.R, 1)
     with nogil:
         fr_parallel(n, _softmax_fwd_task, &S)
+    cdef Py_ssize_t first = -1
+    for t in range(n):
+        if S.bad[t] >= 0 and (first < 0 or S.bad[t] < first):
+            first = S.bad[t]
+    return first
+
+
+def softmax_loss_fused(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray loss,
+                       double scale, int threads=1):
+    """The loss of every row into loss (as softmax_loss_forward) and x turned in place into
+    (softmax(x) - onehot(ts)) * scale (zero rows where ts == ignore).  Returns the first row
+    holding NaN or Inf, or -1; the rows other threads or earlier rows reached are then already
+    overwritten (the caller gave the logits up)."""
+    cdef Softmax S
+    S.f32 = _f32(x)
+    cdef int tn = cnp.PyArray_TYPE(x)
+    _need(cnp.PyArray_NDIM(x) == 2 and _usable(x, tn) and cnp.PyArray_ISWRITEABLE(x),
+          "x not a writeable C-contiguous 2-D float array")
+    S.R, S.V = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    _need(S.V >= 1, "no classes")
+    _need(cnp.PyArray_TYPE(ts) == cnp.NPY_INT64 and cnp.PyArray_IS_C_CONTIGUOUS(ts)
+          and cnp.PyArray_SIZE(ts) == S.R, "ts not R C-contiguous int64")
+    _need(cnp.PyArray_TYPE(loss) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(loss)
+          and cnp.PyArray_SIZE(loss) == S.R, "loss not R C-contiguous float64")
+    S.x = <char *>cnp.PyArray_DATA(x)
+    S.ts = <const int64_t *>cnp.PyArray_DATA(ts)
+    S.ignore = ignore
+    S.loss = <double *>cnp.PyArray_DATA(loss)
+    S.scale = scale
+    cdef int t, n = _threads(threads)
+    if n > S.R:
+        n = <int>max(S.R, 1)
+    with nogil:
+        fr_parallel(n, _softmax_fused_task, &S)
     cdef Py_ssize_t first = -1
     for t in range(n):
         if S.bad[t] >= 0 and (first < 0 or S.bad[t] < first):
