@@ -607,6 +607,11 @@ def test_dropout_bad_input(cls, rng):
         np.testing.assert_array_equal(layer.backward(dout), want)
     with pytest.raises(ValueError, match="dout"):
         layer.backward(dout[:, :1])
+    with pytest.raises(ValueError, match="dout"):
+        layer.backward(np.where(dout > 1, np.inf, dout))
+    with pytest.raises(TypeError, match="dout"):
+        layer.backward(dout.astype(np.complex128))
+    np.testing.assert_array_equal(layer.backward(dout), want)
     assert y.shape == xs.shape
 
 

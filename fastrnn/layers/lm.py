@@ -96,6 +96,24 @@ def _float_input(value, name, shape):
     return _as_float_array(arr, name, dtype, shape)
 
 
+def _float_unscanned(value, name, shape, dtype=None):
+    """value as a C-contiguous float array of `shape` (None entries match any size), in `dtype`
+    (default: its own float dtype), *not* scanned for NaN/Inf: for the kernels that find them on
+    their way through the data (softmax, dropout), which spares a pass over it."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    native = _native(arr.dtype)
+    if native is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    if arr.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, arr.shape)):
+        expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+    dtype = native if dtype is None else dtype
+    if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
+        with np.errstate(over="ignore"):    # overflow to Inf is found by the kernel
+            arr = np.ascontiguousarray(arr, dtype)
+    return arr
+
+
 def _out_array(out, name, shape, dtype):
     """The caller's `out=` array after checks, or a fresh one."""
     if out is None:
@@ -226,12 +244,10 @@ class TimeEmbedding(_Threaded):
         N, T = self._ids.shape
         dout = _as_float_array(dout, "dout", self.grads[0].dtype, (N, T, W.shape[1]))
         dW = self.grads[0]
-        dW[...] = 0
-        ids = self._ids.reshape(-1)
-        if ids.size:
-            order = np.argsort(ids, kind="stable")
-            uniq, starts = np.unique(ids[order], return_index=True)
-            dW[uniq] = np.add.reduceat(dout.reshape(-1, W.shape[1])[order], starts, axis=0)
+        if not (dW.flags.c_contiguous and dW.flags.writeable and dW.flags.aligned):
+            raise ValueError("grads[0] must be a writeable C-contiguous array (the layer "
+                             "allocates it; do not replace it)")
+        _lm.embed_scatter(dW, self._ids, dout, self._plan(dW.size + dout.size))
 
 
 # ---- TimeAffine --------------------------------------------------------------------------------
@@ -416,7 +432,7 @@ class TimeSoftmaxWithLoss(_Threaded):
 
     def _logits(self, xs):
         if not self.inplace:
-            return _float_input(xs, "xs", (None, None, None))
+            return _float_unscanned(xs, "xs", (None, None, None))
         if not isinstance(xs, np.ndarray) or _native(xs.dtype) != xs.dtype:
             raise TypeError("with inplace=True, xs must be a float32 or float64 ndarray in "
                             "native byte order (it is overwritten with the gradient), got "
@@ -552,10 +568,11 @@ class _Dropout(_Threaded):
 
     def forward(self, xs, out=None):
         """``xs * mask`` with a fresh mask when ``train_flg``; ``xs`` itself otherwise."""
-        xs = _float_input(xs, "xs", (None, None, None))
         if not self.train_flg:
+            xs = _float_input(xs, "xs", (None, None, None))
             self._shape, self._dtype, self._train = xs.shape, xs.dtype, False
             return xs
+        xs = _float_unscanned(xs, "xs", (None, None, None))
         out = _out_array(out, "out", xs.shape, xs.dtype)
         if self._next_key is None:
             self._next_key = self._key_draw()
@@ -573,11 +590,12 @@ class _Dropout(_Threaded):
         ``out`` may be ``dout`` (in place)."""
         if self._shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        dout = _as_float_array(dout, "dout", self._dtype, self._shape)
         if not self._train:
-            return dout
+            return _as_float_array(dout, "dout", self._dtype, self._shape)
+        dout = _float_unscanned(dout, "dout", self._shape, self._dtype)
         dx = _out_array(out, "out", self._shape, self._dtype)
-        self._apply(dout, dx, None)
+        if not self._apply(dout, dx, None):
+            raise ValueError("dout contains NaN or Inf")
         return dx
 
     def _uses_key(self):
