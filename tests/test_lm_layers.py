@@ -67,6 +67,24 @@ def test_embedding_accepts_any_integer_ids(id_dtype, rng):
     np.testing.assert_array_equal(fastrnn.TimeEmbedding(W).forward(xs), W[xs.astype(np.int64)])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("view", ["transposed", "strided"])
+def test_embedding_reads_views_of_W(dtype, view, rng):
+    base = rng.standard_normal((8, 12)).astype(dtype)
+    W = base.T if view == "transposed" else base[:, ::3]
+    xs = rng.integers(0, W.shape[0], (3, 4))
+    dout = rng.standard_normal((3, 4, W.shape[1])).astype(dtype)
+    fast, slow = fastrnn.TimeEmbedding(W), ref.TimeEmbedding(W)
+    np.testing.assert_array_equal(fast.forward(xs), slow.forward(xs))
+    fast.backward(dout)
+    slow.backward(dout)
+    close(fast.grads[0], slow.grads[0], dtype)
+    assert fast.grads[0].flags.c_contiguous and fast.grads[0].shape == W.shape
+    W[xs[0, 0], 1] = np.nan
+    with pytest.raises(ValueError, match="W"):
+        fast.forward(xs)
+
+
 def test_embedding_gradcheck(rng):
     W = rng.standard_normal((5, 3))
     xs = np.array([[0, 1, 1], [4, 0, 1]])

@@ -227,8 +227,8 @@ class TimeEmbedding(_Threaded):
         else:
             keep = self._spare_ids if self._spare_ids is not None else np.empty_like(keep)
         np.copyto(keep, ids, casting="unsafe")
-        if W.dtype != dtype or not W.flags.c_contiguous or not W.flags.aligned:
-            W = np.ascontiguousarray(W, dtype)      # a view: the gather needs whole rows
+        if W.dtype != dtype or not W.flags.aligned:
+            W = np.ascontiguousarray(W, dtype)      # (other byte orders; views are read as such)
         if not _lm.embed_gather(W, keep, out, self._plan(N * T * D)):
             raise ValueError("W contains NaN or Inf in rows selected by xs")
         self._spare_ids = self._ids if self._ids is not None and self._ids.shape == keep.shape \
@@ -278,6 +278,7 @@ class TimeAffine(_Threaded):
         self._x = None          # copy of the last forward's x, (N*T, D)
         self._NT = None
         self._acc = None        # float64 workspace of db's column sums
+        self._parts = None      # backward's partial dx of the threads but the first
 
     def get_config(self):
         """Constructor arguments besides the parameters (none)."""
@@ -304,6 +305,15 @@ class TimeAffine(_Threaded):
         if b.dtype != dtype or not b.flags.c_contiguous or not b.flags.aligned:
             b = np.ascontiguousarray(b, dtype)
         return W, b
+
+    def _dx_parts(self, threads, size, dtype):
+        """Workspace for the partial dx of threads 1.. (kept while big enough)."""
+        if threads < 2:
+            return None
+        need = (threads - 1) * size
+        if self._parts is None or self._parts.size < need or self._parts.dtype != dtype:
+            self._parts = np.empty(need, dtype)
+        return self._parts
 
     def _scan_params(self):
         for name, p in zip(("W", "b"), self.params):
@@ -352,7 +362,8 @@ class TimeAffine(_Threaded):
         threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
         with self._blas(threads):
             # dx first: a NaN/Inf in W shows there, and the grads are not yet touched
-            if not _lm.affine_dx(self._x, W, d2, dx.reshape(N * T, D), threads):
+            if not _lm.affine_dx(self._x, W, d2, dx.reshape(N * T, D), threads,
+                                 self._dx_parts(threads, N * T * D, dtype)):
                 self._scan_params()     # raises if W is at fault; else the products overflowed
             _lm.affine_weight_grads(self._x, d2, dW, db, self._acc, threads)
         return dx
