@@ -42,9 +42,12 @@ __all__ = [
 ]
 
 
-# Below this many elements touched, a pass runs on one thread: a pool job costs a few
-# microseconds, and an element-wise pass moves about a gigabyte per second per core.
-MIN_PARALLEL_ELEMENTS = 1 << 17
+# Below this many elements touched, a pass runs on one thread.  The passes here stream memory
+# with little arithmetic (the softmax's exps aside), so a second core buys little: on this
+# 2-core machine under load, VariationalDropout at N20 T35 D650 (455 k elements) took 2.9 ms on
+# two threads and 0.39 ms on one (benches/lm_ab.py), while the softmax rows (7 M elements) ran
+# 1.0-1.4x faster on two.  A guess between the two, not a measured optimum.
+MIN_PARALLEL_ELEMENTS = 1 << 20
 # Below this many multiply-adds, the affine layer's products run on one thread.
 MIN_PARALLEL_MACS = 4_000_000
 
