@@ -513,6 +513,36 @@ def test_embedding_gradient_is_a_count_weighted_sum(N, T, V, D, seed):
     np.testing.assert_array_equal(layer.grads[0], np.repeat(counts[:, None], D, 1))
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 4), T=st.integers(1, 5), D=st.integers(1, 9), M=st.integers(1, 9),
+       tied=st.booleans(), f32=st.booleans(), seed=st.integers(0, 2**32))
+def test_affine_matches_reference_on_any_shape(N, T, D, M, tied, f32, seed):
+    dtype = np.float32 if f32 else np.float64
+    W, b, x, dout = affine_case(np.random.default_rng(seed), dtype, N, T, D, M, tied)
+    fast, slow = fastrnn.TimeAffine(W, b), ref.TimeAffine(W, b)
+    close(fast.forward(x), slow.forward(x), dtype)
+    close(fast.backward(dout), slow.backward(dout), dtype)
+    for g, h in zip(fast.grads, slow.grads):
+        close(g, h, dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 17)),
+       ratio=st.floats(0, 0.95), seed=st.integers(0, 2**63), variational=st.booleans())
+def test_dropout_properties(shape, ratio, seed, variational):
+    cls = fastrnn.VariationalDropout if variational else fastrnn.TimeDropout
+    xs = np.random.default_rng(seed % 2**32).standard_normal(shape)
+    a, b = cls(ratio, seed=seed), cls(ratio, seed=seed)
+    y = a.forward(xs)
+    np.testing.assert_array_equal(y, b.forward(xs))               # same seed, same masks
+    mask = np.broadcast_to(a.mask, shape)
+    assert np.isin(mask, [0.0, 1 / (1 - ratio)]).all()
+    np.testing.assert_array_equal(y, xs * mask)
+    np.testing.assert_array_equal(a.backward(xs), xs * mask)
+    a.train_flg = False
+    assert a.forward(xs) is xs
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 def snapshot(layer):
