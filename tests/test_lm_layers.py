@@ -779,3 +779,33 @@ def test_kernel_exp_accuracy():
     _lm.exp_map(xf, outf)
     want = np.exp(xf.astype(np.float64))
     assert (np.abs(outf - want) <= 2e-7 * want).all()
+
+
+def test_out_arrays_in_place_and_overlap(rng):
+    xs = rng.standard_normal((2, 3, 4))
+    a, b = fastrnn.TimeDropout(0.5, seed=1), fastrnn.TimeDropout(0.5, seed=1)
+    want = a.forward(xs)
+    buf = xs.copy()
+    assert b.forward(buf, out=buf) is buf                   # element-wise: in place is fine
+    np.testing.assert_array_equal(buf, want)
+    g = xs.copy()
+    assert b.backward(g, out=g) is g
+    np.testing.assert_array_equal(g, a.backward(xs))
+    v = fastrnn.VariationalDropout(0.5, seed=1)
+    ref_v = fastrnn.VariationalDropout(0.5, seed=1)
+    buf = xs.copy()
+    np.testing.assert_array_equal(v.forward(buf, out=buf), ref_v.forward(xs))
+    base = rng.standard_normal(30)
+    with pytest.raises(ValueError, match="overlaps"):          # shifted: not in place
+        b.forward(base[:24].reshape(2, 3, 4), out=base[6:].reshape(2, 3, 4))
+    W = rng.standard_normal((4, 4))
+    aff = fastrnn.TimeAffine(W, np.zeros(4))
+    x = xs.copy()
+    with pytest.raises(ValueError, match="overlaps"):
+        aff.forward(x, out=x)                               # a product may not write its input
+    aff.forward(x)
+    d = rng.standard_normal((2, 3, 4))
+    with pytest.raises(ValueError, match="overlaps"):
+        aff.backward(d, out=d)
+    with pytest.raises(ValueError, match="out"):
+        fastrnn.TimeEmbedding(W).forward(np.zeros((2, 3), int), out=np.empty((2, 3, 4), np.float32))
