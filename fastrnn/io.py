@@ -29,8 +29,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["save", "load", "register", "registered_classes", "FileFormatError",
-           "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "FileFormatError", "load", "register", "registered_classes", "save"]
 
 #: Version of the file layout written by ``save``; ``load`` refuses files of a newer version.
 FORMAT_VERSION = 1

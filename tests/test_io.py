@@ -133,7 +133,7 @@ def test_register_refuses_name_clash_and_missing_protocol():
 
 def test_save_refuses_unregistered(tmp_path):
     class Thing:
-        params = []
+        params = ()
 
         def get_config(self):
             return {}

@@ -27,9 +27,9 @@ import numpy as np
 
 from .. import _gru, _lstm, _packed, _rnn
 from .._checks import grads_ready, params_ready, ready
+from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
 from .._threads import plan_threads, single_threaded_blas
-from .._norms import all_finite
 from ..io import register
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -161,7 +161,7 @@ def _config_size(cls, config, key):
 def _config_flag(cls, config, key, default=False):
     value = config.get(key, default)
     if not isinstance(value, bool):
-        raise ValueError(f"{cls.__name__} config {key} must be true or false, got {value!r}")
+        raise TypeError(f"{cls.__name__} config {key} must be true or false, got {value!r}")
     return value
 
 
