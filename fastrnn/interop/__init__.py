@@ -42,5 +42,9 @@ def require(module, extra):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"this conversion needs {module!r}, which is not installed: "
-                          f"pip install 'fastrnn[{extra}]'") from e
+        missing = e.name is None or e.name == module or module.startswith(e.name + ".")
+        if missing:
+            raise ImportError(f"this conversion needs {module!r}, which is not installed: "
+                              f"pip install 'fastrnn[{extra}]'") from e
+        # installed, but it failed to import (Keras without its backend, say): say so
+        raise ImportError(f"{module!r} is installed but failed to import: {e}") from e

@@ -81,3 +81,24 @@ def negate(block):
     """A gate's (wx, wh, bx, bh) with every entry negated: sigmoid(-a) = 1 - sigmoid(a) turns a
     z that weighs the old state into fastrnn's z and back."""
     return tuple(-a for a in block)
+
+
+def from_rows(order, w_in, w_rec, b_in, b_rec, negated=()):
+    """The neutral form from a row-stacked layout (PyTorch's and ONNX's): w_in (gates*H, D),
+    w_rec (gates*H, H), b_in and b_rec (gates*H,), blocks in `order` (fastrnn's gate names);
+    the gates named in `negated` are stored negated there."""
+    H = w_rec.shape[1]
+    blocks = {}
+    for k, gate in enumerate(order):
+        rows = slice(k * H, (k + 1) * H)
+        block = (w_in[rows].T, w_rec[rows].T, b_in[rows], b_rec[rows])
+        blocks[gate] = negate(block) if gate in negated else block
+    return blocks
+
+
+def to_rows(order, blocks, negated=()):
+    """The row-stacked (w_in, w_rec, b_in, b_rec) of from_rows from the neutral form."""
+    blocks = {g: negate(b) if g in negated else b for g, b in blocks.items()}
+    return tuple(np.ascontiguousarray(np.concatenate([blocks[g][i].T if i < 2 else blocks[g][i]
+                                                      for g in order]))
+                 for i in range(4))

@@ -27,12 +27,14 @@ a training-time setting and is not carried over.
 import numpy as np
 
 from . import require
-from ._gates import blocks_of, build, describe, negate
+from ._gates import blocks_of, build, describe, from_rows, to_rows
 
 __all__ = ["from_torch", "to_torch"]
 
 # PyTorch's gate blocks (rows of weight_ih), in fastrnn's gate names
 _TORCH_GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "h")}
+# PyTorch's GRU z weighs the old state: fastrnn's z negated
+_NEGATED = {"rnn": (), "lstm": (), "gru": ("z",)}
 
 
 def _torch():
@@ -64,25 +66,12 @@ def _kind_of(module):
 
 def _from_torch_gates(kind, w_ih, w_hh, b_ih, b_hh):
     """fastrnn's neutral blocks from PyTorch's (gates*H, D) / (gates*H, H) / (gates*H,) arrays."""
-    H = w_hh.shape[1]
-    blocks = {}
-    for k, gate in enumerate(_TORCH_GATES[kind]):
-        rows = slice(k * H, (k + 1) * H)
-        blocks[gate] = (w_ih[rows].T, w_hh[rows].T, b_ih[rows], b_hh[rows])
-    if kind == "gru":
-        blocks["z"] = negate(blocks["z"])
-    return blocks
+    return from_rows(_TORCH_GATES[kind], w_ih, w_hh, b_ih, b_hh, negated=_NEGATED[kind])
 
 
 def _to_torch_gates(kind, blocks):
     """PyTorch's (w_ih, w_hh, b_ih, b_hh) from fastrnn's neutral blocks."""
-    if kind == "gru":
-        blocks = dict(blocks, z=negate(blocks["z"]))
-    order = _TORCH_GATES[kind]
-    return (np.concatenate([blocks[g][0].T for g in order]),
-            np.concatenate([blocks[g][1].T for g in order]),
-            np.concatenate([blocks[g][2] for g in order]),
-            np.concatenate([blocks[g][3] for g in order]))
+    return to_rows(_TORCH_GATES[kind], blocks, negated=_NEGATED[kind])
 
 
 def _recurrent_from_torch(module, kind, is_seq):
