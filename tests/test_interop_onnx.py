@@ -196,3 +196,22 @@ def test_missing_onnx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"fastrnn\[onnx\]"):
         fo._onnx()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embedding_and_affine(dtype, rng, tmp_path):
+    emb = fastrnn.TimeEmbedding(rng.standard_normal((11, D)).astype(dtype))
+    aff = fastrnn.TimeAffine(rng.standard_normal((D, 7)).astype(dtype),
+                             rng.standard_normal(7).astype(dtype))
+    ids = rng.integers(0, 11, (N, T))
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    for obj, feed, expect in ((emb, {"ids": ids}, emb.forward(ids)),
+                              (aff, {"xs": xs}, aff.forward(xs))):
+        path = tmp_path / "m.onnx"
+        export_onnx(obj, path)
+        out = run_ort(path, feed)
+        close(out, expect, 1e-10 if dtype == np.float64 else 2e-6)
+        back = import_onnx(path)
+        assert type(back) is type(obj)
+        for a, b in zip(obj.params, back.params):
+            assert a.dtype == b.dtype and np.array_equal(a, b)

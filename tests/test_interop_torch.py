@@ -191,3 +191,36 @@ def test_missing_torch_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"fastrnn\[torch\]"):
         ft._torch()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embedding_and_linear(dtype, rng):
+    torch.manual_seed(3)
+    emb = torch.nn.Embedding(11, D, dtype=DT[dtype])
+    lin = torch.nn.Linear(D, 7, dtype=DT[dtype])
+    e, a = from_torch(emb), from_torch(lin)
+    assert type(e) is fastrnn.TimeEmbedding and type(a) is fastrnn.TimeAffine
+    ids = rng.integers(0, 11, (N, T))
+    x = torch.tensor(ids)
+    xe = emb(x)
+    y = lin(xe)
+    dy = rng.standard_normal((N, T, 7)).astype(dtype)
+    (y * torch.tensor(dy)).sum().backward()
+    ours = a.forward(e.forward(ids))
+    close(ours, y.detach().numpy(), dtype)
+    e.backward(a.backward(dy))
+    close(a.grads[0], lin.weight.grad.numpy().T, dtype)
+    close(a.grads[1], lin.bias.grad.numpy(), dtype)
+    close(e.grads[0], emb.weight.grad.numpy(), dtype)
+    for obj, back in ((e, to_torch(e)), (a, to_torch(a))):
+        again = from_torch(back)
+        for p, q in zip(obj.params, again.params):
+            assert p.dtype == q.dtype and np.array_equal(p, q)
+
+
+def test_linear_without_bias(rng):
+    lin = torch.nn.Linear(D, 3, bias=False, dtype=torch.float64)
+    a = from_torch(lin)
+    assert not np.any(a.params[1])
+    x = rng.standard_normal((N, T, D))
+    close(a.forward(x), lin(torch.tensor(x)).detach().numpy(), np.float64)

@@ -382,3 +382,39 @@ def test_pickled_header_is_refused(saved, tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         fastrnn.load(tmp_path / "absent.npz")
+
+
+# ---- the language-model layers (fastrnn.layers.lm) ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lm_layers_round_trip(dtype, rng, tmp_path):
+    W = rng.standard_normal((7, 3)).astype(dtype)
+    objs = [fastrnn.TimeEmbedding(W),
+            fastrnn.TimeAffine(rng.standard_normal((3, 7)).astype(dtype),
+                               rng.standard_normal(7).astype(dtype)),
+            fastrnn.TimeAffine(W.T, np.zeros(7, dtype)),           # a tied, transposed view
+            fastrnn.TimeSoftmaxWithLoss(ignore_label=2),
+            fastrnn.TimeDropout(0.25, seed=3),
+            fastrnn.VariationalDropout(0.4, seed=None)]
+    for i, obj in enumerate(objs):
+        path = tmp_path / f"{i}.npz"
+        fastrnn.save(path, obj)
+        back = fastrnn.load(path)
+        assert type(back) is type(obj)
+        assert back.get_config() == obj.get_config()
+        assert len(back.params) == len(obj.params)
+        for a, b in zip(obj.params, back.params):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    ids = rng.integers(0, 7, (2, 4))
+    assert np.array_equal(objs[0].forward(ids), fastrnn.load(tmp_path / "0.npz").forward(ids))
+
+
+def test_lm_layer_shape_mismatch_refused(rng, tmp_path):
+    path = tmp_path / "aff.npz"
+    fastrnn.save(path, fastrnn.TimeAffine(rng.standard_normal((3, 7)), np.zeros(7)))
+    arrays = arrays_of(path)
+    header = header_of(arrays)
+    arrays["param_1"] = np.zeros(6)
+    header["arrays"][1]["shape"] = [6]
+    write_raw(path, arrays, header)
+    refused(path, "does not fit its config")

@@ -153,7 +153,7 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
     if sequence_lens:
         inputs.append(helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32,
                                                     ["batch"]))
-    axes1 = init("axes_1", np.array([1], np.int64))
+    axes1 = None
     time_major = False
     width = None
     for k, (kind, layer) in enumerate(parts):
@@ -194,6 +194,8 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
             node(_OPS[rkind], [cur, init(p + "W", w_in[None]), init(p + "R", w_rec[None]),
                                init(p + "B", np.concatenate([b_in, b_rec])[None]),
                                "sequence_lens" if sequence_lens else ""], outs, **attrs)
+            if axes1 is None:
+                axes1 = init("axes_1", np.array([1], np.int64))
             cur = node("Squeeze", [p + "Y", axes1], [p + "out"])
             width = H
     if time_major:
