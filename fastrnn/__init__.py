@@ -17,8 +17,11 @@ uses (Linear + MSE, SGD, Adam).
 """
 from . import diagnostics
 from ._norms import clip_grads
-from .layers import GRU, LSTM, RNN, Stack, TimeGRU, TimeLSTM, TimeRNN
+from .layers import (GRU, LSTM, RNN, Stack, TimeAffine, TimeDropout, TimeEmbedding, TimeGRU,
+                     TimeLSTM, TimeRNN, TimeSoftmaxWithLoss, VariationalDropout)
 
 __version__ = "0.1.0"
 
-__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "Stack", "clip_grads"]
+__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "Stack", "clip_grads",
+           "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss", "TimeDropout",
+           "VariationalDropout"]
