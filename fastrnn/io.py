@@ -57,6 +57,10 @@ _KNOWN = {
     "TimeSoftmaxWithLoss": "fastrnn.layers.lm",
     "TimeDropout": "fastrnn.layers.lm",
     "VariationalDropout": "fastrnn.layers.lm",
+    "Stack": "fastrnn.layers.stack",
+    "LanguageModel": "fastrnn.models.lm",
+    "Rnnlm": "fastrnn.models.lm",
+    "BetterRnnlm": "fastrnn.models.lm",
 }
 
 

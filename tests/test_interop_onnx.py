@@ -215,3 +215,109 @@ def test_embedding_and_affine(dtype, rng, tmp_path):
         assert type(back) is type(obj)
         for a, b in zip(obj.params, back.params):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+# ---- stacks and language models ------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stack_chained_time_major(kind, rng, tmp_path):
+    layers = [layer_of(kind, rng, np.float32), layer_of(kind, rng, np.float32, D=H),
+              layer_of(kind, rng, np.float32, D=H)]
+    stack = fastrnn.Stack(layers, dropout=0.3)
+    stack.train_flg = False
+    path = tmp_path / "s.onnx"
+    model = export_onnx(stack, path)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Transpose") == 2                  # once in, once out: chained time-major
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    close(run_ort(path, {"xs": xs}), stack.forward(xs), 2e-6)
+    back = import_onnx(path)
+    assert isinstance(back, fastrnn.Stack) and back.dropout == 0.3
+    for a, b in zip(stack.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_stack_float64_reference_evaluator(rng, tmp_path):
+    stack = fastrnn.Stack([layer_of("lstm", rng, np.float64), layer_of("gru_ra", rng, np.float64,
+                                                                       D=H)])
+    path = tmp_path / "s.onnx"
+    export_onnx(stack, path)
+    xs = rng.standard_normal((N, T, D))
+    close(run_reference(path, {"xs": xs}), stack.forward(xs), 1e-10)
+
+
+def _lm(dtype, cell="lstm", tie=False, projection=False):
+    from fastrnn.models import LanguageModel
+    hidden = 6 if (not tie or projection) else 5
+    return LanguageModel(13, 5, [hidden, hidden], cell=cell, tie_weights=tie,
+                         projection=projection, dropout=0.2, init_scale=0.5, dtype=dtype, seed=4)
+
+
+def _perplexity(logits, ts):
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    nll = -np.take_along_axis(logp, ts[..., None], axis=-1)
+    return float(np.exp(nll.mean()))
+
+
+@pytest.mark.parametrize("cell, tie, projection", [("lstm", False, False), ("lstm", True, False),
+                                                   ("gru", True, True), ("rnn", False, False)])
+def test_language_model_perplexity_in_onnxruntime(cell, tie, projection, rng, tmp_path):
+    model = _lm(np.float32, cell, tie, projection)
+    path = tmp_path / "lm.onnx"
+    graph = export_onnx(model, path)
+    assert [o.name for o in graph.graph.output] == ["logits"]
+    xs = rng.integers(0, 13, (4, 8))
+    ts = rng.integers(0, 13, (4, 8))
+    model.reset_state()
+    ppl_fastrnn = float(np.exp(model.forward(xs, ts, train_flg=False)))
+    logits = run_ort(path, {"ids": xs.astype(np.int64)})
+    model.reset_state()
+    close(logits, model.predict(xs), 2e-5)
+    assert ppl_fastrnn > 5                        # an untrained model: near the vocabulary size
+    assert abs(_perplexity(logits, ts) - ppl_fastrnn) <= 1e-5 * ppl_fastrnn
+
+
+@pytest.mark.parametrize("cell, tie, projection", [("lstm", False, False), ("lstm", True, False),
+                                                   ("gru", True, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_language_model_round_trip_exact(cell, tie, projection, dtype, tmp_path):
+    model = _lm(dtype, cell, tie, projection)
+    path = tmp_path / "lm.onnx"
+    export_onnx(model, path)
+    back = import_onnx(path)
+    assert type(back) is type(model) and back.get_config() == model.get_config()
+    assert len(back.params) == len(model.params)
+    for a, b in zip(model.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    if tie:
+        assert np.shares_memory(back.affine.params[0], back.params[0])   # tied again
+
+
+def test_book_models_round_trip(rng, tmp_path):
+    from fastrnn.models import BetterRnnlm, Rnnlm
+    for model in (Rnnlm(20, 6, 7, seed=1), BetterRnnlm(20, 6, 6, seed=1)):
+        path = tmp_path / "b.onnx"
+        export_onnx(model, path)
+        back = import_onnx(path)
+        assert type(back) is type(model)
+        for a, b in zip(model.params, back.params):
+            assert np.array_equal(a, b)
+        xs = rng.integers(0, 20, (2, 5))
+        model.reset_state()
+        close(run_ort(path, {"ids": xs}), model.predict(xs), 2e-5)
+
+
+def test_metadata_that_does_not_fit_is_refused(tmp_path):
+    model = _lm(np.float32)
+    path = tmp_path / "lm.onnx"
+    export_onnx(model, path)
+
+    def lie(m):
+        for p in m.metadata_props:
+            if p.key == "fastrnn.config":
+                p.value = p.value.replace('"vocab_size": 13', '"vocab_size": 14')
+    _edit(path, lie)
+    with pytest.raises(ValueError, match="do not fit"):
+        import_onnx(path)

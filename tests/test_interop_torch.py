@@ -224,3 +224,121 @@ def test_linear_without_bias(rng):
     assert not np.any(a.params[1])
     x = rng.standard_normal((N, T, D))
     close(a.forward(x), lin(torch.tensor(x)).detach().numpy(), np.float64)
+
+
+# ---- stacks and language models ------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layers", [2, 3])
+def test_multi_layer_modules_are_stacks(kind, dtype, layers, rng):
+    m = torch_module(kind, dtype, batch_first=True, num_layers=layers, dropout=0.25)
+    stack = from_torch(m)
+    assert isinstance(stack, fastrnn.Stack) and len(stack.layers) == layers
+    assert stack.dropout == 0.25
+    stack.train_flg = False
+    m.eval()
+    xs, dhs, _, _ = data(rng, dtype)
+    x = torch.tensor(xs, requires_grad=True)
+    out, _ = m(x)
+    (out * torch.tensor(dhs)).sum().backward()
+    close(stack.forward(xs), out.detach().numpy(), dtype)
+    close(stack.backward(dhs), x.grad.numpy(), dtype)
+    for k, layer in enumerate(stack.layers):
+        for ours, theirs in zip(layer.grads, torch_grads_as_fastrnn(m, kind, f"_l{k}")):
+            close(ours, theirs, dtype)
+    back = to_torch(stack)
+    assert back.num_layers == layers and back.dropout == 0.25
+    again = from_torch(back)
+    for a, b in zip(stack.params, again.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_stack_with_connections_refused(rng):
+    layers = [fastrnn.TimeLSTM(*make_params("lstm", rng, H, H, np.float64)) for _ in range(2)]
+    with pytest.raises(ValueError, match="residual"):
+        to_torch(fastrnn.Stack(layers, connection="residual"))
+
+
+def _lm(rng, dtype, cell="lstm", tie=False, projection=False, layers=2):
+    from fastrnn.models import LanguageModel
+    hidden = 6 if (not tie or projection) else 5
+    return LanguageModel(13, 5, [hidden] * layers, cell=cell, tie_weights=tie,
+                         projection=projection, init_scale=0.5, dtype=dtype, seed=4)
+
+
+LM_CASES = [("lstm", False, False), ("lstm", True, False), ("lstm", True, True),
+            ("rnn", False, False)]
+
+
+@pytest.mark.parametrize("cell, tie, projection", LM_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_language_model_to_torch_outputs_and_gradients(cell, tie, projection, dtype, rng):
+    model = _lm(rng, dtype, cell, tie, projection)
+    module = to_torch(model)
+    assert (module.decoder.weight is module.encoder.weight) == tie
+    xs = rng.integers(0, 13, (N, T))
+    ts = rng.integers(0, 13, (N, T))
+    ts[0, 0] = -1                                   # ignored target
+    model.reset_state()
+    loss = model.forward(xs, ts)
+    model.backward()
+    logits, _ = module(torch.tensor(xs))
+    loss_t = torch.nn.functional.cross_entropy(logits.reshape(-1, 13),
+                                               torch.tensor(ts).reshape(-1), ignore_index=-1)
+    loss_t.backward()
+    close(loss, loss_t.item(), dtype)
+    model.reset_state()
+    close(model.predict(xs), logits.detach().numpy(), dtype)
+    close(model.grads[0], module.encoder.weight.grad.numpy(), dtype)
+    close(model.grads[-1], module.decoder.bias.grad.numpy(), dtype)
+    if not tie:
+        close(model.grads[-2], module.decoder.weight.grad.numpy().T, dtype)
+    for k, layer in enumerate(model.stack.layers):
+        for ours, theirs in zip(layer.grads, torch_grads_as_fastrnn(module.rnn, cell, f"_l{k}")):
+            close(ours, theirs, dtype)
+
+
+@pytest.mark.parametrize("cell, tie, projection", LM_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("via", ["module", "state_dict"])
+def test_language_model_round_trip_exact(cell, tie, projection, dtype, via, rng):
+    model = _lm(rng, dtype, cell, tie, projection)
+    module = to_torch(model)
+    back = from_torch(module if via == "module" else module.state_dict())
+    assert back.tie_weights == tie and back.projection == projection and back.cell == cell
+    assert len(back.params) == len(model.params)
+    for a, b in zip(model.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_book_models_to_torch(rng):
+    from fastrnn.models import BetterRnnlm, Rnnlm
+    xs = rng.integers(0, 20, (2, 4))
+    for model in (Rnnlm(20, 6, 7, seed=1, dtype=np.float64),
+                  BetterRnnlm(20, 6, 6, seed=1, dtype=np.float64)):
+        module = to_torch(model)
+        module.eval()
+        model.reset_state()
+        close(model.predict(xs), module(torch.tensor(xs))[0].detach().numpy(), np.float64)
+
+
+def test_word_language_model_state_dict(rng):
+    """A state dict with the names of PyTorch's word_language_model example, written by hand."""
+    torch.manual_seed(5)
+    V, E, Hh = 9, 4, 4
+    enc = torch.nn.Embedding(V, E, dtype=torch.float64)
+    rnn = torch.nn.LSTM(E, Hh, 2, batch_first=True, dtype=torch.float64)
+    dec = torch.nn.Linear(Hh, V, dtype=torch.float64)
+    dec.weight = enc.weight                          # tied
+    state = {**{"encoder." + k: v for k, v in enc.state_dict().items()},
+             **{"rnn." + k: v for k, v in rnn.state_dict().items()},
+             **{"decoder." + k: v for k, v in dec.state_dict().items()}}
+    model = from_torch(state)
+    assert model.tie_weights
+    xs = rng.integers(0, V, (2, 5))
+    expect = dec(rnn(enc(torch.tensor(xs)))[0]).detach().numpy()
+    close(model.predict(xs), expect, np.float64)
+    del state["decoder.bias"]
+    with pytest.raises(ValueError, match="read-out bias"):
+        from_torch(state)

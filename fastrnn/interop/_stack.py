@@ -1,22 +1,19 @@
-"""Multi-layer recurrent stacks for the converters (fastrnn.models.Stack, when available)."""
+"""Multi-layer recurrent stacks (``fastrnn.Stack``) for the converters."""
+from ..layers.stack import Stack
 
 
-def make_stack(layers):
+def make_stack(layers, dropout=0.0):
     """A fastrnn Stack of time layers (outputs of one the inputs of the next)."""
-    try:
-        from ..models import Stack
-    except ImportError:
-        raise NotImplementedError("a multi-layer module needs fastrnn.models.Stack, which this "
-                                  "fastrnn does not have") from None
-    return Stack(layers)
+    return Stack(layers, dropout=dropout)
 
 
 def stack_layers(obj):
-    """The list of recurrent layers of a Stack, or None when obj is not a Stack."""
-    try:
-        from ..models import Stack
-    except ImportError:
+    """The list of recurrent layers of a Stack (plain connections only), or None when obj is not
+    a Stack."""
+    if not isinstance(obj, Stack):
         return None
-    if isinstance(obj, Stack):
-        return list(obj.layers)
-    return None
+    if obj.connection is not None:
+        raise ValueError(f"a Stack with connection={obj.connection!r} has no counterpart in the "
+                         "other frameworks' stacked layers (outputs of one layer are the inputs "
+                         "of the next, nothing else)")
+    return list(obj.layers)

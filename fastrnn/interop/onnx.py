@@ -36,6 +36,7 @@ _OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 _KINDS = {v: k for k, v in _OPS.items()}
 _META_CLASS = "fastrnn.class"
 _META_CONFIG = "fastrnn.config"
+_META_PARAMS = "fastrnn.params"
 
 
 def _onnx():
@@ -51,6 +52,20 @@ def _parts(obj):
         return [("recurrent", obj)]
     except TypeError:
         pass
+    from ..models.lm import LanguageModel
+    from ._stack import stack_layers
+    if isinstance(obj, LanguageModel):
+        if obj.connection is not None:
+            raise ValueError(f"a LanguageModel with connection={obj.connection!r} cannot be "
+                             "exported (only plain stacks)")
+        parts = [("embedding", obj.embedding)]
+        parts += [("recurrent", layer) for layer in obj.stack.layers]
+        if obj.proj is not None:
+            parts.append(("affine", obj.proj))
+        return parts + [("affine", obj.affine)]
+    layers = stack_layers(obj)
+    if layers is not None:
+        return [("recurrent", layer) for layer in layers]
     name = type(obj).__name__
     if name == "TimeEmbedding":
         return [("embedding", obj)]
@@ -73,11 +88,12 @@ def _parts(obj):
 def _check_order(parts):
     kinds = [k for k, _ in parts]
     n_emb = kinds.count("embedding")
-    n_aff = kinds.count("affine")
-    if n_emb > 1 or (n_emb and kinds[0] != "embedding") or n_aff > 1 or (
-            n_aff and kinds[-1] != "affine") or (len(parts) > 1 and "recurrent" not in kinds):
+    n_rec = kinds.count("recurrent")
+    tail = kinds[n_emb + n_rec:]
+    if (n_emb > 1 or kinds[n_emb:n_emb + n_rec] != ["recurrent"] * n_rec
+            or any(k != "affine" for k in tail) or (len(parts) > 1 and not n_rec)):
         raise TypeError(f"cannot export layers in the order {kinds}: expected [embedding], "
-                        "recurrent layers, [affine]")
+                        "recurrent layers, [affine layers]")
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -218,35 +234,25 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
 
 
 def _metadata(obj, parts):
-    """The fastrnn class and config of a registered object whose params are exactly its parts'
-    params in order (so import_onnx can rebuild it); None otherwise."""
-    from ..io import _REGISTRY
-    name = getattr(type(obj), "_fastrnn_name", None)
-    if name is None or _REGISTRY.get(name) is not type(obj):
+    """The fastrnn class and config of a registered object, and where each of its params is
+    among the graph's layers' params (so import_onnx can rebuild it, tied weights included);
+    None when obj is a single layer or one of its params is no layer's."""
+    from ..io import _name_of
+    if len(parts) == 1 and parts[0][1] is obj:
+        return None
+    try:
+        name = _name_of(obj)
+    except TypeError:           # not a registered class: the graph alone describes it
         return None
     flat = [p for _, layer in parts for p in layer.params]
-    own = list(obj.params)
-    if len(flat) != len(own) or not all(a is b for a, b in zip(flat, own)):
-        return _tied_metadata(obj, parts, name)
-    return {_META_CLASS: name, _META_CONFIG: json.dumps(obj.get_config())}
-
-
-def _tied_metadata(obj, parts, name):
-    # a model whose params list differs from its layers' (tied weights, shared arrays) records
-    # which part array each of its params is, by position
-    flat = [np.asarray(p) for _, layer in parts for p in layer.params]
     index = []
     for p in obj.params:
-        p = np.asarray(p)
-        hits = [i for i, q in enumerate(flat) if q.shape == p.shape and np.array_equal(q, p)]
-        if not hits:
-            hits = [-i - 1 for i, q in enumerate(flat) if q.T.shape == p.shape
-                    and np.array_equal(q.T, p)]
-        if not hits:
+        hit = next((i for i, q in enumerate(flat) if q is p), None)
+        if hit is None:
             return None
-        index.append(hits[0])
+        index.append(hit)
     return {_META_CLASS: name, _META_CONFIG: json.dumps(obj.get_config()),
-            "fastrnn.params": json.dumps(index)}
+            _META_PARAMS: json.dumps(index)}
 
 
 # ---- import -----------------------------------------------------------------------------------
@@ -346,12 +352,18 @@ def _rebuild(path, meta, layers):
     except (KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: bad fastrnn config in the metadata ({e})") from None
     flat = [p for layer in layers for p in layer.params]
-    if "fastrnn.params" in meta:
-        index = json.loads(meta["fastrnn.params"])
-        params = [flat[i] if i >= 0 else np.ascontiguousarray(flat[-i - 1].T) for i in index]
-    else:
-        params = flat
-    return cls.from_config(config, params)
+    try:
+        index = json.loads(meta[_META_PARAMS])
+        if not all(isinstance(i, int) and 0 <= i < len(flat) for i in index):
+            raise IndexError(f"entries must be in [0, {len(flat)})")
+        params = [flat[i] for i in index]
+    except (KeyError, json.JSONDecodeError, TypeError, IndexError) as e:
+        raise ValueError(f"{path}: bad fastrnn params index in the metadata ({e})") from None
+    try:
+        return cls.from_config(config, params)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: the graph's layers do not fit the {name} of its metadata: "
+                         f"{e}") from e
 
 
 def _recurrent_from_node(path, n, inits):

@@ -3,13 +3,22 @@
 =====================  ==========================================================================
 PyTorch                fastrnn
 =====================  ==========================================================================
-``nn.RNN`` (tanh/relu) ``TimeRNN`` (several layers: ``fastrnn.models.Stack`` of them)
+``nn.RNN`` (tanh/relu) ``TimeRNN`` (several layers: a ``fastrnn.Stack`` of them)
 ``nn.LSTM``            ``TimeLSTM``
 ``nn.GRU``             ``TimeGRU(reset_after=True)``
 ``nn.RNNCell`` etc.    the cells ``RNN``, ``LSTM``, ``GRU``
 ``nn.Embedding``       ``TimeEmbedding``
 ``nn.Linear``          ``TimeAffine``
+language model         ``fastrnn.models.LanguageModel`` (``Rnnlm``, ``BetterRnnlm``)
 =====================  ==========================================================================
+
+A language model on the PyTorch side is embedding + ``nn.LSTM`` / ``nn.RNN`` (any number of
+layers) + optional projection + linear read-out, tied or not: ``to_torch(model)`` builds one
+(``TorchLanguageModel``, with the attribute names of PyTorch's word_language_model example:
+``encoder``, ``rnn``, ``proj``, ``decoder``), and ``from_torch`` reads such a module or its
+``state_dict()`` (embedding ``encoder.`` / ``embedding.`` / ``embed.``, the recurrent layers under
+any prefix, read-out ``decoder.`` / ``fc.`` / ``linear.`` / ``out.`` / ``head.``, projection
+``proj.``; tied when the read-out weight is missing or the embedding's own tensor).
 
 The mapping: PyTorch's ``weight_ih_l{k}`` is (gates*H, D), fastrnn's ``Wx`` (D, gates*H), so
 ``Wx = weight_ih.T`` block by block, and likewise ``Wh = weight_hh.T``.  Gate blocks: PyTorch's
@@ -21,8 +30,8 @@ Going back, ``b_hh`` is zero for the RNN and LSTM.  Modules are batch-first or n
 the weights are the same, and fastrnn's layers are batch-major (N, T, D).
 
 The dtype follows the module (float32 or float64).  Bidirectional modules and LSTMs with
-``proj_size`` have no fastrnn counterpart yet (NotImplementedError); ``dropout`` between layers is
-a training-time setting and is not carried over.
+``proj_size`` have no fastrnn counterpart yet (NotImplementedError); ``dropout`` between layers
+carries over both ways (it acts in training only).
 """
 import numpy as np
 
@@ -101,7 +110,7 @@ def _recurrent_from_torch(module, kind, is_seq):
     if len(layers) == 1:
         return layers[0]
     from ._stack import make_stack
-    return make_stack(layers)
+    return make_stack(layers, dropout=float(module.dropout))
 
 
 def from_torch(module):
@@ -111,8 +120,10 @@ def from_torch(module):
     ----------
     module : torch.nn.Module
         ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (one layer: a fastrnn time layer; several: a
-        ``fastrnn.models.Stack``), ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` (a fastrnn
-        cell), ``nn.Embedding`` (``TimeEmbedding``) or ``nn.Linear`` (``TimeAffine``).
+        ``fastrnn.Stack``), ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` (a fastrnn
+        cell), ``nn.Embedding`` (``TimeEmbedding``), ``nn.Linear`` (``TimeAffine``), or a
+        language model: a module with ``encoder`` (or ``embedding``), ``rnn`` and ``decoder``
+        (see the module docstring), or its ``state_dict()`` (a dict).
 
     Returns
     -------
@@ -122,8 +133,14 @@ def from_torch(module):
     """
     torch = _torch()
     nn = torch.nn
+    if isinstance(module, dict):
+        return _lm_from_state_dict(module)
     if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        raise TypeError(f"module must be a torch.nn.Module or a state dict, got "
+                        f"{type(module).__name__}")
+    if hasattr(module, "rnn") and (hasattr(module, "decoder") or hasattr(module, "fc")):
+        return _lm_from_state_dict(module.state_dict(), getattr(module.rnn, "nonlinearity",
+                                                                "tanh"))
     kind, is_seq = _kind_of(module)
     if kind is not None:
         return _recurrent_from_torch(module, kind, is_seq)
@@ -148,7 +165,7 @@ def _set(param, array):
         param.copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
 
-def _recurrent_to_torch(layers, batch_first):
+def _recurrent_to_torch(layers, batch_first, dropout=0.0):
     torch = _torch()
     nn = torch.nn
     kind, is_seq, reset_after, nonlinearity = describe(layers[0])
@@ -168,7 +185,7 @@ def _recurrent_to_torch(layers, batch_first):
         cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
         kwargs = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
         module = cls(D, H, num_layers=len(layers), batch_first=batch_first, dtype=dtype,
-                     **kwargs)
+                     dropout=dropout if len(layers) > 1 else 0.0, **kwargs)
         suffixes = [f"_l{k}" for k in range(len(layers))]
     else:
         cls = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[kind]
@@ -189,9 +206,10 @@ def to_torch(obj, batch_first=True):
     Parameters
     ----------
     obj
-        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU(reset_after=True)``, a ``fastrnn.models.Stack`` of
+        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU(reset_after=True)``, a ``fastrnn.Stack`` of
         one kind of them (one multi-layer module), a cell (``nn.RNNCell`` etc.),
-        ``TimeEmbedding`` or ``TimeAffine``.
+        ``TimeEmbedding``, ``TimeAffine`` or a ``fastrnn.models.LanguageModel`` (LSTM or RNN
+        layers of one hidden size, plain connections): a ``TorchLanguageModel``.
     batch_first : bool
         The recurrent module's layout (default True, as fastrnn's (N, T, D)); the weights do not
         depend on it.
@@ -204,10 +222,13 @@ def to_torch(obj, batch_first=True):
     """
     torch = _torch()
     nn = torch.nn
+    from ..models.lm import LanguageModel
+    if isinstance(obj, LanguageModel):
+        return _lm_to_torch(obj)
     from ._stack import stack_layers
     layers = stack_layers(obj)
     if layers is not None:
-        return _recurrent_to_torch(layers, batch_first)
+        return _recurrent_to_torch(layers, batch_first, obj.dropout)
     try:
         describe(obj)
     except TypeError:
@@ -232,3 +253,144 @@ def to_torch(obj, batch_first=True):
 def _dtype(a):
     torch = _torch()
     return torch.float64 if a.dtype == np.float64 else torch.float32
+
+
+# ---- language models ----------------------------------------------------------------------------
+
+_LM_CLASS = None
+
+
+def torch_language_model_class():
+    """The PyTorch module ``to_torch`` makes of a language model (defined on first use, so that
+    importing this module does not import torch)."""
+    global _LM_CLASS
+    if _LM_CLASS is not None:
+        return _LM_CLASS
+    nn = _torch().nn
+
+    class TorchLanguageModel(nn.Module):
+        """Embedding -> dropout -> stacked RNN/LSTM (batch-first) -> dropout -> [projection] ->
+        linear read-out (tied to the embedding when ``tie_weights``); ``forward(ids, state)``
+        returns (logits (N, T, V), state)."""
+
+        def __init__(self, vocab_size, embed_size, hidden_size, num_layers, cell="lstm",
+                     tie_weights=False, projection=False, dropout=0.0, dtype=None):
+            super().__init__()
+            rnn = {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}[cell]
+            self.drop = nn.Dropout(dropout)
+            self.encoder = nn.Embedding(vocab_size, embed_size, dtype=dtype)
+            self.rnn = rnn(embed_size, hidden_size, num_layers, batch_first=True,
+                           dropout=dropout if num_layers > 1 else 0.0, dtype=dtype)
+            self.proj = nn.Linear(hidden_size, embed_size, dtype=dtype) if projection else None
+            out = embed_size if tie_weights else hidden_size
+            self.decoder = nn.Linear(out, vocab_size, dtype=dtype)
+            if tie_weights:
+                self.decoder.weight = self.encoder.weight
+
+        def forward(self, ids, state=None):
+            h, state = self.rnn(self.drop(self.encoder(ids)), state)
+            h = self.drop(h)
+            if self.proj is not None:
+                h = self.proj(h)
+            return self.decoder(h), state
+
+    _LM_CLASS = TorchLanguageModel
+    return _LM_CLASS
+
+
+def _lm_to_torch(model):
+    torch = _torch()
+    if model.variational is not None or model.connection is not None:
+        raise ValueError("a LanguageModel with variational dropout or residual/dense "
+                         "connections has no PyTorch counterpart here")
+    if len(set(model.hidden_sizes)) != 1:
+        raise ValueError(f"PyTorch's stacked layers share one hidden size; this model has "
+                         f"{model.hidden_sizes}")
+    if model.cell == "gru":
+        raise ValueError("fastrnn's LanguageModel builds classic GRUs (reset_after=False), "
+                         "which PyTorch's nn.GRU does not compute")
+    dtype = torch.float64 if model.dtype == np.float64 else torch.float32
+    cls = torch_language_model_class()
+    module = cls(model.vocab_size, model.embed_size, model.hidden_sizes[0],
+                 len(model.hidden_sizes), model.cell, model.tie_weights, model.projection,
+                 model.dropout, dtype=dtype)
+    _set(module.encoder.weight, np.asarray(model.embedding.params[0]))
+    rnn = _recurrent_to_torch(list(model.stack.layers), True, model.dropout)
+    module.rnn.load_state_dict(rnn.state_dict())
+    if model.proj is not None:
+        W, b = model.proj.params
+        _set(module.proj.weight, np.asarray(W).T)
+        _set(module.proj.bias, b)
+    if not model.tie_weights:
+        _set(module.decoder.weight, np.asarray(model.affine.params[0]).T)
+    _set(module.decoder.bias, model.affine.params[1])
+    return module
+
+
+_EMBED_KEYS = ("encoder.weight", "embedding.weight", "embed.weight")
+_READOUT_PREFIXES = ("decoder.", "fc.", "linear.", "out.", "head.")
+
+
+def _lm_from_state_dict(state, nonlinearity="tanh"):
+    """A fastrnn LanguageModel from a PyTorch language model's state dict."""
+    torch = _torch()
+    from ..models.lm import LanguageModel
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise TypeError("a state dict must map names to torch tensors")
+    emb_key = next((k for k in _EMBED_KEYS if k in state), None)
+    if emb_key is None:
+        raise ValueError(f"state dict has no embedding weight (one of {list(_EMBED_KEYS)})")
+    rnn_keys = [k for k in state if k.endswith("weight_ih_l0")]
+    if len(rnn_keys) != 1:
+        raise ValueError("state dict must hold one stacked recurrent module (one "
+                         f"'...weight_ih_l0'), found {rnn_keys}")
+    prefix = rnn_keys[0][:-len("weight_ih_l0")]
+    if any(k.startswith(prefix) and k.endswith("_reverse") for k in state):
+        raise NotImplementedError("bidirectional recurrent layers: fastrnn has no Bidirectional "
+                                  "layer yet")
+    head = next((p for p in _READOUT_PREFIXES if p + "bias" in state), None)
+    if head is None:
+        raise ValueError("state dict has no read-out bias (one of "
+                         f"{[p + 'bias' for p in _READOUT_PREFIXES]})")
+    E_t = state[emb_key]
+    dtype = E_t.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"the weights must be float32 or float64, got {dtype}")
+    W_out = state.get(head + "weight")
+    tied = W_out is None or (W_out.shape == E_t.shape and W_out.data_ptr() == E_t.data_ptr())
+    L = 0
+    while prefix + f"weight_ih_l{L}" in state:
+        L += 1
+    w_hh = state[prefix + "weight_hh_l0"]
+    H = w_hh.shape[1]
+    gates = w_hh.shape[0] // H
+    kind = {4: "lstm", 1: "rnn", 3: "gru"}.get(gates)
+    if kind == "gru":
+        raise NotImplementedError("a GRU language model: fastrnn's LanguageModel builds classic "
+                                  "GRUs (reset_after=False), not PyTorch's")
+    if kind is None or nonlinearity != "tanh":
+        raise ValueError(f"cannot read the recurrent layers under {prefix!r} (gates={gates}, "
+                         f"nonlinearity={nonlinearity!r})")
+    params = [_np(E_t)]
+    for k in range(L):
+        sfx = f"_l{k}"
+        w_ih = _np(state[prefix + "weight_ih" + sfx])
+        zeros = np.zeros(w_ih.shape[0], w_ih.dtype)
+        b_ih = _np(state[prefix + "bias_ih" + sfx]) if prefix + "bias_ih" + sfx in state \
+            else zeros
+        b_hh = _np(state[prefix + "bias_hh" + sfx]) if prefix + "bias_hh" + sfx in state \
+            else zeros
+        layer = build(kind, _from_torch_gates(kind, w_ih, _np(state[prefix + "weight_hh" + sfx]),
+                                              b_ih, b_hh))
+        params += [np.asarray(p) for p in layer.params]
+    projection = "proj.weight" in state
+    if projection:
+        params += [np.ascontiguousarray(_np(state["proj.weight"]).T), _np(state["proj.bias"])]
+    if not tied:
+        params.append(np.ascontiguousarray(_np(W_out).T))
+    params.append(_np(state[head + "bias"]))
+    config = {"vocab_size": int(E_t.shape[0]), "embed_size": int(E_t.shape[1]),
+              "hidden_sizes": [int(H)] * L, "cell": kind, "tie_weights": bool(tied),
+              "projection": projection,
+              "dtype": "float64" if dtype == torch.float64 else "float32"}
+    return LanguageModel.from_config(config, params)
