@@ -180,6 +180,17 @@ def save(path, obj):
         raise TypeError(f"{name}.get_config() is not JSON-serializable: {e}") from None
     arrays[_HEADER] = np.frombuffer(text.encode("utf-8"), np.uint8)
 
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path, write):
+    """Call ``write(f)`` on a temporary file in ``path``'s directory, then move it to ``path``.
+
+    The file is flushed and synced before ``os.replace``, so ``path`` holds either its old
+    content or the complete new one, never a half-written file; on any error (or interrupt) the
+    temporary file is removed and ``path`` is untouched.  The new file gets the mode a plain
+    ``open(path, "w")`` would (0666 less the umask)."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not "
@@ -188,7 +199,7 @@ def save(path, obj):
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)

@@ -118,7 +118,8 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
         ``TimeEmbedding`` or ``TimeAffine``, a stack of recurrent layers, or a language model
         (embedding, recurrent layers, affine: its ``layers``, dropout skipped).
     path : str or os.PathLike
-        Destination ``.onnx`` file.
+        Destination ``.onnx`` file, written atomically (a temporary file in the same directory,
+        then ``os.replace``).
     sequence_lens : bool
         Add the optional graph input ``sequence_lens`` (N,) int32 and feed it to every recurrent
         operator (ONNX then zeroes the outputs past each row's length).
@@ -229,7 +230,8 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
     if meta is not None:
         helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
-    onnx.save(model, str(path) if not hasattr(path, "write") else path)
+    from ..io import atomic_write
+    atomic_write(path, lambda f: f.write(model.SerializeToString()))
     return model
 
 
