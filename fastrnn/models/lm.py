@@ -463,6 +463,8 @@ class LanguageModel:
 
     def backward(self, dout=1):
         """Backpropagate the last forward's loss (times dout); fills ``grads`` in place."""
+        if self._bufs is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         bufs = self._bufs
         # the scores become their gradient in place
         d = self.loss_layer.backward(dout, out=bufs["scores"])
