@@ -11,10 +11,11 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
-import fastrnn  # noqa: E402
-from fastrnn.interop import from_keras, to_keras  # noqa: E402
-from fastrnn.interop import keras as fk  # noqa: E402
-from conftest import make_params  # noqa: E402
+from conftest import make_params
+
+import fastrnn
+from fastrnn.interop import from_keras, to_keras
+from fastrnn.interop import keras as fk
 
 N, T, D, H = 3, 6, 4, 5
 TORCH_BACKEND = keras.backend.backend() == "torch"

@@ -9,10 +9,11 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-import fastrnn  # noqa: E402
-from fastrnn.interop import export_onnx, import_onnx  # noqa: E402
-from fastrnn.interop import onnx as fo  # noqa: E402
-from conftest import make_params  # noqa: E402
+from conftest import make_params
+
+import fastrnn
+from fastrnn.interop import export_onnx, import_onnx
+from fastrnn.interop import onnx as fo
 
 N, T, D, H = 3, 6, 4, 5
 KINDS = ["rnn", "lstm", "gru", "gru_ra"]

@@ -8,10 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastrnn  # noqa: E402
-from fastrnn.interop import from_torch, to_torch  # noqa: E402
-from fastrnn.interop import torch as ft  # noqa: E402
-from conftest import make_params  # noqa: E402
+from conftest import make_params
+
+import fastrnn
+from fastrnn.interop import from_torch, to_torch
+from fastrnn.interop import torch as ft
 
 N, T, D, H = 3, 6, 4, 5
 TOL = {np.float64: 1e-10, np.float32: 2e-5}

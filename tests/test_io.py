@@ -7,11 +7,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import DTYPES, KINDS, make_params
 
 import fastrnn
 from fastrnn import io as fio
 from fastrnn.io import FileFormatError
-from conftest import DTYPES, KINDS, make_params
 
 D, H = 3, 4
 

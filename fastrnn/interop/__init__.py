@@ -17,7 +17,7 @@ the original does, in the parameters' dtype.
 """
 import importlib
 
-__all__ = ["from_torch", "to_torch", "from_keras", "to_keras", "export_onnx", "import_onnx"]
+__all__ = ["export_onnx", "from_keras", "from_torch", "import_onnx", "to_keras", "to_torch"]
 
 _HOMES = {"from_torch": "torch", "to_torch": "torch", "from_keras": "keras", "to_keras": "keras",
           "export_onnx": "onnx", "import_onnx": "onnx"}

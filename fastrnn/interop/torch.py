@@ -1,16 +1,16 @@
 """Weights between fastrnn and PyTorch: ``from_torch(module)`` and ``to_torch(obj)``.
 
-=====================  ==========================================================================
-PyTorch                fastrnn
-=====================  ==========================================================================
-``nn.RNN`` (tanh/relu) ``TimeRNN`` (several layers: a ``fastrnn.Stack`` of them)
-``nn.LSTM``            ``TimeLSTM``
-``nn.GRU``             ``TimeGRU(reset_after=True)``
-``nn.RNNCell`` etc.    the cells ``RNN``, ``LSTM``, ``GRU``
-``nn.Embedding``       ``TimeEmbedding``
-``nn.Linear``          ``TimeAffine``
-language model         ``fastrnn.models.LanguageModel`` (``Rnnlm``, ``BetterRnnlm``)
-=====================  ==========================================================================
+=======================  ========================================================================
+PyTorch                  fastrnn
+=======================  ========================================================================
+``nn.RNN`` (tanh/relu)   ``TimeRNN`` (several layers: a ``fastrnn.Stack`` of them)
+``nn.LSTM``              ``TimeLSTM``
+``nn.GRU``               ``TimeGRU(reset_after=True)``
+``nn.RNNCell`` etc.      the cells ``RNN``, ``LSTM``, ``GRU``
+``nn.Embedding``         ``TimeEmbedding``
+``nn.Linear``            ``TimeAffine``
+language model           ``fastrnn.models.LanguageModel`` (``Rnnlm``, ``BetterRnnlm``)
+=======================  ========================================================================
 
 A language model on the PyTorch side is embedding + ``nn.LSTM`` / ``nn.RNN`` (any number of
 layers) + optional projection + linear read-out, tied or not: ``to_torch(model)`` builds one
