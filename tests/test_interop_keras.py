@@ -1,5 +1,6 @@
 """fastrnn.interop.keras (Keras 3 on its torch backend): exact round trips, and converted layers'
-outputs and gradients equal Keras's (float64 to 1e-10, float32 to rounding)."""
+outputs and gradients equal Keras's: to float32 rounding, and to 1e-10 in float64 on a backend
+where Keras computes float64 (not torch's: see KERAS_FLOAT64)."""
 import inspect
 import os
 import sys
@@ -7,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-# the backend must be chosen before Keras is first imported; torch's runs float64 and gradients
+# the backend must be chosen before Keras is first imported; torch's gives the gradients too
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
