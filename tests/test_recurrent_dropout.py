@@ -13,10 +13,18 @@ import importlib
 
 import numpy as np
 import pytest
+from conftest import (
+    DTYPES,
+    KINDS,
+    as64,
+    assert_close,
+    make_params,
+    make_time,
+    set_state,
+)
 
 import fastrnn
 from fastrnn import reference as ref
-from conftest import (KINDS, DTYPES, as64, assert_close, make_params, make_time, set_state)
 
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
