@@ -2,7 +2,7 @@
 _rnn/_lstm/_gru and its fastrnn/layers/recurrent.py) against this tree's, forward + backward,
 interleaved call by call, medians; and whether the two give the same bits.
 
-    python benches/build_ab.py /path/to/other/checkout [--threads 1] [--reps 21] [--float64]
+    PYTHONPATH=. python benches/build_ab.py /path/to/other/checkout [--threads 1] [--reps 21] [--float64]
 
 The other checkout's kernels are loaded from their own files under the same module names, so both
 builds' kernels live side by side; everything else (checks, packing, the thread pool) is this
