@@ -13,15 +13,17 @@ the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params
 ``fastrnn.reference`` holds the plain NumPy implementation of the same API (the oracle and the
 benchmark baseline); ``fastrnn.diagnostics`` makes gradient flow visible (per-step gradient norms,
 spectral norms, clipping history, plots); ``fastrnn.models`` is the small training code the demo
-uses (Linear + MSE, SGD, Adam).
+uses (Linear + MSE, SGD, Adam).  ``fastrnn.save(path, obj)`` / ``fastrnn.load(path)`` keep layers and
+models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
 """
 from . import diagnostics
 from ._norms import clip_grads
-from .layers import (GRU, LSTM, RNN, TimeAffine, TimeDropout, TimeEmbedding, TimeGRU, TimeLSTM,
-                     TimeRNN, TimeSoftmaxWithLoss, VariationalDropout)
+from .io import load, save
+from .layers import (GRU, LSTM, RNN, Stack, TimeAffine, TimeDropout, TimeEmbedding, TimeGRU,
+                     TimeLSTM, TimeRNN, TimeSoftmaxWithLoss, VariationalDropout)
 
 __version__ = "0.1.0"
 
-__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "clip_grads",
+__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "Stack", "clip_grads",
            "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss", "TimeDropout",
-           "VariationalDropout"]
+           "VariationalDropout", "save", "load"]

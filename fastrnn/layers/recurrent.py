@@ -27,9 +27,10 @@ import numpy as np
 
 from .. import _gru, _lstm, _packed, _rnn
 from .._checks import grads_ready, params_ready, ready
+from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
 from .._threads import plan_threads, single_threaded_blas
-from .._norms import all_finite
+from ..io import register
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 
@@ -139,6 +140,62 @@ def _weight_grads(Wx, Wh, b):
             np.zeros(b.shape, b.dtype)]
 
 
+# ---- persistence (fastrnn.save / fastrnn.load) ---------------------------------------------------
+
+def _config_values(cls, config, required, optional=()):
+    """The entries of `config` for cls.from_config, checked: a dict with every `required` key, no
+    keys beyond `required` and `optional`."""
+    if not isinstance(config, dict):
+        raise TypeError(f"{cls.__name__} config must be a dict, got {type(config).__name__}")
+    missing = [k for k in required if k not in config]
+    extra = sorted(set(config) - set(required) - set(optional))
+    if missing or extra:
+        raise ValueError(f"{cls.__name__} config must have keys {list(required)}"
+                         + (f" (optionally {list(optional)})" if optional else "")
+                         + f"; missing {missing}, unexpected {extra}")
+    return config
+
+
+def _config_size(cls, config, key):
+    value = config[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{cls.__name__} config {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _config_option(cls, config, key, default):
+    """config[key], of the type of its default (a bool, or a string the constructor checks)."""
+    value = config.get(key, default)
+    if not isinstance(value, type(default)):
+        kind = "true or false" if isinstance(default, bool) else "a string"
+        raise TypeError(f"{cls.__name__} config {key} must be {kind}, got {value!r}")
+    return value
+
+
+def _params_for(cls, config, params, blocks, bias_2d):
+    """params as [Wx, Wh, b], checked against the sizes in config."""
+    D = _config_size(cls, config, "input_size")
+    H = _config_size(cls, config, "hidden_size")
+    if not isinstance(params, (list, tuple)) or len(params) != 3:
+        raise ValueError(f"{cls.__name__} takes params [Wx, Wh, b], got "
+                         f"{len(params) if isinstance(params, (list, tuple)) else params!r}")
+    b_shape = (2, blocks * H) if bias_2d else (blocks * H,)
+    for name, p, shape in zip(("Wx", "Wh", "b"), params,
+                              ((D, blocks * H), (H, blocks * H), b_shape)):
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"{cls.__name__} param {name} must be a numpy array, got "
+                            f"{type(p).__name__}")
+        if p.shape != shape:
+            raise ValueError(f"{cls.__name__} param {name} must have shape {shape} for "
+                             f"input_size={D}, hidden_size={H}, got {p.shape}")
+    return list(params)
+
+
+def _sizes(layer):
+    dWx, dWh = layer.grads[0], layer.grads[1]
+    return {"input_size": int(dWx.shape[0]), "hidden_size": int(dWh.shape[0])}
+
+
 class _TimeLayer:
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
@@ -172,6 +229,34 @@ class _TimeLayer:
         # the D, H and dtype of _wp_key)
         self._wp = None
         self._wp_key = None
+
+    def get_config(self):
+        """The constructor arguments besides the weights, as a JSON-serializable dict (the
+        persistence protocol of ``fastrnn.save``); the sizes are recorded to check the weights
+        against on load."""
+        config = _sizes(self)
+        config["stateful"] = bool(self.stateful)
+        config.update(self._extra_config())
+        return config
+
+    def _extra_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config, params):
+        """A new layer from ``get_config()``'s dict and the arrays [Wx, Wh, b] (shapes checked
+        against the config's input_size and hidden_size)."""
+        defaults = {"stateful": False, **cls._extra_defaults()}
+        _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
+        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
+                  if k in config}
+        blocks = cls.blocks
+        bias_2d = kwargs.get("reset_after", False)
+        return cls(*_params_for(cls, config, params, blocks, bias_2d), **kwargs)
+
+    @classmethod
+    def _extra_defaults(cls):
+        return {}
 
     @property
     def threads(self):
@@ -449,6 +534,7 @@ def _check_nonlinearity(value):
     return value
 
 
+@register
 class TimeRNN(_TimeLayer):
     """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b), or with
     nonlinearity="relu" h_t = max(0, x_t Wx + h_{t-1} Wh + b) (as torch.nn.RNN's).
@@ -460,6 +546,13 @@ class TimeRNN(_TimeLayer):
     def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(Wx, Wh, b, stateful)
+
+    def _extra_config(self):
+        return {"nonlinearity": self.nonlinearity}
+
+    @classmethod
+    def _extra_defaults(cls):
+        return {"nonlinearity": "tanh"}
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, H)}
@@ -481,6 +574,7 @@ class TimeRNN(_TimeLayer):
                              c["M"], self.nonlinearity == "relu")
 
 
+@register
 class TimeLSTM(_TimeLayer):
     """LSTM over a sequence; gate blocks f, g, i, o.
 
@@ -512,6 +606,7 @@ class TimeLSTM(_TimeLayer):
                               dh0, dc0, sq, self._wp, threads, check, c["M"])
 
 
+@register
 class TimeGRU(_TimeLayer):
     """GRU over a sequence; gate blocks z, r, h~ and h_t = (1 - z) * h_{t-1} + z * h~.
 
@@ -526,6 +621,13 @@ class TimeGRU(_TimeLayer):
     def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
         self.reset_after = self.bias_2d = bool(reset_after)
         super().__init__(Wx, Wh, b, stateful)
+
+    def _extra_config(self):
+        return {"reset_after": self.reset_after}
+
+    @classmethod
+    def _extra_defaults(cls):
+        return {"reset_after": False}
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
@@ -568,6 +670,23 @@ class _Cell:
         self.params = seq.params      # the same list and arrays: updates are seen by both
         self.grads = seq.grads
 
+    def get_config(self):
+        """The constructor arguments besides the weights (see ``_TimeLayer.get_config``)."""
+        config = self._seq.get_config()
+        del config["stateful"]
+        return config
+
+    @classmethod
+    def from_config(cls, config, params):
+        """A new cell from ``get_config()``'s dict and the arrays [Wx, Wh, b]."""
+        seq_cls = cls._seq_class
+        defaults = seq_cls._extra_defaults()
+        _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
+        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
+                  if k in config}
+        return cls(*_params_for(cls, config, params, seq_cls.blocks,
+                                kwargs.get("reset_after", False)), **kwargs)
+
     def _step(self, x, h_prev, c_prev=None):
         Wx, Wh, b = self._seq._read_params(scan_weights=False)    # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
@@ -589,8 +708,11 @@ class _Cell:
         return dxs[:, 0], dh0, dc0
 
 
+@register
 class RNN(_Cell):
     """One RNN step: h_next = tanh(x Wx + h_prev Wh + b) (or max(0, .), nonlinearity="relu")."""
+
+    _seq_class = TimeRNN
 
     def __init__(self, Wx, Wh, b, nonlinearity="tanh"):
         super().__init__(TimeRNN(Wx, Wh, b, nonlinearity=nonlinearity))
@@ -604,8 +726,11 @@ class RNN(_Cell):
         return dx, dh_prev
 
 
+@register
 class LSTM(_Cell):
     """One LSTM step (gate blocks f, g, i, o); forward returns (h_next, c_next)."""
+
+    _seq_class = TimeLSTM
 
     def __init__(self, Wx, Wh, b):
         super().__init__(TimeLSTM(Wx, Wh, b))
@@ -620,8 +745,11 @@ class LSTM(_Cell):
         return self._step_back(dh_next, dc_next)
 
 
+@register
 class GRU(_Cell):
     """One GRU step (gate blocks z, r, h~); see TimeGRU for the two variants."""
+
+    _seq_class = TimeGRU
 
     def __init__(self, Wx, Wh, b, reset_after=False):
         super().__init__(TimeGRU(Wx, Wh, b, reset_after=reset_after))
