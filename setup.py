@@ -18,6 +18,7 @@ KERNELS = {
     "_packed": "gemm",
     "_pool": "parallel",
     "_norms": "checks", "_checks": "checks",
+    "_cpu": "common",
 }
 SRC_DIRS = ["src/common", "src/cells", "src/gemm", "src/parallel", "src/checks"]
 
