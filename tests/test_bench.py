@@ -71,6 +71,51 @@ def test_report_text(tiny_results):
     assert "CPU:" in bench.format_machine(tiny_results)
 
 
+def test_rates_against_the_measured_peak(tiny_results):
+    peak = tiny_results["meta"]["peak"]
+    assert peak["gflops"] > 0.5 and peak["kernel"] in ("avx512", "avx2", "portable")
+    for row in tiny_results["layers"]:
+        case = bench.Case(row["cell"], row["N"], row["T"], row["D"], row["H"])
+        if row["median_ms"] > 0:
+            assert row["gflops"] == pytest.approx(
+                case.flops(row["op"]) / (row["median_ms"] * 1e-3) / 1e9)
+            assert row["pct_peak"] == pytest.approx(100 * row["gflops"] / peak["gflops"])
+    text = bench.format_report(tiny_results)
+    for col in ("fastrnn GF/s", "fastrnn %peak", "GF/s in float32"):
+        assert col in text
+    assert "FMA peak probe" in bench.format_machine(tiny_results)
+
+
+def test_case_flops():
+    # LSTM N2 T3 D4 H5: G = 20; forward 2 * N T G (D + H) = 2 * 6 * 20 * 9
+    case = bench.Case("lstm", 2, 3, 4, 5)
+    assert case.flops("fwd") == 2 * 6 * 20 * 9
+    assert case.flops("fwdbwd") == 3 * case.flops("fwd")
+    assert bench.Case("rnn", 2, 3, 4, 5).flops("fwd") == 2 * 6 * 5 * 9
+    with pytest.raises(ValueError, match="op"):
+        case.flops("clip")
+
+
+def test_rates_per_thread_count():
+    # at 2 threads the percent is against twice the one-core peak; torch's rate is copied too
+    results = {
+        "meta": {"peak": {"gflops": 100.0}},
+        "layers": [{"threads": t, "case": "rnn N2 T3 D4 H5", "op": "fwd", "impl": impl,
+                    "cell": "rnn", "N": 2, "T": 3, "D": 4, "H": 5, "median_ms": 1e-3}
+                   for t in (1, 2) for impl in ("fastrnn", "torch")],
+        "ratios": [{"threads": t, "case": "rnn N2 T3 D4 H5", "op": "fwd"} for t in (1, 2)]}
+    bench.add_rates(results)
+    gflops = 540 / 1e-6 / 1e9                   # 540 FLOPs in 1 microsecond
+    r1, r2 = results["ratios"]
+    assert r1["fastrnn GF/s"] == pytest.approx(gflops) == r1["torch GF/s"]
+    assert r1["fastrnn %peak"] == pytest.approx(gflops)          # of 100 GF/s
+    assert r2["fastrnn %peak"] == pytest.approx(gflops / 2)
+    no_peak = {"layers": [dict(results["layers"][0])], "ratios": []}
+    no_peak["layers"][0].pop("gflops"), no_peak["layers"][0].pop("pct_peak")
+    bench.add_rates(no_peak)
+    assert "gflops" in no_peak["layers"][0] and "pct_peak" not in no_peak["layers"][0]
+
+
 def test_plot(tiny_results, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench.png"

@@ -43,7 +43,7 @@ from .cases import (BUSY_CORES, CELLS, CLIP_CASES, CLIP_IMPLS, DEFAULT_CASES, LA
                     make_weights)
 from .cli import add_parser, config_from_args, filter_cases, main, run
 from .harness import run_bench, wait_until_quiet
-from .report import TARGETS, evaluate_targets, format_machine, format_report, plot
+from .report import TARGETS, add_rates, evaluate_targets, format_machine, format_report, plot
 from .runners import (CLIP_DECAY, PARALLEL_MIN, GemmFloor, _ClipRunner, _numpy_layer,
                       make_clip_runner, make_layer_runner, measure_memory, supports,
                       torch_grads_to_ours, torch_rnn_from_weights)

@@ -40,6 +40,19 @@ class Case:
     def blocks(self):
         return CELLS[self.cell]
 
+    def flops(self, op):
+        """Floating-point operations of the matrix products of one call (a multiply-add counts
+        two; the element-wise gate work is not counted).  Forward: the input projection
+        X (N*T, D) @ Wx (D, G) and T steps h (N, H) @ Wh (H, G), so 2 N T G (D + H); backward
+        the same products three times over (dX and dh; dWx and dWh), so forward + backward is
+        3x the forward's."""
+        fwd = 2.0 * self.N * self.T * self.blocks * self.H * (self.D + self.H)
+        if op == "fwd":
+            return fwd
+        if op == "fwdbwd":
+            return 3 * fwd
+        raise ValueError(f"op: expected 'fwd' or 'fwdbwd', got {op!r}")
+
     @classmethod
     def parse(cls, spec):
         """'lstm 20 35 100 100' (or 'lstm,20,35,100,100') -> Case."""

@@ -9,9 +9,11 @@ import time
 import numpy as np
 
 from .cases import BUSY_CORES, CLIP_IMPLS, IMPL_BACKEND
-from .report import evaluate_targets
+from .report import add_rates, evaluate_targets
 from .runners import supports
 from .worker import WorkerError, _WorkerProc
+
+PEAK_SECONDS = 0.5    # how long the FMA peak is measured, once per run
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # fastrnn/
 
@@ -187,6 +189,15 @@ def run_bench(cfg):
                 msg = str(exc).strip().splitlines()[-1]
                 notes.append(f"{b} omitted: {msg}")
                 workers.pop(b).close()
+        peak = None
+        if "fastrnn" in workers and cfg.cases:
+            # before any timing, on the worker's one thread; the best ~2 ms slice of the run
+            try:
+                peak = workers["fastrnn"].call("peak", PEAK_SECONDS)
+            except WorkerError as exc:
+                peak = {"gflops": None, "error": str(exc).strip().splitlines()[-1]}
+            if peak.get("gflops") is None:
+                notes.append(f"no FMA peak: {peak.get('error')}")
         layer_impls = [i for i in cfg.impls if IMPL_BACKEND[i] in workers]
         clip_impls = [i for i in CLIP_IMPLS if IMPL_BACKEND[i] in workers]
         results = _run_with_workers(cfg, workers, layer_impls, clip_impls, notes)
@@ -208,6 +219,9 @@ def run_bench(cfg):
                    "clip_cases": [c.name for c in cfg.clip_cases]},
         "notes": notes,
     }
+    if peak and peak.get("gflops"):
+        results["meta"]["peak"] = peak
+    add_rates(results)
     results["targets"] = evaluate_targets(results)
     return results
 

@@ -4,7 +4,9 @@ import re
 
 import numpy as np
 
-from .cases import CLIP_IMPLS, LAYER_IMPLS, NOISY, OP_TITLES, OPS
+from .cases import CLIP_IMPLS, LAYER_IMPLS, NOISY, OP_TITLES, OPS, Case
+
+RATE_IMPLS = ("fastrnn", "torch")   # whose GF/s and percent of peak the tables show
 
 
 # ---- targets ------------------------------------------------------------------------------------
@@ -92,6 +94,30 @@ def evaluate_targets(results):
     return out
 
 
+# ---- rates against the FMA peak ---------------------------------------------------------------
+
+def add_rates(results):
+    """Add to every layer row its products' rate (``gflops``, from Case.flops and the median)
+    and, where the run measured the core's FMA peak, ``pct_peak``: the rate as a percent of
+    threads x the one-core peak; and copy both into the ratio rows as ``IMPL GF/s`` and
+    ``IMPL %peak`` for fastrnn and torch.  Returns results."""
+    peak = (results.get("meta", {}).get("peak") or {}).get("gflops")
+    ratios = {(r["threads"], r["case"], r["op"]): r for r in results.get("ratios", [])}
+    for row in results.get("layers", []):
+        if not all(k in row for k in ("cell", "N", "T", "D", "H")) or not row["median_ms"]:
+            continue
+        case = Case(row["cell"], row["N"], row["T"], row["D"], row["H"])
+        row["gflops"] = case.flops(row["op"]) / (row["median_ms"] * 1e-3) / 1e9
+        if peak:
+            row["pct_peak"] = 100.0 * row["gflops"] / (peak * row["threads"])
+        ratio = ratios.get((row["threads"], row["case"], row["op"]))
+        if ratio is not None and row["impl"] in RATE_IMPLS:
+            ratio[f"{row['impl']} GF/s"] = row["gflops"]
+            if peak:
+                ratio[f"{row['impl']} %peak"] = row["pct_peak"]
+    return results
+
+
 # ---- report -------------------------------------------------------------------------------------
 
 def _fmt_ms(v):
@@ -107,6 +133,14 @@ def _table(header, rows, align=None):
     lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*[str(x) for x in r]) for r in rows]
     return lines
+
+
+def _peak_text(meta):
+    peak = meta.get("peak") or {}
+    if not peak.get("gflops"):
+        return " (not measured in this run)"
+    return (f" ({peak['gflops']:.1f} GF/s in float32, fastrnn._cpu.peak_gflops on its "
+            f"{peak.get('kernel', '?')} path)")
 
 
 def format_report(results, markdown=False):
@@ -140,8 +174,11 @@ def format_report(results, markdown=False):
     reps = cfg.get("repeats", "?")
     lines.append(f"fastrnn bench: float32; median ms per call over {reps} interleaved rounds "
                  f"('~': samples spread over more than {NOISY:.0%} of the median, by IQR); "
-                 "x/fastrnn > 1: fastrnn is faster; fastrnn/floor >= 1: distance from the "
-                 "GEMM (or memory) floor")
+                 "x/fastrnn > 1: fastrnn is faster; fastrnn/floor: against the same products "
+                 "in scipy's BLAS (or, for clip_grads, the memory floor); GF/s: the matrix "
+                 "products' floating-point operations per second (the gate arithmetic not "
+                 "counted); %peak: that rate against threads x one core's measured FMA peak"
+                 + _peak_text(meta))
     impls = cfg.get("impls", list(LAYER_IMPLS))
     threads_list = sorted({r["threads"] for r in results["layers"] + results["clip"]})
     for threads in threads_list:
@@ -153,12 +190,16 @@ def format_report(results, markdown=False):
             header = ["case"] + [f"{i} ms" for i in impls]
             ratio_keys = [k for k in ("reference/fastrnn", "torch/fastrnn", "fastrnn/floor")
                           if any(k in ratios.get((threads, c, op), {}) for c in cases)]
-            header += ratio_keys
+            rate_keys = [f"{i} {u}" for i in RATE_IMPLS for u in ("GF/s", "%peak")
+                         if any(f"{i} {u}" in ratios.get((threads, c, op), {}) for c in cases)]
+            header += ratio_keys + rate_keys
             rows = []
             for c in cases:
                 row = [c] + [ms((threads, c, op, i)) for i in impls]
                 rr = ratios.get((threads, c, op), {})
                 row += [f"{rr[k]:.2f}" if k in rr else "-" for k in ratio_keys]
+                row += [(f"{rr[k]:.1f}" if k.endswith("GF/s") else f"{rr[k]:.0f}%")
+                        if k in rr else "-" for k in rate_keys]
                 rows.append(row)
             block(f"threads={threads}, {OP_TITLES[op]}", [header] + rows)
         cases = list(dict.fromkeys(r["case"] for r in results["clip"] if r["threads"] == threads))
@@ -230,6 +271,34 @@ def format_report(results, markdown=False):
     return "\n".join(lines)
 
 
+def _kernels_text(meta):
+    """Which kernel makes each product, as far as the run knows: fastrnn's instruction set
+    (its worker's fastrnn._isa.current()), scipy's OpenBLAS kernels (threadpoolctl), the peak
+    probe's path.  The per-shape choices follow the rules in src/gemm/_packed.pxd."""
+    w = meta.get("workers", {})
+    fr = w.get("fastrnn") or {}
+    isa = fr.get("fastrnn_kernels")
+    sgemm = "sgemm"
+    for b in meta.get("blas", []):
+        if os.path.basename(os.path.dirname(b.get("filepath") or "")) == "scipy.libs":
+            sgemm = f"scipy's OpenBLAS sgemm ({b.get('architecture')} kernels)"
+    parts = []
+    if isa:
+        parts.append(f"fastrnn's step products: its packed micro-kernel ({isa}; 2-24-row "
+                     "single steps: its direct kernels; batch 1: sgemv)")
+        parts.append("weight gradients: " + ("gemm_tn_packed (avx512) in float32 for dW of "
+                                             "up to 640 rows and 64+ columns, else " + sgemm
+                                             if isa == "avx512" else sgemm))
+        parts.append(f"input projection and dX: {sgemm}")
+    if "torch" in w:
+        parts.append("torch: its own CPU kernels" + (" (oneDNN available)"
+                                                     if w["torch"].get("mkldnn") else ""))
+    peak = meta.get("peak") or {}
+    if peak.get("gflops"):
+        parts.append(f"FMA peak probe: {peak.get('kernel')} path, {peak['gflops']:.1f} GF/s")
+    return "; ".join(parts)
+
+
 def format_machine(results, markdown=False):
     meta = results.get("meta", {})
     m = meta.get("machine", {})
@@ -249,6 +318,9 @@ def format_machine(results, markdown=False):
                      f"({b.get('architecture')} kernels, {b.get('threading_layer')} threads), "
                      f"{os.path.basename(path)} ({who})")
     w = meta.get("workers", {})
+    kernels = _kernels_text(meta)
+    if kernels:
+        lines.append("kernels: " + kernels)
     vers = [f"python {m.get('python')}"]
     if "fastrnn" in w:
         vers += [f"numpy {w['fastrnn'].get('numpy')}", f"scipy {w['fastrnn'].get('scipy')}",

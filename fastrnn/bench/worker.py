@@ -102,6 +102,16 @@ class _Worker:
         info["blas"] = _blas_info()
         return info
 
+    def peak(self, seconds):
+        """One core's float32 FMA peak (fastrnn._cpu), the physical limit rates are quoted
+        against; None (with the reason) where this build has no probe."""
+        try:
+            from fastrnn import _cpu
+        except ImportError as exc:
+            return {"gflops": None, "error": str(exc)}
+        return {"gflops": _cpu.peak_gflops("float32", seconds), "kernel": _cpu.peak_kernel(),
+                "dtype": "float32", "seconds": seconds}
+
     def set_threads(self, n):
         self.threads = n
         info = _set_threads(n)
