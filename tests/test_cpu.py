@@ -1,4 +1,5 @@
 """The FMA-peak probe (fastrnn._cpu, src/common/fr_peak.h) that `fastrnn bench` divides by."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,8 @@ from fastrnn import _cpu
 def test_peak_is_positive_and_stable(dtype):
     first = _cpu.peak_gflops(dtype, 0.05)
     second = _cpu.peak_gflops(dtype, 0.05)
-    assert first > 0.5 and second > 0.5          # any core since 2000 does more than 0.5 GF/s
-    assert first < 1e4                          # and none does 10 TF/s
+    assert first > 0.5 and second > 0.5  # any core since 2000 does more than 0.5 GF/s
+    assert first < 1e4  # and none does 10 TF/s
     # the best slice of each run: the same order of magnitude even on a shared machine
     assert 0.1 < first / second < 10
 
@@ -25,7 +26,7 @@ def test_float64_is_slower_than_float32_per_vector_width():
 
 
 def test_wider_kernels_are_not_slower():
-    kernels = _cpu.KERNELS[: _cpu.KERNELS.index(_cpu.peak_kernel()) + 1]   # those it runs
+    kernels = _cpu.KERNELS[: _cpu.KERNELS.index(_cpu.peak_kernel()) + 1]  # those it runs
     rates = {k: max(_cpu.peak_gflops("float32", 0.05, k) for _ in range(2)) for k in kernels}
     assert _cpu.peak_kernel() in rates
     # 16-byte vectors without FMA against the widest: the widest is faster (under load too)
@@ -61,8 +62,9 @@ def test_bad_kernel():
 
 
 def test_unsupported_kernel_is_refused():
-    unsupported = [k for k in _cpu.KERNELS
-                   if _cpu.KERNELS.index(k) > _cpu.KERNELS.index(_cpu.peak_kernel())]
+    unsupported = [
+        k for k in _cpu.KERNELS if _cpu.KERNELS.index(k) > _cpu.KERNELS.index(_cpu.peak_kernel())
+    ]
     if not unsupported:
         pytest.skip("this CPU runs every path")
     with pytest.raises(ValueError, match="does not run"):

@@ -37,19 +37,61 @@ The package: ``cases`` (what is measured), ``runners`` (the timed objects), ``wo
 isolation and timing), ``harness`` (the coordinator and load detection), ``report`` (tables,
 targets, percent of peak) and ``cli`` (the command line).
 """
+
 # the names benches/, the tests and `fastrnn bench` use, reachable as fastrnn.bench.NAME
-from .cases import (BUSY_CORES, CELLS, CLIP_CASES, CLIP_IMPLS, DEFAULT_CASES, LAYER_IMPLS, OPS,
-                    QUICK_CASES, QUICK_CLIP_CASES, BenchConfig, Case, ClipCase, make_grads,
-                    make_weights)
+from .cases import (
+    BUSY_CORES,
+    CELLS,
+    CLIP_CASES,
+    CLIP_IMPLS,
+    DEFAULT_CASES,
+    LAYER_IMPLS,
+    OPS,
+    QUICK_CASES,
+    QUICK_CLIP_CASES,
+    BenchConfig,
+    Case,
+    ClipCase,
+    make_grads,
+    make_weights,
+)
 from .cli import add_parser, config_from_args, filter_cases, main, run
 from .harness import run_bench, wait_until_quiet
 from .report import TARGETS, add_rates, evaluate_targets, format_machine, format_report, plot
-from .runners import (CLIP_DECAY, PARALLEL_MIN, GemmFloor, _ClipRunner, _numpy_layer,
-                      make_clip_runner, make_layer_runner, measure_memory, supports,
-                      torch_grads_to_ours, torch_rnn_from_weights)
+from .runners import (
+    CLIP_DECAY,
+    PARALLEL_MIN,
+    GemmFloor,
+    _ClipRunner,
+    _numpy_layer,
+    make_clip_runner,
+    make_layer_runner,
+    measure_memory,
+    supports,
+    torch_grads_to_ours,
+    torch_rnn_from_weights,
+)
 from .worker import WorkerError, _quiesce, _worker_main
 
-__all__ = ["Case", "ClipCase", "BenchConfig", "DEFAULT_CASES", "QUICK_CASES", "CLIP_CASES",
-           "QUICK_CLIP_CASES", "TARGETS", "add_parser", "run", "run_bench", "format_report",
-           "make_layer_runner", "make_clip_runner", "torch_rnn_from_weights", "torch_grads_to_ours",
-           "make_weights", "GemmFloor", "measure_memory", "evaluate_targets"]
+__all__ = [
+    "Case",
+    "ClipCase",
+    "BenchConfig",
+    "DEFAULT_CASES",
+    "QUICK_CASES",
+    "CLIP_CASES",
+    "QUICK_CLIP_CASES",
+    "TARGETS",
+    "add_parser",
+    "run",
+    "run_bench",
+    "format_report",
+    "make_layer_runner",
+    "make_clip_runner",
+    "torch_rnn_from_weights",
+    "torch_grads_to_ours",
+    "make_weights",
+    "GemmFloor",
+    "measure_memory",
+    "evaluate_targets",
+]

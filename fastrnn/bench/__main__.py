@@ -1,4 +1,5 @@
 """python -m fastrnn.bench: the same options as `fastrnn bench`."""
+
 import sys
 
 from .cli import main

@@ -1,5 +1,6 @@
 """The coordinator: starts the workers, interleaves the implementations round after round,
 watches the machine's load, cross-checks the outputs and collects the results dict."""
+
 import os
 import platform
 import subprocess
@@ -13,9 +14,9 @@ from .report import add_rates, evaluate_targets
 from .runners import supports
 from .worker import WorkerError, _WorkerProc
 
-PEAK_SECONDS = 0.5    # how long the FMA peak is measured, once per run
+PEAK_SECONDS = 0.5  # how long the FMA peak is measured, once per run
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # fastrnn/
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # fastrnn/
 
 
 class _Progress:
@@ -24,8 +25,15 @@ class _Progress:
         if enabled:
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total, file=sys.stderr, unit="batch", dynamic_ncols=True,
-                                mininterval=0.5, smoothing=0.05)
+
+                self.bar = tqdm(
+                    total=total,
+                    file=sys.stderr,
+                    unit="batch",
+                    dynamic_ncols=True,
+                    mininterval=0.5,
+                    smoothing=0.05,
+                )
             except ImportError:
                 self.bar = None
         self.total, self.done, self.enabled, self.last = total, 0, enabled, 0.0
@@ -107,25 +115,40 @@ def wait_until_quiet(limit_s, threshold=BUSY_CORES, window=3.0, out=sys.stderr):
             return load
         if time.time() > deadline:
             if out:
-                print(f"fastrnn bench: machine still busy ({load:.2f} cores used by other "
-                      "processes); going on anyway", file=out, flush=True)
+                print(
+                    f"fastrnn bench: machine still busy ({load:.2f} cores used by other "
+                    "processes); going on anyway",
+                    file=out,
+                    flush=True,
+                )
             return load
         if out and not said:
-            print(f"fastrnn bench: waiting up to {limit_s:g} s for a quiet machine ({load:.2f} "
-                  "cores used by other processes)", file=out, flush=True)
+            print(
+                f"fastrnn bench: waiting up to {limit_s:g} s for a quiet machine ({load:.2f} "
+                "cores used by other processes)",
+                file=out,
+                flush=True,
+            )
             said = True
 
 
 def _stats(samples):
     a = np.asarray(samples) * 1e3
     q1, med, q3 = np.percentile(a, [25, 50, 75])
-    return {"median_ms": float(med), "min_ms": float(a.min()), "iqr_ms": float(q3 - q1),
-            "samples_ms": [float(x) for x in a]}
+    return {
+        "median_ms": float(med),
+        "min_ms": float(a.min()),
+        "iqr_ms": float(q3 - q1),
+        "samples_ms": [float(x) for x in a],
+    }
 
 
 def _machine_info():
-    info = {"platform": platform.platform(), "python": sys.version.split()[0],
-            "logical_cpus": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "logical_cpus": os.cpu_count(),
+    }
     try:
         info["usable_cpus"] = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -135,36 +158,69 @@ def _machine_info():
         for line in out.splitlines():
             key, _, value = line.partition(":")
             key, value = key.strip(), value.strip()
-            if key in ("Model name", "Vendor ID", "Core(s) per socket", "Socket(s)",
-                       "Thread(s) per core", "L2 cache", "L3 cache", "CPU max MHz",
-                       "Hypervisor vendor"):
+            if key in (
+                "Model name",
+                "Vendor ID",
+                "Core(s) per socket",
+                "Socket(s)",
+                "Thread(s) per core",
+                "L2 cache",
+                "L3 cache",
+                "CPU max MHz",
+                "Hypervisor vendor",
+            ):
                 info[key] = value
         flags = next((l for l in out.splitlines() if l.startswith("Flags:")), "")
         info["simd"] = [f for f in ("avx", "avx2", "fma", "avx512f") if f" {f} " in flags + " "]
     except Exception:
         pass
-    info["env"] = {k: v for k, v in os.environ.items()
-                   if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO", "FASTRNN"))}
+    info["env"] = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO", "FASTRNN"))
+    }
     try:
         root = os.path.dirname(_PACKAGE_DIR)
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if head.returncode == 0:
-            dirty = subprocess.run(["git", "-C", root, "status", "--porcelain",
-                                    "--untracked-files=no", "--", "src", "fastrnn", "setup.py"],
-                                   capture_output=True, text=True, timeout=10)
-            info["git"] = head.stdout.strip() + (" (kernel or layer sources modified)"
-                                                 if dirty.stdout.strip() else "")
+            dirty = subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    root,
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    "src",
+                    "fastrnn",
+                    "setup.py",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            info["git"] = head.stdout.strip() + (
+                " (kernel or layer sources modified)" if dirty.stdout.strip() else ""
+            )
     except Exception:
         pass
     try:
         import glob
+
         here = _PACKAGE_DIR
-        built = [os.path.getmtime(p) for p in glob.glob(os.path.join(here, "_*.so"))
-                 + glob.glob(os.path.join(here, "_*.pyd"))]
+        built = [
+            os.path.getmtime(p)
+            for p in glob.glob(os.path.join(here, "_*.so"))
+            + glob.glob(os.path.join(here, "_*.pyd"))
+        ]
         if built:
-            info["kernels_built"] = time.strftime("%Y-%m-%d %H:%M:%S",
-                                                  time.localtime(max(built)))
+            info["kernels_built"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max(built)))
     except OSError:
         pass
     return info
@@ -173,10 +229,13 @@ def _machine_info():
 def run_bench(cfg):
     """Run the benchmark described by cfg; returns the results dict (what --json writes)."""
     started = time.time()
-    machine = _machine_info()       # before the run: the kernels and tree being measured
+    machine = _machine_info()  # before the run: the kernels and tree being measured
     want_torch = any(i in ("torch",) for i in cfg.impls)
-    backends = [b for b in ("fastrnn", "reference", "torch", "floor")
-                if b in cfg.impls or (b == "torch" and want_torch)]
+    backends = [
+        b
+        for b in ("fastrnn", "reference", "torch", "floor")
+        if b in cfg.impls or (b == "torch" and want_torch)
+    ]
     notes = []
     workers = {}
     try:
@@ -206,17 +265,26 @@ def run_bench(cfg):
             w.close()
     fr = next((w.info for w in workers.values() if w.backend == "fastrnn" and w.info), None)
     results["meta"] = {
-        "command": cfg.command, "started": time.strftime("%Y-%m-%d %H:%M:%S",
-                                                         time.localtime(started)),
-        "duration_s": round(time.time() - started, 1), "machine": machine,
+        "command": cfg.command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine,
         "workers": {b: w.info for b, w in workers.items()},
         "blas": (fr or {}).get("blas", []),
-        "config": {"threads": list(cfg.threads), "repeats": cfg.repeats,
-                   "min_time": cfg.min_time, "ops": list(cfg.ops), "impls": layer_impls,
-                   "clip_impls": clip_impls, "quick": cfg.quick, "settle": cfg.settle,
-                   "seed": cfg.seed, "retry_busy": cfg.retry_busy,
-                   "cases": [c.name for c in cfg.cases],
-                   "clip_cases": [c.name for c in cfg.clip_cases]},
+        "config": {
+            "threads": list(cfg.threads),
+            "repeats": cfg.repeats,
+            "min_time": cfg.min_time,
+            "ops": list(cfg.ops),
+            "impls": layer_impls,
+            "clip_impls": clip_impls,
+            "quick": cfg.quick,
+            "settle": cfg.settle,
+            "seed": cfg.seed,
+            "retry_busy": cfg.retry_busy,
+            "cases": [c.name for c in cfg.cases],
+            "clip_cases": [c.name for c in cfg.clip_cases],
+        },
         "notes": notes,
     }
     if peak and peak.get("gflops"):
@@ -236,8 +304,12 @@ def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
     # total batches, for the progress bar
     n_batches = 0
     for case in cfg.cases:
-        n_batches += len(cfg.threads) * cfg.repeats * len(cfg.ops) * sum(
-            supports(i, case) for i in layer_impls)
+        n_batches += (
+            len(cfg.threads)
+            * cfg.repeats
+            * len(cfg.ops)
+            * sum(supports(i, case) for i in layer_impls)
+        )
     n_batches += len(cfg.threads) * cfg.repeats * len(cfg.clip_cases) * len(clip_impls)
     progress = _Progress(n_batches, cfg.progress)
     try:
@@ -246,20 +318,38 @@ def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
             outs = {}
             for impl in impls:
                 outs[impl] = workers[IMPL_BACKEND[impl]].call(
-                    "setup", ("layer", case.name, impl), "layer", impl, case.spec, cfg.seed)
+                    "setup", ("layer", case.name, impl), "layer", impl, case.spec, cfg.seed
+                )
             checks.extend(_cross_check(case, outs))
-            _measure_group(cfg, workers, ("layer", case.name), impls, cfg.ops, case.name,
-                           layer_rows, progress, extra={"cell": case.cell, "N": case.N,
-                                                        "T": case.T, "D": case.D, "H": case.H})
+            _measure_group(
+                cfg,
+                workers,
+                ("layer", case.name),
+                impls,
+                cfg.ops,
+                case.name,
+                layer_rows,
+                progress,
+                extra={"cell": case.cell, "N": case.N, "T": case.T, "D": case.D, "H": case.H},
+            )
             for b in {IMPL_BACKEND[i] for i in impls}:
                 workers[b].call("drop", "layer")
         for cc in cfg.clip_cases:
             for impl in clip_impls:
-                workers[IMPL_BACKEND[impl]].call("setup", ("clip", cc.name, impl), "clip", impl,
-                                                 (cc.name, cc.shapes), cfg.seed)
-            _measure_group(cfg, workers, ("clip", cc.name), clip_impls, ("clip",), cc.name,
-                           clip_rows, progress, extra={"floats": cc.size,
-                                                       "arrays": len(cc.shapes)})
+                workers[IMPL_BACKEND[impl]].call(
+                    "setup", ("clip", cc.name, impl), "clip", impl, (cc.name, cc.shapes), cfg.seed
+                )
+            _measure_group(
+                cfg,
+                workers,
+                ("clip", cc.name),
+                clip_impls,
+                ("clip",),
+                cc.name,
+                clip_rows,
+                progress,
+                extra={"floats": cc.size, "arrays": len(cc.shapes)},
+            )
             for b in {IMPL_BACKEND[i] for i in clip_impls}:
                 workers[b].call("drop", "clip")
     finally:
@@ -269,8 +359,13 @@ def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
             for impl in ("fastrnn", "reference"):
                 if impl in workers:
                     memory.append(workers[impl].call("memory", impl, case.spec, cfg.seed))
-    return {"layers": layer_rows, "clip": clip_rows, "checks": checks, "memory": memory,
-            "ratios": _ratios(layer_rows, clip_rows)}
+    return {
+        "layers": layer_rows,
+        "clip": clip_rows,
+        "checks": checks,
+        "memory": memory,
+        "ratios": _ratios(layer_rows, clip_rows),
+    }
 
 
 def _measure_group(cfg, workers, prefix, impls, ops, case_name, rows, progress, extra):
@@ -286,7 +381,8 @@ def _measure_group(cfg, workers, prefix, impls, ops, case_name, rows, progress, 
                 for impl in impls:
                     key = prefix + (impl,)
                     plan[op, impl] = workers[IMPL_BACKEND[impl]].call(
-                        "calibrate", key, op, cfg.min_time)
+                        "calibrate", key, op, cfg.min_time
+                    )
             snap = meter.snapshot()
             samples = {(op, impl): [] for op in ops for impl in impls}
             overheads = {(op, impl): 0.0 for op in ops for impl in impls}
@@ -295,7 +391,8 @@ def _measure_group(cfg, workers, prefix, impls, ops, case_name, rows, progress, 
                     for impl in _rotations(impls, r):
                         cal = plan[op, impl]
                         res = workers[IMPL_BACKEND[impl]].call(
-                            "time", prefix + (impl,), op, cal["k"], cal["t1"] < 0.25)
+                            "time", prefix + (impl,), op, cal["k"], cal["t1"] < 0.25
+                        )
                         samples[op, impl].append(res["seconds"])
                         overheads[op, impl] = res["overhead"]
                         if attempt == 1:
@@ -305,16 +402,25 @@ def _measure_group(cfg, workers, prefix, impls, ops, case_name, rows, progress, 
             background = meter.cores_since(snap)
             if background is None or background <= BUSY_CORES or attempt > cfg.retry_busy:
                 break
-            progress.note(f"{case_name}, threads={threads}: other processes used "
-                          f"{background:.2f} cores; waiting for a quiet machine and measuring "
-                          f"again ({attempt}/{cfg.retry_busy})")
+            progress.note(
+                f"{case_name}, threads={threads}: other processes used "
+                f"{background:.2f} cores; waiting for a quiet machine and measuring "
+                f"again ({attempt}/{cfg.retry_busy})"
+            )
             wait_until_quiet(cfg.quiet_wait, out=None)
         for op in ops:
             for impl in impls:
-                row = {"threads": threads, "case": case_name, "op": op, "impl": impl,
-                       "calls_per_sample": plan[op, impl]["k"], **extra,
-                       **_stats(samples[op, impl]), "background_cores": background,
-                       "attempts": attempt}
+                row = {
+                    "threads": threads,
+                    "case": case_name,
+                    "op": op,
+                    "impl": impl,
+                    "calls_per_sample": plan[op, impl]["k"],
+                    **extra,
+                    **_stats(samples[op, impl]),
+                    "background_cores": background,
+                    "attempts": attempt,
+                }
                 if impl == "floor" and prefix[0] == "layer":
                     row["subtracted_dispatch_ms"] = overheads[op, impl] * 1e3
                 rows.append(row)
@@ -334,8 +440,9 @@ def _cross_check(case, outs):
             a, b = np.asarray(base[k], np.float64), np.asarray(o[k], np.float64)
             scale = max(1.0, float(np.abs(a).max()))
             worst = max(worst, float(np.abs(a - b).max()) / scale)
-        checks.append({"case": case.name, "impl": impl, "max_rel_diff": worst,
-                       "ok": bool(worst < 2e-3)})
+        checks.append(
+            {"case": case.name, "impl": impl, "max_rel_diff": worst, "ok": bool(worst < 2e-3)}
+        )
     return checks
 
 
@@ -344,7 +451,7 @@ def _ratios(layer_rows, clip_rows):
     for r in layer_rows + clip_rows:
         med[r["threads"], r["case"], r["op"], r["impl"]] = r["median_ms"]
     out = []
-    for (threads, case, op) in dict.fromkeys((k[0], k[1], k[2]) for k in med):
+    for threads, case, op in dict.fromkeys((k[0], k[1], k[2]) for k in med):
         fr = med.get((threads, case, op, "fastrnn"))
         if not fr:
             continue

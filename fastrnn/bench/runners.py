@@ -1,6 +1,7 @@
 """The timed objects: one runner per implementation and case, built inside a worker process
 (and by benches/ and the tests): the fastrnn and NumPy layers, PyTorch's, the GEMM floor, the
 clip_grads implementations and their memory floor, and the memory measurement."""
+
 import gc
 import math
 import time
@@ -18,9 +19,9 @@ def _numpy_layer(module, case, Wx, Wh, b):
     return module.TimeGRU(Wx, Wh, b, reset_after=(case.cell == "gru"))
 
 
-_TORCH_BLOCKS = {          # torch's row blocks, as (our block, sign) per torch block
-    "lstm": ((2, 1), (0, 1), (1, 1), (3, 1)),       # i, f, g, o  <-  ours f, g, i, o
-    "gru": ((1, 1), (0, -1), (2, 1)),               # r, z, n     <-  ours z, r, h~ (z negated)
+_TORCH_BLOCKS = {  # torch's row blocks, as (our block, sign) per torch block
+    "lstm": ((2, 1), (0, 1), (1, 1), (3, 1)),  # i, f, g, o  <-  ours f, g, i, o
+    "gru": ((1, 1), (0, -1), (2, 1)),  # r, z, n     <-  ours z, r, h~ (z negated)
     "rnn": ((0, 1),),
 }
 
@@ -35,6 +36,7 @@ def torch_rnn_from_weights(cell, Wx, Wh, b, single_step=False):
     block of every weight and bias is negated; b[0] -> bias_ih, b[1] -> bias_hh.
     RNN: tanh nonlinearity, W.T, b -> bias_ih, bias_hh = 0."""
     import torch
+
     if cell not in _TORCH_BLOCKS:
         raise ValueError(f"torch has no equivalent of cell {cell!r}")
     D, G = Wx.shape
@@ -42,10 +44,10 @@ def torch_rnn_from_weights(cell, Wx, Wh, b, single_step=False):
     blocks = _TORCH_BLOCKS[cell]
 
     def rows(W):  # (X, k*H) column blocks -> (k*H, X) torch rows, reordered and signed
-        return np.concatenate([s * W[:, k * H:(k + 1) * H].T for k, s in blocks])
+        return np.concatenate([s * W[:, k * H : (k + 1) * H].T for k, s in blocks])
 
     def vec(v):
-        return np.concatenate([s * v[k * H:(k + 1) * H] for k, s in blocks])
+        return np.concatenate([s * v[k * H : (k + 1) * H] for k, s in blocks])
 
     if cell == "gru":
         b_ih, b_hh = vec(b[0]), vec(b[1])
@@ -58,10 +60,15 @@ def torch_rnn_from_weights(cell, Wx, Wh, b, single_step=False):
         cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
         net, sfx = cls(D, H, num_layers=1, batch_first=True, bias=True), "_l0"
     with torch.no_grad():
-        for name, value in (("weight_ih", rows(Wx)), ("weight_hh", rows(Wh)),
-                            ("bias_ih", b_ih), ("bias_hh", b_hh)):
+        for name, value in (
+            ("weight_ih", rows(Wx)),
+            ("weight_hh", rows(Wh)),
+            ("bias_ih", b_ih),
+            ("bias_hh", b_hh),
+        ):
             getattr(net, name + sfx).copy_(
-                torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+                torch.from_numpy(np.ascontiguousarray(value, np.float32))
+            )
     return net.float()
 
 
@@ -69,19 +76,21 @@ def torch_grads_to_ours(cell, net):
     """[dWx, dWh, db] in fastrnn's layout from the .grad of a net made by torch_rnn_from_weights
     (db of shape (2, 3H) for the GRU, like its bias)."""
     sfx = "_l0" if hasattr(net, "weight_ih_l0") else ""
-    g = {n: getattr(net, n + sfx).grad.detach().numpy()
-         for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    g = {
+        n: getattr(net, n + sfx).grad.detach().numpy()
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    }
     blocks = _TORCH_BLOCKS[cell]
     H = g["weight_hh"].shape[1]
     ours = [None] * len(blocks)
     for t, (k, s) in enumerate(blocks):
         ours[k] = (t, s)
 
-    def cols(W):      # (k*H, X) torch rows -> (X, k*H) our column blocks
-        return np.concatenate([s * W[t * H:(t + 1) * H].T for t, s in ours], axis=1)
+    def cols(W):  # (k*H, X) torch rows -> (X, k*H) our column blocks
+        return np.concatenate([s * W[t * H : (t + 1) * H].T for t, s in ours], axis=1)
 
     def vec(v):
-        return np.concatenate([s * v[t * H:(t + 1) * H] for t, s in ours])
+        return np.concatenate([s * v[t * H : (t + 1) * H] for t, s in ours])
 
     if cell == "gru":
         db = np.stack([vec(g["bias_ih"]), vec(g["bias_hh"])])
@@ -98,7 +107,7 @@ def supports(impl, case):
 class _LayerRunner:
     """fwd() and fwdbwd() of one implementation on one case; outputs() for the cross-check."""
 
-    correction = 0.0   # seconds per call subtracted from timings (the floor's dispatch cost)
+    correction = 0.0  # seconds per call subtracted from timings (the floor's dispatch cost)
 
     def outputs(self):
         raise NotImplementedError
@@ -125,11 +134,12 @@ class _NumpyApiRunner(_LayerRunner):
 class _TorchRunner(_LayerRunner):
     def __init__(self, case, seed):
         import torch
+
         self.torch = torch
         Wx, Wh, b, xs, dhs = make_weights(case, seed)
         self.net = torch_rnn_from_weights(case.cell, Wx, Wh, b)
         self.cell = case.cell
-        self.x = torch.from_numpy(xs).requires_grad_(True)   # dX is computed, as fastrnn does
+        self.x = torch.from_numpy(xs).requires_grad_(True)  # dX is computed, as fastrnn does
         self.dh = torch.from_numpy(dhs)
 
     def fwd(self):
@@ -145,16 +155,22 @@ class _TorchRunner(_LayerRunner):
     def outputs(self):
         self.fwdbwd()
         out, _ = self.net(self.x)
-        return {"hs": out.detach().numpy().copy(), "dxs": self.x.grad.numpy().copy(),
-                "dWh": torch_grads_to_ours(self.cell, self.net)[1]}
+        return {
+            "hs": out.detach().numpy().copy(),
+            "dxs": self.x.grad.numpy().copy(),
+            "dWh": torch_grads_to_ours(self.cell, self.net)[1],
+        }
 
 
-# -- the GEMM floor ---------------------------------------------------------------------------------
+# -- the GEMM floor ------------------------------------------------------------------------------
+
 
 def _blas_pointer(name):
     """Address of the BLAS routine fastrnn calls (scipy.linalg.cython_blas: scipy's OpenBLAS)."""
     import ctypes
+
     from scipy.linalg import cython_blas
+
     cap = cython_blas.__pyx_capi__[name]
     api = ctypes.pythonapi
     api.PyCapsule_GetName.restype = ctypes.c_char_p
@@ -170,12 +186,13 @@ class GemmFloor(_LayerRunner):
     Buffers are time-major and preallocated; every product writes (or accumulates, beta = 1)
     into its final place, so nothing is allocated or copied while timed.  Row-major products go
     to column-major BLAS as C^T = B^T A^T, and a single-row product (batch 1) to sgemv instead of
-    sgemm -- the same mapping and the same choice as fastrnn's src/_blas.pxd, so the floor is the
-    best the library fastrnn uses can do.  The calls are issued from Python through ctypes; the
+    sgemm -- the same mapping and the same choice as fastrnn's src/gemm/_blas.pxd, so the floor is
+    the best the library fastrnn uses can do.  The calls are issued from Python through ctypes; the
     cost of issuing an empty call is measured (measure_call_overhead) and subtracted."""
 
     def __init__(self, case, seed=0):
         import ctypes
+
         self.ct = ctypes
         self._keep = []
         P = ctypes.c_void_p
@@ -191,33 +208,55 @@ class GemmFloor(_LayerRunner):
         self.case = case
         self.Wx = (rng.standard_normal((D, G)) / np.sqrt(D)).astype(f)
         self.Wh = (rng.standard_normal((H, G)) / np.sqrt(H)).astype(f)
-        self.X = rng.standard_normal((NT, D)).astype(f)            # step t: rows t*N .. t*N+N-1
-        self.Hs = (0.5 * rng.standard_normal((NT, H))).astype(f)   # h_{t-1} of every step
+        self.X = rng.standard_normal((NT, D)).astype(f)  # step t: rows t*N .. t*N+N-1
+        self.Hs = (0.5 * rng.standard_normal((NT, H))).astype(f)  # h_{t-1} of every step
         self.G = np.zeros((NT, G), f)
         self.dG = (0.1 * rng.standard_normal((NT, G))).astype(f)
         self.dh = np.zeros((N, H), f)
         self.dWx = np.zeros((D, G), f)
         self.dWh = np.zeros((H, G), f)
         self.dX = np.zeros((NT, D), f)
-        p = lambda a, row=0: a.ctypes.data + row * a.shape[1] * 4   # noqa: E731
-        self.fwd_plan = [self._product(False, False, NT, G, D, 1, p(self.X), D, p(self.Wx), G,
-                                       0, p(self.G), G)]
-        self.fwd_plan += [self._product(False, False, N, G, H, 1, p(self.Hs, t * N), H,
-                                        p(self.Wh), G, 1, p(self.G, t * N), G) for t in range(T)]
-        self.bwd_plan = [self._product(False, True, N, H, G, 1, p(self.dG, t * N), G, p(self.Wh),
-                                       G, 0, p(self.dh), H) for t in reversed(range(T))]
+        p = lambda a, row=0: a.ctypes.data + row * a.shape[1] * 4  # noqa: E731
+        self.fwd_plan = [
+            self._product(False, False, NT, G, D, 1, p(self.X), D, p(self.Wx), G, 0, p(self.G), G)
+        ]
+        self.fwd_plan += [
+            self._product(
+                False,
+                False,
+                N,
+                G,
+                H,
+                1,
+                p(self.Hs, t * N),
+                H,
+                p(self.Wh),
+                G,
+                1,
+                p(self.G, t * N),
+                G,
+            )
+            for t in range(T)
+        ]
+        self.bwd_plan = [
+            self._product(
+                False, True, N, H, G, 1, p(self.dG, t * N), G, p(self.Wh), G, 0, p(self.dh), H
+            )
+            for t in reversed(range(T))
+        ]
         self.bwd_plan += [
-            self._product(True, False, D, G, NT, 1, p(self.X), D, p(self.dG), G, 0, p(self.dWx),
-                          G),
-            self._product(True, False, H, G, NT, 1, p(self.Hs), H, p(self.dG), G, 0,
-                          p(self.dWh), G),
-            self._product(False, True, NT, D, G, 1, p(self.dG), G, p(self.Wx), G, 0, p(self.dX),
-                          D)]
+            self._product(True, False, D, G, NT, 1, p(self.X), D, p(self.dG), G, 0, p(self.dWx), G),
+            self._product(
+                True, False, H, G, NT, 1, p(self.Hs), H, p(self.dG), G, 0, p(self.dWh), G
+            ),
+            self._product(False, True, NT, D, G, 1, p(self.dG), G, p(self.Wx), G, 0, p(self.dX), D),
+        ]
         # empty calls of each routine, to measure what issuing one costs
         z = p(self.dh)
         self._empty = {
             "sgemm": (self._sgemm, self._gemm_args(False, False, 0, 0, 0, 1, z, 1, z, 1, 0, z, 1)),
-            "sgemv": (self._sgemv, self._gemv_args(False, False, 0, 0, 0, 1, z, 1, z, 1, 0, z))}
+            "sgemv": (self._sgemv, self._gemv_args(False, False, 0, 0, 0, 1, z, 1, z, 1, 0, z)),
+        }
         self.call_overhead = {"sgemm": 0.0, "sgemv": 0.0}
 
     def _ref(self, obj):
@@ -228,26 +267,54 @@ class GemmFloor(_LayerRunner):
         ct, ref = self.ct, self._ref
         ta, tb = (b"T" if trans_a else b"N"), (b"T" if trans_b else b"N")
         i = ct.c_int
-        return (ref(ct.c_char(tb)), ref(ct.c_char(ta)), ref(i(n)), ref(i(m)), ref(i(k)),
-                ref(ct.c_float(alpha)), b, ref(i(max(ldb, 1))), a, ref(i(max(lda, 1))),
-                ref(ct.c_float(beta)), c, ref(i(max(ldc, 1))))
+        return (
+            ref(ct.c_char(tb)),
+            ref(ct.c_char(ta)),
+            ref(i(n)),
+            ref(i(m)),
+            ref(i(k)),
+            ref(ct.c_float(alpha)),
+            b,
+            ref(i(max(ldb, 1))),
+            a,
+            ref(i(max(lda, 1))),
+            ref(ct.c_float(beta)),
+            c,
+            ref(i(max(ldc, 1))),
+        )
 
     def _gemv_args(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c):
         ct, ref = self.ct, self._ref
         i = ct.c_int
         rows, cols = (k, n) if trans_b else (n, k)
         incx = lda if trans_a else 1
-        return (ref(ct.c_char(b"T" if trans_b else b"N")), ref(i(rows)), ref(i(cols)),
-                ref(ct.c_float(alpha)), b, ref(i(max(ldb, 1))), a, ref(i(incx)),
-                ref(ct.c_float(beta)), c, ref(i(1)))
+        return (
+            ref(ct.c_char(b"T" if trans_b else b"N")),
+            ref(i(rows)),
+            ref(i(cols)),
+            ref(ct.c_float(alpha)),
+            b,
+            ref(i(max(ldb, 1))),
+            a,
+            ref(i(incx)),
+            ref(ct.c_float(beta)),
+            c,
+            ref(i(1)),
+        )
 
     def _product(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         """Row-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C as (routine, pointers)."""
         if m == 1:
-            return ("sgemv", self._sgemv,
-                    self._gemv_args(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c))
-        return ("sgemm", self._sgemm,
-                self._gemm_args(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
+            return (
+                "sgemv",
+                self._sgemv,
+                self._gemv_args(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c),
+            )
+        return (
+            "sgemm",
+            self._sgemm,
+            self._gemm_args(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc),
+        )
 
     @staticmethod
     def _run(plan):
@@ -282,17 +349,24 @@ class GemmFloor(_LayerRunner):
     def outputs(self):
         """(for tests) run both plans once and return the products for checking against NumPy."""
         self.fwdbwd()
-        return {"G": self.G.copy(), "dh": self.dh.copy(), "dWx": self.dWx.copy(),
-                "dWh": self.dWh.copy(), "dX": self.dX.copy()}
+        return {
+            "G": self.G.copy(),
+            "dh": self.dh.copy(),
+            "dWx": self.dWx.copy(),
+            "dWh": self.dWh.copy(),
+            "dX": self.dX.copy(),
+        }
 
 
 def make_layer_runner(impl, case, seed=0):
     """An object with fwd() and fwdbwd() (and outputs()) for implementation impl on case."""
     if impl == "fastrnn":
         import fastrnn
+
         return _NumpyApiRunner(fastrnn, case, seed)
     if impl == "reference":
         from fastrnn import reference
+
         return _NumpyApiRunner(reference, case, seed)
     if impl == "torch":
         return _TorchRunner(case, seed)
@@ -304,7 +378,7 @@ def make_layer_runner(impl, case, seed=0):
 # -- clip_grads -----------------------------------------------------------------------------------
 
 
-CLIP_DECAY = 0.9999   # each call clips to this fraction of the current norm
+CLIP_DECAY = 0.9999  # each call clips to this fraction of the current norm
 PARALLEL_MIN = 1 << 20  # the clip memory floor splits its scale pass over threads from this size
 
 
@@ -317,21 +391,28 @@ class _ClipRunner:
     def __init__(self, impl, clip_case, seed=0):
         self.impl = impl
         self.grads = make_grads(clip_case, seed)
-        norm = math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64),
-                                          g.ravel().astype(np.float64))) for g in self.grads))
+        norm = math.sqrt(
+            sum(
+                float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
+                for g in self.grads
+            )
+        )
         self.max_norm = norm
         if impl == "fastrnn":
             import fastrnn
+
             self._clip = fastrnn.clip_grads
         elif impl == "reference":
             from fastrnn import reference
+
             self._clip = reference.clip_grads
         elif impl in ("torch", "torch_loop"):
             import torch
+
             params = []
             for g in self.grads:
                 p = torch.nn.Parameter(torch.empty(g.shape, dtype=torch.float32))
-                p.grad = torch.from_numpy(g)          # shares the gradient's memory
+                p.grad = torch.from_numpy(g)  # shares the gradient's memory
                 params.append(p)
             foreach = impl == "torch"
             clip = torch.nn.utils.clip_grad_norm_
@@ -357,14 +438,15 @@ class _ClipRunner:
         self._slices = [self._flat]
         if n > 1 and self._flat.size >= PARALLEL_MIN:
             from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(n - 1)
             self._slices = np.array_split(self._flat, n)
 
     def _floor(self, grads, m):
         flat, c = self._flat, np.float32(CLIP_DECAY)
-        s = np.dot(flat, flat)                        # one read pass (BLAS sdot)
+        s = np.dot(flat, flat)  # one read pass (BLAS sdot)
         if self._pool is None:
-            flat *= c                                 # one in-place scale pass
+            flat *= c  # one in-place scale pass
         else:
             futures = [self._pool.submit(np.multiply, x, c, out=x) for x in self._slices[1:]]
             np.multiply(self._slices[0], c, out=self._slices[0])
@@ -383,11 +465,13 @@ def make_clip_runner(impl, clip_case, seed=0):
 
 # -- memory ---------------------------------------------------------------------------------------
 
+
 def measure_memory(impl, case, seed=0):
     """Peak bytes allocated (tracemalloc: NumPy's buffers included) during the first
     forward+backward of a freshly built layer, over what existed before; and what the layer still
     holds afterwards (caches), outputs excluded."""
     import tracemalloc
+
     runner = make_layer_runner(impl, case, seed)
     gc.collect()
     tracemalloc.start()
@@ -401,6 +485,11 @@ def measure_memory(impl, case, seed=0):
         tracemalloc.stop()
     NTH = case.N * case.T * case.H
     retained = current - base - hs.nbytes - dxs.nbytes
-    return {"case": case.name, "impl": impl, "peak_bytes": int(peak - base),
-            "peak_bytes_per_NTH": (peak - base) / NTH, "retained_bytes": int(retained),
-            "retained_bytes_per_NTH": retained / NTH}
+    return {
+        "case": case.name,
+        "impl": impl,
+        "peak_bytes": int(peak - base),
+        "peak_bytes_per_NTH": (peak - base) / NTH,
+        "retained_bytes": int(retained),
+        "retained_bytes_per_NTH": retained / NTH,
+    }

@@ -1,5 +1,6 @@
 """Process isolation and timing: the loop each worker process runs (one per implementation, with
 its own BLAS/OpenMP thread pools), the parent's handle on it, and the timing primitives."""
+
 import gc
 import math
 import os
@@ -19,11 +20,13 @@ def _set_threads(n):
     info = {}
     try:
         from threadpoolctl import threadpool_limits
+
         _set_threads.limiter = threadpool_limits(limits=n)
     except ImportError:
         info["warning"] = "threadpoolctl not installed: BLAS threads not limited"
     if "torch" in sys.modules:
         import torch
+
         torch.set_num_threads(n)
         info["torch_threads"] = torch.get_num_threads()
     return info
@@ -32,9 +35,23 @@ def _set_threads(n):
 def _blas_info():
     try:
         from threadpoolctl import threadpool_info
-        return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version",
-                                        "architecture", "threading_layer", "num_threads",
-                                        "filepath")} for d in threadpool_info()]
+
+        return [
+            {
+                k: d.get(k)
+                for k in (
+                    "user_api",
+                    "internal_api",
+                    "prefix",
+                    "version",
+                    "architecture",
+                    "threading_layer",
+                    "num_threads",
+                    "filepath",
+                )
+            }
+            for d in threadpool_info()
+        ]
     except ImportError:
         return []
 
@@ -69,7 +86,7 @@ def _quiesce(limit=1.0, step=0.02):
     implementation's timings (measured: fastrnn's LSTM N20 took 7.1 ms at 2 threads right after
     it, 4.0-4.7 ms otherwise)."""
     t0 = time.perf_counter()
-    last = time.process_time()           # CPU time of every thread of this process
+    last = time.process_time()  # CPU time of every thread of this process
     while time.perf_counter() - t0 < limit:
         time.sleep(step)
         now = time.process_time()
@@ -84,21 +101,28 @@ class _Worker:
 
     def __init__(self, backend):
         self.backend = backend
-        self.runners = {}     # key -> runner
+        self.runners = {}  # key -> runner
         self.threads = None
 
     def hello(self):
         info = {"backend": self.backend, "pid": os.getpid(), "python": sys.version.split()[0]}
         if self.backend == "torch":
             import torch
+
             info["torch"] = torch.__version__
             info["mkldnn"] = bool(torch.backends.mkldnn.is_available())
-        import fastrnn
         import scipy
+
+        import fastrnn
         from fastrnn import _isa
-        info.update(numpy=np.__version__, scipy=scipy.__version__,
-                    fastrnn=getattr(fastrnn, "__version__", "?"), fastrnn_kernels=_isa.current(),
-                    fastrnn_file=os.path.dirname(os.path.abspath(fastrnn.__file__)))
+
+        info.update(
+            numpy=np.__version__,
+            scipy=scipy.__version__,
+            fastrnn=getattr(fastrnn, "__version__", "?"),
+            fastrnn_kernels=_isa.current(),
+            fastrnn_file=os.path.dirname(os.path.abspath(fastrnn.__file__)),
+        )
         info["blas"] = _blas_info()
         return info
 
@@ -109,8 +133,12 @@ class _Worker:
             from fastrnn import _cpu
         except ImportError as exc:
             return {"gflops": None, "error": str(exc)}
-        return {"gflops": _cpu.peak_gflops("float32", seconds), "kernel": _cpu.peak_kernel(),
-                "dtype": "float32", "seconds": seconds}
+        return {
+            "gflops": _cpu.peak_gflops("float32", seconds),
+            "kernel": _cpu.peak_kernel(),
+            "dtype": "float32",
+            "seconds": seconds,
+        }
 
     def set_threads(self, n):
         self.threads = n
@@ -133,7 +161,7 @@ class _Worker:
         if kind == "layer":
             spec = Case.parse(spec)
             r = make_layer_runner(impl, spec, seed)
-            r.fwdbwd()                      # a fresh worker runs a full step first
+            r.fwdbwd()  # a fresh worker runs a full step first
             out = None
             if not isinstance(r, GemmFloor):
                 o = r.outputs()
@@ -161,7 +189,7 @@ class _Worker:
     def calibrate(self, key, op, min_time):
         """Calls per sample so that a sample lasts about min_time; and the time of one call."""
         fn = self._fn(key, op)
-        t1 = _time_batch(fn, 1, True)      # after a warm call (thread pools may be asleep)
+        t1 = _time_batch(fn, 1, True)  # after a warm call (thread pools may be asleep)
         if t1 < 0.05:
             t1 = min(t1, *(_time_batch(fn, 1, False) for _ in range(3)))
         k = max(1, min(100000, int(math.ceil(min_time / max(t1, 1e-7)))))
@@ -179,6 +207,7 @@ class _Worker:
 
 def _worker_main(fd, backend):
     from multiprocessing.connection import Connection
+
     conn = Connection(fd)
     try:
         if backend == "torch":
@@ -210,20 +239,28 @@ class _WorkerProc:
 
     def __init__(self, backend):
         import multiprocessing
+
         self.backend = backend
         parent, child = multiprocessing.Pipe(duplex=True)
         # the folder holding the fastrnn package (fastrnn/bench/worker.py -> three levels up)
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
-        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
-                                        if env.get("PYTHONPATH") else "")
-        code = "import sys; from fastrnn.bench.worker import _worker_main; " \
-               "_worker_main(int(sys.argv[1]), sys.argv[2])"
+        env["PYTHONPATH"] = pkg_root + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
+        code = (
+            "import sys; from fastrnn.bench.worker import _worker_main; "
+            "_worker_main(int(sys.argv[1]), sys.argv[2])"
+        )
         # cwd = pkg_root too: `python -c` puts the working directory first on sys.path, and a
         # source checkout there (fastrnn/ without built kernels) would shadow the installed package
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(child.fileno()), backend],
-                                     pass_fds=(child.fileno(),), env=env, cwd=pkg_root,
-                                     stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(child.fileno()), backend],
+            pass_fds=(child.fileno(),),
+            env=env,
+            cwd=pkg_root,
+            stdout=subprocess.DEVNULL,
+        )
         child.close()
         self.conn = parent
         self.info = None
@@ -232,12 +269,13 @@ class _WorkerProc:
         try:
             self.conn.send((cmd, args))
         except OSError:
-            pass    # a worker that failed to start has sent its error and exited: read it below
+            pass  # a worker that failed to start has sent its error and exited: read it below
         try:
             status, value = self.conn.recv()
         except (EOFError, OSError, BrokenPipeError) as exc:
-            raise WorkerError(f"{self.backend} worker died ({exc!r}); exit code "
-                              f"{self.proc.poll()}") from None
+            raise WorkerError(
+                f"{self.backend} worker died ({exc!r}); exit code {self.proc.poll()}"
+            ) from None
         if status != "ok":
             raise WorkerError(f"{self.backend} worker: {value}")
         return value
