@@ -1,4 +1,4 @@
-"""`fastrnn bench`: time fastrnn against the NumPy reference, PyTorch and the GEMM floor.
+"""`fastrnn bench`: time fastrnn against the NumPy reference, PyTorch and the core's FMA peak.
 
 What is measured (float32 throughout):
 
@@ -15,6 +15,10 @@ What is measured (float32 throughout):
                      and dX.  The GEMMs are issued from Python through ctypes; the measured cost
                      of issuing an empty call (m = n = k = 0) is subtracted per call, so the
                      floor is BLAS time only.
+  and, for fastrnn and torch, the products' rate (GF/s: Case.flops over the median time) and
+  its percent of threads x one core's FMA peak, measured once per run in the fastrnn worker
+  (fastrnn._cpu.peak_gflops): the physical limit, which the floor is not where OpenBLAS runs
+  narrower kernels than the CPU has (OPENBLAS_CORETYPE).
 * clip_grads: in-place global-norm clipping of a 13.3 M-float gradient set shaped like a 2-layer
   650-unit word LM, and of 2,000 arrays of 100 floats, for fastrnn.clip_grads, the NumPy loop
   (fastrnn.reference.clip_grads), torch.nn.utils.clip_grad_norm_ (foreach=True and False) and the
