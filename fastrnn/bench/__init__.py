@@ -39,7 +39,7 @@ dict ``--json`` writes) and ``format_report(results)`` renders the tables.
 
 The package: ``cases`` (what is measured), ``runners`` (the timed objects), ``worker`` (process
 isolation and timing), ``harness`` (the coordinator and load detection), ``report`` (tables,
-targets, percent of peak) and ``cli`` (the command line).
+percent of peak), ``targets`` and ``cli`` (the command line).
 """
 
 # the names benches/, the tests and `fastrnn bench` use, reachable as fastrnn.bench.NAME
@@ -61,7 +61,7 @@ from .cases import (
 )
 from .cli import add_parser, config_from_args, filter_cases, main, run
 from .harness import run_bench, wait_until_quiet
-from .report import TARGETS, add_rates, evaluate_targets, format_machine, format_report, plot
+from .report import add_rates, format_machine, format_report, plot
 from .runners import (
     CLIP_DECAY,
     PARALLEL_MIN,
@@ -75,6 +75,7 @@ from .runners import (
     torch_grads_to_ours,
     torch_rnn_from_weights,
 )
+from .targets import TARGETS, evaluate_targets
 from .worker import WorkerError, _quiesce, _worker_main
 
 __all__ = [

@@ -10,8 +10,9 @@ import time
 import numpy as np
 
 from .cases import BUSY_CORES, CLIP_IMPLS, IMPL_BACKEND
-from .report import add_rates, evaluate_targets
+from .report import add_rates
 from .runners import supports
+from .targets import evaluate_targets
 from .worker import WorkerError, _WorkerProc
 
 PEAK_SECONDS = 0.5  # how long the FMA peak is measured, once per run
