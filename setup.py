@@ -20,6 +20,7 @@ KERNELS = {
     "_pool": "parallel",
     "_norms": "checks", "_checks": "checks",
     "_lm": "lm",
+    "_cpu": "common",
 }
 SRC_DIRS = ["src/common", "src/cells", "src/gemm", "src/parallel", "src/checks", "src/lm"]
 

@@ -3,11 +3,12 @@ OpenBLAS, via scipy.linalg.cython_blas), NumPy's bundled OpenBLAS, and any other
 library given with --lib (e.g. the scipy-openblas32 wheel's lib/libscipy_openblas.so).
 
 Every library gets the exact same call (row-major C = A @ B issued as column-major C^T = B^T A^T,
-as fastrnn's src/_blas.pxd does) through ctypes, 1 thread, interleaved; the shapes are the products
-of fastrnn's per-step and whole-sequence GEMMs in the benchmark table.
+as fastrnn's src/gemm/_blas.pxd does) through ctypes, 1 thread, interleaved; the shapes are the
+products of fastrnn's per-step and whole-sequence GEMMs in the benchmark table.
 
     python benches/blas_ab.py [--lib PATH ...] [--threads 1]
 """
+
 import argparse
 import ctypes
 import glob
@@ -17,9 +18,18 @@ import time
 import numpy as np
 
 SHAPES = [  # (M, K, N): per-step forward / backward products, then whole-sequence ones
-    (20, 100, 400), (20, 400, 100), (20, 650, 2600), (20, 2600, 650), (64, 256, 1024),
-    (64, 1024, 256), (128, 512, 2048), (128, 2048, 512), (700, 100, 400), (700, 650, 2600),
-    (6400, 256, 1024)]
+    (20, 100, 400),
+    (20, 400, 100),
+    (20, 650, 2600),
+    (20, 2600, 650),
+    (64, 256, 1024),
+    (64, 1024, 256),
+    (128, 512, 2048),
+    (128, 2048, 512),
+    (700, 100, 400),
+    (700, 650, 2600),
+    (6400, 256, 1024),
+]
 
 
 def _bundled(pkg, pattern):
@@ -32,8 +42,12 @@ def _bundled(pkg, pattern):
 def _open(path):
     """(name, sgemm function, integer type, set_num_threads) for an OpenBLAS shared library."""
     lib = ctypes.CDLL(path)
-    for prefix, suffix, itype in (("scipy_", "64_", ctypes.c_int64), ("scipy_", "", ctypes.c_int),
-                                  ("", "64_", ctypes.c_int64), ("", "", ctypes.c_int)):
+    for prefix, suffix, itype in (
+        ("scipy_", "64_", ctypes.c_int64),
+        ("scipy_", "", ctypes.c_int),
+        ("", "64_", ctypes.c_int64),
+        ("", "", ctypes.c_int),
+    ):
         try:
             f = getattr(lib, f"{prefix}sgemm_{suffix}")
         except AttributeError:
@@ -59,8 +73,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
     import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
-    paths = [("fastrnn's (scipy)", _bundled("scipy", "libscipy_openblas*.so")),
-             ("numpy's", _bundled("numpy", "libscipy_openblas*.so"))]
+
+    paths = [
+        ("fastrnn's (scipy)", _bundled("scipy", "libscipy_openblas*.so")),
+        ("numpy's", _bundled("numpy", "libscipy_openblas*.so")),
+    ]
     paths += [(p, p) for p in args.lib]
     libs = []
     for label, path in paths:
@@ -80,8 +97,11 @@ def main():
     print(f"us per call (median of {args.rounds}, interleaved), {args.threads} thread(s)")
     for i, (label, _, _) in enumerate(libs):
         print(f"  [{i}] {label}")
-    print("(M,K)x(K,N)".ljust(22) + "".join(f"{f'[{i}]':>12}" for i in range(len(libs)))
-          + "".join(f"{f'[{i}]/[0]':>10}" for i in range(1, len(libs))))
+    print(
+        "(M,K)x(K,N)".ljust(22)
+        + "".join(f"{f'[{i}]':>12}" for i in range(len(libs)))
+        + "".join(f"{f'[{i}]/[0]':>10}" for i in range(1, len(libs)))
+    )
     rng = np.random.default_rng(0)
     for M, K, N in SHAPES:
         A = rng.standard_normal((M, K)).astype(np.float32)
@@ -89,9 +109,21 @@ def main():
         C = np.zeros((M, N), np.float32)
         calls = []
         for _, f, it in libs:
-            a = (ref(ctypes.c_char(b"N")), ref(ctypes.c_char(b"N")), ref(it(N)), ref(it(M)),
-                 ref(it(K)), ref(ctypes.c_float(1)), B.ctypes.data, ref(it(N)), A.ctypes.data,
-                 ref(it(K)), ref(ctypes.c_float(0)), C.ctypes.data, ref(it(N)))
+            a = (
+                ref(ctypes.c_char(b"N")),
+                ref(ctypes.c_char(b"N")),
+                ref(it(N)),
+                ref(it(M)),
+                ref(it(K)),
+                ref(ctypes.c_float(1)),
+                B.ctypes.data,
+                ref(it(N)),
+                A.ctypes.data,
+                ref(it(K)),
+                ref(ctypes.c_float(0)),
+                C.ctypes.data,
+                ref(it(N)),
+            )
             f(*a)
             calls.append((f, a))
         reps = max(1, int(3e6 / (M * N * K)))
@@ -103,8 +135,11 @@ def main():
                     f(*a)
                 times[j].append((time.perf_counter() - t0) / reps)
         med = [float(np.median(t)) * 1e6 for t in times]
-        print(f"({M},{K})x({K},{N})".ljust(22) + "".join(f"{m:12.1f}" for m in med)
-              + "".join(f"{m / med[0]:10.2f}" for m in med[1:]))
+        print(
+            f"({M},{K})x({K},{N})".ljust(22)
+            + "".join(f"{m:12.1f}" for m in med)
+            + "".join(f"{m / med[0]:10.2f}" for m in med[1:])
+        )
 
 
 if __name__ == "__main__":

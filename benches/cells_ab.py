@@ -8,6 +8,7 @@ behind fastrnn._checks, gemm_direct_tn and layers._weights_checked_by_kernel (BE
 
     python benches/cells_ab.py [--rounds 9] [--threads 1]
 """
+
 import argparse
 import time
 
@@ -17,10 +18,17 @@ from threadpoolctl import threadpool_limits
 import fastrnn
 from fastrnn import reference
 
-CELLS = [("rnn", 20, 100, 100), ("lstm", 20, 100, 100), ("gru", 20, 100, 100),
-         ("rnn", 64, 256, 256), ("lstm", 64, 256, 256), ("lstm", 4, 650, 650),
-         ("lstm", 20, 650, 650), ("lstm", 1, 128, 128)]
-GENERATION = [100, 650]          # H = D of a TimeLSTM fed one token at a time
+CELLS = [
+    ("rnn", 20, 100, 100),
+    ("lstm", 20, 100, 100),
+    ("gru", 20, 100, 100),
+    ("rnn", 64, 256, 256),
+    ("lstm", 64, 256, 256),
+    ("lstm", 4, 650, 650),
+    ("lstm", 20, 650, 650),
+    ("lstm", 1, 128, 128),
+]
+GENERATION = [100, 650]  # H = D of a TimeLSTM fed one token at a time
 
 
 def cell_calls(mod, cell, N, D, H, rng):
@@ -32,8 +40,10 @@ def cell_calls(mod, cell, N, D, H, rng):
     h = rng.standard_normal((N, H)).astype(np.float32)
     if cell == "lstm":
         layer = mod.LSTM(Wx, Wh, b)
-        return (lambda: layer.forward(x, h, h),
-                lambda: (layer.forward(x, h, h), layer.backward(h, h)))
+        return (
+            lambda: layer.forward(x, h, h),
+            lambda: (layer.forward(x, h, h), layer.backward(h, h)),
+        )
     layer = mod.RNN(Wx, Wh, b) if cell == "rnn" else mod.GRU(Wx, Wh, b, reset_after=True)
     return lambda: layer.forward(x, h), lambda: (layer.forward(x, h), layer.backward(h))
 
@@ -57,7 +67,7 @@ def interleaved_us(fns, rounds):
     times = {k: [] for k in fns}
     names = list(fns)
     for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             t = time.perf_counter()
             for _ in range(reps):
                 fns[k]()
@@ -72,25 +82,37 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     with threadpool_limits(args.threads):
-        print(f"{'cell':22s} {'fwd us':>9s} {'NumPy':>9s} {'ratio':>6s}   {'fwd+bwd us':>10s}"
-              f" {'NumPy':>9s} {'ratio':>6s}")
+        print(
+            f"{'cell':22s} {'fwd us':>9s} {'NumPy':>9s} {'ratio':>6s}   {'fwd+bwd us':>10s}"
+            f" {'NumPy':>9s} {'ratio':>6s}"
+        )
         for cell, N, D, H in CELLS:
             seed = rng.integers(2**32)
             fast = cell_calls(fastrnn, cell, N, D, H, np.random.default_rng(seed))
             slow = cell_calls(reference, cell, N, D, H, np.random.default_rng(seed))
-            us = interleaved_us({"f": fast[0], "r": slow[0], "fb": fast[1], "rb": slow[1]},
-                                args.rounds)
-            print(f"{cell} N{N} D{D} H{H}".ljust(22) +
-                  f" {us['f']:9.1f} {us['r']:9.1f} {us['r'] / us['f']:6.2f}   {us['fb']:10.1f}"
-                  f" {us['rb']:9.1f} {us['rb'] / us['fb']:6.2f}", flush=True)
+            us = interleaved_us(
+                {"f": fast[0], "r": slow[0], "fb": fast[1], "rb": slow[1]}, args.rounds
+            )
+            print(
+                f"{cell} N{N} D{D} H{H}".ljust(22)
+                + f" {us['f']:9.1f} {us['r']:9.1f} {us['r'] / us['f']:6.2f}   {us['fb']:10.1f}"
+                f" {us['rb']:9.1f} {us['rb'] / us['fb']:6.2f}",
+                flush=True,
+            )
         for H in GENERATION:
             seed = rng.integers(2**32)
-            us = interleaved_us({"f": generation_call(fastrnn, H, np.random.default_rng(seed)),
-                                 "r": generation_call(reference, H,
-                                                      np.random.default_rng(seed))},
-                                args.rounds)
-            print(f"generation step H{H}".ljust(22) +
-                  f" {us['f']:9.1f} {us['r']:9.1f} {us['r'] / us['f']:6.2f}", flush=True)
+            us = interleaved_us(
+                {
+                    "f": generation_call(fastrnn, H, np.random.default_rng(seed)),
+                    "r": generation_call(reference, H, np.random.default_rng(seed)),
+                },
+                args.rounds,
+            )
+            print(
+                f"generation step H{H}".ljust(22)
+                + f" {us['f']:9.1f} {us['r']:9.1f} {us['r'] / us['f']:6.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

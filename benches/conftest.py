@@ -6,10 +6,11 @@
     pytest benches --benchmark-only --benchmark-group-by=group --benchmark-sort=mean
 
 Every benchmark is grouped by case and operation, so fastrnn, the NumPy reference and torch land
-side by side.  All implementations share one process here; `fastrnn bench` (fastrnn/bench.py)
+side by side.  All implementations share one process here; `fastrnn bench` (fastrnn/bench/)
 runs each in its own process, interleaved, and adds the GEMM floor -- use it for the published
 numbers (BENCHMARKS.md).
 """
+
 import os
 import sys
 
@@ -17,13 +18,17 @@ import pytest
 
 try:
     import fastrnn  # noqa: F401
-except ImportError:           # running from a source tree without an install
+except ImportError:  # running from a source tree without an install
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fastrnn-threads", type=int, default=1,
-                     help="BLAS / OpenMP / torch threads for the benchmarks (default 1)")
+    parser.addoption(
+        "--fastrnn-threads",
+        type=int,
+        default=1,
+        help="BLAS / OpenMP / torch threads for the benchmarks (default 1)",
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +37,7 @@ def thread_limits(request):
     n = request.config.getoption("--fastrnn-threads")
     try:
         import torch
+
         torch.set_num_threads(n)
     except ImportError:
         pass

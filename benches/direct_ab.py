@@ -1,4 +1,4 @@
-"""A/B of the products of a few rows: fastrnn's direct kernels (src/fr_gemm_impl.h: gemm_direct
+"""A/B of the products of a few rows: fastrnn's direct kernels (src/gemm/fr_gemm_impl.h: gemm_direct
 for A @ B, gemm_direct_nt for A @ W^T, both reading the weights in place, gemm_direct_tn for
 A^T @ B) against the scipy sgemm call the kernels make otherwise, and NumPy's matmul (NumPy's own
 OpenBLAS build).
@@ -6,10 +6,11 @@ OpenBLAS build).
 These are the products of a single step (a cell, a generation step with a batch): x @ Wx and
 h @ Wh forward, dG @ Wx^T and dG @ Wh^T backward, M = batch rows; and its weight gradients
 X^T @ dG, summed over K = batch rows.  One BLAS thread, interleaved rounds, medians; the
-measurement behind worth_direct and worth_direct_tn in src/_packed.pxd.
+measurement behind worth_direct and worth_direct_tn in src/gemm/_packed.pxd.
 
     python benches/direct_ab.py [--rounds 7]
 """
+
 import argparse
 import time
 
@@ -43,20 +44,26 @@ def measure(kind, M, K, N, rounds, rng):
     C = np.zeros((M, N), np.float32)
     reps = max(1, int(0.02 * 60e9 / (2 * M * K * N)))
     if kind == "nn":
-        impls = {"direct": lambda: _packed.matmul_direct(A, B, C, False, reps),
-                 "sgemm": lambda: _packed.matmul_blas(A, B, C, False, reps),
-                 "numpy": lambda: [np.matmul(A, B, out=C) for _ in range(reps)]}
+        impls = {
+            "direct": lambda: _packed.matmul_direct(A, B, C, False, reps),
+            "sgemm": lambda: _packed.matmul_blas(A, B, C, False, reps),
+            "numpy": lambda: [np.matmul(A, B, out=C) for _ in range(reps)],
+        }
     elif kind == "tn":
-        impls = {"direct": lambda: _packed.matmul_direct_tn(AT, B, C, False, reps),
-                 "sgemm": lambda: _packed.matmul_blas(AT, B, C, False, reps, False, True),
-                 "numpy": lambda: [np.matmul(AT.T, B, out=C) for _ in range(reps)]}
+        impls = {
+            "direct": lambda: _packed.matmul_direct_tn(AT, B, C, False, reps),
+            "sgemm": lambda: _packed.matmul_blas(AT, B, C, False, reps, False, True),
+            "numpy": lambda: [np.matmul(AT.T, B, out=C) for _ in range(reps)],
+        }
     else:
-        impls = {"direct": lambda: _packed.matmul_direct_nt(A, W, C, False, reps),
-                 "sgemm": lambda: _packed.matmul_blas(A, W, C, False, reps, True),
-                 "numpy": lambda: [np.matmul(A, W.T, out=C) for _ in range(reps)]}
+        impls = {
+            "direct": lambda: _packed.matmul_direct_nt(A, W, C, False, reps),
+            "sgemm": lambda: _packed.matmul_blas(A, W, C, False, reps, True),
+            "numpy": lambda: [np.matmul(A, W.T, out=C) for _ in range(reps)],
+        }
     times = {k: [] for k in impls}
     for r in range(rounds):
-        for k in list(impls)[r % 3:] + list(impls)[:r % 3]:
+        for k in list(impls)[r % 3 :] + list(impls)[: r % 3]:
             times[k].append(median_ms(impls[k], 1, reps))
     return {k: float(np.median(v)) for k, v in times.items()}
 
@@ -67,15 +74,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     with threadpool_limits(1):
-        print(f"{'product':22s} {'M':>3s} {'K':>5s} {'N':>5s}  direct ms  sgemm ms  numpy ms"
-              "  sgemm/direct  numpy/direct")
+        print(
+            f"{'product':22s} {'M':>3s} {'K':>5s} {'N':>5s}  direct ms  sgemm ms  numpy ms"
+            "  sgemm/direct  numpy/direct"
+        )
         for kind, shapes in (("nn", SHAPES), ("nt", NT_SHAPES), ("tn", TN_SHAPES)):
             for M, K, N in shapes:
                 ms = measure(kind, M, K, N, args.rounds, rng)
                 name = {"nn": "A @ B", "nt": "A @ W^T", "tn": "A^T @ B"}[kind]
-                print(f"{name:22s} {M:3d} {K:5d} {N:5d}  {ms['direct']:9.3f} {ms['sgemm']:9.3f}"
-                      f" {ms['numpy']:9.3f}  {ms['sgemm'] / ms['direct']:12.2f}"
-                      f"  {ms['numpy'] / ms['direct']:12.2f}", flush=True)
+                print(
+                    f"{name:22s} {M:3d} {K:5d} {N:5d}  {ms['direct']:9.3f} {ms['sgemm']:9.3f}"
+                    f" {ms['numpy']:9.3f}  {ms['sgemm'] / ms['direct']:12.2f}"
+                    f"  {ms['numpy'] / ms['direct']:12.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

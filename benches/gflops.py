@@ -10,6 +10,7 @@ work is not counted, so the rate is what the whole call would need if it were al
 
     python benches/gflops.py [--threads 1] [--rounds 9] [--ratio 1.4] [rnn,64,100,256,256 ...]
 """
+
 import argparse
 import os
 import shutil
@@ -32,8 +33,9 @@ def peak_fma():
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_fma.c")
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "peak_fma")
-        built = subprocess.run([gcc, "-O2", "-mavx512f", "-mfma", src, "-o", exe],
-                               capture_output=True)
+        built = subprocess.run(
+            [gcc, "-O2", "-mavx512f", "-mfma", src, "-o", exe], capture_output=True
+        )
         if built.returncode != 0:
             return None
         run = subprocess.run([exe], capture_output=True, text=True)
@@ -44,16 +46,17 @@ def measure(case, threads, rounds):
     """Median seconds of a forward+backward for fastrnn and torch (`fastrnn bench`'s runners:
     the same weights, torch's dX computed), interleaved in this process."""
     import torch
+
     runners = {impl: make_layer_runner(impl, case) for impl in ("fastrnn", "torch")}
     order = list(runners.items())
     times = {impl: [] for impl in runners}
     torch.set_num_threads(threads)
     with threadpool_limits(threads):
-        for _ in range(2):                      # warm the heap and the caches' pages
+        for _ in range(2):  # warm the heap and the caches' pages
             for runner in runners.values():
                 runner.fwdbwd()
         for r in range(rounds):
-            for impl, runner in order[r % 2:] + order[:r % 2]:     # alternate who goes first
+            for impl, runner in order[r % 2 :] + order[: r % 2]:  # alternate who goes first
                 t0 = time.perf_counter()
                 runner.fwdbwd()
                 times[impl].append(time.perf_counter() - t0)
@@ -62,18 +65,26 @@ def measure(case, threads, rounds):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("shapes", nargs="*", default=["gru,64,100,256,256", "rnn,64,100,256,256"],
-                    help="CELL,N,T,D,H as for fastrnn bench (default: the table's two N64 "
-                         "shapes; gru is the reset_after form, torch's)")
+    ap.add_argument(
+        "shapes",
+        nargs="*",
+        default=["gru,64,100,256,256", "rnn,64,100,256,256"],
+        help="CELL,N,T,D,H as for fastrnn bench (default: the table's two N64 "
+        "shapes; gru is the reset_after form, torch's)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--ratio", type=float, default=1.4,
-                    help="the torch/fastrnn ratio to express as a rate (default 1.4)")
+    ap.add_argument(
+        "--ratio",
+        type=float,
+        default=1.4,
+        help="the torch/fastrnn ratio to express as a rate (default 1.4)",
+    )
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise SystemExit("gflops.py compares with torch: pip install torch==2.13.0")
+        raise SystemExit("gflops.py compares with torch: pip install torch==2.13.0") from None
     peak = peak_fma()
     print(f"peak: {peak}" if peak else "peak: not measured (needs gcc)")
     for spec in args.shapes:
@@ -83,11 +94,13 @@ def main():
         flop = 3 * 2 * case.N * case.T * case.blocks * case.H * (case.D + case.H)
         ms = measure(case, args.threads, args.rounds)
         need = ms["torch"] / args.ratio
-        print(f"{case.name}, {args.threads} thread(s), {flop / 1e9:.2f} GFLOP of products: "
-              f"fastrnn {ms['fastrnn'] * 1e3:.2f} ms = {flop / ms['fastrnn'] / 1e9:.0f} GF/s, "
-              f"torch {ms['torch'] * 1e3:.2f} ms = {flop / ms['torch'] / 1e9:.0f} GF/s; "
-              f"torch/fastrnn {ms['torch'] / ms['fastrnn']:.2f}, {args.ratio:g}x needs "
-              f"{need * 1e3:.2f} ms = {flop / need / 1e9:.0f} GF/s")
+        print(
+            f"{case.name}, {args.threads} thread(s), {flop / 1e9:.2f} GFLOP of products: "
+            f"fastrnn {ms['fastrnn'] * 1e3:.2f} ms = {flop / ms['fastrnn'] / 1e9:.0f} GF/s, "
+            f"torch {ms['torch'] * 1e3:.2f} ms = {flop / ms['torch'] / 1e9:.0f} GF/s; "
+            f"torch/fastrnn {ms['torch'] / ms['fastrnn']:.2f}, {args.ratio:g}x needs "
+            f"{need * 1e3:.2f} ms = {flop / need / 1e9:.0f} GF/s"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
  * registers only, so that nothing but the FMA units limits the loop (512-bit and 256-bit
  * vectors).  The ceiling against which BENCHMARKS.md quotes the products' GF/s.
  *
- * And the ceiling of the packed kernel's register block (src/fr_gemm_impl.h, micro_pg) with
+ * And the ceiling of the packed kernel's register block (src/gemm/fr_gemm_impl.h, micro_pg) with
  * its operands in L1: 12 rows x 2 panels of 16 columns, per k two vector loads of B, 12
  * broadcasts of A and 24 FMAs, over k-slices of 256 -- the products' rate when no cache or
  * memory traffic slows them, against which the layers' products are compared.

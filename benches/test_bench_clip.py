@@ -1,8 +1,9 @@
 """clip_grads: fastrnn.clip_grads vs the NumPy loop (fastrnn.reference.clip_grads), torch's
 clip_grad_norm_ (foreach=True: "torch", foreach=False: "torch_loop") and the memory floor (one
-np.dot read pass + one in-place `x *= c` pass over one buffer of the same bytes), on the 13.3 M-float
-gradients of a 2-layer 650-unit word LM and on 2,000 arrays of 100 floats.  Every call really
-clips (see fastrnn.bench._ClipRunner)."""
+np.dot read pass + one in-place `x *= c` pass over one buffer of the same bytes), on the
+13.3 M-float gradients of a 2-layer 650-unit word LM and on 2,000 arrays of 100 floats.  Every
+call really clips (see fastrnn.bench._ClipRunner)."""
+
 import pytest
 
 from fastrnn import bench

@@ -1,6 +1,7 @@
 """Time layers and single-step cells: forward and forward+backward, float32, over the shape table
 of fastrnn.bench (rnn / lstm / gru = reset_after=True / gru_classic = reset_after=False), for
 fastrnn, fastrnn.reference and torch (when importable; no torch equivalent of the classic GRU)."""
+
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ def _need(impl, case):
 
 def _run(benchmark, fn, group):
     benchmark.group = group
-    fn()                                   # warm: first call allocates caches
+    fn()  # warm: first call allocates caches
     benchmark(fn)
 
 
@@ -43,10 +44,21 @@ def test_time_layer(benchmark, case, impl, op):
 
 # ---- single-step cells -----------------------------------------------------------------------
 
-CELL_CASES = tuple(bench.Case.parse(s) for s in (
-    "lstm 20 1 100 100", "lstm 64 1 256 256", "lstm 1 1 128 128", "lstm 4 1 650 650",
-    "lstm 20 1 650 650", "gru 20 1 100 100",
-    "gru_classic 20 1 100 100", "gru 64 1 256 256", "rnn 20 1 100 100", "rnn 64 1 256 256"))
+CELL_CASES = tuple(
+    bench.Case.parse(s)
+    for s in (
+        "lstm 20 1 100 100",
+        "lstm 64 1 256 256",
+        "lstm 1 1 128 128",
+        "lstm 4 1 650 650",
+        "lstm 20 1 650 650",
+        "gru 20 1 100 100",
+        "gru_classic 20 1 100 100",
+        "gru 64 1 256 256",
+        "rnn 20 1 100 100",
+        "rnn 64 1 256 256",
+    )
+)
 
 
 class _CellRunner:
@@ -62,6 +74,7 @@ class _CellRunner:
         self.cell = case.cell
         if impl == "torch":
             import torch
+
             self.torch = torch
             self.net = bench.torch_rnn_from_weights(case.cell, Wx, Wh, b, single_step=True)
             self.tx = torch.from_numpy(self.x).requires_grad_(True)
@@ -111,8 +124,7 @@ class _CellRunner:
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("case", CELL_CASES,
-                         ids=lambda c: f"{c.cell}_cell_N{c.N}_D{c.D}_H{c.H}")
+@pytest.mark.parametrize("case", CELL_CASES, ids=lambda c: f"{c.cell}_cell_N{c.N}_D{c.D}_H{c.H}")
 def test_cell(benchmark, case, impl, op):
     _need(impl, case)
     runner = _CellRunner(impl, case)

@@ -1,4 +1,4 @@
-"""Which instruction set fastrnn's own matrix products run on (src/fr_gemm.h).
+"""Which instruction set fastrnn's own matrix products run on (src/gemm/fr_gemm.h).
 
 fastrnn multiplies the recurrent weights itself (packed once per call) and makes the small
 products of a single step itself; those micro-kernels exist for AVX-512 and for AVX2 (whose
@@ -10,6 +10,7 @@ process.)
 
 Every extension module holds its own copy of the setting; this module sets all of them.
 """
+
 import contextlib
 
 from . import _gru, _lstm, _packed, _rnn
@@ -60,8 +61,8 @@ _TN_MODES = {"rule": -1, "blas": 0, "packed": 1}
 @contextlib.contextmanager
 def tn_packed(how):
     """Make the whole-sequence weight gradients inside the block by `how`: 'packed' (fastrnn's
-    gemm_tn_packed, src/fr_gemm_impl.h), 'blas' (sgemm/dgemm) or 'rule' (the measured choice,
-    worth_tn_packed in src/_packed.pxd: the default).  For the tests, which run both, and for
+    gemm_tn_packed, src/gemm/fr_gemm_impl.h), 'blas' (sgemm/dgemm) or 'rule' (the measured choice,
+    worth_tn_packed in src/gemm/_packed.pxd: the default).  For the tests, which run both, and for
     A/B timing; not thread-safe (the setting is process-wide)."""
     if how not in _TN_MODES:
         raise ValueError(f"how: expected one of {tuple(_TN_MODES)}, got {how!r}")

@@ -12,6 +12,7 @@ duration of the call (``single_threaded_blas``).  Two thread pools on the same c
 OpenBLAS's idle workers keep spinning for about 0.1 s after each threaded call (measured here;
 OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing their core.
 """
+
 import os
 import threading
 
@@ -49,8 +50,9 @@ class _Knob:
         if controller.internal_api != "openblas":
             return
         import ctypes
+
         try:
-            lib = ctypes.CDLL(controller.filepath)      # already loaded: the same handle
+            lib = ctypes.CDLL(controller.filepath)  # already loaded: the same handle
         except OSError:
             return
         for prefix in ("", "scipy_"):
@@ -84,15 +86,15 @@ def _scipy_blas_knobs():
 def _query_blas_threads():
     try:
         counts = [k.get() for k in _scipy_blas_knobs()]
-    except Exception:       # an exotic BLAS threadpoolctl cannot query: stay single-threaded
+    except Exception:  # an exotic BLAS threadpoolctl cannot query: stay single-threaded
         return 1
     counts = [n for n in counts if isinstance(n, int) and n >= 1]
     return min(counts) if counts else 1
 
 
 _lock = threading.Lock()
-_holders = 0          # layer calls currently inside single_threaded_blas
-_saved = None         # the thread count BLAS had (the user's setting) before the first of them
+_holders = 0  # layer calls currently inside single_threaded_blas
+_saved = None  # the thread count BLAS had (the user's setting) before the first of them
 
 
 def blas_threads():
@@ -154,10 +156,13 @@ def plan_threads(setting, N, T, step_macs, gemm_macs):
       single-threaded time loop.  A single step of a wide cell is all GEMM, and there BLAS's
       threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without).
     - A call of up to DIRECT_MAX_ROWS rows in all, of two batch rows or one step, makes no BLAS
-      call (src/_packed.pxd): when it runs on one thread, BLAS's setting is not even read (a few
-      microseconds, a tenth of a small cell's step)."""
-    if (1 <= N * T <= DIRECT_MAX_ROWS and (N >= 2 or T == 1)
-            and (setting == 1 or (setting is None and step_macs < MIN_PARALLEL_MACS))):
+      call (src/gemm/_packed.pxd): when it runs on one thread, BLAS's setting is not even read (a
+      few microseconds, a tenth of a small cell's step)."""
+    if (
+        1 <= N * T <= DIRECT_MAX_ROWS
+        and (N >= 2 or T == 1)
+        and (setting == 1 or (setting is None and step_macs < MIN_PARALLEL_MACS))
+    ):
         return 1, False
     blas = blas_threads()
     if setting is None:

@@ -20,10 +20,11 @@ a table and drawn as a PNG chart in the output directory (``--out``, default ``f
 
 Everything is deterministic for a given ``--seed`` (NumPy ``default_rng`` streams derived from it;
 the global NumPy random state is never used) and BLAS thread count (``--threads``, default 1: the
-order of BLAS's floating-point sums depends on it, and so, slightly, do the results).  The model and optimizers are in
-``fastrnn.models``, small enough to read as an example.  ``--quick`` runs a few steps of
-everything (for tests; too short to learn anything).
+order of BLAS's floating-point sums depends on it, and so, slightly, do the results).  The
+model and optimizers are in ``fastrnn.models``, small enough to read as an example.
+``--quick`` runs a few steps of everything (for tests; too short to learn anything).
 """
+
 import argparse
 import contextlib
 import json
@@ -37,26 +38,42 @@ import numpy as np
 
 from . import diagnostics
 from .diagnostics import GradClipper, flow_summary, spectral_norm
-from .models import Adam, SGD, SequenceRegressor
+from .models import SGD, Adam, SequenceRegressor
 
 __all__ = ["adding_problem", "MEAN_PREDICTOR_MSE", "add_parser", "build_parser", "run", "main"]
 
 #: MSE of always predicting E[target] = 1: the variance of a sum of two U(0, 1) values
 MEAN_PREDICTOR_MSE = 1.0 / 6.0
 
-DESCRIPTION = ("Vanishing and exploding gradients, and why LSTM and GRU exist: RNN vs LSTM vs GRU "
-               "on the adding problem (built-in data, no downloads), gradient flow through time, "
-               "and gradient clipping.")
+DESCRIPTION = (
+    "Vanishing and exploding gradients, and why LSTM and GRU exist: RNN vs LSTM vs GRU "
+    "on the adding problem (built-in data, no downloads), gradient flow through time, "
+    "and gradient clipping."
+)
 
 CELL_LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
-DEFAULTS = dict(cells="rnn,lstm,gru", length=50, hidden=64, steps=2000, batch=64, lr=1e-3,
-                clip=1.0, wh_scale=2.0, sgd_lr=0.05, explode_steps=400, test_size=1000, seed=0,
-                out="fastrnn-out", threads=1)
+DEFAULTS = dict(
+    cells="rnn,lstm,gru",
+    length=50,
+    hidden=64,
+    steps=2000,
+    batch=64,
+    lr=1e-3,
+    clip=1.0,
+    wh_scale=2.0,
+    sgd_lr=0.05,
+    explode_steps=400,
+    test_size=1000,
+    seed=0,
+    out="fastrnn-out",
+    threads=1,
+)
 QUICK = dict(hidden=16, steps=25, test_size=128)
 
 
 # ---- data ------------------------------------------------------------------------------------
+
 
 def adding_problem(n, length, rng, dtype=np.float32):
     """n sequences of the adding problem of length T = ``length``, drawn from ``rng``.
@@ -74,7 +91,7 @@ def adding_problem(n, length, rng, dtype=np.float32):
     xs = np.zeros((n, T, 2), dtype)
     xs[:, :, 0] = rng.random((n, T))
     first = rng.integers(0, half, n)
-    second = (first + rng.integers(1, half, n)) % half      # uniform over the other positions
+    second = (first + rng.integers(1, half, n)) % half  # uniform over the other positions
     rows = np.arange(n)
     xs[rows, first, 1] = 1
     xs[rows, second, 1] = 1
@@ -83,6 +100,7 @@ def adding_problem(n, length, rng, dtype=np.float32):
 
 
 # ---- progress --------------------------------------------------------------------------------
+
 
 class _PlainProgress:
     """What the demo uses when tqdm is not installed: a line every 10% on stderr."""
@@ -98,8 +116,11 @@ class _PlainProgress:
         tenth = int(10 * self.n / self.total) if self.total else 10
         if tenth != self._shown:
             self._shown = tenth
-            print(f"  {self.desc:<22} {10 * tenth:3d}% ({self.n}/{self.total} steps)",
-                  file=self.file, flush=True)
+            print(
+                f"  {self.desc:<22} {10 * tenth:3d}% ({self.n}/{self.total} steps)",
+                file=self.file,
+                flush=True,
+            )
 
     def close(self):
         pass
@@ -127,6 +148,7 @@ def _progress(total, enabled):
 
 
 # ---- training --------------------------------------------------------------------------------
+
 
 def _train(model, optimizer, clipper, batches, steps, bar):
     """Run up to ``steps`` steps; stop at the first non-finite loss or gradient.
@@ -169,8 +191,9 @@ def _grad_flow(model, xs, ys):
     try:
         model.forward(xs, ys)
         model.backward()
-        return layer.grad_norms_h.copy(), (None if layer.grad_norms_c is None
-                                           else layer.grad_norms_c.copy())
+        return layer.grad_norms_h.copy(), (
+            None if layer.grad_norms_c is None else layer.grad_norms_c.copy()
+        )
     finally:
         layer.track_grad_norms = False
 
@@ -179,8 +202,8 @@ def _test_mse(model, xs, ys, chunk=500):
     errs = []
     with np.errstate(over="ignore", invalid="ignore"):
         for i in range(0, len(xs), chunk):
-            y = model.predict(xs[i:i + chunk]).astype(np.float64)
-            errs.append(np.square(y - ys[i:i + chunk]).sum())
+            y = model.predict(xs[i : i + chunk]).astype(np.float64)
+            errs.append(np.square(y - ys[i : i + chunk]).sum())
     return float(np.sum(errs) / len(xs))
 
 
@@ -203,17 +226,22 @@ def adding_experiment(cells, cfg, bar):
     """Experiment 1 and 2: train each cell, measure gradient flow before and after."""
     seed, T, H = cfg["seed"], cfg["length"], cfg["hidden"]
     test_x, test_y = adding_problem(cfg["test_size"], T, np.random.default_rng([seed, 2]))
-    probe = slice(0, _probe_size(cfg))                 # batch for the gradient-flow probes
+    probe = slice(0, _probe_size(cfg))  # batch for the gradient-flow probes
     results = {}
     for cell in cells:
         bar.set_description(f"adding T={T}: {CELL_LABELS[cell]}")
         model = SequenceRegressor(cell, 2, H, np.random.default_rng([seed, 3]))
         flow0_h, flow0_c = _grad_flow(model, test_x[probe], test_y[probe])
         sigma0 = spectral_norm(model.rnn)
-        data_rng = np.random.default_rng([seed, 1])     # the same batches for every cell
+        data_rng = np.random.default_rng([seed, 1])  # the same batches for every cell
         losses, status, detail, seconds = _train(
-            model, Adam(cfg["lr"]), GradClipper(cfg["clip"]),
-            lambda: adding_problem(cfg["batch"], T, data_rng), cfg["steps"], bar)
+            model,
+            Adam(cfg["lr"]),
+            GradClipper(cfg["clip"]),
+            lambda data_rng=data_rng: adding_problem(cfg["batch"], T, data_rng),
+            cfg["steps"],
+            bar,
+        )
         if status is None:
             mse = _test_mse(model, test_x, test_y)
             flow1_h, flow1_c = _grad_flow(model, test_x[probe], test_y[probe])
@@ -221,11 +249,21 @@ def adding_experiment(cells, cfg, bar):
         else:
             mse, flow1_h, flow1_c, sigma1 = math.nan, None, None, None
         results[cell] = dict(
-            test_mse=mse, verdict=_verdict(mse) if status is None else status,
-            status=status, error=detail, seconds=seconds, steps_done=len(losses),
+            test_mse=mse,
+            verdict=_verdict(mse) if status is None else status,
+            status=status,
+            error=detail,
+            seconds=seconds,
+            steps_done=len(losses),
             steps_per_s=len(losses) / seconds if seconds > 0 else math.nan,
-            losses=losses, flow_init=flow0_h, flow_init_c=flow0_c, flow_final=flow1_h,
-            flow_final_c=flow1_c, sigma_init=sigma0, sigma_final=sigma1)
+            losses=losses,
+            flow_init=flow0_h,
+            flow_init_c=flow0_c,
+            flow_final=flow1_h,
+            flow_final_c=flow1_c,
+            sigma_init=sigma0,
+            sigma_final=sigma1,
+        )
     return results
 
 
@@ -236,23 +274,38 @@ def exploding_experiment(cfg, bar):
     probe_x, probe_y = adding_problem(_probe_size(cfg), T, np.random.default_rng([seed, 2]))
     for name, max_norm in (("no clipping", None), (f"clip_grads({cfg['clip']:g})", cfg["clip"])):
         bar.set_description(f"exploding: {name}")
-        model = SequenceRegressor("rnn", 2, H, np.random.default_rng([seed, 4]),
-                                  wh_scale=cfg["wh_scale"])
+        model = SequenceRegressor(
+            "rnn", 2, H, np.random.default_rng([seed, 4]), wh_scale=cfg["wh_scale"]
+        )
         flow0, _ = _grad_flow(model, probe_x, probe_y)
         sigma0 = spectral_norm(model.rnn)
         clipper = GradClipper(max_norm)
-        data_rng = np.random.default_rng([seed, 5])     # the same batches for both runs
+        data_rng = np.random.default_rng([seed, 5])  # the same batches for both runs
         losses, status, detail, seconds = _train(
-            model, SGD(cfg["sgd_lr"]), clipper,
-            lambda: adding_problem(cfg["batch"], T, data_rng), cfg["explode_steps"], bar)
-        runs[name] = dict(max_norm=max_norm, losses=losses, status=status, error=detail,
-                          seconds=seconds,
-                          clipper=clipper, grad_norms=clipper.norms, clip_rate=clipper.rate,
-                          flow_init=flow0, sigma_init=sigma0)
+            model,
+            SGD(cfg["sgd_lr"]),
+            clipper,
+            lambda data_rng=data_rng: adding_problem(cfg["batch"], T, data_rng),
+            cfg["explode_steps"],
+            bar,
+        )
+        runs[name] = dict(
+            max_norm=max_norm,
+            losses=losses,
+            status=status,
+            error=detail,
+            seconds=seconds,
+            clipper=clipper,
+            grad_norms=clipper.norms,
+            clip_rate=clipper.rate,
+            flow_init=flow0,
+            sigma_init=sigma0,
+        )
     return runs
 
 
 # ---- report ----------------------------------------------------------------------------------
+
 
 def _fmt(x, spec=".3g"):
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
@@ -275,51 +328,95 @@ def _para(text, indent=""):
 def format_report(cfg, results, runs):
     T = cfg["length"]
     out = []
-    out.append(_para(f"1. The adding problem, T = {T}: {cfg['steps']} steps of Adam (lr "
-                     f"{cfg['lr']:g}, batch {cfg['batch']}, clip_grads {cfg['clip']:g}), hidden "
-                     f"size {cfg['hidden']}, seed {cfg['seed']}. Test MSE on {cfg['test_size']} "
-                     "held-out sequences; predicting the mean scores "
-                     f"{MEAN_PREDICTOR_MSE:.3f}."))
-    rows = [[CELL_LABELS[c], _fmt(r["test_mse"], ".4f"),
-             _fmt(r["test_mse"] / MEAN_PREDICTOR_MSE, ".3f"), r["verdict"],
-             f"{r['seconds']:.1f} s", _fmt(r["steps_per_s"], ".0f")] for c, r in results.items()]
+    out.append(
+        _para(
+            f"1. The adding problem, T = {T}: {cfg['steps']} steps of Adam (lr "
+            f"{cfg['lr']:g}, batch {cfg['batch']}, clip_grads {cfg['clip']:g}), hidden "
+            f"size {cfg['hidden']}, seed {cfg['seed']}. Test MSE on {cfg['test_size']} "
+            "held-out sequences; predicting the mean scores "
+            f"{MEAN_PREDICTOR_MSE:.3f}."
+        )
+    )
+    rows = [
+        [
+            CELL_LABELS[c],
+            _fmt(r["test_mse"], ".4f"),
+            _fmt(r["test_mse"] / MEAN_PREDICTOR_MSE, ".3f"),
+            r["verdict"],
+            f"{r['seconds']:.1f} s",
+            _fmt(r["steps_per_s"], ".0f"),
+        ]
+        for c, r in results.items()
+    ]
     out.append(_table(["cell", "test MSE", "/ mean's", "result", "train time", "steps/s"], rows))
     out.append("")
-    out.append(_para(f"2. Gradient flow: ||dL/dh_1|| / ||dL/dh_T||, how much of the gradient of "
-                     f"the loss at step {T} reaches step 1, and the per-step factor (geometric "
-                     "mean; < 1 vanishing, > 1 growing), at initialisation and after training, "
-                     f"on {_probe_size(cfg)} test sequences."))
+    out.append(
+        _para(
+            f"2. Gradient flow: ||dL/dh_1|| / ||dL/dh_T||, how much of the gradient of "
+            f"the loss at step {T} reaches step 1, and the per-step factor (geometric "
+            "mean; < 1 vanishing, > 1 growing), at initialisation and after training, "
+            f"on {_probe_size(cfg)} test sequences."
+        )
+    )
     rows = []
     for c, r in results.items():
         f0 = flow_summary(r["flow_init"])
         f1 = flow_summary(r["flow_final"]) if r["flow_final"] is not None else None
-        rows.append([CELL_LABELS[c], _sigma_text(r["sigma_init"]), _fmt(f0["ratio"], ".2e"),
-                     _fmt(f0["per_step"], ".3f"), _fmt(f1 and f1["ratio"], ".2e"),
-                     _fmt(f1 and f1["per_step"], ".3f")])
-    out.append(_table(["cell", "sigma_max(Wh blocks) at init", "init: h_1/h_T", "per step",
-                       "trained: h_1/h_T", "per step"], rows))
+        rows.append(
+            [
+                CELL_LABELS[c],
+                _sigma_text(r["sigma_init"]),
+                _fmt(f0["ratio"], ".2e"),
+                _fmt(f0["per_step"], ".3f"),
+                _fmt(f1 and f1["ratio"], ".2e"),
+                _fmt(f1 and f1["per_step"], ".3f"),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "cell",
+                "sigma_max(Wh blocks) at init",
+                "init: h_1/h_T",
+                "per step",
+                "trained: h_1/h_T",
+                "per step",
+            ],
+            rows,
+        )
+    )
     if "rnn" in results:
         text = diagnostics.interpret(results["rnn"]["sigma_init"], "rnn").split("\n")[1]
         out.append(_para("RNN at init: " + text, indent="   "))
     out.append("")
     first = next(iter(runs.values()))
     f0 = flow_summary(first["flow_init"])
-    out.append(_para(f"3. Exploding gradients: the vanilla RNN with Wh x {cfg['wh_scale']:g} "
-                     f"(sigma_max {max(first['sigma_init'].values()):.2f}; at init h_1/h_T "
-                     f"{f0['ratio']:.2g}), trained by SGD (lr {cfg['sgd_lr']:g}) for "
-                     f"{cfg['explode_steps']} steps without and with clipping, from the same "
-                     "initial weights on the same batches."))
+    out.append(
+        _para(
+            f"3. Exploding gradients: the vanilla RNN with Wh x {cfg['wh_scale']:g} "
+            f"(sigma_max {max(first['sigma_init'].values()):.2f}; at init h_1/h_T "
+            f"{f0['ratio']:.2g}), trained by SGD (lr {cfg['sgd_lr']:g}) for "
+            f"{cfg['explode_steps']} steps without and with clipping, from the same "
+            "initial weights on the same batches."
+        )
+    )
     rows = []
     for name, r in runs.items():
         c, losses = r["clipper"], r["losses"]
         norms = c.norms[np.isfinite(c.norms)]
-        rows.append([name, r["status"] or f"finished {len(losses)} steps",
-                     _fmt(float(losses[-20:].mean()) if r["status"] is None else None),
-                     _fmt(float(losses.max()) if len(losses) else None),
-                     _fmt(float(norms.max()) if norms.size else None),
-                     "-" if r["max_norm"] is None else f"{100 * c.rate:.0f}%"])
-    out.append(_table(["run", "outcome", "final loss", "max loss", "max grad norm", "clipped"],
-                      rows))
+        rows.append(
+            [
+                name,
+                r["status"] or f"finished {len(losses)} steps",
+                _fmt(float(losses[-20:].mean()) if r["status"] is None else None),
+                _fmt(float(losses.max()) if len(losses) else None),
+                _fmt(float(norms.max()) if norms.size else None),
+                "-" if r["max_norm"] is None else f"{100 * c.rate:.0f}%",
+            ]
+        )
+    out.append(
+        _table(["run", "outcome", "final loss", "max loss", "max grad norm", "clipped"], rows)
+    )
     for name, r in list(results.items()) + list(runs.items()):
         if r["error"]:
             label = CELL_LABELS.get(name, name)
@@ -340,12 +437,21 @@ def _plot(out_dir, cfg, results, runs):
         if len(losses):
             w = max(1, min(25, len(losses) // 10))
             smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-            ax.plot(np.arange(w, len(losses) + 1), smooth, color=colors[c],
-                    label=f"{CELL_LABELS[c]} (test MSE {_fmt(r['test_mse'], '.3g')})")
-    ax.axhline(MEAN_PREDICTOR_MSE, color="k", linestyle="--", linewidth=1,
-               label="predicting the mean")
-    diagnostics.log_axes(ax, "training step", "training MSE (running mean)",
-                         f"Adding problem, T = {cfg['length']}, hidden {cfg['hidden']}")
+            ax.plot(
+                np.arange(w, len(losses) + 1),
+                smooth,
+                color=colors[c],
+                label=f"{CELL_LABELS[c]} (test MSE {_fmt(r['test_mse'], '.3g')})",
+            )
+    ax.axhline(
+        MEAN_PREDICTOR_MSE, color="k", linestyle="--", linewidth=1, label="predicting the mean"
+    )
+    diagnostics.log_axes(
+        ax,
+        "training step",
+        "training MSE (running mean)",
+        f"Adding problem, T = {cfg['length']}, hidden {cfg['hidden']}",
+    )
     ax.legend()
     paths.append(os.path.join(out_dir, "adding_loss.png"))
     fig.savefig(paths[-1], dpi=110)
@@ -356,8 +462,9 @@ def _plot(out_dir, cfg, results, runs):
     first = next(iter(runs.values()))
     init[f"RNN, Wh x {cfg['wh_scale']:g} (part 3)"] = first["flow_init"]
     diagnostics.plot_grad_flow(init, ax=ax0, title="At initialisation")
-    trained = {CELL_LABELS[c]: r["flow_final"] for c, r in results.items()
-               if r["flow_final"] is not None}
+    trained = {
+        CELL_LABELS[c]: r["flow_final"] for c, r in results.items() if r["flow_final"] is not None
+    }
     if trained:
         diagnostics.plot_grad_flow(trained, ax=ax1, title=f"After {cfg['steps']} steps")
     for ax in (ax0, ax1):
@@ -378,19 +485,32 @@ def _plot(out_dir, cfg, results, runs):
     ax0, ax1 = fig.subplots(1, 2)
     for name, r in runs.items():
         losses = r["losses"]
-        line, = ax0.plot(np.arange(1, len(losses) + 1), losses, linewidth=1, label=name)
+        (line,) = ax0.plot(np.arange(1, len(losses) + 1), losses, linewidth=1, label=name)
         if r["status"] is not None:
-            ax0.plot([len(losses)], [losses[-1] if len(losses) else 1.0], "x",
-                     color=line.get_color(), markersize=10,
-                     label=f"{name}: {r['status'].split(':')[0]}")
-    ax0.axhline(MEAN_PREDICTOR_MSE, color="k", linestyle="--", linewidth=1,
-                label="predicting the mean")
-    diagnostics.log_axes(ax0, "training step", "training MSE",
-                         f"Vanilla RNN, Wh x {cfg['wh_scale']:g}, SGD lr {cfg['sgd_lr']:g}")
+            ax0.plot(
+                [len(losses)],
+                [losses[-1] if len(losses) else 1.0],
+                "x",
+                color=line.get_color(),
+                markersize=10,
+                label=f"{name}: {r['status'].split(':')[0]}",
+            )
+    ax0.axhline(
+        MEAN_PREDICTOR_MSE, color="k", linestyle="--", linewidth=1, label="predicting the mean"
+    )
+    diagnostics.log_axes(
+        ax0,
+        "training step",
+        "training MSE",
+        f"Vanilla RNN, Wh x {cfg['wh_scale']:g}, SGD lr {cfg['sgd_lr']:g}",
+    )
     ax0.legend()
-    diagnostics.plot_norm_history({name: r["clipper"] for name, r in runs.items()},
-                                  max_norm=cfg["clip"], ax=ax1,
-                                  title="Gradient norm before clipping")
+    diagnostics.plot_norm_history(
+        {name: r["clipper"] for name, r in runs.items()},
+        max_norm=cfg["clip"],
+        ax=ax1,
+        title="Gradient norm before clipping",
+    )
     paths.append(os.path.join(out_dir, "exploding.png"))
     fig.savefig(paths[-1], dpi=110)
     return paths
@@ -412,12 +532,14 @@ def _jsonable(x):
 
 # ---- command line ----------------------------------------------------------------------------
 
+
 def _cells(text):
     cells = [c.strip().lower() for c in text.split(",") if c.strip()]
     bad = [c for c in cells if c not in CELL_LABELS]
     if bad or not cells:
         raise argparse.ArgumentTypeError(
-            f"--cells takes a comma-separated list of rnn, lstm, gru; got {text!r}")
+            f"--cells takes a comma-separated list of rnn, lstm, gru; got {text!r}"
+        )
     return list(dict.fromkeys(cells))
 
 
@@ -430,53 +552,101 @@ def _positive(kind):
         if not value > 0:
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         return value
+
     return parse
 
 
 def _add_arguments(p):
     d = DEFAULTS
-    p.add_argument("--cells", type=_cells, default=d["cells"],
-                   help="cells to compare, comma-separated (default: %(default)s)")
-    p.add_argument("--length", type=_positive(int), default=d["length"], metavar="T",
-                   help="sequence length of the adding problem (default: %(default)s)")
-    p.add_argument("--hidden", type=_positive(int), default=None, metavar="H",
-                   help=f"hidden size (default: {d['hidden']}; --quick: {QUICK['hidden']})")
-    p.add_argument("--steps", type=_positive(int), default=None,
-                   help=f"training steps per cell (default: {d['steps']}; --quick: "
-                        f"{QUICK['steps']})")
-    p.add_argument("--batch", type=_positive(int), default=d["batch"],
-                   help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=_positive(float), default=d["lr"],
-                   help="Adam learning rate for part 1 (default: %(default)s)")
-    p.add_argument("--clip", type=_positive(float), default=d["clip"], metavar="MAX_NORM",
-                   help="clip_grads max_norm (default: %(default)s)")
-    p.add_argument("--wh-scale", type=_positive(float), default=d["wh_scale"],
-                   help="scale of Wh for the exploding-gradient runs (default: %(default)s)")
-    p.add_argument("--sgd-lr", type=_positive(float), default=d["sgd_lr"],
-                   help="SGD learning rate for the exploding-gradient runs (default: "
-                        "%(default)s)")
-    p.add_argument("--threads", type=int, default=d["threads"],
-                   help="BLAS threads, set with threadpoolctl if it is installed; 0 leaves the "
-                        "BLAS default. The demo's matrices are small: one thread is fastest, "
-                        "and does not collapse when other processes load the CPU (default: "
-                        "%(default)s)")
+    p.add_argument(
+        "--cells",
+        type=_cells,
+        default=d["cells"],
+        help="cells to compare, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--length",
+        type=_positive(int),
+        default=d["length"],
+        metavar="T",
+        help="sequence length of the adding problem (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_positive(int),
+        default=None,
+        metavar="H",
+        help=f"hidden size (default: {d['hidden']}; --quick: {QUICK['hidden']})",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive(int),
+        default=None,
+        help=f"training steps per cell (default: {d['steps']}; --quick: {QUICK['steps']})",
+    )
+    p.add_argument(
+        "--batch", type=_positive(int), default=d["batch"], help="batch size (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lr",
+        type=_positive(float),
+        default=d["lr"],
+        help="Adam learning rate for part 1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--clip",
+        type=_positive(float),
+        default=d["clip"],
+        metavar="MAX_NORM",
+        help="clip_grads max_norm (default: %(default)s)",
+    )
+    p.add_argument(
+        "--wh-scale",
+        type=_positive(float),
+        default=d["wh_scale"],
+        help="scale of Wh for the exploding-gradient runs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sgd-lr",
+        type=_positive(float),
+        default=d["sgd_lr"],
+        help="SGD learning rate for the exploding-gradient runs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d["threads"],
+        help="BLAS threads, set with threadpoolctl if it is installed; 0 leaves the "
+        "BLAS default. The demo's matrices are small: one thread is fastest, "
+        "and does not collapse when other processes load the CPU (default: "
+        "%(default)s)",
+    )
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default: %(default)s)")
-    p.add_argument("--out", default=d["out"], metavar="DIR",
-                   help="directory for the charts and results (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default=d["out"],
+        metavar="DIR",
+        help="directory for the charts and results (default: %(default)s)",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not draw the PNG charts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--quick", action="store_true",
-                   help="a few steps of everything, to check that it runs (learns nothing)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few steps of everything, to check that it runs (learns nothing)",
+    )
     return p
 
 
 def add_parser(subparsers):
     """Register the ``demo`` subcommand on an argparse subparsers object."""
     p = subparsers.add_parser(
-        "demo", help="vanishing/exploding gradients: RNN vs LSTM vs GRU on the adding problem",
+        "demo",
+        help="vanishing/exploding gradients: RNN vs LSTM vs GRU on the adding problem",
         description=DESCRIPTION,
         epilog="Writes adding_loss.png, grad_flow.png, exploding.png, summary.txt and "
-               "results.json to --out.")
+        "results.json to --out.",
+    )
     _add_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -484,8 +654,7 @@ def add_parser(subparsers):
 
 def build_parser():
     """A standalone parser for ``python -m fastrnn.demo``."""
-    return _add_arguments(argparse.ArgumentParser(
-        prog="fastrnn demo", description=DESCRIPTION))
+    return _add_arguments(argparse.ArgumentParser(prog="fastrnn demo", description=DESCRIPTION))
 
 
 def config_from_args(args):
@@ -515,8 +684,10 @@ def _blas_threads(n):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return contextlib.nullcontext(), ("BLAS threads: library default (--threads needs "
-                                          "threadpoolctl: pip install threadpoolctl)")
+        return contextlib.nullcontext(), (
+            "BLAS threads: library default (--threads needs "
+            "threadpoolctl: pip install threadpoolctl)"
+        )
     return threadpool_limits(limits=n, user_api="blas"), f"BLAS threads: {n}"
 
 
@@ -526,8 +697,11 @@ def run(args):
     out_dir = cfg["out"]
     os.makedirs(out_dir, exist_ok=True)
     cells = cfg["cells"]
-    print(f"fastrnn demo: RNN vs LSTM vs GRU on the adding problem (T = {cfg['length']}), "
-          f"gradient flow, exploding gradients{' [--quick]' if args.quick else ''}", flush=True)
+    print(
+        f"fastrnn demo: RNN vs LSTM vs GRU on the adding problem (T = {cfg['length']}), "
+        f"gradient flow, exploding gradients{' [--quick]' if args.quick else ''}",
+        flush=True,
+    )
     started = time.perf_counter()
     total = len(cells) * cfg["steps"] + 2 * cfg["explode_steps"]
     limit, threads_note = _blas_threads(cfg["threads"])
@@ -540,8 +714,10 @@ def run(args):
         bar.close()
     report = format_report(cfg, results, runs) + f"\n\n{threads_note}."
     if args.quick:
-        report += ("\n\n(--quick: only a few steps, too few to learn anything; run without "
-                   "--quick for the real comparison.)")
+        report += (
+            "\n\n(--quick: only a few steps, too few to learn anything; run without "
+            "--quick for the real comparison.)"
+        )
     print()
     print(report)
     written = []
@@ -555,11 +731,16 @@ def run(args):
         f.write(report + f"\n\nTotal wall time {elapsed:.1f} s.\n")
     written.append(os.path.join(out_dir, "summary.txt"))
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(_jsonable({"config": cfg, "adding": results, "exploding": runs,
-                             "seconds": elapsed}), f, indent=1)
+        json.dump(
+            _jsonable({"config": cfg, "adding": results, "exploding": runs, "seconds": elapsed}),
+            f,
+            indent=1,
+        )
     written.append(os.path.join(out_dir, "results.json"))
-    print(f"\nTotal wall time {elapsed:.1f} s. Written to {os.path.abspath(out_dir)}: "
-          + ", ".join(os.path.basename(p) for p in written))
+    print(
+        f"\nTotal wall time {elapsed:.1f} s. Written to {os.path.abspath(out_dir)}: "
+        + ", ".join(os.path.basename(p) for p in written)
+    )
     return 0
 
 

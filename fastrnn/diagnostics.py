@@ -22,14 +22,24 @@ Everything else here:
 - ``plot_grad_flow`` and ``plot_norm_history``: matplotlib charts.  matplotlib is an optional
   extra (``pip install fastrnn[plot]``); it is imported only when a plot is drawn.
 """
+
 import math
 
 import numpy as np
 
 from ._norms import clip_grads
 
-__all__ = ["BLOCK_NAMES", "spectral_norm", "interpret", "flow_summary", "global_norm",
-           "GradClipper", "plot_grad_flow", "plot_norm_history", "require_matplotlib"]
+__all__ = [
+    "BLOCK_NAMES",
+    "spectral_norm",
+    "interpret",
+    "flow_summary",
+    "global_norm",
+    "GradClipper",
+    "plot_grad_flow",
+    "plot_norm_history",
+    "require_matplotlib",
+]
 
 #: number of gate blocks in Wh (H, blocks*H) -> the names of the blocks, in column order
 BLOCK_NAMES = {1: ("Wh",), 3: ("z", "r", "h"), 4: ("f", "g", "i", "o")}
@@ -37,6 +47,7 @@ _CELL_OF_BLOCKS = {1: "rnn", 3: "gru", 4: "lstm"}
 
 
 # ---- spectral norms of the recurrent weights ----------------------------------------------------
+
 
 def _recurrent_weight(W):
     """Wh from an array or from a layer (anything whose params are [Wx, Wh, b])."""
@@ -67,8 +78,10 @@ def spectral_norm(Wh, blocks=None):
     H, cols = W.shape
     if blocks is None:
         if cols % H:
-            raise ValueError(f"cannot infer the gate blocks of Wh with shape {W.shape}: its "
-                             "width is not a multiple of its height; pass blocks=")
+            raise ValueError(
+                f"cannot infer the gate blocks of Wh with shape {W.shape}: its "
+                "width is not a multiple of its height; pass blocks="
+            )
         G = cols // H
         names = BLOCK_NAMES.get(G, tuple(str(k) for k in range(G)))
     elif isinstance(blocks, (int, np.integer)):
@@ -85,8 +98,10 @@ def spectral_norm(Wh, blocks=None):
     W = np.asarray(W, dtype=np.float64)
     if not np.all(np.isfinite(W)):
         raise ValueError("Wh contains NaN or Inf")
-    return {name: float(np.linalg.svd(W[:, k * width:(k + 1) * width], compute_uv=False)[0])
-            for k, name in enumerate(names)}
+    return {
+        name: float(np.linalg.svd(W[:, k * width : (k + 1) * width], compute_uv=False)[0])
+        for k, name in enumerate(names)
+    }
 
 
 def _cell_name(cell, sigmas):
@@ -95,7 +110,7 @@ def _cell_name(cell, sigmas):
         if cell is None:
             raise ValueError(f"cannot tell the cell from {len(sigmas)} blocks; pass cell=")
         return cell
-    if not isinstance(cell, str):           # a layer object
+    if not isinstance(cell, str):  # a layer object
         name = type(cell).__name__.lower()
         for c in ("lstm", "gru", "rnn"):
             if c in name:
@@ -115,7 +130,7 @@ def interpret(sigmas, cell=None):
     the number of blocks when None.  The statements made are the ones the numbers support:
 
     - tanh RNN: going back one step, dL/dh_{t-1} = (dL/dh_t * tanh'(a_t)) @ Wh.T (plus the loss's
-      direct term at t-1), and |tanh'| <= 1, so a gradient arriving at step t is at most
+      direct term at t-1), and abs(tanh') <= 1, so a gradient arriving at step t is at most
       sigma_max(Wh)**k times as large k steps earlier.  sigma_max < 1 therefore *proves* that
       gradients vanish geometrically.  sigma_max > 1 is necessary for explosion but not
       sufficient: saturated units (tanh' near 0) and the directions in which Wh is contractive can
@@ -141,29 +156,33 @@ def interpret(sigmas, cell=None):
             lines.append(
                 f"sigma_max(Wh) = {s:.3g} < 1 and |tanh'| <= 1: a gradient provably shrinks at "
                 f"least geometrically going back in time, by {s:.3g}**k after k steps "
-                f"(halving at least every {half:.3g} steps; {s ** 10:.2g} after 10, "
-                f"{s ** 50:.2g} after 50). Long-range dependencies cannot be learned from it.")
+                f"(halving at least every {half:.3g} steps; {s**10:.2g} after 10, "
+                f"{s**50:.2g} after 50). Long-range dependencies cannot be learned from it."
+            )
         else:
             lines.append(
                 f"sigma_max(Wh) = {s:.3g} >= 1: the bound allows growth by up to {s:.3g}**k "
                 "after k steps, so exploding gradients are possible but not implied: saturated "
                 "units (tanh' near 0) and directions in which Wh contracts can still make them "
                 "vanish. sigma_max > 1 is necessary, not sufficient, for explosion; measure "
-                "with layer.track_grad_norms = True.")
+                "with layer.track_grad_norms = True."
+            )
     elif cell == "lstm":
         lines.append(
             "Through the cell state the gradient is multiplied elementwise by the forget gate "
             "(dL/dc_{t-1} = dL/dc_t * f_t), not by Wh: with f near 1 it survives whatever these "
             "numbers are. Wh acts only through the gates' feedback, damped by sigmoid' <= 1/4 "
             "(f, i, o) and tanh' <= 1 (g), so these values bound that feedback but do not decide "
-            "vanishing; look at grad_norms_c.")
+            "vanishing; look at grad_norms_c."
+        )
     else:
         lines.append(
             "h_t = (1 - z) * h_{t-1} + z * h~ carries the gradient elementwise through 1 - z, not "
             "through Wh: units with z near 0 copy their state and their gradient. Wh acts "
             "through z and r (damped by sigmoid' <= 1/4) and the candidate h~ (tanh' <= 1, "
             "scaled by z), so these values bound that feedback but do not decide vanishing; "
-            "look at grad_norms_h.")
+            "look at grad_norms_h."
+        )
     return "\n".join(lines)
 
 
@@ -186,6 +205,7 @@ def flow_summary(norms):
 
 
 # ---- clipping history ---------------------------------------------------------------------------
+
 
 def global_norm(grads):
     """sqrt(sum of every element squared over all arrays), in float64; nothing is changed."""
@@ -214,8 +234,9 @@ class GradClipper:
         if max_norm is not None:
             max_norm = float(max_norm)
             if not (max_norm > 0 and math.isfinite(max_norm)):
-                raise ValueError(f"max_norm must be a positive finite number or None, got "
-                                 f"{max_norm!r}")
+                raise ValueError(
+                    f"max_norm must be a positive finite number or None, got {max_norm!r}"
+                )
         self.max_norm = max_norm
         self.error_if_nonfinite = error_if_nonfinite
         self._norms = []
@@ -232,8 +253,10 @@ class GradClipper:
         self._norms.append(norm)
         self._fired.append(fired)
         if not math.isfinite(norm) and self.error_if_nonfinite:
-            raise FloatingPointError(f"gradient norm is {norm} at step {len(self._norms)}: a "
-                                     "gradient contains NaN or Inf; no gradient was changed")
+            raise FloatingPointError(
+                f"gradient norm is {norm} at step {len(self._norms)}: a "
+                "gradient contains NaN or Inf; no gradient was changed"
+            )
         return norm
 
     clip = __call__
@@ -274,11 +297,13 @@ class GradClipper:
         if self.max_norm is None:
             parts.append("no clipping")
         else:
-            parts.append(f"clipped {self.n_clipped} ({100 * self.rate:.1f}%) at max_norm "
-                         f"{self.max_norm:g}")
+            parts.append(
+                f"clipped {self.n_clipped} ({100 * self.rate:.1f}%) at max_norm {self.max_norm:g}"
+            )
         if finite.size:
-            parts.append(f"norm median {np.median(finite):.3g}, max {finite.max():.3g}, "
-                         f"last {n[-1]:.3g}")
+            parts.append(
+                f"norm median {np.median(finite):.3g}, max {finite.max():.3g}, last {n[-1]:.3g}"
+            )
         if bad:
             parts.append(f"{bad} non-finite")
         return "; ".join(parts)
@@ -289,14 +314,17 @@ class GradClipper:
 
 # ---- plots -------------------------------------------------------------------------------------
 
+
 def require_matplotlib():
     """Import matplotlib (with the Agg-safe Figure API) or raise a helpful ImportError."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ImportError("plotting needs matplotlib, an optional extra of fastrnn: "
-                          "pip install fastrnn[plot]  (or: pip install matplotlib)") from exc
+        raise ImportError(
+            "plotting needs matplotlib, an optional extra of fastrnn: "
+            "pip install fastrnn[plot]  (or: pip install matplotlib)"
+        ) from exc
     return Figure
 
 
@@ -341,8 +369,10 @@ def plot_grad_flow(norms, ax=None, title="Gradient flow through time", path=None
         if not isinstance(n, np.ndarray) and hasattr(n, "grad_norms_h"):
             n = n.grad_norms_h
             if n is None:
-                raise ValueError(f"layer {label!r} has no grad_norms_h: set track_grad_norms = "
-                                 "True before its backward")
+                raise ValueError(
+                    f"layer {label!r} has no grad_norms_h: set track_grad_norms = "
+                    "True before its backward"
+                )
         n = np.asarray(n, dtype=np.float64)
         t = np.arange(1, n.size + 1)
         ok = np.isfinite(n) & (n > 0)
@@ -353,8 +383,9 @@ def plot_grad_flow(norms, ax=None, title="Gradient flow through time", path=None
     return _finish(fig, path)
 
 
-def plot_norm_history(histories, max_norm=None, ax=None, title="Gradient norm during training",
-                      path=None):
+def plot_norm_history(
+    histories, max_norm=None, ax=None, title="Gradient norm during training", path=None
+):
     """Chart the global gradient norm against the training step (log y), with the clip threshold.
 
     ``histories`` maps a label to a ``GradClipper`` or a 1-D array of norms (a bare one is
@@ -375,18 +406,25 @@ def plot_norm_history(histories, max_norm=None, ax=None, title="Gradient norm du
         n = np.asarray(h, dtype=np.float64)
         steps = np.arange(1, n.size + 1)
         ok = np.isfinite(n) & (n > 0)
-        line, = ax.plot(steps[ok], n[ok], label=label, linewidth=1)
+        (line,) = ax.plot(steps[ok], n[ok], label=label, linewidth=1)
         if ok.any():
             top = max(top, n[ok].max())
         if (~np.isfinite(n)).any():
             bad_points.append((steps[~np.isfinite(n)], line.get_color()))
     if max_norm is not None:
-        ax.axhline(max_norm, color="k", linestyle="--", linewidth=1,
-                   label=f"clip threshold {max_norm:g}")
+        ax.axhline(
+            max_norm, color="k", linestyle="--", linewidth=1, label=f"clip threshold {max_norm:g}"
+        )
         top = max(top, max_norm)
     for steps, color in bad_points:
-        ax.plot(steps, np.full(steps.size, top if top > 0 else 1.0), "x", color=color,
-                markersize=9, label="non-finite")
+        ax.plot(
+            steps,
+            np.full(steps.size, top if top > 0 else 1.0),
+            "x",
+            color=color,
+            markersize=9,
+            label="non-finite",
+        )
     log_axes(ax, "training step", "global gradient norm", title)
     if any(label is not None for label in histories) or max_norm is not None:
         ax.legend()

@@ -22,7 +22,7 @@ DTYPES = [np.float32, np.float64]
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 
-# Instruction sets of fastrnn's own products (src/fr_gemm.h) this CPU runs.  Modules that mark
+# Instruction sets of fastrnn's own products (src/gemm/fr_gemm.h) this CPU runs.  Modules that mark
 # themselves with `pytestmark = pytest.mark.usefixtures("isa")` run once per set, so a machine
 # with AVX-512 checks the AVX2 micro-kernels too.
 ISAS = _isa.available()

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import diagnostics as dg
-from fastrnn import reference as ref
+from fastrnn import diagnostics as dg, reference as ref
 
 KINDS = ["rnn", "lstm", "gru", "gru_ra"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}

@@ -1,4 +1,4 @@
-"""fastrnn._isa: the instruction set of fastrnn's own products (src/fr_gemm.h).
+"""fastrnn._isa: the instruction set of fastrnn's own products (src/gemm/fr_gemm.h).
 
 The default is the best the CPU runs (read here from /proc/cpuinfo, independently of the
 kernels' own check); FASTRNN_KERNELS=avx2 and _isa.use switch to AVX2 and back; an instruction

@@ -395,7 +395,7 @@ def test_backward_twice_gives_the_same(kind, rng):
 @pytest.mark.parametrize("kind", KINDS)
 def test_weight_grads_are_adjacent(kind, rng):
     # the layer allocates dWh directly after dWx, so that the kernels can make both with one
-    # product [X | Hprev]^T @ dG (weight_grad_cols in src/_seq.pxd)
+    # product [X | Hprev]^T @ dG (weight_grad_cols in src/cells/_seq.pxd)
     params = make_params(kind, rng, D, H, np.float32)
     dWx, dWh, db = make_time(fastrnn, kind, params).grads
     assert dWh.ctypes.data == dWx.ctypes.data + dWx.nbytes
@@ -430,7 +430,7 @@ def test_weight_grads_in_separate_arrays(kind, dtype, threads, shape, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_large_inputs_are_kept_exactly(kind, dtype, rng):
     # more than 1 MiB of inputs: forward copies them into its cache with non-temporal stores
-    # (src/fr_copy.h); D + H odd puts every other cache row off 16-byte alignment, so the
+    # (src/gemm/fr_copy.h); D + H odd puts every other cache row off 16-byte alignment, so the
     # copy's unaligned head and tail are exercised too
     n, t, d, h = 3, 450, 203, 6
     params, xs, dhs, _, _ = sequence(kind, rng, dtype, N=n, T=t, D=d, H=h)
@@ -448,7 +448,7 @@ def test_large_inputs_are_kept_exactly(kind, dtype, rng):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_prefetching_passes_agree_with_reference(kind, threads, rng):
-    # gate buffers over 4 MiB (PREFETCH_MIN_BYTES, src/_seq.pxd): the element-wise passes ask
+    # gate buffers over 4 MiB (PREFETCH_MIN_BYTES, src/cells/_seq.pxd): the element-wise passes ask
     # for the next row's segments ahead; an odd H and 17 rows put the segments off cache-line
     # boundaries and give the threads unequal shares (and 8 or more rows each, so the RNN's
     # forward takes its fused steps, which prefetch the next row's x_t too); weights

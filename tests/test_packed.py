@@ -189,7 +189,7 @@ def test_matmul_packed_equals_numpy(M, K, N, dtype, accumulate, repeat, b_layout
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_packed_grid_exact(dtype):
     """Every combination of the edge sizes (row-block splits, partial panels, k-slices; with
-    AVX-512, groups of 4 panels for 3-4 rows and of 2 from 5 rows, src/fr_gemm_impl.h), with
+    AVX-512, groups of 4 panels for 3-4 rows and of 2 from 5 rows, src/gemm/fr_gemm_impl.h), with
     small-integer data so the result must be exact; layouts rotate through all kinds."""
     i, failures = 0, []
     for M in [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 20, 25]:

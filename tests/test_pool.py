@@ -1,4 +1,4 @@
-"""The process's worker pool (src/fr_pool.h, module fastrnn._pool) that runs the kernels' threads.
+"""The process's worker pool (src/parallel/fr_pool.h, module fastrnn._pool) that runs the kernels' threads.
 
 Every job must run each thread's share exactly once, also when jobs come back to back, when
 several Python threads use the pool at once (all but one fall back to threads of their own),

@@ -1,6 +1,6 @@
 """Independent verification of the plain NumPy reference (the test oracle).
 
-The reference implementation in ``fastrnn/reference.py`` is what the compiled
+The reference implementation in ``fastrnn/reference/recurrent.py`` is what the compiled
 layers are compared against, so it is checked here on its own terms:
 
 * forward passes against independently written step formulas (gate blocks

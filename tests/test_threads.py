@@ -209,7 +209,7 @@ def test_kernel_settings_are_validated(module, name):
 
 @pytest.fixture
 def unit_split():
-    """Set how the LSTM time loop is shared between threads (src/_lstm.pyx, use_units): -1 by
+    """Set how the LSTM time loop is shared between threads (src/cells/_lstm.pyx, use_units): -1 by
     its rule, 0 by batch rows, 1 by hidden units; restored afterwards."""
     with _kernel_setting("_lstm", "_set_unit_split") as setter:
         yield setter
@@ -371,7 +371,7 @@ def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
 @pytest.fixture
 def rnn_fused():
     """Set whether the RNN's forward makes x_t Wx part of each step's packed product
-    (src/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored after."""
+    (src/cells/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored after."""
     with _kernel_setting("_rnn", "_set_fused") as setter:
         yield setter
 
@@ -417,7 +417,7 @@ def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, thr
 
 @pytest.fixture
 def rnn_dx_packed():
-    """Set whether the RNN's backward makes dX from Wx^T packed (src/_rnn.pyx, packed_dx):
+    """Set whether the RNN's backward makes dX from Wx^T packed (src/cells/_rnn.pyx, packed_dx):
     -1 by its rule, 0 never, 1 always; restored after."""
     with _kernel_setting("_rnn", "_set_dx_packed") as setter:
         yield setter

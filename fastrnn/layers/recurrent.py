@@ -96,7 +96,7 @@ def _weights_checked_by_kernel(N, T):
     column NaN or +-Inf in every row (0 * Inf and NaN * 0 are NaN), and likewise backward's
     dX = dG Wx^T and dh0 = dG Wh^T -- provided every term is computed, which fastrnn's own
     direct kernels do (BLAS libraries may skip zeros: reference BLAS does).  So for T = 1 and
-    N <= DIRECT_MAX_ROWS, where every product is fastrnn's (step_path in src/_packed.pxd), the
+    N <= DIRECT_MAX_ROWS, where every product is fastrnn's (step_path in src/gemm/_packed.pxd), the
     kernel flags non-finite results instead; only then are the weights scanned, to raise the
     same error (or, if they are finite, to accept the result: it overflowed).  Forward works in
     spare caches and backward stops before the gradients, so the raise still leaves everything
@@ -134,7 +134,7 @@ def _aligned_zeros(shape, dtype):
 
 def _weight_grads(Wx, Wh, b):
     """Zeroed gradient arrays [dWx, dWh, db] in native byte order, dWh directly after dWx in one
-    buffer: the kernels then make both with one product (weight_grad_cols in src/_seq.pxd)."""
+    buffer: the kernels then make both with one product (weight_grad_cols in src/cells/_seq.pxd)."""
     both = _aligned_zeros(Wx.size + Wh.size, Wh.dtype)
     return [both[:Wx.size].reshape(Wx.shape), both[Wx.size:].reshape(Wh.shape),
             np.zeros(b.shape, b.dtype)]
@@ -224,7 +224,7 @@ class _TimeLayer:
         self._scratch = None  # backward work buffers, likewise
         self._wh_aligned = None   # batch 1's copy of Wh on a 64-byte boundary (_step_weights)
         # the weights packed for the per-step products (Wh in forward, Wh^T in backward; the
-        # RNN's forward may take [Wx; Wh], src/_rnn.pyx);
+        # RNN's forward may take [Wx; Wh], src/cells/_rnn.pyx);
         # refilled by every call, so one buffer serves both; made by the first forward (for
         # the D, H and dtype of _wp_key)
         self._wp = None
@@ -364,7 +364,7 @@ class _TimeLayer:
     def _step_weights(self, Wh, N, T):
         """Wh as the kernels read it at every step.  A batch of one row over several steps
         multiplies the unpacked Wh by one row per step (BLAS's GEMV: packing pays nothing there,
-        worth_packing in src/_packed.pxd); where Wh does not start on a 64-byte boundary, every
+        worth_packing in src/gemm/_packed.pxd); where Wh does not start on a 64-byte boundary, every
         load of a row of it spans two cache lines, so it is read from an aligned copy, made
         again at every call (a pass over Wh, as packing it would be; the caller's Wh may have
         changed in between).  Anything else: Wh itself (the packed copy is aligned, and a single
@@ -589,7 +589,7 @@ class TimeLSTM(_TimeLayer):
 
     def _packed_shapes(self, D, H):
         # Wh; Wh^T; or either in the threads' shares of the units, each padded to whole panels
-        # of 16 columns (the time loop shared by units: use_units in src/_lstm.pyx)
+        # of 16 columns (the time loop shared by units: use_units in src/cells/_lstm.pyx)
         return [[(H, 4 * H)], [(4 * H, H)], [(H, 4 * ((H + 15) // 16 * 16))]]
 
     def _scratch_shapes(self, N, T, H):

@@ -1,4 +1,4 @@
-"""The fast path of the layers' argument checks (fastrnn/layers.py).
+"""The fast path of the layers' argument checks (fastrnn/layers/recurrent.py).
 
 Each function here answers one question -- is this argument certainly fine as it is? -- in C,
 from the array's header and one pass over its data for NaN/Inf.  True means the layer may use the

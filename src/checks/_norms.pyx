@@ -2,8 +2,9 @@
 
 clip_grads makes two streaming passes over the gradient memory, both with the GIL released: one to
 measure (sum of squares per array, accumulated in float64) and, only if clipping fires, one to
-scale in place.  Large sets (over a million elements) are split across the usable cores.  No temporary the size of a gradient is made; the per-array work in Python is a few
-pointer and flag reads, so thousands of small arrays cost little more than one large one.
+scale in place.  Large sets (over a million elements) are split across the usable cores.  No
+temporary the size of a gradient is made; the per-array work in Python is a few pointer and flag
+reads, so thousands of small arrays cost little more than one large one.
 """
 import os
 

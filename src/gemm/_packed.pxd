@@ -220,7 +220,7 @@ cdef inline int step_path(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
     """How the per-step products of a call of N batch rows and T steps are made.  A single step
     (T = 1) goes to the direct kernels even for one row, where BLAS's GEMV would stream the
     weights as fast: then no product of a step of up to DIRECT_MAX_ROWS rows is BLAS's, and the
-    kernel can vouch for the weights (fastrnn.layers._weights_checked_by_kernel)."""
+    kernel can vouch for the weights (fastrnn.layers.recurrent._weights_checked_by_kernel)."""
     if worth_packing(N, T):
         return PACKED
     if T == 1:
@@ -244,4 +244,3 @@ cdef inline void recurrent_product(int path, int M, int N, int K, const floating
     else:
         gemm(False, trans_b, <blas_int>M, <blas_int>N, <blas_int>K, 1, A, <blas_int>lda, B,
              <blas_int>ldb, 1 if accumulate else 0, C, <blas_int>ldc)
-

@@ -8,10 +8,10 @@ no Python in between).
 cimport numpy as cnp
 import numpy as np
 
-from _blas cimport gemm, blas_int
+from _blas cimport gemm
 from cython cimport floating
 
-from _packed cimport (fr_isa_supported, kernel_isa, packed_size, packed_size_f, packed_size_d,
+from _packed cimport (fr_isa_supported, kernel_isa, packed_size,
                       pack_b_f, pack_b_d, gemm_packed_f, gemm_packed_d, gemm_direct, gemm_direct_nt,
                       gemm_direct_tn, gemm_tn_packed, kernel_tn_mode,
                       DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
@@ -78,7 +78,7 @@ def matmul_packed(cnp.ndarray A not None, cnp.ndarray P not None, int N, cnp.nda
     if A.dtype != dtype or C.dtype != dtype:
         raise TypeError(f"A, P and C must share one dtype, got {A.dtype}, {dtype}, {C.dtype}")
     cdef Py_ssize_t lda = _rows(A, "A"), ldc = _rows(C, "C", write=True)
-    cdef int M = A.shape[0], K = A.shape[1], r
+    cdef int M = A.shape[0], K = A.shape[1], _r
     if C.shape[0] != M or C.shape[1] != N:
         raise ValueError(f"C: expected shape {(M, N)}, got {(<object>C).shape}")
     if P.ndim != 1 or not P.flags.c_contiguous:
@@ -90,13 +90,13 @@ def matmul_packed(cnp.ndarray A not None, cnp.ndarray P not None, int N, cnp.nda
         raise ValueError("C: must not overlap A or P")
     if dtype == np.float32:
         with nogil:
-            for r in range(repeat):
+            for _r in range(repeat):
                 gemm_packed_f(M, N, K, <float *>cnp.PyArray_DATA(A), lda,
                               <float *>cnp.PyArray_DATA(P), <float *>cnp.PyArray_DATA(C), ldc,
                               accumulate)
     else:
         with nogil:
-            for r in range(repeat):
+            for _r in range(repeat):
                 gemm_packed_d(M, N, K, <double *>cnp.PyArray_DATA(A), lda,
                               <double *>cnp.PyArray_DATA(P), <double *>cnp.PyArray_DATA(C), ldc,
                               accumulate)
@@ -112,8 +112,8 @@ cdef enum:
 cdef int _direct(int mode, int M, int N, int K, const floating *A, Py_ssize_t lda,
                  const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
                  bint accumulate, int repeat, double *sums=NULL) noexcept nogil:
-    cdef int r
-    for r in range(repeat):
+    cdef int _r
+    for _r in range(repeat):
         if mode == _TNP:
             if gemm_tn_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, sums) != 0:
                 return -1
@@ -211,7 +211,7 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
     if not C.flags.writeable:
         raise ValueError("C: expected a writeable array")
     cdef int M = A.shape[1] if trans_a else A.shape[0], K = A.shape[0] if trans_a else A.shape[1]
-    cdef int N = B.shape[0] if trans_b else B.shape[1], r
+    cdef int N = B.shape[0] if trans_b else B.shape[1], _r
     if B.shape[1 if trans_b else 0] != K or C.shape[0] != M or C.shape[1] != N:
         raise ValueError(f"shapes do not match: A {(<object>A).shape}, "
                          f"B {(<object>B).shape}, C {(<object>C).shape}")
@@ -219,7 +219,7 @@ def matmul_blas(cnp.ndarray A not None, cnp.ndarray B not None, cnp.ndarray C no
         raise ValueError("C: must not overlap A or B")
     cdef float beta = 1 if accumulate else 0
     with nogil:
-        for r in range(repeat):
+        for _r in range(repeat):
             gemm(trans_a, trans_b, M, N, K, <float>1, <float *>cnp.PyArray_DATA(A),
                  max(M if trans_a else K, 1), <float *>cnp.PyArray_DATA(B),
                  max(K if trans_b else N, 1), beta, <float *>cnp.PyArray_DATA(C), max(N, 1))

@@ -3,7 +3,7 @@
  * prefetching the next batch row of a step (fr_prefetch).
  *
  * Forward copies the inputs X (N*T rows of D values) into the cache XH, whose rows are D + H
- * values apart (see src/_seq.pxd).  Plain stores of such a strided block cost twice a contiguous
+ * values apart (see src/cells/_seq.pxd).  Plain stores of such a strided block cost twice a contiguous
  * copy of the same bytes: each destination line is first read in (a contiguous memcpy of this
  * size avoids that with non-temporal stores).  Measured in a C harness on the Xeon, 6400 rows of
  * 1 KiB into a 2 KiB stride: memcpy per row 1.08 ms, non-temporal stores 0.54 ms, one contiguous

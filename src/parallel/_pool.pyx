@@ -1,4 +1,4 @@
-"""The process's pool of worker threads (src/fr_pool.h), shared by all kernel modules.
+"""The process's pool of worker threads (src/parallel/fr_pool.h), shared by all kernel modules.
 
 The kernel modules reach it through the capsules `run` and `run_together` (fr_use_pool in
 fr_parallel.h), so a process has one pool whichever layers it uses.  stats() and exercise() are

@@ -1,0 +1,7 @@
+"""python -m fastrnn.bench: the same options as `fastrnn bench`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

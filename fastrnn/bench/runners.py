@@ -1,0 +1,495 @@
+"""The timed objects: one runner per implementation and case, built inside a worker process
+(and by benches/ and the tests): the fastrnn and NumPy layers, PyTorch's, the GEMM floor, the
+clip_grads implementations and their memory floor, and the memory measurement."""
+
+import gc
+import math
+import time
+
+import numpy as np
+
+from .cases import _seed_of, make_grads, make_weights
+
+
+def _numpy_layer(module, case, Wx, Wh, b):
+    if case.cell == "rnn":
+        return module.TimeRNN(Wx, Wh, b)
+    if case.cell == "lstm":
+        return module.TimeLSTM(Wx, Wh, b)
+    return module.TimeGRU(Wx, Wh, b, reset_after=(case.cell == "gru"))
+
+
+_TORCH_BLOCKS = {  # torch's row blocks, as (our block, sign) per torch block
+    "lstm": ((2, 1), (0, 1), (1, 1), (3, 1)),  # i, f, g, o  <-  ours f, g, i, o
+    "gru": ((1, 1), (0, -1), (2, 1)),  # r, z, n     <-  ours z, r, h~ (z negated)
+    "rnn": ((0, 1),),
+}
+
+
+def torch_rnn_from_weights(cell, Wx, Wh, b, single_step=False):
+    """A torch.nn.RNN/LSTM/GRU (batch_first, float32, CPU) -- or, with single_step, the matching
+    torch.nn.RNNCell/LSTMCell/GRUCell -- computing exactly what the fastrnn layer (cell) with these
+    weights computes.
+
+    LSTM: ours f, g, i, o column blocks -> torch's i, f, g, o rows; b goes to bias_ih, bias_hh = 0.
+    GRU (reset_after=True only): ours z, r, h~ -> torch's r, z, n; torch's z is our 1 - z, so the z
+    block of every weight and bias is negated; b[0] -> bias_ih, b[1] -> bias_hh.
+    RNN: tanh nonlinearity, W.T, b -> bias_ih, bias_hh = 0."""
+    import torch
+
+    if cell not in _TORCH_BLOCKS:
+        raise ValueError(f"torch has no equivalent of cell {cell!r}")
+    D, G = Wx.shape
+    H = Wh.shape[0]
+    blocks = _TORCH_BLOCKS[cell]
+
+    def rows(W):  # (X, k*H) column blocks -> (k*H, X) torch rows, reordered and signed
+        return np.concatenate([s * W[:, k * H : (k + 1) * H].T for k, s in blocks])
+
+    def vec(v):
+        return np.concatenate([s * v[k * H : (k + 1) * H] for k, s in blocks])
+
+    if cell == "gru":
+        b_ih, b_hh = vec(b[0]), vec(b[1])
+    else:
+        b_ih, b_hh = vec(b), np.zeros(G, np.float32)
+    if single_step:
+        cls = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}[cell]
+        net, sfx = cls(D, H, bias=True), ""
+    else:
+        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+        net, sfx = cls(D, H, num_layers=1, batch_first=True, bias=True), "_l0"
+    with torch.no_grad():
+        for name, value in (
+            ("weight_ih", rows(Wx)),
+            ("weight_hh", rows(Wh)),
+            ("bias_ih", b_ih),
+            ("bias_hh", b_hh),
+        ):
+            getattr(net, name + sfx).copy_(
+                torch.from_numpy(np.ascontiguousarray(value, np.float32))
+            )
+    return net.float()
+
+
+def torch_grads_to_ours(cell, net):
+    """[dWx, dWh, db] in fastrnn's layout from the .grad of a net made by torch_rnn_from_weights
+    (db of shape (2, 3H) for the GRU, like its bias)."""
+    sfx = "_l0" if hasattr(net, "weight_ih_l0") else ""
+    g = {
+        n: getattr(net, n + sfx).grad.detach().numpy()
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    }
+    blocks = _TORCH_BLOCKS[cell]
+    H = g["weight_hh"].shape[1]
+    ours = [None] * len(blocks)
+    for t, (k, s) in enumerate(blocks):
+        ours[k] = (t, s)
+
+    def cols(W):  # (k*H, X) torch rows -> (X, k*H) our column blocks
+        return np.concatenate([s * W[t * H : (t + 1) * H].T for t, s in ours], axis=1)
+
+    def vec(v):
+        return np.concatenate([s * v[t * H : (t + 1) * H] for t, s in ours])
+
+    if cell == "gru":
+        db = np.stack([vec(g["bias_ih"]), vec(g["bias_hh"])])
+    else:
+        db = vec(g["bias_ih"])
+    return [cols(g["weight_ih"]), cols(g["weight_hh"]), db]
+
+
+def supports(impl, case):
+    """Whether an implementation has an equivalent of the case (torch has no classic GRU)."""
+    return not (impl in ("torch", "torch_loop") and case.cell == "gru_classic")
+
+
+class _LayerRunner:
+    """fwd() and fwdbwd() of one implementation on one case; outputs() for the cross-check."""
+
+    correction = 0.0  # seconds per call subtracted from timings (the floor's dispatch cost)
+
+    def outputs(self):
+        raise NotImplementedError
+
+
+class _NumpyApiRunner(_LayerRunner):
+    def __init__(self, module, case, seed):
+        Wx, Wh, b, self.xs, self.dhs = make_weights(case, seed)
+        self.layer = _numpy_layer(module, case, Wx, Wh, b)
+
+    def fwd(self):
+        self.layer.forward(self.xs)
+
+    def fwdbwd(self):
+        self.layer.forward(self.xs)
+        self.layer.backward(self.dhs)
+
+    def outputs(self):
+        hs = np.array(self.layer.forward(self.xs))
+        dxs = np.array(self.layer.backward(self.dhs))
+        return {"hs": hs, "dxs": dxs, "dWh": np.array(self.layer.grads[1])}
+
+
+class _TorchRunner(_LayerRunner):
+    def __init__(self, case, seed):
+        import torch
+
+        self.torch = torch
+        Wx, Wh, b, xs, dhs = make_weights(case, seed)
+        self.net = torch_rnn_from_weights(case.cell, Wx, Wh, b)
+        self.cell = case.cell
+        self.x = torch.from_numpy(xs).requires_grad_(True)  # dX is computed, as fastrnn does
+        self.dh = torch.from_numpy(dhs)
+
+    def fwd(self):
+        self.net(self.x)
+
+    def fwdbwd(self):
+        # a training step's pattern: grads set to None (optimizer.zero_grad()), forward, backward
+        self.net.zero_grad(set_to_none=True)
+        self.x.grad = None
+        out, _ = self.net(self.x)
+        out.backward(self.dh)
+
+    def outputs(self):
+        self.fwdbwd()
+        out, _ = self.net(self.x)
+        return {
+            "hs": out.detach().numpy().copy(),
+            "dxs": self.x.grad.numpy().copy(),
+            "dWh": torch_grads_to_ours(self.cell, self.net)[1],
+        }
+
+
+# -- the GEMM floor ------------------------------------------------------------------------------
+
+
+def _blas_pointer(name):
+    """Address of the BLAS routine fastrnn calls (scipy.linalg.cython_blas: scipy's OpenBLAS)."""
+    import ctypes
+
+    from scipy.linalg import cython_blas
+
+    cap = cython_blas.__pyx_capi__[name]
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype = ctypes.c_char_p
+    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
+
+
+class GemmFloor(_LayerRunner):
+    """The matrix products of a fused RNN/LSTM/GRU forward and backward, nothing else.
+
+    Buffers are time-major and preallocated; every product writes (or accumulates, beta = 1)
+    into its final place, so nothing is allocated or copied while timed.  Row-major products go
+    to column-major BLAS as C^T = B^T A^T, and a single-row product (batch 1) to sgemv instead of
+    sgemm -- the same mapping and the same choice as fastrnn's src/gemm/_blas.pxd, so the floor is
+    the best the library fastrnn uses can do.  The calls are issued from Python through ctypes; the
+    cost of issuing an empty call is measured (measure_call_overhead) and subtracted."""
+
+    def __init__(self, case, seed=0):
+        import ctypes
+
+        self.ct = ctypes
+        self._keep = []
+        P = ctypes.c_void_p
+        self._sgemm = ctypes.CFUNCTYPE(None, *([P] * 13))(_blas_pointer("sgemm"))
+        self._sgemm.argtypes = [P] * 13
+        self._sgemv = ctypes.CFUNCTYPE(None, *([P] * 11))(_blas_pointer("sgemv"))
+        self._sgemv.argtypes = [P] * 11
+        N, T, D, H = case.N, case.T, case.D, case.H
+        G = case.blocks * H
+        NT = N * T
+        rng = np.random.default_rng(_seed_of(case.name, seed))
+        f = np.float32
+        self.case = case
+        self.Wx = (rng.standard_normal((D, G)) / np.sqrt(D)).astype(f)
+        self.Wh = (rng.standard_normal((H, G)) / np.sqrt(H)).astype(f)
+        self.X = rng.standard_normal((NT, D)).astype(f)  # step t: rows t*N .. t*N+N-1
+        self.Hs = (0.5 * rng.standard_normal((NT, H))).astype(f)  # h_{t-1} of every step
+        self.G = np.zeros((NT, G), f)
+        self.dG = (0.1 * rng.standard_normal((NT, G))).astype(f)
+        self.dh = np.zeros((N, H), f)
+        self.dWx = np.zeros((D, G), f)
+        self.dWh = np.zeros((H, G), f)
+        self.dX = np.zeros((NT, D), f)
+        p = lambda a, row=0: a.ctypes.data + row * a.shape[1] * 4  # noqa: E731
+        self.fwd_plan = [
+            self._product(False, False, NT, G, D, 1, p(self.X), D, p(self.Wx), G, 0, p(self.G), G)
+        ]
+        self.fwd_plan += [
+            self._product(
+                False,
+                False,
+                N,
+                G,
+                H,
+                1,
+                p(self.Hs, t * N),
+                H,
+                p(self.Wh),
+                G,
+                1,
+                p(self.G, t * N),
+                G,
+            )
+            for t in range(T)
+        ]
+        self.bwd_plan = [
+            self._product(
+                False, True, N, H, G, 1, p(self.dG, t * N), G, p(self.Wh), G, 0, p(self.dh), H
+            )
+            for t in reversed(range(T))
+        ]
+        self.bwd_plan += [
+            self._product(True, False, D, G, NT, 1, p(self.X), D, p(self.dG), G, 0, p(self.dWx), G),
+            self._product(
+                True, False, H, G, NT, 1, p(self.Hs), H, p(self.dG), G, 0, p(self.dWh), G
+            ),
+            self._product(False, True, NT, D, G, 1, p(self.dG), G, p(self.Wx), G, 0, p(self.dX), D),
+        ]
+        # empty calls of each routine, to measure what issuing one costs
+        z = p(self.dh)
+        self._empty = {
+            "sgemm": (self._sgemm, self._gemm_args(False, False, 0, 0, 0, 1, z, 1, z, 1, 0, z, 1)),
+            "sgemv": (self._sgemv, self._gemv_args(False, False, 0, 0, 0, 1, z, 1, z, 1, 0, z)),
+        }
+        self.call_overhead = {"sgemm": 0.0, "sgemv": 0.0}
+
+    def _ref(self, obj):
+        self._keep.append(obj)
+        return self.ct.addressof(obj)
+
+    def _gemm_args(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        ct, ref = self.ct, self._ref
+        ta, tb = (b"T" if trans_a else b"N"), (b"T" if trans_b else b"N")
+        i = ct.c_int
+        return (
+            ref(ct.c_char(tb)),
+            ref(ct.c_char(ta)),
+            ref(i(n)),
+            ref(i(m)),
+            ref(i(k)),
+            ref(ct.c_float(alpha)),
+            b,
+            ref(i(max(ldb, 1))),
+            a,
+            ref(i(max(lda, 1))),
+            ref(ct.c_float(beta)),
+            c,
+            ref(i(max(ldc, 1))),
+        )
+
+    def _gemv_args(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c):
+        ct, ref = self.ct, self._ref
+        i = ct.c_int
+        rows, cols = (k, n) if trans_b else (n, k)
+        incx = lda if trans_a else 1
+        return (
+            ref(ct.c_char(b"T" if trans_b else b"N")),
+            ref(i(rows)),
+            ref(i(cols)),
+            ref(ct.c_float(alpha)),
+            b,
+            ref(i(max(ldb, 1))),
+            a,
+            ref(i(incx)),
+            ref(ct.c_float(beta)),
+            c,
+            ref(i(1)),
+        )
+
+    def _product(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        """Row-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C as (routine, pointers)."""
+        if m == 1:
+            return (
+                "sgemv",
+                self._sgemv,
+                self._gemv_args(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c),
+            )
+        return (
+            "sgemm",
+            self._sgemm,
+            self._gemm_args(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc),
+        )
+
+    @staticmethod
+    def _run(plan):
+        for _, f, args in plan:
+            f(*args)
+
+    def fwd(self):
+        self._run(self.fwd_plan)
+
+    def fwdbwd(self):
+        self._run(self.fwd_plan)
+        self._run(self.bwd_plan)
+
+    def dispatch_cost(self, op):
+        """Seconds the Python loop adds to one fwd (or fwdbwd) of the plan: subtracted."""
+        plan = self.fwd_plan + (self.bwd_plan if op == "fwdbwd" else [])
+        return sum(self.call_overhead[name] for name, _, _ in plan)
+
+    def measure_call_overhead(self, rounds=7, calls=500):
+        """Seconds to issue one call with zero sizes from the Python loop (ctypes + the BLAS
+        entry checks), per routine: what the Python driver adds per product over a loop in C."""
+        for name, (f, args) in self._empty.items():
+            samples = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    f(*args)
+                samples.append((time.perf_counter() - t0) / calls)
+            self.call_overhead[name] = float(np.median(samples))
+        return dict(self.call_overhead)
+
+    def outputs(self):
+        """(for tests) run both plans once and return the products for checking against NumPy."""
+        self.fwdbwd()
+        return {
+            "G": self.G.copy(),
+            "dh": self.dh.copy(),
+            "dWx": self.dWx.copy(),
+            "dWh": self.dWh.copy(),
+            "dX": self.dX.copy(),
+        }
+
+
+def make_layer_runner(impl, case, seed=0):
+    """An object with fwd() and fwdbwd() (and outputs()) for implementation impl on case."""
+    if impl == "fastrnn":
+        import fastrnn
+
+        return _NumpyApiRunner(fastrnn, case, seed)
+    if impl == "reference":
+        from fastrnn import reference
+
+        return _NumpyApiRunner(reference, case, seed)
+    if impl == "torch":
+        return _TorchRunner(case, seed)
+    if impl == "floor":
+        return GemmFloor(case, seed)
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+# -- clip_grads -----------------------------------------------------------------------------------
+
+
+CLIP_DECAY = 0.9999  # each call clips to this fraction of the current norm
+PARALLEL_MIN = 1 << 20  # the clip memory floor splits its scale pass over threads from this size
+
+
+class _ClipRunner:
+    """Calling it clips the gradients in place once, to CLIP_DECAY x their current norm, so the
+    scaling pass always runs; values shrink slowly (no denormals for > 10^5 calls)."""
+
+    correction = 0.0
+
+    def __init__(self, impl, clip_case, seed=0):
+        self.impl = impl
+        self.grads = make_grads(clip_case, seed)
+        norm = math.sqrt(
+            sum(
+                float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
+                for g in self.grads
+            )
+        )
+        self.max_norm = norm
+        if impl == "fastrnn":
+            import fastrnn
+
+            self._clip = fastrnn.clip_grads
+        elif impl == "reference":
+            from fastrnn import reference
+
+            self._clip = reference.clip_grads
+        elif impl in ("torch", "torch_loop"):
+            import torch
+
+            params = []
+            for g in self.grads:
+                p = torch.nn.Parameter(torch.empty(g.shape, dtype=torch.float32))
+                p.grad = torch.from_numpy(g)  # shares the gradient's memory
+                params.append(p)
+            foreach = impl == "torch"
+            clip = torch.nn.utils.clip_grad_norm_
+            self._clip = lambda grads, m: clip(params, m, foreach=foreach)
+        elif impl == "floor":
+            self._flat = np.concatenate([g.ravel() for g in self.grads])
+            self.grads = [self._flat]
+            self._clip = self._floor
+            self._pool = None
+            self.set_threads(1)
+        else:
+            raise ValueError(f"unknown clip implementation {impl!r}")
+
+    def set_threads(self, n):
+        """The memory floor uses n cores, as the others may: BLAS sdot is threaded by OpenBLAS
+        itself; the scale pass is split into n slices on a thread pool (NumPy releases the GIL),
+        for buffers of at least PARALLEL_MIN floats (below, threads cost more than they save)."""
+        if self.impl != "floor":
+            return
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self._slices = [self._flat]
+        if n > 1 and self._flat.size >= PARALLEL_MIN:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(n - 1)
+            self._slices = np.array_split(self._flat, n)
+
+    def _floor(self, grads, m):
+        flat, c = self._flat, np.float32(CLIP_DECAY)
+        s = np.dot(flat, flat)  # one read pass (BLAS sdot)
+        if self._pool is None:
+            flat *= c  # one in-place scale pass
+        else:
+            futures = [self._pool.submit(np.multiply, x, c, out=x) for x in self._slices[1:]]
+            np.multiply(self._slices[0], c, out=self._slices[0])
+            for f in futures:
+                f.result()
+        return s
+
+    def __call__(self):
+        self.max_norm *= CLIP_DECAY
+        self._clip(self.grads, self.max_norm)
+
+
+def make_clip_runner(impl, clip_case, seed=0):
+    return _ClipRunner(impl, clip_case, seed)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def measure_memory(impl, case, seed=0):
+    """Peak bytes allocated (tracemalloc: NumPy's buffers included) during the first
+    forward+backward of a freshly built layer, over what existed before; and what the layer still
+    holds afterwards (caches), outputs excluded."""
+    import tracemalloc
+
+    runner = make_layer_runner(impl, case, seed)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        hs = runner.layer.forward(runner.xs)
+        dxs = runner.layer.backward(runner.dhs)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    NTH = case.N * case.T * case.H
+    retained = current - base - hs.nbytes - dxs.nbytes
+    return {
+        "case": case.name,
+        "impl": impl,
+        "peak_bytes": int(peak - base),
+        "peak_bytes_per_NTH": (peak - base) / NTH,
+        "retained_bytes": int(retained),
+        "retained_bytes_per_NTH": retained / NTH,
+    }
