@@ -22,8 +22,17 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_write_json", "atomic_write_text", "atomic_savez", "atomic_save_model",
-           "save_last", "load_last", "save_best", "model_path", "read_json"]
+__all__ = [
+    "atomic_save_model",
+    "atomic_savez",
+    "atomic_write_json",
+    "atomic_write_text",
+    "load_last",
+    "model_path",
+    "read_json",
+    "save_best",
+    "save_last",
+]
 
 
 def _atomic(path, write):

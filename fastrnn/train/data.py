@@ -19,8 +19,18 @@ import os
 
 import numpy as np
 
-__all__ = ["EOS", "Vocabulary", "Corpus", "read_words", "load_ptb", "zaremba_windows",
-           "dlfs2_windows", "window_count", "eval_windows", "BATCHINGS"]
+__all__ = [
+    "BATCHINGS",
+    "EOS",
+    "Corpus",
+    "Vocabulary",
+    "dlfs2_windows",
+    "eval_windows",
+    "load_ptb",
+    "read_words",
+    "window_count",
+    "zaremba_windows",
+]
 
 EOS = "<eos>"
 PTB_FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}

@@ -6,7 +6,7 @@ checkpoint resume it exactly.
 """
 import math
 
-__all__ = ["ConstantLR", "PlateauLR", "DecayLR", "SCHEDULES", "make_schedule"]
+__all__ = ["SCHEDULES", "ConstantLR", "DecayLR", "PlateauLR", "make_schedule"]
 
 
 def _positive(name, value):

@@ -20,8 +20,13 @@ import numpy as np
 from .data import eval_windows, train_windows, window_count
 from .optim import SGD, Adam
 
-__all__ = ["LMTrainer", "unique_params", "optimizer_state", "load_optimizer_state",
-           "perplexity"]
+__all__ = [
+    "LMTrainer",
+    "load_optimizer_state",
+    "optimizer_state",
+    "perplexity",
+    "unique_params",
+]
 
 
 def unique_params(params, grads):
