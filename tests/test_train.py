@@ -145,7 +145,7 @@ def test_bad_batching_arguments():
 # -- schedules ------------------------------------------------------------------------------------
 def test_decay_schedule_is_zarembas():
     s = DecayLR(1.0, 0.5, 4)
-    assert [s.lr(e) for e in range(7)] == [1, 1, 1, 1, 1, 0.5, 0.25]
+    assert [s.lr(e) for e in range(7)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
 
 
 def test_plateau_schedule_is_the_books():
@@ -183,7 +183,7 @@ def test_perplexity_falls_on_a_tiny_corpus(tmp_path):
     assert start > 0.7 * len(c.vocab)                     # near uniform at first
     assert hist[-1]["val_ppl"] < 0.25 * start
     assert hist[-1]["train_ppl"] < 0.5 * hist[0]["train_ppl"]
-    assert [h["lr"] for h in hist] == [1.0, 1.0, 1.0, 0.5]
+    assert [h["lr"] for h in hist] == [1.0, 1.0, 0.5, 0.25]
     assert tr.step == 4 * window_count(len(c.train), 4, 6)
 
 

@@ -85,6 +85,9 @@ def _add_train_arguments(p):
     p.add_argument("--max-steps", type=int, default=None, metavar="S",
                    help="stop after S updates in this call (the epoch in progress is evaluated "
                         "and recorded as partial; a run stopped so cannot be resumed)")
+    p.add_argument("--eval-words", type=int, default=None, metavar="W",
+                   help="evaluate on the first W words of valid and test only (quick runs; "
+                        "default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-plot", action="store_true", help="do not draw perplexity.png")
     g = p.add_argument_group("hyper-parameters (default: the preset's)")
@@ -246,9 +249,10 @@ def _thread_limit(k):
 
 
 # -- train --------------------------------------------------------------------------------------
-def _metrics_doc(cfg, history, best, test_ppl=None):
+def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None):
     doc = {"preset": cfg["preset"], "config": cfg, "epochs": history, "test_ppl": test_ppl,
-           "best_epoch": best.get("epoch"), "best_val_ppl": best.get("val_ppl")}
+           "best_epoch": best.get("epoch"), "best_val_ppl": best.get("val_ppl"),
+           "eval_words": eval_words}
     if test_ppl is not None:
         doc["test_model"] = "best validation"
     return doc
@@ -285,6 +289,8 @@ def _prepare_train(args):
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError(f"--max-steps must be a positive integer, got {args.max_steps}")
+    if args.eval_words is not None and args.eval_words < 2:
+        raise UsageError(f"--eval-words must be at least 2, got {args.eval_words}")
     out = args.out
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out}: exists and is not a directory")
@@ -325,6 +331,9 @@ def _prepare_train(args):
                                  f"{cfg['bptt']}")
         elif len(getattr(corpus, split)) < 2:
             raise UsageError(f"{corpus.paths[split]}: needs at least one word")
+    if args.eval_words is not None:
+        corpus.valid = corpus.valid[:args.eval_words]
+        corpus.test = corpus.test[:args.eval_words]
     return cfg, corpus
 
 
@@ -368,7 +377,7 @@ def run_train(args):
             state.update(config=cfg, best=dict(best), partial=bool(metrics.get("partial")))
             ckpt.save_last(out, tr.model, arrays, state)
             ckpt.atomic_write_json(os.path.join(out, "metrics.json"),
-                                   _metrics_doc(cfg, tr.history, best))
+                                   _metrics_doc(cfg, tr.history, best, None, args.eval_words))
 
         trainer.fit(corpus.train, corpus.valid, cfg["epochs"], max_steps=args.max_steps,
                     on_epoch=on_epoch)
@@ -380,7 +389,8 @@ def run_train(args):
             print(f"test ppl {test_ppl:.2f} (best validation model, epoch {best['epoch']}: "
                   f"val ppl {best['val_ppl']:.2f})")
         ckpt.atomic_write_json(os.path.join(out, "metrics.json"),
-                               _metrics_doc(cfg, trainer.history, best, test_ppl))
+                               _metrics_doc(cfg, trainer.history, best, test_ppl,
+                                            args.eval_words))
     if not args.no_plot and trainer.history:
         _plot(out, trainer.history, notes.append)
     for n in notes:

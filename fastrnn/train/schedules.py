@@ -67,8 +67,8 @@ class PlateauLR(ConstantLR):
 
 
 class DecayLR(ConstantLR):
-    """Zaremba et al.'s schedule: ``lr * decay ** max(epoch - after, 0)`` for the 0-based epoch,
-    so the rate stays at `lr` for the first `after` epochs."""
+    """Zaremba et al.'s schedule: ``lr * decay ** max(epoch - after, 0)`` for the 1-based epoch
+    (their code's ``max(i + 1 - max_epoch, 0)``), so the first `after` epochs run at `lr`."""
 
     name = "decay"
 
@@ -80,7 +80,7 @@ class DecayLR(ConstantLR):
         self.after = after
 
     def lr(self, epoch):
-        return self.base_lr * self.decay ** max(epoch - self.after, 0)
+        return self.base_lr * self.decay ** max(epoch + 1 - self.after, 0)
 
 
 SCHEDULES = {"constant": ConstantLR, "plateau": PlateauLR, "decay": DecayLR}
