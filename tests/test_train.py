@@ -319,3 +319,17 @@ def test_atomic_json_never_half_written(tmp_path):
         ckpt.atomic_write_json(p, {"a": math.nan})
     assert json.loads(p.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_torch_reference_script_trains(tmp_path):
+    pytest.importorskip("torch")
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches",
+                        "torch_lm_train.py")
+    spec = importlib.util.spec_from_file_location("torch_lm_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = load_ptb(write_corpus(tmp_path))
+    wps, ppl, done = mod.train(c, steps=None, epochs=3, N=4, T=6, log=None)
+    assert done == 3 * window_count(len(c.train), 4, 6) and wps > 0
+    assert ppl < 0.8 * len(c.vocab)                       # it learns
