@@ -10,9 +10,12 @@ from fastrnn.io import register
 @register
 class StandinLM:
     def __init__(self, vocab_size, embed_size=8, hidden_size=8, dtype="float64", seed=0,
-                 _params=None):
-        self.config = {"vocab_size": vocab_size, "embed_size": embed_size, "hidden_size": hidden_size,
-                           "dtype": np.dtype(dtype).name, "seed": seed}
+                 dropout=0.0, _params=None):
+        self.dropout = dropout
+        self.rng = np.random.default_rng([seed, 1])       # dropout masks (resumed by the trainer)
+        self.config = {"vocab_size": vocab_size, "embed_size": embed_size,
+                       "hidden_size": hidden_size, "dtype": np.dtype(dtype).name, "seed": seed,
+                       "dropout": dropout}
         V, E, H = vocab_size, embed_size, hidden_size
         if _params is None:
             rng = np.random.default_rng(seed)
@@ -33,6 +36,10 @@ class StandinLM:
     def predict(self, xs, train_flg=False):
         self.xs = xs
         self.hs = self.lstm.forward(self.params[0][xs])
+        self.mask = None
+        if train_flg and self.dropout:
+            self.mask = (self.rng.random(self.hs.shape) >= self.dropout) / (1 - self.dropout)
+            self.hs = self.hs * self.mask
         return self.hs @ self.params[4] + self.params[5]
 
     def forward(self, xs, ts, train_flg=True):
@@ -52,7 +59,8 @@ class StandinLM:
         g = self.grads
         g[4][...] = self.hs.reshape(-1, self.hs.shape[2]).T @ ds.reshape(-1, V)
         g[5][...] = ds.sum(axis=(0, 1))
-        dxs = self.lstm.backward(ds @ self.params[4].T)
+        dhs = ds @ self.params[4].T
+        dxs = self.lstm.backward(dhs if self.mask is None else dhs * self.mask)
         for k in range(3):
             g[1 + k][...] = self.lstm.grads[k]
         g[0][...] = 0

@@ -168,8 +168,8 @@ def test_schedule_errors():
 
 
 # -- trainer --------------------------------------------------------------------------------------
-def make_trainer(vocab, seed=0, loss="mean", optimizer=None, **kw):
-    model = StandinLM(vocab, 8, 16, "float64", seed)
+def make_trainer(vocab, seed=0, loss="mean", optimizer=None, dropout=0.0, **kw):
+    model = StandinLM(vocab, 8, 16, "float64", seed, dropout)
     opt = optimizer or SGD(1.0)
     kw = dict({"batch_size": 4, "bptt": 6, "clip": 5.0, "loss": loss, "progress": False}, **kw)
     return LMTrainer(model, opt, make_schedule("decay", opt.lr, 0.5, 2), **kw)
@@ -238,14 +238,14 @@ def test_tied_parameters_updated_once_with_summed_gradients():
 def test_trainer_resume_continues_the_same_curve(tmp_path):
     c = load_ptb(write_corpus(tmp_path))
     V = len(c.vocab)
-    for opt in (lambda: SGD(1.0), lambda: Adam(0.01)):
-        full = make_trainer(V, optimizer=opt())
+    for opt, p in ((lambda: SGD(1.0), 0.0), (lambda: Adam(0.01), 0.0), (lambda: SGD(1.0), 0.3)):
+        full = make_trainer(V, optimizer=opt(), dropout=p)
         full.fit(c.train, c.valid, 3, log=None)
-        first = make_trainer(V, optimizer=opt())
+        first = make_trainer(V, optimizer=opt(), dropout=p)
         first.fit(c.train, c.valid, 1, log=None)
         state, arrays = first.state()
         state = json.loads(json.dumps(state))
-        second = make_trainer(V, optimizer=opt())
+        second = make_trainer(V, optimizer=opt(), dropout=p)
         for p, q in zip(second.model.params, first.model.params):
             p[...] = q
         second.load_state(state, arrays)

@@ -33,8 +33,10 @@ __all__ = [
 
 _MODELS = ("rnnlm", "better", "lm")
 _CELLS = ("lstm", "gru", "rnn")
+# the book's models: class, layers, has dropout, tied weights
+_BOOK_MODELS = {"rnnlm": ("Rnnlm", 1, False, False), "better": ("BetterRnnlm", 2, True, True)}
 _DTYPES = ("float32", "float64")
-_INITS = ("uniform", "default")
+_INITS = ("uniform", "normal", "orthogonal")
 # flags that may accompany --resume (everything else comes from the checkpoint)
 _RESUME_FLAGS = ("epochs",)
 
@@ -106,7 +108,8 @@ def _add_train_arguments(p):
     g.add_argument("--residual", type=_bool, metavar="BOOL")
     g.add_argument("--tie-weights", type=_bool, metavar="BOOL")
     g.add_argument("--init", choices=_INITS,
-                   help="uniform: U(-init_scale, init_scale); default: the model's own")
+                   help="uniform: U(-init_scale, init_scale) (Zaremba); normal: the book's; "
+                        "orthogonal: orthogonal recurrent gate blocks (model lm)")
     g.add_argument("--init-scale", type=float, metavar="S")
     g.add_argument("--dtype", choices=_DTYPES)
     g.add_argument("--batch-size", type=int, metavar="N", help="parallel streams")
@@ -195,34 +198,53 @@ def check_config(cfg):
     need(math.isfinite(cfg["clip"]) and cfg["clip"] >= 0, "clip", ">= 0 (0: no clipping)")
     need(cfg["decay_after"] >= 0, "decay_after", "a non-negative integer")
     need(cfg["seed"] >= 0, "seed", "a non-negative integer")
-    if cfg["model"] == "rnnlm":
-        need(len(cfg["hidden_sizes"]) == 1, "hidden_sizes",
-             "one layer size for --model rnnlm (the book's Rnnlm)")
     if cfg["tie_weights"]:
         need(cfg["embed_size"] == cfg["hidden_sizes"][-1], "embed_size",
              f"equal to the last hidden size ({cfg['hidden_sizes'][-1]}) with tied weights")
+    if cfg["embed_dropout"]:
+        need(cfg["variational"], "embed_dropout", "0 unless --variational true (word-type "
+             "dropout is a variational-dropout site)")
+    if cfg["residual"]:
+        need(len(set(cfg["hidden_sizes"])) == 1, "hidden_sizes", "equal sizes for residual "
+             "connections")
+    # the book's two models are fixed architectures: flags they cannot honour are errors
+    if cfg["model"] in _BOOK_MODELS:
+        cls, layers, dropout, tied = _BOOK_MODELS[cfg["model"]]
+        name = f"--model {cfg['model']} (the book's {cls})"
+        H = cfg["hidden_sizes"]
+        if len(H) != layers or len(set(H)) != 1:
+            raise UsageError(f"{name} has {layers} LSTM layer(s) of one size: --hidden-sizes "
+                             f"{','.join(map(str, H))} does not fit")
+        for key, ok in (("cell", cfg["cell"] == "lstm"), ("init", cfg["init"] == "normal"),
+                        ("variational", not cfg["variational"]),
+                        ("residual", not cfg["residual"]),
+                        ("tie_weights", cfg["tie_weights"] == tied),
+                        ("dropout", dropout or cfg["dropout"] == 0)):
+            if not ok:
+                raise UsageError(f"{name} cannot take {_flag(key)} {cfg[key]!r}; use --model lm")
 
 
 def build_model(cfg, vocab_size):
-    """The model `cfg` describes, for a vocabulary of `vocab_size` words."""
-    import numpy as np
-
+    """The model `cfg` describes, for a vocabulary of `vocab_size` words
+    (:mod:`fastrnn.models.lm`: the book's ``Rnnlm`` / ``BetterRnnlm`` or ``LanguageModel``)."""
     from ..models import lm
-    dtype = np.dtype(cfg["dtype"]).type
-    H = cfg["hidden_sizes"]
+    H, seed, dtype = cfg["hidden_sizes"], cfg["seed"], cfg["dtype"]
     if cfg["model"] == "rnnlm":
-        return lm.Rnnlm(vocab_size, cfg["embed_size"], H[0], dtype=dtype, seed=cfg["seed"])
+        return lm.Rnnlm(vocab_size, cfg["embed_size"], H[0], seed=seed, dtype=dtype)
     if cfg["model"] == "better":
-        return lm.BetterRnnlm(vocab_size, cfg["embed_size"], H[0], dropout=cfg["dropout"],
-                              dtype=dtype, seed=cfg["seed"])
-    kwargs = {"cell": cfg["cell"], "dropout": cfg["dropout"], "variational": cfg["variational"],
-                  "residual": cfg["residual"], "tie_weights": cfg["tie_weights"], "dtype": dtype,
-                  "seed": cfg["seed"]}
-    if cfg["embed_dropout"]:
-        kwargs["embed_dropout"] = cfg["embed_dropout"]
-    if cfg["init"] == "uniform":
-        kwargs.update(init="uniform", init_scale=cfg["init_scale"])
-    return lm.LanguageModel(vocab_size, cfg["embed_size"], list(H), **kwargs)
+        return lm.BetterRnnlm(vocab_size, cfg["embed_size"], H[0], cfg["dropout"], seed=seed,
+                              dtype=dtype)
+    dropout, variational = cfg["dropout"], None
+    if cfg["variational"]:
+        p = cfg["dropout"]
+        variational = {"embedding": cfg["embed_dropout"], "input": p, "hidden": p,
+                       "recurrent": p, "output": p}
+        dropout = 0.0
+    return lm.LanguageModel(vocab_size, cfg["embed_size"], list(H), cell=cfg["cell"],
+                            dropout=dropout, variational=variational,
+                            connection="residual" if cfg["residual"] else None,
+                            tie_weights=cfg["tie_weights"], init=cfg["init"],
+                            init_scale=cfg["init_scale"], dtype=dtype, seed=seed)
 
 
 def _make_optimizer(cfg):

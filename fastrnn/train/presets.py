@@ -36,7 +36,7 @@ HYPERPARAMETERS = {
     "variational": bool,
     "residual": bool,
     "tie_weights": bool,
-    "init": str,                # "uniform" (+-init_scale) or the model's own ("default")
+    "init": str,                # "uniform" (+-init_scale), "normal" (the book's), "orthogonal"
     "init_scale": float,
     "dtype": str,
     # training
@@ -63,10 +63,10 @@ _BASE = {"cell": "lstm", "dropout": 0.0, "embed_dropout": 0.0, "variational": Fa
 
 PRESETS = {
     "dlfs2-rnnlm": dict(_BASE, model="rnnlm", embed_size=100, hidden_sizes=[100],
-                        init="default", batch_size=20, bptt=35, batching="dlfs2", lr=20.0,
+                        init="normal", batch_size=20, bptt=35, batching="dlfs2", lr=20.0,
                         schedule="constant", clip=0.25, loss="mean", epochs=4),
     "dlfs2-better": dict(_BASE, model="better", embed_size=650, hidden_sizes=[650, 650],
-                         dropout=0.5, tie_weights=True, init="default", batch_size=20,
+                         dropout=0.5, tie_weights=True, init="normal", batch_size=20,
                          bptt=35, batching="dlfs2", lr=20.0, schedule="plateau",
                          plateau_factor=4.0, clip=0.25, loss="mean", epochs=40),
     "zaremba-small": dict(_BASE, model="lm", embed_size=200, hidden_sizes=[200, 200],

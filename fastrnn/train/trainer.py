@@ -23,6 +23,7 @@ from .optim import SGD, Adam
 __all__ = [
     "LMTrainer",
     "load_optimizer_state",
+    "model_generators",
     "optimizer_state",
     "perplexity",
     "unique_params",
@@ -49,6 +50,33 @@ def unique_params(params, grads):
             groups.append((i, None))
             seen[i] = []
     return [(i, seen[i]) for i, _ in groups]
+
+
+def model_generators(model):
+    """Every ``np.random.Generator`` reachable from `model` through the attributes of fastrnn
+    objects (and lists, tuples, dicts), in a deterministic order: the dropout layers' random
+    streams, which a checkpoint saves so that a resumed run draws the masks an unbroken one
+    would have."""
+    found, seen = [], set()
+
+    def walk(obj):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, np.random.Generator):
+            found.append(obj)
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x)
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                walk(obj[k])
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (np.ndarray, type)):
+            for k in sorted(vars(obj)):
+                walk(vars(obj)[k])
+
+    walk(model)
+    return found
 
 
 def optimizer_state(opt):
@@ -274,16 +302,24 @@ class LMTrainer:
     def state(self):
         """(JSON-serializable dict, dict of arrays): everything but the model to resume."""
         meta, arrays = optimizer_state(self.optimizer)
+        rngs = [g.bit_generator.state for g in model_generators(self.model)]
         return ({"epoch": self.epoch, "step": self.step, "lr": self.optimizer.lr,
                  "schedule": {"name": self.schedule.name, **self.schedule.state()},
-                 "optimizer": meta, "history": self.history}, arrays)
+                 "optimizer": meta, "rng_states": rngs, "history": self.history}, arrays)
 
     def load_state(self, state, arrays):
         """Restore what :meth:`state` captured (the model is restored separately)."""
         if state["schedule"]["name"] != self.schedule.name:
             raise ValueError(f"checkpoint schedule is {state['schedule']['name']!r}, run uses "
                              f"{self.schedule.name!r}")
+        gens = model_generators(self.model)
+        rngs = state.get("rng_states", [])
+        if len(rngs) != len(gens):
+            raise ValueError(f"checkpoint holds {len(rngs)} random-generator states, the model "
+                             f"has {len(gens)} generators")
         load_optimizer_state(self.optimizer, state["optimizer"], arrays)
+        for g, st in zip(gens, rngs):
+            g.bit_generator.state = st
         self.schedule.load_state(state["schedule"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
