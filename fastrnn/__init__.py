@@ -19,8 +19,11 @@ models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
 from . import diagnostics
 from ._norms import clip_grads
 from .io import load, save
-from .layers import GRU, LSTM, RNN, TimeGRU, TimeLSTM, TimeRNN
+from .layers import (GRU, LSTM, RNN, Stack, TimeAffine, TimeDropout, TimeEmbedding, TimeGRU,
+                     TimeLSTM, TimeRNN, TimeSoftmaxWithLoss, VariationalDropout)
 
 __version__ = "0.1.0"
 
-__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "clip_grads", "save", "load"]
+__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "Stack", "clip_grads",
+           "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss", "TimeDropout",
+           "VariationalDropout", "save", "load"]

@@ -40,14 +40,28 @@ _ALLOWED_KINDS = "fiub"       # float, signed / unsigned integer, bool: never ob
 # class name -> class; filled by @register as the defining modules are imported
 _REGISTRY = {}
 
-# modules whose classes register themselves; imported lazily (on load of an unknown name) so that
-# importing fastrnn.io stays cheap and optional parts may be absent
+# modules whose classes register themselves with @register; imported lazily (on load of an
+# unknown name) so that importing fastrnn.io stays cheap and optional parts may be absent
 _PROVIDERS = (
     "fastrnn.layers.recurrent",
     "fastrnn.layers.lm",
     "fastrnn.layers",
     "fastrnn.models",
 )
+
+# classes that follow the protocol without the decorator: name -> defining module, registered on
+# first use (imported lazily, like the providers)
+_KNOWN = {
+    "TimeEmbedding": "fastrnn.layers.lm",
+    "TimeAffine": "fastrnn.layers.lm",
+    "TimeSoftmaxWithLoss": "fastrnn.layers.lm",
+    "TimeDropout": "fastrnn.layers.lm",
+    "VariationalDropout": "fastrnn.layers.lm",
+    "Stack": "fastrnn.layers.stack",
+    "LanguageModel": "fastrnn.models.lm",
+    "Rnnlm": "fastrnn.models.lm",
+    "BetterRnnlm": "fastrnn.models.lm",
+}
 
 
 class FileFormatError(ValueError):
@@ -85,13 +99,24 @@ def register(cls=None, *, name=None):
     return deco if cls is None else deco(cls)
 
 
+def _import_optional(mod):
+    try:
+        return importlib.import_module(mod)
+    except ModuleNotFoundError as e:    # an optional part not present in this install
+        if e.name is None or not mod.startswith(e.name):
+            raise
+        return None
+
+
 def _import_providers():
     for mod in _PROVIDERS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:    # an optional part not present in this install
-            if e.name is None or not mod.startswith(e.name):
-                raise
+        _import_optional(mod)
+    for key, mod in _KNOWN.items():
+        if key not in _REGISTRY:
+            module = _import_optional(mod)
+            cls = getattr(module, key, None) if module is not None else None
+            if cls is not None:
+                register(cls, name=key)
 
 
 def registered_classes():

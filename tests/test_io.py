@@ -382,3 +382,96 @@ def test_pickled_header_is_refused(saved, tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         fastrnn.load(tmp_path / "absent.npz")
+
+
+# ---- the language-model layers (fastrnn.layers.lm) ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lm_layers_round_trip(dtype, rng, tmp_path):
+    W = rng.standard_normal((7, 3)).astype(dtype)
+    objs = [fastrnn.TimeEmbedding(W),
+            fastrnn.TimeAffine(rng.standard_normal((3, 7)).astype(dtype),
+                               rng.standard_normal(7).astype(dtype)),
+            fastrnn.TimeAffine(W.T, np.zeros(7, dtype)),           # a tied, transposed view
+            fastrnn.TimeSoftmaxWithLoss(ignore_label=2),
+            fastrnn.TimeDropout(0.25, seed=3),
+            fastrnn.VariationalDropout(0.4, seed=None)]
+    for i, obj in enumerate(objs):
+        path = tmp_path / f"{i}.npz"
+        fastrnn.save(path, obj)
+        back = fastrnn.load(path)
+        assert type(back) is type(obj)
+        assert back.get_config() == obj.get_config()
+        assert len(back.params) == len(obj.params)
+        for a, b in zip(obj.params, back.params):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    ids = rng.integers(0, 7, (2, 4))
+    assert np.array_equal(objs[0].forward(ids), fastrnn.load(tmp_path / "0.npz").forward(ids))
+
+
+def test_lm_layer_shape_mismatch_refused(rng, tmp_path):
+    path = tmp_path / "aff.npz"
+    fastrnn.save(path, fastrnn.TimeAffine(rng.standard_normal((3, 7)), np.zeros(7)))
+    arrays = arrays_of(path)
+    header = header_of(arrays)
+    arrays["param_1"] = np.zeros(6)
+    header["arrays"][1]["shape"] = [6]
+    write_raw(path, arrays, header)
+    refused(path, "does not fit its config")
+
+
+# ---- stacks and language models (fastrnn.layers.stack, fastrnn.models.lm) ------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_round_trip(dtype, rng, tmp_path):
+    layers = [build("lstm", rng, dtype, stateful=True),
+              fastrnn.TimeGRU(*make_params("gru_ra", rng, H, H, dtype), reset_after=True),
+              fastrnn.TimeRNN(*make_params("rnn", rng, H, H, dtype))]
+    stack = fastrnn.Stack(layers, dropout=0.3, seed=7)
+    fastrnn.save(tmp_path / "s.npz", stack)
+    back = fastrnn.load(tmp_path / "s.npz")
+    assert type(back) is fastrnn.Stack and back.get_config() == stack.get_config()
+    for a, b in zip(stack.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    stack.train_flg = back.train_flg = False
+    xs = rng.standard_normal((2, 5, D)).astype(dtype)
+    assert np.array_equal(stack.forward(xs), back.forward(xs))
+
+
+def _models(dtype):
+    from fastrnn.models import BetterRnnlm, LanguageModel, Rnnlm
+    return [Rnnlm(17, 5, 6, seed=1, dtype=dtype),
+            BetterRnnlm(17, 5, 5, dropout_ratio=0.3, seed=2, dtype=dtype),
+            LanguageModel(17, 5, [6, 6], cell="gru", tie_weights=True, projection=True,
+                          dtype=dtype, seed=3),
+            LanguageModel(17, 5, [4, 4], cell="rnn", variational={"input": 0.2, "hidden": 0.1},
+                          connection="residual", dtype=dtype, seed=4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_language_models_round_trip(dtype, rng, tmp_path):
+    xs = rng.integers(0, 17, (2, 6))
+    ts = rng.integers(0, 17, (2, 6))
+    for i, model in enumerate(_models(dtype)):
+        path = tmp_path / f"m{i}.npz"
+        fastrnn.save(path, model)
+        back = fastrnn.load(path)
+        assert type(back) is type(model) and back.get_config() == model.get_config()
+        assert len(back.params) == len(model.params)
+        for a, b in zip(model.params, back.params):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        model.reset_state()
+        assert model.forward(xs, ts, train_flg=False) == back.forward(xs, ts, train_flg=False)
+        if model.tie_weights:
+            assert np.shares_memory(back.affine.params[0], back.params[0])
+
+
+def test_language_model_with_wrong_vocabulary_refused(tmp_path):
+    model = _models(np.float32)[0]
+    path = tmp_path / "m.npz"
+    fastrnn.save(path, model)
+    arrays = arrays_of(path)
+    header = header_of(arrays)
+    header["config"]["vocab_size"] = 18
+    write_raw(path, arrays, header)
+    refused(path, "does not fit its config")

@@ -2,11 +2,14 @@
 
 - ``regression``: ``SequenceRegressor`` (one recurrent layer, a linear read-out of h_T, MSE), the
   model of ``fastrnn demo``, with ``init_params`` and ``make_layer``.
+- ``lm``: ``LanguageModel`` (embedding, a ``Stack`` of recurrent layers, tied or untied read-out,
+  softmax cross-entropy) and the book's ``Rnnlm`` and ``BetterRnnlm``.
 
 ``SGD`` and ``Adam`` live in ``fastrnn.train`` and are re-exported here for older imports.
 """
 from ..train.optim import SGD, Adam
+from .lm import BetterRnnlm, LanguageModel, Rnnlm
 from .regression import CELLS, Linear, MSELoss, SequenceRegressor, init_params, make_layer
 
 __all__ = ["CELLS", "init_params", "make_layer", "Linear", "MSELoss", "SequenceRegressor",
-           "SGD", "Adam"]
+           "SGD", "Adam", "LanguageModel", "Rnnlm", "BetterRnnlm"]

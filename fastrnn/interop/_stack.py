@@ -1,0 +1,19 @@
+"""Multi-layer recurrent stacks (``fastrnn.Stack``) for the converters."""
+from ..layers.stack import Stack
+
+
+def make_stack(layers, dropout=0.0):
+    """A fastrnn Stack of time layers (outputs of one the inputs of the next)."""
+    return Stack(layers, dropout=dropout)
+
+
+def stack_layers(obj):
+    """The list of recurrent layers of a Stack (plain connections only), or None when obj is not
+    a Stack."""
+    if not isinstance(obj, Stack):
+        return None
+    if obj.connection is not None:
+        raise ValueError(f"a Stack with connection={obj.connection!r} has no counterpart in the "
+                         "other frameworks' stacked layers (outputs of one layer are the inputs "
+                         "of the next, nothing else)")
+    return list(obj.layers)

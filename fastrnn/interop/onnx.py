@@ -1,0 +1,418 @@
+"""fastrnn layers and models as ONNX graphs of the standard operators, and back.
+
+``export(obj, path)`` writes ``obj`` as a graph of ONNX's ``RNN``, ``LSTM`` and ``GRU`` operators
+(direction forward), ``Gather`` for an embedding and ``MatMul`` + ``Add`` for an affine layer;
+``import_onnx(path)`` reads such a graph back into fastrnn objects.  The operators are
+time-major, fastrnn batch-major: the graph transposes (N, T, D) to (T, N, D) before the first
+recurrent operator and back after the last, and stacked layers are chained time-major.
+
+The mapping (per layer): ``W[0] = Wx.T`` and ``R[0] = Wh.T`` block by block, in ONNX's gate order
+(LSTM i, o, f, c for fastrnn's i, o, f, g; GRU z, r, h with z negated, since ONNX's z weighs the
+old state and fastrnn's the candidate); ``B[0]`` is ``[b, 0]`` for the RNN and LSTM (ONNX adds
+its two halves) and ``[b[0], b[1]]`` for a reset_after GRU, which is ONNX's
+``linear_before_reset=1``; a classic GRU is ``linear_before_reset=0`` with ``B[0] = [b, 0]``.
+
+Graph inputs: ``xs`` (N, T, D) float for recurrent layers and stacks, or ``ids`` (N, T) int64 for
+a model starting with an embedding; optionally ``sequence_lens`` (N,) int32, passed to every
+recurrent operator.  Output: ``hs`` (N, T, H), or ``logits`` (N, T, V) for a model ending in an
+affine layer.  Weights are stored in the parameters' dtype (float32 or float64) unless ``dtype``
+says otherwise (onnxruntime's recurrent operators run float32 only).  The graph carries the fastrnn class and config as metadata,
+so that ``import_onnx`` rebuilds models (tied weights included) and not only their layers.
+"""
+import json
+
+import numpy as np
+
+from . import require
+from ._gates import blocks_of, build, describe, from_rows, to_rows
+
+__all__ = ["export", "import_onnx"]
+
+OPSET = 17
+
+_ONNX_GATES = {"rnn": ("h",), "lstm": ("i", "o", "f", "g"), "gru": ("z", "r", "h")}
+_NEGATED = {"rnn": (), "lstm": (), "gru": ("z",)}
+_OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+_KINDS = {v: k for k, v in _OPS.items()}
+_META_CLASS = "fastrnn.class"
+_META_CONFIG = "fastrnn.config"
+_META_PARAMS = "fastrnn.params"
+
+
+def _onnx():
+    return require("onnx", "onnx")
+
+
+# ---- the parts of an object ----------------------------------------------------------------------
+
+def _parts(obj):
+    """obj as a list of ("embedding", layer) / ("recurrent", layer) / ("affine", layer)."""
+    try:
+        describe(obj)
+        return [("recurrent", obj)]
+    except TypeError:
+        pass
+    from ..models.lm import LanguageModel
+    from ._stack import stack_layers
+    if isinstance(obj, LanguageModel):
+        if obj.connection is not None:
+            raise ValueError(f"a LanguageModel with connection={obj.connection!r} cannot be "
+                             "exported (only plain stacks)")
+        parts = [("embedding", obj.embedding)]
+        parts += [("recurrent", layer) for layer in obj.stack.layers]
+        if obj.proj is not None:
+            parts.append(("affine", obj.proj))
+        return parts + [("affine", obj.affine)]
+    layers = stack_layers(obj)
+    if layers is not None:
+        return [("recurrent", layer) for layer in layers]
+    name = type(obj).__name__
+    if name == "TimeEmbedding":
+        return [("embedding", obj)]
+    if name == "TimeAffine":
+        return [("affine", obj)]
+    layers = getattr(obj, "layers", None)
+    if isinstance(layers, (list, tuple)):
+        parts = []
+        for layer in layers:
+            if not getattr(layer, "params", None):       # dropout and the like: identity here
+                continue
+            parts.extend(_parts(layer))
+        if parts:
+            return parts
+    raise TypeError(f"cannot export {type(obj).__module__}.{type(obj).__qualname__}: expected a "
+                    "fastrnn recurrent layer, TimeEmbedding, TimeAffine, or a stack or model of "
+                    "them")
+
+
+def _check_order(parts):
+    kinds = [k for k, _ in parts]
+    n_emb = kinds.count("embedding")
+    n_rec = kinds.count("recurrent")
+    tail = kinds[n_emb + n_rec:]
+    if (n_emb > 1 or kinds[n_emb:n_emb + n_rec] != ["recurrent"] * n_rec
+            or any(k != "affine" for k in tail) or (len(parts) > 1 and not n_rec)):
+        raise TypeError(f"cannot export layers in the order {kinds}: expected [embedding], "
+                        "recurrent layers, [affine layers]")
+
+
+# ---- export -----------------------------------------------------------------------------------
+
+def _tensor_type(dtype):
+    TensorProto = _onnx().TensorProto
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return TensorProto.FLOAT
+    if dtype == np.float64:
+        return TensorProto.DOUBLE
+    raise TypeError(f"parameters must be float32 or float64 to export, got {dtype}")
+
+
+def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
+    """Write ``obj`` to ``path`` as an ONNX model.
+
+    Parameters
+    ----------
+    obj
+        A fastrnn recurrent time layer (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``), a
+        ``TimeEmbedding`` or ``TimeAffine``, a stack of recurrent layers, or a language model
+        (embedding, recurrent layers, affine: its ``layers``, dropout skipped).
+    path : str or os.PathLike
+        Destination ``.onnx`` file.
+    sequence_lens : bool
+        Add the optional graph input ``sequence_lens`` (N,) int32 and feed it to every recurrent
+        operator (ONNX then zeroes the outputs past each row's length).
+    dtype : None, numpy.float32 or numpy.float64
+        The graph's float type; None (default): the parameters' dtype.  onnxruntime's CPU
+        kernels of RNN, LSTM and GRU are float32 only, so export float64 models with
+        ``dtype=np.float32`` to run them there (the ONNX reference evaluator runs either).
+    opset : int
+        ONNX opset of the graph (default 17).
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model written (checked with ``onnx.checker``).
+    """
+    onnx = _onnx()
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    parts = _parts(obj)
+    _check_order(parts)
+    dtypes = {np.asarray(p).dtype for _, layer in parts for p in layer.params}
+    if len(dtypes) != 1:
+        raise TypeError("all parameters must have one dtype to export, got "
+                        f"{sorted(map(str, dtypes))}")
+    dtype = dtypes.pop() if dtype is None else np.dtype(dtype)
+    elem = _tensor_type(dtype)
+    nodes, inits = [], []
+
+    def init(name, array):
+        if array.dtype.kind == "f":
+            array = array.astype(dtype, copy=False)
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(op, inputs, outputs, **attrs):
+        nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0] + "_" + op, **attrs))
+        return outputs[0]
+
+    if parts[0][0] == "embedding":
+        graph_input = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64,
+                                                    ["batch", "time"])
+        cur = "ids"
+    else:
+        first = parts[0][1]
+        D = np.asarray(first.params[0]).shape[0]
+        graph_input = helper.make_tensor_value_info("xs", elem, ["batch", "time", D])
+        cur = "xs"
+    inputs = [graph_input]
+    if sequence_lens:
+        inputs.append(helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32,
+                                                    ["batch"]))
+    axes1 = None
+    time_major = False
+    width = None
+    for k, (kind, layer) in enumerate(parts):
+        p = f"l{k}_"
+        if kind == "embedding":
+            W = np.asarray(layer.params[0])
+            cur = node("Gather", [init(p + "W", W), cur], [p + "out"], axis=0)
+            width = W.shape[1]
+        elif kind == "affine":
+            W, b = (np.asarray(a) for a in layer.params)
+            if time_major:
+                cur = node("Transpose", [cur], [p + "batch_major"], perm=[1, 0, 2])
+                time_major = False
+            cur = node("MatMul", [cur, init(p + "W", W)], [p + "matmul"])
+            cur = node("Add", [cur, init(p + "b", b)], [p + "out"])
+            width = W.shape[1]
+        else:
+            rkind, is_time, reset_after, nonlinearity = describe(layer)
+            if not is_time:
+                raise TypeError("export the time layers (TimeRNN, TimeLSTM, TimeGRU), not "
+                                "single-step cells")
+            Wx, Wh, _ = (np.asarray(a) for a in layer.params)
+            H = Wh.shape[0]
+            if width is not None and Wx.shape[0] != width:
+                raise ValueError(f"layer {k} takes inputs of size {Wx.shape[0]}, the layer "
+                                 f"before gives {width}")
+            w_in, w_rec, b_in, b_rec = to_rows(_ONNX_GATES[rkind], blocks_of(layer),
+                                               _NEGATED[rkind])
+            if not time_major:
+                cur = node("Transpose", [cur], [p + "time_major"], perm=[1, 0, 2])
+                time_major = True
+            attrs = {"hidden_size": H, "direction": "forward"}
+            if rkind == "rnn":
+                attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[nonlinearity]]
+            if rkind == "gru":
+                attrs["linear_before_reset"] = int(reset_after)
+            outs = [p + "Y"]
+            node(_OPS[rkind], [cur, init(p + "W", w_in[None]), init(p + "R", w_rec[None]),
+                               init(p + "B", np.concatenate([b_in, b_rec])[None]),
+                               "sequence_lens" if sequence_lens else ""], outs, **attrs)
+            if axes1 is None:
+                axes1 = init("axes_1", np.array([1], np.int64))
+            cur = node("Squeeze", [p + "Y", axes1], [p + "out"])
+            width = H
+    if time_major:
+        cur = node("Transpose", [cur], ["batch_major"], perm=[1, 0, 2])
+    out_name = "logits" if parts[-1][0] == "affine" and len(parts) > 1 else (
+        "hs" if parts[-1][0] == "recurrent" else "out")
+    nodes.append(helper.make_node("Identity", [cur], [out_name], name=out_name + "_Identity"))
+    out_dims = ["batch", "time", width]
+    graph = helper.make_graph(nodes, "fastrnn", inputs,
+                              [helper.make_tensor_value_info(out_name, elem, out_dims)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="fastrnn")
+    meta = _metadata(obj, parts)
+    if meta is not None:
+        helper.set_model_props(model, meta)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path) if not hasattr(path, "write") else path)
+    return model
+
+
+def _metadata(obj, parts):
+    """The fastrnn class and config of a registered object, and where each of its params is
+    among the graph's layers' params (so import_onnx can rebuild it, tied weights included);
+    None when obj is a single layer or one of its params is no layer's."""
+    from ..io import _name_of
+    if len(parts) == 1 and parts[0][1] is obj:
+        return None
+    try:
+        name = _name_of(obj)
+    except TypeError:           # not a registered class: the graph alone describes it
+        return None
+    flat = [p for _, layer in parts for p in layer.params]
+    index = []
+    for p in obj.params:
+        hit = next((i for i, q in enumerate(flat) if q is p), None)
+        if hit is None:
+            return None
+        index.append(hit)
+    return {_META_CLASS: name, _META_CONFIG: json.dumps(obj.get_config()),
+            _META_PARAMS: json.dumps(index)}
+
+
+# ---- import -----------------------------------------------------------------------------------
+
+def _attrs(node):
+    onnx = _onnx()
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _decode(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def import_onnx(path):
+    """Read a graph of ONNX ``RNN`` / ``LSTM`` / ``GRU`` (forward, one direction), ``Gather``
+    (embedding), ``MatMul`` + ``Add`` (affine) back into fastrnn objects.
+
+    Returns the object ``export`` wrote when the graph carries fastrnn's metadata and the class is
+    known; otherwise the single layer, a ``fastrnn.models.Stack`` of recurrent layers, or a list
+    of the layers in graph order.  Raises ValueError for operators or attributes fastrnn has no
+    counterpart for (naming them), NotImplementedError for bidirectional operators.
+    """
+    onnx = _onnx()
+    numpy_helper = onnx.numpy_helper
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consts = dict(inits)
+    for n in graph.node:      # Constant nodes: values like an initializer's
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
+    parts = []
+    pending_matmul = {}      # MatMul output name -> W
+    for n in graph.node:
+        op = n.op_type
+        if op in ("Transpose", "Squeeze", "Unsqueeze", "Identity", "Constant", "Reshape",
+                  "Cast", "Dropout"):
+            continue                           # layout only
+        if op == "Gather":
+            if n.input[0] not in inits:
+                raise ValueError(f"{path}: Gather node {n.name!r} does not read an initializer")
+            parts.append(("embedding", inits[n.input[0]]))
+        elif op == "MatMul":
+            if n.input[1] not in inits:
+                raise ValueError(f"{path}: MatMul node {n.name!r} does not multiply by an "
+                                 "initializer")
+            pending_matmul[n.output[0]] = inits[n.input[1]]
+            parts.append(("affine", [n.output[0], inits[n.input[1]], None]))
+        elif op == "Add":
+            src = [i for i in n.input if i in pending_matmul]
+            bias = [i for i in n.input if i in inits]
+            if not src or not bias:
+                raise ValueError(f"{path}: Add node {n.name!r} is not the bias of a MatMul")
+            for kind, spec in parts:
+                if kind == "affine" and spec[0] == src[0]:
+                    spec[2] = inits[bias[0]]
+        elif op in _KINDS:
+            parts.append(("recurrent", _recurrent_from_node(path, n, inits)))
+        else:
+            raise ValueError(f"{path}: operator {op} ({n.name!r}) has no fastrnn counterpart")
+    layers = []
+    for kind, spec in parts:
+        if kind == "embedding":
+            from ..layers.lm import TimeEmbedding
+            layers.append(TimeEmbedding(np.ascontiguousarray(spec)))
+        elif kind == "affine":
+            from ..layers.lm import TimeAffine
+            _, W, b = spec
+            b = np.zeros(W.shape[1], W.dtype) if b is None else b.reshape(-1)
+            layers.append(TimeAffine(np.ascontiguousarray(W), np.ascontiguousarray(b)))
+        else:
+            layers.append(spec)
+    if not layers:
+        raise ValueError(f"{path}: the graph holds no layer fastrnn can read")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if _META_CLASS in meta:
+        return _rebuild(path, meta, layers)
+    if len(layers) == 1:
+        return layers[0]
+    if all(k == "recurrent" for k, _ in parts):
+        from ._stack import make_stack
+        return make_stack(layers)
+    return layers
+
+
+def _rebuild(path, meta, layers):
+    from ..io import _REGISTRY, _import_providers
+    name = meta[_META_CLASS]
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        _import_providers()
+        cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"{path}: unknown fastrnn class {name!r} in the metadata")
+    try:
+        config = json.loads(meta[_META_CONFIG])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: bad fastrnn config in the metadata ({e})") from None
+    flat = [p for layer in layers for p in layer.params]
+    try:
+        index = json.loads(meta[_META_PARAMS])
+        if not all(isinstance(i, int) and 0 <= i < len(flat) for i in index):
+            raise IndexError(f"entries must be in [0, {len(flat)})")
+        params = [flat[i] for i in index]
+    except (KeyError, json.JSONDecodeError, TypeError, IndexError) as e:
+        raise ValueError(f"{path}: bad fastrnn params index in the metadata ({e})") from None
+    try:
+        return cls.from_config(config, params)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: the graph's layers do not fit the {name} of its metadata: "
+                         f"{e}") from e
+
+
+def _recurrent_from_node(path, n, inits):
+    kind = _KINDS[n.op_type]
+    attrs = {k: _decode(v) for k, v in _attrs(n).items()}
+    direction = attrs.get("direction", "forward")
+    if direction == "bidirectional":
+        raise NotImplementedError(f"{path}: node {n.name!r} is bidirectional; fastrnn has no "
+                                  "Bidirectional layer yet")
+    if direction != "forward":
+        raise ValueError(f"{path}: node {n.name!r} has direction {direction!r}; only forward "
+                         "is supported")
+    if attrs.get("layout", 0) != 0 or attrs.get("clip") is not None or attrs.get(
+            "input_forget", 0):
+        raise ValueError(f"{path}: node {n.name!r} uses layout, clip or input_forget, which "
+                         "fastrnn does not have")
+    acts = [_decode(a).lower() for a in attrs.get("activations", [])]
+    default = {"rnn": ["tanh"], "lstm": ["sigmoid", "tanh", "tanh"],
+               "gru": ["sigmoid", "tanh"]}[kind]
+    nonlinearity = "tanh"
+    if kind == "rnn" and acts in (["relu"],):
+        nonlinearity = "relu"
+    elif acts and acts != default:
+        raise ValueError(f"{path}: node {n.name!r} has activations {acts}; fastrnn's {kind} "
+                         f"uses {default}")
+    ins = list(n.input) + [""] * (8 - len(n.input))
+    for i, what in ((5, "initial_h"), (6, "initial_c"), (7, "P (peepholes)")):
+        if ins[i]:
+            raise ValueError(f"{path}: node {n.name!r} has input {what}, which fastrnn's layers "
+                             "do not take from the graph")
+    try:
+        W, R = inits[ins[1]], inits[ins[2]]
+    except KeyError:
+        raise ValueError(f"{path}: node {n.name!r} does not read W and R from initializers") \
+            from None
+    B = inits.get(ins[3]) if ins[3] else None
+    gates = len(_ONNX_GATES[kind])
+    if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
+        raise ValueError(f"{path}: node {n.name!r} W / R must be [1, gates*H, ...], got "
+                         f"{W.shape} / {R.shape}")
+    H = R.shape[2]
+    if attrs.get("hidden_size", H) != H or W.shape[1] != gates * H or R.shape[1] != gates * H:
+        raise ValueError(f"{path}: node {n.name!r} shapes W {W.shape}, R {R.shape} do not fit "
+                         f"hidden_size {attrs.get('hidden_size')}")
+    if B is None:
+        B = np.zeros((1, 2 * gates * H), W.dtype)
+    if B.shape != (1, 2 * gates * H):
+        raise ValueError(f"{path}: node {n.name!r} B must be [1, {2 * gates * H}], got {B.shape}")
+    blocks = from_rows(_ONNX_GATES[kind], W[0], R[0], B[0, :gates * H], B[0, gates * H:],
+                       _NEGATED[kind])
+    reset_after = kind == "gru" and bool(attrs.get("linear_before_reset", 0))
+    return build(kind, blocks, reset_after=reset_after, nonlinearity=nonlinearity)

@@ -1,0 +1,533 @@
+"""Language-model time layers: a drop-in for the book's NumPy ``TimeEmbedding``, ``TimeAffine``,
+``TimeSoftmaxWithLoss`` and ``TimeDropout``, plus ``VariationalDropout``.
+
+Same contract as the recurrent layers (``fastrnn.layers.recurrent``): ``params`` are the caller's
+arrays, read afresh at every call; ``grads`` are allocated once and overwritten in place by every
+backward; the parameters' dtype (float32 or float64) is the compute dtype (the layers without
+parameters compute in their input's dtype); every check is made before anything is written, so a
+call that raises leaves the layer as it was; no global random state is touched.
+
+Buffers.  Every public ``forward``/``backward`` returns a *fresh* array that belongs to the caller,
+as the book's layers do, so a result is never changed behind the caller's back by a later call.
+Each also takes ``out=``: an array of the result's shape and dtype (C-contiguous, writeable) that
+the result is written into instead, which is how a model avoids allocating activation-sized arrays
+at every step.  What a layer keeps between forward and backward lives in its own buffers, reused
+while the shapes stay the same:
+
+- ``TimeEmbedding`` keeps a copy of the ids; ``TimeAffine`` a copy of ``x`` (so later in-place
+  changes to the caller's arrays cannot corrupt backward);
+- ``TimeSoftmaxWithLoss`` keeps a *reference* to the logits (copying N*T*V values would cost as
+  much as the loss itself) and one log-sum-exp per row: do not modify the logits between forward
+  and backward, except through ``backward(out=logits)``, which turns them into the gradient in
+  place;
+- ``TimeDropout`` keeps only a 64-bit key: its mask is a counter-based hash of (key, element
+  index), recomputed by backward instead of stored.
+"""
+import numpy as np
+
+from .._norms import all_finite
+from .recurrent import _as_float_array, _native
+
+__all__ = [
+    "TimeAffine",
+    "TimeDropout",
+    "TimeEmbedding",
+    "TimeSoftmaxWithLoss",
+    "VariationalDropout",
+]
+
+
+# ---- shared checks ---------------------------------------------------------------------------
+
+def _float_param(value, name, ndim):
+    """A parameter given to a constructor: a float32/float64 ndarray of `ndim` dimensions."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
+    if _native(value.dtype) is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {value.dtype}")
+    if value.ndim != ndim or 0 in value.shape:
+        raise ValueError(f"{name} must be a non-empty {ndim}-D array, got shape {value.shape}")
+    return value
+
+
+def _float_input(value, name, shape):
+    """value as a C-contiguous float32/float64 array of `shape`, in its own float dtype."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    dtype = _native(arr.dtype)
+    if dtype is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    return _as_float_array(arr, name, dtype, shape)
+
+
+def _out_array(out, name, shape, dtype):
+    """The caller's `out=` array after checks, or a fresh one."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or None, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
+                         f"got {out.shape} {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous array")
+    return out
+
+
+def _integer_ids(value, name, shape, upper, ignore=None):
+    """value as an int64 array of `shape` (None entries match any size) with 0 <= id < upper
+    (or id == ignore)."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an array of integer ids, got dtype {arr.dtype}")
+    if arr.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, arr.shape)):
+        expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+    if arr.size:
+        bad = (arr < 0) | (arr >= upper)
+        if ignore is not None:
+            bad &= arr != ignore
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            allowed = f"0 <= id < {upper}" + ("" if ignore is None else f" or {ignore}")
+            raise ValueError(f"{name} must hold ids with {allowed}; {name}[{first}] = "
+                             f"{arr[first]}")
+    return arr
+
+
+def _check_ratio(dropout_ratio):
+    if isinstance(dropout_ratio, bool) or not isinstance(dropout_ratio, (int, float, np.number)):
+        raise TypeError(f"dropout_ratio must be a number in [0, 1), got {dropout_ratio!r}")
+    ratio = float(dropout_ratio)
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
+    return ratio
+
+
+def _check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
+def _check_param_list(cls, config, params, shapes_ok, expected):
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    params = list(params)
+    if len(params) != expected:
+        raise ValueError(f"{cls.__name__} takes {expected} parameter arrays, got {len(params)}")
+    return params
+
+
+# ---- TimeEmbedding -----------------------------------------------------------------------------
+
+class TimeEmbedding:
+    """Embedding lookup over a batch of sequences: ``xs`` (N, T) integer ids -> ``W[xs]`` (N, T, D).
+
+    Parameters
+    ----------
+    W : ndarray, shape (V, D), float32 or float64
+        The embedding matrix (kept, not copied: ``params[0] is W``).
+
+    ``backward(dout)`` returns None (ids have no gradient) and fills ``grads[0]`` (V, D) with the
+    scatter-add of ``dout`` over the ids, repeated ids summed."""
+
+    def __init__(self, W):
+        W = _float_param(W, "W", 2)
+        self.params = [W]
+        self.grads = [np.zeros(W.shape, _native(W.dtype))]
+        self._ids = None            # int64 copy of the last forward's ids, (N, T)
+
+    def get_config(self):
+        """Constructor arguments besides the parameters (none)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config, params):
+        """Rebuild from ``get_config()`` and ``[W]``."""
+        W, = _check_param_list(cls, config, params, None, 1)
+        return cls(W)
+
+    def _weight(self):
+        W = self.params[0]
+        dW = self.grads[0]
+        if not isinstance(W, np.ndarray) or W.shape != dW.shape or _native(W.dtype) != dW.dtype:
+            raise ValueError(f"W changed since the layer was built (grads are {dW.shape} "
+                             f"{dW.dtype}, W is {getattr(W, 'shape', None)} "
+                             f"{getattr(W, 'dtype', None)}); build a new layer")
+        return W
+
+    def forward(self, xs, out=None):
+        """Rows of W for the ids ``xs`` (N, T): a fresh (N, T, D) array, or written into ``out``."""
+        W = self._weight()
+        V, D = W.shape
+        ids = _integer_ids(xs, "xs", (None, None), V)
+        N, T = ids.shape
+        out = _out_array(out, "out", (N, T, D), W.dtype)
+        np.take(W, ids, axis=0, out=out)
+        if not all_finite(out):
+            raise ValueError("W contains NaN or Inf in rows selected by xs")
+        self._ids = ids.astype(np.int64, copy=True)
+        return out
+
+    def backward(self, dout):
+        """Fill grads[0] with the scatter-add of ``dout`` (N, T, D) over the last ids; None."""
+        if self._ids is None:
+            raise RuntimeError("TimeEmbedding.backward() called before forward()")
+        W = self._weight()
+        N, T = self._ids.shape
+        dout = _as_float_array(dout, "dout", self.grads[0].dtype, (N, T, W.shape[1]))
+        dW = self.grads[0]
+        dW[...] = 0
+        ids = self._ids.reshape(-1)
+        if ids.size:
+            order = np.argsort(ids, kind="stable")
+            uniq, starts = np.unique(ids[order], return_index=True)
+            dW[uniq] = np.add.reduceat(dout.reshape(-1, W.shape[1])[order], starts, axis=0)
+
+
+# ---- TimeAffine --------------------------------------------------------------------------------
+
+class TimeAffine:
+    """Affine map of every time step: ``x`` (N, T, D) -> ``x W + b`` (N, T, M), one product over
+    all N*T rows.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, M), float32 or float64
+        May be a transposed view, as with weight tying (``TimeAffine(embed_W.T, b)``): it is
+        used through BLAS's transpose flag, never copied.
+    b : ndarray, shape (M,), same dtype
+
+    ``grads`` are ``[dW, db]``; dW is a C-contiguous array of W's shape (the shape of the view,
+    when W is one)."""
+
+    def __init__(self, W, b):
+        W = _float_param(W, "W", 2)
+        b = _float_param(b, "b", 1)
+        if _native(b.dtype) != _native(W.dtype) or b.shape != (W.shape[1],):
+            raise ValueError(f"b must have shape ({W.shape[1]},) and W's dtype {W.dtype}, got "
+                             f"{b.shape} {b.dtype}")
+        self.params = [W, b]
+        dtype = _native(W.dtype)
+        self.grads = [np.zeros(W.shape, dtype), np.zeros(b.shape, dtype)]
+        self._x = None          # copy of the last forward's x, (N*T, D)
+        self._NT = None
+
+    def get_config(self):
+        """Constructor arguments besides the parameters (none)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config, params):
+        """Rebuild from ``get_config()`` and ``[W, b]``."""
+        W, b = _check_param_list(cls, config, params, None, 2)
+        return cls(W, b)
+
+    def _read_params(self):
+        W, b = self.params
+        dW, db = self.grads
+        for name, p, g in (("W", W, dW), ("b", b, db)):
+            if not isinstance(p, np.ndarray) or p.shape != g.shape or _native(p.dtype) != g.dtype:
+                raise ValueError(f"{name} changed since the layer was built (its gradient is "
+                                 f"{g.shape} {g.dtype}, it is {getattr(p, 'shape', None)} "
+                                 f"{getattr(p, 'dtype', None)}); build a new layer")
+            if not all_finite(p):
+                raise ValueError(f"{name} contains NaN or Inf")
+        return W, b
+
+    def forward(self, x, out=None):
+        """``x W + b`` for ``x`` (N, T, D): a fresh (N, T, M) array, or written into ``out``."""
+        W, b = self._read_params()
+        D, M = W.shape
+        x = _as_float_array(x, "x", self.grads[0].dtype, (None, None, D))
+        N, T, _ = x.shape
+        out = _out_array(out, "out", (N, T, M), self.grads[0].dtype)
+        x2 = x.reshape(N * T, D)
+        np.matmul(x2, W, out=out.reshape(N * T, M))
+        out += b
+        if self._x is None or self._x.shape != x2.shape:
+            self._x = np.empty_like(x2)
+        np.copyto(self._x, x2)
+        self._NT = (N, T)
+        return out
+
+    def backward(self, dout, out=None):
+        """dx (N, T, D) for ``dout`` (N, T, M); fills grads [dW, db] in place."""
+        if self._NT is None:
+            raise RuntimeError("TimeAffine.backward() called before forward()")
+        W, _b = self._read_params()
+        (D, M), (N, T) = W.shape, self._NT
+        dtype = self.grads[0].dtype
+        dout = _as_float_array(dout, "dout", dtype, (N, T, M))
+        dx = _out_array(out, "out", (N, T, D), dtype)
+        d2 = dout.reshape(N * T, M)
+        np.matmul(d2, W.T, out=dx.reshape(N * T, D))
+        np.matmul(self._x.T, d2, out=self.grads[0])
+        np.sum(d2, axis=0, out=self.grads[1])
+        return dx
+
+
+# ---- TimeSoftmaxWithLoss -----------------------------------------------------------------------
+
+class TimeSoftmaxWithLoss:
+    """Softmax and mean cross-entropy over a batch of sequences.
+
+    ``forward(xs, ts)``: logits ``xs`` (N, T, V), targets ``ts`` (N, T) integer ids, or one-hot
+    (N, T, V) as in the book; returns the mean of ``-log softmax(xs)[target]`` over the targets
+    that are not ``ignore_label`` (0.0 when every target is ignored).
+
+    ``backward(dout=1, out=None)``: ``(softmax(xs) - onehot(ts)) * dout / count``, zero rows for
+    ignored targets.  ``out=xs`` (the logits array given to forward) turns the logits into the
+    gradient in place, with no (N, T, V) allocation; the layer then refuses a second backward of
+    the same forward (its logits are gone).
+
+    Parameters
+    ----------
+    ignore_label : int
+        Targets equal to it contribute neither loss nor gradient (default -1)."""
+
+    def __init__(self, ignore_label=-1):
+        if isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer)):
+            raise TypeError(f"ignore_label must be an integer, got {ignore_label!r}")
+        self.ignore_label = int(ignore_label)
+        self.params, self.grads = [], []
+        self._xs = None         # the last forward's logits (a reference), (N*T, V)
+        self._ts = None         # int64 copy of its targets, (N*T,)
+        self._lse = None        # (max, log of the sum of exp(x - max)) of every row
+        self._count = 0
+        self._shape = None
+        self._consumed = False
+
+    def get_config(self):
+        """Constructor arguments: ``{"ignore_label": ...}``."""
+        return {"ignore_label": self.ignore_label}
+
+    @classmethod
+    def from_config(cls, config, params):
+        """Rebuild from ``get_config()`` (no parameters)."""
+        _check_param_list(cls, config, params, None, 0)
+        return cls(**config)
+
+    def _targets(self, ts, N, T, V):
+        arr = ts if isinstance(ts, np.ndarray) else np.asarray(ts)
+        if arr.ndim == 3:
+            if arr.shape != (N, T, V):
+                raise ValueError(f"one-hot ts must have shape {(N, T, V)}, got {arr.shape}")
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"one-hot ts must be numeric, got dtype {arr.dtype}")
+            ones = arr == 1
+            if not ((ones | (arr == 0)).all() and (ones.sum(axis=2) == 1).all()):
+                raise ValueError("one-hot ts must hold exactly one 1 (and zeros) per row")
+            return arr.argmax(axis=2)
+        return _integer_ids(arr, "ts", (N, T), V, ignore=self.ignore_label)
+
+    def forward(self, xs, ts):
+        """Mean cross-entropy (a float) of logits ``xs`` (N, T, V) against targets ``ts``."""
+        xs = _float_input(xs, "xs", (None, None, None))
+        N, T, V = xs.shape
+        if V < 1:
+            raise ValueError(f"xs must have at least one class (V >= 1), got shape {xs.shape}")
+        ts = self._targets(ts, N, T, V).reshape(N * T).astype(np.int64)
+        x2 = xs.reshape(N * T, V)
+        keep = ts != self.ignore_label
+        count = int(keep.sum())
+        m = x2.max(axis=1, initial=-np.inf, keepdims=True) if N * T else np.zeros((0, 1), xs.dtype)
+        # the row's maximum and log of its sum of exp, kept apart: x - max is exact where it
+        # matters, while max + log(sum) rounded to float32 would be off by an ulp of the max
+        logsum = np.log(np.exp(x2 - m).sum(axis=1, dtype=np.float64))
+        picked = x2[np.arange(N * T), np.where(keep, ts, 0)].astype(np.float64)
+        losses = logsum - (picked - m[:, 0])
+        loss = float(np.sum(losses[keep]) / count) if count else 0.0
+        self._xs, self._ts, self._count = x2, ts, count
+        self._lse = (m[:, 0], logsum.astype(xs.dtype))
+        self._shape, self._consumed = (N, T, V), False
+        return loss
+
+    def backward(self, dout=1, out=None):
+        """Gradient of the loss times ``dout`` with respect to the logits, (N, T, V)."""
+        if self._shape is None:
+            raise RuntimeError("TimeSoftmaxWithLoss.backward() called before forward()")
+        if self._consumed:
+            raise RuntimeError("TimeSoftmaxWithLoss.backward(): the logits of the last forward "
+                               "were overwritten by backward(out=...); run forward again")
+        dout = _scalar(dout, "dout")
+        N, T, V = self._shape
+        x2 = self._xs
+        inplace = out is not None and isinstance(out, np.ndarray) and np.shares_memory(out, x2)
+        if inplace and not (out.ctypes.data == x2.ctypes.data and out.size == x2.size
+                            and out.flags.c_contiguous):
+            raise ValueError("out overlaps the logits of forward without being the logits "
+                             "array itself")
+        dx = _out_array(out, "out", (N, T, V), x2.dtype).reshape(N * T, V)
+        scale = dout / max(self._count, 1)
+        keep = self._ts != self.ignore_label
+        m, logsum = self._lse
+        np.subtract(x2, m[:, None], out=dx)
+        dx -= logsum[:, None]
+        np.exp(dx, out=dx)
+        dx[np.arange(N * T), np.where(keep, self._ts, 0)] -= 1
+        dx *= scale
+        dx[~keep] = 0
+        if inplace:
+            self._consumed = True
+        return dx.reshape(N, T, V)
+
+
+def _scalar(value, name):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+# ---- dropout -----------------------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash_bits(key, n):
+    """n uint32 draws of the counter-based generator with 64-bit `key`: SplitMix64's output
+    function of key + (j+1) * golden, its low 32 bits for element 2j, its high 32 bits for 2j+1.
+    (The compiled kernel computes the same numbers.)"""
+    pairs = (n + 1) // 2
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + (np.arange(1, pairs + 1, dtype=np.uint64) * _GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z.view(np.uint32)[:n] if np.little_endian else (
+        np.stack([z & np.uint64(0xFFFFFFFF), z >> np.uint64(32)], 1).astype(np.uint32).ravel()[:n])
+
+
+def _threshold(ratio):
+    """Keep an element when its uint32 draw is >= this: probability 1 - ratio (to 2**-32)."""
+    return min(int(ratio * 2.0**32), 2**32 - 1)
+
+
+class _Dropout:
+    params_names = ()
+
+    def __init__(self, dropout_ratio=0.5, seed=None):
+        self.dropout_ratio = _check_ratio(dropout_ratio)
+        self.seed = _check_seed(seed)
+        self.params, self.grads = [], []
+        self.train_flg = True
+        self._rng = np.random.default_rng(self.seed)
+        self._shape = None      # (N, T, D) of the last forward
+        self._dtype = None
+        self._train = False     # was the last forward in training mode?
+
+    def get_config(self):
+        """Constructor arguments: ``{"dropout_ratio": ..., "seed": ...}``."""
+        return {"dropout_ratio": self.dropout_ratio, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config, params):
+        """Rebuild from ``get_config()`` (no parameters)."""
+        _check_param_list(cls, config, params, None, 0)
+        return cls(**config)
+
+    @property
+    def scale(self):
+        """The value of a kept element of the mask, 1 / (1 - dropout_ratio)."""
+        return 1.0 / (1.0 - self.dropout_ratio)
+
+    def forward(self, xs, out=None):
+        """``xs * mask`` with a fresh mask when ``train_flg``; ``xs`` itself otherwise."""
+        xs = _float_input(xs, "xs", (None, None, None))
+        if not self.train_flg:
+            self._shape, self._dtype, self._train = xs.shape, xs.dtype, False
+            return xs
+        out = _out_array(out, "out", xs.shape, xs.dtype)
+        self._draw(xs.shape, xs.dtype)
+        self._shape, self._dtype, self._train = xs.shape, xs.dtype, True
+        np.multiply(xs, self._full_mask(), out=out)
+        return out
+
+    def backward(self, dout, out=None):
+        """``dout * mask`` of the last forward (``dout`` itself after an evaluation forward)."""
+        if self._shape is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        dout = _as_float_array(dout, "dout", self._dtype, self._shape)
+        if not self._train:
+            return dout
+        dx = _out_array(out, "out", self._shape, self._dtype)
+        np.multiply(dout, self._full_mask(), out=dx)
+        return dx
+
+
+class TimeDropout(_Dropout):
+    """Inverted dropout, as the book's ``TimeDropout``: in training (``train_flg`` True) every
+    element of every call is kept with probability 1 - ``dropout_ratio`` and scaled by
+    1 / (1 - ``dropout_ratio``); in evaluation the input is returned as it is.
+
+    Parameters
+    ----------
+    dropout_ratio : float in [0, 1)
+    seed : int or None
+        Seeds the layer's own ``np.random.Generator``: the same seed gives the same masks.
+
+    The mask is not stored: it is a counter-based hash of a 64-bit key drawn from the generator
+    at each forward and of the element's index, recomputed by backward.  ``mask`` materialises
+    it, (N, T, D) with values in {0, 1 / (1 - dropout_ratio)}."""
+
+    def __init__(self, dropout_ratio=0.5, seed=None):
+        super().__init__(dropout_ratio, seed)
+        self._key = None
+
+    def _draw(self, shape, dtype):
+        self._key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
+
+    def _full_mask(self):
+        n = int(np.prod(self._shape))
+        keep = _hash_bits(self._key, n) >= np.uint32(_threshold(self.dropout_ratio))
+        return (keep.astype(self._dtype) * self._dtype.type(self.scale)).reshape(self._shape)
+
+    @property
+    def mask(self):
+        """The mask of the last training forward, (N, T, D), or None."""
+        if self._key is None or not self._train:
+            return None
+        return self._full_mask()
+
+
+class VariationalDropout(_Dropout):
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence, shape (N, 1, D),
+    shared by all its time steps and drawn afresh at each training forward.  Scaling,
+    ``train_flg`` and ``seed`` as in ``TimeDropout``.
+
+    ``mask`` is the mask of the last training forward.  ``set_mask(mask)`` fixes a mask (N, 1, D)
+    (values 0 or 1 / (1 - dropout_ratio) expected, any finite values accepted) for every
+    following training forward, e.g. for gradient checks; ``set_mask(None)`` returns to fresh
+    masks."""
+
+    def __init__(self, dropout_ratio=0.5, seed=None):
+        super().__init__(dropout_ratio, seed)
+        self.mask = None
+        self._fixed = None
+
+    def set_mask(self, mask):
+        """Use ``mask`` (N, 1, D), float, for every training forward (None: draw fresh ones)."""
+        if mask is None:
+            self._fixed = None
+            return
+        self._fixed = _float_input(mask, "mask", (None, 1, None)).copy()
+
+    def _draw(self, shape, dtype):
+        N, _T, D = shape
+        if self._fixed is not None:
+            if self._fixed.shape != (N, 1, D):
+                raise ValueError(f"the fixed mask has shape {self._fixed.shape}, but xs needs "
+                                 f"{(N, 1, D)}; call set_mask() again or set_mask(None)")
+            self.mask = self._fixed.astype(dtype)
+            return
+        key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
+        keep = _hash_bits(key, N * D) >= np.uint32(_threshold(self.dropout_ratio))
+        self.mask = (keep.astype(dtype) * dtype.type(self.scale)).reshape(N, 1, D)
+
+    def _full_mask(self):
+        return self.mask

@@ -1,0 +1,323 @@
+"""fastrnn.interop.onnx: graphs of the standard RNN / LSTM / GRU operators that compute what
+fastrnn computes (onnxruntime in float32 to rounding; ONNX's reference evaluator in float64 to
+1e-10), and exact round trips back through import_onnx."""
+import inspect
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+import fastrnn  # noqa: E402
+from fastrnn.interop import export_onnx, import_onnx  # noqa: E402
+from fastrnn.interop import onnx as fo  # noqa: E402
+from conftest import make_params  # noqa: E402
+
+N, T, D, H = 3, 6, 4, 5
+KINDS = ["rnn", "lstm", "gru", "gru_ra"]
+has_relu = "nonlinearity" in inspect.signature(fastrnn.TimeRNN.__init__).parameters
+
+
+def layer_of(kind, rng, dtype, D=D, H=H):
+    params = make_params(kind, rng, D, H, dtype)
+    if kind == "rnn":
+        return fastrnn.TimeRNN(*params)
+    if kind == "lstm":
+        return fastrnn.TimeLSTM(*params)
+    return fastrnn.TimeGRU(*params, reset_after=kind == "gru_ra")
+
+
+def run_ort(path, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def run_reference(path, feeds):
+    from onnx.reference import ReferenceEvaluator
+    return ReferenceEvaluator(str(path)).run(None, feeds)[0]
+
+
+def close(a, b, tol):
+    scale = max(1.0, float(np.max(np.abs(b))))
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnxruntime_float32_equals_fastrnn(kind, rng, tmp_path):
+    layer = layer_of(kind, rng, np.float32)
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path)
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    out = run_ort(path, {"xs": xs})
+    assert out.shape == (N, T, H) and out.dtype == np.float32
+    close(out, layer.forward(xs), 2e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float64_graph_equals_fastrnn_to_1e10(kind, rng, tmp_path):
+    layer = layer_of(kind, rng, np.float64)
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path)
+    xs = rng.standard_normal((N, T, D))
+    out = run_reference(path, {"xs": xs})
+    assert out.dtype == np.float64
+    close(out, layer.forward(xs), 1e-10)
+
+
+def test_float64_layer_exported_as_float32_runs_in_onnxruntime(rng, tmp_path):
+    layer = layer_of("lstm", rng, np.float64)
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path, dtype=np.float32)
+    xs = rng.standard_normal((N, T, D))
+    out = run_ort(path, {"xs": xs.astype(np.float32)})
+    close(out, layer.forward(xs), 1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip_exact(kind, dtype, rng, tmp_path):
+    layer = layer_of(kind, rng, dtype)
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path)
+    back = import_onnx(path)
+    assert type(back) is type(layer)
+    assert back.get_config() == layer.get_config()
+    for a, b in zip(layer.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_graph_uses_the_standard_operators(rng, tmp_path):
+    path = tmp_path / "m.onnx"
+    model = export_onnx(layer_of("gru_ra", rng, np.float32), path)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("GRU") == 1 and ops.count("Transpose") == 2
+    gru = next(n for n in model.graph.node if n.op_type == "GRU")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gru.attribute}
+    assert attrs["linear_before_reset"] == 1 and attrs["direction"] == b"forward"
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def test_sequence_lens(rng, tmp_path):
+    layer = layer_of("lstm", rng, np.float32)
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path, sequence_lens=True)
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    lens = np.array([T, 2, 4], np.int32)
+    out = run_ort(path, {"xs": xs, "sequence_lens": lens})
+    for i, L in enumerate(lens):
+        close(out[i, :L], layer.forward(xs[i:i + 1, :L])[0], 2e-6)
+        assert not np.any(out[i, L:])
+    # full lengths: the same as without sequence_lens
+    full = run_ort(path, {"xs": xs, "sequence_lens": np.full(N, T, np.int32)})
+    close(full, layer.forward(xs), 2e-6)
+
+
+@pytest.mark.skipif(not has_relu, reason="TimeRNN has no nonlinearity='relu' in this tree")
+def test_relu_rnn(rng, tmp_path):
+    Wx, Wh, b = make_params("rnn", rng, D, H, np.float32)
+    layer = fastrnn.TimeRNN(Wx, Wh, b, nonlinearity="relu")
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path)
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    close(run_ort(path, {"xs": xs}), layer.forward(xs), 2e-6)
+    assert import_onnx(path).get_config()["nonlinearity"] == "relu"
+
+
+def test_cells_refused(rng, tmp_path):
+    cell = fastrnn.LSTM(*make_params("lstm", rng, D, H, np.float32))
+    with pytest.raises(TypeError, match="time layers"):
+        export_onnx(cell, tmp_path / "c.onnx")
+    with pytest.raises(TypeError, match="cannot export"):
+        export_onnx(object(), tmp_path / "c.onnx")
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def _edit(path, fn):
+    model = onnx.load(str(path))
+    fn(model)
+    onnx.save(model, str(path))
+
+
+def test_import_refuses_bidirectional(rng, tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(layer_of("lstm", rng, np.float32), path)
+
+    def bidir(model):
+        node = next(n for n in model.graph.node if n.op_type == "LSTM")
+        for a in node.attribute:
+            if a.name == "direction":
+                a.s = b"bidirectional"
+    _edit(path, bidir)
+    with pytest.raises(NotImplementedError, match="[Bb]idirectional"):
+        import_onnx(path)
+
+
+def test_import_refuses_unknown_operator_and_peepholes(rng, tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(layer_of("lstm", rng, np.float32), path)
+
+    def relu(model):
+        model.graph.node.append(onnx.helper.make_node("Relu", ["hs"], ["r"], name="extra"))
+    _edit(path, relu)
+    with pytest.raises(ValueError, match="Relu"):
+        import_onnx(path)
+
+    export_onnx(layer_of("lstm", rng, np.float32), path)
+
+    def peep(model):
+        node = next(n for n in model.graph.node if n.op_type == "LSTM")
+        while len(node.input) < 8:
+            node.input.append("")
+        node.input[7] = "P"
+        model.graph.initializer.append(onnx.numpy_helper.from_array(
+            np.zeros((1, 3 * H), np.float32), "P"))
+    _edit(path, peep)
+    with pytest.raises(ValueError, match="peephole"):
+        import_onnx(path)
+
+
+def test_import_refuses_mis_shaped_weights(rng, tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(layer_of("gru", rng, np.float32), path)
+
+    def shrink(model):
+        for t in model.graph.initializer:
+            if t.name == "l0_R":
+                arr = onnx.numpy_helper.to_array(t)[:, :-1]
+                t.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(arr), "l0_R"))
+    _edit(path, shrink)
+    with pytest.raises(ValueError, match="l0_Y_GRU"):
+        import_onnx(path)
+
+
+def test_missing_onnx_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match=r"fastrnn\[onnx\]"):
+        fo._onnx()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embedding_and_affine(dtype, rng, tmp_path):
+    emb = fastrnn.TimeEmbedding(rng.standard_normal((11, D)).astype(dtype))
+    aff = fastrnn.TimeAffine(rng.standard_normal((D, 7)).astype(dtype),
+                             rng.standard_normal(7).astype(dtype))
+    ids = rng.integers(0, 11, (N, T))
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    for obj, feed, expect in ((emb, {"ids": ids}, emb.forward(ids)),
+                              (aff, {"xs": xs}, aff.forward(xs))):
+        path = tmp_path / "m.onnx"
+        export_onnx(obj, path)
+        out = run_ort(path, feed)
+        close(out, expect, 1e-10 if dtype == np.float64 else 2e-6)
+        back = import_onnx(path)
+        assert type(back) is type(obj)
+        for a, b in zip(obj.params, back.params):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+# ---- stacks and language models ------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stack_chained_time_major(kind, rng, tmp_path):
+    layers = [layer_of(kind, rng, np.float32), layer_of(kind, rng, np.float32, D=H),
+              layer_of(kind, rng, np.float32, D=H)]
+    stack = fastrnn.Stack(layers, dropout=0.3)
+    stack.train_flg = False
+    path = tmp_path / "s.onnx"
+    model = export_onnx(stack, path)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Transpose") == 2                  # once in, once out: chained time-major
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    close(run_ort(path, {"xs": xs}), stack.forward(xs), 2e-6)
+    back = import_onnx(path)
+    assert isinstance(back, fastrnn.Stack) and back.dropout == 0.3
+    for a, b in zip(stack.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_stack_float64_reference_evaluator(rng, tmp_path):
+    stack = fastrnn.Stack([layer_of("lstm", rng, np.float64), layer_of("gru_ra", rng, np.float64,
+                                                                       D=H)])
+    path = tmp_path / "s.onnx"
+    export_onnx(stack, path)
+    xs = rng.standard_normal((N, T, D))
+    close(run_reference(path, {"xs": xs}), stack.forward(xs), 1e-10)
+
+
+def _lm(dtype, cell="lstm", tie=False, projection=False):
+    from fastrnn.models import LanguageModel
+    hidden = 6 if (not tie or projection) else 5
+    return LanguageModel(13, 5, [hidden, hidden], cell=cell, tie_weights=tie,
+                         projection=projection, dropout=0.2, init_scale=0.5, dtype=dtype, seed=4)
+
+
+def _perplexity(logits, ts):
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    nll = -np.take_along_axis(logp, ts[..., None], axis=-1)
+    return float(np.exp(nll.mean()))
+
+
+@pytest.mark.parametrize("cell, tie, projection", [("lstm", False, False), ("lstm", True, False),
+                                                   ("gru", True, True), ("rnn", False, False)])
+def test_language_model_perplexity_in_onnxruntime(cell, tie, projection, rng, tmp_path):
+    model = _lm(np.float32, cell, tie, projection)
+    path = tmp_path / "lm.onnx"
+    graph = export_onnx(model, path)
+    assert [o.name for o in graph.graph.output] == ["logits"]
+    xs = rng.integers(0, 13, (4, 8))
+    ts = rng.integers(0, 13, (4, 8))
+    model.reset_state()
+    ppl_fastrnn = float(np.exp(model.forward(xs, ts, train_flg=False)))
+    logits = run_ort(path, {"ids": xs.astype(np.int64)})
+    model.reset_state()
+    close(logits, model.predict(xs), 2e-5)
+    assert ppl_fastrnn > 5                        # an untrained model: near the vocabulary size
+    assert abs(_perplexity(logits, ts) - ppl_fastrnn) <= 1e-5 * ppl_fastrnn
+
+
+@pytest.mark.parametrize("cell, tie, projection", [("lstm", False, False), ("lstm", True, False),
+                                                   ("gru", True, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_language_model_round_trip_exact(cell, tie, projection, dtype, tmp_path):
+    model = _lm(dtype, cell, tie, projection)
+    path = tmp_path / "lm.onnx"
+    export_onnx(model, path)
+    back = import_onnx(path)
+    assert type(back) is type(model) and back.get_config() == model.get_config()
+    assert len(back.params) == len(model.params)
+    for a, b in zip(model.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    if tie:
+        assert np.shares_memory(back.affine.params[0], back.params[0])   # tied again
+
+
+def test_book_models_round_trip(rng, tmp_path):
+    from fastrnn.models import BetterRnnlm, Rnnlm
+    for model in (Rnnlm(20, 6, 7, seed=1), BetterRnnlm(20, 6, 6, seed=1)):
+        path = tmp_path / "b.onnx"
+        export_onnx(model, path)
+        back = import_onnx(path)
+        assert type(back) is type(model)
+        for a, b in zip(model.params, back.params):
+            assert np.array_equal(a, b)
+        xs = rng.integers(0, 20, (2, 5))
+        model.reset_state()
+        close(run_ort(path, {"ids": xs}), model.predict(xs), 2e-5)
+
+
+def test_metadata_that_does_not_fit_is_refused(tmp_path):
+    model = _lm(np.float32)
+    path = tmp_path / "lm.onnx"
+    export_onnx(model, path)
+
+    def lie(m):
+        for p in m.metadata_props:
+            if p.key == "fastrnn.config":
+                p.value = p.value.replace('"vocab_size": 13', '"vocab_size": 14')
+    _edit(path, lie)
+    with pytest.raises(ValueError, match="do not fit"):
+        import_onnx(path)
