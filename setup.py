@@ -12,14 +12,16 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 # extension module -> its source; src/ is grouped by concept (see src/README.md): the cells'
-# time loops, the GEMM micro-kernels and packing, the thread pool, the norms and input checks
+# time loops, the GEMM micro-kernels and packing, the thread pool, the norms and input checks,
+# the language-model layers' kernels
 KERNELS = {
     "_rnn": "cells", "_lstm": "cells", "_gru": "cells",
     "_packed": "gemm",
     "_pool": "parallel",
     "_norms": "checks", "_checks": "checks",
+    "_lm": "lm",
 }
-SRC_DIRS = ["src/common", "src/cells", "src/gemm", "src/parallel", "src/checks"]
+SRC_DIRS = ["src/common", "src/cells", "src/gemm", "src/parallel", "src/checks", "src/lm"]
 
 debug = os.environ.get("FASTRNN_DEBUG") == "1"
 # -fno-trapping-math only promises that no code watches floating-point exception flags; it lets

@@ -249,7 +249,36 @@ def test_softmax_loss_in_place_backward(dtype, rng):
         layer.backward()
 
 
-# ---- dropout -----------------------------------------------------------------------------------
+# ---- dropout ---
+
+def hash_bits(key, n):
+    """The counter-based generator of src/lm/fr_lm.h in NumPy: SplitMix64's output function of
+    key + (j+1) * golden, its low 32 bits for element 2j and its high 32 bits for 2j + 1."""
+    pairs = (n + 1) // 2
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + np.arange(1, pairs + 1, dtype=np.uint64) * np.uint64(
+            0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    lo = (z & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    hi = (z >> np.uint64(32)).astype(np.uint32)
+    return np.stack([lo, hi], 1).ravel()[:n]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 5), (3, 7, 33)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dropout_mask_is_the_documented_hash(dtype, shape, threads, rng):
+    from fastrnn.layers.lm import _threshold
+    layer = fastrnn.TimeDropout(0.37, seed=9)
+    layer.threads = threads
+    xs = rng.standard_normal(shape).astype(dtype)
+    y = layer.forward(xs)
+    keep = hash_bits(layer._key, xs.size) >= np.uint32(_threshold(0.37))
+    mask = (keep * np.dtype(dtype).type(1 / 0.63)).reshape(shape)
+    np.testing.assert_array_equal(layer.mask, mask)
+    np.testing.assert_array_equal(y, xs * mask)     # bitwise the book's x * mask
 
 @pytest.mark.parametrize("cls", [fastrnn.TimeDropout, fastrnn.VariationalDropout])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -523,3 +552,42 @@ def test_dropout_bad_input(cls, rng):
     with pytest.raises(ValueError, match="dout"):
         layer.backward(dout[:, :1])
     assert y.shape == xs.shape
+
+
+# ---- threads ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_threads_give_the_one_thread_results(dtype, threads, rng):
+    """Embedding, softmax and dropout: bitwise the same on any number of threads; the affine
+    layer's dx to rounding (its reduction is split), its dW and db bitwise."""
+    N, T, V, D = 4, 9, 300, 40
+    W = rng.standard_normal((V, D)).astype(dtype)
+    xs = rng.integers(0, 20, (N, T))
+    dout = rng.standard_normal((N, T, D)).astype(dtype)
+    A = rng.standard_normal((D, V)).astype(dtype)
+    b = rng.standard_normal(V).astype(dtype)
+    ts = rng.integers(-1, V, (N, T))
+
+    def run(k):
+        emb, aff = fastrnn.TimeEmbedding(W), fastrnn.TimeAffine(A, b)
+        sm, dr = fastrnn.TimeSoftmaxWithLoss(), fastrnn.TimeDropout(0.3, seed=2)
+        vd = fastrnn.VariationalDropout(0.3, seed=2)
+        for layer in (emb, aff, sm, dr, vd):
+            layer.threads = k
+        e = emb.forward(xs)
+        emb.backward(dout)
+        h = vd.forward(dr.forward(e))
+        logits = aff.forward(h)
+        loss = sm.forward(logits, ts)
+        g = sm.backward()
+        dh = aff.backward(g)
+        return [e, emb.grads[0], h, logits, np.array(loss), g, dr.backward(vd.backward(dh)),
+                dh, *aff.grads]
+
+    one, many = run(1), run(threads)
+    for k, (a, c) in enumerate(zip(one, many)):
+        if k in (6, 7):                        # downstream of the affine layer's dx
+            close(c, a, dtype)
+        else:
+            np.testing.assert_array_equal(c, a, err_msg=f"output {k}")

@@ -23,9 +23,13 @@ while the shapes stay the same:
 - ``TimeDropout`` keeps only a 64-bit key: its mask is a counter-based hash of (key, element
   index), recomputed by backward instead of stored.
 """
+import contextlib
+
 import numpy as np
 
+from .. import _lm
 from .._norms import all_finite
+from .._threads import blas_threads, single_threaded_blas
 from .recurrent import _as_float_array, _native
 
 __all__ = [
@@ -35,6 +39,38 @@ __all__ = [
     "TimeSoftmaxWithLoss",
     "VariationalDropout",
 ]
+
+
+# Below this many elements touched, a pass runs on one thread: a pool job costs a few
+# microseconds, and an element-wise pass moves about a gigabyte per second per core.
+MIN_PARALLEL_ELEMENTS = 1 << 17
+# Below this many multiply-adds, the affine layer's products run on one thread.
+MIN_PARALLEL_MACS = 4_000_000
+
+
+class _Threaded:
+    """The ``threads`` setting shared by the layers: None (default) follows scipy's BLAS thread
+    setting for calls with enough work (``threadpoolctl.threadpool_limits`` controls both, as
+    for the recurrent layers); an integer fixes it.  Results do not depend on it, except the
+    affine layer's dx by rounding (its reduction over M is split between the threads)."""
+
+    _threads = None
+
+    @property
+    def threads(self):
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if value is not None and (not isinstance(value, (int, np.integer))
+                                  or isinstance(value, bool) or value < 1):
+            raise ValueError(f"threads must be None or a positive integer, got {value!r}")
+        self._threads = None if value is None else int(value)
+
+    def _plan(self, work, threshold=MIN_PARALLEL_ELEMENTS):
+        if self._threads is not None:
+            return self._threads
+        return blas_threads() if work >= threshold else 1
 
 
 # ---- shared checks ---------------------------------------------------------------------------
@@ -121,7 +157,7 @@ def _check_param_list(cls, config, params, shapes_ok, expected):
 
 # ---- TimeEmbedding -----------------------------------------------------------------------------
 
-class TimeEmbedding:
+class TimeEmbedding(_Threaded):
     """Embedding lookup over a batch of sequences: ``xs`` (N, T) integer ids -> ``W[xs]`` (N, T, D).
 
     Parameters
@@ -137,6 +173,7 @@ class TimeEmbedding:
         self.params = [W]
         self.grads = [np.zeros(W.shape, _native(W.dtype))]
         self._ids = None            # int64 copy of the last forward's ids, (N, T)
+        self._spare_ids = None      # the one before, reused by the next forward
 
     def get_config(self):
         """Constructor arguments besides the parameters (none)."""
@@ -163,11 +200,21 @@ class TimeEmbedding:
         V, D = W.shape
         ids = _integer_ids(xs, "xs", (None, None), V)
         N, T = ids.shape
-        out = _out_array(out, "out", (N, T, D), W.dtype)
-        np.take(W, ids, axis=0, out=out)
-        if not all_finite(out):
+        dtype = self.grads[0].dtype
+        out = _out_array(out, "out", (N, T, D), dtype)
+        keep = self._ids
+        if keep is None or keep.shape != ids.shape:
+            keep = np.empty(ids.shape, np.int64)
+        else:
+            keep = self._spare_ids if self._spare_ids is not None else np.empty_like(keep)
+        np.copyto(keep, ids, casting="unsafe")
+        if W.dtype != dtype or not W.flags.c_contiguous or not W.flags.aligned:
+            W = np.ascontiguousarray(W, dtype)      # a view: the gather needs whole rows
+        if not _lm.embed_gather(W, keep, out, self._plan(N * T * D)):
             raise ValueError("W contains NaN or Inf in rows selected by xs")
-        self._ids = ids.astype(np.int64, copy=True)
+        self._spare_ids = self._ids if self._ids is not None and self._ids.shape == keep.shape \
+            else None
+        self._ids = keep
         return out
 
     def backward(self, dout):
@@ -188,7 +235,7 @@ class TimeEmbedding:
 
 # ---- TimeAffine --------------------------------------------------------------------------------
 
-class TimeAffine:
+class TimeAffine(_Threaded):
     """Affine map of every time step: ``x`` (N, T, D) -> ``x W + b`` (N, T, M), one product over
     all N*T rows.
 
@@ -213,6 +260,7 @@ class TimeAffine:
         self.grads = [np.zeros(W.shape, dtype), np.zeros(b.shape, dtype)]
         self._x = None          # copy of the last forward's x, (N*T, D)
         self._NT = None
+        self._acc = None        # float64 workspace of db's column sums
 
     def get_config(self):
         """Constructor arguments besides the parameters (none)."""
@@ -232,9 +280,21 @@ class TimeAffine:
                 raise ValueError(f"{name} changed since the layer was built (its gradient is "
                                  f"{g.shape} {g.dtype}, it is {getattr(p, 'shape', None)} "
                                  f"{getattr(p, 'dtype', None)}); build a new layer")
+        dtype = dW.dtype
+        if W.dtype != dtype or not W.flags.aligned or not (W.flags.c_contiguous
+                                                           or W.flags.f_contiguous):
+            W = np.ascontiguousarray(W, dtype)      # other views or byte orders: a copy
+        if b.dtype != dtype or not b.flags.c_contiguous or not b.flags.aligned:
+            b = np.ascontiguousarray(b, dtype)
+        return W, b
+
+    def _scan_params(self):
+        for name, p in zip(("W", "b"), self.params):
             if not all_finite(p):
                 raise ValueError(f"{name} contains NaN or Inf")
-        return W, b
+
+    def _blas(self, threads):
+        return single_threaded_blas() if threads > 1 else contextlib.nullcontext()
 
     def forward(self, x, out=None):
         """``x W + b`` for ``x`` (N, T, D): a fresh (N, T, M) array, or written into ``out``."""
@@ -244,8 +304,11 @@ class TimeAffine:
         N, T, _ = x.shape
         out = _out_array(out, "out", (N, T, M), self.grads[0].dtype)
         x2 = x.reshape(N * T, D)
-        np.matmul(x2, W, out=out.reshape(N * T, M))
-        out += b
+        threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
+        with self._blas(threads):
+            finite = _lm.affine_forward(x2, W, b, out.reshape(N * T, M), threads)
+        if not finite:
+            self._scan_params()     # raises if W or b is at fault; else the products overflowed
         if self._x is None or self._x.shape != x2.shape:
             self._x = np.empty_like(x2)
         np.copyto(self._x, x2)
@@ -262,15 +325,25 @@ class TimeAffine:
         dout = _as_float_array(dout, "dout", dtype, (N, T, M))
         dx = _out_array(out, "out", (N, T, D), dtype)
         d2 = dout.reshape(N * T, M)
-        np.matmul(d2, W.T, out=dx.reshape(N * T, D))
-        np.matmul(self._x.T, d2, out=self.grads[0])
-        np.sum(d2, axis=0, out=self.grads[1])
+        dW, db = self.grads
+        for name, g in (("dW", dW), ("db", db)):
+            if not (g.flags.c_contiguous and g.flags.writeable and g.flags.aligned):
+                raise ValueError(f"grads entry {name} must be a writeable C-contiguous array "
+                                 "(the layer allocates it; do not replace it)")
+        if self._acc is None or self._acc.shape[0] < M:
+            self._acc = np.empty(M)
+        threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
+        with self._blas(threads):
+            # dx first: a NaN/Inf in W shows there, and the grads are not yet touched
+            if not _lm.affine_dx(self._x, W, d2, dx.reshape(N * T, D), threads):
+                self._scan_params()     # raises if W is at fault; else the products overflowed
+            _lm.affine_weight_grads(self._x, d2, dW, db, self._acc, threads)
         return dx
 
 
 # ---- TimeSoftmaxWithLoss -----------------------------------------------------------------------
 
-class TimeSoftmaxWithLoss:
+class TimeSoftmaxWithLoss(_Threaded):
     """Softmax and mean cross-entropy over a batch of sequences.
 
     ``forward(xs, ts)``: logits ``xs`` (N, T, V), targets ``ts`` (N, T) integer ids, or one-hot
@@ -330,17 +403,20 @@ class TimeSoftmaxWithLoss:
             raise ValueError(f"xs must have at least one class (V >= 1), got shape {xs.shape}")
         ts = self._targets(ts, N, T, V).reshape(N * T).astype(np.int64)
         x2 = xs.reshape(N * T, V)
-        keep = ts != self.ignore_label
-        count = int(keep.sum())
-        m = x2.max(axis=1, initial=-np.inf, keepdims=True) if N * T else np.zeros((0, 1), xs.dtype)
-        # the row's maximum and log of its sum of exp, kept apart: x - max is exact where it
-        # matters, while max + log(sum) rounded to float32 would be off by an ulp of the max
-        logsum = np.log(np.exp(x2 - m).sum(axis=1, dtype=np.float64))
-        picked = x2[np.arange(N * T), np.where(keep, ts, 0)].astype(np.float64)
-        losses = logsum - (picked - m[:, 0])
-        loss = float(np.sum(losses[keep]) / count) if count else 0.0
+        count = int(np.count_nonzero(ts != self.ignore_label))
+        # the row's maximum and the log of its sum of exp(x - max), kept apart: x - max is
+        # exact where it matters, while max + log(sum) rounded to float32 would lose the sum
+        # to an ulp of the max (logits of 1e4)
+        m = np.empty(N * T, xs.dtype)
+        logsum = np.empty(N * T, xs.dtype)
+        losses = np.empty(N * T)
+        bad = _lm.softmax_loss_forward(x2, ts, self.ignore_label, m, logsum, losses,
+                                       self._plan(N * T * V))
+        if bad >= 0:
+            raise ValueError(f"xs contains NaN or Inf (in xs[{bad // T}, {bad % T}])")
+        loss = float(losses.sum() / count) if count else 0.0
         self._xs, self._ts, self._count = x2, ts, count
-        self._lse = (m[:, 0], logsum.astype(xs.dtype))
+        self._lse = (m, logsum)
         self._shape, self._consumed = (N, T, V), False
         return loss
 
@@ -361,14 +437,9 @@ class TimeSoftmaxWithLoss:
                              "array itself")
         dx = _out_array(out, "out", (N, T, V), x2.dtype).reshape(N * T, V)
         scale = dout / max(self._count, 1)
-        keep = self._ts != self.ignore_label
         m, logsum = self._lse
-        np.subtract(x2, m[:, None], out=dx)
-        dx -= logsum[:, None]
-        np.exp(dx, out=dx)
-        dx[np.arange(N * T), np.where(keep, self._ts, 0)] -= 1
-        dx *= scale
-        dx[~keep] = 0
+        _lm.softmax_loss_backward(x2, self._ts, self.ignore_label, m, logsum, scale, dx,
+                                  self._plan(N * T * V))
         if inplace:
             self._consumed = True
         return dx.reshape(N, T, V)
@@ -386,37 +457,21 @@ def _scalar(value, name):
 
 # ---- dropout -----------------------------------------------------------------------------------
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _hash_bits(key, n):
-    """n uint32 draws of the counter-based generator with 64-bit `key`: SplitMix64's output
-    function of key + (j+1) * golden, its low 32 bits for element 2j, its high 32 bits for 2j+1.
-    (The compiled kernel computes the same numbers.)"""
-    pairs = (n + 1) // 2
-    with np.errstate(over="ignore"):
-        z = np.uint64(key) + (np.arange(1, pairs + 1, dtype=np.uint64) * _GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return z.view(np.uint32)[:n] if np.little_endian else (
-        np.stack([z & np.uint64(0xFFFFFFFF), z >> np.uint64(32)], 1).astype(np.uint32).ravel()[:n])
-
-
 def _threshold(ratio):
     """Keep an element when its uint32 draw is >= this: probability 1 - ratio (to 2**-32)."""
     return min(int(ratio * 2.0**32), 2**32 - 1)
 
 
-class _Dropout:
-    params_names = ()
-
+class _Dropout(_Threaded):
     def __init__(self, dropout_ratio=0.5, seed=None):
         self.dropout_ratio = _check_ratio(dropout_ratio)
         self.seed = _check_seed(seed)
         self.params, self.grads = [], []
         self.train_flg = True
         self._rng = np.random.default_rng(self.seed)
+        # the key of the next training forward: drawn by the first call that needs it and kept
+        # until one succeeds, so that a refused call does not change the sequence of masks
+        self._next_key = None
         self._shape = None      # (N, T, D) of the last forward
         self._dtype = None
         self._train = False     # was the last forward in training mode?
@@ -443,21 +498,34 @@ class _Dropout:
             self._shape, self._dtype, self._train = xs.shape, xs.dtype, False
             return xs
         out = _out_array(out, "out", xs.shape, xs.dtype)
-        self._draw(xs.shape, xs.dtype)
+        if self._next_key is None:
+            self._next_key = self._key_draw()
+        state = self._prepare(xs.shape, xs.dtype, self._next_key)
+        if not self._apply(xs, out, state):
+            raise ValueError("xs contains NaN or Inf")
+        self._commit(state)
+        if self._uses_key():
+            self._next_key = None       # drawn at the next call
         self._shape, self._dtype, self._train = xs.shape, xs.dtype, True
-        np.multiply(xs, self._full_mask(), out=out)
         return out
 
     def backward(self, dout, out=None):
-        """``dout * mask`` of the last forward (``dout`` itself after an evaluation forward)."""
+        """``dout * mask`` of the last forward (``dout`` itself after an evaluation forward).
+        ``out`` may be ``dout`` (in place)."""
         if self._shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         dout = _as_float_array(dout, "dout", self._dtype, self._shape)
         if not self._train:
             return dout
         dx = _out_array(out, "out", self._shape, self._dtype)
-        np.multiply(dout, self._full_mask(), out=dx)
+        self._apply(dout, dx, None)
         return dx
+
+    def _uses_key(self):
+        return True
+
+    def _key_draw(self):
+        return int(self._rng.integers(0, 2**64, dtype=np.uint64))
 
 
 class TimeDropout(_Dropout):
@@ -479,20 +547,26 @@ class TimeDropout(_Dropout):
         super().__init__(dropout_ratio, seed)
         self._key = None
 
-    def _draw(self, shape, dtype):
-        self._key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
+    def _prepare(self, shape, dtype, key):
+        return key
 
-    def _full_mask(self):
-        n = int(np.prod(self._shape))
-        keep = _hash_bits(self._key, n) >= np.uint32(_threshold(self.dropout_ratio))
-        return (keep.astype(self._dtype) * self._dtype.type(self.scale)).reshape(self._shape)
+    def _commit(self, key):
+        self._key = key
+
+    def _apply(self, x, out, key):
+        key = self._key if key is None else key
+        return _lm.dropout(x, out, key, _threshold(self.dropout_ratio), self.scale,
+                           self._plan(x.size))
 
     @property
     def mask(self):
-        """The mask of the last training forward, (N, T, D), or None."""
+        """The mask of the last training forward, (N, T, D) with values in
+        {0, 1 / (1 - dropout_ratio)} (computed on request), or None."""
         if self._key is None or not self._train:
             return None
-        return self._full_mask()
+        mask = np.empty(self._shape, self._dtype)
+        _lm.dropout(None, mask, self._key, _threshold(self.dropout_ratio), self.scale)
+        return mask
 
 
 class VariationalDropout(_Dropout):
@@ -517,17 +591,23 @@ class VariationalDropout(_Dropout):
             return
         self._fixed = _float_input(mask, "mask", (None, 1, None)).copy()
 
-    def _draw(self, shape, dtype):
+    def _prepare(self, shape, dtype, key):
         N, _T, D = shape
         if self._fixed is not None:
             if self._fixed.shape != (N, 1, D):
                 raise ValueError(f"the fixed mask has shape {self._fixed.shape}, but xs needs "
                                  f"{(N, 1, D)}; call set_mask() again or set_mask(None)")
-            self.mask = self._fixed.astype(dtype)
-            return
-        key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
-        keep = _hash_bits(key, N * D) >= np.uint32(_threshold(self.dropout_ratio))
-        self.mask = (keep.astype(dtype) * dtype.type(self.scale)).reshape(N, 1, D)
+            return self._fixed.astype(dtype)
+        mask = np.empty((N, 1, D), dtype)
+        _lm.dropout(None, mask, key, _threshold(self.dropout_ratio), self.scale)
+        return mask
 
-    def _full_mask(self):
-        return self.mask
+    def _uses_key(self):
+        return self._fixed is None
+
+    def _commit(self, mask):
+        self.mask = mask
+
+    def _apply(self, x, out, mask):
+        mask = self.mask if mask is None else mask
+        return _lm.mask_rows(x, mask, out, self._plan(x.size))

@@ -165,6 +165,18 @@ def _config_flag(cls, config, key, default=False):
     return value
 
 
+def _config_option(cls, config, key, default):
+    """A constructor option of `config`, of its default's type (a flag, or a string the
+    constructor validates)."""
+    if isinstance(default, bool):
+        return _config_flag(cls, config, key, default)
+    value = config.get(key, default)
+    if not isinstance(value, type(default)):
+        raise TypeError(f"{cls.__name__} config {key} must be a {type(default).__name__}, got "
+                        f"{value!r}")
+    return value
+
+
 def _params_for(cls, config, params, blocks, bias_2d):
     """params as [Wx, Wh, b], checked against the sizes in config."""
     D = _config_size(cls, config, "input_size")
@@ -239,9 +251,9 @@ class _TimeLayer:
     def from_config(cls, config, params):
         """A new layer from ``get_config()``'s dict and the arrays [Wx, Wh, b] (shapes checked
         against the config's input_size and hidden_size)."""
-        extra = tuple(cls._extra_defaults())
-        _config_values(cls, config, ("input_size", "hidden_size"), ("stateful",) + extra)
-        kwargs = {k: _config_flag(cls, config, k) for k in ("stateful",) + extra
+        defaults = dict(cls._extra_defaults(), stateful=False)
+        _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
+        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
                   if k in config}
         blocks = cls.blocks
         bias_2d = kwargs.get("reset_after", False)
@@ -370,24 +382,35 @@ class _TimeLayer:
         np.copyto(copy, Wh)
         return copy
 
-    def forward(self, xs):
+    def forward(self, xs, h_mask=None):
+        """hs (N, T, H) for xs (N, T, D); carries the last state when stateful.
+
+        h_mask: None, or recurrent (variational) dropout's mask, an (N, H) array of finite
+        values (normally 0 and 1/(1-p)), multiplying h_{t-1} (h0 at t = 0) where it enters the
+        recurrent product h_{t-1} @ Wh, the same mask at every step (Gal and Ghahramani
+        2016).  Only the product's input is masked: hs, the carried state and the paths that
+        bypass the product (the LSTM's cell, the GRU's (1 - z) * h_{t-1}) see h_{t-1}
+        unmasked, as in Keras' recurrent_dropout.  The backward of this forward uses the same
+        mask (copied: later changes to the caller's array do not matter)."""
         Wx, Wh, b = self._read_params(scan_weights=False)     # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         xs = _as_float_array(xs, "xs", dtype, (None, None, D))
         N = xs.shape[0]
+        if h_mask is not None:
+            h_mask = _as_float_array(h_mask, "h_mask", dtype, (N, H))
         carried = self.stateful
         h0 = self._initial_state("h", self.h if carried else None, N, H, dtype)
         c0 = (self._initial_state("c", self.c if carried else None, N, H, dtype)
               if self.has_cell else None)
-        hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0)
+        hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
         self.h = hT
         if self.has_cell:
             self.c = cT
         return hs
 
-    def _forward(self, xs, Wx, Wh, b, h0, c0):
-        """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf); returns
-        (hs, h_T, c_T) and keeps the caches."""
+    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None):
+        """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf; h_mask
+        checked or None); returns (hs, h_T, c_T) and keeps the caches."""
         (N, T, D), H, dtype = xs.shape, Wh.shape[0], Wh.dtype
         verify = _weights_checked_by_kernel(N, T)
         if not verify:
@@ -410,6 +433,14 @@ class _TimeLayer:
                         for k, s in self._cache_shapes(N, T, H).items()}}
         if c0 is not None:              # (likewise for the initial cell state)
             np.copyto(cache["c0"], c0)
+        cache["M"] = None               # recurrent dropout's mask, kept for backward
+        if h_mask is not None:
+            if "mask" not in cache:
+                cache["mask"] = np.empty((N, H), dtype)
+                cache.update({k: _aligned_empty(s, dtype)
+                              for k, s in self._mask_cache_shapes(N, T, H).items()})
+            np.copyto(cache["mask"], h_mask)
+            cache["M"] = cache["mask"]
         if self._wp is None or self._wp_key != (D, H, dtype):
             self._wp = _aligned_empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
                                           for packs in self._packed_shapes(D, H)), dtype)
@@ -428,6 +459,9 @@ class _TimeLayer:
         hT = hs[:, -1].copy()
         cT = cache["C"][:, -1].copy() if self.has_cell else None
         return hs, hT, cT
+
+    def _mask_cache_shapes(self, N, T, H):
+        return {}       # caches needed only with a mask (the GRU's)
 
     def backward(self, dhs):
         return self._backward(dhs, None)[0]
@@ -491,13 +525,34 @@ class _TimeLayer:
         return dxs, dh0, dc0
 
 
+_NONLINEARITIES = ("tanh", "relu")
+
+
+def _check_nonlinearity(value):
+    if not isinstance(value, str) or value not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {value!r}")
+    return value
+
+
 @register
 class TimeRNN(_TimeLayer):
-    """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
+    """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b), or with
+    nonlinearity="relu" h_t = max(0, x_t Wx + h_{t-1} Wh + b) (as torch.nn.RNN's).
 
     Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H)."""
 
     blocks = 1
+
+    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
+        self.nonlinearity = _check_nonlinearity(nonlinearity)
+        super().__init__(Wx, Wh, b, stateful)
+
+    def _extra_config(self):
+        return {"nonlinearity": self.nonlinearity}
+
+    @classmethod
+    def _extra_defaults(cls):
+        return {"nonlinearity": "tanh"}
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, H)}
@@ -510,12 +565,13 @@ class TimeRNN(_TimeLayer):
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
         return _rnn.forward(xs, c["XH"], Wx, Wh, b, h0, hs, c["G"], self._wp, threads,
-                            check)
+                            check, c["M"], self.nonlinearity == "relu")
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
         return _rnn.backward(dhs, c["XH"], Wx, Wh, c["G"], s["dG"], s["dh"],
-                             s["acc"], dWx, dWh, db, dxs, dh0, sq, self._wp, threads, check)
+                             s["acc"], dWx, dWh, db, dxs, dh0, sq, self._wp, threads, check,
+                             c["M"], self.nonlinearity == "relu")
 
 
 @register
@@ -541,13 +597,13 @@ class TimeLSTM(_TimeLayer):
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
         return _lstm.forward(xs, c["XH"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["C"],
-                             c["TC"], self._wp, threads, check)
+                             c["TC"], self._wp, threads, check, c["M"])
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
         return _lstm.backward(dhs, dc_next, c["XH"], Wx, Wh, c["c0"], c["G"], c["C"],
                               c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
-                              dh0, dc0, sq, self._wp, threads, check)
+                              dh0, dc0, sq, self._wp, threads, check, c["M"])
 
 
 @register
@@ -576,6 +632,9 @@ class TimeGRU(_TimeLayer):
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
+    def _mask_cache_shapes(self, N, T, H):
+        return {"HU": (N, T, H)}        # the unmasked h_{t-1} (src/cells/_gru.pyx)
+
     def _packed_shapes(self, D, H):
         # backward: [Whz Whr]^T and Whh^T separately (classic: h~ needs r first; reset_after:
         # the h~ block's gradient differs on the recurrent side); forward likewise for classic
@@ -590,13 +649,15 @@ class TimeGRU(_TimeLayer):
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
         return _gru.forward(xs, c["XH"], Wx, Wh, b, h0, hs, c["G"], c["AUX"], c["S"],
-                            self.reset_after, self._wp, threads, check)
+                            self.reset_after, self._wp, threads, check, c["M"],
+                            c.get("HU"))
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
         return _gru.backward(dhs, c["XH"], Wx, Wh, c["G"], c["AUX"], c["S"],
                              s["dG"], s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0,
-                             sq, self.reset_after, self._wp, threads, check)
+                             sq, self.reset_after, self._wp, threads, check, c["M"],
+                             c.get("HU"))
 
 
 # ---- single-step cells ------------------------------------------------------------------------
@@ -619,9 +680,10 @@ class _Cell:
     def from_config(cls, config, params):
         """A new cell from ``get_config()``'s dict and the arrays [Wx, Wh, b]."""
         seq_cls = cls._seq_class
-        extra = tuple(seq_cls._extra_defaults())
-        _config_values(cls, config, ("input_size", "hidden_size"), extra)
-        kwargs = {k: _config_flag(cls, config, k) for k in extra if k in config}
+        defaults = seq_cls._extra_defaults()
+        _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
+        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
+                  if k in config}
         return cls(*_params_for(cls, config, params, seq_cls.blocks,
                                 kwargs.get("reset_after", False)), **kwargs)
 
@@ -648,12 +710,12 @@ class _Cell:
 
 @register
 class RNN(_Cell):
-    """One RNN step: h_next = tanh(x Wx + h_prev Wh + b)."""
+    """One RNN step: h_next = tanh(x Wx + h_prev Wh + b) (or max(0, .), nonlinearity="relu")."""
 
     _seq_class = TimeRNN
 
-    def __init__(self, Wx, Wh, b):
-        super().__init__(TimeRNN(Wx, Wh, b))
+    def __init__(self, Wx, Wh, b, nonlinearity="tanh"):
+        super().__init__(TimeRNN(Wx, Wh, b, nonlinearity=nonlinearity))
 
     def forward(self, x, h_prev):
         return self._step(x, h_prev)[0]

@@ -198,20 +198,36 @@ class Stack:
     # ---- forward / backward -----------------------------------------------------------------
 
     def _buffers(self, N, T):
+        """Work arrays for (N, T), made by the first forward of that shape and reused: the
+        dropout sites' outputs and gradients, the residual sums, the dense inputs."""
         key = (N, T)
         if self._bufs_key != key:
             D, H, dt = self.input_sizes, self.hidden_sizes, self.dtype
             L = len(self.layers)
+            bufs = {}
+            if self.drops:                 # after layer k (k < L - 1)
+                bufs["drop"] = [np.empty((N, T, H[k]), dt) for k in range(L - 1)]
+                bufs["ddrop"] = [np.empty((N, T, H[k]), dt) for k in range(L - 1)]
             if self.connection == "dense":
                 # the inputs of layers 1..L-1 (each the previous input and one more output)
-                self._bufs = {"in": [None] + [np.empty((N, T, D[k]), dt) for k in range(1, L)]}
+                bufs["in"] = [None] + [np.empty((N, T, D[k]), dt) for k in range(1, L)]
             elif self.connection == "residual":
-                self._bufs = {"out": [None] + [np.empty((N, T, H[k]), dt) for k in range(1, L)],
-                              "d": [np.empty((N, T, H[k]), dt) for k in range(L)]}
-            else:
-                self._bufs = {}
+                bufs["out"] = [None] + [np.empty((N, T, H[k]), dt) for k in range(1, L)]
+                bufs["d"] = [np.empty((N, T, H[k]), dt) for k in range(L)]
+            self._bufs = bufs
             self._bufs_key = key
         return self._bufs
+
+    def _drop(self, k, h):
+        """Dropout after layer k (into its buffer), or h itself."""
+        if not self.drops:
+            return h
+        return self.drops[k].forward(h, out=self._bufs["drop"][k])
+
+    def _drop_back(self, k, d):
+        if not self.drops:
+            return d
+        return self.drops[k].backward(d, out=self._bufs["ddrop"][k])
 
     def _draw_h_masks(self, N):
         p = self.recurrent_dropout
@@ -250,19 +266,18 @@ class Stack:
                 cat = bufs["in"][k]
                 d = prev.shape[2]
                 cat[:, :, :d] = prev
-                cat[:, :, d:] = self.drops[k - 1].forward(h) if self.drops else h
+                cat[:, :, d:] = self._drop(k - 1, h)
                 prev = cat
                 h = self._run(k, cat, masks)
         elif self.connection == "residual":
             out = bufs["out"]
             for k in range(1, L):
-                x = self.drops[k - 1].forward(h) if self.drops else h
+                x = self._drop(k - 1, h)
                 np.add(self._run(k, x, masks), h, out=out[k])
                 h = out[k]
         else:
             for k in range(1, L):
-                x = self.drops[k - 1].forward(h) if self.drops else h
-                h = self._run(k, x, masks)
+                h = self._run(k, self._drop(k - 1, h), masks)
         return h
 
     def backward(self, dhs):
@@ -272,9 +287,7 @@ class Stack:
             g = self.layers[-1].backward(dhs)              # dL/d(input of the last layer)
             for k in range(L - 1, 0, -1):
                 d = self.input_sizes[k - 1]
-                dout = g[:, :, d:]
-                if self.drops:
-                    dout = self.drops[k - 1].backward(dout)
+                dout = self._drop_back(k - 1, g[:, :, d:])
                 below = self.layers[k - 1].backward(dout)
                 below += g[:, :, :d]
                 g = below
@@ -284,17 +297,13 @@ class Stack:
             np.copyto(dbuf[-1], dhs)
             dh = dbuf[-1]
             for k in range(L - 1, 0, -1):
-                dx = self.layers[k].backward(dh)
-                if self.drops:
-                    dx = self.drops[k - 1].backward(dx)
+                dx = self._drop_back(k - 1, self.layers[k].backward(dh))
                 np.add(dx, dh, out=dbuf[k - 1])            # the skip path's share
                 dh = dbuf[k - 1]
             return self.layers[0].backward(dh)
         dh = dhs
         for k in range(L - 1, 0, -1):
-            dh = self.layers[k].backward(dh)
-            if self.drops:
-                dh = self.drops[k - 1].backward(dh)
+            dh = self._drop_back(k - 1, self.layers[k].backward(dh))
         return self.layers[0].backward(dh)
 
     # ---- persistence ------------------------------------------------------------------------

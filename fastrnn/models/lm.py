@@ -29,8 +29,8 @@ import tempfile
 
 import numpy as np
 
-from ..layers.lm import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss, \
-    VariationalDropout
+from ..layers.lm import (TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss,
+                         VariationalDropout)
 from ..layers.stack import CONNECTIONS, Stack, _child_seeds, _ratio
 from .regression import CELLS
 
@@ -380,6 +380,8 @@ class LanguageModel:
             self.params += self.affine.params
             self.grads += self.affine.grads
         self._train_flg = True
+        self._bufs = None
+        self._bufs_key = None
 
     # ---- the model interface --------------------------------------------------------------------
 
@@ -403,55 +405,81 @@ class LanguageModel:
             raise ValueError(f"{name} must have shape (N, T), got {xs.shape}")
         return xs
 
-    def predict(self, xs, train_flg=False):
-        """Scores (N, T, V) of the next word for word ids xs (N, T)."""
+    def _buffers(self, N, T):
+        """Activation-sized work arrays for (N, T), made by the first forward of that shape and
+        reused by every later one (the layers write into them through ``out=``)."""
+        key = (N, T)
+        if self._bufs_key != key:
+            E, H, V, dt = self.embed_size, self.hidden_sizes[-1], self.vocab_size, self.dtype
+            R = E if self.proj is not None else H           # the read-out's input size
+            self._bufs = {"emb": np.empty((N, T, E), dt), "in": np.empty((N, T, E), dt),
+                          "din": np.empty((N, T, E), dt), "out": np.empty((N, T, H), dt),
+                          "dout": np.empty((N, T, H), dt), "dread": np.empty((N, T, R), dt),
+                          "proj": np.empty((N, T, E), dt), "dproj": np.empty((N, T, H), dt),
+                          "scores": np.empty((N, T, V), dt)}
+            self._bufs_key = key
+        return self._bufs
+
+    def _check_ids(self, xs):
         xs = self._word_ids(xs, "xs")
         if xs.size and (xs.min() < 0 or xs.max() >= self.vocab_size):
             raise ValueError(f"xs must hold word ids in [0, {self.vocab_size}), got values in "
                              f"[{xs.min()}, {xs.max()}]")
+        return xs
+
+    def _features(self, xs, train_flg):
+        """The read-out's input for word ids xs (checked), in the model's buffers."""
         self.train_flg = train_flg
-        h = self.embedding.forward(xs)
+        bufs = self._buffers(*xs.shape)
+        h = self.embedding.forward(xs, out=bufs["emb"])
         if self.word_dropout is not None:
             h = self.word_dropout.forward(xs, h)
         if self.input_dropout is not None:
-            h = self.input_dropout.forward(h)
+            h = self.input_dropout.forward(h, out=bufs["in"])
         h = self.stack.forward(h)
         if self.output_dropout is not None:
-            h = self.output_dropout.forward(h)
+            h = self.output_dropout.forward(h, out=bufs["out"])
         if self.proj is not None:
-            h = self.proj.forward(h)
-        return self.affine.forward(h)
+            h = self.proj.forward(h, out=bufs["proj"])
+        return h
+
+    def predict(self, xs, train_flg=False):
+        """Scores (N, T, V) of the next word for word ids xs (N, T): a fresh array."""
+        return self.affine.forward(self._features(self._check_ids(xs), train_flg))
 
     def forward(self, xs, ts, train_flg=True):
         """Mean cross-entropy (a float) of predicting ts (N, T) from xs (N, T); targets equal to
         -1 are ignored."""
+        xs = self._check_ids(xs)
         ts = self._word_ids(ts, "ts")
         if ts.size and (ts.min() < -1 or ts.max() >= self.vocab_size):
             raise ValueError(f"ts must hold word ids in [0, {self.vocab_size}) or -1 (ignored), "
                              f"got values in [{ts.min()}, {ts.max()}]")
-        if ts.shape != np.shape(xs):
-            raise ValueError(f"ts must have the shape of xs {np.shape(xs)}, got {ts.shape}")
-        score = self.predict(xs, train_flg)
-        return self.loss_layer.forward(score, ts)
+        if ts.shape != xs.shape:
+            raise ValueError(f"ts must have the shape of xs {xs.shape}, got {ts.shape}")
+        h = self._features(xs, train_flg)
+        scores = self.affine.forward(h, out=self._bufs["scores"])
+        return self.loss_layer.forward(scores, ts)
 
     def backward(self, dout=1):
         """Backpropagate the last forward's loss (times dout); fills ``grads`` in place."""
-        d = self.loss_layer.backward(dout)
-        d = self.affine.backward(d)
+        bufs = self._bufs
+        # the scores become their gradient in place
+        d = self.loss_layer.backward(dout, out=bufs["scores"])
+        d = self.affine.backward(d, out=bufs["dread"])
         if self.proj is not None:
-            d = self.proj.backward(d)
+            d = self.proj.backward(d, out=bufs["dproj"])
         if self.output_dropout is not None:
-            d = self.output_dropout.backward(d)
+            d = self.output_dropout.backward(d, out=bufs["dout"])
         d = self.stack.backward(d)
         if self.input_dropout is not None:
-            d = self.input_dropout.backward(d)
+            d = self.input_dropout.backward(d, out=bufs["din"])
         if self.word_dropout is not None:
             d = self.word_dropout.backward(d)
         self.embedding.backward(d)
         if self.tie_weights and not self._book_tying:
             # the shared matrix's gradient: its rows as embedding plus its transpose as read-out
             self.grads[0] += self.affine.grads[0].T
-        return None
 
     def reset_state(self):
         """Forget the recurrent layers' carried state (start of a new text)."""

@@ -23,7 +23,11 @@ Differences from the book's code (all generalisations, no semantic change):
   already have it);
 * ``GRU``/``TimeGRU`` additionally support the ``reset_after=True`` variant
   used by cuDNN / PyTorch / Keras (separate input and recurrent biases);
-* time layers can record gradient-flow diagnostics (``track_grad_norms``).
+* time layers can record gradient-flow diagnostics (``track_grad_norms``);
+* recurrent (variational) dropout: the time layers' ``forward(xs, h_mask)``
+  and the cells' ``forward(..., h_mask)`` multiply ``h_prev`` by ``h_mask``
+  where it enters the product ``h_prev Wh`` (and nowhere else);
+* ``RNN``/``TimeRNN`` take ``nonlinearity="relu"`` besides ``"tanh"``.
 
 Layouts (batch-major, as in the book):
 
@@ -96,30 +100,52 @@ def _check_gru_bias(b, H3, reset_after):
 # ---------------------------------------------------------------------------
 
 
-class RNN:
-    """One step of a vanilla tanh RNN: ``h_next = tanh(x Wx + h_prev Wh + b)``."""
+def _masked(h_prev, h_mask):
+    """``h_prev`` as the recurrent product reads it: times the dropout mask, if any."""
+    return h_prev if h_mask is None else h_prev * h_mask
 
-    def __init__(self, Wx, Wh, b):
+
+def _unmask(dh, h_mask):
+    """The gradient reaching ``h_prev`` through the product of the masked ``h_prev``."""
+    return dh if h_mask is None else dh * h_mask
+
+
+class RNN:
+    """One step of a vanilla RNN: ``h_next = tanh(x Wx + h_prev Wh + b)``, or
+    ``max(0, ...)`` with ``nonlinearity="relu"``."""
+
+    def __init__(self, Wx, Wh, b, nonlinearity="tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError("nonlinearity must be 'tanh' or 'relu', got %r"
+                             % (nonlinearity,))
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.nonlinearity = nonlinearity
         self.cache = None
 
-    def forward(self, x, h_prev):
+    def forward(self, x, h_prev, h_mask=None):
         Wx, Wh, b = self.params
-        t = np.dot(h_prev, Wh) + np.dot(x, Wx) + b
-        h_next = np.tanh(t)
+        hm = _masked(h_prev, h_mask)
+        t = np.dot(hm, Wh) + np.dot(x, Wx) + b
+        if self.nonlinearity == "relu":
+            h_next = np.maximum(t, 0)
+        else:
+            h_next = np.tanh(t)
 
-        self.cache = (x, h_prev, h_next)
+        self.cache = (x, hm, h_next, h_mask)
         return h_next
 
     def backward(self, dh_next):
         Wx, Wh, b = self.params
-        x, h_prev, h_next = self.cache
+        x, hm, h_next, h_mask = self.cache
 
-        dt = dh_next * (1 - h_next ** 2)
+        if self.nonlinearity == "relu":
+            dt = dh_next * (h_next > 0)
+        else:
+            dt = dh_next * (1 - h_next ** 2)
         db = np.sum(dt, axis=0)
-        dWh = np.dot(h_prev.T, dt)
-        dh_prev = np.dot(dt, Wh.T)
+        dWh = np.dot(hm.T, dt)
+        dh_prev = _unmask(np.dot(dt, Wh.T), h_mask)
         dWx = np.dot(x.T, dt)
         dx = np.dot(dt, Wx.T)
 
@@ -141,11 +167,12 @@ class LSTM:
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.cache = None
 
-    def forward(self, x, h_prev, c_prev):
+    def forward(self, x, h_prev, c_prev, h_mask=None):
         Wx, Wh, b = self.params
         N, H = h_prev.shape
+        hm = _masked(h_prev, h_mask)
 
-        A = np.dot(x, Wx) + np.dot(h_prev, Wh) + b
+        A = np.dot(x, Wx) + np.dot(hm, Wh) + b
 
         f = A[:, :H]
         g = A[:, H:2 * H]
@@ -161,12 +188,12 @@ class LSTM:
         tanh_c_next = np.tanh(c_next)
         h_next = o * tanh_c_next
 
-        self.cache = (x, h_prev, c_prev, f, g, i, o, c_next, tanh_c_next)
+        self.cache = (x, hm, c_prev, f, g, i, o, c_next, tanh_c_next, h_mask)
         return h_next, c_next
 
     def backward(self, dh_next, dc_next):
         Wx, Wh, b = self.params
-        x, h_prev, c_prev, f, g, i, o, c_next, tanh_c_next = self.cache
+        x, hm, c_prev, f, g, i, o, c_next, tanh_c_next, h_mask = self.cache
 
         # total gradient w.r.t. c_next (direct + through h_next = o*tanh(c))
         ds = dc_next + (dh_next * o) * (1 - tanh_c_next ** 2)
@@ -185,7 +212,7 @@ class LSTM:
 
         dA = np.hstack((df, dg, di, do))
 
-        dWh = np.dot(h_prev.T, dA)
+        dWh = np.dot(hm.T, dA)
         dWx = np.dot(x.T, dA)
         db = dA.sum(axis=0)
 
@@ -194,7 +221,7 @@ class LSTM:
         self.grads[2][...] = db
 
         dx = np.dot(dA, Wx.T)
-        dh_prev = np.dot(dA, Wh.T)
+        dh_prev = _unmask(np.dot(dA, Wh.T), h_mask)
         return dx, dh_prev, dc_prev
 
 
@@ -215,7 +242,9 @@ class GRU:
         hn = h Whh + b1h
         h~ = tanh(x Wxh + b0h + r * hn)
 
-    In both cases ``h_next = (1 - z) * h + z * h~``.
+    In both cases ``h_next = (1 - z) * h + z * h~``.  With ``h_mask``, every
+    ``h`` above that multiplies ``Wh`` (``Whz``, ``Whr``, ``Whh``) is ``h * h_mask``;
+    the ``h`` of ``h_next`` is not.
     """
 
     def __init__(self, Wx, Wh, b, reset_after=False):
@@ -225,36 +254,37 @@ class GRU:
         self.reset_after = reset_after
         self.cache = None
 
-    def forward(self, x, h_prev):
+    def forward(self, x, h_prev, h_mask=None):
         Wx, Wh, b = self.params
         H = Wh.shape[0]
+        hm = _masked(h_prev, h_mask)
         Wxz, Wxr, Wxh = Wx[:, :H], Wx[:, H:2 * H], Wx[:, 2 * H:]
         Whz, Whr, Whh = Wh[:, :H], Wh[:, H:2 * H], Wh[:, 2 * H:]
 
         if not self.reset_after:
             bz, br, bh = b[:H], b[H:2 * H], b[2 * H:]
-            z = sigmoid(np.dot(x, Wxz) + np.dot(h_prev, Whz) + bz)
-            r = sigmoid(np.dot(x, Wxr) + np.dot(h_prev, Whr) + br)
-            h_hat = np.tanh(np.dot(x, Wxh) + np.dot(r * h_prev, Whh) + bh)
+            z = sigmoid(np.dot(x, Wxz) + np.dot(hm, Whz) + bz)
+            r = sigmoid(np.dot(x, Wxr) + np.dot(hm, Whr) + br)
+            h_hat = np.tanh(np.dot(x, Wxh) + np.dot(r * hm, Whh) + bh)
             hn = None
         else:
             b0, b1 = b[0], b[1]
-            z = sigmoid(np.dot(x, Wxz) + np.dot(h_prev, Whz)
+            z = sigmoid(np.dot(x, Wxz) + np.dot(hm, Whz)
                         + b0[:H] + b1[:H])
-            r = sigmoid(np.dot(x, Wxr) + np.dot(h_prev, Whr)
+            r = sigmoid(np.dot(x, Wxr) + np.dot(hm, Whr)
                         + b0[H:2 * H] + b1[H:2 * H])
-            hn = np.dot(h_prev, Whh) + b1[2 * H:]
+            hn = np.dot(hm, Whh) + b1[2 * H:]
             h_hat = np.tanh(np.dot(x, Wxh) + b0[2 * H:] + r * hn)
 
         h_next = (1 - z) * h_prev + z * h_hat
 
-        self.cache = (x, h_prev, z, r, h_hat, hn)
+        self.cache = (x, h_prev, hm, h_mask, z, r, h_hat, hn)
         return h_next
 
     def backward(self, dh_next):
         Wx, Wh, b = self.params
         H = Wh.shape[0]
-        x, h_prev, z, r, h_hat, hn = self.cache
+        x, h_prev, hm, h_mask, z, r, h_hat, hn = self.cache
 
         dh_hat = dh_next * z
         dz = dh_next * (h_hat - h_prev)
@@ -265,20 +295,20 @@ class GRU:
 
         if not self.reset_after:
             # candidate path: t = x Wxh + (r*h) Whh + bh
-            drh = np.dot(dt, Wh[:, 2 * H:].T)      # grad w.r.t. (r * h_prev)
-            dr = drh * h_prev
-            dh_prev += drh * r
+            drh = np.dot(dt, Wh[:, 2 * H:].T)      # grad w.r.t. (r * hm)
+            dr = drh * hm
+            dh_prev += _unmask(drh * r, h_mask)
             dz_pre = dz * z * (1 - z)
             dr_pre = dr * r * (1 - r)
 
             dA = np.hstack((dz_pre, dr_pre, dt))   # grads of the x-side sums
             dWx = np.dot(x.T, dA)
-            dWh = np.hstack((np.dot(h_prev.T, dA[:, :2 * H]),
-                             np.dot((r * h_prev).T, dt)))
+            dWh = np.hstack((np.dot(hm.T, dA[:, :2 * H]),
+                             np.dot((r * hm).T, dt)))
             db = dA.sum(axis=0)
 
             dx = np.dot(dA, Wx.T)
-            dh_prev += np.dot(dA[:, :2 * H], Wh[:, :2 * H].T)
+            dh_prev += _unmask(np.dot(dA[:, :2 * H], Wh[:, :2 * H].T), h_mask)
         else:
             # candidate path: t = x Wxh + b0h + r * hn, hn = h Whh + b1h
             dr = dt * hn
@@ -289,11 +319,11 @@ class GRU:
             dgx = np.hstack((dz_pre, dr_pre, dt))    # grads of x Wx + b0
             dgh = np.hstack((dz_pre, dr_pre, dhn))   # grads of h Wh + b1
             dWx = np.dot(x.T, dgx)
-            dWh = np.dot(h_prev.T, dgh)
+            dWh = np.dot(hm.T, dgh)
             db = np.stack((dgx.sum(axis=0), dgh.sum(axis=0)))
 
             dx = np.dot(dgx, Wx.T)
-            dh_prev += np.dot(dgh, Wh.T)
+            dh_prev += _unmask(np.dot(dgh, Wh.T), h_mask)
 
         self.grads[0][...] = dWx
         self.grads[1][...] = dWh
@@ -306,10 +336,27 @@ class GRU:
 # ---------------------------------------------------------------------------
 
 
-class TimeRNN:
-    """A vanilla RNN unrolled over ``T`` timesteps (DLfS2 ``TimeRNN``)."""
+def _check_mask(h_mask, N, H, dtype):
+    """``h_mask`` as an (N, H) array of ``dtype`` (or None)."""
+    if h_mask is None:
+        return None
+    h_mask = np.asarray(h_mask).astype(dtype, copy=False)
+    if h_mask.shape != (N, H):
+        raise ValueError("h_mask must have shape (%d, %d), got %s" % (N, H, h_mask.shape))
+    return h_mask
 
-    def __init__(self, Wx, Wh, b, stateful=False):
+
+class TimeRNN:
+    """A vanilla RNN unrolled over ``T`` timesteps (DLfS2 ``TimeRNN``).
+
+    ``forward(xs, h_mask=None)``: ``h_mask`` (N, H) multiplies ``h_{t-1}`` in the
+    product ``h_{t-1} Wh`` at every step (recurrent dropout)."""
+
+    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError("nonlinearity must be 'tanh' or 'relu', got %r"
+                             % (nonlinearity,))
+        self.nonlinearity = nonlinearity
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.layers = None
@@ -320,9 +367,9 @@ class TimeRNN:
         self.grad_norms_c = None
 
     def _cell(self):
-        return RNN(*self.params)
+        return RNN(*self.params, nonlinearity=self.nonlinearity)
 
-    def forward(self, xs):
+    def forward(self, xs, h_mask=None):
         Wx, Wh, b = self.params
         dtype = Wx.dtype
         xs = np.asarray(xs).astype(dtype, copy=False)
@@ -335,10 +382,11 @@ class TimeRNN:
         if not self.stateful or self.h is None:
             self.h = np.zeros((N, H), dtype=dtype)
         h = np.asarray(self.h, dtype=dtype)
+        h_mask = _check_mask(h_mask, N, H, dtype)
 
         for t in range(T):
             layer = self._cell()
-            h = layer.forward(xs[:, t, :], h)
+            h = layer.forward(xs[:, t, :], h, h_mask)
             hs[:, t, :] = h
             self.layers.append(layer)
 
@@ -408,7 +456,7 @@ class TimeLSTM:
         self.grad_norms_h = None
         self.grad_norms_c = None
 
-    def forward(self, xs):
+    def forward(self, xs, h_mask=None):
         Wx, Wh, b = self.params
         dtype = Wx.dtype
         xs = np.asarray(xs).astype(dtype, copy=False)
@@ -424,10 +472,11 @@ class TimeLSTM:
             self.c = np.zeros((N, H), dtype=dtype)
         h = np.asarray(self.h, dtype=dtype)
         c = np.asarray(self.c, dtype=dtype)
+        h_mask = _check_mask(h_mask, N, H, dtype)
 
         for t in range(T):
             layer = LSTM(*self.params)
-            h, c = layer.forward(xs[:, t, :], h, c)
+            h, c = layer.forward(xs[:, t, :], h, c, h_mask)
             hs[:, t, :] = h
             self.layers.append(layer)
 

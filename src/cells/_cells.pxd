@@ -8,6 +8,18 @@ cdef extern from "fr_cells.h" nogil:
     void rnn_fwd_row_d(int H, double *a, const double *b, double *h)
     void rnn_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da, double *sq)
     void rnn_bwd_row_d(int H, const double *a, const double *dy, const double *dh_in, double *da, double *sq)
+    void rnn_relu_fwd_row_f(int H, float *a, const float *b, float *h)
+    void rnn_relu_fwd_row_d(int H, double *a, const double *b, double *h)
+    void rnn_relu_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da,
+                            double *sq)
+    void rnn_relu_bwd_row_d(int H, const double *a, const double *dy, const double *dh_in,
+                            double *da, double *sq)
+    void mask_copy_row_f(int H, const float *m, const float *x, float *y)
+    void mask_copy_row_d(int H, const double *m, const double *x, double *y)
+    void mask_scale_row_f(int H, const float *m, float *x)
+    void mask_scale_row_d(int H, const double *m, double *x)
+    void mask_add_row_f(int H, const float *m, const float *x, float *y)
+    void mask_add_row_d(int H, const double *m, const double *x, double *y)
     void lstm_fwd_row_f(int H, int bs, float *a, const float *b, const float *c_prev, float *c,
                         float *tc, float *h)
     void lstm_fwd_row_d(int H, int bs, double *a, const double *b, const double *c_prev, double *c,
@@ -48,6 +60,32 @@ cdef inline void colsum(Py_ssize_t rows, int cols, Py_ssize_t ldx, const floatin
         colsum_f(rows, cols, ldx, x, acc, out)
     else:
         colsum_d(rows, cols, ldx, x, acc, out)
+
+
+cdef inline void mask_copy(int H, const floating *m, const floating *x,
+                           floating *y) noexcept nogil:
+    """y = m * x (one row; recurrent dropout's mask m on the product's input h_{t-1})."""
+    if floating is float:
+        mask_copy_row_f(H, m, x, y)
+    else:
+        mask_copy_row_d(H, m, x, y)
+
+
+cdef inline void mask_scale(int H, const floating *m, floating *x) noexcept nogil:
+    """x *= m (one row)."""
+    if floating is float:
+        mask_scale_row_f(H, m, x)
+    else:
+        mask_scale_row_d(H, m, x)
+
+
+cdef inline void mask_add(int H, const floating *m, const floating *x,
+                          floating *y) noexcept nogil:
+    """y += m * x (one row)."""
+    if floating is float:
+        mask_add_row_f(H, m, x, y)
+    else:
+        mask_add_row_d(H, m, x, y)
 
 
 cdef inline void *buf(cnp.ndarray a, int typenum, Py_ssize_t size, str name,

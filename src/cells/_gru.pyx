@@ -9,6 +9,9 @@ Same batch-major layout as _lstm.pyx.  Caches:
   G      activated z, r, h~                                     (N, T, 3H)
   AUX    r * h_{t-1} (reset_after=False) or h_{t-1} Whh + b1h   (N, T, H)
   S      per-step scratch                                       (N, 3H)
+With recurrent dropout (a mask m (N, H) on the input of the products h_{t-1} Wh), XH holds
+m * h_{t-1} and one more cache the unmasked h_{t-1} for the gates' element-wise passes:
+  HU     h_{t-1} for every step (h0 at t = 0)                   (N, T, H)
 The per-step products use Wh (forward) or Wh^T (backward) packed once per call into the scratch
 Wp; reset_after=False packs the [Whz Whr] and Whh column blocks separately, and so does
 backward in both variants.
@@ -22,7 +25,7 @@ from _packed cimport (kernel_isa, kernel_tn_mode, pack_b, packed_size, recurrent
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, grad_cols, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
-    all_finite, buf, flag_nonfinite,
+    all_finite, buf, flag_nonfinite, mask_add, mask_copy, mask_scale,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
     gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
     gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
@@ -119,6 +122,18 @@ cdef struct Loop:
     int nonfinite
     bint f64
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
+    const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
+    void *HU            # with M: the unmasked h_{t-1} (N, T, H); Hprev holds m * h_{t-1}
+
+
+cdef inline void _next_hprev(Loop *L, Py_ssize_t n, const floating *h, floating *hprev,
+                             floating *hu) noexcept nogil:
+    """Row n's h_t into the next step's Hprev (masked, with L.M: then unmasked into HU)."""
+    if L.M == NULL:
+        memcpy(hprev, h, L.H * sizeof(floating))
+    else:
+        mask_copy(L.H, <const floating *>L.M + n * L.H, h, hprev)
+        memcpy(hu, h, L.H * sizeof(floating))
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -135,9 +150,16 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef floating *Hprev = <floating *>L.Hprev
     cdef floating *AUX = <floating *>L.AUX
     cdef floating *S = <floating *>L.S
+    cdef const floating *M = <const floating *>L.M
+    cdef floating *HU = <floating *>L.HU
+    cdef floating *h_prev       # the unmasked h_{t-1} of a row
     # keep the inputs, project them into G, Hprev[:, 0] = h0
     start_rows(n0, n1, T, L.D, H, 3 * L.H, <const floating *>L.X, <const floating *>L.Wx, h0,
                <floating *>L.XH, G)
+    if M != NULL:                           # HU[:, 0] = h0, Hprev[:, 0] = m * h0
+        for n in range(n0, n1):
+            memcpy(HU + n * ld_h, h0 + n * H, H * sizeof(floating))
+            mask_scale(H, M + n * H, Hprev + n * ld_p)
     for t in range(T):
         if L.reset_after:
             # S[rows] = h_{t-1} @ Wh
@@ -155,9 +177,10 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                     prefetch(AUX + hr + ld_h, H, True)
                     prefetch(hs + hr + ld_h, H, True)
                 # z, r = sigmoid(G + S + b0 + b1); n = S_h + b1h; h~ = tanh(G_h + b0h + r*n)
-                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, Hprev + hp, AUX + hr, hs + hr)
+                h_prev = Hprev + hp if M == NULL else HU + hr
+                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, h_prev, AUX + hr, hs + hr)
                 if t + 1 < T:
-                    memcpy(Hprev + hp + ld, hs + hr, H * sizeof(floating))
+                    _next_hprev(L, n, hs + hr, Hprev + hp + ld, HU + hr + H)
         else:
             # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
             recurrent_product(L.path, rows, 2 * H, H, Hprev + n0 * ld_p + t * ld, ld_p, Wp, Wh,
@@ -185,9 +208,10 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 if L.prefetch and n + 1 < n1:
                     prefetch(hs + hr + ld_h, H, True)
                 # h~ = tanh(G_h + bh); h = (1 - z) h_{t-1} + z h~
-                fwd_h_row(H, G + gr, b, Hprev + hp, hs + hr)
+                h_prev = Hprev + hp if M == NULL else HU + hr
+                fwd_h_row(H, G + gr, b, h_prev, hs + hr)
                 if t + 1 < T:
-                    memcpy(Hprev + hp + ld, hs + hr, H * sizeof(floating))
+                    _next_hprev(L, n, hs + hr, Hprev + hp + ld, HU + hr + H)
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -204,7 +228,8 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, const floating *X,
                   floating *XH, const floating *Wx, const floating *Wh, const floating *b,
                   const floating *h0, floating *hs, floating *G, floating *AUX, floating *S,
-                  floating *Wp, int threads, bint check) noexcept nogil:
+                  floating *Wp, int threads, bint check, const floating *M,
+                  floating *HU) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
     (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
     cdef int H3 = 3 * H
@@ -224,6 +249,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, co
     L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating))
     L.check = check and T == 1
     L.nonfinite = 0
+    L.M = M; L.HU = HU
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
     return L.nonfinite
 
@@ -248,6 +274,12 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     cdef floating *dh_out = dh_in + NH
     cdef floating *tmp
     cdef double *sq_t
+    cdef const floating *M = <const floating *>L.M
+    cdef const floating *HU = <const floating *>L.HU
+    cdef const floating *h_prev     # the unmasked h_{t-1} of a row
+    # with M, the gradient through the products of m * h_{t-1} is summed here, then masked
+    cdef floating *dhm = S + NH + n0 * H
+    cdef floating *dh_prod          # where the products' part of dh_{t-1} goes
     memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
     for t in range(T - 1, -1, -1):
         sq_t = sq + t if sq != NULL else NULL
@@ -265,13 +297,16 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                     prefetch(dGh + hr + ld_h, H, True)
                 # dG: z, r, h~ (input side); dGh: h~ of the recurrent side, r times dG's
                 # (its z and r are dG's); dh_{t-1} = dh_t (1 - z)
-                ra_bwd_row(H, G + gr, AUX + hr, Hprev + hp, dhs + hr, dh_in + n * H,
+                h_prev = Hprev + hp if M == NULL else HU + hr
+                ra_bwd_row(H, G + gr, AUX + hr, h_prev, dhs + hr, dh_in + n * H,
                            dG + gr, dGh + hr, dh_out + n * H, sq_t)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T + dGh[rows, t] @ Wh[:, 2H:]^T
+            # (with M: those two into dhm, then dh_{t-1} += m * dhm)
+            dh_prod = dh_out + n0 * H if M == NULL else dhm
             recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh,
-                              H3, True, dh_out + n0 * H, H, True)
+                              H3, True, dh_prod, H, M == NULL)
             recurrent_product(L.path, rows, H, H, dGh + n0 * ld_h + t * H, ld_h, Wp_h,
-                              Wh + 2 * H, H3, True, dh_out + n0 * H, H, True)
+                              Wh + 2 * H, H3, True, dh_prod, H, True)
         else:
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
@@ -282,20 +317,28 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                     prefetch(dhs + hr + ld_h, H)
                     prefetch(dG + gr + ld_g, H3, True)
                 # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
-                bwd_zh_row(H, G + gr, Hprev + (n * T + t) * ld, dhs + hr, dh_in + n * H, dG + gr,
+                h_prev = Hprev + (n * T + t) * ld if M == NULL else HU + hr
+                bwd_zh_row(H, G + gr, h_prev, dhs + hr, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
             # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
             recurrent_product(L.path, rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h,
                               Wh + 2 * H, H3, True, S + n0 * H, H, False)
+            # (with M, the terms through the products go to dhm, then dh_{t-1} += m * dhm)
+            dh_prod = dh_out + n0 * H if M == NULL else dhm
+            if M != NULL:
+                memset(dhm, 0, rows * H * sizeof(floating))
             for n in range(n0, n1):
                 gr = (n * T + t) * H3
                 hr = (n * T + t) * H
-                # dr pre-activation; dh_{t-1} += d(r h) * r
+                # dr pre-activation (the h of r * h: masked in Hprev); dh_{t-1} += d(r h) * r
                 bwd_r_row(H, G + gr, Hprev + (n * T + t) * ld, S + n * H, dG + gr,
-                          dh_out + n * H)
+                          dh_prod + (n - n0) * H)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
             recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
-                              True, dh_out + n0 * H, H, True)
+                              True, dh_prod, H, True)
+        if M != NULL:
+            for n in range(n0, n1):
+                mask_add(H, M + n * H, dhm + (n - n0) * H, dh_out + n * H)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
     dx_rows(n0, n1, T, L.D, 3 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
@@ -378,7 +421,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
                    const floating *AUX, floating *S, floating *dG, floating *dGh, floating *dh_buf,
                    double *acc, floating *dWx, floating *dWh, floating *db, floating *dX,
                    floating *dh0, double *sq, floating *Wp, int threads,
-                   bint check) noexcept nogil:
+                   bint check, const floating *M, const floating *HU) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef int H3 = 3 * H
@@ -397,6 +440,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
     L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating))
+    L.M = M; L.HU = <void *>HU
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
@@ -411,12 +455,15 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
 def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0,
             cnp.ndarray hs, cnp.ndarray G, cnp.ndarray AUX, cnp.ndarray S,
-            bint reset_after, cnp.ndarray Wp, int threads=1, bint check=False):
+            bint reset_after, cnp.ndarray Wp, int threads=1, bint check=False,
+            object h_mask=None, object HU=None):
     """Run the GRU over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
     side by side) and AUX (S, Wp: scratch).
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
-    else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
+    else 0 (see fastrnn.layers._weights_checked_by_kernel).
+    h_mask (N, H) or None: recurrent dropout, the products read h_mask * h_{t-1} (XH then
+    holds those); needs the cache HU (N, T, H) for the unmasked h_{t-1}."""
     cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -434,18 +481,20 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     cdef void *pWp = buf(Wp, tn, packed_size(H, 3 * H, dbl) if reset_after else
                              packed_size(H, 2 * H, dbl) + packed_size(H, H, dbl),
                        "Wp", True, True)   # scratch: at least that size
+    cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
+    cdef void *pHU = NULL if h_mask is None else buf(HU, tn, NTH, "HU", True)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _forward(N, T, D, H, reset_after, <float *>pX, <float *>pXH, <float *>pWx,
                                  <float *>pWh, <float *>pb, <float *>ph0, <float *>phs,
                                  <float *>pG, <float *>pA, <float *>pS, <float *>pWp, threads,
-                                 check)
+                                 check, <float *>pM, <float *>pHU)
         else:
             nonfinite = _forward(N, T, D, H, reset_after, <double *>pX, <double *>pXH,
                                  <double *>pWx, <double *>pWh, <double *>pb, <double *>ph0,
                                  <double *>phs, <double *>pG, <double *>pA, <double *>pS,
-                                 <double *>pWp, threads, check)
+                                 <double *>pWp, threads, check, <double *>pM, <double *>pHU)
     return nonfinite
 
 
@@ -453,13 +502,14 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
              cnp.ndarray AUX, cnp.ndarray S, cnp.ndarray dG, object dGh,
              cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
              cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after,
-             cnp.ndarray Wp, int threads=1, bint check=False):
+             cnp.ndarray Wp, int threads=1, bint check=False, object h_mask=None,
+             object HU=None):
     """Backpropagate through all timesteps of the last forward.
 
     dGh (N, T, H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
     None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0."""
+    db; else 0.  h_mask, HU: as given to the forward."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
@@ -483,6 +533,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
     cdef bint dbl = tn == cnp.NPY_FLOAT64
     cdef void *pWp = buf(Wp, tn, packed_size(2 * H, H, dbl) + packed_size(H, H, dbl),
                        "Wp", True, True)   # scratch: at least that size (both variants)
+    cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, NH, "h_mask")
+    cdef void *pHU = NULL if h_mask is None else buf(HU, tn, NTH, "HU")
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
@@ -490,13 +542,15 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
                                   <float *>pWx, <float *>pWh, <float *>pG, <float *>pA,
                                   <float *>pS, <float *>pdG, <float *>pdGh, <float *>pdh, pacc,
                                   <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                                  <float *>pdh0, psq, <float *>pWp, threads, check)
+                                  <float *>pdh0, psq, <float *>pWp, threads, check,
+                                  <float *>pM, <float *>pHU)
         else:
             nonfinite = _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pXH,
                                   <double *>pWx, <double *>pWh, <double *>pG, <double *>pA,
                                   <double *>pS, <double *>pdG, <double *>pdGh, <double *>pdh, pacc,
                                   <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                                  <double *>pdh0, psq, <double *>pWp, threads, check)
+                                  <double *>pdh0, psq, <double *>pWp, threads, check,
+                                  <double *>pM, <double *>pHU)
     return nonfinite
 
 

@@ -27,7 +27,7 @@ from _seq cimport worth_prefetch, prefetch, dx_rows, start_rows, weight_grad_col
 from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
                         fr_use_pool, parallel_rows, parallel_together, share_cols, thread_sq)
 from _cells cimport (all_finite, buf, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
-                     lstm_bwd_row_f, lstm_bwd_row_d)
+                     lstm_bwd_row_f, lstm_bwd_row_d, mask_copy, mask_scale)
 
 cnp.import_array()
 fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
@@ -111,6 +111,7 @@ cdef struct Loop:
     int nonfinite
     bint f64
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
+    const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
 
 
 cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
@@ -125,6 +126,7 @@ cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize
     cdef floating *Hprev = <floating *>L.Hprev
     cdef floating *C = <floating *>L.C
     cdef floating *TC = <floating *>L.TC
+    cdef const floating *M = <const floating *>L.M
     cdef const floating *c_prev
     for n in range(n0, n1):
         gr = (n * T + t) * 4 * H + j0
@@ -132,7 +134,33 @@ cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize
         c_prev = c0 + n * H + j0 if t == 0 else C + hr - H
         fwd_row(w, H, G + gr, b + j0, c_prev, C + hr, TC + hr, hs + hr)
         if t + 1 < T:
-            memcpy(Hprev + (n * T + t + 1) * ld + j0, hs + hr, w * sizeof(floating))
+            if M == NULL:
+                memcpy(Hprev + (n * T + t + 1) * ld + j0, hs + hr, w * sizeof(floating))
+            else:       # the product's input: the masked h_t
+                mask_copy(w, M + n * H + j0, hs + hr, Hprev + (n * T + t + 1) * ld + j0)
+
+
+cdef void _mask_h0(Loop *L, Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
+    """Hprev[rows, 0] *= mask (recurrent dropout, when L.M): h0 as the first product reads it."""
+    cdef Py_ssize_t n
+    if L.M == NULL:
+        return
+    if L.f64:
+        for n in range(n0, n1):
+            mask_scale(L.H, <const double *>L.M + n * L.H, <double *>L.Hprev + n * L.T * L.ldxh)
+    else:
+        for n in range(n0, n1):
+            mask_scale(L.H, <const float *>L.M + n * L.H, <float *>L.Hprev + n * L.T * L.ldxh)
+
+
+cdef void _mask_rows(const floating *M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t j0, int w, int H,
+                     floating *dh) noexcept nogil:
+    """dh[rows, j0:j0+w] *= M[rows, j0:j0+w] (dh and M (N, H)): the gradient reaching h_{t-1}
+    through the product of the masked h_{t-1} (when M is not NULL)."""
+    cdef Py_ssize_t n
+    if M != NULL:
+        for n in range(n0, n1):
+            mask_scale(w, M + n * H + j0, dh + n * H + j0)
 
 
 cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
@@ -202,6 +230,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     # keep the inputs, project them into G, Hprev[:, 0] = h0
     start_rows(n0, n1, T, L.D, H, 4 * L.H, <const floating *>L.X, <const floating *>L.Wx, h0,
                <floating *>L.XH, G)
+    _mask_h0(L, n0, n1)
     for t in range(T):
         # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*(D+H) in Hprev)
         recurrent_product(L.path, <int>(n1 - n0), H4, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
@@ -237,6 +266,7 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     fr_share(N, tid, nth, &n0, &n1)
     start_rows(n0, n1, T, L.D, H, H4, <const floating *>L.X, <const floating *>L.Wx,
                <const floating *>L.h0, <floating *>L.XH, G)
+    _mask_h0(L, n0, n1)
     share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
     # this thread's columns of each gate block of Wh, packed from element 4*H*j0 of Wp on
@@ -266,7 +296,7 @@ cdef void _forward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
                   const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
                   const floating *c0, floating *hs, floating *G, floating *C, floating *TC,
-                  floating *Wp, int threads, bint check) noexcept nogil:
+                  floating *Wp, int threads, bint check, const floating *M) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop
     (or, use_units, a share of the hidden units of every row at each step).  (With one thread
     the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
@@ -280,6 +310,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating))
     L.check = check and T == 1
     L.nonfinite = 0
+    L.M = M
     if use_units(threads, L.path, N, H):
         fr_barrier_init(&L.bar, threads)
         if parallel_together(threads, _forward_units_task, &L, NULL, 0, &L.sq_part):
@@ -306,6 +337,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
         # dh_{t-1} = dG[rows, t] @ Wh^T
         recurrent_product(L.path, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
                           <const floating *>L.Wh, H4, True, dh[1] + n0 * H, H, False)
+        _mask_rows(<const floating *>L.M, n0, n1, 0, H, H, dh[1])
         _carried_swap(dh, dc)
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
     dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
@@ -346,6 +378,7 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
             gemm_packed(<int>N, w, H4, dG + t * H4, T * H4, P, dh[1] + j0, H, False)
+            _mask_rows(<const floating *>L.M, 0, N, j0, w, H, dh[1])
         _carried_swap(dh, dc)
     # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
     fr_share(N, tid, nth, &n0, &n1)
@@ -388,7 +421,8 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
                    const floating *c0, const floating *G, const floating *C, const floating *TC,
                    floating *dG, floating *dh_buf, floating *dc_buf, double *acc, floating *dWx,
                    floating *dWh, floating *db, floating *dX, floating *dh0, floating *dc0,
-                   double *sq, floating *Wp, int threads, bint check) noexcept nogil:
+                   double *sq, floating *Wp, int threads, bint check,
+                   const floating *M) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX; or, use_units, a share of the hidden units of every row at each step);
     then, once dG is complete, a share of the weight-gradient columns."""
@@ -402,6 +436,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     L.Wx = Wx; L.Wp = Wp; L.c0 = c0; L.G = <void *>G; L.C = <void *>C; L.TC = <void *>TC
     L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
+    L.M = M
     cdef bint by_units = use_units(threads, L.path, N, H)
     # (shared by units, a thread's segments of a row are its units only: no gain measured)
     L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating)) and not by_units
@@ -445,13 +480,15 @@ def _set_unit_split(int mode):
 def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
             cnp.ndarray G, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp,
-            int threads=1, bint check=False):
+            int threads=1, bint check=False, object h_mask=None):
     """Run the LSTM over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
     side by side), G, C, TC (Wp: scratch).
     threads: how many threads share the batch rows of the time loop.
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
-    else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
+    else 0 (see fastrnn.layers._weights_checked_by_kernel).
+    h_mask (N, H) or None: recurrent dropout, h_{t-1} Wh becomes (h_mask * h_{t-1}) Wh (XH
+    then holds the masked h_{t-1})."""
     cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1]
     cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -469,18 +506,19 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     cdef void *pTC = buf(TC, tn, NTH, "TC", True)
     cdef void *pWp = buf(Wp, tn, wp_size(H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
+    cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pXH, <float *>pWx, <float *>pWh,
                                  <float *>pb, <float *>ph0, <float *>pc0, <float *>phs,
                                  <float *>pG, <float *>pC, <float *>pTC, <float *>pWp, threads,
-                                 check)
+                                 check, <float *>pM)
         else:
             nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pXH, <double *>pWx,
                                  <double *>pWh, <double *>pb, <double *>ph0, <double *>pc0,
                                  <double *>phs, <double *>pG, <double *>pC, <double *>pTC,
-                                 <double *>pWp, threads, check)
+                                 <double *>pWp, threads, check, <double *>pM)
     return nonfinite
 
 
@@ -489,14 +527,14 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
              cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
              cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
              cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp,
-             int threads=1, bint check=False):
+             int threads=1, bint check=False, object h_mask=None):
     """Backpropagate through all timesteps of the last forward.
 
     dcT (N, H) or None: gradient w.r.t. the last cell state; sq (T, 2) float64 zeros or None:
     receives ||dL/dh_t||^2 and ||dL/dc_t||^2 per step; Wp: scratch for the packed Wh^T.
     Writes dWx, dWh, db, dX, dh0, dc0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0."""
+    db; else 0.  h_mask: as given to the forward."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1]
     cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -523,6 +561,7 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
     cdef double *psq = NULL if sq is None else <double *>buf(sq, cnp.NPY_FLOAT64, 2 * T, "sq", True)
     cdef void *pWp = buf(Wp, tn, wp_size(H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
+    cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
@@ -531,14 +570,14 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
                                   <float *>pC, <float *>pTC, <float *>pdG, <float *>pdh,
                                   <float *>pdc, pacc, <float *>pdWx, <float *>pdWh, <float *>pdb,
                                   <float *>pdX, <float *>pdh0, <float *>pdc0, psq, <float *>pWp,
-                                  threads, check)
+                                  threads, check, <float *>pM)
         else:
             nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pXH,
                                   <double *>pWx, <double *>pWh, <double *>pc0, <double *>pG,
                                   <double *>pC, <double *>pTC, <double *>pdG, <double *>pdh,
                                   <double *>pdc, pacc, <double *>pdWx, <double *>pdWh,
                                   <double *>pdb, <double *>pdX, <double *>pdh0, <double *>pdc0,
-                                  psq, <double *>pWp, threads, check)
+                                  psq, <double *>pWp, threads, check, <double *>pM)
     return nonfinite
 
 

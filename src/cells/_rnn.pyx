@@ -1,4 +1,5 @@
-"""Vanilla RNN forward and backward-through-time kernels: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
+"""Vanilla RNN forward and backward-through-time kernels: h_t = tanh(x_t Wx + h_{t-1} Wh + b)
+(or max(0, .) with relu).
 
 Same layout as _lstm.pyx (batch-major, step t = N rows with stride T*X).  Caches:
   XH     [x_t | h_{t-1}] for every step (h0 at t = 0)  (N, T, D + H); x_t copied in by forward
@@ -12,8 +13,9 @@ from _packed cimport (checked_mode, fr_isa, kernel_isa, kernel_tn_mode, gemm_pac
                       pack_stacked, packed_size, recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, weight_grad_cols
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
-from _cells cimport (all_finite, buf, flag_nonfinite, rnn_fwd_row_f, rnn_fwd_row_d,
-                     rnn_bwd_row_f, rnn_bwd_row_d)
+from _cells cimport (all_finite, buf, flag_nonfinite, mask_copy, mask_scale, rnn_fwd_row_f,
+                     rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d, rnn_relu_fwd_row_f,
+                     rnn_relu_fwd_row_d, rnn_relu_bwd_row_f, rnn_relu_bwd_row_d)
 
 cnp.import_array()
 fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
@@ -68,16 +70,27 @@ cdef bint packed_dx(Py_ssize_t NT, int D, int H, size_t itemsize) noexcept nogil
             and packed_size(H, D, False) * itemsize <= PACKED_L2_BYTES)
 
 
-cdef inline void fwd_row(int H, floating *a, const floating *b, floating *h) noexcept nogil:
-    if floating is float:
+cdef inline void fwd_row(int H, floating *a, const floating *b, floating *h,
+                         bint relu) noexcept nogil:
+    if relu:
+        if floating is float:
+            rnn_relu_fwd_row_f(H, a, b, h)
+        else:
+            rnn_relu_fwd_row_d(H, a, b, h)
+    elif floating is float:
         rnn_fwd_row_f(H, a, b, h)
     else:
         rnn_fwd_row_d(H, a, b, h)
 
 
 cdef inline void bwd_row(int H, const floating *a, const floating *dy, const floating *dh_in,
-                         floating *da, double *sq) noexcept nogil:
-    if floating is float:
+                         floating *da, double *sq, bint relu) noexcept nogil:
+    if relu:
+        if floating is float:
+            rnn_relu_bwd_row_f(H, a, dy, dh_in, da, sq)
+        else:
+            rnn_relu_bwd_row_d(H, a, dy, dh_in, da, sq)
+    elif floating is float:
         rnn_bwd_row_f(H, a, dy, dh_in, da, sq)
     else:
         rnn_bwd_row_d(H, a, dy, dh_in, da, sq)
@@ -115,6 +128,8 @@ cdef struct Loop:
     int nonfinite
     bint f64
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
+    const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
+    bint relu           # nonlinearity max(0, .) rather than tanh
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -129,12 +144,16 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef int D = L.D, rows = <int>(n1 - n0)
     cdef const floating *X = <const floating *>L.X
     cdef floating *XH = <floating *>L.XH
+    cdef const floating *M = <const floating *>L.M
     if L.fused:
         for n in range(n0, n1):                 # Hprev[rows, 0] = h0
             memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
     else:
         # keep the inputs, project them into G, Hprev[:, 0] = h0
         start_rows(n0, n1, T, D, H, H, X, <const floating *>L.Wx, h0, XH, G)
+    if M != NULL:                               # Hprev holds the masked h_{t-1} (m * h0 here)
+        for n in range(n0, n1):
+            mask_scale(H, M + n * H, Hprev + n * T * ld)
     for t in range(T):
         if L.fused:
             # XH[rows, t, :D] = x_t; G[rows, t] = [x_t | h_{t-1}] @ [Wx; Wh]
@@ -158,9 +177,12 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 prefetch(hs + r + T * H, H, True)
                 if t + 1 < T:
                     prefetch(Hprev + ((n + 1) * T + t + 1) * ld, H, True)
-            fwd_row(H, G + r, b, hs + r)        # h_t = tanh(G + b)
+            fwd_row(H, G + r, b, hs + r, L.relu)    # h_t = tanh(G + b) (or relu)
             if t + 1 < T:
-                memcpy(Hprev + (n * T + t + 1) * ld, hs + r, H * sizeof(floating))
+                if M == NULL:
+                    memcpy(Hprev + (n * T + t + 1) * ld, hs + r, H * sizeof(floating))
+                else:
+                    mask_copy(H, M + n * H, hs + r, Hprev + (n * T + t + 1) * ld)
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -176,7 +198,8 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
 
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
                   const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
-                  floating *hs, floating *G, floating *Wp, int threads, bint check) noexcept nogil:
+                  floating *hs, floating *G, floating *Wp, int threads, bint check,
+                  const floating *M, bint relu) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop
     (with one thread the projection is a single GEMM over all N*T rows, BLAS threading it); or,
     fused_steps, the projection of each step inside its recurrent product."""
@@ -193,6 +216,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     L.prefetch = worth_prefetch(N * T * H, sizeof(floating))
     L.check = check and T == 1
     L.nonfinite = 0
+    L.M = M; L.relu = relu
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
     return L.nonfinite
 
@@ -209,6 +233,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     cdef floating *dh_in = <floating *>L.dh_buf
     cdef floating *dh_out = dh_in + NH
     cdef floating *tmp
+    cdef const floating *M = <const floating *>L.M
     memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
     for t in range(T - 1, -1, -1):
         for n in range(n0, n1):
@@ -218,10 +243,14 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 prefetch(dhs + r + T * H, H)
                 prefetch(dG + r + T * H, H, True)
             # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
-            bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL)
-        # dh_{t-1} = dG[rows, t] @ Wh^T
+            bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL,
+                    L.relu)
+        # dh_{t-1} = dG[rows, t] @ Wh^T  (times the mask: the product's input was m * h_{t-1})
         recurrent_product(L.path, <int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp,
                           <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
+        if M != NULL:
+            for n in range(n0, n1):
+                mask_scale(H, M + n * H, dh_out + n * H)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
     dx_rows(n0, n1, T, L.D, L.H, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
@@ -264,7 +293,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
                    const floating *XH, const floating *Wx, const floating *Wh, const floating *G,
                    floating *dG, floating *dh_buf, double *acc, floating *dWx, floating *dWh,
                    floating *db, floating *dX, floating *dh0, double *sq, floating *Wp,
-                   int threads, bint check) noexcept nogil:
+                   int threads, bint check, const floating *M, bint relu) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
     cdef Py_ssize_t NH = N * H
@@ -283,6 +312,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     L.sq = sq; L.dX = dX; L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc
     L.f64 = floating is double
     L.prefetch = worth_prefetch(N * T * H, sizeof(floating))
+    L.M = M; L.relu = relu
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
     memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
@@ -296,13 +326,15 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
 
 def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Wp,
-            int threads=1, bint check=False):
+            int threads=1, bint check=False, object h_mask=None, bint relu=False):
     """Run the RNN over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
     side by side) and G (Wp: scratch).
     threads: how many threads share the batch rows of the time loop.
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
-    else 0 (see fastrnn.layers._weights_checked_by_kernel)."""
+    else 0 (see fastrnn.layers._weights_checked_by_kernel).
+    h_mask (N, H) or None: recurrent dropout, h_{t-1} Wh becomes (h_mask * h_{t-1}) Wh (XH
+    then holds the masked h_{t-1}); relu: h_t = max(0, .) instead of tanh."""
     cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -316,16 +348,18 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     cdef void *pG = buf(G, tn, NTH, "G", True)
     cdef void *pWp = buf(Wp, tn, packed_size(<int>(D + H), <int>H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
+    cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pXH, <float *>pWx, <float *>pWh,
                                  <float *>pb, <float *>ph0, <float *>phs, <float *>pG,
-                                 <float *>pWp, threads, check)
+                                 <float *>pWp, threads, check, <float *>pM, relu)
         else:
             nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pXH, <double *>pWx,
                                  <double *>pWh, <double *>pb, <double *>ph0, <double *>phs,
-                                 <double *>pG, <double *>pWp, threads, check)
+                                 <double *>pG, <double *>pWp, threads, check, <double *>pM,
+                                 relu)
     return nonfinite
 
 
@@ -333,14 +367,14 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray G, cnp.ndarray dG, cnp.ndarray dh_buf,
              cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db,
              cnp.ndarray dX, cnp.ndarray dh0, object sq, cnp.ndarray Wp,
-             int threads=1, bint check=False):
+             int threads=1, bint check=False, object h_mask=None, bint relu=False):
     """Backpropagate through all timesteps of the last forward.
 
     sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step; Wp: scratch (packed Wh^T,
     then packed Wx^T).
     Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0."""
+    db; else 0.  h_mask and relu: as given to the forward."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
@@ -361,18 +395,21 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef void *pWp = buf(Wp, tn, packed_size(H, H, tn == cnp.NPY_FLOAT64)
                          + packed_size(H, D, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
+    cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, NH, "h_mask")
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _backward(N, T, D, H, <float *>pdhs, <float *>pXH, <float *>pWx,
                                   <float *>pWh, <float *>pG, <float *>pdG, <float *>pdh, pacc,
                                   <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
-                                  <float *>pdh0, psq, <float *>pWp, threads, check)
+                                  <float *>pdh0, psq, <float *>pWp, threads, check,
+                                  <float *>pM, relu)
         else:
             nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pXH, <double *>pWx,
                                   <double *>pWh, <double *>pG, <double *>pdG, <double *>pdh, pacc,
                                   <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
-                                  <double *>pdh0, psq, <double *>pWp, threads, check)
+                                  <double *>pdh0, psq, <double *>pWp, threads, check,
+                                  <double *>pM, relu)
     return nonfinite
 
 

@@ -75,6 +75,53 @@ FR_KERNEL void FR_FN(rnn_bwd_row)(int H, const FR_T *restrict a, const FR_T *res
     if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);     /* ||dL/dh_t||^2 */
 }
 
+/* nonlinearity="relu":  h = max(0, x Wx + h_prev Wh + b); h > 0 exactly where the derivative is
+ * 1 (0 at 0, as PyTorch's), so the cached h serves backward as tanh's does */
+
+FR_KERNEL void FR_FN(rnn_relu_fwd_row)(int H, FR_T *restrict a, const FR_T *restrict b,
+                                       FR_T *restrict h)
+{
+    for (int j = 0; j < H; j++) {
+        FR_T s = a[j] + b[j];
+        FR_T v = s > 0 ? s : 0;     /* (NaN gives 0: the layers never pass one, see forward) */
+        a[j] = v;
+        h[j] = v;
+    }
+}
+
+FR_KERNEL void FR_FN(rnn_relu_bwd_row)(int H, const FR_T *restrict a, const FR_T *restrict dy,
+                                       const FR_T *restrict dh_in, FR_T *restrict da,
+                                       double *restrict sq)
+{
+    for (int j = 0; j < H; j++) {
+        FR_T dh = dy[j] + dh_in[j];
+        da[j] = a[j] > 0 ? dh : 0;
+    }
+    if (sq) sq[0] += FR_FN(sumsq_of_sum)(H, dy, dh_in);     /* ||dL/dh_t||^2 */
+}
+
+/* ---- recurrent dropout: a mask m (one row of h_mask) on the input of the product h_{t-1} Wh ---- */
+
+/* y = m * x */
+FR_KERNEL void FR_FN(mask_copy_row)(int H, const FR_T *restrict m, const FR_T *restrict x,
+                                    FR_T *restrict y)
+{
+    for (int j = 0; j < H; j++) y[j] = m[j] * x[j];
+}
+
+/* x *= m */
+FR_KERNEL void FR_FN(mask_scale_row)(int H, const FR_T *restrict m, FR_T *restrict x)
+{
+    for (int j = 0; j < H; j++) x[j] *= m[j];
+}
+
+/* y += m * x */
+FR_KERNEL void FR_FN(mask_add_row)(int H, const FR_T *restrict m, const FR_T *restrict x,
+                                   FR_T *restrict y)
+{
+    for (int j = 0; j < H; j++) y[j] += m[j] * x[j];
+}
+
 /* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ----
  * H units of a row whose gate blocks lie bs apart in a (and b, da): bs = H for a whole row, the
  * layer's H for a thread's share of the units (see _lstm.pyx, unit split). */

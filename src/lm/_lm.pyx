@@ -1,0 +1,603 @@
+"""Kernels of the language-model layers (fastrnn/layers/lm.py), GIL released, threaded on the
+process's pool.
+
+The layer checks every argument (dtypes, shapes, C-contiguity, ids in range) before calling
+here; these functions only assert what a wrong call would turn into a crash.  float32 and float64
+run the same code (the row kernels of fr_lm.h, suffixes _f and _d).  `threads` is the number of
+pool threads; each function splits its work so that the result does not depend on it (the
+embedding's scatter-add, the softmax rows) or only by rounding (the affine products, whose
+reduction dimension may be split).
+"""
+cimport numpy as cnp
+from libc.math cimport log
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+from _blas cimport blas_int, gemm
+from _parallel cimport fr_parallel, fr_share, fr_use_pool, share_cols
+
+cnp.import_array()
+fr_use_pool()                   # threaded work runs on the process's pool (fr_pool.h)
+
+cdef extern from "fr_lm.h" nogil:
+    int fr_copy_check_f(float *dst, const float *src, Py_ssize_t n)
+    int fr_copy_check_d(double *dst, const double *src, Py_ssize_t n)
+    int fr_nonfinite_f(const float *x, Py_ssize_t n)
+    int fr_nonfinite_d(const double *x, Py_ssize_t n)
+    void fr_add_f(float *dst, const float *src, Py_ssize_t n)
+    void fr_add_d(double *dst, const double *src, Py_ssize_t n)
+    void fr_colsum_f(double *acc, const float *row, Py_ssize_t n)
+    void fr_colsum_d(double *acc, const double *row, Py_ssize_t n)
+    int fr_add_bias_check_f(float *row, const float *b, Py_ssize_t n)
+    int fr_add_bias_check_d(double *row, const double *b, Py_ssize_t n)
+    float fr_row_max_f(const float *x, Py_ssize_t n, int *bad)
+    double fr_row_max_d(const double *x, Py_ssize_t n, int *bad)
+    double fr_row_sumexp_f(const float *x, Py_ssize_t n, float m)
+    double fr_row_sumexp_d(const double *x, Py_ssize_t n, double m)
+    void fr_row_softmax_f(float *out, const float *x, Py_ssize_t n, float m, float ls, float s)
+    void fr_row_softmax_d(double *out, const double *x, Py_ssize_t n, double m, double ls,
+                          double s)
+    void fr_row_softmax_inplace_f(float *p, Py_ssize_t n, float m, float ls, float s)
+    void fr_row_softmax_inplace_d(double *p, Py_ssize_t n, double m, double ls, double s)
+    int fr_mul_check_f(float *out, const float *x, const float *mask, Py_ssize_t n)
+    int fr_mul_check_d(double *out, const double *x, const double *mask, Py_ssize_t n)
+    int fr_mul_check_inplace_f(float *p, const float *mask, Py_ssize_t n)
+    int fr_mul_check_inplace_d(double *p, const double *mask, Py_ssize_t n)
+    int fr_dropout_f(float *out, const float *x, Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1,
+                     uint64_t key, uint32_t thr, float scale)
+    int fr_dropout_d(double *out, const double *x, Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1,
+                     uint64_t key, uint32_t thr, double scale)
+    int FR_MAX_THREADS
+
+
+cdef int _threads(int threads) noexcept nogil:
+    return 1 if threads < 1 else (FR_MAX_THREADS if threads > FR_MAX_THREADS else threads)
+
+
+cdef bint _f32(cnp.ndarray a) except -1:
+    cdef int tn = cnp.PyArray_TYPE(a)
+    if tn == cnp.NPY_FLOAT32:
+        return True
+    if tn == cnp.NPY_FLOAT64:
+        return False
+    raise TypeError(f"expected a float32 or float64 array, got {a.dtype}")
+
+
+cdef void _need(bint ok, str what) except *:
+    if not ok:
+        raise ValueError(f"_lm kernel called with {what}")
+
+
+cdef inline bint _usable(cnp.ndarray a, int typenum):
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a))
+
+
+# ---- embedding ------------------------------------------------------------------------------
+
+cdef struct Embed:
+    char *W                 # (V, D) rows (gather: read; scatter: dW, written)
+    char *rows              # (R, D): gather's out, scatter's dout
+    const int64_t *ids      # (R,)
+    Py_ssize_t R, V, D
+    bint f32
+    int bad[8]              # per thread: saw NaN/Inf (gather)
+
+
+cdef void _gather_task(void *arg, int tid, int n) noexcept nogil:
+    cdef Embed *E = <Embed *>arg
+    cdef Py_ssize_t lo, hi, r, D = E.D
+    cdef int bad = 0
+    fr_share(E.R, tid, n, &lo, &hi)
+    for r in range(lo, hi):
+        if E.f32:
+            bad |= fr_copy_check_f(<float *>E.rows + r * D, <float *>E.W + E.ids[r] * D, D)
+        else:
+            bad |= fr_copy_check_d(<double *>E.rows + r * D, <double *>E.W + E.ids[r] * D, D)
+    E.bad[tid] = bad
+
+
+cdef void _scatter_task(void *arg, int tid, int n) noexcept nogil:
+    """Thread tid owns the rows [lo, hi) of dW: it zeroes them and adds every dout row whose id
+    falls in them, in the order of the ids -- the sums do not depend on the thread count."""
+    cdef Embed *E = <Embed *>arg
+    cdef Py_ssize_t lo, hi, r, D = E.D, i
+    cdef size_t item = 4 if E.f32 else 8
+    fr_share(E.V, tid, n, &lo, &hi)
+    if hi > lo:
+        memset(E.W + lo * D * item, 0, (hi - lo) * D * item)
+    for r in range(E.R):
+        i = E.ids[r]
+        if lo <= i < hi:
+            if E.f32:
+                fr_add_f(<float *>E.W + i * D, <float *>E.rows + r * D, D)
+            else:
+                fr_add_d(<double *>E.W + i * D, <double *>E.rows + r * D, D)
+
+
+cdef Embed _embed(cnp.ndarray W, cnp.ndarray ids, cnp.ndarray rows) except *:
+    cdef Embed E
+    E.f32 = _f32(W)
+    cdef int tn = cnp.PyArray_TYPE(W)
+    _need(cnp.PyArray_NDIM(W) == 2 and _usable(W, tn), "W not a C-contiguous 2-D float array")
+    _need(cnp.PyArray_TYPE(ids) == cnp.NPY_INT64 and cnp.PyArray_IS_C_CONTIGUOUS(ids),
+          "ids not C-contiguous int64")
+    E.V, E.D = cnp.PyArray_DIM(W, 0), cnp.PyArray_DIM(W, 1)
+    E.R = cnp.PyArray_SIZE(ids)
+    _need(_usable(rows, tn) and cnp.PyArray_SIZE(rows) == E.R * E.D, "rows of the wrong size")
+    E.W = <char *>cnp.PyArray_DATA(W)
+    E.rows = <char *>cnp.PyArray_DATA(rows)
+    E.ids = <const int64_t *>cnp.PyArray_DATA(ids)
+    return E
+
+
+def embed_gather(cnp.ndarray W, cnp.ndarray ids, cnp.ndarray out, int threads=1):
+    """out[r] = W[ids[r]] for the R ids (0 <= id < V, checked by the caller); False if a
+    gathered row holds NaN or Inf."""
+    cdef Embed E = _embed(W, ids, out)
+    cdef int t, n = _threads(threads), bad = 0
+    if n > E.R:
+        n = <int>max(E.R, 1)
+    with nogil:
+        fr_parallel(n, _gather_task, &E)
+    for t in range(n):
+        bad |= E.bad[t]
+    return not bad
+
+
+def embed_scatter(cnp.ndarray dW, cnp.ndarray ids, cnp.ndarray dout, int threads=1):
+    """dW = 0, then dW[ids[r]] += dout[r] for every r, in order (repeated ids summed)."""
+    cdef Embed E = _embed(dW, ids, dout)
+    cdef int n = _threads(threads)
+    _need(cnp.PyArray_ISWRITEABLE(dW), "a read-only dW")
+    if n > E.V:
+        n = <int>E.V
+    with nogil:
+        fr_parallel(n, _scatter_task, &E)
+
+
+# ---- softmax with cross-entropy --------------------------------------------------------------
+
+cdef struct Softmax:
+    char *x                 # (R, V) logits
+    char *out               # (R, V) gradient (may be x)
+    const int64_t *ts       # (R,) targets
+    int64_t ignore
+    char *m                 # (R,) row maxima (dtype)
+    char *ls                # (R,) log of the row's sum of exp(x - max) (dtype)
+    double *loss            # (R,) per-row loss, float64
+    double scale
+    Py_ssize_t R, V
+    bint f32
+    Py_ssize_t bad[8]       # per thread: its first row holding NaN/Inf, or -1
+
+
+cdef void _softmax_fwd_task(void *arg, int tid, int n) noexcept nogil:
+    cdef Softmax *S = <Softmax *>arg
+    cdef Py_ssize_t lo, hi, r, V = S.V, t
+    cdef int bad
+    cdef double lsum
+    cdef float mf
+    cdef double md
+    S.bad[tid] = -1
+    fr_share(S.R, tid, n, &lo, &hi)
+    for r in range(lo, hi):
+        t = S.ts[r]
+        if S.f32:
+            mf = fr_row_max_f(<float *>S.x + r * V, V, &bad)
+            (<float *>S.m)[r] = mf
+            md = mf
+        else:
+            md = fr_row_max_d(<double *>S.x + r * V, V, &bad)
+            (<double *>S.m)[r] = md
+        if bad:
+            if S.bad[tid] < 0:
+                S.bad[tid] = r
+            continue
+        if t == S.ignore:
+            lsum = 0
+            S.loss[r] = 0
+        else:
+            if S.f32:
+                lsum = log(fr_row_sumexp_f(<float *>S.x + r * V, V, mf))
+                S.loss[r] = lsum - (<double>(<float *>S.x)[r * V + t] - md)
+            else:
+                lsum = log(fr_row_sumexp_d(<double *>S.x + r * V, V, md))
+                S.loss[r] = lsum - ((<double *>S.x)[r * V + t] - md)
+        if S.f32:
+            (<float *>S.ls)[r] = <float>lsum
+        else:
+            (<double *>S.ls)[r] = lsum
+
+
+cdef void _softmax_bwd_task(void *arg, int tid, int n) noexcept nogil:
+    cdef Softmax *S = <Softmax *>arg
+    cdef Py_ssize_t lo, hi, r, V = S.V, t
+    cdef size_t item = 4 if S.f32 else 8
+    cdef bint inplace = S.out == S.x
+    cdef float *of
+    cdef double *od
+    fr_share(S.R, tid, n, &lo, &hi)
+    for r in range(lo, hi):
+        t = S.ts[r]
+        if t == S.ignore:
+            memset(S.out + r * V * item, 0, V * item)
+        elif S.f32:
+            of = <float *>S.out + r * V
+            if inplace:
+                fr_row_softmax_inplace_f(of, V, (<float *>S.m)[r], (<float *>S.ls)[r],
+                                         <float>S.scale)
+            else:
+                fr_row_softmax_f(of, <float *>S.x + r * V, V, (<float *>S.m)[r],
+                                 (<float *>S.ls)[r], <float>S.scale)
+            of[t] -= <float>S.scale
+        else:
+            od = <double *>S.out + r * V
+            if inplace:
+                fr_row_softmax_inplace_d(od, V, (<double *>S.m)[r], (<double *>S.ls)[r],
+                                         S.scale)
+            else:
+                fr_row_softmax_d(od, <double *>S.x + r * V, V, (<double *>S.m)[r],
+                                 (<double *>S.ls)[r], S.scale)
+            od[t] -= S.scale
+
+
+cdef Softmax _softmax(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray m,
+                      cnp.ndarray ls) except *:
+    cdef Softmax S
+    S.f32 = _f32(x)
+    cdef int tn = cnp.PyArray_TYPE(x)
+    _need(cnp.PyArray_NDIM(x) == 2 and _usable(x, tn), "x not a C-contiguous 2-D float array")
+    S.R, S.V = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    _need(S.V >= 1, "no classes")
+    _need(cnp.PyArray_TYPE(ts) == cnp.NPY_INT64 and cnp.PyArray_IS_C_CONTIGUOUS(ts)
+          and cnp.PyArray_SIZE(ts) == S.R, "ts not R C-contiguous int64")
+    _need(_usable(m, tn) and _usable(ls, tn) and cnp.PyArray_SIZE(m) == S.R
+          and cnp.PyArray_SIZE(ls) == S.R, "m or ls of the wrong size or dtype")
+    S.x = <char *>cnp.PyArray_DATA(x)
+    S.out = NULL
+    S.ts = <const int64_t *>cnp.PyArray_DATA(ts)
+    S.ignore = ignore
+    S.m = <char *>cnp.PyArray_DATA(m)
+    S.ls = <char *>cnp.PyArray_DATA(ls)
+    S.loss = NULL
+    S.scale = 0
+    return S
+
+
+def softmax_loss_forward(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray m,
+                         cnp.ndarray ls, cnp.ndarray loss, int threads=1):
+    """Per row r of the logits x (R, V): m[r] = max, ls[r] = log sum exp(x - max) and
+    loss[r] = ls[r] - (x[r, ts[r]] - m[r]) (float64; 0 where ts[r] == ignore).  Targets are in
+    range (checked by the caller).  Returns the first row holding NaN or Inf, or -1."""
+    cdef Softmax S = _softmax(x, ts, ignore, m, ls)
+    _need(cnp.PyArray_TYPE(loss) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(loss)
+          and cnp.PyArray_SIZE(loss) == S.R, "loss not R C-contiguous float64")
+    S.loss = <double *>cnp.PyArray_DATA(loss)
+    cdef int t, n = _threads(threads)
+    if n > S.R:
+        n = <int>max(S.R, 1)
+    with nogil:
+        fr_parallel(n, _softmax_fwd_task, &S)
+    cdef Py_ssize_t first = -1
+    for t in range(n):
+        if S.bad[t] >= 0 and (first < 0 or S.bad[t] < first):
+            first = S.bad[t]
+    return first
+
+
+def softmax_loss_backward(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray m,
+                          cnp.ndarray ls, double scale, cnp.ndarray out, int threads=1):
+    """out = (softmax(x) - onehot(ts)) * scale row by row, zero rows where ts == ignore, from
+    forward's m and ls.  out may be x itself (the logits turned into the gradient in place)."""
+    cdef Softmax S = _softmax(x, ts, ignore, m, ls)
+    _need(_usable(out, cnp.PyArray_TYPE(x)) and cnp.PyArray_SIZE(out) == S.R * S.V
+          and cnp.PyArray_ISWRITEABLE(out), "out of the wrong size or dtype")
+    S.out = <char *>cnp.PyArray_DATA(out)
+    S.scale = scale
+    cdef int n = _threads(threads)
+    if n > S.R:
+        n = <int>max(S.R, 1)
+    with nogil:
+        fr_parallel(n, _softmax_bwd_task, &S)
+
+
+# ---- affine ---------------------------------------------------------------------------------
+
+cdef struct Affine:
+    char *x                 # (R, D)
+    char *W                 # W (D, M) row-major, or with w_t its transpose E (M, D) row-major
+    bint w_t
+    char *b                 # (M,)
+    char *y                 # forward: out (R, M); backward: dout (R, M)
+    char *dx                # (R, D)
+    char *dx_part           # (threads - 1, R, D): the other threads' partial dx
+    char *dW                # (D, M) row-major
+    double *acc             # (M,) db's float64 column sums
+    char *db
+    Py_ssize_t R, D, M
+    bint f32
+    int bad[8]
+
+
+cdef inline void _gemm(bint f32, bint ta, bint tb, blas_int m, blas_int n, blas_int k,
+                       const char *a, blas_int lda, const char *b, blas_int ldb, char *c,
+                       blas_int ldc) noexcept nogil:
+    if f32:
+        gemm(ta, tb, m, n, k, <float>1, <const float *>a, lda, <const float *>b, ldb,
+             <float>0, <float *>c, ldc)
+    else:
+        gemm(ta, tb, m, n, k, <double>1, <const double *>a, lda, <const double *>b, ldb,
+             <double>0, <double *>c, ldc)
+
+
+cdef void _affine_fwd_task(void *arg, int tid, int n) noexcept nogil:
+    """Columns [lo, hi) of out = x W + b: each thread packs only its slice of W."""
+    cdef Affine *A = <Affine *>arg
+    cdef Py_ssize_t lo, hi, r, D = A.D, M = A.M
+    cdef size_t item = 4 if A.f32 else 8
+    cdef int bad = 0
+    share_cols(M, tid, n, &lo, &hi)
+    if hi > lo:
+        if A.w_t:       # W[:, lo:hi] = E[lo:hi, :]^T
+            _gemm(A.f32, False, True, A.R, hi - lo, D, A.x, D, A.W + lo * D * item, D,
+                  A.y + lo * item, M)
+        else:
+            _gemm(A.f32, False, False, A.R, hi - lo, D, A.x, D, A.W + lo * item, M,
+                  A.y + lo * item, M)
+        for r in range(A.R):
+            if A.f32:
+                bad |= fr_add_bias_check_f(<float *>A.y + r * M + lo, <float *>A.b + lo, hi - lo)
+            else:
+                bad |= fr_add_bias_check_d(<double *>A.y + r * M + lo, <double *>A.b + lo,
+                                           hi - lo)
+    A.bad[tid] = bad
+
+
+cdef void _affine_dx_task(void *arg, int tid, int n) noexcept nogil:
+    """dx = dout W^T over the slice [lo, hi) of the M columns of dout (the reduction dimension):
+    each thread reads half of dout and of W; thread 0 writes dx, the others their partial."""
+    cdef Affine *A = <Affine *>arg
+    cdef Py_ssize_t lo, hi, D = A.D, M = A.M
+    cdef size_t item = 4 if A.f32 else 8
+    cdef char *c = A.dx if tid == 0 else A.dx_part + (tid - 1) * A.R * D * item
+    share_cols(M, tid, n, &lo, &hi)
+    if hi <= lo:
+        memset(c, 0, A.R * D * item)
+    elif A.w_t:         # (W^T)[lo:hi, :] = E[lo:hi, :]
+        _gemm(A.f32, False, False, A.R, D, hi - lo, A.y + lo * item, M, A.W + lo * D * item, D,
+              c, D)
+    else:               # (W^T)[lo:hi, :] = W[:, lo:hi]^T
+        _gemm(A.f32, False, True, A.R, D, hi - lo, A.y + lo * item, M, A.W + lo * item, M,
+              c, D)
+
+
+cdef void _affine_sum_task(void *arg, int tid, int n) noexcept nogil:
+    """dx += the other threads' partials, over this thread's share of dx's elements."""
+    cdef Affine *A = <Affine *>arg
+    cdef Py_ssize_t lo, hi, total = A.R * A.D
+    cdef int k, parts = A.bad[0]
+    fr_share(total, tid, n, &lo, &hi)
+    for k in range(parts):
+        if A.f32:
+            fr_add_f(<float *>A.dx + lo, <float *>A.dx_part + k * total + lo, hi - lo)
+        else:
+            fr_add_d(<double *>A.dx + lo, <double *>A.dx_part + k * total + lo, hi - lo)
+
+
+cdef void _affine_dw_task(void *arg, int tid, int n) noexcept nogil:
+    """Columns [lo, hi) of dW = x^T dout and of db = column sums of dout."""
+    cdef Affine *A = <Affine *>arg
+    cdef Py_ssize_t lo, hi, r, j, D = A.D, M = A.M
+    cdef size_t item = 4 if A.f32 else 8
+    share_cols(M, tid, n, &lo, &hi)
+    if hi <= lo:
+        return
+    _gemm(A.f32, True, False, D, hi - lo, A.R, A.x, D, A.y + lo * item, M, A.dW + lo * item, M)
+    for j in range(lo, hi):
+        A.acc[j] = 0
+    for r in range(A.R):
+        if A.f32:
+            fr_colsum_f(A.acc + lo, <float *>A.y + r * M + lo, hi - lo)
+        else:
+            fr_colsum_d(A.acc + lo, <double *>A.y + r * M + lo, hi - lo)
+    for j in range(lo, hi):
+        if A.f32:
+            (<float *>A.db)[j] = <float>A.acc[j]
+        else:
+            (<double *>A.db)[j] = A.acc[j]
+
+
+cdef Affine _affine(cnp.ndarray x, cnp.ndarray W, cnp.ndarray y) except *:
+    cdef Affine A
+    A.f32 = _f32(x)
+    cdef int tn = cnp.PyArray_TYPE(x)
+    _need(cnp.PyArray_NDIM(x) == 2 and _usable(x, tn), "x not a C-contiguous 2-D float array")
+    _need(cnp.PyArray_NDIM(W) == 2 and cnp.PyArray_TYPE(W) == tn and cnp.PyArray_ISALIGNED(W)
+          and cnp.PyArray_ISNOTSWAPPED(W), "W not a 2-D array of x's dtype")
+    A.R, A.D = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    A.M = cnp.PyArray_DIM(W, 1)
+    _need(cnp.PyArray_DIM(W, 0) == A.D, "W (D, M) not matching x (R, D)")
+    if cnp.PyArray_IS_C_CONTIGUOUS(W):
+        A.w_t = False
+    elif cnp.PyArray_IS_F_CONTIGUOUS(W):
+        A.w_t = True        # W = E^T with E (M, D) C-contiguous: the same buffer
+    else:
+        _need(False, "W neither C- nor F-contiguous")
+    _need(_usable(y, tn) and cnp.PyArray_SIZE(y) == A.R * A.M, "y not (R, M) of x's dtype")
+    _need(A.R < 2**31 and A.D < 2**31 and A.M < 2**31, "sizes beyond 32-bit BLAS")
+    A.x = <char *>cnp.PyArray_DATA(x)
+    A.W = <char *>cnp.PyArray_DATA(W)
+    A.y = <char *>cnp.PyArray_DATA(y)
+    A.b = A.dx = A.dx_part = A.dW = A.db = NULL
+    A.acc = NULL
+    return A
+
+
+def affine_forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray b, cnp.ndarray out, int threads=1):
+    """out = x W + b for x (R, D), W (D, M) C- or F-contiguous (a transposed view: BLAS's
+    transpose flag, no copy), b (M,).  False if out holds NaN or Inf."""
+    cdef Affine A = _affine(x, W, out)
+    _need(_usable(b, cnp.PyArray_TYPE(x)) and cnp.PyArray_SIZE(b) == A.M, "b not (M,)")
+    A.b = <char *>cnp.PyArray_DATA(b)
+    cdef int t, n = _threads(threads), bad = 0
+    if A.R == 0:
+        return True
+    with nogil:
+        fr_parallel(n, _affine_fwd_task, &A)
+    for t in range(n):
+        bad |= A.bad[t]
+    return not bad
+
+
+def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, int threads=1):
+    """dx = dout W^T for dout (R, M), W (D, M) C- or F-contiguous, dx (R, D) (x (R, D) only gives
+    the sizes).  False if dx holds NaN or Inf."""
+    cdef Affine A = _affine(x, W, dout)
+    _need(_usable(dx, cnp.PyArray_TYPE(x)) and cnp.PyArray_SIZE(dx) == A.R * A.D
+          and cnp.PyArray_ISWRITEABLE(dx), "dx not (R, D)")
+    A.dx = <char *>cnp.PyArray_DATA(dx)
+    cdef int n = _threads(threads), bad = 0
+    cdef size_t item = 4 if A.f32 else 8
+    if A.R * A.D == 0:
+        return True
+    if n > 1:
+        A.dx_part = <char *>malloc((n - 1) * A.R * A.D * item)
+        if A.dx_part == NULL:
+            n = 1
+    A.bad[0] = n - 1            # (the number of partials, for _affine_sum_task)
+    with nogil:
+        fr_parallel(n, _affine_dx_task, &A)
+        if n > 1:
+            fr_parallel(n, _affine_sum_task, &A)
+        free(A.dx_part)
+        bad = (fr_nonfinite_f(<float *>A.dx, A.R * A.D) if A.f32
+               else fr_nonfinite_d(<double *>A.dx, A.R * A.D))
+    return not bad
+
+
+def affine_weight_grads(cnp.ndarray x, cnp.ndarray dout, cnp.ndarray dW, cnp.ndarray db,
+                        cnp.ndarray acc, int threads=1):
+    """dW = x^T dout (dW C-contiguous (D, M)) and db = column sums of dout (summed in float64 in
+    acc, M doubles of workspace), the columns shared between the threads."""
+    cdef Affine A = _affine(x, dW, dout)
+    cdef int tn = cnp.PyArray_TYPE(x)
+    cdef size_t item = 4 if A.f32 else 8
+    _need(not A.w_t and cnp.PyArray_ISWRITEABLE(dW) and _usable(db, tn)
+          and cnp.PyArray_SIZE(db) == A.M and cnp.PyArray_ISWRITEABLE(db),
+          "dW or db of the wrong size")
+    _need(cnp.PyArray_TYPE(acc) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(acc)
+          and cnp.PyArray_SIZE(acc) >= A.M, "acc not M float64")
+    A.dW = <char *>cnp.PyArray_DATA(dW)
+    A.db = <char *>cnp.PyArray_DATA(db)
+    A.acc = <double *>cnp.PyArray_DATA(acc)
+    cdef int n = _threads(threads)
+    with nogil:
+        if A.R == 0:
+            memset(A.dW, 0, A.D * A.M * item)
+            memset(A.db, 0, A.M * item)
+        else:
+            fr_parallel(n, _affine_dw_task, &A)
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+
+cdef struct Drop:
+    char *x                 # input (NULL: write the mask itself)
+    char *out
+    char *mask              # variational: (N, D) mask
+    Py_ssize_t n, rows, T, D
+    uint64_t key
+    uint32_t thr
+    double scale
+    bint f32
+    int bad[8]
+
+
+cdef void _dropout_task(void *arg, int tid, int nt) noexcept nogil:
+    cdef Drop *P = <Drop *>arg
+    cdef Py_ssize_t lo, hi
+    fr_share((P.n + 1) // 2, tid, nt, &lo, &hi)
+    if P.f32:
+        P.bad[tid] = fr_dropout_f(<float *>P.out, <float *>P.x, P.n, lo, hi, P.key, P.thr,
+                                  <float>P.scale)
+    else:
+        P.bad[tid] = fr_dropout_d(<double *>P.out, <double *>P.x, P.n, lo, hi, P.key, P.thr,
+                                  P.scale)
+
+
+cdef void _mask_rows_task(void *arg, int tid, int nt) noexcept nogil:
+    """Rows (n, t) of out = x * mask[n], the mask of sequence n shared by its T steps."""
+    cdef Drop *P = <Drop *>arg
+    cdef Py_ssize_t lo, hi, r, D = P.D
+    cdef int bad = 0
+    fr_share(P.rows, tid, nt, &lo, &hi)
+    for r in range(lo, hi):
+        if P.f32:
+            if P.out == P.x:
+                bad |= fr_mul_check_inplace_f(<float *>P.out + r * D,
+                                              <float *>P.mask + (r // P.T) * D, D)
+            else:
+                bad |= fr_mul_check_f(<float *>P.out + r * D, <float *>P.x + r * D,
+                                      <float *>P.mask + (r // P.T) * D, D)
+        else:
+            if P.out == P.x:
+                bad |= fr_mul_check_inplace_d(<double *>P.out + r * D,
+                                              <double *>P.mask + (r // P.T) * D, D)
+            else:
+                bad |= fr_mul_check_d(<double *>P.out + r * D, <double *>P.x + r * D,
+                                      <double *>P.mask + (r // P.T) * D, D)
+    P.bad[tid] = bad
+
+
+def dropout(object x, cnp.ndarray out, unsigned long long key, unsigned int thr, double scale,
+            int threads=1):
+    """out = x * mask, mask[i] = scale if draw i of `key` >= thr else 0 (x None: out = mask).
+    out may be x.  False if x holds NaN or Inf."""
+    cdef Drop P
+    cdef int tn = cnp.PyArray_TYPE(out), t, bad = 0
+    P.f32 = _f32(out)
+    _need(_usable(out, tn) and cnp.PyArray_ISWRITEABLE(out), "out not C-contiguous writeable")
+    P.n = cnp.PyArray_SIZE(out)
+    P.out = <char *>cnp.PyArray_DATA(out)
+    if x is None:
+        P.x = NULL
+    else:
+        _need(_usable(<cnp.ndarray>x, tn) and cnp.PyArray_SIZE(<cnp.ndarray>x) == P.n,
+              "x not like out")
+        P.x = <char *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    P.key, P.thr, P.scale = key, thr, scale
+    cdef int n = _threads(threads)
+    if n > (P.n + 1) // 2:
+        n = <int>max((P.n + 1) // 2, 1)
+    with nogil:
+        fr_parallel(n, _dropout_task, &P)
+    for t in range(n):
+        bad |= P.bad[t]
+    return not bad
+
+
+def mask_rows(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray out, int threads=1):
+    """out[n, t] = x[n, t] * mask[n] for x, out (N, T, D) and mask (N, 1, D); out may be x.
+    False if x holds NaN or Inf."""
+    cdef Drop P
+    cdef int tn = cnp.PyArray_TYPE(out), t, bad = 0
+    P.f32 = _f32(out)
+    _need(cnp.PyArray_NDIM(x) == 3 and _usable(x, tn) and _usable(out, tn)
+          and _usable(mask, tn) and cnp.PyArray_ISWRITEABLE(out), "arrays not usable")
+    N, P.T, P.D = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1), cnp.PyArray_DIM(x, 2)
+    _need(cnp.PyArray_SIZE(out) == cnp.PyArray_SIZE(x) and cnp.PyArray_SIZE(mask) == N * P.D,
+          "shapes not (N, T, D), (N, 1, D)")
+    P.rows = N * P.T
+    P.x = <char *>cnp.PyArray_DATA(x)
+    P.out = <char *>cnp.PyArray_DATA(out)
+    P.mask = <char *>cnp.PyArray_DATA(mask)
+    cdef int n = _threads(threads)
+    if n > P.rows:
+        n = <int>max(P.rows, 1)
+    with nogil:
+        fr_parallel(n, _mask_rows_task, &P)
+    for t in range(n):
+        bad |= P.bad[t]
+    return not bad
