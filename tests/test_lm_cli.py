@@ -238,6 +238,41 @@ def test_generate_from_a_corrupt_model_file(tmp_path, trained, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
+# -- the real models of fastrnn.models.lm -------------------------------------------------------
+REAL = {
+    "lm": ["--model", "lm", "--hidden-sizes", "16", "--embed-size", "16", "--decay-after", "9"],
+    "vd-tied": ["--preset", "medium-vd-tied", "--hidden-sizes", "16,16", "--embed-size", "16"],
+    "rnnlm": ["--preset", "dlfs2-rnnlm", "--hidden-sizes", "16", "--embed-size", "16"],
+    "better": ["--preset", "dlfs2-better", "--hidden-sizes", "16,16", "--embed-size", "16"],
+}
+
+
+@pytest.mark.parametrize("kind", list(REAL))
+def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
+    """Each model family through the CLI: 3 epochs in one go equal 2 + a resumed 1 (dropout
+    masks included), and generation runs from the checkpoint."""
+    pytest.importorskip("fastrnn.models.lm")
+    data = write_corpus(tmp_path / "ptb")
+    flags = [*REAL[kind], "--batch-size", "4", "--bptt", "6", "--lr", "1", "--no-progress",
+             "--no-plot"]
+    run = ["lm", "train", "--data", data, *flags]
+    assert main([*run, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
+    assert main([*run, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
+    assert main(["lm", "train", "--data", data, "--out", str(tmp_path / "b"), "--resume",
+                 "--epochs", "3", "--no-progress", "--no-plot"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in a["epochs"]] == \
+        [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in b["epochs"]]
+    assert a["test_ppl"] == b["test_ppl"] and np.isfinite(a["test_ppl"])
+    if kind == "lm":
+        assert a["epochs"][-1]["val_ppl"] < 0.5 * a["epochs"][0]["val_ppl"]
+    capsys.readouterr()
+    assert main(["lm", "generate", "--model", str(tmp_path / "a"), "--length", "12",
+                 "--seed", "3"]) == 0
+    assert len(capsys.readouterr().out.split()) >= 6
+
+
 # -- presets --------------------------------------------------------------------------------------
 def test_every_preset_passes_its_own_checks():
     from fastrnn.train.presets import PRESETS, preset
