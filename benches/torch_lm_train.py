@@ -11,6 +11,10 @@ summed over time and averaged over the batch), float32.
     python -m fastrnn lm train --data /path/to/ptb --preset zaremba-small --threads 1 \\
         --max-steps 300 --out /tmp/fr-run          # fastrnn's words/s for the same work
 
+``--compare`` alternates blocks of updates of fastrnn (LMTrainer.train_step on the preset's
+LanguageModel) and of torch in one process, each on its own model carrying its own state, and
+prints both rates and their ratio (fair under a shared, loaded machine: both see the same load).
+
 Run from the project root (it reads the corpus with fastrnn.train.data, so both see the same
 windows).  Words/s counts training tokens (N * T per update) over the training loop's time,
 excluding evaluation, as fastrnn's metrics.json does.
@@ -91,6 +95,59 @@ def train(corpus, steps=None, epochs=1, N=20, T=20, lr=1.0, decay=0.5, after=4, 
     return words / seconds, float(np.exp(total / count)), done
 
 
+def compare(corpus, rounds=6, block=10, threads=1, seed=0, log=print):
+    """Alternate `block` updates of fastrnn and of torch, `rounds` times; return
+    (fastrnn words/s, torch words/s)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    from torch import nn
+
+    from fastrnn.train.cli import _make_trainer, build_model
+    from fastrnn.train.data import zaremba_windows
+    from fastrnn.train.presets import preset
+
+    cfg = dict(preset("zaremba-small"), seed=seed)
+    N, T = cfg["batch_size"], cfg["bptt"]
+    torch.set_num_threads(threads)
+    windows = list(zaremba_windows(corpus.train, N, T))[:(rounds + 1) * block]
+    with threadpool_limits(limits=threads, user_api="blas"):
+        fr = _make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
+        fr.optimizer.lr = cfg["lr"]
+        tm = build(len(corpus.vocab), seed=seed)
+        opt = torch.optim.SGD(tm.parameters(), lr=cfg["lr"])
+        loss_fn = nn.CrossEntropyLoss()
+        state = [None]
+
+        def torch_step(xs, ts):
+            x, t = torch.from_numpy(xs), torch.from_numpy(ts)
+            if state[0] is not None:
+                state[0] = tuple(s.detach() for s in state[0])
+            scores, state[0] = tm(x, state[0])
+            loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
+            opt.zero_grad(set_to_none=False)
+            (loss * T).backward()
+            nn.utils.clip_grad_norm_(tm.parameters(), cfg["clip"])
+            opt.step()
+
+        times = {"fastrnn": 0.0, "torch": 0.0}
+        steps = {"fastrnn": fr.train_step, "torch": torch_step}
+        for r in range(rounds + 1):                  # round 0 warms both up, untimed
+            chunk = windows[r * block:(r + 1) * block]
+            for name in (("fastrnn", "torch") if r % 2 else ("torch", "fastrnn")):
+                start = time.perf_counter()
+                for xs, ts in chunk:
+                    steps[name](xs, ts)
+                if r:
+                    times[name] += time.perf_counter() - start
+    words = rounds * block * N * T
+    rates = words / times["fastrnn"], words / times["torch"]
+    if log:
+        log(f"{threads} thread(s), {rounds} x {block} updates each, alternating: fastrnn "
+            f"{rates[0]:.0f} words/s, torch {rates[1]:.0f} words/s, ratio "
+            f"{rates[0] / rates[1]:.2f}")
+    return rates
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="PTB directory (ptb.train.txt ...)")
@@ -98,9 +155,16 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=300, help="updates to time (0: whole epochs)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", action="store_true",
+                   help="alternate fastrnn and torch updates in this process; print the ratio")
+    p.add_argument("--rounds", type=int, default=6, help="--compare: timed rounds")
+    p.add_argument("--block", type=int, default=10, help="--compare: updates per block")
     args = p.parse_args(argv)
     from fastrnn.train.data import load_ptb
     corpus = load_ptb(args.data)
+    if args.compare:
+        compare(corpus, args.rounds, args.block, args.threads, args.seed)
+        return 0
     wps, ppl, done = train(corpus, args.steps or None, args.epochs, threads=args.threads,
                            seed=args.seed)
     import torch
