@@ -294,10 +294,12 @@ def _ptb_dir():
 
 
 @pytest.mark.skipif(_ptb_dir() is None, reason="PTB not found (set FASTRNN_PTB)")
-def test_ptb_smoke(tmp_path, standin):
+def test_ptb_smoke(tmp_path):
+    """A few hundred updates of a small LanguageModel on the real corpus."""
+    pytest.importorskip("fastrnn.models.lm")
     out = tmp_path / "run"
-    assert main(["lm", "train", "--data", _ptb_dir(), "--out", str(out), "--hidden-sizes", "32",
-                 "--embed-size", "32", "--batch-size", "20", "--bptt", "20", "--max-steps",
+    assert main(["lm", "train", "--data", _ptb_dir(), "--out", str(out), "--hidden-sizes", "16",
+                 "--embed-size", "16", "--batch-size", "20", "--bptt", "20", "--max-steps",
                  "200", "--eval-bptt", "100", "--eval-words", "3000", "--no-progress",
                  "--no-plot"]) == 0
     m = json.loads((out / "metrics.json").read_text())

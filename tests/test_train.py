@@ -319,6 +319,9 @@ def test_atomic_json_never_half_written(tmp_path):
         ckpt.atomic_write_json(p, {"a": math.nan})
     assert json.loads(p.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["x.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask     # not mkstemp's 0600
 
 
 def test_torch_reference_script_trains(tmp_path):

@@ -44,6 +44,9 @@ def _atomic(path, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
