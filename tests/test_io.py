@@ -475,3 +475,26 @@ def test_language_model_with_wrong_vocabulary_refused(tmp_path):
     header["config"]["vocab_size"] = 18
     write_raw(path, arrays, header)
     refused(path, "does not fit its config")
+
+
+@pytest.mark.parametrize("time", [True, False], ids=["time", "cell"])
+def test_relu_rnn_round_trip(time, rng, tmp_path):
+    params = make_params("rnn", rng, D, H, np.float64)
+    obj = (fastrnn.TimeRNN(*params, nonlinearity="relu") if time
+           else fastrnn.RNN(*params, nonlinearity="relu"))
+    assert obj.get_config()["nonlinearity"] == "relu"
+    path = tmp_path / "r.npz"
+    fastrnn.save(path, obj)
+    back = fastrnn.load(path)
+    assert back.get_config() == obj.get_config()
+    x = rng.standard_normal((2, D))
+    h = rng.standard_normal((2, H))
+    if time:
+        assert np.array_equal(back.forward(x[:, None]), obj.forward(x[:, None]))
+    else:
+        assert np.array_equal(back.forward(x, h), obj.forward(x, h))
+    arrays = arrays_of(path)
+    header = header_of(arrays)
+    header["config"]["nonlinearity"] = "sigmoid"
+    write_raw(path, arrays, header)
+    refused(path, "nonlinearity")

@@ -67,6 +67,24 @@ def test_embedding_accepts_any_integer_ids(id_dtype, rng):
     np.testing.assert_array_equal(fastrnn.TimeEmbedding(W).forward(xs), W[xs.astype(np.int64)])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("view", ["transposed", "strided"])
+def test_embedding_reads_views_of_W(dtype, view, rng):
+    base = rng.standard_normal((8, 12)).astype(dtype)
+    W = base.T if view == "transposed" else base[:, ::3]
+    xs = rng.integers(0, W.shape[0], (3, 4))
+    dout = rng.standard_normal((3, 4, W.shape[1])).astype(dtype)
+    fast, slow = fastrnn.TimeEmbedding(W), ref.TimeEmbedding(W)
+    np.testing.assert_array_equal(fast.forward(xs), slow.forward(xs))
+    fast.backward(dout)
+    slow.backward(dout)
+    close(fast.grads[0], slow.grads[0], dtype)
+    assert fast.grads[0].flags.c_contiguous and fast.grads[0].shape == W.shape
+    W[xs[0, 0], 1] = np.nan
+    with pytest.raises(ValueError, match="W"):
+        fast.forward(xs)
+
+
 def test_embedding_gradcheck(rng):
     W = rng.standard_normal((5, 3))
     xs = np.array([[0, 1, 1], [4, 0, 1]])
@@ -249,6 +267,61 @@ def test_softmax_loss_in_place_backward(dtype, rng):
         layer.backward()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 5, 11), (1, 1, 1), (2, 4, 1300)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_loss_inplace_mode(dtype, shape, threads, rng):
+    N, T, V = shape
+    xs = (3 * rng.standard_normal(shape)).astype(dtype)
+    ts = rng.integers(0, V, (N, T))
+    ts[rng.random((N, T)) < 0.3] = -1
+    slow = ref.TimeSoftmaxWithLoss()
+    want_loss = slow.forward(xs, ts)
+    want = slow.backward(0.37)
+    layer = fastrnn.TimeSoftmaxWithLoss(inplace=True)
+    layer.threads = threads
+    buf = xs.copy()
+    close(layer.forward(buf, ts), want_loss, dtype)
+    close(buf, want / 0.37, dtype)                  # forward left the gradient for dout=1
+    got = layer.backward(0.37)
+    assert got is buf
+    close(got, want, dtype)
+    # the same numbers as the two-visit mode
+    two = fastrnn.TimeSoftmaxWithLoss()
+    assert two.forward(xs, ts) == pytest.approx(layer.forward(xs.copy(), ts), rel=1e-6, abs=1e-7)
+    close(layer.backward(), two.backward(), dtype)
+    other = np.empty_like(xs)
+    layer.forward(xs.copy(), ts)
+    assert layer.backward(2.0, out=other) is other
+    close(other, 2 * two.backward(), dtype)
+    assert layer.get_config() == {"ignore_label": -1, "inplace": True}
+
+
+def test_softmax_loss_inplace_bad_input(rng):
+    xs = rng.standard_normal((2, 3, 4))
+    ts = rng.integers(0, 4, (2, 3))
+    layer = fastrnn.TimeSoftmaxWithLoss(inplace=True)
+    for bad, exc in [(xs.astype(np.float32).astype(">f4"), TypeError), (xs.tolist(), TypeError),
+                     (np.asfortranarray(xs), ValueError), (xs[:, ::2], ValueError)]:
+        with pytest.raises(exc, match="xs"):
+            layer.forward(bad, ts)
+    ro = xs.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        layer.forward(ro, ts)
+    buf = xs.copy()
+    layer.forward(buf, ts)
+    kept = buf.copy()
+    nan = xs.copy()
+    nan[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"xs\[1, 2\]"):
+        layer.forward(nan, ts)
+    assert layer.backward() is buf                   # still the last good forward's
+    np.testing.assert_array_equal(buf, kept)
+    with pytest.raises(TypeError, match="inplace"):
+        fastrnn.TimeSoftmaxWithLoss(inplace="yes")
+
+
 # ---- dropout ---
 
 def hash_bits(key, n):
@@ -353,7 +426,8 @@ def test_config_round_trip(rng):
     W = rng.standard_normal((5, 3))
     b = rng.standard_normal(3)
     for layer in (fastrnn.TimeEmbedding(W), fastrnn.TimeAffine(W, b),
-                  fastrnn.TimeSoftmaxWithLoss(ignore_label=7), fastrnn.TimeDropout(0.2, seed=4),
+                  fastrnn.TimeSoftmaxWithLoss(ignore_label=7),
+                  fastrnn.TimeSoftmaxWithLoss(inplace=True), fastrnn.TimeDropout(0.2, seed=4),
                   fastrnn.VariationalDropout(0.3)):
         config = json.loads(json.dumps(layer.get_config()))
         again = type(layer).from_config(config, [p.copy() for p in layer.params])
@@ -405,7 +479,7 @@ def test_torch_parity(rng):
     np.testing.assert_allclose(aff.grads[1], lin.bias.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
-# ---- properties -----------------------------------------------------------------------------------
+# ---- properties ---------------------------------------------------------------------------------
 
 @settings(max_examples=40, deadline=None)
 @given(N=st.integers(1, 4), T=st.integers(1, 5), V=st.integers(1, 40), seed=st.integers(0, 2**32),
@@ -439,7 +513,7 @@ def test_embedding_gradient_is_a_count_weighted_sum(N, T, V, D, seed):
     np.testing.assert_array_equal(layer.grads[0], np.repeat(counts[:, None], D, 1))
 
 
-# ---- bad input -------------------------------------------------------------------------------------
+# ---- bad input ----------------------------------------------------------------------------------
 
 def snapshot(layer):
     return [p.copy() for p in layer.params], [g.copy() for g in layer.grads]
@@ -551,6 +625,11 @@ def test_dropout_bad_input(cls, rng):
         np.testing.assert_array_equal(layer.backward(dout), want)
     with pytest.raises(ValueError, match="dout"):
         layer.backward(dout[:, :1])
+    with pytest.raises(ValueError, match="dout"):
+        layer.backward(np.where(dout > 1, np.inf, dout))
+    with pytest.raises(TypeError, match="dout"):
+        layer.backward(dout.astype(np.complex128))
+    np.testing.assert_array_equal(layer.backward(dout), want)
     assert y.shape == xs.shape
 
 

@@ -19,7 +19,8 @@ while the shapes stay the same:
 - ``TimeSoftmaxWithLoss`` keeps a *reference* to the logits (copying N*T*V values would cost as
   much as the loss itself) and one log-sum-exp per row: do not modify the logits between forward
   and backward, except through ``backward(out=logits)``, which turns them into the gradient in
-  place;
+  place; with ``inplace=True`` forward itself turns them into the gradient (the fastest path,
+  for models that own their logits buffer);
 - ``TimeDropout`` keeps only a 64-bit key: its mask is a counter-based hash of (key, element
   index), recomputed by backward instead of stored.
 """
@@ -93,6 +94,24 @@ def _float_input(value, name, shape):
     if dtype is None:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
     return _as_float_array(arr, name, dtype, shape)
+
+
+def _float_unscanned(value, name, shape, dtype=None):
+    """value as a C-contiguous float array of `shape` (None entries match any size), in `dtype`
+    (default: its own float dtype), *not* scanned for NaN/Inf: for the kernels that find them on
+    their way through the data (softmax, dropout), which spares a pass over it."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    native = _native(arr.dtype)
+    if native is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    if arr.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, arr.shape)):
+        expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+    dtype = native if dtype is None else dtype
+    if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
+        with np.errstate(over="ignore"):    # overflow to Inf is found by the kernel
+            arr = np.ascontiguousarray(arr, dtype)
+    return arr
 
 
 def _out_array(out, name, shape, dtype):
@@ -208,8 +227,8 @@ class TimeEmbedding(_Threaded):
         else:
             keep = self._spare_ids if self._spare_ids is not None else np.empty_like(keep)
         np.copyto(keep, ids, casting="unsafe")
-        if W.dtype != dtype or not W.flags.c_contiguous or not W.flags.aligned:
-            W = np.ascontiguousarray(W, dtype)      # a view: the gather needs whole rows
+        if W.dtype != dtype or not W.flags.aligned:
+            W = np.ascontiguousarray(W, dtype)      # (other byte orders; views are read as such)
         if not _lm.embed_gather(W, keep, out, self._plan(N * T * D)):
             raise ValueError("W contains NaN or Inf in rows selected by xs")
         self._spare_ids = self._ids if self._ids is not None and self._ids.shape == keep.shape \
@@ -225,12 +244,10 @@ class TimeEmbedding(_Threaded):
         N, T = self._ids.shape
         dout = _as_float_array(dout, "dout", self.grads[0].dtype, (N, T, W.shape[1]))
         dW = self.grads[0]
-        dW[...] = 0
-        ids = self._ids.reshape(-1)
-        if ids.size:
-            order = np.argsort(ids, kind="stable")
-            uniq, starts = np.unique(ids[order], return_index=True)
-            dW[uniq] = np.add.reduceat(dout.reshape(-1, W.shape[1])[order], starts, axis=0)
+        if not (dW.flags.c_contiguous and dW.flags.writeable and dW.flags.aligned):
+            raise ValueError("grads[0] must be a writeable C-contiguous array (the layer "
+                             "allocates it; do not replace it)")
+        _lm.embed_scatter(dW, self._ids, dout, self._plan(dW.size + dout.size))
 
 
 # ---- TimeAffine --------------------------------------------------------------------------------
@@ -261,6 +278,7 @@ class TimeAffine(_Threaded):
         self._x = None          # copy of the last forward's x, (N*T, D)
         self._NT = None
         self._acc = None        # float64 workspace of db's column sums
+        self._parts = None      # backward's partial dx of the threads but the first
 
     def get_config(self):
         """Constructor arguments besides the parameters (none)."""
@@ -287,6 +305,15 @@ class TimeAffine(_Threaded):
         if b.dtype != dtype or not b.flags.c_contiguous or not b.flags.aligned:
             b = np.ascontiguousarray(b, dtype)
         return W, b
+
+    def _dx_parts(self, threads, size, dtype):
+        """Workspace for the partial dx of threads 1.. (kept while big enough)."""
+        if threads < 2:
+            return None
+        need = (threads - 1) * size
+        if self._parts is None or self._parts.size < need or self._parts.dtype != dtype:
+            self._parts = np.empty(need, dtype)
+        return self._parts
 
     def _scan_params(self):
         for name, p in zip(("W", "b"), self.params):
@@ -335,7 +362,8 @@ class TimeAffine(_Threaded):
         threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
         with self._blas(threads):
             # dx first: a NaN/Inf in W shows there, and the grads are not yet touched
-            if not _lm.affine_dx(self._x, W, d2, dx.reshape(N * T, D), threads):
+            if not _lm.affine_dx(self._x, W, d2, dx.reshape(N * T, D), threads,
+                                 self._dx_parts(threads, N * T * D, dtype)):
                 self._scan_params()     # raises if W is at fault; else the products overflowed
             _lm.affine_weight_grads(self._x, d2, dW, db, self._acc, threads)
         return dx
@@ -351,21 +379,39 @@ class TimeSoftmaxWithLoss(_Threaded):
     that are not ``ignore_label`` (0.0 when every target is ignored).
 
     ``backward(dout=1, out=None)``: ``(softmax(xs) - onehot(ts)) * dout / count``, zero rows for
-    ignored targets.  ``out=xs`` (the logits array given to forward) turns the logits into the
-    gradient in place, with no (N, T, V) allocation; the layer then refuses a second backward of
-    the same forward (its logits are gone).
+    ignored targets.
 
     Parameters
     ----------
     ignore_label : int
-        Targets equal to it contribute neither loss nor gradient (default -1)."""
+        Targets equal to it contribute neither loss nor gradient (default -1).
+    inplace : bool
+        False (default): forward only reads the logits (one visit per row: max, log-sum-exp and
+        loss), keeping a reference to them and each row's log-sum-exp; backward makes the
+        gradient in a second visit, into a fresh array or into ``out``.  ``out=xs`` (the
+        logits array given to forward) writes the gradient over the logits, with no (N, T, V)
+        allocation; the layer then refuses a second backward of that forward.
 
-    def __init__(self, ignore_label=-1):
+        True: forward *consumes* the logits: in its one visit per row it computes the loss and
+        overwrites the row with the gradient for ``dout=1`` (one exp per element instead of
+        two, and the logits read and written once instead of twice); ``backward(dout)`` then
+        returns that same array, scaled in place when ``dout != 1``.  ``xs`` must then be a
+        writeable C-contiguous float32/float64 ndarray.  If forward raises because ``xs``
+        holds NaN or Inf, the layer is unchanged but some rows of ``xs`` may already be
+        overwritten."""
+
+    def __init__(self, ignore_label=-1, inplace=False):
         if isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer)):
             raise TypeError(f"ignore_label must be an integer, got {ignore_label!r}")
+        if not isinstance(inplace, (bool, np.bool_)):
+            raise TypeError(f"inplace must be True or False, got {inplace!r}")
         self.ignore_label = int(ignore_label)
+        self.inplace = bool(inplace)
         self.params, self.grads = [], []
-        self._xs = None         # the last forward's logits (a reference), (N*T, V)
+        self._xs = None         # the last forward's logits (a reference), (N*T, V); inplace:
+        #                         the gradient that forward left in them, times _factor
+        self._result = None     # inplace: the caller's array itself, returned by backward
+        self._factor = 1.0
         self._ts = None         # int64 copy of its targets, (N*T,)
         self._lse = None        # (max, log of the sum of exp(x - max)) of every row
         self._count = 0
@@ -373,8 +419,8 @@ class TimeSoftmaxWithLoss(_Threaded):
         self._consumed = False
 
     def get_config(self):
-        """Constructor arguments: ``{"ignore_label": ...}``."""
-        return {"ignore_label": self.ignore_label}
+        """Constructor arguments: ``{"ignore_label": ..., "inplace": ...}``."""
+        return {"ignore_label": self.ignore_label, "inplace": self.inplace}
 
     @classmethod
     def from_config(cls, config, params):
@@ -395,33 +441,55 @@ class TimeSoftmaxWithLoss(_Threaded):
             return arr.argmax(axis=2)
         return _integer_ids(arr, "ts", (N, T), V, ignore=self.ignore_label)
 
+    def _logits(self, xs):
+        if not self.inplace:
+            return _float_unscanned(xs, "xs", (None, None, None))
+        if not isinstance(xs, np.ndarray) or _native(xs.dtype) != xs.dtype:
+            raise TypeError("with inplace=True, xs must be a float32 or float64 ndarray in "
+                            "native byte order (it is overwritten with the gradient), got "
+                            f"{getattr(xs, 'dtype', type(xs).__name__)}")
+        if xs.ndim != 3:
+            raise ValueError(f"xs must have shape (*, *, *), got {xs.shape}")
+        if not (xs.flags.c_contiguous and xs.flags.writeable and xs.flags.aligned):
+            raise ValueError("with inplace=True, xs must be a writeable C-contiguous array (it "
+                             "is overwritten with the gradient)")
+        return xs
+
     def forward(self, xs, ts):
         """Mean cross-entropy (a float) of logits ``xs`` (N, T, V) against targets ``ts``."""
-        xs = _float_input(xs, "xs", (None, None, None))
+        given = xs
+        xs = self._logits(xs)
         N, T, V = xs.shape
         if V < 1:
             raise ValueError(f"xs must have at least one class (V >= 1), got shape {xs.shape}")
         ts = self._targets(ts, N, T, V).reshape(N * T).astype(np.int64)
         x2 = xs.reshape(N * T, V)
         count = int(np.count_nonzero(ts != self.ignore_label))
-        # the row's maximum and the log of its sum of exp(x - max), kept apart: x - max is
-        # exact where it matters, while max + log(sum) rounded to float32 would lose the sum
-        # to an ulp of the max (logits of 1e4)
-        m = np.empty(N * T, xs.dtype)
-        logsum = np.empty(N * T, xs.dtype)
         losses = np.empty(N * T)
-        bad = _lm.softmax_loss_forward(x2, ts, self.ignore_label, m, logsum, losses,
-                                       self._plan(N * T * V))
+        threads = self._plan(N * T * V)
+        if self.inplace:
+            bad = _lm.softmax_loss_fused(x2, ts, self.ignore_label, losses, 1.0 / max(count, 1),
+                                         threads)
+            lse = None
+        else:
+            # the row's maximum and the log of its sum of exp(x - max), kept apart: x - max is
+            # exact where it matters, while max + log(sum) rounded to float32 would lose the
+            # sum to an ulp of the max (logits of 1e4)
+            lse = (np.empty(N * T, xs.dtype), np.empty(N * T, xs.dtype))
+            bad = _lm.softmax_loss_forward(x2, ts, self.ignore_label, *lse, losses, threads)
         if bad >= 0:
             raise ValueError(f"xs contains NaN or Inf (in xs[{bad // T}, {bad % T}])")
         loss = float(losses.sum() / count) if count else 0.0
-        self._xs, self._ts, self._count = x2, ts, count
-        self._lse = (m, logsum)
+        self._xs, self._ts, self._count, self._lse = x2, ts, count, lse
+        self._result, self._factor = (given if self.inplace else None), 1.0
         self._shape, self._consumed = (N, T, V), False
         return loss
 
     def backward(self, dout=1, out=None):
-        """Gradient of the loss times ``dout`` with respect to the logits, (N, T, V)."""
+        """Gradient of the loss times ``dout`` with respect to the logits, (N, T, V).
+
+        With ``inplace=True``: the logits array given to forward, now holding the gradient
+        (``out``, if given, receives a copy)."""
         if self._shape is None:
             raise RuntimeError("TimeSoftmaxWithLoss.backward() called before forward()")
         if self._consumed:
@@ -430,6 +498,8 @@ class TimeSoftmaxWithLoss(_Threaded):
         dout = _scalar(dout, "dout")
         N, T, V = self._shape
         x2 = self._xs
+        if self.inplace:
+            return self._backward_inplace(dout, out)
         inplace = out is not None and isinstance(out, np.ndarray) and np.shares_memory(out, x2)
         if inplace and not (out.ctypes.data == x2.ctypes.data and out.size == x2.size
                             and out.flags.c_contiguous):
@@ -443,6 +513,22 @@ class TimeSoftmaxWithLoss(_Threaded):
         if inplace:
             self._consumed = True
         return dx.reshape(N, T, V)
+
+    def _backward_inplace(self, dout, out):
+        N, T, V = self._shape
+        x2 = self._xs
+        if out is not None and not (isinstance(out, np.ndarray) and np.shares_memory(out, x2)):
+            out = _out_array(out, "out", (N, T, V), x2.dtype)
+        if dout != self._factor:
+            if self._factor == 0:
+                raise RuntimeError("TimeSoftmaxWithLoss.backward(): the gradient was scaled by "
+                                   "dout=0 and cannot be rescaled; run forward again")
+            x2 *= x2.dtype.type(dout / self._factor)
+            self._factor = dout
+        if out is not None and not np.shares_memory(out, x2):
+            np.copyto(out, x2.reshape(N, T, V))
+            return out
+        return self._result
 
 
 def _scalar(value, name):
@@ -493,10 +579,11 @@ class _Dropout(_Threaded):
 
     def forward(self, xs, out=None):
         """``xs * mask`` with a fresh mask when ``train_flg``; ``xs`` itself otherwise."""
-        xs = _float_input(xs, "xs", (None, None, None))
         if not self.train_flg:
+            xs = _float_input(xs, "xs", (None, None, None))
             self._shape, self._dtype, self._train = xs.shape, xs.dtype, False
             return xs
+        xs = _float_unscanned(xs, "xs", (None, None, None))
         out = _out_array(out, "out", xs.shape, xs.dtype)
         if self._next_key is None:
             self._next_key = self._key_draw()
@@ -514,11 +601,12 @@ class _Dropout(_Threaded):
         ``out`` may be ``dout`` (in place)."""
         if self._shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        dout = _as_float_array(dout, "dout", self._dtype, self._shape)
         if not self._train:
-            return dout
+            return _as_float_array(dout, "dout", self._dtype, self._shape)
+        dout = _float_unscanned(dout, "dout", self._shape, self._dtype)
         dx = _out_array(out, "out", self._shape, self._dtype)
-        self._apply(dout, dx, None)
+        if not self._apply(dout, dx, None):
+            raise ValueError("dout contains NaN or Inf")
         return dx
 
     def _uses_key(self):

@@ -158,22 +158,12 @@ def _config_size(cls, config, key):
     return value
 
 
-def _config_flag(cls, config, key, default=False):
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise TypeError(f"{cls.__name__} config {key} must be true or false, got {value!r}")
-    return value
-
-
 def _config_option(cls, config, key, default):
-    """A constructor option of `config`, of its default's type (a flag, or a string the
-    constructor validates)."""
-    if isinstance(default, bool):
-        return _config_flag(cls, config, key, default)
+    """config[key], of the type of its default (a bool, or a string the constructor checks)."""
     value = config.get(key, default)
     if not isinstance(value, type(default)):
-        raise TypeError(f"{cls.__name__} config {key} must be a {type(default).__name__}, got "
-                        f"{value!r}")
+        kind = "true or false" if isinstance(default, bool) else "a string"
+        raise TypeError(f"{cls.__name__} config {key} must be {kind}, got {value!r}")
     return value
 
 
@@ -251,7 +241,7 @@ class _TimeLayer:
     def from_config(cls, config, params):
         """A new layer from ``get_config()``'s dict and the arrays [Wx, Wh, b] (shapes checked
         against the config's input_size and hidden_size)."""
-        defaults = dict(cls._extra_defaults(), stateful=False)
+        defaults = {"stateful": False, **cls._extra_defaults()}
         _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
         kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
                   if k in config}

@@ -40,6 +40,10 @@ cdef extern from "fr_lm.h" nogil:
                           double s)
     void fr_row_softmax_inplace_f(float *p, Py_ssize_t n, float m, float ls, float s)
     void fr_row_softmax_inplace_d(double *p, Py_ssize_t n, double m, double ls, double s)
+    double fr_row_exp_inplace_f(float *p, Py_ssize_t n, float m)
+    double fr_row_exp_inplace_d(double *p, Py_ssize_t n, double m)
+    void fr_scale_row_f(float *p, Py_ssize_t n, float c)
+    void fr_scale_row_d(double *p, Py_ssize_t n, double c)
     int fr_mul_check_f(float *out, const float *x, const float *mask, Py_ssize_t n)
     int fr_mul_check_d(double *out, const double *x, const double *mask, Py_ssize_t n)
     int fr_mul_check_inplace_f(float *p, const float *mask, Py_ssize_t n)
@@ -81,20 +85,38 @@ cdef struct Embed:
     char *rows              # (R, D): gather's out, scatter's dout
     const int64_t *ids      # (R,)
     Py_ssize_t R, V, D
+    Py_ssize_t row_stride, col_stride   # of W, in elements (gather; scatter: D and 1)
     bint f32
     int bad[8]              # per thread: saw NaN/Inf (gather)
 
 
 cdef void _gather_task(void *arg, int tid, int n) noexcept nogil:
     cdef Embed *E = <Embed *>arg
-    cdef Py_ssize_t lo, hi, r, D = E.D
+    cdef Py_ssize_t lo, hi, r, j, D = E.D
     cdef int bad = 0
+    cdef float vf, zf = 0
+    cdef double vd, zd = 0
     fr_share(E.R, tid, n, &lo, &hi)
+    if E.col_stride != 1:     # W a view with strided rows (e.g. a transpose): element by element
+        for r in range(lo, hi):
+            for j in range(D):
+                if E.f32:
+                    vf = (<float *>E.W)[E.ids[r] * E.row_stride + j * E.col_stride]
+                    (<float *>E.rows)[r * D + j] = vf
+                    zf += vf * 0
+                else:
+                    vd = (<double *>E.W)[E.ids[r] * E.row_stride + j * E.col_stride]
+                    (<double *>E.rows)[r * D + j] = vd
+                    zd += vd * 0
+        E.bad[tid] = zf != 0 or zf != zf or zd != 0 or zd != zd
+        return
     for r in range(lo, hi):
         if E.f32:
-            bad |= fr_copy_check_f(<float *>E.rows + r * D, <float *>E.W + E.ids[r] * D, D)
+            bad |= fr_copy_check_f(<float *>E.rows + r * D,
+                                   <float *>E.W + E.ids[r] * E.row_stride, D)
         else:
-            bad |= fr_copy_check_d(<double *>E.rows + r * D, <double *>E.W + E.ids[r] * D, D)
+            bad |= fr_copy_check_d(<double *>E.rows + r * D,
+                                   <double *>E.W + E.ids[r] * E.row_stride, D)
     E.bad[tid] = bad
 
 
@@ -116,11 +138,22 @@ cdef void _scatter_task(void *arg, int tid, int n) noexcept nogil:
                 fr_add_d(<double *>E.W + i * D, <double *>E.rows + r * D, D)
 
 
-cdef Embed _embed(cnp.ndarray W, cnp.ndarray ids, cnp.ndarray rows) except *:
+cdef Embed _embed(cnp.ndarray W, cnp.ndarray ids, cnp.ndarray rows, bint strided=False) except *:
     cdef Embed E
     E.f32 = _f32(W)
     cdef int tn = cnp.PyArray_TYPE(W)
-    _need(cnp.PyArray_NDIM(W) == 2 and _usable(W, tn), "W not a C-contiguous 2-D float array")
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(W)
+    if strided:
+        _need(cnp.PyArray_NDIM(W) == 2 and cnp.PyArray_ISALIGNED(W) and cnp.PyArray_ISNOTSWAPPED(W)
+              and cnp.PyArray_STRIDE(W, 0) % item == 0 and cnp.PyArray_STRIDE(W, 1) % item == 0,
+              "W not an aligned 2-D float array")
+        E.row_stride = cnp.PyArray_STRIDE(W, 0) // item
+        E.col_stride = cnp.PyArray_STRIDE(W, 1) // item
+        if cnp.PyArray_IS_C_CONTIGUOUS(W):
+            E.row_stride, E.col_stride = cnp.PyArray_DIM(W, 1), 1
+    else:
+        _need(cnp.PyArray_NDIM(W) == 2 and _usable(W, tn), "W not a C-contiguous 2-D float array")
+        E.row_stride, E.col_stride = cnp.PyArray_DIM(W, 1), 1
     _need(cnp.PyArray_TYPE(ids) == cnp.NPY_INT64 and cnp.PyArray_IS_C_CONTIGUOUS(ids),
           "ids not C-contiguous int64")
     E.V, E.D = cnp.PyArray_DIM(W, 0), cnp.PyArray_DIM(W, 1)
@@ -134,8 +167,8 @@ cdef Embed _embed(cnp.ndarray W, cnp.ndarray ids, cnp.ndarray rows) except *:
 
 def embed_gather(cnp.ndarray W, cnp.ndarray ids, cnp.ndarray out, int threads=1):
     """out[r] = W[ids[r]] for the R ids (0 <= id < V, checked by the caller); False if a
-    gathered row holds NaN or Inf."""
-    cdef Embed E = _embed(W, ids, out)
+    gathered row holds NaN or Inf.  W may be any aligned view (a transpose: strided reads)."""
+    cdef Embed E = _embed(W, ids, out, True)
     cdef int t, n = _threads(threads), bad = 0
     if n > E.R:
         n = <int>max(E.R, 1)
@@ -243,6 +276,50 @@ cdef void _softmax_bwd_task(void *arg, int tid, int n) noexcept nogil:
             od[t] -= S.scale
 
 
+cdef void _softmax_fused_task(void *arg, int tid, int n) noexcept nogil:
+    """Loss and gradient of each row in one visit, the logits turned into the gradient in place:
+    the row's max (read from memory), then exp(x - max) written over it while summed, then the
+    scaling, both while the row is still in cache; one exp per element."""
+    cdef Softmax *S = <Softmax *>arg
+    cdef Py_ssize_t lo, hi, r, V = S.V, t
+    cdef size_t item = 4 if S.f32 else 8
+    cdef int bad
+    cdef double s, md, xt
+    cdef float mf
+    cdef float *pf
+    cdef double *pd
+    S.bad[tid] = -1
+    fr_share(S.R, tid, n, &lo, &hi)
+    for r in range(lo, hi):
+        t = S.ts[r]
+        if S.f32:
+            pf = <float *>S.x + r * V
+            mf = fr_row_max_f(pf, V, &bad)
+            md = mf
+        else:
+            pd = <double *>S.x + r * V
+            md = fr_row_max_d(pd, V, &bad)
+        if bad:
+            if S.bad[tid] < 0:
+                S.bad[tid] = r
+            continue
+        if t == S.ignore:
+            S.loss[r] = 0
+            memset(S.x + r * V * item, 0, V * item)
+            continue
+        if S.f32:
+            xt = pf[t]
+            s = fr_row_exp_inplace_f(pf, V, mf)
+            fr_scale_row_f(pf, V, <float>(S.scale / s))
+            pf[t] -= <float>S.scale
+        else:
+            xt = pd[t]
+            s = fr_row_exp_inplace_d(pd, V, md)
+            fr_scale_row_d(pd, V, S.scale / s)
+            pd[t] -= S.scale
+        S.loss[r] = log(s) - (xt - md)
+
+
 cdef Softmax _softmax(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray m,
                       cnp.ndarray ls) except *:
     cdef Softmax S
@@ -280,6 +357,40 @@ def softmax_loss_forward(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.nd
         n = <int>max(S.R, 1)
     with nogil:
         fr_parallel(n, _softmax_fwd_task, &S)
+    cdef Py_ssize_t first = -1
+    for t in range(n):
+        if S.bad[t] >= 0 and (first < 0 or S.bad[t] < first):
+            first = S.bad[t]
+    return first
+
+
+def softmax_loss_fused(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.ndarray loss,
+                       double scale, int threads=1):
+    """The loss of every row into loss (as softmax_loss_forward) and x turned in place into
+    (softmax(x) - onehot(ts)) * scale (zero rows where ts == ignore).  Returns the first row
+    holding NaN or Inf, or -1; the rows other threads or earlier rows reached are then already
+    overwritten (the caller gave the logits up)."""
+    cdef Softmax S
+    S.f32 = _f32(x)
+    cdef int tn = cnp.PyArray_TYPE(x)
+    _need(cnp.PyArray_NDIM(x) == 2 and _usable(x, tn) and cnp.PyArray_ISWRITEABLE(x),
+          "x not a writeable C-contiguous 2-D float array")
+    S.R, S.V = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    _need(S.V >= 1, "no classes")
+    _need(cnp.PyArray_TYPE(ts) == cnp.NPY_INT64 and cnp.PyArray_IS_C_CONTIGUOUS(ts)
+          and cnp.PyArray_SIZE(ts) == S.R, "ts not R C-contiguous int64")
+    _need(cnp.PyArray_TYPE(loss) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(loss)
+          and cnp.PyArray_SIZE(loss) == S.R, "loss not R C-contiguous float64")
+    S.x = <char *>cnp.PyArray_DATA(x)
+    S.ts = <const int64_t *>cnp.PyArray_DATA(ts)
+    S.ignore = ignore
+    S.loss = <double *>cnp.PyArray_DATA(loss)
+    S.scale = scale
+    cdef int t, n = _threads(threads)
+    if n > S.R:
+        n = <int>max(S.R, 1)
+    with nogil:
+        fr_parallel(n, _softmax_fused_task, &S)
     cdef Py_ssize_t first = -1
     for t in range(n):
         if S.bad[t] >= 0 and (first < 0 or S.bad[t] < first):
@@ -451,9 +562,12 @@ def affine_forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray b, cnp.ndarray out,
     return not bad
 
 
-def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, int threads=1):
+def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, int threads=1,
+              cnp.ndarray part=None):
     """dx = dout W^T for dout (R, M), W (D, M) C- or F-contiguous, dx (R, D) (x (R, D) only gives
-    the sizes).  False if dx holds NaN or Inf."""
+    the sizes).  With threads > 1, part ((threads - 1) * R * D elements of x's dtype) receives
+    the other threads' partial sums; without it, they are malloc'ed.  False if dx holds NaN or
+    Inf."""
     cdef Affine A = _affine(x, W, dout)
     _need(_usable(dx, cnp.PyArray_TYPE(x)) and cnp.PyArray_SIZE(dx) == A.R * A.D
           and cnp.PyArray_ISWRITEABLE(dx), "dx not (R, D)")
@@ -462,8 +576,14 @@ def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, in
     cdef size_t item = 4 if A.f32 else 8
     if A.R * A.D == 0:
         return True
+    cdef bint own = False
     if n > 1:
-        A.dx_part = <char *>malloc((n - 1) * A.R * A.D * item)
+        if (part is not None and _usable(part, cnp.PyArray_TYPE(x))
+                and cnp.PyArray_SIZE(part) >= (n - 1) * A.R * A.D):
+            A.dx_part = <char *>cnp.PyArray_DATA(part)
+        else:
+            A.dx_part = <char *>malloc((n - 1) * A.R * A.D * item)
+            own = True
         if A.dx_part == NULL:
             n = 1
     A.bad[0] = n - 1            # (the number of partials, for _affine_sum_task)
@@ -471,7 +591,8 @@ def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, in
         fr_parallel(n, _affine_dx_task, &A)
         if n > 1:
             fr_parallel(n, _affine_sum_task, &A)
-        free(A.dx_part)
+        if own:
+            free(A.dx_part)
         bad = (fr_nonfinite_f(<float *>A.dx, A.R * A.D) if A.f32
                else fr_nonfinite_d(<double *>A.dx, A.R * A.D))
     return not bad

@@ -110,6 +110,31 @@ FR_KERNEL double fr_row_sumexp_##S(const T *restrict x, Py_ssize_t n, T m)      
     return total;                                                                                \
 }                                                                                                \
                                                                                                  \
+/* p = exp(p - m), returning the sum (as fr_row_sumexp, but keeping the exps in the row) */      \
+FR_KERNEL double fr_row_exp_inplace_##S(T *restrict p, Py_ssize_t n, T m)                        \
+{                                                                                                \
+    double total = 0;                                                                            \
+    for (Py_ssize_t i0 = 0; i0 < n; i0 += FR_LM_BLOCK) {                                         \
+        Py_ssize_t e = i0 + FR_LM_BLOCK < n ? i0 + FR_LM_BLOCK : n, i = i0;                      \
+        T acc[FR_LM_LANES] = {0};                                                                \
+        for (; i + FR_LM_LANES <= e; i += FR_LM_LANES)                                           \
+            for (int k = 0; k < FR_LM_LANES; k++) {                                              \
+                T v = EXP(p[i + k] - m); p[i + k] = v; acc[k] += v;                              \
+            }                                                                                    \
+        T s = 0;                                                                                 \
+        for (; i < e; i++) { T v = EXP(p[i] - m); p[i] = v; s += v; }                            \
+        for (int k = 0; k < FR_LM_LANES; k++) s += acc[k];                                       \
+        total += (double)s;                                                                      \
+    }                                                                                            \
+    return total;                                                                                \
+}                                                                                                \
+                                                                                                 \
+/* p *= c */                                                                                     \
+FR_KERNEL void fr_scale_row_##S(T *restrict p, Py_ssize_t n, T c)                                \
+{                                                                                                \
+    for (Py_ssize_t i = 0; i < n; i++) p[i] *= c;                                                \
+}                                                                                                \
+                                                                                                 \
 /* out = exp(x - m - ls) * scale: the softmax of the row, scaled */                              \
 FR_KERNEL void fr_row_softmax_##S(T *restrict out, const T *restrict x, Py_ssize_t n, T m,      \
                                   T ls, T scale)                                                 \
