@@ -14,7 +14,8 @@ Both sides carry the recurrent state between iterations (truncated BPTT), as tra
 GF/s counts the matrix products' flops of the whole iteration (each LSTM: 3 x 2 N T 4H (D + H);
 the read-out: 3 x 2 N T H V); element-wise work, the embedding, clipping and SGD are not
 counted.  Then a per-part profile of fastrnn's iteration (embedding, each LSTM, affine,
-softmax-loss, clip, SGD; forward and backward separately), medians of separate timings.
+softmax-loss, clip, SGD; forward and backward separately), medians of separate timings, and for
+rnnlm the book NumPy model's beside it.
 
     python benches/lm_iteration.py [--cases rnnlm,2x200,2x650] [--threads 1,2] [--rounds 9]
 """
@@ -134,10 +135,18 @@ def measure(case, threads, rounds):
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
-def profile(case, threads, rounds):
-    """Median ms of each part of fastrnn's iteration."""
+def profile(case, threads, rounds, book=False):
+    """Median ms of each part of fastrnn's iteration (book=True: of the book NumPy Rnnlm's)."""
     V, E, Hs, N, T = CASES[case]
-    model = Rnnlm(V, E, Hs[0], seed=0) if case == "rnnlm" else LanguageModel(V, E, Hs, seed=0)
+    if book:
+        model = ref_models.Rnnlm(V, E, Hs[0], seed=0)
+        emb, layers, affine = model.layers[0], [model.layers[1]], model.layers[2]
+        clip = reference.clip_grads
+    else:
+        model = (Rnnlm(V, E, Hs[0], seed=0) if case == "rnnlm"
+                 else LanguageModel(V, E, Hs, seed=0))
+        emb, layers, affine = model.embedding, model.stack.layers, model.affine
+        clip = fastrnn.clip_grads
     batches, opt = Batches(V, N, T), SGD(LR)
     parts = {}
 
@@ -147,28 +156,25 @@ def profile(case, threads, rounds):
         parts.setdefault(name, []).append(time.perf_counter() - t0)
         return out
 
-    layers = model.stack.layers
     with threadpool_limits(threads):
         for r in range(rounds + 2):
             xs, ts = batches()
-            model.train_flg = True
-            h = timed("embedding fwd", model.embedding.forward, xs)
+            h = timed("embedding fwd", emb.forward, xs)
             for k, layer in enumerate(layers):
                 h = timed(f"lstm{k} fwd", layer.forward, h)
-            s = timed("affine fwd", model.affine.forward, h)
+            s = timed("affine fwd", affine.forward, h)
             timed("softmax-loss fwd", model.loss_layer.forward, s, ts)
             d = timed("softmax-loss bwd", model.loss_layer.backward)
-            d = timed("affine bwd", model.affine.backward, d)
+            d = timed("affine bwd", affine.backward, d)
             for k in reversed(range(len(layers))):
                 d = timed(f"lstm{k} bwd", layers[k].backward, d)
-            timed("embedding bwd", model.embedding.backward, d)
-            timed("clip_grads", fastrnn.clip_grads, model.grads, MAX_GRAD)
+            timed("embedding bwd", emb.backward, d)
+            timed("clip_grads", clip, model.grads, MAX_GRAD)
             timed("SGD", opt.update, model.params, model.grads)
             if r < 2:
                 parts.clear()
     med = {k: 1e3 * float(np.median(v)) for k, v in parts.items()}
-    total = sum(med.values())
-    return med, total
+    return med, sum(med.values())
 
 
 def main():
@@ -194,10 +200,16 @@ def main():
         return
     for case in cases:
         for th in threads:
-            med, total = profile(case, th, args.rounds)
-            print(f"\nprofile {case}, {th} thread(s): {total:.1f} ms in parts")
-            for name, ms in med.items():
-                print(f"  {name:18} {ms:8.2f} ms {100 * ms / total:5.1f} %")
+            runs = [("fastrnn", profile(case, th, args.rounds))]
+            if case == "rnnlm":
+                runs.append(("book NumPy", profile(case, th, args.rounds, book=True)))
+            print(f"\nprofile {case}, {th} thread(s): ms (% of the parts' sum)")
+            print(f"  {'part':18}" + "".join(f" {name:>18}" for name, _ in runs))
+            for part in runs[0][1][0]:
+                print(f"  {part:18}" + "".join(
+                    f" {med[part]:9.2f} ({100 * med[part] / total:4.1f}%)"
+                    for _, (med, total) in runs))
+            print(f"  {'sum':18}" + "".join(f" {total:9.2f}         " for _, (_, total) in runs))
 
 
 if __name__ == "__main__":

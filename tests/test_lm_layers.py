@@ -670,3 +670,62 @@ def test_threads_give_the_one_thread_results(dtype, threads, rng):
             close(c, a, dtype)
         else:
             np.testing.assert_array_equal(c, a, err_msg=f"output {k}")
+
+
+# ---- buffers ------------------------------------------------------------------------------------
+
+def test_out_buffers_avoid_activation_sized_allocations(rng):
+    """With out= (and the softmax layer in place), a training step's calls after the first
+    allocate nothing near the size of an activation (measured with tracemalloc, which sees
+    NumPy's allocations)."""
+    import tracemalloc
+    N, T, V, D = 8, 16, 2000, 64
+    f32 = np.float32
+    W = (0.1 * rng.standard_normal((V, D))).astype(f32)
+    emb, drop = fastrnn.TimeEmbedding(W), fastrnn.TimeDropout(0.3, seed=0)
+    vdrop = fastrnn.VariationalDropout(0.3, seed=0)
+    aff = fastrnn.TimeAffine(W.T, np.zeros(V, f32))
+    loss_layer = fastrnn.TimeSoftmaxWithLoss(inplace=True)
+    for layer in (emb, drop, vdrop, aff, loss_layer):
+        layer.threads = 2
+    xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+    e, h, g = (np.empty((N, T, D), f32) for _ in range(3))
+    logits = np.empty((N, T, V), f32)
+
+    def step():
+        emb.forward(xs, out=e)
+        drop.forward(e, out=h)
+        vdrop.forward(h, out=h)
+        aff.forward(h, out=logits)
+        loss_layer.forward(logits, ts)
+        aff.backward(loss_layer.backward(), out=g)
+        vdrop.backward(g, out=g)
+        drop.backward(g, out=g)
+        emb.backward(g)
+
+    step()
+    tracemalloc.start()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < N * T * D * 4 // 2, peak          # far below one (N, T, D) activation
+
+
+def test_affine_refused_call_keeps_the_last_forward(rng):
+    W, b, x, dout = affine_case(rng, np.float64, 2, 3, 4, 5, True)
+    layer = fastrnn.TimeAffine(W, b)
+    layer.forward(x)
+    want = layer.backward(dout)
+    grads = [g.copy() for g in layer.grads]
+    bad = x.copy()
+    bad[1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match="x"):
+        layer.forward(bad)
+    with pytest.raises(ValueError, match="out"):
+        layer.forward(x, out=np.empty((2, 3, 4)))
+    np.testing.assert_array_equal(layer.backward(dout), want)
+    for g, h in zip(layer.grads, grads):
+        np.testing.assert_array_equal(g, h)
+    W.base[0, 0] = np.nan                           # W is a view of its base: NaN found
+    with pytest.raises(ValueError, match="W"):
+        layer.forward(x)

@@ -549,6 +549,8 @@ def test_bad_inputs():
         m.forward(np.zeros((2, 3), int), np.zeros((2, 4), int))
     with pytest.raises(ValueError, match="ts must hold"):
         m.forward(np.zeros((2, 3), int), np.full((2, 3), -2))
+    with pytest.raises(RuntimeError, match="before forward"):
+        LanguageModel(10, 4, [4]).backward()
 
 
 def test_bad_stacks():
@@ -581,7 +583,9 @@ def test_bad_stacks():
     with pytest.raises(ValueError, match="h_mask"):
         Stack([NoMask(lstm(3, 4))], recurrent_dropout=0.2)
     ref_layer = ref.TimeLSTM(*(p.copy() for p in lstm(3, 4).params))
-    s = Stack([lstm(3, 4)])
+    s = Stack([lstm(3, 4), lstm(4, 4)], connection="residual")
+    with pytest.raises(RuntimeError, match="before forward"):
+        s.backward(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match=r"xs must have shape \(N, T, 3\)"):
         s.forward(np.zeros((2, 3, 4)))
     with pytest.raises(TypeError, match="only"):

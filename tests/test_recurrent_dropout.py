@@ -452,3 +452,29 @@ def test_rnn_matches_torch(nonlinearity):
                                atol=1e-12)
     np.testing.assert_allclose(layer.grads[2], net.bias_ih_l0.grad.numpy(), rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("N,T", [(3, 1), (1, 1), (4, 3)])
+@pytest.mark.parametrize("where", ["Wx", "Wh"])
+def test_nonfinite_weights_still_caught_with_a_mask(kind, N, T, where):
+    # a single step of a few rows has the kernel vouch for the weights (layers.
+    # _weights_checked_by_kernel): a NaN in a row of Wh that the mask zeroes still shows, as
+    # 0 * NaN is NaN; and the raise leaves the last forward's caches as they were
+    rng = np.random.default_rng(16)
+    D, H = 3, 4
+    params = make_params(kind, rng, D, H)
+    layer = make_time(fastrnn, kind, params)
+    xs = rng.standard_normal((N, T, D))
+    dhs = rng.standard_normal((N, T, H))
+    mask = np.ones((N, H))
+    mask[:, 1] = 0
+    layer.forward(xs, h_mask=mask)
+    want = layer.backward(dhs).copy()
+    p = params[0] if where == "Wx" else params[1]
+    old = p[1, 0]
+    p[1, 0] = np.nan
+    with pytest.raises(ValueError, match=f"{where} contains NaN or Inf"):
+        layer.forward(xs, h_mask=mask)
+    p[1, 0] = old
+    assert np.array_equal(layer.backward(dhs), want)

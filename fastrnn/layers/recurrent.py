@@ -36,6 +36,11 @@ __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 
 _BLAS_INT_MAX = 2**31 - 1
 
+# _thread_plan's context when BLAS is left as it is; callers test for it and skip the `with`
+# (entering and leaving even a null context costs a few tenths of a microsecond, a tenth of
+# a small cell's whole step)
+_NO_HOLD = contextlib.nullcontext()
+
 
 _NATIVE_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -269,7 +274,7 @@ class _TimeLayer:
         GH = self.blocks * H
         threads, hold_blas = plan_threads(self._threads, N, T, N * T * H * GH,
                                           N * T * GH * max(D, H))
-        return threads, single_threaded_blas() if hold_blas else contextlib.nullcontext()
+        return threads, single_threaded_blas() if hold_blas else _NO_HOLD
 
     # ---- parameters and inputs -------------------------------------------------------------
 
@@ -398,9 +403,10 @@ class _TimeLayer:
             self.c = cT
         return hs
 
-    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None):
+    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None, carry=True):
         """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf; h_mask
-        checked or None); returns (hs, h_T, c_T) and keeps the caches."""
+        checked or None); returns (hs, h_T, c_T) and keeps the caches (h_T None unless carry:
+        a cell returns hs itself)."""
         (N, T, D), H, dtype = xs.shape, Wh.shape[0], Wh.dtype
         verify = _weights_checked_by_kernel(N, T)
         if not verify:
@@ -431,14 +437,18 @@ class _TimeLayer:
                               for k, s in self._mask_cache_shapes(N, T, H).items()})
             np.copyto(cache["mask"], h_mask)
             cache["M"] = cache["mask"]
-        if self._wp is None or self._wp_key != (D, H, dtype):
+        if self._wp is None:            # (D, H and dtype are the layer's for life: _read_params)
             self._wp = _aligned_empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
                                           for packs in self._packed_shapes(D, H)), dtype)
             self._wp_key = (D, H, dtype)
         threads, blas = self._thread_plan(N, T, D, H)
-        with blas:
+        if blas is _NO_HOLD:
             nonfinite = self._kernel_forward(cache, xs, Wx, self._step_weights(Wh, N, T), b, h0,
                                              hs, threads, verify)
+        else:
+            with blas:
+                nonfinite = self._kernel_forward(cache, xs, Wx, self._step_weights(Wh, N, T), b,
+                                                 h0, hs, threads, verify)
         if nonfinite:
             _scan_weights(Wx, Wh)   # raises if the weights are at fault; else it overflowed
         if cache is not self._cache:
@@ -446,7 +456,7 @@ class _TimeLayer:
             self._cache = cache
             self._spare = old if old is not None and old["key"] == key else None
         self._last = key
-        hT = hs[:, -1].copy()
+        hT = hs[:, -1].copy() if carry else None
         cT = cache["C"][:, -1].copy() if self.has_cell else None
         return hs, hT, cT
 
@@ -684,7 +694,7 @@ class _Cell:
         N = x.shape[0]
         h0 = _as_float_array(h_prev, "h_prev", dtype, (N, H))
         c0 = None if c_prev is None else _as_float_array(c_prev, "c_prev", dtype, (N, H))
-        hs, _, cT = self._seq._forward(x[:, None, :], Wx, Wh, b, h0, c0)
+        hs, _, cT = self._seq._forward(x[:, None, :], Wx, Wh, b, h0, c0, carry=False)
         return hs[:, 0], cT
 
     def _step_back(self, dh_next, dc_next=None):

@@ -282,6 +282,9 @@ class Stack:
 
     def backward(self, dhs):
         """dhs (N, T, H_last) -> dxs (N, T, D); fills grads (every layer's, in place)."""
+        if self._bufs_key is None:
+            raise RuntimeError("Stack.backward() called before forward(): there is no forward "
+                               "pass to differentiate")
         L = len(self.layers)
         if self.connection == "dense":
             g = self.layers[-1].backward(dhs)              # dL/d(input of the last layer)

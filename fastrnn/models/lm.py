@@ -80,10 +80,11 @@ class _WordDropout:
         keep = self.rng.random(self.vocab_size) >= self.ratio
         self.vocab_mask = np.multiply(keep, 1.0 / (1.0 - self.ratio), dtype=self.dtype)
         self.rows = self.vocab_mask[idx][..., None]
-        return emb * self.rows
+        return np.multiply(emb, self.rows, out=emb)         # the model's own buffer
 
     def backward(self, dout):
-        return dout if self.rows is None else dout * self.rows
+        # dout is the model's: a buffer or an array a layer returned to it
+        return dout if self.rows is None else np.multiply(dout, self.rows, out=dout)
 
 
 class LanguageModel:
@@ -463,6 +464,8 @@ class LanguageModel:
 
     def backward(self, dout=1):
         """Backpropagate the last forward's loss (times dout); fills ``grads`` in place."""
+        if self._bufs is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         bufs = self._bufs
         # the scores become their gradient in place
         d = self.loss_layer.backward(dout, out=bufs["scores"])
