@@ -1,4 +1,5 @@
-"""The `fastrnn` command line: `fastrnn demo`, `fastrnn bench` (also `python -m fastrnn ...`).
+"""The `fastrnn` command line: `fastrnn demo`, `fastrnn bench`, `fastrnn lm` (also
+`python -m fastrnn ...`).
 
 Each subcommand lives in its own module, which provides `add_parser(subparsers)`: it registers its
 arguments and sets `func`, the function that runs it and returns the exit status.
@@ -6,17 +7,18 @@ arguments and sets `func`, the function that runs it and returns the exit status
 import argparse
 import sys
 
-SUBCOMMANDS = ("demo", "bench")
+# subcommand name -> the module that provides its add_parser
+SUBCOMMANDS = {"demo": "fastrnn.demo", "bench": "fastrnn.bench", "lm": "fastrnn.train.cli"}
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="fastrnn", description="Fast RNN/LSTM/GRU layers for the CPU: demo and benchmarks.")
+        prog="fastrnn", description="Fast RNN/LSTM/GRU layers for the CPU: demo, benchmarks, language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import importlib
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"fastrnn.{name}").add_parser(sub)
+    for module in SUBCOMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

@@ -1,0 +1,96 @@
+"""Named training configurations for ``fastrnn lm train`` (``--preset NAME``).
+
+A configuration is a flat dict of hyper-parameters; every key has a command-line flag that
+overrides it (``--hidden-sizes 650,650``, ``--lr 1`` ...).  The presets reproduce:
+
+- ``dlfs2-rnnlm``: the book's ``ch06/train_rnnlm.py`` -- its ``Rnnlm`` (one 100-unit LSTM,
+  100-dim embedding), N 20, T 35, SGD lr 20, clip 0.25, 4 epochs, the book's batching.
+- ``dlfs2-better``: the book's ``ch06/train_better_rnnlm.py`` -- its ``BetterRnnlm`` (2 x 650
+  LSTM, dropout 0.5, tied embedding and output weights), N 20, T 35, SGD lr 20, clip 0.25,
+  40 epochs, lr / 4 after an epoch whose validation perplexity is not better.
+- ``zaremba-small``: Zaremba et al. 2014's small model -- 2 x 200 LSTM, no dropout, init
+  U(-0.1, 0.1), N 20, T 20, SGD lr 1 halved every epoch after the 4th, 13 epochs, clip 5, loss
+  summed over time.
+- ``zaremba-medium``: their medium model -- 2 x 650, dropout 0.5, init U(-0.05, 0.05), N 20,
+  T 35, lr 1 times 0.8 every epoch after the 6th, 39 epochs, clip 5, loss summed over time.
+- ``medium-vd-tied``: the medium model with variational dropout (Gal & Ghahramani 2016: one
+  mask per sequence on inputs, outputs and recurrent connections, p 0.5; word-embedding dropout
+  p 0.1) and tied input/output embeddings (Inan et al. 2017; Press & Wolf 2017), trained with
+  Zaremba's medium recipe (init U(-0.05, 0.05), N 20, T 35, SGD lr 1, clip 5, summed loss) but
+  Gal's slower decay, lr / 1.2 every epoch after the 6th, for 39 epochs.  These values are our
+  choice within the settings those papers report for their medium models, not a copy of one run.
+
+Evaluation is always at batch 1 with the state carried (:meth:`LMTrainer.evaluate`).
+"""
+__all__ = ["DEFAULT_PRESET", "HYPERPARAMETERS", "PRESETS", "preset"]
+
+# every hyper-parameter, its type and the model builders it applies to; the flags follow
+HYPERPARAMETERS = {
+    # model
+    "model": str,               # "rnnlm" (book's Rnnlm), "better" (BetterRnnlm), "lm"
+    "embed_size": int,
+    "hidden_sizes": list,       # one int per layer
+    "cell": str,                # "lstm", "gru", "rnn" (model "lm")
+    "dropout": float,           # input/output (and, variational, recurrent) dropout
+    "embed_dropout": float,     # word-embedding dropout (variational models)
+    "variational": bool,
+    "residual": bool,
+    "tie_weights": bool,
+    "init": str,                # "uniform" (+-init_scale), "normal" (the book's), "orthogonal"
+    "init_scale": float,
+    "dtype": str,
+    # training
+    "batch_size": int,
+    "bptt": int,
+    "eval_bptt": int,
+    "batching": str,            # "zaremba" or "dlfs2"
+    "optimizer": str,           # "sgd" or "adam"
+    "lr": float,
+    "schedule": str,            # "constant", "plateau" (book) or "decay" (Zaremba)
+    "lr_decay": float,
+    "decay_after": int,
+    "plateau_factor": float,
+    "clip": float,              # 0: no clipping
+    "loss": str,                # "mean" (book) or "sum" over time (Zaremba)
+    "epochs": int,
+    "seed": int,
+}
+
+_BASE = {"cell": "lstm", "dropout": 0.0, "embed_dropout": 0.0, "variational": False,
+         "residual": False, "tie_weights": False, "init": "uniform", "init_scale": 0.1,
+         "dtype": "float32", "eval_bptt": 35, "optimizer": "sgd", "lr_decay": 0.5,
+         "decay_after": 4, "plateau_factor": 4.0, "seed": 0}
+
+PRESETS = {
+    "dlfs2-rnnlm": dict(_BASE, model="rnnlm", embed_size=100, hidden_sizes=[100],
+                        init="normal", batch_size=20, bptt=35, batching="dlfs2", lr=20.0,
+                        schedule="constant", clip=0.25, loss="mean", epochs=4),
+    "dlfs2-better": dict(_BASE, model="better", embed_size=650, hidden_sizes=[650, 650],
+                         dropout=0.5, tie_weights=True, init="normal", batch_size=20,
+                         bptt=35, batching="dlfs2", lr=20.0, schedule="plateau",
+                         plateau_factor=4.0, clip=0.25, loss="mean", epochs=40),
+    "zaremba-small": dict(_BASE, model="lm", embed_size=200, hidden_sizes=[200, 200],
+                          init_scale=0.1, batch_size=20, bptt=20, batching="zaremba", lr=1.0,
+                          schedule="decay", lr_decay=0.5, decay_after=4, clip=5.0,
+                          loss="sum", epochs=13),
+    "zaremba-medium": dict(_BASE, model="lm", embed_size=650, hidden_sizes=[650, 650],
+                           dropout=0.5, init_scale=0.05, batch_size=20, bptt=35,
+                           batching="zaremba", lr=1.0, schedule="decay", lr_decay=0.8,
+                           decay_after=6, clip=5.0, loss="sum", epochs=39),
+    "medium-vd-tied": dict(_BASE, model="lm", embed_size=650, hidden_sizes=[650, 650],
+                           dropout=0.5, embed_dropout=0.1, variational=True, tie_weights=True,
+                           init_scale=0.05, batch_size=20, bptt=35, batching="zaremba", lr=1.0,
+                           schedule="decay", lr_decay=1 / 1.2, decay_after=6, clip=5.0,
+                           loss="sum", epochs=39),
+}
+
+DEFAULT_PRESET = "zaremba-small"
+
+
+def preset(name):
+    """A copy of the preset called `name` (ValueError listing the names otherwise)."""
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}; got {name!r}")
+    cfg = dict(PRESETS[name])
+    cfg["hidden_sizes"] = list(cfg["hidden_sizes"])
+    return cfg

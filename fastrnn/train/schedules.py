@@ -1,0 +1,97 @@
+"""Learning-rate schedules for epoch-based training.
+
+Each schedule answers ``lr(epoch)`` (0-based epoch index) before the epoch runs and hears
+``observe(epoch, val_ppl)`` after it; ``state()`` / ``load_state()`` (JSON-serializable) let a
+checkpoint resume it exactly.
+"""
+import math
+
+__all__ = ["SCHEDULES", "ConstantLR", "DecayLR", "PlateauLR", "make_schedule"]
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+class ConstantLR:
+    """The same learning rate every epoch."""
+
+    name = "constant"
+
+    def __init__(self, lr):
+        self.base_lr = _positive("lr", lr)
+
+    def lr(self, epoch):
+        return self.base_lr
+
+    def observe(self, epoch, val_ppl):
+        pass
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+
+class PlateauLR(ConstantLR):
+    """The book's schedule (``train_better_rnnlm.py``): divide the rate by `factor` (4) after
+    every epoch whose validation perplexity is not better than the best so far."""
+
+    name = "plateau"
+
+    def __init__(self, lr, factor=4.0):
+        super().__init__(lr)
+        self.factor = _positive("plateau factor", factor)
+        self.current = self.base_lr
+        self.best = math.inf
+
+    def lr(self, epoch):
+        return self.current
+
+    def observe(self, epoch, val_ppl):
+        if val_ppl < self.best:
+            self.best = val_ppl
+        else:
+            self.current /= self.factor
+
+    def state(self):
+        return {"current": self.current, "best": None if math.isinf(self.best) else self.best}
+
+    def load_state(self, state):
+        self.current = float(state["current"])
+        self.best = math.inf if state["best"] is None else float(state["best"])
+
+
+class DecayLR(ConstantLR):
+    """Zaremba et al.'s schedule: ``lr * decay ** max(epoch - after, 0)`` for the 1-based epoch
+    (their code's ``max(i + 1 - max_epoch, 0)``), so the first `after` epochs run at `lr`."""
+
+    name = "decay"
+
+    def __init__(self, lr, decay=0.5, after=4):
+        super().__init__(lr)
+        self.decay = _positive("lr decay", decay)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"decay-after must be a non-negative integer, got {after!r}")
+        self.after = after
+
+    def lr(self, epoch):
+        return self.base_lr * self.decay ** max(epoch + 1 - self.after, 0)
+
+
+SCHEDULES = {"constant": ConstantLR, "plateau": PlateauLR, "decay": DecayLR}
+
+
+def make_schedule(name, lr, decay=0.5, after=4, factor=4.0):
+    """The schedule called `name` ("constant", "plateau" or "decay") with its parameters."""
+    if name == "constant":
+        return ConstantLR(lr)
+    if name == "plateau":
+        return PlateauLR(lr, factor)
+    if name == "decay":
+        return DecayLR(lr, decay, after)
+    raise ValueError(f"lr schedule must be one of {sorted(SCHEDULES)}, got {name!r}")

@@ -1,0 +1,325 @@
+"""Training language models by truncated backpropagation through time.
+
+:class:`LMTrainer` runs epochs of TBPTT windows (:mod:`fastrnn.train.data`) on a model with the
+DLFS2 language-model interface: ``forward(xs, ts, train_flg)`` returning the mean loss over
+tokens, ``backward(dout)``, ``reset_state()``, ``params`` / ``grads`` lists.  The model's
+recurrent state is carried from one window to the next (its layers are stateful) and, since each
+backward stops at the window's first step, detached there.  Gradients are clipped by their
+global norm (:func:`fastrnn.clip_grads`), then an optimizer (:class:`~fastrnn.train.SGD`,
+:class:`~fastrnn.train.Adam`) updates the parameters in place.
+
+Perplexity is measured at batch 1 with the state carried across windows of T steps
+(:func:`~fastrnn.train.data.eval_windows`): the same numbers as Zaremba et al.'s word-by-word
+evaluation, T steps per call.
+"""
+import math
+import time
+
+import numpy as np
+
+from .data import eval_windows, train_windows, window_count
+from .optim import SGD, Adam
+
+__all__ = [
+    "LMTrainer",
+    "load_optimizer_state",
+    "model_generators",
+    "optimizer_state",
+    "perplexity",
+    "unique_params",
+]
+
+
+def unique_params(params, grads):
+    """Groups of tied parameters: [(index, [(other index, transposed), ...]), ...].
+
+    A parameter listed twice (the same array) or as a transposed view of another (tied
+    embedding and output weights, as the book's BetterRnnlm shares them) is updated once, with
+    the sum of its gradients -- as the book's ``remove_duplicate`` does."""
+    groups, seen = [], {}
+    for i, p in enumerate(params):
+        for j, _ in groups:
+            q = params[j]
+            if p is q or (p.shape == q.shape and np.shares_memory(p, q)):
+                seen[j].append((i, False))
+                break
+            if p.ndim == 2 and p.shape == q.shape[::-1] and np.shares_memory(p, q):
+                seen[j].append((i, True))
+                break
+        else:
+            groups.append((i, None))
+            seen[i] = []
+    return [(i, seen[i]) for i, _ in groups]
+
+
+def model_generators(model):
+    """Every ``np.random.Generator`` reachable from `model` through the attributes of fastrnn
+    objects (and lists, tuples, dicts), in a deterministic order: the dropout layers' random
+    streams, which a checkpoint saves so that a resumed run draws the masks an unbroken one
+    would have."""
+    found, seen = [], set()
+
+    def walk(obj):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, np.random.Generator):
+            found.append(obj)
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x)
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                walk(obj[k])
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (np.ndarray, type)):
+            for k in sorted(vars(obj)):
+                walk(vars(obj)[k])
+
+    walk(model)
+    return found
+
+
+def optimizer_state(opt):
+    """(JSON-serializable dict, dict of arrays) capturing an SGD or Adam optimizer."""
+    if isinstance(opt, Adam):
+        meta = {"type": "adam", "lr": opt.lr, "beta1": opt.beta1, "beta2": opt.beta2,
+                "eps": opt.eps, "iter": opt.iter, "slots": 0 if opt.m is None else len(opt.m)}
+        arrays = {}
+        if opt.m is not None:
+            for k, (m, v) in enumerate(zip(opt.m, opt.v)):
+                arrays[f"m{k}"], arrays[f"v{k}"] = m, v
+        return meta, arrays
+    if isinstance(opt, SGD):
+        return {"type": "sgd", "lr": opt.lr}, {}
+    raise TypeError(f"optimizer must be fastrnn.train.SGD or Adam, got {type(opt).__name__}")
+
+
+def load_optimizer_state(opt, meta, arrays):
+    """Restore `opt` (a fresh SGD/Adam of the same type) from :func:`optimizer_state`'s output."""
+    kind = "adam" if isinstance(opt, Adam) else "sgd"
+    if meta.get("type") != kind:
+        raise ValueError(f"checkpoint optimizer is {meta.get('type')!r}, run uses {kind!r}")
+    opt.lr = float(meta["lr"])
+    if kind == "adam":
+        opt.iter = int(meta["iter"])
+        n = int(meta["slots"])
+        if n:
+            try:
+                opt.m = [np.array(arrays[f"m{k}"]) for k in range(n)]
+                opt.v = [np.array(arrays[f"v{k}"]) for k in range(n)]
+            except KeyError as e:
+                raise ValueError(f"optimizer state lacks array {e.args[0]!r}") from None
+
+
+def perplexity(total_loss, count):
+    return math.exp(min(total_loss / count, 700.0))
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, s, refresh=True):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, desc, enabled):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="win", leave=False, dynamic_ncols=True)
+
+
+class LMTrainer:
+    """Epochs of truncated BPTT on a language model.
+
+    Parameters
+    ----------
+    model : object
+        A language model with the DLFS2 interface (see the module doc).
+    optimizer : SGD or Adam
+        Updates ``model.params`` in place; its ``lr`` is set from `schedule` every epoch.
+    schedule : ConstantLR, PlateauLR or DecayLR
+        The learning-rate schedule (:mod:`fastrnn.train.schedules`).
+    batch_size, bptt : int
+        N parallel streams, windows of T steps.
+    clip : float or None
+        Global-norm gradient clipping threshold (None: no clipping).
+    loss : {"mean", "sum"}
+        "mean": the gradient of the mean loss over the window's tokens (the book);
+        "sum": of the loss summed over time and averaged over the batch, as Zaremba et al. do
+        (``backward(dout=T)``).  Reported perplexities are per token either way.
+    batching : {"zaremba", "dlfs2"}
+        Layout of the training windows (:mod:`fastrnn.train.data`).
+    eval_bptt : int or None
+        Window length of the batch-1 evaluation (default: `bptt`).
+    threads : int or None
+        Threads for :func:`fastrnn.clip_grads` (the layers follow BLAS's setting).
+    progress : bool
+        Show tqdm progress bars.
+    """
+
+    def __init__(self, model, optimizer, schedule, *, batch_size=20, bptt=35, clip=None,
+                 loss="mean", batching="zaremba", eval_bptt=None, threads=None, progress=True):
+        for name in ("params", "grads", "forward", "backward", "reset_state"):
+            if not hasattr(model, name):
+                raise TypeError(f"model lacks {name!r}: expected the DLFS2 language-model "
+                                f"interface (predict, forward, backward, reset_state, params, "
+                                f"grads)")
+        if loss not in ("mean", "sum"):
+            raise ValueError(f"loss must be 'mean' or 'sum', got {loss!r}")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be positive or None, got {clip!r}")
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.batch_size, self.bptt, self.clip, self.loss = batch_size, bptt, clip, loss
+        self.batching = batching
+        self.eval_bptt = bptt if eval_bptt is None else eval_bptt
+        self.threads, self.progress = threads, progress
+        self.epoch = 0          # epochs completed
+        self.step = 0           # optimizer updates made
+        self.history = []       # one metrics dict per epoch
+        self._groups = unique_params(model.params, model.grads)
+
+    # -- one update ---------------------------------------------------------------------------
+    def _params_grads(self):
+        params, grads = self.model.params, self.model.grads
+        if len(self._groups) == len(params):
+            return params, grads
+        ps, gs = [], []
+        for i, tied in self._groups:
+            g = grads[i]
+            for j, transposed in tied:
+                g += grads[j].T if transposed else grads[j]
+            ps.append(params[i])
+            gs.append(g)
+        return ps, gs
+
+    def train_step(self, xs, ts):
+        """Forward, backward, clip and update on one window; returns the mean token loss."""
+        from .._norms import clip_grads
+        loss = float(self.model.forward(xs, ts, train_flg=True))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {self.step + 1} "
+                                     f"(lr {self.optimizer.lr}): diverged")
+        self.model.backward(xs.shape[1] if self.loss == "sum" else 1)
+        params, grads = self._params_grads()
+        if self.clip is not None:
+            clip_grads(grads, self.clip, threads=self.threads)
+        self.optimizer.update(params, grads)
+        self.step += 1
+        return loss
+
+    # -- epochs -------------------------------------------------------------------------------
+    def train_epoch(self, ids, max_steps=None):
+        """One epoch (or its first `max_steps` windows) on `ids` at the schedule's rate.
+
+        Returns {"train_ppl", "seconds", "words_per_sec", "lr", "steps", "windows"}."""
+        N, T = self.batch_size, self.bptt
+        lr = self.schedule.lr(self.epoch)
+        self.optimizer.lr = lr
+        windows = window_count(len(ids), N, T, self.batching)
+        todo = windows if max_steps is None else min(windows, max_steps)
+        self.model.reset_state()
+        bar = _bar(todo, f"epoch {self.epoch + 1}", self.progress)
+        total, count, done = 0.0, 0, 0
+        start = time.perf_counter()
+        try:
+            for xs, ts in train_windows(self.batching, ids, N, T, self.epoch):
+                if done == todo:
+                    break
+                total += self.train_step(xs, ts) * ts.size
+                count += ts.size
+                done += 1
+                bar.update()
+                if done % 20 == 0 or done == todo:
+                    secs = time.perf_counter() - start
+                    bar.set_postfix_str(f"ppl {perplexity(total, count):.1f}, "
+                                        f"{count / secs:.0f} words/s", refresh=False)
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - start
+        self.model.reset_state()
+        return {"train_ppl": perplexity(total, count), "seconds": seconds,
+                "words_per_sec": count / seconds if seconds > 0 else 0.0, "lr": lr,
+                "steps": done, "windows": windows}
+
+    def evaluate(self, ids, desc="eval"):
+        """Perplexity of `ids` at batch 1, state carried across windows of `eval_bptt` steps."""
+        self.model.reset_state()
+        total, count = 0.0, 0
+        bar = _bar(-(-(len(ids) - 1) // self.eval_bptt), desc, self.progress)
+        try:
+            for xs, ts in eval_windows(ids, self.eval_bptt):
+                total += float(self.model.forward(xs, ts, train_flg=False)) * ts.size
+                count += ts.size
+                bar.update()
+        finally:
+            bar.close()
+        self.model.reset_state()
+        return perplexity(total, count)
+
+    def fit(self, train_ids, valid_ids, epochs, *, max_steps=None, on_epoch=None, log=print):
+        """Train until `epochs` epochs are complete (continuing from ``self.epoch``).
+
+        After each epoch the validation perplexity feeds the schedule, a metrics dict is
+        appended to ``history`` and ``on_epoch(trainer, metrics)`` is called (checkpointing).
+        `max_steps` caps the optimizer updates of this call: the epoch it falls in is cut short,
+        evaluated, recorded with ``"partial": True``, and training stops."""
+        remaining = max_steps
+        while self.epoch < epochs:
+            stats = self.train_epoch(train_ids, remaining)
+            val_ppl = self.evaluate(valid_ids, "valid")
+            self.schedule.observe(self.epoch, val_ppl)
+            self.epoch += 1
+            metrics = {"epoch": self.epoch, "train_ppl": stats["train_ppl"], "val_ppl": val_ppl,
+                       "seconds": stats["seconds"], "words_per_sec": stats["words_per_sec"],
+                       "lr": stats["lr"], "steps": stats["steps"]}
+            partial = stats["steps"] < stats["windows"]
+            if partial:
+                metrics["partial"] = True
+            self.history.append(metrics)
+            if log:
+                log(f"epoch {self.epoch:3d}  lr {stats['lr']:.4g}  train ppl "
+                    f"{stats['train_ppl']:9.2f}  val ppl {val_ppl:9.2f}  "
+                    f"{stats['words_per_sec']:8.0f} words/s  {stats['seconds']:7.1f} s"
+                    + (f"  (stopped after {stats['steps']} of {stats['windows']} windows)"
+                       if partial else ""))
+            if on_epoch is not None:
+                on_epoch(self, metrics)
+            if remaining is not None:
+                remaining -= stats["steps"]
+                if remaining <= 0:
+                    break
+        return self.history
+
+    # -- checkpoint state ---------------------------------------------------------------------
+    def state(self):
+        """(JSON-serializable dict, dict of arrays): everything but the model to resume."""
+        meta, arrays = optimizer_state(self.optimizer)
+        rngs = [g.bit_generator.state for g in model_generators(self.model)]
+        return ({"epoch": self.epoch, "step": self.step, "lr": self.optimizer.lr,
+                 "schedule": {"name": self.schedule.name, **self.schedule.state()},
+                 "optimizer": meta, "rng_states": rngs, "history": self.history}, arrays)
+
+    def load_state(self, state, arrays):
+        """Restore what :meth:`state` captured (the model is restored separately)."""
+        if state["schedule"]["name"] != self.schedule.name:
+            raise ValueError(f"checkpoint schedule is {state['schedule']['name']!r}, run uses "
+                             f"{self.schedule.name!r}")
+        gens = model_generators(self.model)
+        rngs = state.get("rng_states", [])
+        if len(rngs) != len(gens):
+            raise ValueError(f"checkpoint holds {len(rngs)} random-generator states, the model "
+                             f"has {len(gens)} generators")
+        load_optimizer_state(self.optimizer, state["optimizer"], arrays)
+        for g, st in zip(gens, rngs):
+            g.bit_generator.state = st
+        self.schedule.load_state(state["schedule"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])

@@ -1,0 +1,310 @@
+"""`fastrnn lm train` / `fastrnn lm generate`: runs, metrics contract, resume, every bad flag or
+file a clear error with nothing written, generation from a checkpoint, a PTB smoke run."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn.cli import main
+from fastrnn.train import cli as lm_cli
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _lm_standin import StandinLM
+from test_train import write_corpus
+
+TINY = ["--embed-size", "8", "--hidden-sizes", "16", "--batch-size", "4", "--bptt", "6",
+        "--lr", "1", "--decay-after", "2", "--no-progress", "--no-plot", "--threads", "1"]
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The CLI builds the test's small stand-in model (float64) instead of the preset's."""
+    def build(cfg, vocab_size):
+        return StandinLM(vocab_size, cfg["embed_size"], cfg["hidden_sizes"][-1], cfg["dtype"],
+                         cfg["seed"])
+    monkeypatch.setattr(lm_cli, "build_model", build)
+
+
+def train(data, out, *extra):
+    return main(["lm", "train", "--data", data, "--out", str(out), *TINY, *extra])
+
+
+def test_train_writes_the_contract(tmp_path, standin, capsys):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "3") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["preset"] == "zaremba-small"
+    assert [e["epoch"] for e in m["epochs"]] == [1, 2, 3]
+    for e in m["epochs"]:
+        assert {"epoch", "train_ppl", "val_ppl", "seconds", "words_per_sec", "lr"} <= set(e)
+        assert e["words_per_sec"] > 0 and e["seconds"] > 0
+    assert [e["lr"] for e in m["epochs"]] == [1.0, 1.0, 0.5]
+    assert m["epochs"][-1]["val_ppl"] < m["epochs"][0]["val_ppl"]
+    assert isinstance(m["test_ppl"], float) and 1 < m["test_ppl"] < 8
+    assert m["config"]["hidden_sizes"] == [16] and m["config"]["clip"] == 5.0
+    assert (out / "best" / "model.npz").is_file() and (out / "last" / "checkpoint.json").is_file()
+    assert json.loads((out / "vocab.json").read_text())[:3] == ["the", "cat", "sat"]
+    text = capsys.readouterr().out
+    assert "epoch   3" in text and "test ppl" in text
+
+
+def test_plot_is_written(tmp_path, standin):
+    pytest.importorskip("matplotlib")
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    args = [a for a in TINY if a != "--no-plot"]
+    assert main(["lm", "train", "--data", data, "--out", str(out), *args, "--epochs", "1"]) == 0
+    assert (out / "perplexity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_continues_the_same_curve(tmp_path, standin):
+    data = write_corpus(tmp_path / "ptb")
+    assert train(data, tmp_path / "a", "--epochs", "2") == 0
+    assert train(data, tmp_path / "b", "--epochs", "1") == 0
+    assert main(["lm", "train", "--data", data, "--out", str(tmp_path / "b"), "--resume",
+                 "--epochs", "2", "--no-progress", "--no-plot"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert len(b["epochs"]) == 2
+    for x, y in zip(a["epochs"], b["epochs"]):
+        for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps"):
+            assert x[k] == y[k], k
+    assert a["test_ppl"] == b["test_ppl"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--bptt", "-3"], "--bptt must be a positive integer"),
+    (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
+    (["--clip", "-1"], "--clip must be >= 0"),
+    (["--threads", "-1"], "--threads must be >= 0"),
+    (["--max-steps", "0"], "--max-steps must be a positive integer"),
+    (["--eval-words", "1"], "--eval-words must be at least 2"),
+    (["--hidden-sizes", "16,0"], "--hidden-sizes must be positive layer sizes"),
+    (["--tie-weights", "true", "--embed-size", "4"], "--embed-size must be equal to the last"),
+    (["--batch-size", "500"], "too few for --batch-size 500"),
+    (["--resume"], "holds no checkpoint"),
+])
+def test_bad_flags_are_clear_errors_and_write_nothing(tmp_path, standin, capsys, flags, message):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, *flags) == 2
+    assert "fastrnn lm train: error:" in capsys.readouterr().err
+    capsys.readouterr()
+    train(data, out, *flags)
+    import re
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags", [["--preset", "nope"], ["--cell", "xlstm"],
+                                   ["--hidden-sizes", "a,b"], ["--lr", "fast"],
+                                   ["--tie-weights", "maybe"]])
+def test_argparse_rejects_bad_values(tmp_path, standin, capsys, flags):
+    data = write_corpus(tmp_path / "ptb")
+    with pytest.raises(SystemExit) as e:
+        train(data, tmp_path / "run", *flags)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"ptb\.valid\.txt: file not found"),
+    ("empty", r"ptb\.valid\.txt: no words"),
+    ("binary", r"ptb\.valid\.txt: binary file"),
+    ("latin1", r"ptb\.valid\.txt: not UTF-8"),
+    ("unknown word", r"ptb\.valid\.txt: word 'zebra' is not in the training vocabulary"),
+    ("no dir", "not a directory"),
+])
+def test_bad_data_files_are_clear_errors(tmp_path, standin, capsys, damage, message):
+    data = write_corpus(tmp_path / "ptb")
+    valid = os.path.join(data, "ptb.valid.txt")
+    if damage == "missing":
+        os.remove(valid)
+    elif damage == "no dir":
+        data = str(tmp_path / "absent")
+    else:
+        content = {"empty": b"", "binary": b"\x00\x01\x02", "latin1": b" caf\xe9 \n",
+                   "unknown word": b" the zebra \n"}[damage]
+        with open(valid, "wb") as f:
+            f.write(content)
+    assert train(data, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    import re
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_holding_a_run_needs_resume_and_resume_refuses_overrides(tmp_path, standin, capsys):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "1") == 0
+    before = (out / "metrics.json").read_bytes()
+    assert train(data, out, "--epochs", "2") == 2
+    assert "already holds a run: pass --resume" in capsys.readouterr().err
+    assert main(["lm", "train", "--data", data, "--out", str(out), "--resume", "--lr", "3",
+                 "--no-progress"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    assert train(data, tmp_path / "file") == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_max_steps_partial_epoch_then_resume_refused(tmp_path, standin, capsys):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "3", "--max-steps", "2") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["epochs"]) == 1 and m["epochs"][0]["partial"] and m["epochs"][0]["steps"] == 2
+    assert m["test_ppl"] is not None
+    assert main(["lm", "train", "--data", data, "--out", str(out), "--resume",
+                 "--no-progress"]) == 2
+    assert "cut short by --max-steps" in capsys.readouterr().err
+
+
+# -- generate -------------------------------------------------------------------------------------
+@pytest.fixture
+def trained(tmp_path_factory):
+    import _pytest.monkeypatch
+    mp = _pytest.monkeypatch.MonkeyPatch()
+    mp.setattr(lm_cli, "build_model", lambda cfg, V: StandinLM(V, 8, 16, "float64", 0))
+    d = tmp_path_factory.mktemp("gen")
+    data = write_corpus(d / "ptb")
+    assert train(data, d / "run", "--epochs", "4") == 0
+    mp.undo()
+    return d / "run"
+
+
+def test_generate_greedy_follows_the_pattern(trained, capsys):
+    """Greedy text only uses word pairs of the training sentences (it learnt them)."""
+    argv = ["lm", "generate", "--model", str(trained), "--start", "the", "--greedy",
+            "--length", "30"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    from test_train import SENTENCES
+    pairs = {p for s in SENTENCES for p in zip(["<eos>", *s.split()], [*s.split(), "<eos>"])}
+    words = text.rstrip("\n").replace("\n", " <eos> ").split()
+    assert len(words) >= 30
+    assert set(zip(words, words[1:])) <= pairs, text
+    assert main(argv) == 0
+    assert capsys.readouterr().out == text                      # deterministic
+
+
+def test_generate_sampling_is_seeded(trained, capsys):
+    outs = []
+    for seed in (1, 1, 2):
+        assert main(["lm", "generate", "--model", str(trained), "--length", "30",
+                     "--temperature", "2.0", "--seed", str(seed)]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] != outs[2]
+    words = outs[0].split()
+    vocab = set(json.loads((trained / "vocab.json").read_text()))
+    assert len(words) >= 25 and set(words) <= vocab
+    # from the last checkpoint's model file directly too
+    rec = json.loads((trained / "last" / "checkpoint.json").read_text())
+    assert main(["lm", "generate", "--model", str(trained / "last" / rec["model_file"]),
+                 "--greedy", "--length", "3"]) == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--start", "zebra"], "--start 'zebra' is not in the model's vocabulary"),
+    (["--length", "-1"], "--length must be >= 0"),
+    (["--temperature", "0"], "--temperature must be a positive number"),
+    (["--model", "/nonexistent/x"], "no such file or directory"),
+])
+def test_generate_errors(trained, capsys, flags, message):
+    argv = ["lm", "generate", "--model", str(trained), *flags]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_generate_greedy_and_temperature_exclusive(trained, capsys):
+    with pytest.raises(SystemExit):
+        main(["lm", "generate", "--model", str(trained), "--greedy", "--temperature", "1"])
+
+
+def test_generate_from_a_corrupt_model_file(tmp_path, trained, capsys):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    (tmp_path / "vocab.json").write_text((trained / "vocab.json").read_text())
+    assert main(["lm", "generate", "--model", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+# -- the real models of fastrnn.models.lm -------------------------------------------------------
+REAL = {
+    "lm": ["--model", "lm", "--hidden-sizes", "16", "--embed-size", "16", "--decay-after", "9"],
+    "vd-tied": ["--preset", "medium-vd-tied", "--hidden-sizes", "16,16", "--embed-size", "16"],
+    "rnnlm": ["--preset", "dlfs2-rnnlm", "--hidden-sizes", "16", "--embed-size", "16"],
+    "better": ["--preset", "dlfs2-better", "--hidden-sizes", "16,16", "--embed-size", "16"],
+}
+
+
+@pytest.mark.parametrize("kind", list(REAL))
+def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
+    """Each model family through the CLI: 3 epochs in one go equal 2 + a resumed 1 (dropout
+    masks included), and generation runs from the checkpoint."""
+    pytest.importorskip("fastrnn.models.lm")
+    data = write_corpus(tmp_path / "ptb")
+    flags = [*REAL[kind], "--batch-size", "4", "--bptt", "6", "--lr", "1", "--no-progress",
+             "--no-plot"]
+    run = ["lm", "train", "--data", data, *flags]
+    assert main([*run, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
+    assert main([*run, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
+    assert main(["lm", "train", "--data", data, "--out", str(tmp_path / "b"), "--resume",
+                 "--epochs", "3", "--no-progress", "--no-plot"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in a["epochs"]] == \
+        [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in b["epochs"]]
+    assert a["test_ppl"] == b["test_ppl"] and np.isfinite(a["test_ppl"])
+    if kind == "lm":
+        assert a["epochs"][-1]["val_ppl"] < 0.5 * a["epochs"][0]["val_ppl"]
+    capsys.readouterr()
+    assert main(["lm", "generate", "--model", str(tmp_path / "a"), "--length", "12",
+                 "--seed", "3"]) == 0
+    assert len(capsys.readouterr().out.split()) >= 6
+
+
+# -- presets --------------------------------------------------------------------------------------
+def test_every_preset_passes_its_own_checks():
+    from fastrnn.train.presets import PRESETS, preset
+    for name in PRESETS:
+        lm_cli.check_config(dict(preset(name), preset=name))
+    z = preset("zaremba-small")
+    assert (z["hidden_sizes"], z["batch_size"], z["bptt"], z["epochs"], z["clip"], z["loss"],
+            z["init_scale"]) == ([200, 200], 20, 20, 13, 5.0, "sum", 0.1)
+
+
+# -- PTB smoke test -------------------------------------------------------------------------------
+def _ptb_dir():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for d in (os.environ.get("FASTRNN_PTB"), os.path.join(root, "..", "shared", "data", "ptb"),
+              os.path.join(root, "..", "..", "shared", "data", "ptb")):
+        if d and os.path.isfile(os.path.join(d, "ptb.train.txt")):
+            return d
+    return None
+
+
+@pytest.mark.skipif(_ptb_dir() is None, reason="PTB not found (set FASTRNN_PTB)")
+def test_ptb_smoke(tmp_path):
+    """A few hundred updates of a small LanguageModel on the real corpus."""
+    pytest.importorskip("fastrnn.models.lm")
+    out = tmp_path / "run"
+    assert main(["lm", "train", "--data", _ptb_dir(), "--out", str(out), "--hidden-sizes", "16",
+                 "--embed-size", "16", "--batch-size", "20", "--bptt", "20", "--max-steps",
+                 "200", "--eval-bptt", "100", "--eval-words", "3000", "--no-progress",
+                 "--no-plot"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    e = m["epochs"][0]
+    assert e["steps"] == 200 and e["partial"]
+    assert e["val_ppl"] < 1000                 # a uniform guess: 10000
+    assert m["eval_words"] == 3000
+    assert np.isfinite(m["test_ppl"]) and m["test_ppl"] < 1000

@@ -1,0 +1,338 @@
+"""fastrnn.train: PTB reading, TBPTT batching, schedules, the LM trainer and its checkpoints."""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn.train import (
+    SGD,
+    Adam,
+    DecayLR,
+    LMTrainer,
+    PlateauLR,
+    eval_windows,
+    load_ptb,
+    make_schedule,
+    read_words,
+    train_windows,
+)
+from fastrnn.train import checkpoint as ckpt
+from fastrnn.train.data import dlfs2_windows, window_count, zaremba_windows
+from fastrnn.train.trainer import unique_params
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _lm_standin import StandinLM
+
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song",
+             "my cat ate the fish"]
+
+
+def write_corpus(d, n_train=120, n_valid=8, n_test=8, seed=0):
+    """A tiny PTB-like directory: sentences drawn from SENTENCES, one per line."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(d, exist_ok=True)
+    for name, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        lines = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), n)]
+        if name == "train":
+            lines[:len(SENTENCES)] = SENTENCES          # every word in train
+        with open(os.path.join(d, f"ptb.{name}.txt"), "w") as f:
+            f.write("".join(f" {s} \n" for s in lines))
+    return str(d)
+
+
+# -- data -----------------------------------------------------------------------------------------
+def test_read_words_appends_eos_per_line(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text(" a b \n c\n\n d")
+    assert read_words(p) == ["a", "b", "<eos>", "c", "<eos>", "<eos>", "d", "<eos>"]
+
+
+def test_vocabulary_in_order_of_first_appearance(tmp_path):
+    d = write_corpus(tmp_path)
+    c = load_ptb(d)
+    words = read_words(os.path.join(d, "ptb.train.txt"))
+    assert c.vocab.id_to_word == list(dict.fromkeys(words))
+    assert [c.vocab.id_to_word[i] for i in c.train] == words
+    assert len(c.valid) == len(read_words(os.path.join(d, "ptb.valid.txt")))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no words"), (b"  \n\n", "no words"), (b"ab\x00cd", "binary"),
+    (b"caf\xe9 \n", "not UTF-8")])
+def test_bad_files_name_the_path(tmp_path, content, message):
+    d = write_corpus(tmp_path)
+    bad = os.path.join(d, "ptb.valid.txt")
+    with open(bad, "wb") as f:
+        f.write(content)
+    with pytest.raises(ValueError, match=message) as e:
+        load_ptb(d)
+    assert bad in str(e.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    d = write_corpus(tmp_path)
+    os.remove(os.path.join(d, "ptb.test.txt"))
+    with pytest.raises(ValueError, match=r"ptb\.test\.txt: file not found"):
+        load_ptb(d)
+    with pytest.raises(ValueError, match="not a directory"):
+        load_ptb(os.path.join(d, "nope"))
+
+
+def test_unknown_word_in_valid_names_word_and_path(tmp_path):
+    d = write_corpus(tmp_path)
+    with open(os.path.join(d, "ptb.valid.txt"), "a") as f:
+        f.write(" the zebra \n")
+    with pytest.raises(ValueError, match=r"ptb\.valid\.txt: word 'zebra' is not in the training"):
+        load_ptb(d)
+
+
+def test_zaremba_windows_match_ptb_iterator():
+    ids = np.arange(103)
+    N, T = 4, 5
+    wins = list(zaremba_windows(ids, N, T))
+    data = ids[:100].reshape(4, 25)                       # TF's reader, written out
+    assert len(wins) == (25 - 1) // 5 == window_count(103, N, T, "zaremba")
+    for i, (x, y) in enumerate(wins):
+        np.testing.assert_array_equal(x, data[:, i * 5:(i + 1) * 5])
+        np.testing.assert_array_equal(y, data[:, i * 5 + 1:(i + 1) * 5 + 1])
+    # the streams continue from one window to the next
+    np.testing.assert_array_equal(wins[1][0][:, 0], wins[0][0][:, -1] + 1)
+
+
+def test_dlfs2_windows_match_the_books_get_batch():
+    ids = np.arange(50) * 10
+    N, T = 3, 4
+    xs, ts = ids[:-1], ids[1:]
+    size, jump = len(xs), len(xs) // N
+    iters = size // (N * T)
+    time_idx = 0
+    for epoch in range(2):                                # the read position carries on
+        wins = list(dlfs2_windows(ids, N, T, epoch))
+        assert len(wins) == iters
+        for x, t in wins:
+            bx, bt = np.empty((N, T), int), np.empty((N, T), int)
+            for s in range(T):                            # the book's loop order
+                for i in range(N):
+                    bx[i, s] = xs[(i * jump + time_idx) % size]
+                    bt[i, s] = ts[(i * jump + time_idx) % size]
+                time_idx += 1
+            np.testing.assert_array_equal(x, bx)
+            np.testing.assert_array_equal(t, bt)
+
+
+def test_eval_windows_cover_every_prediction_once():
+    ids = np.arange(23)
+    wins = list(eval_windows(ids, 5))
+    assert [w[0].shape for w in wins] == [(1, 5)] * 4 + [(1, 2)]
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in wins], 1)[0], ids[:-1])
+    np.testing.assert_array_equal(np.concatenate([t for _, t in wins], 1)[0], ids[1:])
+
+
+def test_bad_batching_arguments():
+    with pytest.raises(ValueError, match="batch size"):
+        list(zaremba_windows(np.arange(100), 0, 5))
+    with pytest.raises(ValueError, match="bptt"):
+        list(dlfs2_windows(np.arange(100), 2, 0))
+    with pytest.raises(ValueError, match="too short"):
+        list(zaremba_windows(np.arange(10), 4, 5))
+    with pytest.raises(ValueError, match="batching must be"):
+        train_windows("tf", np.arange(100), 2, 5)
+
+
+# -- schedules ------------------------------------------------------------------------------------
+def test_decay_schedule_is_zarembas():
+    s = DecayLR(1.0, 0.5, 4)
+    assert [s.lr(e) for e in range(7)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
+
+
+def test_plateau_schedule_is_the_books():
+    s = PlateauLR(20.0, 4.0)
+    lrs = []
+    for e, val in enumerate([300, 200, 210, 190, 190]):
+        lrs.append(s.lr(e))
+        s.observe(e, val)
+    assert lrs == [20, 20, 20, 5, 5] and s.lr(5) == 1.25
+    t = PlateauLR(20.0)
+    t.load_state(json.loads(json.dumps(s.state())))
+    assert t.lr(5) == 1.25 and t.best == 190
+
+
+def test_schedule_errors():
+    with pytest.raises(ValueError, match="lr must be"):
+        make_schedule("decay", -1)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        make_schedule("cosine", 1)
+
+
+# -- trainer --------------------------------------------------------------------------------------
+def make_trainer(vocab, seed=0, loss="mean", optimizer=None, dropout=0.0, **kw):
+    model = StandinLM(vocab, 8, 16, "float64", seed, dropout)
+    opt = optimizer or SGD(1.0)
+    kw = dict({"batch_size": 4, "bptt": 6, "clip": 5.0, "loss": loss, "progress": False}, **kw)
+    return LMTrainer(model, opt, make_schedule("decay", opt.lr, 0.5, 2), **kw)
+
+
+def test_perplexity_falls_on_a_tiny_corpus(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab), loss="sum")
+    start = tr.evaluate(c.valid)
+    hist = tr.fit(c.train, c.valid, 4, log=None)
+    assert start > 0.7 * len(c.vocab)                     # near uniform at first
+    assert hist[-1]["val_ppl"] < 0.25 * start
+    assert hist[-1]["train_ppl"] < 0.5 * hist[0]["train_ppl"]
+    assert [h["lr"] for h in hist] == [1.0, 1.0, 0.5, 0.25]
+    assert tr.step == 4 * window_count(len(c.train), 4, 6)
+
+
+def test_summed_loss_scales_the_gradient_by_T(tmp_path):
+    rng = np.random.default_rng(0)
+    xs, ts = rng.integers(0, 9, (3, 7)), rng.integers(0, 9, (3, 7))
+    grads = []
+    for loss in ("mean", "sum"):
+        tr = make_trainer(9, loss=loss, clip=None)
+        lr_seen = []
+        tr.optimizer.update = lambda p, g, seen=lr_seen: seen.append([x.copy() for x in g])
+        tr.train_step(xs, ts)
+        grads.append(lr_seen[0])
+    for gm, gs in zip(*grads):
+        np.testing.assert_allclose(gs, 7 * gm, rtol=1e-12, atol=1e-15)
+
+
+def test_evaluation_window_length_does_not_change_perplexity(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab))
+    tr.fit(c.train, c.valid, 1, log=None)
+    ppls = []
+    for T in (1, 7, 35):
+        tr.eval_bptt = T
+        ppls.append(tr.evaluate(c.valid))
+    np.testing.assert_allclose(ppls, ppls[0], rtol=1e-10)
+
+
+def test_state_is_carried_across_windows(tmp_path):
+    """Training continues each stream: a model fed window 2 after window 1 sees a different
+    initial state than one reset before it."""
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab))
+    wins = list(train_windows("zaremba", c.train, 4, 6))
+    m = tr.model
+    m.reset_state()
+    m.forward(*wins[0])
+    carried = m.forward(*wins[1])
+    m.reset_state()
+    fresh = m.forward(*wins[1])
+    assert carried != fresh
+
+
+def test_tied_parameters_updated_once_with_summed_gradients():
+    W = np.arange(6.0).reshape(2, 3)
+    b = np.zeros(3)
+    params = [W, b, W.T, W]
+    groups = unique_params(params, None)
+    assert groups == [(0, [(2, True), (3, False)]), (1, [])]
+
+
+def test_trainer_resume_continues_the_same_curve(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    V = len(c.vocab)
+    for opt, p in ((lambda: SGD(1.0), 0.0), (lambda: Adam(0.01), 0.0), (lambda: SGD(1.0), 0.3)):
+        full = make_trainer(V, optimizer=opt(), dropout=p)
+        full.fit(c.train, c.valid, 3, log=None)
+        first = make_trainer(V, optimizer=opt(), dropout=p)
+        first.fit(c.train, c.valid, 1, log=None)
+        state, arrays = first.state()
+        state = json.loads(json.dumps(state))
+        second = make_trainer(V, optimizer=opt(), dropout=p)
+        for p, q in zip(second.model.params, first.model.params):
+            p[...] = q
+        second.load_state(state, arrays)
+        second.fit(c.train, c.valid, 3, log=None)
+        for a, b in zip(full.history, second.history):
+            for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps"):
+                assert a[k] == b[k], k
+
+
+def test_max_steps_cuts_the_epoch(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab))
+    hist = tr.fit(c.train, c.valid, 5, max_steps=3, log=None)
+    assert len(hist) == 1 and hist[0]["steps"] == 3 and hist[0]["partial"] and tr.step == 3
+
+
+def test_diverging_loss_is_an_error(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab))
+    tr.model.params[4][0, 0] = np.inf                     # a blown-up weight: NaN loss
+    with pytest.raises(FloatingPointError, match="diverged"), \
+            np.errstate(invalid="ignore", over="ignore"):
+        tr.fit(c.train, c.valid, 3, log=None)
+
+
+def test_trainer_rejects_a_non_model():
+    with pytest.raises(TypeError, match="model lacks 'params'"):
+        LMTrainer(object(), SGD(), make_schedule("constant", 1))
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def test_checkpoint_round_trip_and_old_files_removed(tmp_path):
+    m = StandinLM(5, 3, 4)
+    ckpt.save_last(tmp_path, m, {"m0": np.ones(3)}, {"epoch": 1, "step": 7, "config": {}})
+    m.params[0][...] += 1
+    ckpt.save_last(tmp_path, m, {"m0": np.zeros(3)}, {"epoch": 2, "step": 9, "config": {}})
+    state, model, arrays = ckpt.load_last(tmp_path)
+    assert state["step"] == 9 and arrays["m0"].sum() == 0
+    np.testing.assert_array_equal(model.params[0], m.params[0])
+    assert sorted(os.listdir(tmp_path / "last")) == [
+        "checkpoint.json", "model-s000000009.npz", "optim-s000000009.npz"]
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    m = StandinLM(5, 3, 4)
+    ckpt.save_last(tmp_path, m, {}, {"epoch": 1, "step": 7, "config": {}})
+
+    real_savez, calls = np.savez, []
+
+    def boom(file, *args, **arrays):      # the model file is written, the optimizer's is not
+        calls.append(file)
+        if len(calls) == 1:
+            return real_savez(file, *args, **arrays)
+        with open(file, "wb") as f:
+            f.write(b"PK half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_last(tmp_path, m, {"a": np.ones(2)}, {"epoch": 2, "step": 9, "config": {}})
+    monkeypatch.undo()
+    state, _, _ = ckpt.load_last(tmp_path)
+    assert state["step"] == 7
+    assert not [n for n in os.listdir(tmp_path / "last") if "tmp" in n]
+
+
+def test_atomic_json_never_half_written(tmp_path):
+    p = tmp_path / "x.json"
+    ckpt.atomic_write_json(p, {"a": 1})
+    with pytest.raises(ValueError):
+        ckpt.atomic_write_json(p, {"a": math.nan})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["x.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask     # not mkstemp's 0600
+
+
+def test_torch_reference_script_trains(tmp_path):
+    pytest.importorskip("torch")
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches",
+                        "torch_lm_train.py")
+    spec = importlib.util.spec_from_file_location("torch_lm_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = load_ptb(write_corpus(tmp_path))
+    wps, ppl, done = mod.train(c, steps=None, epochs=3, N=4, T=6, log=None)
+    assert done == 3 * window_count(len(c.train), 4, 6) and wps > 0
+    assert ppl < 0.8 * len(c.vocab)                       # it learns
