@@ -513,6 +513,36 @@ def test_embedding_gradient_is_a_count_weighted_sum(N, T, V, D, seed):
     np.testing.assert_array_equal(layer.grads[0], np.repeat(counts[:, None], D, 1))
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 4), T=st.integers(1, 5), D=st.integers(1, 9), M=st.integers(1, 9),
+       tied=st.booleans(), f32=st.booleans(), seed=st.integers(0, 2**32))
+def test_affine_matches_reference_on_any_shape(N, T, D, M, tied, f32, seed):
+    dtype = np.float32 if f32 else np.float64
+    W, b, x, dout = affine_case(np.random.default_rng(seed), dtype, N, T, D, M, tied)
+    fast, slow = fastrnn.TimeAffine(W, b), ref.TimeAffine(W, b)
+    close(fast.forward(x), slow.forward(x), dtype)
+    close(fast.backward(dout), slow.backward(dout), dtype)
+    for g, h in zip(fast.grads, slow.grads):
+        close(g, h, dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 17)),
+       ratio=st.floats(0, 0.95), seed=st.integers(0, 2**63), variational=st.booleans())
+def test_dropout_properties(shape, ratio, seed, variational):
+    cls = fastrnn.VariationalDropout if variational else fastrnn.TimeDropout
+    xs = np.random.default_rng(seed % 2**32).standard_normal(shape)
+    a, b = cls(ratio, seed=seed), cls(ratio, seed=seed)
+    y = a.forward(xs)
+    np.testing.assert_array_equal(y, b.forward(xs))               # same seed, same masks
+    mask = np.broadcast_to(a.mask, shape)
+    assert np.isin(mask, [0.0, 1 / (1 - ratio)]).all()
+    np.testing.assert_array_equal(y, xs * mask)
+    np.testing.assert_array_equal(a.backward(xs), xs * mask)
+    a.train_flg = False
+    assert a.forward(xs) is xs
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 def snapshot(layer):
@@ -729,3 +759,53 @@ def test_affine_refused_call_keeps_the_last_forward(rng):
     W.base[0, 0] = np.nan                           # W is a view of its base: NaN found
     with pytest.raises(ValueError, match="W"):
         layer.forward(x)
+
+
+def test_kernel_exp_accuracy():
+    """The exps of the softmax kernels: float64 within 2 ulp of libm's on [-708, 709] (0 below,
+    NaN kept), float32 within 2e-7 relative on its normal range."""
+    from fastrnn import _lm
+    x = np.concatenate([np.linspace(-708, 709, 400_001), -np.logspace(-20, 2, 2000), [0.0]])
+    out = np.empty_like(x)
+    _lm.exp_map(x, out)
+    want = np.exp(x)
+    assert (np.abs(out - want) <= 2 * np.spacing(want)).all()
+    edge = np.array([-709.0, -1e4, -np.inf, np.nan])
+    got = np.empty_like(edge)
+    _lm.exp_map(edge, got)
+    assert (got[:3] == 0).all() and np.isnan(got[3])
+    xf = np.linspace(-87, 88, 200_001, dtype=np.float32)
+    outf = np.empty_like(xf)
+    _lm.exp_map(xf, outf)
+    want = np.exp(xf.astype(np.float64))
+    assert (np.abs(outf - want) <= 2e-7 * want).all()
+
+
+def test_out_arrays_in_place_and_overlap(rng):
+    xs = rng.standard_normal((2, 3, 4))
+    a, b = fastrnn.TimeDropout(0.5, seed=1), fastrnn.TimeDropout(0.5, seed=1)
+    want = a.forward(xs)
+    buf = xs.copy()
+    assert b.forward(buf, out=buf) is buf                   # element-wise: in place is fine
+    np.testing.assert_array_equal(buf, want)
+    g = xs.copy()
+    assert b.backward(g, out=g) is g
+    np.testing.assert_array_equal(g, a.backward(xs))
+    v = fastrnn.VariationalDropout(0.5, seed=1)
+    ref_v = fastrnn.VariationalDropout(0.5, seed=1)
+    buf = xs.copy()
+    np.testing.assert_array_equal(v.forward(buf, out=buf), ref_v.forward(xs))
+    base = rng.standard_normal(30)
+    with pytest.raises(ValueError, match="overlaps"):          # shifted: not in place
+        b.forward(base[:24].reshape(2, 3, 4), out=base[6:].reshape(2, 3, 4))
+    W = rng.standard_normal((4, 4))
+    aff = fastrnn.TimeAffine(W, np.zeros(4))
+    x = xs.copy()
+    with pytest.raises(ValueError, match="overlaps"):
+        aff.forward(x, out=x)                               # a product may not write its input
+    aff.forward(x)
+    d = rng.standard_normal((2, 3, 4))
+    with pytest.raises(ValueError, match="overlaps"):
+        aff.backward(d, out=d)
+    with pytest.raises(ValueError, match="out"):
+        fastrnn.TimeEmbedding(W).forward(np.zeros((2, 3), int), out=np.empty((2, 3, 4), np.float32))

@@ -4,8 +4,10 @@
 Same contract as the recurrent layers (``fastrnn.layers.recurrent``): ``params`` are the caller's
 arrays, read afresh at every call; ``grads`` are allocated once and overwritten in place by every
 backward; the parameters' dtype (float32 or float64) is the compute dtype (the layers without
-parameters compute in their input's dtype); every check is made before anything is written, so a
-call that raises leaves the layer as it was; no global random state is touched.
+parameters compute in their input's dtype); every check is made before the layer's state is
+changed, so a call that raises leaves the layer as it was (an ``out=`` array it was given, or
+the logits of ``TimeSoftmaxWithLoss(inplace=True)``, may have been partly written when NaN or
+Inf is found in the data); no global random state is touched.
 
 Buffers.  Every public ``forward``/``backward`` returns a *fresh* array that belongs to the caller,
 as the book's layers do, so a result is never changed behind the caller's back by a later call.
@@ -42,9 +44,12 @@ __all__ = [
 ]
 
 
-# Below this many elements touched, a pass runs on one thread: a pool job costs a few
-# microseconds, and an element-wise pass moves about a gigabyte per second per core.
-MIN_PARALLEL_ELEMENTS = 1 << 17
+# Below this many elements touched, a pass runs on one thread.  The passes here stream memory
+# with little arithmetic (the softmax's exps aside), so a second core buys little: on this
+# 2-core machine under load, VariationalDropout at N20 T35 D650 (455 k elements) took 2.9 ms on
+# two threads and 0.39 ms on one (benches/lm_ab.py), while the softmax rows (7 M elements) ran
+# 1.0-1.4x faster on two.  A guess between the two, not a measured optimum.
+MIN_PARALLEL_ELEMENTS = 1 << 20
 # Below this many multiply-adds, the affine layer's products run on one thread.
 MIN_PARALLEL_MACS = 4_000_000
 
@@ -114,8 +119,10 @@ def _float_unscanned(value, name, shape, dtype=None):
     return arr
 
 
-def _out_array(out, name, shape, dtype):
-    """The caller's `out=` array after checks, or a fresh one."""
+def _out_array(out, name, shape, dtype, inputs=(), same_ok=None):
+    """The caller's `out=` array after checks, or a fresh one.  `out` may not overlap any of
+    `inputs` (a product would read what it has overwritten), except that it may be `same_ok`
+    itself (an element-wise pass, in place)."""
     if out is None:
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray):
@@ -123,9 +130,19 @@ def _out_array(out, name, shape, dtype):
     if out.shape != tuple(shape) or out.dtype != dtype:
         raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
                          f"got {out.shape} {out.dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
+    if not (out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
         raise ValueError(f"{name} must be a writeable C-contiguous array")
+    for arr in inputs:
+        if np.may_share_memory(out, arr) and not (
+                same_ok is not None and arr is same_ok and _same_buffer(out, arr)):
+            raise ValueError(f"{name} overlaps an input of the call; pass a separate array")
     return out
+
+
+def _same_buffer(a, b):
+    """a and b are the same C-contiguous elements (in place is safe for element-wise work)."""
+    return (a.ctypes.data == b.ctypes.data and a.size == b.size and a.dtype == b.dtype
+            and a.flags.c_contiguous and b.flags.c_contiguous)
 
 
 def _integer_ids(value, name, shape, upper, ignore=None):
@@ -165,7 +182,7 @@ def _check_seed(seed):
     return None if seed is None else int(seed)
 
 
-def _check_param_list(cls, config, params, shapes_ok, expected):
+def _check_param_list(cls, config, params, expected):
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
     params = list(params)
@@ -201,7 +218,7 @@ class TimeEmbedding(_Threaded):
     @classmethod
     def from_config(cls, config, params):
         """Rebuild from ``get_config()`` and ``[W]``."""
-        W, = _check_param_list(cls, config, params, None, 1)
+        W, = _check_param_list(cls, config, params, 1)
         return cls(W)
 
     def _weight(self):
@@ -220,7 +237,7 @@ class TimeEmbedding(_Threaded):
         ids = _integer_ids(xs, "xs", (None, None), V)
         N, T = ids.shape
         dtype = self.grads[0].dtype
-        out = _out_array(out, "out", (N, T, D), dtype)
+        out = _out_array(out, "out", (N, T, D), dtype, (W,))
         keep = self._ids
         if keep is None or keep.shape != ids.shape:
             keep = np.empty(ids.shape, np.int64)
@@ -287,7 +304,7 @@ class TimeAffine(_Threaded):
     @classmethod
     def from_config(cls, config, params):
         """Rebuild from ``get_config()`` and ``[W, b]``."""
-        W, b = _check_param_list(cls, config, params, None, 2)
+        W, b = _check_param_list(cls, config, params, 2)
         return cls(W, b)
 
     def _read_params(self):
@@ -329,7 +346,7 @@ class TimeAffine(_Threaded):
         D, M = W.shape
         x = _as_float_array(x, "x", self.grads[0].dtype, (None, None, D))
         N, T, _ = x.shape
-        out = _out_array(out, "out", (N, T, M), self.grads[0].dtype)
+        out = _out_array(out, "out", (N, T, M), self.grads[0].dtype, (x, W, b))
         x2 = x.reshape(N * T, D)
         threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
         with self._blas(threads):
@@ -350,7 +367,7 @@ class TimeAffine(_Threaded):
         (D, M), (N, T) = W.shape, self._NT
         dtype = self.grads[0].dtype
         dout = _as_float_array(dout, "dout", dtype, (N, T, M))
-        dx = _out_array(out, "out", (N, T, D), dtype)
+        dx = _out_array(out, "out", (N, T, D), dtype, (dout, W, *self.grads))
         d2 = dout.reshape(N * T, M)
         dW, db = self.grads
         for name, g in (("dW", dW), ("db", db)):
@@ -425,7 +442,7 @@ class TimeSoftmaxWithLoss(_Threaded):
     @classmethod
     def from_config(cls, config, params):
         """Rebuild from ``get_config()`` (no parameters)."""
-        _check_param_list(cls, config, params, None, 0)
+        _check_param_list(cls, config, params, 0)
         return cls(**config)
 
     def _targets(self, ts, N, T, V):
@@ -569,7 +586,7 @@ class _Dropout(_Threaded):
     @classmethod
     def from_config(cls, config, params):
         """Rebuild from ``get_config()`` (no parameters)."""
-        _check_param_list(cls, config, params, None, 0)
+        _check_param_list(cls, config, params, 0)
         return cls(**config)
 
     @property
@@ -584,7 +601,7 @@ class _Dropout(_Threaded):
             self._shape, self._dtype, self._train = xs.shape, xs.dtype, False
             return xs
         xs = _float_unscanned(xs, "xs", (None, None, None))
-        out = _out_array(out, "out", xs.shape, xs.dtype)
+        out = _out_array(out, "out", xs.shape, xs.dtype, (xs,), same_ok=xs)
         if self._next_key is None:
             self._next_key = self._key_draw()
         state = self._prepare(xs.shape, xs.dtype, self._next_key)
@@ -604,7 +621,7 @@ class _Dropout(_Threaded):
         if not self._train:
             return _as_float_array(dout, "dout", self._dtype, self._shape)
         dout = _float_unscanned(dout, "dout", self._shape, self._dtype)
-        dx = _out_array(out, "out", self._shape, self._dtype)
+        dx = _out_array(out, "out", self._shape, self._dtype, (dout,), same_ok=dout)
         if not self._apply(dout, dx, None):
             raise ValueError("dout contains NaN or Inf")
         return dx

@@ -53,6 +53,8 @@ cdef extern from "fr_lm.h" nogil:
     int fr_dropout_d(double *out, const double *x, Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1,
                      uint64_t key, uint32_t thr, double scale)
     int FR_MAX_THREADS
+    void fr_exp_map_f(float *out, const float *x, Py_ssize_t n)
+    void fr_exp_map_d(double *out, const double *x, Py_ssize_t n)
 
 
 cdef int _threads(int threads) noexcept nogil:
@@ -722,3 +724,16 @@ def mask_rows(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray out, int threads=1):
     for t in range(n):
         bad |= P.bad[t]
     return not bad
+
+
+def exp_map(cnp.ndarray x, cnp.ndarray out):
+    """out = exp(x) by the exp the softmax kernels use (fr_expf, fr_exp_d): for the tests."""
+    cdef int tn = cnp.PyArray_TYPE(x)
+    _need(_usable(x, tn) and _usable(out, tn) and cnp.PyArray_SIZE(out) == cnp.PyArray_SIZE(x)
+          and cnp.PyArray_ISWRITEABLE(out), "x and out not alike")
+    if _f32(x):
+        fr_exp_map_f(<float *>cnp.PyArray_DATA(out), <float *>cnp.PyArray_DATA(x),
+                     cnp.PyArray_SIZE(x))
+    else:
+        fr_exp_map_d(<double *>cnp.PyArray_DATA(out), <double *>cnp.PyArray_DATA(x),
+                     cnp.PyArray_SIZE(x))
