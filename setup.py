@@ -4,6 +4,7 @@ Environment switches (all off by default, so wheels stay portable):
   FASTRNN_NATIVE=1      add -march=native (local builds only: such a binary can crash elsewhere)
   FASTRNN_DEBUG=1       -O0 -g and Cython bounds checks, for debugging the kernels
 """
+
 import glob
 import os
 
@@ -15,10 +16,13 @@ from setuptools import Extension, setup
 # time loops, the GEMM micro-kernels and packing, the thread pool, the norms and input checks,
 # the language-model layers' kernels
 KERNELS = {
-    "_rnn": "cells", "_lstm": "cells", "_gru": "cells",
+    "_rnn": "cells",
+    "_lstm": "cells",
+    "_gru": "cells",
     "_packed": "gemm",
     "_pool": "parallel",
-    "_norms": "checks", "_checks": "checks",
+    "_norms": "checks",
+    "_checks": "checks",
     "_lm": "lm",
     "_cpu": "common",
 }

@@ -2,12 +2,14 @@
 _rnn/_lstm/_gru and its fastrnn/layers/recurrent.py) against this tree's, forward + backward,
 interleaved call by call, medians; and whether the two give the same bits.
 
-    PYTHONPATH=. python benches/build_ab.py /path/to/other/checkout [--threads 1] [--reps 21] [--float64]
+    PYTHONPATH=. python benches/build_ab.py /path/to/other/checkout \
+        [--threads 1] [--reps 21] [--float64]
 
 The other checkout's kernels are loaded from their own files under the same module names, so both
 builds' kernels live side by side; everything else (checks, packing, the thread pool) is this
 tree's.  Only the default path is timed (no h_mask): the other build may not have one.
 """
+
 import argparse
 import glob
 import importlib.util
@@ -33,10 +35,13 @@ def _load(name, path, package=None):
 
 def other_build(root):
     """The other checkout's layers module, wired to its own kernels."""
-    layers = _load("fastrnn.layers.recurrent_other",
-                   os.path.join(root, "fastrnn", "layers", "recurrent.py"), "fastrnn.layers")
+    layers = _load(
+        "fastrnn.layers.recurrent_other",
+        os.path.join(root, "fastrnn", "layers", "recurrent.py"),
+        "fastrnn.layers",
+    )
     for name in ("_rnn", "_lstm", "_gru"):
-        path, = glob.glob(os.path.join(root, "fastrnn", f"{name}.cpython*.so"))
+        (path,) = glob.glob(os.path.join(root, "fastrnn", f"{name}.cpython*.so"))
         setattr(layers, name, _load(f"fastrnn.{name}", path))
     return layers
 
@@ -76,9 +81,11 @@ def main(argv=None):
                     layer.backward(dhs)
                     times[tag].append(time.perf_counter() - t)
             a, c = np.median(times["other"]), np.median(times["this"])
-            print(f"{cls:8s} N{N} T{T} H{H} threads {args.threads}: other {a * 1e3:8.2f} ms  "
-                  f"this {c * 1e3:8.2f} ms  this/other {c / a:.3f}  same bits: {same}",
-                  flush=True)
+            print(
+                f"{cls:8s} N{N} T{T} H{H} threads {args.threads}: other {a * 1e3:8.2f} ms  "
+                f"this {c * 1e3:8.2f} ms  this/other {c / a:.3f}  same bits: {same}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

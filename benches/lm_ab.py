@@ -7,6 +7,7 @@ median time per forward+backward and the ratios to fastrnn.  float32, as the boo
 
     python benches/lm_ab.py [--rounds 9] [--threads 1 2] [--D 100 650] [--json out.json]
 """
+
 import argparse
 import json
 import statistics
@@ -21,7 +22,7 @@ from fastrnn import reference as ref
 try:
     import torch
     import torch.nn.functional as F
-except ImportError:         # the table then has no torch column
+except ImportError:  # the table then has no torch column
     torch = None
 
 V, N, T = 10000, 20, 35
@@ -42,19 +43,25 @@ def cases(D, rng):
     out = {}
 
     fe, re_ = fastrnn.TimeEmbedding(W), ref.TimeEmbedding(W)
-    emb = {"fastrnn": lambda: (fe.forward(ids), fe.backward(d_emb)),
-           "book NumPy": lambda: (re_.forward(ids), re_.backward(d_emb))}
+    emb = {
+        "fastrnn": lambda: (fe.forward(ids), fe.backward(d_emb)),
+        "book NumPy": lambda: (re_.forward(ids), re_.backward(d_emb)),
+    }
 
     fa, ra = fastrnn.TimeAffine(A, b), ref.TimeAffine(A, b)
-    aff = {"fastrnn": lambda: (fa.forward(x), fa.backward(d_aff)),
-           "book NumPy": lambda: (ra.forward(x), ra.backward(d_aff))}
-    Et = np.ascontiguousarray(A.T)            # tied: W given as embed_W.T
+    aff = {
+        "fastrnn": lambda: (fa.forward(x), fa.backward(d_aff)),
+        "book NumPy": lambda: (ra.forward(x), ra.backward(d_aff)),
+    }
+    Et = np.ascontiguousarray(A.T)  # tied: W given as embed_W.T
     fat, rat = fastrnn.TimeAffine(Et.T, b), ref.TimeAffine(Et.T, b)
-    tied = {"fastrnn": lambda: (fat.forward(x), fat.backward(d_aff)),
-            "book NumPy": lambda: (rat.forward(x), rat.backward(d_aff))}
+    tied = {
+        "fastrnn": lambda: (fat.forward(x), fat.backward(d_aff)),
+        "book NumPy": lambda: (rat.forward(x), rat.backward(d_aff)),
+    }
 
     fs, rs = fastrnn.TimeSoftmaxWithLoss(), ref.TimeSoftmaxWithLoss()
-    buf = np.empty_like(logits)         # (a model's affine layer would write the logits here)
+    buf = np.empty_like(logits)  # (a model's affine layer would write the logits here)
 
     def fast_out():
         np.copyto(buf, logits)
@@ -63,23 +70,32 @@ def cases(D, rng):
 
     def copy_only():
         np.copyto(buf, logits)
+
     fi = fastrnn.TimeSoftmaxWithLoss(inplace=True)
 
     def fused():
         np.copyto(buf, logits)
         fi.forward(buf, ts)
         fi.backward()
-    soft = {"fastrnn": lambda: (fs.forward(logits, ts), fs.backward()),
-            "fastrnn out=logits (+copy)": fast_out, "fastrnn inplace=True (+copy)": fused,
-            "(the copy alone)": copy_only,
-            "book NumPy": lambda: (rs.forward(logits, ts), rs.backward())}
+
+    soft = {
+        "fastrnn": lambda: (fs.forward(logits, ts), fs.backward()),
+        "fastrnn out=logits (+copy)": fast_out,
+        "fastrnn inplace=True (+copy)": fused,
+        "(the copy alone)": copy_only,
+        "book NumPy": lambda: (rs.forward(logits, ts), rs.backward()),
+    }
 
     fd, rd = fastrnn.TimeDropout(0.5, seed=0), ref.TimeDropout(0.5, seed=0)
     fv, rv = fastrnn.VariationalDropout(0.5, seed=0), ref.VariationalDropout(0.5, seed=0)
-    drop = {"fastrnn": lambda: (fd.forward(x), fd.backward(x)),
-            "book NumPy": lambda: (rd.forward(x), rd.backward(x))}
-    vdrop = {"fastrnn": lambda: (fv.forward(x), fv.backward(x)),
-             "book NumPy": lambda: (rv.forward(x), rv.backward(x))}
+    drop = {
+        "fastrnn": lambda: (fd.forward(x), fd.backward(x)),
+        "book NumPy": lambda: (rd.forward(x), rd.backward(x)),
+    }
+    vdrop = {
+        "fastrnn": lambda: (fv.forward(x), fv.backward(x)),
+        "book NumPy": lambda: (rv.forward(x), rv.backward(x)),
+    }
 
     if torch is not None:
         temb = torch.nn.Embedding(V, D)
@@ -118,7 +134,7 @@ def measure(fns, rounds, min_time):
     times = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             f, k = fns[name], reps[name]
             t = time.perf_counter()
             for _ in range(k):
@@ -146,10 +162,21 @@ def main():
                     med = measure(fns, args.rounds, args.min_time)
                     fast = med["fastrnn"]
                     for name, t in med.items():
-                        results.append({"threads": threads, "D": D, "op": op, "variant": name,
-                                        "ms": t * 1e3, "vs_fastrnn": t / fast})
-                        print(f"threads {threads}  D {D:4d}  {op:28s} {name:26s} "
-                              f"{t * 1e3:9.3f} ms  {t / fast:7.2f}x fastrnn's time", flush=True)
+                        results.append(
+                            {
+                                "threads": threads,
+                                "D": D,
+                                "op": op,
+                                "variant": name,
+                                "ms": t * 1e3,
+                                "vs_fastrnn": t / fast,
+                            }
+                        )
+                        print(
+                            f"threads {threads}  D {D:4d}  {op:28s} {name:26s} "
+                            f"{t * 1e3:9.3f} ms  {t / fast:7.2f}x fastrnn's time",
+                            flush=True,
+                        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

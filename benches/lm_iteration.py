@@ -19,6 +19,7 @@ rnnlm the book NumPy model's beside it.
 
     python benches/lm_iteration.py [--cases rnnlm,2x200,2x650] [--threads 1,2] [--rounds 9]
 """
+
 import argparse
 import time
 
@@ -31,7 +32,7 @@ from fastrnn.models import LanguageModel, Rnnlm
 from fastrnn.reference import models as ref_models
 from fastrnn.train import SGD
 
-CASES = {   # name: (V, E, hidden sizes, N, T)
+CASES = {  # name: (V, E, hidden sizes, N, T)
     "rnnlm": (10000, 100, [100], 20, 35),
     "2x200": (10000, 200, [200, 200], 20, 20),
     "2x650": (10000, 650, [650, 650], 20, 35),
@@ -70,6 +71,7 @@ def numpy_runner(model, batches, clip):
         model.backward()
         clip(model.grads, MAX_GRAD)
         opt.update(model.params, model.grads)
+
     return step
 
 
@@ -102,23 +104,32 @@ def torch_runner(V, E, Hs, N, T, batches):
         F.cross_entropy(scores.reshape(-1, V), ts.reshape(-1)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD)
         opt.step()
+
     return step
 
 
 def runners_for(case):
     V, E, Hs, N, T = CASES[case]
     if case == "rnnlm":
-        return {"book NumPy": numpy_runner(ref_models.Rnnlm(V, E, Hs[0], seed=0),
-                                           Batches(V, N, T), reference.clip_grads),
-                "fastrnn": numpy_runner(Rnnlm(V, E, Hs[0], seed=0), Batches(V, N, T),
-                                        fastrnn.clip_grads)}
-    return {"torch": torch_runner(V, E, Hs, N, T, Batches(V, N, T)),
-            "fastrnn": numpy_runner(LanguageModel(V, E, Hs, seed=0), Batches(V, N, T),
-                                    fastrnn.clip_grads)}
+        return {
+            "book NumPy": numpy_runner(
+                ref_models.Rnnlm(V, E, Hs[0], seed=0), Batches(V, N, T), reference.clip_grads
+            ),
+            "fastrnn": numpy_runner(
+                Rnnlm(V, E, Hs[0], seed=0), Batches(V, N, T), fastrnn.clip_grads
+            ),
+        }
+    return {
+        "torch": torch_runner(V, E, Hs, N, T, Batches(V, N, T)),
+        "fastrnn": numpy_runner(
+            LanguageModel(V, E, Hs, seed=0), Batches(V, N, T), fastrnn.clip_grads
+        ),
+    }
 
 
 def measure(case, threads, rounds):
     import torch
+
     torch.set_num_threads(threads)
     runners = runners_for(case)
     order = list(runners.items())
@@ -128,7 +139,7 @@ def measure(case, threads, rounds):
             for run in runners.values():
                 run()
         for r in range(rounds):
-            for name, run in order[r % 2:] + order[:r % 2]:
+            for name, run in order[r % 2 :] + order[: r % 2]:
                 t0 = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - t0)
@@ -143,8 +154,7 @@ def profile(case, threads, rounds, book=False):
         emb, layers, affine = model.layers[0], [model.layers[1]], model.layers[2]
         clip = reference.clip_grads
     else:
-        model = (Rnnlm(V, E, Hs[0], seed=0) if case == "rnnlm"
-                 else LanguageModel(V, E, Hs, seed=0))
+        model = Rnnlm(V, E, Hs[0], seed=0) if case == "rnnlm" else LanguageModel(V, E, Hs, seed=0)
         emb, layers, affine = model.embedding, model.stack.layers, model.affine
         clip = fastrnn.clip_grads
     batches, opt = Batches(V, N, T), SGD(LR)
@@ -186,16 +196,21 @@ def main():
     args = ap.parse_args()
     cases = args.cases.split(",")
     threads = [int(t) for t in args.threads.split(",")]
-    print(f"{'case':7} {'thr':>3}  {'baseline':>11} {'ms':>8} {'fastrnn ms':>10} "
-          f"{'speed-up':>8}  {'GF/s base':>9} {'GF/s fastrnn':>12}")
+    print(
+        f"{'case':7} {'thr':>3}  {'baseline':>11} {'ms':>8} {'fastrnn ms':>10} "
+        f"{'speed-up':>8}  {'GF/s base':>9} {'GF/s fastrnn':>12}"
+    )
     for case in cases:
         flops = iteration_flops(*CASES[case])
         for th in threads:
             t = measure(case, th, args.rounds)
             base = next(k for k in t if k != "fastrnn")
-            print(f"{case:7} {th:>3}  {base:>11} {1e3 * t[base]:8.1f} {1e3 * t['fastrnn']:10.1f} "
-                  f"{t[base] / t['fastrnn']:7.2f}x  {flops / t[base] / 1e9:9.1f} "
-                  f"{flops / t['fastrnn'] / 1e9:12.1f}", flush=True)
+            print(
+                f"{case:7} {th:>3}  {base:>11} {1e3 * t[base]:8.1f} {1e3 * t['fastrnn']:10.1f} "
+                f"{t[base] / t['fastrnn']:7.2f}x  {flops / t[base] / 1e9:9.1f} "
+                f"{flops / t['fastrnn'] / 1e9:12.1f}",
+                flush=True,
+            )
     if args.no_profile:
         return
     for case in cases:
@@ -206,9 +221,13 @@ def main():
             print(f"\nprofile {case}, {th} thread(s): ms (% of the parts' sum)")
             print(f"  {'part':18}" + "".join(f" {name:>18}" for name, _ in runs))
             for part in runs[0][1][0]:
-                print(f"  {part:18}" + "".join(
-                    f" {med[part]:9.2f} ({100 * med[part] / total:4.1f}%)"
-                    for _, (med, total) in runs))
+                print(
+                    f"  {part:18}"
+                    + "".join(
+                        f" {med[part]:9.2f} ({100 * med[part] / total:4.1f}%)"
+                        for _, (med, total) in runs
+                    )
+                )
             print(f"  {'sum':18}" + "".join(f" {total:9.2f}         " for _, (_, total) in runs))
 
 

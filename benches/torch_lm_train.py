@@ -19,6 +19,7 @@ Run from the project root (it reads the corpus with fastrnn.train.data, so both 
 windows).  Words/s counts training tokens (N * T per update) over the training loop's time,
 excluding evaluation, as fastrnn's metrics.json does.
 """
+
 import argparse
 import os
 import sys
@@ -52,8 +53,20 @@ def build(vocab, embed=200, hidden=200, layers=2, init_scale=0.1, seed=0):
     return model
 
 
-def train(corpus, steps=None, epochs=1, N=20, T=20, lr=1.0, decay=0.5, after=4, clip=5.0,
-          threads=1, seed=0, log=print):
+def train(
+    corpus,
+    steps=None,
+    epochs=1,
+    N=20,
+    T=20,
+    lr=1.0,
+    decay=0.5,
+    after=4,
+    clip=5.0,
+    threads=1,
+    seed=0,
+    log=print,
+):
     """Train; return (words/s over all updates, final train perplexity, updates made)."""
     import torch
     from torch import nn
@@ -79,7 +92,7 @@ def train(corpus, steps=None, epochs=1, N=20, T=20, lr=1.0, decay=0.5, after=4, 
             scores, state = model(x, state)
             loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
             opt.zero_grad(set_to_none=False)
-            (loss * T).backward()                  # summed over time, averaged over the batch
+            (loss * T).backward()  # summed over time, averaged over the batch
             nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             total += loss.item() * t.numel()
@@ -88,8 +101,10 @@ def train(corpus, steps=None, epochs=1, N=20, T=20, lr=1.0, decay=0.5, after=4, 
             done += 1
         seconds += time.perf_counter() - start
         if log:
-            log(f"epoch {epoch + 1}: {done} updates, train ppl {np.exp(total / count):.2f}, "
-                f"{words / seconds:.0f} words/s")
+            log(
+                f"epoch {epoch + 1}: {done} updates, train ppl {np.exp(total / count):.2f}, "
+                f"{words / seconds:.0f} words/s"
+            )
         if steps is not None and done == steps:
             break
     return words / seconds, float(np.exp(total / count)), done
@@ -109,7 +124,7 @@ def compare(corpus, rounds=6, block=10, threads=1, seed=0, log=print):
     cfg = dict(preset("zaremba-small"), seed=seed)
     N, T = cfg["batch_size"], cfg["bptt"]
     torch.set_num_threads(threads)
-    windows = list(zaremba_windows(corpus.train, N, T))[:(rounds + 1) * block]
+    windows = list(zaremba_windows(corpus.train, N, T))[: (rounds + 1) * block]
     with threadpool_limits(limits=threads, user_api="blas"):
         fr = _make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
         fr.optimizer.lr = cfg["lr"]
@@ -131,9 +146,9 @@ def compare(corpus, rounds=6, block=10, threads=1, seed=0, log=print):
 
         times = {"fastrnn": 0.0, "torch": 0.0}
         steps = {"fastrnn": fr.train_step, "torch": torch_step}
-        for r in range(rounds + 1):                  # round 0 warms both up, untimed
-            chunk = windows[r * block:(r + 1) * block]
-            for name in (("fastrnn", "torch") if r % 2 else ("torch", "fastrnn")):
+        for r in range(rounds + 1):  # round 0 warms both up, untimed
+            chunk = windows[r * block : (r + 1) * block]
+            for name in ("fastrnn", "torch") if r % 2 else ("torch", "fastrnn"):
                 start = time.perf_counter()
                 for xs, ts in chunk:
                     steps[name](xs, ts)
@@ -142,9 +157,11 @@ def compare(corpus, rounds=6, block=10, threads=1, seed=0, log=print):
     words = rounds * block * N * T
     rates = words / times["fastrnn"], words / times["torch"]
     if log:
-        log(f"{threads} thread(s), {rounds} x {block} updates each, alternating: fastrnn "
+        log(
+            f"{threads} thread(s), {rounds} x {block} updates each, alternating: fastrnn "
             f"{rates[0]:.0f} words/s, torch {rates[1]:.0f} words/s, ratio "
-            f"{rates[0] / rates[1]:.2f}")
+            f"{rates[0] / rates[1]:.2f}"
+        )
     return rates
 
 
@@ -155,21 +172,29 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=300, help="updates to time (0: whole epochs)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compare", action="store_true",
-                   help="alternate fastrnn and torch updates in this process; print the ratio")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="alternate fastrnn and torch updates in this process; print the ratio",
+    )
     p.add_argument("--rounds", type=int, default=6, help="--compare: timed rounds")
     p.add_argument("--block", type=int, default=10, help="--compare: updates per block")
     args = p.parse_args(argv)
     from fastrnn.train.data import load_ptb
+
     corpus = load_ptb(args.data)
     if args.compare:
         compare(corpus, args.rounds, args.block, args.threads, args.seed)
         return 0
-    wps, ppl, done = train(corpus, args.steps or None, args.epochs, threads=args.threads,
-                           seed=args.seed)
+    wps, ppl, done = train(
+        corpus, args.steps or None, args.epochs, threads=args.threads, seed=args.seed
+    )
     import torch
-    print(f"torch {torch.__version__}, {args.threads} thread(s): {done} updates of N 20 T 20, "
-          f"{wps:.0f} words/s, train ppl {ppl:.2f}")
+
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s): {done} updates of N 20 T 20, "
+        f"{wps:.0f} words/s, train ppl {ppl:.2f}"
+    )
     return 0
 
 

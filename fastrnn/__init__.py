@@ -1,7 +1,7 @@
 """fastrnn: fast RNN, LSTM and GRU layers for the CPU.
 
-Cython + BLAS kernels for the forward and backpropagation-through-time loops, behind the interface of
-the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params``, ``.grads``,
+Cython + BLAS kernels for the forward and backpropagation-through-time loops, behind the interface
+of the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params``, ``.grads``,
 ``forward(xs)``, ``backward(dhs)``), so code written for those runs unchanged.
 
     import fastrnn
@@ -10,20 +10,48 @@ the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params
     dxs = layer.backward(dhs)                  # fills layer.grads in place
     norm = fastrnn.clip_grads(grads, 5.0)      # fused, in place
 
-``fastrnn.reference`` holds the plain NumPy implementation of the same API (the oracle and the
-benchmark baseline); ``fastrnn.diagnostics`` makes gradient flow visible (per-step gradient norms,
-spectral norms, clipping history, plots); ``fastrnn.models`` is the small training code the demo
-uses (Linear + MSE, SGD, Adam).  ``fastrnn.save(path, obj)`` / ``fastrnn.load(path)`` keep layers and
-models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
+Packages: ``fastrnn.layers`` (recurrent layers and cells, language-model time layers, ``Stack``),
+``fastrnn.models`` (``Rnnlm``, ``BetterRnnlm``, ``LanguageModel``, the demo's regressor),
+``fastrnn.train`` (optimizers, PTB data, the truncated-BPTT trainer), ``fastrnn.interop``
+(PyTorch, Keras, ONNX), ``fastrnn.reference`` (the plain NumPy oracle and benchmark baseline),
+``fastrnn.diagnostics`` (gradient flow).  ``fastrnn.save(path, obj)`` / ``fastrnn.load(path)`` keep
+layers and models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
 """
+
 from . import diagnostics
 from ._norms import clip_grads
 from .io import load, save
-from .layers import (GRU, LSTM, RNN, Stack, TimeAffine, TimeDropout, TimeEmbedding, TimeGRU,
-                     TimeLSTM, TimeRNN, TimeSoftmaxWithLoss, VariationalDropout)
+from .layers import (
+    GRU,
+    LSTM,
+    RNN,
+    Stack,
+    TimeAffine,
+    TimeDropout,
+    TimeEmbedding,
+    TimeGRU,
+    TimeLSTM,
+    TimeRNN,
+    TimeSoftmaxWithLoss,
+    VariationalDropout,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "Stack", "clip_grads",
-           "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss", "TimeDropout",
-           "VariationalDropout", "save", "load"]
+__all__ = [
+    "TimeRNN",
+    "TimeLSTM",
+    "TimeGRU",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "Stack",
+    "clip_grads",
+    "TimeEmbedding",
+    "TimeAffine",
+    "TimeSoftmaxWithLoss",
+    "TimeDropout",
+    "VariationalDropout",
+    "save",
+    "load",
+]

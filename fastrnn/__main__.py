@@ -1,4 +1,5 @@
 """`python -m fastrnn ...`: the same command line as the `fastrnn` script."""
+
 import sys
 
 from .cli import main

@@ -4,6 +4,7 @@
 Each subcommand lives in its own module, which provides `add_parser(subparsers)`: it registers its
 arguments and sets `func`, the function that runs it and returns the exit status.
 """
+
 import argparse
 import sys
 
@@ -13,10 +14,13 @@ SUBCOMMANDS = {"demo": "fastrnn.demo", "bench": "fastrnn.bench", "lm": "fastrnn.
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="fastrnn", description="Fast RNN/LSTM/GRU layers for the CPU: demo, benchmarks, language models.")
+        prog="fastrnn",
+        description="Fast RNN/LSTM/GRU layers for the CPU: demo, benchmarks, language models.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import importlib
+
     for module in SUBCOMMANDS.values():
         importlib.import_module(module).add_parser(sub)
     return parser

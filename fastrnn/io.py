@@ -21,6 +21,7 @@ imported on demand when a file names a class not registered yet.
 Layers' carried state (``h``, ``c``), gradients and caches are not saved: a loaded layer starts
 fresh, as a newly built one does.
 """
+
 import importlib
 import json
 import os
@@ -35,7 +36,7 @@ __all__ = ["FORMAT_VERSION", "FileFormatError", "load", "register", "registered_
 FORMAT_VERSION = 1
 
 _HEADER = "__fastrnn__"
-_ALLOWED_KINDS = "fiub"       # float, signed / unsigned integer, bool: never object or void
+_ALLOWED_KINDS = "fiub"  # float, signed / unsigned integer, bool: never object or void
 
 # class name -> class; filled by @register as the defining modules are imported
 _REGISTRY = {}
@@ -83,26 +84,32 @@ def register(cls=None, *, name=None):
     ... class MyLayer:
     ...     ...
     """
+
     def deco(c):
         key = name or c.__name__
         for attr in ("get_config", "from_config"):
             if not callable(getattr(c, attr, None)):
                 raise TypeError(f"{c.__name__} cannot be registered: it has no {attr}()")
         old = _REGISTRY.get(key)
-        if old is not None and old is not c and (old.__module__, old.__qualname__) != (
-                c.__module__, c.__qualname__):
-            raise ValueError(f"class name {key!r} is already registered to "
-                             f"{old.__module__}.{old.__qualname__}")
+        if (
+            old is not None
+            and old is not c
+            and (old.__module__, old.__qualname__) != (c.__module__, c.__qualname__)
+        ):
+            raise ValueError(
+                f"class name {key!r} is already registered to {old.__module__}.{old.__qualname__}"
+            )
         _REGISTRY[key] = c
         c._fastrnn_name = key
         return c
+
     return deco if cls is None else deco(cls)
 
 
 def _import_optional(mod):
     try:
         return importlib.import_module(mod)
-    except ModuleNotFoundError as e:    # an optional part not present in this install
+    except ModuleNotFoundError as e:  # an optional part not present in this install
         if e.name is None or not mod.startswith(e.name):
             raise
         return None
@@ -132,8 +139,10 @@ def _name_of(obj):
         _import_providers()
         key = getattr(cls, "_fastrnn_name", None)
     if key is None or _REGISTRY.get(key) is not cls:
-        raise TypeError(f"obj must be an instance of a registered fastrnn class (one of "
-                        f"{sorted(_REGISTRY)}), got {cls.__module__}.{cls.__qualname__}")
+        raise TypeError(
+            f"obj must be an instance of a registered fastrnn class (one of "
+            f"{sorted(_REGISTRY)}), got {cls.__module__}.{cls.__qualname__}"
+        )
     return key
 
 
@@ -167,13 +176,19 @@ def save(path, obj):
         if not isinstance(p, np.ndarray):
             raise TypeError(f"{name}.params[{i}] must be a numpy array, got {type(p).__name__}")
         if p.dtype.kind not in _ALLOWED_KINDS or p.dtype.fields is not None:
-            raise TypeError(f"{name}.params[{i}] has dtype {p.dtype}; only numeric arrays can "
-                            "be saved")
+            raise TypeError(
+                f"{name}.params[{i}] has dtype {p.dtype}; only numeric arrays can be saved"
+            )
         key = f"param_{i}"
         arrays[key] = p
         specs.append({"name": key, "shape": list(p.shape), "dtype": p.dtype.str})
-    header = {"format": "fastrnn", "format_version": FORMAT_VERSION, "class": name,
-              "config": config, "arrays": specs}
+    header = {
+        "format": "fastrnn",
+        "format_version": FORMAT_VERSION,
+        "class": name,
+        "config": config,
+        "arrays": specs,
+    }
     try:
         text = json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -193,10 +208,10 @@ def atomic_write(path, write):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not "
-                                "exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
+        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -204,7 +219,7 @@ def atomic_write(path, write):
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600; give a normal file's mode
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -234,8 +249,11 @@ def _read_header(path, npz):
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         _fail(path, f"bad format_version {version!r}")
     if version > FORMAT_VERSION:
-        _fail(path, f"format_version {version} is newer than this fastrnn reads "
-                    f"({FORMAT_VERSION}); upgrade fastrnn")
+        _fail(
+            path,
+            f"format_version {version} is newer than this fastrnn reads "
+            f"({FORMAT_VERSION}); upgrade fastrnn",
+        )
     if not isinstance(header.get("class"), str):
         _fail(path, "header has no class name")
     if not isinstance(header.get("config"), dict):
@@ -244,11 +262,15 @@ def _read_header(path, npz):
     if not isinstance(specs, list):
         _fail(path, "header has no array list")
     for i, spec in enumerate(specs):
-        if (not isinstance(spec, dict) or spec.get("name") != f"param_{i}"
-                or not isinstance(spec.get("shape"), list)
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                           for s in spec["shape"])
-                or not isinstance(spec.get("dtype"), str)):
+        if (
+            not isinstance(spec, dict)
+            or spec.get("name") != f"param_{i}"
+            or not isinstance(spec.get("shape"), list)
+            or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in spec["shape"]
+            )
+            or not isinstance(spec.get("dtype"), str)
+        ):
             _fail(path, f"header entry {i} of the array list is malformed: {spec!r}")
     return header
 
@@ -301,8 +323,11 @@ def load(path):
                 if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.fields is not None:
                     _fail(path, f"array {spec['name']} has non-numeric dtype {arr.dtype}")
                 if list(arr.shape) != spec["shape"] or arr.dtype.str != spec["dtype"]:
-                    _fail(path, f"array {spec['name']} is {arr.dtype.str} {list(arr.shape)}, "
-                                f"the header says {spec['dtype']} {spec['shape']}")
+                    _fail(
+                        path,
+                        f"array {spec['name']} is {arr.dtype.str} {list(arr.shape)}, "
+                        f"the header says {spec['dtype']} {spec['shape']}",
+                    )
                 params.append(arr)
     except FileFormatError:
         raise

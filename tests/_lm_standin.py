@@ -1,6 +1,7 @@
 """A minimal language model with the DLFS2 interface (embedding, stateful fastrnn.TimeLSTM,
 affine, softmax cross-entropy), savable by fastrnn.save: the trainer's and CLI's tests use it
 while fastrnn.models.lm is not in this branch."""
+
 import numpy as np
 
 import fastrnn
@@ -9,13 +10,26 @@ from fastrnn.io import register
 
 @register
 class StandinLM:
-    def __init__(self, vocab_size, embed_size=8, hidden_size=8, dtype="float64", seed=0,
-                 dropout=0.0, _params=None):
+    def __init__(
+        self,
+        vocab_size,
+        embed_size=8,
+        hidden_size=8,
+        dtype="float64",
+        seed=0,
+        dropout=0.0,
+        _params=None,
+    ):
         self.dropout = dropout
-        self.rng = np.random.default_rng([seed, 1])       # dropout masks (resumed by the trainer)
-        self.config = {"vocab_size": vocab_size, "embed_size": embed_size,
-                       "hidden_size": hidden_size, "dtype": np.dtype(dtype).name, "seed": seed,
-                       "dropout": dropout}
+        self.rng = np.random.default_rng([seed, 1])  # dropout masks (resumed by the trainer)
+        self.config = {
+            "vocab_size": vocab_size,
+            "embed_size": embed_size,
+            "hidden_size": hidden_size,
+            "dtype": np.dtype(dtype).name,
+            "seed": seed,
+            "dropout": dropout,
+        }
         V, E, H = vocab_size, embed_size, hidden_size
         if _params is None:
             rng = np.random.default_rng(seed)
@@ -23,8 +37,7 @@ class StandinLM:
             _params = [rng.uniform(-0.1, 0.1, s).astype(dtype) for s in shapes]
         self.params = list(_params)
         self.grads = [np.zeros_like(p) for p in self.params]
-        self.lstm = fastrnn.TimeLSTM(self.params[1], self.params[2], self.params[3],
-                                     stateful=True)
+        self.lstm = fastrnn.TimeLSTM(self.params[1], self.params[2], self.params[3], stateful=True)
 
     def get_config(self):
         return dict(self.config)
@@ -53,8 +66,9 @@ class StandinLM:
     def backward(self, dout=1):
         N, T, V = self.p.shape
         ds = self.p.copy()
-        np.put_along_axis(ds, self.ts[..., None], np.take_along_axis(ds, self.ts[..., None], 2)
-                          - 1, 2)
+        np.put_along_axis(
+            ds, self.ts[..., None], np.take_along_axis(ds, self.ts[..., None], 2) - 1, 2
+        )
         ds *= dout / (N * T)
         g = self.grads
         g[4][...] = self.hs.reshape(-1, self.hs.shape[2]).T @ ds.reshape(-1, V)

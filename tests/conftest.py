@@ -5,6 +5,7 @@ bias has shape (2, 3H)).  ``make_params`` builds parameters, ``make_time`` / ``m
 layer of either implementation, ``run_time`` / ``run_cell`` drive one forward + backward and
 return everything observable, and ``assert_close`` compares with a per-dtype tolerance.
 """
+
 import os
 
 import numpy as np
@@ -144,8 +145,9 @@ def assert_close(actual, expected, dtype, name="", factor=1.0):
     assert actual.dtype == np.dtype(dtype), f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
     t = factor * tol(dtype)
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-3)
-    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=t, atol=t * scale,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected, rtol=t, atol=t * scale, err_msg=name
+    )
 
 
 def assert_results_close(got, want, dtype, factor=1.0, keys=None):
@@ -153,9 +155,13 @@ def assert_results_close(got, want, dtype, factor=1.0, keys=None):
     for k in keys or sorted(want):
         if k.startswith("norms"):
             # diagnostics are float64 arrays whatever the layer's dtype
-            np.testing.assert_allclose(got[k], want[k], rtol=factor * tol(dtype),
-                                       atol=factor * tol(dtype) * max(want[k].max(initial=0), 1e-3),
-                                       err_msg=k)
+            np.testing.assert_allclose(
+                got[k],
+                want[k],
+                rtol=factor * tol(dtype),
+                atol=factor * tol(dtype) * max(want[k].max(initial=0), 1e-3),
+                err_msg=k,
+            )
             assert got[k].dtype == np.float64
         else:
             assert_close(got[k], want[k], dtype, k, factor)
@@ -167,8 +173,9 @@ def reference_results(kind, params, xs, dhs, h0=None, c0=None, track=False):
     p64 = as64(params)
     layer = make_time(ref, kind, p64, stateful=h0 is not None)
     if h0 is not None:
-        set_state(layer, kind, np.array(h0, np.float64),
-                  None if c0 is None else np.array(c0, np.float64))
+        set_state(
+            layer, kind, np.array(h0, np.float64), None if c0 is None else np.array(c0, np.float64)
+        )
     xs64 = np.array(xs, dtype=np.float64)
     dhs64 = np.array(dhs, dtype=np.float64)
     out, _, _ = run_time(layer, kind, xs64, dhs64, track)
@@ -178,4 +185,5 @@ def reference_results(kind, params, xs, dhs, h0=None, c0=None, track=False):
 def all_arrays_equal(a, b):
     return len(a) == len(b) and all(
         x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
-        for x, y in zip(a, b))
+        for x, y in zip(a, b)
+    )

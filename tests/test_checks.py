@@ -1,6 +1,7 @@
 """fastrnn._checks, the fast path of the layers' argument checks: it may only say "fine as it is"
 for an argument the full Python checks would also take unchanged.  Everything else must come back
 False (or -1), so that the Python checks convert it or word the error."""
+
 import numpy as np
 import pytest
 
@@ -25,13 +26,20 @@ def bad_arrays(shape, dtype):
     nan.flat[len(nan.flat) // 2] = np.nan
     inf.flat[-1] = -np.inf
     wide = np.ones(shape[:-1] + (2 * shape[-1],), dtype)
-    out = [("float16", good.astype(np.float16)), ("int", good.astype(np.int64)),
-           ("other float", good.astype(np.float64 if dtype == np.float32 else np.float32)),
-           ("byte-swapped", swapped), ("strided", wide[..., ::2]), ("nan", nan), ("inf", inf),
-           ("misaligned", misaligned(shape, dtype)), ("list", good.tolist()),
-           ("matrix subclass", np.ma.masked_array(good)),
-           ("one more dim", good[None]), ("wrong last size", np.ones(shape[:-1] + (shape[-1] + 1,),
-                                                                      dtype))]
+    out = [
+        ("float16", good.astype(np.float16)),
+        ("int", good.astype(np.int64)),
+        ("other float", good.astype(np.float64 if dtype == np.float32 else np.float32)),
+        ("byte-swapped", swapped),
+        ("strided", wide[..., ::2]),
+        ("nan", nan),
+        ("inf", inf),
+        ("misaligned", misaligned(shape, dtype)),
+        ("list", good.tolist()),
+        ("matrix subclass", np.ma.masked_array(good)),
+        ("one more dim", good[None]),
+        ("wrong last size", np.ones(shape[:-1] + (shape[-1] + 1,), dtype)),
+    ]
     if len(shape) == 2 and shape[0] > 1 and shape[1] > 1:
         out.append(("fortran order", np.asfortranarray(good)))
     return out
@@ -49,7 +57,7 @@ def test_ready_takes_only_arrays_usable_as_they_are(dtype, shape):
 
 
 def test_ready_scans_large_arrays_too():
-    a = np.zeros((300, 300), np.float32)         # past the size where the GIL is released
+    a = np.zeros((300, 300), np.float32)  # past the size where the GIL is released
     assert _checks.ready(a, F32, (None, 300))
     a[-1, -1] = np.nan
     assert not _checks.ready(a, F32, (None, 300))
@@ -86,9 +94,14 @@ def test_grads_ready():
     assert _checks.grads_ready(gs, ps)
     ro = gs[1].copy()
     ro.flags.writeable = False
-    for which, bad in [(1, ro), (0, np.asfortranarray(gs[0])), (2, gs[2].astype(np.float64)),
-                       (0, gs[0][:, :-1]), (1, gs[1].tolist()), (2, misaligned(gs[2].shape,
-                                                                              np.float32))]:
+    for which, bad in [
+        (1, ro),
+        (0, np.asfortranarray(gs[0])),
+        (2, gs[2].astype(np.float64)),
+        (0, gs[0][:, :-1]),
+        (1, gs[1].tolist()),
+        (2, misaligned(gs[2].shape, np.float32)),
+    ]:
         qs = list(gs)
         qs[which] = bad
         assert not _checks.grads_ready(qs, ps), which

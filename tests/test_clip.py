@@ -3,13 +3,13 @@
 norm = sqrt(sum of squares of every element), in float64; if max_norm / (norm + 1e-6) < 1 every
 array is multiplied in place by that rate, in its own dtype.  (Error cases: test_errors.py.)
 """
+
 import math
 
 import numpy as np
 import pytest
 
-from fastrnn import clip_grads
-from fastrnn import reference as ref
+from fastrnn import clip_grads, reference as ref
 
 
 def np_norm(grads):
@@ -102,9 +102,11 @@ def test_threshold_includes_the_epsilon(rng):
 
 
 def test_fortran_contiguous_arrays(rng):
-    grads = [np.asfortranarray(3 * rng.standard_normal((6, 5))),
-             np.asfortranarray(3 * rng.standard_normal((4, 3, 2))).astype(np.float32, order="F"),
-             3 * rng.standard_normal((5, 6)).T]   # a transposed view: F-contiguous, writeable
+    grads = [
+        np.asfortranarray(3 * rng.standard_normal((6, 5))),
+        np.asfortranarray(3 * rng.standard_normal((4, 3, 2))).astype(np.float32, order="F"),
+        3 * rng.standard_normal((5, 6)).T,
+    ]  # a transposed view: F-contiguous, writeable
     assert all(g.flags.f_contiguous and not g.flags.c_contiguous for g in grads)
     originals = [g.copy() for g in grads]
     norm = np_norm(originals)
@@ -135,8 +137,12 @@ def test_empty_list_and_empty_arrays(rng):
     z = [np.zeros((3, 2)), np.zeros(4, np.float32)]
     assert clip_grads(z, 1.0) == 0.0
     assert all(not g.any() for g in z)
-    grads = [np.zeros((0, 4)), 3 * rng.standard_normal(9), np.zeros((2, 0), np.float32),
-             (3 * rng.standard_normal((2, 3))).astype(np.float32)]
+    grads = [
+        np.zeros((0, 4)),
+        3 * rng.standard_normal(9),
+        np.zeros((2, 0), np.float32),
+        (3 * rng.standard_normal((2, 3))).astype(np.float32),
+    ]
     originals = [g.copy() for g in grads]
     norm = np_norm(originals)
     assert clip_grads(grads, 0.5) == pytest.approx(norm, rel=1e-12)
@@ -170,7 +176,7 @@ def test_huge_float64_values_whose_squares_overflow(rng):
     g = 1e200 * rng.standard_normal((4, 5))
     g0 = g.copy()
     with np.errstate(over="ignore"):
-        assert not np.isfinite(np.sum(g0 ** 2))
+        assert not np.isfinite(np.sum(g0**2))
     norm = np_norm([g0])
     got = clip_grads([g], 1.0)
     assert math.isfinite(got)
@@ -180,8 +186,11 @@ def test_huge_float64_values_whose_squares_overflow(rng):
 
 
 def test_huge_values_mixed_with_ordinary_arrays(rng):
-    grads = [rng.standard_normal(5).astype(np.float32), 1e200 * rng.standard_normal(7),
-             rng.standard_normal((2, 3))]
+    grads = [
+        rng.standard_normal(5).astype(np.float32),
+        1e200 * rng.standard_normal(7),
+        rng.standard_normal((2, 3)),
+    ]
     originals = [g.copy() for g in grads]
     norm = np_norm(originals)
     got = clip_grads(grads, 3.0)
@@ -193,7 +202,7 @@ def test_total_overflows_though_each_array_does_not(rng):
     # each array's sum of squares is finite (1e308), the total (2e308) is not
     grads = [np.full(4, 5e153), np.full(4, -5e153), np.ones(3)]
     for g in grads[:2]:
-        assert math.isfinite(float(np.sum(g ** 2)))
+        assert math.isfinite(float(np.sum(g**2)))
     originals = [g.copy() for g in grads]
     norm = np_norm(originals)
     got = clip_grads(grads, 1.0)
@@ -247,8 +256,10 @@ def test_zero_dimensional_arrays():
 
 
 def test_layer_grads_clip_in_place(rng):
-    import fastrnn
     from conftest import make_params
+
+    import fastrnn
+
     params = make_params("lstm", rng, 3, 4, np.float32)
     layer = fastrnn.TimeLSTM(*params)
     layer.forward(rng.standard_normal((2, 5, 3)))
@@ -263,6 +274,7 @@ def test_layer_grads_clip_in_place(rng):
 
 
 # ---- large sets: the measuring and scaling passes are split across threads ----
+
 
 def _large_set(rng):
     # > 2**20 elements in all, mixed dtypes and sizes, so the thread ranges cut through arrays
@@ -281,13 +293,15 @@ def test_large_set_norm_and_scale_match_numpy():
     assert norm == pytest.approx(expected, rel=1e-12)
     rate = 10.0 / (expected + 1e-6)
     for g, b in zip(grads, before):
-        np.testing.assert_allclose(g, b * g.dtype.type(rate), rtol=1e-6 if g.dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(
+            g, b * g.dtype.type(rate), rtol=1e-6 if g.dtype == np.float32 else 1e-12
+        )
 
 
 def test_large_set_nonfinite_far_into_the_buffers_is_named_and_nothing_changes():
     rng = np.random.default_rng(8)
     grads = _large_set(rng)
-    grads[4][-1, -1] = np.inf          # in the last thread's range
+    grads[4][-1, -1] = np.inf  # in the last thread's range
     grads[2][250, 3] = np.nan
     before = [g.copy() for g in grads]
     with pytest.raises(FloatingPointError, match=r"grads\[2\]"):
@@ -306,8 +320,9 @@ def test_large_set_any_thread_count_gives_the_same_clip(threads):
     assert norm == pytest.approx(expected, rel=1e-12)
     rate = 10.0 / (expected + 1e-6)
     for g, b in zip(grads, before):
-        np.testing.assert_allclose(g, b * g.dtype.type(rate),
-                                   rtol=1e-6 if g.dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(
+            g, b * g.dtype.type(rate), rtol=1e-6 if g.dtype == np.float32 else 1e-12
+        )
 
 
 @pytest.mark.parametrize("threads", [0, -1, 2.0, "2", True])

@@ -3,6 +3,7 @@
 The demo itself runs end-to-end in --quick mode (a few steps: it checks that everything runs and
 is reported, not what is learned; the real outcome is in the README / the lead's report).
 """
+
 import argparse
 import json
 import sys
@@ -14,8 +15,8 @@ import fastrnn
 from fastrnn import demo
 from fastrnn.models import SGD, Adam, Linear, MSELoss, SequenceRegressor, init_params
 
-
 # ---- the adding problem -----------------------------------------------------------------------
+
 
 def test_adding_problem():
     rng = np.random.default_rng(0)
@@ -24,13 +25,13 @@ def test_adding_problem():
     assert xs.shape == (500, T, 2) and ys.shape == (500, 1)
     assert xs.dtype == ys.dtype == np.float32
     markers = xs[:, :, 1]
-    assert np.all(markers.sum(axis=1) == 2)                 # exactly two marked positions
-    assert np.all(markers[:, T // 2:] == 0)                 # both in the first half
+    assert np.all(markers.sum(axis=1) == 2)  # exactly two marked positions
+    assert np.all(markers[:, T // 2 :] == 0)  # both in the first half
     assert set(np.unique(markers)) == {0.0, 1.0}
     assert np.all((xs[:, :, 0] >= 0) & (xs[:, :, 0] < 1))
     np.testing.assert_allclose(ys[:, 0], (xs[:, :, 0] * markers).sum(axis=1), rtol=1e-6)
     # every position of the first half is used, by either marker
-    assert np.all(markers.sum(axis=0)[:T // 2] > 0)
+    assert np.all(markers.sum(axis=0)[: T // 2] > 0)
     # same rng seed, same data
     xs2, ys2 = demo.adding_problem(500, T, np.random.default_rng(0))
     np.testing.assert_array_equal(xs, xs2)
@@ -45,6 +46,7 @@ def test_mean_predictor_scores_one_sixth():
 
 
 # ---- models and optimizers ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_sequence_regressor_gradients(cell):
@@ -75,7 +77,7 @@ def test_model_params_are_the_layers_arrays():
     assert model.grads[1] is model.rnn.grads[1]
     assert isinstance(model.rnn, fastrnn.TimeLSTM)
     b = model.params[2]
-    np.testing.assert_array_equal(b[:4], 1.0)              # forget-gate bias
+    np.testing.assert_array_equal(b[:4], 1.0)  # forget-gate bias
     np.testing.assert_array_equal(b[4:], 0.0)
     Wx, Wh, b = init_params("gru", 3, 5, np.random.default_rng(4), wh_scale=2.0)
     assert Wx.shape == (3, 15) and Wh.shape == (5, 15) and not b.any()
@@ -116,6 +118,7 @@ def test_linear_and_mse():
 
 # ---- the demo, end to end ---------------------------------------------------------------------
 
+
 def _quick(tmp_path, *extra):
     out = tmp_path / "out"
     argv = ["--quick", "--no-progress", "--out", str(out), *extra]
@@ -126,9 +129,21 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     out, status = _quick(tmp_path)
     assert status == 0
     text = capsys.readouterr().out
-    for needle in ("1. The adding problem, T = 50", "cell  test MSE", "RNN ", "LSTM", "GRU",
-                   "steps/s", "2. Gradient flow", "sigma_max", "3. Exploding gradients",
-                   "no clipping", "clip_grads(1)", "Total wall time", "--quick"):
+    for needle in (
+        "1. The adding problem, T = 50",
+        "cell  test MSE",
+        "RNN ",
+        "LSTM",
+        "GRU",
+        "steps/s",
+        "2. Gradient flow",
+        "sigma_max",
+        "3. Exploding gradients",
+        "no clipping",
+        "clip_grads(1)",
+        "Total wall time",
+        "--quick",
+    ):
         assert needle in text, needle
     summary = (out / "summary.txt").read_text()
     assert "test MSE" in summary and "Exploding" in summary
@@ -152,8 +167,11 @@ def test_demo_is_deterministic(tmp_path):
         out, status = _quick(tmp_path / sub, "--no-plot", "--cells", "gru,rnn", "--length", "12")
         assert status == 0
         r = json.loads((out / "results.json").read_text())
-        return ({c: (v["losses"], v["test_mse"], v["flow_init"]) for c, v in r["adding"].items()},
-                {k: (v["losses"], v["grad_norms"]) for k, v in r["exploding"].items()})
+        return (
+            {c: (v["losses"], v["test_mse"], v["flow_init"]) for c, v in r["adding"].items()},
+            {k: (v["losses"], v["grad_norms"]) for k, v in r["exploding"].items()},
+        )
+
     first = numbers("a")
     assert list(first[0]) == ["gru", "rnn"]
     assert first == numbers("b")
@@ -161,8 +179,9 @@ def test_demo_is_deterministic(tmp_path):
 
 def test_demo_survives_divergence(tmp_path, capsys):
     # a huge Wh and learning rate: the unclipped run overflows to Inf within the quick budget
-    out, status = _quick(tmp_path, "--no-plot", "--cells", "rnn", "--wh-scale", "3",
-                         "--sgd-lr", "1")
+    out, status = _quick(
+        tmp_path, "--no-plot", "--cells", "rnn", "--wh-scale", "3", "--sgd-lr", "1"
+    )
     assert status == 0
     text = capsys.readouterr().out
     assert "no clipping    diverged at step" in text
@@ -184,17 +203,18 @@ def test_demo_without_matplotlib(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_progress_without_tqdm(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tqdm", None)          # import tqdm -> ImportError
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
     out = tmp_path / "out"
-    assert demo.main(["--quick", "--no-plot", "--cells", "gru", "--steps", "4",
-                      "--out", str(out)]) == 0
+    assert (
+        demo.main(["--quick", "--no-plot", "--cells", "gru", "--steps", "4", "--out", str(out)])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "100% (12/12 steps)" in err and "exploding" in err
 
 
 def test_demo_rejects_bad_options(capsys):
-    for argv in (["--cells", "rnn,elman"], ["--steps", "0"], ["--hidden", "-3"],
-                 ["--cells", ""]):
+    for argv in (["--cells", "rnn,elman"], ["--steps", "0"], ["--hidden", "-3"], ["--cells", ""]):
         with pytest.raises(SystemExit) as exc:
             demo.build_parser().parse_args(argv)
         assert exc.value.code == 2
@@ -204,8 +224,20 @@ def test_demo_rejects_bad_options(capsys):
 def test_add_parser_registers_demo(tmp_path):
     parser = argparse.ArgumentParser(prog="fastrnn")
     demo.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["demo", "--quick", "--no-plot", "--no-progress", "--out",
-                              str(tmp_path), "--cells", "lstm", "--steps", "2"])
+    args = parser.parse_args(
+        [
+            "demo",
+            "--quick",
+            "--no-plot",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--cells",
+            "lstm",
+            "--steps",
+            "2",
+        ]
+    )
     assert args.func is demo.run
     assert args.cells == ["lstm"] and args.steps == 2 and args.hidden is None
     assert parser.parse_args(["demo"]).cells == ["rnn", "lstm", "gru"]
@@ -213,10 +245,26 @@ def test_add_parser_registers_demo(tmp_path):
 
 
 def test_fastrnn_command_line(tmp_path, capsys):
-    pytest.importorskip("fastrnn.bench")      # the CLI imports every subcommand
+    pytest.importorskip("fastrnn.bench")  # the CLI imports every subcommand
     from fastrnn import cli
-    assert cli.main(["demo", "--quick", "--no-plot", "--no-progress", "--cells", "gru",
-                     "--steps", "2", "--out", str(tmp_path)]) == 0
+
+    assert (
+        cli.main(
+            [
+                "demo",
+                "--quick",
+                "--no-plot",
+                "--no-progress",
+                "--cells",
+                "gru",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "Exploding gradients" in capsys.readouterr().out
 
 

@@ -7,6 +7,7 @@
 - ``spectral_norm`` against ``np.linalg.svd``; ``flow_summary``; ``GradClipper`` against
   ``clip_grads``; the plot helpers (PNG files, and the message when matplotlib is missing).
 """
+
 import math
 import sys
 
@@ -23,8 +24,9 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
 def params_for(kind, rng, D=3, H=4, scale=0.6, dtype=np.float64):
     G = GATES[kind]
     bshape = (2, G * H) if kind == "gru_ra" else (G * H,)
-    return [(scale * rng.standard_normal(s)).astype(dtype) for s in ((D, G * H), (H, G * H),
-                                                                     bshape)]
+    return [
+        (scale * rng.standard_normal(s)).astype(dtype) for s in ((D, G * H), (H, G * H), bshape)
+    ]
 
 
 def time_layer(mod, kind, params, stateful=False):
@@ -36,6 +38,7 @@ def time_layer(mod, kind, params, stateful=False):
 
 
 # ---- per-timestep gradient norms ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -77,7 +80,7 @@ def test_grad_norms_only_when_tracked():
     layer.track_grad_norms = False
     layer.forward(xs)
     layer.backward(dhs)
-    assert layer.grad_norms_h is None      # never a stale profile from an earlier backward
+    assert layer.grad_norms_h is None  # never a stale profile from an earlier backward
 
 
 def _loss_from_state(kind, params, xs_rest, dhs_rest, h, c):
@@ -102,11 +105,11 @@ def test_grad_norms_against_finite_differences(kind):
     hs = layer.forward(xs)
     layer.backward(dhs)
 
-    if kind == "lstm":      # c_t for every t, from stateful one-step runs
+    if kind == "lstm":  # c_t for every t, from stateful one-step runs
         stepper = fastrnn.TimeLSTM(*params, stateful=True)
         cs = []
         for t in range(T):
-            stepper.forward(xs[:, t:t + 1])
+            stepper.forward(xs[:, t : t + 1])
             cs.append(stepper.c.copy())
     for t in range(T):
         h_t = hs[:, t].copy()
@@ -114,13 +117,15 @@ def test_grad_norms_against_finite_differences(kind):
         if t == T - 1:
             grad_h = dhs[:, t]
         else:
-            rest = (xs[:, t + 1:], dhs[:, t + 1:])
+            rest = (xs[:, t + 1 :], dhs[:, t + 1 :])
             grad_h = np.zeros((N, H))
             for idx in np.ndindex(N, H):
                 e = np.zeros((N, H))
                 e[idx] = eps
-                grad_h[idx] = (_loss_from_state(kind, params, *rest, h_t + e, c_t)
-                               - _loss_from_state(kind, params, *rest, h_t - e, c_t)) / (2 * eps)
+                grad_h[idx] = (
+                    _loss_from_state(kind, params, *rest, h_t + e, c_t)
+                    - _loss_from_state(kind, params, *rest, h_t - e, c_t)
+                ) / (2 * eps)
             grad_h = grad_h + dhs[:, t]
         np.testing.assert_allclose(layer.grad_norms_h[t], np.linalg.norm(grad_h), rtol=1e-6)
 
@@ -132,8 +137,10 @@ def test_grad_norms_against_finite_differences(kind):
                 direct = float(np.sum(h * dhs[:, t]))
                 if t == T - 1:
                     return direct
-                return direct + _loss_from_state(kind, params, xs[:, t + 1:], dhs[:, t + 1:],
-                                                 h, c)
+                return direct + _loss_from_state(
+                    kind, params, xs[:, t + 1 :], dhs[:, t + 1 :], h, c
+                )
+
             grad_c = np.zeros((N, H))
             for idx in np.ndindex(N, H):
                 e = np.zeros((N, H))
@@ -160,7 +167,7 @@ def test_rnn_vanishing_bound_holds(sigma):
     assert dg.spectral_norm(Wh)["Wh"] == pytest.approx(sigma)
     n = layer.grad_norms_h
     k = np.arange(T)[::-1]
-    assert np.all(n <= sigma ** k * n[-1] * (1 + 1e-12))
+    assert np.all(n <= sigma**k * n[-1] * (1 + 1e-12))
     assert "provably" in dg.interpret({"Wh": sigma}, "rnn")
     s = dg.flow_summary(n)
     assert s["per_step"] <= sigma + 1e-12 and s["last"] == n[-1] and s["first"] == n[0]
@@ -168,15 +175,19 @@ def test_rnn_vanishing_bound_holds(sigma):
 
 # ---- spectral norms and their interpretation ---------------------------------------------------
 
-@pytest.mark.parametrize("kind,names", [("rnn", ["Wh"]), ("lstm", list("fgio")),
-                                        ("gru", list("zrh"))])
+
+@pytest.mark.parametrize(
+    "kind,names", [("rnn", ["Wh"]), ("lstm", list("fgio")), ("gru", list("zrh"))]
+)
 def test_spectral_norm_per_block(kind, names):
     rng = np.random.default_rng(5)
     H = 6
     params = params_for(kind, rng, 3, H, dtype=np.float32)
     Wh = params[1]
-    expected = [np.linalg.svd(Wh[:, k * H:(k + 1) * H].astype(np.float64),
-                              compute_uv=False)[0] for k in range(len(names))]
+    expected = [
+        np.linalg.svd(Wh[:, k * H : (k + 1) * H].astype(np.float64), compute_uv=False)[0]
+        for k in range(len(names))
+    ]
     got = dg.spectral_norm(Wh)
     assert list(got) == names
     np.testing.assert_allclose(list(got.values()), expected, rtol=1e-12)
@@ -189,11 +200,12 @@ def test_spectral_norm_per_block(kind, names):
 def test_spectral_norm_block_options():
     rng = np.random.default_rng(6)
     W = rng.standard_normal((4, 8))
-    halves = [np.linalg.svd(W[:, :4], compute_uv=False)[0],
-              np.linalg.svd(W[:, 4:], compute_uv=False)[0]]
+    halves = [
+        np.linalg.svd(W[:, :4], compute_uv=False)[0],
+        np.linalg.svd(W[:, 4:], compute_uv=False)[0],
+    ]
     assert list(dg.spectral_norm(W, blocks=2).values()) == pytest.approx(halves)
-    assert dg.spectral_norm(W, blocks=["a", "b"]) == pytest.approx({"a": halves[0],
-                                                                    "b": halves[1]})
+    assert dg.spectral_norm(W, blocks=["a", "b"]) == pytest.approx({"a": halves[0], "b": halves[1]})
     assert dg.spectral_norm(W, blocks=1)["0"] == pytest.approx(np.linalg.norm(W, 2))
     with pytest.raises(ValueError, match="multiple"):
         dg.spectral_norm(rng.standard_normal((4, 6)))
@@ -205,13 +217,13 @@ def test_spectral_norm_block_options():
 
 def test_interpret_texts():
     assert "necessary" in dg.interpret({"Wh": 1.7}, "rnn")
-    assert "not sufficient" in dg.interpret({"Wh": 1.7})      # cell inferred from one block
+    assert "not sufficient" in dg.interpret({"Wh": 1.7})  # cell inferred from one block
     lstm = dg.interpret({"f": 1.0, "g": 2.0, "i": 1.0, "o": 1.0})
     assert lstm.startswith("LSTM") and "forget gate" in lstm
     assert dg.interpret({"z": 1.0, "r": 1.0, "h": 1.0}).startswith("GRU")
     rng = np.random.default_rng(7)
     layer = fastrnn.TimeGRU(*params_for("gru", rng))
-    assert dg.interpret(layer).startswith("GRU")              # measured from the layer
+    assert dg.interpret(layer).startswith("GRU")  # measured from the layer
     with pytest.raises(ValueError):
         dg.interpret({"a": 1.0, "b": 1.0})
 
@@ -227,9 +239,12 @@ def test_flow_summary():
 
 # ---- GradClipper ------------------------------------------------------------------------------
 
+
 def _grads(rng, scale):
-    return [(scale * rng.standard_normal((3, 4))).astype(np.float32),
-            scale * rng.standard_normal(5)]
+    return [
+        (scale * rng.standard_normal((3, 4))).astype(np.float32),
+        scale * rng.standard_normal(5),
+    ]
 
 
 def test_grad_clipper_matches_clip_grads_and_records():
@@ -244,7 +259,7 @@ def test_grad_clipper_matches_clip_grads_and_records():
         got = clipper(grads)
         assert got == expected
         for g, t in zip(grads, twin):
-            np.testing.assert_array_equal(g, t)       # clipped exactly as clip_grads does
+            np.testing.assert_array_equal(g, t)  # clipped exactly as clip_grads does
         expected_norms.append(expected)
         expected_fired.append(expected > 1.0)
     np.testing.assert_array_equal(clipper.norms, expected_norms)
@@ -264,9 +279,10 @@ def test_grad_clipper_measure_only():
     before = [g.copy() for g in grads]
     norm = clipper.clip(grads)
     for g, b in zip(grads, before):
-        np.testing.assert_array_equal(g, b)           # measured, not changed
-    assert norm == pytest.approx(math.sqrt(sum(float(np.sum(b.astype(np.float64) ** 2))
-                                               for b in before)))
+        np.testing.assert_array_equal(g, b)  # measured, not changed
+    assert norm == pytest.approx(
+        math.sqrt(sum(float(np.sum(b.astype(np.float64) ** 2)) for b in before))
+    )
     assert clipper.n_clipped == 0 and "no clipping" in clipper.summary()
     assert dg.global_norm(grads) == pytest.approx(norm)
 
@@ -297,6 +313,7 @@ def test_grad_clipper_rejects_bad_max_norm(bad):
 
 # ---- plots ------------------------------------------------------------------------------------
 
+
 def test_plots_write_pngs(tmp_path):
     pytest.importorskip("matplotlib")
     rng = np.random.default_rng(11)
@@ -305,8 +322,10 @@ def test_plots_write_pngs(tmp_path):
     layer.forward(rng.standard_normal((2, 6, 3)))
     layer.backward(rng.standard_normal((2, 6, 4)))
     path = tmp_path / "flow.png"
-    fig = dg.plot_grad_flow({"LSTM h": layer, "LSTM c": layer.grad_norms_c,
-                             "decaying": 0.5 ** np.arange(6)[::-1]}, path=path)
+    fig = dg.plot_grad_flow(
+        {"LSTM h": layer, "LSTM c": layer.grad_norms_c, "decaying": 0.5 ** np.arange(6)[::-1]},
+        path=path,
+    )
     assert path.stat().st_size > 1000
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3
@@ -316,13 +335,13 @@ def test_plots_write_pngs(tmp_path):
     for scale in (0.1, 3.0, 0.5):
         clipped(_grads(rng, scale))
         raw(_grads(rng, scale))
-    raw._norms.append(math.inf)                        # a diverged step is marked, not plotted
+    raw._norms.append(math.inf)  # a diverged step is marked, not plotted
     path = tmp_path / "history.png"
     fig = dg.plot_norm_history({"clipped": clipped, "raw": raw}, path=path)
     assert path.stat().st_size > 1000
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "clip threshold 1" in labels and "non-finite" in labels
-    dg.plot_norm_history(np.array([1.0, 2.0]))         # a bare array, no threshold
+    dg.plot_norm_history(np.array([1.0, 2.0]))  # a bare array, no threshold
 
     lazy = fastrnn.TimeRNN(*params_for("rnn", rng))
     with pytest.raises(ValueError, match="track_grad_norms"):
@@ -333,7 +352,7 @@ def test_plots_without_matplotlib(monkeypatch):
     for name in list(sys.modules):
         if name == "matplotlib" or name.startswith("matplotlib."):
             monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)    # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(ImportError, match=r"pip install fastrnn\[plot\]"):
         dg.plot_grad_flow(np.ones(3))
     with pytest.raises(ImportError, match=r"pip install fastrnn\[plot\]"):

@@ -4,14 +4,15 @@
 are the same objects with the same bits, h/c/dh/dc are unchanged, and a following backward still
 differentiates the last *good* forward (same dxs and grads as before the bad call).
 """
+
 import re
 
 import numpy as np
 import pytest
+from conftest import KINDS, bias_shape, make_cell, make_params, make_time, set_state
 
 import fastrnn
 from fastrnn import clip_grads
-from conftest import KINDS, bias_shape, make_cell, make_params, make_time, set_state
 
 N, T, D, H = 2, 3, 4, 5
 G = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
@@ -20,8 +21,9 @@ G = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
 def names(excinfo, *words):
     msg = str(excinfo.value)
     for w in words:
-        assert re.search(r"(?<![\w\[])" + re.escape(w) + r"(?![\w])", msg), \
+        assert re.search(r"(?<![\w\[])" + re.escape(w) + r"(?![\w])", msg), (
             f"message does not name {w!r}: {msg!r}"
+        )
     return msg
 
 
@@ -49,7 +51,8 @@ class Good:
             "param_ids": [id(p) for p in layer.params],
             "grads": [g.copy() for g in layer.grads],
             "grad_objs": list(layer.grads),
-            "h": layer.h.copy(), "dh": layer.dh.copy(),
+            "h": layer.h.copy(),
+            "dh": layer.dh.copy(),
             "norms_h": layer.grad_norms_h.copy(),
         }
         if self.kind == "lstm":
@@ -84,7 +87,7 @@ def bad(shape, value=0.5, dtype=np.float64):
     return np.full(shape, value, dtype)
 
 
-# ---- forward(xs) -----------------------------------------------------------------------------------
+# ---- forward(xs) ---------------------------------------------------------------------------------
 
 XS_BAD = {
     "ndim2": (lambda: bad((N, D)), ValueError),
@@ -100,8 +103,12 @@ XS_BAD = {
     "None": (lambda: None, TypeError),
     "nan": (lambda: np.where(np.arange(N * T * D).reshape(N, T, D) == 7, np.nan, 0.5), ValueError),
     "inf": (lambda: np.where(np.arange(N * T * D).reshape(N, T, D) == 0, np.inf, 0.5), ValueError),
-    "-inf_noncontig": (lambda: np.where(np.arange(2 * N * T * D).reshape(N, T, 2 * D) == 2 * D + 2,
-                                        -np.inf, 0.5)[:, :, ::2], ValueError),
+    "-inf_noncontig": (
+        lambda: np.where(np.arange(2 * N * T * D).reshape(N, T, 2 * D) == 2 * D + 2, -np.inf, 0.5)[
+            :, :, ::2
+        ],
+        ValueError,
+    ),
 }
 
 
@@ -142,7 +149,7 @@ def test_forward_batch_size_differs_from_carried_state(kind):
     assert g.layer.forward(bad((N + 1, T, D))).shape == (N + 1, T, H)
 
 
-# ---- backward(dhs) ---------------------------------------------------------------------------------
+# ---- backward(dhs) -------------------------------------------------------------------------------
 
 DHS_BAD = {
     "ndim2": (lambda: bad((N, H)), ValueError),
@@ -208,7 +215,8 @@ def test_backward_before_forward_after_a_refused_forward(kind):
     assert layer.h is None
 
 
-# ---- params that went bad after construction -------------------------------------------------------
+# ---- params that went bad after construction -----------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("which", [0, 1, 2])
@@ -272,7 +280,8 @@ def test_param_replaced_by_non_array(kind):
     g.assert_unchanged()
 
 
-# ---- set_state -------------------------------------------------------------------------------------
+# ---- set_state -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("value", [np.nan, np.inf])
@@ -290,8 +299,13 @@ def test_set_state_nonfinite_h(kind, value):
 @pytest.mark.parametrize("case", ["wrong_H", "ndim1", "ndim3", "int", "complex"])
 def test_set_state_bad_h(kind, case):
     g = Good(kind)
-    h = {"wrong_H": bad((N, H + 1)), "ndim1": bad((H,)), "ndim3": bad((1, N, H)),
-         "int": np.ones((N, H), int), "complex": bad((N, H), dtype=complex)}[case]
+    h = {
+        "wrong_H": bad((N, H + 1)),
+        "ndim1": bad((H,)),
+        "ndim3": bad((1, N, H)),
+        "int": np.ones((N, H), int),
+        "complex": bad((N, H), dtype=complex),
+    }[case]
     exc = TypeError if case in ("int", "complex") else ValueError
     with pytest.raises(exc) as ei:
         set_state(g.layer, kind, h, bad((N, H)) if kind == "lstm" else None)
@@ -303,9 +317,13 @@ def test_set_state_bad_h(kind, case):
 def test_lstm_set_state_bad_c_leaves_h_alone(case):
     # h is fine, c is not: the call must change neither h nor c
     g = Good("lstm")
-    c = {"nan": np.where(np.eye(N, H) > 0, np.nan, 0.5), "inf": np.full((N, H), -np.inf),
-         "batch": bad((N + 1, H)), "wrong_H": bad((N, H - 1)),
-         "float16": bad((N, H), dtype=np.float16)}[case]
+    c = {
+        "nan": np.where(np.eye(N, H) > 0, np.nan, 0.5),
+        "inf": np.full((N, H), -np.inf),
+        "batch": bad((N + 1, H)),
+        "wrong_H": bad((N, H - 1)),
+        "float16": bad((N, H), dtype=np.float16),
+    }[case]
     with pytest.raises(TypeError if case == "float16" else ValueError) as ei:
         g.layer.set_state(bad((N, H), 0.25), c)
     names(ei, "c")
@@ -322,6 +340,7 @@ def test_set_state_with_c_on_a_layer_without_cell_state(kind):
 
 
 # ---- cells ---------------------------------------------------------------------------------------
+
 
 class GoodCell:
     def __init__(self, kind, dtype=np.float64):
@@ -404,8 +423,12 @@ def test_lstm_cell_forward_without_c_prev():
 @pytest.mark.parametrize("case", ["shape", "ndim3", "int", "nan"])
 def test_cell_backward_bad_dh_next(kind, case):
     g = GoodCell(kind)
-    dh = {"shape": bad((N, H + 1)), "ndim3": bad((N, 1, H)), "int": np.ones((N, H), int),
-          "nan": np.full((N, H), np.nan)}[case]
+    dh = {
+        "shape": bad((N, H + 1)),
+        "ndim3": bad((N, 1, H)),
+        "int": np.ones((N, H), int),
+        "nan": np.full((N, H), np.nan),
+    }[case]
     with pytest.raises(TypeError if case == "int" else ValueError) as ei:
         g.bwd(dh=dh)
     names(ei, "dh_next")
@@ -415,15 +438,17 @@ def test_cell_backward_bad_dh_next(kind, case):
 @pytest.mark.parametrize("case", ["shape", "int", "inf"])
 def test_lstm_cell_backward_bad_dc_next(case):
     g = GoodCell("lstm")
-    dc = {"shape": bad((N + 1, H)), "int": np.ones((N, H), int),
-          "inf": np.full((N, H), np.inf)}[case]
+    dc = {"shape": bad((N + 1, H)), "int": np.ones((N, H), int), "inf": np.full((N, H), np.inf)}[
+        case
+    ]
     with pytest.raises(TypeError if case == "int" else ValueError) as ei:
         g.bwd(dc=dc)
     names(ei, "dc_next")
     g.assert_unchanged()
 
 
-# ---- construction ----------------------------------------------------------------------------------
+# ---- construction --------------------------------------------------------------------------------
+
 
 def ctor(kind, Wx, Wh, b, time=True):
     mod = fastrnn
@@ -439,8 +464,20 @@ def shapes_ok(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("time", [True, False], ids=["time", "cell"])
-@pytest.mark.parametrize("case", ["Wh_cols", "Wh_square_for_gates", "Wh_ndim1", "Wh_H0",
-                                  "Wx_cols", "Wx_ndim3", "Wx_D0", "b_len", "b_ndim"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "Wh_cols",
+        "Wh_square_for_gates",
+        "Wh_ndim1",
+        "Wh_H0",
+        "Wx_cols",
+        "Wx_ndim3",
+        "Wx_D0",
+        "b_len",
+        "b_ndim",
+    ],
+)
 def test_construction_bad_shapes(kind, time, case):
     sx, sh, sb = shapes_ok(kind)
     g = G[kind]
@@ -477,19 +514,27 @@ def test_gru_bias_shape_must_match_variant(reset_after, time):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("case", ["int_all", "float16_all", "complex_all", "Wx_f32", "Wh_f32",
-                                  "b_f32", "b_int"])
+@pytest.mark.parametrize(
+    "case", ["int_all", "float16_all", "complex_all", "Wx_f32", "Wh_f32", "b_f32", "b_int"]
+)
 def test_construction_bad_dtypes(kind, case):
     sx, sh, sb = shapes_ok(kind)
-    dt = {"int_all": (int,) * 3, "float16_all": (np.float16,) * 3,
-          "complex_all": (complex,) * 3, "Wx_f32": (np.float32, float, float),
-          "Wh_f32": (float, np.float32, float), "b_f32": (float, float, np.float32),
-          "b_int": (float, float, int)}[case]
+    dt = {
+        "int_all": (int,) * 3,
+        "float16_all": (np.float16,) * 3,
+        "complex_all": (complex,) * 3,
+        "Wx_f32": (np.float32, float, float),
+        "Wh_f32": (float, np.float32, float),
+        "b_f32": (float, float, np.float32),
+        "b_int": (float, float, int),
+    }[case]
     with pytest.raises(TypeError) as ei:
         ctor(kind, *(np.zeros(s, t) for s, t in zip((sx, sh, sb), dt)))
     msg = names(ei, "Wx", "Wh", "b")
-    assert str(np.dtype(dt[0] if case.endswith("_all") else
-                        [t for t in dt if t is not float][0])) in msg
+    assert (
+        str(np.dtype(dt[0] if case.endswith("_all") else [t for t in dt if t is not float][0]))
+        in msg
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -508,12 +553,16 @@ def test_construction_non_array_param():
     names(ei, "Wx")
 
 
-# ---- clip_grads ------------------------------------------------------------------------------------
+# ---- clip_grads ----------------------------------------------------------------------------------
+
 
 def grads_set(seed=0):
     rng = np.random.default_rng(seed)
-    return [10 * rng.standard_normal((3, 4)), (10 * rng.standard_normal(5)).astype(np.float32),
-            10 * rng.standard_normal((2, 2, 2))]
+    return [
+        10 * rng.standard_normal((3, 4)),
+        (10 * rng.standard_normal(5)).astype(np.float32),
+        10 * rng.standard_normal((2, 2, 2)),
+    ]
 
 
 def assert_bits_equal(grads, before):
@@ -562,7 +611,7 @@ def ro(a):
 
 @pytest.mark.parametrize("case", sorted(CLIP_BAD))
 def test_clip_bad_entries(case):
-    grads = grads_set()           # norm well above max_norm: a partial clip would show
+    grads = grads_set()  # norm well above max_norm: a partial clip would show
     mutate, exc, index = CLIP_BAD[case]
     mutate(grads)
     before = [np.array(g, copy=True) if isinstance(g, np.ndarray) else g for g in grads]
@@ -574,8 +623,9 @@ def test_clip_bad_entries(case):
             assert g.tobytes() == b.tobytes()
 
 
-@pytest.mark.parametrize("case", ["same_twice", "overlap_1d", "transpose_of_same",
-                                  "row_inside_matrix", "reshaped_same"])
+@pytest.mark.parametrize(
+    "case", ["same_twice", "overlap_1d", "transpose_of_same", "row_inside_matrix", "reshaped_same"]
+)
 def test_clip_shared_memory(case):
     rng = np.random.default_rng(4)
     base = 10 * rng.standard_normal((4, 6))

@@ -4,11 +4,12 @@ The loss is L = sum(hs * R) (plus sum(c_next * Rc) for the LSTM cell, which exer
 input), so dL/dhs = R is what backward receives.  Every input is checked: xs, each param, the
 initial state given through set_state (layer.dh / layer.dc), and a stateful chain's second segment.
 """
+
 import numpy as np
 import pytest
+from conftest import KINDS, make_cell, make_params, make_time, set_state
 
 import fastrnn
-from conftest import KINDS, make_cell, make_params, make_time, set_state
 
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
@@ -195,15 +196,15 @@ def test_grad_norms_by_perturbing_h_t(kind):
     probe = make_time(fastrnn, kind, params, stateful=True)
     for t in range(T):
         set_state(probe, kind, h0, c0 if is_lstm else None)
-        head = probe.forward(xs[:, :t + 1])
+        head = probe.forward(xs[:, : t + 1])
         ht = probe.h.copy()
-        ct = probe.c.copy() if is_lstm else None   # held fixed: only h_t is perturbed
+        ct = probe.c.copy() if is_lstm else None  # held fixed: only h_t is perturbed
         fixed = np.sum(head[:, :t] * R[:, :t])
 
         def loss(h=ht, c=ct):
             set_state(probe, kind, h, c)
-            tail = probe.forward(xs[:, t + 1:]) if t + 1 < T else np.zeros((N, 0, H))
-            return fixed + np.sum(h * R[:, t]) + np.sum(tail * R[:, t + 1:])
+            tail = probe.forward(xs[:, t + 1 :]) if t + 1 < T else np.zeros((N, 0, H))
+            return fixed + np.sum(h * R[:, t]) + np.sum(tail * R[:, t + 1 :])
 
         g = num_grad(loss, ht)
         np.testing.assert_allclose(norms_h[t], np.linalg.norm(g), rtol=1e-7, err_msg=f"t={t}")

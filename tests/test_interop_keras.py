@@ -1,6 +1,7 @@
 """fastrnn.interop.keras (Keras 3 on its torch backend): exact round trips, and converted layers'
 outputs and gradients equal Keras's: to float32 rounding, and to 1e-10 in float64 on a backend
 where Keras computes float64 (not torch's: see KERAS_FLOAT64)."""
+
 import inspect
 import os
 import sys
@@ -15,8 +16,7 @@ keras = pytest.importorskip("keras")
 from conftest import make_params
 
 import fastrnn
-from fastrnn.interop import from_keras, to_keras
-from fastrnn.interop import keras as fk
+from fastrnn.interop import from_keras, keras as fk, to_keras
 
 N, T, D, H = 3, 6, 4, 5
 TORCH_BACKEND = keras.backend.backend() == "torch"
@@ -26,8 +26,7 @@ TORCH_BACKEND = keras.backend.backend() == "torch"
 KERAS_FLOAT64 = keras.backend.result_type("float64", "float64") == "float64"
 TOL = {np.float64: 1e-10 if KERAS_FLOAT64 else 2e-5, np.float32: 2e-5}
 has_relu = "nonlinearity" in inspect.signature(fastrnn.TimeRNN.__init__).parameters
-CASES = [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True}),
-         ("gru", {"reset_after": False})]
+CASES = [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True}), ("gru", {"reset_after": False})]
 IDS = ["simplernn", "lstm", "gru_reset_after", "gru_classic"]
 
 
@@ -41,9 +40,8 @@ def keras_layer(kind, kwargs, dtype, seed=0):
     cls = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
     layer = cls[kind](H, return_sequences=True, dtype=np.dtype(dtype).name, **kwargs)
     layer.build((None, None, D))
-    rng = np.random.default_rng(seed)   # biases away from zero, so a mix-up would show
-    layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(dtype)
-                       for w in layer.get_weights()])
+    rng = np.random.default_rng(seed)  # biases away from zero, so a mix-up would show
+    layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(dtype) for w in layer.get_weights()])
     return layer
 
 
@@ -80,6 +78,7 @@ def test_from_keras_matches_outputs(kind, kwargs, dtype, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gradients_match_keras(kind, kwargs, dtype, rng):
     import torch
+
     layer = keras_layer(kind, kwargs, dtype, seed=1)
     ours = from_keras(layer)
     xs = rng.standard_normal((N, T, D)).astype(dtype)

@@ -1,6 +1,7 @@
 """fastrnn.interop.onnx: graphs of the standard RNN / LSTM / GRU operators that compute what
 fastrnn computes (onnxruntime in float32 to rounding; ONNX's reference evaluator in float64 to
 1e-10), and exact round trips back through import_onnx."""
+
 import inspect
 import sys
 
@@ -12,8 +13,7 @@ onnx = pytest.importorskip("onnx")
 from conftest import make_params
 
 import fastrnn
-from fastrnn.interop import export_onnx, import_onnx
-from fastrnn.interop import onnx as fo
+from fastrnn.interop import export_onnx, import_onnx, onnx as fo
 
 N, T, D, H = 3, 6, 4, 5
 KINDS = ["rnn", "lstm", "gru", "gru_ra"]
@@ -37,6 +37,7 @@ def run_ort(path, feeds):
 
 def run_reference(path, feeds):
     from onnx.reference import ReferenceEvaluator
+
     return ReferenceEvaluator(str(path)).run(None, feeds)[0]
 
 
@@ -108,7 +109,7 @@ def test_sequence_lens(rng, tmp_path):
     lens = np.array([T, 2, 4], np.int32)
     out = run_ort(path, {"xs": xs, "sequence_lens": lens})
     for i, L in enumerate(lens):
-        close(out[i, :L], layer.forward(xs[i:i + 1, :L])[0], 2e-6)
+        close(out[i, :L], layer.forward(xs[i : i + 1, :L])[0], 2e-6)
         assert not np.any(out[i, L:])
     # full lengths: the same as without sequence_lens
     full = run_ort(path, {"xs": xs, "sequence_lens": np.full(N, T, np.int32)})
@@ -150,6 +151,7 @@ def test_import_refuses_bidirectional(rng, tmp_path):
         for a in node.attribute:
             if a.name == "direction":
                 a.s = b"bidirectional"
+
     _edit(path, bidir)
     with pytest.raises(NotImplementedError, match="[Bb]idirectional"):
         import_onnx(path)
@@ -161,6 +163,7 @@ def test_import_refuses_unknown_operator_and_peepholes(rng, tmp_path):
 
     def relu(model):
         model.graph.node.append(onnx.helper.make_node("Relu", ["hs"], ["r"], name="extra"))
+
     _edit(path, relu)
     with pytest.raises(ValueError, match="Relu"):
         import_onnx(path)
@@ -172,8 +175,10 @@ def test_import_refuses_unknown_operator_and_peepholes(rng, tmp_path):
         while len(node.input) < 8:
             node.input.append("")
         node.input[7] = "P"
-        model.graph.initializer.append(onnx.numpy_helper.from_array(
-            np.zeros((1, 3 * H), np.float32), "P"))
+        model.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.zeros((1, 3 * H), np.float32), "P")
+        )
+
     _edit(path, peep)
     with pytest.raises(ValueError, match="peephole"):
         import_onnx(path)
@@ -188,6 +193,7 @@ def test_import_refuses_mis_shaped_weights(rng, tmp_path):
             if t.name == "l0_R":
                 arr = onnx.numpy_helper.to_array(t)[:, :-1]
                 t.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(arr), "l0_R"))
+
     _edit(path, shrink)
     with pytest.raises(ValueError, match="l0_Y_GRU"):
         import_onnx(path)
@@ -202,12 +208,15 @@ def test_missing_onnx_names_the_extra(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_embedding_and_affine(dtype, rng, tmp_path):
     emb = fastrnn.TimeEmbedding(rng.standard_normal((11, D)).astype(dtype))
-    aff = fastrnn.TimeAffine(rng.standard_normal((D, 7)).astype(dtype),
-                             rng.standard_normal(7).astype(dtype))
+    aff = fastrnn.TimeAffine(
+        rng.standard_normal((D, 7)).astype(dtype), rng.standard_normal(7).astype(dtype)
+    )
     ids = rng.integers(0, 11, (N, T))
     xs = rng.standard_normal((N, T, D)).astype(dtype)
-    for obj, feed, expect in ((emb, {"ids": ids}, emb.forward(ids)),
-                              (aff, {"xs": xs}, aff.forward(xs))):
+    for obj, feed, expect in (
+        (emb, {"ids": ids}, emb.forward(ids)),
+        (aff, {"xs": xs}, aff.forward(xs)),
+    ):
         path = tmp_path / "m.onnx"
         export_onnx(obj, path)
         out = run_ort(path, feed)
@@ -220,16 +229,20 @@ def test_embedding_and_affine(dtype, rng, tmp_path):
 
 # ---- stacks and language models ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_stack_chained_time_major(kind, rng, tmp_path):
-    layers = [layer_of(kind, rng, np.float32), layer_of(kind, rng, np.float32, D=H),
-              layer_of(kind, rng, np.float32, D=H)]
+    layers = [
+        layer_of(kind, rng, np.float32),
+        layer_of(kind, rng, np.float32, D=H),
+        layer_of(kind, rng, np.float32, D=H),
+    ]
     stack = fastrnn.Stack(layers, dropout=0.3)
     stack.train_flg = False
     path = tmp_path / "s.onnx"
     model = export_onnx(stack, path)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("Transpose") == 2                  # once in, once out: chained time-major
+    assert ops.count("Transpose") == 2  # once in, once out: chained time-major
     xs = rng.standard_normal((N, T, D)).astype(np.float32)
     close(run_ort(path, {"xs": xs}), stack.forward(xs), 2e-6)
     back = import_onnx(path)
@@ -239,8 +252,9 @@ def test_stack_chained_time_major(kind, rng, tmp_path):
 
 
 def test_stack_float64_reference_evaluator(rng, tmp_path):
-    stack = fastrnn.Stack([layer_of("lstm", rng, np.float64), layer_of("gru_ra", rng, np.float64,
-                                                                       D=H)])
+    stack = fastrnn.Stack(
+        [layer_of("lstm", rng, np.float64), layer_of("gru_ra", rng, np.float64, D=H)]
+    )
     path = tmp_path / "s.onnx"
     export_onnx(stack, path)
     xs = rng.standard_normal((N, T, D))
@@ -249,9 +263,20 @@ def test_stack_float64_reference_evaluator(rng, tmp_path):
 
 def _lm(dtype, cell="lstm", tie=False, projection=False):
     from fastrnn.models import LanguageModel
+
     hidden = 6 if (not tie or projection) else 5
-    return LanguageModel(13, 5, [hidden, hidden], cell=cell, tie_weights=tie,
-                         projection=projection, dropout=0.2, init_scale=0.5, dtype=dtype, seed=4)
+    return LanguageModel(
+        13,
+        5,
+        [hidden, hidden],
+        cell=cell,
+        tie_weights=tie,
+        projection=projection,
+        dropout=0.2,
+        init_scale=0.5,
+        dtype=dtype,
+        seed=4,
+    )
 
 
 def _perplexity(logits, ts):
@@ -262,8 +287,10 @@ def _perplexity(logits, ts):
     return float(np.exp(nll.mean()))
 
 
-@pytest.mark.parametrize("cell, tie, projection", [("lstm", False, False), ("lstm", True, False),
-                                                   ("gru", True, True), ("rnn", False, False)])
+@pytest.mark.parametrize(
+    "cell, tie, projection",
+    [("lstm", False, False), ("lstm", True, False), ("gru", True, True), ("rnn", False, False)],
+)
 def test_language_model_perplexity_in_onnxruntime(cell, tie, projection, rng, tmp_path):
     model = _lm(np.float32, cell, tie, projection)
     path = tmp_path / "lm.onnx"
@@ -276,12 +303,13 @@ def test_language_model_perplexity_in_onnxruntime(cell, tie, projection, rng, tm
     logits = run_ort(path, {"ids": xs.astype(np.int64)})
     model.reset_state()
     close(logits, model.predict(xs), 2e-5)
-    assert ppl_fastrnn > 5                        # an untrained model: near the vocabulary size
+    assert ppl_fastrnn > 5  # an untrained model: near the vocabulary size
     assert abs(_perplexity(logits, ts) - ppl_fastrnn) <= 1e-5 * ppl_fastrnn
 
 
-@pytest.mark.parametrize("cell, tie, projection", [("lstm", False, False), ("lstm", True, False),
-                                                   ("gru", True, True)])
+@pytest.mark.parametrize(
+    "cell, tie, projection", [("lstm", False, False), ("lstm", True, False), ("gru", True, True)]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_language_model_round_trip_exact(cell, tie, projection, dtype, tmp_path):
     model = _lm(dtype, cell, tie, projection)
@@ -293,11 +321,12 @@ def test_language_model_round_trip_exact(cell, tie, projection, dtype, tmp_path)
     for a, b in zip(model.params, back.params):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     if tie:
-        assert np.shares_memory(back.affine.params[0], back.params[0])   # tied again
+        assert np.shares_memory(back.affine.params[0], back.params[0])  # tied again
 
 
 def test_book_models_round_trip(rng, tmp_path):
     from fastrnn.models import BetterRnnlm, Rnnlm
+
     for model in (Rnnlm(20, 6, 7, seed=1), BetterRnnlm(20, 6, 6, seed=1)):
         path = tmp_path / "b.onnx"
         export_onnx(model, path)
@@ -319,6 +348,7 @@ def test_metadata_that_does_not_fit_is_refused(tmp_path):
         for p in m.metadata_props:
             if p.key == "fastrnn.config":
                 p.value = p.value.replace('"vocab_size": 13', '"vocab_size": 14')
+
     _edit(path, lie)
     with pytest.raises(ValueError, match="do not fit"):
         import_onnx(path)

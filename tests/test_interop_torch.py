@@ -1,5 +1,6 @@
 """fastrnn.interop.torch: exact round trips, and converted layers' outputs and gradients equal
 PyTorch's (float64 to 1e-10, float32 to rounding)."""
+
 import inspect
 import sys
 
@@ -11,8 +12,7 @@ torch = pytest.importorskip("torch")
 from conftest import make_params
 
 import fastrnn
-from fastrnn.interop import from_torch, to_torch
-from fastrnn.interop import torch as ft
+from fastrnn.interop import from_torch, to_torch, torch as ft
 
 N, T, D, H = 3, 6, 4, 5
 TOL = {np.float64: 1e-10, np.float32: 2e-5}
@@ -32,7 +32,7 @@ def close(a, b, dtype):
 def torch_module(kind, dtype, seed=0, **kwargs):
     torch.manual_seed(seed)
     m = MODULES[kind](D, H, dtype=DT[dtype], **kwargs)
-    with torch.no_grad():     # biases away from zero, so a mix-up of b_ih / b_hh would show
+    with torch.no_grad():  # biases away from zero, so a mix-up of b_ih / b_hh would show
         for p in m.parameters():
             p.uniform_(-0.6, 0.6)
     return m
@@ -40,8 +40,11 @@ def torch_module(kind, dtype, seed=0, **kwargs):
 
 def run_torch(m, kind, xs, dhs, h0, c0, batch_first=True):
     x = torch.tensor(xs if batch_first else xs.transpose(1, 0, 2), requires_grad=True)
-    state = (torch.tensor(h0[None]), torch.tensor(c0[None])) if kind == "lstm" else \
-        torch.tensor(h0[None])
+    state = (
+        (torch.tensor(h0[None]), torch.tensor(c0[None]))
+        if kind == "lstm"
+        else torch.tensor(h0[None])
+    )
     m.zero_grad()
     out, _ = m(x, state)
     g = torch.tensor(dhs if batch_first else dhs.transpose(1, 0, 2))
@@ -58,9 +61,11 @@ def torch_grads_as_fastrnn(m, kind, sfx="_l0"):
     equals b_hh's for the RNN and LSTM where fastrnn's b is their sum)."""
     g = {n: p.grad.numpy().copy() for n, p in m.named_parameters()}
     b_hh = g["bias_hh" + sfx] if kind == "gru" else np.zeros_like(g["bias_hh" + sfx])
-    blocks = ft._from_torch_gates(kind, g["weight_ih" + sfx], g["weight_hh" + sfx],
-                                  g["bias_ih" + sfx], b_hh)
+    blocks = ft._from_torch_gates(
+        kind, g["weight_ih" + sfx], g["weight_hh" + sfx], g["bias_ih" + sfx], b_hh
+    )
     from fastrnn.interop._gates import build
+
     return build(kind, blocks, reset_after=(kind == "gru")).params
 
 
@@ -78,8 +83,10 @@ def data(rng, dtype):
 def test_from_torch_matches_outputs_and_gradients(kind, dtype, batch_first, rng):
     m = torch_module(kind, dtype, batch_first=batch_first)
     layer = from_torch(m)
-    assert type(layer) is {"rnn": fastrnn.TimeRNN, "lstm": fastrnn.TimeLSTM,
-                           "gru": fastrnn.TimeGRU}[kind]
+    assert (
+        type(layer)
+        is {"rnn": fastrnn.TimeRNN, "lstm": fastrnn.TimeLSTM, "gru": fastrnn.TimeGRU}[kind]
+    )
     assert layer.params[0].dtype == dtype
     if kind == "gru":
         assert layer.reset_after
@@ -118,8 +125,11 @@ def test_relu_rnn(dtype, rng):
 @pytest.mark.parametrize("time", [True, False], ids=["time", "cell"])
 def test_round_trip_exact(kind, dtype, time, rng):
     params = make_params(kind, rng, D, H, dtype)
-    cls = {"rnn": (fastrnn.TimeRNN, fastrnn.RNN), "lstm": (fastrnn.TimeLSTM, fastrnn.LSTM),
-           "gru_ra": (fastrnn.TimeGRU, fastrnn.GRU)}[kind][0 if time else 1]
+    cls = {
+        "rnn": (fastrnn.TimeRNN, fastrnn.RNN),
+        "lstm": (fastrnn.TimeLSTM, fastrnn.LSTM),
+        "gru_ra": (fastrnn.TimeGRU, fastrnn.GRU),
+    }[kind][0 if time else 1]
     obj = cls(*params, reset_after=True) if kind == "gru_ra" else cls(*params)
     m = to_torch(obj)
     expect = (MODULES if time else CELLS)[kind[:4].rstrip("_")]
@@ -229,6 +239,7 @@ def test_linear_without_bias(rng):
 
 # ---- stacks and language models ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layers", [2, 3])
@@ -263,13 +274,27 @@ def test_stack_with_connections_refused(rng):
 
 def _lm(rng, dtype, cell="lstm", tie=False, projection=False, layers=2):
     from fastrnn.models import LanguageModel
+
     hidden = 6 if (not tie or projection) else 5
-    return LanguageModel(13, 5, [hidden] * layers, cell=cell, tie_weights=tie,
-                         projection=projection, init_scale=0.5, dtype=dtype, seed=4)
+    return LanguageModel(
+        13,
+        5,
+        [hidden] * layers,
+        cell=cell,
+        tie_weights=tie,
+        projection=projection,
+        init_scale=0.5,
+        dtype=dtype,
+        seed=4,
+    )
 
 
-LM_CASES = [("lstm", False, False), ("lstm", True, False), ("lstm", True, True),
-            ("rnn", False, False)]
+LM_CASES = [
+    ("lstm", False, False),
+    ("lstm", True, False),
+    ("lstm", True, True),
+    ("rnn", False, False),
+]
 
 
 @pytest.mark.parametrize("cell, tie, projection", LM_CASES)
@@ -280,13 +305,14 @@ def test_language_model_to_torch_outputs_and_gradients(cell, tie, projection, dt
     assert (module.decoder.weight is module.encoder.weight) == tie
     xs = rng.integers(0, 13, (N, T))
     ts = rng.integers(0, 13, (N, T))
-    ts[0, 0] = -1                                   # ignored target
+    ts[0, 0] = -1  # ignored target
     model.reset_state()
     loss = model.forward(xs, ts)
     model.backward()
     logits, _ = module(torch.tensor(xs))
-    loss_t = torch.nn.functional.cross_entropy(logits.reshape(-1, 13),
-                                               torch.tensor(ts).reshape(-1), ignore_index=-1)
+    loss_t = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, 13), torch.tensor(ts).reshape(-1), ignore_index=-1
+    )
     loss_t.backward()
     close(loss, loss_t.item(), dtype)
     model.reset_state()
@@ -315,9 +341,12 @@ def test_language_model_round_trip_exact(cell, tie, projection, dtype, via, rng)
 
 def test_book_models_to_torch(rng):
     from fastrnn.models import BetterRnnlm, Rnnlm
+
     xs = rng.integers(0, 20, (2, 4))
-    for model in (Rnnlm(20, 6, 7, seed=1, dtype=np.float64),
-                  BetterRnnlm(20, 6, 6, seed=1, dtype=np.float64)):
+    for model in (
+        Rnnlm(20, 6, 7, seed=1, dtype=np.float64),
+        BetterRnnlm(20, 6, 6, seed=1, dtype=np.float64),
+    ):
         module = to_torch(model)
         module.eval()
         model.reset_state()
@@ -331,10 +360,12 @@ def test_word_language_model_state_dict(rng):
     enc = torch.nn.Embedding(V, E, dtype=torch.float64)
     rnn = torch.nn.LSTM(E, Hh, 2, batch_first=True, dtype=torch.float64)
     dec = torch.nn.Linear(Hh, V, dtype=torch.float64)
-    dec.weight = enc.weight                          # tied
-    state = {**{"encoder." + k: v for k, v in enc.state_dict().items()},
-             **{"rnn." + k: v for k, v in rnn.state_dict().items()},
-             **{"decoder." + k: v for k, v in dec.state_dict().items()}}
+    dec.weight = enc.weight  # tied
+    state = {
+        **{"encoder." + k: v for k, v in enc.state_dict().items()},
+        **{"rnn." + k: v for k, v in rnn.state_dict().items()},
+        **{"decoder." + k: v for k, v in dec.state_dict().items()},
+    }
     model = from_torch(state)
     assert model.tie_weights
     xs = rng.integers(0, V, (2, 5))

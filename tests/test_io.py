@@ -1,5 +1,6 @@
 """fastrnn.save / fastrnn.load: exact round trips for every class and dtype, and every kind of bad
 file refused with a FileFormatError naming the path, without executing anything from it."""
+
 import json
 import os
 import pickle
@@ -19,13 +20,15 @@ D, H = 3, 4
 def build(kind, rng, dtype, time=True, stateful=False):
     params = make_params(kind, rng, D, H, dtype)
     if kind == "rnn":
-        return (fastrnn.TimeRNN(*params, stateful=stateful) if time else fastrnn.RNN(*params))
+        return fastrnn.TimeRNN(*params, stateful=stateful) if time else fastrnn.RNN(*params)
     if kind == "lstm":
-        return (fastrnn.TimeLSTM(*params, stateful=stateful) if time
-                else fastrnn.LSTM(*params))
+        return fastrnn.TimeLSTM(*params, stateful=stateful) if time else fastrnn.LSTM(*params)
     ra = kind == "gru_ra"
-    return (fastrnn.TimeGRU(*params, stateful=stateful, reset_after=ra) if time
-            else fastrnn.GRU(*params, reset_after=ra))
+    return (
+        fastrnn.TimeGRU(*params, stateful=stateful, reset_after=ra)
+        if time
+        else fastrnn.GRU(*params, reset_after=ra)
+    )
 
 
 def arrays_of(path):
@@ -41,10 +44,11 @@ def write_raw(path, arrays, header=None):
     arrays = dict(arrays)
     if header is not None:
         arrays[fio._HEADER] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    np.savez(path, **arrays)   # path ends in .npz, so nothing is appended
+    np.savez(path, **arrays)  # path ends in .npz, so nothing is appended
 
 
 # ---- round trips ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -69,8 +73,10 @@ def test_round_trip_exact(kind, dtype, time, rng, tmp_path):
         h = rng.standard_normal((2, H)).astype(dtype)
         args = (x, h, h.copy()) if kind == "lstm" else (x, h)
         out_a, out_b = obj.forward(*args), back.forward(*args)
-        for a, b in zip(np.atleast_1d(out_a) if kind != "lstm" else out_a,
-                        np.atleast_1d(out_b) if kind != "lstm" else out_b):
+        for a, b in zip(
+            np.atleast_1d(out_a) if kind != "lstm" else out_a,
+            np.atleast_1d(out_b) if kind != "lstm" else out_b,
+        ):
             assert np.array_equal(a, b)
     if kind.startswith("gru"):
         assert back.get_config()["reset_after"] == (kind == "gru_ra")
@@ -113,6 +119,7 @@ def test_registry_lists_the_layers():
 
 def test_register_refuses_name_clash_and_missing_protocol():
     with pytest.raises(ValueError, match="already registered"):
+
         @fio.register(name="TimeLSTM")
         class Other:
             def get_config(self):
@@ -123,6 +130,7 @@ def test_register_refuses_name_clash_and_missing_protocol():
                 return cls()
 
     with pytest.raises(TypeError, match="from_config"):
+
         @fio.register
         class NoProtocol:
             def get_config(self):
@@ -131,12 +139,14 @@ def test_register_refuses_name_clash_and_missing_protocol():
 
 # ---- saving: checks before writing, atomic replace -----------------------------------------------
 
+
 def test_save_refuses_unregistered(tmp_path):
     class Thing:
         params = ()
 
         def get_config(self):
             return {}
+
     with pytest.raises(TypeError, match="registered fastrnn class"):
         fastrnn.save(tmp_path / "x.npz", Thing())
     assert os.listdir(tmp_path) == []
@@ -169,6 +179,7 @@ def test_crash_while_writing_leaves_old_file_and_no_temp(rng, tmp_path, monkeypa
     def crash(f, **arrays):
         f.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt("simulated crash")
+
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(KeyboardInterrupt):
         fastrnn.save(path, build("lstm", rng, np.float64))
@@ -190,6 +201,7 @@ def test_saved_file_mode_follows_umask(rng, tmp_path):
 
 # ---- loading bad files -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def saved(rng, tmp_path):
     path = tmp_path / "good.npz"
@@ -207,8 +219,7 @@ def refused(path, match):
 @pytest.mark.parametrize("keep", [0, 10, 100, 0.5, -1])
 def test_truncated(saved, tmp_path, keep):
     data = saved.read_bytes()
-    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0
-                                                                 else len(data) - 1)
+    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) - 1)
     bad = tmp_path / "trunc.npz"
     bad.write_bytes(data[:n])
     refused(bad, "not a readable|corrupt")
@@ -261,16 +272,19 @@ def test_header_not_bytes(saved, tmp_path):
     refused(bad, "uint8")
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda h: h.update(format="other"), "not a fastrnn header"),
-    (lambda h: h.update(format_version=99), "newer"),
-    (lambda h: h.update(format_version="1"), "format_version"),
-    (lambda h: h.pop("class"), "class name"),
-    (lambda h: h.update(config=[1]), "config"),
-    (lambda h: h.update(arrays={}), "array list"),
-    (lambda h: h["arrays"][0].update(shape=[-1, 2]), "malformed"),
-    (lambda h: h["arrays"][1].update(name="param_7"), "malformed"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda h: h.update(format="other"), "not a fastrnn header"),
+        (lambda h: h.update(format_version=99), "newer"),
+        (lambda h: h.update(format_version="1"), "format_version"),
+        (lambda h: h.pop("class"), "class name"),
+        (lambda h: h.update(config=[1]), "config"),
+        (lambda h: h.update(arrays={}), "array list"),
+        (lambda h: h["arrays"][0].update(shape=[-1, 2]), "malformed"),
+        (lambda h: h["arrays"][1].update(name="param_7"), "malformed"),
+    ],
+)
 def test_bad_header_fields(saved, tmp_path, change, match):
     arrays = arrays_of(saved)
     header = header_of(arrays)
@@ -332,12 +346,15 @@ def test_shapes_consistent_with_header_but_not_config(saved, tmp_path):
     refused(bad, "does not fit its config.*Wh")
 
 
-@pytest.mark.parametrize("config_change, match", [
-    (lambda c: c.pop("hidden_size"), "missing"),
-    (lambda c: c.update(hidden_size="4"), "hidden_size"),
-    (lambda c: c.update(extra=1), "unexpected"),
-    (lambda c: c.update(reset_after="yes"), "reset_after"),
-])
+@pytest.mark.parametrize(
+    "config_change, match",
+    [
+        (lambda c: c.pop("hidden_size"), "missing"),
+        (lambda c: c.update(hidden_size="4"), "hidden_size"),
+        (lambda c: c.update(extra=1), "unexpected"),
+        (lambda c: c.update(reset_after="yes"), "reset_after"),
+    ],
+)
 def test_bad_config(saved, tmp_path, config_change, match):
     arrays = arrays_of(saved)
     header = header_of(arrays)
@@ -349,6 +366,7 @@ def test_bad_config(saved, tmp_path, config_change, match):
 
 class _Payload:
     """Unpickling this would create the marker file: proof the loader never unpickles."""
+
     marker = None
 
     def __reduce__(self):
@@ -366,7 +384,7 @@ def test_object_array_is_refused_and_not_executed(saved, tmp_path):
     header["arrays"][0].update(shape=[1], dtype="|O")
     bad = tmp_path / "obj.npz"
     write_raw(bad, arrays, header)
-    assert b"executed" in bad.read_bytes()     # the pickle is really in the file
+    assert b"executed" in bad.read_bytes()  # the pickle is really in the file
     refused(bad, "corrupt archive|non-numeric")
     assert not marker.exists()
 
@@ -384,18 +402,22 @@ def test_missing_file_is_file_not_found(tmp_path):
         fastrnn.load(tmp_path / "absent.npz")
 
 
-# ---- the language-model layers (fastrnn.layers.lm) ------------------------------------------------
+# ---- the language-model layers (fastrnn.layers.lm) -----------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lm_layers_round_trip(dtype, rng, tmp_path):
     W = rng.standard_normal((7, 3)).astype(dtype)
-    objs = [fastrnn.TimeEmbedding(W),
-            fastrnn.TimeAffine(rng.standard_normal((3, 7)).astype(dtype),
-                               rng.standard_normal(7).astype(dtype)),
-            fastrnn.TimeAffine(W.T, np.zeros(7, dtype)),           # a tied, transposed view
-            fastrnn.TimeSoftmaxWithLoss(ignore_label=2),
-            fastrnn.TimeDropout(0.25, seed=3),
-            fastrnn.VariationalDropout(0.4, seed=None)]
+    objs = [
+        fastrnn.TimeEmbedding(W),
+        fastrnn.TimeAffine(
+            rng.standard_normal((3, 7)).astype(dtype), rng.standard_normal(7).astype(dtype)
+        ),
+        fastrnn.TimeAffine(W.T, np.zeros(7, dtype)),  # a tied, transposed view
+        fastrnn.TimeSoftmaxWithLoss(ignore_label=2),
+        fastrnn.TimeDropout(0.25, seed=3),
+        fastrnn.VariationalDropout(0.4, seed=None),
+    ]
     for i, obj in enumerate(objs):
         path = tmp_path / f"{i}.npz"
         fastrnn.save(path, obj)
@@ -422,11 +444,14 @@ def test_lm_layer_shape_mismatch_refused(rng, tmp_path):
 
 # ---- stacks and language models (fastrnn.layers.stack, fastrnn.models.lm) ------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_stack_round_trip(dtype, rng, tmp_path):
-    layers = [build("lstm", rng, dtype, stateful=True),
-              fastrnn.TimeGRU(*make_params("gru_ra", rng, H, H, dtype), reset_after=True),
-              fastrnn.TimeRNN(*make_params("rnn", rng, H, H, dtype))]
+    layers = [
+        build("lstm", rng, dtype, stateful=True),
+        fastrnn.TimeGRU(*make_params("gru_ra", rng, H, H, dtype), reset_after=True),
+        fastrnn.TimeRNN(*make_params("rnn", rng, H, H, dtype)),
+    ]
     stack = fastrnn.Stack(layers, dropout=0.3, seed=7)
     fastrnn.save(tmp_path / "s.npz", stack)
     back = fastrnn.load(tmp_path / "s.npz")
@@ -440,12 +465,24 @@ def test_stack_round_trip(dtype, rng, tmp_path):
 
 def _models(dtype):
     from fastrnn.models import BetterRnnlm, LanguageModel, Rnnlm
-    return [Rnnlm(17, 5, 6, seed=1, dtype=dtype),
-            BetterRnnlm(17, 5, 5, dropout_ratio=0.3, seed=2, dtype=dtype),
-            LanguageModel(17, 5, [6, 6], cell="gru", tie_weights=True, projection=True,
-                          dtype=dtype, seed=3),
-            LanguageModel(17, 5, [4, 4], cell="rnn", variational={"input": 0.2, "hidden": 0.1},
-                          connection="residual", dtype=dtype, seed=4)]
+
+    return [
+        Rnnlm(17, 5, 6, seed=1, dtype=dtype),
+        BetterRnnlm(17, 5, 5, dropout_ratio=0.3, seed=2, dtype=dtype),
+        LanguageModel(
+            17, 5, [6, 6], cell="gru", tie_weights=True, projection=True, dtype=dtype, seed=3
+        ),
+        LanguageModel(
+            17,
+            5,
+            [4, 4],
+            cell="rnn",
+            variational={"input": 0.2, "hidden": 0.1},
+            connection="residual",
+            dtype=dtype,
+            seed=4,
+        ),
+    ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -480,8 +517,11 @@ def test_language_model_with_wrong_vocabulary_refused(tmp_path):
 @pytest.mark.parametrize("time", [True, False], ids=["time", "cell"])
 def test_relu_rnn_round_trip(time, rng, tmp_path):
     params = make_params("rnn", rng, D, H, np.float64)
-    obj = (fastrnn.TimeRNN(*params, nonlinearity="relu") if time
-           else fastrnn.RNN(*params, nonlinearity="relu"))
+    obj = (
+        fastrnn.TimeRNN(*params, nonlinearity="relu")
+        if time
+        else fastrnn.RNN(*params, nonlinearity="relu")
+    )
     assert obj.get_config()["nonlinearity"] == "relu"
     path = tmp_path / "r.npz"
     fastrnn.save(path, obj)

@@ -4,15 +4,16 @@ The default is the best the CPU runs (read here from /proc/cpuinfo, independentl
 kernels' own check); FASTRNN_KERNELS=avx2 and _isa.use switch to AVX2 and back; an instruction
 set the CPU lacks is refused, changing nothing; and both sets give the same products (the
 layer-level comparisons with the reference run once per set: conftest.isa)."""
+
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 from fastrnn import _gru, _isa, _lstm, _packed, _rnn
-from conftest import child_env
 
 MODULES = (_packed, _rnn, _lstm, _gru)
 
@@ -74,16 +75,27 @@ def test_environment_selects_avx2(tmp_path):
     # the fastrnn under test, from an empty folder (a source checkout in the working directory
     # would shadow an installed package)
     env = dict(child_env(), FASTRNN_KERNELS="avx2")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["avx2", "0"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("M,K,N", [(1, 7, 9), (2, 100, 400), (3, 5, 17), (13, 65, 33),
-                                   (20, 256, 1024), (25, 300, 70), (4, 300, 70),
-                                   (7, 520, 50)])
+@pytest.mark.parametrize(
+    "M,K,N",
+    [
+        (1, 7, 9),
+        (2, 100, 400),
+        (3, 5, 17),
+        (13, 65, 33),
+        (20, 256, 1024),
+        (25, 300, 70),
+        (4, 300, 70),
+        (7, 520, 50),
+    ],
+)
 def test_both_sets_agree(M, K, N, dtype):
     """The same packed product on each available set equals float64 NumPy within rounding, and
     from 3 rows on the sets agree bitwise: both sum each entry over k in order, one multiply-add

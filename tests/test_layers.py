@@ -6,15 +6,27 @@ float64 (to ~1e-12).  Then the contract of the NumPy layers: stateful chains, se
 reset_state, params read afresh (in place or replaced), grads kept and overwritten, outputs owned
 by the caller, any memory layout of the inputs and params, dtype conversion, and degenerate shapes.
 """
+
 import numpy as np
 import pytest
+from conftest import (
+    DTYPES,
+    KINDS,
+    as64,
+    assert_close,
+    assert_results_close,
+    bias_shape,
+    make_cell,
+    make_params,
+    make_time,
+    reference_results,
+    run_cell,
+    run_time,
+    set_state,
+)
 
 import fastrnn
 from fastrnn import reference as ref
-from conftest import (
-    DTYPES, KINDS, as64, assert_close, assert_results_close, bias_shape, make_cell, make_params,
-    make_time, reference_results, run_cell, run_time, set_state,
-)
 
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
@@ -32,6 +44,7 @@ def sequence(kind, rng, dtype, N=N, T=T, D=D, H=H, scale=0.8):
 
 
 # ---- construction ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -56,6 +69,7 @@ def test_construction_keeps_params_and_makes_zero_grads(kind, dtype, rng):
 
 
 # ---- time layers against the reference -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -99,7 +113,9 @@ def test_large_preactivations_saturate_like_reference(kind, rng):
         set_state(layer, kind, h0, c0)
         got, _, _ = run_time(layer, kind, xs, dhs)
         want = reference_results(kind, params, xs, dhs, h0, c0)
-        for k in ("hs", "h", "dxs", "dWx", "dWh", "db", "dh") + (("c", "dc") if kind == "lstm" else ()):
+        for k in ("hs", "h", "dxs", "dWx", "dWh", "db", "dh") + (
+            ("c", "dc") if kind == "lstm" else ()
+        ):
             assert np.all(np.isfinite(got[k])), k
         assert_results_close(got, want, dtype, factor=10)
 
@@ -125,6 +141,7 @@ def test_grad_norms_off_and_on(kind, rng):
 
 
 # ---- cells against the reference -----------------------------------------------------------------
+
 
 def cell_inputs(kind, rng, dtype, n=N):
     params = make_params(kind, rng, D, H, dtype, scale=0.8)
@@ -177,13 +194,14 @@ def test_cell_equals_one_step_of_time_layer(kind, rng):
 
 # ---- stateful chains, set_state, reset_state -----------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_stateful_chain_matches_reference(kind, dtype, rng):
     params = make_params(kind, rng, D, H, dtype, scale=0.8)
     fast = make_time(fastrnn, kind, params, stateful=True)
     slow = make_time(ref, kind, as64(params), stateful=True)
-    for step, Tk in enumerate([3, 1, 4, 2]):
+    for _step, Tk in enumerate([3, 1, 4, 2]):
         xs = rng.standard_normal((N, Tk, D)).astype(dtype)
         dhs = rng.standard_normal((N, Tk, H)).astype(dtype)
         got, _, _ = run_time(fast, kind, xs, dhs, track=True)
@@ -256,12 +274,14 @@ def test_stateful_batch_change_after_reset(kind, rng):
     layer.forward(xs)
     layer.reset_state()
     hs = layer.forward(xs[:2])
-    np.testing.assert_allclose(hs, make_time(fastrnn, kind, params).forward(xs[:2]),
-                               rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        hs, make_time(fastrnn, kind, params).forward(xs[:2]), rtol=1e-14, atol=1e-15
+    )
     assert layer.h.shape == (2, H)
 
 
-# ---- params read afresh, grads kept ----------------------------------------------------------------
+# ---- params read afresh, grads kept --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -309,8 +329,9 @@ def test_params_list_items_replaced_are_seen(kind, rng):
     assert_results_close(got, reference_results(kind, new, xs, dhs), np.float64)
     x, h, c = xs[:, 0], np.zeros((N, H)), np.zeros((N, H))
     got_c = run_cell(cell, kind, x, h, c, dhs[:, 0], dhs[:, 1])
-    assert_results_close(got_c, ref_cell_results(kind, new, x, h, c, dhs[:, 0], dhs[:, 1]),
-                         np.float64)
+    assert_results_close(
+        got_c, ref_cell_results(kind, new, x, h, c, dhs[:, 0], dhs[:, 1]), np.float64
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -337,7 +358,7 @@ def test_grads_keep_identity_and_are_overwritten(kind, dtype, rng):
     layer.forward(xs)
     layer.backward(2 * dhs)
     assert all(g is h for g, h in zip(layer.grads, grads))
-    for a, b in zip(g1, layer.grads):   # twice the gradient, not three times
+    for a, b in zip(g1, layer.grads):  # twice the gradient, not three times
         assert_close(b, 2 * a.astype(np.float64), dtype, factor=2)
     # a smaller problem afterwards still overwrites every entry
     layer.forward(xs[:1, :1])
@@ -368,7 +389,7 @@ def test_backward_twice_gives_the_same(kind, rng):
     dh1 = layer.dh.copy()
     n1 = layer.grad_norms_h.copy()
     other = np.random.default_rng(1).standard_normal(dhs.shape)
-    layer.backward(other)                        # a different upstream gradient in between
+    layer.backward(other)  # a different upstream gradient in between
     dxs2 = layer.backward(dhs)
     np.testing.assert_array_equal(dxs2, dxs1)
     for a, b in zip(g1, layer.grads):
@@ -392,6 +413,7 @@ def test_backward_twice_gives_the_same(kind, rng):
 
 # ---- dWx and dWh side by side: one product, or two --------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_weight_grads_are_adjacent(kind, rng):
     # the layer allocates dWh directly after dWx, so that the kernels can make both with one
@@ -405,8 +427,9 @@ def test_weight_grads_are_adjacent(kind, rng):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape", [(2, 3, 6, 5), (4, 9, 7, 9)],
-                         ids=["direct", "blas"])   # N*T rows: a direct product, or BLAS
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 6, 5), (4, 9, 7, 9)], ids=["direct", "blas"]
+)  # N*T rows: a direct product, or BLAS
 def test_weight_grads_in_separate_arrays(kind, dtype, threads, shape, rng):
     # grads entries replaced by separate arrays get the same gradients (two products, one per
     # array, rather than one over both); with two threads each makes its share of the columns
@@ -439,7 +462,7 @@ def test_large_inputs_are_kept_exactly(kind, dtype, rng):
     layer = make_time(fastrnn, kind, params)
     xs_in = xs.copy()
     layer.forward(xs_in)
-    xs_in[...] = 7.0                    # backward must read forward's inputs, not these
+    xs_in[...] = 7.0  # backward must read forward's inputs, not these
     layer.backward(dhs)
     for k, g in zip(("dWx", "dWh", "db"), layer.grads):
         assert_close(g, want[k], dtype, k)
@@ -456,8 +479,9 @@ def test_prefetching_passes_agree_with_reference(kind, threads, rng):
     n, d, h = 17, 24, 131
     blocks = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}[kind]
     t = (4 << 20) // (n * blocks * h * 4) + 2
-    params, xs, dhs, _, _ = sequence(kind, rng, np.float32, N=n, T=t, D=d, H=h,
-                                     scale=0.5 / np.sqrt(h))
+    params, xs, dhs, _, _ = sequence(
+        kind, rng, np.float32, N=n, T=t, D=d, H=h, scale=0.5 / np.sqrt(h)
+    )
     assert n * t * blocks * h * 4 > 4 << 20
     want = reference_results(kind, params, xs, dhs)
     layer = make_time(fastrnn, kind, params)
@@ -466,7 +490,8 @@ def test_prefetching_passes_agree_with_reference(kind, threads, rng):
     assert_results_close(got, want, np.float32)
 
 
-# ---- outputs belong to the caller; inputs are not kept by reference --------------------------------
+# ---- outputs belong to the caller; inputs are not kept by reference ------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_outputs_are_fresh_and_inputs_not_aliased(kind, rng):
@@ -551,14 +576,15 @@ def test_cell_outputs_fresh_and_inputs_not_aliased(kind, rng):
         np.testing.assert_array_equal(a, b)
 
 
-# ---- memory layouts ----------------------------------------------------------------------------------
+# ---- memory layouts ------------------------------------------------------------------------------
+
 
 def strided_copy(a, how, rng):
     """An array equal to `a` but laid out differently in memory."""
-    if how == "transposed":      # a view of a buffer stored in reversed axis order
+    if how == "transposed":  # a view of a buffer stored in reversed axis order
         buf = np.ascontiguousarray(np.transpose(a))
         v = np.transpose(buf)
-    elif how == "step2":         # every second element of a bigger buffer, along every axis
+    elif how == "step2":  # every second element of a bigger buffer, along every axis
         buf = rng.standard_normal(tuple(2 * s + 1 for s in a.shape)).astype(a.dtype)
         v = buf[tuple(slice(1, 2 * s + 1, 2) for s in a.shape)]
         v[...] = a
@@ -584,19 +610,22 @@ def test_noncontiguous_inputs_and_params(kind, dtype, how, rng):
     vparams = [strided_copy(p, how, rng) for p in params]
     vlayer = make_time(fastrnn, kind, vparams, stateful=True)
     assert all(p is q for p, q in zip(vlayer.params, vparams))
-    set_state(vlayer, kind, strided_copy(h0, how, rng),
-              None if c0 is None else strided_copy(c0, how, rng))
-    got, _, _ = run_time(vlayer, kind, strided_copy(xs, how, rng), strided_copy(dhs, how, rng),
-                         track=True)
+    set_state(
+        vlayer, kind, strided_copy(h0, how, rng), None if c0 is None else strided_copy(c0, how, rng)
+    )
+    got, _, _ = run_time(
+        vlayer, kind, strided_copy(xs, how, rng), strided_copy(dhs, how, rng), track=True
+    )
     assert_results_close(got, base, dtype, factor=0.1)
-    for g in vlayer.grads:          # grads stay the layer's own C-contiguous arrays
+    for g in vlayer.grads:  # grads stay the layer's own C-contiguous arrays
         assert g.flags.c_contiguous
 
     # cells: non-contiguous x, h_prev, c_prev, dh_next, dc_next and params
     x, h, c, dh, dc = xs[:, 0], h0, dhs[:, 1], dhs[:, 0], dhs[:, 2]
     base_c = run_cell(make_cell(fastrnn, kind, params), kind, x, h, c, dh, dc)
-    vx, vh, vc, vdh, vdc = (strided_copy(np.ascontiguousarray(a), how, rng)
-                            for a in (x, h, c, dh, dc))
+    vx, vh, vc, vdh, vdc = (
+        strided_copy(np.ascontiguousarray(a), how, rng) for a in (x, h, c, dh, dc)
+    )
     got_c = run_cell(make_cell(fastrnn, kind, vparams), kind, vx, vh, vc, vdh, vdc)
     assert_results_close(got_c, base_c, dtype, factor=0.1)
 
@@ -608,20 +637,22 @@ def test_params_as_views_of_one_flat_buffer(kind, rng):
     flat = np.concatenate([p.ravel() for p in params])
     views, o = [], 0
     for p in params:
-        views.append(flat[o:o + p.size].reshape(p.shape))
+        views.append(flat[o : o + p.size].reshape(p.shape))
         o += p.size
     xs = rng.standard_normal((N, T, D))
     dhs = rng.standard_normal((N, T, H))
     layer = make_time(fastrnn, kind, views)
     got, _, _ = run_time(layer, kind, xs, dhs)
     assert_results_close(got, reference_results(kind, params, xs, dhs), np.float64)
-    flat *= 0.5                       # an update through the flat buffer is seen
+    flat *= 0.5  # an update through the flat buffer is seen
     got, _, _ = run_time(layer, kind, xs, dhs)
-    assert_results_close(got, reference_results(kind, [0.5 * p for p in params], xs, dhs),
-                         np.float64)
+    assert_results_close(
+        got, reference_results(kind, [0.5 * p for p in params], xs, dhs), np.float64
+    )
 
 
-# ---- dtypes ------------------------------------------------------------------------------------------
+# ---- dtypes --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_float64_input_to_float32_layer(kind, rng):
@@ -647,8 +678,11 @@ def test_float64_input_to_float32_layer(kind, rng):
     x, hp, c = xs64[:, 0], h0.astype(np.float64), h0[::-1].astype(np.float64)
     out = run_cell(cell, kind, x, hp, c, dhs64[:, 0], dhs64[:, 1])
     assert all(v.dtype == np.float32 for v in out.values())
-    want = run_cell(make_cell(fastrnn, kind, params), kind, *(a.astype(np.float32) for a in
-                    (x, hp, c, dhs64[:, 0], dhs64[:, 1])))
+    want = run_cell(
+        make_cell(fastrnn, kind, params),
+        kind,
+        *(a.astype(np.float32) for a in (x, hp, c, dhs64[:, 0], dhs64[:, 1])),
+    )
     for k in want:
         np.testing.assert_array_equal(out[k], want[k], err_msg=k)
 
@@ -672,12 +706,16 @@ def test_python_lists_are_accepted_as_input(rng):
     np.testing.assert_allclose(hs, want, rtol=1e-13, atol=1e-14)
 
 
-# ---- degenerate shapes -----------------------------------------------------------------------------
+# ---- degenerate shapes ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 6, 3, 4), (4, 1, 3, 4), (3, 5, 3, 1), (3, 5, 1, 4),
-                                   (1, 1, 1, 1)], ids=lambda s: "N%dT%dD%dH%d" % s)
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 6, 3, 4), (4, 1, 3, 4), (3, 5, 3, 1), (3, 5, 1, 4), (1, 1, 1, 1)],
+    ids=lambda s: "N{}T{}D{}H{}".format(*s),
+)
 def test_small_dimensions(kind, dtype, shape, rng):
     n, t, d, h = shape
     params, xs, dhs, h0, c0 = sequence(kind, rng, dtype, N=n, T=t, D=d, H=h)
@@ -709,7 +747,7 @@ def test_empty_batch_or_sequence(kind, dtype, n, t, rng):
     dxs = layer.backward(np.zeros((n, t, H), dtype))
     assert dxs.shape == (n, t, D) and dxs.dtype == np.dtype(dtype)
     assert all(g is h for g, h in zip(layer.grads, grads))
-    for g in layer.grads:   # an empty sequence has zero gradient
+    for g in layer.grads:  # an empty sequence has zero gradient
         np.testing.assert_array_equal(g, 0)
     assert layer.dh.shape == (n, H) and not layer.dh.any()
     assert layer.h.shape == (n, H) and not layer.h.any()
@@ -774,7 +812,7 @@ def _misaligned_copy(a, offset):
     """A copy of a whose data starts `offset` bytes past a 64-byte boundary."""
     raw = np.empty(a.nbytes + 128, np.uint8)
     start = -raw.ctypes.data % 64 + offset
-    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
     out[...] = a
     assert out.ctypes.data % 64 == offset
     return out
@@ -793,13 +831,23 @@ def test_work_buffers_start_on_cache_lines(kind, dtype, rng):
     layer.forward(xs)
     layer.backward(rng.standard_normal((N, T, H)).astype(dtype))
     arrays = {"wp": layer._wp, "dWx": layer.grads[0], "dWh": layer.grads[1]}
-    arrays.update({f"cache {k}": v for k, v in layer._cache.items()
-                   if isinstance(v, np.ndarray) and k != "c0"})
-    arrays.update({f"scratch {k}": v for k, v in layer._scratch.items()
-                   if isinstance(v, np.ndarray) and k != "acc"})
+    arrays.update(
+        {
+            f"cache {k}": v
+            for k, v in layer._cache.items()
+            if isinstance(v, np.ndarray) and k != "c0"
+        }
+    )
+    arrays.update(
+        {
+            f"scratch {k}": v
+            for k, v in layer._scratch.items()
+            if isinstance(v, np.ndarray) and k != "acc"
+        }
+    )
     assert len(arrays) >= 5
     for name, a in arrays.items():
-        if name == "dWh":       # right after dWx in one buffer: aligned when D*GH*itemsize is
+        if name == "dWh":  # right after dWx in one buffer: aligned when D*GH*itemsize is
             continue
         assert a.ctypes.data % 64 == 0, f"{name} starts at {a.ctypes.data % 64} mod 64"
         assert a.flags.c_contiguous and a.flags.writeable and a.dtype == dtype
@@ -819,12 +867,12 @@ def test_batch_one_reads_an_aligned_copy_of_wh_made_at_every_call(kind, offset, 
     odd = make_time(fastrnn, kind, [Wx.copy(), _misaligned_copy(Wh, offset), b.copy()])
     xs = rng.standard_normal((N, T, D)).astype(dtype)
     dhs = rng.standard_normal((N, T, H)).astype(dtype)
-    for step in range(2):
+    for _step in range(2):
         got = [odd.forward(xs), odd.backward(dhs), *odd.grads]
         want = [aligned.forward(xs), aligned.backward(dhs), *aligned.grads]
         for g, w in zip(got, want):
             assert np.array_equal(g, w)
         assert odd._wh_aligned is not None and aligned._wh_aligned is None
-        assert odd.params[1].ctypes.data % 64 == offset      # the caller's array is kept
+        assert odd.params[1].ctypes.data % 64 == offset  # the caller's array is kept
         for layer in (aligned, odd):
-            layer.params[1] *= 0.5                           # an optimizer step, in place
+            layer.params[1] *= 0.5  # an optimizer step, in place

@@ -1,5 +1,6 @@
 """`fastrnn lm train` / `fastrnn lm generate`: runs, metrics contract, resume, every bad flag or
 file a clear error with nothing written, generation from a checkpoint, a PTB smoke run."""
+
 import json
 import os
 import sys
@@ -14,16 +15,35 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _lm_standin import StandinLM
 from test_train import write_corpus
 
-TINY = ["--embed-size", "8", "--hidden-sizes", "16", "--batch-size", "4", "--bptt", "6",
-        "--lr", "1", "--decay-after", "2", "--no-progress", "--no-plot", "--threads", "1"]
+TINY = [
+    "--embed-size",
+    "8",
+    "--hidden-sizes",
+    "16",
+    "--batch-size",
+    "4",
+    "--bptt",
+    "6",
+    "--lr",
+    "1",
+    "--decay-after",
+    "2",
+    "--no-progress",
+    "--no-plot",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture
 def standin(monkeypatch):
     """The CLI builds the test's small stand-in model (float64) instead of the preset's."""
+
     def build(cfg, vocab_size):
-        return StandinLM(vocab_size, cfg["embed_size"], cfg["hidden_sizes"][-1], cfg["dtype"],
-                         cfg["seed"])
+        return StandinLM(
+            vocab_size, cfg["embed_size"], cfg["hidden_sizes"][-1], cfg["dtype"], cfg["seed"]
+        )
+
     monkeypatch.setattr(lm_cli, "build_model", build)
 
 
@@ -64,8 +84,24 @@ def test_resume_continues_the_same_curve(tmp_path, standin):
     data = write_corpus(tmp_path / "ptb")
     assert train(data, tmp_path / "a", "--epochs", "2") == 0
     assert train(data, tmp_path / "b", "--epochs", "1") == 0
-    assert main(["lm", "train", "--data", data, "--out", str(tmp_path / "b"), "--resume",
-                 "--epochs", "2", "--no-progress", "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "b"),
+                "--resume",
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert len(b["epochs"]) == 2
@@ -75,22 +111,25 @@ def test_resume_continues_the_same_curve(tmp_path, standin):
     assert a["test_ppl"] == b["test_ppl"]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--lr", "-1"], "--lr must be a positive number"),
-    (["--lr", "nan"], "--lr must be a positive number"),
-    (["--epochs", "0"], "--epochs must be a positive integer"),
-    (["--batch-size", "0"], "--batch-size must be a positive integer"),
-    (["--bptt", "-3"], "--bptt must be a positive integer"),
-    (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
-    (["--clip", "-1"], "--clip must be >= 0"),
-    (["--threads", "-1"], "--threads must be >= 0"),
-    (["--max-steps", "0"], "--max-steps must be a positive integer"),
-    (["--eval-words", "1"], "--eval-words must be at least 2"),
-    (["--hidden-sizes", "16,0"], "--hidden-sizes must be positive layer sizes"),
-    (["--tie-weights", "true", "--embed-size", "4"], "--embed-size must be equal to the last"),
-    (["--batch-size", "500"], "too few for --batch-size 500"),
-    (["--resume"], "holds no checkpoint"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--bptt", "-3"], "--bptt must be a positive integer"),
+        (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
+        (["--clip", "-1"], "--clip must be >= 0"),
+        (["--threads", "-1"], "--threads must be >= 0"),
+        (["--max-steps", "0"], "--max-steps must be a positive integer"),
+        (["--eval-words", "1"], "--eval-words must be at least 2"),
+        (["--hidden-sizes", "16,0"], "--hidden-sizes must be positive layer sizes"),
+        (["--tie-weights", "true", "--embed-size", "4"], "--embed-size must be equal to the last"),
+        (["--batch-size", "500"], "too few for --batch-size 500"),
+        (["--resume"], "holds no checkpoint"),
+    ],
+)
 def test_bad_flags_are_clear_errors_and_write_nothing(tmp_path, standin, capsys, flags, message):
     data = write_corpus(tmp_path / "ptb")
     out = tmp_path / "run"
@@ -99,13 +138,21 @@ def test_bad_flags_are_clear_errors_and_write_nothing(tmp_path, standin, capsys,
     capsys.readouterr()
     train(data, out, *flags)
     import re
+
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags", [["--preset", "nope"], ["--cell", "xlstm"],
-                                   ["--hidden-sizes", "a,b"], ["--lr", "fast"],
-                                   ["--tie-weights", "maybe"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--preset", "nope"],
+        ["--cell", "xlstm"],
+        ["--hidden-sizes", "a,b"],
+        ["--lr", "fast"],
+        ["--tie-weights", "maybe"],
+    ],
+)
 def test_argparse_rejects_bad_values(tmp_path, standin, capsys, flags):
     data = write_corpus(tmp_path / "ptb")
     with pytest.raises(SystemExit) as e:
@@ -114,14 +161,17 @@ def test_argparse_rejects_bad_values(tmp_path, standin, capsys, flags):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing", r"ptb\.valid\.txt: file not found"),
-    ("empty", r"ptb\.valid\.txt: no words"),
-    ("binary", r"ptb\.valid\.txt: binary file"),
-    ("latin1", r"ptb\.valid\.txt: not UTF-8"),
-    ("unknown word", r"ptb\.valid\.txt: word 'zebra' is not in the training vocabulary"),
-    ("no dir", "not a directory"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", r"ptb\.valid\.txt: file not found"),
+        ("empty", r"ptb\.valid\.txt: no words"),
+        ("binary", r"ptb\.valid\.txt: binary file"),
+        ("latin1", r"ptb\.valid\.txt: not UTF-8"),
+        ("unknown word", r"ptb\.valid\.txt: word 'zebra' is not in the training vocabulary"),
+        ("no dir", "not a directory"),
+    ],
+)
 def test_bad_data_files_are_clear_errors(tmp_path, standin, capsys, damage, message):
     data = write_corpus(tmp_path / "ptb")
     valid = os.path.join(data, "ptb.valid.txt")
@@ -130,13 +180,18 @@ def test_bad_data_files_are_clear_errors(tmp_path, standin, capsys, damage, mess
     elif damage == "no dir":
         data = str(tmp_path / "absent")
     else:
-        content = {"empty": b"", "binary": b"\x00\x01\x02", "latin1": b" caf\xe9 \n",
-                   "unknown word": b" the zebra \n"}[damage]
+        content = {
+            "empty": b"",
+            "binary": b"\x00\x01\x02",
+            "latin1": b" caf\xe9 \n",
+            "unknown word": b" the zebra \n",
+        }[damage]
         with open(valid, "wb") as f:
             f.write(content)
     assert train(data, tmp_path / "run") == 2
     err = capsys.readouterr().err
     import re
+
     assert re.search(message, err), err
     assert not (tmp_path / "run").exists()
 
@@ -148,8 +203,23 @@ def test_out_holding_a_run_needs_resume_and_resume_refuses_overrides(tmp_path, s
     before = (out / "metrics.json").read_bytes()
     assert train(data, out, "--epochs", "2") == 2
     assert "already holds a run: pass --resume" in capsys.readouterr().err
-    assert main(["lm", "train", "--data", data, "--out", str(out), "--resume", "--lr", "3",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                "--data",
+                data,
+                "--out",
+                str(out),
+                "--resume",
+                "--lr",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "drop --lr" in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == before
     (tmp_path / "file").write_text("x")
@@ -164,8 +234,9 @@ def test_max_steps_partial_epoch_then_resume_refused(tmp_path, standin, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["epochs"]) == 1 and m["epochs"][0]["partial"] and m["epochs"][0]["steps"] == 2
     assert m["test_ppl"] is not None
-    assert main(["lm", "train", "--data", data, "--out", str(out), "--resume",
-                 "--no-progress"]) == 2
+    assert (
+        main(["lm", "train", "--data", data, "--out", str(out), "--resume", "--no-progress"]) == 2
+    )
     assert "cut short by --max-steps" in capsys.readouterr().err
 
 
@@ -173,6 +244,7 @@ def test_max_steps_partial_epoch_then_resume_refused(tmp_path, standin, capsys):
 @pytest.fixture
 def trained(tmp_path_factory):
     import _pytest.monkeypatch
+
     mp = _pytest.monkeypatch.MonkeyPatch()
     mp.setattr(lm_cli, "build_model", lambda cfg, V: StandinLM(V, 8, 16, "float64", 0))
     d = tmp_path_factory.mktemp("gen")
@@ -184,24 +256,49 @@ def trained(tmp_path_factory):
 
 def test_generate_greedy_follows_the_pattern(trained, capsys):
     """Greedy text only uses word pairs of the training sentences (it learnt them)."""
-    argv = ["lm", "generate", "--model", str(trained), "--start", "the", "--greedy",
-            "--length", "30"]
+    argv = [
+        "lm",
+        "generate",
+        "--model",
+        str(trained),
+        "--start",
+        "the",
+        "--greedy",
+        "--length",
+        "30",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     from test_train import SENTENCES
+
     pairs = {p for s in SENTENCES for p in zip(["<eos>", *s.split()], [*s.split(), "<eos>"])}
     words = text.rstrip("\n").replace("\n", " <eos> ").split()
     assert len(words) >= 30
     assert set(zip(words, words[1:])) <= pairs, text
     assert main(argv) == 0
-    assert capsys.readouterr().out == text                      # deterministic
+    assert capsys.readouterr().out == text  # deterministic
 
 
 def test_generate_sampling_is_seeded(trained, capsys):
     outs = []
     for seed in (1, 1, 2):
-        assert main(["lm", "generate", "--model", str(trained), "--length", "30",
-                     "--temperature", "2.0", "--seed", str(seed)]) == 0
+        assert (
+            main(
+                [
+                    "lm",
+                    "generate",
+                    "--model",
+                    str(trained),
+                    "--length",
+                    "30",
+                    "--temperature",
+                    "2.0",
+                    "--seed",
+                    str(seed),
+                ]
+            )
+            == 0
+        )
         outs.append(capsys.readouterr().out)
     assert outs[0] == outs[1] != outs[2]
     words = outs[0].split()
@@ -209,16 +306,31 @@ def test_generate_sampling_is_seeded(trained, capsys):
     assert len(words) >= 25 and set(words) <= vocab
     # from the last checkpoint's model file directly too
     rec = json.loads((trained / "last" / "checkpoint.json").read_text())
-    assert main(["lm", "generate", "--model", str(trained / "last" / rec["model_file"]),
-                 "--greedy", "--length", "3"]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "generate",
+                "--model",
+                str(trained / "last" / rec["model_file"]),
+                "--greedy",
+                "--length",
+                "3",
+            ]
+        )
+        == 0
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--start", "zebra"], "--start 'zebra' is not in the model's vocabulary"),
-    (["--length", "-1"], "--length must be >= 0"),
-    (["--temperature", "0"], "--temperature must be a positive number"),
-    (["--model", "/nonexistent/x"], "no such file or directory"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--start", "zebra"], "--start 'zebra' is not in the model's vocabulary"),
+        (["--length", "-1"], "--length must be >= 0"),
+        (["--temperature", "0"], "--temperature must be a positive number"),
+        (["--model", "/nonexistent/x"], "no such file or directory"),
+    ],
+)
 def test_generate_errors(trained, capsys, flags, message):
     argv = ["lm", "generate", "--model", str(trained), *flags]
     assert main(argv) == 2
@@ -253,41 +365,80 @@ def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
     masks included), and generation runs from the checkpoint."""
     pytest.importorskip("fastrnn.models.lm")
     data = write_corpus(tmp_path / "ptb")
-    flags = [*REAL[kind], "--batch-size", "4", "--bptt", "6", "--lr", "1", "--no-progress",
-             "--no-plot"]
+    flags = [
+        *REAL[kind],
+        "--batch-size",
+        "4",
+        "--bptt",
+        "6",
+        "--lr",
+        "1",
+        "--no-progress",
+        "--no-plot",
+    ]
     run = ["lm", "train", "--data", data, *flags]
     assert main([*run, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
     assert main([*run, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
-    assert main(["lm", "train", "--data", data, "--out", str(tmp_path / "b"), "--resume",
-                 "--epochs", "3", "--no-progress", "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "b"),
+                "--resume",
+                "--epochs",
+                "3",
+                "--no-progress",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    assert [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in a["epochs"]] == \
-        [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in b["epochs"]]
+    assert [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in a["epochs"]] == [
+        (e["train_ppl"], e["val_ppl"], e["lr"]) for e in b["epochs"]
+    ]
     assert a["test_ppl"] == b["test_ppl"] and np.isfinite(a["test_ppl"])
     if kind == "lm":
         assert a["epochs"][-1]["val_ppl"] < 0.5 * a["epochs"][0]["val_ppl"]
     capsys.readouterr()
-    assert main(["lm", "generate", "--model", str(tmp_path / "a"), "--length", "12",
-                 "--seed", "3"]) == 0
+    assert (
+        main(["lm", "generate", "--model", str(tmp_path / "a"), "--length", "12", "--seed", "3"])
+        == 0
+    )
     assert len(capsys.readouterr().out.split()) >= 6
 
 
 # -- presets --------------------------------------------------------------------------------------
 def test_every_preset_passes_its_own_checks():
     from fastrnn.train.presets import PRESETS, preset
+
     for name in PRESETS:
         lm_cli.check_config(dict(preset(name), preset=name))
     z = preset("zaremba-small")
-    assert (z["hidden_sizes"], z["batch_size"], z["bptt"], z["epochs"], z["clip"], z["loss"],
-            z["init_scale"]) == ([200, 200], 20, 20, 13, 5.0, "sum", 0.1)
+    assert (
+        z["hidden_sizes"],
+        z["batch_size"],
+        z["bptt"],
+        z["epochs"],
+        z["clip"],
+        z["loss"],
+        z["init_scale"],
+    ) == ([200, 200], 20, 20, 13, 5.0, "sum", 0.1)
 
 
 # -- PTB smoke test -------------------------------------------------------------------------------
 def _ptb_dir():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for d in (os.environ.get("FASTRNN_PTB"), os.path.join(root, "..", "shared", "data", "ptb"),
-              os.path.join(root, "..", "..", "shared", "data", "ptb")):
+    for d in (
+        os.environ.get("FASTRNN_PTB"),
+        os.path.join(root, "..", "shared", "data", "ptb"),
+        os.path.join(root, "..", "..", "shared", "data", "ptb"),
+    ):
         if d and os.path.isfile(os.path.join(d, "ptb.train.txt")):
             return d
     return None
@@ -298,13 +449,38 @@ def test_ptb_smoke(tmp_path):
     """A few hundred updates of a small LanguageModel on the real corpus."""
     pytest.importorskip("fastrnn.models.lm")
     out = tmp_path / "run"
-    assert main(["lm", "train", "--data", _ptb_dir(), "--out", str(out), "--hidden-sizes", "16",
-                 "--embed-size", "16", "--batch-size", "20", "--bptt", "20", "--max-steps",
-                 "200", "--eval-bptt", "100", "--eval-words", "3000", "--no-progress",
-                 "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                "--data",
+                _ptb_dir(),
+                "--out",
+                str(out),
+                "--hidden-sizes",
+                "16",
+                "--embed-size",
+                "16",
+                "--batch-size",
+                "20",
+                "--bptt",
+                "20",
+                "--max-steps",
+                "200",
+                "--eval-bptt",
+                "100",
+                "--eval-words",
+                "3000",
+                "--no-progress",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     e = m["epochs"][0]
     assert e["steps"] == 200 and e["partial"]
-    assert e["val_ppl"] < 1000                 # a uniform guess: 10000
+    assert e["val_ppl"] < 1000  # a uniform guess: 10000
     assert m["eval_words"] == 3000
     assert np.isfinite(m["test_ppl"]) and m["test_ppl"] < 1000

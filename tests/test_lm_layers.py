@@ -1,9 +1,9 @@
 """The language-model layers (fastrnn.layers.lm) against the book-style NumPy reference
 (fastrnn.reference.lm), finite differences, PyTorch, hypothesis properties, and bad input."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import fastrnn
 from fastrnn import reference as ref
@@ -43,12 +43,13 @@ def numgrad(f, x, eps=1e-6):
 
 # ---- TimeEmbedding -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 5, 11, 4), (2, 7, 3, 6), (1, 1, 1, 1), (4, 9, 50, 17)])
 def test_embedding_matches_reference_with_repeated_ids(dtype, shape, rng):
     N, T, V, D = shape
     W = rng.standard_normal((V, D)).astype(dtype)
-    xs = rng.integers(0, min(V, 3), (N, T))          # few distinct ids: many repeats
+    xs = rng.integers(0, min(V, 3), (N, T))  # few distinct ids: many repeats
     dout = rng.standard_normal((N, T, D)).astype(dtype)
     fast, slow = fastrnn.TimeEmbedding(W), ref.TimeEmbedding(W.copy())
     out = fast.forward(xs)
@@ -112,8 +113,9 @@ def test_embedding_grads_overwritten_in_place(rng):
 
 # ---- TimeAffine --------------------------------------------------------------------------------
 
+
 def affine_case(rng, dtype, N, T, D, M, tied):
-    if tied:                          # weight tying: W is embed_W.T, an F-contiguous view
+    if tied:  # weight tying: W is embed_W.T, an F-contiguous view
         E = rng.standard_normal((M, D)).astype(dtype)
         W = E.T
     else:
@@ -148,6 +150,7 @@ def test_affine_gradcheck(tied, rng):
 
     def f():
         return float(np.sum(fastrnn.TimeAffine(W, b).forward(x) * C))
+
     # (for the tied case, perturbing W's base array perturbs the view)
     Wbase = W.base if tied else W
     num_dW = numgrad(f, Wbase)
@@ -168,6 +171,7 @@ def test_affine_reads_params_afresh(rng):
 
 
 # ---- TimeSoftmaxWithLoss -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 5, 11), (1, 1, 1), (2, 4, 300)])
@@ -211,8 +215,9 @@ def test_softmax_loss_custom_ignore_label_and_all_ignored(rng):
     xs = rng.standard_normal((2, 3, 4))
     ts = np.array([[0, 3, 9], [9, 9, 1]])
     layer = fastrnn.TimeSoftmaxWithLoss(ignore_label=9)
-    close(layer.forward(xs, ts), ref.TimeSoftmaxWithLoss(ignore_label=9).forward(xs, ts),
-          np.float64)
+    close(
+        layer.forward(xs, ts), ref.TimeSoftmaxWithLoss(ignore_label=9).forward(xs, ts), np.float64
+    )
     everything = np.full((2, 3), 9)
     assert layer.forward(xs, everything) == 0.0
     assert not layer.backward().any()
@@ -224,7 +229,7 @@ def test_softmax_loss_extreme_logits(dtype, big, rng):
     V = 7
     xs = rng.standard_normal((2, 3, V)).astype(dtype)
     xs[0, 0, 2] = big
-    xs[1, 2] = np.float64(big).astype(dtype)          # a whole row at the extreme
+    xs[1, 2] = np.float64(big).astype(dtype)  # a whole row at the extreme
     xs[1, 1, ::2] = -abs(big)
     ts = rng.integers(0, V, (2, 3))
     ts[0, 0] = 2
@@ -235,7 +240,7 @@ def test_softmax_loss_extreme_logits(dtype, big, rng):
     # exact answer in float64 via log-sum-exp
     x = xs.astype(np.float64).reshape(6, V)
     m = x.max(1, keepdims=True)
-    logsum = np.log(np.exp(x - m).sum(1))        # (max + logsum would round logsum away)
+    logsum = np.log(np.exp(x - m).sum(1))  # (max + logsum would round logsum away)
     want = np.mean(logsum - (x[np.arange(6), ts.ravel()] - m[:, 0]))
     np.testing.assert_allclose(loss, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
     p = np.exp(x - m - logsum[:, None])
@@ -282,7 +287,7 @@ def test_softmax_loss_inplace_mode(dtype, shape, threads, rng):
     layer.threads = threads
     buf = xs.copy()
     close(layer.forward(buf, ts), want_loss, dtype)
-    close(buf, want / 0.37, dtype)                  # forward left the gradient for dout=1
+    close(buf, want / 0.37, dtype)  # forward left the gradient for dout=1
     got = layer.backward(0.37)
     assert got is buf
     close(got, want, dtype)
@@ -301,8 +306,12 @@ def test_softmax_loss_inplace_bad_input(rng):
     xs = rng.standard_normal((2, 3, 4))
     ts = rng.integers(0, 4, (2, 3))
     layer = fastrnn.TimeSoftmaxWithLoss(inplace=True)
-    for bad, exc in [(xs.astype(np.float32).astype(">f4"), TypeError), (xs.tolist(), TypeError),
-                     (np.asfortranarray(xs), ValueError), (xs[:, ::2], ValueError)]:
+    for bad, exc in [
+        (xs.astype(np.float32).astype(">f4"), TypeError),
+        (xs.tolist(), TypeError),
+        (np.asfortranarray(xs), ValueError),
+        (xs[:, ::2], ValueError),
+    ]:
         with pytest.raises(exc, match="xs"):
             layer.forward(bad, ts)
     ro = xs.copy()
@@ -316,7 +325,7 @@ def test_softmax_loss_inplace_bad_input(rng):
     nan[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match=r"xs\[1, 2\]"):
         layer.forward(nan, ts)
-    assert layer.backward() is buf                   # still the last good forward's
+    assert layer.backward() is buf  # still the last good forward's
     np.testing.assert_array_equal(buf, kept)
     with pytest.raises(TypeError, match="inplace"):
         fastrnn.TimeSoftmaxWithLoss(inplace="yes")
@@ -324,13 +333,15 @@ def test_softmax_loss_inplace_bad_input(rng):
 
 # ---- dropout ---
 
+
 def hash_bits(key, n):
     """The counter-based generator of src/lm/fr_lm.h in NumPy: SplitMix64's output function of
     key + (j+1) * golden, its low 32 bits for element 2j and its high 32 bits for 2j + 1."""
     pairs = (n + 1) // 2
     with np.errstate(over="ignore"):
         z = np.uint64(key) + np.arange(1, pairs + 1, dtype=np.uint64) * np.uint64(
-            0x9E3779B97F4A7C15)
+            0x9E3779B97F4A7C15
+        )
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
@@ -344,6 +355,7 @@ def hash_bits(key, n):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_dropout_mask_is_the_documented_hash(dtype, shape, threads, rng):
     from fastrnn.layers.lm import _threshold
+
     layer = fastrnn.TimeDropout(0.37, seed=9)
     layer.threads = threads
     xs = rng.standard_normal(shape).astype(dtype)
@@ -351,7 +363,8 @@ def test_dropout_mask_is_the_documented_hash(dtype, shape, threads, rng):
     keep = hash_bits(layer._key, xs.size) >= np.uint32(_threshold(0.37))
     mask = (keep * np.dtype(dtype).type(1 / 0.63)).reshape(shape)
     np.testing.assert_array_equal(layer.mask, mask)
-    np.testing.assert_array_equal(y, xs * mask)     # bitwise the book's x * mask
+    np.testing.assert_array_equal(y, xs * mask)  # bitwise the book's x * mask
+
 
 @pytest.mark.parametrize("cls", [fastrnn.TimeDropout, fastrnn.VariationalDropout])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -366,7 +379,7 @@ def test_dropout_seed_scaling_and_eval(cls, dtype, rng):
     np.testing.assert_array_equal(ya, xs * mask)
     dout = rng.standard_normal(xs.shape).astype(dtype)
     np.testing.assert_array_equal(a.backward(dout), dout * mask)
-    assert not np.array_equal(a.forward(xs), ya)          # a fresh mask at each call
+    assert not np.array_equal(a.forward(xs), ya)  # a fresh mask at each call
     a.train_flg = False
     assert a.forward(xs) is xs
     np.testing.assert_array_equal(a.backward(dout), dout)
@@ -421,14 +434,20 @@ def test_time_dropout_gradcheck(rng):
 
 # ---- persistence --------------------------------------------------------------------------------
 
+
 def test_config_round_trip(rng):
     import json
+
     W = rng.standard_normal((5, 3))
     b = rng.standard_normal(3)
-    for layer in (fastrnn.TimeEmbedding(W), fastrnn.TimeAffine(W, b),
-                  fastrnn.TimeSoftmaxWithLoss(ignore_label=7),
-                  fastrnn.TimeSoftmaxWithLoss(inplace=True), fastrnn.TimeDropout(0.2, seed=4),
-                  fastrnn.VariationalDropout(0.3)):
+    for layer in (
+        fastrnn.TimeEmbedding(W),
+        fastrnn.TimeAffine(W, b),
+        fastrnn.TimeSoftmaxWithLoss(ignore_label=7),
+        fastrnn.TimeSoftmaxWithLoss(inplace=True),
+        fastrnn.TimeDropout(0.2, seed=4),
+        fastrnn.VariationalDropout(0.3),
+    ):
         config = json.loads(json.dumps(layer.get_config()))
         again = type(layer).from_config(config, [p.copy() for p in layer.params])
         assert again.get_config() == layer.get_config()
@@ -439,6 +458,7 @@ def test_config_round_trip(rng):
 
 
 # ---- PyTorch -----------------------------------------------------------------------------------
+
 
 def test_torch_parity(rng):
     torch = pytest.importorskip("torch")
@@ -466,8 +486,9 @@ def test_torch_parity(rng):
     logits = lin(x)
     ts = rng.integers(0, V, (N, T))
     ts[0, 1] = ts[2, 3] = -1
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(ts).ravel(),
-                                             ignore_index=-1)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, V), torch.from_numpy(ts).ravel(), ignore_index=-1
+    )
     loss.backward()
     aff, sm = fastrnn.TimeAffine(A, b), fastrnn.TimeSoftmaxWithLoss()
     out = aff.forward(x.detach().numpy())
@@ -481,9 +502,15 @@ def test_torch_parity(rng):
 
 # ---- properties ---------------------------------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None)
-@given(N=st.integers(1, 4), T=st.integers(1, 5), V=st.integers(1, 40), seed=st.integers(0, 2**32),
-       shift=st.floats(-1e3, 1e3))
+@given(
+    N=st.integers(1, 4),
+    T=st.integers(1, 5),
+    V=st.integers(1, 40),
+    seed=st.integers(0, 2**32),
+    shift=st.floats(-1e3, 1e3),
+)
 def test_softmax_loss_properties(N, T, V, seed, shift):
     r = np.random.default_rng(seed)
     xs = r.standard_normal((N, T, V))
@@ -492,7 +519,7 @@ def test_softmax_loss_properties(N, T, V, seed, shift):
     loss = layer.forward(xs, ts)
     dx = layer.backward()
     assert loss >= 0
-    np.testing.assert_allclose(dx.sum(axis=2), 0, atol=1e-12)      # rows sum to zero
+    np.testing.assert_allclose(dx.sum(axis=2), 0, atol=1e-12)  # rows sum to zero
     # shift invariance of the loss and gradient
     loss2 = layer.forward(xs + shift, ts)
     np.testing.assert_allclose(loss2, loss, rtol=1e-9, atol=1e-9)
@@ -500,8 +527,13 @@ def test_softmax_loss_properties(N, T, V, seed, shift):
 
 
 @settings(max_examples=40, deadline=None)
-@given(N=st.integers(1, 5), T=st.integers(1, 5), V=st.integers(1, 12), D=st.integers(1, 6),
-       seed=st.integers(0, 2**32))
+@given(
+    N=st.integers(1, 5),
+    T=st.integers(1, 5),
+    V=st.integers(1, 12),
+    D=st.integers(1, 6),
+    seed=st.integers(0, 2**32),
+)
 def test_embedding_gradient_is_a_count_weighted_sum(N, T, V, D, seed):
     r = np.random.default_rng(seed)
     W = r.standard_normal((V, D))
@@ -514,8 +546,15 @@ def test_embedding_gradient_is_a_count_weighted_sum(N, T, V, D, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(N=st.integers(1, 4), T=st.integers(1, 5), D=st.integers(1, 9), M=st.integers(1, 9),
-       tied=st.booleans(), f32=st.booleans(), seed=st.integers(0, 2**32))
+@given(
+    N=st.integers(1, 4),
+    T=st.integers(1, 5),
+    D=st.integers(1, 9),
+    M=st.integers(1, 9),
+    tied=st.booleans(),
+    f32=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
 def test_affine_matches_reference_on_any_shape(N, T, D, M, tied, f32, seed):
     dtype = np.float32 if f32 else np.float64
     W, b, x, dout = affine_case(np.random.default_rng(seed), dtype, N, T, D, M, tied)
@@ -527,14 +566,18 @@ def test_affine_matches_reference_on_any_shape(N, T, D, M, tied, f32, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 17)),
-       ratio=st.floats(0, 0.95), seed=st.integers(0, 2**63), variational=st.booleans())
+@given(
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 17)),
+    ratio=st.floats(0, 0.95),
+    seed=st.integers(0, 2**63),
+    variational=st.booleans(),
+)
 def test_dropout_properties(shape, ratio, seed, variational):
     cls = fastrnn.VariationalDropout if variational else fastrnn.TimeDropout
     xs = np.random.default_rng(seed % 2**32).standard_normal(shape)
     a, b = cls(ratio, seed=seed), cls(ratio, seed=seed)
     y = a.forward(xs)
-    np.testing.assert_array_equal(y, b.forward(xs))               # same seed, same masks
+    np.testing.assert_array_equal(y, b.forward(xs))  # same seed, same masks
     mask = np.broadcast_to(a.mask, shape)
     assert np.isin(mask, [0.0, 1 / (1 - ratio)]).all()
     np.testing.assert_array_equal(y, xs * mask)
@@ -544,6 +587,7 @@ def test_dropout_properties(shape, ratio, seed, variational):
 
 
 # ---- bad input ----------------------------------------------------------------------------------
+
 
 def snapshot(layer):
     return [p.copy() for p in layer.params], [g.copy() for g in layer.grads]
@@ -570,8 +614,11 @@ def test_embedding_bad_input(rng):
         with pytest.raises(exc, match=words):
             layer.forward(xs)
         unchanged(layer, snap)
-    for dout, exc in [(np.ones((1, 3, 3)), ValueError), (np.full((1, 2, 3), np.nan), ValueError),
-                      (np.ones((1, 2, 3), int), TypeError)]:
+    for dout, exc in [
+        (np.ones((1, 3, 3)), ValueError),
+        (np.full((1, 2, 3), np.nan), ValueError),
+        (np.ones((1, 2, 3), int), TypeError),
+    ]:
         with pytest.raises(exc, match="dout"):
             layer.backward(dout)
         unchanged(layer, snap)
@@ -615,10 +662,13 @@ def test_softmax_bad_input(rng):
     layer.forward(xs, ts)
     want = layer.backward()
     for a, t, exc, word in [
-        (xs, ts + 4, ValueError, "ts"), (xs, ts - 2, ValueError, "ts"),
-        (xs, ts.astype(float), TypeError, "ts"), (xs, ts[:, :2], ValueError, "ts"),
+        (xs, ts + 4, ValueError, "ts"),
+        (xs, ts - 2, ValueError, "ts"),
+        (xs, ts.astype(float), TypeError, "ts"),
+        (xs, ts[:, :2], ValueError, "ts"),
         (np.where(xs > 1, np.inf, xs), ts, ValueError, "xs"),
-        (np.full_like(xs, np.nan), ts, ValueError, "xs"), (xs.astype(int), ts, TypeError, "xs"),
+        (np.full_like(xs, np.nan), ts, ValueError, "xs"),
+        (xs.astype(int), ts, TypeError, "xs"),
     ]:
         with pytest.raises(exc, match=word):
             layer.forward(a, t)
@@ -648,8 +698,11 @@ def test_dropout_bad_input(cls, rng):
     y = layer.forward(xs)
     dout = rng.standard_normal(xs.shape)
     want = layer.backward(dout)
-    for bad, exc in [(np.full_like(xs, np.nan), ValueError), (xs.astype(int), TypeError),
-                     (xs[0], ValueError)]:
+    for bad, exc in [
+        (np.full_like(xs, np.nan), ValueError),
+        (xs.astype(int), TypeError),
+        (xs[0], ValueError),
+    ]:
         with pytest.raises(exc, match="xs"):
             layer.forward(bad)
         np.testing.assert_array_equal(layer.backward(dout), want)
@@ -664,6 +717,7 @@ def test_dropout_bad_input(cls, rng):
 
 
 # ---- threads ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [2, 3, 5])
@@ -691,12 +745,21 @@ def test_threads_give_the_one_thread_results(dtype, threads, rng):
         loss = sm.forward(logits, ts)
         g = sm.backward()
         dh = aff.backward(g)
-        return [e, emb.grads[0], h, logits, np.array(loss), g, dr.backward(vd.backward(dh)),
-                dh, *aff.grads]
+        return [
+            e,
+            emb.grads[0],
+            h,
+            logits,
+            np.array(loss),
+            g,
+            dr.backward(vd.backward(dh)),
+            dh,
+            *aff.grads,
+        ]
 
     one, many = run(1), run(threads)
     for k, (a, c) in enumerate(zip(one, many)):
-        if k in (6, 7):                        # downstream of the affine layer's dx
+        if k in (6, 7):  # downstream of the affine layer's dx
             close(c, a, dtype)
         else:
             np.testing.assert_array_equal(c, a, err_msg=f"output {k}")
@@ -704,11 +767,13 @@ def test_threads_give_the_one_thread_results(dtype, threads, rng):
 
 # ---- buffers ------------------------------------------------------------------------------------
 
+
 def test_out_buffers_avoid_activation_sized_allocations(rng):
     """With out= (and the softmax layer in place), a training step's calls after the first
     allocate nothing near the size of an activation (measured with tracemalloc, which sees
     NumPy's allocations)."""
     import tracemalloc
+
     N, T, V, D = 8, 16, 2000, 64
     f32 = np.float32
     W = (0.1 * rng.standard_normal((V, D))).astype(f32)
@@ -738,7 +803,7 @@ def test_out_buffers_avoid_activation_sized_allocations(rng):
     step()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < N * T * D * 4 // 2, peak          # far below one (N, T, D) activation
+    assert peak < N * T * D * 4 // 2, peak  # far below one (N, T, D) activation
 
 
 def test_affine_refused_call_keeps_the_last_forward(rng):
@@ -756,7 +821,7 @@ def test_affine_refused_call_keeps_the_last_forward(rng):
     np.testing.assert_array_equal(layer.backward(dout), want)
     for g, h in zip(layer.grads, grads):
         np.testing.assert_array_equal(g, h)
-    W.base[0, 0] = np.nan                           # W is a view of its base: NaN found
+    W.base[0, 0] = np.nan  # W is a view of its base: NaN found
     with pytest.raises(ValueError, match="W"):
         layer.forward(x)
 
@@ -765,6 +830,7 @@ def test_kernel_exp_accuracy():
     """The exps of the softmax kernels: float64 within 2 ulp of libm's on [-708, 709] (0 below,
     NaN kept), float32 within 2e-7 relative on its normal range."""
     from fastrnn import _lm
+
     x = np.concatenate([np.linspace(-708, 709, 400_001), -np.logspace(-20, 2, 2000), [0.0]])
     out = np.empty_like(x)
     _lm.exp_map(x, out)
@@ -786,7 +852,7 @@ def test_out_arrays_in_place_and_overlap(rng):
     a, b = fastrnn.TimeDropout(0.5, seed=1), fastrnn.TimeDropout(0.5, seed=1)
     want = a.forward(xs)
     buf = xs.copy()
-    assert b.forward(buf, out=buf) is buf                   # element-wise: in place is fine
+    assert b.forward(buf, out=buf) is buf  # element-wise: in place is fine
     np.testing.assert_array_equal(buf, want)
     g = xs.copy()
     assert b.backward(g, out=g) is g
@@ -796,13 +862,13 @@ def test_out_arrays_in_place_and_overlap(rng):
     buf = xs.copy()
     np.testing.assert_array_equal(v.forward(buf, out=buf), ref_v.forward(xs))
     base = rng.standard_normal(30)
-    with pytest.raises(ValueError, match="overlaps"):          # shifted: not in place
+    with pytest.raises(ValueError, match="overlaps"):  # shifted: not in place
         b.forward(base[:24].reshape(2, 3, 4), out=base[6:].reshape(2, 3, 4))
     W = rng.standard_normal((4, 4))
     aff = fastrnn.TimeAffine(W, np.zeros(4))
     x = xs.copy()
     with pytest.raises(ValueError, match="overlaps"):
-        aff.forward(x, out=x)                               # a product may not write its input
+        aff.forward(x, out=x)  # a product may not write its input
     aff.forward(x)
     d = rng.standard_normal((2, 3, 4))
     with pytest.raises(ValueError, match="overlaps"):

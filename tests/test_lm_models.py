@@ -13,6 +13,7 @@
 - bad configurations and inputs: clear errors;
 - no activation-sized allocations after the first iterations (tracemalloc).
 """
+
 import inspect
 import json
 import tracemalloc
@@ -37,6 +38,7 @@ def word_ids(rng, V, N, T):
 
 # ---- the book's trainer, reduced to the calls it makes --------------------------------------
 
+
 def book_remove_duplicate(params, grads):
     """The book's remove_duplicate (common/trainer.py): shared arrays, or transposes with equal
     values, merged into one entry with summed gradients."""
@@ -48,9 +50,12 @@ def book_remove_duplicate(params, grads):
                 if params[i] is params[j]:
                     grads[i] += grads[j]
                     found = True
-                elif (params[i].ndim == 2 and params[j].ndim == 2
-                      and params[i].T.shape == params[j].shape
-                      and np.all(params[i].T == params[j])):
+                elif (
+                    params[i].ndim == 2
+                    and params[j].ndim == 2
+                    and params[i].T.shape == params[j].shape
+                    and np.all(params[i].T == params[j])
+                ):
                     grads[i] += grads[j].T
                     found = True
                 if found:
@@ -64,7 +69,7 @@ def book_remove_duplicate(params, grads):
 
 
 def book_clip_grads(grads, max_norm):
-    total = sum(np.sum(g ** 2) for g in grads)
+    total = sum(np.sum(g**2) for g in grads)
     rate = max_norm / (np.sqrt(total) + 1e-6)
     if rate < 1:
         for g in grads:
@@ -133,15 +138,16 @@ def test_book_trainer_runs_fastrnn_and_numpy_models_alike(book):
     for name, module in (("fastrnn", fastrnn.models), ("numpy", ref_models)):
         if book == "Rnnlm":
             model = getattr(module, book)(V, D, 12, seed=5)
-        else:       # dropout 0: the two models' masks are not the same draws
+        else:  # dropout 0: the two models' masks are not the same draws
             model = getattr(module, book)(V, D, D, 0.0, seed=5)
-        losses = book_fit(model, SGD(lr=10.0), corpus, batch_size=4, time_size=5,
-                          max_grad=0.25, iters=100)
+        losses = book_fit(
+            model, SGD(lr=10.0), corpus, batch_size=4, time_size=5, max_grad=0.25, iters=100
+        )
         model.reset_state()
         runs[name] = (losses, book_eval_perplexity(model, corpus), model)
     (lf, pf, mf), (ln, pn, _) = runs["fastrnn"], runs["numpy"]
-    assert lf[0] == pytest.approx(np.log(V), rel=0.02)          # starts uniform
-    assert np.mean(lf[-10:]) < 0.8 * np.mean(lf[:10])         # and learns
+    assert lf[0] == pytest.approx(np.log(V), rel=0.02)  # starts uniform
+    assert np.mean(lf[-10:]) < 0.8 * np.mean(lf[:10])  # and learns
     np.testing.assert_allclose(lf, ln, rtol=2e-4)
     assert pf == pytest.approx(pn, rel=2e-4)
     if book == "BetterRnnlm":
@@ -156,14 +162,26 @@ def test_book_model_params_lists_as_the_book():
     m = Rnnlm(30, 6, 7, seed=0)
     assert [p.shape for p in m.params] == [(30, 6), (6, 28), (7, 28), (28,), (7, 30), (30,)]
     b = BetterRnnlm(30, 8, 8, seed=0)
-    assert [p.shape for p in b.params] == [(30, 8), (8, 32), (8, 32), (32,), (8, 32), (8, 32),
-                                           (32,), (8, 30), (30,)]
+    assert [p.shape for p in b.params] == [
+        (30, 8),
+        (8, 32),
+        (8, 32),
+        (32,),
+        (8, 32),
+        (8, 32),
+        (32,),
+        (8, 30),
+        (30,),
+    ]
     assert b.params[7].base is b.params[0] or np.shares_memory(b.params[7], b.params[0])
     assert [g.shape for g in b.grads] == [p.shape for p in b.params]
     assert all(p.dtype == np.float32 for p in m.params + b.params)
-    for model in (m, b):    # the book's initialisation: same seed, same arrays
-        twin = (ref_models.Rnnlm(30, 6, 7, seed=0) if model is m
-                else ref_models.BetterRnnlm(30, 8, 8, seed=0))
+    for model in (m, b):  # the book's initialisation: same seed, same arrays
+        twin = (
+            ref_models.Rnnlm(30, 6, 7, seed=0)
+            if model is m
+            else ref_models.BetterRnnlm(30, 8, 8, seed=0)
+        )
         for p, q in zip(model.params, twin.params):
             np.testing.assert_array_equal(p, q)
 
@@ -172,12 +190,15 @@ def test_book_model_params_lists_as_the_book():
 def test_book_models_equal_reference_models(dtype):
     rng = np.random.default_rng(1)
     V, D, H, N, T = 40, 8, 8, 3, 6
-    for fast, slow in ((Rnnlm(V, D, H, seed=2, dtype=dtype),
-                        ref_models.Rnnlm(V, D, H, seed=2, dtype=dtype)),
-                       (BetterRnnlm(V, D, H, 0.0, seed=2, dtype=dtype),
-                        ref_models.BetterRnnlm(V, D, H, 0.0, seed=2, dtype=dtype))):
+    for fast, slow in (
+        (Rnnlm(V, D, H, seed=2, dtype=dtype), ref_models.Rnnlm(V, D, H, seed=2, dtype=dtype)),
+        (
+            BetterRnnlm(V, D, H, 0.0, seed=2, dtype=dtype),
+            ref_models.BetterRnnlm(V, D, H, 0.0, seed=2, dtype=dtype),
+        ),
+    ):
         tol = 2e-6 if dtype == np.float32 else 1e-12
-        for _ in range(3):          # stateful: the carried state must match too
+        for _ in range(3):  # stateful: the carried state must match too
             xs, ts = word_ids(rng, V, N, T), word_ids(rng, V, N, T)
             assert fast.forward(xs, ts) == pytest.approx(slow.forward(xs, ts), rel=tol)
             fast.backward()
@@ -227,14 +248,14 @@ def fd_check_model(config, cls=LanguageModel, seed=0, samples=12, N=2, T=3):
     """Central differences of the loss against backward's grads, on `samples` entries of every
     parameter.  Every evaluation rebuilds the model from (config, params): fresh state and the
     same seeded dropout masks, so masks are fixed across evaluations."""
-    config = json.loads(json.dumps(config))            # also checks it is JSON
+    config = json.loads(json.dumps(config))  # also checks it is JSON
     rng = np.random.default_rng(seed)
     base = cls(**{**config, "dtype": np.float64})
     params = [p.copy() for p in base.params]
     cfg = base.get_config()
     V = base.vocab_size
     xs, ts = word_ids(rng, V, N, T), word_ids(rng, V, N, T)
-    ts[0, 0] = -1                                       # an ignored target
+    ts[0, 0] = -1  # an ignored target
 
     def loss():
         return cls.from_config(cfg, params).forward(xs, ts)
@@ -256,27 +277,44 @@ def fd_check_model(config, cls=LanguageModel, seed=0, samples=12, N=2, T=3):
             num = (fp - fm) / (2 * EPS)
             ana = g.reshape(-1)[i]
             largest = max(largest, abs(num))
-            assert abs(ana - num) <= 1e-6 * max(1e-2, abs(num)) + 1e-9, \
+            assert abs(ana - num) <= 1e-6 * max(1e-2, abs(num)) + 1e-9, (
                 f"param {k} entry {i}: backward {ana:.8g}, finite differences {num:.8g}"
+            )
     assert largest > 1e-3, "the finite differences are all ~0: nothing was checked"
 
 
 BASE = {"vocab_size": 13, "embed_size": 5, "hidden_sizes": [5, 5]}
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    {"tie_weights": True},
-    {"tie_weights": True, "hidden_sizes": [5, 4], "projection": True},
-    {"connection": "residual", "hidden_sizes": [5, 5, 5]},
-    {"connection": "dense", "hidden_sizes": [4, 3, 5]},
-    {"cell": "gru"},
-    {"cell": "rnn", "connection": "residual", "init": "orthogonal"},
-    {"dropout": 0.4, "tie_weights": True},
-    {"variational": {"embedding": 0.3, "input": 0.3, "hidden": 0.3, "output": 0.3},
-     "connection": "residual", "tie_weights": True},
-], ids=["plain", "tied", "tied-projection", "residual", "dense", "gru", "rnn-residual-orth",
-        "dropout", "variational"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"tie_weights": True},
+        {"tie_weights": True, "hidden_sizes": [5, 4], "projection": True},
+        {"connection": "residual", "hidden_sizes": [5, 5, 5]},
+        {"connection": "dense", "hidden_sizes": [4, 3, 5]},
+        {"cell": "gru"},
+        {"cell": "rnn", "connection": "residual", "init": "orthogonal"},
+        {"dropout": 0.4, "tie_weights": True},
+        {
+            "variational": {"embedding": 0.3, "input": 0.3, "hidden": 0.3, "output": 0.3},
+            "connection": "residual",
+            "tie_weights": True,
+        },
+    ],
+    ids=[
+        "plain",
+        "tied",
+        "tied-projection",
+        "residual",
+        "dense",
+        "gru",
+        "rnn-residual-orth",
+        "dropout",
+        "variational",
+    ],
+)
 def test_language_model_gradients(extra):
     fd_check_model({**BASE, "init_scale": 0.5, "seed": 3, **extra})
 
@@ -284,8 +322,16 @@ def test_language_model_gradients(extra):
 @needs_h_mask
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_language_model_gradients_recurrent_masks(cell):
-    fd_check_model({**BASE, "cell": cell, "init_scale": 0.5, "seed": 3, "tie_weights": True,
-                    "variational": {"recurrent": 0.4, "hidden": 0.2}})
+    fd_check_model(
+        {
+            **BASE,
+            "cell": cell,
+            "init_scale": 0.5,
+            "seed": 3,
+            "tie_weights": True,
+            "variational": {"recurrent": 0.4, "hidden": 0.2},
+        }
+    )
 
 
 def test_book_model_gradients():
@@ -298,17 +344,29 @@ def make_stack(cells, D, Hs, rng, dtype=np.float64, **kw):
         G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
         Din = D + sum(Hs[:k]) if kw.get("connection") == "dense" else (D if k == 0 else Hs[k - 1])
         cls = {"rnn": TimeRNN, "lstm": TimeLSTM, "gru": TimeGRU}[cell]
-        layers.append(cls(*(0.5 * rng.standard_normal(s).astype(dtype)
-                            for s in ((Din, G * H), (H, G * H), (G * H,)))))
+        layers.append(
+            cls(
+                *(
+                    0.5 * rng.standard_normal(s).astype(dtype)
+                    for s in ((Din, G * H), (H, G * H), (G * H,))
+                )
+            )
+        )
     return Stack(layers, **kw)
 
 
-@pytest.mark.parametrize("kw", [
-    {}, {"connection": "residual"}, {"connection": "dense"},
-    {"dropout": 0.3, "seed": 1}, {"dropout": 0.3, "variational": True, "seed": 1,
-                                  "connection": "residual"},
-    pytest.param({"recurrent_dropout": 0.3, "seed": 1}, marks=needs_h_mask),
-], ids=["plain", "residual", "dense", "dropout", "variational", "recurrent"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"connection": "residual"},
+        {"connection": "dense"},
+        {"dropout": 0.3, "seed": 1},
+        {"dropout": 0.3, "variational": True, "seed": 1, "connection": "residual"},
+        pytest.param({"recurrent_dropout": 0.3, "seed": 1}, marks=needs_h_mask),
+    ],
+    ids=["plain", "residual", "dense", "dropout", "variational", "recurrent"],
+)
 def test_stack_gradients(kw):
     rng = np.random.default_rng(2)
     N, T, D = 2, 3, 4
@@ -339,6 +397,7 @@ def test_stack_gradients(kw):
 
 # ---- depth: residual connections ----------------------------------------------------------------
 
+
 def test_six_layer_stack_learns_with_residual_connections_only():
     """6 LSTM layers, weights U(+-0.1), plain SGD on w -> (3w + 1) mod 16: without residual
     connections nothing reaches the bottom layers and the loss stays at log(16) = 2.77; with
@@ -365,6 +424,7 @@ def test_six_layer_stack_learns_with_residual_connections_only():
 
 
 # ---- state, modes, dtypes, dropout kinds --------------------------------------------------------
+
 
 def test_stateful_language_model_carries_state():
     rng = np.random.default_rng(0)
@@ -394,7 +454,7 @@ def test_stack_state_and_flags_propagate():
     np.testing.assert_allclose(parts, whole, rtol=1e-12, atol=1e-14)
     s.train_flg = True
     s.reset_state()
-    assert not np.allclose(s.forward(xs), whole)       # masks drawn in training
+    assert not np.allclose(s.forward(xs), whole)  # masks drawn in training
     assert len(s.params) == len(s.grads) == 6
     assert s.params[3] is s.layers[1].params[0] and s.grads[4] is s.layers[1].grads[1]
 
@@ -416,7 +476,7 @@ def test_train_flg_and_seeds():
     cfg = {"vocab_size": 20, "embed_size": 6, "hidden_sizes": [6, 6], "dropout": 0.5, "seed": 7}
     xs = word_ids(rng, 20, 2, 5)
     a, b = LanguageModel(**cfg), LanguageModel(**cfg)
-    assert a.forward(xs, xs) == b.forward(xs, xs)            # same seed: same masks
+    assert a.forward(xs, xs) == b.forward(xs, xs)  # same seed: same masks
     a.reset_state()
     b.reset_state()
     assert a.forward(xs, xs) != b.forward(xs, xs, train_flg=False)
@@ -426,7 +486,7 @@ def test_train_flg_and_seeds():
     a.reset_state()
     first = a.forward(xs, xs)
     a.reset_state()
-    assert a.forward(xs, xs) != first                         # fresh masks per forward
+    assert a.forward(xs, xs) != first  # fresh masks per forward
 
 
 def test_embedding_dropout_drops_word_types():
@@ -436,30 +496,43 @@ def test_embedding_dropout_drops_word_types():
         h = m.word_dropout.forward(xs, m.embedding.forward(xs))
         mask = m.word_dropout.vocab_mask
         assert set(np.unique(mask)) <= {0.0, 2.0}
-        for w in (1, 2, 3):                   # every occurrence of a word: the same fate
+        for w in (1, 2, 3):  # every occurrence of a word: the same fate
             rows = h[xs == w]
-            np.testing.assert_allclose(rows, np.broadcast_to(m.params[0][w] * mask[w],
-                                                             rows.shape))
+            np.testing.assert_allclose(rows, np.broadcast_to(m.params[0][w] * mask[w], rows.shape))
 
 
 def test_variational_masks_shared_over_time():
     m = LanguageModel(8, 5, [5, 5], variational={"input": 0.5}, seed=0, dtype=np.float64)
-    xs = np.zeros((3, 6), dtype=int)           # the same word at every step
+    xs = np.zeros((3, 6), dtype=int)  # the same word at every step
     out = m.input_dropout.forward(m.embedding.forward(xs))
     np.testing.assert_array_equal(out, np.broadcast_to(out[:, :1], out.shape))
     assert (out == 0).any()
 
 
-# ---- persistence ----------------------------------------------------------------------------------
+# ---- persistence ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda: Rnnlm(30, 5, 6, seed=1),
-    lambda: BetterRnnlm(30, 6, 6, 0.3, seed=1),
-    lambda: LanguageModel(30, 6, [6, 6], tie_weights=True, dropout=0.2, seed=1,
-                          connection="residual"),
-    lambda: LanguageModel(30, 6, [4, 5], tie_weights=True, projection=True, cell="gru",
-                          variational={"input": 0.2, "embedding": 0.1}, dtype=np.float64),
-], ids=["Rnnlm", "BetterRnnlm", "LanguageModel", "LanguageModel-gru-proj"])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Rnnlm(30, 5, 6, seed=1),
+        lambda: BetterRnnlm(30, 6, 6, 0.3, seed=1),
+        lambda: LanguageModel(
+            30, 6, [6, 6], tie_weights=True, dropout=0.2, seed=1, connection="residual"
+        ),
+        lambda: LanguageModel(
+            30,
+            6,
+            [4, 5],
+            tie_weights=True,
+            projection=True,
+            cell="gru",
+            variational={"input": 0.2, "embedding": 0.1},
+            dtype=np.float64,
+        ),
+    ],
+    ids=["Rnnlm", "BetterRnnlm", "LanguageModel", "LanguageModel-gru-proj"],
+)
 def test_persistence(make, tmp_path):
     rng = np.random.default_rng(0)
     model = make()
@@ -497,7 +570,7 @@ def test_load_params_checks_before_writing(tmp_path):
         np.testing.assert_array_equal(p, q)
     with pytest.raises(FileNotFoundError):
         a.load_params(tmp_path / "missing.npz")
-    assert [f.name for f in tmp_path.iterdir()] == ["a.npz"]     # no temporary files left
+    assert [f.name for f in tmp_path.iterdir()] == ["a.npz"]  # no temporary files left
 
 
 def test_stack_config_round_trip():
@@ -514,24 +587,28 @@ def test_stack_config_round_trip():
 
 # ---- bad configurations and inputs --------------------------------------------------------------
 
-@pytest.mark.parametrize("kw, err, match", [
-    ({"tie_weights": True, "hidden_sizes": [6, 7]}, ValueError, "tie_weights needs"),
-    ({"projection": True}, ValueError, "projection"),
-    ({"connection": "residual", "hidden_sizes": [6, 7]}, ValueError, "residual"),
-    ({"connection": "skip"}, ValueError, "connection must be"),
-    ({"dropout": 1.0}, ValueError, "dropout"),
-    ({"dropout": "0.5"}, TypeError, "dropout"),
-    ({"variational": {"inputs": 0.2}}, ValueError, "unknown keys"),
-    ({"variational": {"input": 0.2}, "dropout": 0.2}, ValueError, "not both"),
-    ({"variational": [0.2]}, TypeError, "variational"),
-    ({"cell": "transformer"}, ValueError, "cell must be"),
-    ({"init": "xavier"}, ValueError, "init must be"),
-    ({"init_scale": 0}, ValueError, "init_scale"),
-    ({"hidden_sizes": []}, ValueError, "hidden_sizes"),
-    ({"vocab_size": 0}, ValueError, "vocab_size"),
-    ({"dtype": np.int32}, TypeError, "dtype"),
-    ({"seed": -1}, TypeError, "seed"),
-])
+
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        ({"tie_weights": True, "hidden_sizes": [6, 7]}, ValueError, "tie_weights needs"),
+        ({"projection": True}, ValueError, "projection"),
+        ({"connection": "residual", "hidden_sizes": [6, 7]}, ValueError, "residual"),
+        ({"connection": "skip"}, ValueError, "connection must be"),
+        ({"dropout": 1.0}, ValueError, "dropout"),
+        ({"dropout": "0.5"}, TypeError, "dropout"),
+        ({"variational": {"inputs": 0.2}}, ValueError, "unknown keys"),
+        ({"variational": {"input": 0.2}, "dropout": 0.2}, ValueError, "not both"),
+        ({"variational": [0.2]}, TypeError, "variational"),
+        ({"cell": "transformer"}, ValueError, "cell must be"),
+        ({"init": "xavier"}, ValueError, "init must be"),
+        ({"init_scale": 0}, ValueError, "init_scale"),
+        ({"hidden_sizes": []}, ValueError, "hidden_sizes"),
+        ({"vocab_size": 0}, ValueError, "vocab_size"),
+        ({"dtype": np.int32}, TypeError, "dtype"),
+        ({"seed": -1}, TypeError, "seed"),
+    ],
+)
 def test_bad_language_model_configs(kw, err, match):
     with pytest.raises(err, match=match):
         LanguageModel(**{"vocab_size": 10, "embed_size": 6, "hidden_sizes": [6, 6], **kw})
@@ -573,7 +650,8 @@ def test_bad_stacks():
         Stack([lstm(3, 4)], connection="highway")
     with pytest.raises(TypeError, match="same dtype"):
         Stack([lstm(3, 4), TimeLSTM(*(p.astype(np.float32) for p in lstm(4, 4).params))])
-    class NoMask:           # a time layer whose forward takes no h_mask
+
+    class NoMask:  # a time layer whose forward takes no h_mask
         def __init__(self, layer):
             self.params, self.grads, self.backward = layer.params, layer.grads, layer.backward
 
@@ -594,6 +672,7 @@ def test_bad_stacks():
 
 # ---- memory ------------------------------------------------------------------------------------
 
+
 def _iteration_peak(exclude_loss_forward):
     """Bytes allocated at the peak of an iteration (forward, backward, clip_grads, SGD) after two
     warm-up iterations, and the growth over three.  With exclude_loss_forward, the temporaries
@@ -611,6 +690,7 @@ def _iteration_peak(exclude_loss_forward):
             out = inner(*args)
             tracemalloc.reset_peak()
             return out
+
         model.loss_layer.forward = loss_forward
 
     def iteration():

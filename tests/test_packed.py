@@ -6,18 +6,17 @@ panel, k-slices of FR_KC), both dtypes, accumulate on/off, B as any strided view
 row-strided views into wider buffers; plus: memory around C untouched, the padding of the packed
 copy, NaN/Inf propagation, agreement with the BLAS path, and bad calls refused (not crashing).
 """
+
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import DTYPES, child_env, tol
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-import fastrnn
 from fastrnn import _packed
-from conftest import DTYPES, child_env, tol
 
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
@@ -47,20 +46,20 @@ def view_b(B, how, rng):
     K, N = B.shape
     if how == "plain":
         v = np.ascontiguousarray(B)
-    elif how == "transposed":                      # B = W.T, W (N, K) row-major
+    elif how == "transposed":  # B = W.T, W (N, K) row-major
         v = np.ascontiguousarray(B.T).T
-    elif how == "colslice":                        # B = W[:, a:a+N] of a wider W
+    elif how == "colslice":  # B = W[:, a:a+N] of a wider W
         a = int(rng.integers(0, 20))
         w = np.full((K, a + N + int(rng.integers(1, 20))), np.nan, B.dtype)
-        v = w[:, a:a + N]
-    elif how == "transposed_slice":                # B = W.T[:, a:a+N] (rows a..a+N of W)
+        v = w[:, a : a + N]
+    elif how == "transposed_slice":  # B = W.T[:, a:a+N] (rows a..a+N of W)
         a = int(rng.integers(0, 20))
         w = np.full((a + N + int(rng.integers(1, 20)), K), np.nan, B.dtype)
-        v = w.T[:, a:a + N]
-    elif how == "strided":                         # neither stride is 1
+        v = w.T[:, a : a + N]
+    elif how == "strided":  # neither stride is 1
         w = np.full((2 * K + 1, 3 * N + 2), np.nan, B.dtype)
         v = w[1::2, 2::3][:K, :N]
-    else:                                          # negative strides on both axes
+    else:  # negative strides on both axes
         w = np.full((K + 1, N + 1), np.nan, B.dtype)
         v = w[:K, :N][::-1, ::-1]
     v[...] = B
@@ -81,7 +80,7 @@ def in_wider(shape, dtype, how, rng, fill):
     top, left = int(rng.integers(0, 3)), int(rng.integers(0, 18))
     buf = np.empty((top + M + int(rng.integers(1, 3)), left + X + int(rng.integers(1, 18))), dtype)
     buf[...] = fill
-    return buf, buf[top:top + M, left:left + X]
+    return buf, buf[top : top + M, left : left + X]
 
 
 def sentinel(shape, dtype, rng):
@@ -102,15 +101,17 @@ def assert_only_c_written(cbuf, C, before):
     if C.base is None and C is cbuf:
         inside[...] = True
     else:
-        r0 = (C.__array_interface__["data"][0] - cbuf.__array_interface__["data"][0]) \
-            // cbuf.itemsize
+        r0 = (
+            C.__array_interface__["data"][0] - cbuf.__array_interface__["data"][0]
+        ) // cbuf.itemsize
         top, left = divmod(r0, cbuf.shape[1])
-        inside[top:top + C.shape[0], left:left + C.shape[1]] = True
+        inside[top : top + C.shape[0], left : left + C.shape[1]] = True
     assert np.array_equal(bits(cbuf)[~inside], before[~inside]), "wrote outside C"
 
 
-def check_product(M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layout, kind, scale,
-                  seed):
+def check_product(
+    M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layout, kind, scale, seed
+):
     rng = np.random.default_rng(seed)
     A0 = make_data(rng, (M, K), dtype, kind, scale)
     B0 = make_data(rng, (K, N), dtype, kind, scale)
@@ -143,9 +144,20 @@ def check_product(M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layo
         want += C64
         bound += np.abs(C64)
     got = C.astype(np.float64)
-    ctx = dict(M=M, K=K, N=N, dtype=np.dtype(dtype).name, accumulate=accumulate, repeat=repeat,
-               b_layout=b_layout, a_layout=a_layout, c_layout=c_layout)
-    assert np.isfinite(got).all(), f"non-finite entries in C {ctx}: {np.argwhere(~np.isfinite(got))[:5]}"
+    ctx = dict(
+        M=M,
+        K=K,
+        N=N,
+        dtype=np.dtype(dtype).name,
+        accumulate=accumulate,
+        repeat=repeat,
+        b_layout=b_layout,
+        a_layout=a_layout,
+        c_layout=c_layout,
+    )
+    assert np.isfinite(got).all(), (
+        f"non-finite entries in C {ctx}: {np.argwhere(~np.isfinite(got))[:5]}"
+    )
     if kind == "ints":
         bad = np.argwhere(got != want)
         assert bad.size == 0, f"exact product differs {ctx} at {bad[:5].tolist()}"
@@ -153,37 +165,123 @@ def check_product(M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layo
         err = np.abs(got - want)
         lim = tol(dtype) * bound
         bad = np.argwhere(err > lim)
-        assert bad.size == 0, (f"product off {ctx} at {bad[:5].tolist()}: "
-                               f"err {err[tuple(bad[0])]} > {lim[tuple(bad[0])]}")
+        assert bad.size == 0, (
+            f"product off {ctx} at {bad[:5].tolist()}: "
+            f"err {err[tuple(bad[0])]} > {lim[tuple(bad[0])]}"
+        )
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(M=st.one_of(st.sampled_from(M_EDGES), st.integers(0, 25)),
-       K=st.one_of(st.sampled_from(K_EDGES), st.integers(0, 600)),
-       N=st.one_of(st.sampled_from(N_EDGES), st.integers(1, 70)),
-       dtype=st.sampled_from(DTYPES), accumulate=st.booleans(), repeat=st.sampled_from([1, 1, 2]),
-       b_layout=st.sampled_from(B_LAYOUTS), a_layout=st.sampled_from(AC_LAYOUTS),
-       c_layout=st.sampled_from(AC_LAYOUTS), kind=st.sampled_from(["normal", "ints"]),
-       scale=st.sampled_from([1e-3, 1.0, 1e3]), seed=st.integers(0, 2**32 - 1))
-@example(M=13, K=520, N=33, dtype=np.float64, accumulate=True, repeat=1, b_layout="colslice",
-         a_layout="rowstrided", c_layout="rowstrided", kind="normal", scale=1.0, seed=1)
-@example(M=20, K=257, N=70, dtype=np.float32, accumulate=False, repeat=1,
-         b_layout="transposed", a_layout="rowstrided", c_layout="rowstrided", kind="normal",
-         scale=1.0, seed=2)
-@example(M=1, K=300, N=17, dtype=np.float32, accumulate=True, repeat=2,
-         b_layout="transposed_slice", a_layout="rowstrided", c_layout="rowstrided", kind="normal",
-         scale=1.0, seed=3)
-@example(M=2, K=600, N=9, dtype=np.float64, accumulate=False, repeat=1, b_layout="reversed",
-         a_layout="rowstrided", c_layout="rowstrided", kind="ints", scale=1.0, seed=4)
-@example(M=7, K=0, N=5, dtype=np.float32, accumulate=False, repeat=1, b_layout="plain",
-         a_layout="rowstrided", c_layout="rowstrided", kind="normal", scale=1.0, seed=5)
-@example(M=0, K=3, N=5, dtype=np.float64, accumulate=True, repeat=1, b_layout="plain",
-         a_layout="rowstrided", c_layout="rowstrided", kind="normal", scale=1.0, seed=6)
-def test_matmul_packed_equals_numpy(M, K, N, dtype, accumulate, repeat, b_layout, a_layout,
-                                    c_layout, kind, scale, seed):
-    check_product(M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layout, kind, scale,
-                  seed)
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    M=st.one_of(st.sampled_from(M_EDGES), st.integers(0, 25)),
+    K=st.one_of(st.sampled_from(K_EDGES), st.integers(0, 600)),
+    N=st.one_of(st.sampled_from(N_EDGES), st.integers(1, 70)),
+    dtype=st.sampled_from(DTYPES),
+    accumulate=st.booleans(),
+    repeat=st.sampled_from([1, 1, 2]),
+    b_layout=st.sampled_from(B_LAYOUTS),
+    a_layout=st.sampled_from(AC_LAYOUTS),
+    c_layout=st.sampled_from(AC_LAYOUTS),
+    kind=st.sampled_from(["normal", "ints"]),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@example(
+    M=13,
+    K=520,
+    N=33,
+    dtype=np.float64,
+    accumulate=True,
+    repeat=1,
+    b_layout="colslice",
+    a_layout="rowstrided",
+    c_layout="rowstrided",
+    kind="normal",
+    scale=1.0,
+    seed=1,
+)
+@example(
+    M=20,
+    K=257,
+    N=70,
+    dtype=np.float32,
+    accumulate=False,
+    repeat=1,
+    b_layout="transposed",
+    a_layout="rowstrided",
+    c_layout="rowstrided",
+    kind="normal",
+    scale=1.0,
+    seed=2,
+)
+@example(
+    M=1,
+    K=300,
+    N=17,
+    dtype=np.float32,
+    accumulate=True,
+    repeat=2,
+    b_layout="transposed_slice",
+    a_layout="rowstrided",
+    c_layout="rowstrided",
+    kind="normal",
+    scale=1.0,
+    seed=3,
+)
+@example(
+    M=2,
+    K=600,
+    N=9,
+    dtype=np.float64,
+    accumulate=False,
+    repeat=1,
+    b_layout="reversed",
+    a_layout="rowstrided",
+    c_layout="rowstrided",
+    kind="ints",
+    scale=1.0,
+    seed=4,
+)
+@example(
+    M=7,
+    K=0,
+    N=5,
+    dtype=np.float32,
+    accumulate=False,
+    repeat=1,
+    b_layout="plain",
+    a_layout="rowstrided",
+    c_layout="rowstrided",
+    kind="normal",
+    scale=1.0,
+    seed=5,
+)
+@example(
+    M=0,
+    K=3,
+    N=5,
+    dtype=np.float64,
+    accumulate=True,
+    repeat=1,
+    b_layout="plain",
+    a_layout="rowstrided",
+    c_layout="rowstrided",
+    kind="normal",
+    scale=1.0,
+    seed=6,
+)
+def test_matmul_packed_equals_numpy(
+    M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layout, kind, scale, seed
+):
+    check_product(
+        M, K, N, dtype, accumulate, repeat, b_layout, a_layout, c_layout, kind, scale, seed
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -197,18 +295,29 @@ def test_matmul_packed_grid_exact(dtype):
             for N in [1, 7, 8, 9, 16, 17, 33, 50, 64, 70]:
                 i += 1
                 try:
-                    check_product(M, K, N, dtype, accumulate=bool(i % 2), repeat=1,
-                                  b_layout=B_LAYOUTS[i % len(B_LAYOUTS)],
-                                  a_layout=AC_LAYOUTS[i % 2], c_layout=AC_LAYOUTS[(i // 2) % 2],
-                                  kind="ints", scale=1.0, seed=i)
-                except Exception as e:      # collect all, so one failure doesn't hide the rest
+                    check_product(
+                        M,
+                        K,
+                        N,
+                        dtype,
+                        accumulate=bool(i % 2),
+                        repeat=1,
+                        b_layout=B_LAYOUTS[i % len(B_LAYOUTS)],
+                        a_layout=AC_LAYOUTS[i % 2],
+                        c_layout=AC_LAYOUTS[(i // 2) % 2],
+                        kind="ints",
+                        scale=1.0,
+                        seed=i,
+                    )
+                except Exception as e:  # collect all, so one failure doesn't hide the rest
                     failures.append(f"M={M} K={K} N={N}: {type(e).__name__}: {str(e)[:200]}")
     assert not failures, f"{len(failures)} of {i} cases fail:\n" + "\n".join(failures[:15])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("K,N", [(1, 1), (3, 5), (7, 16), (7, 17), (300, 33), (129, 70), (0, 9),
-                                 (5, 0)])
+@pytest.mark.parametrize(
+    "K,N", [(1, 1), (3, 5), (7, 16), (7, 17), (300, 33), (129, 70), (0, 9), (5, 0)]
+)
 def test_size_layout_and_zero_padding(dtype, K, N, rng):
     nr = panel_width(dtype)
     assert nr in (8, 16)
@@ -222,7 +331,7 @@ def test_size_layout_and_zero_padding(dtype, K, N, rng):
         padded = np.zeros((K, panels * nr), dtype)
         padded[:, :N] = B
         want = padded.reshape(K, panels, nr).transpose(1, 0, 2).ravel()
-        assert np.array_equal(bits(P), bits(want)), how   # bitwise: padding is +0.0, not NaN
+        assert np.array_equal(bits(P), bits(want)), how  # bitwise: padding is +0.0, not NaN
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -232,7 +341,7 @@ def test_nan_beside_b_does_not_leak(dtype, M, N, rng):
     panel) are NaN: C stays finite and exact."""
     K = 260
     W = np.full((K, N + 40), np.nan, dtype)
-    B = W[:, 3:3 + N]
+    B = W[:, 3 : 3 + N]
     B[...] = rng.integers(-4, 5, (K, N))
     A = rng.integers(-4, 5, (M, K)).astype(dtype)
     C = np.empty((M, N), dtype)
@@ -246,9 +355,13 @@ def test_valid_arrays_with_degenerate_strides(dtype, case, rng):
     """Plain NumPy arrays that are valid operands although NumPy gives them an unusual stride on
     an axis of length <= 1 or on an empty array (NumPy 2: np.empty((0, 5)).strides == (0, 0);
     x[:, None].strides == (itemsize, 0))."""
-    M, K, N, acc = {"M=0": (0, 5, 20, False), "K=0": (4, 0, 20, False),
-                    "K=0 accumulate": (4, 0, 20, True), "K=1 column": (4, 1, 20, False),
-                    "N=1 column": (4, 5, 1, False)}[case]
+    M, K, N, acc = {
+        "M=0": (0, 5, 20, False),
+        "K=0": (4, 0, 20, False),
+        "K=0 accumulate": (4, 0, 20, True),
+        "K=1 column": (4, 1, 20, False),
+        "N=1 column": (4, 5, 1, False),
+    }[case]
     B = rng.standard_normal((K, N)).astype(dtype)
     A = rng.standard_normal((M, K)).astype(dtype)
     if case == "K=1 column":
@@ -272,21 +385,21 @@ def ieee_product(A, B):
 @pytest.mark.parametrize("M", [1, 2, 3, 6, 7, 13])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_nan_inf_propagate(dtype, M, accumulate, rng):
-    K, N = 300, 21                     # crosses a k-slice (float32) and a partial panel
+    K, N = 300, 21  # crosses a k-slice (float32) and a partial panel
     A = rng.standard_normal((M, K)).astype(dtype)
     B = rng.standard_normal((K, N)).astype(dtype)
     C0 = rng.standard_normal((M, N)).astype(dtype)
-    A[0, 290] = np.inf                  # row of +-Inf (sign of B[290, j]) ...
-    B[290, 4] = 0.0                     # ... except Inf * 0 = NaN in column 4
+    A[0, 290] = np.inf  # row of +-Inf (sign of B[290, j]) ...
+    B[290, 4] = 0.0  # ... except Inf * 0 = NaN in column 4
     if M > 1:
         A[1, 10] = -np.inf
-        A[1, 270] = np.inf              # Inf - Inf = NaN where B[10, j], B[270, j] share a sign
+        A[1, 270] = np.inf  # Inf - Inf = NaN where B[10, j], B[270, j] share a sign
     if M > 2:
-        A[M - 1, 5] = np.nan            # row of NaN
-    B[100, 7] = np.nan                  # column of NaN
-    B[200, 12] = np.inf                 # column of +-Inf
-    B[201, 12] = -np.inf                # ... making it Inf - Inf in rows where the signs agree
-    B[150, 19] = np.inf                 # last (partial) panel
+        A[M - 1, 5] = np.nan  # row of NaN
+    B[100, 7] = np.nan  # column of NaN
+    B[200, 12] = np.inf  # column of +-Inf
+    B[201, 12] = -np.inf  # ... making it Inf - Inf in rows where the signs agree
+    B[150, 19] = np.inf  # last (partial) panel
     want = ieee_product(A, B)
     if accumulate:
         C0[0, 2], C0[-1, 3] = np.nan, -np.inf
@@ -297,8 +410,9 @@ def test_nan_inf_propagate(dtype, M, accumulate, rng):
     got = C.astype(np.float64)
     for name, f in [("nan", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)]:
         assert np.array_equal(f(got), f(want)), (
-            f"{name} pattern differs at {np.argwhere(f(got) != f(want))[:5].tolist()}")
-    assert np.isnan(want).any() and np.isinf(want).any()    # the case really has both
+            f"{name} pattern differs at {np.argwhere(f(got) != f(want))[:5].tolist()}"
+        )
+    assert np.isnan(want).any() and np.isinf(want).any()  # the case really has both
     fin = np.isfinite(want)
     scale = ieee_product(np.nan_to_num(np.abs(A), posinf=0.0), np.nan_to_num(np.abs(B), posinf=0.0))
     scale += np.abs(np.nan_to_num(C0, neginf=0.0, nan=0.0)) if accumulate else 0
@@ -323,6 +437,7 @@ def test_blas_and_packed_agree(M, accumulate, rng):
 
 # --- bad calls --------------------------------------------------------------------------------
 
+
 def _good(dtype=np.float32, M=3, K=5, N=20):
     rng = np.random.default_rng(0)
     A = rng.standard_normal((M, K)).astype(dtype)
@@ -345,8 +460,10 @@ def _bad_calls():
         "P packed for K+1": (ValueError, (A, Pk, N, C)),
         "P packed for N+16": (ValueError, (A, Pn, N, C)),
         "P one short": (ValueError, (A, P[:-1], N, C)),
-        "P f64 with f32 size": (ValueError, (A8, _packed.pack(np.ones((5, 40), f4)).astype(f8),
-                                              N, C8)),
+        "P f64 with f32 size": (
+            ValueError,
+            (A8, _packed.pack(np.ones((5, 40), f4)).astype(f8), N, C8),
+        ),
         # shapes / strides
         "N != C columns": (ValueError, (A, _packed.pack(np.ones((5, 17), f4)), 17, C)),
         "C rows != A rows": (ValueError, (A, P, N, C[:2])),
@@ -479,9 +596,14 @@ def isolated_results(tmp_path_factory, isa):
     # in an empty folder, since `python -c` also searches the working directory, where a source
     # checkout without built kernels would shadow an installed package
     env = child_env()
-    r = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(ISOLATED)], env=env,
-                       cwd=tmp_path_factory.mktemp("isolated"), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _RUNNER, json.dumps(ISOLATED)],
+        env=env,
+        cwd=tmp_path_factory.mktemp("isolated"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 

@@ -1,8 +1,10 @@
-"""The process's worker pool (src/parallel/fr_pool.h, module fastrnn._pool) that runs the kernels' threads.
+"""The process's worker pool (src/parallel/fr_pool.h, module fastrnn._pool) that runs the kernels'
+threads.
 
 Every job must run each thread's share exactly once, also when jobs come back to back, when
 several Python threads use the pool at once (all but one fall back to threads of their own),
 after fork(), and with the pool bypassed.  Idle workers must stop using the CPU."""
+
 import os
 import subprocess
 import sys
@@ -11,11 +13,10 @@ import time
 
 import numpy as np
 import pytest
+from test_threads import run_side_by_side
 
 import fastrnn
 from fastrnn import _pool
-
-from test_threads import run_side_by_side
 
 
 def check(ns, counts):
@@ -24,8 +25,9 @@ def check(ns, counts):
     assert not bad, f"jobs {bad[:5]} ran {counts[bad[0]]} (threads {ns[bad[0]]})"
 
 
-needs_pool = pytest.mark.skipif(not _pool.PERSISTENT,
-                                reason="no persistent pool on this platform (no futexes)")
+needs_pool = pytest.mark.skipif(
+    not _pool.PERSISTENT, reason="no persistent pool on this platform (no futexes)"
+)
 
 
 @pytest.mark.parametrize("n", range(1, _pool.MAX_THREADS + 1))
@@ -85,8 +87,9 @@ def test_layers_of_all_cells_use_one_pool():
     N, T, D, H = 4, 5, 8, 8
     jobs = _pool.stats()["jobs"]
     for cls, G in ((fastrnn.TimeLSTM, 4), (fastrnn.TimeGRU, 3), (fastrnn.TimeRNN, 1)):
-        layer = cls(*(rng.standard_normal(s).astype(np.float32) for s in
-                      ((D, G * H), (H, G * H), (G * H,))))
+        layer = cls(
+            *(rng.standard_normal(s).astype(np.float32) for s in ((D, G * H), (H, G * H), (G * H,)))
+        )
         layer.threads = 2
         layer.forward(rng.standard_normal((N, T, D)).astype(np.float32))
         layer.backward(rng.standard_normal((N, T, H)).astype(np.float32))
@@ -100,7 +103,7 @@ def test_layers_of_all_cells_use_one_pool():
 def test_idle_workers_stop_using_the_cpu():
     """After a job, workers poll for SPIN_SECONDS and then sleep: a quarter second later the
     process uses (almost) no CPU while it sleeps."""
-    _pool.exercise([_pool.MAX_THREADS] * 50)       # every worker busy, then idle
+    _pool.exercise([_pool.MAX_THREADS] * 50)  # every worker busy, then idle
     time.sleep(0.05)
     cpu0, t0 = time.process_time(), time.perf_counter()
     time.sleep(0.25)
@@ -134,9 +137,15 @@ CHILD = textwrap.dedent("""
 def test_pool_works_in_a_forked_child(tmp_path):
     """A forked child has none of its parent's workers: the pool starts afresh there instead of
     waiting for threads that do not exist."""
-    env = dict(os.environ)           # import the fastrnn under test (as test_packed does)
+    env = dict(os.environ)  # import the fastrnn under test (as test_packed does)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", CHILD], cwd=tmp_path, env=env, timeout=60,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr

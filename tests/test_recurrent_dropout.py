@@ -8,12 +8,13 @@ weights otherwise, the RNN's fused [x|h] steps, the LSTM's time loop shared by u
 threads, both instruction sets); by finite differences in float64; and for bad masks.  Also the
 RNN's nonlinearity="relu" (reference, finite differences, torch.nn.RNN).
 """
+
 import contextlib
 import importlib
+import zlib
 
 import numpy as np
 import pytest
-import zlib
 from conftest import (
     DTYPES,
     KINDS,
@@ -32,10 +33,10 @@ pytestmark = pytest.mark.usefixtures("isa")
 
 
 def make_mask(rng, N, H, style, dtype):
-    if style == "dropout":                      # what a training loop passes: 0 or 1/(1-p)
+    if style == "dropout":  # what a training loop passes: 0 or 1/(1-p)
         p = 0.4
         return ((rng.random((N, H)) >= p) / (1 - p)).astype(dtype)
-    m = rng.uniform(-2.5, 2.5, (N, H))          # any finite values, zeros among them
+    m = rng.uniform(-2.5, 2.5, (N, H))  # any finite values, zeros among them
     m[rng.random((N, H)) < 0.25] = 0
     return m.astype(dtype)
 
@@ -56,8 +57,9 @@ def run(layer, kind, xs, dhs, mask, h0=None, c0=None):
     return out
 
 
-def check_against_reference(kind, dtype, N, T, style, stateful, seed, threads=1, D=5, H=7,
-                            segments=2):
+def check_against_reference(
+    kind, dtype, N, T, style, stateful, seed, threads=1, D=5, H=7, segments=2
+):
     """One layer of each implementation, `segments` forward+backward calls with fresh masks
     (stateful: the state carried, starting from a random h0 (and c0), which the mask reaches
     at t = 0); every result compared."""
@@ -74,13 +76,19 @@ def check_against_reference(kind, dtype, N, T, style, stateful, seed, threads=1,
         mask = make_mask(rng, N, H, style, dtype)
         start = seg == 0 and stateful
         got = run(fast, kind, xs, dhs, mask, h0 if start else None, c0 if start else None)
-        want = run(oracle, kind, as64([xs])[0], as64([dhs])[0], as64([mask])[0],
-                   as64([h0])[0] if start else None,
-                   as64([c0])[0] if start and c0 is not None else None)
+        want = run(
+            oracle,
+            kind,
+            as64([xs])[0],
+            as64([dhs])[0],
+            as64([mask])[0],
+            as64([h0])[0] if start else None,
+            as64([c0])[0] if start and c0 is not None else None,
+        )
         assert set(got) == set(want)
         for k in sorted(want):
             assert_close(got[k], want[k], dtype, f"{k} (segment {seg})", factor=20)
-        if stateful and seg == 0:               # the second segment starts from the state
+        if stateful and seg == 0:  # the second segment starts from the state
             fast_h = np.array(fast.h)
             assert_close(fast_h, oracle.h, dtype, "carried h", factor=20)
 
@@ -105,8 +113,7 @@ def test_masked_layers_equal_reference(kind, dtype, N, T, style, stateful):
 @pytest.mark.parametrize("N,T", [(2, 5), (7, 4), (20, 3), (1, 5)])
 @pytest.mark.parametrize("threads", [2, 3])
 def test_masked_layers_on_threads_equal_reference(kind, dtype, N, T, threads):
-    check_against_reference(kind, dtype, N, T, "arbitrary", True, seed=N + threads,
-                            threads=threads)
+    check_against_reference(kind, dtype, N, T, "arbitrary", True, seed=N + threads, threads=threads)
 
 
 @contextlib.contextmanager
@@ -121,25 +128,31 @@ def kernel_setting(module, name, mode):
 
 # the kernels' forced paths: the RNN's forward with x_t Wx in each step's product or not, its
 # dX from a packed Wx^T or not, the LSTM's time loop shared by hidden units or by rows
-FORCED = [("rnn", "_rnn", "_set_fused", 1), ("rnn", "_rnn", "_set_fused", 0),
-          ("rnn", "_rnn", "_set_dx_packed", 1), ("rnn", "_rnn", "_set_dx_packed", 0),
-          ("lstm", "_lstm", "_set_unit_split", 1), ("lstm", "_lstm", "_set_unit_split", 0)]
+FORCED = [
+    ("rnn", "_rnn", "_set_fused", 1),
+    ("rnn", "_rnn", "_set_fused", 0),
+    ("rnn", "_rnn", "_set_dx_packed", 1),
+    ("rnn", "_rnn", "_set_dx_packed", 0),
+    ("lstm", "_lstm", "_set_unit_split", 1),
+    ("lstm", "_lstm", "_set_unit_split", 0),
+]
 
 
 @pytest.mark.parametrize("kind,module,name,mode", FORCED)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,T,H,threads", [(2, 5, 7, 1), (3, 4, 19, 2), (20, 3, 33, 3),
-                                           (5, 6, 40, 2)])
+@pytest.mark.parametrize(
+    "N,T,H,threads", [(2, 5, 7, 1), (3, 4, 19, 2), (20, 3, 33, 3), (5, 6, 40, 2)]
+)
 def test_masked_forced_paths_equal_reference(kind, module, name, mode, dtype, N, T, H, threads):
     with kernel_setting(module, name, mode):
-        check_against_reference(kind, dtype, N, T, "arbitrary", True, seed=N * H, H=H,
-                                threads=threads)
+        check_against_reference(
+            kind, dtype, N, T, "arbitrary", True, seed=N * H, H=H, threads=threads
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,T,threads", [(1, 1, 1), (1, 5, 1), (3, 1, 1), (6, 5, 1),
-                                         (20, 4, 2)])
+@pytest.mark.parametrize("N,T,threads", [(1, 1, 1), (1, 5, 1), (3, 1, 1), (6, 5, 1), (20, 4, 2)])
 def test_all_ones_mask_equals_no_mask(kind, dtype, N, T, threads):
     # x * 1 is x exactly, so the RNN and LSTM give the same bits; the GRU's masked backward sums
     # the gradient through the products apart from the direct (1 - z) term (then adds it), so
@@ -182,7 +195,7 @@ def test_mask_changes_results_and_zero_mask_cuts_the_recurrence(kind):
     assert not np.any(zero["dWh"])
     if kind in ("rnn", "lstm"):
         assert not np.any(zero["dh"])
-    else:                                       # only the direct (1 - z) h_{t-1} path is left
+    else:  # only the direct (1 - z) h_{t-1} path is left
         assert np.any(zero["dh"])
 
 
@@ -223,6 +236,7 @@ def test_forward_without_mask_after_one_with_mask():
 
 # ---- finite differences (float64, a fixed mask) ------------------------------------------------
 
+
 def num_grad(f, arr, eps=1e-6):
     g = np.zeros(arr.shape)
     for idx in np.ndindex(arr.shape):
@@ -254,7 +268,7 @@ def test_masked_gradients_by_finite_differences(kind, style, N, T):
     cell = "rnn" if kind == "rnn_relu" else kind
     params = make_params(cell, rng, D, H, np.float64, scale=0.7)
     if kind == "rnn_relu":
-        params[2] += 1.0        # ReLU units kept alive: a dead layer has no gradient to check
+        params[2] += 1.0  # ReLU units kept alive: a dead layer has no gradient to check
     xs = rng.standard_normal((N, T, D))
     h0 = 0.5 * rng.standard_normal((N, H))
     c0 = 0.5 * rng.standard_normal((N, H))
@@ -262,7 +276,7 @@ def test_masked_gradients_by_finite_differences(kind, style, N, T):
     Rc = rng.standard_normal((N, H))
     mask = make_mask(rng, N, H, style, np.float64)
     if style == "dropout":
-        mask[0, :2] = [0, 1 / 0.6]             # both values present whatever the draw
+        mask[0, :2] = [0, 1 / 0.6]  # both values present whatever the draw
     if kind == "rnn_relu":
         layer = fastrnn.TimeRNN(*params, stateful=True, nonlinearity="relu")
     else:
@@ -342,8 +356,12 @@ def test_mask_of_the_other_float_dtype_or_layout_is_converted():
         xs = rng.standard_normal((N, T, D)).astype(np.float32)
         mask = make_mask(rng, N, H, "arbitrary", np.float32)
         want = make_time(fastrnn, kind, params).forward(xs, h_mask=mask)
-        for other in (mask.astype(np.float64), np.asfortranarray(mask),
-                      mask.astype(mask.dtype.newbyteorder()), mask.tolist()):
+        for other in (
+            mask.astype(np.float64),
+            np.asfortranarray(mask),
+            mask.astype(mask.dtype.newbyteorder()),
+            mask.tolist(),
+        ):
             got = make_time(fastrnn, kind, params).forward(xs, h_mask=other)
             assert got.dtype == np.float32 and np.array_equal(got, want)
 
@@ -361,9 +379,11 @@ def test_empty_batch_or_sequence_with_mask():
 
 # ---- the RNN's nonlinearity="relu" -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,T,threads", [(1, 1, 1), (3, 1, 1), (1, 6, 1), (4, 5, 1),
-                                         (20, 4, 1), (20, 4, 2), (7, 3, 3)])
+@pytest.mark.parametrize(
+    "N,T,threads", [(1, 1, 1), (3, 1, 1), (1, 6, 1), (4, 5, 1), (20, 4, 1), (20, 4, 2), (7, 3, 3)]
+)
 @pytest.mark.parametrize("masked", [False, True])
 def test_relu_rnn_equals_reference(dtype, N, T, threads, masked):
     rng = np.random.default_rng(N * 7 + T)
@@ -380,9 +400,14 @@ def test_relu_rnn_equals_reference(dtype, N, T, threads, masked):
         dhs = rng.standard_normal((N, T, H)).astype(dtype)
         mask = make_mask(rng, N, H, "dropout", dtype) if masked else None
         got = run(fast, "rnn", xs, dhs, mask)
-        want = run(oracle, "rnn", xs.astype(np.float64), dhs.astype(np.float64),
-                   None if mask is None else mask.astype(np.float64))
-        assert (got["hs"] == 0).any() and (got["hs"] > 0).any()     # both sides of the kink
+        want = run(
+            oracle,
+            "rnn",
+            xs.astype(np.float64),
+            dhs.astype(np.float64),
+            None if mask is None else mask.astype(np.float64),
+        )
+        assert (got["hs"] == 0).any() and (got["hs"] > 0).any()  # both sides of the kink
         for k in want:
             assert_close(got[k], want[k], dtype, k, factor=20)
 
@@ -422,9 +447,11 @@ def test_relu_rnn_cell_equals_reference():
 def test_bad_nonlinearity_is_a_value_error(bad):
     rng = np.random.default_rng(14)
     params = make_params("rnn", rng, 2, 3)
-    for make in (lambda: fastrnn.TimeRNN(*params, nonlinearity=bad),
-                 lambda: fastrnn.RNN(*params, nonlinearity=bad),
-                 lambda: ref.TimeRNN(*params, nonlinearity=bad)):
+    for make in (
+        lambda: fastrnn.TimeRNN(*params, nonlinearity=bad),
+        lambda: fastrnn.RNN(*params, nonlinearity=bad),
+        lambda: ref.TimeRNN(*params, nonlinearity=bad),
+    ):
         with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
             make()
 
@@ -447,7 +474,7 @@ def test_rnn_matches_torch(nonlinearity):
     with torch.no_grad():
         net.weight_ih_l0.copy_(torch.from_numpy(Wx.T))
         net.weight_hh_l0.copy_(torch.from_numpy(Wh.T))
-        net.bias_ih_l0.copy_(torch.from_numpy(b))     # the two biases summed: b + 0
+        net.bias_ih_l0.copy_(torch.from_numpy(b))  # the two biases summed: b + 0
         net.bias_hh_l0.zero_()
     x_t = torch.from_numpy(xs).requires_grad_()
     h_t = torch.from_numpy(h0[None]).requires_grad_()
@@ -458,12 +485,13 @@ def test_rnn_matches_torch(nonlinearity):
     np.testing.assert_allclose(hs, out.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dxs, x_t.grad.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.dh, h_t.grad.numpy()[0], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(layer.grads[0], net.weight_ih_l0.grad.numpy().T, rtol=1e-12,
-                               atol=1e-12)
-    np.testing.assert_allclose(layer.grads[1], net.weight_hh_l0.grad.numpy().T, rtol=1e-12,
-                               atol=1e-12)
-    np.testing.assert_allclose(layer.grads[2], net.bias_ih_l0.grad.numpy(), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        layer.grads[0], net.weight_ih_l0.grad.numpy().T, rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        layer.grads[1], net.weight_hh_l0.grad.numpy().T, rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(layer.grads[2], net.bias_ih_l0.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.usefixtures("isa")
 try:
     from fastrnn import reference as ref
 except ImportError:  # package __init__ imports unbuilt extensions: load the file
-    _path = os.path.join(os.path.dirname(__file__), os.pardir, "fastrnn",
-                         "reference.py")
+    _path = os.path.join(os.path.dirname(__file__), os.pardir, "fastrnn", "reference.py")
     _spec = importlib.util.spec_from_file_location("_fastrnn_reference", _path)
     ref = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(ref)
@@ -62,8 +61,7 @@ def make_time(kind, params, stateful=False):
         return ref.TimeRNN(*params, stateful=stateful)
     if kind == "lstm":
         return ref.TimeLSTM(*params, stateful=stateful)
-    return ref.TimeGRU(*params, stateful=stateful,
-                       reset_after=(kind == "gru_ra"))
+    return ref.TimeGRU(*params, stateful=stateful, reset_after=(kind == "gru_ra"))
 
 
 def num_grad(f, arr, eps=EPS):
@@ -92,7 +90,7 @@ def rel_err(a, b):
 def assert_grad(analytic, numeric, name, tol=RTOL):
     assert np.shape(analytic) == np.shape(numeric), name
     err = rel_err(analytic, numeric)
-    assert err < tol, "%s: relative error %.3e" % (name, err)
+    assert err < tol, f"{name}: relative error {err:.3e}"
 
 
 # --- independent forward formulas -----------------------------------------
@@ -107,7 +105,7 @@ def mm(a, w):
 
 
 def block(W, k, H):
-    return W[..., k * H:(k + 1) * H]
+    return W[..., k * H : (k + 1) * H]
 
 
 def ind_step(kind, params, x, h, c=None, delta_c=None):
@@ -117,8 +115,9 @@ def ind_step(kind, params, x, h, c=None, delta_c=None):
     if kind == "rnn":
         return np.tanh(mm(x, Wx) + mm(h, Wh) + b), None
     if kind == "lstm":
-        pre = [mm(x, block(Wx, k, Hh)) + mm(h, block(Wh, k, Hh))
-               + block(b, k, Hh) for k in range(4)]
+        pre = [
+            mm(x, block(Wx, k, Hh)) + mm(h, block(Wh, k, Hh)) + block(b, k, Hh) for k in range(4)
+        ]
         f, g, i, o = sig(pre[0]), np.tanh(pre[1]), sig(pre[2]), sig(pre[3])
         c_new = f * c + i * g
         if delta_c is not None:
@@ -135,8 +134,7 @@ def ind_step(kind, params, x, h, c=None, delta_c=None):
         b0, b1 = b[0], b[1]
         z = sig(mm(x, Wxz) + block(b0, 0, Hh) + mm(h, Whz) + block(b1, 0, Hh))
         r = sig(mm(x, Wxr) + block(b0, 1, Hh) + mm(h, Whr) + block(b1, 1, Hh))
-        hh = np.tanh(mm(x, Wxh) + block(b0, 2, Hh)
-                     + r * (mm(h, Whh) + block(b1, 2, Hh)))
+        hh = np.tanh(mm(x, Wxh) + block(b0, 2, Hh) + r * (mm(h, Whh) + block(b1, 2, Hh)))
     return h + z * (hh - h), None
 
 
@@ -295,15 +293,13 @@ def test_time_forward_matches_unrolled_formula(kind):
     else:
         layer.set_state(h0)
     hs = layer.forward(xs)
-    np.testing.assert_allclose(hs, ind_unroll(kind, params, xs, h0, c0),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(hs, ind_unroll(kind, params, xs, h0, c0), rtol=1e-12, atol=1e-14)
     assert hs.shape == (N, T, H)
     assert len(layer.layers) == T
     assert len({id(c) for c in layer.layers}) == T  # fresh cell per step
     np.testing.assert_array_equal(layer.h, hs[:, -1, :])
     if kind == "lstm":
-        np.testing.assert_allclose(layer.c, ind_last_c(params, xs, h0, c0),
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(layer.c, ind_last_c(params, xs, h0, c0), rtol=1e-12, atol=1e-14)
     # a fresh hs array on every call
     hs2 = layer.forward(xs)
     assert hs2 is not hs
@@ -349,12 +345,15 @@ def test_time_not_stateful_starts_from_zero(kind):
         layer.set_state(h0, c0)
     else:
         layer.set_state(h0)
-    hs1 = layer.forward(xs)          # set_state ignored when not stateful
+    hs1 = layer.forward(xs)  # set_state ignored when not stateful
     hs2 = layer.forward(xs)
     zeros = np.zeros((N, H))
     np.testing.assert_allclose(
-        hs1, ind_unroll(kind, params, xs, zeros, zeros if kind == "lstm" else None),
-        rtol=1e-12, atol=1e-14)
+        hs1,
+        ind_unroll(kind, params, xs, zeros, zeros if kind == "lstm" else None),
+        rtol=1e-12,
+        atol=1e-14,
+    )
     np.testing.assert_array_equal(hs1, hs2)
 
     def loss():
@@ -382,8 +381,9 @@ def test_stateful_chain_truncated_bptt(kind):
 
     # state carried over: same as the second half of one long forward
     zeros = np.zeros((N, H))
-    full = ind_unroll(kind, params, np.concatenate([xs1, xs2], axis=1),
-                      zeros, zeros if kind == "lstm" else None)
+    full = ind_unroll(
+        kind, params, np.concatenate([xs1, xs2], axis=1), zeros, zeros if kind == "lstm" else None
+    )
     np.testing.assert_allclose(hs2, full[:, 3:], rtol=1e-12, atol=1e-14)
 
     dxs = layer.backward(R)
@@ -411,8 +411,8 @@ def test_set_state_and_reset_state(kind):
         assert layer.c is None
         hs = layer.forward(xs)
         np.testing.assert_allclose(
-            hs, ind_unroll(kind, params, xs, h0, np.zeros((N, H))),
-            rtol=1e-12, atol=1e-14)
+            hs, ind_unroll(kind, params, xs, h0, np.zeros((N, H))), rtol=1e-12, atol=1e-14
+        )
     else:
         layer.set_state(h0)
         assert layer.h is h0
@@ -424,8 +424,11 @@ def test_set_state_and_reset_state(kind):
     hs = layer.forward(xs)
     zeros = np.zeros((N, H))
     np.testing.assert_allclose(
-        hs, ind_unroll(kind, params, xs, zeros, zeros if kind == "lstm" else None),
-        rtol=1e-12, atol=1e-14)
+        hs,
+        ind_unroll(kind, params, xs, zeros, zeros if kind == "lstm" else None),
+        rtol=1e-12,
+        atol=1e-14,
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -456,8 +459,8 @@ def test_dtype_follows_params_float32(kind):
     layer32 = make_time(kind, params32)
     layer64 = make_time(kind, params64)
 
-    hs32 = layer32.forward(xs)          # float64 input is cast to float32
-    dxs32 = layer32.backward(R)         # float64 dhs too
+    hs32 = layer32.forward(xs)  # float64 input is cast to float32
+    dxs32 = layer32.backward(R)  # float64 dhs too
     hs64 = layer64.forward(xs)
     dxs64 = layer64.backward(R)
 
@@ -535,12 +538,10 @@ def test_grad_norms_h_by_perturbing_h_t(kind):
         delta = np.zeros((N, H))
 
         def loss():
-            return np.sum(ind_unroll(kind, params, xs, h0, c0,
-                                     delta_h=(t, delta)) * R)
+            return np.sum(ind_unroll(kind, params, xs, h0, c0, delta_h=(t, delta)) * R)
 
         g = num_grad(loss, delta)
-        np.testing.assert_allclose(norms[t], np.linalg.norm(g), rtol=RTOL,
-                                   err_msg="t=%d" % t)
+        np.testing.assert_allclose(norms[t], np.linalg.norm(g), rtol=RTOL, err_msg=f"t={t}")
     # earlier steps carry gradient from later ones, so they differ from |R_t|
     assert not np.allclose(norms[0], np.linalg.norm(R[:, 0]))
 
@@ -558,12 +559,10 @@ def test_grad_norms_c_by_perturbing_c_t():
         delta = np.zeros((N, H))
 
         def loss():
-            return np.sum(ind_unroll("lstm", params, xs, h0, c0,
-                                     delta_c=(t, delta)) * R)
+            return np.sum(ind_unroll("lstm", params, xs, h0, c0, delta_c=(t, delta)) * R)
 
         g = num_grad(loss, delta)
-        np.testing.assert_allclose(norms[t], np.linalg.norm(g), rtol=RTOL,
-                                   err_msg="t=%d" % t)
+        np.testing.assert_allclose(norms[t], np.linalg.norm(g), rtol=RTOL, err_msg=f"t={t}")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -577,17 +576,15 @@ def test_grad_norms_single_step(kind):
         layer.set_state(h0)
     layer.forward(xs)
     layer.backward(R)
-    np.testing.assert_allclose(layer.grad_norms_h,
-                               [np.linalg.norm(R[:, 0])], rtol=1e-12)
+    np.testing.assert_allclose(layer.grad_norms_h, [np.linalg.norm(R[:, 0])], rtol=1e-12)
     if kind == "lstm":
         # dc_T = dh_T * o * (1 - tanh(c_T)^2), computed from scratch here
         Wx, Wh, b = params
         A = xs[:, 0] @ Wx + h0 @ Wh + b
-        o = sig(A[:, 3 * H:])
-        c1 = sig(A[:, :H]) * c0 + np.tanh(A[:, H:2 * H]) * sig(A[:, 2 * H:3 * H])
+        o = sig(A[:, 3 * H :])
+        c1 = sig(A[:, :H]) * c0 + np.tanh(A[:, H : 2 * H]) * sig(A[:, 2 * H : 3 * H])
         dc = R[:, 0] * o * (1 - np.tanh(c1) ** 2)
-        np.testing.assert_allclose(layer.grad_norms_c, [np.linalg.norm(dc)],
-                                   rtol=1e-10)
+        np.testing.assert_allclose(layer.grad_norms_c, [np.linalg.norm(dc)], rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------
@@ -598,11 +595,10 @@ def test_grad_norms_single_step(kind):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_clip_grads_clips_in_place(dtype):
     rng = np.random.default_rng(17)
-    grads = [(3 * rng.standard_normal(s)).astype(dtype)
-             for s in [(D, 4 * H), (H, 4 * H), (4 * H,)]]
+    grads = [(3 * rng.standard_normal(s)).astype(dtype) for s in [(D, 4 * H), (H, 4 * H), (4 * H,)]]
     refs = list(grads)
     orig = [g.astype(np.float64) for g in grads]
-    norm = np.sqrt(sum(np.sum(g ** 2) for g in orig))
+    norm = np.sqrt(sum(np.sum(g**2) for g in orig))
     max_norm = 1.0
     assert norm > max_norm
 
@@ -623,7 +619,7 @@ def test_clip_grads_no_clip_leaves_arrays_untouched():
     rng = np.random.default_rng(18)
     grads = [rng.standard_normal((3, 4)), rng.standard_normal(4)]
     orig = [g.copy() for g in grads]
-    norm = np.sqrt(sum(np.sum(g ** 2) for g in orig))
+    norm = np.sqrt(sum(np.sum(g**2) for g in orig))
     ret = ref.clip_grads(grads, max_norm=norm * 10)
     np.testing.assert_allclose(ret, norm, rtol=1e-12)
     for g, o in zip(grads, orig):

@@ -8,14 +8,15 @@ a following backward must still differentiate.  Checked for every kind, both dty
 (0 * NaN and 0 * Inf must still be caught), at the smallest, a middle and the largest N of the
 path.  And the other side: finite weights whose products overflow must give no error, and the
 same results as before the kernel checked anything (the reference layers)."""
+
 import numpy as np
 import pytest
+from conftest import KINDS, make_cell, make_params, make_time, set_state
 
 import fastrnn
 from fastrnn import reference as ref
 from fastrnn._packed import DIRECT_MAX_ROWS
 from fastrnn.layers.recurrent import _weights_checked_by_kernel
-from conftest import KINDS, make_cell, make_params, make_time, set_state
 
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
@@ -45,18 +46,26 @@ class Step:
         self.hs = self.layer.forward(self.xs).copy()
         self.dxs = self.layer.backward(self.dhs).copy()
         self.state = self.copies()
-        if zero_inputs:            # the bad call: zero x and zero carried state
+        if zero_inputs:  # the bad call: zero x and zero carried state
             self.xs_bad = np.zeros_like(self.xs)
-            set_state(self.layer, kind, np.zeros((N, H), dtype),
-                      np.zeros((N, H), dtype) if kind == "lstm" else None)
+            set_state(
+                self.layer,
+                kind,
+                np.zeros((N, H), dtype),
+                np.zeros((N, H), dtype) if kind == "lstm" else None,
+            )
             self.state = self.copies()
         else:
             self.xs_bad = self.xs
 
     def copies(self):
         L = self.layer
-        out = {"grads": [g.copy() for g in L.grads], "h": L.h.copy(), "dh": L.dh.copy(),
-               "norms": L.grad_norms_h.copy()}
+        out = {
+            "grads": [g.copy() for g in L.grads],
+            "h": L.h.copy(),
+            "dh": L.dh.copy(),
+            "norms": L.grad_norms_h.copy(),
+        }
         if self.kind == "lstm":
             out["c"], out["dc"] = L.c.copy(), L.dc.copy()
         return out
@@ -64,8 +73,9 @@ class Step:
     def assert_unchanged(self):
         now = self.copies()
         for key, want in self.state.items():
-            for a, b in zip(want if key == "grads" else [want], now[key] if key == "grads"
-                            else [now[key]]):
+            for a, b in zip(
+                want if key == "grads" else [want], now[key] if key == "grads" else [now[key]]
+            ):
                 np.testing.assert_array_equal(a, b, err_msg=key)
         # the caches are still those of the last good forward
         np.testing.assert_array_equal(self.layer.backward(self.dhs), self.dxs)
@@ -82,8 +92,11 @@ def test_nonfinite_weight_in_a_step(kind, dtype, which, value, call):
         for zero_inputs in (False, True):
             s = Step(kind, N, dtype, zero_inputs)
             W = s.layer.params[which]
-            for idx in ((0, 0), (W.shape[0] - 1, W.shape[1] - 1),
-                        tuple(int(rng.integers(d)) for d in W.shape)):
+            for idx in (
+                (0, 0),
+                (W.shape[0] - 1, W.shape[1] - 1),
+                tuple(int(rng.integers(d)) for d in W.shape),
+            ):
                 old = W[idx]
                 W[idx] = value
                 with pytest.raises(ValueError, match=("Wx", "Wh")[which] + " contains NaN or Inf"):
@@ -135,7 +148,7 @@ def test_overflow_with_finite_weights_is_not_an_error(kind):
     rng = np.random.default_rng(5)
     N = 3
     params = make_params(kind, rng, D, H, np.float32)
-    params[0][:] = 3e37                 # x Wx and dG Wx^T overflow float32
+    params[0][:] = 3e37  # x Wx and dG Wx^T overflow float32
     xs = np.full((N, 1, D), 2.0, np.float32)
     dhs = np.full((N, 1, H), 1e3, np.float32)
     fast = make_time(fastrnn, kind, [p.copy() for p in params])
@@ -145,7 +158,7 @@ def test_overflow_with_finite_weights_is_not_an_error(kind):
         dxs = fast.backward(dhs)
         want_hs = slow.forward(xs.astype(np.float64))
         slow.backward(dhs.astype(np.float64))
-    assert np.isfinite(hs).all()        # the gates saturate
+    assert np.isfinite(hs).all()  # the gates saturate
     np.testing.assert_allclose(hs, want_hs, rtol=1e-5, atol=1e-6)
     for g, w in zip(fast.grads, slow.grads):
         finite = np.isfinite(w.astype(np.float32))
@@ -165,8 +178,7 @@ def test_steps_alternate_cache_sets_correctly(kind):
         xs = rng.standard_normal((N, 1, D))
         dhs = rng.standard_normal((N, 1, H))
         np.testing.assert_allclose(fast.forward(xs), slow.forward(xs), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(fast.backward(dhs), slow.backward(dhs), rtol=1e-12,
-                                   atol=1e-12)
+        np.testing.assert_allclose(fast.backward(dhs), slow.backward(dhs), rtol=1e-12, atol=1e-12)
         for g, w in zip(fast.grads, slow.grads):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
@@ -183,10 +195,10 @@ def test_nonfinite_weight_found_by_any_thread(kind, threads):
         one.threads = 1
         set_state(one, kind, s.layer.h, s.layer.c if kind == "lstm" else None)
         s.layer.threads = threads
-        np.testing.assert_allclose(s.layer.forward(s.xs), one.forward(s.xs), rtol=1e-6,
-                                   atol=1e-6)
-        np.testing.assert_allclose(s.layer.backward(s.dhs), one.backward(s.dhs), rtol=1e-6,
-                                   atol=1e-6)
+        np.testing.assert_allclose(s.layer.forward(s.xs), one.forward(s.xs), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            s.layer.backward(s.dhs), one.backward(s.dhs), rtol=1e-6, atol=1e-6
+        )
         s.hs, s.dxs = s.layer.forward(s.xs).copy(), s.layer.backward(s.dhs).copy()
         s.state = s.copies()
         W = s.layer.params[which]

@@ -1,14 +1,15 @@
 """Layers run with the GIL released: two layers in two threads must not disturb each other, and
 no layer may touch NumPy's global random state."""
+
 import contextlib
 import importlib
 import threading
 
 import numpy as np
 import pytest
+from conftest import make_cell, make_params, make_time, set_state
 
 import fastrnn
-from conftest import make_cell, make_params, make_time, set_state
 
 STEPS = 25
 
@@ -46,8 +47,19 @@ def workload(kind, dtype, seed, N=6, T=16, D=32, H=32):
             else:
                 hn = cell.forward(x, h)
                 cd = cell.backward(hn)[0]
-            out.append((hs, dxs, layer.h.copy(), layer.dh.copy(), layer.grad_norms_h.copy(),
-                        norm, hn.copy(), cd.copy(), [p.copy() for p in ps]))
+            out.append(
+                (
+                    hs,
+                    dxs,
+                    layer.h.copy(),
+                    layer.dh.copy(),
+                    layer.grad_norms_h.copy(),
+                    norm,
+                    hn.copy(),
+                    cd.copy(),
+                    [p.copy() for p in ps],
+                )
+            )
         return out
 
     return run
@@ -86,10 +98,15 @@ def compare(a, b):
             np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * max(np.abs(y).max(), 1e-3))
 
 
-@pytest.mark.parametrize("pair", [(("lstm", np.float32), ("gru_ra", np.float64)),
-                                  (("rnn", np.float64), ("gru", np.float32)),
-                                  (("lstm", np.float64), ("lstm", np.float64))],
-                         ids=["lstm32-grura64", "rnn64-gru32", "lstm64-lstm64"])
+@pytest.mark.parametrize(
+    "pair",
+    [
+        (("lstm", np.float32), ("gru_ra", np.float64)),
+        (("rnn", np.float64), ("gru", np.float32)),
+        (("lstm", np.float64), ("lstm", np.float64)),
+    ],
+    ids=["lstm32-grura64", "rnn64-gru32", "lstm64-lstm64"],
+)
 def test_two_layers_in_two_threads_equal_sequential(pair):
     runs = [workload(kind, dtype, seed) for seed, (kind, dtype) in enumerate(pair)]
     sequential = [run() for run in runs]
@@ -195,8 +212,7 @@ def _kernel_setting(module, name):
         setter(old)
 
 
-KERNEL_SETTINGS = [("_lstm", "_set_unit_split"), ("_rnn", "_set_fused"),
-                   ("_rnn", "_set_dx_packed")]
+KERNEL_SETTINGS = [("_lstm", "_set_unit_split"), ("_rnn", "_set_fused"), ("_rnn", "_set_dx_packed")]
 
 
 @pytest.mark.parametrize("module,name", KERNEL_SETTINGS)
@@ -216,8 +232,9 @@ def unit_split():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,H,threads", [(3, 19, 2), (2, 5, 2), (5, 40, 3), (4, 33, 2),
-                                         (20, 70, 4), (1, 33, 2)])
+@pytest.mark.parametrize(
+    "N,H,threads", [(3, 19, 2), (2, 5, 2), (5, 40, 3), (4, 33, 2), (20, 70, 4), (1, 33, 2)]
+)
 def test_lstm_time_loop_shared_by_units_equals_single_thread(unit_split, dtype, N, H, threads):
     # the time loop shared by hidden units, forced on small shapes: units in shares of 16, so
     # H = 5 leaves threads with no units (they still meet the others at every step), H = 33 a
@@ -261,7 +278,7 @@ def test_lstm_shared_by_units_in_two_python_threads(unit_split):
     rng = np.random.default_rng(9)
     N, T, D, H = 4, 6, 5, 37
     runs = []
-    for seed in range(2):
+    for _seed in range(2):
         params = make_params("lstm", rng, D, H, np.float32)
         xs = rng.standard_normal((N, T, D)).astype(np.float32)
         dhs = rng.standard_normal((N, T, H)).astype(np.float32)
@@ -271,6 +288,7 @@ def test_lstm_shared_by_units_in_two_python_threads(unit_split):
 
     def many(r):
         return [_run_layer("lstm", *r, 2) for _ in range(40)]
+
     for got_runs, w in zip(run_side_by_side([lambda r=r: many(r) for r in runs]), want):
         for got in got_runs:
             for g, x in zip(got, w):
@@ -291,50 +309,52 @@ def test_threads_setting_is_validated():
 def test_default_threads_follow_the_blas_setting(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from fastrnn import _threads
+
     monkeypatch.setattr(_threads, "MIN_PARALLEL_MACS", 1000)
     monkeypatch.setattr(_threads, "MIN_BLAS_PARALLEL_MACS", 1000)
     monkeypatch.setattr(_threads, "MIN_STEP_BLAS_PARALLEL_MACS", 100)
     plan = _threads.plan_threads
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert _threads.blas_threads() == 1
-        assert plan(None, 20, 35, 10**9, 10**9) == (1, False)      # nothing to hold
+        assert plan(None, 20, 35, 10**9, 10**9) == (1, False)  # nothing to hold
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         assert _threads.blas_threads() == 2
-        assert plan(None, 20, 35, 10**9, 10**9) == (2, True)       # kernel threads; BLAS held
-        assert plan(5, 3, 35, 0, 0) == (3, True)                   # explicit, capped by the rows
-        assert plan(1, 20, 35, 10**9, 10**9) == (1, True)          # explicit 1: one thread
-        assert plan(None, 20, 35, 10, 10) == (1, True)             # small: all on one thread
-        assert plan(None, 20, 35, 10, 10**9) == (1, False)         # small steps, big GEMMs
-        assert plan(None, 1, 200, 10**9, 999) == (1, True)         # batch 1, smallish GEMMs
-        assert plan(None, 1, 200, 10**9, 10**9) == (1, False)      # batch 1, big GEMMs
-        assert plan(None, 30, 1, 10, 500) == (1, False)            # one wide step: BLAS threads
-        assert plan(None, 30, 1, 10, 50) == (1, True)              # one small step
+        assert plan(None, 20, 35, 10**9, 10**9) == (2, True)  # kernel threads; BLAS held
+        assert plan(5, 3, 35, 0, 0) == (3, True)  # explicit, capped by the rows
+        assert plan(1, 20, 35, 10**9, 10**9) == (1, True)  # explicit 1: one thread
+        assert plan(None, 20, 35, 10, 10) == (1, True)  # small: all on one thread
+        assert plan(None, 20, 35, 10, 10**9) == (1, False)  # small steps, big GEMMs
+        assert plan(None, 1, 200, 10**9, 999) == (1, True)  # batch 1, smallish GEMMs
+        assert plan(None, 1, 200, 10**9, 10**9) == (1, False)  # batch 1, big GEMMs
+        assert plan(None, 30, 1, 10, 500) == (1, False)  # one wide step: BLAS threads
+        assert plan(None, 30, 1, 10, 50) == (1, True)  # one small step
         # up to DIRECT_MAX_ROWS rows in all (N >= 2 or T = 1), no product goes to BLAS: nothing
         # to hold
         assert plan(None, 4, 1, 10, 50) == (1, False)
         assert plan(1, 4, 6, 10**9, 10**9) == (1, False)
-        assert plan(None, 1, 1, 10, 50) == (1, False)              # a generation step
-        assert plan(None, 1, 4, 10, 50) == (1, True)               # batch 1: GEMV, BLAS
-        assert plan(None, 4, 1, 10**9, 10**9) == (2, True)         # a step worth two threads
+        assert plan(None, 1, 1, 10, 50) == (1, False)  # a generation step
+        assert plan(None, 1, 4, 10, 50) == (1, True)  # batch 1: GEMV, BLAS
+        assert plan(None, 4, 1, 10**9, 10**9) == (2, True)  # a step worth two threads
 
 
 def test_single_threaded_blas_nests_and_restores_the_users_setting():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from fastrnn import _threads
+
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         with _threads.single_threaded_blas():
             assert _threads._query_blas_threads() == 1
-            assert _threads.blas_threads() == 2          # the user's setting is still reported
+            assert _threads.blas_threads() == 2  # the user's setting is still reported
             with _threads.single_threaded_blas():
                 assert _threads._query_blas_threads() == 1
-            assert _threads._query_blas_threads() == 1   # only the last one out restores
+            assert _threads._query_blas_threads() == 1  # only the last one out restores
         assert _threads._query_blas_threads() == 2
         with pytest.raises(RuntimeError):
             with _threads.single_threaded_blas():
                 raise RuntimeError("inside")
         assert _threads._query_blas_threads() == 2
 
-        def from_another_thread():   # OpenBLAS applies the setting whoever calls
+        def from_another_thread():  # OpenBLAS applies the setting whoever calls
             with _threads.single_threaded_blas():
                 inside = _threads._query_blas_threads()
             return inside, _threads._query_blas_threads()
@@ -371,21 +391,25 @@ def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
 @pytest.fixture
 def rnn_fused():
     """Set whether the RNN's forward makes x_t Wx part of each step's packed product
-    (src/cells/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored after."""
+    (src/cells/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored
+    after."""
     with _kernel_setting("_rnn", "_set_fused") as setter:
         yield setter
 
 
 @pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,D,H,threads", [(2, 5, 7, 1), (3, 19, 33, 2), (7, 40, 17, 3),
-                                           (16, 100, 100, 1), (16, 100, 100, 2)])
+@pytest.mark.parametrize(
+    "N,D,H,threads",
+    [(2, 5, 7, 1), (3, 19, 33, 2), (7, 40, 17, 3), (16, 100, 100, 1), (16, 100, 100, 2)],
+)
 def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, threads, rng):
     # [x_t | h_{t-1}] @ [Wx; Wh] in one product per step (forced on small shapes, and by the
     # rule at N16 H100), against the NumPy reference and the one-GEMM projection: outputs,
     # carried state, gradients (backward reads the inputs the steps copied into the cache,
     # not the caller's array, overwritten in between) and norms
     from fastrnn import reference as ref
+
     T = 9
     params = make_params("rnn", rng, D, H, dtype, scale=0.5 / np.sqrt(H))
     xs = rng.standard_normal((N, T, D)).astype(dtype)
@@ -406,10 +430,14 @@ def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, thr
         hs = layer.forward(xs_in)
         xs_in[...] = 7.0
         dxs = layer.backward(dhs)
-        for name, g, w in [("hs", hs, want_hs), ("dxs", dxs, want_dxs),
-                           *zip(("dWx", "dWh", "db"), layer.grads, r.grads)]:
-            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
-                                       err_msg=f"mode {mode} {name}")
+        for name, g, w in [
+            ("hs", hs, want_hs),
+            ("dxs", dxs, want_dxs),
+            *zip(("dWx", "dWh", "db"), layer.grads, r.grads),
+        ]:
+            np.testing.assert_allclose(
+                g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()), err_msg=f"mode {mode} {name}"
+            )
         got[mode] = [np.array(a) for a in (hs, dxs, layer.h, layer.dh, *layer.grads)]
     for a, b in zip(got[1], got[0]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
@@ -425,9 +453,17 @@ def rnn_dx_packed():
 
 @pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,T,D,H,threads", [(2, 9, 5, 7, 1), (3, 9, 19, 33, 2), (7, 9, 40, 17, 3),
-                                             (16, 30, 100, 100, 1), (16, 30, 100, 100, 2),
-                                             (5, 70, 37, 23, 2)])
+@pytest.mark.parametrize(
+    "N,T,D,H,threads",
+    [
+        (2, 9, 5, 7, 1),
+        (3, 9, 19, 33, 2),
+        (7, 9, 40, 17, 3),
+        (16, 30, 100, 100, 1),
+        (16, 30, 100, 100, 2),
+        (5, 70, 37, 23, 2),
+    ],
+)
 def test_rnn_dx_from_packed_wx_equals_reference(rnn_dx_packed, dtype, N, T, D, H, threads, rng):
     # dX = dG @ Wx^T by the packed kernel in chunks of 192 rows (forced on small shapes, by the
     # rule at N16 T30 H100 and N5 T70: 480 and 350 rows, a partial last chunk; a thread's
@@ -435,6 +471,7 @@ def test_rnn_dx_from_packed_wx_equals_reference(rnn_dx_packed, dtype, N, T, D, H
     # BLAS path: dxs, the carried gradient and the weight gradients, with Wx^T packed after
     # Wh^T in the scratch (an overrun would show in the gradients of the next call)
     from fastrnn import reference as ref
+
     params = make_params("rnn", rng, D, H, dtype, scale=0.5 / np.sqrt(H))
     xs = rng.standard_normal((N, T, D)).astype(dtype)
     dhs = rng.standard_normal((N, T, H)).astype(dtype)
@@ -447,13 +484,17 @@ def test_rnn_dx_from_packed_wx_equals_reference(rnn_dx_packed, dtype, N, T, D, H
         rnn_dx_packed(mode)
         layer = make_time(fastrnn, "rnn", params)
         layer.threads = threads
-        for _ in range(2):                  # the second call reuses the scratch
+        for _ in range(2):  # the second call reuses the scratch
             layer.forward(xs)
             dxs = layer.backward(dhs)
-        for name, g, w in [("dxs", dxs, want_dxs), ("dh0", layer.dh, r.dh),
-                           *zip(("dWx", "dWh", "db"), layer.grads, r.grads)]:
-            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
-                                       err_msg=f"mode {mode} {name}")
+        for name, g, w in [
+            ("dxs", dxs, want_dxs),
+            ("dh0", layer.dh, r.dh),
+            *zip(("dWx", "dWh", "db"), layer.grads, r.grads),
+        ]:
+            np.testing.assert_allclose(
+                g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()), err_msg=f"mode {mode} {name}"
+            )
         got[mode] = [np.array(a) for a in (dxs, layer.dh, *layer.grads)]
     for a, b in zip(got[1], got[0]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
@@ -462,14 +503,16 @@ def test_rnn_dx_from_packed_wx_equals_reference(rnn_dx_packed, dtype, N, T, D, H
 @pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,T,D,H,threads", [(3, 90, 13, 19, 1), (8, 40, 20, 33, 2),
-                                             (5, 70, 7, 40, 3)])
+@pytest.mark.parametrize(
+    "N,T,D,H,threads", [(3, 90, 13, 19, 1), (8, 40, 20, 33, 2), (5, 70, 7, 40, 3)]
+)
 def test_weight_gradients_by_tn_packed_equal_reference(kind, dtype, N, T, D, H, threads):
     # the whole-sequence weight gradients [X | Hprev]^T @ dG made by gemm_tn_packed (forced:
     # N*T = 270-350 rows cross its 256-row k-slices; H = 19-40 leaves partial panels) and by
     # BLAS: both against the float64 NumPy reference, and against each other, with every other
     # output unchanged and db equal bitwise
     from fastrnn import _isa, reference as ref
+
     rng = np.random.default_rng(N * 100 + H)
     params = make_params(kind, rng, D, H, dtype, scale=0.5 / np.sqrt(H))
     xs = rng.standard_normal((N, T, D)).astype(dtype)
@@ -487,8 +530,9 @@ def test_weight_gradients_by_tn_packed_equal_reference(kind, dtype, N, T, D, H, 
             got[how] = _run_layer(kind, params, xs, dhs, h0, c0, threads)
         grads = got[how][5:8]
         for name, g, w in zip(("dWx", "dWh", "db"), grads, r.grads):
-            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
-                                       err_msg=f"{how} {name}")
+            np.testing.assert_allclose(
+                g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()), err_msg=f"{how} {name}"
+            )
     for a, b in zip(got["packed"], got["blas"]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
     # db: summed from gemm_tn_packed's packed slices of dG, or by colsum beside BLAS's product,
@@ -498,6 +542,7 @@ def test_weight_gradients_by_tn_packed_equal_reference(kind, dtype, N, T, D, H, 
 
 def test_tn_packed_setting_is_validated():
     from fastrnn import _isa, _packed
+
     with pytest.raises(ValueError, match="how: expected one of"):
         with _isa.tn_packed("fast"):
             pass

@@ -1,4 +1,5 @@
 """fastrnn.train: PTB reading, TBPTT batching, schedules, the LM trainer and its checkpoints."""
+
 import json
 import math
 import os
@@ -13,21 +14,25 @@ from fastrnn.train import (
     DecayLR,
     LMTrainer,
     PlateauLR,
+    checkpoint as ckpt,
     eval_windows,
     load_ptb,
     make_schedule,
     read_words,
     train_windows,
 )
-from fastrnn.train import checkpoint as ckpt
 from fastrnn.train.data import dlfs2_windows, window_count, zaremba_windows
 from fastrnn.train.trainer import unique_params
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _lm_standin import StandinLM
 
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song",
-             "my cat ate the fish"]
+SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "the bird sang a song",
+    "my cat ate the fish",
+]
 
 
 def write_corpus(d, n_train=120, n_valid=8, n_test=8, seed=0):
@@ -37,7 +42,7 @@ def write_corpus(d, n_train=120, n_valid=8, n_test=8, seed=0):
     for name, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
         lines = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), n)]
         if name == "train":
-            lines[:len(SENTENCES)] = SENTENCES          # every word in train
+            lines[: len(SENTENCES)] = SENTENCES  # every word in train
         with open(os.path.join(d, f"ptb.{name}.txt"), "w") as f:
             f.write("".join(f" {s} \n" for s in lines))
     return str(d)
@@ -59,9 +64,15 @@ def test_vocabulary_in_order_of_first_appearance(tmp_path):
     assert len(c.valid) == len(read_words(os.path.join(d, "ptb.valid.txt")))
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "no words"), (b"  \n\n", "no words"), (b"ab\x00cd", "binary"),
-    (b"caf\xe9 \n", "not UTF-8")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "no words"),
+        (b"  \n\n", "no words"),
+        (b"ab\x00cd", "binary"),
+        (b"caf\xe9 \n", "not UTF-8"),
+    ],
+)
 def test_bad_files_name_the_path(tmp_path, content, message):
     d = write_corpus(tmp_path)
     bad = os.path.join(d, "ptb.valid.txt")
@@ -93,11 +104,11 @@ def test_zaremba_windows_match_ptb_iterator():
     ids = np.arange(103)
     N, T = 4, 5
     wins = list(zaremba_windows(ids, N, T))
-    data = ids[:100].reshape(4, 25)                       # TF's reader, written out
+    data = ids[:100].reshape(4, 25)  # TF's reader, written out
     assert len(wins) == (25 - 1) // 5 == window_count(103, N, T, "zaremba")
     for i, (x, y) in enumerate(wins):
-        np.testing.assert_array_equal(x, data[:, i * 5:(i + 1) * 5])
-        np.testing.assert_array_equal(y, data[:, i * 5 + 1:(i + 1) * 5 + 1])
+        np.testing.assert_array_equal(x, data[:, i * 5 : (i + 1) * 5])
+        np.testing.assert_array_equal(y, data[:, i * 5 + 1 : (i + 1) * 5 + 1])
     # the streams continue from one window to the next
     np.testing.assert_array_equal(wins[1][0][:, 0], wins[0][0][:, -1] + 1)
 
@@ -109,12 +120,12 @@ def test_dlfs2_windows_match_the_books_get_batch():
     size, jump = len(xs), len(xs) // N
     iters = size // (N * T)
     time_idx = 0
-    for epoch in range(2):                                # the read position carries on
+    for epoch in range(2):  # the read position carries on
         wins = list(dlfs2_windows(ids, N, T, epoch))
         assert len(wins) == iters
         for x, t in wins:
             bx, bt = np.empty((N, T), int), np.empty((N, T), int)
-            for s in range(T):                            # the book's loop order
+            for s in range(T):  # the book's loop order
                 for i in range(N):
                     bx[i, s] = xs[(i * jump + time_idx) % size]
                     bt[i, s] = ts[(i * jump + time_idx) % size]
@@ -180,7 +191,7 @@ def test_perplexity_falls_on_a_tiny_corpus(tmp_path):
     tr = make_trainer(len(c.vocab), loss="sum")
     start = tr.evaluate(c.valid)
     hist = tr.fit(c.train, c.valid, 4, log=None)
-    assert start > 0.7 * len(c.vocab)                     # near uniform at first
+    assert start > 0.7 * len(c.vocab)  # near uniform at first
     assert hist[-1]["val_ppl"] < 0.25 * start
     assert hist[-1]["train_ppl"] < 0.5 * hist[0]["train_ppl"]
     assert [h["lr"] for h in hist] == [1.0, 1.0, 0.5, 0.25]
@@ -265,9 +276,11 @@ def test_max_steps_cuts_the_epoch(tmp_path):
 def test_diverging_loss_is_an_error(tmp_path):
     c = load_ptb(write_corpus(tmp_path))
     tr = make_trainer(len(c.vocab))
-    tr.model.params[4][0, 0] = np.inf                     # a blown-up weight: NaN loss
-    with pytest.raises(FloatingPointError, match="diverged"), \
-            np.errstate(invalid="ignore", over="ignore"):
+    tr.model.params[4][0, 0] = np.inf  # a blown-up weight: NaN loss
+    with (
+        pytest.raises(FloatingPointError, match="diverged"),
+        np.errstate(invalid="ignore", over="ignore"),
+    ):
         tr.fit(c.train, c.valid, 3, log=None)
 
 
@@ -286,7 +299,10 @@ def test_checkpoint_round_trip_and_old_files_removed(tmp_path):
     assert state["step"] == 9 and arrays["m0"].sum() == 0
     np.testing.assert_array_equal(model.params[0], m.params[0])
     assert sorted(os.listdir(tmp_path / "last")) == [
-        "checkpoint.json", "model-s000000009.npz", "optim-s000000009.npz"]
+        "checkpoint.json",
+        "model-s000000009.npz",
+        "optim-s000000009.npz",
+    ]
 
 
 def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -295,7 +311,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
 
     real_savez, calls = np.savez, []
 
-    def boom(file, *args, **arrays):      # the model file is written, the optimizer's is not
+    def boom(file, *args, **arrays):  # the model file is written, the optimizer's is not
         calls.append(file)
         if len(calls) == 1:
             return real_savez(file, *args, **arrays)
@@ -321,18 +337,18 @@ def test_atomic_json_never_half_written(tmp_path):
     assert os.listdir(tmp_path) == ["x.json"]
     umask = os.umask(0)
     os.umask(umask)
-    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask     # not mkstemp's 0600
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_torch_reference_script_trains(tmp_path):
     pytest.importorskip("torch")
     import importlib.util
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches",
-                        "torch_lm_train.py")
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches", "torch_lm_train.py")
     spec = importlib.util.spec_from_file_location("torch_lm_train", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = load_ptb(write_corpus(tmp_path))
     wps, ppl, done = mod.train(c, steps=None, epochs=3, N=4, T=6, log=None)
     assert done == 3 * window_count(len(c.train), 4, 6) and wps > 0
-    assert ppl < 0.8 * len(c.vocab)                       # it learns
+    assert ppl < 0.8 * len(c.vocab)  # it learns

@@ -5,8 +5,8 @@ ImportError naming the pip extra that installs it):
 
 - ``fastrnn.interop.torch``: ``from_torch(module)`` / ``to_torch(obj)`` for ``nn.RNN`` (tanh, relu),
   ``nn.LSTM``, ``nn.GRU``, ``nn.Embedding``, ``nn.Linear``.
-- ``fastrnn.interop.keras``: ``from_keras(layer)`` / ``to_keras(obj)`` for ``keras.layers.SimpleRNN``,
-  ``LSTM``, ``GRU`` (both ``reset_after`` settings).
+- ``fastrnn.interop.keras``: ``from_keras(layer)`` / ``to_keras(obj)`` for
+  ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU`` (both ``reset_after`` settings).
 - ``fastrnn.interop.onnx``: ``export_onnx(obj, path)`` writes the standard ONNX ``RNN`` / ``LSTM`` /
   ``GRU`` operators (plus ``Gather``, ``MatMul``, ``Add`` for embeddings and affine layers);
   ``import_onnx(path)`` reads such a graph back.
@@ -15,12 +15,19 @@ Every conversion is exact in both directions (only transposes, reordering of gat
 bias pairs and sign flips: see each module for the mapping), and the converted layer computes what
 the original does, in the parameters' dtype.
 """
+
 import importlib
 
 __all__ = ["export_onnx", "from_keras", "from_torch", "import_onnx", "to_keras", "to_torch"]
 
-_HOMES = {"from_torch": "torch", "to_torch": "torch", "from_keras": "keras", "to_keras": "keras",
-          "export_onnx": "onnx", "import_onnx": "onnx"}
+_HOMES = {
+    "from_torch": "torch",
+    "to_torch": "torch",
+    "from_keras": "keras",
+    "to_keras": "keras",
+    "export_onnx": "onnx",
+    "import_onnx": "onnx",
+}
 
 
 def __getattr__(name):
@@ -44,7 +51,9 @@ def require(module, extra):
     except ImportError as e:
         missing = e.name is None or e.name == module or module.startswith(e.name + ".")
         if missing:
-            raise ImportError(f"this conversion needs {module!r}, which is not installed: "
-                              f"pip install 'fastrnn[{extra}]'") from e
+            raise ImportError(
+                f"this conversion needs {module!r}, which is not installed: "
+                f"pip install 'fastrnn[{extra}]'"
+            ) from e
         # installed, but it failed to import (Keras without its backend, say): say so
         raise ImportError(f"{module!r} is installed but failed to import: {e}") from e

@@ -5,6 +5,7 @@ one neutral form: per gate, ``(wx (D, H), wh (H, H), bx (H,), bh (H,))`` in fast
 the gate (GRU: z is the weight of the *new* candidate, h_t = (1 - z) h_{t-1} + z h~), so that a
 converter only permutes blocks, transposes, and negates where a framework's z weighs the old state.
 """
+
 import inspect
 
 import numpy as np
@@ -25,10 +26,16 @@ def describe(obj):
             return kind, True, bool(getattr(obj, "reset_after", False)), _nonlinearity(obj)
     for kind, cls in _CELL.items():
         if isinstance(obj, cls):
-            return (kind, False, bool(getattr(obj._seq, "reset_after", False)),
-                    _nonlinearity(obj._seq))
-    raise TypeError("expected a fastrnn TimeRNN, TimeLSTM, TimeGRU, RNN, LSTM or GRU, got "
-                    f"{type(obj).__module__}.{type(obj).__qualname__}")
+            return (
+                kind,
+                False,
+                bool(getattr(obj._seq, "reset_after", False)),
+                _nonlinearity(obj._seq),
+            )
+    raise TypeError(
+        "expected a fastrnn TimeRNN, TimeLSTM, TimeGRU, RNN, LSTM or GRU, got "
+        f"{type(obj).__module__}.{type(obj).__qualname__}"
+    )
 
 
 def _nonlinearity(layer):
@@ -60,8 +67,12 @@ def build(kind, blocks, *, reset_after=False, nonlinearity="tanh", time=True, st
     Wx = np.ascontiguousarray(np.concatenate([blocks[g][0] for g in gates], axis=1))
     Wh = np.ascontiguousarray(np.concatenate([blocks[g][1] for g in gates], axis=1))
     if kind == "gru" and reset_after:
-        b = np.stack([np.concatenate([blocks[g][2] for g in gates]),
-                      np.concatenate([blocks[g][3] for g in gates])])
+        b = np.stack(
+            [
+                np.concatenate([blocks[g][2] for g in gates]),
+                np.concatenate([blocks[g][3] for g in gates]),
+            ]
+        )
     else:
         b = np.concatenate([blocks[g][2] + blocks[g][3] for g in gates])
     kwargs = {}
@@ -69,8 +80,9 @@ def build(kind, blocks, *, reset_after=False, nonlinearity="tanh", time=True, st
         kwargs["reset_after"] = reset_after
     if kind == "rnn" and nonlinearity != "tanh":
         if "nonlinearity" not in inspect.signature(TimeRNN.__init__).parameters:
-            raise NotImplementedError(f"nonlinearity={nonlinearity!r}: this fastrnn's TimeRNN "
-                                      "has tanh only")
+            raise NotImplementedError(
+                f"nonlinearity={nonlinearity!r}: this fastrnn's TimeRNN has tanh only"
+            )
         kwargs["nonlinearity"] = nonlinearity
     if time:
         return _TIME[kind](Wx, Wh, b, stateful=stateful, **kwargs)
@@ -99,6 +111,9 @@ def from_rows(order, w_in, w_rec, b_in, b_rec, negated=()):
 def to_rows(order, blocks, negated=()):
     """The row-stacked (w_in, w_rec, b_in, b_rec) of from_rows from the neutral form."""
     blocks = {g: negate(b) if g in negated else b for g, b in blocks.items()}
-    return tuple(np.ascontiguousarray(np.concatenate([blocks[g][i].T if i < 2 else blocks[g][i]
-                                                      for g in order]))
-                 for i in range(4))
+    return tuple(
+        np.ascontiguousarray(
+            np.concatenate([blocks[g][i].T if i < 2 else blocks[g][i] for g in order])
+        )
+        for i in range(4)
+    )

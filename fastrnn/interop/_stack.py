@@ -1,4 +1,5 @@
 """Multi-layer recurrent stacks (``fastrnn.Stack``) for the converters."""
+
 from ..layers.stack import Stack
 
 
@@ -13,7 +14,9 @@ def stack_layers(obj):
     if not isinstance(obj, Stack):
         return None
     if obj.connection is not None:
-        raise ValueError(f"a Stack with connection={obj.connection!r} has no counterpart in the "
-                         "other frameworks' stacked layers (outputs of one layer are the inputs "
-                         "of the next, nothing else)")
+        raise ValueError(
+            f"a Stack with connection={obj.connection!r} has no counterpart in the "
+            "other frameworks' stacked layers (outputs of one layer are the inputs "
+            "of the next, nothing else)"
+        )
     return list(obj.layers)

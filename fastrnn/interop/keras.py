@@ -21,6 +21,7 @@ first imported.  The layer's dtype follows the weights (float32 or float64).  On
 activations convert (tanh / sigmoid; SimpleRNN also relu); ``Bidirectional`` and
 ``go_backwards=True`` have no fastrnn counterpart yet (NotImplementedError).
 """
+
 import numpy as np
 
 from . import require
@@ -64,32 +65,39 @@ def from_keras(layer):
     """
     keras = _keras()
     if isinstance(layer, keras.layers.Bidirectional):
-        raise NotImplementedError("keras.layers.Bidirectional: fastrnn has no Bidirectional "
-                                  "layer yet (it is not built)")
+        raise NotImplementedError(
+            "keras.layers.Bidirectional: fastrnn has no Bidirectional layer yet (it is not built)"
+        )
     kind = _kind_of(layer)
     if kind is None:
-        raise TypeError(f"no fastrnn counterpart for {type(layer).__module__}."
-                        f"{type(layer).__qualname__}; expected keras.layers.SimpleRNN, LSTM or "
-                        "GRU")
+        raise TypeError(
+            f"no fastrnn counterpart for {type(layer).__module__}."
+            f"{type(layer).__qualname__}; expected keras.layers.SimpleRNN, LSTM or "
+            "GRU"
+        )
     if not layer.built:
-        raise ValueError(f"the Keras layer {layer.name!r} is not built yet: call it once or "
-                         "layer.build((None, None, input_size)) first")
+        raise ValueError(
+            f"the Keras layer {layer.name!r} is not built yet: call it once or "
+            "layer.build((None, None, input_size)) first"
+        )
     if layer.go_backwards:
         raise NotImplementedError("go_backwards=True has no fastrnn counterpart")
     cell = layer.cell
     act = _activation_name(cell.activation)
     allowed = ("tanh", "relu") if kind == "rnn" else ("tanh",)
     if act not in allowed:
-        raise ValueError(f"activation {act!r} has no fastrnn counterpart (expected one of "
-                         f"{allowed})")
+        raise ValueError(
+            f"activation {act!r} has no fastrnn counterpart (expected one of {allowed})"
+        )
     if kind != "rnn" and _activation_name(cell.recurrent_activation) != "sigmoid":
-        raise ValueError(f"recurrent_activation {_activation_name(cell.recurrent_activation)!r}"
-                         " has no fastrnn counterpart (expected 'sigmoid')")
+        raise ValueError(
+            f"recurrent_activation {_activation_name(cell.recurrent_activation)!r}"
+            " has no fastrnn counterpart (expected 'sigmoid')"
+        )
     kernel = np.array(keras.ops.convert_to_numpy(cell.kernel))
     recurrent = np.array(keras.ops.convert_to_numpy(cell.recurrent_kernel))
     if kernel.dtype not in (np.float32, np.float64):
-        raise TypeError(f"the Keras layer's weights must be float32 or float64, got "
-                        f"{kernel.dtype}")
+        raise TypeError(f"the Keras layer's weights must be float32 or float64, got {kernel.dtype}")
     H = recurrent.shape[0]
     G = len(GATES[kind])
     reset_after = kind == "gru" and bool(cell.reset_after)
@@ -125,8 +133,9 @@ def to_keras(obj):
     keras = _keras()
     kind, is_time, reset_after, nonlinearity = describe(obj)
     if not is_time:
-        raise TypeError("convert the time layers (TimeRNN, TimeLSTM, TimeGRU) to Keras, not "
-                        "single-step cells")
+        raise TypeError(
+            "convert the time layers (TimeRNN, TimeLSTM, TimeGRU) to Keras, not single-step cells"
+        )
     Wx, Wh, _ = (np.asarray(p) for p in obj.params)
     D, H = Wx.shape[0], Wh.shape[0]
     dtype = "float64" if Wh.dtype == np.float64 else "float32"
@@ -135,8 +144,9 @@ def to_keras(obj):
     elif kind == "gru":
         layer = keras.layers.GRU(H, return_sequences=True, reset_after=reset_after, dtype=dtype)
     else:
-        layer = keras.layers.SimpleRNN(H, activation=nonlinearity, return_sequences=True,
-                                       dtype=dtype)
+        layer = keras.layers.SimpleRNN(
+            H, activation=nonlinearity, return_sequences=True, dtype=dtype
+        )
     layer.build((None, None, D))
     blocks = blocks_of(obj)
     blocks = {g: negate(b) if g in _NEGATED[kind] else b for g, b in blocks.items()}
@@ -144,8 +154,12 @@ def to_keras(obj):
     kernel = np.concatenate([blocks[g][0] for g in order], axis=1)
     recurrent = np.concatenate([blocks[g][1] for g in order], axis=1)
     if reset_after:
-        bias = np.stack([np.concatenate([blocks[g][2] for g in order]),
-                         np.concatenate([blocks[g][3] for g in order])])
+        bias = np.stack(
+            [
+                np.concatenate([blocks[g][2] for g in order]),
+                np.concatenate([blocks[g][3] for g in order]),
+            ]
+        )
     else:
         bias = np.concatenate([blocks[g][2] + blocks[g][3] for g in order])
     layer.set_weights([kernel, recurrent, bias])

@@ -16,9 +16,11 @@ Graph inputs: ``xs`` (N, T, D) float for recurrent layers and stacks, or ``ids``
 a model starting with an embedding; optionally ``sequence_lens`` (N,) int32, passed to every
 recurrent operator.  Output: ``hs`` (N, T, H), or ``logits`` (N, T, V) for a model ending in an
 affine layer.  Weights are stored in the parameters' dtype (float32 or float64) unless ``dtype``
-says otherwise (onnxruntime's recurrent operators run float32 only).  The graph carries the fastrnn class and config as metadata,
-so that ``import_onnx`` rebuilds models (tied weights included) and not only their layers.
+says otherwise (onnxruntime's recurrent operators run float32 only).  The graph carries the
+fastrnn class and config as metadata, so that ``import_onnx`` rebuilds models (tied weights
+included) and not only their layers.
 """
+
 import json
 
 import numpy as np
@@ -45,6 +47,7 @@ def _onnx():
 
 # ---- the parts of an object ----------------------------------------------------------------------
 
+
 def _parts(obj):
     """obj as a list of ("embedding", layer) / ("recurrent", layer) / ("affine", layer)."""
     try:
@@ -54,10 +57,13 @@ def _parts(obj):
         pass
     from ..models.lm import LanguageModel
     from ._stack import stack_layers
+
     if isinstance(obj, LanguageModel):
         if obj.connection is not None:
-            raise ValueError(f"a LanguageModel with connection={obj.connection!r} cannot be "
-                             "exported (only plain stacks)")
+            raise ValueError(
+                f"a LanguageModel with connection={obj.connection!r} cannot be "
+                "exported (only plain stacks)"
+            )
         parts = [("embedding", obj.embedding)]
         parts += [("recurrent", layer) for layer in obj.stack.layers]
         if obj.proj is not None:
@@ -75,28 +81,37 @@ def _parts(obj):
     if isinstance(layers, (list, tuple)):
         parts = []
         for layer in layers:
-            if not getattr(layer, "params", None):       # dropout and the like: identity here
+            if not getattr(layer, "params", None):  # dropout and the like: identity here
                 continue
             parts.extend(_parts(layer))
         if parts:
             return parts
-    raise TypeError(f"cannot export {type(obj).__module__}.{type(obj).__qualname__}: expected a "
-                    "fastrnn recurrent layer, TimeEmbedding, TimeAffine, or a stack or model of "
-                    "them")
+    raise TypeError(
+        f"cannot export {type(obj).__module__}.{type(obj).__qualname__}: expected a "
+        "fastrnn recurrent layer, TimeEmbedding, TimeAffine, or a stack or model of "
+        "them"
+    )
 
 
 def _check_order(parts):
     kinds = [k for k, _ in parts]
     n_emb = kinds.count("embedding")
     n_rec = kinds.count("recurrent")
-    tail = kinds[n_emb + n_rec:]
-    if (n_emb > 1 or kinds[n_emb:n_emb + n_rec] != ["recurrent"] * n_rec
-            or any(k != "affine" for k in tail) or (len(parts) > 1 and not n_rec)):
-        raise TypeError(f"cannot export layers in the order {kinds}: expected [embedding], "
-                        "recurrent layers, [affine layers]")
+    tail = kinds[n_emb + n_rec :]
+    if (
+        n_emb > 1
+        or kinds[n_emb : n_emb + n_rec] != ["recurrent"] * n_rec
+        or any(k != "affine" for k in tail)
+        or (len(parts) > 1 and not n_rec)
+    ):
+        raise TypeError(
+            f"cannot export layers in the order {kinds}: expected [embedding], "
+            "recurrent layers, [affine layers]"
+        )
 
 
 # ---- export -----------------------------------------------------------------------------------
+
 
 def _tensor_type(dtype):
     TensorProto = _onnx().TensorProto
@@ -141,8 +156,9 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
     _check_order(parts)
     dtypes = {np.asarray(p).dtype for _, layer in parts for p in layer.params}
     if len(dtypes) != 1:
-        raise TypeError("all parameters must have one dtype to export, got "
-                        f"{sorted(map(str, dtypes))}")
+        raise TypeError(
+            f"all parameters must have one dtype to export, got {sorted(map(str, dtypes))}"
+        )
     dtype = dtypes.pop() if dtype is None else np.dtype(dtype)
     elem = _tensor_type(dtype)
     nodes, inits = [], []
@@ -158,8 +174,9 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
         return outputs[0]
 
     if parts[0][0] == "embedding":
-        graph_input = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64,
-                                                    ["batch", "time"])
+        graph_input = helper.make_tensor_value_info(
+            "ids", onnx.TensorProto.INT64, ["batch", "time"]
+        )
         cur = "ids"
     else:
         first = parts[0][1]
@@ -168,8 +185,9 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
         cur = "xs"
     inputs = [graph_input]
     if sequence_lens:
-        inputs.append(helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32,
-                                                    ["batch"]))
+        inputs.append(
+            helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32, ["batch"])
+        )
     axes1 = None
     time_major = False
     width = None
@@ -190,15 +208,18 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
         else:
             rkind, is_time, reset_after, nonlinearity = describe(layer)
             if not is_time:
-                raise TypeError("export the time layers (TimeRNN, TimeLSTM, TimeGRU), not "
-                                "single-step cells")
+                raise TypeError(
+                    "export the time layers (TimeRNN, TimeLSTM, TimeGRU), not single-step cells"
+                )
             Wx, Wh, _ = (np.asarray(a) for a in layer.params)
             H = Wh.shape[0]
             if width is not None and Wx.shape[0] != width:
-                raise ValueError(f"layer {k} takes inputs of size {Wx.shape[0]}, the layer "
-                                 f"before gives {width}")
-            w_in, w_rec, b_in, b_rec = to_rows(_ONNX_GATES[rkind], blocks_of(layer),
-                                               _NEGATED[rkind])
+                raise ValueError(
+                    f"layer {k} takes inputs of size {Wx.shape[0]}, the layer before gives {width}"
+                )
+            w_in, w_rec, b_in, b_rec = to_rows(
+                _ONNX_GATES[rkind], blocks_of(layer), _NEGATED[rkind]
+            )
             if not time_major:
                 cur = node("Transpose", [cur], [p + "time_major"], perm=[1, 0, 2])
                 time_major = True
@@ -208,29 +229,47 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
             if rkind == "gru":
                 attrs["linear_before_reset"] = int(reset_after)
             outs = [p + "Y"]
-            node(_OPS[rkind], [cur, init(p + "W", w_in[None]), init(p + "R", w_rec[None]),
-                               init(p + "B", np.concatenate([b_in, b_rec])[None]),
-                               "sequence_lens" if sequence_lens else ""], outs, **attrs)
+            node(
+                _OPS[rkind],
+                [
+                    cur,
+                    init(p + "W", w_in[None]),
+                    init(p + "R", w_rec[None]),
+                    init(p + "B", np.concatenate([b_in, b_rec])[None]),
+                    "sequence_lens" if sequence_lens else "",
+                ],
+                outs,
+                **attrs,
+            )
             if axes1 is None:
                 axes1 = init("axes_1", np.array([1], np.int64))
             cur = node("Squeeze", [p + "Y", axes1], [p + "out"])
             width = H
     if time_major:
         cur = node("Transpose", [cur], ["batch_major"], perm=[1, 0, 2])
-    out_name = "logits" if parts[-1][0] == "affine" and len(parts) > 1 else (
-        "hs" if parts[-1][0] == "recurrent" else "out")
+    out_name = (
+        "logits"
+        if parts[-1][0] == "affine" and len(parts) > 1
+        else ("hs" if parts[-1][0] == "recurrent" else "out")
+    )
     nodes.append(helper.make_node("Identity", [cur], [out_name], name=out_name + "_Identity"))
     out_dims = ["batch", "time", width]
-    graph = helper.make_graph(nodes, "fastrnn", inputs,
-                              [helper.make_tensor_value_info(out_name, elem, out_dims)],
-                              initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="fastrnn")
+    graph = helper.make_graph(
+        nodes,
+        "fastrnn",
+        inputs,
+        [helper.make_tensor_value_info(out_name, elem, out_dims)],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fastrnn"
+    )
     meta = _metadata(obj, parts)
     if meta is not None:
         helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     from ..io import atomic_write
+
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
     return model
 
@@ -240,11 +279,12 @@ def _metadata(obj, parts):
     among the graph's layers' params (so import_onnx can rebuild it, tied weights included);
     None when obj is a single layer or one of its params is no layer's."""
     from ..io import _name_of
+
     if len(parts) == 1 and parts[0][1] is obj:
         return None
     try:
         name = _name_of(obj)
-    except TypeError:           # not a registered class: the graph alone describes it
+    except TypeError:  # not a registered class: the graph alone describes it
         return None
     flat = [p for _, layer in parts for p in layer.params]
     index = []
@@ -253,11 +293,15 @@ def _metadata(obj, parts):
         if hit is None:
             return None
         index.append(hit)
-    return {_META_CLASS: name, _META_CONFIG: json.dumps(obj.get_config()),
-            _META_PARAMS: json.dumps(index)}
+    return {
+        _META_CLASS: name,
+        _META_CONFIG: json.dumps(obj.get_config()),
+        _META_PARAMS: json.dumps(index),
+    }
 
 
 # ---- import -----------------------------------------------------------------------------------
+
 
 def _attrs(node):
     onnx = _onnx()
@@ -283,24 +327,33 @@ def import_onnx(path):
     graph = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     consts = dict(inits)
-    for n in graph.node:      # Constant nodes: values like an initializer's
+    for n in graph.node:  # Constant nodes: values like an initializer's
         if n.op_type == "Constant":
             consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
     parts = []
-    pending_matmul = {}      # MatMul output name -> W
+    pending_matmul = {}  # MatMul output name -> W
     for n in graph.node:
         op = n.op_type
-        if op in ("Transpose", "Squeeze", "Unsqueeze", "Identity", "Constant", "Reshape",
-                  "Cast", "Dropout"):
-            continue                           # layout only
+        if op in (
+            "Transpose",
+            "Squeeze",
+            "Unsqueeze",
+            "Identity",
+            "Constant",
+            "Reshape",
+            "Cast",
+            "Dropout",
+        ):
+            continue  # layout only
         if op == "Gather":
             if n.input[0] not in inits:
                 raise ValueError(f"{path}: Gather node {n.name!r} does not read an initializer")
             parts.append(("embedding", inits[n.input[0]]))
         elif op == "MatMul":
             if n.input[1] not in inits:
-                raise ValueError(f"{path}: MatMul node {n.name!r} does not multiply by an "
-                                 "initializer")
+                raise ValueError(
+                    f"{path}: MatMul node {n.name!r} does not multiply by an initializer"
+                )
             pending_matmul[n.output[0]] = inits[n.input[1]]
             parts.append(("affine", [n.output[0], inits[n.input[1]], None]))
         elif op == "Add":
@@ -319,9 +372,11 @@ def import_onnx(path):
     for kind, spec in parts:
         if kind == "embedding":
             from ..layers.lm import TimeEmbedding
+
             layers.append(TimeEmbedding(np.ascontiguousarray(spec)))
         elif kind == "affine":
             from ..layers.lm import TimeAffine
+
             _, W, b = spec
             b = np.zeros(W.shape[1], W.dtype) if b is None else b.reshape(-1)
             layers.append(TimeAffine(np.ascontiguousarray(W), np.ascontiguousarray(b)))
@@ -336,12 +391,14 @@ def import_onnx(path):
         return layers[0]
     if all(k == "recurrent" for k, _ in parts):
         from ._stack import make_stack
+
         return make_stack(layers)
     return layers
 
 
 def _rebuild(path, meta, layers):
     from ..io import _REGISTRY, _import_providers
+
     name = meta[_META_CLASS]
     cls = _REGISTRY.get(name)
     if cls is None:
@@ -364,8 +421,9 @@ def _rebuild(path, meta, layers):
     try:
         return cls.from_config(config, params)
     except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{path}: the graph's layers do not fit the {name} of its metadata: "
-                         f"{e}") from e
+        raise ValueError(
+            f"{path}: the graph's layers do not fit the {name} of its metadata: {e}"
+        ) from e
 
 
 def _recurrent_from_node(path, n, inits):
@@ -373,48 +431,60 @@ def _recurrent_from_node(path, n, inits):
     attrs = {k: _decode(v) for k, v in _attrs(n).items()}
     direction = attrs.get("direction", "forward")
     if direction == "bidirectional":
-        raise NotImplementedError(f"{path}: node {n.name!r} is bidirectional; fastrnn has no "
-                                  "Bidirectional layer yet")
+        raise NotImplementedError(
+            f"{path}: node {n.name!r} is bidirectional; fastrnn has no Bidirectional layer yet"
+        )
     if direction != "forward":
-        raise ValueError(f"{path}: node {n.name!r} has direction {direction!r}; only forward "
-                         "is supported")
-    if attrs.get("layout", 0) != 0 or attrs.get("clip") is not None or attrs.get(
-            "input_forget", 0):
-        raise ValueError(f"{path}: node {n.name!r} uses layout, clip or input_forget, which "
-                         "fastrnn does not have")
+        raise ValueError(
+            f"{path}: node {n.name!r} has direction {direction!r}; only forward is supported"
+        )
+    if attrs.get("layout", 0) != 0 or attrs.get("clip") is not None or attrs.get("input_forget", 0):
+        raise ValueError(
+            f"{path}: node {n.name!r} uses layout, clip or input_forget, which "
+            "fastrnn does not have"
+        )
     acts = [_decode(a).lower() for a in attrs.get("activations", [])]
-    default = {"rnn": ["tanh"], "lstm": ["sigmoid", "tanh", "tanh"],
-               "gru": ["sigmoid", "tanh"]}[kind]
+    default = {"rnn": ["tanh"], "lstm": ["sigmoid", "tanh", "tanh"], "gru": ["sigmoid", "tanh"]}[
+        kind
+    ]
     nonlinearity = "tanh"
     if kind == "rnn" and acts in (["relu"],):
         nonlinearity = "relu"
     elif acts and acts != default:
-        raise ValueError(f"{path}: node {n.name!r} has activations {acts}; fastrnn's {kind} "
-                         f"uses {default}")
+        raise ValueError(
+            f"{path}: node {n.name!r} has activations {acts}; fastrnn's {kind} uses {default}"
+        )
     ins = list(n.input) + [""] * (8 - len(n.input))
     for i, what in ((5, "initial_h"), (6, "initial_c"), (7, "P (peepholes)")):
         if ins[i]:
-            raise ValueError(f"{path}: node {n.name!r} has input {what}, which fastrnn's layers "
-                             "do not take from the graph")
+            raise ValueError(
+                f"{path}: node {n.name!r} has input {what}, which fastrnn's layers "
+                "do not take from the graph"
+            )
     try:
         W, R = inits[ins[1]], inits[ins[2]]
     except KeyError:
-        raise ValueError(f"{path}: node {n.name!r} does not read W and R from initializers") \
-            from None
+        raise ValueError(
+            f"{path}: node {n.name!r} does not read W and R from initializers"
+        ) from None
     B = inits.get(ins[3]) if ins[3] else None
     gates = len(_ONNX_GATES[kind])
     if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
-        raise ValueError(f"{path}: node {n.name!r} W / R must be [1, gates*H, ...], got "
-                         f"{W.shape} / {R.shape}")
+        raise ValueError(
+            f"{path}: node {n.name!r} W / R must be [1, gates*H, ...], got {W.shape} / {R.shape}"
+        )
     H = R.shape[2]
     if attrs.get("hidden_size", H) != H or W.shape[1] != gates * H or R.shape[1] != gates * H:
-        raise ValueError(f"{path}: node {n.name!r} shapes W {W.shape}, R {R.shape} do not fit "
-                         f"hidden_size {attrs.get('hidden_size')}")
+        raise ValueError(
+            f"{path}: node {n.name!r} shapes W {W.shape}, R {R.shape} do not fit "
+            f"hidden_size {attrs.get('hidden_size')}"
+        )
     if B is None:
         B = np.zeros((1, 2 * gates * H), W.dtype)
     if B.shape != (1, 2 * gates * H):
         raise ValueError(f"{path}: node {n.name!r} B must be [1, {2 * gates * H}], got {B.shape}")
-    blocks = from_rows(_ONNX_GATES[kind], W[0], R[0], B[0, :gates * H], B[0, gates * H:],
-                       _NEGATED[kind])
+    blocks = from_rows(
+        _ONNX_GATES[kind], W[0], R[0], B[0, : gates * H], B[0, gates * H :], _NEGATED[kind]
+    )
     reset_after = kind == "gru" and bool(attrs.get("linear_before_reset", 0))
     return build(kind, blocks, reset_after=reset_after, nonlinearity=nonlinearity)

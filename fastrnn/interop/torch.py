@@ -33,6 +33,7 @@ The dtype follows the module (float32 or float64).  Bidirectional modules and LS
 ``proj_size`` have no fastrnn counterpart yet (NotImplementedError); ``dropout`` between layers
 carries over both ways (it acts in training only).
 """
+
 import numpy as np
 
 from . import require
@@ -58,14 +59,18 @@ def _float_dtype(module, what):
     dtypes = {p.dtype for p in module.parameters()}
     torch = _torch()
     if len(dtypes) != 1 or next(iter(dtypes)) not in (torch.float32, torch.float64):
-        raise TypeError(f"{what} must have float32 or float64 parameters, got "
-                        f"{sorted(str(d) for d in dtypes)}")
+        raise TypeError(
+            f"{what} must have float32 or float64 parameters, got {sorted(str(d) for d in dtypes)}"
+        )
 
 
 def _kind_of(module):
     nn = _torch().nn
-    for kind, seq, cell in (("lstm", nn.LSTM, nn.LSTMCell), ("gru", nn.GRU, nn.GRUCell),
-                            ("rnn", nn.RNN, nn.RNNCell)):
+    for kind, seq, cell in (
+        ("lstm", nn.LSTM, nn.LSTMCell),
+        ("gru", nn.GRU, nn.GRUCell),
+        ("rnn", nn.RNN, nn.RNNCell),
+    ):
         if isinstance(module, seq):
             return kind, True
         if isinstance(module, cell):
@@ -86,8 +91,9 @@ def _to_torch_gates(kind, blocks):
 def _recurrent_from_torch(module, kind, is_seq):
     if is_seq:
         if module.bidirectional:
-            raise NotImplementedError("bidirectional=True: fastrnn has no Bidirectional layer "
-                                      "yet (it is not built)")
+            raise NotImplementedError(
+                "bidirectional=True: fastrnn has no Bidirectional layer yet (it is not built)"
+            )
         if getattr(module, "proj_size", 0):
             raise NotImplementedError("LSTM with proj_size > 0 has no fastrnn counterpart")
         suffixes = [f"_l{k}" for k in range(module.num_layers)]
@@ -105,11 +111,13 @@ def _recurrent_from_torch(module, kind, is_seq):
         else:
             b_ih = b_hh = np.zeros(w_ih.shape[0], w_ih.dtype)
         blocks = _from_torch_gates(kind, w_ih, w_hh, b_ih, b_hh)
-        layers.append(build(kind, blocks, reset_after=(kind == "gru"),
-                            nonlinearity=nonlinearity, time=is_seq))
+        layers.append(
+            build(kind, blocks, reset_after=(kind == "gru"), nonlinearity=nonlinearity, time=is_seq)
+        )
     if len(layers) == 1:
         return layers[0]
     from ._stack import make_stack
+
     return make_stack(layers, dropout=float(module.dropout))
 
 
@@ -136,27 +144,31 @@ def from_torch(module):
     if isinstance(module, dict):
         return _lm_from_state_dict(module)
     if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module or a state dict, got "
-                        f"{type(module).__name__}")
+        raise TypeError(
+            f"module must be a torch.nn.Module or a state dict, got {type(module).__name__}"
+        )
     if hasattr(module, "rnn") and (hasattr(module, "decoder") or hasattr(module, "fc")):
-        return _lm_from_state_dict(module.state_dict(), getattr(module.rnn, "nonlinearity",
-                                                                "tanh"))
+        return _lm_from_state_dict(module.state_dict(), getattr(module.rnn, "nonlinearity", "tanh"))
     kind, is_seq = _kind_of(module)
     if kind is not None:
         return _recurrent_from_torch(module, kind, is_seq)
     if isinstance(module, nn.Embedding):
         _float_dtype(module, "nn.Embedding")
         from ..layers.lm import TimeEmbedding
+
         return TimeEmbedding(_np(module.weight))
     if isinstance(module, nn.Linear):
         _float_dtype(module, "nn.Linear")
         from ..layers.lm import TimeAffine
+
         W = np.ascontiguousarray(_np(module.weight).T)
         b = _np(module.bias) if module.bias is not None else np.zeros(W.shape[1], W.dtype)
         return TimeAffine(W, b)
-    raise TypeError(f"no fastrnn counterpart for {type(module).__module__}."
-                    f"{type(module).__qualname__}; expected nn.RNN, nn.LSTM, nn.GRU, their "
-                    "cells, nn.Embedding or nn.Linear")
+    raise TypeError(
+        f"no fastrnn counterpart for {type(module).__module__}."
+        f"{type(module).__qualname__}; expected nn.RNN, nn.LSTM, nn.GRU, their "
+        "cells, nn.Embedding or nn.Linear"
+    )
 
 
 def _set(param, array):
@@ -170,22 +182,33 @@ def _recurrent_to_torch(layers, batch_first, dropout=0.0):
     nn = torch.nn
     kind, is_seq, reset_after, nonlinearity = describe(layers[0])
     if kind == "gru" and not reset_after:
-        raise ValueError("a TimeGRU with reset_after=False has no PyTorch counterpart (nn.GRU "
-                         "applies the reset gate after the recurrent product: reset_after=True)")
+        raise ValueError(
+            "a TimeGRU with reset_after=False has no PyTorch counterpart (nn.GRU "
+            "applies the reset gate after the recurrent product: reset_after=True)"
+        )
     Wx, Wh, _ = layers[0].params
     D, H = Wx.shape[0], Wh.shape[0]
     dtype = torch.float64 if np.asarray(Wh).dtype == np.float64 else torch.float32
     for k, layer in enumerate(layers[1:], 1):
         if describe(layer) != (kind, is_seq, reset_after, nonlinearity):
-            raise ValueError(f"layer {k} of the stack is not a {type(layers[0]).__name__} of "
-                             "the same settings as layer 0: PyTorch stacks one kind")
+            raise ValueError(
+                f"layer {k} of the stack is not a {type(layers[0]).__name__} of "
+                "the same settings as layer 0: PyTorch stacks one kind"
+            )
         if layer.params[0].shape[0] != H or layer.params[1].shape[0] != H:
             raise ValueError(f"layer {k} of the stack must have input and hidden size {H}")
     if is_seq:
         cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
         kwargs = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
-        module = cls(D, H, num_layers=len(layers), batch_first=batch_first, dtype=dtype,
-                     dropout=dropout if len(layers) > 1 else 0.0, **kwargs)
+        module = cls(
+            D,
+            H,
+            num_layers=len(layers),
+            batch_first=batch_first,
+            dtype=dtype,
+            dropout=dropout if len(layers) > 1 else 0.0,
+            **kwargs,
+        )
         suffixes = [f"_l{k}" for k in range(len(layers))]
     else:
         cls = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[kind]
@@ -194,8 +217,12 @@ def _recurrent_to_torch(layers, batch_first, dropout=0.0):
         suffixes = [""]
     for sfx, layer in zip(suffixes, layers):
         w_ih, w_hh, b_ih, b_hh = _to_torch_gates(kind, blocks_of(layer))
-        for name, value in (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih),
-                            ("bias_hh", b_hh)):
+        for name, value in (
+            ("weight_ih", w_ih),
+            ("weight_hh", w_hh),
+            ("bias_ih", b_ih),
+            ("bias_hh", b_hh),
+        ):
             _set(getattr(module, name + sfx), value)
     return module
 
@@ -223,9 +250,11 @@ def to_torch(obj, batch_first=True):
     torch = _torch()
     nn = torch.nn
     from ..models.lm import LanguageModel
+
     if isinstance(obj, LanguageModel):
         return _lm_to_torch(obj)
     from ._stack import stack_layers
+
     layers = stack_layers(obj)
     if layers is not None:
         return _recurrent_to_torch(layers, batch_first, obj.dropout)
@@ -273,14 +302,30 @@ def torch_language_model_class():
         linear read-out (tied to the embedding when ``tie_weights``); ``forward(ids, state)``
         returns (logits (N, T, V), state)."""
 
-        def __init__(self, vocab_size, embed_size, hidden_size, num_layers, cell="lstm",
-                     tie_weights=False, projection=False, dropout=0.0, dtype=None):
+        def __init__(
+            self,
+            vocab_size,
+            embed_size,
+            hidden_size,
+            num_layers,
+            cell="lstm",
+            tie_weights=False,
+            projection=False,
+            dropout=0.0,
+            dtype=None,
+        ):
             super().__init__()
             rnn = {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}[cell]
             self.drop = nn.Dropout(dropout)
             self.encoder = nn.Embedding(vocab_size, embed_size, dtype=dtype)
-            self.rnn = rnn(embed_size, hidden_size, num_layers, batch_first=True,
-                           dropout=dropout if num_layers > 1 else 0.0, dtype=dtype)
+            self.rnn = rnn(
+                embed_size,
+                hidden_size,
+                num_layers,
+                batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0,
+                dtype=dtype,
+            )
             self.proj = nn.Linear(hidden_size, embed_size, dtype=dtype) if projection else None
             out = embed_size if tie_weights else hidden_size
             self.decoder = nn.Linear(out, vocab_size, dtype=dtype)
@@ -301,19 +346,32 @@ def torch_language_model_class():
 def _lm_to_torch(model):
     torch = _torch()
     if model.variational is not None or model.connection is not None:
-        raise ValueError("a LanguageModel with variational dropout or residual/dense "
-                         "connections has no PyTorch counterpart here")
+        raise ValueError(
+            "a LanguageModel with variational dropout or residual/dense "
+            "connections has no PyTorch counterpart here"
+        )
     if len(set(model.hidden_sizes)) != 1:
-        raise ValueError(f"PyTorch's stacked layers share one hidden size; this model has "
-                         f"{model.hidden_sizes}")
+        raise ValueError(
+            f"PyTorch's stacked layers share one hidden size; this model has {model.hidden_sizes}"
+        )
     if model.cell == "gru":
-        raise ValueError("fastrnn's LanguageModel builds classic GRUs (reset_after=False), "
-                         "which PyTorch's nn.GRU does not compute")
+        raise ValueError(
+            "fastrnn's LanguageModel builds classic GRUs (reset_after=False), "
+            "which PyTorch's nn.GRU does not compute"
+        )
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
     cls = torch_language_model_class()
-    module = cls(model.vocab_size, model.embed_size, model.hidden_sizes[0],
-                 len(model.hidden_sizes), model.cell, model.tie_weights, model.projection,
-                 model.dropout, dtype=dtype)
+    module = cls(
+        model.vocab_size,
+        model.embed_size,
+        model.hidden_sizes[0],
+        len(model.hidden_sizes),
+        model.cell,
+        model.tie_weights,
+        model.projection,
+        model.dropout,
+        dtype=dtype,
+    )
     _set(module.encoder.weight, np.asarray(model.embedding.params[0]))
     rnn = _recurrent_to_torch(list(model.stack.layers), True, model.dropout)
     module.rnn.load_state_dict(rnn.state_dict())
@@ -335,6 +393,7 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
     """A fastrnn LanguageModel from a PyTorch language model's state dict."""
     torch = _torch()
     from ..models.lm import LanguageModel
+
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise TypeError("a state dict must map names to torch tensors")
     emb_key = next((k for k in _EMBED_KEYS if k in state), None)
@@ -342,16 +401,20 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
         raise ValueError(f"state dict has no embedding weight (one of {list(_EMBED_KEYS)})")
     rnn_keys = [k for k in state if k.endswith("weight_ih_l0")]
     if len(rnn_keys) != 1:
-        raise ValueError("state dict must hold one stacked recurrent module (one "
-                         f"'...weight_ih_l0'), found {rnn_keys}")
-    prefix = rnn_keys[0][:-len("weight_ih_l0")]
+        raise ValueError(
+            "state dict must hold one stacked recurrent module (one "
+            f"'...weight_ih_l0'), found {rnn_keys}"
+        )
+    prefix = rnn_keys[0][: -len("weight_ih_l0")]
     if any(k.startswith(prefix) and k.endswith("_reverse") for k in state):
-        raise NotImplementedError("bidirectional recurrent layers: fastrnn has no Bidirectional "
-                                  "layer yet")
+        raise NotImplementedError(
+            "bidirectional recurrent layers: fastrnn has no Bidirectional layer yet"
+        )
     head = next((p for p in _READOUT_PREFIXES if p + "bias" in state), None)
     if head is None:
-        raise ValueError("state dict has no read-out bias (one of "
-                         f"{[p + 'bias' for p in _READOUT_PREFIXES]})")
+        raise ValueError(
+            f"state dict has no read-out bias (one of {[p + 'bias' for p in _READOUT_PREFIXES]})"
+        )
     E_t = state[emb_key]
     dtype = E_t.dtype
     if dtype not in (torch.float32, torch.float64):
@@ -366,22 +429,25 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
     gates = w_hh.shape[0] // H
     kind = {4: "lstm", 1: "rnn", 3: "gru"}.get(gates)
     if kind == "gru":
-        raise NotImplementedError("a GRU language model: fastrnn's LanguageModel builds classic "
-                                  "GRUs (reset_after=False), not PyTorch's")
+        raise NotImplementedError(
+            "a GRU language model: fastrnn's LanguageModel builds classic "
+            "GRUs (reset_after=False), not PyTorch's"
+        )
     if kind is None or nonlinearity != "tanh":
-        raise ValueError(f"cannot read the recurrent layers under {prefix!r} (gates={gates}, "
-                         f"nonlinearity={nonlinearity!r})")
+        raise ValueError(
+            f"cannot read the recurrent layers under {prefix!r} (gates={gates}, "
+            f"nonlinearity={nonlinearity!r})"
+        )
     params = [_np(E_t)]
     for k in range(L):
         sfx = f"_l{k}"
         w_ih = _np(state[prefix + "weight_ih" + sfx])
         zeros = np.zeros(w_ih.shape[0], w_ih.dtype)
-        b_ih = _np(state[prefix + "bias_ih" + sfx]) if prefix + "bias_ih" + sfx in state \
-            else zeros
-        b_hh = _np(state[prefix + "bias_hh" + sfx]) if prefix + "bias_hh" + sfx in state \
-            else zeros
-        layer = build(kind, _from_torch_gates(kind, w_ih, _np(state[prefix + "weight_hh" + sfx]),
-                                              b_ih, b_hh))
+        b_ih = _np(state[prefix + "bias_ih" + sfx]) if prefix + "bias_ih" + sfx in state else zeros
+        b_hh = _np(state[prefix + "bias_hh" + sfx]) if prefix + "bias_hh" + sfx in state else zeros
+        layer = build(
+            kind, _from_torch_gates(kind, w_ih, _np(state[prefix + "weight_hh" + sfx]), b_ih, b_hh)
+        )
         params += [np.asarray(p) for p in layer.params]
     projection = "proj.weight" in state
     if projection:
@@ -389,8 +455,13 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
     if not tied:
         params.append(np.ascontiguousarray(_np(W_out).T))
     params.append(_np(state[head + "bias"]))
-    config = {"vocab_size": int(E_t.shape[0]), "embed_size": int(E_t.shape[1]),
-              "hidden_sizes": [int(H)] * L, "cell": kind, "tie_weights": bool(tied),
-              "projection": projection,
-              "dtype": "float64" if dtype == torch.float64 else "float32"}
+    config = {
+        "vocab_size": int(E_t.shape[0]),
+        "embed_size": int(E_t.shape[1]),
+        "hidden_sizes": [int(H)] * L,
+        "cell": kind,
+        "tie_weights": bool(tied),
+        "projection": projection,
+        "dtype": "float64" if dtype == torch.float64 else "float32",
+    }
     return LanguageModel.from_config(config, params)

@@ -6,10 +6,22 @@
 - ``stack``: ``Stack``, recurrent layers stacked (dropout, residual or dense connections,
   recurrent variational masks between them).
 """
-from .lm import (TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss,
-                 VariationalDropout)
+
+from .lm import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss, VariationalDropout
 from .recurrent import GRU, LSTM, RNN, TimeGRU, TimeLSTM, TimeRNN
 from .stack import Stack
 
-__all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU", "Stack", "TimeEmbedding",
-           "TimeAffine", "TimeSoftmaxWithLoss", "TimeDropout", "VariationalDropout"]
+__all__ = [
+    "TimeRNN",
+    "TimeLSTM",
+    "TimeGRU",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "Stack",
+    "TimeEmbedding",
+    "TimeAffine",
+    "TimeSoftmaxWithLoss",
+    "TimeDropout",
+    "VariationalDropout",
+]

@@ -26,6 +26,7 @@ while the shapes stay the same:
 - ``TimeDropout`` keeps only a 64-bit key: its mask is a counter-based hash of (key, element
   index), recomputed by backward instead of stored.
 """
+
 import contextlib
 
 import numpy as np
@@ -68,8 +69,9 @@ class _Threaded:
 
     @threads.setter
     def threads(self, value):
-        if value is not None and (not isinstance(value, (int, np.integer))
-                                  or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+        ):
             raise ValueError(f"threads must be None or a positive integer, got {value!r}")
         self._threads = None if value is None else int(value)
 
@@ -80,6 +82,7 @@ class _Threaded:
 
 
 # ---- shared checks ---------------------------------------------------------------------------
+
 
 def _float_param(value, name, ndim):
     """A parameter given to a constructor: a float32/float64 ndarray of `ndim` dimensions."""
@@ -114,7 +117,7 @@ def _float_unscanned(value, name, shape, dtype=None):
         raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
     dtype = native if dtype is None else dtype
     if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
-        with np.errstate(over="ignore"):    # overflow to Inf is found by the kernel
+        with np.errstate(over="ignore"):  # overflow to Inf is found by the kernel
             arr = np.ascontiguousarray(arr, dtype)
     return arr
 
@@ -128,21 +131,29 @@ def _out_array(out, name, shape, dtype, inputs=(), same_ok=None):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array or None, got {type(out).__name__}")
     if out.shape != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
-                         f"got {out.shape} {out.dtype}")
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
+            f"got {out.shape} {out.dtype}"
+        )
     if not (out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
         raise ValueError(f"{name} must be a writeable C-contiguous array")
     for arr in inputs:
         if np.may_share_memory(out, arr) and not (
-                same_ok is not None and arr is same_ok and _same_buffer(out, arr)):
+            same_ok is not None and arr is same_ok and _same_buffer(out, arr)
+        ):
             raise ValueError(f"{name} overlaps an input of the call; pass a separate array")
     return out
 
 
 def _same_buffer(a, b):
     """a and b are the same C-contiguous elements (in place is safe for element-wise work)."""
-    return (a.ctypes.data == b.ctypes.data and a.size == b.size and a.dtype == b.dtype
-            and a.flags.c_contiguous and b.flags.c_contiguous)
+    return (
+        a.ctypes.data == b.ctypes.data
+        and a.size == b.size
+        and a.dtype == b.dtype
+        and a.flags.c_contiguous
+        and b.flags.c_contiguous
+    )
 
 
 def _integer_ids(value, name, shape, upper, ignore=None):
@@ -161,8 +172,7 @@ def _integer_ids(value, name, shape, upper, ignore=None):
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             allowed = f"0 <= id < {upper}" + ("" if ignore is None else f" or {ignore}")
-            raise ValueError(f"{name} must hold ids with {allowed}; {name}[{first}] = "
-                             f"{arr[first]}")
+            raise ValueError(f"{name} must hold ids with {allowed}; {name}[{first}] = {arr[first]}")
     return arr
 
 
@@ -176,8 +186,9 @@ def _check_ratio(dropout_ratio):
 
 
 def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or seed < 0):
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+    ):
         raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
     return None if seed is None else int(seed)
 
@@ -192,6 +203,7 @@ def _check_param_list(cls, config, params, expected):
 
 
 # ---- TimeEmbedding -----------------------------------------------------------------------------
+
 
 class TimeEmbedding(_Threaded):
     """Embedding lookup over a batch of sequences: ``xs`` (N, T) integer ids -> ``W[xs]`` (N, T, D).
@@ -208,8 +220,8 @@ class TimeEmbedding(_Threaded):
         W = _float_param(W, "W", 2)
         self.params = [W]
         self.grads = [np.zeros(W.shape, _native(W.dtype))]
-        self._ids = None            # int64 copy of the last forward's ids, (N, T)
-        self._spare_ids = None      # the one before, reused by the next forward
+        self._ids = None  # int64 copy of the last forward's ids, (N, T)
+        self._spare_ids = None  # the one before, reused by the next forward
 
     def get_config(self):
         """Constructor arguments besides the parameters (none)."""
@@ -218,16 +230,18 @@ class TimeEmbedding(_Threaded):
     @classmethod
     def from_config(cls, config, params):
         """Rebuild from ``get_config()`` and ``[W]``."""
-        W, = _check_param_list(cls, config, params, 1)
+        (W,) = _check_param_list(cls, config, params, 1)
         return cls(W)
 
     def _weight(self):
         W = self.params[0]
         dW = self.grads[0]
         if not isinstance(W, np.ndarray) or W.shape != dW.shape or _native(W.dtype) != dW.dtype:
-            raise ValueError(f"W changed since the layer was built (grads are {dW.shape} "
-                             f"{dW.dtype}, W is {getattr(W, 'shape', None)} "
-                             f"{getattr(W, 'dtype', None)}); build a new layer")
+            raise ValueError(
+                f"W changed since the layer was built (grads are {dW.shape} "
+                f"{dW.dtype}, W is {getattr(W, 'shape', None)} "
+                f"{getattr(W, 'dtype', None)}); build a new layer"
+            )
         return W
 
     def forward(self, xs, out=None):
@@ -245,11 +259,12 @@ class TimeEmbedding(_Threaded):
             keep = self._spare_ids if self._spare_ids is not None else np.empty_like(keep)
         np.copyto(keep, ids, casting="unsafe")
         if W.dtype != dtype or not W.flags.aligned:
-            W = np.ascontiguousarray(W, dtype)      # (other byte orders; views are read as such)
+            W = np.ascontiguousarray(W, dtype)  # (other byte orders; views are read as such)
         if not _lm.embed_gather(W, keep, out, self._plan(N * T * D)):
             raise ValueError("W contains NaN or Inf in rows selected by xs")
-        self._spare_ids = self._ids if self._ids is not None and self._ids.shape == keep.shape \
-            else None
+        self._spare_ids = (
+            self._ids if self._ids is not None and self._ids.shape == keep.shape else None
+        )
         self._ids = keep
         return out
 
@@ -262,12 +277,15 @@ class TimeEmbedding(_Threaded):
         dout = _as_float_array(dout, "dout", self.grads[0].dtype, (N, T, W.shape[1]))
         dW = self.grads[0]
         if not (dW.flags.c_contiguous and dW.flags.writeable and dW.flags.aligned):
-            raise ValueError("grads[0] must be a writeable C-contiguous array (the layer "
-                             "allocates it; do not replace it)")
+            raise ValueError(
+                "grads[0] must be a writeable C-contiguous array (the layer "
+                "allocates it; do not replace it)"
+            )
         _lm.embed_scatter(dW, self._ids, dout, self._plan(dW.size + dout.size))
 
 
 # ---- TimeAffine --------------------------------------------------------------------------------
+
 
 class TimeAffine(_Threaded):
     """Affine map of every time step: ``x`` (N, T, D) -> ``x W + b`` (N, T, M), one product over
@@ -287,15 +305,17 @@ class TimeAffine(_Threaded):
         W = _float_param(W, "W", 2)
         b = _float_param(b, "b", 1)
         if _native(b.dtype) != _native(W.dtype) or b.shape != (W.shape[1],):
-            raise ValueError(f"b must have shape ({W.shape[1]},) and W's dtype {W.dtype}, got "
-                             f"{b.shape} {b.dtype}")
+            raise ValueError(
+                f"b must have shape ({W.shape[1]},) and W's dtype {W.dtype}, got "
+                f"{b.shape} {b.dtype}"
+            )
         self.params = [W, b]
         dtype = _native(W.dtype)
         self.grads = [np.zeros(W.shape, dtype), np.zeros(b.shape, dtype)]
-        self._x = None          # copy of the last forward's x, (N*T, D)
+        self._x = None  # copy of the last forward's x, (N*T, D)
         self._NT = None
-        self._acc = None        # float64 workspace of db's column sums
-        self._parts = None      # backward's partial dx of the threads but the first
+        self._acc = None  # float64 workspace of db's column sums
+        self._parts = None  # backward's partial dx of the threads but the first
 
     def get_config(self):
         """Constructor arguments besides the parameters (none)."""
@@ -312,13 +332,18 @@ class TimeAffine(_Threaded):
         dW, db = self.grads
         for name, p, g in (("W", W, dW), ("b", b, db)):
             if not isinstance(p, np.ndarray) or p.shape != g.shape or _native(p.dtype) != g.dtype:
-                raise ValueError(f"{name} changed since the layer was built (its gradient is "
-                                 f"{g.shape} {g.dtype}, it is {getattr(p, 'shape', None)} "
-                                 f"{getattr(p, 'dtype', None)}); build a new layer")
+                raise ValueError(
+                    f"{name} changed since the layer was built (its gradient is "
+                    f"{g.shape} {g.dtype}, it is {getattr(p, 'shape', None)} "
+                    f"{getattr(p, 'dtype', None)}); build a new layer"
+                )
         dtype = dW.dtype
-        if W.dtype != dtype or not W.flags.aligned or not (W.flags.c_contiguous
-                                                           or W.flags.f_contiguous):
-            W = np.ascontiguousarray(W, dtype)      # other views or byte orders: a copy
+        if (
+            W.dtype != dtype
+            or not W.flags.aligned
+            or not (W.flags.c_contiguous or W.flags.f_contiguous)
+        ):
+            W = np.ascontiguousarray(W, dtype)  # other views or byte orders: a copy
         if b.dtype != dtype or not b.flags.c_contiguous or not b.flags.aligned:
             b = np.ascontiguousarray(b, dtype)
         return W, b
@@ -352,7 +377,7 @@ class TimeAffine(_Threaded):
         with self._blas(threads):
             finite = _lm.affine_forward(x2, W, b, out.reshape(N * T, M), threads)
         if not finite:
-            self._scan_params()     # raises if W or b is at fault; else the products overflowed
+            self._scan_params()  # raises if W or b is at fault; else the products overflowed
         if self._x is None or self._x.shape != x2.shape:
             self._x = np.empty_like(x2)
         np.copyto(self._x, x2)
@@ -372,21 +397,30 @@ class TimeAffine(_Threaded):
         dW, db = self.grads
         for name, g in (("dW", dW), ("db", db)):
             if not (g.flags.c_contiguous and g.flags.writeable and g.flags.aligned):
-                raise ValueError(f"grads entry {name} must be a writeable C-contiguous array "
-                                 "(the layer allocates it; do not replace it)")
+                raise ValueError(
+                    f"grads entry {name} must be a writeable C-contiguous array "
+                    "(the layer allocates it; do not replace it)"
+                )
         if self._acc is None or self._acc.shape[0] < M:
             self._acc = np.empty(M)
         threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
         with self._blas(threads):
             # dx first: a NaN/Inf in W shows there, and the grads are not yet touched
-            if not _lm.affine_dx(self._x, W, d2, dx.reshape(N * T, D), threads,
-                                 self._dx_parts(threads, N * T * D, dtype)):
-                self._scan_params()     # raises if W is at fault; else the products overflowed
+            if not _lm.affine_dx(
+                self._x,
+                W,
+                d2,
+                dx.reshape(N * T, D),
+                threads,
+                self._dx_parts(threads, N * T * D, dtype),
+            ):
+                self._scan_params()  # raises if W is at fault; else the products overflowed
             _lm.affine_weight_grads(self._x, d2, dW, db, self._acc, threads)
         return dx
 
 
 # ---- TimeSoftmaxWithLoss -----------------------------------------------------------------------
+
 
 class TimeSoftmaxWithLoss(_Threaded):
     """Softmax and mean cross-entropy over a batch of sequences.
@@ -425,12 +459,12 @@ class TimeSoftmaxWithLoss(_Threaded):
         self.ignore_label = int(ignore_label)
         self.inplace = bool(inplace)
         self.params, self.grads = [], []
-        self._xs = None         # the last forward's logits (a reference), (N*T, V); inplace:
+        self._xs = None  # the last forward's logits (a reference), (N*T, V); inplace:
         #                         the gradient that forward left in them, times _factor
-        self._result = None     # inplace: the caller's array itself, returned by backward
+        self._result = None  # inplace: the caller's array itself, returned by backward
         self._factor = 1.0
-        self._ts = None         # int64 copy of its targets, (N*T,)
-        self._lse = None        # (max, log of the sum of exp(x - max)) of every row
+        self._ts = None  # int64 copy of its targets, (N*T,)
+        self._lse = None  # (max, log of the sum of exp(x - max)) of every row
         self._count = 0
         self._shape = None
         self._consumed = False
@@ -462,14 +496,18 @@ class TimeSoftmaxWithLoss(_Threaded):
         if not self.inplace:
             return _float_unscanned(xs, "xs", (None, None, None))
         if not isinstance(xs, np.ndarray) or _native(xs.dtype) != xs.dtype:
-            raise TypeError("with inplace=True, xs must be a float32 or float64 ndarray in "
-                            "native byte order (it is overwritten with the gradient), got "
-                            f"{getattr(xs, 'dtype', type(xs).__name__)}")
+            raise TypeError(
+                "with inplace=True, xs must be a float32 or float64 ndarray in "
+                "native byte order (it is overwritten with the gradient), got "
+                f"{getattr(xs, 'dtype', type(xs).__name__)}"
+            )
         if xs.ndim != 3:
             raise ValueError(f"xs must have shape (*, *, *), got {xs.shape}")
         if not (xs.flags.c_contiguous and xs.flags.writeable and xs.flags.aligned):
-            raise ValueError("with inplace=True, xs must be a writeable C-contiguous array (it "
-                             "is overwritten with the gradient)")
+            raise ValueError(
+                "with inplace=True, xs must be a writeable C-contiguous array (it "
+                "is overwritten with the gradient)"
+            )
         return xs
 
     def forward(self, xs, ts):
@@ -485,8 +523,9 @@ class TimeSoftmaxWithLoss(_Threaded):
         losses = np.empty(N * T)
         threads = self._plan(N * T * V)
         if self.inplace:
-            bad = _lm.softmax_loss_fused(x2, ts, self.ignore_label, losses, 1.0 / max(count, 1),
-                                         threads)
+            bad = _lm.softmax_loss_fused(
+                x2, ts, self.ignore_label, losses, 1.0 / max(count, 1), threads
+            )
             lse = None
         else:
             # the row's maximum and the log of its sum of exp(x - max), kept apart: x - max is
@@ -510,23 +549,28 @@ class TimeSoftmaxWithLoss(_Threaded):
         if self._shape is None:
             raise RuntimeError("TimeSoftmaxWithLoss.backward() called before forward()")
         if self._consumed:
-            raise RuntimeError("TimeSoftmaxWithLoss.backward(): the logits of the last forward "
-                               "were overwritten by backward(out=...); run forward again")
+            raise RuntimeError(
+                "TimeSoftmaxWithLoss.backward(): the logits of the last forward "
+                "were overwritten by backward(out=...); run forward again"
+            )
         dout = _scalar(dout, "dout")
         N, T, V = self._shape
         x2 = self._xs
         if self.inplace:
             return self._backward_inplace(dout, out)
         inplace = out is not None and isinstance(out, np.ndarray) and np.shares_memory(out, x2)
-        if inplace and not (out.ctypes.data == x2.ctypes.data and out.size == x2.size
-                            and out.flags.c_contiguous):
-            raise ValueError("out overlaps the logits of forward without being the logits "
-                             "array itself")
+        if inplace and not (
+            out.ctypes.data == x2.ctypes.data and out.size == x2.size and out.flags.c_contiguous
+        ):
+            raise ValueError(
+                "out overlaps the logits of forward without being the logits array itself"
+            )
         dx = _out_array(out, "out", (N, T, V), x2.dtype).reshape(N * T, V)
         scale = dout / max(self._count, 1)
         m, logsum = self._lse
-        _lm.softmax_loss_backward(x2, self._ts, self.ignore_label, m, logsum, scale, dx,
-                                  self._plan(N * T * V))
+        _lm.softmax_loss_backward(
+            x2, self._ts, self.ignore_label, m, logsum, scale, dx, self._plan(N * T * V)
+        )
         if inplace:
             self._consumed = True
         return dx.reshape(N, T, V)
@@ -538,8 +582,10 @@ class TimeSoftmaxWithLoss(_Threaded):
             out = _out_array(out, "out", (N, T, V), x2.dtype)
         if dout != self._factor:
             if self._factor == 0:
-                raise RuntimeError("TimeSoftmaxWithLoss.backward(): the gradient was scaled by "
-                                   "dout=0 and cannot be rescaled; run forward again")
+                raise RuntimeError(
+                    "TimeSoftmaxWithLoss.backward(): the gradient was scaled by "
+                    "dout=0 and cannot be rescaled; run forward again"
+                )
             x2 *= x2.dtype.type(dout / self._factor)
             self._factor = dout
         if out is not None and not np.shares_memory(out, x2):
@@ -560,6 +606,7 @@ def _scalar(value, name):
 
 # ---- dropout -----------------------------------------------------------------------------------
 
+
 def _threshold(ratio):
     """Keep an element when its uint32 draw is >= this: probability 1 - ratio (to 2**-32)."""
     return min(int(ratio * 2.0**32), 2**32 - 1)
@@ -575,9 +622,9 @@ class _Dropout(_Threaded):
         # the key of the next training forward: drawn by the first call that needs it and kept
         # until one succeeds, so that a refused call does not change the sequence of masks
         self._next_key = None
-        self._shape = None      # (N, T, D) of the last forward
+        self._shape = None  # (N, T, D) of the last forward
         self._dtype = None
-        self._train = False     # was the last forward in training mode?
+        self._train = False  # was the last forward in training mode?
 
     def get_config(self):
         """Constructor arguments: ``{"dropout_ratio": ..., "seed": ...}``."""
@@ -609,7 +656,7 @@ class _Dropout(_Threaded):
             raise ValueError("xs contains NaN or Inf")
         self._commit(state)
         if self._uses_key():
-            self._next_key = None       # drawn at the next call
+            self._next_key = None  # drawn at the next call
         self._shape, self._dtype, self._train = xs.shape, xs.dtype, True
         return out
 
@@ -660,8 +707,9 @@ class TimeDropout(_Dropout):
 
     def _apply(self, x, out, key):
         key = self._key if key is None else key
-        return _lm.dropout(x, out, key, _threshold(self.dropout_ratio), self.scale,
-                           self._plan(x.size))
+        return _lm.dropout(
+            x, out, key, _threshold(self.dropout_ratio), self.scale, self._plan(x.size)
+        )
 
     @property
     def mask(self):
@@ -700,8 +748,10 @@ class VariationalDropout(_Dropout):
         N, _T, D = shape
         if self._fixed is not None:
             if self._fixed.shape != (N, 1, D):
-                raise ValueError(f"the fixed mask has shape {self._fixed.shape}, but xs needs "
-                                 f"{(N, 1, D)}; call set_mask() again or set_mask(None)")
+                raise ValueError(
+                    f"the fixed mask has shape {self._fixed.shape}, but xs needs "
+                    f"{(N, 1, D)}; call set_mask() again or set_mask(None)"
+                )
             return self._fixed.astype(dtype)
         mask = np.empty((N, 1, D), dtype)
         _lm.dropout(None, mask, key, _threshold(self.dropout_ratio), self.scale)

@@ -21,6 +21,7 @@ Contract, shared by every layer here:
   one thread for the call (see ``fastrnn._threads``).  Results do not depend on the setting
   beyond rounding.
 """
+
 import contextlib
 
 import numpy as np
@@ -47,7 +48,7 @@ _NATIVE_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
 
 def _native(dtype):
     """float32/float64 in native byte order, or None for any other dtype."""
-    if dtype in _NATIVE_FLOATS:                 # the common case, a set lookup
+    if dtype in _NATIVE_FLOATS:  # the common case, a set lookup
         return dtype
     if dtype.kind == "f" and dtype.itemsize in (4, 8):
         return dtype.newbyteorder("=")
@@ -79,7 +80,7 @@ def _as_float_array(value, name, dtype, shape):
         expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
     if arr.dtype != dtype or not arr.flags.c_contiguous:
-        with np.errstate(over="ignore"):    # overflow is reported below, as an error
+        with np.errstate(over="ignore"):  # overflow is reported below, as an error
             arr = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or Inf (after conversion to {np.dtype(dtype)})")
@@ -110,7 +111,7 @@ def _scan_weights(Wx, Wh):
             raise ValueError(f"{name} contains NaN or Inf")
 
 
-_ALIGN = 64     # bytes: a cache line, and an AVX-512 vector
+_ALIGN = 64  # bytes: a cache line, and an AVX-512 vector
 
 
 def _aligned_empty(shape, dtype):
@@ -123,7 +124,7 @@ def _aligned_empty(shape, dtype):
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + _ALIGN, np.uint8)
     start = -raw.ctypes.data % _ALIGN
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _aligned_zeros(shape, dtype):
@@ -136,11 +137,15 @@ def _weight_grads(Wx, Wh, b):
     """Zeroed gradient arrays [dWx, dWh, db] in native byte order, dWh directly after dWx in one
     buffer: the kernels then make both with one product (weight_grad_cols in src/cells/_seq.pxd)."""
     both = _aligned_zeros(Wx.size + Wh.size, Wh.dtype)
-    return [both[:Wx.size].reshape(Wx.shape), both[Wx.size:].reshape(Wh.shape),
-            np.zeros(b.shape, b.dtype)]
+    return [
+        both[: Wx.size].reshape(Wx.shape),
+        both[Wx.size :].reshape(Wh.shape),
+        np.zeros(b.shape, b.dtype),
+    ]
 
 
 # ---- persistence (fastrnn.save / fastrnn.load) ---------------------------------------------------
+
 
 def _config_values(cls, config, required, optional=()):
     """The entries of `config` for cls.from_config, checked: a dict with every `required` key, no
@@ -150,9 +155,11 @@ def _config_values(cls, config, required, optional=()):
     missing = [k for k in required if k not in config]
     extra = sorted(set(config) - set(required) - set(optional))
     if missing or extra:
-        raise ValueError(f"{cls.__name__} config must have keys {list(required)}"
-                         + (f" (optionally {list(optional)})" if optional else "")
-                         + f"; missing {missing}, unexpected {extra}")
+        raise ValueError(
+            f"{cls.__name__} config must have keys {list(required)}"
+            + (f" (optionally {list(optional)})" if optional else "")
+            + f"; missing {missing}, unexpected {extra}"
+        )
     return config
 
 
@@ -177,17 +184,23 @@ def _params_for(cls, config, params, blocks, bias_2d):
     D = _config_size(cls, config, "input_size")
     H = _config_size(cls, config, "hidden_size")
     if not isinstance(params, (list, tuple)) or len(params) != 3:
-        raise ValueError(f"{cls.__name__} takes params [Wx, Wh, b], got "
-                         f"{len(params) if isinstance(params, (list, tuple)) else params!r}")
+        raise ValueError(
+            f"{cls.__name__} takes params [Wx, Wh, b], got "
+            f"{len(params) if isinstance(params, (list, tuple)) else params!r}"
+        )
     b_shape = (2, blocks * H) if bias_2d else (blocks * H,)
-    for name, p, shape in zip(("Wx", "Wh", "b"), params,
-                              ((D, blocks * H), (H, blocks * H), b_shape)):
+    for name, p, shape in zip(
+        ("Wx", "Wh", "b"), params, ((D, blocks * H), (H, blocks * H), b_shape)
+    ):
         if not isinstance(p, np.ndarray):
-            raise TypeError(f"{cls.__name__} param {name} must be a numpy array, got "
-                            f"{type(p).__name__}")
+            raise TypeError(
+                f"{cls.__name__} param {name} must be a numpy array, got {type(p).__name__}"
+            )
         if p.shape != shape:
-            raise ValueError(f"{cls.__name__} param {name} must have shape {shape} for "
-                             f"input_size={D}, hidden_size={H}, got {p.shape}")
+            raise ValueError(
+                f"{cls.__name__} param {name} must have shape {shape} for "
+                f"input_size={D}, hidden_size={H}, got {p.shape}"
+            )
     return list(params)
 
 
@@ -199,9 +212,9 @@ def _sizes(layer):
 class _TimeLayer:
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
-    blocks = 1            # gate blocks: Wx is (D, blocks*H)
-    has_cell = False      # LSTM carries c besides h
-    bias_2d = False       # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
+    blocks = 1  # gate blocks: Wx is (D, blocks*H)
+    has_cell = False  # LSTM carries c besides h
+    bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
 
     def __init__(self, Wx, Wh, b, stateful=False):
         self.params = [Wx, Wh, b]
@@ -215,14 +228,14 @@ class _TimeLayer:
             self.dc = None
         # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
         self.track_grad_norms = False
-        self.threads = None   # None: follow scipy's BLAS thread setting (see the module doc)
+        self.threads = None  # None: follow scipy's BLAS thread setting (see the module doc)
         self.grad_norms_h = None
         self.grad_norms_c = None
-        self._last = None     # (N, T, D, H, dtype) of the forward the caches hold
-        self._cache = None    # forward caches, reused while shapes stay the same
-        self._spare = None    # a second set of the same shapes (see _forward)
+        self._last = None  # (N, T, D, H, dtype) of the forward the caches hold
+        self._cache = None  # forward caches, reused while shapes stay the same
+        self._spare = None  # a second set of the same shapes (see _forward)
         self._scratch = None  # backward work buffers, likewise
-        self._wh_aligned = None   # batch 1's copy of Wh on a 64-byte boundary (_step_weights)
+        self._wh_aligned = None  # batch 1's copy of Wh on a 64-byte boundary (_step_weights)
         # the weights packed for the per-step products (Wh in forward, Wh^T in backward; the
         # RNN's forward may take [Wx; Wh], src/cells/_rnn.pyx);
         # refilled by every call, so one buffer serves both; made by the first forward (for
@@ -248,8 +261,7 @@ class _TimeLayer:
         against the config's input_size and hidden_size)."""
         defaults = {"stateful": False, **cls._extra_defaults()}
         _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
-        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
-                  if k in config}
+        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items() if k in config}
         blocks = cls.blocks
         bias_2d = kwargs.get("reset_after", False)
         return cls(*_params_for(cls, config, params, blocks, bias_2d), **kwargs)
@@ -264,16 +276,18 @@ class _TimeLayer:
 
     @threads.setter
     def threads(self, value):
-        if value is not None and (not isinstance(value, (int, np.integer))
-                                  or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+        ):
             raise ValueError(f"threads must be None or a positive integer, got {value!r}")
         self._threads = None if value is None else int(value)
 
     def _thread_plan(self, N, T, D, H):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
         GH = self.blocks * H
-        threads, hold_blas = plan_threads(self._threads, N, T, N * T * H * GH,
-                                          N * T * GH * max(D, H))
+        threads, hold_blas = plan_threads(
+            self._threads, N, T, N * T * H * GH, N * T * GH * max(D, H)
+        )
         return threads, single_threaded_blas() if hold_blas else _NO_HOLD
 
     # ---- parameters and inputs -------------------------------------------------------------
@@ -285,9 +299,12 @@ class _TimeLayer:
         """The current params, checked, as C-contiguous arrays (copies only for views like W.T).
         Without scan_weights, Wx and Wh are not tested for NaN/Inf (the caller does it)."""
         grads = getattr(self, "grads", None)
-        if grads is not None and type(self.params) is list and params_ready(
-                self.params, grads, self.blocks, self.bias_2d, scan_weights) >= 0:
-            return list(self.params)            # the common case, recognised in C
+        if (
+            grads is not None
+            and type(self.params) is list
+            and params_ready(self.params, grads, self.blocks, self.bias_2d, scan_weights) >= 0
+        ):
+            return list(self.params)  # the common case, recognised in C
         if len(self.params) != 3:
             raise ValueError(f"params must be [Wx, Wh, b], got a list of {len(self.params)}")
         names = ("Wx", "Wh", "b")
@@ -299,15 +316,18 @@ class _TimeLayer:
         dtype = native[1]
         # (compare with `is None` first: np.dtype(None) is float64, so dtype == None can be True)
         if any(d is None for d in native) or native[0] != dtype or native[2] != dtype:
-            raise TypeError("parameters must all be float32 or all float64, got "
-                            f"Wx {Wx.dtype}, Wh {Wh.dtype}, b {b.dtype}")
+            raise TypeError(
+                "parameters must all be float32 or all float64, got "
+                f"Wx {Wx.dtype}, Wh {Wh.dtype}, b {b.dtype}"
+            )
         G = self.blocks
         if Wh.ndim != 2 or Wh.shape[0] < 1 or Wh.shape[1] != G * Wh.shape[0]:
             raise ValueError(f"Wh must have shape (H, {G}*H) with H >= 1, got {Wh.shape}")
         H = Wh.shape[0]
         if Wx.ndim != 2 or Wx.shape[0] < 1 or Wx.shape[1] != G * H:
-            raise ValueError(f"Wx must have shape (D, {G * H}) to match Wh {Wh.shape}, "
-                             f"got {Wx.shape}")
+            raise ValueError(
+                f"Wx must have shape (D, {G * H}) to match Wh {Wh.shape}, got {Wx.shape}"
+            )
         if b.shape != self._bias_shape(H):
             raise ValueError(f"b must have shape {self._bias_shape(H)}, got {b.shape}")
         if grads is not None:
@@ -316,11 +336,12 @@ class _TimeLayer:
                     raise ValueError(
                         "params changed shape or dtype since the layer was built (grads are "
                         f"{[g.shape for g in grads]} {grads[0].dtype}); build a new layer for "
-                        "new shapes or dtype")
+                        "new shapes or dtype"
+                    )
         params = []
         for name, p in zip(names, self.params):
             if p.dtype != dtype or not p.flags.c_contiguous:
-                p = np.ascontiguousarray(p, dtype=dtype)    # views like W.T, other byte order
+                p = np.ascontiguousarray(p, dtype=dtype)  # views like W.T, other byte order
             if (scan_weights or name == "b") and not all_finite(p):
                 raise ValueError(f"{name} contains NaN or Inf")
             params.append(p)
@@ -329,17 +350,20 @@ class _TimeLayer:
     def _check_sizes(self, N, T, D, H):
         # BLAS takes 32-bit dimensions: the largest are N*T rows and a T*blocks*H row stride
         if max(N * T, T * self.blocks * H, D) > _BLAS_INT_MAX:
-            raise ValueError(f"sequence batch too large for 32-bit BLAS: N={N}, T={T}, D={D}, "
-                             f"H={H}")
+            raise ValueError(
+                f"sequence batch too large for 32-bit BLAS: N={N}, T={T}, D={D}, H={H}"
+            )
 
     def _initial_state(self, name, value, N, H, dtype):
         """The carried state `name` for a batch of N, or zeros."""
         if value is None:
             return np.zeros((N, H), dtype)
         if value.shape[0] != N:
-            raise ValueError(f"batch size {N} of xs does not match the carried state {name} of "
-                             f"batch size {value.shape[0]}; call reset_state() or set_state() "
-                             "before changing the batch size")
+            raise ValueError(
+                f"batch size {N} of xs does not match the carried state {name} of "
+                f"batch size {value.shape[0]}; call reset_state() or set_state() "
+                "before changing the batch size"
+            )
         return _as_float_array(value, name, dtype, (N, H))
 
     def set_state(self, h, c=None):
@@ -350,7 +374,7 @@ class _TimeLayer:
         h = _as_float_array(h, "h", dtype, (None, H)).copy()
         if c is not None:
             c = _as_float_array(c, "c", dtype, (h.shape[0], H)).copy()
-        self.h = h                       # assigned only once both are valid
+        self.h = h  # assigned only once both are valid
         if self.has_cell:
             self.c = c
 
@@ -387,7 +411,7 @@ class _TimeLayer:
         bypass the product (the LSTM's cell, the GRU's (1 - z) * h_{t-1}) see h_{t-1}
         unmasked, as in Keras' recurrent_dropout.  The backward of this forward uses the same
         mask (copied: later changes to the caller's array do not matter)."""
-        Wx, Wh, b = self._read_params(scan_weights=False)     # _forward sees to them
+        Wx, Wh, b = self._read_params(scan_weights=False)  # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         xs = _as_float_array(xs, "xs", dtype, (None, None, D))
         N = xs.shape[0]
@@ -395,8 +419,11 @@ class _TimeLayer:
             h_mask = _as_float_array(h_mask, "h_mask", dtype, (N, H))
         carried = self.stateful
         h0 = self._initial_state("h", self.h if carried else None, N, H, dtype)
-        c0 = (self._initial_state("c", self.c if carried else None, N, H, dtype)
-              if self.has_cell else None)
+        c0 = (
+            self._initial_state("c", self.c if carried else None, N, H, dtype)
+            if self.has_cell
+            else None
+        )
         hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
         self.h = hT
         if self.has_cell:
@@ -423,34 +450,47 @@ class _TimeLayer:
         if cache is None or cache["key"] != key:
             # XH: the inputs and the previous hidden states side by side, (N, T, D + H); the
             # kernel copies xs in, so that backward does not see later in-place changes to them
-            cache = {"key": key, "XH": _aligned_empty((N, T, D + H), dtype),
-                     "c0": np.empty((N, H), dtype),
-                     **{k: _aligned_empty(s, dtype)
-                        for k, s in self._cache_shapes(N, T, H).items()}}
-        if c0 is not None:              # (likewise for the initial cell state)
+            cache = {
+                "key": key,
+                "XH": _aligned_empty((N, T, D + H), dtype),
+                "c0": np.empty((N, H), dtype),
+                **{k: _aligned_empty(s, dtype) for k, s in self._cache_shapes(N, T, H).items()},
+            }
+        if c0 is not None:  # (likewise for the initial cell state)
             np.copyto(cache["c0"], c0)
-        cache["M"] = None               # recurrent dropout's mask, kept for backward
+        cache["M"] = None  # recurrent dropout's mask, kept for backward
         if h_mask is not None:
             if "mask" not in cache:
                 cache["mask"] = np.empty((N, H), dtype)
-                cache.update({k: _aligned_empty(s, dtype)
-                              for k, s in self._mask_cache_shapes(N, T, H).items()})
+                cache.update(
+                    {
+                        k: _aligned_empty(s, dtype)
+                        for k, s in self._mask_cache_shapes(N, T, H).items()
+                    }
+                )
             np.copyto(cache["mask"], h_mask)
             cache["M"] = cache["mask"]
-        if self._wp is None:            # (D, H and dtype are the layer's for life: _read_params)
-            self._wp = _aligned_empty(max(sum(_packed.size(K, M, dtype) for K, M in packs)
-                                          for packs in self._packed_shapes(D, H)), dtype)
+        if self._wp is None:  # (D, H and dtype are the layer's for life: _read_params)
+            self._wp = _aligned_empty(
+                max(
+                    sum(_packed.size(K, M, dtype) for K, M in packs)
+                    for packs in self._packed_shapes(D, H)
+                ),
+                dtype,
+            )
             self._wp_key = (D, H, dtype)
         threads, blas = self._thread_plan(N, T, D, H)
         if blas is _NO_HOLD:
-            nonfinite = self._kernel_forward(cache, xs, Wx, self._step_weights(Wh, N, T), b, h0,
-                                             hs, threads, verify)
+            nonfinite = self._kernel_forward(
+                cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify
+            )
         else:
             with blas:
-                nonfinite = self._kernel_forward(cache, xs, Wx, self._step_weights(Wh, N, T), b,
-                                                 h0, hs, threads, verify)
+                nonfinite = self._kernel_forward(
+                    cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify
+                )
         if nonfinite:
-            _scan_weights(Wx, Wh)   # raises if the weights are at fault; else it overflowed
+            _scan_weights(Wx, Wh)  # raises if the weights are at fault; else it overflowed
         if cache is not self._cache:
             old = self._cache
             self._cache = cache
@@ -461,7 +501,7 @@ class _TimeLayer:
         return hs, hT, cT
 
     def _mask_cache_shapes(self, N, T, H):
-        return {}       # caches needed only with a mask (the GRU's)
+        return {}  # caches needed only with a mask (the GRU's)
 
     def backward(self, dhs):
         return self._backward(dhs, None)[0]
@@ -469,8 +509,10 @@ class _TimeLayer:
     def _backward(self, dhs, dc_next):
         """Backward of the last forward; returns (dxs, dh0, dc0) and fills grads."""
         if self._last is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
-                               "there is no forward pass to differentiate")
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward(): "
+                "there is no forward pass to differentiate"
+            )
         N, T, D, H, dtype = self._last
         verify = _weights_checked_by_kernel(N, T)
         # same shapes and dtype as at construction; Wx and Wh scanned here or checked by the kernel
@@ -480,12 +522,19 @@ class _TimeLayer:
             dc_next = _as_float_array(dc_next, "dc_next", dtype, (N, H))
         for name, g, p in zip(("dWx", "dWh", "db"), self.grads, (Wx, Wh, b)):
             if grads_ready(self.grads, [Wx, Wh, b]):
-                break                           # all three fine (checked in C)
-            if (not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != dtype
-                    or not g.flags.c_contiguous or not g.flags.writeable):
-                raise ValueError(f"grads entry {name} must be a writeable C-contiguous {dtype} "
-                                 f"array of shape {p.shape} (the layer allocates it; do not "
-                                 "replace it)")
+                break  # all three fine (checked in C)
+            if (
+                not isinstance(g, np.ndarray)
+                or g.shape != p.shape
+                or g.dtype != dtype
+                or not g.flags.c_contiguous
+                or not g.flags.writeable
+            ):
+                raise ValueError(
+                    f"grads entry {name} must be a writeable C-contiguous {dtype} "
+                    f"array of shape {p.shape} (the layer allocates it; do not "
+                    "replace it)"
+                )
         dxs = np.empty((N, T, D), dtype)
         dh0 = np.empty((N, H), dtype)
         dc0 = np.empty((N, H), dtype) if self.has_cell else None
@@ -499,21 +548,46 @@ class _TimeLayer:
                 dc0[...] = dc_next if dc_next is not None else 0
         else:
             if self._scratch is None or self._scratch["key"] != self._last:
-                self._scratch = {k: _aligned_empty(s, dtype)
-                                 for k, s in self._scratch_shapes(N, T, H).items()}
+                self._scratch = {
+                    k: _aligned_empty(s, dtype) for k, s in self._scratch_shapes(N, T, H).items()
+                }
                 self._scratch["acc"] = np.empty(self.blocks * H)  # float64 column sums
                 self._scratch["key"] = self._last
             threads, blas = self._thread_plan(N, T, D, H)
             Wh_steps = self._step_weights(Wh, N, T)
             with blas:
-                nonfinite = self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx,
-                                                  Wh_steps, dxs, dh0, dc0, sq, threads, verify)
-                if nonfinite:       # the kernel stopped before the gradients
-                    _scan_weights(Wx, Wh)   # raises if the weights are at fault
-                    if sq is not None:      # else it overflowed: the whole backward, unchecked
+                nonfinite = self._kernel_backward(
+                    self._cache,
+                    self._scratch,
+                    dhs,
+                    dc_next,
+                    Wx,
+                    Wh_steps,
+                    dxs,
+                    dh0,
+                    dc0,
+                    sq,
+                    threads,
+                    verify,
+                )
+                if nonfinite:  # the kernel stopped before the gradients
+                    _scan_weights(Wx, Wh)  # raises if the weights are at fault
+                    if sq is not None:  # else it overflowed: the whole backward, unchecked
                         sq[...] = 0
-                    self._kernel_backward(self._cache, self._scratch, dhs, dc_next, Wx,
-                                          Wh_steps, dxs, dh0, dc0, sq, threads, False)
+                    self._kernel_backward(
+                        self._cache,
+                        self._scratch,
+                        dhs,
+                        dc_next,
+                        Wx,
+                        Wh_steps,
+                        dxs,
+                        dh0,
+                        dc0,
+                        sq,
+                        threads,
+                        False,
+                    )
         self.dh = dh0
         if self.has_cell:
             self.dc = dc0
@@ -558,20 +632,51 @@ class TimeRNN(_TimeLayer):
         return {"G": (N, T, H)}
 
     def _packed_shapes(self, D, H):
-        return [[(D + H, H)], [(H, H), (H, D)]]        # [Wx; Wh] (or Wh); Wh^T, Wx^T
+        return [[(D + H, H)], [(H, H), (H, D)]]  # [Wx; Wh] (or Wh); Wh^T, Wx^T
 
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
-        return _rnn.forward(xs, c["XH"], Wx, Wh, b, h0, hs, c["G"], self._wp, threads,
-                            check, c["M"], self.nonlinearity == "relu")
+        return _rnn.forward(
+            xs,
+            c["XH"],
+            Wx,
+            Wh,
+            b,
+            h0,
+            hs,
+            c["G"],
+            self._wp,
+            threads,
+            check,
+            c["M"],
+            self.nonlinearity == "relu",
+        )
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        return _rnn.backward(dhs, c["XH"], Wx, Wh, c["G"], s["dG"], s["dh"],
-                             s["acc"], dWx, dWh, db, dxs, dh0, sq, self._wp, threads, check,
-                             c["M"], self.nonlinearity == "relu")
+        return _rnn.backward(
+            dhs,
+            c["XH"],
+            Wx,
+            Wh,
+            c["G"],
+            s["dG"],
+            s["dh"],
+            s["acc"],
+            dWx,
+            dWh,
+            db,
+            dxs,
+            dh0,
+            sq,
+            self._wp,
+            threads,
+            check,
+            c["M"],
+            self.nonlinearity == "relu",
+        )
 
 
 @register
@@ -596,14 +701,52 @@ class TimeLSTM(_TimeLayer):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
-        return _lstm.forward(xs, c["XH"], Wx, Wh, b, h0, c["c0"], hs, c["G"], c["C"],
-                             c["TC"], self._wp, threads, check, c["M"])
+        return _lstm.forward(
+            xs,
+            c["XH"],
+            Wx,
+            Wh,
+            b,
+            h0,
+            c["c0"],
+            hs,
+            c["G"],
+            c["C"],
+            c["TC"],
+            self._wp,
+            threads,
+            check,
+            c["M"],
+        )
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        return _lstm.backward(dhs, dc_next, c["XH"], Wx, Wh, c["c0"], c["G"], c["C"],
-                              c["TC"], s["dG"], s["dh"], s["dc"], s["acc"], dWx, dWh, db, dxs,
-                              dh0, dc0, sq, self._wp, threads, check, c["M"])
+        return _lstm.backward(
+            dhs,
+            dc_next,
+            c["XH"],
+            Wx,
+            Wh,
+            c["c0"],
+            c["G"],
+            c["C"],
+            c["TC"],
+            s["dG"],
+            s["dh"],
+            s["dc"],
+            s["acc"],
+            dWx,
+            dWh,
+            db,
+            dxs,
+            dh0,
+            dc0,
+            sq,
+            self._wp,
+            threads,
+            check,
+            c["M"],
+        )
 
 
 @register
@@ -633,7 +776,7 @@ class TimeGRU(_TimeLayer):
         return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
     def _mask_cache_shapes(self, N, T, H):
-        return {"HU": (N, T, H)}        # the unmasked h_{t-1} (src/cells/_gru.pyx)
+        return {"HU": (N, T, H)}  # the unmasked h_{t-1} (src/cells/_gru.pyx)
 
     def _packed_shapes(self, D, H):
         # backward: [Whz Whr]^T and Whh^T separately (classic: h~ needs r first; reset_after:
@@ -644,30 +787,67 @@ class TimeGRU(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         shapes = {"dG": (N, T, 3 * H), "dh": (2, N, H)}
         if self.reset_after:
-            shapes["dGh"] = (N, T, H)      # the h~ block of the recurrent side
+            shapes["dGh"] = (N, T, H)  # the h~ block of the recurrent side
         return shapes
 
     def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
-        return _gru.forward(xs, c["XH"], Wx, Wh, b, h0, hs, c["G"], c["AUX"], c["S"],
-                            self.reset_after, self._wp, threads, check, c["M"],
-                            c.get("HU"))
+        return _gru.forward(
+            xs,
+            c["XH"],
+            Wx,
+            Wh,
+            b,
+            h0,
+            hs,
+            c["G"],
+            c["AUX"],
+            c["S"],
+            self.reset_after,
+            self._wp,
+            threads,
+            check,
+            c["M"],
+            c.get("HU"),
+        )
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
         dWx, dWh, db = self.grads
-        return _gru.backward(dhs, c["XH"], Wx, Wh, c["G"], c["AUX"], c["S"],
-                             s["dG"], s.get("dGh"), s["dh"], s["acc"], dWx, dWh, db, dxs, dh0,
-                             sq, self.reset_after, self._wp, threads, check, c["M"],
-                             c.get("HU"))
+        return _gru.backward(
+            dhs,
+            c["XH"],
+            Wx,
+            Wh,
+            c["G"],
+            c["AUX"],
+            c["S"],
+            s["dG"],
+            s.get("dGh"),
+            s["dh"],
+            s["acc"],
+            dWx,
+            dWh,
+            db,
+            dxs,
+            dh0,
+            sq,
+            self.reset_after,
+            self._wp,
+            threads,
+            check,
+            c["M"],
+            c.get("HU"),
+        )
 
 
 # ---- single-step cells ------------------------------------------------------------------------
+
 
 class _Cell:
     """A single-step cell: the sequence kernel run with T = 1 on explicit state."""
 
     def __init__(self, seq):
         self._seq = seq
-        self.params = seq.params      # the same list and arrays: updates are seen by both
+        self.params = seq.params  # the same list and arrays: updates are seen by both
         self.grads = seq.grads
 
     def get_config(self):
@@ -682,13 +862,14 @@ class _Cell:
         seq_cls = cls._seq_class
         defaults = seq_cls._extra_defaults()
         _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
-        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items()
-                  if k in config}
-        return cls(*_params_for(cls, config, params, seq_cls.blocks,
-                                kwargs.get("reset_after", False)), **kwargs)
+        kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items() if k in config}
+        return cls(
+            *_params_for(cls, config, params, seq_cls.blocks, kwargs.get("reset_after", False)),
+            **kwargs,
+        )
 
     def _step(self, x, h_prev, c_prev=None):
-        Wx, Wh, b = self._seq._read_params(scan_weights=False)    # _forward sees to them
+        Wx, Wh, b = self._seq._read_params(scan_weights=False)  # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         x = _as_float_array(x, "x", dtype, (None, D))
         N = x.shape[0]
@@ -700,8 +881,10 @@ class _Cell:
     def _step_back(self, dh_next, dc_next=None):
         seq = self._seq
         if seq._last is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
-                               "there is no forward pass to differentiate")
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward(): "
+                "there is no forward pass to differentiate"
+            )
         N, _, _, H, dtype = seq._last
         dh = _as_float_array(dh_next, "dh_next", dtype, (N, H))
         dxs, dh0, dc0 = seq._backward(dh[:, None, :], dc_next)

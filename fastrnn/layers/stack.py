@@ -22,6 +22,7 @@ Dropout between layers is that of ``fastrnn.layers.lm`` (``TimeDropout``,
 ``VariationalDropout``); inputs to the first layer and outputs of the last are the caller's to
 drop (a language model drops its embeddings and its read-out input itself).
 """
+
 import inspect
 
 import numpy as np
@@ -95,18 +96,31 @@ class Stack:
         True (default) draws dropout masks; False runs the stack deterministically.
     """
 
-    def __init__(self, layers, dropout=0.0, connection=None, variational=False,
-                 recurrent_dropout=0.0, seed=None):
+    def __init__(
+        self,
+        layers,
+        dropout=0.0,
+        connection=None,
+        variational=False,
+        recurrent_dropout=0.0,
+        seed=None,
+    ):
         layers = list(layers) if isinstance(layers, (list, tuple)) else None
         if not layers:
             raise TypeError("layers must be a non-empty list of recurrent time layers")
         for k, layer in enumerate(layers):
             if not all(hasattr(layer, a) for a in ("forward", "backward", "params", "grads")):
-                raise TypeError(f"layers[{k}] must be a recurrent time layer (TimeRNN, TimeLSTM, "
-                                f"TimeGRU), got {type(layer).__name__}")
+                raise TypeError(
+                    f"layers[{k}] must be a recurrent time layer (TimeRNN, TimeLSTM, "
+                    f"TimeGRU), got {type(layer).__name__}"
+                )
             p = layer.params
-            if (len(p) != 3 or not all(isinstance(a, np.ndarray) for a in p)
-                    or p[0].ndim != 2 or p[1].ndim != 2):
+            if (
+                len(p) != 3
+                or not all(isinstance(a, np.ndarray) for a in p)
+                or p[0].ndim != 2
+                or p[1].ndim != 2
+            ):
                 raise TypeError(f"layers[{k}] must have params [Wx, Wh, b] of arrays")
         if connection not in CONNECTIONS:
             raise ValueError(f"connection must be one of {CONNECTIONS}, got {connection!r}")
@@ -126,21 +140,23 @@ class Stack:
         if self.recurrent_dropout > 0:
             for k, layer in enumerate(layers):
                 if not _accepts_h_mask(layer):
-                    raise ValueError(f"recurrent_dropout needs layers whose forward takes h_mask; "
-                                     f"layers[{k}] ({type(layer).__name__}) does not")
+                    raise ValueError(
+                        f"recurrent_dropout needs layers whose forward takes h_mask; "
+                        f"layers[{k}] ({type(layer).__name__}) does not"
+                    )
         self.layers = layers
         seeds = _child_seeds(seed, len(layers))
         drop_cls = _lm.VariationalDropout if self.variational else _lm.TimeDropout
         # one dropout site after each layer but the last
         self.drops = [drop_cls(self.dropout, seed=s) for s in seeds[:-1]] if self.dropout else []
         self._mask_rng = np.random.default_rng(seeds[-1])
-        self.h_masks = None          # the recurrent masks of the last training forward
+        self.h_masks = None  # the recurrent masks of the last training forward
         self.params, self.grads = [], []
         for layer in layers:
             self.params += layer.params
             self.grads += layer.grads
         self._train_flg = True
-        self._bufs = None            # per-shape work buffers (residual / dense), reused
+        self._bufs = None  # per-shape work buffers (residual / dense), reused
         self._bufs_key = None
 
     # ---- configuration ----------------------------------------------------------------------
@@ -159,15 +175,22 @@ class Stack:
         D, H = self.input_sizes, self.hidden_sizes
         for k in range(1, len(D)):
             if self.connection == "dense":
-                want, what = D[0] + sum(H[:k]), "the stack's input size plus every earlier hidden size"
+                want, what = (
+                    D[0] + sum(H[:k]),
+                    "the stack's input size plus every earlier hidden size",
+                )
             else:
                 want, what = H[k - 1], "the previous layer's hidden size"
             if D[k] != want:
-                raise ValueError(f"layers[{k}] takes inputs of size {D[k]}, but {what} is {want} "
-                                 f"(connection={self.connection!r})")
+                raise ValueError(
+                    f"layers[{k}] takes inputs of size {D[k]}, but {what} is {want} "
+                    f"(connection={self.connection!r})"
+                )
             if self.connection == "residual" and H[k] != D[k]:
-                raise ValueError(f"residual connections need equal input and hidden sizes: "
-                                 f"layers[{k}] maps {D[k]} -> {H[k]}")
+                raise ValueError(
+                    f"residual connections need equal input and hidden sizes: "
+                    f"layers[{k}] maps {D[k]} -> {H[k]}"
+                )
 
     @property
     def train_flg(self):
@@ -205,7 +228,7 @@ class Stack:
             D, H, dt = self.input_sizes, self.hidden_sizes, self.dtype
             L = len(self.layers)
             bufs = {}
-            if self.drops:                 # after layer k (k < L - 1)
+            if self.drops:  # after layer k (k < L - 1)
                 bufs["drop"] = [np.empty((N, T, H[k]), dt) for k in range(L - 1)]
                 bufs["ddrop"] = [np.empty((N, T, H[k]), dt) for k in range(L - 1)]
             if self.connection == "dense":
@@ -283,11 +306,13 @@ class Stack:
     def backward(self, dhs):
         """dhs (N, T, H_last) -> dxs (N, T, D); fills grads (every layer's, in place)."""
         if self._bufs_key is None:
-            raise RuntimeError("Stack.backward() called before forward(): there is no forward "
-                               "pass to differentiate")
+            raise RuntimeError(
+                "Stack.backward() called before forward(): there is no forward "
+                "pass to differentiate"
+            )
         L = len(self.layers)
         if self.connection == "dense":
-            g = self.layers[-1].backward(dhs)              # dL/d(input of the last layer)
+            g = self.layers[-1].backward(dhs)  # dL/d(input of the last layer)
             for k in range(L - 1, 0, -1):
                 d = self.input_sizes[k - 1]
                 dout = self._drop_back(k - 1, g[:, :, d:])
@@ -301,7 +326,7 @@ class Stack:
             dh = dbuf[-1]
             for k in range(L - 1, 0, -1):
                 dx = self._drop_back(k - 1, self.layers[k].backward(dh))
-                np.add(dx, dh, out=dbuf[k - 1])            # the skip path's share
+                np.add(dx, dh, out=dbuf[k - 1])  # the skip path's share
                 dh = dbuf[k - 1]
             return self.layers[0].backward(dh)
         dh = dhs
@@ -318,17 +343,28 @@ class Stack:
         for k, layer in enumerate(self.layers):
             cell = next((name for name, cls in _CELL_CLASSES.items() if type(layer) is cls), None)
             if cell is None:
-                raise TypeError(f"get_config: layers[{k}] is a {type(layer).__name__}; only "
-                                "TimeRNN, TimeLSTM and TimeGRU can be described")
-            entry = {"cell": cell, "input_size": self.input_sizes[k],
-                     "hidden_size": self.hidden_sizes[k], "stateful": bool(layer.stateful)}
+                raise TypeError(
+                    f"get_config: layers[{k}] is a {type(layer).__name__}; only "
+                    "TimeRNN, TimeLSTM and TimeGRU can be described"
+                )
+            entry = {
+                "cell": cell,
+                "input_size": self.input_sizes[k],
+                "hidden_size": self.hidden_sizes[k],
+                "stateful": bool(layer.stateful),
+            }
             if cell == "gru":
                 entry["reset_after"] = bool(layer.reset_after)
             layers.append(entry)
-        return {"layers": layers, "dropout": self.dropout, "connection": self.connection,
-                "variational": self.variational, "recurrent_dropout": self.recurrent_dropout,
-                "seed": None if self.seed is None else int(self.seed),
-                "dtype": np.dtype(self.dtype).name}
+        return {
+            "layers": layers,
+            "dropout": self.dropout,
+            "connection": self.connection,
+            "variational": self.variational,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": None if self.seed is None else int(self.seed),
+            "dtype": np.dtype(self.dtype).name,
+        }
 
     @classmethod
     def from_config(cls, config, params):
@@ -336,28 +372,39 @@ class Stack:
         specs = config["layers"]
         params = list(params)
         if len(params) != 3 * len(specs):
-            raise ValueError(f"params must hold {3 * len(specs)} arrays (3 per layer), "
-                             f"got {len(params)}")
+            raise ValueError(
+                f"params must hold {3 * len(specs)} arrays (3 per layer), got {len(params)}"
+            )
         layers = []
         for k, spec in enumerate(specs):
             cell = spec["cell"]
             if cell not in _CELL_CLASSES:
-                raise ValueError(f"config layers[{k}] cell must be one of {sorted(_CELL_CLASSES)}, "
-                                 f"got {cell!r}")
-            Wx, Wh, b = params[3 * k:3 * k + 3]
+                raise ValueError(
+                    f"config layers[{k}] cell must be one of {sorted(_CELL_CLASSES)}, got {cell!r}"
+                )
+            Wx, Wh, b = params[3 * k : 3 * k + 3]
             D, H = spec["input_size"], spec["hidden_size"]
             blocks = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
             want_b = (2, blocks * H) if spec.get("reset_after") else (blocks * H,)
-            for name, arr, shape in (("Wx", Wx, (D, blocks * H)), ("Wh", Wh, (H, blocks * H)),
-                                     ("b", b, want_b)):
+            for name, arr, shape in (
+                ("Wx", Wx, (D, blocks * H)),
+                ("Wh", Wh, (H, blocks * H)),
+                ("b", b, want_b),
+            ):
                 if np.shape(arr) != shape:
-                    raise ValueError(f"params for layers[{k}] {name} must have shape {shape}, "
-                                     f"got {np.shape(arr)}")
+                    raise ValueError(
+                        f"params for layers[{k}] {name} must have shape {shape}, "
+                        f"got {np.shape(arr)}"
+                    )
             kwargs = {"reset_after": spec["reset_after"]} if cell == "gru" else {}
-            layers.append(_CELL_CLASSES[cell](Wx, Wh, b, stateful=spec.get("stateful", False),
-                                              **kwargs))
-        return cls(layers, dropout=config.get("dropout", 0.0),
-                   connection=config.get("connection"),
-                   variational=config.get("variational", False),
-                   recurrent_dropout=config.get("recurrent_dropout", 0.0),
-                   seed=config.get("seed"))
+            layers.append(
+                _CELL_CLASSES[cell](Wx, Wh, b, stateful=spec.get("stateful", False), **kwargs)
+            )
+        return cls(
+            layers,
+            dropout=config.get("dropout", 0.0),
+            connection=config.get("connection"),
+            variational=config.get("variational", False),
+            recurrent_dropout=config.get("recurrent_dropout", 0.0),
+            seed=config.get("seed"),
+        )

@@ -7,9 +7,21 @@
 
 ``SGD`` and ``Adam`` live in ``fastrnn.train`` and are re-exported here for older imports.
 """
+
 from ..train.optim import SGD, Adam
 from .lm import BetterRnnlm, LanguageModel, Rnnlm
 from .regression import CELLS, Linear, MSELoss, SequenceRegressor, init_params, make_layer
 
-__all__ = ["CELLS", "init_params", "make_layer", "Linear", "MSELoss", "SequenceRegressor",
-           "SGD", "Adam", "LanguageModel", "Rnnlm", "BetterRnnlm"]
+__all__ = [
+    "CELLS",
+    "init_params",
+    "make_layer",
+    "Linear",
+    "MSELoss",
+    "SequenceRegressor",
+    "SGD",
+    "Adam",
+    "LanguageModel",
+    "Rnnlm",
+    "BetterRnnlm",
+]

@@ -24,13 +24,19 @@ embedding W at the front and its transpose W.T (a view) before the read-out bias
 own gradient; the book's ``remove_duplicate`` sums them before the update, and code that updates
 ``params`` directly must do the same.
 """
+
 import os
 import tempfile
 
 import numpy as np
 
-from ..layers.lm import (TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss,
-                         VariationalDropout)
+from ..layers.lm import (
+    TimeAffine,
+    TimeDropout,
+    TimeEmbedding,
+    TimeSoftmaxWithLoss,
+    VariationalDropout,
+)
 from ..layers.stack import CONNECTIONS, Stack, _child_seeds, _ratio
 from .regression import CELLS
 
@@ -70,7 +76,7 @@ class _WordDropout:
         self.dtype = dtype
         self.rng = np.random.default_rng(seed)
         self.train_flg = True
-        self.rows = None            # the mask of each position, (N, T, 1), of the last forward
+        self.rows = None  # the mask of each position, (N, T, 1), of the last forward
         self.vocab_mask = None
 
     def forward(self, idx, emb):
@@ -80,7 +86,7 @@ class _WordDropout:
         keep = self.rng.random(self.vocab_size) >= self.ratio
         self.vocab_mask = np.multiply(keep, 1.0 / (1.0 - self.ratio), dtype=self.dtype)
         self.rows = self.vocab_mask[idx][..., None]
-        return np.multiply(emb, self.rows, out=emb)         # the model's own buffer
+        return np.multiply(emb, self.rows, out=emb)  # the model's own buffer
 
     def backward(self, dout):
         # dout is the model's: a buffer or an array a layer returned to it
@@ -146,25 +152,69 @@ class LanguageModel:
     #: list a tied matrix twice (W and W.T, book style) instead of once with summed gradients
     _book_tying = False
 
-    def __init__(self, vocab_size, embed_size, hidden_sizes, cell="lstm", dropout=0.0,
-                 variational=None, connection=None, tie_weights=False, projection=False,
-                 forget_bias=0.0, init="uniform", init_scale=0.1, dtype=np.float32, seed=None):
-        self._setup(vocab_size, embed_size, hidden_sizes, cell, dropout, variational, connection,
-                    tie_weights, projection, forget_bias, init, init_scale, dtype, seed)
+    def __init__(
+        self,
+        vocab_size,
+        embed_size,
+        hidden_sizes,
+        cell="lstm",
+        dropout=0.0,
+        variational=None,
+        connection=None,
+        tie_weights=False,
+        projection=False,
+        forget_bias=0.0,
+        init="uniform",
+        init_scale=0.1,
+        dtype=np.float32,
+        seed=None,
+    ):
+        self._setup(
+            vocab_size,
+            embed_size,
+            hidden_sizes,
+            cell,
+            dropout,
+            variational,
+            connection,
+            tie_weights,
+            projection,
+            forget_bias,
+            init,
+            init_scale,
+            dtype,
+            seed,
+        )
         self._build(None)
 
     # ---- configuration ----------------------------------------------------------------------
 
-    def _setup(self, vocab_size, embed_size, hidden_sizes, cell="lstm", dropout=0.0,
-               variational=None, connection=None, tie_weights=False, projection=False,
-               forget_bias=0.0, init="uniform", init_scale=0.1, dtype=np.float32, seed=None):
+    def _setup(
+        self,
+        vocab_size,
+        embed_size,
+        hidden_sizes,
+        cell="lstm",
+        dropout=0.0,
+        variational=None,
+        connection=None,
+        tie_weights=False,
+        projection=False,
+        forget_bias=0.0,
+        init="uniform",
+        init_scale=0.1,
+        dtype=np.float32,
+        seed=None,
+    ):
         self.vocab_size = _positive_int(vocab_size, "vocab_size")
         self.embed_size = _positive_int(embed_size, "embed_size")
         if isinstance(hidden_sizes, (int, np.integer)) and not isinstance(hidden_sizes, bool):
             hidden_sizes = [hidden_sizes]
         if not isinstance(hidden_sizes, (list, tuple)) or not hidden_sizes:
-            raise ValueError(f"hidden_sizes must be a positive integer or a non-empty list of "
-                             f"them, got {hidden_sizes!r}")
+            raise ValueError(
+                f"hidden_sizes must be a positive integer or a non-empty list of "
+                f"them, got {hidden_sizes!r}"
+            )
         self.hidden_sizes = [_positive_int(h, "hidden_sizes[]") for h in hidden_sizes]
         if not isinstance(cell, str) or cell.lower() not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -172,17 +222,22 @@ class LanguageModel:
         self.dropout = _ratio(dropout, "dropout")
         if variational is not None:
             if not isinstance(variational, dict):
-                raise TypeError(f"variational must be None or a dict with keys from "
-                                f"{VARIATIONAL_KEYS}, got {type(variational).__name__}")
+                raise TypeError(
+                    f"variational must be None or a dict with keys from "
+                    f"{VARIATIONAL_KEYS}, got {type(variational).__name__}"
+                )
             unknown = sorted(set(variational) - set(VARIATIONAL_KEYS))
             if unknown:
-                raise ValueError(f"variational has unknown keys {unknown}; expected keys from "
-                                 f"{VARIATIONAL_KEYS}")
+                raise ValueError(
+                    f"variational has unknown keys {unknown}; expected keys from {VARIATIONAL_KEYS}"
+                )
             if self.dropout:
-                raise ValueError("give either dropout (ordinary) or variational (a dict of "
-                                 "ratios), not both")
-            variational = {k: _ratio(variational.get(k, 0.0), f"variational[{k!r}]")
-                           for k in VARIATIONAL_KEYS}
+                raise ValueError(
+                    "give either dropout (ordinary) or variational (a dict of ratios), not both"
+                )
+            variational = {
+                k: _ratio(variational.get(k, 0.0), f"variational[{k!r}]") for k in VARIATIONAL_KEYS
+            }
         self.variational = variational
         if connection not in CONNECTIONS:
             raise ValueError(f"connection must be one of {CONNECTIONS}, got {connection!r}")
@@ -191,38 +246,55 @@ class LanguageModel:
         self.projection = bool(projection)
         H_last = self.hidden_sizes[-1]
         if self.projection and not self.tie_weights:
-            raise ValueError("projection=True is only for tie_weights=True (it maps the last "
-                             "hidden state to embed_size)")
+            raise ValueError(
+                "projection=True is only for tie_weights=True (it maps the last "
+                "hidden state to embed_size)"
+            )
         if self.tie_weights and not self.projection and H_last != self.embed_size:
-            raise ValueError(f"tie_weights needs the last hidden size ({H_last}) to equal "
-                             f"embed_size ({self.embed_size}); change one, or pass "
-                             "projection=True")
+            raise ValueError(
+                f"tie_weights needs the last hidden size ({H_last}) to equal "
+                f"embed_size ({self.embed_size}); change one, or pass "
+                "projection=True"
+            )
         if connection == "residual":
             for k in range(1, len(self.hidden_sizes)):
                 if self.hidden_sizes[k] != self.hidden_sizes[k - 1]:
-                    raise ValueError(f"connection='residual' needs equal hidden sizes of "
-                                     f"stacked layers, got {self.hidden_sizes}")
+                    raise ValueError(
+                        f"connection='residual' needs equal hidden sizes of "
+                        f"stacked layers, got {self.hidden_sizes}"
+                    )
         self.forget_bias = float(forget_bias)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
-        if (isinstance(init_scale, bool) or not isinstance(init_scale, (int, float))
-                or not init_scale > 0):
+        if (
+            isinstance(init_scale, bool)
+            or not isinstance(init_scale, (int, float))
+            or not init_scale > 0
+        ):
             raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
         self.init_scale = float(init_scale)
         self.dtype = np.dtype(_FLOATS[_dtype_name(dtype)])
-        _child_seeds(seed, 1)                     # validates the seed
+        _child_seeds(seed, 1)  # validates the seed
         self.seed = None if seed is None else int(seed)
 
     def _lm_config(self):
-        return {"vocab_size": self.vocab_size, "embed_size": self.embed_size,
-                "hidden_sizes": list(self.hidden_sizes), "cell": self.cell,
-                "dropout": self.dropout,
-                "variational": None if self.variational is None else dict(self.variational),
-                "connection": self.connection, "tie_weights": self.tie_weights,
-                "projection": self.projection, "forget_bias": self.forget_bias,
-                "init": self.init, "init_scale": self.init_scale,
-                "dtype": self.dtype.name, "seed": self.seed}
+        return {
+            "vocab_size": self.vocab_size,
+            "embed_size": self.embed_size,
+            "hidden_sizes": list(self.hidden_sizes),
+            "cell": self.cell,
+            "dropout": self.dropout,
+            "variational": None if self.variational is None else dict(self.variational),
+            "connection": self.connection,
+            "tie_weights": self.tie_weights,
+            "projection": self.projection,
+            "forget_bias": self.forget_bias,
+            "init": self.init,
+            "init_scale": self.init_scale,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+        }
 
     def get_config(self):
         """The constructor's arguments, JSON-serializable (the arrays are ``params``)."""
@@ -293,7 +365,7 @@ class LanguageModel:
                 Wx, Wh = fan_in((D, G * H)), orthogonal_blocks(H)
             b = np.zeros(G * H)
             if self.cell == "lstm":
-                b[:H] = self.forget_bias          # gate blocks f, g, i, o
+                b[:H] = self.forget_bias  # gate blocks f, g, i, o
             params += [Wx, Wh, b]
         read = fan_in if init == "normal" else uniform
         if self.projection:
@@ -309,21 +381,27 @@ class LanguageModel:
     def _checked_params(self, params):
         shapes = self._param_shapes()
         if len(params) != len(shapes):
-            raise ValueError(f"params must hold {len(shapes)} arrays "
-                             f"({', '.join(n for n, _ in shapes)}), got {len(params)}")
+            raise ValueError(
+                f"params must hold {len(shapes)} arrays "
+                f"({', '.join(n for n, _ in shapes)}), got {len(params)}"
+            )
         out = []
         for i, ((name, shape), p) in enumerate(zip(shapes, params)):
             if not isinstance(p, np.ndarray):
-                raise TypeError(f"params[{i}] ({name}) must be a numpy array, "
-                                f"got {type(p).__name__}")
+                raise TypeError(
+                    f"params[{i}] ({name}) must be a numpy array, got {type(p).__name__}"
+                )
             if p.shape != shape:
                 raise ValueError(f"params[{i}] ({name}) must have shape {shape}, got {p.shape}")
             if p.dtype.kind != "f":
                 raise TypeError(f"params[{i}] ({name}) must be a float array, got {p.dtype}")
-            out.append(p if p.dtype == self.dtype and p.flags.c_contiguous
-                       else np.ascontiguousarray(p, dtype=self.dtype))
+            out.append(
+                p
+                if p.dtype == self.dtype and p.flags.c_contiguous
+                else np.ascontiguousarray(p, dtype=self.dtype)
+            )
         if self.tie_weights and self._book_tying:
-            out[-2] = out[0].T                    # the book's tied view, on the embedding itself
+            out[-2] = out[0].T  # the book's tied view, on the embedding itself
         return out
 
     # ---- assembly -------------------------------------------------------------------------------
@@ -340,8 +418,7 @@ class LanguageModel:
         embed_W = next(it)
         self.embedding = TimeEmbedding(embed_W)
         layer_cls = CELLS[self.cell][0]
-        layers = [layer_cls(next(it), next(it), next(it), stateful=True)
-                  for _ in self.hidden_sizes]
+        layers = [layer_cls(next(it), next(it), next(it), stateful=True) for _ in self.hidden_sizes]
         v = self.variational
         if v is None:
             hidden, recurrent, variational = self.dropout, 0.0, False
@@ -351,12 +428,21 @@ class LanguageModel:
             hidden, recurrent, variational = v["hidden"], v["recurrent"], True
             drop_in, drop_out = v["input"], v["output"]
             drop_cls = VariationalDropout
-        self.word_dropout = (_WordDropout(v["embedding"], self.vocab_size, self.dtype, seeds[1])
-                             if v is not None and v["embedding"] else None)
+        self.word_dropout = (
+            _WordDropout(v["embedding"], self.vocab_size, self.dtype, seeds[1])
+            if v is not None and v["embedding"]
+            else None
+        )
         self.input_dropout = drop_cls(drop_in, seed=seeds[2]) if drop_in else None
-        self.stack = Stack(layers, dropout=hidden, connection=self.connection,
-                           variational=variational, recurrent_dropout=recurrent, seed=seeds[3])
-        self.output_dropout = (drop_cls(drop_out, seed=seeds[4]) if drop_out else None)
+        self.stack = Stack(
+            layers,
+            dropout=hidden,
+            connection=self.connection,
+            variational=variational,
+            recurrent_dropout=recurrent,
+            seed=seeds[3],
+        )
+        self.output_dropout = drop_cls(drop_out, seed=seeds[4]) if drop_out else None
         self.proj = TimeAffine(next(it), next(it)) if self.projection else None
         if self.tie_weights:
             affine_W = embed_W.T
@@ -366,8 +452,9 @@ class LanguageModel:
             affine_W = next(it)
         self.affine = TimeAffine(affine_W, next(it))
         self.loss_layer = TimeSoftmaxWithLoss(ignore_label=-1)
-        self._dropouts = [d for d in (self.word_dropout, self.input_dropout, self.output_dropout)
-                          if d is not None]
+        self._dropouts = [
+            d for d in (self.word_dropout, self.input_dropout, self.output_dropout) if d is not None
+        ]
         self.params, self.grads = [embed_W], [self.embedding.grads[0]]
         self.params += self.stack.params
         self.grads += self.stack.grads
@@ -412,20 +499,28 @@ class LanguageModel:
         key = (N, T)
         if self._bufs_key != key:
             E, H, V, dt = self.embed_size, self.hidden_sizes[-1], self.vocab_size, self.dtype
-            R = E if self.proj is not None else H           # the read-out's input size
-            self._bufs = {"emb": np.empty((N, T, E), dt), "in": np.empty((N, T, E), dt),
-                          "din": np.empty((N, T, E), dt), "out": np.empty((N, T, H), dt),
-                          "dout": np.empty((N, T, H), dt), "dread": np.empty((N, T, R), dt),
-                          "proj": np.empty((N, T, E), dt), "dproj": np.empty((N, T, H), dt),
-                          "scores": np.empty((N, T, V), dt)}
+            R = E if self.proj is not None else H  # the read-out's input size
+            self._bufs = {
+                "emb": np.empty((N, T, E), dt),
+                "in": np.empty((N, T, E), dt),
+                "din": np.empty((N, T, E), dt),
+                "out": np.empty((N, T, H), dt),
+                "dout": np.empty((N, T, H), dt),
+                "dread": np.empty((N, T, R), dt),
+                "proj": np.empty((N, T, E), dt),
+                "dproj": np.empty((N, T, H), dt),
+                "scores": np.empty((N, T, V), dt),
+            }
             self._bufs_key = key
         return self._bufs
 
     def _check_ids(self, xs):
         xs = self._word_ids(xs, "xs")
         if xs.size and (xs.min() < 0 or xs.max() >= self.vocab_size):
-            raise ValueError(f"xs must hold word ids in [0, {self.vocab_size}), got values in "
-                             f"[{xs.min()}, {xs.max()}]")
+            raise ValueError(
+                f"xs must hold word ids in [0, {self.vocab_size}), got values in "
+                f"[{xs.min()}, {xs.max()}]"
+            )
         return xs
 
     def _features(self, xs, train_flg):
@@ -454,8 +549,10 @@ class LanguageModel:
         xs = self._check_ids(xs)
         ts = self._word_ids(ts, "ts")
         if ts.size and (ts.min() < -1 or ts.max() >= self.vocab_size):
-            raise ValueError(f"ts must hold word ids in [0, {self.vocab_size}) or -1 (ignored), "
-                             f"got values in [{ts.min()}, {ts.max()}]")
+            raise ValueError(
+                f"ts must hold word ids in [0, {self.vocab_size}) or -1 (ignored), "
+                f"got values in [{ts.min()}, {ts.max()}]"
+            )
         if ts.shape != xs.shape:
             raise ValueError(f"ts must have the shape of xs {xs.shape}, got {ts.shape}")
         h = self._features(xs, train_flg)
@@ -524,8 +621,9 @@ class LanguageModel:
             raise ValueError(f"{file_name} holds {n} arrays, the model has {len(self.params)}")
         for i, (p, q) in enumerate(zip(self.params, loaded)):
             if p.shape != q.shape:
-                raise ValueError(f"{file_name}: array {i} has shape {q.shape}, the model's "
-                                 f"params[{i}] {p.shape}")
+                raise ValueError(
+                    f"{file_name}: array {i} has shape {q.shape}, the model's params[{i}] {p.shape}"
+                )
             if q.dtype.kind != "f":
                 raise TypeError(f"{file_name}: array {i} has dtype {q.dtype}, not float")
         for p, q in zip(self.params, loaded):
@@ -541,21 +639,38 @@ class Rnnlm(LanguageModel):
     [embed_W, lstm_Wx, lstm_Wh, lstm_b, affine_W, affine_b].
     """
 
-    def __init__(self, vocab_size=10000, wordvec_size=100, hidden_size=100, seed=None,
-                 dtype=np.float32):
-        self._setup_from_config({"vocab_size": vocab_size, "wordvec_size": wordvec_size,
-                                 "hidden_size": hidden_size, "seed": seed, "dtype": dtype})
+    def __init__(
+        self, vocab_size=10000, wordvec_size=100, hidden_size=100, seed=None, dtype=np.float32
+    ):
+        self._setup_from_config(
+            {
+                "vocab_size": vocab_size,
+                "wordvec_size": wordvec_size,
+                "hidden_size": hidden_size,
+                "seed": seed,
+                "dtype": dtype,
+            }
+        )
         self._build(None)
 
     def _setup_from_config(self, config):
-        self._setup(config["vocab_size"], config["wordvec_size"], [config["hidden_size"]],
-                    init="normal", dtype=config.get("dtype", np.float32),
-                    seed=config.get("seed"))
+        self._setup(
+            config["vocab_size"],
+            config["wordvec_size"],
+            [config["hidden_size"]],
+            init="normal",
+            dtype=config.get("dtype", np.float32),
+            seed=config.get("seed"),
+        )
 
     def get_config(self):
-        return {"vocab_size": self.vocab_size, "wordvec_size": self.embed_size,
-                "hidden_size": self.hidden_sizes[0], "seed": self.seed,
-                "dtype": self.dtype.name}
+        return {
+            "vocab_size": self.vocab_size,
+            "wordvec_size": self.embed_size,
+            "hidden_size": self.hidden_sizes[0],
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }
 
 
 class BetterRnnlm(LanguageModel):
@@ -570,20 +685,46 @@ class BetterRnnlm(LanguageModel):
 
     _book_tying = True
 
-    def __init__(self, vocab_size=10000, wordvec_size=650, hidden_size=650, dropout_ratio=0.5,
-                 seed=None, dtype=np.float32):
-        self._setup_from_config({"vocab_size": vocab_size, "wordvec_size": wordvec_size,
-                                 "hidden_size": hidden_size, "dropout_ratio": dropout_ratio,
-                                 "seed": seed, "dtype": dtype})
+    def __init__(
+        self,
+        vocab_size=10000,
+        wordvec_size=650,
+        hidden_size=650,
+        dropout_ratio=0.5,
+        seed=None,
+        dtype=np.float32,
+    ):
+        self._setup_from_config(
+            {
+                "vocab_size": vocab_size,
+                "wordvec_size": wordvec_size,
+                "hidden_size": hidden_size,
+                "dropout_ratio": dropout_ratio,
+                "seed": seed,
+                "dtype": dtype,
+            }
+        )
         self._build(None)
 
     def _setup_from_config(self, config):
         H = config["hidden_size"]
-        self._setup(config["vocab_size"], config["wordvec_size"], [H, H],
-                    dropout=config.get("dropout_ratio", 0.5), tie_weights=True, init="normal",
-                    dtype=config.get("dtype", np.float32), seed=config.get("seed"))
+        self._setup(
+            config["vocab_size"],
+            config["wordvec_size"],
+            [H, H],
+            dropout=config.get("dropout_ratio", 0.5),
+            tie_weights=True,
+            init="normal",
+            dtype=config.get("dtype", np.float32),
+            seed=config.get("seed"),
+        )
 
     def get_config(self):
-        return {"vocab_size": self.vocab_size, "wordvec_size": self.embed_size,
-                "hidden_size": self.hidden_sizes[0], "dropout_ratio": self.dropout,
-                "seed": self.seed, "dtype": self.dtype.name}
+        return {
+            "vocab_size": self.vocab_size,
+            "wordvec_size": self.embed_size,
+            "hidden_size": self.hidden_sizes[0],
+            "dropout_ratio": self.dropout,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }

@@ -24,6 +24,7 @@ the new values without being told.
 ``init_params`` gives the initialisation the book uses (Gaussian, standard deviation
 ``1/sqrt(fan_in)``, zero biases), the same recipe for every cell.
 """
+
 import numpy as np
 
 from ..layers import TimeGRU, TimeLSTM, TimeRNN
@@ -41,8 +42,9 @@ def _cell_spec(cell):
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}") from None
 
 
-def init_params(cell, input_size, hidden_size, rng, dtype=np.float32, wh_scale=1.0,
-                forget_bias=1.0):
+def init_params(
+    cell, input_size, hidden_size, rng, dtype=np.float32, wh_scale=1.0, forget_bias=1.0
+):
     """[Wx, Wh, b] for a ``cell`` ("rnn", "lstm" or "gru"), drawn from ``rng``.
 
     Wx ~ N(0, 1/D), Wh ~ wh_scale * N(0, 1/H), b = 0: the book's initialisation, the same for
@@ -58,7 +60,7 @@ def init_params(cell, input_size, hidden_size, rng, dtype=np.float32, wh_scale=1
     Wh = wh_scale * rng.standard_normal((H, blocks * H)) / np.sqrt(H)
     b = np.zeros(blocks * H)
     if cell.lower() == "lstm":
-        b[:H] = forget_bias      # gate blocks f, g, i, o: f comes first
+        b[:H] = forget_bias  # gate blocks f, g, i, o: f comes first
     return [np.ascontiguousarray(a, dtype=dtype) for a in (Wx, Wh, b)]
 
 
@@ -110,11 +112,22 @@ class SequenceRegressor:
     ``fastrnn.clip_grads(model.grads, max_norm)`` clips them all together.
     """
 
-    def __init__(self, cell, input_size, hidden_size, rng, output_size=1, dtype=np.float32,
-                 wh_scale=1.0, forget_bias=1.0):
+    def __init__(
+        self,
+        cell,
+        input_size,
+        hidden_size,
+        rng,
+        output_size=1,
+        dtype=np.float32,
+        wh_scale=1.0,
+        forget_bias=1.0,
+    ):
         self.cell = cell.lower()
-        self.rnn = make_layer(self.cell, init_params(self.cell, input_size, hidden_size, rng,
-                                                     dtype, wh_scale, forget_bias))
+        self.rnn = make_layer(
+            self.cell,
+            init_params(self.cell, input_size, hidden_size, rng, dtype, wh_scale, forget_bias),
+        )
         W = rng.standard_normal((hidden_size, output_size)) / np.sqrt(hidden_size)
         self.linear = Linear(W.astype(dtype), np.zeros(output_size, dtype))
         self.loss_layer = MSELoss()
@@ -136,5 +149,5 @@ class SequenceRegressor:
         """Backpropagate the last forward's loss; fills ``grads``, returns dL/dxs."""
         dh_last = self.linear.backward(self.loss_layer.backward())
         dhs = np.zeros(self._hs_shape, dh_last.dtype)
-        dhs[:, -1] = dh_last    # only h_T feeds the loss: earlier steps get gradient through time
+        dhs[:, -1] = dh_last  # only h_T feeds the loss: earlier steps get gradient through time
         return self.rnn.backward(dhs)

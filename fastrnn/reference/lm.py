@@ -16,6 +16,7 @@ Differences from the book (generalisations, no semantic change for the book's us
 * ``VariationalDropout`` (one mask per sequence, shared over time; Gal & Ghahramani 2016) is not
   in the book's ``time_layers.py``.
 """
+
 import numpy as np
 
 __all__ = [
@@ -40,7 +41,7 @@ class TimeEmbedding:
         return self.params[0][xs]
 
     def backward(self, dout):
-        dW, = self.grads
+        (dW,) = self.grads
         dW[...] = 0
         np.add.at(dW, self.idx, dout)
 
@@ -88,7 +89,7 @@ class TimeSoftmaxWithLoss:
 
     def forward(self, xs, ts):
         N, T, V = xs.shape
-        if ts.ndim == 3:                # one-hot targets
+        if ts.ndim == 3:  # one-hot targets
             ts = ts.argmax(axis=2)
         mask = ts != self.ignore_label
         xs = xs.reshape(N * T, V)

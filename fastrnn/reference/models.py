@@ -8,6 +8,7 @@ Differences from the book (no change in what is computed): the weights are drawn
 ``fastrnn.models.Rnnlm`` and ``BetterRnnlm`` the same weights), NumPy's global random state is
 not touched, and the dtype is a parameter (float32 by default, the book's ``'f'``).
 """
+
 import numpy as np
 
 from .lm import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss
@@ -48,8 +49,9 @@ class _BookModel:
 class Rnnlm(_BookModel):
     """Embedding -> stateful LSTM -> affine -> softmax with loss, as the book's ``Rnnlm``."""
 
-    def __init__(self, vocab_size=10000, wordvec_size=100, hidden_size=100, seed=None,
-                 dtype=np.float32):
+    def __init__(
+        self, vocab_size=10000, wordvec_size=100, hidden_size=100, seed=None, dtype=np.float32
+    ):
         V, D, H = vocab_size, wordvec_size, hidden_size
         rn = np.random.default_rng(seed).standard_normal
         embed_W = (rn((V, D)) / 100).astype(dtype)
@@ -58,9 +60,11 @@ class Rnnlm(_BookModel):
         lstm_b = np.zeros(4 * H, dtype)
         affine_W = (rn((H, V)) / np.sqrt(H)).astype(dtype)
         affine_b = np.zeros(V, dtype)
-        self.layers = [TimeEmbedding(embed_W),
-                       TimeLSTM(lstm_Wx, lstm_Wh, lstm_b, stateful=True),
-                       TimeAffine(affine_W, affine_b)]
+        self.layers = [
+            TimeEmbedding(embed_W),
+            TimeLSTM(lstm_Wx, lstm_Wh, lstm_b, stateful=True),
+            TimeAffine(affine_W, affine_b),
+        ]
         self.loss_layer = TimeSoftmaxWithLoss()
         self.lstm_layers = [self.layers[1]]
         self.drop_layers = []
@@ -71,8 +75,15 @@ class BetterRnnlm(_BookModel):
     """Two stateful LSTMs with dropout before, between and after them and the affine read-out
     tied to the embedding (``embed_W.T``), as the book's ``BetterRnnlm``."""
 
-    def __init__(self, vocab_size=10000, wordvec_size=650, hidden_size=650, dropout_ratio=0.5,
-                 seed=None, dtype=np.float32):
+    def __init__(
+        self,
+        vocab_size=10000,
+        wordvec_size=650,
+        hidden_size=650,
+        dropout_ratio=0.5,
+        seed=None,
+        dtype=np.float32,
+    ):
         V, D, H = vocab_size, wordvec_size, hidden_size
         rn = np.random.default_rng(seed).standard_normal
         embed_W = (rn((V, D)) / 100).astype(dtype)
@@ -83,15 +94,20 @@ class BetterRnnlm(_BookModel):
         lstm_Wh2 = (rn((H, 4 * H)) / np.sqrt(H)).astype(dtype)
         lstm_b2 = np.zeros(4 * H, dtype)
         affine_b = np.zeros(V, dtype)
-        drop_seeds = ([int(s) for s in np.random.SeedSequence(seed).generate_state(3, np.uint64)]
-                      if seed is not None else [None] * 3)
-        self.layers = [TimeEmbedding(embed_W),
-                       TimeDropout(dropout_ratio, seed=drop_seeds[0]),
-                       TimeLSTM(lstm_Wx1, lstm_Wh1, lstm_b1, stateful=True),
-                       TimeDropout(dropout_ratio, seed=drop_seeds[1]),
-                       TimeLSTM(lstm_Wx2, lstm_Wh2, lstm_b2, stateful=True),
-                       TimeDropout(dropout_ratio, seed=drop_seeds[2]),
-                       TimeAffine(embed_W.T, affine_b)]      # weight tying
+        drop_seeds = (
+            [int(s) for s in np.random.SeedSequence(seed).generate_state(3, np.uint64)]
+            if seed is not None
+            else [None] * 3
+        )
+        self.layers = [
+            TimeEmbedding(embed_W),
+            TimeDropout(dropout_ratio, seed=drop_seeds[0]),
+            TimeLSTM(lstm_Wx1, lstm_Wh1, lstm_b1, stateful=True),
+            TimeDropout(dropout_ratio, seed=drop_seeds[1]),
+            TimeLSTM(lstm_Wx2, lstm_Wh2, lstm_b2, stateful=True),
+            TimeDropout(dropout_ratio, seed=drop_seeds[2]),
+            TimeAffine(embed_W.T, affine_b),
+        ]  # weight tying
         self.loss_layer = TimeSoftmaxWithLoss()
         self.lstm_layers = [self.layers[2], self.layers[4]]
         self.drop_layers = [self.layers[1], self.layers[3], self.layers[5]]

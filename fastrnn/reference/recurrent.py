@@ -69,7 +69,7 @@ def clip_grads(grads, max_norm):
     """
     total = 0.0
     for g in grads:
-        total += np.sum(g ** 2)
+        total += np.sum(g**2)
     total_norm = np.sqrt(total)
 
     rate = max_norm / (total_norm + 1e-6)
@@ -90,8 +90,7 @@ def _check_gru_bias(b, H3, reset_after):
     expected = (2, H3) if reset_after else (H3,)
     if b.shape != expected:
         raise ValueError(
-            "GRU bias `b` must have shape %s for reset_after=%s, got %s"
-            % (expected, reset_after, b.shape)
+            f"GRU bias `b` must have shape {expected} for reset_after={reset_after}, got {b.shape}"
         )
 
 
@@ -116,8 +115,7 @@ class RNN:
 
     def __init__(self, Wx, Wh, b, nonlinearity="tanh"):
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError("nonlinearity must be 'tanh' or 'relu', got %r"
-                             % (nonlinearity,))
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.nonlinearity = nonlinearity
@@ -142,7 +140,7 @@ class RNN:
         if self.nonlinearity == "relu":
             dt = dh_next * (h_next > 0)
         else:
-            dt = dh_next * (1 - h_next ** 2)
+            dt = dh_next * (1 - h_next**2)
         db = np.sum(dt, axis=0)
         dWh = np.dot(hm.T, dt)
         dh_prev = _unmask(np.dot(dt, Wh.T), h_mask)
@@ -175,9 +173,9 @@ class LSTM:
         A = np.dot(x, Wx) + np.dot(hm, Wh) + b
 
         f = A[:, :H]
-        g = A[:, H:2 * H]
-        i = A[:, 2 * H:3 * H]
-        o = A[:, 3 * H:]
+        g = A[:, H : 2 * H]
+        i = A[:, 2 * H : 3 * H]
+        o = A[:, 3 * H :]
 
         f = sigmoid(f)
         g = np.tanh(g)
@@ -196,7 +194,7 @@ class LSTM:
         x, hm, c_prev, f, g, i, o, c_next, tanh_c_next, h_mask = self.cache
 
         # total gradient w.r.t. c_next (direct + through h_next = o*tanh(c))
-        ds = dc_next + (dh_next * o) * (1 - tanh_c_next ** 2)
+        ds = dc_next + (dh_next * o) * (1 - tanh_c_next**2)
         dc_prev = ds * f
 
         df = ds * c_prev
@@ -206,7 +204,7 @@ class LSTM:
 
         # back through the activations
         df *= f * (1 - f)
-        dg *= (1 - g ** 2)
+        dg *= 1 - g**2
         di *= i * (1 - i)
         do *= o * (1 - o)
 
@@ -258,23 +256,21 @@ class GRU:
         Wx, Wh, b = self.params
         H = Wh.shape[0]
         hm = _masked(h_prev, h_mask)
-        Wxz, Wxr, Wxh = Wx[:, :H], Wx[:, H:2 * H], Wx[:, 2 * H:]
-        Whz, Whr, Whh = Wh[:, :H], Wh[:, H:2 * H], Wh[:, 2 * H:]
+        Wxz, Wxr, Wxh = Wx[:, :H], Wx[:, H : 2 * H], Wx[:, 2 * H :]
+        Whz, Whr, Whh = Wh[:, :H], Wh[:, H : 2 * H], Wh[:, 2 * H :]
 
         if not self.reset_after:
-            bz, br, bh = b[:H], b[H:2 * H], b[2 * H:]
+            bz, br, bh = b[:H], b[H : 2 * H], b[2 * H :]
             z = sigmoid(np.dot(x, Wxz) + np.dot(hm, Whz) + bz)
             r = sigmoid(np.dot(x, Wxr) + np.dot(hm, Whr) + br)
             h_hat = np.tanh(np.dot(x, Wxh) + np.dot(r * hm, Whh) + bh)
             hn = None
         else:
             b0, b1 = b[0], b[1]
-            z = sigmoid(np.dot(x, Wxz) + np.dot(hm, Whz)
-                        + b0[:H] + b1[:H])
-            r = sigmoid(np.dot(x, Wxr) + np.dot(hm, Whr)
-                        + b0[H:2 * H] + b1[H:2 * H])
-            hn = np.dot(hm, Whh) + b1[2 * H:]
-            h_hat = np.tanh(np.dot(x, Wxh) + b0[2 * H:] + r * hn)
+            z = sigmoid(np.dot(x, Wxz) + np.dot(hm, Whz) + b0[:H] + b1[:H])
+            r = sigmoid(np.dot(x, Wxr) + np.dot(hm, Whr) + b0[H : 2 * H] + b1[H : 2 * H])
+            hn = np.dot(hm, Whh) + b1[2 * H :]
+            h_hat = np.tanh(np.dot(x, Wxh) + b0[2 * H :] + r * hn)
 
         h_next = (1 - z) * h_prev + z * h_hat
 
@@ -291,24 +287,23 @@ class GRU:
         dh_prev = dh_next * (1 - z)
 
         # pre-activation of the candidate h~
-        dt = dh_hat * (1 - h_hat ** 2)
+        dt = dh_hat * (1 - h_hat**2)
 
         if not self.reset_after:
             # candidate path: t = x Wxh + (r*h) Whh + bh
-            drh = np.dot(dt, Wh[:, 2 * H:].T)      # grad w.r.t. (r * hm)
+            drh = np.dot(dt, Wh[:, 2 * H :].T)  # grad w.r.t. (r * hm)
             dr = drh * hm
             dh_prev += _unmask(drh * r, h_mask)
             dz_pre = dz * z * (1 - z)
             dr_pre = dr * r * (1 - r)
 
-            dA = np.hstack((dz_pre, dr_pre, dt))   # grads of the x-side sums
+            dA = np.hstack((dz_pre, dr_pre, dt))  # grads of the x-side sums
             dWx = np.dot(x.T, dA)
-            dWh = np.hstack((np.dot(hm.T, dA[:, :2 * H]),
-                             np.dot((r * hm).T, dt)))
+            dWh = np.hstack((np.dot(hm.T, dA[:, : 2 * H]), np.dot((r * hm).T, dt)))
             db = dA.sum(axis=0)
 
             dx = np.dot(dA, Wx.T)
-            dh_prev += _unmask(np.dot(dA[:, :2 * H], Wh[:, :2 * H].T), h_mask)
+            dh_prev += _unmask(np.dot(dA[:, : 2 * H], Wh[:, : 2 * H].T), h_mask)
         else:
             # candidate path: t = x Wxh + b0h + r * hn, hn = h Whh + b1h
             dr = dt * hn
@@ -316,8 +311,8 @@ class GRU:
             dz_pre = dz * z * (1 - z)
             dr_pre = dr * r * (1 - r)
 
-            dgx = np.hstack((dz_pre, dr_pre, dt))    # grads of x Wx + b0
-            dgh = np.hstack((dz_pre, dr_pre, dhn))   # grads of h Wh + b1
+            dgx = np.hstack((dz_pre, dr_pre, dt))  # grads of x Wx + b0
+            dgh = np.hstack((dz_pre, dr_pre, dhn))  # grads of h Wh + b1
             dWx = np.dot(x.T, dgx)
             dWh = np.dot(hm.T, dgh)
             db = np.stack((dgx.sum(axis=0), dgh.sum(axis=0)))
@@ -342,7 +337,7 @@ def _check_mask(h_mask, N, H, dtype):
         return None
     h_mask = np.asarray(h_mask).astype(dtype, copy=False)
     if h_mask.shape != (N, H):
-        raise ValueError("h_mask must have shape (%d, %d), got %s" % (N, H, h_mask.shape))
+        raise ValueError(f"h_mask must have shape ({N}, {H}), got {h_mask.shape}")
     return h_mask
 
 
@@ -354,8 +349,7 @@ class TimeRNN:
 
     def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError("nonlinearity must be 'tanh' or 'relu', got %r"
-                             % (nonlinearity,))
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
@@ -503,7 +497,7 @@ class TimeLSTM:
             if track:
                 # total gradient w.r.t. c_t, as formed inside LSTM.backward
                 o, tanh_c = layer.cache[6], layer.cache[8]
-                dc_total = dc + dh_total * o * (1 - tanh_c ** 2)
+                dc_total = dc + dh_total * o * (1 - tanh_c**2)
                 norms_h[t] = _norm64(dh_total)
                 norms_c[t] = _norm64(dc_total)
             dx, dh, dc = layer.backward(dh_total, dc)

@@ -1,6 +1,7 @@
 """Training: optimizers (``SGD``, ``Adam``), PTB data and TBPTT batching (``data``), learning-rate
 schedules, the language-model trainer (``LMTrainer``), checkpoints, text generation and the
 ``fastrnn lm`` command line (``cli``)."""
+
 from .data import Corpus, Vocabulary, eval_windows, load_ptb, read_words, train_windows
 from .generate import generate
 from .optim import SGD, Adam
@@ -8,18 +9,18 @@ from .schedules import ConstantLR, DecayLR, PlateauLR, make_schedule
 from .trainer import LMTrainer
 
 __all__ = [
-           "SGD",
-           "Adam",
-           "ConstantLR",
-           "Corpus",
-           "DecayLR",
-           "LMTrainer",
-           "PlateauLR",
-           "Vocabulary",
-           "eval_windows",
-           "generate",
-           "load_ptb",
-           "make_schedule",
-           "read_words",
-           "train_windows",
+    "SGD",
+    "Adam",
+    "ConstantLR",
+    "Corpus",
+    "DecayLR",
+    "LMTrainer",
+    "PlateauLR",
+    "Vocabulary",
+    "eval_windows",
+    "generate",
+    "load_ptb",
+    "make_schedule",
+    "read_words",
+    "train_windows",
 ]

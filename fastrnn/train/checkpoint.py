@@ -16,6 +16,7 @@ Layout of a run directory::
     best/model.npz             the best-validation model (fastrnn.save)
     best/best.json             its epoch and validation perplexity
 """
+
 import json
 import os
 import tempfile
@@ -46,7 +47,7 @@ def _atomic(path, write):
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600; give a normal file's mode
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -60,6 +61,7 @@ def atomic_write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
     _atomic(path, write)
 
 
@@ -75,6 +77,7 @@ def atomic_savez(path, arrays):
 def atomic_save_model(path, model):
     """fastrnn.save(path, model): itself atomic (temporary file + os.replace)."""
     from ..io import save
+
     save(path, model)
 
 
@@ -97,17 +100,23 @@ def save_last(run_dir, model, optim_arrays, state):
     model_name, optim_name = f"model-{tag}.npz", f"optim-{tag}.npz"
     atomic_save_model(os.path.join(last, model_name), model)
     atomic_savez(os.path.join(last, optim_name), optim_arrays)
-    atomic_write_json(os.path.join(last, "checkpoint.json"),
-                      dict(state, model_file=model_name, optim_file=optim_name))
-    for name in os.listdir(last):        # the previous checkpoint's files, now superseded
-        if name.endswith(".npz") and name not in (model_name, optim_name) \
-                and name.startswith(("model-", "optim-")):
+    atomic_write_json(
+        os.path.join(last, "checkpoint.json"),
+        dict(state, model_file=model_name, optim_file=optim_name),
+    )
+    for name in os.listdir(last):  # the previous checkpoint's files, now superseded
+        if (
+            name.endswith(".npz")
+            and name not in (model_name, optim_name)
+            and name.startswith(("model-", "optim-"))
+        ):
             os.unlink(os.path.join(last, name))
 
 
 def load_last(run_dir):
     """(state dict, model, optimizer arrays) of the run directory's resumable checkpoint."""
     from ..io import load
+
     last = os.path.join(os.fspath(run_dir), "last")
     state = read_json(os.path.join(last, "checkpoint.json"), "checkpoint record")
     for key in ("model_file", "optim_file", "epoch", "step", "config"):
@@ -146,5 +155,7 @@ def model_path(path):
         rec = os.path.join(d, "checkpoint.json")
         if os.path.isfile(rec):
             return os.path.join(d, read_json(rec, "checkpoint record")["model_file"])
-    raise ValueError(f"--model {path}: no model found (expected best/model.npz or "
-                     f"last/checkpoint.json from `fastrnn lm train --out`)")
+    raise ValueError(
+        f"--model {path}: no model found (expected best/model.npz or "
+        f"last/checkpoint.json from `fastrnn lm train --out`)"
+    )

@@ -9,6 +9,7 @@ Every flag and file is checked before anything is written; a bad one is a one-li
 exit status 2.  See :mod:`fastrnn.train.presets` for the presets and
 :mod:`fastrnn.train.checkpoint` for what ``--out`` receives.
 """
+
 import argparse
 import contextlib
 import math
@@ -54,7 +55,8 @@ def _int_list(text):
         sizes = [int(s) for s in text.replace("x", ",").split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer sizes such as 200,200, got {text!r}") from None
+            f"expected comma-separated layer sizes such as 200,200, got {text!r}"
+        ) from None
     if not sizes:
         raise argparse.ArgumentTypeError("expected at least one layer size")
     return sizes
@@ -70,96 +72,175 @@ def _bool(text):
 
 
 def _add_train_arguments(p):
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="directory holding ptb.train.txt, ptb.valid.txt and ptb.test.txt")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"training configuration (default: {DEFAULT_PRESET}); every flag below "
-                        "overrides its value")
-    p.add_argument("--out", default="fastrnn-lm", metavar="DIR",
-                   help="run directory: checkpoints, metrics.json, perplexity.png "
-                        "(default: %(default)s)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint, with its "
-                        "configuration (only --epochs may change it)")
-    p.add_argument("--threads", type=int, default=1, metavar="K",
-                   help="threads for BLAS and fastrnn's kernels (threadpoolctl); 0 leaves the "
-                        "library default (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=None, metavar="S",
-                   help="stop after S updates in this call (the epoch in progress is evaluated "
-                        "and recorded as partial; a run stopped so cannot be resumed)")
-    p.add_argument("--eval-words", type=int, default=None, metavar="W",
-                   help="evaluate on the first W words of valid and test only (quick runs; "
-                        "default: all)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="directory holding ptb.train.txt, ptb.valid.txt and ptb.test.txt",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help=f"training configuration (default: {DEFAULT_PRESET}); every flag below "
+        "overrides its value",
+    )
+    p.add_argument(
+        "--out",
+        default="fastrnn-lm",
+        metavar="DIR",
+        help="run directory: checkpoints, metrics.json, perplexity.png (default: %(default)s)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its "
+        "configuration (only --epochs may change it)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="K",
+        help="threads for BLAS and fastrnn's kernels (threadpoolctl); 0 leaves the "
+        "library default (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="S",
+        help="stop after S updates in this call (the epoch in progress is evaluated "
+        "and recorded as partial; a run stopped so cannot be resumed)",
+    )
+    p.add_argument(
+        "--eval-words",
+        type=int,
+        default=None,
+        metavar="W",
+        help="evaluate on the first W words of valid and test only (quick runs; default: all)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-plot", action="store_true", help="do not draw perplexity.png")
     g = p.add_argument_group("hyper-parameters (default: the preset's)")
     g.add_argument("--epochs", type=int, help="total epochs of the run")
     g.add_argument("--seed", type=int, help="seed of the model's initialization and dropout")
-    g.add_argument("--model", choices=_MODELS,
-                   help="rnnlm: the book's Rnnlm; better: its BetterRnnlm; lm: LanguageModel")
+    g.add_argument(
+        "--model",
+        choices=_MODELS,
+        help="rnnlm: the book's Rnnlm; better: its BetterRnnlm; lm: LanguageModel",
+    )
     g.add_argument("--embed-size", type=int, metavar="E")
-    g.add_argument("--hidden-sizes", type=_int_list, metavar="H[,H...]",
-                   help="one size per recurrent layer, e.g. 650,650")
+    g.add_argument(
+        "--hidden-sizes",
+        type=_int_list,
+        metavar="H[,H...]",
+        help="one size per recurrent layer, e.g. 650,650",
+    )
     g.add_argument("--cell", choices=_CELLS)
     g.add_argument("--dropout", type=float, metavar="P")
     g.add_argument("--embed-dropout", type=float, metavar="P")
-    g.add_argument("--variational", type=_bool, metavar="BOOL",
-                   help="one dropout mask per sequence, recurrent connections too (Gal)")
+    g.add_argument(
+        "--variational",
+        type=_bool,
+        metavar="BOOL",
+        help="one dropout mask per sequence, recurrent connections too (Gal)",
+    )
     g.add_argument("--residual", type=_bool, metavar="BOOL")
     g.add_argument("--tie-weights", type=_bool, metavar="BOOL")
-    g.add_argument("--init", choices=_INITS,
-                   help="uniform: U(-init_scale, init_scale) (Zaremba); normal: the book's; "
-                        "orthogonal: orthogonal recurrent gate blocks (model lm)")
+    g.add_argument(
+        "--init",
+        choices=_INITS,
+        help="uniform: U(-init_scale, init_scale) (Zaremba); normal: the book's; "
+        "orthogonal: orthogonal recurrent gate blocks (model lm)",
+    )
     g.add_argument("--init-scale", type=float, metavar="S")
     g.add_argument("--dtype", choices=_DTYPES)
     g.add_argument("--batch-size", type=int, metavar="N", help="parallel streams")
     g.add_argument("--bptt", type=int, metavar="T", help="window length of training")
-    g.add_argument("--eval-bptt", type=int, metavar="T",
-                   help="window length of the batch-1 evaluation (does not change the result)")
+    g.add_argument(
+        "--eval-bptt",
+        type=int,
+        metavar="T",
+        help="window length of the batch-1 evaluation (does not change the result)",
+    )
     g.add_argument("--batching", choices=BATCHINGS)
     g.add_argument("--optimizer", choices=("sgd", "adam"))
     g.add_argument("--lr", type=float)
     g.add_argument("--schedule", choices=sorted(SCHEDULES))
-    g.add_argument("--lr-decay", type=float, metavar="D",
-                   help="decay schedule: lr * D ** max(epoch - decay_after, 0)")
+    g.add_argument(
+        "--lr-decay",
+        type=float,
+        metavar="D",
+        help="decay schedule: lr * D ** max(epoch - decay_after, 0)",
+    )
     g.add_argument("--decay-after", type=int, metavar="K")
-    g.add_argument("--plateau-factor", type=float, metavar="F",
-                   help="plateau schedule: divide lr by F when validation does not improve")
+    g.add_argument(
+        "--plateau-factor",
+        type=float,
+        metavar="F",
+        help="plateau schedule: divide lr by F when validation does not improve",
+    )
     g.add_argument("--clip", type=float, metavar="C", help="global-norm clip (0: none)")
-    g.add_argument("--loss", choices=("mean", "sum"),
-                   help="gradient of the mean token loss (book) or of the loss summed over "
-                        "time (Zaremba)")
+    g.add_argument(
+        "--loss",
+        choices=("mean", "sum"),
+        help="gradient of the mean token loss (book) or of the loss summed over time (Zaremba)",
+    )
     return p
 
 
 def _add_generate_arguments(p):
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="a run directory of `fastrnn lm train` (its best model) or a model file")
-    p.add_argument("--start", default="the", metavar="WORD",
-                   help="first word (default: %(default)s)")
-    p.add_argument("--length", type=int, default=50, metavar="L",
-                   help="words to generate (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="a run directory of `fastrnn lm train` (its best model) or a model file",
+    )
+    p.add_argument(
+        "--start", default="the", metavar="WORD", help="first word (default: %(default)s)"
+    )
+    p.add_argument(
+        "--length",
+        type=int,
+        default=50,
+        metavar="L",
+        help="words to generate (default: %(default)s)",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--temperature", type=float, default=1.0, metavar="X",
-                      help="sample from softmax(scores / X) (default: %(default)s)")
+    mode.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="sample from softmax(scores / X) (default: %(default)s)",
+    )
     mode.add_argument("--greedy", action="store_true", help="always the most likely word")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    p.add_argument("--vocab", metavar="FILE",
-                   help="vocab.json (default: found next to the model)")
+    p.add_argument("--vocab", metavar="FILE", help="vocab.json (default: found next to the model)")
     return p
 
 
 def add_parser(subparsers):
     """Register ``lm`` (with ``train`` and ``generate``) on an argparse subparsers object."""
-    p = subparsers.add_parser("lm", help="train language models on Penn Treebank, generate text",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "lm",
+        help="train language models on Penn Treebank, generate text",
+        description=__doc__.split("\n\n")[0],
+    )
     sub = p.add_subparsers(dest="lm_command", metavar="{train,generate}")
     sub.required = True
-    t = sub.add_parser("train", help="train a language model",
-                       description="Train a language model on PTB by truncated BPTT.")
+    t = sub.add_parser(
+        "train",
+        help="train a language model",
+        description="Train a language model on PTB by truncated BPTT.",
+    )
     _add_train_arguments(t).set_defaults(func=run_train)
-    g = sub.add_parser("generate", help="generate text from a trained model",
-                       description="Generate text one word at a time from a trained model.")
+    g = sub.add_parser(
+        "generate",
+        help="generate text from a trained model",
+        description="Generate text one word at a time from a trained model.",
+    )
     _add_generate_arguments(g).set_defaults(func=run_generate)
     return p
 
@@ -185,9 +266,11 @@ def config_from_args(args):
 
 def check_config(cfg):
     """A UsageError naming the flag for the first bad value of `cfg`."""
+
     def need(ok, key, what):
         if not ok:
             raise UsageError(f"{_flag(key)} must be {what}, got {cfg[key]!r}")
+
     for key in ("embed_size", "batch_size", "bptt", "eval_bptt", "epochs"):
         need(cfg[key] >= 1, key, "a positive integer")
     need(all(h >= 1 for h in cfg["hidden_sizes"]), "hidden_sizes", "positive layer sizes")
@@ -199,27 +282,41 @@ def check_config(cfg):
     need(cfg["decay_after"] >= 0, "decay_after", "a non-negative integer")
     need(cfg["seed"] >= 0, "seed", "a non-negative integer")
     if cfg["tie_weights"]:
-        need(cfg["embed_size"] == cfg["hidden_sizes"][-1], "embed_size",
-             f"equal to the last hidden size ({cfg['hidden_sizes'][-1]}) with tied weights")
+        need(
+            cfg["embed_size"] == cfg["hidden_sizes"][-1],
+            "embed_size",
+            f"equal to the last hidden size ({cfg['hidden_sizes'][-1]}) with tied weights",
+        )
     if cfg["embed_dropout"]:
-        need(cfg["variational"], "embed_dropout", "0 unless --variational true (word-type "
-             "dropout is a variational-dropout site)")
+        need(
+            cfg["variational"],
+            "embed_dropout",
+            "0 unless --variational true (word-type dropout is a variational-dropout site)",
+        )
     if cfg["residual"]:
-        need(len(set(cfg["hidden_sizes"])) == 1, "hidden_sizes", "equal sizes for residual "
-             "connections")
+        need(
+            len(set(cfg["hidden_sizes"])) == 1,
+            "hidden_sizes",
+            "equal sizes for residual connections",
+        )
     # the book's two models are fixed architectures: flags they cannot honour are errors
     if cfg["model"] in _BOOK_MODELS:
         cls, layers, dropout, tied = _BOOK_MODELS[cfg["model"]]
         name = f"--model {cfg['model']} (the book's {cls})"
         H = cfg["hidden_sizes"]
         if len(H) != layers or len(set(H)) != 1:
-            raise UsageError(f"{name} has {layers} LSTM layer(s) of one size: --hidden-sizes "
-                             f"{','.join(map(str, H))} does not fit")
-        for key, ok in (("cell", cfg["cell"] == "lstm"), ("init", cfg["init"] == "normal"),
-                        ("variational", not cfg["variational"]),
-                        ("residual", not cfg["residual"]),
-                        ("tie_weights", cfg["tie_weights"] == tied),
-                        ("dropout", dropout or cfg["dropout"] == 0)):
+            raise UsageError(
+                f"{name} has {layers} LSTM layer(s) of one size: --hidden-sizes "
+                f"{','.join(map(str, H))} does not fit"
+            )
+        for key, ok in (
+            ("cell", cfg["cell"] == "lstm"),
+            ("init", cfg["init"] == "normal"),
+            ("variational", not cfg["variational"]),
+            ("residual", not cfg["residual"]),
+            ("tie_weights", cfg["tie_weights"] == tied),
+            ("dropout", dropout or cfg["dropout"] == 0),
+        ):
             if not ok:
                 raise UsageError(f"{name} cannot take {_flag(key)} {cfg[key]!r}; use --model lm")
 
@@ -228,38 +325,66 @@ def build_model(cfg, vocab_size):
     """The model `cfg` describes, for a vocabulary of `vocab_size` words
     (:mod:`fastrnn.models.lm`: the book's ``Rnnlm`` / ``BetterRnnlm`` or ``LanguageModel``)."""
     from ..models import lm
+
     H, seed, dtype = cfg["hidden_sizes"], cfg["seed"], cfg["dtype"]
     if cfg["model"] == "rnnlm":
         return lm.Rnnlm(vocab_size, cfg["embed_size"], H[0], seed=seed, dtype=dtype)
     if cfg["model"] == "better":
-        return lm.BetterRnnlm(vocab_size, cfg["embed_size"], H[0], cfg["dropout"], seed=seed,
-                              dtype=dtype)
+        return lm.BetterRnnlm(
+            vocab_size, cfg["embed_size"], H[0], cfg["dropout"], seed=seed, dtype=dtype
+        )
     dropout, variational = cfg["dropout"], None
     if cfg["variational"]:
         p = cfg["dropout"]
-        variational = {"embedding": cfg["embed_dropout"], "input": p, "hidden": p,
-                       "recurrent": p, "output": p}
+        variational = {
+            "embedding": cfg["embed_dropout"],
+            "input": p,
+            "hidden": p,
+            "recurrent": p,
+            "output": p,
+        }
         dropout = 0.0
-    return lm.LanguageModel(vocab_size, cfg["embed_size"], list(H), cell=cfg["cell"],
-                            dropout=dropout, variational=variational,
-                            connection="residual" if cfg["residual"] else None,
-                            tie_weights=cfg["tie_weights"], init=cfg["init"],
-                            init_scale=cfg["init_scale"], dtype=dtype, seed=seed)
+    return lm.LanguageModel(
+        vocab_size,
+        cfg["embed_size"],
+        list(H),
+        cell=cfg["cell"],
+        dropout=dropout,
+        variational=variational,
+        connection="residual" if cfg["residual"] else None,
+        tie_weights=cfg["tie_weights"],
+        init=cfg["init"],
+        init_scale=cfg["init_scale"],
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 def _make_optimizer(cfg):
     from .optim import SGD, Adam
+
     return Adam(cfg["lr"]) if cfg["optimizer"] == "adam" else SGD(cfg["lr"])
 
 
 def _make_trainer(cfg, model, threads, progress):
     from .trainer import LMTrainer
-    schedule = make_schedule(cfg["schedule"], cfg["lr"], cfg["lr_decay"], cfg["decay_after"],
-                             cfg["plateau_factor"])
-    return LMTrainer(model, _make_optimizer(cfg), schedule, batch_size=cfg["batch_size"],
-                     bptt=cfg["bptt"], clip=cfg["clip"] or None, loss=cfg["loss"],
-                     batching=cfg["batching"], eval_bptt=cfg["eval_bptt"],
-                     threads=threads or None, progress=progress)
+
+    schedule = make_schedule(
+        cfg["schedule"], cfg["lr"], cfg["lr_decay"], cfg["decay_after"], cfg["plateau_factor"]
+    )
+    return LMTrainer(
+        model,
+        _make_optimizer(cfg),
+        schedule,
+        batch_size=cfg["batch_size"],
+        bptt=cfg["bptt"],
+        clip=cfg["clip"] or None,
+        loss=cfg["loss"],
+        batching=cfg["batching"],
+        eval_bptt=cfg["eval_bptt"],
+        threads=threads or None,
+        progress=progress,
+    )
 
 
 def _thread_limit(k):
@@ -267,14 +392,21 @@ def _thread_limit(k):
     if k == 0:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=k, user_api="blas")
 
 
 # -- train --------------------------------------------------------------------------------------
 def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None):
-    doc = {"preset": cfg["preset"], "config": cfg, "epochs": history, "test_ppl": test_ppl,
-           "best_epoch": best.get("epoch"), "best_val_ppl": best.get("val_ppl"),
-           "eval_words": eval_words}
+    doc = {
+        "preset": cfg["preset"],
+        "config": cfg,
+        "epochs": history,
+        "test_ppl": test_ppl,
+        "best_epoch": best.get("epoch"),
+        "best_val_ppl": best.get("val_ppl"),
+        "eval_words": eval_words,
+    }
     if test_ppl is not None:
         doc["test_model"] = "best validation"
     return doc
@@ -283,6 +415,7 @@ def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None):
 def _plot(out, history, note):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -320,24 +453,33 @@ def _prepare_train(args):
     if args.resume:
         if not os.path.isfile(record):
             raise UsageError(f"--resume: {out} holds no checkpoint ({record} not found)")
-        given = [k for k in HYPERPARAMETERS if k not in _RESUME_FLAGS
-                 and getattr(args, k, None) is not None]
+        given = [
+            k
+            for k in HYPERPARAMETERS
+            if k not in _RESUME_FLAGS and getattr(args, k, None) is not None
+        ]
         if args.preset is not None:
             given.insert(0, "preset")
         if given:
-            raise UsageError(f"--resume takes the run's configuration from its checkpoint; "
-                             f"drop {', '.join(_flag(k) for k in given)}")
+            raise UsageError(
+                f"--resume takes the run's configuration from its checkpoint; "
+                f"drop {', '.join(_flag(k) for k in given)}"
+            )
         state = ckpt.read_json(record, "checkpoint record")
         if state.get("partial"):
-            raise UsageError(f"--resume: {out}'s last epoch was cut short by --max-steps; "
-                             f"it cannot be continued on the same curve")
+            raise UsageError(
+                f"--resume: {out}'s last epoch was cut short by --max-steps; "
+                f"it cannot be continued on the same curve"
+            )
         cfg = dict(state["config"])
         if args.epochs is not None:
             cfg["epochs"] = args.epochs
     else:
         if os.path.exists(record) or os.path.exists(os.path.join(out, "metrics.json")):
-            raise UsageError(f"--out {out} already holds a run: pass --resume to continue it "
-                             f"or choose another directory")
+            raise UsageError(
+                f"--out {out} already holds a run: pass --resume to continue it "
+                f"or choose another directory"
+            )
         cfg = config_from_args(args)
     check_config(cfg)
     try:
@@ -346,16 +488,17 @@ def _prepare_train(args):
         raise UsageError(f"--data: {e}") from None
     for split in ("train", "valid", "test"):
         if split == "train":
-            if window_count(len(corpus.train), cfg["batch_size"], cfg["bptt"],
-                            cfg["batching"]) < 1:
-                raise UsageError(f"{corpus.paths['train']}: {len(corpus.train)} words are too "
-                                 f"few for --batch-size {cfg['batch_size']} and --bptt "
-                                 f"{cfg['bptt']}")
+            if window_count(len(corpus.train), cfg["batch_size"], cfg["bptt"], cfg["batching"]) < 1:
+                raise UsageError(
+                    f"{corpus.paths['train']}: {len(corpus.train)} words are too "
+                    f"few for --batch-size {cfg['batch_size']} and --bptt "
+                    f"{cfg['bptt']}"
+                )
         elif len(getattr(corpus, split)) < 2:
             raise UsageError(f"{corpus.paths[split]}: needs at least one word")
     if args.eval_words is not None:
-        corpus.valid = corpus.valid[:args.eval_words]
-        corpus.test = corpus.test[:args.eval_words]
+        corpus.valid = corpus.valid[: args.eval_words]
+        corpus.test = corpus.test[: args.eval_words]
     return cfg, corpus
 
 
@@ -373,8 +516,11 @@ def run_train(args):
             state, model, arrays = ckpt.load_last(out)
             vocab = Vocabulary(ckpt.read_json(os.path.join(out, "vocab.json"), "vocabulary"))
             if vocab.id_to_word != corpus.vocab.id_to_word:
-                print(f"fastrnn lm train: error: --data {args.data}: its vocabulary differs "
-                      f"from the run's ({out}/vocab.json)", file=sys.stderr)
+                print(
+                    f"fastrnn lm train: error: --data {args.data}: its vocabulary differs "
+                    f"from the run's ({out}/vocab.json)",
+                    file=sys.stderr,
+                )
                 return 2
             trainer = _make_trainer(cfg, model, args.threads, not args.no_progress)
             trainer.load_state(state, arrays)
@@ -385,11 +531,14 @@ def run_train(args):
             os.makedirs(out, exist_ok=True)
             ckpt.atomic_write_json(os.path.join(out, "vocab.json"), corpus.vocab.id_to_word)
             best = {}
-        print(f"fastrnn lm train: preset {cfg['preset']}, {cfg['model']} "
-              f"{'x'.join(map(str, cfg['hidden_sizes']))} {cfg['cell']}, vocab "
-              f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
-              f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
-              + (f", resuming after epoch {trainer.epoch}" if args.resume else ""), flush=True)
+        print(
+            f"fastrnn lm train: preset {cfg['preset']}, {cfg['model']} "
+            f"{'x'.join(map(str, cfg['hidden_sizes']))} {cfg['cell']}, vocab "
+            f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
+            f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
+            + (f", resuming after epoch {trainer.epoch}" if args.resume else ""),
+            flush=True,
+        )
 
         def on_epoch(tr, metrics):
             if metrics["val_ppl"] < best.get("val_ppl", math.inf):
@@ -398,27 +547,36 @@ def run_train(args):
             state, arrays = tr.state()
             state.update(config=cfg, best=dict(best), partial=bool(metrics.get("partial")))
             ckpt.save_last(out, tr.model, arrays, state)
-            ckpt.atomic_write_json(os.path.join(out, "metrics.json"),
-                                   _metrics_doc(cfg, tr.history, best, None, args.eval_words))
+            ckpt.atomic_write_json(
+                os.path.join(out, "metrics.json"),
+                _metrics_doc(cfg, tr.history, best, None, args.eval_words),
+            )
 
-        trainer.fit(corpus.train, corpus.valid, cfg["epochs"], max_steps=args.max_steps,
-                    on_epoch=on_epoch)
+        trainer.fit(
+            corpus.train, corpus.valid, cfg["epochs"], max_steps=args.max_steps, on_epoch=on_epoch
+        )
         test_ppl = None
         if best:
             from ..io import load
+
             trainer.model = load(os.path.join(out, "best", "model.npz"))
             test_ppl = trainer.evaluate(corpus.test, "test")
-            print(f"test ppl {test_ppl:.2f} (best validation model, epoch {best['epoch']}: "
-                  f"val ppl {best['val_ppl']:.2f})")
-        ckpt.atomic_write_json(os.path.join(out, "metrics.json"),
-                               _metrics_doc(cfg, trainer.history, best, test_ppl,
-                                            args.eval_words))
+            print(
+                f"test ppl {test_ppl:.2f} (best validation model, epoch {best['epoch']}: "
+                f"val ppl {best['val_ppl']:.2f})"
+            )
+        ckpt.atomic_write_json(
+            os.path.join(out, "metrics.json"),
+            _metrics_doc(cfg, trainer.history, best, test_ppl, args.eval_words),
+        )
     if not args.no_plot and trainer.history:
         _plot(out, trainer.history, notes.append)
     for n in notes:
         print(f"note: {n}")
-    print(f"wrote {out}/metrics.json, {out}/best/, {out}/last/"
-          + ("" if args.no_plot or notes else f", {out}/perplexity.png"))
+    print(
+        f"wrote {out}/metrics.json, {out}/best/, {out}/last/"
+        + ("" if args.no_plot or notes else f", {out}/perplexity.png")
+    )
     return 0
 
 
@@ -427,6 +585,7 @@ def run_generate(args):
     """``fastrnn lm generate``: prints the text; returns the exit status."""
     from ..io import load
     from .generate import generate
+
     try:
         if args.length < 0:
             raise UsageError(f"--length must be >= 0, got {args.length}")
@@ -446,15 +605,23 @@ def run_generate(args):
         except (ValueError, OSError) as e:
             raise UsageError(f"--model: {e}") from None
         if args.start not in vocab:
-            raise UsageError(f"--start {args.start!r} is not in the model's vocabulary "
-                             f"({len(vocab)} words, e.g. {', '.join(vocab.id_to_word[:5])})")
+            raise UsageError(
+                f"--start {args.start!r} is not in the model's vocabulary "
+                f"({len(vocab)} words, e.g. {', '.join(vocab.id_to_word[:5])})"
+            )
     except UsageError as e:
         print(f"fastrnn lm generate: error: {e}", file=sys.stderr)
         return 2
     skip = [vocab.word_to_id[w] for w in ("<unk>",) if w in vocab]
-    ids = generate(model, vocab.word_to_id[args.start], args.length,
-                   temperature=args.temperature, greedy=args.greedy, seed=args.seed,
-                   skip_ids=skip)
+    ids = generate(
+        model,
+        vocab.word_to_id[args.start],
+        args.length,
+        temperature=args.temperature,
+        greedy=args.greedy,
+        seed=args.seed,
+        skip_ids=skip,
+    )
     words = [args.start] + [vocab.id_to_word[i] for i in ids]
     print(" ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n").rstrip("\n"))
     return 0
@@ -466,8 +633,9 @@ def _find_vocab(model_file):
         p = os.path.join(cand, "vocab.json")
         if os.path.isfile(p):
             return p
-    raise UsageError(f"no vocab.json next to {model_file} or in its parent directory "
-                     f"(pass --vocab FILE)")
+    raise UsageError(
+        f"no vocab.json next to {model_file} or in its parent directory (pass --vocab FILE)"
+    )
 
 
 def main(argv=None):

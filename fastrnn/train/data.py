@@ -15,6 +15,7 @@ continues its stream.  Two layouts are provided, each exactly as its source does
   and reads modulo the corpus; ``len // (N * T)`` windows per epoch, and the read position goes on
   from one epoch to the next (``epoch`` selects where it stands).
 """
+
 import os
 
 import numpy as np
@@ -47,7 +48,7 @@ class Vocabulary:
 
     @classmethod
     def from_corpus(cls, words):
-        return cls(dict.fromkeys(words))     # dict keeps first-appearance order
+        return cls(dict.fromkeys(words))  # dict keeps first-appearance order
 
     def __len__(self):
         return len(self.id_to_word)
@@ -58,11 +59,13 @@ class Vocabulary:
     def encode(self, words, path="<words>"):
         """ids of `words`; a word outside the vocabulary is a ValueError naming `path`."""
         try:
-            return np.fromiter((self.word_to_id[w] for w in words), dtype=np.int64,
-                               count=len(words))
+            return np.fromiter(
+                (self.word_to_id[w] for w in words), dtype=np.int64, count=len(words)
+            )
         except KeyError as e:
-            raise ValueError(f"{path}: word {e.args[0]!r} is not in the training vocabulary "
-                             f"({len(self)} words)") from None
+            raise ValueError(
+                f"{path}: word {e.args[0]!r} is not in the training vocabulary ({len(self)} words)"
+            ) from None
 
 
 class Corpus:
@@ -73,8 +76,10 @@ class Corpus:
         self.paths = paths or {}
 
     def __repr__(self):
-        return (f"Corpus(vocab={len(self.vocab)}, train={len(self.train)}, "
-                f"valid={len(self.valid)}, test={len(self.test)})")
+        return (
+            f"Corpus(vocab={len(self.vocab)}, train={len(self.train)}, "
+            f"valid={len(self.valid)}, test={len(self.test)})"
+        )
 
 
 def read_words(path):
@@ -97,8 +102,7 @@ def read_words(path):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start})") \
-            from None
+        raise ValueError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start})") from None
     words = []
     for line in text.splitlines():
         words.extend(line.split())
@@ -116,8 +120,9 @@ def load_ptb(directory, splits=("train", "valid", "test")):
     Splits not listed in `splits` (besides train, always read) are left empty."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise ValueError(f"{directory}: not a directory (expected one holding "
-                         f"{', '.join(PTB_FILES.values())})")
+        raise ValueError(
+            f"{directory}: not a directory (expected one holding {', '.join(PTB_FILES.values())})"
+        )
     paths = {k: os.path.join(directory, v) for k, v in PTB_FILES.items()}
     train_words = read_words(paths["train"])
     vocab = Vocabulary.from_corpus(train_words)
@@ -139,8 +144,10 @@ def _check_layout(ids, N, T, name):
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
     if window_count(len(ids), N, T, name) < 1:
-        raise ValueError(f"corpus of {len(ids)} ids is too short for batch size {N} and bptt "
-                         f"{T} ({name} batching needs at least one window)")
+        raise ValueError(
+            f"corpus of {len(ids)} ids is too short for batch size {N} and bptt "
+            f"{T} ({name} batching needs at least one window)"
+        )
     return ids
 
 
@@ -160,9 +167,9 @@ def zaremba_windows(ids, N, T, epoch=0, start=0):
     epoch); `start` skips that many windows (to resume inside an epoch)."""
     ids = _check_layout(ids, N, T, "zaremba")
     row_len = len(ids) // N
-    data = ids[:N * row_len].reshape(N, row_len)
+    data = ids[: N * row_len].reshape(N, row_len)
     for i in range(start, window_count(len(ids), N, T, "zaremba")):
-        yield data[:, i * T:(i + 1) * T], data[:, i * T + 1:(i + 1) * T + 1]
+        yield data[:, i * T : (i + 1) * T], data[:, i * T + 1 : (i + 1) * T + 1]
 
 
 def dlfs2_windows(ids, N, T, epoch=0, start=0):
@@ -206,4 +213,4 @@ def eval_windows(ids, T):
         raise ValueError(f"bptt (window length) must be a positive integer, got {T!r}")
     for i in range(0, len(ids) - 1, T):
         j = min(i + T, len(ids) - 1)
-        yield ids[None, i:j], ids[None, i + 1:j + 1]
+        yield ids[None, i:j], ids[None, i + 1 : j + 1]

@@ -1,11 +1,11 @@
 """Text generation from a trained language model, one word at a time."""
+
 import numpy as np
 
 __all__ = ["generate"]
 
 
-def generate(model, start_id, length, *, temperature=1.0, greedy=False, seed=None,
-             skip_ids=()):
+def generate(model, start_id, length, *, temperature=1.0, greedy=False, seed=None, skip_ids=()):
     """Word ids continuing `start_id`, `length` of them (the start word not included).
 
     Each step feeds the last word to ``model.predict(xs, train_flg=False)`` as a (1, 1) batch,
@@ -22,8 +22,9 @@ def generate(model, start_id, length, *, temperature=1.0, greedy=False, seed=Non
     model.reset_state()
     out, x = [], int(start_id)
     for _ in range(length):
-        scores = np.asarray(model.predict(np.array([[x]]), train_flg=False),
-                            dtype=np.float64).reshape(-1)
+        scores = np.asarray(
+            model.predict(np.array([[x]]), train_flg=False), dtype=np.float64
+        ).reshape(-1)
         if skip.size:
             scores[skip] = -np.inf
         if greedy:

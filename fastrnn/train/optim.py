@@ -1,5 +1,6 @@
 """Optimizers in the style of the NumPy layers: ``update(params, grads)`` changes the parameter
 arrays in place, so layers, which read their ``params`` afresh at every call, see the new values."""
+
 import numpy as np
 
 __all__ = ["SGD", "Adam"]
@@ -29,7 +30,7 @@ class Adam:
             self.m = [np.zeros_like(p) for p in params]
             self.v = [np.zeros_like(p) for p in params]
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         for p, g, m, v in zip(params, grads, self.m, self.v):
             m += (1 - self.beta1) * (g - m)
             v += (1 - self.beta2) * (g * g - v)

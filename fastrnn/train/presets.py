@@ -22,66 +22,149 @@ overrides it (``--hidden-sizes 650,650``, ``--lr 1`` ...).  The presets reproduc
 
 Evaluation is always at batch 1 with the state carried (:meth:`LMTrainer.evaluate`).
 """
+
 __all__ = ["DEFAULT_PRESET", "HYPERPARAMETERS", "PRESETS", "preset"]
 
 # every hyper-parameter, its type and the model builders it applies to; the flags follow
 HYPERPARAMETERS = {
     # model
-    "model": str,               # "rnnlm" (book's Rnnlm), "better" (BetterRnnlm), "lm"
+    "model": str,  # "rnnlm" (book's Rnnlm), "better" (BetterRnnlm), "lm"
     "embed_size": int,
-    "hidden_sizes": list,       # one int per layer
-    "cell": str,                # "lstm", "gru", "rnn" (model "lm")
-    "dropout": float,           # input/output (and, variational, recurrent) dropout
-    "embed_dropout": float,     # word-embedding dropout (variational models)
+    "hidden_sizes": list,  # one int per layer
+    "cell": str,  # "lstm", "gru", "rnn" (model "lm")
+    "dropout": float,  # input/output (and, variational, recurrent) dropout
+    "embed_dropout": float,  # word-embedding dropout (variational models)
     "variational": bool,
     "residual": bool,
     "tie_weights": bool,
-    "init": str,                # "uniform" (+-init_scale), "normal" (the book's), "orthogonal"
+    "init": str,  # "uniform" (+-init_scale), "normal" (the book's), "orthogonal"
     "init_scale": float,
     "dtype": str,
     # training
     "batch_size": int,
     "bptt": int,
     "eval_bptt": int,
-    "batching": str,            # "zaremba" or "dlfs2"
-    "optimizer": str,           # "sgd" or "adam"
+    "batching": str,  # "zaremba" or "dlfs2"
+    "optimizer": str,  # "sgd" or "adam"
     "lr": float,
-    "schedule": str,            # "constant", "plateau" (book) or "decay" (Zaremba)
+    "schedule": str,  # "constant", "plateau" (book) or "decay" (Zaremba)
     "lr_decay": float,
     "decay_after": int,
     "plateau_factor": float,
-    "clip": float,              # 0: no clipping
-    "loss": str,                # "mean" (book) or "sum" over time (Zaremba)
+    "clip": float,  # 0: no clipping
+    "loss": str,  # "mean" (book) or "sum" over time (Zaremba)
     "epochs": int,
     "seed": int,
 }
 
-_BASE = {"cell": "lstm", "dropout": 0.0, "embed_dropout": 0.0, "variational": False,
-         "residual": False, "tie_weights": False, "init": "uniform", "init_scale": 0.1,
-         "dtype": "float32", "eval_bptt": 35, "optimizer": "sgd", "lr_decay": 0.5,
-         "decay_after": 4, "plateau_factor": 4.0, "seed": 0}
+_BASE = {
+    "cell": "lstm",
+    "dropout": 0.0,
+    "embed_dropout": 0.0,
+    "variational": False,
+    "residual": False,
+    "tie_weights": False,
+    "init": "uniform",
+    "init_scale": 0.1,
+    "dtype": "float32",
+    "eval_bptt": 35,
+    "optimizer": "sgd",
+    "lr_decay": 0.5,
+    "decay_after": 4,
+    "plateau_factor": 4.0,
+    "seed": 0,
+}
 
 PRESETS = {
-    "dlfs2-rnnlm": dict(_BASE, model="rnnlm", embed_size=100, hidden_sizes=[100],
-                        init="normal", batch_size=20, bptt=35, batching="dlfs2", lr=20.0,
-                        schedule="constant", clip=0.25, loss="mean", epochs=4),
-    "dlfs2-better": dict(_BASE, model="better", embed_size=650, hidden_sizes=[650, 650],
-                         dropout=0.5, tie_weights=True, init="normal", batch_size=20,
-                         bptt=35, batching="dlfs2", lr=20.0, schedule="plateau",
-                         plateau_factor=4.0, clip=0.25, loss="mean", epochs=40),
-    "zaremba-small": dict(_BASE, model="lm", embed_size=200, hidden_sizes=[200, 200],
-                          init_scale=0.1, batch_size=20, bptt=20, batching="zaremba", lr=1.0,
-                          schedule="decay", lr_decay=0.5, decay_after=4, clip=5.0,
-                          loss="sum", epochs=13),
-    "zaremba-medium": dict(_BASE, model="lm", embed_size=650, hidden_sizes=[650, 650],
-                           dropout=0.5, init_scale=0.05, batch_size=20, bptt=35,
-                           batching="zaremba", lr=1.0, schedule="decay", lr_decay=0.8,
-                           decay_after=6, clip=5.0, loss="sum", epochs=39),
-    "medium-vd-tied": dict(_BASE, model="lm", embed_size=650, hidden_sizes=[650, 650],
-                           dropout=0.5, embed_dropout=0.1, variational=True, tie_weights=True,
-                           init_scale=0.05, batch_size=20, bptt=35, batching="zaremba", lr=1.0,
-                           schedule="decay", lr_decay=1 / 1.2, decay_after=6, clip=5.0,
-                           loss="sum", epochs=39),
+    "dlfs2-rnnlm": dict(
+        _BASE,
+        model="rnnlm",
+        embed_size=100,
+        hidden_sizes=[100],
+        init="normal",
+        batch_size=20,
+        bptt=35,
+        batching="dlfs2",
+        lr=20.0,
+        schedule="constant",
+        clip=0.25,
+        loss="mean",
+        epochs=4,
+    ),
+    "dlfs2-better": dict(
+        _BASE,
+        model="better",
+        embed_size=650,
+        hidden_sizes=[650, 650],
+        dropout=0.5,
+        tie_weights=True,
+        init="normal",
+        batch_size=20,
+        bptt=35,
+        batching="dlfs2",
+        lr=20.0,
+        schedule="plateau",
+        plateau_factor=4.0,
+        clip=0.25,
+        loss="mean",
+        epochs=40,
+    ),
+    "zaremba-small": dict(
+        _BASE,
+        model="lm",
+        embed_size=200,
+        hidden_sizes=[200, 200],
+        init_scale=0.1,
+        batch_size=20,
+        bptt=20,
+        batching="zaremba",
+        lr=1.0,
+        schedule="decay",
+        lr_decay=0.5,
+        decay_after=4,
+        clip=5.0,
+        loss="sum",
+        epochs=13,
+    ),
+    "zaremba-medium": dict(
+        _BASE,
+        model="lm",
+        embed_size=650,
+        hidden_sizes=[650, 650],
+        dropout=0.5,
+        init_scale=0.05,
+        batch_size=20,
+        bptt=35,
+        batching="zaremba",
+        lr=1.0,
+        schedule="decay",
+        lr_decay=0.8,
+        decay_after=6,
+        clip=5.0,
+        loss="sum",
+        epochs=39,
+    ),
+    "medium-vd-tied": dict(
+        _BASE,
+        model="lm",
+        embed_size=650,
+        hidden_sizes=[650, 650],
+        dropout=0.5,
+        embed_dropout=0.1,
+        variational=True,
+        tie_weights=True,
+        init_scale=0.05,
+        batch_size=20,
+        bptt=35,
+        batching="zaremba",
+        lr=1.0,
+        schedule="decay",
+        lr_decay=1 / 1.2,
+        decay_after=6,
+        clip=5.0,
+        loss="sum",
+        epochs=39,
+    ),
 }
 
 DEFAULT_PRESET = "zaremba-small"

@@ -4,14 +4,19 @@ Each schedule answers ``lr(epoch)`` (0-based epoch index) before the epoch runs 
 ``observe(epoch, val_ppl)`` after it; ``state()`` / ``load_state()`` (JSON-serializable) let a
 checkpoint resume it exactly.
 """
+
 import math
 
 __all__ = ["SCHEDULES", "ConstantLR", "DecayLR", "PlateauLR", "make_schedule"]
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or not math.isfinite(value)
+    ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 

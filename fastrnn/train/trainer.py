@@ -12,6 +12,7 @@ Perplexity is measured at batch 1 with the state carried across windows of T ste
 (:func:`~fastrnn.train.data.eval_windows`): the same numbers as Zaremba et al.'s word-by-word
 evaluation, T steps per call.
 """
+
 import math
 import time
 
@@ -82,8 +83,15 @@ def model_generators(model):
 def optimizer_state(opt):
     """(JSON-serializable dict, dict of arrays) capturing an SGD or Adam optimizer."""
     if isinstance(opt, Adam):
-        meta = {"type": "adam", "lr": opt.lr, "beta1": opt.beta1, "beta2": opt.beta2,
-                "eps": opt.eps, "iter": opt.iter, "slots": 0 if opt.m is None else len(opt.m)}
+        meta = {
+            "type": "adam",
+            "lr": opt.lr,
+            "beta1": opt.beta1,
+            "beta2": opt.beta2,
+            "eps": opt.eps,
+            "iter": opt.iter,
+            "slots": 0 if opt.m is None else len(opt.m),
+        }
         arrays = {}
         if opt.m is not None:
             for k, (m, v) in enumerate(zip(opt.m, opt.v)):
@@ -165,13 +173,28 @@ class LMTrainer:
         Show tqdm progress bars.
     """
 
-    def __init__(self, model, optimizer, schedule, *, batch_size=20, bptt=35, clip=None,
-                 loss="mean", batching="zaremba", eval_bptt=None, threads=None, progress=True):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        schedule,
+        *,
+        batch_size=20,
+        bptt=35,
+        clip=None,
+        loss="mean",
+        batching="zaremba",
+        eval_bptt=None,
+        threads=None,
+        progress=True,
+    ):
         for name in ("params", "grads", "forward", "backward", "reset_state"):
             if not hasattr(model, name):
-                raise TypeError(f"model lacks {name!r}: expected the DLFS2 language-model "
-                                f"interface (predict, forward, backward, reset_state, params, "
-                                f"grads)")
+                raise TypeError(
+                    f"model lacks {name!r}: expected the DLFS2 language-model "
+                    f"interface (predict, forward, backward, reset_state, params, "
+                    f"grads)"
+                )
         if loss not in ("mean", "sum"):
             raise ValueError(f"loss must be 'mean' or 'sum', got {loss!r}")
         if clip is not None and not clip > 0:
@@ -181,9 +204,9 @@ class LMTrainer:
         self.batching = batching
         self.eval_bptt = bptt if eval_bptt is None else eval_bptt
         self.threads, self.progress = threads, progress
-        self.epoch = 0          # epochs completed
-        self.step = 0           # optimizer updates made
-        self.history = []       # one metrics dict per epoch
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer updates made
+        self.history = []  # one metrics dict per epoch
         self._groups = unique_params(model.params, model.grads)
 
     # -- one update ---------------------------------------------------------------------------
@@ -203,10 +226,13 @@ class LMTrainer:
     def train_step(self, xs, ts):
         """Forward, backward, clip and update on one window; returns the mean token loss."""
         from .._norms import clip_grads
+
         loss = float(self.model.forward(xs, ts, train_flg=True))
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {self.step + 1} "
-                                     f"(lr {self.optimizer.lr}): diverged")
+            raise FloatingPointError(
+                f"training loss is {loss} at step {self.step + 1} "
+                f"(lr {self.optimizer.lr}): diverged"
+            )
         self.model.backward(xs.shape[1] if self.loss == "sum" else 1)
         params, grads = self._params_grads()
         if self.clip is not None:
@@ -239,15 +265,22 @@ class LMTrainer:
                 bar.update()
                 if done % 20 == 0 or done == todo:
                     secs = time.perf_counter() - start
-                    bar.set_postfix_str(f"ppl {perplexity(total, count):.1f}, "
-                                        f"{count / secs:.0f} words/s", refresh=False)
+                    bar.set_postfix_str(
+                        f"ppl {perplexity(total, count):.1f}, {count / secs:.0f} words/s",
+                        refresh=False,
+                    )
         finally:
             bar.close()
         seconds = time.perf_counter() - start
         self.model.reset_state()
-        return {"train_ppl": perplexity(total, count), "seconds": seconds,
-                "words_per_sec": count / seconds if seconds > 0 else 0.0, "lr": lr,
-                "steps": done, "windows": windows}
+        return {
+            "train_ppl": perplexity(total, count),
+            "seconds": seconds,
+            "words_per_sec": count / seconds if seconds > 0 else 0.0,
+            "lr": lr,
+            "steps": done,
+            "windows": windows,
+        }
 
     def evaluate(self, ids, desc="eval"):
         """Perplexity of `ids` at batch 1, state carried across windows of `eval_bptt` steps."""
@@ -277,19 +310,30 @@ class LMTrainer:
             val_ppl = self.evaluate(valid_ids, "valid")
             self.schedule.observe(self.epoch, val_ppl)
             self.epoch += 1
-            metrics = {"epoch": self.epoch, "train_ppl": stats["train_ppl"], "val_ppl": val_ppl,
-                       "seconds": stats["seconds"], "words_per_sec": stats["words_per_sec"],
-                       "lr": stats["lr"], "steps": stats["steps"]}
+            metrics = {
+                "epoch": self.epoch,
+                "train_ppl": stats["train_ppl"],
+                "val_ppl": val_ppl,
+                "seconds": stats["seconds"],
+                "words_per_sec": stats["words_per_sec"],
+                "lr": stats["lr"],
+                "steps": stats["steps"],
+            }
             partial = stats["steps"] < stats["windows"]
             if partial:
                 metrics["partial"] = True
             self.history.append(metrics)
             if log:
-                log(f"epoch {self.epoch:3d}  lr {stats['lr']:.4g}  train ppl "
+                log(
+                    f"epoch {self.epoch:3d}  lr {stats['lr']:.4g}  train ppl "
                     f"{stats['train_ppl']:9.2f}  val ppl {val_ppl:9.2f}  "
                     f"{stats['words_per_sec']:8.0f} words/s  {stats['seconds']:7.1f} s"
-                    + (f"  (stopped after {stats['steps']} of {stats['windows']} windows)"
-                       if partial else ""))
+                    + (
+                        f"  (stopped after {stats['steps']} of {stats['windows']} windows)"
+                        if partial
+                        else ""
+                    )
+                )
             if on_epoch is not None:
                 on_epoch(self, metrics)
             if remaining is not None:
@@ -303,20 +347,33 @@ class LMTrainer:
         """(JSON-serializable dict, dict of arrays): everything but the model to resume."""
         meta, arrays = optimizer_state(self.optimizer)
         rngs = [g.bit_generator.state for g in model_generators(self.model)]
-        return ({"epoch": self.epoch, "step": self.step, "lr": self.optimizer.lr,
-                 "schedule": {"name": self.schedule.name, **self.schedule.state()},
-                 "optimizer": meta, "rng_states": rngs, "history": self.history}, arrays)
+        return (
+            {
+                "epoch": self.epoch,
+                "step": self.step,
+                "lr": self.optimizer.lr,
+                "schedule": {"name": self.schedule.name, **self.schedule.state()},
+                "optimizer": meta,
+                "rng_states": rngs,
+                "history": self.history,
+            },
+            arrays,
+        )
 
     def load_state(self, state, arrays):
         """Restore what :meth:`state` captured (the model is restored separately)."""
         if state["schedule"]["name"] != self.schedule.name:
-            raise ValueError(f"checkpoint schedule is {state['schedule']['name']!r}, run uses "
-                             f"{self.schedule.name!r}")
+            raise ValueError(
+                f"checkpoint schedule is {state['schedule']['name']!r}, run uses "
+                f"{self.schedule.name!r}"
+            )
         gens = model_generators(self.model)
         rngs = state.get("rng_states", [])
         if len(rngs) != len(gens):
-            raise ValueError(f"checkpoint holds {len(rngs)} random-generator states, the model "
-                             f"has {len(gens)} generators")
+            raise ValueError(
+                f"checkpoint holds {len(rngs)} random-generator states, the model "
+                f"has {len(gens)} generators"
+            )
         load_optimizer_state(self.optimizer, state["optimizer"], arrays)
         for g, st in zip(gens, rngs):
             g.bit_generator.state = st
