@@ -2,7 +2,7 @@
 
 Cython + BLAS kernels for the forward and backpropagation-through-time loops, behind the interface
 of the pure-NumPy "time layers" (``TimeLSTM(Wx, Wh, b, stateful=False)``, ``.params``, ``.grads``,
-``forward(xs)``, ``backward(dhs)``), so code written for those runs unchanged.
+``forward(xs)``, ``backward(dhs)``), so code written for those runs unchanged::
 
     import fastrnn
     layer = fastrnn.TimeLSTM(Wx, Wh, b)        # Wx (D, 4H), Wh (H, 4H), b (4H,)

@@ -157,6 +157,8 @@ def save(path, obj):
         Any object of a registered class (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``, the cells,
         and the model classes that register themselves).
 
+    Notes
+    -----
     Everything is checked before anything is written; the file is written to a temporary file in
     the same directory and moved into place with ``os.replace``, so a crash or an error never
     leaves a half-written file at ``path`` (an existing file there stays intact until the new one

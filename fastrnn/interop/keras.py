@@ -122,7 +122,7 @@ def to_keras(obj):
 
     Parameters
     ----------
-    obj : TimeRNN, TimeLSTM or TimeGRU
+    obj : fastrnn.TimeRNN, fastrnn.TimeLSTM or fastrnn.TimeGRU
         A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``.
 
     Returns

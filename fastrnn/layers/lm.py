@@ -213,6 +213,8 @@ class TimeEmbedding(_Threaded):
     W : ndarray, shape (V, D), float32 or float64
         The embedding matrix (kept, not copied: ``params[0] is W``).
 
+    Notes
+    -----
     ``backward(dout)`` returns None (ids have no gradient) and fills ``grads[0]`` (V, D) with the
     scatter-add of ``dout`` over the ids, repeated ids summed."""
 
@@ -298,6 +300,8 @@ class TimeAffine(_Threaded):
         used through BLAS's transpose flag, never copied.
     b : ndarray, shape (M,), same dtype
 
+    Notes
+    -----
     ``grads`` are ``[dW, db]``; dW is a C-contiguous array of W's shape (the shape of the view,
     when W is one)."""
 
@@ -691,6 +695,8 @@ class TimeDropout(_Dropout):
     seed : int or None
         Seeds the layer's own ``np.random.Generator``: the same seed gives the same masks.
 
+    Notes
+    -----
     The mask is not stored: it is a counter-based hash of a 64-bit key drawn from the generator
     at each forward and of the element's index, recomputed by backward.  ``mask`` materialises
     it, (N, T, D) with values in {0, 1 / (1 - dropout_ratio)}."""

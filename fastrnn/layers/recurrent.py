@@ -7,6 +7,7 @@ module only validates, manages state and caches, and calls the Cython kernels in
 run the whole time loop with the GIL released.
 
 Contract, shared by every layer here:
+
 - ``params`` holds the caller's arrays and is read afresh at every call, so optimizers may update
   them in place (or replace list items).  Computation runs in the parameters' dtype (float32 or
   float64); inputs of the other float dtype are converted, outputs have the parameters' dtype.

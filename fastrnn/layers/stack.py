@@ -92,8 +92,6 @@ class Stack:
     ----------
     params, grads : list of numpy.ndarray
         The layers' own lists, concatenated in layer order.
-    train_flg : bool
-        True (default) draws dropout masks; False runs the stack deterministically.
     """
 
     def __init__(
@@ -194,7 +192,8 @@ class Stack:
 
     @property
     def train_flg(self):
-        """Training mode: dropout masks are drawn only while True."""
+        """Training mode: True (default) draws dropout masks; False runs the stack
+        deterministically."""
         return self._train_flg
 
     @train_flg.setter

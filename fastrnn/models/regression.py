@@ -4,7 +4,7 @@ Everything here follows the conventions of the NumPy layers fastrnn replaces (th
 from Scratch 2* style): a layer has ``params`` and ``grads`` (lists of arrays, gradients
 overwritten by every ``backward``), and an optimizer's ``update(params, grads)`` changes the
 parameter arrays in place, so the layers, which read their ``params`` afresh at every call, see
-the new values without being told.
+the new values without being told.  A training loop::
 
     import numpy as np
     from fastrnn.models import SequenceRegressor

@@ -1,5 +1,7 @@
 """``fastrnn lm``: train language models on Penn Treebank and generate text from them.
 
+Usage::
+
     fastrnn lm train --data DIR [--preset NAME] [--epochs N] [--out DIR] [--threads K] [--seed S]
                      [--resume] [a flag per hyper-parameter ...]
     fastrnn lm generate --model DIR [--start WORD] [--length L] [--temperature X | --greedy]
