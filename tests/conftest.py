@@ -3,7 +3,8 @@
 Kinds: "rnn", "lstm", "gru" (GRU, reset_after=False) and "gru_ra" (GRU, reset_after=True, whose
 bias has shape (2, 3H)).  ``make_params`` builds parameters, ``make_time`` / ``make_cell`` build a
 layer of either implementation, ``run_time`` / ``run_cell`` drive one forward + backward and
-return everything observable, and ``assert_close`` compares with a per-dtype tolerance.
+return everything observable, ``assert_close`` compares with a per-dtype tolerance, and
+``num_grad`` / ``central_difference`` are the finite differences the gradient checks compare with.
 """
 
 import os
@@ -180,6 +181,27 @@ def reference_results(kind, params, xs, dhs, h0=None, c0=None, track=False):
     dhs64 = np.array(dhs, dtype=np.float64)
     out, _, _ = run_time(layer, kind, xs64, dhs64, track)
     return out
+
+
+def central_difference(f, arr, idx, eps=1e-6):
+    """(f() at arr[idx] + eps  -  f() at arr[idx] - eps) / (2 eps) for the scalar f(); arr is
+    perturbed in place and restored."""
+    old = arr[idx]
+    arr[idx] = old + eps
+    fp = f()
+    arr[idx] = old - eps
+    fm = f()
+    arr[idx] = old
+    return (fp - fm) / (2 * eps)
+
+
+def num_grad(f, arr, eps=1e-6):
+    """Central-difference gradient (float64, arr's shape) of the scalar f() w.r.t. every element
+    of arr, perturbed in place."""
+    g = np.zeros(arr.shape)
+    for idx in np.ndindex(arr.shape):
+        g[idx] = central_difference(f, arr, idx, eps)
+    return g
 
 
 def all_arrays_equal(a, b):

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import num_grad
 
 import fastrnn
 from fastrnn import demo
@@ -59,15 +60,7 @@ def test_sequence_regressor_gradients(cell):
     assert len(model.params) == len(model.grads) == 5
     for p, g in zip(model.params, model.grads):
         assert g.shape == p.shape
-        num = np.zeros_like(p)
-        for idx in np.ndindex(p.shape):
-            old = p[idx]
-            p[idx] = old + 1e-6
-            up = model.forward(xs, ys)
-            p[idx] = old - 1e-6
-            down = model.forward(xs, ys)
-            p[idx] = old
-            num[idx] = (up - down) / 2e-6
+        num = num_grad(lambda: model.forward(xs, ys), p)
         np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
 
 

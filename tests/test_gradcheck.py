@@ -7,7 +7,7 @@ initial state given through set_state (layer.dh / layer.dc), and a stateful chai
 
 import numpy as np
 import pytest
-from conftest import KINDS, make_cell, make_params, make_time, set_state
+from conftest import KINDS, make_cell, make_params, make_time, num_grad, set_state
 
 import fastrnn
 
@@ -15,22 +15,7 @@ import fastrnn
 pytestmark = pytest.mark.usefixtures("isa")
 
 N, T, D, H = 2, 3, 2, 3
-EPS = 1e-6
-TOL = 1e-7
-
-
-def num_grad(f, arr, eps=EPS):
-    """Central-difference gradient of the scalar f() w.r.t. arr, perturbed in place."""
-    g = np.zeros(arr.shape)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        fp = f()
-        arr[idx] = old - eps
-        fm = f()
-        arr[idx] = old
-        g[idx] = (fp - fm) / (2 * eps)
-    return g
+TOL = 1e-7  # (num_grad: conftest's central differences, eps 1e-6)
 
 
 def check(analytic, numeric, name):

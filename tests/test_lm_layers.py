@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+from conftest import num_grad
 from hypothesis import given, settings, strategies as st
 
 import fastrnn
@@ -23,22 +24,6 @@ def close(got, want, dtype, rtol=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20240601)
-
-
-def numgrad(f, x, eps=1e-6):
-    """Central differences of the scalar f() with respect to every element of x (in place)."""
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 # ---- TimeEmbedding -----------------------------------------------------------------------------
@@ -93,7 +78,7 @@ def test_embedding_gradcheck(rng):
     layer = fastrnn.TimeEmbedding(W)
     layer.forward(xs)
     layer.backward(C)
-    num = numgrad(lambda: float(np.sum(fastrnn.TimeEmbedding(W).forward(xs) * C)), W)
+    num = num_grad(lambda: float(np.sum(fastrnn.TimeEmbedding(W).forward(xs) * C)), W)
     np.testing.assert_allclose(layer.grads[0], num, rtol=1e-7, atol=1e-8)
 
 
@@ -153,12 +138,12 @@ def test_affine_gradcheck(tied, rng):
 
     # (for the tied case, perturbing W's base array perturbs the view)
     Wbase = W.base if tied else W
-    num_dW = numgrad(f, Wbase)
+    num_dW = num_grad(f, Wbase)
     if tied:
         num_dW = num_dW.T
     np.testing.assert_allclose(layer.grads[0], num_dW, rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(layer.grads[1], numgrad(f, b), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(layer.grads[1], num_grad(f, b), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dx, num_grad(f, x), rtol=1e-7, atol=1e-8)
 
 
 def test_affine_reads_params_afresh(rng):
@@ -254,7 +239,7 @@ def test_softmax_loss_gradcheck(rng):
     layer = fastrnn.TimeSoftmaxWithLoss()
     layer.forward(xs, ts)
     dx = layer.backward(1.7)
-    num = numgrad(lambda: 1.7 * fastrnn.TimeSoftmaxWithLoss().forward(xs, ts), xs)
+    num = num_grad(lambda: 1.7 * fastrnn.TimeSoftmaxWithLoss().forward(xs, ts), xs)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-9)
 
 
@@ -417,7 +402,7 @@ def test_variational_fixed_mask_gradcheck(rng):
     layer.set_mask(fixed)
     layer.forward(xs)
     dx = layer.backward(C)
-    num = numgrad(lambda: float(np.sum(layer.forward(xs) * C)), xs)
+    num = num_grad(lambda: float(np.sum(layer.forward(xs) * C)), xs)
     np.testing.assert_allclose(dx, num, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(layer.mask, fixed)
 
@@ -428,7 +413,7 @@ def test_time_dropout_gradcheck(rng):
     layer = fastrnn.TimeDropout(0.4, seed=11)
     layer.forward(xs)
     dx = layer.backward(C)
-    num = numgrad(lambda: float(np.sum(fastrnn.TimeDropout(0.4, seed=11).forward(xs) * C)), xs)
+    num = num_grad(lambda: float(np.sum(fastrnn.TimeDropout(0.4, seed=11).forward(xs) * C)), xs)
     np.testing.assert_allclose(dx, num, rtol=1e-7, atol=1e-9)
 
 

@@ -20,6 +20,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import central_difference
 
 import fastrnn
 from fastrnn import reference as ref
@@ -268,13 +269,7 @@ def fd_check_model(config, cls=LanguageModel, seed=0, samples=12, N=2, T=3):
         flat = p.reshape(-1)
         picks = rng.choice(flat.size, min(samples, flat.size), replace=False)
         for i in picks:
-            old = flat[i]
-            flat[i] = old + EPS
-            fp = loss()
-            flat[i] = old - EPS
-            fm = loss()
-            flat[i] = old
-            num = (fp - fm) / (2 * EPS)
+            num = central_difference(loss, flat, i, EPS)
             ana = g.reshape(-1)[i]
             largest = max(largest, abs(num))
             assert abs(ana - num) <= 1e-6 * max(1e-2, abs(num)) + 1e-9, (
@@ -385,13 +380,7 @@ def test_stack_gradients(kw):
     for arr, grad in [(xs, dxs)] + list(zip(params, s.grads)):
         flat, gflat = arr.reshape(-1), grad.reshape(-1)
         for i in rng.choice(flat.size, min(10, flat.size), replace=False):
-            old = flat[i]
-            flat[i] = old + EPS
-            fp = run(params, xs)[1]
-            flat[i] = old - EPS
-            fm = run(params, xs)[1]
-            flat[i] = old
-            num = (fp - fm) / (2 * EPS)
+            num = central_difference(lambda: run(params, xs)[1], flat, i, EPS)
             assert abs(gflat[i] - num) <= 1e-6 * max(1e-2, abs(num)), (i, gflat[i], num)
 
 

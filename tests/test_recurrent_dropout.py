@@ -22,6 +22,7 @@ from conftest import (
     assert_close,
     make_params,
     make_time,
+    num_grad,
     set_state,
 )
 
@@ -235,19 +236,6 @@ def test_forward_without_mask_after_one_with_mask():
 
 
 # ---- finite differences (float64, a fixed mask) ------------------------------------------------
-
-
-def num_grad(f, arr, eps=1e-6):
-    g = np.zeros(arr.shape)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        fp = f()
-        arr[idx] = old - eps
-        fm = f()
-        arr[idx] = old
-        g[idx] = (fp - fm) / (2 * eps)
-    return g
 
 
 def check_grad(analytic, numeric, name):

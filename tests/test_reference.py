@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import num_grad
 
 # every test here runs once per instruction set of the products (conftest.isa)
 pytestmark = pytest.mark.usefixtures("isa")
@@ -30,7 +31,6 @@ except ImportError:  # package __init__ imports unbuilt extensions: load the fil
 
 KINDS = ["rnn", "lstm", "gru", "gru_ra"]  # gru_ra = GRU with reset_after=True
 N, T, D, H = 2, 4, 3, 4
-EPS = 1e-6
 RTOL = 1e-6
 
 
@@ -62,22 +62,6 @@ def make_time(kind, params, stateful=False):
     if kind == "lstm":
         return ref.TimeLSTM(*params, stateful=stateful)
     return ref.TimeGRU(*params, stateful=stateful, reset_after=(kind == "gru_ra"))
-
-
-def num_grad(f, arr, eps=EPS):
-    """Central-difference gradient of the scalar f() w.r.t. arr (in place)."""
-    grad = np.zeros(arr.shape, dtype=np.float64)
-    it = np.nditer(arr, flags=["multi_index"])
-    for _ in it:
-        idx = it.multi_index
-        old = arr[idx].copy()
-        arr[idx] = old + eps
-        fp = f()
-        arr[idx] = old - eps
-        fm = f()
-        arr[idx] = old
-        grad[idx] = (fp - fm) / (2 * eps)
-    return grad
 
 
 def rel_err(a, b):
