@@ -16,6 +16,8 @@ OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing thei
 import os
 import threading
 
+import numpy as np
+
 from ._packed import DIRECT_MAX_ROWS
 
 # Below this many multiply-adds in the per-step products of one call, the kernels' threads (three
@@ -34,6 +36,26 @@ MIN_BLAS_PARALLEL_MACS = 200_000_000
 MIN_STEP_BLAS_PARALLEL_MACS = 16_000_000
 
 _blas = None
+
+
+class ThreadSetting:
+    """The ``threads`` property of the layers (recurrent and language-model ones alike): None
+    follows scipy's BLAS thread setting, a positive integer fixes the count; anything else is
+    refused with ValueError."""
+
+    _threads = None
+
+    @property
+    def threads(self):
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if value is not None and (
+            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"threads must be None or a positive integer, got {value!r}")
+        self._threads = None if value is None else int(value)
 
 
 class _Knob:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _lm
 from .._norms import all_finite
-from .._threads import blas_threads, single_threaded_blas
+from .._threads import ThreadSetting, blas_threads, single_threaded_blas
 from .recurrent import _as_float_array, _native
 
 __all__ = [
@@ -55,25 +55,11 @@ MIN_PARALLEL_ELEMENTS = 1 << 20
 MIN_PARALLEL_MACS = 4_000_000
 
 
-class _Threaded:
+class _Threaded(ThreadSetting):
     """The ``threads`` setting shared by the layers: None (default) follows scipy's BLAS thread
     setting for calls with enough work (``threadpoolctl.threadpool_limits`` controls both, as
     for the recurrent layers); an integer fixes it.  Results do not depend on it, except the
     affine layer's dx by rounding (its reduction over M is split between the threads)."""
-
-    _threads = None
-
-    @property
-    def threads(self):
-        return self._threads
-
-    @threads.setter
-    def threads(self, value):
-        if value is not None and (
-            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
-        ):
-            raise ValueError(f"threads must be None or a positive integer, got {value!r}")
-        self._threads = None if value is None else int(value)
 
     def _plan(self, work, threshold=MIN_PARALLEL_ELEMENTS):
         if self._threads is not None:

@@ -31,7 +31,7 @@ from .. import _gru, _lstm, _packed, _rnn
 from .._checks import grads_ready, params_ready, ready
 from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
-from .._threads import plan_threads, single_threaded_blas
+from .._threads import ThreadSetting, plan_threads, single_threaded_blas
 from ..io import register
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -210,7 +210,7 @@ def _sizes(layer):
     return {"input_size": int(dWx.shape[0]), "hidden_size": int(dWh.shape[0])}
 
 
-class _TimeLayer:
+class _TimeLayer(ThreadSetting):
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
     blocks = 1  # gate blocks: Wx is (D, blocks*H)
@@ -270,18 +270,6 @@ class _TimeLayer:
     @classmethod
     def _extra_defaults(cls):
         return {}
-
-    @property
-    def threads(self):
-        return self._threads
-
-    @threads.setter
-    def threads(self, value):
-        if value is not None and (
-            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
-        ):
-            raise ValueError(f"threads must be None or a positive integer, got {value!r}")
-        self._threads = None if value is None else int(value)
 
     def _thread_plan(self, N, T, D, H):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
