@@ -51,6 +51,11 @@ def train(data, out, *extra):
     return main(["lm", "train", "--data", data, "--out", str(out), *TINY, *extra])
 
 
+def resume(data, out, *extra):
+    """`fastrnn lm train --resume` on the run in `out` (no TINY: a resumed run takes its own)."""
+    return main(["lm", "train", "--data", data, "--out", str(out), "--resume", *extra])
+
+
 def test_train_writes_the_contract(tmp_path, standin, capsys):
     data = write_corpus(tmp_path / "ptb")
     out = tmp_path / "run"
@@ -84,24 +89,7 @@ def test_resume_continues_the_same_curve(tmp_path, standin):
     data = write_corpus(tmp_path / "ptb")
     assert train(data, tmp_path / "a", "--epochs", "2") == 0
     assert train(data, tmp_path / "b", "--epochs", "1") == 0
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                "--data",
-                data,
-                "--out",
-                str(tmp_path / "b"),
-                "--resume",
-                "--epochs",
-                "2",
-                "--no-progress",
-                "--no-plot",
-            ]
-        )
-        == 0
-    )
+    assert resume(data, tmp_path / "b", "--epochs", "2", "--no-progress", "--no-plot") == 0
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert len(b["epochs"]) == 2
@@ -203,23 +191,7 @@ def test_out_holding_a_run_needs_resume_and_resume_refuses_overrides(tmp_path, s
     before = (out / "metrics.json").read_bytes()
     assert train(data, out, "--epochs", "2") == 2
     assert "already holds a run: pass --resume" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                "--data",
-                data,
-                "--out",
-                str(out),
-                "--resume",
-                "--lr",
-                "3",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    assert resume(data, out, "--lr", "3", "--no-progress") == 2
     assert "drop --lr" in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == before
     (tmp_path / "file").write_text("x")
@@ -234,9 +206,7 @@ def test_max_steps_partial_epoch_then_resume_refused(tmp_path, standin, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["epochs"]) == 1 and m["epochs"][0]["partial"] and m["epochs"][0]["steps"] == 2
     assert m["test_ppl"] is not None
-    assert (
-        main(["lm", "train", "--data", data, "--out", str(out), "--resume", "--no-progress"]) == 2
-    )
+    assert resume(data, out, "--no-progress") == 2
     assert "cut short by --max-steps" in capsys.readouterr().err
 
 
@@ -379,24 +349,7 @@ def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
     run = ["lm", "train", "--data", data, *flags]
     assert main([*run, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
     assert main([*run, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                "--data",
-                data,
-                "--out",
-                str(tmp_path / "b"),
-                "--resume",
-                "--epochs",
-                "3",
-                "--no-progress",
-                "--no-plot",
-            ]
-        )
-        == 0
-    )
+    assert resume(data, tmp_path / "b", "--epochs", "3", "--no-progress", "--no-plot") == 0
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert [(e["train_ppl"], e["val_ppl"], e["lr"]) for e in a["epochs"]] == [
