@@ -69,6 +69,10 @@ def test_train_writes_the_contract(tmp_path, standin, capsys):
     assert [e["lr"] for e in m["epochs"]] == [1.0, 1.0, 0.5]
     assert m["epochs"][-1]["val_ppl"] < m["epochs"][0]["val_ppl"]
     assert isinstance(m["test_ppl"], float) and 1 < m["test_ppl"] < 8
+    # the final model's test perplexity too; the same model when the last epoch is the best
+    assert isinstance(m["test_ppl_final"], float) and 1 < m["test_ppl_final"] < 8
+    if m["best_epoch"] == 3:
+        assert m["test_ppl_final"] == m["test_ppl"]
     assert m["config"]["hidden_sizes"] == [16] and m["config"]["clip"] == 5.0
     assert (out / "best" / "model.npz").is_file() and (out / "last" / "checkpoint.json").is_file()
     assert json.loads((out / "vocab.json").read_text())[:3] == ["the", "cat", "sat"]

@@ -399,12 +399,14 @@ def _thread_limit(k):
 
 
 # -- train --------------------------------------------------------------------------------------
-def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None):
+def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None, test_ppl_final=None):
     doc = {
         "preset": cfg["preset"],
         "config": cfg,
         "epochs": history,
         "test_ppl": test_ppl,
+        # the model after the last epoch, as the papers report (test_ppl: the best-validation one)
+        "test_ppl_final": test_ppl_final,
         "best_epoch": best.get("epoch"),
         "best_val_ppl": best.get("val_ppl"),
         "eval_words": eval_words,
@@ -557,10 +559,14 @@ def run_train(args):
         trainer.fit(
             corpus.train, corpus.valid, cfg["epochs"], max_steps=args.max_steps, on_epoch=on_epoch
         )
-        test_ppl = None
+        test_ppl = test_ppl_final = None
         if best:
             from ..io import load
 
+            test_ppl_final = trainer.evaluate(corpus.test, "test")
+            print(
+                f"test ppl {test_ppl_final:.2f} (final model, epoch {trainer.history[-1]['epoch']})"
+            )
             trainer.model = load(os.path.join(out, "best", "model.npz"))
             test_ppl = trainer.evaluate(corpus.test, "test")
             print(
@@ -569,7 +575,7 @@ def run_train(args):
             )
         ckpt.atomic_write_json(
             os.path.join(out, "metrics.json"),
-            _metrics_doc(cfg, trainer.history, best, test_ppl, args.eval_words),
+            _metrics_doc(cfg, trainer.history, best, test_ppl, args.eval_words, test_ppl_final),
         )
     if not args.no_plot and trainer.history:
         _plot(out, trainer.history, notes.append)
