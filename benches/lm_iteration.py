@@ -1,6 +1,8 @@
 """One training iteration of a word-level language model, whole: forward + backward + gradient
-clipping + SGD, side by side in one process (alternating who goes first, medians), at 1 and 2
-threads (threadpoolctl for NumPy's BLAS and fastrnn, torch.set_num_threads for torch).
+clipping + SGD, side by side: each implementation timed in a process of its own (10 iterations
+after 3 of warm-up, the median), processes alternating round after round, the median over
+rounds; at 1 and 2 threads (threadpoolctl for NumPy's BLAS and fastrnn, torch.set_num_threads
+for torch).
 
 Cases:
 - rnnlm:  the book's Rnnlm, V 10000, 1 x 100, N 20, T 35: the book-style NumPy model
@@ -17,10 +19,12 @@ counted.  Then a per-part profile of fastrnn's iteration (embedding, each LSTM, 
 softmax-loss, clip, SGD; forward and backward separately), medians of separate timings, and for
 rnnlm the book NumPy model's beside it.
 
-    python benches/lm_iteration.py [--cases rnnlm,2x200,2x650] [--threads 1,2] [--rounds 9]
+    python benches/lm_iteration.py [--cases rnnlm,2x200,2x650] [--threads 1,2] [--rounds 5]
 """
 
 import argparse
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -127,22 +131,39 @@ def runners_for(case):
     }
 
 
-def measure(case, threads, rounds):
+def baselines(case):
+    return ["book NumPy", "fastrnn"] if case == "rnnlm" else ["torch", "fastrnn"]
+
+
+def time_alone(case, name, threads, iters):
+    """Median seconds of one implementation's iteration, this process running nothing else."""
     import torch
 
     torch.set_num_threads(threads)
-    runners = runners_for(case)
-    order = list(runners.items())
-    times = {name: [] for name in runners}
+    run = runners_for(case)[name]
+    times = []
     with threadpool_limits(threads):
-        for _ in range(2):
-            for run in runners.values():
-                run()
-        for r in range(rounds):
-            for name, run in order[r % 2 :] + order[: r % 2]:
-                t0 = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t0)
+        for _ in range(3):
+            run()
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure(case, threads, rounds, iters=10):
+    """Median over rounds of each implementation's median iteration, every implementation timed
+    in a process of its own, the order rotating round by round.  (In one process, at 2 threads,
+    the idle-spinning BLAS/OpenMP threads of the implementation timed just before took a core
+    from the next: fastrnn's Rnnlm measured 67 ms after the book model's iteration, 37 ms alone.)"""
+    names = baselines(case)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % 2 :] + names[: r % 2]:
+            cmd = [sys.executable, __file__, "--alone", case, name, str(threads), str(iters)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            times[name].append(float(out.split()[-1]))
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
@@ -188,10 +209,14 @@ def profile(case, threads, rounds, book=False):
 
 
 def main():
+    if sys.argv[1:2] == ["--alone"]:  # a worker of measure()
+        case, name, threads, iters = sys.argv[2:6]
+        print(time_alone(case, name, int(threads), int(iters)))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="rnnlm,2x200,2x650")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=5, help="processes per implementation")
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
     cases = args.cases.split(",")
@@ -215,9 +240,9 @@ def main():
         return
     for case in cases:
         for th in threads:
-            runs = [("fastrnn", profile(case, th, args.rounds))]
+            runs = [("fastrnn", profile(case, th, 9))]
             if case == "rnnlm":
-                runs.append(("book NumPy", profile(case, th, args.rounds, book=True)))
+                runs.append(("book NumPy", profile(case, th, 9, book=True)))
             print(f"\nprofile {case}, {th} thread(s): ms (% of the parts' sum)")
             print(f"  {'part':18}" + "".join(f" {name:>18}" for name, _ in runs))
             for part in runs[0][1][0]:
