@@ -545,7 +545,7 @@ class _TimeLayer(ThreadSetting):
             threads, blas = self._thread_plan(N, T, D, H)
             Wh_steps = self._step_weights(Wh, N, T)
             with blas:
-                nonfinite = self._kernel_backward(
+                kernel_args = (
                     self._cache,
                     self._scratch,
                     dhs,
@@ -557,26 +557,13 @@ class _TimeLayer(ThreadSetting):
                     dc0,
                     sq,
                     threads,
-                    verify,
                 )
+                nonfinite = self._kernel_backward(*kernel_args, verify)
                 if nonfinite:  # the kernel stopped before the gradients
                     _scan_weights(Wx, Wh)  # raises if the weights are at fault
                     if sq is not None:  # else it overflowed: the whole backward, unchecked
                         sq[...] = 0
-                    self._kernel_backward(
-                        self._cache,
-                        self._scratch,
-                        dhs,
-                        dc_next,
-                        Wx,
-                        Wh_steps,
-                        dxs,
-                        dh0,
-                        dc0,
-                        sq,
-                        threads,
-                        False,
-                    )
+                    self._kernel_backward(*kernel_args, False)
         self.dh = dh0
         if self.has_cell:
             self.dc = dc0
