@@ -352,3 +352,25 @@ def test_torch_reference_script_trains(tmp_path):
     wps, ppl, done = mod.train(c, steps=None, epochs=3, N=4, T=6, log=None)
     assert done == 3 * window_count(len(c.train), 4, 6) and wps > 0
     assert ppl < 0.8 * len(c.vocab)  # it learns
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "mixed-dtype", "empty"])
+def test_sgd_updates_every_parameter_in_place(dtype, layout):
+    """SGD goes through BLAS axpy where it can update in place, else NumPy: either way every
+    parameter array (the caller's object) holds p - lr * g afterwards."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((6, 8)).astype(dtype)
+    if layout == "contiguous":
+        p, g = base.copy(), rng.standard_normal((6, 8)).astype(dtype)
+    elif layout == "strided":
+        p, g = base.copy()[:, ::2], rng.standard_normal((6, 4)).astype(dtype)
+    elif layout == "mixed-dtype":
+        p, g = base.copy(), rng.standard_normal((6, 8))  # float64 gradient
+    else:
+        p, g = np.zeros((0, 3), dtype), np.zeros((0, 3), dtype)
+    expected = p - (0.25 * g).astype(dtype)
+    ident = p
+    SGD(lr=0.25).update([p], [g])
+    assert p is ident
+    np.testing.assert_allclose(p, expected, rtol=1e-6 if dtype == np.float32 else 1e-14)
