@@ -12,6 +12,11 @@ The header (member ``__fastrnn__``, UTF-8 JSON stored as a uint8 array) holds::
      "config": {...obj.get_config()...},
      "arrays": [{"name": "param_0", "shape": [D, 4H], "dtype": "<f4"}, ...]}
 
+A parameter that is the transpose of an earlier one (the book's weight tying lists the embedding
+``W`` and the read-out's ``W.T``) is stored once: its entry says ``"transpose_of": i`` and it has
+no member; ``load`` hands ``from_config`` the transposed view.  Such files are format version 2
+(older fastrnn refuses them with a clear error); files without it stay version 1.
+
 Every savable class follows the persistence protocol: ``obj.get_config()`` returns the
 JSON-serializable constructor arguments (no arrays), ``obj.params`` the arrays, and the
 classmethod ``cls.from_config(config, params)`` rebuilds the object, checking the shapes.  A class
@@ -32,8 +37,9 @@ import numpy as np
 
 __all__ = ["FORMAT_VERSION", "FileFormatError", "load", "register", "registered_classes", "save"]
 
-#: Version of the file layout written by ``save``; ``load`` refuses files of a newer version.
-FORMAT_VERSION = 1
+#: Newest version of the file layout ``save`` writes (2 only when a parameter is stored as the
+#: transpose of another, else 1); ``load`` refuses files of a newer version.
+FORMAT_VERSION = 2
 
 _HEADER = "__fastrnn__"
 _ALLOWED_KINDS = "fiub"  # float, signed / unsigned integer, bool: never object or void
@@ -182,11 +188,16 @@ def save(path, obj):
                 f"{name}.params[{i}] has dtype {p.dtype}; only numeric arrays can be saved"
             )
         key = f"param_{i}"
-        arrays[key] = p
-        specs.append({"name": key, "shape": list(p.shape), "dtype": p.dtype.str})
+        spec = {"name": key, "shape": list(p.shape), "dtype": p.dtype.str}
+        j = _transpose_source(params, i)
+        if j is None:
+            arrays[key] = p
+        else:
+            spec["transpose_of"] = j
+        specs.append(spec)
     header = {
         "format": "fastrnn",
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if any("transpose_of" in s for s in specs) else 1,
         "class": name,
         "config": config,
         "arrays": specs,
@@ -198,6 +209,24 @@ def save(path, obj):
     arrays[_HEADER] = np.frombuffer(text.encode("utf-8"), np.uint8)
 
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _transpose_source(params, i):
+    """The index of an earlier parameter whose transpose params[i] is (the same memory), or None."""
+    p = params[i]
+    if p.ndim != 2 or p.base is None:
+        return None
+    for j in range(i):
+        q = params[j]
+        if (
+            q.ndim == 2
+            and q.dtype == p.dtype
+            and p.shape == q.shape[::-1]
+            and p.strides == q.strides[::-1]
+            and p.__array_interface__["data"][0] == q.__array_interface__["data"][0]
+        ):
+            return j
+    return None
 
 
 def atomic_write(path, write):
@@ -274,6 +303,21 @@ def _read_header(path, npz):
             or not isinstance(spec.get("dtype"), str)
         ):
             _fail(path, f"header entry {i} of the array list is malformed: {spec!r}")
+        if "transpose_of" in spec:
+            j = spec["transpose_of"]
+            if (
+                version < 2
+                or not isinstance(j, int)
+                or isinstance(j, bool)
+                or not 0 <= j < i
+                or "transpose_of" in specs[j]
+                or spec["shape"] != specs[j]["shape"][::-1]
+                or spec["dtype"] != specs[j]["dtype"]
+            ):
+                _fail(
+                    path,
+                    f"header entry {i} is not the transpose of an earlier stored array: {spec!r}",
+                )
     return header
 
 
@@ -313,7 +357,7 @@ def load(path):
         with npz:
             header = _read_header(path, npz)
             specs = header["arrays"]
-            expected = {s["name"] for s in specs} | {_HEADER}
+            expected = {s["name"] for s in specs if "transpose_of" not in s} | {_HEADER}
             present = set(npz.files)
             if present - expected:
                 _fail(path, f"unexpected arrays {sorted(present - expected)} not in the header")
@@ -321,6 +365,9 @@ def load(path):
                 _fail(path, f"missing arrays {sorted(expected - present)}")
             params = []
             for spec in specs:
+                if "transpose_of" in spec:
+                    params.append(params[spec["transpose_of"]].T)
+                    continue
                 arr = npz[spec["name"]]
                 if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.fields is not None:
                     _fail(path, f"array {spec['name']} has non-numeric dtype {arr.dtype}")

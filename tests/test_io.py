@@ -538,3 +538,52 @@ def test_relu_rnn_round_trip(time, rng, tmp_path):
     header["config"]["nonlinearity"] = "sigmoid"
     write_raw(path, arrays, header)
     refused(path, "nonlinearity")
+
+
+def _book_tied(tmp_path):
+    from fastrnn.models import BetterRnnlm
+
+    model = BetterRnnlm(17, 5, 5, seed=2)
+    path = tmp_path / "tied.npz"
+    fastrnn.save(path, model)
+    return model, path
+
+
+def test_book_tied_matrix_is_stored_once(tmp_path):
+    """BetterRnnlm lists the embedding W and the read-out's W.T (the book's tying): the file holds
+    W once, the header marks the view, and the loaded model's read-out is again a view of W."""
+    model, path = _book_tied(tmp_path)
+    arrays = arrays_of(path)
+    header = header_of(arrays)
+    views = [s for s in header["arrays"] if "transpose_of" in s]
+    assert len(views) == 1 and views[0]["name"] not in arrays
+    assert header["format_version"] == 2
+    assert len(arrays) == len(model.params)  # every param but the view, plus the header
+    back = fastrnn.load(path)
+    i = int(views[0]["name"].split("_")[1])
+    assert np.array_equal(back.params[i], model.params[i])
+    assert np.shares_memory(back.params[i], back.params[views[0]["transpose_of"]])
+
+
+def test_untied_files_stay_version_1(saved):
+    assert header_of(arrays_of(saved))["format_version"] == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda h, i: h["arrays"][i].update(transpose_of=i),  # itself
+        lambda h, i: h["arrays"][i].update(transpose_of=len(h["arrays"])),  # out of range
+        lambda h, i: h["arrays"][i].update(transpose_of=True),
+        lambda h, i: h["arrays"][i].update(transpose_of=1),  # an array of another shape
+        lambda h, i: h.update(format_version=1),  # a version-1 file cannot hold views
+    ],
+)
+def test_bad_transpose_entries_refused(tmp_path, change):
+    _, path = _book_tied(tmp_path)
+    arrays = arrays_of(path)
+    header = header_of(arrays)
+    i = next(k for k, s in enumerate(header["arrays"]) if "transpose_of" in s)
+    change(header, i)
+    write_raw(path, arrays, header)
+    refused(path, "transpose of an earlier")
