@@ -1,5 +1,6 @@
 """What `fastrnn bench` measures: the implementations, the layer shapes (Case), the clip_grads
-gradient sets (ClipCase), the run's settings (BenchConfig) and the deterministic data of each."""
+gradient sets (ClipCase), the language models trained a whole iteration at a time (ModelCase),
+the run's settings (BenchConfig) and the deterministic data of each."""
 
 from dataclasses import dataclass
 
@@ -14,8 +15,12 @@ IMPL_BACKEND = {
     "torch_loop": "torch",
     "floor": "floor",
 }
+MODEL_IMPLS = ("fastrnn", "reference", "torch")
+#: how the model table names each implementation ("reference" is the book's NumPy model)
+MODEL_IMPL_TITLES = {"fastrnn": "fastrnn", "reference": "book NumPy", "torch": "torch"}
 OPS = ("fwdbwd", "fwd")
 OP_TITLES = {"fwdbwd": "forward + backward", "fwd": "forward"}
+MODEL_OP = "iteration"  # the op name of the model rows: one whole training iteration
 CELLS = {"rnn": 1, "lstm": 4, "gru": 3, "gru_classic": 3}
 BUSY_CORES = 0.1  # CPU (in cores) used by other processes above which timings count as disturbed
 NOISY = 0.2  # a median whose samples' IQR exceeds this fraction of it is marked '~'
@@ -133,15 +138,141 @@ CLIP_CASES = (
 QUICK_CLIP_CASES = CLIP_CASES
 
 
+# ---- whole language models ----------------------------------------------------------------------
+
+MODEL_LR = 1.0  # SGD's learning rate in every model runner
+MODEL_MAX_GRAD = 0.25  # the global-norm clipping threshold (the book's Rnnlm training uses 0.25)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A word-level language model trained one whole iteration at a time: forward, backward,
+    global-norm gradient clipping and an SGD update, the recurrent state carried from one
+    iteration to the next (truncated BPTT).
+
+    Embedding (V, E) -> stateful ``cell`` layers of the given hidden sizes (bottom first) ->
+    affine read-out to V (tied: the embedding's transpose) -> softmax cross-entropy, on batches
+    of N sequences of T word ids.  ``name`` is the short key ``--models`` selects by."""
+
+    name: str
+    V: int
+    E: int
+    hidden: tuple
+    N: int
+    T: int
+    cell: str = "lstm"
+    tied: bool = False
+
+    def __post_init__(self):
+        hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        if self.cell not in ("lstm", "gru", "rnn"):
+            raise ValueError(f"ModelCase cell must be 'lstm', 'gru' or 'rnn', got {self.cell!r}")
+        if not self.hidden or min((self.V, self.E, self.N, self.T) + self.hidden) < 1:
+            raise ValueError(f"ModelCase sizes must be >= 1 (and hidden non-empty), got {self}")
+        if self.tied and self.hidden[-1] != self.E:
+            raise ValueError(
+                f"a tied ModelCase needs the last hidden size ({self.hidden[-1]}) to equal E "
+                f"({self.E})"
+            )
+
+    @property
+    def layers(self):
+        """'2x200' for equal sizes, else '200+300'."""
+        hs = self.hidden
+        if len(set(hs)) == 1:
+            return f"{len(hs)}x{hs[0]}"
+        return "+".join(map(str, hs))
+
+    @property
+    def shape(self):
+        """The shape in words: 'lstm V10000 E100 1x100 N20 T35' (+ ' tied')."""
+        return f"{self.cell} V{self.V} E{self.E} {self.layers} N{self.N} T{self.T}" + (
+            " tied" if self.tied else ""
+        )
+
+    @property
+    def label(self):
+        """The row name in the results: 'rnnlm (lstm V10000 E100 1x100 N20 T35)'."""
+        return f"{self.name} ({self.shape})"
+
+    @property
+    def is_book_rnnlm(self):
+        """One LSTM layer, untied: the book's ``Rnnlm`` (fastrnn.models.Rnnlm and
+        fastrnn.reference.models.Rnnlm are used for it)."""
+        return self.cell == "lstm" and len(self.hidden) == 1 and not self.tied
+
+    @property
+    def spec(self):
+        """Plain data for a worker process: ModelCase(*spec) rebuilds the case."""
+        return (self.name, self.V, self.E, list(self.hidden), self.N, self.T, self.cell, self.tied)
+
+    @property
+    def flops(self):
+        """Floating-point operations of the matrix products of one training iteration (a
+        multiply-add counts two): each recurrent layer 3 x 2 N T G H (D + H) (G gate blocks,
+        D its input size; forward, then dX/dh and dWx/dWh in backward) and the read-out
+        3 x 2 N T H V.  Element-wise work, the softmax, the embedding, clipping and the update
+        are not counted."""
+        G = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        flops, D = 0, self.E
+        for H in self.hidden:
+            flops += 3 * 2 * self.N * self.T * G * H * (D + H)
+            D = H
+        return flops + 3 * 2 * self.N * self.T * self.hidden[-1] * self.V
+
+    @classmethod
+    def parse(cls, spec):
+        """'lstm 10000 200 200,200 20 20' (CELL V E H[,H...] N T, optionally 'tied') ->
+        ModelCase named by its layers ('2x200')."""
+        parts = spec.replace(";", " ").split()
+        tied = parts[-1:] == ["tied"]
+        if tied:
+            parts = parts[:-1]
+        try:
+            if len(parts) != 6:
+                raise ValueError
+            V, E, N, T = (int(parts[i]) for i in (1, 2, 4, 5))
+            hidden = tuple(int(h) for h in parts[3].split(","))
+        except ValueError:
+            raise ValueError(
+                f"model spec must be 'CELL V E H[,H...] N T [tied]', e.g. "
+                f"'lstm 10000 200 200,200 20 20', got {spec!r}"
+            ) from None
+        case = cls("?", V, E, hidden, N, T, parts[0], tied)
+        return cls(case.layers, V, E, hidden, N, T, parts[0], tied)
+
+
+MODEL_CASES = (
+    ModelCase("rnnlm", 10000, 100, (100,), 20, 35),  # the book's Rnnlm at its own shape
+    ModelCase("2x200", 10000, 200, (200, 200), 20, 20),  # Zaremba et al.'s small model
+    ModelCase("2x650", 10000, 650, (650, 650), 20, 35),  # the book's BetterRnnlm size
+)
+QUICK_MODEL_CASES = MODEL_CASES[:2]
+
+
+def model_batches(case, seed=0, count=4):
+    """count deterministic (xs, ts) int32 batches of random word ids, (N, T) each, ts = xs
+    shifted by one: the same in every worker; the runners cycle through them."""
+    rng = np.random.default_rng(_seed_of(case.label, seed))
+    out = []
+    for _ in range(count):
+        d = rng.integers(0, case.V, (case.N, case.T + 1)).astype(np.int32)
+        out.append((np.ascontiguousarray(d[:, :-1]), np.ascontiguousarray(d[:, 1:])))
+    return out
+
+
 @dataclass
 class BenchConfig:
     cases: tuple = DEFAULT_CASES
     clip_cases: tuple = CLIP_CASES
+    model_cases: tuple = MODEL_CASES
     threads: tuple = (1,)
     repeats: int = 9  # rounds; each yields one sample per implementation
     min_time: float = 0.1  # seconds per sample (calls are batched up to this)
+    model_min_time: float = 0.5  # the same for the model rows (an iteration takes 30-700 ms)
     ops: tuple = OPS
-    impls: tuple = LAYER_IMPLS  # the layer implementations (clip uses the matching ones)
+    impls: tuple = LAYER_IMPLS  # the layer implementations (clip and models use the matching ones)
     memory: bool = True
     settle: float = 0.0  # seconds of idle between two implementations' batches
     retry_busy: int = 0  # re-measure a group disturbed by other processes up to this often

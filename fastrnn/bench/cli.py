@@ -10,11 +10,14 @@ from .cases import (
     CLIP_CASES,
     DEFAULT_CASES,
     LAYER_IMPLS,
+    MODEL_CASES,
     OPS,
     QUICK_CASES,
     QUICK_CLIP_CASES,
+    QUICK_MODEL_CASES,
     BenchConfig,
     Case,
+    ModelCase,
 )
 from .harness import run_bench, wait_until_quiet
 from .report import format_machine, format_report, plot
@@ -79,7 +82,37 @@ def add_parser(subparsers):
     )
     p.add_argument("--ops", default=",".join(OPS), help="fwdbwd, fwd or both")
     p.add_argument("--no-clip", action="store_true", help="skip the clip_grads cases")
-    p.add_argument("--no-layers", action="store_true", help="only the clip_grads cases")
+    p.add_argument(
+        "--no-layers",
+        action="store_true",
+        help="skip the layer shapes (clip_grads and models stay)",
+    )
+    p.add_argument(
+        "--models",
+        default=None,
+        metavar="NAMES",
+        help="the whole-model rows to run, comma-separated from "
+        + ", ".join(c.name for c in MODEL_CASES)
+        + ", or 'all' (default all; --quick: "
+        + ",".join(c.name for c in QUICK_MODEL_CASES)
+        + ")",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="'CELL V E H[,H...] N T [tied]'",
+        help="run this language model instead of the table (repeatable), e.g. "
+        "'lstm 10000 200 200,200 20 20'",
+    )
+    p.add_argument("--no-models", action="store_true", help="skip the whole-model rows")
+    p.add_argument(
+        "--model-min-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds per sample of the model rows (default 0.5; 0.25 quick)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     p.add_argument(
         "--settle",
@@ -117,6 +150,25 @@ def filter_cases(cases, spec):
     return tuple(c for c in cases if any(set(f) <= set(c.name.split()) for f in filters))
 
 
+def select_models(spec, quick=False):
+    """The model cases named in spec (comma-separated names of MODEL_CASES, or 'all'); None:
+    the default for the mode (quick: QUICK_MODEL_CASES)."""
+    if spec is None:
+        return QUICK_MODEL_CASES if quick else MODEL_CASES
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["all"]:
+        return MODEL_CASES
+    known = {c.name: c for c in MODEL_CASES}
+    for n in names:
+        if n not in known:
+            raise SystemExit(
+                f"fastrnn bench: unknown model {n!r} in --models; choose from "
+                + ", ".join(known)
+                + " or all (or give --model 'CELL V E H[,H...] N T')"
+            )
+    return tuple(known[n] for n in names)
+
+
 def config_from_args(args):
     quick = args.quick
     if args.shape:
@@ -128,6 +180,15 @@ def config_from_args(args):
     if args.no_layers:
         cases = ()
     clip_cases = () if args.no_clip else (QUICK_CLIP_CASES if quick else CLIP_CASES)
+    if args.model:
+        try:
+            model_cases = tuple(ModelCase.parse(s) for s in args.model)
+        except ValueError as exc:
+            raise SystemExit(f"fastrnn bench: --model: {exc}") from None
+    else:
+        model_cases = select_models(args.models, quick)
+    if args.no_models:
+        model_cases = ()
     impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
     for i in impls:
         if i not in LAYER_IMPLS:
@@ -150,9 +211,13 @@ def config_from_args(args):
     return BenchConfig(
         cases=cases,
         clip_cases=clip_cases,
+        model_cases=model_cases,
         threads=threads,
         repeats=args.repeats or (3 if quick else 9),
         min_time=args.min_time if args.min_time is not None else (0.02 if quick else 0.1),
+        model_min_time=(
+            args.model_min_time if args.model_min_time is not None else (0.25 if quick else 0.5)
+        ),
         ops=ops,
         impls=impls,
         memory=not args.no_memory,
@@ -167,10 +232,11 @@ def config_from_args(args):
 
 def run(args):
     cfg = config_from_args(args)
-    n = len(cfg.cases) + len(cfg.clip_cases)
+    n = len(cfg.cases) + len(cfg.clip_cases) + len(cfg.model_cases)
     print(
-        f"fastrnn bench: {len(cfg.cases)} layer shapes + {len(cfg.clip_cases)} clip cases "
-        f"({n} total), threads {','.join(map(str, cfg.threads))}, {cfg.repeats} rounds, "
+        f"fastrnn bench: {len(cfg.cases)} layer shapes + {len(cfg.clip_cases)} clip cases + "
+        f"{len(cfg.model_cases)} models ({n} total), threads "
+        f"{','.join(map(str, cfg.threads))}, {cfg.repeats} rounds, "
         f"{cfg.min_time:g} s samples; implementations {', '.join(cfg.impls)}",
         file=sys.stderr,
         flush=True,
@@ -198,7 +264,8 @@ def run(args):
             print(
                 "--plot needs matplotlib (pip install matplotlib); no plot written", file=sys.stderr
             )
-    return 1 if any(not c["ok"] for c in results["checks"]) else 0
+    checks = results["checks"] + results.get("model_checks", [])
+    return 1 if any(not c["ok"] for c in checks) else 0
 
 
 def main(argv=None):

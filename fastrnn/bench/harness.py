@@ -1,6 +1,7 @@
 """The coordinator: starts the workers, interleaves the implementations round after round,
 watches the machine's load, cross-checks the outputs and collects the results dict."""
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -9,9 +10,9 @@ import time
 
 import numpy as np
 
-from .cases import BUSY_CORES, CLIP_IMPLS, IMPL_BACKEND
-from .report import add_rates
-from .runners import supports
+from .cases import BUSY_CORES, CLIP_IMPLS, IMPL_BACKEND, MODEL_IMPLS, MODEL_OP
+from .report import add_model_rates, add_rates
+from .runners import supports, supports_model
 from .targets import evaluate_targets
 from .worker import WorkerError, _WorkerProc
 
@@ -250,7 +251,7 @@ def run_bench(cfg):
                 notes.append(f"{b} omitted: {msg}")
                 workers.pop(b).close()
         peak = None
-        if "fastrnn" in workers and cfg.cases:
+        if "fastrnn" in workers and (cfg.cases or cfg.model_cases):
             # before any timing, on the worker's one thread; the best ~2 ms slice of the run
             try:
                 peak = workers["fastrnn"].call("peak", PEAK_SECONDS)
@@ -260,7 +261,8 @@ def run_bench(cfg):
                 notes.append(f"no FMA peak: {peak.get('error')}")
         layer_impls = [i for i in cfg.impls if IMPL_BACKEND[i] in workers]
         clip_impls = [i for i in CLIP_IMPLS if IMPL_BACKEND[i] in workers]
-        results = _run_with_workers(cfg, workers, layer_impls, clip_impls, notes)
+        model_impls = [i for i in MODEL_IMPLS if i in cfg.impls and IMPL_BACKEND[i] in workers]
+        results = _run_with_workers(cfg, workers, layer_impls, clip_impls, notes, model_impls)
     finally:
         for w in workers.values():
             w.close()
@@ -285,12 +287,16 @@ def run_bench(cfg):
             "retry_busy": cfg.retry_busy,
             "cases": [c.name for c in cfg.cases],
             "clip_cases": [c.name for c in cfg.clip_cases],
+            "model_cases": [c.label for c in cfg.model_cases],
+            "model_impls": model_impls,
+            "model_min_time": cfg.model_min_time,
         },
         "notes": notes,
     }
     if peak and peak.get("gflops"):
         results["meta"]["peak"] = peak
     add_rates(results)
+    add_model_rates(results)
     results["targets"] = evaluate_targets(results)
     return results
 
@@ -300,8 +306,9 @@ def _rotations(items, r):
     return list(items[k:]) + list(items[:k])
 
 
-def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
+def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes, model_impls=()):
     layer_rows, clip_rows, checks, memory = [], [], [], []
+    model_rows, model_checks = [], []
     # total batches, for the progress bar
     n_batches = 0
     for case in cfg.cases:
@@ -312,6 +319,10 @@ def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
             * sum(supports(i, case) for i in layer_impls)
         )
     n_batches += len(cfg.threads) * cfg.repeats * len(cfg.clip_cases) * len(clip_impls)
+    for mc in cfg.model_cases:
+        n_batches += (
+            len(cfg.threads) * cfg.repeats * sum(supports_model(i, mc) for i in model_impls)
+        )
     progress = _Progress(n_batches, cfg.progress)
     try:
         for case in cfg.cases:
@@ -353,6 +364,40 @@ def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
             )
             for b in {IMPL_BACKEND[i] for i in clip_impls}:
                 workers[b].call("drop", "clip")
+        model_cfg = dataclasses.replace(cfg, min_time=cfg.model_min_time)
+        for mc in cfg.model_cases:
+            impls = [i for i in model_impls if supports_model(i, mc)]
+            if "torch" in model_impls and "torch" not in impls:
+                notes.append(f"torch omitted for {mc.label}: no equivalent model")
+            outs = {}
+            for impl in impls:
+                outs[impl] = workers[IMPL_BACKEND[impl]].call(
+                    "setup", ("model", mc.label, impl), "model", impl, mc.spec, cfg.seed
+                )
+            model_checks.extend(_cross_check_losses(mc, outs))
+            _measure_group(
+                model_cfg,
+                workers,
+                ("model", mc.label),
+                impls,
+                (MODEL_OP,),
+                mc.label,
+                model_rows,
+                progress,
+                extra={
+                    "model": mc.name,
+                    "V": mc.V,
+                    "E": mc.E,
+                    "hidden": list(mc.hidden),
+                    "N": mc.N,
+                    "T": mc.T,
+                    "cell": mc.cell,
+                    "tied": mc.tied,
+                    "flops": mc.flops,
+                },
+            )
+            for b in {IMPL_BACKEND[i] for i in impls}:
+                workers[b].call("drop", "model")
     finally:
         progress.close()
     if cfg.memory:
@@ -363,9 +408,11 @@ def _run_with_workers(cfg, workers, layer_impls, clip_impls, notes):
     return {
         "layers": layer_rows,
         "clip": clip_rows,
+        "models": model_rows,
         "checks": checks,
+        "model_checks": model_checks,
         "memory": memory,
-        "ratios": _ratios(layer_rows, clip_rows),
+        "ratios": _ratios(layer_rows, clip_rows + model_rows),
     }
 
 
@@ -443,6 +490,42 @@ def _cross_check(case, outs):
             worst = max(worst, float(np.abs(a - b).max()) / scale)
         checks.append(
             {"case": case.name, "impl": impl, "max_rel_diff": worst, "ok": bool(worst < 2e-3)}
+        )
+    return checks
+
+
+# first iteration: the same weights and data, so the same loss to float32 rounding; later ones
+# drift apart for torch (its LSTM has two bias vectors, bias_ih and bias_hh, which both receive
+# the gradient, so its effective bias moves twice as far per update), so they only need to agree
+# loosely there; the book NumPy model computes what fastrnn's does at every iteration
+FIRST_LOSS_RTOL = 1e-4
+LATER_LOSS_RTOL = {"reference": 1e-4, "torch": 0.05}
+
+
+def _cross_check_losses(case, outs):
+    """Compare each implementation's losses of its first iterations with fastrnn's."""
+    base = (outs.get("fastrnn") or {}).get("losses")
+    checks = []
+    if base is None:
+        return checks
+    for impl, o in outs.items():
+        if impl == "fastrnn" or not o:
+            continue
+        rel = [abs(a - b) / max(abs(a), 1e-12) for a, b in zip(base, o["losses"])]
+        finite = bool(np.all(np.isfinite(o["losses"]))) and bool(np.all(np.isfinite(base)))
+        first, later = rel[0], max(rel[1:], default=0.0)
+        checks.append(
+            {
+                "case": case.label,
+                "impl": impl,
+                "losses": o["losses"],
+                "fastrnn_losses": base,
+                "first_rel_diff": first,
+                "later_max_rel_diff": later,
+                "ok": finite
+                and first < FIRST_LOSS_RTOL
+                and later < LATER_LOSS_RTOL.get(impl, FIRST_LOSS_RTOL),
+            }
         )
     return checks
 

@@ -5,7 +5,17 @@ import os
 
 import numpy as np
 
-from .cases import CLIP_IMPLS, LAYER_IMPLS, NOISY, OP_TITLES, OPS, Case
+from .cases import (
+    CLIP_IMPLS,
+    LAYER_IMPLS,
+    MODEL_IMPL_TITLES,
+    MODEL_IMPLS,
+    MODEL_OP,
+    NOISY,
+    OP_TITLES,
+    OPS,
+    Case,
+)
 
 RATE_IMPLS = ("fastrnn", "torch")  # whose GF/s and percent of peak the tables show
 
@@ -35,7 +45,115 @@ def add_rates(results):
     return results
 
 
+def add_model_rates(results):
+    """The same for the whole-model rows: ``gflops`` (the row's ``flops``, ModelCase.flops,
+    over the median iteration) and ``pct_peak`` in every row, copied into the ratio rows as
+    ``IMPL GF/s`` and ``IMPL %peak`` for every implementation.  Returns results."""
+    peak = (results.get("meta", {}).get("peak") or {}).get("gflops")
+    ratios = {(r["threads"], r["case"], r["op"]): r for r in results.get("ratios", [])}
+    for row in results.get("models", []):
+        if not row.get("flops") or not row["median_ms"]:
+            continue
+        row["gflops"] = row["flops"] / (row["median_ms"] * 1e-3) / 1e9
+        if peak:
+            row["pct_peak"] = 100.0 * row["gflops"] / (peak * row["threads"])
+        ratio = ratios.get((row["threads"], row["case"], row["op"]))
+        if ratio is not None:
+            ratio[f"{row['impl']} GF/s"] = row["gflops"]
+            if peak:
+                ratio[f"{row['impl']} %peak"] = row["pct_peak"]
+    return results
+
+
 # ---- report -------------------------------------------------------------------------------------
+
+
+def _md_or_text_block(lines, title, tab, markdown):
+    """Append a titled table (header row first) to lines as markdown or aligned text."""
+    if markdown:
+        lines.append(f"\n**{title}**\n")
+        lines.append("| " + " | ".join(tab[0]) + " |")
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(tab[0]))) + "|")
+        lines.extend("| " + " | ".join(str(x) for x in r) + " |" for r in tab[1:])
+    else:
+        lines.append("")
+        lines.append(title)
+        lines.extend(_table(tab[0], tab[1:]))
+
+
+def format_model_table(results, markdown=False):
+    """The "whole training iteration" tables (one per thread count) and the models' loss
+    cross-check, as a list of lines (text or markdown); empty without model rows."""
+    rows = results.get("models", [])
+    if not rows:
+        return []
+    lines = []
+    med = {(r["threads"], r["case"], r["impl"]): r for r in rows}
+    ratios = {
+        (r["threads"], r["case"]): r for r in results.get("ratios", []) if r["op"] == MODEL_OP
+    }
+    cfg = results.get("meta", {}).get("config", {})
+    impls = [i for i in cfg.get("model_impls", MODEL_IMPLS) if any(r["impl"] == i for r in rows)]
+    others = [i for i in impls if i != "fastrnn"]
+    rate_impls = [i for i in RATE_IMPLS if i in impls]
+    for threads in sorted({r["threads"] for r in rows}):
+        cases = list(dict.fromkeys(r["case"] for r in rows if r["threads"] == threads))
+        header = ["model"] + [f"{MODEL_IMPL_TITLES[i]} ms" for i in impls]
+        header += [f"{MODEL_IMPL_TITLES[i]}/fastrnn" for i in others if "fastrnn" in impls]
+        header += [f"{MODEL_IMPL_TITLES[i]} {u}" for i in rate_impls for u in ("GF/s", "%peak")]
+        body = []
+        for c in cases:
+            row = [c]
+            for i in impls:
+                r = med.get((threads, c, i))
+                row.append(
+                    "-"
+                    if r is None
+                    else _fmt_ms(r["median_ms"])
+                    + ("~" if r["iqr_ms"] > NOISY * r["median_ms"] else "")
+                )
+            rr = ratios.get((threads, c), {})
+            if "fastrnn" in impls:
+                row += [
+                    f"{rr[f'{i}/fastrnn']:.2f}x" if f"{i}/fastrnn" in rr else "-" for i in others
+                ]
+            for i in rate_impls:
+                r = med.get((threads, c, i)) or {}
+                row.append(f"{r['gflops']:.1f}" if "gflops" in r else "-")
+                row.append(f"{r['pct_peak']:.0f}%" if "pct_peak" in r else "-")
+            body.append(row)
+        _md_or_text_block(
+            lines,
+            f"threads={threads}, whole training iteration (forward + backward + clip_grads + "
+            "SGD, recurrent state carried; book NumPy = the book's model on "
+            "fastrnn.reference's layers)",
+            [header] + body,
+            markdown,
+        )
+    checks = results.get("model_checks", [])
+    if checks:
+        bad = [c for c in checks if not c["ok"]]
+        by_impl = {}
+        for c in checks:
+            by_impl.setdefault(c["impl"], []).append(c)
+        parts = [
+            f"{MODEL_IMPL_TITLES.get(i, i)} first {max(c['first_rel_diff'] for c in cs):.1e}, "
+            f"later {max(c['later_max_rel_diff'] for c in cs):.1e}"
+            for i, cs in by_impl.items()
+        ]
+        lines.append("")
+        lines.append(
+            f"models: the same weights and batches in every implementation; losses of the "
+            f"first iterations against fastrnn's: {len(checks) - len(bad)}/{len(checks)} agree "
+            f"(worst relative difference, {'; '.join(parts)}; torch drifts after the first "
+            "update: its LSTM has two bias vectors, each updated by the full gradient)"
+        )
+        for c in bad:
+            lines.append(
+                f"  MISMATCH: {c['impl']} on {c['case']}: losses {c['losses']} vs fastrnn "
+                f"{c['fastrnn_losses']}"
+            )
+    return lines
 
 
 def _fmt_ms(v):
@@ -167,6 +285,7 @@ def format_report(results, markdown=False):
                 "torch_loop = foreach=False)",
                 [header] + rows,
             )
+    lines.extend(format_model_table(results, markdown))
     if results.get("memory"):
         by = {(m["case"], m["impl"]): m for m in results["memory"]}
         cases = list(dict.fromkeys(m["case"] for m in results["memory"]))
@@ -224,11 +343,11 @@ def format_report(results, markdown=False):
             for t in results["targets"]
         ]
         block(
-            "targets (forward+backward and clip_grads)",
+            "targets (forward+backward, clip_grads and whole training iterations)",
             [["target", "threads", "case", "value", ""]] + rows,
         )
     bg = {}
-    for r in results["layers"] + results["clip"]:
+    for r in results["layers"] + results["clip"] + results.get("models", []):
         if r.get("background_cores") is not None:
             bg[r["case"], r["threads"]] = r["background_cores"]
     if bg:

@@ -1,6 +1,7 @@
 """The timed objects: one runner per implementation and case, built inside a worker process
 (and by benches/ and the tests): the fastrnn and NumPy layers, PyTorch's, the GEMM floor, the
-clip_grads implementations and their memory floor, and the memory measurement."""
+clip_grads implementations and their memory floor, whole language models trained an iteration
+at a time (fastrnn's, the book's NumPy model, torch's), and the memory measurement."""
 
 import gc
 import math
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-from .cases import _seed_of, make_grads, make_weights
+from .cases import MODEL_LR, MODEL_MAX_GRAD, _seed_of, make_grads, make_weights, model_batches
 
 
 def _numpy_layer(module, case, Wx, Wh, b):
@@ -461,6 +462,248 @@ class _ClipRunner:
 
 def make_clip_runner(impl, clip_case, seed=0):
     return _ClipRunner(impl, clip_case, seed)
+
+
+# -- whole language models ----------------------------------------------------------------------
+
+
+def supports_model(impl, case):
+    """Whether an implementation has the model of a ModelCase: torch has no classic GRU (the
+    form fastrnn's LanguageModel and the book's layers use)."""
+    return not (impl == "torch" and case.cell == "gru")
+
+
+def fastrnn_model(case, seed=0):
+    """fastrnn's model of the case: ``fastrnn.models.Rnnlm`` for the book's shape (one LSTM,
+    untied), else ``LanguageModel`` with the book's initialisation; float32, from seed."""
+    from fastrnn.models import LanguageModel, Rnnlm
+
+    if case.is_book_rnnlm:
+        return Rnnlm(case.V, case.E, case.hidden[0], seed=seed)
+    return LanguageModel(
+        case.V,
+        case.E,
+        list(case.hidden),
+        cell=case.cell,
+        tie_weights=case.tied,
+        init="normal",
+        seed=seed,
+    )
+
+
+def _book_style_model(case, params):
+    """The book's model structure (ch06/rnnlm.py: embedding, stateful time layers, affine,
+    softmax with loss) on fastrnn.reference's NumPy layers, for any stack of the case's cell,
+    with copies of params (a fastrnn LanguageModel's list).  Tied: the read-out is the
+    embedding's transpose, listed again as the book's BetterRnnlm lists it."""
+    from fastrnn import reference
+    from fastrnn.reference import models as ref_models
+
+    params = [np.array(p) for p in params]
+    it = iter(params)
+    embed_W = next(it)
+    layers = [reference.TimeEmbedding(embed_W)]
+    for _ in case.hidden:
+        Wx, Wh, b = next(it), next(it), next(it)
+        if case.cell == "lstm":
+            layers.append(reference.TimeLSTM(Wx, Wh, b, stateful=True))
+        elif case.cell == "gru":
+            layers.append(reference.TimeGRU(Wx, Wh, b, stateful=True))
+        else:
+            layers.append(reference.TimeRNN(Wx, Wh, b, stateful=True))
+    affine_W = embed_W.T if case.tied else next(it)
+    layers.append(reference.TimeAffine(affine_W, next(it)))
+    model = ref_models._BookModel()
+    model.layers = layers
+    model.loss_layer = reference.TimeSoftmaxWithLoss()
+    model.lstm_layers = layers[1:-1]  # the stateful layers reset_state() resets
+    model.drop_layers = []
+    model._collect()
+    return model
+
+
+def reference_model(case, seed=0):
+    """The book's NumPy model of the case with fastrnn_model's weights:
+    ``fastrnn.reference.models.Rnnlm`` for the book's shape (the same seed draws the same
+    weights), else the book's structure stacked (_book_style_model)."""
+    if case.is_book_rnnlm:
+        from fastrnn.reference import models as ref_models
+
+        return ref_models.Rnnlm(case.V, case.E, case.hidden[0], seed=seed)
+    return _book_style_model(case, fastrnn_model(case, seed).params)
+
+
+def torch_lm_from_params(case, params):
+    """A torch language model (nn.Embedding -> nn.LSTM or nn.RNN of len(case.hidden) layers,
+    batch_first -> nn.Linear, the read-out tied to the embedding when case.tied) computing what
+    fastrnn's LanguageModel with these params (its ``params`` list) computes.
+
+    Calling it with word ids (N, T) and a state (None at first) returns (scores, state).  Each
+    layer's weights go through torch_rnn_from_weights (the gate blocks reordered; LSTM: b into
+    bias_ih, bias_hh = 0)."""
+    import torch
+
+    if not supports_model("torch", case):
+        raise ValueError(f"torch has no equivalent of the {case.cell!r} model")
+    sizes = case.hidden
+    rnn_cls = torch.nn.LSTM if case.cell == "lstm" else torch.nn.RNN
+
+    class TorchLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(case.V, case.E)
+            if len(set(sizes)) == 1:
+                self.rnns = torch.nn.ModuleList(
+                    [rnn_cls(case.E, sizes[0], num_layers=len(sizes), batch_first=True)]
+                )
+            else:  # torch's multi-layer modules need equal sizes: one module per layer
+                ins = (case.E,) + sizes[:-1]
+                self.rnns = torch.nn.ModuleList(
+                    [rnn_cls(d, h, batch_first=True) for d, h in zip(ins, sizes)]
+                )
+            self.out = torch.nn.Linear(sizes[-1], case.V)
+            if case.tied:
+                self.out.weight = self.embed.weight
+
+        def forward(self, xs, state):
+            h = self.embed(xs)
+            state = state or [None] * len(self.rnns)
+            new = []
+            for rnn, s in zip(self.rnns, state):
+                h, s = rnn(h, s)
+                new.append(s)
+            return self.out(h), new
+
+    model = TorchLM()
+    it = iter(params)
+    f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
+    with torch.no_grad():
+        model.embed.weight.copy_(f32(next(it)))
+        for k in range(len(sizes)):
+            one = torch_rnn_from_weights(case.cell, next(it), next(it), next(it))
+            module, layer = (model.rnns[0], k) if len(model.rnns) == 1 else (model.rnns[k], 0)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(module, f"{name}_l{layer}").copy_(getattr(one, f"{name}_l0"))
+        if not case.tied:
+            model.out.weight.copy_(f32(next(it)).T)
+        model.out.bias.copy_(f32(next(it)))
+    return model.float()
+
+
+class _ModelRunner:
+    """One implementation's model of a ModelCase: iteration() runs one training iteration
+    (forward, backward, clip to MODEL_MAX_GRAD, SGD at MODEL_LR) on the next of the case's
+    batches, carrying the recurrent state; losses(k) runs k and returns their losses."""
+
+    correction = 0.0
+
+    def __init__(self, case, seed):
+        self.case = case
+        self.batches = model_batches(case, seed)
+        self.i = 0
+        self.loss = None
+
+    def _next(self):
+        b = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return b
+
+    def losses(self, k):
+        out = []
+        for _ in range(k):
+            self.iteration()
+            out.append(float(self.loss))
+        return out
+
+
+def _book_sgd(params, grads, lr=MODEL_LR):
+    """The book's SGD.update (common/optimizer.py): params[i] -= lr * grads[i]."""
+    for p, g in zip(params, grads):
+        p -= lr * g
+
+
+class _NumpyModelRunner(_ModelRunner):
+    """fastrnn's model (fastrnn.clip_grads, fastrnn.train.SGD) or the book's NumPy model (the
+    book's clip_grads loop, fastrnn.reference.clip_grads, and the book's SGD)."""
+
+    def __init__(self, impl, case, seed):
+        super().__init__(case, seed)
+        if impl == "fastrnn":
+            import fastrnn
+            from fastrnn.train import SGD
+
+            self.model = fastrnn_model(case, seed)
+            self.clip = fastrnn.clip_grads
+            self.update = SGD(MODEL_LR).update
+            self.params, self.grads = self.model.params, self.model.grads
+            self._tied = None
+        else:
+            from fastrnn import reference
+
+            self.model = reference_model(case, seed)
+            self.clip = reference.clip_grads
+            self.update = _book_sgd
+            self.params, self.grads = list(self.model.params), list(self.model.grads)
+            self._tied = None
+            if case.tied:
+                # as the book's trainer's remove_duplicate: the transposed read-out (params[-2])
+                # goes out of the lists and its gradient is added to the embedding's
+                self._tied = self.grads[-2]
+                del self.params[-2], self.grads[-2]
+
+    def iteration(self):
+        xs, ts = self._next()
+        self.loss = self.model.forward(xs, ts)
+        self.model.backward()
+        if self._tied is not None:
+            self.grads[0] += self._tied.T
+        self.clip(self.grads, MODEL_MAX_GRAD)
+        self.update(self.params, self.grads)
+
+
+class _TorchModelRunner(_ModelRunner):
+    """nn.Embedding + nn.LSTM + nn.Linear, F.cross_entropy, clip_grad_norm_, torch.optim.SGD,
+    with fastrnn_model's weights; the state is detached between iterations."""
+
+    def __init__(self, case, seed):
+        import torch
+        import torch.nn.functional as F
+
+        super().__init__(case, seed)
+        self.torch, self.F = torch, F
+        self.model = torch_lm_from_params(case, fastrnn_model(case, seed).params)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=MODEL_LR)
+        # ids converted once, so that the conversion is not timed
+        self.batches = [
+            (torch.from_numpy(xs.astype(np.int64)), torch.from_numpy(ts.astype(np.int64)))
+            for xs, ts in self.batches
+        ]
+        self.state = None
+
+    def iteration(self):
+        torch = self.torch
+        xs, ts = self._next()
+        self.opt.zero_grad()
+        scores, state = self.model(xs, self.state)
+        self.state = [
+            tuple(x.detach() for x in s) if isinstance(s, tuple) else s.detach() for s in state
+        ]
+        loss = self.F.cross_entropy(scores.reshape(-1, self.case.V), ts.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), MODEL_MAX_GRAD)
+        self.opt.step()
+        self.loss = loss.detach()
+
+
+def make_model_runner(impl, case, seed=0):
+    """An object whose iteration() runs one training iteration of implementation impl's model of
+    case ("fastrnn", "reference": the book's NumPy model, or "torch"), all with the same weights
+    and batches; losses(k) runs k iterations and returns their losses."""
+    if impl in ("fastrnn", "reference"):
+        return _NumpyModelRunner(impl, case, seed)
+    if impl == "torch":
+        return _TorchModelRunner(case, seed)
+    raise ValueError(f"unknown model implementation {impl!r}; expected fastrnn, reference, torch")
 
 
 # -- memory ---------------------------------------------------------------------------------------

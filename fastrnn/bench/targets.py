@@ -2,6 +2,8 @@
 
 import re
 
+from .cases import MODEL_CASES, MODEL_OP
+
 
 def _is(cell, N=None, T=None, H=None):
     def match(row):
@@ -38,6 +40,12 @@ def _small_or_b1(row):
 def _large(row):
     c = _case_fields(row["case"])
     return bool(c) and c["cell"] != "gru_classic" and c["H"] >= 256 and c["N"] > 1
+
+
+def _model(name):
+    """Rows of the default model case `name`'s shape (whatever a run named it)."""
+    shape = next(c.shape for c in MODEL_CASES if c.name == name)
+    return lambda row: row["case"].endswith(f"({shape})")
 
 
 # (description, op, predicate on the ratio row, ratio key, ">=" or "<=", threshold)
@@ -194,6 +202,23 @@ TARGETS = (
         "reference/fastrnn",
         ">=",
         20.0,
+    ),
+    # issue 18: a whole training iteration (forward + backward + clip + SGD)
+    (
+        "model: book NumPy/fastrnn >= 2.5, book Rnnlm V10000 1x100 N20 T35",
+        MODEL_OP,
+        _model("rnnlm"),
+        "reference/fastrnn",
+        ">=",
+        2.5,
+    ),
+    (
+        "model: torch/fastrnn >= 1.5, 2x200 LSTM LM V10000 N20 T20",
+        MODEL_OP,
+        _model("2x200"),
+        "torch/fastrnn",
+        ">=",
+        1.5,
     ),
 )
 

@@ -11,8 +11,18 @@ import traceback
 
 import numpy as np
 
-from .cases import Case, ClipCase
-from .runners import GemmFloor, _ClipRunner, make_clip_runner, make_layer_runner, measure_memory
+from .cases import MODEL_OP, Case, ClipCase, ModelCase
+from .runners import (
+    GemmFloor,
+    _ClipRunner,
+    make_clip_runner,
+    make_layer_runner,
+    make_model_runner,
+    measure_memory,
+)
+
+#: training iterations each model runner runs at setup: warm-up, and the losses cross-checked
+MODEL_CHECK_ITERATIONS = 3
 
 
 def _set_threads(n):
@@ -159,7 +169,8 @@ class _Worker:
         """Build a runner; warm it with a full step; return its outputs for cross-checking.
 
         spec is plain data (the classes may live in __main__ on the parent's side): 'CELL N T D H'
-        for a layer, (name, shapes) for clip."""
+        for a layer, (name, shapes) for clip, ModelCase.spec for a model (whose outputs are the
+        losses of its first MODEL_CHECK_ITERATIONS iterations)."""
         self.runners.pop(key, None)
         gc.collect()
         if kind == "layer":
@@ -173,6 +184,9 @@ class _Worker:
                 out["dWh"] = o["dWh"]
             else:
                 r.measure_call_overhead()
+        elif kind == "model":
+            r = make_model_runner(impl, ModelCase(*spec), seed)
+            out = {"losses": r.losses(MODEL_CHECK_ITERATIONS)}
         else:
             spec = ClipCase(spec[0], tuple(tuple(x) for x in spec[1]))
             r = make_clip_runner(impl, spec, seed)
@@ -188,6 +202,8 @@ class _Worker:
 
     def _fn(self, key, op):
         r = self.runners[key]
+        if op == MODEL_OP:
+            return r.iteration
         return getattr(r, op) if op in ("fwd", "fwdbwd") else r
 
     def calibrate(self, key, op, min_time):
