@@ -323,3 +323,230 @@ def test_quiesce_waits_for_a_busy_thread():
         t.join()
     assert not alive, f"_quiesce returned after {waited:.3f} s while the thread still ran"
     assert waited >= 0.1
+
+
+# ---- whole language models ----------------------------------------------------------------------
+
+TINY_MODEL = bench.ModelCase("tiny", 50, 8, (8,), 2, 3)  # the book's Rnnlm structure
+TINY_MODELS = (
+    TINY_MODEL,
+    bench.ModelCase("tiny2", 50, 8, (8, 8), 2, 3),
+    bench.ModelCase("tiny-tied", 50, 8, (6, 8), 2, 3, tied=True),
+    bench.ModelCase("tiny-rnn", 50, 8, (8, 8), 2, 3, cell="rnn"),
+    bench.ModelCase("tiny-gru", 50, 8, (8,), 2, 3, cell="gru"),
+)
+
+
+def _param_arrays(runner):
+    if hasattr(runner.model, "parameters"):  # torch
+        return [p.detach().numpy().copy() for p in runner.model.parameters()]
+    return [np.array(p) for p in runner.params]
+
+
+@pytest.mark.parametrize("case", TINY_MODELS, ids=lambda c: c.name)
+@pytest.mark.parametrize("impl", bench.MODEL_IMPLS)
+def test_model_runner_trains(impl, case):
+    """One iteration of every implementation's model gives a finite loss near ln V (a fresh
+    model) and changes every parameter (the SGD update ran on clipped gradients)."""
+    if impl == "torch":
+        _need_torch()
+    if not bench.supports_model(impl, case):
+        with pytest.raises(ValueError, match="torch"):
+            bench.torch_lm_from_params(case, bench.fastrnn_model(case).params)
+        return
+    r = bench.make_model_runner(impl, case)
+    before = _param_arrays(r)
+    r.iteration()
+    after = _param_arrays(r)
+    assert np.isfinite(float(r.loss)) and abs(float(r.loss) - np.log(case.V)) < 0.5
+    assert len(before) == len(after)
+    changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
+    assert all(changed), changed
+    # the update is lr * clipped gradient: no parameter moved further than MODEL_MAX_GRAD
+    step = np.sqrt(
+        sum(float(np.sum((a - b).astype(np.float64) ** 2)) for a, b in zip(after, before))
+    )
+    assert 0 < step <= bench.MODEL_LR * bench.MODEL_MAX_GRAD * (2.01 if impl == "torch" else 1.01)
+
+
+@pytest.mark.parametrize("case", TINY_MODELS, ids=lambda c: c.name)
+def test_model_runners_same_weights_same_losses(case):
+    """fastrnn's model and the book's NumPy model start from the same weights and see the same
+    batches: the same losses, iteration after iteration (state carried, weights updated); torch
+    the same first loss (afterwards its second LSTM bias vector makes it drift slightly)."""
+    fr = bench.make_model_runner("fastrnn", case).losses(4)
+    ref = bench.make_model_runner("reference", case).losses(4)
+    np.testing.assert_allclose(ref, fr, rtol=1e-5)
+    assert len(set(np.round(fr, 6))) > 1  # the batches and the state do change the loss
+    if case.is_book_rnnlm:
+        from fastrnn.models import Rnnlm
+        from fastrnn.reference.models import Rnnlm as BookRnnlm
+
+        assert isinstance(bench.make_model_runner("fastrnn", case).model, Rnnlm)
+        assert isinstance(bench.make_model_runner("reference", case).model, BookRnnlm)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    if bench.supports_model("torch", case):
+        th = bench.make_model_runner("torch", case).losses(4)
+        assert th[0] == pytest.approx(fr[0], rel=1e-5)
+        np.testing.assert_allclose(th, fr, rtol=0.05)
+
+
+def test_model_case():
+    c = bench.ModelCase("x", 100, 16, [32, 32], 4, 5)
+    assert c.hidden == (32, 32) and c.layers == "2x32"
+    assert c.label == "x (lstm V100 E16 2x32 N4 T5)" and not c.is_book_rnnlm
+    # each LSTM 3 x 2 N T 4H (D + H), the read-out 3 x 2 N T H V
+    assert c.flops == 3 * 2 * 20 * (4 * 32 * (16 + 32) + 4 * 32 * 64 + 32 * 100)
+    assert bench.ModelCase("r", 100, 16, 24, 4, 5, cell="rnn").flops == 3 * 2 * 20 * (
+        24 * 40 + 24 * 100
+    )
+    assert bench.ModelCase("b", 10, 4, (4,), 1, 1).is_book_rnnlm
+    p = bench.ModelCase.parse("lstm 100 16 16,24 4 5")
+    assert (p.name, p.hidden, p.tied) == ("16+24", (16, 24), False)
+    assert bench.ModelCase.parse("lstm 100 16 16,16 4 5 tied").tied
+    assert bench.ModelCase(*p.spec) == p  # what a worker rebuilds
+    with pytest.raises(ValueError, match="model spec"):
+        bench.ModelCase.parse("lstm 100 16 4 5")
+    with pytest.raises(ValueError, match="cell"):
+        bench.ModelCase("x", 10, 4, (4,), 1, 1, cell="gru_classic")
+    with pytest.raises(ValueError, match="tied"):
+        bench.ModelCase("x", 10, 4, (5,), 1, 1, tied=True)
+    with pytest.raises(ValueError, match=">= 1"):
+        bench.ModelCase("x", 10, 0, (5,), 1, 1)
+    xs, ts = bench.model_batches(c)[0]
+    assert xs.shape == ts.shape == (4, 5) and xs.dtype == np.int32
+    np.testing.assert_array_equal(xs[:, 1:], ts[:, :-1])
+    assert [x.tolist() for x, _ in bench.model_batches(c)] == [
+        x.tolist() for x, _ in bench.model_batches(c)
+    ]
+    # the defaults: the book's Rnnlm at its own shape, 2x200 and 2x650; quick: the first two
+    assert [m.name for m in bench.MODEL_CASES] == ["rnnlm", "2x200", "2x650"]
+    assert bench.MODEL_CASES[0].shape == "lstm V10000 E100 1x100 N20 T35"
+    assert bench.QUICK_MODEL_CASES == bench.MODEL_CASES[:2]
+
+
+@pytest.fixture(scope="module")
+def model_results():
+    cfg = bench.BenchConfig(
+        cases=(),
+        clip_cases=(),
+        model_cases=TINY_MODELS[:2],
+        threads=(1,),
+        repeats=2,
+        min_time=0.0,
+        model_min_time=0.0,
+        impls=("fastrnn", "reference"),
+        memory=False,
+        progress=False,
+        command="test",
+    )
+    return bench.run_bench(cfg)
+
+
+def test_model_results(model_results):
+    r = model_results
+    assert {(m["case"], m["impl"]) for m in r["models"]} == {
+        (c.label, i) for c in TINY_MODELS[:2] for i in ("fastrnn", "reference")
+    }
+    peak = r["meta"]["peak"]["gflops"]
+    for row in r["models"]:
+        assert row["op"] == bench.MODEL_OP and row["median_ms"] > 0 and len(row["samples_ms"]) == 2
+        case = next(c for c in TINY_MODELS if c.label == row["case"])
+        assert row["flops"] == case.flops and row["hidden"] == list(case.hidden)
+        assert row["gflops"] == pytest.approx(case.flops / (row["median_ms"] * 1e-3) / 1e9)
+        assert row["pct_peak"] == pytest.approx(100 * row["gflops"] / peak)
+    ratios = [x for x in r["ratios"] if x["op"] == bench.MODEL_OP]
+    assert len(ratios) == 2 and all(
+        x["reference/fastrnn"] > 0 and "fastrnn GF/s" in x and "fastrnn %peak" in x for x in ratios
+    )
+    assert len(r["model_checks"]) == 2 and all(c["ok"] for c in r["model_checks"])
+    assert r["meta"]["config"]["model_impls"] == ["fastrnn", "reference"]
+    assert r["layers"] == [] and r["clip"] == []
+    json.loads(json.dumps(r))  # what --json writes
+
+
+def test_model_report(model_results):
+    for markdown in (False, True):
+        text = bench.format_report(model_results, markdown=markdown)
+        assert "whole training iteration" in text
+        for c in TINY_MODELS[:2]:
+            assert c.label in text
+        for col in ("fastrnn ms", "book NumPy ms", "book NumPy/fastrnn", "fastrnn GF/s"):
+            assert col in text
+        assert "2/2 agree" in text
+    md = "\n".join(bench.format_model_table(model_results, markdown=True))
+    assert "| model | fastrnn ms | book NumPy ms |" in md and "|---|---:|" in md
+    assert bench.format_model_table({"models": []}) == []
+
+
+def test_model_report_with_torch_and_targets():
+    """The table with a torch column (from a results dict), and the issue 18 targets."""
+    rnnlm, small = bench.MODEL_CASES[:2]
+    rows, ratios = [], []
+    for threads in (1, 2):
+        for case, ms in (
+            (rnnlm, {"fastrnn": 40.0, "reference": 100.0, "torch": 80.0}),
+            (small, {"fastrnn": 50.0, "reference": 90.0, "torch": 70.0}),
+        ):
+            for impl, t in ms.items():
+                rows.append(
+                    {
+                        "threads": threads,
+                        "case": case.label,
+                        "op": bench.MODEL_OP,
+                        "impl": impl,
+                        "median_ms": t / threads,
+                        "iqr_ms": 0.0,
+                        "flops": case.flops,
+                    }
+                )
+            ratios.append(
+                {
+                    "threads": threads,
+                    "case": case.label,
+                    "op": bench.MODEL_OP,
+                    "reference/fastrnn": ms["reference"] / ms["fastrnn"],
+                    "torch/fastrnn": ms["torch"] / ms["fastrnn"],
+                }
+            )
+    results = {
+        "meta": {"peak": {"gflops": 100.0}, "config": {"model_impls": list(bench.MODEL_IMPLS)}},
+        "models": rows,
+        "ratios": ratios,
+    }
+    bench.add_model_rates(results)
+    text = "\n".join(bench.format_model_table(results))
+    assert "torch ms" in text and "torch/fastrnn" in text and "torch %peak" in text
+    assert "2.50x" in text and "1.40x" in text  # rnnlm vs book; 2x200 vs torch
+    assert f"{rnnlm.flops / 0.04 / 1e9:.1f}" in text  # fastrnn's GF/s at 1 thread
+    got = {(t["target"], t["threads"]): t for t in bench.evaluate_targets(results)}
+    book = "model: book NumPy/fastrnn >= 2.5, book Rnnlm V10000 1x100 N20 T35"
+    vs_torch = "model: torch/fastrnn >= 1.5, 2x200 LSTM LM V10000 N20 T20"
+    assert got[book, 1]["met"] is True and got[book, 2]["value"] == pytest.approx(2.5)
+    assert got[vs_torch, 1]["met"] is False and got[vs_torch, 1]["case"] == small.label
+    assert len(got) == 4  # only the default shapes count (rnnlm's torch ratio is no target)
+
+
+def test_model_command_line_options():
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers(dest="command"))
+
+    def cfg(*argv):
+        return bench.config_from_args(parser.parse_args(["bench", *argv]))
+
+    assert cfg().model_cases == bench.MODEL_CASES and cfg().model_min_time == 0.5
+    quick = cfg("--quick")
+    assert quick.model_cases == bench.QUICK_MODEL_CASES and quick.model_min_time == 0.25
+    assert [c.name for c in cfg("--models", "rnnlm,2x650").model_cases] == ["rnnlm", "2x650"]
+    assert cfg("--quick", "--models", "all").model_cases == bench.MODEL_CASES
+    assert cfg("--no-models").model_cases == ()
+    custom = cfg("--model", "lstm 50 8 8,8 2 3", "--model-min-time", "0.1", "--no-layers")
+    assert custom.model_cases == (bench.ModelCase("2x8", 50, 8, (8, 8), 2, 3),)
+    assert custom.model_min_time == 0.1 and custom.cases == ()
+    with pytest.raises(SystemExit, match="unknown model"):
+        cfg("--models", "rnnlm,3x300")
+    with pytest.raises(SystemExit, match="model spec"):
+        cfg("--model", "lstm 50 8")
