@@ -256,7 +256,9 @@ def run(args):
             fh.write(f"## Command\n\n```\n{cfg.command}\n```\n\n## Results\n")
             fh.write(format_report(results, markdown=True) + "\n")
         print(f"wrote {args.markdown}")
-    if args.plot:
+    if args.plot and not (results["layers"] or results["clip"]):
+        print("--plot draws the layer and clip_grads rows; none were run: no plot written")
+    elif args.plot:
         try:
             plot(results, args.plot)
             print(f"wrote {args.plot}")
