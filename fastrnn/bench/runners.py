@@ -628,6 +628,7 @@ class _NumpyModelRunner(_ModelRunner):
 
     def __init__(self, impl, case, seed):
         super().__init__(case, seed)
+        self._tied = None  # the book model's separately listed read-out gradient (tied)
         if impl == "fastrnn":
             import fastrnn
             from fastrnn.train import SGD
@@ -636,7 +637,6 @@ class _NumpyModelRunner(_ModelRunner):
             self.clip = fastrnn.clip_grads
             self.update = SGD(MODEL_LR).update
             self.params, self.grads = self.model.params, self.model.grads
-            self._tied = None
         else:
             from fastrnn import reference
 
@@ -644,7 +644,6 @@ class _NumpyModelRunner(_ModelRunner):
             self.clip = reference.clip_grads
             self.update = _book_sgd
             self.params, self.grads = list(self.model.params), list(self.model.grads)
-            self._tied = None
             if case.tied:
                 # as the book's trainer's remove_duplicate: the transposed read-out (params[-2])
                 # goes out of the lists and its gradient is added to the embedding's
