@@ -75,6 +75,7 @@ def test_results_structure(tiny_results):
     assert "reference/fastrnn" in ratios["clip tiny", "clip"]
     # every implementation computes what fastrnn computes
     assert r["checks"] and all(c["ok"] for c in r["checks"])
+    assert r["models"] == [] and r["model_checks"] == []  # models only when asked
     assert {(m["case"], m["impl"]) for m in r["memory"]} == {
         (c.name, i) for c in TINY for i in ("fastrnn", "reference")
     }
