@@ -877,6 +877,7 @@ class TimeGRU(_TimeLayer):
     Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H)."""
 
     blocks = 3
+    ragged_kernel = True
 
     def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, reverse=False):
         self.reset_after = self.bias_2d = bool(reset_after)
@@ -925,6 +926,8 @@ class TimeGRU(_TimeLayer):
             check,
             c["M"],
             c.get("HU"),
+            plan,
+            self.reverse,
         )
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
@@ -953,6 +956,9 @@ class TimeGRU(_TimeLayer):
             check,
             c["M"],
             c.get("HU"),
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 
