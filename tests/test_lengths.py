@@ -366,3 +366,32 @@ def test_edge_sizes():
     xs = rng.standard_normal((2, 4, D))
     layer.forward(xs, [1, 2])
     np.testing.assert_allclose(layer.forward(xs), layer.forward(xs, [4, 4]))
+
+
+def test_padding_of_dhs_is_not_used():
+    rng = np.random.default_rng(9)
+    params = make_params("lstm", np.float64, rng)
+    xs = rng.standard_normal((N, T, D))
+    lengths = LENGTHS["random"]
+    dhs = rng.standard_normal((N, T, H))
+    noisy = dhs + 1e3 * (np.arange(T) >= lengths[:, None])[:, :, None]
+    layer = fast.TimeLSTM(*params, reverse=True)
+    layer.forward(xs, lengths)
+    want = layer.backward(dhs)
+    grads = [g.copy() for g in layer.grads]
+    np.testing.assert_array_equal(layer.backward(noisy), want)
+    for got, exp in zip(layer.grads, grads):
+        np.testing.assert_array_equal(got, exp)
+
+
+def test_save_load_keeps_reverse(tmp_path):
+    import fastrnn
+
+    rng = np.random.default_rng(10)
+    layer = fast.TimeGRU(*make_params("gru_ra", np.float32, rng), reset_after=True, reverse=True)
+    fastrnn.save(tmp_path / "gru.npz", layer)
+    again = fastrnn.load(tmp_path / "gru.npz")
+    assert again.reverse and again.reset_after
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    lengths = LENGTHS["random"]
+    np.testing.assert_array_equal(again.forward(xs, lengths), layer.forward(xs, lengths))

@@ -16,6 +16,11 @@ Contract, shared by every layer here:
   and the caches of the previous forward exactly as they were.  (One check is made by the
   kernel: see _weights_checked_by_kernel.)
 - Layers keep no global state and never touch NumPy's random state.
+- Variable lengths and direction: ``forward(xs, lengths)`` runs each row over its own first
+  ``lengths[n]`` steps (outputs zero past them), and a layer made with ``reverse=True`` walks
+  each row from its own last valid step back to 0 (PyTorch's packed-sequence semantics for the
+  reverse half of a bidirectional RNN), both inside the kernels with no padded work
+  (``src/cells/_steps.pxd``).  A reverse layer cannot be stateful.
 - ``threads``: None (default) uses as many threads as scipy's BLAS is set to
   (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
   fixes it.  With more than one, the kernels share out all the work themselves and hold BLAS at
@@ -238,6 +243,7 @@ class _TimeLayer(ThreadSetting):
             self.c = None
             self.dc = None
         # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
+        # (with lengths or reverse, entry s is every row's s-th processed step)
         self.track_grad_norms = False
         self.threads = None  # None: follow scipy's BLAS thread setting (see the module doc)
         self.grad_norms_h = None
@@ -410,7 +416,7 @@ class _TimeLayer(ThreadSetting):
         bidirectional RNN on a packed sequence).  hs[n, t] is the state after processing
         position t, zero for t >= lengths[n]; ``h`` (and ``c``) hold each row's state after its
         own last step.  The backward of this forward uses the same lengths: gradients past a
-        row's length are ignored (dxs is zero there).
+        row's length are not used (they must still be finite; dxs is zero there).
 
         h_mask: None, or recurrent (variational) dropout's mask, an (N, H) array of finite
         values (normally 0 and 1/(1-p)), multiplying h_{t-1} (h0 at t = 0) where it enters the
@@ -531,7 +537,7 @@ class _TimeLayer(ThreadSetting):
     def backward(self, dhs):
         """dxs (N, T, D) for the gradient dhs (N, T, H) of the last forward's hs; fills grads,
         ``dh`` (the gradient w.r.t. the initial state; ``dc`` for the LSTM).  With lengths, dhs
-        past a row's length is ignored and dxs is zero there."""
+        past a row's length is not used (it must still be finite) and dxs is zero there."""
         return self._backward(dhs, None)[0]
 
     def _backward(self, dhs, dc_next):
@@ -672,7 +678,8 @@ class TimeRNN(_TimeLayer):
     """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b), or with
     nonlinearity="relu" h_t = max(0, x_t Wx + h_{t-1} Wh + b) (as torch.nn.RNN's).
 
-    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row
+    from its last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 1
 
@@ -748,7 +755,8 @@ class TimeLSTM(_TimeLayer):
     """LSTM over a sequence; gate blocks f, g, i, o.
 
     c_t = f * c_{t-1} + g * i,  h_t = o * tanh(c_t)  with f, i, o sigmoid and g tanh.
-    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row
+    from its last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 4
     has_cell = True
@@ -826,7 +834,8 @@ class TimeGRU(_TimeLayer):
     reset_after=True (cuDNN/PyTorch/Keras form): h~ = tanh(x Wxh + b[0]_h + r * (h Whh + b[1]_h)),
     b (2, 3H) with row 0 the input bias and row 1 the recurrent bias; z and r use b[0] + b[1].
     PyTorch's GRU maps on exactly, with the z block negated (its z is our 1 - z).
-    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row from its
+    last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 3
 
