@@ -281,7 +281,10 @@ def test_torch_packed_parity(kind, reverse):
 
     x = torch.tensor(xs, requires_grad=True)
     packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
-    out, state = module(packed)
+    directions = 2 if reverse else 1
+    h0 = torch.zeros(directions, n, h, dtype=torch.float64, requires_grad=True)
+    c0 = torch.zeros(directions, n, h, dtype=torch.float64, requires_grad=True)
+    out, state = module(packed, (h0, c0) if kind == "lstm" else h0)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
     out = out[..., h:] if reverse else out[..., :h]
     (out * torch.tensor(dhs)).sum().backward()
@@ -295,6 +298,10 @@ def test_torch_packed_parity(kind, reverse):
         c_n = state[1][1 if reverse else 0]
         np.testing.assert_allclose(layer.c, c_n.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dxs, x.grad.numpy(), rtol=1e-10, atol=1e-12)
+    k = 1 if reverse else 0
+    np.testing.assert_allclose(layer.dh, h0.grad[k].numpy(), rtol=1e-10, atol=1e-12)
+    if kind == "lstm":
+        np.testing.assert_allclose(layer.dc, c0.grad[k].numpy(), rtol=1e-10, atol=1e-12)
     # torch's gradients in fastrnn's layout: the same converter applied to them (the RNN's and
     # LSTM's one bias is torch's two summed, and either has the whole gradient)
     with torch.no_grad():
