@@ -16,6 +16,11 @@ Contract, shared by every layer here:
   and the caches of the previous forward exactly as they were.  (One check is made by the
   kernel: see _weights_checked_by_kernel.)
 - Layers keep no global state and never touch NumPy's random state.
+- Variable lengths and direction: ``forward(xs, lengths)`` runs each row over its own first
+  ``lengths[n]`` steps (outputs zero past them), and a layer made with ``reverse=True`` walks
+  each row from its own last valid step back to 0 (PyTorch's packed-sequence semantics for the
+  reverse half of a bidirectional RNN), both inside the kernels with no padded work
+  (``src/cells/_steps.pxd``).  A reverse layer cannot be stateful.
 - ``threads``: None (default) uses as many threads as scipy's BLAS is set to
   (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
   fixes it.  With more than one, the kernels share out all the work themselves and hold BLAS at
@@ -217,17 +222,28 @@ class _TimeLayer(ThreadSetting):
     has_cell = False  # LSTM carries c besides h
     bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
 
-    def __init__(self, Wx, Wh, b, stateful=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
+        if not isinstance(reverse, (bool, np.bool_)):
+            raise TypeError(f"reverse must be True or False, got {reverse!r}")
+        if reverse and stateful:
+            raise ValueError(
+                "reverse=True cannot be stateful: a reverse layer's state comes from the "
+                "end of the sequence, there is nothing to carry into the next batch"
+            )
         self.params = [Wx, Wh, b]
         Wx, Wh, b = self._read_params()
         self.grads = _weight_grads(Wx, Wh, b)
         self.stateful = stateful
+        self.reverse = bool(reverse)
+        self._lengths = None  # the lengths of the last forward (int64 (N,)), or None
+        self._plan = None  # the kernel's plan of the last forward with lengths or reverse (_plan)
         self.h = None
         self.dh = None
         if self.has_cell:
             self.c = None
             self.dc = None
         # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
+        # (with lengths or reverse, entry s is every row's s-th processed step)
         self.track_grad_norms = False
         self.threads = None  # None: follow scipy's BLAS thread setting (see the module doc)
         self.grad_norms_h = None
@@ -250,6 +266,7 @@ class _TimeLayer(ThreadSetting):
         against on load."""
         config = _sizes(self)
         config["stateful"] = bool(self.stateful)
+        config["reverse"] = bool(self.reverse)
         config.update(self._extra_config())
         return config
 
@@ -260,7 +277,7 @@ class _TimeLayer(ThreadSetting):
     def from_config(cls, config, params):
         """A new layer from ``get_config()``'s dict and the arrays [Wx, Wh, b] (shapes checked
         against the config's input_size and hidden_size)."""
-        defaults = {"stateful": False, **cls._extra_defaults()}
+        defaults = {"stateful": False, "reverse": False, **cls._extra_defaults()}
         _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
         kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items() if k in config}
         blocks = cls.blocks
@@ -390,8 +407,16 @@ class _TimeLayer(ThreadSetting):
         np.copyto(copy, Wh)
         return copy
 
-    def forward(self, xs, h_mask=None):
+    def forward(self, xs, lengths=None, h_mask=None):
         """hs (N, T, H) for xs (N, T, D); carries the last state when stateful.
+
+        lengths: None (every row runs all T steps), or an integer array of shape (N,) with
+        1 <= lengths[n] <= T: row n runs its first lengths[n] steps only (t = 0 .. len-1, or
+        with ``reverse=True`` t = len-1 down to 0, as the reverse half of PyTorch's
+        bidirectional RNN on a packed sequence).  hs[n, t] is the state after processing
+        position t, zero for t >= lengths[n]; ``h`` (and ``c``) hold each row's state after its
+        own last step.  The backward of this forward uses the same lengths: gradients past a
+        row's length are not used (they must still be finite; dxs is zero there).
 
         h_mask: None, or recurrent (variational) dropout's mask, an (N, H) array of finite
         values (normally 0 and 1/(1-p)), multiplying h_{t-1} (h0 at t = 0) where it enters the
@@ -403,9 +428,12 @@ class _TimeLayer(ThreadSetting):
         Wx, Wh, b = self._read_params(scan_weights=False)  # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         xs = _as_float_array(xs, "xs", dtype, (None, None, D))
-        N = xs.shape[0]
+        N, T = xs.shape[0], xs.shape[1]
         if h_mask is not None:
             h_mask = _as_float_array(h_mask, "h_mask", dtype, (N, H))
+        lengths = _check_lengths(lengths, N, T)
+        if self.reverse and self.stateful:
+            raise ValueError("a reverse layer cannot be stateful (set stateful=False)")
         carried = self.stateful
         h0 = self._initial_state("h", self.h if carried else None, N, H, dtype)
         c0 = (
@@ -413,13 +441,27 @@ class _TimeLayer(ThreadSetting):
             if self.has_cell
             else None
         )
-        hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
+        if lengths is None and (not self.reverse or T <= 1):
+            hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
+            self._lengths = self._plan = None
+        else:
+            full = lengths if lengths is not None else np.full(N, T, np.intp)
+            plan = _plan(full, T)
+            hs, _, _ = self._forward(xs, Wx, Wh, b, h0, c0, h_mask, carry=False, plan=plan)
+            rows = np.arange(N)
+            hT = hs[rows, 0 if self.reverse else full - 1]  # each row's last step
+            cT = None
+            if self.has_cell:  # C in the kernel's packed layout: slot j's step s at first[s] + j
+                slots, length, first = plan[:N], plan[N : 2 * N], plan[2 * N : 2 * N + T + 1]
+                cT = np.empty((N, H), dtype)
+                cT[slots] = self._cache["C"].reshape(-1, H)[first[length - 1] + rows]
+            self._lengths, self._plan = lengths, plan
         self.h = hT
         if self.has_cell:
             self.c = cT
         return hs
 
-    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None, carry=True):
+    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None, carry=True, plan=None):
         """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf; h_mask
         checked or None); returns (hs, h_T, c_T) and keeps the caches (h_T None unless carry:
         a cell returns hs itself)."""
@@ -471,12 +513,12 @@ class _TimeLayer(ThreadSetting):
         threads, blas = self._thread_plan(N, T, D, H)
         if blas is _NO_HOLD:
             nonfinite = self._kernel_forward(
-                cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify
+                cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify, plan
             )
         else:
             with blas:
                 nonfinite = self._kernel_forward(
-                    cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify
+                    cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify, plan
                 )
         if nonfinite:
             _scan_weights(Wx, Wh)  # raises if the weights are at fault; else it overflowed
@@ -493,6 +535,9 @@ class _TimeLayer(ThreadSetting):
         return {}  # caches needed only with a mask (the GRU's)
 
     def backward(self, dhs):
+        """dxs (N, T, D) for the gradient dhs (N, T, H) of the last forward's hs; fills grads,
+        ``dh`` (the gradient w.r.t. the initial state; ``dc`` for the LSTM).  With lengths, dhs
+        past a row's length is not used (it must still be finite) and dxs is zero there."""
         return self._backward(dhs, None)[0]
 
     def _backward(self, dhs, dc_next):
@@ -544,6 +589,9 @@ class _TimeLayer(ThreadSetting):
                 self._scratch["key"] = self._last
             threads, blas = self._thread_plan(N, T, D, H)
             Wh_steps = self._step_weights(Wh, N, T)
+            plan = self._plan
+            if plan is not None and "dXp" not in self._scratch:
+                self._scratch["dXp"] = _aligned_empty((N * T, D), dtype)  # dX in cache rows
             with blas:
                 kernel_args = (
                     self._cache,
@@ -557,6 +605,7 @@ class _TimeLayer(ThreadSetting):
                     dc0,
                     sq,
                     threads,
+                    plan,
                 )
                 nonfinite = self._kernel_backward(*kernel_args, verify)
                 if nonfinite:  # the kernel stopped before the gradients
@@ -575,6 +624,46 @@ class _TimeLayer(ThreadSetting):
         return dxs, dh0, dc0
 
 
+def _check_lengths(lengths, N, T):
+    """lengths as a C-contiguous int64 array of shape (N,) with 1 <= lengths[n] <= T, or None
+    (also when every row has all T steps: then nothing differs from no lengths)."""
+    if lengths is None:
+        return None
+    arr = lengths if isinstance(lengths, np.ndarray) else np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"lengths must be an integer array of shape ({N},) (each row's number of valid "
+            f"steps), got dtype {arr.dtype}"
+        )
+    if arr.shape != (N,):
+        raise ValueError(
+            f"lengths must have shape ({N},) (one length per batch row), got {arr.shape}"
+        )
+    if N == 0:
+        return None
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 1 or hi > T:
+        raise ValueError(
+            f"lengths must be between 1 and T = {T} (the sequences' padded length), got values "
+            f"from {lo} to {hi}"
+        )
+    if lo == T:
+        return None
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _plan(lengths, T):
+    """The kernels' plan for lengths (src/cells/_steps.pxd): the rows by length, longest first
+    (stable), and where each step's rows start in the packed caches.  One intp array:
+    slot_row (N), length (N), first (T + 1), active (T)."""
+    order = np.argsort(-lengths, kind="stable")
+    length = lengths[order]
+    active = np.searchsorted(-length, -np.arange(T), side="left")  # slots with length > s
+    first = np.zeros(T + 1, np.intp)
+    np.cumsum(active, out=first[1:])
+    return np.concatenate((order, length, first, active)).astype(np.intp)
+
+
 _NONLINEARITIES = ("tanh", "relu")
 
 
@@ -589,13 +678,14 @@ class TimeRNN(_TimeLayer):
     """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b), or with
     nonlinearity="relu" h_t = max(0, x_t Wx + h_{t-1} Wh + b) (as torch.nn.RNN's).
 
-    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row
+    from its last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 1
 
-    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
+    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh", reverse=False):
         self.nonlinearity = _check_nonlinearity(nonlinearity)
-        super().__init__(Wx, Wh, b, stateful)
+        super().__init__(Wx, Wh, b, stateful, reverse)
 
     def _extra_config(self):
         return {"nonlinearity": self.nonlinearity}
@@ -613,7 +703,7 @@ class TimeRNN(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
         return _rnn.forward(
             xs,
             c["XH"],
@@ -628,9 +718,11 @@ class TimeRNN(_TimeLayer):
             check,
             c["M"],
             self.nonlinearity == "relu",
+            plan,
+            self.reverse,
         )
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
         dWx, dWh, db = self.grads
         return _rnn.backward(
             dhs,
@@ -652,6 +744,9 @@ class TimeRNN(_TimeLayer):
             check,
             c["M"],
             self.nonlinearity == "relu",
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 
@@ -660,7 +755,8 @@ class TimeLSTM(_TimeLayer):
     """LSTM over a sequence; gate blocks f, g, i, o.
 
     c_t = f * c_{t-1} + g * i,  h_t = o * tanh(c_t)  with f, i, o sigmoid and g tanh.
-    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row
+    from its last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 4
     has_cell = True
@@ -676,7 +772,7 @@ class TimeLSTM(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
         return _lstm.forward(
             xs,
             c["XH"],
@@ -693,9 +789,11 @@ class TimeLSTM(_TimeLayer):
             threads,
             check,
             c["M"],
+            plan,
+            self.reverse,
         )
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
         dWx, dWh, db = self.grads
         return _lstm.backward(
             dhs,
@@ -722,6 +820,9 @@ class TimeLSTM(_TimeLayer):
             threads,
             check,
             c["M"],
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 
@@ -733,13 +834,14 @@ class TimeGRU(_TimeLayer):
     reset_after=True (cuDNN/PyTorch/Keras form): h~ = tanh(x Wxh + b[0]_h + r * (h Whh + b[1]_h)),
     b (2, 3H) with row 0 the input bias and row 1 the recurrent bias; z and r use b[0] + b[1].
     PyTorch's GRU maps on exactly, with the z block negated (its z is our 1 - z).
-    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row from its
+    last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 3
 
-    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, reverse=False):
         self.reset_after = self.bias_2d = bool(reset_after)
-        super().__init__(Wx, Wh, b, stateful)
+        super().__init__(Wx, Wh, b, stateful, reverse)
 
     def _extra_config(self):
         return {"reset_after": self.reset_after}
@@ -766,7 +868,7 @@ class TimeGRU(_TimeLayer):
             shapes["dGh"] = (N, T, H)  # the h~ block of the recurrent side
         return shapes
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
         return _gru.forward(
             xs,
             c["XH"],
@@ -784,9 +886,11 @@ class TimeGRU(_TimeLayer):
             check,
             c["M"],
             c.get("HU"),
+            plan,
+            self.reverse,
         )
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
         dWx, dWh, db = self.grads
         return _gru.backward(
             dhs,
@@ -812,6 +916,9 @@ class TimeGRU(_TimeLayer):
             check,
             c["M"],
             c.get("HU"),
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 
@@ -829,7 +936,7 @@ class _Cell:
     def get_config(self):
         """The constructor arguments besides the weights (see ``_TimeLayer.get_config``)."""
         config = self._seq.get_config()
-        del config["stateful"]
+        del config["stateful"], config["reverse"]
         return config
 
     @classmethod

@@ -27,7 +27,14 @@ Differences from the book's code (all generalisations, no semantic change):
 * recurrent (variational) dropout: the time layers' ``forward(xs, h_mask)``
   and the cells' ``forward(..., h_mask)`` multiply ``h_prev`` by ``h_mask``
   where it enters the product ``h_prev Wh`` (and nowhere else);
-* ``RNN``/``TimeRNN`` take ``nonlinearity="relu"`` besides ``"tanh"``.
+* ``RNN``/``TimeRNN`` take ``nonlinearity="relu"`` besides ``"tanh"``;
+* variable lengths and the reverse direction: the time layers' ``forward(xs,
+  lengths=None, h_mask=None)`` runs row ``n`` over its first ``lengths[n]``
+  steps only, and a layer made with ``reverse=True`` runs each row from its own
+  last valid step ``lengths[n] - 1`` down to 0 (``torch.nn.utils.rnn``'s packed
+  semantics for the reverse half of a bidirectional RNN).  Step ``s`` of the
+  loop runs the cell on the rows still active (``lengths[n] > s``) only, each
+  at its own time index; ``hs`` (and ``dxs``) are zero past a row's length.
 
 Layouts (batch-major, as in the book):
 
@@ -341,21 +348,59 @@ def _check_mask(h_mask, N, H, dtype):
     return h_mask
 
 
+def _check_lengths(lengths, N, T):
+    """``lengths`` as an int64 array of shape (N,) with values in [1, T] (or None)."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array, got dtype {arr.dtype}")
+    if arr.shape != (N,):
+        raise ValueError(f"lengths must have shape ({N},), got {arr.shape}")
+    if N and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"lengths must be between 1 and T={T}, got {arr.min()}..{arr.max()}")
+    return arr.astype(np.int64)
+
+
+def _check_reverse(reverse, stateful):
+    if reverse and stateful:
+        raise ValueError("reverse=True cannot be stateful (its state would come from the future)")
+    return bool(reverse)
+
+
+def _schedule(lengths, N, T, reverse):
+    """For every loop step s: (rows still running, each row's time index at step s)."""
+    if lengths is None:
+        lengths = np.full(N, T, dtype=np.int64)
+    steps = []
+    for s in range(T):
+        rows = np.flatnonzero(lengths > s)
+        if rows.size == 0:
+            break
+        ts = lengths[rows] - 1 - s if reverse else np.full(rows.size, s)
+        steps.append((rows, ts))
+    return steps
+
+
 class TimeRNN:
     """A vanilla RNN unrolled over ``T`` timesteps (DLfS2 ``TimeRNN``).
 
-    ``forward(xs, h_mask=None)``: ``h_mask`` (N, H) multiplies ``h_{t-1}`` in the
-    product ``h_{t-1} Wh`` at every step (recurrent dropout)."""
+    ``forward(xs, lengths=None, h_mask=None)``: ``lengths`` (N,) runs row ``n``
+    over its first ``lengths[n]`` steps (in reverse from ``lengths[n] - 1`` with
+    ``reverse=True``); ``h_mask`` (N, H) multiplies ``h_{t-1}`` in the product
+    ``h_{t-1} Wh`` at every step (recurrent dropout)."""
 
-    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
+    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh", reverse=False):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.layers = None
+        self.steps = None
         self.h, self.dh = None, None
         self.stateful = stateful
+        self.reverse = _check_reverse(reverse, stateful)
         self.track_grad_norms = False
         self.grad_norms_h = None
         self.grad_norms_c = None
@@ -363,25 +408,28 @@ class TimeRNN:
     def _cell(self):
         return RNN(*self.params, nonlinearity=self.nonlinearity)
 
-    def forward(self, xs, h_mask=None):
+    def forward(self, xs, lengths=None, h_mask=None):
         Wx, Wh, b = self.params
         dtype = Wx.dtype
         xs = np.asarray(xs).astype(dtype, copy=False)
         N, T, D = xs.shape
         H = Wh.shape[0]
+        lengths = _check_lengths(lengths, N, T)
+        h_mask = _check_mask(h_mask, N, H, dtype)
 
         self.layers = []
-        hs = np.empty((N, T, H), dtype=dtype)
+        self.steps = _schedule(lengths, N, T, self.reverse)
+        hs = np.zeros((N, T, H), dtype=dtype)
 
         if not self.stateful or self.h is None:
             self.h = np.zeros((N, H), dtype=dtype)
-        h = np.asarray(self.h, dtype=dtype)
-        h_mask = _check_mask(h_mask, N, H, dtype)
+        h = np.array(self.h, dtype=dtype)
 
-        for t in range(T):
+        for rows, ts in self.steps:
             layer = self._cell()
-            h = layer.forward(xs[:, t, :], h, h_mask)
-            hs[:, t, :] = h
+            mask = None if h_mask is None else h_mask[rows]
+            h[rows] = layer.forward(xs[rows, ts, :], h[rows], mask)
+            hs[rows, ts, :] = h[rows]
             self.layers.append(layer)
 
         self.h = h
@@ -394,18 +442,20 @@ class TimeRNN:
         N, T, H = dhs.shape
         D = Wx.shape[0]
 
-        dxs = np.empty((N, T, D), dtype=dtype)
+        dxs = np.zeros((N, T, D), dtype=dtype)
+        # with lengths or reverse, entry s is loop step s (the s-th step each row takes)
         norms_h = np.zeros(T, dtype=np.float64) if self.track_grad_norms else None
 
-        dh = 0
+        dh = np.zeros((N, H), dtype=dtype)
         grads = [0, 0, 0]
-        for t in reversed(range(T)):
-            layer = self.layers[t]
-            dh_total = dhs[:, t, :] + dh
+        for s in reversed(range(len(self.steps))):
+            rows, ts = self.steps[s]
+            layer = self.layers[s]
+            dh_total = dhs[rows, ts, :] + dh[rows]
             if norms_h is not None:
-                norms_h[t] = _norm64(dh_total)
-            dx, dh = layer.backward(dh_total)
-            dxs[:, t, :] = dx
+                norms_h[s] = _norm64(dh_total)
+            dx, dh[rows] = layer.backward(dh_total)
+            dxs[rows, ts, :] = dx
 
             for i, grad in enumerate(layer.grads):
                 grads[i] += grad
@@ -427,9 +477,9 @@ class TimeRNN:
 class TimeGRU(TimeRNN):
     """A GRU unrolled over ``T`` timesteps (same interface as ``TimeRNN``)."""
 
-    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, reverse=False):
         _check_gru_bias(b, Wx.shape[1], reset_after)
-        super().__init__(Wx, Wh, b, stateful=stateful)
+        super().__init__(Wx, Wh, b, stateful=stateful, reverse=reverse)
         self.reset_after = reset_after
 
     def _cell(self):
@@ -437,41 +487,47 @@ class TimeGRU(TimeRNN):
 
 
 class TimeLSTM:
-    """An LSTM unrolled over ``T`` timesteps (DLfS2 ``TimeLSTM``)."""
+    """An LSTM unrolled over ``T`` timesteps (DLfS2 ``TimeLSTM``); ``lengths``,
+    ``h_mask`` and ``reverse`` as in ``TimeRNN``."""
 
-    def __init__(self, Wx, Wh, b, stateful=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.layers = None
+        self.steps = None
         self.h, self.c = None, None
         self.dh, self.dc = None, None
         self.stateful = stateful
+        self.reverse = _check_reverse(reverse, stateful)
         self.track_grad_norms = False
         self.grad_norms_h = None
         self.grad_norms_c = None
 
-    def forward(self, xs, h_mask=None):
+    def forward(self, xs, lengths=None, h_mask=None):
         Wx, Wh, b = self.params
         dtype = Wx.dtype
         xs = np.asarray(xs).astype(dtype, copy=False)
         N, T, D = xs.shape
         H = Wh.shape[0]
+        lengths = _check_lengths(lengths, N, T)
+        h_mask = _check_mask(h_mask, N, H, dtype)
 
         self.layers = []
-        hs = np.empty((N, T, H), dtype=dtype)
+        self.steps = _schedule(lengths, N, T, self.reverse)
+        hs = np.zeros((N, T, H), dtype=dtype)
 
         if not self.stateful or self.h is None:
             self.h = np.zeros((N, H), dtype=dtype)
         if not self.stateful or self.c is None:
             self.c = np.zeros((N, H), dtype=dtype)
-        h = np.asarray(self.h, dtype=dtype)
-        c = np.asarray(self.c, dtype=dtype)
-        h_mask = _check_mask(h_mask, N, H, dtype)
+        h = np.array(self.h, dtype=dtype)
+        c = np.array(self.c, dtype=dtype)
 
-        for t in range(T):
+        for rows, ts in self.steps:
             layer = LSTM(*self.params)
-            h, c = layer.forward(xs[:, t, :], h, c, h_mask)
-            hs[:, t, :] = h
+            mask = None if h_mask is None else h_mask[rows]
+            h[rows], c[rows] = layer.forward(xs[rows, ts, :], h[rows], c[rows], mask)
+            hs[rows, ts, :] = h[rows]
             self.layers.append(layer)
 
         self.h, self.c = h, c
@@ -484,24 +540,26 @@ class TimeLSTM:
         N, T, H = dhs.shape
         D = Wx.shape[0]
 
-        dxs = np.empty((N, T, D), dtype=dtype)
+        dxs = np.zeros((N, T, D), dtype=dtype)
         track = self.track_grad_norms
         norms_h = np.zeros(T, dtype=np.float64) if track else None
         norms_c = np.zeros(T, dtype=np.float64) if track else None
 
-        dh, dc = 0, 0
+        dh = np.zeros((N, H), dtype=dtype)
+        dc = np.zeros((N, H), dtype=dtype)
         grads = [0, 0, 0]
-        for t in reversed(range(T)):
-            layer = self.layers[t]
-            dh_total = dhs[:, t, :] + dh
+        for s in reversed(range(len(self.steps))):
+            rows, ts = self.steps[s]
+            layer = self.layers[s]
+            dh_total = dhs[rows, ts, :] + dh[rows]
             if track:
                 # total gradient w.r.t. c_t, as formed inside LSTM.backward
                 o, tanh_c = layer.cache[6], layer.cache[8]
-                dc_total = dc + dh_total * o * (1 - tanh_c**2)
-                norms_h[t] = _norm64(dh_total)
-                norms_c[t] = _norm64(dc_total)
-            dx, dh, dc = layer.backward(dh_total, dc)
-            dxs[:, t, :] = dx
+                dc_total = dc[rows] + dh_total * o * (1 - tanh_c**2)
+                norms_h[s] = _norm64(dh_total)
+                norms_c[s] = _norm64(dc_total)
+            dx, dh[rows], dc[rows] = layer.backward(dh_total, dc[rows])
+            dxs[rows, ts, :] = dx
 
             for i, grad in enumerate(layer.grads):
                 grads[i] += grad
