@@ -217,11 +217,21 @@ class _TimeLayer(ThreadSetting):
     has_cell = False  # LSTM carries c besides h
     bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
 
-    def __init__(self, Wx, Wh, b, stateful=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
+        if not isinstance(reverse, (bool, np.bool_)):
+            raise TypeError(f"reverse must be True or False, got {reverse!r}")
+        if reverse and stateful:
+            raise ValueError(
+                "reverse=True cannot be stateful: a reverse layer's state comes from the "
+                "end of the sequence, there is nothing to carry into the next batch"
+            )
         self.params = [Wx, Wh, b]
         Wx, Wh, b = self._read_params()
         self.grads = _weight_grads(Wx, Wh, b)
         self.stateful = stateful
+        self.reverse = bool(reverse)
+        self._lengths = None  # the lengths of the last forward (int64 (N,)), or None
+        self._steps = None  # the Python fallback's gather (_Steps) of the last forward, or None
         self.h = None
         self.dh = None
         if self.has_cell:
@@ -250,6 +260,7 @@ class _TimeLayer(ThreadSetting):
         against on load."""
         config = _sizes(self)
         config["stateful"] = bool(self.stateful)
+        config["reverse"] = bool(self.reverse)
         config.update(self._extra_config())
         return config
 
@@ -260,7 +271,7 @@ class _TimeLayer(ThreadSetting):
     def from_config(cls, config, params):
         """A new layer from ``get_config()``'s dict and the arrays [Wx, Wh, b] (shapes checked
         against the config's input_size and hidden_size)."""
-        defaults = {"stateful": False, **cls._extra_defaults()}
+        defaults = {"stateful": False, "reverse": False, **cls._extra_defaults()}
         _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
         kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items() if k in config}
         blocks = cls.blocks
@@ -390,8 +401,16 @@ class _TimeLayer(ThreadSetting):
         np.copyto(copy, Wh)
         return copy
 
-    def forward(self, xs, h_mask=None):
+    def forward(self, xs, lengths=None, h_mask=None):
         """hs (N, T, H) for xs (N, T, D); carries the last state when stateful.
+
+        lengths: None (every row runs all T steps), or an integer array of shape (N,) with
+        1 <= lengths[n] <= T: row n runs its first lengths[n] steps only (t = 0 .. len-1, or
+        with ``reverse=True`` t = len-1 down to 0, as the reverse half of PyTorch's
+        bidirectional RNN on a packed sequence).  hs[n, t] is the state after processing
+        position t, zero for t >= lengths[n]; ``h`` (and ``c``) hold each row's state after its
+        own last step.  The backward of this forward uses the same lengths: gradients past a
+        row's length are ignored (dxs is zero there).
 
         h_mask: None, or recurrent (variational) dropout's mask, an (N, H) array of finite
         values (normally 0 and 1/(1-p)), multiplying h_{t-1} (h0 at t = 0) where it enters the
@@ -403,9 +422,12 @@ class _TimeLayer(ThreadSetting):
         Wx, Wh, b = self._read_params(scan_weights=False)  # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
         xs = _as_float_array(xs, "xs", dtype, (None, None, D))
-        N = xs.shape[0]
+        N, T = xs.shape[0], xs.shape[1]
         if h_mask is not None:
             h_mask = _as_float_array(h_mask, "h_mask", dtype, (N, H))
+        lengths = _check_lengths(lengths, N, T)
+        if self.reverse and self.stateful:
+            raise ValueError("a reverse layer cannot be stateful (set stateful=False)")
         carried = self.stateful
         h0 = self._initial_state("h", self.h if carried else None, N, H, dtype)
         c0 = (
@@ -413,7 +435,11 @@ class _TimeLayer(ThreadSetting):
             if self.has_cell
             else None
         )
-        hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
+        if lengths is None and not self.reverse:
+            hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
+            self._lengths = self._steps = None
+        else:
+            hs, hT, cT = self._forward_ragged(xs, Wx, Wh, b, h0, c0, h_mask, lengths)
         self.h = hT
         if self.has_cell:
             self.c = cT
@@ -489,11 +515,36 @@ class _TimeLayer(ThreadSetting):
         cT = cache["C"][:, -1].copy() if self.has_cell else None
         return hs, hT, cT
 
+    def _forward_ragged(self, xs, Wx, Wh, b, h0, c0, h_mask, lengths):
+        """_forward with lengths or in reverse (lengths None: all T).
+
+        The correct-but-wasteful stage: the kernel runs every row over all T steps on the rows
+        gathered into processing order (steps.order), and the results are put back in place with
+        zeros past each row's length.  Past a row's length the run goes on, but nothing read
+        from there reaches a valid output, so the valid outputs and (with zero output gradients
+        there, as _backward sets) every gradient are exact."""
+        N, T = xs.shape[0], xs.shape[1]
+        steps = _Steps(lengths if lengths is not None else np.full(N, T, np.int64), T, self.reverse)
+        hs_run, _, _ = self._forward(steps.to_run(xs), Wx, Wh, b, h0, c0, h_mask, carry=False)
+        rows = np.arange(N)
+        hT = hs_run[rows, steps.lengths - 1]
+        cT = self._cache["C"][rows, steps.lengths - 1] if self.has_cell else None
+        self._lengths, self._steps = lengths, steps
+        return steps.from_run(hs_run), hT, cT
+
     def _mask_cache_shapes(self, N, T, H):
         return {}  # caches needed only with a mask (the GRU's)
 
     def backward(self, dhs):
-        return self._backward(dhs, None)[0]
+        """dxs (N, T, D) for the gradient dhs (N, T, H) of the last forward's hs; fills grads,
+        ``dh`` (the gradient w.r.t. the initial state; ``dc`` for the LSTM).  With lengths, dhs
+        past a row's length is ignored and dxs is zero there."""
+        if self._steps is None:
+            return self._backward(dhs, None)[0]
+        N, T, D, H, dtype = self._last
+        steps = self._steps
+        dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
+        return steps.from_run(self._backward(steps.to_run(dhs), None)[0])
 
     def _backward(self, dhs, dc_next):
         """Backward of the last forward; returns (dxs, dh0, dc0) and fills grads."""
@@ -575,6 +626,60 @@ class _TimeLayer(ThreadSetting):
         return dxs, dh0, dc0
 
 
+def _check_lengths(lengths, N, T):
+    """lengths as a C-contiguous int64 array of shape (N,) with 1 <= lengths[n] <= T, or None
+    (also when every row has all T steps: then nothing differs from no lengths)."""
+    if lengths is None:
+        return None
+    arr = lengths if isinstance(lengths, np.ndarray) else np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"lengths must be an integer array of shape ({N},) (each row's number of valid "
+            f"steps), got dtype {arr.dtype}"
+        )
+    if arr.shape != (N,):
+        raise ValueError(
+            f"lengths must have shape ({N},) (one length per batch row), got {arr.shape}"
+        )
+    if N == 0:
+        return None
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 1 or hi > T:
+        raise ValueError(
+            f"lengths must be between 1 and T = {T} (the sequences' padded length), got values "
+            f"from {lo} to {hi}"
+        )
+    if lo == T:
+        return None
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+class _Steps:
+    """Where each row's steps are, in processing order: run step s of row n is time position
+    order[n, s] (s < lengths[n]; past that, s itself, unused)."""
+
+    def __init__(self, lengths, T, reverse):
+        self.lengths = lengths
+        s = np.arange(T)
+        self.valid = s < lengths[:, None]  # (N, T): run step s exists
+        self.order = np.where(self.valid & reverse, lengths[:, None] - 1 - s, s)
+        self.identity = not reverse
+
+    def to_run(self, a):
+        """a (N, T, X) by time position -> by run step, zero past each row's length."""
+        out = a if self.identity else np.take_along_axis(a, self.order[:, :, None], axis=1)
+        return np.where(self.valid[:, :, None], out, 0).astype(a.dtype, copy=False)
+
+    def from_run(self, a):
+        """a (N, T, X) by run step -> by time position, zero past each row's length."""
+        a = np.where(self.valid[:, :, None], a, 0).astype(a.dtype, copy=False)
+        if self.identity:
+            return a
+        out = np.empty_like(a)
+        np.put_along_axis(out, self.order[:, :, None], a, axis=1)
+        return out
+
+
 _NONLINEARITIES = ("tanh", "relu")
 
 
@@ -593,9 +698,9 @@ class TimeRNN(_TimeLayer):
 
     blocks = 1
 
-    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh"):
+    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh", reverse=False):
         self.nonlinearity = _check_nonlinearity(nonlinearity)
-        super().__init__(Wx, Wh, b, stateful)
+        super().__init__(Wx, Wh, b, stateful, reverse)
 
     def _extra_config(self):
         return {"nonlinearity": self.nonlinearity}
@@ -737,9 +842,9 @@ class TimeGRU(_TimeLayer):
 
     blocks = 3
 
-    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, reverse=False):
         self.reset_after = self.bias_2d = bool(reset_after)
-        super().__init__(Wx, Wh, b, stateful)
+        super().__init__(Wx, Wh, b, stateful, reverse)
 
     def _extra_config(self):
         return {"reset_after": self.reset_after}
@@ -829,7 +934,7 @@ class _Cell:
     def get_config(self):
         """The constructor arguments besides the weights (see ``_TimeLayer.get_config``)."""
         config = self._seq.get_config()
-        del config["stateful"]
+        del config["stateful"], config["reverse"]
         return config
 
     @classmethod
