@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from .._threads import MIN_PARALLEL_MACS, ThreadSetting, blas_threads
+from .._threads import ThreadSetting
 from ..io import register
 from ._cells import (
     BLOCKS,
@@ -29,11 +29,13 @@ __all__ = ["Bidirectional", "MERGES"]
 #: accepted values of ``merge``
 MERGES = ("concat", "sum")
 
-# The two directions run concurrently (one kernel thread each) when BLAS is set to 2 threads or
-# more and a direction's per-step products have at least this many multiply-adds; below it the
-# thread hand-off costs more than it saves.  See Bidirectional.threads for the measurement.
-MIN_CONCURRENT_MACS = MIN_PARALLEL_MACS
-
+# threads=None runs the directions one after the other, each layer on its own automatic thread
+# setting (which already spreads a big call over BLAS's threads).  Measured against both
+# directions concurrently, one kernel thread each (benches/bidir_threads.py, float32 forward +
+# backward with lengths uniform in [T/4, T], alternating, one process, 2 cores under a load
+# average near 3 from other jobs): sequential / concurrent = 0.70-0.79 at LSTM N8 T20 H32,
+# 0.99-1.12 at GRU N16 T35 H64, 0.97-1.09 at LSTM N32 T50 H128, 1.01 at LSTM N64 T35 H256: no
+# consistent gain, a clear loss on small calls, so concurrency is opt-in (threads >= 2).
 _pool = None
 _pool_lock = threading.Lock()
 
@@ -90,11 +92,11 @@ class Bidirectional(ThreadSetting):
     params, grads : list of numpy.ndarray
         The forward layer's [Wx, Wh, b], then the backward layer's.
     threads : None or int
-        None (default): the directions run concurrently on two Python threads (one kernel
-        thread each; the kernels release the GIL) when BLAS is set to 2 threads or more and a
-        direction's per-step products reach ``MIN_CONCURRENT_MACS``, else one after the other.
-        1: one after the other, each layer on its own ``threads`` setting; 2 or more:
-        concurrently, each direction on ``threads // 2`` kernel threads.
+        None (default) or 1: the directions run one after the other, each layer on its own
+        ``threads`` setting (by default as many threads as BLAS, for calls big enough).  2 or
+        more: concurrently on two Python threads (the kernels release the GIL), each direction
+        on ``threads // 2`` kernel threads.  Measured on 2 busy cores, concurrency gained
+        nothing consistent (0.97-1.12x) and lost on small calls (0.7-0.8x), hence opt-in.
 
     Notes
     -----
@@ -223,12 +225,9 @@ class Bidirectional(ThreadSetting):
 
     def _concurrent(self, N, T):
         """(run concurrently?, kernel threads per direction)."""
-        if self._threads is not None:
-            return self._threads >= 2, max(1, self._threads // 2)
-        step_macs = N * T * max(layer.params[1].size for layer in self._layers())
-        if N < 2 or step_macs < MIN_CONCURRENT_MACS:
+        if self._threads is None or self._threads < 2 or N < 2:
             return False, None
-        return blas_threads() >= 2, 1
+        return True, self._threads // 2
 
     def _layers(self):
         return self.forward_layer, self.backward_layer
