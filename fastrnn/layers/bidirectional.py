@@ -77,9 +77,10 @@ class Bidirectional(ThreadSetting):
 
     Parameters
     ----------
-    forward_layer : TimeRNN, TimeLSTM or TimeGRU
-        Reads each row left to right (``reverse=False``).
-    backward_layer : TimeRNN, TimeLSTM or TimeGRU
+    forward_layer : recurrent time layer
+        A ``TimeRNN``, ``TimeLSTM`` or ``TimeGRU`` reading each row left to right
+        (``reverse=False``).
+    backward_layer : recurrent time layer
         Made with ``reverse=True``: reads each row from its last valid step back to t = 0.
         Any cell, but the same input size and dtype as ``forward_layer``; with
         ``merge="sum"`` the same hidden size too.
