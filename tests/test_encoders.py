@@ -198,7 +198,7 @@ def test_stack_gradients(classes, connection, merge, rng):
 @pytest.mark.parametrize("classes", MODULES)
 def test_stack_mixed_layers_with_dropout_gradients(classes, rng):
     """Unidirectional and bidirectional layers of different cells in one stack, with dropout
-    (fixed masks between forwards: the same seed) and highway gates."""
+    and recurrent dropout (fixed masks between forwards: the same seed) and highway gates."""
     bi = Bidirectional.create("lstm", 3, 2, rng=rng, dtype=np.float64, classes=classes)
     uni = classes["rnn"](
         *(rng.standard_normal(s) for s in ((4, 4), (4, 4), (4,))),
@@ -209,7 +209,14 @@ def test_stack_mixed_layers_with_dropout_gradients(classes, rng):
     R = rng.standard_normal((4, 5, 4))
 
     def make():
-        return Stack(layers, connection="highway", dropout=0.3, seed=5, highway_params=hw)
+        return Stack(
+            layers,
+            connection="highway",
+            dropout=0.3,
+            recurrent_dropout=0.3,
+            seed=5,
+            highway_params=hw,
+        )
 
     hw = None
     stack = make()

@@ -452,7 +452,8 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
     prefix = rnn_keys[0][: -len("weight_ih_l0")]
     if any(k.startswith(prefix) and k.endswith("_reverse") for k in state):
         raise NotImplementedError(
-            "bidirectional recurrent layers: fastrnn has no Bidirectional layer yet"
+            "bidirectional recurrent layers in a language model: fastrnn's LanguageModel "
+            "reads left to right (convert the recurrent module alone: from_torch(module.rnn))"
         )
     head = next((p for p in _READOUT_PREFIXES if p + "bias" in state), None)
     if head is None:
