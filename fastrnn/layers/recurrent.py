@@ -214,6 +214,7 @@ class _TimeLayer(ThreadSetting):
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
     blocks = 1  # gate blocks: Wx is (D, blocks*H)
+    ragged_kernel = False  # the kernel takes lengths and reverse itself (else _Steps gathers)
     has_cell = False  # LSTM carries c besides h
     bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
 
@@ -231,6 +232,7 @@ class _TimeLayer(ThreadSetting):
         self.stateful = stateful
         self.reverse = bool(reverse)
         self._lengths = None  # the lengths of the last forward (int64 (N,)), or None
+        self._plan = None  # the kernel's plan of the last forward with lengths or reverse (_plan)
         self._steps = None  # the Python fallback's gather (_Steps) of the last forward, or None
         self.h = None
         self.dh = None
@@ -435,9 +437,21 @@ class _TimeLayer(ThreadSetting):
             if self.has_cell
             else None
         )
-        if lengths is None and not self.reverse:
+        if lengths is None and (not self.reverse or T <= 1):
             hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
-            self._lengths = self._steps = None
+            self._lengths = self._plan = self._steps = None
+        elif self.ragged_kernel:
+            full = lengths if lengths is not None else np.full(N, T, np.intp)
+            plan = _plan(full, T)
+            hs, _, _ = self._forward(xs, Wx, Wh, b, h0, c0, h_mask, carry=False, plan=plan)
+            rows = np.arange(N)
+            hT = hs[rows, 0 if self.reverse else full - 1]  # each row's last step
+            cT = None
+            if self.has_cell:  # C in the kernel's packed layout: slot j's step s at first[s] + j
+                slots, length, first = plan[:N], plan[N : 2 * N], plan[2 * N : 2 * N + T + 1]
+                cT = np.empty((N, H), dtype)
+                cT[slots] = self._cache["C"].reshape(-1, H)[first[length - 1] + rows]
+            self._lengths, self._plan, self._steps = lengths, plan, None
         else:
             hs, hT, cT = self._forward_ragged(xs, Wx, Wh, b, h0, c0, h_mask, lengths)
         self.h = hT
@@ -445,7 +459,7 @@ class _TimeLayer(ThreadSetting):
             self.c = cT
         return hs
 
-    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None, carry=True):
+    def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None, carry=True, plan=None):
         """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf; h_mask
         checked or None); returns (hs, h_T, c_T) and keeps the caches (h_T None unless carry:
         a cell returns hs itself)."""
@@ -497,12 +511,12 @@ class _TimeLayer(ThreadSetting):
         threads, blas = self._thread_plan(N, T, D, H)
         if blas is _NO_HOLD:
             nonfinite = self._kernel_forward(
-                cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify
+                cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify, plan
             )
         else:
             with blas:
                 nonfinite = self._kernel_forward(
-                    cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify
+                    cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify, plan
                 )
         if nonfinite:
             _scan_weights(Wx, Wh)  # raises if the weights are at fault; else it overflowed
@@ -529,7 +543,7 @@ class _TimeLayer(ThreadSetting):
         rows = np.arange(N)
         hT = hs_run[rows, steps.lengths - 1]
         cT = self._cache["C"][rows, steps.lengths - 1] if self.has_cell else None
-        self._lengths, self._steps = lengths, steps
+        self._lengths, self._plan, self._steps = lengths, None, steps
         return steps.from_run(hs_run), hT, cT
 
     def _mask_cache_shapes(self, N, T, H):
@@ -595,6 +609,9 @@ class _TimeLayer(ThreadSetting):
                 self._scratch["key"] = self._last
             threads, blas = self._thread_plan(N, T, D, H)
             Wh_steps = self._step_weights(Wh, N, T)
+            plan = self._plan
+            if plan is not None and "dXp" not in self._scratch:
+                self._scratch["dXp"] = _aligned_empty((N * T, D), dtype)  # dX in cache rows
             with blas:
                 kernel_args = (
                     self._cache,
@@ -608,6 +625,7 @@ class _TimeLayer(ThreadSetting):
                     dc0,
                     sq,
                     threads,
+                    plan,
                 )
                 nonfinite = self._kernel_backward(*kernel_args, verify)
                 if nonfinite:  # the kernel stopped before the gradients
@@ -680,6 +698,18 @@ class _Steps:
         return out
 
 
+def _plan(lengths, T):
+    """The kernels' plan for lengths (src/cells/_steps.pxd): the rows by length, longest first
+    (stable), and where each step's rows start in the packed caches.  One intp array:
+    slot_row (N), length (N), first (T + 1), active (T)."""
+    order = np.argsort(-lengths, kind="stable")
+    length = lengths[order]
+    active = np.searchsorted(-length, -np.arange(T), side="left")  # slots with length > s
+    first = np.zeros(T + 1, np.intp)
+    np.cumsum(active, out=first[1:])
+    return np.concatenate((order, length, first, active)).astype(np.intp)
+
+
 _NONLINEARITIES = ("tanh", "relu")
 
 
@@ -718,7 +748,7 @@ class TimeRNN(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
         return _rnn.forward(
             xs,
             c["XH"],
@@ -735,7 +765,7 @@ class TimeRNN(_TimeLayer):
             self.nonlinearity == "relu",
         )
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
         dWx, dWh, db = self.grads
         return _rnn.backward(
             dhs,
@@ -769,6 +799,7 @@ class TimeLSTM(_TimeLayer):
 
     blocks = 4
     has_cell = True
+    ragged_kernel = True
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
@@ -781,7 +812,7 @@ class TimeLSTM(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
         return _lstm.forward(
             xs,
             c["XH"],
@@ -798,9 +829,11 @@ class TimeLSTM(_TimeLayer):
             threads,
             check,
             c["M"],
+            plan,
+            self.reverse,
         )
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
         dWx, dWh, db = self.grads
         return _lstm.backward(
             dhs,
@@ -827,6 +860,9 @@ class TimeLSTM(_TimeLayer):
             threads,
             check,
             c["M"],
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 
@@ -871,7 +907,7 @@ class TimeGRU(_TimeLayer):
             shapes["dGh"] = (N, T, H)  # the h~ block of the recurrent side
         return shapes
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check):
+    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
         return _gru.forward(
             xs,
             c["XH"],
@@ -891,7 +927,7 @@ class TimeGRU(_TimeLayer):
             c.get("HU"),
         )
 
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, check):
+    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
         dWx, dWh, db = self.grads
         return _gru.backward(
             dhs,

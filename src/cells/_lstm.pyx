@@ -24,6 +24,8 @@ from libc.string cimport memcpy, memset
 from _packed cimport (checked_mode, gemm_packed, kernel_isa, kernel_tn_mode, pack_b, packed_size,
                       recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, prefetch, dx_rows, start_rows, weight_grad_cols
+from _steps cimport (Steps, Whole, brow, cache_rows, crow, has_next, packed, plan_buf, run_end,
+                     share_slots, start_state, step_rows, steps_init, urow, whole_task)
 from _parallel cimport (fr_barrier, fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share,
                         fr_use_pool, parallel_rows, parallel_together, share_cols, thread_sq)
 from _cells cimport (all_finite, buf, flag_nonfinite, lstm_fwd_row_f, lstm_fwd_row_d,
@@ -112,13 +114,14 @@ cdef struct Loop:
     bint f64
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
     const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
+    Steps S             # where each row's steps are (_steps.pxd); rows below are its slots
 
 
 cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
                      Py_ssize_t j0, int w) noexcept nogil:
     """The element-wise part of forward step t, rows [n0, n1), units [j0, j0 + w):
     f, g, i, o = act(G + b); c = f*c_prev + g*i; h = o*tanh(c); then Hprev[:, t+1] = h_t."""
-    cdef Py_ssize_t T = L.T, n, gr, hr, ld = L.ldxh
+    cdef Py_ssize_t n, gr, hr, ld = L.ldxh
     cdef int H = L.H
     cdef const floating *b = <const floating *>L.b
     cdef const floating *c0 = <const floating *>L.c0
@@ -128,16 +131,20 @@ cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize
     cdef floating *TC = <floating *>L.TC
     cdef const floating *M = <const floating *>L.M
     cdef const floating *c_prev
+    cdef const Steps *S = &L.S
+    cdef Py_ssize_t r, u
     for n in range(n0, n1):
-        gr = (n * T + t) * 4 * H + j0
-        hr = (n * T + t) * H + j0
-        c_prev = c0 + n * H + j0 if t == 0 else C + hr - H
-        fwd_row(w, H, G + gr, b + j0, c_prev, C + hr, TC + hr, hs + hr)
-        if t + 1 < T:
+        r = crow(S, n, t)
+        u = urow(S, n, t) * H + j0             # (batch-major: r * H + j0)
+        gr = r * 4 * H + j0
+        hr = r * H + j0
+        c_prev = c0 + brow(S, n) * H + j0 if t == 0 else C + crow(S, n, t - 1) * H + j0
+        fwd_row(w, H, G + gr, b + j0, c_prev, C + hr, TC + hr, hs + u)
+        if has_next(S, n, t):
             if M == NULL:
-                memcpy(Hprev + (n * T + t + 1) * ld + j0, hs + hr, w * sizeof(floating))
+                memcpy(Hprev + crow(S, n, t + 1) * ld + j0, hs + u, w * sizeof(floating))
             else:       # the product's input: the masked h_t
-                mask_copy(w, M + n * H + j0, hs + hr, Hprev + (n * T + t + 1) * ld + j0)
+                mask_copy(w, M + brow(S, n) * H + j0, hs + u, Hprev + crow(S, n, t + 1) * ld + j0)
 
 
 cdef void _mask_h0(Loop *L, Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
@@ -153,14 +160,14 @@ cdef void _mask_h0(Loop *L, Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
             mask_scale(L.H, <const float *>L.M + n * L.H, <float *>L.Hprev + n * L.T * L.ldxh)
 
 
-cdef void _mask_rows(const floating *M, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t j0, int w, int H,
-                     floating *dh) noexcept nogil:
-    """dh[rows, j0:j0+w] *= M[rows, j0:j0+w] (dh and M (N, H)): the gradient reaching h_{t-1}
-    through the product of the masked h_{t-1} (when M is not NULL)."""
+cdef void _mask_rows(const Steps *S, const floating *M, Py_ssize_t n0, Py_ssize_t n1,
+                     Py_ssize_t j0, int w, int H, floating *dh) noexcept nogil:
+    """dh[slots, j0:j0+w] *= M[their batch rows, j0:j0+w] (dh and M (N, H)): the gradient
+    reaching h_{t-1} through the product of the masked h_{t-1} (when M is not NULL)."""
     cdef Py_ssize_t n
     if M != NULL:
         for n in range(n0, n1):
-            mask_scale(w, M + n * H + j0, dh + n * H + j0)
+            mask_scale(w, M + brow(S, n) * H + j0, dh + n * H + j0)
 
 
 cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
@@ -168,7 +175,7 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
                      floating *dc_out, double *sq) noexcept nogil:
     """The element-wise part of backward step t, rows [n0, n1), units [j0, j0 + w): the gate
     gradients dG[:, t] and dc_{t-1} = dc_t * f (sq: this thread's norm sums or NULL)."""
-    cdef Py_ssize_t T = L.T, n, gr, hr, ld_h = L.T * L.H, ld_g = 4 * ld_h
+    cdef Py_ssize_t n, gr, hr, ld_h = L.T * L.H, ld_g = 4 * ld_h
     cdef int H = L.H, k
     cdef const floating *c0 = <const floating *>L.c0
     cdef const floating *G = <const floating *>L.G
@@ -176,10 +183,14 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
     cdef const floating *TC = <const floating *>L.TC
     cdef const floating *dhs = <const floating *>L.dhs
     cdef const floating *c_prev
+    cdef const Steps *S = &L.S
+    cdef Py_ssize_t r, u
     for n in range(n0, n1):
-        gr = (n * T + t) * 4 * H + j0
-        hr = (n * T + t) * H + j0
-        c_prev = c0 + n * H + j0 if t == 0 else C + hr - H
+        r = crow(S, n, t)
+        u = urow(S, n, t) * H + j0             # (batch-major: hr)
+        gr = r * 4 * H + j0
+        hr = r * H + j0
+        c_prev = c0 + brow(S, n) * H + j0 if t == 0 else C + crow(S, n, t - 1) * H + j0
         if L.prefetch and n + 1 < n1:           # the next row's segments (fr_prefetch)
             for k in range(4):
                 prefetch(G + gr + ld_g + k * H, w)
@@ -189,7 +200,7 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
                 prefetch(C + hr + ld_h - H, w)
             for k in range(4):
                 prefetch(dG + gr + ld_g + k * H, w, True)
-        bwd_row(w, H, G + gr, c_prev, TC + hr, dhs + hr, dh_in + n * H + j0,
+        bwd_row(w, H, G + gr, c_prev, TC + hr, dhs + u, dh_in + n * H + j0,
                 dc_in + n * H + j0, dG + gr, dc_out + n * H + j0,
                 sq + 2 * t if sq != NULL else NULL)
 
@@ -206,12 +217,15 @@ cdef void _carried_start(Loop *L, floating **dh, floating **dc, Py_ssize_t n0, P
     dh[1] = dh[0] + NH
     dc[0] = <floating *>L.dc_buf
     dc[1] = dc[0] + NH
-    for n in range(n0, n1):
-        memset(dh[0] + n * H + j0, 0, w * sizeof(floating))
-        if dcT != NULL:
-            memcpy(dc[0] + n * H + j0, dcT + n * H + j0, w * sizeof(floating))
-        else:
-            memset(dc[0] + n * H + j0, 0, w * sizeof(floating))
+    cdef int half, halves = 2 if packed(&L.S) else 1
+    # (packed, a slot joins at its own last step, reading whichever half is current then)
+    for half in range(halves):
+        for n in range(n0, n1):
+            memset(dh[half] + n * H + j0, 0, w * sizeof(floating))
+            if dcT != NULL:
+                memcpy(dc[half] + n * H + j0, dcT + brow(&L.S, n) * H + j0, w * sizeof(floating))
+            else:
+                memset(dc[half] + n * H + j0, 0, w * sizeof(floating))
 
 
 cdef inline void _carried_swap(floating **dh, floating **dc) noexcept nogil:
@@ -227,24 +241,33 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef const floating *h0 = <const floating *>L.h0
     cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
-    # keep the inputs, project them into G, Hprev[:, 0] = h0
-    start_rows(n0, n1, T, L.D, H, 4 * L.H, <const floating *>L.X, <const floating *>L.Wx, h0,
-               <floating *>L.XH, G)
-    _mask_h0(L, n0, n1)
+    cdef const Steps *S = &L.S
+    cdef Py_ssize_t e, rs = step_rows(S)
+    if packed(S):       # (inputs and projection done by whole_task) Hprev at step 0 = h0
+        start_state(S, n0, n1, H, ld, h0, <const floating *>L.M, Hprev, <floating *>NULL)
+    else:
+        # keep the inputs, project them into G, Hprev[:, 0] = h0
+        start_rows(n0, n1, T, L.D, H, 4 * L.H, <const floating *>L.X, <const floating *>L.Wx,
+                   h0, <floating *>L.XH, G)
+        _mask_h0(L, n0, n1)
     for t in range(T):
-        # G[rows, t] += h_{t-1} @ Wh   (rows of step t: stride T*4H in G, T*(D+H) in Hprev)
-        recurrent_product(L.path, <int>(n1 - n0), H4, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
-                          <const floating *>L.Wh, H4, False, G + n0 * T * H4 + t * H4, T * H4,
-                          True)
+        e = run_end(S, n1, t)                   # slots [n0, e) run step t
+        if e <= n0:
+            break
+        # G[rows, t] += h_{t-1} @ Wh   (rows of step t: batch-major stride T*4H in G,
+        # T*(D+H) in Hprev; packed, contiguous)
+        recurrent_product(L.path, <int>(e - n0), H4, H, Hprev + crow(S, n0, t) * ld, rs * ld,
+                          Wp, <const floating *>L.Wh, H4, False, G + crow(S, n0, t) * H4,
+                          rs * H4, True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
             flag_nonfinite(&L.nonfinite, G + n0 * H4, (n1 - n0) * H4)
-        _cells_fwd(L, G, t, n0, n1, 0, H)
+        _cells_fwd(L, G, t, n0, e, 0, H)
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
-    fr_share(L.N, tid, nthreads, &n0, &n1)
+    share_slots(&L.S, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _forward_rows(L, n0, n1, <const double *>L.Wp)
@@ -296,22 +319,31 @@ cdef void _forward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
                   const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
                   const floating *c0, floating *hs, floating *G, floating *C, floating *TC,
-                  floating *Wp, int threads, bint check, const floating *M) noexcept nogil:
+                  floating *Wp, int threads, bint check, const floating *M,
+                  const Py_ssize_t *plan, bint reverse) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop
     (or, use_units, a share of the hidden units of every row at each step).  (With one thread
-    the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
+    the projection is a single GEMM over all N*T rows, BLAS threading it.)  With a plan
+    (lengths or reverse, _steps.pxd), the projection comes first, shared by cache rows, then
+    the time loop shared by slots (never by units: not measured with lengths)."""
     cdef int H4 = 4 * H
     cdef Loop L
+    cdef Whole W
+    steps_init(&L.S, N, T, plan, reverse)
     L.path = step_path(N, T)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
     L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.c0 = c0; L.hs = hs; L.G = G; L.C = C; L.TC = TC
     L.f64 = floating is double
-    L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating))
+    L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating)) and plan == NULL
     L.check = check and T == 1
     L.nonfinite = 0
     L.M = M
-    if use_units(threads, L.path, N, H):
+    if plan != NULL:
+        W.S = &L.S; W.D = D; W.H = H; W.GH = H4; W.f64 = L.f64; W.backward = False
+        W.X = X; W.XH = XH; W.Wx = Wx; W.G = G; W.hs = hs
+        parallel_rows(threads, cache_rows(&L.S), whole_task, &W, NULL, 0, &L.sq_part)
+    elif use_units(threads, L.path, N, H):
         fr_barrier_init(&L.bar, threads)
         if parallel_together(threads, _forward_units_task, &L, NULL, 0, &L.sq_part):
             return L.nonfinite      # (the check is for T = 1, never shared by units)
@@ -325,29 +357,34 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                          const floating *Wp) noexcept nogil:
     """The backward time loop for batch rows [n0, n1), then their rows of dX; sq: this
     thread's norm sums or NULL."""
-    cdef Py_ssize_t T = L.T, t, rows = n1 - n0
+    cdef Py_ssize_t T = L.T, t
     cdef int H = L.H, H4 = 4 * H
     cdef floating *dG = <floating *>L.dG
     cdef floating *dh[2]
     cdef floating *dc[2]
+    cdef const Steps *S = &L.S
+    cdef Py_ssize_t e, rs = step_rows(S)
     _carried_start(L, dh, dc, n0, n1, 0, H)
     for t in range(T - 1, -1, -1):
-        # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
-        _cells_bwd(L, dG, t, n0, n1, 0, H, dh[0], dc[0], dc[1], sq)
-        # dh_{t-1} = dG[rows, t] @ Wh^T
-        recurrent_product(L.path, <int>rows, H, H4, dG + n0 * T * H4 + t * H4, T * H4, Wp,
-                          <const floating *>L.Wh, H4, True, dh[1] + n0 * H, H, False)
-        _mask_rows(<const floating *>L.M, n0, n1, 0, H, H, dh[1])
+        e = run_end(S, n1, t)                   # slots [n0, e) run step t (packed: more join
+        if e > n0:                              # as t goes down; their dh, dc start as set)
+            # dG[:, t] = gate gradients; dc_{t-1} = dc_t * f
+            _cells_bwd(L, dG, t, n0, e, 0, H, dh[0], dc[0], dc[1], sq)
+            # dh_{t-1} = dG[rows, t] @ Wh^T
+            recurrent_product(L.path, <int>(e - n0), H, H4, dG + crow(S, n0, t) * H4, rs * H4,
+                              Wp, <const floating *>L.Wh, H4, True, dh[1] + n0 * H, H, False)
+            _mask_rows(S, <const floating *>L.M, n0, e, 0, H, H, dh[1])
         _carried_swap(dh, dc)
-    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
-    dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM (packed: whole_task)
+    if not packed(S):
+        dx_rows(n0, n1, T, L.D, 4 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     cdef double *sq = thread_sq(L.sq, L.sq_part, tid, 2 * L.T)
-    fr_share(L.N, tid, nthreads, &n0, &n1)
+    share_slots(&L.S, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
@@ -378,7 +415,7 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
             gemm_packed(<int>N, w, H4, dG + t * H4, T * H4, P, dh[1] + j0, H, False)
-            _mask_rows(<const floating *>L.M, 0, N, j0, w, H, dh[1])
+            _mask_rows(&L.S, <const floating *>L.M, 0, N, j0, w, H, dh[1])
         _carried_swap(dh, dc)
     # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
     fr_share(N, tid, nth, &n0, &n1)
@@ -398,7 +435,7 @@ cdef void _backward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
     """Columns [c0, c1) of the weight gradients, by GEMMs (or a reduction) over all N*T rows:
     [dWx; dWh] = [X | Hprev]^T @ dG, db = dG summed over rows."""
-    cdef Py_ssize_t NT = L.N * L.T
+    cdef Py_ssize_t NT = cache_rows(&L.S)
     cdef int H4 = 4 * L.H
     cdef const floating *dG = <const floating *>L.dG
     weight_grad_cols(NT, L.D, L.H, H4, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh,
@@ -422,13 +459,18 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
                    floating *dG, floating *dh_buf, floating *dc_buf, double *acc, floating *dWx,
                    floating *dWh, floating *db, floating *dX, floating *dh0, floating *dc0,
                    double *sq, floating *Wp, int threads, bint check,
-                   const floating *M) noexcept nogil:
+                   const floating *M, const Py_ssize_t *plan, bint reverse,
+                   floating *dXp) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
     their rows of dX; or, use_units, a share of the hidden units of every row at each step);
-    then, once dG is complete, a share of the weight-gradient columns."""
+    then, once dG is complete, a share of the weight-gradient columns.  With a plan, the time
+    loop shared by slots, then dX shared by cache rows (into dXp, then in place), then the
+    weights."""
     cdef int H4 = 4 * H
-    cdef Py_ssize_t NH = N * H
+    cdef Py_ssize_t NH = N * H, j, n, half
     cdef Loop L
+    cdef Whole W
+    steps_init(&L.S, N, T, plan, reverse)
     L.path = step_path(N, T)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.XH = <void *>XH
@@ -437,9 +479,9 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     L.dhs = dhs; L.dcT = dcT; L.dG = dG; L.dh_buf = dh_buf; L.dc_buf = dc_buf; L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
     L.M = M
-    cdef bint by_units = use_units(threads, L.path, N, H)
+    cdef bint by_units = use_units(threads, L.path, N, H) and plan == NULL
     # (shared by units, a thread's segments of a row are its units only: no gain measured)
-    L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating)) and not by_units
+    L.prefetch = worth_prefetch(N * T * 4 * H, sizeof(floating)) and not by_units and plan == NULL
     if by_units:
         fr_barrier_init(&L.bar, threads)
         by_units = parallel_together(threads, _backward_units_task, &L, sq, 2 * T, &L.sq_part)
@@ -448,8 +490,18 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
             pack_b(H4, H, Wh, 1, H4, Wp)        # Wh^T (4H, H)
         parallel_rows(threads, N, _backward_task, &L, sq, 2 * T, &L.sq_part)
     # after T swaps the carried gradients are in the first half of each buffer if T is even
-    memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
-    memcpy(dc0, dc_buf + (NH if T % 2 else 0), NH * sizeof(floating))
+    half = NH if T % 2 else 0
+    if plan != NULL:
+        for j in range(N):                      # slot j -> its batch row
+            n = brow(&L.S, j)
+            memcpy(dh0 + n * H, dh_buf + half + j * H, H * sizeof(floating))
+            memcpy(dc0 + n * H, dc_buf + half + j * H, H * sizeof(floating))
+        W.S = &L.S; W.D = D; W.H = H; W.GH = H4; W.f64 = L.f64; W.backward = True
+        W.XH = <void *>XH; W.Wx = Wx; W.dG = dG; W.dXp = dXp; W.dX = dX
+        parallel_rows(threads, cache_rows(&L.S), whole_task, &W, NULL, 0, &L.sq_part)
+    else:
+        memcpy(dh0, dh_buf + half, NH * sizeof(floating))
+        memcpy(dc0, dc_buf + half, NH * sizeof(floating))
     # T = 1 with check: dX and dh0 are the only results that read Wx and Wh; a NaN or Inf in
     # either shows here (see forward), and then the gradients are left as they were
     if check and T == 1 and not (all_finite(dX, N * D) and all_finite(dh0, NH)):
@@ -480,7 +532,8 @@ def _set_unit_split(int mode):
 def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray hs,
             cnp.ndarray G, cnp.ndarray C, cnp.ndarray TC, cnp.ndarray Wp,
-            int threads=1, bint check=False, object h_mask=None):
+            int threads=1, bint check=False, object h_mask=None, object plan=None,
+            bint reverse=False):
     """Run the LSTM over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
     side by side), G, C, TC (Wp: scratch).
     threads: how many threads share the batch rows of the time loop.
@@ -488,7 +541,9 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel).
     h_mask (N, H) or None: recurrent dropout, h_{t-1} Wh becomes (h_mask * h_{t-1}) Wh (XH
-    then holds the masked h_{t-1})."""
+    then holds the masked h_{t-1}).
+    plan (int64, 2N + 2T + 1) or None: lengths and direction as laid out in _steps.pxd (the
+    caches then hold sum(lengths) rows, step-major)."""
     cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1]
     cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -507,18 +562,19 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     cdef void *pWp = buf(Wp, tn, wp_size(H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pXH, <float *>pWx, <float *>pWh,
                                  <float *>pb, <float *>ph0, <float *>pc0, <float *>phs,
                                  <float *>pG, <float *>pC, <float *>pTC, <float *>pWp, threads,
-                                 check, <float *>pM)
+                                 check, <float *>pM, pplan, reverse)
         else:
             nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pXH, <double *>pWx,
                                  <double *>pWh, <double *>pb, <double *>ph0, <double *>pc0,
                                  <double *>phs, <double *>pG, <double *>pC, <double *>pTC,
-                                 <double *>pWp, threads, check, <double *>pM)
+                                 <double *>pWp, threads, check, <double *>pM, pplan, reverse)
     return nonfinite
 
 
@@ -527,14 +583,16 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
              cnp.ndarray dG, cnp.ndarray dh_buf, cnp.ndarray dc_buf, cnp.ndarray acc,
              cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
              cnp.ndarray dh0, cnp.ndarray dc0, object sq, cnp.ndarray Wp,
-             int threads=1, bint check=False, object h_mask=None):
+             int threads=1, bint check=False, object h_mask=None, object plan=None,
+             bint reverse=False, object dXp=None):
     """Backpropagate through all timesteps of the last forward.
 
     dcT (N, H) or None: gradient w.r.t. the last cell state; sq (T, 2) float64 zeros or None:
     receives ||dL/dh_t||^2 and ||dL/dc_t||^2 per step; Wp: scratch for the packed Wh^T.
     Writes dWx, dWh, db, dX, dh0, dc0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0.  h_mask: as given to the forward."""
+    db; else 0.  h_mask, plan, reverse: as given to the forward; dXp: with a plan, scratch of
+    N*T*D elements."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1]
     cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -562,6 +620,8 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
     cdef void *pWp = buf(Wp, tn, wp_size(H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
+    cdef void *pdXp = NULL if plan is None else buf(dXp, tn, N * T * D, "dXp", True)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
@@ -570,14 +630,15 @@ def backward(cnp.ndarray dhs, object dcT, cnp.ndarray XH, cnp.ndarray Wx, cnp.nd
                                   <float *>pC, <float *>pTC, <float *>pdG, <float *>pdh,
                                   <float *>pdc, pacc, <float *>pdWx, <float *>pdWh, <float *>pdb,
                                   <float *>pdX, <float *>pdh0, <float *>pdc0, psq, <float *>pWp,
-                                  threads, check, <float *>pM)
+                                  threads, check, <float *>pM, pplan, reverse, <float *>pdXp)
         else:
             nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pdcT, <double *>pXH,
                                   <double *>pWx, <double *>pWh, <double *>pc0, <double *>pG,
                                   <double *>pC, <double *>pTC, <double *>pdG, <double *>pdh,
                                   <double *>pdc, pacc, <double *>pdWx, <double *>pdWh,
                                   <double *>pdb, <double *>pdX, <double *>pdh0, <double *>pdc0,
-                                  psq, <double *>pWp, threads, check, <double *>pM)
+                                  psq, <double *>pWp, threads, check, <double *>pM, pplan, reverse,
+                                  <double *>pdXp)
     return nonfinite
 
 
