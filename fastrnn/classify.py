@@ -7,8 +7,11 @@ of K "class" tokens, followed by random tokens drawn from the whole vocabulary (
 tokens included); the label is the first token.  Both models read the encoder's last state
 (``pooling="last"``).  The bidirectional model's backward direction ends at t = 0, right on
 the answer; the unidirectional model's last state is t = len-1, so it must carry the first
-token through up to T-1 steps of noise that contains the same tokens, which it does not
-learn within the demo's budget: it stays near chance (1/K).
+token through 39 to 79 steps of noise that contains the same tokens.  Not impossible in
+principle, but the learning signal for it has to come back through as many forget gates,
+near sigmoid(1) = 0.73 at initialisation (0.73^39 ~ 5e-6), and in practice the
+unidirectional model stays at chance (1/K): measured 23.8% after the default 4 epochs and
+23.6% after 30 (seed 0), against 100% for the bidirectional model after 4.
 
 ``fastrnn classify train --data FILE`` trains on a labelled corpus: one example per line,
 ``label<TAB>sentence`` (words separated by spaces); the vocabulary and the label set come
