@@ -436,3 +436,25 @@ def test_parity_with_torch_packed_bidirectional(module, rng):
     again = from_torch(to_torch(ours))
     for a, b in zip(ours.params, again.params):
         np.testing.assert_array_equal(a, b)
+
+
+@needs_fast
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_float32_follows_float64(cell, rng):
+    """The parameters' dtype is the compute dtype: a float32 stack of bidirectional layers
+    agrees with its float64 copy to float32 rounding, in outputs and gradients."""
+    kw = {"reset_after": True} if cell == "gru" else {}
+    s64 = Stack.create(
+        cell, 3, [4, 4], bidirectional=True, connection="residual", rng=rng,
+        dtype=np.float64, layer_kwargs=kw,
+    )  # fmt: skip
+    s32 = Stack.from_config(s64.get_config(), [p.astype(np.float32) for p in s64.params])
+    assert all(p.dtype == np.float32 for p in s32.params)
+    xs = rng.standard_normal((4, 5, 3))
+    R = rng.standard_normal((4, 5, 8))
+    h64, h32 = s64.forward(xs, LENGTHS), s32.forward(xs.astype(np.float32), LENGTHS)
+    assert h32.dtype == np.float32
+    np.testing.assert_allclose(h32, h64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s32.backward(R), s64.backward(R), rtol=1e-4, atol=1e-5)
+    for g32, g64 in zip(s32.grads, s64.grads):
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4)
