@@ -281,7 +281,10 @@ def test_torch_packed_parity(kind, reverse):
 
     x = torch.tensor(xs, requires_grad=True)
     packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
-    out, state = module(packed)
+    directions = 2 if reverse else 1
+    h0 = torch.zeros(directions, n, h, dtype=torch.float64, requires_grad=True)
+    c0 = torch.zeros(directions, n, h, dtype=torch.float64, requires_grad=True)
+    out, state = module(packed, (h0, c0) if kind == "lstm" else h0)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
     out = out[..., h:] if reverse else out[..., :h]
     (out * torch.tensor(dhs)).sum().backward()
@@ -295,6 +298,10 @@ def test_torch_packed_parity(kind, reverse):
         c_n = state[1][1 if reverse else 0]
         np.testing.assert_allclose(layer.c, c_n.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dxs, x.grad.numpy(), rtol=1e-10, atol=1e-12)
+    k = 1 if reverse else 0
+    np.testing.assert_allclose(layer.dh, h0.grad[k].numpy(), rtol=1e-10, atol=1e-12)
+    if kind == "lstm":
+        np.testing.assert_allclose(layer.dc, c0.grad[k].numpy(), rtol=1e-10, atol=1e-12)
     # torch's gradients in fastrnn's layout: the same converter applied to them (the RNN's and
     # LSTM's one bias is torch's two summed, and either has the whole gradient)
     with torch.no_grad():
@@ -305,3 +312,93 @@ def test_torch_packed_parity(kind, reverse):
             getattr(single, name + "_l0").copy_(grad)
     for got, exp in zip(layer.grads, from_torch(single).params):
         np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_larger_packed_products(cell, threads):
+    """Sizes where the per-step products take the packed micro-kernel and the weight gradients
+    the whole-sequence kernels, float32 and float64, with track_grad_norms."""
+    rng = np.random.default_rng(8)
+    n, t, d, h = 40, 9, 20, 48
+    lengths = rng.integers(1, t + 1, n)
+    for dtype in (np.float64, np.float32):
+        # (scaled to keep the units out of saturation: float32's rounding then stays ~1e-6)
+        params = [(p / np.sqrt(h)).astype(dtype) for p in make_params(cell, dtype, rng, d, h)]
+        xs = rng.standard_normal((n, t, d)).astype(dtype)
+        dhs = rng.standard_normal((n, t, h)).astype(dtype)
+        for reverse in (False, True):
+            layer = make(fast, cell, params, reverse=reverse)
+            layer.threads = threads
+            layer.track_grad_norms = True
+            oracle = make(ref, cell, params, reverse=reverse)
+            oracle.track_grad_norms = True
+            np.testing.assert_allclose(
+                layer.forward(xs, lengths), oracle.forward(xs, lengths), **tol(dtype)
+            )
+            np.testing.assert_allclose(layer.backward(dhs), oracle.backward(dhs), **tol(dtype))
+            for got, exp in zip(results(layer, cell), results(oracle, cell)):
+                np.testing.assert_allclose(got, exp, **tol(dtype))
+            np.testing.assert_allclose(layer.grad_norms_h, oracle.grad_norms_h, rtol=1e-4)
+
+
+def test_lstm_wide_state_few_rows_two_threads():
+    """Few rows and a large H: without lengths the LSTM shares each step by hidden units
+    (use_units); with lengths it shares by rows, and still matches."""
+    rng = np.random.default_rng(4)
+    n, t, d, h = 6, 4, 8, 400
+    params = make_params("lstm", np.float64, rng, d, h)
+    xs = rng.standard_normal((n, t, d))
+    dhs = rng.standard_normal((n, t, h))
+    lengths = np.array([4, 2, 3, 1, 4, 2])
+    layer = fast.TimeLSTM(*params)
+    layer.threads = 2
+    oracle = ref.TimeLSTM(*params)
+    np.testing.assert_allclose(layer.forward(xs, lengths), oracle.forward(xs, lengths), rtol=1e-9)
+    np.testing.assert_allclose(layer.backward(dhs), oracle.backward(dhs), rtol=1e-9, atol=1e-12)
+    for got, exp in zip(results(layer, "lstm"), results(oracle, "lstm")):
+        np.testing.assert_allclose(got, exp, rtol=1e-9, atol=1e-12)
+
+
+def test_edge_sizes():
+    rng = np.random.default_rng(6)
+    params = make_params("gru", np.float64, rng)
+    layer = fast.TimeGRU(*params, reverse=True)
+    # one step: reverse is forward
+    xs = rng.standard_normal((3, 1, D))
+    np.testing.assert_allclose(layer.forward(xs, [1, 1, 1]), fast.TimeGRU(*params).forward(xs))
+    # no rows
+    assert layer.forward(np.zeros((0, 4, D)), np.zeros(0, np.int64)).shape == (0, 4, H)
+    # lengths=None after lengths: all T again
+    xs = rng.standard_normal((2, 4, D))
+    layer.forward(xs, [1, 2])
+    np.testing.assert_allclose(layer.forward(xs), layer.forward(xs, [4, 4]))
+
+
+def test_padding_of_dhs_is_not_used():
+    rng = np.random.default_rng(9)
+    params = make_params("lstm", np.float64, rng)
+    xs = rng.standard_normal((N, T, D))
+    lengths = LENGTHS["random"]
+    dhs = rng.standard_normal((N, T, H))
+    noisy = dhs + 1e3 * (np.arange(T) >= lengths[:, None])[:, :, None]
+    layer = fast.TimeLSTM(*params, reverse=True)
+    layer.forward(xs, lengths)
+    want = layer.backward(dhs)
+    grads = [g.copy() for g in layer.grads]
+    np.testing.assert_array_equal(layer.backward(noisy), want)
+    for got, exp in zip(layer.grads, grads):
+        np.testing.assert_array_equal(got, exp)
+
+
+def test_save_load_keeps_reverse(tmp_path):
+    import fastrnn
+
+    rng = np.random.default_rng(10)
+    layer = fast.TimeGRU(*make_params("gru_ra", np.float32, rng), reset_after=True, reverse=True)
+    fastrnn.save(tmp_path / "gru.npz", layer)
+    again = fastrnn.load(tmp_path / "gru.npz")
+    assert again.reverse and again.reset_after
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    lengths = LENGTHS["random"]
+    np.testing.assert_array_equal(again.forward(xs, lengths), layer.forward(xs, lengths))

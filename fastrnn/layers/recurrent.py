@@ -16,6 +16,11 @@ Contract, shared by every layer here:
   and the caches of the previous forward exactly as they were.  (One check is made by the
   kernel: see _weights_checked_by_kernel.)
 - Layers keep no global state and never touch NumPy's random state.
+- Variable lengths and direction: ``forward(xs, lengths)`` runs each row over its own first
+  ``lengths[n]`` steps (outputs zero past them), and a layer made with ``reverse=True`` walks
+  each row from its own last valid step back to 0 (PyTorch's packed-sequence semantics for the
+  reverse half of a bidirectional RNN), both inside the kernels with no padded work
+  (``src/cells/_steps.pxd``).  A reverse layer cannot be stateful.
 - ``threads``: None (default) uses as many threads as scipy's BLAS is set to
   (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
   fixes it.  With more than one, the kernels share out all the work themselves and hold BLAS at
@@ -214,7 +219,6 @@ class _TimeLayer(ThreadSetting):
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
     blocks = 1  # gate blocks: Wx is (D, blocks*H)
-    ragged_kernel = False  # the kernel takes lengths and reverse itself (else _Steps gathers)
     has_cell = False  # LSTM carries c besides h
     bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
 
@@ -233,13 +237,13 @@ class _TimeLayer(ThreadSetting):
         self.reverse = bool(reverse)
         self._lengths = None  # the lengths of the last forward (int64 (N,)), or None
         self._plan = None  # the kernel's plan of the last forward with lengths or reverse (_plan)
-        self._steps = None  # the Python fallback's gather (_Steps) of the last forward, or None
         self.h = None
         self.dh = None
         if self.has_cell:
             self.c = None
             self.dc = None
         # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
+        # (with lengths or reverse, entry s is every row's s-th processed step)
         self.track_grad_norms = False
         self.threads = None  # None: follow scipy's BLAS thread setting (see the module doc)
         self.grad_norms_h = None
@@ -412,7 +416,7 @@ class _TimeLayer(ThreadSetting):
         bidirectional RNN on a packed sequence).  hs[n, t] is the state after processing
         position t, zero for t >= lengths[n]; ``h`` (and ``c``) hold each row's state after its
         own last step.  The backward of this forward uses the same lengths: gradients past a
-        row's length are ignored (dxs is zero there).
+        row's length are not used (they must still be finite; dxs is zero there).
 
         h_mask: None, or recurrent (variational) dropout's mask, an (N, H) array of finite
         values (normally 0 and 1/(1-p)), multiplying h_{t-1} (h0 at t = 0) where it enters the
@@ -439,8 +443,8 @@ class _TimeLayer(ThreadSetting):
         )
         if lengths is None and (not self.reverse or T <= 1):
             hs, hT, cT = self._forward(xs, Wx, Wh, b, h0, c0, h_mask)
-            self._lengths = self._plan = self._steps = None
-        elif self.ragged_kernel:
+            self._lengths = self._plan = None
+        else:
             full = lengths if lengths is not None else np.full(N, T, np.intp)
             plan = _plan(full, T)
             hs, _, _ = self._forward(xs, Wx, Wh, b, h0, c0, h_mask, carry=False, plan=plan)
@@ -451,9 +455,7 @@ class _TimeLayer(ThreadSetting):
                 slots, length, first = plan[:N], plan[N : 2 * N], plan[2 * N : 2 * N + T + 1]
                 cT = np.empty((N, H), dtype)
                 cT[slots] = self._cache["C"].reshape(-1, H)[first[length - 1] + rows]
-            self._lengths, self._plan, self._steps = lengths, plan, None
-        else:
-            hs, hT, cT = self._forward_ragged(xs, Wx, Wh, b, h0, c0, h_mask, lengths)
+            self._lengths, self._plan = lengths, plan
         self.h = hT
         if self.has_cell:
             self.c = cT
@@ -529,36 +531,14 @@ class _TimeLayer(ThreadSetting):
         cT = cache["C"][:, -1].copy() if self.has_cell else None
         return hs, hT, cT
 
-    def _forward_ragged(self, xs, Wx, Wh, b, h0, c0, h_mask, lengths):
-        """_forward with lengths or in reverse (lengths None: all T).
-
-        The correct-but-wasteful stage: the kernel runs every row over all T steps on the rows
-        gathered into processing order (steps.order), and the results are put back in place with
-        zeros past each row's length.  Past a row's length the run goes on, but nothing read
-        from there reaches a valid output, so the valid outputs and (with zero output gradients
-        there, as _backward sets) every gradient are exact."""
-        N, T = xs.shape[0], xs.shape[1]
-        steps = _Steps(lengths if lengths is not None else np.full(N, T, np.int64), T, self.reverse)
-        hs_run, _, _ = self._forward(steps.to_run(xs), Wx, Wh, b, h0, c0, h_mask, carry=False)
-        rows = np.arange(N)
-        hT = hs_run[rows, steps.lengths - 1]
-        cT = self._cache["C"][rows, steps.lengths - 1] if self.has_cell else None
-        self._lengths, self._plan, self._steps = lengths, None, steps
-        return steps.from_run(hs_run), hT, cT
-
     def _mask_cache_shapes(self, N, T, H):
         return {}  # caches needed only with a mask (the GRU's)
 
     def backward(self, dhs):
         """dxs (N, T, D) for the gradient dhs (N, T, H) of the last forward's hs; fills grads,
         ``dh`` (the gradient w.r.t. the initial state; ``dc`` for the LSTM).  With lengths, dhs
-        past a row's length is ignored and dxs is zero there."""
-        if self._steps is None:
-            return self._backward(dhs, None)[0]
-        N, T, D, H, dtype = self._last
-        steps = self._steps
-        dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
-        return steps.from_run(self._backward(steps.to_run(dhs), None)[0])
+        past a row's length is not used (it must still be finite) and dxs is zero there."""
+        return self._backward(dhs, None)[0]
 
     def _backward(self, dhs, dc_next):
         """Backward of the last forward; returns (dxs, dh0, dc0) and fills grads."""
@@ -672,32 +652,6 @@ def _check_lengths(lengths, N, T):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-class _Steps:
-    """Where each row's steps are, in processing order: run step s of row n is time position
-    order[n, s] (s < lengths[n]; past that, s itself, unused)."""
-
-    def __init__(self, lengths, T, reverse):
-        self.lengths = lengths
-        s = np.arange(T)
-        self.valid = s < lengths[:, None]  # (N, T): run step s exists
-        self.order = np.where(self.valid & reverse, lengths[:, None] - 1 - s, s)
-        self.identity = not reverse
-
-    def to_run(self, a):
-        """a (N, T, X) by time position -> by run step, zero past each row's length."""
-        out = a if self.identity else np.take_along_axis(a, self.order[:, :, None], axis=1)
-        return np.where(self.valid[:, :, None], out, 0).astype(a.dtype, copy=False)
-
-    def from_run(self, a):
-        """a (N, T, X) by run step -> by time position, zero past each row's length."""
-        a = np.where(self.valid[:, :, None], a, 0).astype(a.dtype, copy=False)
-        if self.identity:
-            return a
-        out = np.empty_like(a)
-        np.put_along_axis(out, self.order[:, :, None], a, axis=1)
-        return out
-
-
 def _plan(lengths, T):
     """The kernels' plan for lengths (src/cells/_steps.pxd): the rows by length, longest first
     (stable), and where each step's rows start in the packed caches.  One intp array:
@@ -724,7 +678,8 @@ class TimeRNN(_TimeLayer):
     """Vanilla RNN over a sequence: h_t = tanh(x_t Wx + h_{t-1} Wh + b), or with
     nonlinearity="relu" h_t = max(0, x_t Wx + h_{t-1} Wh + b) (as torch.nn.RNN's).
 
-    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, H), Wh (H, H), b (H,); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row
+    from its last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 1
 
@@ -763,6 +718,8 @@ class TimeRNN(_TimeLayer):
             check,
             c["M"],
             self.nonlinearity == "relu",
+            plan,
+            self.reverse,
         )
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
@@ -787,6 +744,9 @@ class TimeRNN(_TimeLayer):
             check,
             c["M"],
             self.nonlinearity == "relu",
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 
@@ -795,11 +755,11 @@ class TimeLSTM(_TimeLayer):
     """LSTM over a sequence; gate blocks f, g, i, o.
 
     c_t = f * c_{t-1} + g * i,  h_t = o * tanh(c_t)  with f, i, o sigmoid and g tanh.
-    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, 4H), Wh (H, 4H), b (4H,); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row
+    from its last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 4
     has_cell = True
-    ragged_kernel = True
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
@@ -874,7 +834,8 @@ class TimeGRU(_TimeLayer):
     reset_after=True (cuDNN/PyTorch/Keras form): h~ = tanh(x Wxh + b[0]_h + r * (h Whh + b[1]_h)),
     b (2, 3H) with row 0 the input bias and row 1 the recurrent bias; z and r use b[0] + b[1].
     PyTorch's GRU maps on exactly, with the z block negated (its z is our 1 - z).
-    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H)."""
+    Wx (D, 3H), Wh (H, 3H); xs (N, T, D) -> hs (N, T, H).  reverse=True runs each row from its
+    last valid step back to the first (see ``forward``); it cannot be stateful."""
 
     blocks = 3
 
@@ -925,6 +886,8 @@ class TimeGRU(_TimeLayer):
             check,
             c["M"],
             c.get("HU"),
+            plan,
+            self.reverse,
         )
 
     def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
@@ -953,6 +916,9 @@ class TimeGRU(_TimeLayer):
             check,
             c["M"],
             c.get("HU"),
+            plan,
+            self.reverse,
+            s.get("dXp"),
         )
 
 

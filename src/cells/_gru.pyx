@@ -23,7 +23,9 @@ from libc.string cimport memcpy, memset
 from _packed cimport (kernel_isa, kernel_tn_mode, pack_b, packed_size, recurrent_product, PACKED,
                       step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, grad_cols, weight_grad_cols
-from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
+from _steps cimport (Steps, Whole, brow, cache_rows, crow, has_next, packed, plan_buf, run_end,
+                     share_slots, start_state, step_rows, steps_init, urow, whole_task)
+from _parallel cimport fr_parallel, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (
     all_finite, buf, flag_nonfinite, mask_add, mask_copy, mask_scale,
     gru_fwd_zr_row_f, gru_fwd_zr_row_d, gru_fwd_h_row_f, gru_fwd_h_row_d,
@@ -124,15 +126,16 @@ cdef struct Loop:
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
     const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
     void *HU            # with M: the unmasked h_{t-1} (N, T, H); Hprev holds m * h_{t-1}
+    Steps steps         # where each row's steps are (_steps.pxd); rows below are its slots
 
 
 cdef inline void _next_hprev(Loop *L, Py_ssize_t n, const floating *h, floating *hprev,
                              floating *hu) noexcept nogil:
-    """Row n's h_t into the next step's Hprev (masked, with L.M: then unmasked into HU)."""
+    """Slot n's h_t into the next step's Hprev (masked, with L.M: then unmasked into HU)."""
     if L.M == NULL:
         memcpy(hprev, h, L.H * sizeof(floating))
     else:
-        mask_copy(L.H, <const floating *>L.M + n * L.H, h, hprev)
+        mask_copy(L.H, <const floating *>L.M + brow(&L.steps, n) * L.H, h, hprev)
         memcpy(hu, h, L.H * sizeof(floating))
 
 
@@ -153,71 +156,88 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef const floating *M = <const floating *>L.M
     cdef floating *HU = <floating *>L.HU
     cdef floating *h_prev       # the unmasked h_{t-1} of a row
-    # keep the inputs, project them into G, Hprev[:, 0] = h0
-    start_rows(n0, n1, T, L.D, H, 3 * L.H, <const floating *>L.X, <const floating *>L.Wx, h0,
-               <floating *>L.XH, G)
-    if M != NULL:                           # HU[:, 0] = h0, Hprev[:, 0] = m * h0
-        for n in range(n0, n1):
-            memcpy(HU + n * ld_h, h0 + n * H, H * sizeof(floating))
-            mask_scale(H, M + n * H, Hprev + n * ld_p)
+    cdef const Steps *St = &L.steps
+    cdef Py_ssize_t e, u, rs = step_rows(St)
+    if packed(St):      # (inputs and projection done by whole_task) Hprev, HU at step 0 = h0
+        start_state(St, n0, n1, H, ld, h0, M, Hprev, HU)
+    else:
+        # keep the inputs, project them into G, Hprev[:, 0] = h0
+        start_rows(n0, n1, T, L.D, H, 3 * L.H, <const floating *>L.X, <const floating *>L.Wx,
+                   h0, <floating *>L.XH, G)
+        if M != NULL:                       # HU[:, 0] = h0, Hprev[:, 0] = m * h0
+            for n in range(n0, n1):
+                memcpy(HU + n * ld_h, h0 + n * H, H * sizeof(floating))
+                mask_scale(H, M + n * H, Hprev + n * ld_p)
+    ld_p = rs * ld                          # a step's rows: batch-major T rows apart, packed 1
+    ld_h = rs * H
+    ld_g = rs * H3
     for t in range(T):
+        e = run_end(St, n1, t)              # slots [n0, e) run step t
+        if e <= n0:
+            break
+        rows = <int>(e - n0)
         if L.reset_after:
             # S[rows] = h_{t-1} @ Wh
-            recurrent_product(L.path, rows, H3, H, Hprev + n0 * ld_p + t * ld, ld_p, Wp, Wh, H3,
-                              False, S + n0 * H3, H3, False)
+            recurrent_product(L.path, rows, H3, H, Hprev + crow(St, n0, t) * ld, ld_p, Wp, Wh,
+                              H3, False, S + n0 * H3, H3, False)
             if L.check:                         # T = 1: x Wx and h0 Wh, before the biases
                 flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
                 flag_nonfinite(&L.nonfinite, S + n0 * H3, rows * H3)
-            for n in range(n0, n1):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
-                hp = (n * T + t) * ld
+            for n in range(n0, e):
+                gr = crow(St, n, t) * H3
+                hr = crow(St, n, t) * H
+                hp = crow(St, n, t) * ld
+                u = urow(St, n, t) * H
                 if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
                     prefetch(G + gr + ld_g, H3, True)
                     prefetch(AUX + hr + ld_h, H, True)
                     prefetch(hs + hr + ld_h, H, True)
                 # z, r = sigmoid(G + S + b0 + b1); n = S_h + b1h; h~ = tanh(G_h + b0h + r*n)
                 h_prev = Hprev + hp if M == NULL else HU + hr
-                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, h_prev, AUX + hr, hs + hr)
-                if t + 1 < T:
-                    _next_hprev(L, n, hs + hr, Hprev + hp + ld, HU + hr + H)
+                ra_fwd_row(H, G + gr, S + n * H3, b, b + H3, h_prev, AUX + hr, hs + u)
+                if has_next(St, n, t):
+                    _next_hprev(L, n, hs + u, Hprev + crow(St, n, t + 1) * ld,
+                                HU + crow(St, n, t + 1) * H)
         else:
             # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
-            recurrent_product(L.path, rows, 2 * H, H, Hprev + n0 * ld_p + t * ld, ld_p, Wp, Wh,
-                              H3, False, G + n0 * ld_g + t * H3, ld_g, True)
+            recurrent_product(L.path, rows, 2 * H, H, Hprev + crow(St, n0, t) * ld, ld_p, Wp, Wh,
+                              H3, False, G + crow(St, n0, t) * H3, ld_g, True)
             if L.check:             # T = 1: x Wx (all blocks) + h0 Wh (z, r), before the bias
                 flag_nonfinite(&L.nonfinite, G + n0 * H3, rows * H3)
-            for n in range(n0, n1):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
+            for n in range(n0, e):
+                gr = crow(St, n, t) * H3
+                hr = crow(St, n, t) * H
                 if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
                     prefetch(G + gr + ld_g, 2 * H, True)
                     prefetch(AUX + hr + ld_h, H, True)
                 # z, r = sigmoid(G + b); AUX = r * h_{t-1}
-                fwd_zr_row(H, G + gr, b, Hprev + (n * T + t) * ld, AUX + hr)
+                fwd_zr_row(H, G + gr, b, Hprev + crow(St, n, t) * ld, AUX + hr)
             # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
-            recurrent_product(L.path, rows, H, H, AUX + n0 * ld_h + t * H, ld_h, Wp_h,
-                              Wh + 2 * H, H3, False, G + n0 * ld_g + t * H3 + 2 * H, ld_g, True)
+            recurrent_product(L.path, rows, H, H, AUX + crow(St, n0, t) * H, ld_h, Wp_h,
+                              Wh + 2 * H, H3, False, G + crow(St, n0, t) * H3 + 2 * H, ld_g,
+                              True)
             if L.check:                         # T = 1: the h~ block, + (r h0) Whh
                 for n in range(n0, n1):
                     flag_nonfinite(&L.nonfinite, G + n * H3 + 2 * H, H)
-            for n in range(n0, n1):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
-                hp = (n * T + t) * ld
+            for n in range(n0, e):
+                gr = crow(St, n, t) * H3
+                hr = crow(St, n, t) * H
+                hp = crow(St, n, t) * ld
+                u = urow(St, n, t) * H
                 if L.prefetch and n + 1 < n1:
                     prefetch(hs + hr + ld_h, H, True)
                 # h~ = tanh(G_h + bh); h = (1 - z) h_{t-1} + z h~
                 h_prev = Hprev + hp if M == NULL else HU + hr
-                fwd_h_row(H, G + gr, b, h_prev, hs + hr)
-                if t + 1 < T:
-                    _next_hprev(L, n, hs + hr, Hprev + hp + ld, HU + hr + H)
+                fwd_h_row(H, G + gr, b, h_prev, hs + u)
+                if has_next(St, n, t):
+                    _next_hprev(L, n, hs + u, Hprev + crow(St, n, t + 1) * ld,
+                                HU + crow(St, n, t + 1) * H)
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
-    fr_share(L.N, tid, nthreads, &n0, &n1)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _forward_rows(L, n0, n1, <const double *>L.Wp)
@@ -229,12 +249,16 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, co
                   floating *XH, const floating *Wx, const floating *Wh, const floating *b,
                   const floating *h0, floating *hs, floating *G, floating *AUX, floating *S,
                   floating *Wp, int threads, bint check, const floating *M,
-                  floating *HU) noexcept nogil:
+                  floating *HU, const Py_ssize_t *plan, bint reverse) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop.
-    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)"""
+    (With one thread the projection is a single GEMM over all N*T rows, BLAS threading it.)
+    With a plan (lengths or reverse, _steps.pxd), the projection comes first, shared by cache
+    rows, then the time loop shared by slots."""
     cdef int H3 = 3 * H
     cdef floating *Wp_h = Wp
     cdef Loop L
+    cdef Whole W
+    steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
     if L.path == PACKED and reset_after:
         pack_b(H, H3, Wh, H3, 1, Wp)            # Wh (H, 3H)
@@ -246,10 +270,14 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, co
     L.Wx = Wx; L.reset_after = reset_after; L.Wp = Wp; L.Wp_h = Wp_h; L.b = b; L.h0 = h0
     L.hs = hs; L.G = G; L.AUX = AUX; L.S = S
     L.f64 = floating is double
-    L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating))
+    L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating)) and plan == NULL
     L.check = check and T == 1
     L.nonfinite = 0
     L.M = M; L.HU = HU
+    if plan != NULL:
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = H3; W.f64 = L.f64; W.backward = False
+        W.X = X; W.XH = XH; W.Wx = Wx; W.G = G; W.hs = hs
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
     return L.nonfinite
 
@@ -280,14 +308,26 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     # with M, the gradient through the products of m * h_{t-1} is summed here, then masked
     cdef floating *dhm = S + NH + n0 * H
     cdef floating *dh_prod          # where the products' part of dh_{t-1} goes
+    cdef const Steps *St = &L.steps
+    cdef Py_ssize_t e, u, rs = step_rows(St)
     memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
+    if packed(St):      # a slot joins at its own last step, reading whichever half is current
+        memset(dh_out + n0 * H, 0, rows * H * sizeof(floating))
+    ld_p = rs * ld                          # a step's rows: batch-major T rows apart, packed 1
+    ld_h = rs * H
+    ld_g = rs * H3
     for t in range(T - 1, -1, -1):
         sq_t = sq + t if sq != NULL else NULL
-        if L.reset_after:
-            for n in range(n0, n1):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
-                hp = (n * T + t) * ld
+        e = run_end(St, n1, t)              # slots [n0, e) run step t
+        rows = <int>(e - n0)
+        if rows <= 0:
+            pass
+        elif L.reset_after:
+            for n in range(n0, e):
+                gr = crow(St, n, t) * H3
+                hr = crow(St, n, t) * H
+                hp = crow(St, n, t) * ld
+                u = urow(St, n, t) * H
                 if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
                     prefetch(G + gr + ld_g, H3)
                     prefetch(AUX + hr + ld_h, H)
@@ -298,57 +338,59 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
                 # dG: z, r, h~ (input side); dGh: h~ of the recurrent side, r times dG's
                 # (its z and r are dG's); dh_{t-1} = dh_t (1 - z)
                 h_prev = Hprev + hp if M == NULL else HU + hr
-                ra_bwd_row(H, G + gr, AUX + hr, h_prev, dhs + hr, dh_in + n * H,
+                ra_bwd_row(H, G + gr, AUX + hr, h_prev, dhs + u, dh_in + n * H,
                            dG + gr, dGh + hr, dh_out + n * H, sq_t)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T + dGh[rows, t] @ Wh[:, 2H:]^T
             # (with M: those two into dhm, then dh_{t-1} += m * dhm)
             dh_prod = dh_out + n0 * H if M == NULL else dhm
-            recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh,
+            recurrent_product(L.path, rows, H, 2 * H, dG + crow(St, n0, t) * H3, ld_g, Wp, Wh,
                               H3, True, dh_prod, H, M == NULL)
-            recurrent_product(L.path, rows, H, H, dGh + n0 * ld_h + t * H, ld_h, Wp_h,
+            recurrent_product(L.path, rows, H, H, dGh + crow(St, n0, t) * H, ld_h, Wp_h,
                               Wh + 2 * H, H3, True, dh_prod, H, True)
         else:
-            for n in range(n0, n1):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
+            for n in range(n0, e):
+                gr = crow(St, n, t) * H3
+                hr = crow(St, n, t) * H
+                hp = crow(St, n, t) * ld
+                u = urow(St, n, t) * H
                 if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
                     prefetch(G + gr + ld_g, H3)
-                    prefetch(Hprev + (n * T + t) * ld + ld_p, H)
+                    prefetch(Hprev + hp + ld_p, H)
                     prefetch(dhs + hr + ld_h, H)
                     prefetch(dG + gr + ld_g, H3, True)
                 # dz, dh~ pre-activations; dh_{t-1} = dh_t (1 - z)
-                h_prev = Hprev + (n * T + t) * ld if M == NULL else HU + hr
-                bwd_zh_row(H, G + gr, h_prev, dhs + hr, dh_in + n * H, dG + gr,
+                h_prev = Hprev + hp if M == NULL else HU + hr
+                bwd_zh_row(H, G + gr, h_prev, dhs + u, dh_in + n * H, dG + gr,
                            dh_out + n * H, sq_t)
             # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
-            recurrent_product(L.path, rows, H, H, dG + n0 * ld_g + t * H3 + 2 * H, ld_g, Wp_h,
+            recurrent_product(L.path, rows, H, H, dG + crow(St, n0, t) * H3 + 2 * H, ld_g, Wp_h,
                               Wh + 2 * H, H3, True, S + n0 * H, H, False)
             # (with M, the terms through the products go to dhm, then dh_{t-1} += m * dhm)
             dh_prod = dh_out + n0 * H if M == NULL else dhm
             if M != NULL:
                 memset(dhm, 0, rows * H * sizeof(floating))
-            for n in range(n0, n1):
-                gr = (n * T + t) * H3
-                hr = (n * T + t) * H
+            for n in range(n0, e):
+                gr = crow(St, n, t) * H3
                 # dr pre-activation (the h of r * h: masked in Hprev); dh_{t-1} += d(r h) * r
-                bwd_r_row(H, G + gr, Hprev + (n * T + t) * ld, S + n * H, dG + gr,
+                bwd_r_row(H, G + gr, Hprev + crow(St, n, t) * ld, S + n * H, dG + gr,
                           dh_prod + (n - n0) * H)
             # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
-            recurrent_product(L.path, rows, H, 2 * H, dG + n0 * ld_g + t * H3, ld_g, Wp, Wh, H3,
-                              True, dh_prod, H, True)
+            recurrent_product(L.path, rows, H, 2 * H, dG + crow(St, n0, t) * H3, ld_g, Wp, Wh,
+                              H3, True, dh_prod, H, True)
         if M != NULL:
-            for n in range(n0, n1):
-                mask_add(H, M + n * H, dhm + (n - n0) * H, dh_out + n * H)
+            for n in range(n0, e):
+                mask_add(H, M + brow(St, n) * H, dhm + (n - n0) * H, dh_out + n * H)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
-    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
-    dx_rows(n0, n1, T, L.D, 3 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM (packed: whole_task)
+    if not packed(St):
+        dx_rows(n0, n1, T, L.D, 3 * L.H, dG, <const floating *>L.Wx, NULL, <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     cdef double *sq = thread_sq(L.sq, L.sq_part, tid, L.T)
-    fr_share(L.N, tid, nthreads, &n0, &n1)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
@@ -365,7 +407,7 @@ cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH, bint hx, bi
     db[0] = sum dG, db[1] = db[0] in the z and r columns, sum dGh in the h~ columns (acc_h:
     room for those sums from column max(c0, 2H) on)."""
     cdef int D = L.D, H = L.H, H3 = 3 * L.H, k0 = max(c0, 2 * H), z1 = min(c1, 2 * H), k
-    cdef Py_ssize_t NT = L.N * L.T
+    cdef Py_ssize_t NT = cache_rows(&L.steps)
     cdef const floating *dG = <const floating *>L.dG
     cdef const floating *dGh = <const floating *>L.dGh
     cdef floating *dWx = <floating *>L.dWx
@@ -421,13 +463,18 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
                    const floating *AUX, floating *S, floating *dG, floating *dGh, floating *dh_buf,
                    double *acc, floating *dWx, floating *dWh, floating *db, floating *dX,
                    floating *dh0, double *sq, floating *Wp, int threads,
-                   bint check, const floating *M, const floating *HU) noexcept nogil:
+                   bint check, const floating *M, const floating *HU, const Py_ssize_t *plan,
+                   bint reverse, floating *dXp) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
-    their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
+    their rows of dX); then, once dG is complete, a share of the weight-gradient columns.  With
+    a plan, the time loop shared by slots, then dX shared by cache rows (into dXp, then in
+    place), then the weights."""
     cdef int H3 = 3 * H
-    cdef Py_ssize_t NH = N * H
+    cdef Py_ssize_t NH = N * H, j, half
     cdef floating *Wp_h = Wp
     cdef Loop L
+    cdef Whole W
+    steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
     if L.path == PACKED:
         Wp_h = pack_b(2 * H, H, Wh, 1, H3, Wp)  # [Whz Whr]^T (2H, H), then Whh^T (H, H)
@@ -439,11 +486,19 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, bint reset_after, c
     L.AUX = <void *>AUX; L.S = S; L.dhs = dhs; L.dG = dG; L.dGh = dGh; L.dh_buf = dh_buf
     L.sq = sq; L.dX = dX
     L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc; L.f64 = floating is double
-    L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating))
+    L.prefetch = worth_prefetch(N * T * 3 * H, sizeof(floating)) and plan == NULL
     L.M = M; L.HU = <void *>HU
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
-    memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
+    half = NH if T % 2 else 0
+    if plan != NULL:
+        for j in range(N):                      # slot j -> its batch row
+            memcpy(dh0 + brow(&L.steps, j) * H, dh_buf + half + j * H, H * sizeof(floating))
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = H3; W.f64 = L.f64; W.backward = True
+        W.XH = <void *>XH; W.Wx = Wx; W.dG = dG; W.dXp = dXp; W.dX = dX
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
+    else:
+        memcpy(dh0, dh_buf + half, NH * sizeof(floating))
     # T = 1 with check: dX and dh0 are the only results that read Wx and Wh; a NaN or Inf in
     # either shows here (see forward), and then the gradients are left as they were
     if check and T == 1 and not (all_finite(dX, N * D) and all_finite(dh0, NH)):
@@ -456,14 +511,16 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
             cnp.ndarray h0,
             cnp.ndarray hs, cnp.ndarray G, cnp.ndarray AUX, cnp.ndarray S,
             bint reset_after, cnp.ndarray Wp, int threads=1, bint check=False,
-            object h_mask=None, object HU=None):
+            object h_mask=None, object HU=None, object plan=None, bint reverse=False):
     """Run the GRU over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
     side by side) and AUX (S, Wp: scratch).
     check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel).
     h_mask (N, H) or None: recurrent dropout, the products read h_mask * h_{t-1} (XH then
-    holds those); needs the cache HU (N, T, H) for the unmasked h_{t-1}."""
+    holds those); needs the cache HU (N, T, H) for the unmasked h_{t-1}.
+    plan (int64, 2N + 2T + 1) or None: lengths and direction as laid out in _steps.pxd (the
+    caches then hold sum(lengths) rows, step-major)."""
     cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -483,18 +540,20 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
                        "Wp", True, True)   # scratch: at least that size
     cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
     cdef void *pHU = NULL if h_mask is None else buf(HU, tn, NTH, "HU", True)
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _forward(N, T, D, H, reset_after, <float *>pX, <float *>pXH, <float *>pWx,
                                  <float *>pWh, <float *>pb, <float *>ph0, <float *>phs,
                                  <float *>pG, <float *>pA, <float *>pS, <float *>pWp, threads,
-                                 check, <float *>pM, <float *>pHU)
+                                 check, <float *>pM, <float *>pHU, pplan, reverse)
         else:
             nonfinite = _forward(N, T, D, H, reset_after, <double *>pX, <double *>pXH,
                                  <double *>pWx, <double *>pWh, <double *>pb, <double *>ph0,
                                  <double *>phs, <double *>pG, <double *>pA, <double *>pS,
-                                 <double *>pWp, threads, check, <double *>pM, <double *>pHU)
+                                 <double *>pWp, threads, check, <double *>pM, <double *>pHU,
+                                 pplan, reverse)
     return nonfinite
 
 
@@ -503,13 +562,14 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
              cnp.ndarray dh_buf, cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh,
              cnp.ndarray db, cnp.ndarray dX, cnp.ndarray dh0, object sq, bint reset_after,
              cnp.ndarray Wp, int threads=1, bint check=False, object h_mask=None,
-             object HU=None):
+             object HU=None, object plan=None, bint reverse=False, object dXp=None):
     """Backpropagate through all timesteps of the last forward.
 
     dGh (N, T, H): scratch needed only with reset_after (else None); sq (T,) float64 zeros or
     None: receives ||dL/dh_t||^2 per step.  Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0.  h_mask, HU: as given to the forward."""
+    db; else 0.  h_mask, HU, plan, reverse: as given to the forward; dXp: with a plan,
+    scratch of N*T*D elements."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
@@ -535,6 +595,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
                        "Wp", True, True)   # scratch: at least that size (both variants)
     cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, NH, "h_mask")
     cdef void *pHU = NULL if h_mask is None else buf(HU, tn, NTH, "HU")
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
+    cdef void *pdXp = NULL if plan is None else buf(dXp, tn, N * T * D, "dXp", True)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
@@ -543,14 +605,15 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cn
                                   <float *>pS, <float *>pdG, <float *>pdGh, <float *>pdh, pacc,
                                   <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
                                   <float *>pdh0, psq, <float *>pWp, threads, check,
-                                  <float *>pM, <float *>pHU)
+                                  <float *>pM, <float *>pHU, pplan, reverse, <float *>pdXp)
         else:
             nonfinite = _backward(N, T, D, H, reset_after, <double *>pdhs, <double *>pXH,
                                   <double *>pWx, <double *>pWh, <double *>pG, <double *>pA,
                                   <double *>pS, <double *>pdG, <double *>pdGh, <double *>pdh, pacc,
                                   <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
                                   <double *>pdh0, psq, <double *>pWp, threads, check,
-                                  <double *>pM, <double *>pHU)
+                                  <double *>pM, <double *>pHU, pplan, reverse,
+                                  <double *>pdXp)
     return nonfinite
 
 

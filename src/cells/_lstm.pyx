@@ -114,7 +114,7 @@ cdef struct Loop:
     bint f64
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
     const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
-    Steps S             # where each row's steps are (_steps.pxd); rows below are its slots
+    Steps steps         # where each row's steps are (_steps.pxd); rows below are its slots
 
 
 cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t n1,
@@ -131,7 +131,7 @@ cdef void _cells_fwd(Loop *L, floating *G, Py_ssize_t t, Py_ssize_t n0, Py_ssize
     cdef floating *TC = <floating *>L.TC
     cdef const floating *M = <const floating *>L.M
     cdef const floating *c_prev
-    cdef const Steps *S = &L.S
+    cdef const Steps *S = &L.steps
     cdef Py_ssize_t r, u
     for n in range(n0, n1):
         r = crow(S, n, t)
@@ -183,7 +183,7 @@ cdef void _cells_bwd(Loop *L, floating *dG, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
     cdef const floating *TC = <const floating *>L.TC
     cdef const floating *dhs = <const floating *>L.dhs
     cdef const floating *c_prev
-    cdef const Steps *S = &L.S
+    cdef const Steps *S = &L.steps
     cdef Py_ssize_t r, u
     for n in range(n0, n1):
         r = crow(S, n, t)
@@ -217,13 +217,13 @@ cdef void _carried_start(Loop *L, floating **dh, floating **dc, Py_ssize_t n0, P
     dh[1] = dh[0] + NH
     dc[0] = <floating *>L.dc_buf
     dc[1] = dc[0] + NH
-    cdef int half, halves = 2 if packed(&L.S) else 1
+    cdef int half, halves = 2 if packed(&L.steps) else 1
     # (packed, a slot joins at its own last step, reading whichever half is current then)
     for half in range(halves):
         for n in range(n0, n1):
             memset(dh[half] + n * H + j0, 0, w * sizeof(floating))
             if dcT != NULL:
-                memcpy(dc[half] + n * H + j0, dcT + brow(&L.S, n) * H + j0, w * sizeof(floating))
+                memcpy(dc[half] + n * H + j0, dcT + brow(&L.steps, n) * H + j0, w * sizeof(floating))
             else:
                 memset(dc[half] + n * H + j0, 0, w * sizeof(floating))
 
@@ -241,7 +241,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef const floating *h0 = <const floating *>L.h0
     cdef floating *G = <floating *>L.G
     cdef floating *Hprev = <floating *>L.Hprev
-    cdef const Steps *S = &L.S
+    cdef const Steps *S = &L.steps
     cdef Py_ssize_t e, rs = step_rows(S)
     if packed(S):       # (inputs and projection done by whole_task) Hprev at step 0 = h0
         start_state(S, n0, n1, H, ld, h0, <const floating *>L.M, Hprev, <floating *>NULL)
@@ -267,7 +267,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
-    share_slots(&L.S, tid, nthreads, &n0, &n1)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _forward_rows(L, n0, n1, <const double *>L.Wp)
@@ -329,7 +329,7 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     cdef int H4 = 4 * H
     cdef Loop L
     cdef Whole W
-    steps_init(&L.S, N, T, plan, reverse)
+    steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
@@ -340,9 +340,9 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     L.nonfinite = 0
     L.M = M
     if plan != NULL:
-        W.S = &L.S; W.D = D; W.H = H; W.GH = H4; W.f64 = L.f64; W.backward = False
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = H4; W.f64 = L.f64; W.backward = False
         W.X = X; W.XH = XH; W.Wx = Wx; W.G = G; W.hs = hs
-        parallel_rows(threads, cache_rows(&L.S), whole_task, &W, NULL, 0, &L.sq_part)
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     elif use_units(threads, L.path, N, H):
         fr_barrier_init(&L.bar, threads)
         if parallel_together(threads, _forward_units_task, &L, NULL, 0, &L.sq_part):
@@ -362,7 +362,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     cdef floating *dG = <floating *>L.dG
     cdef floating *dh[2]
     cdef floating *dc[2]
-    cdef const Steps *S = &L.S
+    cdef const Steps *S = &L.steps
     cdef Py_ssize_t e, rs = step_rows(S)
     _carried_start(L, dh, dc, n0, n1, 0, H)
     for t in range(T - 1, -1, -1):
@@ -384,7 +384,7 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     cdef double *sq = thread_sq(L.sq, L.sq_part, tid, 2 * L.T)
-    share_slots(&L.S, tid, nthreads, &n0, &n1)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
@@ -415,7 +415,7 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
             gemm_packed(<int>N, w, H4, dG + t * H4, T * H4, P, dh[1] + j0, H, False)
-            _mask_rows(&L.S, <const floating *>L.M, 0, N, j0, w, H, dh[1])
+            _mask_rows(&L.steps, <const floating *>L.M, 0, N, j0, w, H, dh[1])
         _carried_swap(dh, dc)
     # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
     fr_share(N, tid, nth, &n0, &n1)
@@ -435,7 +435,7 @@ cdef void _backward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
     """Columns [c0, c1) of the weight gradients, by GEMMs (or a reduction) over all N*T rows:
     [dWx; dWh] = [X | Hprev]^T @ dG, db = dG summed over rows."""
-    cdef Py_ssize_t NT = cache_rows(&L.S)
+    cdef Py_ssize_t NT = cache_rows(&L.steps)
     cdef int H4 = 4 * L.H
     cdef const floating *dG = <const floating *>L.dG
     weight_grad_cols(NT, L.D, L.H, H4, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh,
@@ -470,7 +470,7 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     cdef Py_ssize_t NH = N * H, j, n, half
     cdef Loop L
     cdef Whole W
-    steps_init(&L.S, N, T, plan, reverse)
+    steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.XH = <void *>XH
@@ -493,12 +493,12 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     half = NH if T % 2 else 0
     if plan != NULL:
         for j in range(N):                      # slot j -> its batch row
-            n = brow(&L.S, j)
+            n = brow(&L.steps, j)
             memcpy(dh0 + n * H, dh_buf + half + j * H, H * sizeof(floating))
             memcpy(dc0 + n * H, dc_buf + half + j * H, H * sizeof(floating))
-        W.S = &L.S; W.D = D; W.H = H; W.GH = H4; W.f64 = L.f64; W.backward = True
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = H4; W.f64 = L.f64; W.backward = True
         W.XH = <void *>XH; W.Wx = Wx; W.dG = dG; W.dXp = dXp; W.dX = dX
-        parallel_rows(threads, cache_rows(&L.S), whole_task, &W, NULL, 0, &L.sq_part)
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     else:
         memcpy(dh0, dh_buf + half, NH * sizeof(floating))
         memcpy(dc0, dc_buf + half, NH * sizeof(floating))

@@ -12,7 +12,9 @@ from libc.string cimport memcpy, memset
 from _packed cimport (checked_mode, fr_isa, kernel_isa, kernel_tn_mode, gemm_packed, pack_b,
                       pack_stacked, packed_size, recurrent_product, PACKED, step_path)
 from _seq cimport worth_prefetch, dx_rows, prefetch, start_rows, weight_grad_cols
-from _parallel cimport fr_parallel, fr_share, fr_use_pool, parallel_rows, share_cols, thread_sq
+from _steps cimport (Steps, Whole, brow, cache_rows, crow, has_next, packed, plan_buf, run_end,
+                     share_slots, start_state, step_rows, steps_init, urow, whole_task)
+from _parallel cimport fr_parallel, fr_use_pool, parallel_rows, share_cols, thread_sq
 from _cells cimport (all_finite, buf, flag_nonfinite, mask_copy, mask_scale, rnn_fwd_row_f,
                      rnn_fwd_row_d, rnn_bwd_row_f, rnn_bwd_row_d, rnn_relu_fwd_row_f,
                      rnn_relu_fwd_row_d, rnn_relu_bwd_row_f, rnn_relu_bwd_row_d)
@@ -130,6 +132,7 @@ cdef struct Loop:
     bint prefetch       # the element-wise passes prefetch the next row (worth_prefetch)
     const void *M       # recurrent dropout's mask (N, H) on h_{t-1} in h_{t-1} Wh, or NULL
     bint relu           # nonlinearity max(0, .) rather than tanh
+    Steps steps         # where each row's steps are (_steps.pxd); rows below are its slots
 
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -145,16 +148,24 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
     cdef const floating *X = <const floating *>L.X
     cdef floating *XH = <floating *>L.XH
     cdef const floating *M = <const floating *>L.M
-    if L.fused:
+    cdef const Steps *S = &L.steps
+    cdef Py_ssize_t e, u, rs = step_rows(S)
+    if packed(S):   # (inputs and projection done by whole_task) Hprev at step 0 = (m *) h0
+        start_state(S, n0, n1, H, ld, h0, M, Hprev, <floating *>NULL)
+    elif L.fused:
         for n in range(n0, n1):                 # Hprev[rows, 0] = h0
             memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
     else:
         # keep the inputs, project them into G, Hprev[:, 0] = h0
         start_rows(n0, n1, T, D, H, H, X, <const floating *>L.Wx, h0, XH, G)
-    if M != NULL:                               # Hprev holds the masked h_{t-1} (m * h0 here)
+    if M != NULL and not packed(S):             # Hprev holds the masked h_{t-1} (m * h0 here)
         for n in range(n0, n1):
             mask_scale(H, M + n * H, Hprev + n * T * ld)
     for t in range(T):
+        e = run_end(S, n1, t)                   # slots [n0, e) run step t
+        if e <= n0:
+            break
+        rows = <int>(e - n0)
         if L.fused:
             # XH[rows, t, :D] = x_t; G[rows, t] = [x_t | h_{t-1}] @ [Wx; Wh]
             for n in range(n0, n1):
@@ -165,30 +176,31 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
             gemm_packed(rows, H, D + H, XH + (n0 * T + t) * ld, T * ld, Wp,
                         G + n0 * T * H + t * H, T * H, False)
         else:
-            # G[rows, t] += h_{t-1} @ Wh
-            recurrent_product(L.path, rows, H, H, Hprev + (n0 * T + t) * ld, T * ld, Wp,
-                              <const floating *>L.Wh, H, False, G + n0 * T * H + t * H, T * H,
+            # G[rows, t] += h_{t-1} @ Wh   (a step's rows: batch-major T rows apart, packed 1)
+            recurrent_product(L.path, rows, H, H, Hprev + crow(S, n0, t) * ld, rs * ld, Wp,
+                              <const floating *>L.Wh, H, False, G + crow(S, n0, t) * H, rs * H,
                               True)
         if L.check:                             # T = 1: x Wx + h0 Wh, before the bias
             flag_nonfinite(&L.nonfinite, G + n0 * H, (n1 - n0) * H)
-        for n in range(n0, n1):
-            r = (n * T + t) * H
+        for n in range(n0, e):
+            r = crow(S, n, t) * H
+            u = urow(S, n, t) * H
             if L.prefetch and n + 1 < n1:       # the next row's segments (fr_prefetch)
                 prefetch(hs + r + T * H, H, True)
                 if t + 1 < T:
                     prefetch(Hprev + ((n + 1) * T + t + 1) * ld, H, True)
-            fwd_row(H, G + r, b, hs + r, L.relu)    # h_t = tanh(G + b) (or relu)
-            if t + 1 < T:
+            fwd_row(H, G + r, b, hs + u, L.relu)    # h_t = tanh(G + b) (or relu)
+            if has_next(S, n, t):
                 if M == NULL:
-                    memcpy(Hprev + (n * T + t + 1) * ld, hs + r, H * sizeof(floating))
+                    memcpy(Hprev + crow(S, n, t + 1) * ld, hs + u, H * sizeof(floating))
                 else:
-                    mask_copy(H, M + n * H, hs + r, Hprev + (n * T + t + 1) * ld)
+                    mask_copy(H, M + brow(S, n) * H, hs + u, Hprev + crow(S, n, t + 1) * ld)
 
 
 cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
-    fr_share(L.N, tid, nthreads, &n0, &n1)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _forward_rows(L, n0, n1, <const double *>L.Wp)
@@ -199,13 +211,18 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, floating *XH,
                   const floating *Wx, const floating *Wh, const floating *b, const floating *h0,
                   floating *hs, floating *G, floating *Wp, int threads, bint check,
-                  const floating *M, bint relu) noexcept nogil:
+                  const floating *M, bint relu, const Py_ssize_t *plan,
+                  bint reverse) noexcept nogil:
     """Each thread takes a share of the batch rows: their input projection, then their time loop
     (with one thread the projection is a single GEMM over all N*T rows, BLAS threading it); or,
-    fused_steps, the projection of each step inside its recurrent product."""
+    fused_steps, the projection of each step inside its recurrent product.  With a plan
+    (lengths or reverse, _steps.pxd), the projection comes first, shared by cache rows, then
+    the time loop shared by slots (never fused: not measured with lengths)."""
     cdef Loop L
+    cdef Whole W
+    steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
-    L.fused = fused_steps(L.path, N, D, H, threads, sizeof(floating))
+    L.fused = fused_steps(L.path, N, D, H, threads, sizeof(floating)) and plan == NULL
     if L.fused:
         pack_stacked(D, H, H, Wx, Wh, Wp)       # [Wx; Wh] (D + H, H), for the step products
     elif L.path == PACKED:
@@ -213,10 +230,14 @@ cdef int _forward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *X, f
     L.Wh = Wh
     L.N = N; L.T = T; L.D = D; L.H = H; L.ldxh = D + H; L.X = X; L.XH = XH; L.Hprev = XH + D
     L.Wx = Wx; L.Wp = Wp; L.b = b; L.h0 = h0; L.hs = hs; L.G = G; L.f64 = floating is double
-    L.prefetch = worth_prefetch(N * T * H, sizeof(floating))
+    L.prefetch = worth_prefetch(N * T * H, sizeof(floating)) and plan == NULL
     L.check = check and T == 1
     L.nonfinite = 0
     L.M = M; L.relu = relu
+    if plan != NULL:
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = H; W.f64 = L.f64; W.backward = False
+        W.X = X; W.XH = XH; W.Wx = Wx; W.G = G; W.hs = hs
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     parallel_rows(threads, N, _forward_task, &L, NULL, 0, &L.sq_part)
     return L.nonfinite
 
@@ -234,34 +255,43 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     cdef floating *dh_out = dh_in + NH
     cdef floating *tmp
     cdef const floating *M = <const floating *>L.M
+    cdef const Steps *S = &L.steps
+    cdef Py_ssize_t e, u, rs = step_rows(S)
     memset(dh_in + n0 * H, 0, rows * H * sizeof(floating))
+    if packed(S):       # a slot joins at its own last step, reading whichever half is current
+        memset(dh_out + n0 * H, 0, rows * H * sizeof(floating))
     for t in range(T - 1, -1, -1):
-        for n in range(n0, n1):
-            r = (n * T + t) * H
-            if L.prefetch and n + 1 < n1:       # the next row's segments (fr_prefetch)
-                prefetch(G + r + T * H, H)
-                prefetch(dhs + r + T * H, H)
-                prefetch(dG + r + T * H, H, True)
-            # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
-            bwd_row(H, G + r, dhs + r, dh_in + n * H, dG + r, sq + t if sq != NULL else NULL,
-                    L.relu)
-        # dh_{t-1} = dG[rows, t] @ Wh^T  (times the mask: the product's input was m * h_{t-1})
-        recurrent_product(L.path, <int>rows, H, H, dG + n0 * T * H + t * H, T * H, Wp,
-                          <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
-        if M != NULL:
-            for n in range(n0, n1):
-                mask_scale(H, M + n * H, dh_out + n * H)
+        e = run_end(S, n1, t)                   # slots [n0, e) run step t
+        if e > n0:
+            for n in range(n0, e):
+                r = crow(S, n, t) * H
+                u = urow(S, n, t) * H
+                if L.prefetch and n + 1 < n1:   # the next row's segments (fr_prefetch)
+                    prefetch(G + r + T * H, H)
+                    prefetch(dhs + r + T * H, H)
+                    prefetch(dG + r + T * H, H, True)
+                # dG[:, t] = (dhs[:, t] + dh_t) * (1 - h_t^2)
+                bwd_row(H, G + r, dhs + u, dh_in + n * H, dG + r,
+                        sq + t if sq != NULL else NULL, L.relu)
+            # dh_{t-1} = dG[rows, t] @ Wh^T  (times the mask: the product's input was
+            # m * h_{t-1})
+            recurrent_product(L.path, <int>(e - n0), H, H, dG + crow(S, n0, t) * H, rs * H, Wp,
+                              <const floating *>L.Wh, H, True, dh_out + n0 * H, H, False)
+            if M != NULL:
+                for n in range(n0, e):
+                    mask_scale(H, M + brow(S, n) * H, dh_out + n * H)
         tmp = dh_in; dh_in = dh_out; dh_out = tmp
-    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM
-    dx_rows(n0, n1, T, L.D, L.H, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
-            <floating *>L.dX)
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM (packed: whole_task)
+    if not packed(S):
+        dx_rows(n0, n1, T, L.D, L.H, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
+                <floating *>L.dX)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     cdef Py_ssize_t n0, n1
     cdef double *sq = thread_sq(L.sq, L.sq_part, tid, L.T)
-    fr_share(L.N, tid, nthreads, &n0, &n1)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
     if n0 < n1:
         if L.f64:
             _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
@@ -272,7 +302,7 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
 cdef void _weights_cols(Loop *L, int c0, int c1, const floating *XH) noexcept nogil:
     """Columns [c0, c1) of [dWx; dWh] = [X | Hprev]^T @ dG and db = dG summed over rows, by
     GEMMs (or a reduction) over all N*T rows."""
-    cdef Py_ssize_t NT = L.N * L.T
+    cdef Py_ssize_t NT = cache_rows(&L.steps)
     cdef const floating *dG = <const floating *>L.dG
     weight_grad_cols(NT, L.D, L.H, L.H, c0, c1, XH, dG, <floating *>L.dWx, <floating *>L.dWh,
                      L.acc, <floating *>L.db)
@@ -293,16 +323,21 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
                    const floating *XH, const floating *Wx, const floating *Wh, const floating *G,
                    floating *dG, floating *dh_buf, double *acc, floating *dWx, floating *dWh,
                    floating *db, floating *dX, floating *dh0, double *sq, floating *Wp,
-                   int threads, bint check, const floating *M, bint relu) noexcept nogil:
+                   int threads, bint check, const floating *M, bint relu,
+                   const Py_ssize_t *plan, bint reverse, floating *dXp) noexcept nogil:
     """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
-    their rows of dX); then, once dG is complete, a share of the weight-gradient columns."""
-    cdef Py_ssize_t NH = N * H
+    their rows of dX); then, once dG is complete, a share of the weight-gradient columns.  With
+    a plan, the time loop shared by slots, then dX shared by cache rows (into dXp, then in
+    place; never from a packed Wx^T: not measured), then the weights."""
+    cdef Py_ssize_t NH = N * H, j, half
     cdef Loop L
+    cdef Whole W
+    steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
     L.Wxp = NULL
     if L.path == PACKED:
         pack_b(H, H, Wh, 1, H, Wp)              # Wh^T
-    if packed_dx(N * T, D, H, sizeof(floating)):
+    if plan == NULL and packed_dx(N * T, D, H, sizeof(floating)):
         L.Wxp = Wp + packed_size(H, H, floating is double)
         pack_b(H, D, Wx, 1, H, <floating *>L.Wxp)   # Wx^T (H, D), after Wh^T
     L.Wh = Wh
@@ -311,11 +346,19 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
     L.Wx = Wx; L.Wp = Wp; L.G = <void *>G; L.dhs = dhs; L.dG = dG; L.dh_buf = dh_buf
     L.sq = sq; L.dX = dX; L.dWx = dWx; L.dWh = dWh; L.db = db; L.acc = acc
     L.f64 = floating is double
-    L.prefetch = worth_prefetch(N * T * H, sizeof(floating))
+    L.prefetch = worth_prefetch(N * T * H, sizeof(floating)) and plan == NULL
     L.M = M; L.relu = relu
     parallel_rows(threads, N, _backward_task, &L, sq, T, &L.sq_part)
     # after T swaps the carried gradient is in the first half of dh_buf if T is even
-    memcpy(dh0, dh_buf + (NH if T % 2 else 0), NH * sizeof(floating))
+    half = NH if T % 2 else 0
+    if plan != NULL:
+        for j in range(N):                      # slot j -> its batch row
+            memcpy(dh0 + brow(&L.steps, j) * H, dh_buf + half + j * H, H * sizeof(floating))
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = H; W.f64 = L.f64; W.backward = True
+        W.XH = <void *>XH; W.Wx = Wx; W.dG = dG; W.dXp = dXp; W.dX = dX
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
+    else:
+        memcpy(dh0, dh_buf + half, NH * sizeof(floating))
     # T = 1 with check: dX and dh0 are the only results that read Wx and Wh; a NaN or Inf in
     # either shows here (see forward), and then the gradients are left as they were
     if check and T == 1 and not (all_finite(dX, N * D) and all_finite(dh0, NH)):
@@ -326,7 +369,8 @@ cdef int _backward(Py_ssize_t N, Py_ssize_t T, int D, int H, const floating *dhs
 
 def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray G, cnp.ndarray Wp,
-            int threads=1, bint check=False, object h_mask=None, bint relu=False):
+            int threads=1, bint check=False, object h_mask=None, bint relu=False,
+            object plan=None, bint reverse=False):
     """Run the RNN over all timesteps of X (N, T, D); fills hs and the caches XH (X and h_{t-1}
     side by side) and G (Wp: scratch).
     threads: how many threads share the batch rows of the time loop.
@@ -334,7 +378,9 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel).
     h_mask (N, H) or None: recurrent dropout, h_{t-1} Wh becomes (h_mask * h_{t-1}) Wh (XH
-    then holds the masked h_{t-1}); relu: h_t = max(0, .) instead of tanh."""
+    then holds the masked h_{t-1}); relu: h_t = max(0, .) instead of tanh.
+    plan (int64, 2N + 2T + 1) or None: lengths and direction as laid out in _steps.pxd (the
+    caches then hold sum(lengths) rows, step-major)."""
     cdef Py_ssize_t N = XH.shape[0], T = XH.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H
@@ -349,17 +395,19 @@ def forward(cnp.ndarray X, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh, cnp.n
     cdef void *pWp = buf(Wp, tn, packed_size(<int>(D + H), <int>H, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, N * H, "h_mask")
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             nonfinite = _forward(N, T, D, H, <float *>pX, <float *>pXH, <float *>pWx, <float *>pWh,
                                  <float *>pb, <float *>ph0, <float *>phs, <float *>pG,
-                                 <float *>pWp, threads, check, <float *>pM, relu)
+                                 <float *>pWp, threads, check, <float *>pM, relu, pplan,
+                                 reverse)
         else:
             nonfinite = _forward(N, T, D, H, <double *>pX, <double *>pXH, <double *>pWx,
                                  <double *>pWh, <double *>pb, <double *>ph0, <double *>phs,
                                  <double *>pG, <double *>pWp, threads, check, <double *>pM,
-                                 relu)
+                                 relu, pplan, reverse)
     return nonfinite
 
 
@@ -367,14 +415,16 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
              cnp.ndarray G, cnp.ndarray dG, cnp.ndarray dh_buf,
              cnp.ndarray acc, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db,
              cnp.ndarray dX, cnp.ndarray dh0, object sq, cnp.ndarray Wp,
-             int threads=1, bint check=False, object h_mask=None, bint relu=False):
+             int threads=1, bint check=False, object h_mask=None, bint relu=False,
+             object plan=None, bint reverse=False, object dXp=None):
     """Backpropagate through all timesteps of the last forward.
 
     sq (T,) float64 zeros or None: receives ||dL/dh_t||^2 per step; Wp: scratch (packed Wh^T,
     then packed Wx^T).
     Writes dWx, dWh, db, dX, dh0.
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0.  h_mask and relu: as given to the forward."""
+    db; else 0.  h_mask, relu, plan, reverse: as given to the forward; dXp: with a plan,
+    scratch of N*T*D elements."""
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t NTH = N * T * H, NH = N * H
@@ -396,6 +446,8 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
                          + packed_size(H, D, tn == cnp.NPY_FLOAT64),
                          "Wp", True, True)  # scratch: at least that size
     cdef void *pM = NULL if h_mask is None else buf(h_mask, tn, NH, "h_mask")
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
+    cdef void *pdXp = NULL if plan is None else buf(dXp, tn, N * T * D, "dXp", True)
     cdef int nonfinite
     with nogil:
         if tn == cnp.NPY_FLOAT32:
@@ -403,13 +455,13 @@ def backward(cnp.ndarray dhs, cnp.ndarray XH, cnp.ndarray Wx, cnp.ndarray Wh,
                                   <float *>pWh, <float *>pG, <float *>pdG, <float *>pdh, pacc,
                                   <float *>pdWx, <float *>pdWh, <float *>pdb, <float *>pdX,
                                   <float *>pdh0, psq, <float *>pWp, threads, check,
-                                  <float *>pM, relu)
+                                  <float *>pM, relu, pplan, reverse, <float *>pdXp)
         else:
             nonfinite = _backward(N, T, D, H, <double *>pdhs, <double *>pXH, <double *>pWx,
                                   <double *>pWh, <double *>pG, <double *>pdG, <double *>pdh, pacc,
                                   <double *>pdWx, <double *>pdWh, <double *>pdb, <double *>pdX,
                                   <double *>pdh0, psq, <double *>pWp, threads, check,
-                                  <double *>pM, relu)
+                                  <double *>pM, relu, pplan, reverse, <double *>pdXp)
     return nonfinite
 
 
