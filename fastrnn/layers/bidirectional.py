@@ -33,11 +33,11 @@ MERGES = ("concat", "sum")
 # setting (which already spreads a big call over BLAS's threads).  Measured against both
 # directions concurrently, one kernel thread each (benches/bidir_threads.py, float32 forward +
 # backward with lengths uniform in [T/4, T], alternating, one process, 2 cores under a load
-# average near 3 from other jobs), sequential / concurrent, two runs with the first lengths
-# stage of the kernels and one with the LSTM's lengths kernel: LSTM N8 T20 H32 0.70-0.79 and
-# 0.69; GRU N16 T35 H64 0.99-1.12 and 0.98; LSTM N32 T50 H128 0.97-1.09 and 1.00; LSTM N64 T35
-# H256 1.01 and 0.98.  No consistent gain, a clear loss on small calls: concurrency is opt-in
-# (threads >= 2).
+# average of 3 to 6 from other jobs), sequential / concurrent, two runs with the first lengths
+# stage of the kernels, one with the LSTM's lengths kernel and one with every cell's: LSTM N8
+# T20 H32 0.70-0.79, 0.69, 0.68; GRU N16 T35 H64 0.99-1.12, 0.98, 0.98; LSTM N32 T50 H128
+# 0.97-1.09, 1.00, 1.00; LSTM N64 T35 H256 1.01, 0.98, 1.00.  No consistent gain, a clear loss
+# on small calls: concurrency is opt-in (threads >= 2).
 
 _pool = None
 _pool_lock = threading.Lock()
