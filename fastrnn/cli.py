@@ -1,5 +1,5 @@
-"""The `fastrnn` command line: `fastrnn demo`, `fastrnn bench`, `fastrnn lm` (also
-`python -m fastrnn ...`).
+"""The `fastrnn` command line: `fastrnn demo`, `fastrnn bench`, `fastrnn lm`, `fastrnn classify`
+(also `python -m fastrnn ...`).
 
 Each subcommand lives in its own module, which provides `add_parser(subparsers)`: it registers its
 arguments and sets `func`, the function that runs it and returns the exit status.
@@ -9,7 +9,12 @@ import argparse
 import sys
 
 # subcommand name -> the module that provides its add_parser
-SUBCOMMANDS = {"demo": "fastrnn.demo", "bench": "fastrnn.bench", "lm": "fastrnn.train.cli"}
+SUBCOMMANDS = {
+    "demo": "fastrnn.demo",
+    "bench": "fastrnn.bench",
+    "lm": "fastrnn.train.cli",
+    "classify": "fastrnn.classify",
+}
 
 
 def build_parser():

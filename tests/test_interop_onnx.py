@@ -142,7 +142,49 @@ def _edit(path, fn):
     onnx.save(model, str(path))
 
 
-def test_import_refuses_bidirectional(rng, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_bidirectional_stack_with_sequence_lens(kind, merge, rng, tmp_path):
+    """A Stack of two Bidirectional layers: direction="bidirectional" operators fed
+    sequence_lens; onnxruntime equals fastrnn with lengths (float32 rounding); import_onnx gives
+    back the same Stack exactly."""
+    from fastrnn.layers import Bidirectional, Stack
+
+    kw = {"reset_after": kind == "gru_ra"} if kind.startswith("gru") else {}
+    cell = "gru" if kind.startswith("gru") else kind
+    stack = Stack.create(cell, D, [H, H], bidirectional=True, merge=merge, rng=rng,
+                         layer_kwargs=kw)  # fmt: skip
+    path = tmp_path / "bi.onnx"
+    export_onnx(stack, path, sequence_lens=True)
+    ops = [n for n in onnx.load(str(path)).graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
+    assert all(fo._attrs(n)["direction"] == b"bidirectional" for n in ops) and len(ops) == 2
+    xs = rng.standard_normal((4, T, D)).astype(np.float32)
+    lens = np.array([T, 2, 5, 1], np.int32)
+    close(run_ort(path, {"xs": xs, "sequence_lens": lens}), stack.forward(xs, lens), 2e-6)
+    back = import_onnx(path)
+    assert isinstance(back, Stack) and all(isinstance(x, Bidirectional) for x in back.layers)
+    assert back.layers[0].merge == merge
+    for a, b in zip(stack.params, back.params):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru_ra"])
+def test_reverse_layer(kind, rng, tmp_path):
+    params = make_params(kind, rng, D, H, np.float32)
+    cls = fastrnn.TimeLSTM if kind == "lstm" else fastrnn.TimeGRU
+    layer = cls(*params, reverse=True, **({} if kind == "lstm" else {"reset_after": True}))
+    path = tmp_path / "r.onnx"
+    export_onnx(layer, path, sequence_lens=True)
+    xs = rng.standard_normal((N, T, D)).astype(np.float32)
+    lens = np.array([T, 1, 4], np.int32)
+    close(run_ort(path, {"xs": xs, "sequence_lens": lens}), layer.forward(xs, lens), 2e-6)
+    back = import_onnx(path)
+    assert back.reverse
+    for a, b in zip(layer.params, back.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_import_refuses_bidirectional_with_one_direction_of_weights(rng, tmp_path):
     path = tmp_path / "m.onnx"
     export_onnx(layer_of("lstm", rng, np.float32), path)
 
@@ -153,7 +195,7 @@ def test_import_refuses_bidirectional(rng, tmp_path):
                 a.s = b"bidirectional"
 
     _edit(path, bidir)
-    with pytest.raises(NotImplementedError, match="[Bb]idirectional"):
+    with pytest.raises(ValueError, match=r"direction bidirectional\) W / R must be \[2,"):
         import_onnx(path)
 
 

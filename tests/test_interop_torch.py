@@ -168,9 +168,43 @@ def test_no_bias_module(rng):
     close(layer.forward(xs), m(torch.tensor(xs))[0].detach().numpy(), np.float64)
 
 
-def test_bidirectional_not_built(rng):
-    with pytest.raises(NotImplementedError, match="[Bb]idirectional"):
-        from_torch(torch.nn.LSTM(D, H, bidirectional=True))
+@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bidirectional_single_layer(cls, dtype, rng):
+    """One bidirectional layer: a fastrnn Bidirectional equal to the module on full-length
+    batches (packed, variable-length batches: tests/test_encoders.py), exact round trip."""
+    from fastrnn.layers import Bidirectional
+
+    torch.manual_seed(3)
+    m = cls(D, H, bidirectional=True, batch_first=True, dtype=dtype)
+    ours = from_torch(m)
+    assert isinstance(ours, Bidirectional) and ours.merge == "concat"
+    assert ours.backward_layer.reverse and not ours.forward_layer.reverse
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    assert ours.dtype == np_dtype
+    xs = rng.standard_normal((N, T, D)).astype(np_dtype)
+    close(ours.forward(xs), m(torch.tensor(xs))[0].detach().numpy(), np_dtype)
+    again = from_torch(to_torch(ours))
+    for a, b in zip(ours.params, again.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bidirectional_refusals(rng):
+    from fastrnn.layers import Bidirectional, Stack
+
+    bi = Bidirectional.create("lstm", D, H, merge="sum", rng=rng)
+    with pytest.raises(ValueError, match="merge='sum'"):
+        to_torch(bi)
+    mixed = Stack(
+        [
+            Bidirectional.create("lstm", D, H, rng=rng),
+            fastrnn.TimeLSTM(
+                *(np.zeros(s, np.float32) for s in ((2 * H, 4 * H), (H, 4 * H), (4 * H,)))
+            ),
+        ]
+    )
+    with pytest.raises(ValueError, match="bidirectional"):
+        to_torch(mixed)
 
 
 def test_proj_size_refused():

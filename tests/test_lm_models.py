@@ -636,7 +636,7 @@ def test_bad_stacks():
     with pytest.raises(TypeError, match=r"layers\[0\]"):
         Stack([object()])
     with pytest.raises(ValueError, match="connection must be"):
-        Stack([lstm(3, 4)], connection="highway")
+        Stack([lstm(3, 4)], connection="skip")
     with pytest.raises(TypeError, match="same dtype"):
         Stack([lstm(3, 4), TimeLSTM(*(p.astype(np.float32) for p in lstm(4, 4).params))])
 

@@ -60,9 +60,19 @@ def blocks_of(obj):
     return out
 
 
-def build(kind, blocks, *, reset_after=False, nonlinearity="tanh", time=True, stateful=False):
+def build(
+    kind,
+    blocks,
+    *,
+    reset_after=False,
+    nonlinearity="tanh",
+    time=True,
+    stateful=False,
+    reverse=False,
+):
     """A fastrnn layer (time layer, or cell with time=False) from the neutral form; bias pairs
-    are summed except for a reset_after GRU, which keeps them as its two bias rows."""
+    are summed except for a reset_after GRU, which keeps them as its two bias rows.  ``reverse``:
+    a time layer reading each row backwards (the backward half of a bidirectional layer)."""
     gates = GATES[kind]
     Wx = np.ascontiguousarray(np.concatenate([blocks[g][0] for g in gates], axis=1))
     Wh = np.ascontiguousarray(np.concatenate([blocks[g][1] for g in gates], axis=1))
@@ -84,6 +94,8 @@ def build(kind, blocks, *, reset_after=False, nonlinearity="tanh", time=True, st
                 f"nonlinearity={nonlinearity!r}: this fastrnn's TimeRNN has tanh only"
             )
         kwargs["nonlinearity"] = nonlinearity
+    if reverse:
+        kwargs["reverse"] = True
     if time:
         return _TIME[kind](Wx, Wh, b, stateful=stateful, **kwargs)
     return _CELL[kind](Wx, Wh, b, **kwargs)

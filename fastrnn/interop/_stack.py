@@ -1,5 +1,6 @@
 """Multi-layer recurrent stacks (``fastrnn.Stack``) for the converters."""
 
+from ..layers.bidirectional import Bidirectional
 from ..layers.stack import Stack
 
 
@@ -9,8 +10,10 @@ def make_stack(layers, dropout=0.0):
 
 
 def stack_layers(obj):
-    """The list of recurrent layers of a Stack (plain connections only), or None when obj is not
-    a Stack."""
+    """The list of recurrent layers of a Stack (plain connections only), ``[obj]`` for a
+    Bidirectional, or None for anything else."""
+    if isinstance(obj, Bidirectional):
+        return [obj]
     if not isinstance(obj, Stack):
         return None
     if obj.connection is not None:
@@ -20,3 +23,10 @@ def stack_layers(obj):
             "of the next, nothing else)"
         )
     return list(obj.layers)
+
+
+def directions(layer):
+    """(forward layer, backward layer or None, merge) of a time layer or a Bidirectional."""
+    if isinstance(layer, Bidirectional):
+        return layer.forward_layer, layer.backward_layer, layer.merge
+    return layer, None, None

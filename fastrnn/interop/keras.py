@@ -18,8 +18,12 @@ bias rows (input, recurrent) are fastrnn's two bias rows.
 
 Keras needs a backend: set ``KERAS_BACKEND`` (``torch``, ``jax``, ``tensorflow``) before Keras is
 first imported.  The layer's dtype follows the weights (float32 or float64).  Only the default
-activations convert (tanh / sigmoid; SimpleRNN also relu); ``Bidirectional`` and
-``go_backwards=True`` have no fastrnn counterpart yet (NotImplementedError).
+activations convert (tanh / sigmoid; SimpleRNN also relu).  ``keras.layers.Bidirectional``
+(``merge_mode`` "concat" or "sum", ``return_sequences=True``) is ``fastrnn.layers.Bidirectional``:
+its backward layer (``go_backwards=True``, outputs put back in input order by Bidirectional)
+is a fastrnn layer with ``reverse=True``; Keras reads every step of every row (no lengths), so
+the two agree on full-length rows.  ``go_backwards=True`` on its own (outputs in reversed order)
+has no counterpart (NotImplementedError).
 """
 
 import numpy as np
@@ -65,9 +69,46 @@ def from_keras(layer):
     """
     keras = _keras()
     if isinstance(layer, keras.layers.Bidirectional):
-        raise NotImplementedError(
-            "keras.layers.Bidirectional: fastrnn has no Bidirectional layer yet (it is not built)"
+        return _bidirectional_from_keras(layer)
+    return _from_keras(layer, reverse=False)
+
+
+_MERGES = {"concat": "concat", "sum": "sum"}
+
+
+def _bidirectional_from_keras(bi):
+    from ..layers.bidirectional import Bidirectional
+
+    if bi.merge_mode not in _MERGES:
+        raise ValueError(
+            f"keras.layers.Bidirectional(merge_mode={bi.merge_mode!r}) has no fastrnn "
+            f"counterpart (expected one of {sorted(_MERGES)})"
         )
+    if not bi.built:
+        raise ValueError(
+            f"the Keras layer {bi.name!r} is not built yet: call it once or "
+            "layer.build((None, None, input_size)) first"
+        )
+    if not bi.return_sequences:
+        raise ValueError(
+            "keras.layers.Bidirectional must return sequences (return_sequences=True) to "
+            "match a fastrnn Bidirectional, which returns every step"
+        )
+    fwd, bwd = bi.forward_layer, bi.backward_layer
+    if fwd.go_backwards or not bwd.go_backwards:
+        raise ValueError(
+            "expected the Bidirectional's forward_layer with go_backwards=False and its "
+            "backward_layer with go_backwards=True"
+        )
+    return Bidirectional(
+        _from_keras(fwd, reverse=False), _from_keras(bwd, reverse=True), _MERGES[bi.merge_mode]
+    )
+
+
+def _from_keras(layer, reverse):
+    """A built Keras recurrent layer as a fastrnn time layer (``reverse``: the backward half of
+    a Bidirectional, whose go_backwards Keras undoes by reversing its outputs)."""
+    keras = _keras()
     kind = _kind_of(layer)
     if kind is None:
         raise TypeError(
@@ -80,8 +121,11 @@ def from_keras(layer):
             f"the Keras layer {layer.name!r} is not built yet: call it once or "
             "layer.build((None, None, input_size)) first"
         )
-    if layer.go_backwards:
-        raise NotImplementedError("go_backwards=True has no fastrnn counterpart")
+    if layer.go_backwards and not reverse:
+        raise NotImplementedError(
+            "go_backwards=True on its own (outputs in reversed order) has no fastrnn "
+            "counterpart; inside keras.layers.Bidirectional it converts"
+        )
     cell = layer.cell
     act = _activation_name(cell.activation)
     allowed = ("tanh", "relu") if kind == "rnn" else ("tanh",)
@@ -114,7 +158,7 @@ def from_keras(layer):
             bx, bh = bias[cols], np.zeros(H, kernel.dtype)
         block = (kernel[:, cols], recurrent[:, cols], bx, bh)
         blocks[gate] = negate(block) if gate in _NEGATED[kind] else block
-    return build(kind, blocks, reset_after=reset_after, nonlinearity=act)
+    return build(kind, blocks, reset_after=reset_after, nonlinearity=act, reverse=reverse)
 
 
 def to_keras(obj):
@@ -122,14 +166,40 @@ def to_keras(obj):
 
     Parameters
     ----------
-    obj : fastrnn.TimeRNN, fastrnn.TimeLSTM or fastrnn.TimeGRU
-        A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``.
+    obj : fastrnn.TimeRNN, fastrnn.TimeLSTM, fastrnn.TimeGRU or a Bidirectional of them
+        A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``; a ``Bidirectional``
+        (both directions the same cell and size) ``keras.layers.Bidirectional``.
 
     Returns
     -------
     keras.layers.SimpleRNN, keras.layers.LSTM or keras.layers.GRU
         Built for inputs (N, T, D), in the parameters' dtype.
     """
+    _keras()  # a clear ImportError first, when Keras is missing
+    from ..layers.bidirectional import Bidirectional
+
+    if isinstance(obj, Bidirectional):
+        return _bidirectional_to_keras(obj)
+    return _to_keras(obj)
+
+
+def _bidirectional_to_keras(bi):
+    keras = _keras()
+    fwd, bwd = bi.forward_layer, bi.backward_layer
+    if describe(fwd) != describe(bwd) or fwd.params[1].shape != bwd.params[1].shape:
+        raise ValueError(
+            "keras.layers.Bidirectional copies one layer for both directions: the two "
+            "directions must be the same cell with the same settings and hidden size"
+        )
+    D = np.asarray(fwd.params[0]).shape[0]
+    layer = keras.layers.Bidirectional(_to_keras(fwd, build=False), merge_mode=bi.merge)
+    layer.build((None, None, D))
+    _set_keras_weights(layer.forward_layer, fwd)
+    _set_keras_weights(layer.backward_layer, bwd)
+    return layer
+
+
+def _to_keras(obj, build=True):
     keras = _keras()
     kind, is_time, reset_after, nonlinearity = describe(obj)
     if not is_time:
@@ -147,7 +217,15 @@ def to_keras(obj):
         layer = keras.layers.SimpleRNN(
             H, activation=nonlinearity, return_sequences=True, dtype=dtype
         )
+    if not build:
+        return layer
     layer.build((None, None, D))
+    _set_keras_weights(layer, obj)
+    return layer
+
+
+def _set_keras_weights(layer, obj):
+    kind, _, reset_after, _ = describe(obj)
     blocks = blocks_of(obj)
     blocks = {g: negate(b) if g in _NEGATED[kind] else b for g, b in blocks.items()}
     order = _KERAS_GATES[kind]
@@ -163,4 +241,3 @@ def to_keras(obj):
     else:
         bias = np.concatenate([blocks[g][2] + blocks[g][3] for g in order])
     layer.set_weights([kernel, recurrent, bias])
-    return layer

@@ -1,7 +1,10 @@
 """fastrnn layers and models as ONNX graphs of the standard operators, and back.
 
 ``export(obj, path)`` writes ``obj`` as a graph of ONNX's ``RNN``, ``LSTM`` and ``GRU`` operators
-(direction forward), ``Gather`` for an embedding and ``MatMul`` + ``Add`` for an affine layer;
+(direction forward; "reverse" for a layer with ``reverse=True``; "bidirectional" for a
+``Bidirectional`` of two layers of one cell and size, its Y (T, 2, N, H) then transposed and
+reshaped to (T, N, 2H) for ``merge="concat"`` or summed over the direction axis for
+"sum"), ``Gather`` for an embedding and ``MatMul`` + ``Add`` for an affine layer;
 ``import_onnx(path)`` reads such a graph back into fastrnn objects.  The operators are
 time-major, fastrnn batch-major: the graph transposes (N, T, D) to (T, N, D) before the first
 recurrent operator and back after the last, and stacked layers are chained time-major.
@@ -27,6 +30,7 @@ import numpy as np
 
 from . import require
 from ._gates import blocks_of, build, describe, from_rows, to_rows
+from ._stack import directions
 
 __all__ = ["export", "import_onnx"]
 
@@ -50,6 +54,10 @@ def _onnx():
 
 def _parts(obj):
     """obj as a list of ("embedding", layer) / ("recurrent", layer) / ("affine", layer)."""
+    from ..layers.bidirectional import Bidirectional
+
+    if isinstance(obj, Bidirectional):
+        return [("recurrent", obj)]
     try:
         describe(obj)
         return [("recurrent", obj)]
@@ -206,45 +214,67 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
             cur = node("Add", [cur, init(p + "b", b)], [p + "out"])
             width = W.shape[1]
         else:
-            rkind, is_time, reset_after, nonlinearity = describe(layer)
+            fwd, bwd, merge = directions(layer)
+            rkind, is_time, reset_after, nonlinearity = describe(fwd)
             if not is_time:
                 raise TypeError(
                     "export the time layers (TimeRNN, TimeLSTM, TimeGRU), not single-step cells"
                 )
-            Wx, Wh, _ = (np.asarray(a) for a in layer.params)
+            Wx, Wh, _ = (np.asarray(a) for a in fwd.params)
             H = Wh.shape[0]
+            if bwd is not None and (
+                describe(bwd) != describe(fwd) or np.asarray(bwd.params[1]).shape != Wh.shape
+            ):
+                raise ValueError(
+                    f"layer {k}: ONNX's bidirectional {_OPS[rkind]} runs one cell: both "
+                    "directions must be the same cell with the same settings and hidden size"
+                )
             if width is not None and Wx.shape[0] != width:
                 raise ValueError(
                     f"layer {k} takes inputs of size {Wx.shape[0]}, the layer before gives {width}"
                 )
-            w_in, w_rec, b_in, b_rec = to_rows(
-                _ONNX_GATES[rkind], blocks_of(layer), _NEGATED[rkind]
-            )
+            rows = [
+                to_rows(_ONNX_GATES[rkind], blocks_of(d), _NEGATED[rkind])
+                for d in ((fwd, bwd) if bwd is not None else (fwd,))
+            ]
+            if bwd is not None:
+                direction = "bidirectional"
+            else:
+                direction = "reverse" if getattr(fwd, "reverse", False) else "forward"
             if not time_major:
                 cur = node("Transpose", [cur], [p + "time_major"], perm=[1, 0, 2])
                 time_major = True
-            attrs = {"hidden_size": H, "direction": "forward"}
+            attrs = {"hidden_size": H, "direction": direction}
             if rkind == "rnn":
-                attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[nonlinearity]]
+                act = {"tanh": "Tanh", "relu": "Relu"}[nonlinearity]
+                attrs["activations"] = [act] * len(rows)
             if rkind == "gru":
                 attrs["linear_before_reset"] = int(reset_after)
-            outs = [p + "Y"]
             node(
                 _OPS[rkind],
                 [
                     cur,
-                    init(p + "W", w_in[None]),
-                    init(p + "R", w_rec[None]),
-                    init(p + "B", np.concatenate([b_in, b_rec])[None]),
+                    init(p + "W", np.stack([r[0] for r in rows])),
+                    init(p + "R", np.stack([r[1] for r in rows])),
+                    init(p + "B", np.stack([np.concatenate([r[2], r[3]]) for r in rows])),
                     "sequence_lens" if sequence_lens else "",
                 ],
-                outs,
+                [p + "Y"],
                 **attrs,
             )
-            if axes1 is None:
+            if axes1 is None and (bwd is None or merge == "sum"):
                 axes1 = init("axes_1", np.array([1], np.int64))
-            cur = node("Squeeze", [p + "Y", axes1], [p + "out"])
-            width = H
+            if bwd is None:  # Y (T, 1, N, H) -> (T, N, H)
+                cur = node("Squeeze", [p + "Y", axes1], [p + "out"])
+                width = H
+            elif merge == "sum":  # Y (T, 2, N, H) -> the two directions' sum (T, N, H)
+                cur = node("ReduceSum", [p + "Y", axes1], [p + "out"], keepdims=0)
+                width = H
+            else:  # Y (T, 2, N, H) -> (T, N, 2, H) -> (T, N, 2H): forward half first
+                y = node("Transpose", [p + "Y"], [p + "Y_tnd"], perm=[0, 2, 1, 3])
+                shape = init(p + "shape", np.array([0, 0, 2 * H], np.int64))
+                cur = node("Reshape", [y, shape], [p + "out"])
+                width = 2 * H
     if time_major:
         cur = node("Transpose", [cur], ["batch_major"], perm=[1, 0, 2])
     out_name = (
@@ -313,13 +343,14 @@ def _decode(v):
 
 
 def import_onnx(path):
-    """Read a graph of ONNX ``RNN`` / ``LSTM`` / ``GRU`` (forward, one direction), ``Gather``
+    """Read a graph of ONNX ``RNN`` / ``LSTM`` / ``GRU`` (any direction), ``Gather``
     (embedding), ``MatMul`` + ``Add`` (affine) back into fastrnn objects.
 
     Returns the object ``export`` wrote when the graph carries fastrnn's metadata and the class is
     known; otherwise the single layer, a ``fastrnn.models.Stack`` of recurrent layers, or a list
     of the layers in graph order.  Raises ValueError for operators or attributes fastrnn has no
-    counterpart for (naming them), NotImplementedError for bidirectional operators.
+    counterpart for (naming them).  A bidirectional operator becomes a ``Bidirectional``
+    (merge "sum" when its output feeds a ReduceSum, else "concat").
     """
     onnx = _onnx()
     numpy_helper = onnx.numpy_helper
@@ -332,8 +363,13 @@ def import_onnx(path):
             consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
     parts = []
     pending_matmul = {}  # MatMul output name -> W
+    # a bidirectional operator's Y summed over its direction axis: merge="sum"
+    summed = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
+    bidirectional_outputs = set()
     for n in graph.node:
         op = n.op_type
+        if op == "ReduceSum" and n.input[0] in bidirectional_outputs:
+            continue  # the merge of a bidirectional layer's directions
         if op in (
             "Transpose",
             "Squeeze",
@@ -365,7 +401,11 @@ def import_onnx(path):
                 if kind == "affine" and spec[0] == src[0]:
                     spec[2] = inits[bias[0]]
         elif op in _KINDS:
-            parts.append(("recurrent", _recurrent_from_node(path, n, inits)))
+            merge = "sum" if n.output and n.output[0] in summed else "concat"
+            layer = _recurrent_from_node(path, n, inits, merge)
+            if n.output and getattr(layer, "merge", None) is not None:
+                bidirectional_outputs.add(n.output[0])
+            parts.append(("recurrent", layer))
         else:
             raise ValueError(f"{path}: operator {op} ({n.name!r}) has no fastrnn counterpart")
     layers = []
@@ -426,18 +466,16 @@ def _rebuild(path, meta, layers):
         ) from e
 
 
-def _recurrent_from_node(path, n, inits):
+def _recurrent_from_node(path, n, inits, merge="concat"):
     kind = _KINDS[n.op_type]
     attrs = {k: _decode(v) for k, v in _attrs(n).items()}
     direction = attrs.get("direction", "forward")
-    if direction == "bidirectional":
-        raise NotImplementedError(
-            f"{path}: node {n.name!r} is bidirectional; fastrnn has no Bidirectional layer yet"
-        )
-    if direction != "forward":
+    if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(
-            f"{path}: node {n.name!r} has direction {direction!r}; only forward is supported"
+            f"{path}: node {n.name!r} has direction {direction!r}; expected forward, reverse "
+            "or bidirectional"
         )
+    dirs = 2 if direction == "bidirectional" else 1
     if attrs.get("layout", 0) != 0 or attrs.get("clip") is not None or attrs.get("input_forget", 0):
         raise ValueError(
             f"{path}: node {n.name!r} uses layout, clip or input_forget, which "
@@ -448,9 +486,9 @@ def _recurrent_from_node(path, n, inits):
         kind
     ]
     nonlinearity = "tanh"
-    if kind == "rnn" and acts in (["relu"],):
+    if kind == "rnn" and acts in (["relu"] * dirs,):
         nonlinearity = "relu"
-    elif acts and acts != default:
+    elif acts and acts != default * dirs:
         raise ValueError(
             f"{path}: node {n.name!r} has activations {acts}; fastrnn's {kind} uses {default}"
         )
@@ -469,9 +507,10 @@ def _recurrent_from_node(path, n, inits):
         ) from None
     B = inits.get(ins[3]) if ins[3] else None
     gates = len(_ONNX_GATES[kind])
-    if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
+    if W.ndim != 3 or W.shape[0] != dirs or R.ndim != 3 or R.shape[0] != dirs:
         raise ValueError(
-            f"{path}: node {n.name!r} W / R must be [1, gates*H, ...], got {W.shape} / {R.shape}"
+            f"{path}: node {n.name!r} (direction {direction}) W / R must be "
+            f"[{dirs}, gates*H, ...], got {W.shape} / {R.shape}"
         )
     H = R.shape[2]
     if attrs.get("hidden_size", H) != H or W.shape[1] != gates * H or R.shape[1] != gates * H:
@@ -480,11 +519,23 @@ def _recurrent_from_node(path, n, inits):
             f"hidden_size {attrs.get('hidden_size')}"
         )
     if B is None:
-        B = np.zeros((1, 2 * gates * H), W.dtype)
-    if B.shape != (1, 2 * gates * H):
-        raise ValueError(f"{path}: node {n.name!r} B must be [1, {2 * gates * H}], got {B.shape}")
-    blocks = from_rows(
-        _ONNX_GATES[kind], W[0], R[0], B[0, : gates * H], B[0, gates * H :], _NEGATED[kind]
-    )
+        B = np.zeros((dirs, 2 * gates * H), W.dtype)
+    if B.shape != (dirs, 2 * gates * H):
+        raise ValueError(
+            f"{path}: node {n.name!r} B must be [{dirs}, {2 * gates * H}], got {B.shape}"
+        )
     reset_after = kind == "gru" and bool(attrs.get("linear_before_reset", 0))
-    return build(kind, blocks, reset_after=reset_after, nonlinearity=nonlinearity)
+    layers = []
+    for d in range(dirs):
+        blocks = from_rows(
+            _ONNX_GATES[kind], W[d], R[d], B[d, : gates * H], B[d, gates * H :], _NEGATED[kind]
+        )
+        reverse = direction == "reverse" or d == 1
+        layers.append(
+            build(kind, blocks, reset_after=reset_after, nonlinearity=nonlinearity, reverse=reverse)
+        )
+    if dirs == 1:
+        return layers[0]
+    from ..layers.bidirectional import Bidirectional
+
+    return Bidirectional(layers[0], layers[1], merge)

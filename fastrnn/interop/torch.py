@@ -3,7 +3,8 @@
 =======================  ========================================================================
 PyTorch                  fastrnn
 =======================  ========================================================================
-``nn.RNN`` (tanh/relu)   ``TimeRNN`` (several layers: a ``fastrnn.Stack`` of them)
+``nn.RNN`` (tanh/relu)   ``TimeRNN`` (several layers: a ``fastrnn.Stack`` of them;
+                         ``bidirectional=True``: ``Bidirectional`` layers)
 ``nn.LSTM``              ``TimeLSTM``
 ``nn.GRU``               ``TimeGRU(reset_after=True)``
 ``nn.RNNCell`` etc.      the cells ``RNN``, ``LSTM``, ``GRU``
@@ -29,9 +30,14 @@ fastrnn); the GRU keeps them as its two bias rows (PyTorch's GRU is fastrnn's re
 Going back, ``b_hh`` is zero for the RNN and LSTM.  Modules are batch-first or not as you like:
 the weights are the same, and fastrnn's layers are batch-major (N, T, D).
 
-The dtype follows the module (float32 or float64).  Bidirectional modules and LSTMs with
-``proj_size`` have no fastrnn counterpart yet (NotImplementedError); ``dropout`` between layers
-carries over both ways (it acts in training only).
+Bidirectional modules (``bidirectional=True``) become ``fastrnn.layers.Bidirectional`` layers
+(``merge="concat"``, the backward direction a layer with ``reverse=True`` holding the
+``*_reverse`` weights), a ``Stack`` of them for several layers, and back; with ``lengths`` they
+compute what PyTorch computes on ``pack_padded_sequence(..., enforce_sorted=False)``.
+
+The dtype follows the module (float32 or float64).  LSTMs with ``proj_size`` have no fastrnn
+counterpart yet (NotImplementedError); ``dropout`` between layers carries over both ways (it
+acts in training only).
 """
 
 import numpy as np
@@ -90,19 +96,17 @@ def _to_torch_gates(kind, blocks):
 
 def _recurrent_from_torch(module, kind, is_seq):
     if is_seq:
-        if module.bidirectional:
-            raise NotImplementedError(
-                "bidirectional=True: fastrnn has no Bidirectional layer yet (it is not built)"
-            )
         if getattr(module, "proj_size", 0):
             raise NotImplementedError("LSTM with proj_size > 0 has no fastrnn counterpart")
         suffixes = [f"_l{k}" for k in range(module.num_layers)]
+        bidirectional = bool(module.bidirectional)
     else:
         suffixes = [""]
+        bidirectional = False
     _float_dtype(module, type(module).__name__)
     nonlinearity = getattr(module, "nonlinearity", "tanh")
-    layers = []
-    for sfx in suffixes:
+
+    def layer(sfx, reverse=False):
         w_ih = _np(getattr(module, "weight_ih" + sfx))
         w_hh = _np(getattr(module, "weight_hh" + sfx))
         if module.bias:
@@ -111,9 +115,21 @@ def _recurrent_from_torch(module, kind, is_seq):
         else:
             b_ih = b_hh = np.zeros(w_ih.shape[0], w_ih.dtype)
         blocks = _from_torch_gates(kind, w_ih, w_hh, b_ih, b_hh)
-        layers.append(
-            build(kind, blocks, reset_after=(kind == "gru"), nonlinearity=nonlinearity, time=is_seq)
+        return build(
+            kind,
+            blocks,
+            reset_after=(kind == "gru"),
+            nonlinearity=nonlinearity,
+            time=is_seq,
+            reverse=reverse,
         )
+
+    if bidirectional:
+        from ..layers.bidirectional import Bidirectional
+
+        layers = [Bidirectional(layer(sfx), layer(sfx + "_reverse", True)) for sfx in suffixes]
+    else:
+        layers = [layer(sfx) for sfx in suffixes]
     if len(layers) == 1:
         return layers[0]
     from ._stack import make_stack
@@ -127,8 +143,9 @@ def from_torch(module):
     Parameters
     ----------
     module : torch.nn.Module
-        ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (one layer: a fastrnn time layer; several: a
-        ``fastrnn.Stack``), ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` (a fastrnn
+        ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (one layer: a fastrnn time layer, or a
+        ``Bidirectional`` with ``bidirectional=True``; several: a ``fastrnn.Stack`` of them),
+        ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` (a fastrnn
         cell), ``nn.Embedding`` (``TimeEmbedding``), ``nn.Linear`` (``TimeAffine``), or a
         language model: a module with ``encoder`` (or ``embedding``), ``rnn`` and ``decoder``
         (see the module docstring), or its ``state_dict()`` (a dict).
@@ -180,23 +197,45 @@ def _set(param, array):
 def _recurrent_to_torch(layers, batch_first, dropout=0.0):
     torch = _torch()
     nn = torch.nn
-    kind, is_seq, reset_after, nonlinearity = describe(layers[0])
+    from ._stack import directions
+
+    pairs = [directions(layer) for layer in layers]
+    bidirectional = pairs[0][1] is not None
+    first = pairs[0][0]
+    kind, is_seq, reset_after, nonlinearity = describe(first)
     if kind == "gru" and not reset_after:
         raise ValueError(
             "a TimeGRU with reset_after=False has no PyTorch counterpart (nn.GRU "
             "applies the reset gate after the recurrent product: reset_after=True)"
         )
-    Wx, Wh, _ = layers[0].params
+    Wx, Wh, _ = first.params
     D, H = Wx.shape[0], Wh.shape[0]
+    width = 2 * H if bidirectional else H
     dtype = torch.float64 if np.asarray(Wh).dtype == np.float64 else torch.float32
-    for k, layer in enumerate(layers[1:], 1):
-        if describe(layer) != (kind, is_seq, reset_after, nonlinearity):
+    for k, (fwd, bwd, merge) in enumerate(pairs):
+        if (bwd is not None) != bidirectional:
             raise ValueError(
-                f"layer {k} of the stack is not a {type(layers[0]).__name__} of "
-                "the same settings as layer 0: PyTorch stacks one kind"
+                f"layer {k} of the stack is {'not ' if bwd is None else ''}bidirectional, "
+                "unlike layer 0: PyTorch stacks layers of one kind"
             )
-        if layer.params[0].shape[0] != H or layer.params[1].shape[0] != H:
-            raise ValueError(f"layer {k} of the stack must have input and hidden size {H}")
+        if bidirectional and merge != "concat":
+            raise ValueError(
+                f"layer {k}: a Bidirectional with merge={merge!r} has no PyTorch counterpart "
+                '(nn.LSTM(bidirectional=True) concatenates: merge="concat")'
+            )
+        for layer in (fwd, bwd) if bwd is not None else (fwd,):
+            if describe(layer) != (kind, is_seq, reset_after, nonlinearity):
+                raise ValueError(
+                    f"layer {k} of the stack is not a {type(first).__name__} of "
+                    "the same settings as layer 0: PyTorch stacks one kind"
+                )
+            if layer.params[1].shape[0] != H or (k and layer.params[0].shape[0] != width):
+                raise ValueError(
+                    f"layer {k} of the stack must have hidden size {H}"
+                    + (f" and input size {width}" if k else "")
+                )
+        if bidirectional and bwd.params[0].shape[0] != fwd.params[0].shape[0]:
+            raise ValueError(f"layer {k}: the two directions take different input sizes")
     if is_seq:
         cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
         kwargs = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
@@ -207,6 +246,7 @@ def _recurrent_to_torch(layers, batch_first, dropout=0.0):
             batch_first=batch_first,
             dtype=dtype,
             dropout=dropout if len(layers) > 1 else 0.0,
+            bidirectional=bidirectional,
             **kwargs,
         )
         suffixes = [f"_l{k}" for k in range(len(layers))]
@@ -215,15 +255,18 @@ def _recurrent_to_torch(layers, batch_first, dropout=0.0):
         kwargs = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
         module = cls(D, H, dtype=dtype, **kwargs)
         suffixes = [""]
-    for sfx, layer in zip(suffixes, layers):
-        w_ih, w_hh, b_ih, b_hh = _to_torch_gates(kind, blocks_of(layer))
-        for name, value in (
-            ("weight_ih", w_ih),
-            ("weight_hh", w_hh),
-            ("bias_ih", b_ih),
-            ("bias_hh", b_hh),
-        ):
-            _set(getattr(module, name + sfx), value)
+    for sfx, (fwd, bwd, _) in zip(suffixes, pairs):
+        for tail, layer in (("", fwd), ("_reverse", bwd)):
+            if layer is None:
+                continue
+            w_ih, w_hh, b_ih, b_hh = _to_torch_gates(kind, blocks_of(layer))
+            for name, value in (
+                ("weight_ih", w_ih),
+                ("weight_hh", w_hh),
+                ("bias_ih", b_ih),
+                ("bias_hh", b_hh),
+            ):
+                _set(getattr(module, name + sfx + tail), value)
     return module
 
 
@@ -233,8 +276,9 @@ def to_torch(obj, batch_first=True):
     Parameters
     ----------
     obj
-        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU(reset_after=True)``, a ``fastrnn.Stack`` of
-        one kind of them (one multi-layer module), a cell (``nn.RNNCell`` etc.),
+        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU(reset_after=True)``, a concatenating
+        ``Bidirectional`` pair of them, a ``fastrnn.Stack`` of one kind of them (one
+        multi-layer module, bidirectional if its layers are), a cell (``nn.RNNCell`` etc.),
         ``TimeEmbedding``, ``TimeAffine`` or a ``fastrnn.models.LanguageModel`` (LSTM or RNN
         layers of one hidden size, plain connections): a ``TorchLanguageModel``.
     batch_first : bool
@@ -257,7 +301,7 @@ def to_torch(obj, batch_first=True):
 
     layers = stack_layers(obj)
     if layers is not None:
-        return _recurrent_to_torch(layers, batch_first, obj.dropout)
+        return _recurrent_to_torch(layers, batch_first, getattr(obj, "dropout", 0.0))
     try:
         describe(obj)
     except TypeError:
@@ -408,7 +452,8 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
     prefix = rnn_keys[0][: -len("weight_ih_l0")]
     if any(k.startswith(prefix) and k.endswith("_reverse") for k in state):
         raise NotImplementedError(
-            "bidirectional recurrent layers: fastrnn has no Bidirectional layer yet"
+            "bidirectional recurrent layers in a language model: fastrnn's LanguageModel "
+            "reads left to right (convert the recurrent module alone: from_torch(module.rnn))"
         )
     head = next((p for p in _READOUT_PREFIXES if p + "bias" in state), None)
     if head is None:

@@ -3,11 +3,15 @@
 
 - ``recurrent``: ``TimeRNN``, ``TimeLSTM``, ``TimeGRU`` and the single-step cells ``RNN``,
   ``LSTM``, ``GRU``.
-- ``stack``: ``Stack``, recurrent layers stacked (dropout, residual or dense connections,
-  recurrent variational masks between them).
+- ``bidirectional``: ``Bidirectional``, a forward and a reverse layer over the same input.
+- ``stack``: ``Stack``, recurrent and bidirectional layers stacked (dropout, residual, dense or
+  highway connections, recurrent variational masks between them).
+- ``pooling``: ``LastPool``, ``MeanPool``, ``MaxPool``: (N, T, F) to (N, F) over valid steps.
 """
 
+from .bidirectional import Bidirectional
 from .lm import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss, VariationalDropout
+from .pooling import LastPool, MaxPool, MeanPool
 from .recurrent import GRU, LSTM, RNN, TimeGRU, TimeLSTM, TimeRNN
 from .stack import Stack
 
@@ -19,6 +23,10 @@ __all__ = [
     "LSTM",
     "GRU",
     "Stack",
+    "Bidirectional",
+    "LastPool",
+    "MeanPool",
+    "MaxPool",
     "TimeEmbedding",
     "TimeAffine",
     "TimeSoftmaxWithLoss",

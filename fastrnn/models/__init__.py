@@ -2,6 +2,8 @@
 
 - ``regression``: ``SequenceRegressor`` (one recurrent layer, a linear read-out of h_T, MSE), the
   model of ``fastrnn demo``, with ``init_params`` and ``make_layer``.
+- ``classifier``: ``SequenceClassifier`` (embedding or dense input, a ``Stack`` of recurrent or
+  bidirectional layers over variable lengths, a pooling head, softmax cross-entropy).
 - ``lm``: ``LanguageModel`` (embedding, a ``Stack`` of recurrent layers, tied or untied read-out,
   softmax cross-entropy) and the book's ``Rnnlm`` and ``BetterRnnlm``.
 
@@ -9,6 +11,7 @@
 """
 
 from ..train.optim import SGD, Adam
+from .classifier import SequenceClassifier
 from .lm import BetterRnnlm, LanguageModel, Rnnlm
 from .regression import CELLS, Linear, MSELoss, SequenceRegressor, init_params, make_layer
 
@@ -22,6 +25,7 @@ __all__ = [
     "SGD",
     "Adam",
     "LanguageModel",
+    "SequenceClassifier",
     "Rnnlm",
     "BetterRnnlm",
 ]

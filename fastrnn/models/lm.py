@@ -37,7 +37,7 @@ from ..layers.lm import (
     TimeSoftmaxWithLoss,
     VariationalDropout,
 )
-from ..layers.stack import CONNECTIONS, Stack, _child_seeds, _ratio
+from ..layers.stack import Stack, _child_seeds, _ratio
 from .regression import CELLS
 
 __all__ = ["LanguageModel", "Rnnlm", "BetterRnnlm", "INITS", "VARIATIONAL_KEYS"]
@@ -47,6 +47,8 @@ INITS = ("uniform", "normal", "orthogonal")
 #: the dropout sites a ``variational`` dict may name
 VARIATIONAL_KEYS = ("embedding", "input", "hidden", "recurrent", "output")
 _FLOATS = {"float32": np.float32, "float64": np.float64}
+#: the Stack connections a LanguageModel builds (its params list has no highway gates)
+CONNECTIONS = (None, "residual", "dense")
 
 
 def _positive_int(value, name):
