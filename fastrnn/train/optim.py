@@ -2,7 +2,6 @@
 arrays in place, so layers, which read their ``params`` afresh at every call, see the new values."""
 
 import numpy as np
-from scipy.linalg import blas
 
 __all__ = ["SGD", "Adam"]
 
@@ -15,25 +14,10 @@ class SGD:
 
     def update(self, params, grads):
         for p, g in zip(params, grads):
-            if _axpy_ok(p, g):
-                # one pass, no temporary: `p -= lr * g` writes lr * g to a new array first
-                # (measured 2.3x faster for a 10000 x 650 float32 parameter)
-                blas.get_blas_funcs("axpy", (p,))(g.reshape(-1), p.reshape(-1), a=-self.lr)
-            else:
-                p -= self.lr * g
-
-
-def _axpy_ok(p, g):
-    """Can BLAS's axpy update p in place from g?  (Both contiguous, the same BLAS dtype: a
-    non-contiguous p would be copied by the wrapper and the update lost.)"""
-    return (
-        p.dtype == g.dtype
-        and p.shape == g.shape
-        and p.dtype in (np.float32, np.float64)
-        and p.flags.c_contiguous
-        and g.flags.c_contiguous
-        and p.size > 0
-    )
+            # NumPy, not BLAS axpy: a threaded BLAS call here leaves OpenBLAS's workers spinning
+            # into the next forward, where they took a core from its kernel threads (a 2x200 LM
+            # iteration at 2 threads: 84 ms with axpy, about 45 ms without)
+            p -= self.lr * g
 
 
 class Adam:
