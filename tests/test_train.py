@@ -357,8 +357,8 @@ def test_torch_reference_script_trains(tmp_path):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "strided", "mixed-dtype", "empty"])
 def test_sgd_updates_every_parameter_in_place(dtype, layout):
-    """SGD goes through BLAS axpy where it can update in place, else NumPy: either way every
-    parameter array (the caller's object) holds p - lr * g afterwards."""
+    """Every parameter array (the caller's object, whatever its layout and the gradient's dtype)
+    holds p - lr * g afterwards."""
     rng = np.random.default_rng(3)
     base = rng.standard_normal((6, 8)).astype(dtype)
     if layout == "contiguous":
