@@ -28,26 +28,9 @@ from ..layers.bidirectional import Bidirectional
 from ..layers.lm import TimeEmbedding, TimeSoftmaxWithLoss
 from ..layers.pooling import POOLINGS, make_pooling
 from ..layers.stack import Stack
+from .lm import _FLOATS, _dtype_name, _positive_int as _positive
 
 __all__ = ["SequenceClassifier"]
-
-_FLOATS = {"float32": np.float32, "float64": np.float64}
-
-
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _dtype_name(dtype):
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in _FLOATS:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
-    return name
 
 
 @register
