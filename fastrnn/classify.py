@@ -19,11 +19,12 @@ from the training part; a held-out part (``--test-fraction``, or ``--test FILE``
 test accuracy.
 """
 
-import argparse
 import inspect
 import time
 
 import numpy as np
+
+from .cli import fraction, positive
 
 __all__ = [
     "accuracy",
@@ -316,23 +317,6 @@ def _train(args):
         return 2
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def add_parser(subparsers):
     """Register ``classify`` (with ``demo`` and ``train``) on an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -347,10 +331,10 @@ def add_parser(subparsers):
         help="unidirectional vs bidirectional on a built-in task that needs the future",
         description=__doc__.split("\n\n")[1],
     )
-    d.add_argument("--epochs", type=_positive, default=DEMO_DEFAULTS["epochs"])
+    d.add_argument("--epochs", type=positive(), default=DEMO_DEFAULTS["epochs"])
     d.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"])
     d.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=DEMO_DEFAULTS["cell"])
-    d.add_argument("--hidden", type=_positive, default=DEMO_DEFAULTS["hidden"])
+    d.add_argument("--hidden", type=positive(), default=DEMO_DEFAULTS["hidden"])
     d.set_defaults(func=_demo)
     t = sub.add_parser(
         "train",
@@ -359,20 +343,20 @@ def add_parser(subparsers):
     )
     t.add_argument("--data", required=True, help="the labelled corpus (label<TAB>sentence)")
     t.add_argument("--test", help="a separate test file (default: hold out --test-fraction)")
-    t.add_argument("--test-fraction", type=_fraction, default=0.1)
-    t.add_argument("--epochs", type=_positive, default=5)
-    t.add_argument("--batch-size", type=_positive, default=32)
+    t.add_argument("--test-fraction", type=fraction, default=0.1)
+    t.add_argument("--epochs", type=positive(), default=5)
+    t.add_argument("--batch-size", type=positive(), default=32)
     t.add_argument("--lr", type=float, default=0.003)
     t.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm")
-    t.add_argument("--embed", type=_positive, default=64)
-    t.add_argument("--hidden", type=_positive, default=64)
-    t.add_argument("--layers", type=_positive, default=1)
+    t.add_argument("--embed", type=positive(), default=64)
+    t.add_argument("--hidden", type=positive(), default=64)
+    t.add_argument("--layers", type=positive(), default=1)
     t.add_argument("--connection", choices=("residual", "dense", "highway"), default=None)
     t.add_argument("--dropout", type=float, default=0.0)
     t.add_argument("--pooling", choices=("last", "mean", "max"), default="last")
     t.add_argument("--unidirectional", action="store_true")
-    t.add_argument("--min-count", type=_positive, default=1, help="rarer words become <unk>")
-    t.add_argument("--max-len", type=_positive, default=200, help="longer sentences are cut")
+    t.add_argument("--min-count", type=positive(), default=1, help="rarer words become <unk>")
+    t.add_argument("--max-len", type=positive(), default=200, help="longer sentences are cut")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save", help="write the trained model here (fastrnn.save)")
     t.set_defaults(func=_train)

@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from . import diagnostics
+from .cli import positive
 from .diagnostics import GradClipper, flow_summary, spectral_norm
 from .models import SGD, Adam, SequenceRegressor
 
@@ -543,19 +544,6 @@ def _cells(text):
     return list(dict.fromkeys(cells))
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
-
-
 def _add_arguments(p):
     d = DEFAULTS
     p.add_argument(
@@ -566,49 +554,49 @@ def _add_arguments(p):
     )
     p.add_argument(
         "--length",
-        type=_positive(int),
+        type=positive(int),
         default=d["length"],
         metavar="T",
         help="sequence length of the adding problem (default: %(default)s)",
     )
     p.add_argument(
         "--hidden",
-        type=_positive(int),
+        type=positive(int),
         default=None,
         metavar="H",
         help=f"hidden size (default: {d['hidden']}; --quick: {QUICK['hidden']})",
     )
     p.add_argument(
         "--steps",
-        type=_positive(int),
+        type=positive(int),
         default=None,
         help=f"training steps per cell (default: {d['steps']}; --quick: {QUICK['steps']})",
     )
     p.add_argument(
-        "--batch", type=_positive(int), default=d["batch"], help="batch size (default: %(default)s)"
+        "--batch", type=positive(int), default=d["batch"], help="batch size (default: %(default)s)"
     )
     p.add_argument(
         "--lr",
-        type=_positive(float),
+        type=positive(float),
         default=d["lr"],
         help="Adam learning rate for part 1 (default: %(default)s)",
     )
     p.add_argument(
         "--clip",
-        type=_positive(float),
+        type=positive(float),
         default=d["clip"],
         metavar="MAX_NORM",
         help="clip_grads max_norm (default: %(default)s)",
     )
     p.add_argument(
         "--wh-scale",
-        type=_positive(float),
+        type=positive(float),
         default=d["wh_scale"],
         help="scale of Wh for the exploding-gradient runs (default: %(default)s)",
     )
     p.add_argument(
         "--sgd-lr",
-        type=_positive(float),
+        type=positive(float),
         default=d["sgd_lr"],
         help="SGD learning rate for the exploding-gradient runs (default: %(default)s)",
     )

@@ -4,7 +4,8 @@ Kinds: "rnn", "lstm", "gru" (GRU, reset_after=False) and "gru_ra" (GRU, reset_af
 bias has shape (2, 3H)).  ``make_params`` builds parameters, ``make_time`` / ``make_cell`` build a
 layer of either implementation, ``run_time`` / ``run_cell`` drive one forward + backward and
 return everything observable, ``assert_close`` compares with a per-dtype tolerance, and
-``num_grad`` / ``central_difference`` are the finite differences the gradient checks compare with.
+``num_grad`` / ``central_difference`` / ``max_grad_error`` are the finite differences the gradient
+checks compare with.
 """
 
 import os
@@ -202,6 +203,14 @@ def num_grad(f, arr, eps=1e-6):
     for idx in np.ndindex(arr.shape):
         g[idx] = central_difference(f, arr, idx, eps)
     return g
+
+
+def max_grad_error(f, arrays, grads, eps=1e-6):
+    """max |finite difference - analytic| over every entry of every array (the gradient checks
+    of composite layers and models: ``grads[i]`` is the analytic gradient of f() w.r.t.
+    ``arrays[i]``, read before f() runs again)."""
+    grads = [np.array(g, copy=True) for g in grads]
+    return max(float(np.max(np.abs(num_grad(f, a, eps) - g))) for a, g in zip(arrays, grads))
 
 
 def all_arrays_equal(a, b):

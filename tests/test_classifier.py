@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import max_grad_error
 
 import fastrnn
 from fastrnn import classify, reference as ref
@@ -18,23 +19,6 @@ REF = {"rnn": ref.TimeRNN, "lstm": ref.TimeLSTM, "gru": ref.TimeGRU}
 CLASSES, NOTE = classify.layer_classes()  # None: fastrnn's own layers take lengths
 needs_fast = pytest.mark.skipif(CLASSES is not None, reason="fastrnn's layers take no lengths")
 MODULES = [pytest.param(REF, id="reference"), pytest.param(None, id="fastrnn", marks=needs_fast)]
-
-
-def numeric_check(f, arrays, grads, eps=1e-6):
-    worst = 0.0
-    for arr, g in zip(arrays, grads):
-        g = np.array(g, copy=True)
-        num = np.zeros_like(arr)
-        for i in np.ndindex(arr.shape):
-            old = arr[i]
-            arr[i] = old + eps
-            up = f()
-            arr[i] = old - eps
-            down = f()
-            arr[i] = old
-            num[i] = (up - down) / (2 * eps)
-        worst = max(worst, float(np.max(np.abs(num - g))))
-    return worst
 
 
 def model_of(classes, rng, pooling="last", vocab=7, hidden=(2, 3), **kw):
@@ -71,7 +55,7 @@ def test_classifier_gradients(classes, pooling, rng):
 
     f()
     m.backward()
-    assert numeric_check(f, m.params, m.grads) < 1e-7
+    assert max_grad_error(f, m.params, m.grads) < 1e-7
 
 
 def test_classifier_dense_input_gradients(rng):
@@ -85,7 +69,7 @@ def test_classifier_dense_input_gradients(rng):
 
     f()
     m.backward()
-    assert numeric_check(f, m.params, m.grads) < 1e-7
+    assert max_grad_error(f, m.params, m.grads) < 1e-7
 
 
 @pytest.mark.parametrize("opt", [SGD(0.5), Adam(0.05)], ids=["sgd", "adam"])

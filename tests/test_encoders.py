@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import max_grad_error
 
 import fastrnn
 from fastrnn import reference as ref
@@ -28,24 +29,6 @@ MODULES = [
     ),
 ]
 LENGTHS = np.array([5, 1, 3, 4])  # N = 4 rows, T = 5
-
-
-def numeric_check(f, arrays, grads, eps=1e-6):
-    """max |finite difference - analytic| over every entry of every array."""
-    worst = 0.0
-    for arr, g in zip(arrays, grads):
-        g = np.array(g, copy=True)
-        num = np.zeros_like(arr)
-        for i in np.ndindex(arr.shape):
-            old = arr[i]
-            arr[i] = old + eps
-            up = f()
-            arr[i] = old - eps
-            down = f()
-            arr[i] = old
-            num[i] = (up - down) / (2 * eps)
-        worst = max(worst, float(np.max(np.abs(num - g))))
-    return worst
 
 
 # ---- Bidirectional ------------------------------------------------------------------------------
@@ -88,7 +71,7 @@ def test_bidirectional_gradients(classes, merge, rng):
 
     f()
     dxs = bi.backward(R)
-    assert numeric_check(f, [xs] + bi.params, [dxs] + bi.grads) < 1e-7
+    assert max_grad_error(f, [xs] + bi.params, [dxs] + bi.grads) < 1e-7
 
 
 def test_bidirectional_threads_agree(rng):
@@ -188,7 +171,7 @@ def test_stack_gradients(classes, connection, merge, rng):
     f()
     dxs = stack.backward(R)
     assert len(stack.params) == 18 + (4 if connection == "highway" else 0)
-    assert numeric_check(f, [xs] + stack.params, [dxs] + stack.grads) < 1e-7
+    assert max_grad_error(f, [xs] + stack.params, [dxs] + stack.grads) < 1e-7
     hs = stack.forward(xs, LENGTHS)
     for n, L in enumerate(LENGTHS):
         assert not hs[n, L:].any()  # nothing leaks into the padding
@@ -228,7 +211,7 @@ def test_stack_mixed_layers_with_dropout_gradients(classes, rng):
     stack = make()
     stack.forward(xs, LENGTHS)
     dxs = stack.backward(R)
-    assert numeric_check(f, [xs] + stack.params, [dxs] + stack.grads) < 1e-7
+    assert max_grad_error(f, [xs] + stack.params, [dxs] + stack.grads) < 1e-7
 
 
 def test_highway_is_its_definition(rng):
@@ -324,7 +307,7 @@ def test_pooling_gradients(name, split, rng):
 
     f()
     dhs = pool.backward(R)
-    assert numeric_check(f, [hs], [dhs]) < 1e-8
+    assert max_grad_error(f, [hs], [dhs]) < 1e-8
     for n, L in enumerate(LENGTHS):
         assert not dhs[n, L:].any()
 
