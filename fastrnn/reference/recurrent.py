@@ -382,31 +382,30 @@ def _schedule(lengths, N, T, reverse):
     return steps
 
 
-class TimeRNN:
-    """A vanilla RNN unrolled over ``T`` timesteps (DLfS2 ``TimeRNN``).
+class _TimeLayer:
+    """The time loop of every cell, once: a fresh cell per loop step (``_cell``), run on the
+    rows still active at their own time index (``_schedule``), the state carried in
+    ``self.h`` (and ``self.c`` for the LSTM: ``_state`` names the carried arrays).
 
-    ``forward(xs, lengths=None, h_mask=None)``: ``lengths`` (N,) runs row ``n``
-    over its first ``lengths[n]`` steps (in reverse from ``lengths[n] - 1`` with
-    ``reverse=True``); ``h_mask`` (N, H) multiplies ``h_{t-1}`` in the product
-    ``h_{t-1} Wh`` at every step (recurrent dropout)."""
+    The cells' methods differ only in how many state arrays they pass along:
+    ``forward(x, *state, h_mask)`` returns the new state (a tuple when there are
+    several), ``backward(dh, *dstate_rest)`` returns ``(dx, *dstate)``."""
 
-    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh", reverse=False):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
+    _state = ("h",)
+
+    def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.layers = None
         self.steps = None
-        self.h, self.dh = None, None
+        for name in self._state:
+            setattr(self, name, None)
+            setattr(self, "d" + name, None)
         self.stateful = stateful
         self.reverse = _check_reverse(reverse, stateful)
         self.track_grad_norms = False
         self.grad_norms_h = None
         self.grad_norms_c = None
-
-    def _cell(self):
-        return RNN(*self.params, nonlinearity=self.nonlinearity)
 
     def forward(self, xs, lengths=None, h_mask=None):
         Wx, Wh, b = self.params
@@ -421,18 +420,23 @@ class TimeRNN:
         self.steps = _schedule(lengths, N, T, self.reverse)
         hs = np.zeros((N, T, H), dtype=dtype)
 
-        if not self.stateful or self.h is None:
-            self.h = np.zeros((N, H), dtype=dtype)
-        h = np.array(self.h, dtype=dtype)
+        state = []
+        for name in self._state:
+            if not self.stateful or getattr(self, name) is None:
+                setattr(self, name, np.zeros((N, H), dtype=dtype))
+            state.append(np.array(getattr(self, name), dtype=dtype))
 
         for rows, ts in self.steps:
             layer = self._cell()
             mask = None if h_mask is None else h_mask[rows]
-            h[rows] = layer.forward(xs[rows, ts, :], h[rows], mask)
-            hs[rows, ts, :] = h[rows]
+            new = layer.forward(xs[rows, ts, :], *(s[rows] for s in state), mask)
+            for s, value in zip(state, new if len(state) > 1 else (new,)):
+                s[rows] = value
+            hs[rows, ts, :] = state[0][rows]
             self.layers.append(layer)
 
-        self.h = h
+        for name, s in zip(self._state, state):
+            setattr(self, name, s)
         return hs
 
     def backward(self, dhs):
@@ -444,17 +448,24 @@ class TimeRNN:
 
         dxs = np.zeros((N, T, D), dtype=dtype)
         # with lengths or reverse, entry s is loop step s (the s-th step each row takes)
-        norms_h = np.zeros(T, dtype=np.float64) if self.track_grad_norms else None
+        track = self.track_grad_norms
+        norms = {n: np.zeros(T, dtype=np.float64) if track else None for n in self._state}
 
-        dh = np.zeros((N, H), dtype=dtype)
+        dstate = [np.zeros((N, H), dtype=dtype) for _ in self._state]
         grads = [0, 0, 0]
         for s in reversed(range(len(self.steps))):
             rows, ts = self.steps[s]
             layer = self.layers[s]
-            dh_total = dhs[rows, ts, :] + dh[rows]
-            if norms_h is not None:
-                norms_h[s] = _norm64(dh_total)
-            dx, dh[rows] = layer.backward(dh_total)
+            dh_total = dhs[rows, ts, :] + dstate[0][rows]
+            rest = [d[rows] for d in dstate[1:]]
+            if track:
+                norms["h"][s] = _norm64(dh_total)
+                if "c" in norms:  # total gradient w.r.t. c_t, as formed inside LSTM.backward
+                    o, tanh_c = layer.cache[6], layer.cache[8]
+                    norms["c"][s] = _norm64(rest[0] + dh_total * o * (1 - tanh_c**2))
+            dx, *new = layer.backward(dh_total, *rest)
+            for d, value in zip(dstate, new):
+                d[rows] = value
             dxs[rows, ts, :] = dx
 
             for i, grad in enumerate(layer.grads):
@@ -462,19 +473,39 @@ class TimeRNN:
 
         for i, grad in enumerate(grads):
             self.grads[i][...] = grad
-        self.dh = dh
-        self.grad_norms_h = norms_h
-        self.grad_norms_c = None
+        for name, d in zip(self._state, dstate):
+            setattr(self, "d" + name, d)
+        self.grad_norms_h = norms["h"]
+        self.grad_norms_c = norms.get("c")
         return dxs
+
+    def reset_state(self):
+        for name in self._state:
+            setattr(self, name, None)
+
+
+class TimeRNN(_TimeLayer):
+    """A vanilla RNN unrolled over ``T`` timesteps (DLfS2 ``TimeRNN``).
+
+    ``forward(xs, lengths=None, h_mask=None)``: ``lengths`` (N,) runs row ``n``
+    over its first ``lengths[n]`` steps (in reverse from ``lengths[n] - 1`` with
+    ``reverse=True``); ``h_mask`` (N, H) multiplies ``h_{t-1}`` in the product
+    ``h_{t-1} Wh`` at every step (recurrent dropout)."""
+
+    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh", reverse=False):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(Wx, Wh, b, stateful=stateful, reverse=reverse)
+        self.nonlinearity = nonlinearity
+
+    def _cell(self):
+        return RNN(*self.params, nonlinearity=self.nonlinearity)
 
     def set_state(self, h):
         self.h = h
 
-    def reset_state(self):
-        self.h = None
 
-
-class TimeGRU(TimeRNN):
+class TimeGRU(_TimeLayer):
     """A GRU unrolled over ``T`` timesteps (same interface as ``TimeRNN``)."""
 
     def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, reverse=False):
@@ -485,95 +516,18 @@ class TimeGRU(TimeRNN):
     def _cell(self):
         return GRU(*self.params, reset_after=self.reset_after)
 
+    def set_state(self, h):
+        self.h = h
 
-class TimeLSTM:
+
+class TimeLSTM(_TimeLayer):
     """An LSTM unrolled over ``T`` timesteps (DLfS2 ``TimeLSTM``); ``lengths``,
-    ``h_mask`` and ``reverse`` as in ``TimeRNN``."""
+    ``h_mask`` and ``reverse`` as in ``TimeRNN``; carries the cell state ``c`` too."""
 
-    def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
-        self.params = [Wx, Wh, b]
-        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
-        self.layers = None
-        self.steps = None
-        self.h, self.c = None, None
-        self.dh, self.dc = None, None
-        self.stateful = stateful
-        self.reverse = _check_reverse(reverse, stateful)
-        self.track_grad_norms = False
-        self.grad_norms_h = None
-        self.grad_norms_c = None
+    _state = ("h", "c")
 
-    def forward(self, xs, lengths=None, h_mask=None):
-        Wx, Wh, b = self.params
-        dtype = Wx.dtype
-        xs = np.asarray(xs).astype(dtype, copy=False)
-        N, T, D = xs.shape
-        H = Wh.shape[0]
-        lengths = _check_lengths(lengths, N, T)
-        h_mask = _check_mask(h_mask, N, H, dtype)
-
-        self.layers = []
-        self.steps = _schedule(lengths, N, T, self.reverse)
-        hs = np.zeros((N, T, H), dtype=dtype)
-
-        if not self.stateful or self.h is None:
-            self.h = np.zeros((N, H), dtype=dtype)
-        if not self.stateful or self.c is None:
-            self.c = np.zeros((N, H), dtype=dtype)
-        h = np.array(self.h, dtype=dtype)
-        c = np.array(self.c, dtype=dtype)
-
-        for rows, ts in self.steps:
-            layer = LSTM(*self.params)
-            mask = None if h_mask is None else h_mask[rows]
-            h[rows], c[rows] = layer.forward(xs[rows, ts, :], h[rows], c[rows], mask)
-            hs[rows, ts, :] = h[rows]
-            self.layers.append(layer)
-
-        self.h, self.c = h, c
-        return hs
-
-    def backward(self, dhs):
-        Wx, Wh, b = self.params
-        dtype = Wx.dtype
-        dhs = np.asarray(dhs).astype(dtype, copy=False)
-        N, T, H = dhs.shape
-        D = Wx.shape[0]
-
-        dxs = np.zeros((N, T, D), dtype=dtype)
-        track = self.track_grad_norms
-        norms_h = np.zeros(T, dtype=np.float64) if track else None
-        norms_c = np.zeros(T, dtype=np.float64) if track else None
-
-        dh = np.zeros((N, H), dtype=dtype)
-        dc = np.zeros((N, H), dtype=dtype)
-        grads = [0, 0, 0]
-        for s in reversed(range(len(self.steps))):
-            rows, ts = self.steps[s]
-            layer = self.layers[s]
-            dh_total = dhs[rows, ts, :] + dh[rows]
-            if track:
-                # total gradient w.r.t. c_t, as formed inside LSTM.backward
-                o, tanh_c = layer.cache[6], layer.cache[8]
-                dc_total = dc[rows] + dh_total * o * (1 - tanh_c**2)
-                norms_h[s] = _norm64(dh_total)
-                norms_c[s] = _norm64(dc_total)
-            dx, dh[rows], dc[rows] = layer.backward(dh_total, dc[rows])
-            dxs[rows, ts, :] = dx
-
-            for i, grad in enumerate(layer.grads):
-                grads[i] += grad
-
-        for i, grad in enumerate(grads):
-            self.grads[i][...] = grad
-        self.dh = dh
-        self.dc = dc
-        self.grad_norms_h = norms_h
-        self.grad_norms_c = norms_c
-        return dxs
+    def _cell(self):
+        return LSTM(*self.params)
 
     def set_state(self, h, c=None):
         self.h, self.c = h, c
-
-    def reset_state(self):
-        self.h, self.c = None, None
