@@ -31,7 +31,7 @@ import numpy as np
 from . import require
 from ._gates import GATES, blocks_of, build, describe, negate
 
-__all__ = ["from_keras", "to_keras"]
+__all__ = ["from_keras", "lengths_from_mask", "to_keras"]
 
 _KERAS_GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "h")}
 _NEGATED = {"rnn": (), "lstm": (), "gru": ("z",)}
@@ -68,9 +68,43 @@ def from_keras(layer):
         with ``return_sequences=True``.
     """
     keras = _keras()
+    if isinstance(layer, keras.Sequential):
+        return _stack_from_keras(layer)
     if isinstance(layer, keras.layers.Bidirectional):
         return _bidirectional_from_keras(layer)
     return _from_keras(layer, reverse=False)
+
+
+def lengths_from_mask(mask):
+    """Each row's length (N,) int64 from a right-padded Keras mask (N, T) (True on the valid
+    steps, as ``keras.layers.Masking`` or ``Embedding(mask_zero=True)`` make), for fastrnn's
+    ``forward(xs, lengths)``.
+
+    Raises ValueError for a mask whose row has a hole (a False step before a True one: fastrnn
+    reads each row over a prefix of its steps) or no valid step at all, naming the row.
+    """
+    if not isinstance(mask, np.ndarray):
+        mask = _keras().ops.convert_to_numpy(mask)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (N, T), got {mask.shape}")
+    if mask.dtype != np.bool_:
+        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+            raise TypeError(f"mask must hold booleans (or 0 / 1), got dtype {mask.dtype}")
+        mask = mask.astype(bool)
+    lengths = mask.sum(axis=1, dtype=np.int64)
+    prefix = np.arange(mask.shape[1])[None, :] < lengths[:, None]
+    holes = np.flatnonzero((prefix != mask).any(axis=1))
+    if holes.size:
+        n = int(holes[0])
+        raise ValueError(
+            f"mask row {n} is not right-padded ({mask[n].astype(int).tolist()}): fastrnn's "
+            "lengths need the valid steps first, then only padding"
+        )
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(f"mask row {int(empty[0])} has no valid step (lengths must be >= 1)")
+    return lengths
 
 
 _MERGES = {"concat": "concat", "sum": "sum"}
@@ -177,10 +211,104 @@ def to_keras(obj):
     """
     _keras()  # a clear ImportError first, when Keras is missing
     from ..layers.bidirectional import Bidirectional
+    from ..layers.stack import Stack
 
+    if isinstance(obj, Stack):
+        return _stack_to_keras(obj)
     if isinstance(obj, Bidirectional):
         return _bidirectional_to_keras(obj)
     return _to_keras(obj)
+
+
+def _stack_to_keras(stack):
+    """A Stack (plain connections) as a built keras.Sequential: its layers, with a
+    keras.layers.Dropout between consecutive ones when the stack has dropout (noise_shape
+    (None, 1, H): one mask per sequence, for variational=True)."""
+    keras = _keras()
+    from ..layers.bidirectional import Bidirectional
+
+    if stack.connection is not None:
+        raise ValueError(
+            f"a Stack with connection={stack.connection!r} has no keras.Sequential "
+            "counterpart (Keras's stacked RNN layers feed each layer's outputs to the next, "
+            "nothing else): convert its layers one by one"
+        )
+    if stack.recurrent_dropout:
+        raise ValueError(
+            f"a Stack with recurrent_dropout={stack.recurrent_dropout} has no Keras "
+            "counterpart here (fastrnn's one mask per layer is not Keras's recurrent_dropout); "
+            "build the Stack with recurrent_dropout=0"
+        )
+    dtype = np.dtype(stack.dtype).name
+    layers = []
+    for k, layer in enumerate(stack.layers):
+        if k and stack.dropout:
+            H = stack.hidden_sizes[k - 1]
+            noise = (None, 1, H) if stack.variational else None
+            layers.append(keras.layers.Dropout(stack.dropout, noise_shape=noise, dtype=dtype))
+        if isinstance(layer, Bidirectional):
+            layers.append(_bidirectional_to_keras(layer))
+        else:
+            layers.append(_to_keras(layer))
+    model = keras.Sequential(layers)
+    model.build((None, None, stack.input_size))
+    return model
+
+
+def _stack_from_keras(model):
+    """A keras.Sequential of recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional, each
+    returning sequences), with either no Dropout or one Dropout of one rate in every gap
+    between them, as a Stack."""
+    keras = _keras()
+    from ._stack import make_stack
+
+    layers, drops = [], []
+    previous_was_recurrent = False
+    for k, layer in enumerate(model.layers):
+        where = f"layer {k} ({layer.name!r})"
+        if isinstance(layer, keras.layers.Dropout):
+            if not previous_was_recurrent or k == len(model.layers) - 1:
+                raise ValueError(
+                    f"{where}: a Dropout converts only between two recurrent layers (a fastrnn "
+                    "Stack drops once between consecutive layers, nothing before or after)"
+                )
+            drops.append(layer)
+            previous_was_recurrent = False
+            continue
+        if isinstance(layer, keras.layers.Bidirectional):
+            layers.append(_bidirectional_from_keras(layer))
+        elif _kind_of(layer) is not None:
+            if not layer.return_sequences:
+                raise ValueError(
+                    f"{where}: stacked layers must return sequences (return_sequences=True), "
+                    "as a fastrnn Stack returns every step of its last layer"
+                )
+            layers.append(_from_keras(layer, reverse=False))
+        else:
+            raise TypeError(
+                f"{where}: {type(layer).__name__} has no place in a fastrnn Stack (expected "
+                "SimpleRNN, LSTM, GRU, Bidirectional, or Dropout between them)"
+            )
+        previous_was_recurrent = True
+    if not layers:
+        raise ValueError("the keras.Sequential holds no recurrent layer")
+    if not drops:
+        return make_stack(layers)
+    rates = {float(d.rate) for d in drops}
+    shapes = {None if d.noise_shape is None else tuple(d.noise_shape)[1:2] for d in drops}
+    if len(drops) != len(layers) - 1 or len(rates) != 1 or len(shapes) != 1:
+        raise ValueError(
+            "a Stack drops the same way between every two layers: put one Dropout of one rate "
+            f"and noise_shape in every gap (got {len(drops)} Dropout layers for "
+            f"{len(layers) - 1} gaps, rates {sorted(rates)})"
+        )
+    shape = shapes.pop()
+    if shape not in (None, (1,)):
+        raise ValueError(
+            f"Dropout noise_shape {drops[0].noise_shape} has no fastrnn counterpart (expected "
+            "None, or (None, 1, H): one mask per sequence)"
+        )
+    return make_stack(layers, dropout=rates.pop(), variational=shape == (1,))
 
 
 def _bidirectional_to_keras(bi):
@@ -192,7 +320,11 @@ def _bidirectional_to_keras(bi):
             "directions must be the same cell with the same settings and hidden size"
         )
     D = np.asarray(fwd.params[0]).shape[0]
-    layer = keras.layers.Bidirectional(_to_keras(fwd, build=False), merge_mode=bi.merge)
+    dtype = "float64" if np.asarray(fwd.params[1]).dtype == np.float64 else "float32"
+    # the wrapper's own dtype too: it merges (and would cast) the two directions' outputs
+    layer = keras.layers.Bidirectional(
+        _to_keras(fwd, build=False), merge_mode=bi.merge, dtype=dtype
+    )
     layer.build((None, None, D))
     _set_keras_weights(layer.forward_layer, fwd)
     _set_keras_weights(layer.backward_layer, bwd)
@@ -209,14 +341,14 @@ def _to_keras(obj, build=True):
     Wx, Wh, _ = (np.asarray(p) for p in obj.params)
     D, H = Wx.shape[0], Wh.shape[0]
     dtype = "float64" if Wh.dtype == np.float64 else "float32"
+    # zero_output_for_mask: zeros past each row's length under a mask, as fastrnn's lengths
+    common = {"return_sequences": True, "zero_output_for_mask": True, "dtype": dtype}
     if kind == "lstm":
-        layer = keras.layers.LSTM(H, return_sequences=True, dtype=dtype)
+        layer = keras.layers.LSTM(H, **common)
     elif kind == "gru":
-        layer = keras.layers.GRU(H, return_sequences=True, reset_after=reset_after, dtype=dtype)
+        layer = keras.layers.GRU(H, reset_after=reset_after, **common)
     else:
-        layer = keras.layers.SimpleRNN(
-            H, activation=nonlinearity, return_sequences=True, dtype=dtype
-        )
+        layer = keras.layers.SimpleRNN(H, activation=nonlinearity, **common)
     if not build:
         return layer
     layer.build((None, None, D))
