@@ -320,6 +320,13 @@ def to_torch(obj, batch_first=True):
         _set(module.weight, W.T)
         _set(module.bias, b)
         return module
+    if name == "SequenceClassifier":
+        raise TypeError(
+            "a SequenceClassifier has no single PyTorch module (torch.nn has no pooling over "
+            "each row's valid steps): convert its parts, to_torch(model.embedding), "
+            "to_torch(model.encoder) and nn.Linear from model.W.T and model.b, or export the "
+            "whole inference graph with fastrnn.interop.export_onnx(model, path)"
+        )
     raise TypeError(f"no PyTorch counterpart for {type(obj).__module__}.{name}")
 
 
