@@ -59,10 +59,10 @@ def close(a, b, dtype, exact=True):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
 
 
-def keras_layer(kind, kwargs, dtype, seed=0):
+def keras_layer(kind, kwargs, dtype, seed=0, input_size=D, units=H):
     cls = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
-    layer = cls[kind](H, return_sequences=True, dtype=np.dtype(dtype).name, **kwargs)
-    layer.build((None, None, D))
+    layer = cls[kind](units, return_sequences=True, dtype=np.dtype(dtype).name, **kwargs)
+    layer.build((None, None, input_size))
     rng = np.random.default_rng(seed)  # biases away from zero, so a mix-up would show
     layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(dtype) for w in layer.get_weights()])
     return layer
@@ -70,7 +70,9 @@ def keras_layer(kind, kwargs, dtype, seed=0):
 
 def keras_grads_as_fastrnn(layer, grads):
     """Keras gradients in fastrnn's layout: the same mapping as the weights'."""
-    twin = keras_layer(_kind(layer), _kwargs(layer), np.dtype(grads[0].dtype).type)
+    kernel, recurrent = grads[:2]
+    twin = keras_layer(_kind(layer), _kwargs(layer), kernel.dtype.type,
+                       input_size=kernel.shape[0], units=recurrent.shape[0])  # fmt: skip
     twin.set_weights(grads)
     return from_keras(twin).params
 
@@ -373,6 +375,36 @@ def test_stack_to_keras_and_back(dtype, rng):
     assert isinstance(back, Stack) and back.get_config() == stack.get_config()
     for a, b in zip(stack.params, back.params):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not TORCH_BACKEND, reason="gradients taken through Keras's torch backend")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stack_gradients_match_keras_sequential(dtype, rng):
+    """Input and every layer's weight gradients of to_keras(stack) under a mask equal the
+    Stack's with lengths (float32 rounding: the masked Keras path, see FUSED_FLOAT64)."""
+    import torch
+
+    stack = stack_of(dtype, rng)
+    model = to_keras(stack)
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, H)).astype(dtype)
+    x = torch.tensor(xs, requires_grad=True)
+    out = model(x, mask=torch.tensor(VALID))
+    (out * torch.tensor(dhs)).sum().backward()
+    exact = float64_exact("rnn", {}, masked=True)
+    close(stack.forward(xs, LENGTHS), out.detach().numpy(), dtype, exact)
+    close(stack.backward(dhs), x.grad.numpy(), dtype, exact)
+    theirs = []
+    for layer in model.layers:
+        halves = [layer]
+        if isinstance(layer, keras.layers.Bidirectional):
+            halves = [layer.forward_layer, layer.backward_layer]
+        for half in halves:
+            grads = [v.value.grad.numpy() for v in half.weights]
+            theirs += keras_grads_as_fastrnn(half, grads)
+    assert len(theirs) == len(stack.grads)
+    for mine, want in zip(stack.grads, theirs):
+        close(mine, want, dtype, exact)
 
 
 def test_stack_float64_exact_where_keras_is(rng):

@@ -21,9 +21,28 @@ first imported.  The layer's dtype follows the weights (float32 or float64).  On
 activations convert (tanh / sigmoid; SimpleRNN also relu).  ``keras.layers.Bidirectional``
 (``merge_mode`` "concat" or "sum", ``return_sequences=True``) is ``fastrnn.layers.Bidirectional``:
 its backward layer (``go_backwards=True``, outputs put back in input order by Bidirectional)
-is a fastrnn layer with ``reverse=True``; Keras reads every step of every row (no lengths), so
-the two agree on full-length rows.  ``go_backwards=True`` on its own (outputs in reversed order)
-has no counterpart (NotImplementedError).
+is a fastrnn layer with ``reverse=True``.  ``go_backwards=True`` on its own (outputs in reversed
+order) has no counterpart (NotImplementedError).
+
+Masks and lengths: a Keras layer called with a right-padded ``mask`` (N, T) (``Masking``,
+``Embedding(mask_zero=True)``) computes what fastrnn's ``forward(xs, lengths)`` does with
+``lengths = lengths_from_mask(mask)``: the same outputs at the valid steps, the same final state
+(each row's state at its own last step), the same gradients; a Bidirectional's backward layer
+starts at each row's own last valid step in both.  Past a row's length fastrnn writes zeros;
+a Keras layer repeats the row's last valid output unless ``zero_output_for_mask=True``, which
+``to_keras`` sets (and ``keras.layers.Bidirectional`` forces).
+
+Stacks: ``to_keras(stack)`` gives a built ``keras.Sequential`` of the stack's layers (a
+``keras.layers.Dropout`` between consecutive layers when the stack has ``dropout``, with
+``noise_shape=(None, 1, H)`` for ``variational=True``), and ``from_keras(sequential)`` reads such
+a model back.  Residual, dense and highway connections and ``recurrent_dropout`` have no
+counterpart among Keras's stacked layers: ``to_keras`` refuses them (ValueError naming them).
+
+Precision: Keras's type promotion maps float64 to float32 on every backend but TensorFlow's, so
+a float64 layer that runs through ``keras.ops.matmul`` computes in float32 there.  On the torch
+backend only LSTM and GRU(reset_after=True) without a mask take a fused path in float64 (equal
+to fastrnn to 1e-10); SimpleRNN, GRU(reset_after=False) and every masked call agree to float32
+rounding.  The weights themselves convert exactly either way.
 """
 
 import numpy as np
@@ -58,12 +77,13 @@ def from_keras(layer):
 
     Parameters
     ----------
-    layer : keras.layers.SimpleRNN, keras.layers.LSTM or keras.layers.GRU
-        Built (called once, or ``layer.build((None, None, D))``).
+    layer : keras.layers.SimpleRNN, LSTM, GRU, Bidirectional, or a keras.Sequential of them
+        Built (called once, or ``layer.build((None, None, D))``).  A Sequential may hold one
+        ``Dropout`` of one rate in every gap between its recurrent layers.
 
     Returns
     -------
-    TimeRNN, TimeLSTM or TimeGRU
+    TimeRNN, TimeLSTM, TimeGRU, Bidirectional or Stack
         In the layer's weight dtype; it returns the whole sequence of hidden states, as Keras
         with ``return_sequences=True``.
     """
@@ -200,14 +220,15 @@ def to_keras(obj):
 
     Parameters
     ----------
-    obj : fastrnn.TimeRNN, fastrnn.TimeLSTM, fastrnn.TimeGRU or a Bidirectional of them
+    obj : fastrnn.TimeRNN, TimeLSTM, TimeGRU, a Bidirectional of them, or a Stack
         A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``; a ``Bidirectional``
-        (both directions the same cell and size) ``keras.layers.Bidirectional``.
+        (both directions the same cell and size) ``keras.layers.Bidirectional``; a ``Stack``
+        with ``connection=None`` and no ``recurrent_dropout`` a ``keras.Sequential``.
 
     Returns
     -------
-    keras.layers.SimpleRNN, keras.layers.LSTM or keras.layers.GRU
-        Built for inputs (N, T, D), in the parameters' dtype.
+    keras.layers.SimpleRNN, LSTM, GRU, Bidirectional or keras.Sequential
+        Built for inputs (N, T, D), in the parameters' dtype, ``zero_output_for_mask=True``.
     """
     _keras()  # a clear ImportError first, when Keras is missing
     from ..layers.bidirectional import Bidirectional

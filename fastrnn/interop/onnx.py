@@ -18,10 +18,17 @@ its two halves) and ``[b[0], b[1]]`` for a reset_after GRU, which is ONNX's
 Graph inputs: ``xs`` (N, T, D) float for recurrent layers and stacks, or ``ids`` (N, T) int64 for
 a model starting with an embedding; optionally ``sequence_lens`` (N,) int32, passed to every
 recurrent operator.  Output: ``hs`` (N, T, H), or ``logits`` (N, T, V) for a model ending in an
-affine layer.  Weights are stored in the parameters' dtype (float32 or float64) unless ``dtype``
-says otherwise (onnxruntime's recurrent operators run float32 only).  The graph carries the
-fastrnn class and config as metadata, so that ``import_onnx`` rebuilds models (tied weights
-included) and not only their layers.
+affine layer.  A ``SequenceClassifier`` (plain encoder connections) is its inference graph:
+embedding or dense input, the recurrent operators, its pooling head over each row's valid steps
+(nodes named ``pool/...``: a 0/1 step mask from ``sequence_lens`` multiplied in and summed over
+time for "last" and "mean", ``Where`` with -inf then ``ReduceMax`` for "max"; "last" of a
+concatenating bidirectional output takes the backward half at t = 0) and ``MatMul`` + ``Add``:
+``logits`` (N, C); ``sequence_lens`` is then always a graph input.
+
+Weights are stored in the parameters' dtype (float32 or float64) unless ``dtype`` says otherwise
+(onnxruntime's recurrent operators run float32 only).  The graph carries the fastrnn class and
+config as metadata, so that ``import_onnx`` rebuilds models (tied weights included) and not only
+their layers.
 """
 
 import json
@@ -151,13 +158,15 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
     obj
         A fastrnn recurrent time layer (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``), a
         ``TimeEmbedding`` or ``TimeAffine``, a stack of recurrent layers, or a language model
-        (embedding, recurrent layers, affine: its ``layers``, dropout skipped).
+        (embedding, recurrent layers, affine: its ``layers``, dropout skipped), or a
+        ``SequenceClassifier`` (its inference graph: ``logits`` (N, C) of ``predict``).
     path : str or os.PathLike
         Destination ``.onnx`` file, written atomically (a temporary file in the same directory,
         then ``os.replace``).
     sequence_lens : bool
         Add the optional graph input ``sequence_lens`` (N,) int32 and feed it to every recurrent
-        operator (ONNX then zeroes the outputs past each row's length).
+        operator (ONNX then zeroes the outputs past each row's length).  Always on for a
+        ``SequenceClassifier``, whose pooling reads it.
     dtype : None, numpy.float32 or numpy.float64
         The graph's float type; None (default): the parameters' dtype.  onnxruntime's CPU
         kernels of RNN, LSTM and GRU are float32 only, so export float64 models with
