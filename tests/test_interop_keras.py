@@ -472,3 +472,25 @@ def test_stack_refusals(rng):
     model.build((None, None, D))
     with pytest.raises(ValueError, match="one rate"):
         from_keras(model)
+
+
+def test_sequential_with_masking_layer(rng):
+    """A leading Masking layer is the caller's lengths: from_keras drops it, and the Stack with
+    lengths_from_mask(its mask) computes what the Sequential does."""
+    stack = stack_of(np.float32, rng)
+    model = keras.Sequential([keras.layers.Masking(0.0), *to_keras(stack).layers])
+    model.build((None, None, D))
+    xs = rng.standard_normal((N, T, D)).astype(np.float32) * VALID[:, :, None]
+    back = from_keras(model)
+    assert back.get_config() == stack.get_config()
+    lengths = fk.lengths_from_mask(model.layers[0].compute_mask(xs))
+    np.testing.assert_array_equal(lengths, LENGTHS)
+    close(back.forward(xs, lengths), keras.ops.convert_to_numpy(model(xs)), np.float32)
+
+
+def test_reverse_layer_alone_refused(rng):
+    layer = fastrnn.TimeLSTM(*make_params("lstm", rng, D, H, np.float32), reverse=True)
+    with pytest.raises(NotImplementedError, match="reverse=True"):
+        to_keras(layer)
+    with pytest.raises(NotImplementedError, match="reverse=True"):
+        to_keras(Stack([layer]))

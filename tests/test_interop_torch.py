@@ -227,6 +227,13 @@ def test_unknown_objects_refused():
         to_torch(object())
 
 
+def test_reverse_layer_alone_refused(rng):
+    layer = fastrnn.TimeGRU(*make_params("gru_ra", rng, D, H, np.float32), reset_after=True,
+                            reverse=True)  # fmt: skip
+    with pytest.raises(ValueError, match="reverse=True"):
+        to_torch(layer)
+
+
 def test_classifier_points_to_its_parts_and_onnx():
     from fastrnn.models import SequenceClassifier
 

@@ -78,7 +78,8 @@ def from_keras(layer):
     Parameters
     ----------
     layer : keras.layers.SimpleRNN, LSTM, GRU, Bidirectional, or a keras.Sequential of them
-        Built (called once, or ``layer.build((None, None, D))``).  A Sequential may hold one
+        Built (called once, or ``layer.build((None, None, D))``).  A Sequential may start with
+        a ``Masking`` layer (dropped: pass fastrnn the lengths of its mask) and hold one
         ``Dropout`` of one rate in every gap between its recurrent layers.
 
     Returns
@@ -287,6 +288,8 @@ def _stack_from_keras(model):
     previous_was_recurrent = False
     for k, layer in enumerate(model.layers):
         where = f"layer {k} ({layer.name!r})"
+        if k == 0 and isinstance(layer, keras.layers.Masking):
+            continue  # its mask is the caller's lengths: lengths_from_mask(layer.compute_mask(xs))
         if isinstance(layer, keras.layers.Dropout):
             if not previous_was_recurrent or k == len(model.layers) - 1:
                 raise ValueError(
@@ -358,6 +361,12 @@ def _to_keras(obj, build=True):
     if not is_time:
         raise TypeError(
             "convert the time layers (TimeRNN, TimeLSTM, TimeGRU) to Keras, not single-step cells"
+        )
+    if getattr(obj, "reverse", False):
+        raise NotImplementedError(
+            "a layer with reverse=True on its own has no Keras counterpart (go_backwards=True "
+            "also reverses the outputs' order, and reads the padding first): convert it inside "
+            "a Bidirectional"
         )
     Wx, Wh, _ = (np.asarray(p) for p in obj.params)
     D, H = Wx.shape[0], Wh.shape[0]

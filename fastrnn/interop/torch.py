@@ -223,6 +223,12 @@ def _recurrent_to_torch(layers, batch_first, dropout=0.0):
                 f"layer {k}: a Bidirectional with merge={merge!r} has no PyTorch counterpart "
                 '(nn.LSTM(bidirectional=True) concatenates: merge="concat")'
             )
+        if bwd is None and getattr(fwd, "reverse", False):
+            raise ValueError(
+                f"layer {k} reads each row right to left (reverse=True), which no PyTorch "
+                "module does on its own: convert it inside a Bidirectional, or export it to "
+                'ONNX (direction="reverse")'
+            )
         for layer in (fwd, bwd) if bwd is not None else (fwd,):
             if describe(layer) != (kind, is_seq, reset_after, nonlinearity):
                 raise ValueError(
