@@ -144,6 +144,25 @@ def test_classifier_save_load(rng, tmp_path):
         SequenceClassifier.from_config(m.get_config(), m.params[:-1] + [np.zeros(4)])
 
 
+@needs_fast
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_classifier_save_load_bidirectional_dense(pooling, dtype, rng, tmp_path):
+    """Dense inputs, a bidirectional LSTM encoder (LastPool's split): exact round trip."""
+    m = SequenceClassifier(
+        4, input_size=3, hidden_sizes=[5, 6], cell="lstm", bidirectional=True, pooling=pooling,
+        dropout=0.1, dtype=dtype, seed=3,
+    )  # fmt: skip
+    fastrnn.save(tmp_path / "c.npz", m)
+    back = fastrnn.load(tmp_path / "c.npz")
+    assert back.get_config() == m.get_config() and back.pool.get_config() == m.pool.get_config()
+    for a, b in zip(m.params, back.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    x = rng.standard_normal((4, 7, 3)).astype(dtype)
+    lengths = np.array([7, 1, 4, 2])
+    np.testing.assert_array_equal(m.predict(x, lengths), back.predict(x, lengths))
+
+
 # ---- the example ------------------------------------------------------------------------------
 
 

@@ -394,3 +394,75 @@ def test_metadata_that_does_not_fit_is_refused(tmp_path):
     _edit(path, lie)
     with pytest.raises(ValueError, match="do not fit"):
         import_onnx(path)
+
+
+# ---- SequenceClassifier: encoder + pooling over valid steps + affine -> logits -----------------
+
+
+def classifier(pooling, bidirectional, vocab, dtype, cell="gru"):
+    from fastrnn.models import SequenceClassifier
+
+    inputs = {"vocab_size": 12, "embed_size": 4} if vocab else {"input_size": D}
+    return SequenceClassifier(3, hidden_sizes=[5, 4], cell=cell, bidirectional=bidirectional,
+                              pooling=pooling, dtype=dtype, seed=1, **inputs)  # fmt: skip
+
+
+def classifier_inputs(model, rng, dtype):
+    lens = np.array([7, 2, 5, 1])
+    if model.vocab_size is not None:
+        return "ids", rng.integers(0, 12, (4, 7)), lens
+    return "xs", rng.standard_normal((4, 7, D)).astype(dtype), lens
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["bi", "uni"])
+@pytest.mark.parametrize("vocab", [True, False], ids=["ids", "dense"])
+def test_classifier_logits_in_onnxruntime(pooling, bidirectional, vocab, rng, tmp_path):
+    """The classifier's inference graph (embedding, recurrent operators fed sequence_lens, the
+    pooling over each row's valid steps, affine) gives predict's logits in onnxruntime to float32
+    rounding; import_onnx rebuilds the same classifier exactly."""
+    from fastrnn.models import SequenceClassifier
+
+    model = classifier(pooling, bidirectional, vocab, np.float32)
+    path = tmp_path / "clf.onnx"
+    export_onnx(model, path)  # a pooling head makes sequence_lens a graph input by itself
+    name, x, lens = classifier_inputs(model, rng, np.float32)
+    got = run_ort(path, {name: x, "sequence_lens": lens.astype(np.int32)})
+    want = model.predict(x, lens)
+    assert got.shape == want.shape == (4, 3)
+    close(got, want, 2e-6)
+    back = import_onnx(path)
+    assert isinstance(back, SequenceClassifier) and back.get_config() == model.get_config()
+    for a, b in zip(model.params, back.params):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.predict(x, lens), want)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_classifier_float64_reference_evaluator(pooling, cell, rng, tmp_path):
+    """In float64 (ONNX's reference evaluator) the graph gives predict's logits to 1e-10.  The
+    evaluator's recurrent operators ignore sequence_lens (onnx 1.x), so the encoder is
+    forward-only: its valid steps do not depend on the padding, which the pooling must skip."""
+    model = classifier(pooling, False, True, np.float64, cell=cell)
+    path = tmp_path / "clf64.onnx"
+    export_onnx(model, path, opset=18)  # ReduceMax with its axes as an input
+    name, x, lens = classifier_inputs(model, rng, np.float64)
+    got = run_reference(path, {name: x, "sequence_lens": lens.astype(np.int32)})
+    close(got, model.predict(x, lens), 1e-10)
+
+
+def test_classifier_export_refusals(rng, tmp_path):
+    from fastrnn.models import SequenceClassifier
+
+    model = SequenceClassifier(2, input_size=D, hidden_sizes=[5, 5], connection="residual")
+    with pytest.raises(ValueError, match="connection='residual'"):
+        export_onnx(model, tmp_path / "res.onnx")
+    model = classifier("max", False, True, np.float32)
+    path = tmp_path / "clf.onnx"
+    export_onnx(model, path)
+    graph = onnx.load(str(path))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(path))
+    with pytest.raises(ValueError, match="pooling head"):
+        import_onnx(path)

@@ -227,6 +227,22 @@ def test_unknown_objects_refused():
         to_torch(object())
 
 
+def test_reverse_layer_alone_refused(rng):
+    layer = fastrnn.TimeGRU(*make_params("gru_ra", rng, D, H, np.float32), reset_after=True,
+                            reverse=True)  # fmt: skip
+    with pytest.raises(ValueError, match="reverse=True"):
+        to_torch(layer)
+
+
+def test_classifier_points_to_its_parts_and_onnx():
+    from fastrnn.models import SequenceClassifier
+
+    model = SequenceClassifier(2, vocab_size=7, embed_size=3, hidden_sizes=[4], seed=0)
+    with pytest.raises(TypeError, match=r"no single PyTorch module.*export_onnx"):
+        to_torch(model)
+    assert isinstance(to_torch(model.encoder), torch.nn.LSTM)  # the parts do convert
+
+
 def test_half_precision_refused():
     with pytest.raises(TypeError, match="float32 or float64"):
         from_torch(torch.nn.GRU(D, H, dtype=torch.float16))

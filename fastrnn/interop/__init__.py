@@ -6,9 +6,12 @@ ImportError naming the pip extra that installs it):
 - ``fastrnn.interop.torch``: ``from_torch(module)`` / ``to_torch(obj)`` for ``nn.RNN`` (tanh, relu),
   ``nn.LSTM``, ``nn.GRU``, ``nn.Embedding``, ``nn.Linear``.
 - ``fastrnn.interop.keras``: ``from_keras(layer)`` / ``to_keras(obj)`` for
-  ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU`` (both ``reset_after`` settings).
+  ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU`` (both ``reset_after`` settings),
+  ``Bidirectional`` and ``keras.Sequential`` stacks of them; ``lengths_from_mask(mask)`` turns a
+  right-padded Keras mask into fastrnn's ``lengths``.
 - ``fastrnn.interop.onnx``: ``export_onnx(obj, path)`` writes the standard ONNX ``RNN`` / ``LSTM`` /
   ``GRU`` operators (plus ``Gather``, ``MatMul``, ``Add`` for embeddings and affine layers);
+  a ``SequenceClassifier``'s pooling head as elementwise ONNX operators over ``sequence_lens``;
   ``import_onnx(path)`` reads such a graph back.
 
 Every conversion is exact in both directions (only transposes, reordering of gate blocks, sums of
@@ -18,13 +21,22 @@ the original does, in the parameters' dtype.
 
 import importlib
 
-__all__ = ["export_onnx", "from_keras", "from_torch", "import_onnx", "to_keras", "to_torch"]
+__all__ = [
+    "export_onnx",
+    "from_keras",
+    "from_torch",
+    "import_onnx",
+    "lengths_from_mask",
+    "to_keras",
+    "to_torch",
+]
 
 _HOMES = {
     "from_torch": "torch",
     "to_torch": "torch",
     "from_keras": "keras",
     "to_keras": "keras",
+    "lengths_from_mask": "keras",
     "export_onnx": "onnx",
     "import_onnx": "onnx",
 }

@@ -4,9 +4,9 @@ from ..layers.bidirectional import Bidirectional
 from ..layers.stack import Stack
 
 
-def make_stack(layers, dropout=0.0):
+def make_stack(layers, dropout=0.0, variational=False):
     """A fastrnn Stack of time layers (outputs of one the inputs of the next)."""
-    return Stack(layers, dropout=dropout)
+    return Stack(layers, dropout=dropout, variational=variational)
 
 
 def stack_layers(obj):

@@ -21,9 +21,28 @@ first imported.  The layer's dtype follows the weights (float32 or float64).  On
 activations convert (tanh / sigmoid; SimpleRNN also relu).  ``keras.layers.Bidirectional``
 (``merge_mode`` "concat" or "sum", ``return_sequences=True``) is ``fastrnn.layers.Bidirectional``:
 its backward layer (``go_backwards=True``, outputs put back in input order by Bidirectional)
-is a fastrnn layer with ``reverse=True``; Keras reads every step of every row (no lengths), so
-the two agree on full-length rows.  ``go_backwards=True`` on its own (outputs in reversed order)
-has no counterpart (NotImplementedError).
+is a fastrnn layer with ``reverse=True``.  ``go_backwards=True`` on its own (outputs in reversed
+order) has no counterpart (NotImplementedError).
+
+Masks and lengths: a Keras layer called with a right-padded ``mask`` (N, T) (``Masking``,
+``Embedding(mask_zero=True)``) computes what fastrnn's ``forward(xs, lengths)`` does with
+``lengths = lengths_from_mask(mask)``: the same outputs at the valid steps, the same final state
+(each row's state at its own last step), the same gradients; a Bidirectional's backward layer
+starts at each row's own last valid step in both.  Past a row's length fastrnn writes zeros;
+a Keras layer repeats the row's last valid output unless ``zero_output_for_mask=True``, which
+``to_keras`` sets (and ``keras.layers.Bidirectional`` forces).
+
+Stacks: ``to_keras(stack)`` gives a built ``keras.Sequential`` of the stack's layers (a
+``keras.layers.Dropout`` between consecutive layers when the stack has ``dropout``, with
+``noise_shape=(None, 1, H)`` for ``variational=True``), and ``from_keras(sequential)`` reads such
+a model back.  Residual, dense and highway connections and ``recurrent_dropout`` have no
+counterpart among Keras's stacked layers: ``to_keras`` refuses them (ValueError naming them).
+
+Precision: Keras's type promotion maps float64 to float32 on every backend but TensorFlow's, so
+a float64 layer that runs through ``keras.ops.matmul`` computes in float32 there.  On the torch
+backend only LSTM and GRU(reset_after=True) without a mask take a fused path in float64 (equal
+to fastrnn to 1e-10); SimpleRNN, GRU(reset_after=False) and every masked call agree to float32
+rounding.  The weights themselves convert exactly either way.
 """
 
 import numpy as np
@@ -31,7 +50,7 @@ import numpy as np
 from . import require
 from ._gates import GATES, blocks_of, build, describe, negate
 
-__all__ = ["from_keras", "to_keras"]
+__all__ = ["from_keras", "lengths_from_mask", "to_keras"]
 
 _KERAS_GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "h")}
 _NEGATED = {"rnn": (), "lstm": (), "gru": ("z",)}
@@ -58,19 +77,55 @@ def from_keras(layer):
 
     Parameters
     ----------
-    layer : keras.layers.SimpleRNN, keras.layers.LSTM or keras.layers.GRU
-        Built (called once, or ``layer.build((None, None, D))``).
+    layer : keras.layers.SimpleRNN, LSTM, GRU, Bidirectional, or a keras.Sequential of them
+        Built (called once, or ``layer.build((None, None, D))``).  A Sequential may start with
+        a ``Masking`` layer (dropped: pass fastrnn the lengths of its mask) and hold one
+        ``Dropout`` of one rate in every gap between its recurrent layers.
 
     Returns
     -------
-    TimeRNN, TimeLSTM or TimeGRU
+    TimeRNN, TimeLSTM, TimeGRU, Bidirectional or Stack
         In the layer's weight dtype; it returns the whole sequence of hidden states, as Keras
         with ``return_sequences=True``.
     """
     keras = _keras()
+    if isinstance(layer, keras.Sequential):
+        return _stack_from_keras(layer)
     if isinstance(layer, keras.layers.Bidirectional):
         return _bidirectional_from_keras(layer)
     return _from_keras(layer, reverse=False)
+
+
+def lengths_from_mask(mask):
+    """Each row's length (N,) int64 from a right-padded Keras mask (N, T) (True on the valid
+    steps, as ``keras.layers.Masking`` or ``Embedding(mask_zero=True)`` make), for fastrnn's
+    ``forward(xs, lengths)``.
+
+    Raises ValueError for a mask whose row has a hole (a False step before a True one: fastrnn
+    reads each row over a prefix of its steps) or no valid step at all, naming the row.
+    """
+    if not isinstance(mask, np.ndarray):
+        mask = _keras().ops.convert_to_numpy(mask)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (N, T), got {mask.shape}")
+    if mask.dtype != np.bool_:
+        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+            raise TypeError(f"mask must hold booleans (or 0 / 1), got dtype {mask.dtype}")
+        mask = mask.astype(bool)
+    lengths = mask.sum(axis=1, dtype=np.int64)
+    prefix = np.arange(mask.shape[1])[None, :] < lengths[:, None]
+    holes = np.flatnonzero((prefix != mask).any(axis=1))
+    if holes.size:
+        n = int(holes[0])
+        raise ValueError(
+            f"mask row {n} is not right-padded ({mask[n].astype(int).tolist()}): fastrnn's "
+            "lengths need the valid steps first, then only padding"
+        )
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(f"mask row {int(empty[0])} has no valid step (lengths must be >= 1)")
+    return lengths
 
 
 _MERGES = {"concat": "concat", "sum": "sum"}
@@ -166,21 +221,118 @@ def to_keras(obj):
 
     Parameters
     ----------
-    obj : fastrnn.TimeRNN, fastrnn.TimeLSTM, fastrnn.TimeGRU or a Bidirectional of them
+    obj : fastrnn.TimeRNN, TimeLSTM, TimeGRU, a Bidirectional of them, or a Stack
         A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``; a ``Bidirectional``
-        (both directions the same cell and size) ``keras.layers.Bidirectional``.
+        (both directions the same cell and size) ``keras.layers.Bidirectional``; a ``Stack``
+        with ``connection=None`` and no ``recurrent_dropout`` a ``keras.Sequential``.
 
     Returns
     -------
-    keras.layers.SimpleRNN, keras.layers.LSTM or keras.layers.GRU
-        Built for inputs (N, T, D), in the parameters' dtype.
+    keras.layers.SimpleRNN, LSTM, GRU, Bidirectional or keras.Sequential
+        Built for inputs (N, T, D), in the parameters' dtype, ``zero_output_for_mask=True``.
     """
     _keras()  # a clear ImportError first, when Keras is missing
     from ..layers.bidirectional import Bidirectional
+    from ..layers.stack import Stack
 
+    if isinstance(obj, Stack):
+        return _stack_to_keras(obj)
     if isinstance(obj, Bidirectional):
         return _bidirectional_to_keras(obj)
     return _to_keras(obj)
+
+
+def _stack_to_keras(stack):
+    """A Stack (plain connections) as a built keras.Sequential: its layers, with a
+    keras.layers.Dropout between consecutive ones when the stack has dropout (noise_shape
+    (None, 1, H): one mask per sequence, for variational=True)."""
+    keras = _keras()
+    from ..layers.bidirectional import Bidirectional
+
+    if stack.connection is not None:
+        raise ValueError(
+            f"a Stack with connection={stack.connection!r} has no keras.Sequential "
+            "counterpart (Keras's stacked RNN layers feed each layer's outputs to the next, "
+            "nothing else): convert its layers one by one"
+        )
+    if stack.recurrent_dropout:
+        raise ValueError(
+            f"a Stack with recurrent_dropout={stack.recurrent_dropout} has no Keras "
+            "counterpart here (fastrnn's one mask per layer is not Keras's recurrent_dropout); "
+            "build the Stack with recurrent_dropout=0"
+        )
+    dtype = np.dtype(stack.dtype).name
+    layers = []
+    for k, layer in enumerate(stack.layers):
+        if k and stack.dropout:
+            H = stack.hidden_sizes[k - 1]
+            noise = (None, 1, H) if stack.variational else None
+            layers.append(keras.layers.Dropout(stack.dropout, noise_shape=noise, dtype=dtype))
+        if isinstance(layer, Bidirectional):
+            layers.append(_bidirectional_to_keras(layer))
+        else:
+            layers.append(_to_keras(layer))
+    model = keras.Sequential(layers)
+    model.build((None, None, stack.input_size))
+    return model
+
+
+def _stack_from_keras(model):
+    """A keras.Sequential of recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional, each
+    returning sequences), with either no Dropout or one Dropout of one rate in every gap
+    between them, as a Stack."""
+    keras = _keras()
+    from ._stack import make_stack
+
+    layers, drops = [], []
+    previous_was_recurrent = False
+    for k, layer in enumerate(model.layers):
+        where = f"layer {k} ({layer.name!r})"
+        if k == 0 and isinstance(layer, keras.layers.Masking):
+            continue  # its mask is the caller's lengths: lengths_from_mask(layer.compute_mask(xs))
+        if isinstance(layer, keras.layers.Dropout):
+            if not previous_was_recurrent or k == len(model.layers) - 1:
+                raise ValueError(
+                    f"{where}: a Dropout converts only between two recurrent layers (a fastrnn "
+                    "Stack drops once between consecutive layers, nothing before or after)"
+                )
+            drops.append(layer)
+            previous_was_recurrent = False
+            continue
+        if isinstance(layer, keras.layers.Bidirectional):
+            layers.append(_bidirectional_from_keras(layer))
+        elif _kind_of(layer) is not None:
+            if not layer.return_sequences:
+                raise ValueError(
+                    f"{where}: stacked layers must return sequences (return_sequences=True), "
+                    "as a fastrnn Stack returns every step of its last layer"
+                )
+            layers.append(_from_keras(layer, reverse=False))
+        else:
+            raise TypeError(
+                f"{where}: {type(layer).__name__} has no place in a fastrnn Stack (expected "
+                "SimpleRNN, LSTM, GRU, Bidirectional, or Dropout between them)"
+            )
+        previous_was_recurrent = True
+    if not layers:
+        raise ValueError("the keras.Sequential holds no recurrent layer")
+    if not drops:
+        return make_stack(layers)
+    rates = {float(d.rate) for d in drops}
+    shapes = {None if d.noise_shape is None else tuple(d.noise_shape)[1:2] for d in drops}
+    if len(drops) != len(layers) - 1 or len(rates) != 1 or len(shapes) != 1:
+        raise ValueError(
+            "a Stack drops the same way between every two layers: put one Dropout of one rate "
+            f"and noise_shape in every gap (got {len(drops)} Dropout layers for "
+            f"{len(layers) - 1} gaps, rates {sorted(rates)})"
+        )
+    shape = shapes.pop()
+    if shape not in (None, (1,)):
+        raise ValueError(
+            f"Dropout noise_shape {drops[0].noise_shape} has no fastrnn counterpart (expected "
+            "None, or (None, 1, H): one mask per sequence)"
+        )
+    return make_stack(layers, dropout=rates.pop(), variational=shape == (1,))
 
 
 def _bidirectional_to_keras(bi):
@@ -192,7 +344,11 @@ def _bidirectional_to_keras(bi):
             "directions must be the same cell with the same settings and hidden size"
         )
     D = np.asarray(fwd.params[0]).shape[0]
-    layer = keras.layers.Bidirectional(_to_keras(fwd, build=False), merge_mode=bi.merge)
+    dtype = "float64" if np.asarray(fwd.params[1]).dtype == np.float64 else "float32"
+    # the wrapper's own dtype too: it merges (and would cast) the two directions' outputs
+    layer = keras.layers.Bidirectional(
+        _to_keras(fwd, build=False), merge_mode=bi.merge, dtype=dtype
+    )
     layer.build((None, None, D))
     _set_keras_weights(layer.forward_layer, fwd)
     _set_keras_weights(layer.backward_layer, bwd)
@@ -206,17 +362,23 @@ def _to_keras(obj, build=True):
         raise TypeError(
             "convert the time layers (TimeRNN, TimeLSTM, TimeGRU) to Keras, not single-step cells"
         )
+    if getattr(obj, "reverse", False):
+        raise NotImplementedError(
+            "a layer with reverse=True on its own has no Keras counterpart (go_backwards=True "
+            "also reverses the outputs' order, and reads the padding first): convert it inside "
+            "a Bidirectional"
+        )
     Wx, Wh, _ = (np.asarray(p) for p in obj.params)
     D, H = Wx.shape[0], Wh.shape[0]
     dtype = "float64" if Wh.dtype == np.float64 else "float32"
+    # zero_output_for_mask: zeros past each row's length under a mask, as fastrnn's lengths
+    common = {"return_sequences": True, "zero_output_for_mask": True, "dtype": dtype}
     if kind == "lstm":
-        layer = keras.layers.LSTM(H, return_sequences=True, dtype=dtype)
+        layer = keras.layers.LSTM(H, **common)
     elif kind == "gru":
-        layer = keras.layers.GRU(H, return_sequences=True, reset_after=reset_after, dtype=dtype)
+        layer = keras.layers.GRU(H, reset_after=reset_after, **common)
     else:
-        layer = keras.layers.SimpleRNN(
-            H, activation=nonlinearity, return_sequences=True, dtype=dtype
-        )
+        layer = keras.layers.SimpleRNN(H, activation=nonlinearity, **common)
     if not build:
         return layer
     layer.build((None, None, D))

@@ -18,10 +18,17 @@ its two halves) and ``[b[0], b[1]]`` for a reset_after GRU, which is ONNX's
 Graph inputs: ``xs`` (N, T, D) float for recurrent layers and stacks, or ``ids`` (N, T) int64 for
 a model starting with an embedding; optionally ``sequence_lens`` (N,) int32, passed to every
 recurrent operator.  Output: ``hs`` (N, T, H), or ``logits`` (N, T, V) for a model ending in an
-affine layer.  Weights are stored in the parameters' dtype (float32 or float64) unless ``dtype``
-says otherwise (onnxruntime's recurrent operators run float32 only).  The graph carries the
-fastrnn class and config as metadata, so that ``import_onnx`` rebuilds models (tied weights
-included) and not only their layers.
+affine layer.  A ``SequenceClassifier`` (plain encoder connections) is its inference graph:
+embedding or dense input, the recurrent operators, its pooling head over each row's valid steps
+(nodes named ``pool/...``: a 0/1 step mask from ``sequence_lens`` multiplied in and summed over
+time for "last" and "mean", ``Where`` with -inf then ``ReduceMax`` for "max"; "last" of a
+concatenating bidirectional output takes the backward half at t = 0) and ``MatMul`` + ``Add``:
+``logits`` (N, C); ``sequence_lens`` is then always a graph input.
+
+Weights are stored in the parameters' dtype (float32 or float64) unless ``dtype`` says otherwise
+(onnxruntime's recurrent operators run float32 only).  The graph carries the fastrnn class and
+config as metadata, so that ``import_onnx`` rebuilds models (tied weights included) and not only
+their layers.
 """
 
 import json
@@ -63,9 +70,14 @@ def _parts(obj):
         return [("recurrent", obj)]
     except TypeError:
         pass
+    from ..models.classifier import SequenceClassifier
     from ..models.lm import LanguageModel
     from ._stack import stack_layers
 
+    if isinstance(obj, SequenceClassifier):
+        parts = [("embedding", obj.embedding)] if obj.embedding is not None else []
+        parts += [("recurrent", layer) for layer in stack_layers(obj.encoder)]
+        return parts + [("pool", obj.pool), ("affine", _Affine(obj.W, obj.b))]
     if isinstance(obj, LanguageModel):
         if obj.connection is not None:
             raise ValueError(
@@ -101,8 +113,15 @@ def _parts(obj):
     )
 
 
+class _Affine:
+    """The affine head of a SequenceClassifier as a layer (its own W and b arrays)."""
+
+    def __init__(self, W, b):
+        self.params = [W, b]
+
+
 def _check_order(parts):
-    kinds = [k for k, _ in parts]
+    kinds = [k for k, _ in parts if k != "pool"]
     n_emb = kinds.count("embedding")
     n_rec = kinds.count("recurrent")
     tail = kinds[n_emb + n_rec :]
@@ -139,13 +158,15 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
     obj
         A fastrnn recurrent time layer (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``), a
         ``TimeEmbedding`` or ``TimeAffine``, a stack of recurrent layers, or a language model
-        (embedding, recurrent layers, affine: its ``layers``, dropout skipped).
+        (embedding, recurrent layers, affine: its ``layers``, dropout skipped), or a
+        ``SequenceClassifier`` (its inference graph: ``logits`` (N, C) of ``predict``).
     path : str or os.PathLike
         Destination ``.onnx`` file, written atomically (a temporary file in the same directory,
         then ``os.replace``).
     sequence_lens : bool
         Add the optional graph input ``sequence_lens`` (N,) int32 and feed it to every recurrent
-        operator (ONNX then zeroes the outputs past each row's length).
+        operator (ONNX then zeroes the outputs past each row's length).  Always on for a
+        ``SequenceClassifier``, whose pooling reads it.
     dtype : None, numpy.float32 or numpy.float64
         The graph's float type; None (default): the parameters' dtype.  onnxruntime's CPU
         kernels of RNN, LSTM and GRU are float32 only, so export float64 models with
@@ -168,13 +189,15 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
             f"all parameters must have one dtype to export, got {sorted(map(str, dtypes))}"
         )
     dtype = dtypes.pop() if dtype is None else np.dtype(dtype)
+    pooled = any(kind == "pool" for kind, _ in parts)
+    sequence_lens = sequence_lens or pooled  # a pooling head reads each row's length
     elem = _tensor_type(dtype)
     nodes, inits = [], []
 
     def init(name, array):
         if array.dtype.kind == "f":
             array = array.astype(dtype, copy=False)
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        inits.append(numpy_helper.from_array(np.asarray(array, order="C"), name))  # 0-d stays 0-d
         return name
 
     def node(op, inputs, outputs, **attrs):
@@ -205,6 +228,9 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
             W = np.asarray(layer.params[0])
             cur = node("Gather", [init(p + "W", W), cur], [p + "out"], axis=0)
             width = W.shape[1]
+        elif kind == "pool":
+            cur = _pool_nodes(layer, cur, elem, dtype, width, opset, node, init)
+            time_major = False
         elif kind == "affine":
             W, b = (np.asarray(a) for a in layer.params)
             if time_major:
@@ -283,7 +309,7 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
         else ("hs" if parts[-1][0] == "recurrent" else "out")
     )
     nodes.append(helper.make_node("Identity", [cur], [out_name], name=out_name + "_Identity"))
-    out_dims = ["batch", "time", width]
+    out_dims = ["batch", width] if pooled else ["batch", "time", width]
     graph = helper.make_graph(
         nodes,
         "fastrnn",
@@ -302,6 +328,69 @@ def export(obj, path, *, sequence_lens=False, dtype=None, opset=OPSET):
 
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
     return model
+
+
+def _pool_nodes(pool, ys, elem, dtype, width, opset, node, init):
+    """The nodes of a pooling head over the valid steps of Y (T, N, F) time-major, given
+    ``sequence_lens`` (N,): (N, F).  Every node is named ``pool/...`` (import_onnx skips them
+    and rebuilds the head from the metadata).  The steps are selected by multiplying with a 0/1
+    mask and summing over time (exact: one term per row is not zero) or, for max, by Where with
+    -inf."""
+    onnx = _onnx()
+    INT64 = onnx.TensorProto.INT64
+    name = type(pool).__name__
+    if name not in ("LastPool", "MeanPool", "MaxPool"):
+        raise TypeError(f"cannot export the pooling head {name}")
+
+    def pnode(op, inputs, out, **attrs):
+        return node(op, inputs, ["pool/" + out], **attrs)
+
+    def const(tag, array):
+        return init("pool/" + tag, array)
+
+    shape = pnode("Shape", [ys], "shape")
+    steps_total = pnode("Gather", [shape, const("zero", np.array(0, np.int64))], "T", axis=0)
+    one = const("one", np.array(1, np.int64))
+    steps = pnode("Range", [const("start", np.array(0, np.int64)), steps_total, one], "steps")
+    steps = pnode("Unsqueeze", [steps, const("axes_1", np.array([1], np.int64))], "steps_col")
+    lens = pnode("Cast", ["sequence_lens"], "lens", to=INT64)  # (N,), against (T, 1)
+    axes2 = const("axes_2", np.array([2], np.int64))
+
+    def step_mask(op, target, tag):
+        """(T, N, 1) mask of the steps where ``steps op target`` holds, as elem (0/1) or bool."""
+        hit = pnode(op, [steps, target], tag)
+        return pnode("Unsqueeze", [hit, axes2], tag + "_3d")
+
+    def masked_sum(mask_bool, tag):
+        weights = pnode("Cast", [mask_bool], tag + "_weights", to=elem)
+        picked = pnode("Mul", [ys, weights], tag + "_picked")
+        axis0 = const("axes_0", np.array([0], np.int64))
+        return pnode("ReduceSum", [picked, axis0], tag + "_sum", keepdims=0)
+
+    if name == "MeanPool":
+        total = masked_sum(step_mask("Less", lens, "valid"), "valid")
+        count = pnode("Cast", [lens], "count", to=elem)
+        count = pnode("Unsqueeze", [count, const("axes_1b", np.array([1], np.int64))], "count_col")
+        return pnode("Div", [total, count], "out")
+    if name == "MaxPool":
+        valid = step_mask("Less", lens, "valid")
+        low = const("minus_inf", np.array(-np.inf, dtype))
+        kept = pnode("Where", [valid, ys, low], "kept")
+        if opset >= 18:  # axes an input since opset 18, an attribute before
+            axis0 = const("axes_0", np.array([0], np.int64))
+            return pnode("ReduceMax", [kept, axis0], "out", keepdims=0)
+        return pnode("ReduceMax", [kept], "out", axes=[0], keepdims=0)
+    last = pnode("Sub", [lens, one], "last_step")
+    out = masked_sum(step_mask("Equal", last, "last"), "last")
+    if pool.split is None:
+        return out
+    # a concatenating bidirectional output: the backward half's final state is at t = 0
+    first = pnode("Gather", [ys, const("zero_b", np.array(0, np.int64))], "first", axis=0)
+    axes = const("feature_axis", np.array([1], np.int64))
+    split = const("split", np.array([pool.split], np.int64))
+    fwd = pnode("Slice", [out, const("begin", np.array([0], np.int64)), split, axes], "fwd")
+    bwd = pnode("Slice", [first, split, const("end", np.array([width], np.int64)), axes], "bwd")
+    return pnode("Concat", [fwd, bwd], "out", axis=1)
 
 
 def _metadata(obj, parts):
@@ -366,8 +455,16 @@ def import_onnx(path):
     # a bidirectional operator's Y summed over its direction axis: merge="sum"
     summed = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
     bidirectional_outputs = set()
+    meta = {p.key: p.value for p in model.metadata_props}
     for n in graph.node:
         op = n.op_type
+        if n.name.startswith("pool/"):
+            if _META_CLASS not in meta:
+                raise ValueError(
+                    f"{path}: node {n.name!r} belongs to a pooling head, which import_onnx "
+                    "rebuilds only from fastrnn's metadata (missing here)"
+                )
+            continue  # the pooling head: rebuilt by the model's from_config
         if op == "ReduceSum" and n.input[0] in bidirectional_outputs:
             continue  # the merge of a bidirectional layer's directions
         if op in (
@@ -424,7 +521,6 @@ def import_onnx(path):
             layers.append(spec)
     if not layers:
         raise ValueError(f"{path}: the graph holds no layer fastrnn can read")
-    meta = {p.key: p.value for p in model.metadata_props}
     if _META_CLASS in meta:
         return _rebuild(path, meta, layers)
     if len(layers) == 1:

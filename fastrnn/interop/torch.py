@@ -223,6 +223,12 @@ def _recurrent_to_torch(layers, batch_first, dropout=0.0):
                 f"layer {k}: a Bidirectional with merge={merge!r} has no PyTorch counterpart "
                 '(nn.LSTM(bidirectional=True) concatenates: merge="concat")'
             )
+        if bwd is None and getattr(fwd, "reverse", False):
+            raise ValueError(
+                f"layer {k} reads each row right to left (reverse=True), which no PyTorch "
+                "module does on its own: convert it inside a Bidirectional, or export it to "
+                'ONNX (direction="reverse")'
+            )
         for layer in (fwd, bwd) if bwd is not None else (fwd,):
             if describe(layer) != (kind, is_seq, reset_after, nonlinearity):
                 raise ValueError(
@@ -320,6 +326,13 @@ def to_torch(obj, batch_first=True):
         _set(module.weight, W.T)
         _set(module.bias, b)
         return module
+    if name == "SequenceClassifier":
+        raise TypeError(
+            "a SequenceClassifier has no single PyTorch module (torch.nn has no pooling over "
+            "each row's valid steps): convert its parts, to_torch(model.embedding), "
+            "to_torch(model.encoder) and nn.Linear from model.W.T and model.b, or export the "
+            "whole inference graph with fastrnn.interop.export_onnx(model, path)"
+        )
     raise TypeError(f"no PyTorch counterpart for {type(obj).__module__}.{name}")
 
 
