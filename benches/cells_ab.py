@@ -6,10 +6,17 @@ A single step is where a layer's fixed costs show (argument checks, the thread p
 the weights for NaN/Inf) and where sgemm packs all of the weights for a few rows: the measurement
 behind fastrnn._checks, gemm_direct_tn and layers._weights_checked_by_kernel (BENCHMARKS.md).
 
+With --threads above 1, the NumPy cells run in a spawned process of their own per case (same
+seed, same arrays), which exits before fastrnn runs again: NumPy's threaded BLAS keeps its
+workers spinning for a while after each call, and interleaved in one process they took the
+second core from fastrnn's kernel threads (LSTM cell N64 H256 forward at 2 threads: 782 µs
+interleaved with NumPy, 525 µs alone).
+
     python benches/cells_ab.py [--rounds 9] [--threads 1]
 """
 
 import argparse
+import multiprocessing
 import time
 
 import numpy as np
@@ -75,6 +82,13 @@ def interleaved_us(fns, rounds):
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def reference_us(cell, N, D, H, seed, rounds, threads):
+    """{"r": forward, "rb": forward+backward} µs of the NumPy cell (run in its own process)."""
+    with threadpool_limits(threads):
+        slow = cell_calls(reference, cell, N, D, H, np.random.default_rng(seed))
+        return interleaved_us({"r": slow[0], "rb": slow[1]}, rounds)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
@@ -89,10 +103,16 @@ def main(argv=None):
         for cell, N, D, H in CELLS:
             seed = rng.integers(2**32)
             fast = cell_calls(fastrnn, cell, N, D, H, np.random.default_rng(seed))
-            slow = cell_calls(reference, cell, N, D, H, np.random.default_rng(seed))
-            us = interleaved_us(
-                {"f": fast[0], "r": slow[0], "fb": fast[1], "rb": slow[1]}, args.rounds
-            )
+            if args.threads == 1:
+                slow = cell_calls(reference, cell, N, D, H, np.random.default_rng(seed))
+                us = interleaved_us(
+                    {"f": fast[0], "r": slow[0], "fb": fast[1], "rb": slow[1]}, args.rounds
+                )
+            else:
+                us = interleaved_us({"f": fast[0], "fb": fast[1]}, args.rounds)
+                case = (cell, N, D, H, int(seed), args.rounds, args.threads)
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    us.update(pool.apply(reference_us, case))
             print(
                 f"{cell} N{N} D{D} H{H}".ljust(22)
                 + f" {us['f']:9.1f} {us['r']:9.1f} {us['r'] / us['f']:6.2f}   {us['fb']:10.1f}"

@@ -10,7 +10,11 @@ float32) interleaved call by call, medians of --reps calls:
 and reports lengths / full (the target is <= 0.7x; the real work is sum(lengths) / (N T),
 printed as "work") and reverse / lengths.  With --torch, torch.nn.LSTM/GRU (one direction,
 float32, torch.set_num_threads as --threads) on the padded batch and on
-pack_padded_sequence(enforce_sorted=False) of the same lengths, likewise interleaved.
+pack_padded_sequence(enforce_sorted=False) of the same lengths, padded and packed interleaved,
+each case timed in a process of its own (multiprocessing "spawn", which exits before the next
+fastrnn case): after a call, torch's OpenMP workers keep spinning for a while, and at 2 threads
+they took a core from fastrnn's kernels in the same process (LSTM N64 T100 H256 full 206 ms
+with --torch, 111 ms without).  The torch process gets the same lengths and the same seed.
 
     PYTHONPATH=. python benches/lengths.py [--threads 1 2] [--reps 9] [--torch]
 
@@ -69,10 +73,19 @@ def fastrnn_case(cell, N, T, H, threads, reps, rng):
 
 
 def torch_case(cell, N, T, H, lengths, threads, reps):
+    """torch_times in a spawned process of its own (see the module doc), which exits after."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(torch_times, (cell, N, T, H, list(map(int, lengths)), threads, reps))
+
+
+def torch_times(cell, N, T, H, lengths, threads, reps):
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     torch.set_num_threads(threads)
+    torch.manual_seed(21)
     module = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[cell](H, H, batch_first=True)
     x = torch.randn(N, T, H, requires_grad=True)
     dy = torch.randn(N, T, H)

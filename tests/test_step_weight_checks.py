@@ -209,3 +209,24 @@ def test_nonfinite_weight_found_by_any_thread(kind, threads):
                 s.layer.forward(s.xs) if call == "forward" else s.layer.backward(s.dhs)
         W[-1, -1] = old
         s.assert_unchanged()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("N", [DIRECT_MAX_ROWS + 1, 40, 64, 65])
+def test_wider_single_steps_match_the_reference(kind, N):
+    """A single step of 25-64 rows with weights in L2 takes the direct kernels for its A @ B
+    products (worth_step_direct in src/gemm/_packed.pxd), 65 rows BLAS: both agree with the
+    reference in float64, forward and backward, and a NaN in Wh is still reported (here by
+    the pass over the weights)."""
+    rng = np.random.default_rng(N)
+    params = make_params(kind, rng, 37, 21)
+    ours, theirs = make_time(fastrnn, kind, params), make_time(ref, kind, params)
+    xs = rng.standard_normal((N, 1, 37))
+    dhs = rng.standard_normal((N, 1, 21))
+    np.testing.assert_allclose(ours.forward(xs), theirs.forward(xs), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours.backward(dhs), theirs.backward(dhs), rtol=1e-12, atol=1e-12)
+    for g, r in zip(ours.grads, theirs.grads):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-11)
+    params[1][3, 5] = np.nan
+    with pytest.raises(ValueError, match="Wh"):
+        ours.forward(xs)

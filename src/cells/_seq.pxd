@@ -19,7 +19,7 @@ cdef extern from "fr_copy.h" nogil:
 from _blas cimport gemm, blas_int
 from _cells cimport colsum
 from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_packed, gemm_tn_packed,
-                     worth_direct, worth_direct_tn, worth_tn_packed)
+                     worth_direct, worth_direct_tn, worth_step_direct, worth_tn_packed)
 
 
 cdef inline void prefetch(const floating *p, Py_ssize_t n, bint write=False) noexcept nogil:
@@ -47,10 +47,10 @@ cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D,
                               const floating *X, int ldx, const floating *Wx,
                               floating *G) noexcept nogil:
     """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1);
-    X's rows lie ldx apart (gemm_direct when they are only a few rows, and always for a single
-    step: see step_path)."""
+    X's rows lie ldx apart (gemm_direct when they are only a few rows, and for a single step
+    by worth_step_direct: see step_path)."""
     cdef Py_ssize_t M = (n1 - n0) * T
-    if worth_direct(M) or T == 1 and M == 1:
+    if worth_direct(M) or T == 1 and worth_step_direct(M, D, GH, sizeof(floating)):
         gemm_direct(<int>M, GH, D, X + n0 * T * ldx, ldx, Wx, GH, G + n0 * T * GH, GH, False)
     else:
         gemm(False, False, <blas_int>M, GH, D, 1, X + n0 * T * ldx, ldx, Wx, GH, 0,

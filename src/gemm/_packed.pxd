@@ -211,6 +211,25 @@ cdef inline bint worth_packing(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
 
 
 cdef enum:
+    STEP_DIRECT_MAX_ROWS = 64           # a single step's direct products: up to 64 rows ...
+    STEP_DIRECT_MAX_BYTES = 1 << 20     # ... by weights of up to 1 MiB
+
+
+cdef inline bint worth_step_direct(Py_ssize_t M, Py_ssize_t K, Py_ssize_t N,
+                                   size_t itemsize) noexcept nogil:
+    """Make a single step's product of M rows by a (K, N) weight matrix with gemm_direct rather
+    than BLAS?  Up to DIRECT_MAX_ROWS rows always (step_path); beyond, up to
+    STEP_DIRECT_MAX_ROWS rows while the weights fit a core's L2 (1 MiB).  Measured on the EPYC
+    against the same sgemm call, one thread, B in cache, three runs (sgemm / direct time):
+    K256 N256 1.60 at M = 32, 1.31 at 64, 1.14 at 128; K256 N1024 1.49, 1.23, 1.10; K512 N512
+    1.51, 1.27, 1.12; K100 N400 1.57, 1.30, 1.12; but K512 N2048 (4 MiB, rows 8 KiB apart)
+    0.80 at 32, 0.67 at 64 (K650 N2600 1.2-1.8, not taken: not measured beyond this pair).
+    K100 N100 0.71-0.84 at every M: there sgemm wins even below 24 rows."""
+    return M <= DIRECT_MAX_ROWS or (M <= STEP_DIRECT_MAX_ROWS
+                                    and <size_t>(K * N) * itemsize <= STEP_DIRECT_MAX_BYTES)
+
+
+cdef enum:
     BY_SIZE = 0     # gemm_direct for a few rows (worth_direct), else BLAS
     PACKED = 1      # from the weights packed once per call (worth_packing)
     DIRECT = 2      # gemm_direct, whatever the rows
@@ -233,10 +252,13 @@ cdef inline void recurrent_product(int path, int M, int N, int K, const floating
                                    Py_ssize_t ldb, bint trans_b, floating *C, Py_ssize_t ldc,
                                    bint accumulate) noexcept nogil:
     """C[M, N] (+)= A[M, K] @ op(B) by `path` (step_path): from the packed copy P, or from B
-    itself (row-major, ldb apart, transposed if trans_b) by gemm_direct or BLAS."""
+    itself (row-major, ldb apart, transposed if trans_b) by gemm_direct or BLAS (a single
+    step's A @ B by worth_step_direct; its A @ B^T beyond DIRECT_MAX_ROWS rows stays BLAS's:
+    gemm_direct_nt was not measured faster there)."""
     if path == PACKED:
         gemm_packed(M, N, K, A, lda, P, C, ldc, accumulate)
-    elif worth_direct(M) or (path == DIRECT and 1 <= M <= DIRECT_MAX_ROWS):
+    elif worth_direct(M) or (path == DIRECT and M >= 1 and (M <= DIRECT_MAX_ROWS or not trans_b)
+                             and worth_step_direct(M, K, N, sizeof(floating))):
         if trans_b:
             gemm_direct_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
         else:
