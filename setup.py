@@ -16,9 +16,7 @@ from setuptools import Extension, setup
 # time loops, the GEMM micro-kernels and packing, the thread pool, the norms and input checks,
 # the language-model layers' kernels
 KERNELS = {
-    "_rnn": "cells",
-    "_lstm": "cells",
-    "_gru": "cells",
+    "_recurrent": "cells",
     "_packed": "gemm",
     "_pool": "parallel",
     "_norms": "checks",

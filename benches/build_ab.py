@@ -1,9 +1,10 @@
 """A/B of two builds in one process: the time layers of another built checkout (its compiled
-_rnn/_lstm/_gru and its fastrnn/layers/recurrent.py) against this tree's, forward + backward,
-interleaved call by call, medians; and whether the two give the same bits.
+time-loop kernels, _recurrent or the older _rnn/_lstm/_gru, and its fastrnn/layers/recurrent.py)
+against this tree's, forward + backward, interleaved call by call, medians; and whether the two
+give the same bits.
 
     PYTHONPATH=. python benches/build_ab.py /path/to/other/checkout \
-        [--threads 1] [--reps 21] [--float64]
+        [--threads 1] [--reps 21] [--float64] [--shape 20x35x100x100 ...] [--layer TimeLSTM ...]
 
 The other checkout's kernels are loaded from their own files under the same module names, so both
 builds' kernels live side by side; everything else (checks, packing, the thread pool) is this
@@ -14,6 +15,7 @@ import argparse
 import glob
 import importlib.util
 import os
+import sys
 import time
 
 import numpy as np
@@ -22,6 +24,8 @@ from fastrnn.layers import recurrent as this
 
 SHAPES = [(20, 35, 100, 100), (64, 100, 256, 256)]
 CLASSES = {"TimeLSTM": 4, "TimeGRU": 3, "TimeRNN": 1}
+# the time-loop kernels a build may have: one driver, or (before it) one module per cell
+KERNEL_MODULES = ("_recurrent", "_rnn", "_lstm", "_gru")
 
 
 def _load(name, path, package=None):
@@ -37,6 +41,13 @@ def other_build(root):
     """The other checkout's layers module, wired to its own kernels."""
     from fastrnn import io
 
+    kernels = {}
+    for name in KERNEL_MODULES:
+        for path in glob.glob(os.path.join(root, "fastrnn", f"{name}.cpython*.so")):
+            kernels[name] = _load(f"fastrnn.{name}", path)
+    # its layers import their kernels by name while loading: these, where this tree has none
+    saved = {name: sys.modules.get(f"fastrnn.{name}") for name in kernels}
+    sys.modules.update({f"fastrnn.{name}": mod for name, mod in kernels.items()})
     register = io.register  # its classes have this tree's names: not registered for loading
     io.register = lambda cls=None, **kw: (lambda c: c) if cls is None else cls
     try:
@@ -47,9 +58,13 @@ def other_build(root):
         )
     finally:
         io.register = register
-    for name in ("_rnn", "_lstm", "_gru"):
-        (path,) = glob.glob(os.path.join(root, "fastrnn", f"{name}.cpython*.so"))
-        setattr(layers, name, _load(f"fastrnn.{name}", path))
+        for name, mod in saved.items():
+            if mod is None:
+                del sys.modules[f"fastrnn.{name}"]
+            else:
+                sys.modules[f"fastrnn.{name}"] = mod
+    for name, mod in kernels.items():
+        setattr(layers, name, mod)
     return layers
 
 
@@ -59,12 +74,19 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=21)
     ap.add_argument("--float64", action="store_true")
+    ap.add_argument(
+        "--shape", action="append", help="NxTxDxH, repeatable (default: " + str(SHAPES) + ")"
+    )
+    ap.add_argument("--layer", action="append", choices=list(CLASSES), help="repeatable")
     args = ap.parse_args(argv)
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shape] if args.shape else SHAPES
     other = other_build(args.root)
     dtype = np.float64 if args.float64 else np.float32
     rng = np.random.default_rng(0)
     for cls, G in CLASSES.items():
-        for N, T, D, H in SHAPES:
+        if args.layer and cls not in args.layer:
+            continue
+        for N, T, D, H in shapes:
             Wx = (0.1 * rng.standard_normal((D, G * H))).astype(dtype)
             Wh = (0.1 * rng.standard_normal((H, G * H))).astype(dtype)
             b = np.zeros(G * H, dtype)

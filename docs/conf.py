@@ -11,7 +11,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if glob.glob(os.path.join(ROOT, "fastrnn", "_rnn*.so")):
+if glob.glob(os.path.join(ROOT, "fastrnn", "_recurrent*.so")):
     sys.path.insert(0, ROOT)
 
 import fastrnn  # noqa: E402

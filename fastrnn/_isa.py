@@ -13,10 +13,10 @@ Every extension module holds its own copy of the setting; this module sets all o
 
 import contextlib
 
-from . import _gru, _lstm, _packed, _rnn
+from . import _packed, _recurrent
 
 NAMES = ("avx2", "avx512")
-_MODULES = (_packed, _rnn, _lstm, _gru)
+_MODULES = (_packed, _recurrent)
 
 
 def current():

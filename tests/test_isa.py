@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import child_env
 
-from fastrnn import _gru, _isa, _lstm, _packed, _rnn
+from fastrnn import _isa, _packed, _recurrent
 
-MODULES = (_packed, _rnn, _lstm, _gru)
+MODULES = (_packed, _recurrent)
 
 
 def cpu_flags():
@@ -71,7 +71,7 @@ def test_bad_names_and_unsupported_sets_are_refused():
 
 
 def test_environment_selects_avx2(tmp_path):
-    code = "from fastrnn import _isa, _lstm; print(_isa.current(), _lstm._kernel_isa())"
+    code = "from fastrnn import _isa, _recurrent; print(_isa.current(), _recurrent._kernel_isa())"
     # the fastrnn under test, from an empty folder (a source checkout in the working directory
     # would shadow an installed package)
     env = dict(child_env(), FASTRNN_KERNELS="avx2")

@@ -130,12 +130,12 @@ def kernel_setting(module, name, mode):
 # the kernels' forced paths: the RNN's forward with x_t Wx in each step's product or not, its
 # dX from a packed Wx^T or not, the LSTM's time loop shared by hidden units or by rows
 FORCED = [
-    ("rnn", "_rnn", "_set_fused", 1),
-    ("rnn", "_rnn", "_set_fused", 0),
-    ("rnn", "_rnn", "_set_dx_packed", 1),
-    ("rnn", "_rnn", "_set_dx_packed", 0),
-    ("lstm", "_lstm", "_set_unit_split", 1),
-    ("lstm", "_lstm", "_set_unit_split", 0),
+    ("rnn", "_recurrent", "_set_fused", 1),
+    ("rnn", "_recurrent", "_set_fused", 0),
+    ("rnn", "_recurrent", "_set_dx_packed", 1),
+    ("rnn", "_recurrent", "_set_dx_packed", 0),
+    ("lstm", "_recurrent", "_set_unit_split", 1),
+    ("lstm", "_recurrent", "_set_unit_split", 0),
 ]
 
 
@@ -402,7 +402,7 @@ def test_relu_rnn_equals_reference(dtype, N, T, threads, masked):
 
 @pytest.mark.parametrize("fused", [0, 1])
 def test_relu_rnn_fused_steps_equal_reference(fused):
-    with kernel_setting("_rnn", "_set_fused", fused):
+    with kernel_setting("_recurrent", "_set_fused", fused):
         rng = np.random.default_rng(12)
         N, T, D, H = 16, 4, 6, 10
         params = make_params("rnn", rng, D, H)

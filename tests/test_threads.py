@@ -212,7 +212,11 @@ def _kernel_setting(module, name):
         setter(old)
 
 
-KERNEL_SETTINGS = [("_lstm", "_set_unit_split"), ("_rnn", "_set_fused"), ("_rnn", "_set_dx_packed")]
+KERNEL_SETTINGS = [
+    ("_recurrent", "_set_unit_split"),
+    ("_recurrent", "_set_fused"),
+    ("_recurrent", "_set_dx_packed"),
+]
 
 
 @pytest.mark.parametrize("module,name", KERNEL_SETTINGS)
@@ -225,9 +229,9 @@ def test_kernel_settings_are_validated(module, name):
 
 @pytest.fixture
 def unit_split():
-    """Set how the LSTM time loop is shared between threads (src/cells/_lstm.pyx, use_units): -1 by
-    its rule, 0 by batch rows, 1 by hidden units; restored afterwards."""
-    with _kernel_setting("_lstm", "_set_unit_split") as setter:
+    """Set how the LSTM time loop is shared between threads (src/cells/_recurrent.pyx,
+    use_units): -1 by its rule, 0 by batch rows, 1 by hidden units; restored afterwards."""
+    with _kernel_setting("_recurrent", "_set_unit_split") as setter:
         yield setter
 
 
@@ -391,9 +395,9 @@ def test_threaded_layers_in_two_python_threads_leave_blas_as_it_was():
 @pytest.fixture
 def rnn_fused():
     """Set whether the RNN's forward makes x_t Wx part of each step's packed product
-    (src/cells/_rnn.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored
+    (src/cells/_recurrent.pyx, fused_steps): -1 by its rule, 0 never, 1 whenever packed; restored
     after."""
-    with _kernel_setting("_rnn", "_set_fused") as setter:
+    with _kernel_setting("_recurrent", "_set_fused") as setter:
         yield setter
 
 
@@ -445,9 +449,9 @@ def test_rnn_fused_input_products_equal_reference(rnn_fused, dtype, N, D, H, thr
 
 @pytest.fixture
 def rnn_dx_packed():
-    """Set whether the RNN's backward makes dX from Wx^T packed (src/cells/_rnn.pyx, packed_dx):
-    -1 by its rule, 0 never, 1 always; restored after."""
-    with _kernel_setting("_rnn", "_set_dx_packed") as setter:
+    """Set whether the RNN's backward makes dX from Wx^T packed (src/cells/_recurrent.pyx,
+    packed_dx): -1 by its rule, 0 never, 1 always; restored after."""
+    with _kernel_setting("_recurrent", "_set_dx_packed") as setter:
         yield setter
 
 

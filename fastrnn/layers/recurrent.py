@@ -32,7 +32,7 @@ import contextlib
 
 import numpy as np
 
-from .. import _gru, _lstm, _packed, _rnn
+from .. import _packed, _recurrent
 from .._checks import grads_ready, params_ready, ready
 from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
@@ -254,7 +254,7 @@ class _TimeLayer(ThreadSetting):
         self._scratch = None  # backward work buffers, likewise
         self._wh_aligned = None  # batch 1's copy of Wh on a 64-byte boundary (_step_weights)
         # the weights packed for the per-step products (Wh in forward, Wh^T in backward; the
-        # RNN's forward may take [Wx; Wh], src/cells/_rnn.pyx);
+        # RNN's forward may take [Wx; Wh], fused_steps in src/cells/_recurrent.pyx);
         # refilled by every call, so one buffer serves both; made by the first forward (for
         # the D, H and dtype of _wp_key)
         self._wp = None
@@ -534,6 +534,39 @@ class _TimeLayer(ThreadSetting):
     def _mask_cache_shapes(self, N, T, H):
         return {}  # caches needed only with a mask (the GRU's)
 
+    def _kernel_forward(self, cache, xs, Wx, Wh, b, h0, hs, threads, check, plan):
+        """The kernel's forward (src/cells/_recurrent.pyx) of this layer's cell."""
+        return _recurrent.forward(
+            self._cell, cache, xs, Wx, Wh, b, h0, hs, self._wp, threads, check, plan, self.reverse
+        )
+
+    def _kernel_backward(
+        self, cache, scratch, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check
+    ):
+        """The kernel's backward of this layer's cell: fills grads, dxs, dh0 (dc0) and sq."""
+        dWx, dWh, db = self.grads
+        return _recurrent.backward(
+            self._cell,
+            cache,
+            scratch,
+            dhs,
+            dc_next,
+            Wx,
+            Wh,
+            dWx,
+            dWh,
+            db,
+            dxs,
+            dh0,
+            dc0,
+            sq,
+            self._wp,
+            threads,
+            check,
+            plan,
+            self.reverse,
+        )
+
     def backward(self, dhs):
         """dxs (N, T, D) for the gradient dhs (N, T, H) of the last forward's hs; fills grads,
         ``dh`` (the gradient w.r.t. the initial state; ``dc`` for the LSTM).  With lengths, dhs
@@ -687,6 +720,10 @@ class TimeRNN(_TimeLayer):
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(Wx, Wh, b, stateful, reverse)
 
+    @property
+    def _cell(self):  # the kernel's cell (src/cells/_loop.pxd)
+        return 1 if self.nonlinearity == "relu" else 0
+
     def _extra_config(self):
         return {"nonlinearity": self.nonlinearity}
 
@@ -703,52 +740,6 @@ class TimeRNN(_TimeLayer):
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, H), "dh": (2, N, H)}
 
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
-        return _rnn.forward(
-            xs,
-            c["XH"],
-            Wx,
-            Wh,
-            b,
-            h0,
-            hs,
-            c["G"],
-            self._wp,
-            threads,
-            check,
-            c["M"],
-            self.nonlinearity == "relu",
-            plan,
-            self.reverse,
-        )
-
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
-        dWx, dWh, db = self.grads
-        return _rnn.backward(
-            dhs,
-            c["XH"],
-            Wx,
-            Wh,
-            c["G"],
-            s["dG"],
-            s["dh"],
-            s["acc"],
-            dWx,
-            dWh,
-            db,
-            dxs,
-            dh0,
-            sq,
-            self._wp,
-            threads,
-            check,
-            c["M"],
-            self.nonlinearity == "relu",
-            plan,
-            self.reverse,
-            s.get("dXp"),
-        )
-
 
 @register
 class TimeLSTM(_TimeLayer):
@@ -760,70 +751,18 @@ class TimeLSTM(_TimeLayer):
 
     blocks = 4
     has_cell = True
+    _cell = 2  # the kernel's cell (src/cells/_loop.pxd)
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
 
     def _packed_shapes(self, D, H):
         # Wh; Wh^T; or either in the threads' shares of the units, each padded to whole panels
-        # of 16 columns (the time loop shared by units: use_units in src/cells/_lstm.pyx)
+        # of 16 columns (the time loop shared by units: use_units in src/cells/_recurrent.pyx)
         return [[(H, 4 * H)], [(4 * H, H)], [(H, 4 * ((H + 15) // 16 * 16))]]
 
     def _scratch_shapes(self, N, T, H):
         return {"dG": (N, T, 4 * H), "dh": (2, N, H), "dc": (2, N, H)}
-
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
-        return _lstm.forward(
-            xs,
-            c["XH"],
-            Wx,
-            Wh,
-            b,
-            h0,
-            c["c0"],
-            hs,
-            c["G"],
-            c["C"],
-            c["TC"],
-            self._wp,
-            threads,
-            check,
-            c["M"],
-            plan,
-            self.reverse,
-        )
-
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
-        dWx, dWh, db = self.grads
-        return _lstm.backward(
-            dhs,
-            dc_next,
-            c["XH"],
-            Wx,
-            Wh,
-            c["c0"],
-            c["G"],
-            c["C"],
-            c["TC"],
-            s["dG"],
-            s["dh"],
-            s["dc"],
-            s["acc"],
-            dWx,
-            dWh,
-            db,
-            dxs,
-            dh0,
-            dc0,
-            sq,
-            self._wp,
-            threads,
-            check,
-            c["M"],
-            plan,
-            self.reverse,
-            s.get("dXp"),
-        )
 
 
 @register
@@ -843,6 +782,10 @@ class TimeGRU(_TimeLayer):
         self.reset_after = self.bias_2d = bool(reset_after)
         super().__init__(Wx, Wh, b, stateful, reverse)
 
+    @property
+    def _cell(self):  # the kernel's cell (src/cells/_loop.pxd)
+        return 4 if self.reset_after else 3
+
     def _extra_config(self):
         return {"reset_after": self.reset_after}
 
@@ -854,7 +797,7 @@ class TimeGRU(_TimeLayer):
         return {"G": (N, T, 3 * H), "AUX": (N, T, H), "S": (N, 3 * H)}
 
     def _mask_cache_shapes(self, N, T, H):
-        return {"HU": (N, T, H)}  # the unmasked h_{t-1} (src/cells/_gru.pyx)
+        return {"HU": (N, T, H)}  # the unmasked h_{t-1} (src/cells/_gru_cell.pxd)
 
     def _packed_shapes(self, D, H):
         # backward: [Whz Whr]^T and Whh^T separately (classic: h~ needs r first; reset_after:
@@ -867,59 +810,6 @@ class TimeGRU(_TimeLayer):
         if self.reset_after:
             shapes["dGh"] = (N, T, H)  # the h~ block of the recurrent side
         return shapes
-
-    def _kernel_forward(self, c, xs, Wx, Wh, b, h0, hs, threads, check, plan):
-        return _gru.forward(
-            xs,
-            c["XH"],
-            Wx,
-            Wh,
-            b,
-            h0,
-            hs,
-            c["G"],
-            c["AUX"],
-            c["S"],
-            self.reset_after,
-            self._wp,
-            threads,
-            check,
-            c["M"],
-            c.get("HU"),
-            plan,
-            self.reverse,
-        )
-
-    def _kernel_backward(self, c, s, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check):
-        dWx, dWh, db = self.grads
-        return _gru.backward(
-            dhs,
-            c["XH"],
-            Wx,
-            Wh,
-            c["G"],
-            c["AUX"],
-            c["S"],
-            s["dG"],
-            s.get("dGh"),
-            s["dh"],
-            s["acc"],
-            dWx,
-            dWh,
-            db,
-            dxs,
-            dh0,
-            sq,
-            self.reset_after,
-            self._wp,
-            threads,
-            check,
-            c["M"],
-            c.get("HU"),
-            plan,
-            self.reverse,
-            s.get("dXp"),
-        )
 
 
 # ---- single-step cells ------------------------------------------------------------------------

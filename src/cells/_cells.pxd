@@ -6,8 +6,10 @@ from cython cimport floating
 cdef extern from "fr_cells.h" nogil:
     void rnn_fwd_row_f(int H, float *a, const float *b, float *h)
     void rnn_fwd_row_d(int H, double *a, const double *b, double *h)
-    void rnn_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da, double *sq)
-    void rnn_bwd_row_d(int H, const double *a, const double *dy, const double *dh_in, double *da, double *sq)
+    void rnn_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da,
+                       double *sq)
+    void rnn_bwd_row_d(int H, const double *a, const double *dy, const double *dh_in, double *da,
+                       double *sq)
     void rnn_relu_fwd_row_f(int H, float *a, const float *b, float *h)
     void rnn_relu_fwd_row_d(int H, double *a, const double *b, double *h)
     void rnn_relu_bwd_row_f(int H, const float *a, const float *dy, const float *dh_in, float *da,
@@ -34,23 +36,29 @@ cdef extern from "fr_cells.h" nogil:
     void gru_fwd_zr_row_d(int H, double *a, const double *b, const double *h_prev, double *rh)
     void gru_fwd_h_row_f(int H, float *a, const float *b, const float *h_prev, float *h)
     void gru_fwd_h_row_d(int H, double *a, const double *b, const double *h_prev, double *h)
-    void gru_bwd_zh_row_f(int H, const float *a, const float *h_prev, const float *dy, const float *dh_in,
-                          float *da, float *dh_out, double *sq)
-    void gru_bwd_zh_row_d(int H, const double *a, const double *h_prev, const double *dy, const double *dh_in,
-                          double *da, double *dh_out, double *sq)
-    void gru_bwd_r_row_f(int H, const float *a, const float *h_prev, const float *drh, float *da, float *dh_out)
-    void gru_bwd_r_row_d(int H, const double *a, const double *h_prev, const double *drh, double *da, double *dh_out)
+    void gru_bwd_zh_row_f(int H, const float *a, const float *h_prev, const float *dy,
+                          const float *dh_in, float *da, float *dh_out, double *sq)
+    void gru_bwd_zh_row_d(int H, const double *a, const double *h_prev, const double *dy,
+                          const double *dh_in, double *da, double *dh_out, double *sq)
+    void gru_bwd_r_row_f(int H, const float *a, const float *h_prev, const float *drh, float *da,
+                         float *dh_out)
+    void gru_bwd_r_row_d(int H, const double *a, const double *h_prev, const double *drh,
+                         double *da, double *dh_out)
     void gru_ra_fwd_row_f(int H, float *a, const float *s, const float *b0, const float *b1,
                           const float *h_prev, float *hn, float *h)
     void gru_ra_fwd_row_d(int H, double *a, const double *s, const double *b0, const double *b1,
                           const double *h_prev, double *hn, double *h)
-    void gru_ra_bwd_row_f(int H, const float *a, const float *hn, const float *h_prev, const float *dy,
+    void gru_ra_bwd_row_f(int H, const float *a, const float *hn, const float *h_prev,
+                          const float *dy,
                           const float *dh_in, float *dax, float *dahh, float *dh_out, double *sq)
-    void gru_ra_bwd_row_d(int H, const double *a, const double *hn, const double *h_prev, const double *dy,
+    void gru_ra_bwd_row_d(int H, const double *a, const double *hn, const double *h_prev,
+                          const double *dy,
                           const double *dh_in, double *dax, double *dahh, double *dh_out,
                           double *sq)
-    void colsum_f(Py_ssize_t rows, int cols, Py_ssize_t ldx, const float *x, double *acc, float *out)
-    void colsum_d(Py_ssize_t rows, int cols, Py_ssize_t ldx, const double *x, double *acc, double *out)
+    void colsum_f(Py_ssize_t rows, int cols, Py_ssize_t ldx, const float *x, double *acc,
+                  float *out)
+    void colsum_d(Py_ssize_t rows, int cols, Py_ssize_t ldx, const double *x, double *acc,
+                  double *out)
 
 
 cdef inline void colsum(Py_ssize_t rows, int cols, Py_ssize_t ldx, const floating *x, double *acc,

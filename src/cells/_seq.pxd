@@ -19,7 +19,7 @@ cdef extern from "fr_copy.h" nogil:
 from _blas cimport gemm, blas_int
 from _cells cimport colsum
 from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_packed, gemm_tn_packed,
-                     worth_direct, worth_direct_tn, worth_step_direct, worth_tn_packed)
+                      worth_direct, worth_direct_tn, worth_step_direct, worth_tn_packed)
 
 
 cdef inline void prefetch(const floating *p, Py_ssize_t n, bint write=False) noexcept nogil:

@@ -124,7 +124,7 @@ FR_KERNEL void FR_FN(mask_add_row)(int H, const FR_T *restrict m, const FR_T *re
 
 /* ---- LSTM, gate blocks f, g, i, o:  c = f*c_prev + g*i,  h = o*tanh(c) ----
  * H units of a row whose gate blocks lie bs apart in a (and b, da): bs = H for a whole row, the
- * layer's H for a thread's share of the units (see _lstm.pyx, unit split). */
+ * layer's H for a thread's share of the units (see use_units in _recurrent.pyx). */
 
 FR_KERNEL void FR_FN(lstm_fwd_row)(int H, int bs, FR_T *restrict a, const FR_T *restrict b,
                                 const FR_T *restrict c_prev, FR_T *restrict c,

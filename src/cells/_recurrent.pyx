@@ -1,0 +1,728 @@
+"""The time loop of every recurrent cell, forward and backward through time (float32 and
+float64 from one source).
+
+One driver runs every cell: the input projection, the T steps, the carried state and its
+gradients, variable lengths and the reverse direction (_steps.pxd), recurrent dropout's mask,
+threads, the whole-sequence phases (dX, the weight gradients) and the Python entry points.  A
+cell contributes its step (_rnn_cell.pxd, _lstm_cell.pxd, _gru_cell.pxd): its element-wise row
+passes, its per-step products where they are not the plain h_{t-1} @ Wh, and its shape (Cell in
+_loop.pxd: gate blocks, phases per step, how Wh is packed).  The driver switches on the cell
+once per product and row pass, each an H-wide pass or more.
+
+A step of slots [n0, e) (the rows still running at step t), forward:
+    for each phase of the cell:  its product(s) (h_{t-1} @ Wh into G);  its row pass per slot
+    then h_t into the next step's Hprev (masked)
+backward:
+    for each phase:  its row pass per slot (dG, the direct part of dh_{t-1});  its products
+    (dG @ Wh^T into dh_{t-1});  then the mask on the products' part;  swap dh_in / dh_out
+
+Threads: each takes a share of the batch rows (slots) for everything row-wise (projection, time
+loop, dX), then a share of the columns of dWx, dWh and db; the LSTM's time loop can instead be
+shared by hidden units (use_units).  Caches (owned by the Python layer, reused across calls):
+  XH  [x_t | h_{t-1}] for every step (h0 at t = 0) (N, T, D + H); x_t copied in by forward
+  G   activated gates (N, T, GH); and the cell's own (_loop.pxd's Loop: C, TC, AUX, S, HU)
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+from _cells cimport all_finite, buf, mask_add, mask_scale
+from _gru_cell cimport gru_bwd_product, gru_bwd_row, gru_cell, gru_fwd_product, gru_fwd_row
+from _gru_cell cimport gru_weights
+from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, next_state,
+                    step_product, step_product_back)
+from _lstm_cell cimport lstm_bwd_row, lstm_cell, lstm_fwd_row
+from _packed cimport (checked_mode, fr_isa, gemm_packed, kernel_isa, kernel_tn_mode, pack_b,
+                      pack_stacked, packed_size, PACKED, step_path)
+from _parallel cimport (fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share, fr_use_pool,
+                        parallel_rows, parallel_together, share_cols, thread_sq)
+from _rnn_cell cimport rnn_bwd_row, rnn_cell, rnn_fwd_product, rnn_fwd_row
+from _seq cimport dx_rows, start_rows, weight_grad_cols, worth_prefetch
+from _steps cimport (Steps, Whole, brow, cache_rows, has_next, packed, plan_buf, run_end,
+                     share_slots, start_state, steps_init, urow, whole_task)
+
+cnp.import_array()
+fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
+
+
+# ---- the cells ---------------------------------------------------------------------------------
+
+cdef int cell_spec(int kind, Cell *c) except -1:
+    """c = the shape of cell `kind` (the enum in _loop.pxd); ValueError for another kind."""
+    if kind < RNN_TANH or kind > GRU_RA:
+        raise ValueError(f"cell: expected 0 (RNN tanh), 1 (RNN relu), 2 (LSTM), 3 (GRU) or 4 "
+                         f"(GRU reset_after), got {kind}")
+    memset(c, 0, sizeof(Cell))
+    c.kind = kind
+    c.bias_rows = 1
+    c.fwd_phases = 1
+    c.bwd_phases = 1
+    if kind == LSTM:
+        lstm_cell(c)
+    elif kind >= GRU:
+        gru_cell(c)
+    else:
+        rnn_cell(c)
+    return 0
+
+
+cdef inline void fwd_product(Loop *L, int phase, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t e,
+                             Py_ssize_t n1, const floating *Wp) noexcept nogil:
+    """Forward phase `phase` of step t, slots [n0, e): the cell's product(s)."""
+    if L.cell.kind >= GRU:
+        gru_fwd_product(L, phase, t, n0, e, Wp)
+    elif L.cell.kind == LSTM:
+        step_product(L, t, n0, e, Wp)
+    else:
+        rnn_fwd_product(L, t, n0, e, n1, Wp)
+
+
+cdef inline void fwd_row(Loop *L, int phase, Py_ssize_t n, Py_ssize_t t, Py_ssize_t n1,
+                         floating *G) noexcept nogil:
+    """Forward phase `phase` of step t: the cell's row pass for slot n."""
+    if L.cell.kind >= GRU:
+        gru_fwd_row(L, phase, n, t, n1, G)
+    elif L.cell.kind == LSTM:
+        lstm_fwd_row(L, n, t, 0, L.H, G)
+    else:
+        rnn_fwd_row(L, n, t, n1, G)
+
+
+cdef inline void bwd_row(Loop *L, int phase, Py_ssize_t n, Py_ssize_t t, Py_ssize_t n0,
+                         Py_ssize_t n1, floating **dh, floating **dc, floating *dh_prod,
+                         floating *dG, double *sq) noexcept nogil:
+    """Backward phase `phase` of step t: the cell's row pass for slot n (dh[0], dc[0] from
+    step t + 1, dh[1], dc[1] to step t - 1)."""
+    if L.cell.kind >= GRU:
+        gru_bwd_row(L, phase, n, t, n0, n1, dh[0], dh[1], dh_prod, sq)
+    elif L.cell.kind == LSTM:
+        lstm_bwd_row(L, n, t, n1, 0, L.H, dh[0], dc[0], dc[1], dG, sq)
+    else:
+        rnn_bwd_row(L, n, t, n1, dh[0], dG, sq)
+
+
+cdef inline void bwd_product(Loop *L, int phase, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t e,
+                             const floating *Wp, floating *dh_prod) noexcept nogil:
+    """Backward phase `phase` of step t, slots [n0, e): the cell's product(s) into dh_prod."""
+    if L.cell.kind >= GRU:
+        gru_bwd_product(L, phase, t, n0, e, Wp, dh_prod)
+    else:
+        step_product_back(L, t, n0, e, Wp, dh_prod)
+
+
+# ---- the rules that choose a path --------------------------------------------------------------
+
+cdef enum:
+    FUSE_MIN_ROWS = 8               # the fewest batch rows per thread fused_steps fuses
+    PACKED_L2_BYTES = 1 << 20       # the largest packed weights kept in L2 across steps or
+    # chunks of rows (half an L2): fused_steps, packed_dx
+    DX_PACKED_MIN_ROWS = 256        # the fewest N*T rows packed_dx takes
+
+cdef int fuse_mode = -1             # -1: by fused_steps; 0 never; 1 whenever packed (_set_fused)
+cdef int dx_mode = -1               # -1: by packed_dx; 0 never; 1 always (_set_dx_packed)
+cdef int unit_split_mode = -1       # -1: by use_units; 0 by batch rows; 1 by hidden units
+# whenever possible (_set_unit_split)
+
+
+cdef bint fused_steps(const Cell *c, int path, Py_ssize_t N, int D, int H, int threads,
+                      size_t itemsize) noexcept nogil:
+    """RNN forward: multiply the inputs by Wx step by step, in one packed product per step
+    G_t = [x_t | h_{t-1}] @ [Wx; Wh], instead of in one BLAS GEMM over all N*T rows?  Each
+    step's pre-activations then go from the product straight into the tanh pass while in
+    cache, and sgemm's packing and zeroing passes go.  Only while the packed weights stay in L2
+    from step to step (PACKED_L2_BYTES), and with rows enough per thread for the packed
+    kernel's register blocks (FUSE_MIN_ROWS); and not where the inputs are much wider than
+    the state (D > 4H), where the projection is most of the work and the layer may let BLAS
+    thread it while the kernel runs on one thread (fastrnn._threads.plan_threads).  Measured
+    alternating fused and not in one process (forward, 1 / 2 threads): N64 T100 H256
+    1.10-1.13 / 1.10-1.12x, N32 T35 H100 1.08 / 1.08x, N20 1.05-1.07 / 1.07-1.13x, N16 1.02 /
+    1.02x, N8 1.00 / 1.04x; N128 T50 H512 (2 MiB of weights) 0.94 / 0.97x.  Backward's
+    dX_t = dG_t @ Wx^T, likewise beside dh_{t-1} = dG_t @ Wh^T, measured 0.95-1.04x: there dX
+    stays one GEMM.  (The LSTM's and GRU's gate blocks make [Wx; Wh] 3-4x larger; the GRU's
+    forward fused this way lost 2-11 % at N64 H256: the RNN's path only.)"""
+    if c.kind > RNN_RELU or path != PACKED or fuse_mode == 0:
+        return False
+    if fuse_mode == 1:
+        return True
+    return (N >= FUSE_MIN_ROWS * max(threads, 1) and D <= 4 * H
+            and packed_size(D + H, H, itemsize == 8) * itemsize <= PACKED_L2_BYTES)
+
+
+cdef bint packed_dx(const Cell *c, Py_ssize_t NT, int D, int H, size_t itemsize) noexcept nogil:
+    """RNN backward: dX = dG @ Wx^T from Wx^T packed once per call, by the packed kernel in
+    chunks of rows (dx_rows in _seq.pxd), instead of by one sgemm over all N*T rows?  In float32
+    on AVX-512, from DX_PACKED_MIN_ROWS rows, while the packed Wx^T stays in L2 from chunk to
+    chunk (PACKED_L2_BYTES).  Measured on the AVX-512 Xeon, alternating with sgemm in one
+    process (backward, medians of 30-300 calls, two runs), 1 / 2 threads: N64 T100 H256
+    1.02-1.04 / 1.03-1.04x, N20 T35 H100 1.03 / 1.01x.  The product alone, 6400 x 256 x 256:
+    148 -> 167-169 GF/s.  (The GRU's dX, with 3H columns of dG, measured 1.00-1.01x in its
+    layer and stays with sgemm; the LSTM's was not tried in a layer: 6400 x 1024 x 256 alone
+    149 -> 150-159.)"""
+    if c.kind > RNN_RELU:
+        return False
+    if dx_mode >= 0:
+        return dx_mode == 1
+    return (fr_isa() == 1 and itemsize == 4 and NT >= DX_PACKED_MIN_ROWS
+            and packed_size(H, D, False) * itemsize <= PACKED_L2_BYTES)
+
+
+cdef bint use_units(const Cell *c, int threads, int path, Py_ssize_t N, int H) noexcept nogil:
+    """LSTM: share the time loop by hidden units rather than by batch rows?  By rows, each
+    thread multiplies its rows by all of Wh at every step; by units, all rows by its columns of
+    Wh (then the threads wait for each other once a step, fr_barrier).  With few rows and a
+    large Wh the rows' products are bound by reading Wh, which does not fit one core's cache;
+    by units each core keeps its share of Wh in cache.  Measured on the Xeon, float32, 2
+    threads, forward+backward by rows / by units: H650 N2 1.47, N8 1.32, N20 1.08, N32 1.07,
+    N48 1.01, N64 1.01; H512 N20 1.08, N128 0.96; H400 N8 1.15, N20 1.03; H1024 N20 1.07; H256
+    N2 1.13, N8 0.97, N20 0.95, N64 0.94; H128 N4 0.83; H100 N20 0.74 (there the wait at every
+    step costs more than it saves).  The LSTM's only: its row passes take a range of units
+    (the other cells' were not measured this way)."""
+    if c.kind != LSTM or threads < 2 or path != PACKED:
+        return False
+    if unit_split_mode >= 0:
+        return unit_split_mode == 1
+    return N < 24 * threads and H >= 400
+
+
+# ---- forward -----------------------------------------------------------------------------------
+
+cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
+    """Input projection and time loop for slots [n0, n1)."""
+    cdef Py_ssize_t T = L.T, n, t, e, ld = L.ldxh
+    cdef int H = L.H, phase, last = L.cell.fwd_phases - 1
+    cdef const floating *h0 = <const floating *>L.h0
+    cdef const floating *M = <const floating *>L.M
+    cdef floating *hs = <floating *>L.hs
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    cdef floating *HU = <floating *>L.HU
+    cdef const Steps *S = &L.steps
+    if packed(S):   # (inputs and projection done by whole_task) Hprev at step 0 = (m *) h0
+        start_state(S, n0, n1, H, ld, h0, M, Hprev, HU)
+    else:
+        if L.fused:     # (x_t Wx inside each step's product) Hprev[rows, 0] = h0
+            for n in range(n0, n1):
+                memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
+        else:           # keep the inputs, project them into G, Hprev[:, 0] = h0
+            start_rows(n0, n1, T, L.D, H, L.GH, <const floating *>L.X,
+                       <const floating *>L.Wx, h0, <floating *>L.XH, G)
+        if M != NULL:   # Hprev holds the masked h_{t-1} (m * h0 here; HU unmasked)
+            for n in range(n0, n1):
+                if HU != NULL:
+                    memcpy(HU + n * T * H, h0 + n * H, H * sizeof(floating))
+                mask_scale(H, M + n * H, Hprev + n * T * ld)
+    for t in range(T):
+        e = run_end(S, n1, t)                   # slots [n0, e) run step t
+        if e <= n0:
+            break
+        for phase in range(last + 1):
+            fwd_product(L, phase, t, n0, e, n1, Wp)
+            for n in range(n0, e):
+                fwd_row(L, phase, n, t, n1, G)
+                if phase == last and has_next(S, n, t):
+                    next_state(L, n, t, hs + urow(S, n, t) * H, 0, H)
+
+
+cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _forward_rows(L, n0, n1, <const double *>L.Wp)
+        else:
+            _forward_rows(L, n0, n1, <const float *>L.Wp)
+
+
+cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil:
+    """Thread tid's share of a forward shared by hidden units (use_units; the LSTM's row pass):
+    the input projection of its batch rows, then at every step its units [j0, j1) of every row
+    -- their columns of each gate block of h_{t-1} @ Wh, and their row pass."""
+    cdef Py_ssize_t T = L.T, N = L.N, t, n, ld = L.ldxh, n0, n1, j0, j1
+    cdef int H = L.H, GH = L.GH, w, k, blocks = L.cell.blocks
+    cdef const floating *Wh = <const floating *>L.Wh
+    cdef const floating *M = <const floating *>L.M
+    cdef floating *G = <floating *>L.G
+    cdef floating *Hprev = <floating *>L.Hprev
+    cdef floating *hs = <floating *>L.hs
+    cdef floating *P
+    cdef floating *Pk[4]
+    fr_share(N, tid, nth, &n0, &n1)
+    start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
+               <const floating *>L.h0, <floating *>L.XH, G)
+    if M != NULL:
+        for n in range(n0, n1):
+            mask_scale(H, M + n * H, Hprev + n * T * ld)
+    share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
+    w = <int>(j1 - j0)
+    # this thread's columns of each gate block of Wh, packed from element GH*j0 of Wp on
+    P = Wp + GH * j0
+    for k in range(blocks):
+        Pk[k] = P
+        P = pack_b(H, w, Wh + k * H + j0, GH, 1, P)
+    fr_barrier_wait(&L.bar)                     # all rows projected, Hprev[:, 0] set
+    for t in range(T):
+        if w > 0:
+            for k in range(blocks):
+                # G[:, t, kH+j0 : kH+j1] += h_{t-1} @ Wh[:, kH+j0 : kH+j1]
+                gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
+                            G + t * GH + k * H + j0, T * GH, True)
+            for n in range(N):
+                lstm_fwd_row(L, n, t, j0, w, G)
+                if t + 1 < T:
+                    next_state(L, n, t, hs + (n * T + t) * H + j0, j0, w)
+        fr_barrier_wait(&L.bar)                 # h_t complete before any thread reads it
+
+
+cdef void _forward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    if L.f64:
+        _forward_units(L, tid, nthreads, <double *>L.Wp)
+    else:
+        _forward_units(L, tid, nthreads, <float *>L.Wp)
+
+
+cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
+                  bint reverse, bint check) noexcept nogil:
+    """Each thread takes a share of the batch rows: their input projection, then their time loop
+    (with one thread the projection is a single GEMM over all N*T rows, BLAS threading it); or,
+    fused_steps, the projection of each step inside its recurrent product; or, use_units, a
+    share of the hidden units of every row at each step.  With a plan (lengths or reverse,
+    _steps.pxd), the projection comes first, shared by cache rows, then the time loop shared
+    by slots (never fused nor by units: not measured with lengths)."""
+    cdef Py_ssize_t N = L.N, T = L.T
+    cdef int D = L.D, H = L.H, GH = L.GH, split = L.cell.fwd_split * L.H
+    cdef const floating *Wh = <const floating *>L.Wh
+    cdef floating *Wp_h = Wp
+    cdef Whole W
+    steps_init(&L.steps, N, T, plan, reverse)
+    L.path = step_path(N, T)
+    L.fused = fused_steps(&L.cell, L.path, N, D, H, threads, sizeof(floating)) and plan == NULL
+    L.prefetch = worth_prefetch(N * T * GH, sizeof(floating)) and plan == NULL
+    L.check = check and T == 1
+    L.nonfinite = 0
+    L.f64 = floating is double
+    L.Wp = Wp
+    if plan != NULL:
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = False
+        W.X = L.X; W.XH = L.XH; W.Wx = L.Wx; W.G = L.G; W.hs = L.hs
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
+    elif use_units(&L.cell, threads, L.path, N, H):
+        fr_barrier_init(&L.bar, threads)
+        if parallel_together(threads, _forward_units_task, L, NULL, 0, &L.sq_part):
+            return L.nonfinite      # (the check is for T = 1, never shared by units)
+    if L.fused:
+        pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
+    elif L.path == PACKED and split:
+        Wp_h = pack_b(H, split, Wh, GH, 1, Wp)  # Wh's first blocks (H, split), then the rest
+        pack_b(H, GH - split, Wh + split, GH, 1, Wp_h)
+    elif L.path == PACKED:
+        pack_b(H, GH, Wh, GH, 1, Wp)            # Wh (H, GH), for the per-step products
+    L.Wp_h = Wp_h
+    parallel_rows(threads, N, _forward_task, L, NULL, 0, &L.sq_part)
+    return L.nonfinite
+
+
+# ---- backward ----------------------------------------------------------------------------------
+
+cdef void _carried_start(Loop *L, floating **dh, floating **dc, Py_ssize_t n0, Py_ssize_t n1,
+                         Py_ssize_t j0, int w) noexcept nogil:
+    """The carried gradients, double-buffered in L.dh_buf (and L.dc_buf, for a cell with c):
+    step t reads dh[0], dc[0] (from step t+1) and writes dh[1], dc[1] (to step t-1), then they
+    swap.  Points them at the two halves and sets those entering the last step, slots [n0, n1),
+    units [j0, j0 + w): dh = 0, dc = dcT (or 0)."""
+    cdef const floating *dcT = <const floating *>L.dcT
+    cdef Py_ssize_t n, H = L.H, NH = L.N * L.H
+    cdef int half, halves = 2 if packed(&L.steps) else 1
+    dh[0] = <floating *>L.dh_buf
+    dh[1] = dh[0] + NH
+    dc[0] = <floating *>L.dc_buf
+    dc[1] = dc[0] + NH if dc[0] != NULL else NULL
+    # (packed, a slot joins at its own last step, reading whichever half is current then)
+    for half in range(halves):
+        for n in range(n0, n1):
+            memset(dh[half] + n * H + j0, 0, w * sizeof(floating))
+            if dc[0] == NULL:
+                pass
+            elif dcT != NULL:
+                memcpy(dc[half] + n * H + j0, dcT + brow(&L.steps, n) * H + j0,
+                       w * sizeof(floating))
+            else:
+                memset(dc[half] + n * H + j0, 0, w * sizeof(floating))
+
+
+cdef inline void _carried_swap(floating **dh, floating **dc) noexcept nogil:
+    """After a step: what it wrote is what the next step (t-1) reads."""
+    dh[0], dh[1] = dh[1], dh[0]
+    dc[0], dc[1] = dc[1], dc[0]
+
+
+cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
+                         const floating *Wp) noexcept nogil:
+    """The backward time loop for slots [n0, n1), then their rows of dX; sq: this thread's
+    norm sums or NULL."""
+    cdef Py_ssize_t T = L.T, n, t, e, NH = L.N * L.H
+    cdef int H = L.H, phase, sq_width = 2 if L.cell.has_cell else 1
+    cdef floating *dG = <floating *>L.dG
+    cdef floating *dh[2]
+    cdef floating *dc[2]
+    cdef const floating *M = <const floating *>L.M
+    cdef const Steps *S = &L.steps
+    cdef double *sq_t
+    # with M, a cell with a direct part of dh_{t-1} (direct_dh) sums the products' part here,
+    # then dh_{t-1} += m * that; else the products make all of dh_{t-1}, then dh_{t-1} *= m
+    cdef bint apart = M != NULL and L.cell.direct_dh
+    cdef floating *dhm = <floating *>L.S + NH + n0 * H if apart else NULL
+    cdef floating *dh_prod
+    _carried_start(L, dh, dc, n0, n1, 0, H)
+    for t in range(T - 1, -1, -1):
+        e = run_end(S, n1, t)                   # slots [n0, e) run step t (packed: more join
+        if e > n0:                              # as t goes down; their dh, dc start as set)
+            sq_t = sq + sq_width * t if sq != NULL else NULL
+            dh_prod = dhm if apart else dh[1] + n0 * H
+            for phase in range(L.cell.bwd_phases):
+                for n in range(n0, e):
+                    bwd_row(L, phase, n, t, n0, n1, dh, dc, dh_prod, dG, sq_t)
+                bwd_product(L, phase, t, n0, e, Wp, dh_prod)
+            if M != NULL:   # the products' input was m * h_{t-1}
+                for n in range(n0, e):
+                    if apart:
+                        mask_add(H, M + brow(S, n) * H, dhm + (n - n0) * H, dh[1] + n * H)
+                    else:
+                        mask_scale(H, M + brow(S, n) * H, dh[1] + n * H)
+        _carried_swap(dh, dc)
+    # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM (packed: whole_task)
+    if not packed(S):
+        dx_rows(n0, n1, T, L.D, L.GH, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
+                <floating *>L.dX)
+
+
+cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef Py_ssize_t n0, n1
+    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, (2 if L.cell.has_cell else 1) * L.T)
+    share_slots(&L.steps, tid, nthreads, &n0, &n1)
+    if n0 < n1:
+        if L.f64:
+            _backward_rows(L, n0, n1, sq, <const double *>L.Wp)
+        else:
+            _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
+
+
+cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) noexcept nogil:
+    """Thread tid's share of a backward time loop shared by hidden units (use_units; the LSTM's
+    row pass): at every step its units [j0, j1) of every row -- their gate gradients, then
+    (once every thread's are in dG) their columns of dh_{t-1} = dG_t @ Wh^T; then the dX rows
+    of its batch rows."""
+    cdef Py_ssize_t T = L.T, N = L.N, t, n, n0, n1, j0, j1
+    cdef int H = L.H, GH = L.GH, w
+    cdef const floating *Wh = <const floating *>L.Wh
+    cdef const floating *M = <const floating *>L.M
+    cdef floating *dG = <floating *>L.dG
+    cdef floating *dh[2]
+    cdef floating *dc[2]
+    cdef floating *P
+    share_cols(H, tid, nth, &j0, &j1)
+    w = <int>(j1 - j0)
+    # Wh^T[:, j0:j1] (GH, w): rows j0..j1 of Wh, packed from element GH*j0 of Wp on
+    P = Wp + GH * j0
+    pack_b(GH, w, Wh + j0 * GH, 1, GH, P)
+    _carried_start(L, dh, dc, 0, N, j0, w)      # this thread's units of every row
+    for t in range(T - 1, -1, -1):
+        for n in range(N):
+            lstm_bwd_row(L, n, t, N, j0, w, dh[0], dc[0], dc[1], dG,
+                         sq + 2 * t if sq != NULL else NULL)
+        fr_barrier_wait(&L.bar)                 # dG[:, t] complete
+        if w > 0:
+            # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
+            gemm_packed(<int>N, w, GH, dG + t * GH, T * GH, P, dh[1] + j0, H, False)
+            if M != NULL:
+                for n in range(N):
+                    mask_scale(w, M + n * H + j0, dh[1] + n * H + j0)
+        _carried_swap(dh, dc)
+    # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
+    fr_share(N, tid, nth, &n0, &n1)
+    if n0 < n1:
+        dx_rows(n0, n1, T, L.D, GH, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
+                <floating *>L.dX)
+
+
+cdef void _backward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, 2 * L.T)
+    if L.f64:
+        _backward_units(L, tid, nthreads, sq, <double *>L.Wp)
+    else:
+        _backward_units(L, tid, nthreads, sq, <float *>L.Wp)
+
+
+cdef void _weights_share(Loop *L, int tid, int nthreads, const floating *XH) noexcept nogil:
+    """Thread tid's share of [dWx; dWh] = [X | Hprev]^T @ dG and db = dG summed over rows, by
+    GEMMs (or a reduction) over all the cache rows: a share of the columns; the GRU's own
+    split (gru_weights: its h~ block's recurrent side is not dG's)."""
+    cdef Py_ssize_t c0, c1
+    if L.cell.kind >= GRU:
+        gru_weights(L, tid, nthreads, XH)
+        return
+    share_cols(L.GH, tid, nthreads, &c0, &c1)
+    if c0 < c1:
+        weight_grad_cols(cache_rows(&L.steps), L.D, L.H, L.GH, c0, c1, XH,
+                         <const floating *>L.dG, <floating *>L.dWx, <floating *>L.dWh, L.acc,
+                         <floating *>L.db)
+
+
+cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    if L.f64:
+        _weights_share(L, tid, nthreads, <const double *>L.XH)
+    else:
+        _weights_share(L, tid, nthreads, <const float *>L.XH)
+
+
+cdef int _backward(Loop *L, int threads, floating *Wp, floating *dh0, floating *dc0,
+                   floating *dXp, const Py_ssize_t *plan, bint reverse,
+                   bint check) noexcept nogil:
+    """Two parallel phases: each thread takes a share of the batch rows (their time loop, then
+    their rows of dX; or, use_units, a share of the hidden units of every row at each step);
+    then, once dG is complete, a share of the weight-gradient columns.  With a plan, the time
+    loop shared by slots, then dX shared by cache rows (into dXp, then in place; never from a
+    packed Wx^T: not measured), then the weights."""
+    cdef Py_ssize_t N = L.N, T = L.T, NH = L.N * L.H, j, n, half
+    cdef int D = L.D, H = L.H, GH = L.GH, split = L.cell.bwd_split * L.H
+    cdef int sq_len = (2 if L.cell.has_cell else 1) * <int>T
+    cdef const floating *Wh = <const floating *>L.Wh
+    cdef const floating *dh_buf = <const floating *>L.dh_buf
+    cdef const floating *dc_buf = <const floating *>L.dc_buf
+    cdef floating *Wp_h = Wp
+    cdef floating *Wxp = NULL
+    cdef Whole W
+    steps_init(&L.steps, N, T, plan, reverse)
+    L.path = step_path(N, T)
+    L.f64 = floating is double
+    cdef bint by_units = use_units(&L.cell, threads, L.path, N, H) and plan == NULL
+    # (shared by units, a thread's segments of a row are its units only: no gain measured)
+    L.prefetch = worth_prefetch(N * T * GH, sizeof(floating)) and not by_units and plan == NULL
+    if plan == NULL and packed_dx(&L.cell, N * T, D, H, sizeof(floating)):
+        Wxp = Wp + packed_size(GH, H, floating is double)
+        pack_b(H, D, <const floating *>L.Wx, 1, H, Wxp)   # Wx^T (H, D), after Wh^T
+    L.Wxp = Wxp
+    L.Wp = Wp
+    if by_units:
+        fr_barrier_init(&L.bar, threads)
+        by_units = parallel_together(threads, _backward_units_task, L, L.sq, sq_len, &L.sq_part)
+    if not by_units:
+        if L.path == PACKED and split:
+            Wp_h = pack_b(split, H, Wh, 1, GH, Wp)  # Wh^T's first blocks (split, H), the rest
+            pack_b(GH - split, H, Wh + split, 1, GH, Wp_h)
+        elif L.path == PACKED:
+            pack_b(GH, H, Wh, 1, GH, Wp)            # Wh^T (GH, H)
+        L.Wp_h = Wp_h
+        parallel_rows(threads, N, _backward_task, L, L.sq, sq_len, &L.sq_part)
+    # after T swaps the carried gradients are in the first half of each buffer if T is even
+    half = NH if T % 2 else 0
+    if plan != NULL:
+        for j in range(N):                      # slot j -> its batch row
+            n = brow(&L.steps, j)
+            memcpy(dh0 + n * H, dh_buf + half + j * H, H * sizeof(floating))
+            if dc0 != NULL:
+                memcpy(dc0 + n * H, dc_buf + half + j * H, H * sizeof(floating))
+        W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = True
+        W.XH = L.XH; W.Wx = L.Wx; W.dG = L.dG; W.dXp = dXp; W.dX = L.dX
+        parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
+    else:
+        memcpy(dh0, dh_buf + half, NH * sizeof(floating))
+        if dc0 != NULL:
+            memcpy(dc0, dc_buf + half, NH * sizeof(floating))
+    # T = 1 with check: dX and dh0 are the only results that read Wx and Wh; a NaN or Inf in
+    # either shows here (see forward), and then the gradients are left as they were
+    if check and T == 1 and not (all_finite(<floating *>L.dX, N * D) and all_finite(dh0, NH)):
+        return 1
+    fr_parallel(threads, _weights_task, L)
+    return 0
+
+
+# ---- the Python entry points -------------------------------------------------------------------
+
+cdef size_t wp_size(const Cell *c, Py_ssize_t D, Py_ssize_t H, bint dbl):
+    """Elements of the scratch Wp, for the largest use of the cell: forward's packed Wh (the
+    RNN's [Wx; Wh]; with a split, its two parts), backward's Wh^T (the RNN's then Wx^T), or
+    (the LSTM's use_units) the threads' shares of the units, each padded to whole panels of 16
+    columns -- as the layers allocate it."""
+    cdef int h = <int>H, GH = c.blocks * <int>H, f = c.fwd_split * <int>H
+    cdef int s = c.bwd_split * <int>H
+    cdef size_t fwd, bwd
+    fwd = (packed_size(h, f, dbl) + packed_size(h, GH - f, dbl) if f
+           else packed_size(h, GH, dbl))
+    bwd = (packed_size(s, h, dbl) + packed_size(GH - s, h, dbl) if s
+           else packed_size(GH, h, dbl))
+    if c.kind <= RNN_RELU:
+        fwd = packed_size(<int>(D + H), h, dbl)
+        bwd += packed_size(h, <int>D, dbl)
+    if c.kind == LSTM:
+        fwd = max(fwd, <size_t>(GH * ((H + 15) // 16 * 16)))
+    return max(fwd, bwd)
+
+
+cdef void *_entry(dict d, str key, int tn, Py_ssize_t size, bint out=False) except NULL:
+    """The data of d[key] (a cache or scratch array of the layer), checked as buf does."""
+    return buf(d[key], tn, size, key, out)
+
+
+def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+            cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray Wp, int threads=1, bint check=False,
+            object plan=None, bint reverse=False):
+    """Run cell `cell` (0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU, 4 GRU reset_after) over all
+    timesteps of X (N, T, D); fills hs and the caches (Wp: scratch).
+
+    cache: the layer's forward caches: XH (N, T, D + H; X and h_{t-1} side by side), G
+    (N, T, GH); the LSTM's c0 (N, H), C and TC (N, T, H); the GRU's AUX (N, T, H) and S
+    (N, 3H), and with a mask HU (N, T, H); M: recurrent dropout's mask (N, H) or None
+    (h_{t-1} Wh becomes (M * h_{t-1}) Wh; XH then holds the masked h_{t-1}).
+    threads: how many threads share the work.
+    check (T = 1 only): returns 1 if a pre-activation x Wx + h0 Wh (before the bias) holds
+    NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
+    else 0 (see fastrnn.layers._weights_checked_by_kernel).
+    plan (intp, 2N + 2T + 1) or None: lengths and direction as laid out in _steps.pxd (the
+    caches then hold sum(lengths) rows, step-major)."""
+    cdef Loop L
+    memset(&L, 0, sizeof(Loop))
+    cell_spec(cell, &L.cell)
+    cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = Wx.shape[0], H = Wh.shape[0]
+    cdef Py_ssize_t NTH = N * T * H, GH = L.cell.blocks * H
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef bint lstm = L.cell.kind == LSTM, gru = L.cell.kind >= GRU
+    cdef object M = cache["M"]
+    L.N = N; L.T = T; L.D = <int>D; L.H = <int>H; L.GH = <int>GH; L.ldxh = <int>(D + H)
+    L.X = buf(X, tn, N * T * D, "X")
+    L.XH = _entry(cache, "XH", tn, N * T * (D + H), True)
+    L.Hprev = <char *>L.XH + D * cnp.PyArray_ITEMSIZE(Wh)
+    L.Wx = buf(Wx, tn, D * GH, "Wx")
+    L.Wh = buf(Wh, tn, H * GH, "Wh")
+    L.b = buf(b, tn, L.cell.bias_rows * GH, "b")
+    L.h0 = buf(h0, tn, N * H, "h0")
+    L.hs = buf(hs, tn, NTH, "hs", True)
+    L.G = _entry(cache, "G", tn, N * T * GH, True)
+    L.c0 = _entry(cache, "c0", tn, N * H) if lstm else NULL
+    L.C = _entry(cache, "C", tn, NTH, True) if lstm else NULL
+    L.TC = _entry(cache, "TC", tn, NTH, True) if lstm else NULL
+    L.AUX = _entry(cache, "AUX", tn, NTH, True) if gru else NULL
+    L.S = _entry(cache, "S", tn, 3 * N * H, True) if gru else NULL
+    L.M = NULL if M is None else buf(M, tn, N * H, "h_mask")
+    L.HU = _entry(cache, "HU", tn, NTH, True) if gru and M is not None else NULL
+    cdef void *pWp = buf(Wp, tn, wp_size(&L.cell, D, H, tn == cnp.NPY_FLOAT64), "Wp", True,
+                         True)  # scratch: at least that size
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
+    cdef int nonfinite
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            nonfinite = _forward(&L, threads, <float *>pWp, pplan, reverse, check)
+        else:
+            nonfinite = _forward(&L, threads, <double *>pWp, pplan, reverse, check)
+    return nonfinite
+
+
+def backward(int cell, dict cache, dict scratch, cnp.ndarray dhs, object dcT, cnp.ndarray Wx,
+             cnp.ndarray Wh, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
+             cnp.ndarray dh0, object dc0, object sq, cnp.ndarray Wp, int threads=1,
+             bint check=False, object plan=None, bint reverse=False):
+    """Backpropagate cell `cell` through all timesteps of the last forward, whose caches are
+    `cache` (as given to forward).
+
+    scratch: the layer's backward buffers: dG (N, T, GH), dh (2, N, H), acc (GH,) float64;
+    the LSTM's dc (2, N, H); GRU reset_after's dGh (N, T, H); with a plan, dXp (N*T, D).
+    dcT (LSTM: (N, H) or None): gradient w.r.t. the last cell state; sq ((T,) or, LSTM, (T, 2)
+    float64 zeros, or None): receives ||dL/dh_t||^2 (and ||dL/dc_t||^2) per step; Wp: scratch.
+    Writes dWx, dWh, db, dX, dh0 (and the LSTM's dc0).
+    check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
+    db; else 0.  plan, reverse: as given to the forward."""
+    cdef Loop L
+    memset(&L, 0, sizeof(Loop))
+    cell_spec(cell, &L.cell)
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
+    cdef Py_ssize_t NTH = N * T * H, NH = N * H, GH = L.cell.blocks * H
+    cdef int tn = cnp.PyArray_TYPE(Wh)
+    cdef bint lstm = L.cell.kind == LSTM, gru = L.cell.kind >= GRU
+    cdef object M = cache["M"]
+    L.N = N; L.T = T; L.D = <int>D; L.H = <int>H; L.GH = <int>GH; L.ldxh = <int>(D + H)
+    L.X = NULL                                  # (backward reads X from XH)
+    L.XH = _entry(cache, "XH", tn, N * T * (D + H))
+    L.Hprev = <char *>L.XH + D * cnp.PyArray_ITEMSIZE(Wh)
+    L.Wx = buf(Wx, tn, D * GH, "Wx")
+    L.Wh = buf(Wh, tn, H * GH, "Wh")
+    L.dhs = buf(dhs, tn, NTH, "dhs")
+    L.G = _entry(cache, "G", tn, N * T * GH)
+    L.c0 = _entry(cache, "c0", tn, NH) if lstm else NULL
+    L.C = _entry(cache, "C", tn, NTH) if lstm else NULL
+    L.TC = _entry(cache, "TC", tn, NTH) if lstm else NULL
+    L.dcT = buf(dcT, tn, NH, "dcT") if lstm and dcT is not None else NULL
+    L.AUX = _entry(cache, "AUX", tn, NTH) if gru else NULL
+    L.S = _entry(cache, "S", tn, 3 * NH, True) if gru else NULL
+    L.M = NULL if M is None else buf(M, tn, NH, "h_mask")
+    L.HU = _entry(cache, "HU", tn, NTH) if gru and M is not None else NULL
+    L.dG = _entry(scratch, "dG", tn, N * T * GH, True)
+    L.dGh = _entry(scratch, "dGh", tn, NTH, True) if L.cell.kind == GRU_RA else NULL
+    L.dh_buf = _entry(scratch, "dh", tn, 2 * NH, True)
+    L.dc_buf = _entry(scratch, "dc", tn, 2 * NH, True) if lstm else NULL
+    L.acc = <double *>_entry(scratch, "acc", cnp.NPY_FLOAT64, GH, True)
+    L.dWx = buf(dWx, tn, D * GH, "dWx", True)
+    L.dWh = buf(dWh, tn, H * GH, "dWh", True)
+    L.db = buf(db, tn, L.cell.bias_rows * GH, "db", True)
+    L.dX = buf(dX, tn, N * T * D, "dX", True)
+    cdef void *pdh0 = buf(dh0, tn, NH, "dh0", True)
+    cdef void *pdc0 = buf(dc0, tn, NH, "dc0", True) if lstm else NULL
+    L.sq = (NULL if sq is None else
+            <double *>buf(sq, cnp.NPY_FLOAT64, (2 if lstm else 1) * T, "sq", True))
+    cdef void *pWp = buf(Wp, tn, wp_size(&L.cell, D, H, tn == cnp.NPY_FLOAT64), "Wp", True,
+                         True)  # scratch: at least that size
+    cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
+    cdef void *pdXp = NULL if plan is None else _entry(scratch, "dXp", tn, N * T * D, True)
+    cdef int nonfinite
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            nonfinite = _backward(&L, threads, <float *>pWp, <float *>pdh0, <float *>pdc0,
+                                  <float *>pdXp, pplan, reverse, check)
+        else:
+            nonfinite = _backward(&L, threads, <double *>pWp, <double *>pdh0, <double *>pdc0,
+                                  <double *>pdXp, pplan, reverse, check)
+    return nonfinite
+
+
+def _kernel_isa(isa=None):
+    """Set (unless None) and return the instruction set of this module's matrix products; use
+    fastrnn._isa rather than this."""
+    return kernel_isa(isa)
+
+
+def _kernel_tn_mode(mode=None):
+    """Set (unless None) who makes this module's whole-sequence weight gradients and return the
+    setting before; use fastrnn._isa.tn_packed rather than this."""
+    return kernel_tn_mode(mode)
+
+
+def _set_fused(int mode):
+    """Make the RNN's x_t Wx part of each step's products (fused_steps): -1 by the rule, 0
+    never, 1 whenever the weights are packed; returns the previous setting.  For tests and A/B
+    timing."""
+    global fuse_mode
+    old = fuse_mode
+    fuse_mode = checked_mode("_set_fused", mode)
+    return old
+
+
+def _set_dx_packed(int mode):
+    """Make the RNN's backward dX from Wx^T packed (packed_dx): -1 by the rule, 0 never (BLAS
+    or the direct kernel), 1 always; returns the previous setting.  For tests and A/B timing."""
+    global dx_mode
+    old = dx_mode
+    dx_mode = checked_mode("_set_dx_packed", mode)
+    return old
+
+
+def _set_unit_split(int mode):
+    """How the LSTM's time loop on several threads is shared: -1 by use_units's rule (the
+    default), 0 always by batch rows, 1 by hidden units whenever the per-step products are
+    packed.  For tests and A/B timings; returns the previous setting."""
+    global unit_split_mode
+    cdef int old = unit_split_mode
+    unit_split_mode = checked_mode("_set_unit_split", mode)
+    return old
