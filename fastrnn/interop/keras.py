@@ -77,16 +77,18 @@ def from_keras(layer):
 
     Parameters
     ----------
-    layer : keras.layers.SimpleRNN, LSTM, GRU, Bidirectional, or a keras.Sequential of them
+    layer : keras layer or keras.Sequential
+        A ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional``, or a Sequential of them.
         Built (called once, or ``layer.build((None, None, D))``).  A Sequential may start with
         a ``Masking`` layer (dropped: pass fastrnn the lengths of its mask) and hold one
         ``Dropout`` of one rate in every gap between its recurrent layers.
 
     Returns
     -------
-    TimeRNN, TimeLSTM, TimeGRU, Bidirectional or Stack
-        In the layer's weight dtype; it returns the whole sequence of hidden states, as Keras
-        with ``return_sequences=True``.
+    fastrnn layer
+        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU``, ``Bidirectional`` or ``Stack``, in the layer's
+        weight dtype; it returns the whole sequence of hidden states, as Keras with
+        ``return_sequences=True``.
     """
     keras = _keras()
     if isinstance(layer, keras.Sequential):
@@ -221,15 +223,17 @@ def to_keras(obj):
 
     Parameters
     ----------
-    obj : fastrnn.TimeRNN, TimeLSTM, TimeGRU, a Bidirectional of them, or a Stack
+    obj : fastrnn layer
+        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU``, a ``Bidirectional`` of them, or a ``Stack``.
         A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``; a ``Bidirectional``
         (both directions the same cell and size) ``keras.layers.Bidirectional``; a ``Stack``
         with ``connection=None`` and no ``recurrent_dropout`` a ``keras.Sequential``.
 
     Returns
     -------
-    keras.layers.SimpleRNN, LSTM, GRU, Bidirectional or keras.Sequential
-        Built for inputs (N, T, D), in the parameters' dtype, ``zero_output_for_mask=True``.
+    keras layer or keras.Sequential
+        ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional`` or a ``keras.Sequential``,
+        built for inputs (N, T, D), in the parameters' dtype, ``zero_output_for_mask=True``.
     """
     _keras()  # a clear ImportError first, when Keras is missing
     from ..layers.bidirectional import Bidirectional
