@@ -722,7 +722,7 @@ class TimeRNN(_TimeLayer):
 
     @property
     def _cell(self):  # the kernel's cell (src/cells/_loop.pxd)
-        return 1 if self.nonlinearity == "relu" else 0
+        return _recurrent.CELLS["rnn_relu" if self.nonlinearity == "relu" else "rnn_tanh"]
 
     def _extra_config(self):
         return {"nonlinearity": self.nonlinearity}
@@ -751,7 +751,7 @@ class TimeLSTM(_TimeLayer):
 
     blocks = 4
     has_cell = True
-    _cell = 2  # the kernel's cell (src/cells/_loop.pxd)
+    _cell = _recurrent.CELLS["lstm"]  # the kernel's cell (src/cells/_loop.pxd)
 
     def _cache_shapes(self, N, T, H):
         return {"G": (N, T, 4 * H), "C": (N, T, H), "TC": (N, T, H)}
@@ -784,7 +784,7 @@ class TimeGRU(_TimeLayer):
 
     @property
     def _cell(self):  # the kernel's cell (src/cells/_loop.pxd)
-        return 4 if self.reset_after else 3
+        return _recurrent.CELLS["gru_reset_after" if self.reset_after else "gru"]
 
     def _extra_config(self):
         return {"reset_after": self.reset_after}

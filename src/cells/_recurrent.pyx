@@ -568,6 +568,30 @@ cdef void *_entry(dict d, str key, int tn, Py_ssize_t size, bint out=False) exce
     return buf(d[key], tn, size, key, out)
 
 
+cdef int _caches(Loop *L, dict cache, int tn, bint forward) except -1:
+    """Point L at the layer's forward caches (see forward), checked; writable where forward
+    fills them (the GRU's S in both directions)."""
+    cdef Py_ssize_t N = L.N, T = L.T, H = L.H, NTH = N * T * H
+    cdef bint lstm = L.cell.kind == LSTM, gru = L.cell.kind >= GRU
+    cdef object M = cache["M"]
+    L.XH = _entry(cache, "XH", tn, N * T * (L.D + H), forward)
+    L.Hprev = <char *>L.XH + L.D * (8 if tn == cnp.NPY_FLOAT64 else 4)
+    L.G = _entry(cache, "G", tn, N * T * L.GH, forward)
+    L.c0 = _entry(cache, "c0", tn, N * H) if lstm else NULL
+    L.C = _entry(cache, "C", tn, NTH, forward) if lstm else NULL
+    L.TC = _entry(cache, "TC", tn, NTH, forward) if lstm else NULL
+    L.AUX = _entry(cache, "AUX", tn, NTH, forward) if gru else NULL
+    L.S = _entry(cache, "S", tn, 3 * N * H, True) if gru else NULL
+    L.M = NULL if M is None else buf(M, tn, N * H, "h_mask")
+    L.HU = _entry(cache, "HU", tn, NTH, forward) if gru and M is not None else NULL
+    return 0
+
+
+# the `cell` argument of forward and backward, by name (what the Python layers pass)
+CELLS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU,
+         "gru_reset_after": GRU_RA}
+
+
 def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray Wp, int threads=1, bint check=False,
             object plan=None, bint reverse=False):
@@ -590,25 +614,14 @@ def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef Py_ssize_t NTH = N * T * H, GH = L.cell.blocks * H
     cdef int tn = cnp.PyArray_TYPE(Wh)
-    cdef bint lstm = L.cell.kind == LSTM, gru = L.cell.kind >= GRU
-    cdef object M = cache["M"]
     L.N = N; L.T = T; L.D = <int>D; L.H = <int>H; L.GH = <int>GH; L.ldxh = <int>(D + H)
     L.X = buf(X, tn, N * T * D, "X")
-    L.XH = _entry(cache, "XH", tn, N * T * (D + H), True)
-    L.Hprev = <char *>L.XH + D * cnp.PyArray_ITEMSIZE(Wh)
+    _caches(&L, cache, tn, True)
     L.Wx = buf(Wx, tn, D * GH, "Wx")
     L.Wh = buf(Wh, tn, H * GH, "Wh")
     L.b = buf(b, tn, L.cell.bias_rows * GH, "b")
     L.h0 = buf(h0, tn, N * H, "h0")
     L.hs = buf(hs, tn, NTH, "hs", True)
-    L.G = _entry(cache, "G", tn, N * T * GH, True)
-    L.c0 = _entry(cache, "c0", tn, N * H) if lstm else NULL
-    L.C = _entry(cache, "C", tn, NTH, True) if lstm else NULL
-    L.TC = _entry(cache, "TC", tn, NTH, True) if lstm else NULL
-    L.AUX = _entry(cache, "AUX", tn, NTH, True) if gru else NULL
-    L.S = _entry(cache, "S", tn, 3 * N * H, True) if gru else NULL
-    L.M = NULL if M is None else buf(M, tn, N * H, "h_mask")
-    L.HU = _entry(cache, "HU", tn, NTH, True) if gru and M is not None else NULL
     cdef void *pWp = buf(Wp, tn, wp_size(&L.cell, D, H, tn == cnp.NPY_FLOAT64), "Wp", True,
                          True)  # scratch: at least that size
     cdef const Py_ssize_t *pplan = plan_buf(plan, N, T)
@@ -641,24 +654,14 @@ def backward(int cell, dict cache, dict scratch, cnp.ndarray dhs, object dcT, cn
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
     cdef Py_ssize_t NTH = N * T * H, NH = N * H, GH = L.cell.blocks * H
     cdef int tn = cnp.PyArray_TYPE(Wh)
-    cdef bint lstm = L.cell.kind == LSTM, gru = L.cell.kind >= GRU
-    cdef object M = cache["M"]
+    cdef bint lstm = L.cell.kind == LSTM
     L.N = N; L.T = T; L.D = <int>D; L.H = <int>H; L.GH = <int>GH; L.ldxh = <int>(D + H)
     L.X = NULL                                  # (backward reads X from XH)
-    L.XH = _entry(cache, "XH", tn, N * T * (D + H))
-    L.Hprev = <char *>L.XH + D * cnp.PyArray_ITEMSIZE(Wh)
+    _caches(&L, cache, tn, False)
     L.Wx = buf(Wx, tn, D * GH, "Wx")
     L.Wh = buf(Wh, tn, H * GH, "Wh")
     L.dhs = buf(dhs, tn, NTH, "dhs")
-    L.G = _entry(cache, "G", tn, N * T * GH)
-    L.c0 = _entry(cache, "c0", tn, NH) if lstm else NULL
-    L.C = _entry(cache, "C", tn, NTH) if lstm else NULL
-    L.TC = _entry(cache, "TC", tn, NTH) if lstm else NULL
     L.dcT = buf(dcT, tn, NH, "dcT") if lstm and dcT is not None else NULL
-    L.AUX = _entry(cache, "AUX", tn, NTH) if gru else NULL
-    L.S = _entry(cache, "S", tn, 3 * NH, True) if gru else NULL
-    L.M = NULL if M is None else buf(M, tn, NH, "h_mask")
-    L.HU = _entry(cache, "HU", tn, NTH) if gru and M is not None else NULL
     L.dG = _entry(scratch, "dG", tn, N * T * GH, True)
     L.dGh = _entry(scratch, "dGh", tn, NTH, True) if L.cell.kind == GRU_RA else NULL
     L.dh_buf = _entry(scratch, "dh", tn, 2 * NH, True)
