@@ -16,9 +16,11 @@ Packages: ``fastrnn.layers`` (recurrent layers and cells, language-model time la
 (PyTorch, Keras, ONNX), ``fastrnn.reference`` (the plain NumPy oracle and benchmark baseline),
 ``fastrnn.diagnostics`` (gradient flow).  ``fastrnn.save(path, obj)`` / ``fastrnn.load(path)`` keep
 layers and models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
+``fastrnn.blas_info()`` tells which BLAS library the kernels call (``FASTRNN_BLAS``).
 """
 
 from . import diagnostics
+from ._blas import info as blas_info
 from ._norms import clip_grads
 from .io import load, save
 from .layers import (
@@ -56,4 +58,5 @@ __all__ = [
     "VariationalDropout",
     "save",
     "load",
+    "blas_info",
 ]

@@ -1,4 +1,5 @@
-"""How many threads a layer call uses: by default as many as scipy's BLAS is set to.
+"""How many threads a layer call uses: by default as many as the BLAS the kernels call is set
+to (fastrnn._blas: NumPy's OpenBLAS, or scipy's).
 
 Following BLAS's own setting means one control covers everything: ``threadpool_limits(1)`` (or
 OPENBLAS_NUM_THREADS=1) makes a layer single-threaded, as users of NumPy code expect.
@@ -13,7 +14,6 @@ OpenBLAS's idle workers keep spinning for about 0.1 s after each threaded call (
 OPENBLAS_THREAD_TIMEOUT), which halved the speed of a kernel thread sharing their core.
 """
 
-import os
 import threading
 
 import numpy as np
@@ -40,7 +40,7 @@ _blas = None
 
 class ThreadSetting:
     """The ``threads`` property of the layers (recurrent and language-model ones alike): None
-    follows scipy's BLAS thread setting, a positive integer fixes the count; anything else is
+    follows the BLAS thread setting, a positive integer fixes the count; anything else is
     refused with ValueError."""
 
     _threads = None
@@ -88,26 +88,21 @@ class _Knob:
                     return
 
 
-def _scipy_blas_knobs():
-    """Knobs for the BLAS that scipy.linalg.cython_blas calls (looked up once: scanning the
-    loaded libraries takes milliseconds)."""
+def _blas_knobs():
+    """Knobs for the BLAS the kernels call (fastrnn._blas: NumPy's OpenBLAS or scipy's; looked
+    up once: scanning the loaded libraries takes milliseconds)."""
     global _blas
     if _blas is None:
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (make sure scipy's BLAS is loaded)
-        from threadpoolctl import ThreadpoolController
+        from . import _blas as chosen
 
-        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        # a wheel's bundled copy lives in site-packages/scipy.libs (or inside scipy/); a system
-        # or conda scipy shares the BLAS numpy uses, and then every BLAS found is a candidate
-        own = [c for c in blas if c.filepath.startswith(os.path.dirname(scipy.__file__))]
-        _blas = [_Knob(c) for c in own or blas]
+        lib = chosen.controller()
+        _blas = [] if lib is None else [_Knob(lib)]
     return _blas
 
 
 def _query_blas_threads():
     try:
-        counts = [k.get() for k in _scipy_blas_knobs()]
+        counts = [k.get() for k in _blas_knobs()]
     except Exception:  # an exotic BLAS threadpoolctl cannot query: stay single-threaded
         return 1
     counts = [n for n in counts if isinstance(n, int) and n >= 1]
@@ -120,7 +115,7 @@ _saved = None  # the thread count BLAS had (the user's setting) before the first
 
 
 def blas_threads():
-    """The thread count scipy's BLAS is set to by the user (1 when it cannot be told); while
+    """The thread count the kernels' BLAS is set to by the user (1 when it cannot be told); while
     layer calls hold BLAS at one thread, the setting they will restore."""
     with _lock:
         if _holders:
@@ -129,10 +124,10 @@ def blas_threads():
 
 
 class single_threaded_blas:
-    """Context: scipy's BLAS runs single-threaded inside, and gets its setting back after.
+    """Context: the kernels' BLAS runs single-threaded inside, and gets its setting back after.
 
     Reference-counted, so that calls overlapping in several Python threads restore the user's
-    setting only when the last one leaves.  Meanwhile other code calling scipy's BLAS also runs
+    setting only when the last one leaves.  Meanwhile other code calling that BLAS also runs
     single-threaded (slower, never wrong)."""
 
     def __enter__(self):
@@ -154,7 +149,7 @@ class single_threaded_blas:
 
     @staticmethod
     def _set(n):
-        for k in _scipy_blas_knobs():
+        for k in _blas_knobs():
             try:
                 k.set(n)
             except Exception:

@@ -860,3 +860,31 @@ def test_out_arrays_in_place_and_overlap(rng):
         aff.backward(d, out=d)
     with pytest.raises(ValueError, match="out"):
         fastrnn.TimeEmbedding(W).forward(np.zeros((2, 3), int), out=np.empty((2, 3, 4), np.float32))
+
+
+def test_affine_weight_and_bias_grads_share_one_product(rng):
+    """dW and db are views of one [dW; db] buffer, filled by one product whose db row is
+    accurate to float32 rounding of the column sums; grads entries replaced by the user still
+    receive their gradients."""
+    W, b, x, dout = affine_case(rng, np.float32, 20, 35, 16, 50, False)
+    dout *= np.linspace(0.1, 10, 50, dtype=np.float32)  # columns of different scales
+    layer = fastrnn.TimeAffine(W, b)
+    layer.forward(x)
+    layer.backward(dout)
+    dW, db = layer.grads
+    assert dW.base is db.base and db.ctypes.data == dW.ctypes.data + dW.nbytes
+    d64 = dout.reshape(-1, 50).astype(np.float64)
+    scale = np.abs(d64).sum(axis=0)
+    assert (np.abs(db - d64.sum(axis=0)) <= 2e-6 * scale).all()
+    x64 = x.reshape(-1, 16).astype(np.float64)
+    assert (np.abs(dW - x64.T @ d64) <= 2e-6 * (np.abs(x64).T @ np.abs(d64))).all()
+    want = [g.copy() for g in layer.grads]
+    layer.grads[0] = np.full_like(dW, np.nan)
+    layer.grads[1] = np.zeros(50, np.float32)[::-1]  # a reversed view: not C-contiguous
+    layer.forward(x)
+    layer.backward(dout)
+    for g, w in zip(layer.grads, want):
+        np.testing.assert_array_equal(g, w)
+    layer.grads[1] = np.zeros(49, np.float32)
+    with pytest.raises(ValueError, match=r"its gradient is \(49,\)"):
+        layer.backward(dout)

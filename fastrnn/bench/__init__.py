@@ -8,8 +8,8 @@ What is measured (float32 throughout):
     - ``reference``  ``fastrnn.reference``, the pure-NumPy layers they replace,
     - ``torch``      ``torch.nn.RNN/LSTM/GRU`` (batch_first, CPU, the same weights; optional),
     - ``floor``      the GEMM floor: only the matrix products a fused implementation cannot
-                     avoid, run through the same BLAS function fastrnn calls (scipy's OpenBLAS
-                     ``sgemm``, reached through ``scipy.linalg.cython_blas``) on preallocated
+                     avoid, run through the same BLAS function fastrnn calls (``sgemm`` of the
+                     library ``fastrnn._blas`` chose: NumPy's or scipy's OpenBLAS) on preallocated
                      buffers.  Forward: one (N*T, D) x (D, GH) GEMM plus T (N, H) x (H, GH);
                      backward: T (N, GH) x (GH, H) plus the three N*T-row GEMMs for dWx, dWh
                      and dX.  The GEMMs are issued from Python through ctypes; the measured cost

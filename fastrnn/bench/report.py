@@ -217,7 +217,7 @@ def format_report(results, markdown=False):
         f"fastrnn bench: float32; median ms per call over {reps} interleaved rounds "
         f"('~': samples spread over more than {NOISY:.0%} of the median, by IQR); "
         "x/fastrnn > 1: fastrnn is faster; fastrnn/floor: against the same products "
-        "in scipy's BLAS (or, for clip_grads, the memory floor); GF/s: the matrix "
+        "in the BLAS fastrnn calls (or, for clip_grads, the memory floor); GF/s: the matrix "
         "products' floating-point operations per second (the gate arithmetic not "
         "counted); %peak: that rate against threads x one core's measured FMA peak"
         + _peak_text(meta)
@@ -371,15 +371,18 @@ def format_report(results, markdown=False):
 
 def _kernels_text(meta):
     """Which kernel makes each product, as far as the run knows: fastrnn's instruction set
-    (its worker's fastrnn._isa.current()), scipy's OpenBLAS kernels (threadpoolctl), the peak
-    probe's path.  The per-shape choices follow the rules in src/gemm/_packed.pxd."""
+    (its worker's fastrnn._isa.current()), the kernels of the BLAS it calls (fastrnn._blas),
+    the peak probe's path.  The per-shape choices follow the rules in src/gemm/_packed.pxd."""
     w = meta.get("workers", {})
     fr = w.get("fastrnn") or {}
     isa = fr.get("fastrnn_kernels")
     sgemm = "sgemm"
-    for b in meta.get("blas", []):
-        if os.path.basename(os.path.dirname(b.get("filepath") or "")) == "scipy.libs":
-            sgemm = f"scipy's OpenBLAS sgemm ({b.get('architecture')} kernels)"
+    chosen = fr.get("fastrnn_blas") or {}
+    if chosen.get("library"):
+        sgemm = (
+            f"{chosen['library']}'s {chosen.get('api') or 'BLAS'} sgemm "
+            f"({chosen.get('architecture')} kernels)"
+        )
     parts = []
     if isa:
         parts.append(
@@ -421,10 +424,15 @@ def format_machine(results, markdown=False):
     for b in meta.get("blas", []):
         path = b.get("filepath") or ""
         folder = os.path.basename(os.path.dirname(path))
+        fr_path = ((meta.get("workers", {}).get("fastrnn") or {}).get("fastrnn_blas") or {}).get(
+            "filepath"
+        )
         who = {
-            "scipy.libs": "scipy's: used by fastrnn and the GEMM floor",
+            "scipy.libs": "scipy's",
             "numpy.libs": "numpy's: used by the reference and the clip floor's np.dot",
         }.get(folder, folder)
+        if fr_path and path == fr_path:
+            who += ", called by fastrnn's kernels and the GEMM floor"
         lines.append(
             f"BLAS: {b.get('internal_api')} {b.get('version')} "
             f"({b.get('architecture')} kernels, {b.get('threading_layer')} threads), "

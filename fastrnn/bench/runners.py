@@ -167,9 +167,15 @@ class _TorchRunner(_LayerRunner):
 
 
 def _blas_pointer(name):
-    """Address of the BLAS routine fastrnn calls (scipy.linalg.cython_blas: scipy's OpenBLAS)."""
+    """(address, integer type) of the BLAS routine fastrnn's kernels call (fastrnn._blas: the
+    ILP64 routine of NumPy's OpenBLAS, or scipy.linalg.cython_blas's LP64 one)."""
     import ctypes
 
+    from .. import _blas
+
+    ilp64 = _blas.ilp64_addresses()
+    if ilp64 is not None:
+        return ilp64[("sgemm", "dgemm", "sgemv", "dgemv").index(name)], ctypes.c_int64
     from scipy.linalg import cython_blas
 
     cap = cython_blas.__pyx_capi__[name]
@@ -178,7 +184,7 @@ def _blas_pointer(name):
     api.PyCapsule_GetName.argtypes = [ctypes.py_object]
     api.PyCapsule_GetPointer.restype = ctypes.c_void_p
     api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    return api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
+    return api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap)), ctypes.c_int
 
 
 class GemmFloor(_LayerRunner):
@@ -197,9 +203,10 @@ class GemmFloor(_LayerRunner):
         self.ct = ctypes
         self._keep = []
         P = ctypes.c_void_p
-        self._sgemm = ctypes.CFUNCTYPE(None, *([P] * 13))(_blas_pointer("sgemm"))
+        sgemm, self._int = _blas_pointer("sgemm")
+        self._sgemm = ctypes.CFUNCTYPE(None, *([P] * 13))(sgemm)
         self._sgemm.argtypes = [P] * 13
-        self._sgemv = ctypes.CFUNCTYPE(None, *([P] * 11))(_blas_pointer("sgemv"))
+        self._sgemv = ctypes.CFUNCTYPE(None, *([P] * 11))(_blas_pointer("sgemv")[0])
         self._sgemv.argtypes = [P] * 11
         N, T, D, H = case.N, case.T, case.D, case.H
         G = case.blocks * H
@@ -267,7 +274,7 @@ class GemmFloor(_LayerRunner):
     def _gemm_args(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         ct, ref = self.ct, self._ref
         ta, tb = (b"T" if trans_a else b"N"), (b"T" if trans_b else b"N")
-        i = ct.c_int
+        i = self._int
         return (
             ref(ct.c_char(tb)),
             ref(ct.c_char(ta)),
@@ -286,7 +293,7 @@ class GemmFloor(_LayerRunner):
 
     def _gemv_args(self, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c):
         ct, ref = self.ct, self._ref
-        i = ct.c_int
+        i = self._int
         rows, cols = (k, n) if trans_b else (n, k)
         incx = lda if trans_a else 1
         return (

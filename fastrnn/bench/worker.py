@@ -138,6 +138,9 @@ class _Worker:
             fastrnn_file=os.path.dirname(os.path.abspath(fastrnn.__file__)),
         )
         info["blas"] = _blas_info()
+        from fastrnn import _blas
+
+        info["fastrnn_blas"] = {k: v for k, v in _blas.info().items()}
         return info
 
     def peak(self, seconds):

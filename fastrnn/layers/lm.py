@@ -56,8 +56,8 @@ MIN_PARALLEL_MACS = 4_000_000
 
 
 class _Threaded(ThreadSetting):
-    """The ``threads`` setting shared by the layers: None (default) follows scipy's BLAS thread
-    setting for calls with enough work (``threadpoolctl.threadpool_limits`` controls both, as
+    """The ``threads`` setting shared by the layers: None (default) follows the kernels' BLAS
+    thread setting for calls with enough work (``threadpoolctl.threadpool_limits`` controls both, as
     for the recurrent layers); an integer fixes it.  Results do not depend on it, except the
     affine layer's dx by rounding (its reduction over M is split between the threads)."""
 
@@ -289,7 +289,10 @@ class TimeAffine(_Threaded):
     Notes
     -----
     ``grads`` are ``[dW, db]``; dW is a C-contiguous array of W's shape (the shape of the view,
-    when W is one)."""
+    when W is one).  The two are views of one (D + 1, M) buffer, db its last row: backward
+    computes both in one product, ``[dW; db] = [x | 1]^T dout`` (db summed like every entry of
+    dW, with no pass of its own over the (N*T, M) ``dout``).  Update them in place; a grads entry
+    replaced by another array still receives its gradient, through a copy."""
 
     def __init__(self, W, b):
         W = _float_param(W, "W", 2)
@@ -301,10 +304,10 @@ class TimeAffine(_Threaded):
             )
         self.params = [W, b]
         dtype = _native(W.dtype)
-        self.grads = [np.zeros(W.shape, dtype), np.zeros(b.shape, dtype)]
-        self._x = None  # copy of the last forward's x, (N*T, D)
+        self._dWb = np.zeros((W.shape[0] + 1, W.shape[1]), dtype)  # [dW; db]
+        self.grads = [self._dWb[:-1], self._dWb[-1]]
+        self._x1 = None  # [x | 1]: the last forward's x and a column of ones, (N*T, D + 1)
         self._NT = None
-        self._acc = None  # float64 workspace of db's column sums
         self._parts = None  # backward's partial dx of the threads but the first
 
     def get_config(self):
@@ -364,13 +367,15 @@ class TimeAffine(_Threaded):
         out = _out_array(out, "out", (N, T, M), self.grads[0].dtype, (x, W, b))
         x2 = x.reshape(N * T, D)
         threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
+        if self._x1 is None or self._x1.shape != (N * T, D + 1):
+            self._x1 = np.ones((N * T, D + 1), x2.dtype)
+        x1 = self._x1
+        np.copyto(x1[:, :D], x2)  # first: out may share memory with x
+        self._NT = None  # a failed forward leaves nothing to differentiate
         with self._blas(threads):
-            finite = _lm.affine_forward(x2, W, b, out.reshape(N * T, M), threads)
+            finite = _lm.affine_forward(x1, W, b, out.reshape(N * T, M), threads)
         if not finite:
             self._scan_params()  # raises if W or b is at fault; else the products overflowed
-        if self._x is None or self._x.shape != x2.shape:
-            self._x = np.empty_like(x2)
-        np.copyto(self._x, x2)
         self._NT = (N, T)
         return out
 
@@ -385,19 +390,22 @@ class TimeAffine(_Threaded):
         dx = _out_array(out, "out", (N, T, D), dtype, (dout, W, *self.grads))
         d2 = dout.reshape(N * T, M)
         dW, db = self.grads
-        for name, g in (("dW", dW), ("db", db)):
-            if not (g.flags.c_contiguous and g.flags.writeable and g.flags.aligned):
+        for name, g, shape in (("dW", dW, (D, M)), ("db", db, (M,))):
+            if not (
+                isinstance(g, np.ndarray)
+                and g.shape == shape
+                and g.dtype == dtype
+                and g.flags.writeable
+            ):
                 raise ValueError(
-                    f"grads entry {name} must be a writeable C-contiguous array "
-                    "(the layer allocates it; do not replace it)"
+                    f"grads entry {name} must be a writeable {dtype} array of shape {shape} "
+                    "(the layer allocates it; update it in place)"
                 )
-        if self._acc is None or self._acc.shape[0] < M:
-            self._acc = np.empty(M)
         threads = self._plan(N * T * D * M, MIN_PARALLEL_MACS)
         with self._blas(threads):
             # dx first: a NaN/Inf in W shows there, and the grads are not yet touched
             if not _lm.affine_dx(
-                self._x,
+                self._x1,
                 W,
                 d2,
                 dx.reshape(N * T, D),
@@ -405,7 +413,12 @@ class TimeAffine(_Threaded):
                 self._dx_parts(threads, N * T * D, dtype),
             ):
                 self._scan_params()  # raises if W is at fault; else the products overflowed
-            _lm.affine_weight_grads(self._x, d2, dW, db, self._acc, threads)
+            _lm.affine_weight_grads(self._x1, d2, self._dWb, threads)
+        # grads entries replaced by the user (not views of the buffer any more) get a copy
+        if dW.base is not self._dWb:
+            dW[...] = self._dWb[:-1]
+        if db.base is not self._dWb:
+            db[...] = self._dWb[-1]
         return dx
 
 

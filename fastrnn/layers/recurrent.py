@@ -21,11 +21,11 @@ Contract, shared by every layer here:
   each row from its own last valid step back to 0 (PyTorch's packed-sequence semantics for the
   reverse half of a bidirectional RNN), both inside the kernels with no padded work
   (``src/cells/_steps.pxd``).  A reverse layer cannot be stateful.
-- ``threads``: None (default) uses as many threads as scipy's BLAS is set to
-  (``threadpoolctl.threadpool_limits`` controls both), for calls with enough work; an integer
-  fixes it.  With more than one, the kernels share out all the work themselves and hold BLAS at
-  one thread for the call (see ``fastrnn._threads``).  Results do not depend on the setting
-  beyond rounding.
+- ``threads``: None (default) uses as many threads as the kernels' BLAS is set to
+  (``fastrnn.blas_info()``; ``threadpoolctl.threadpool_limits`` controls both), for calls with
+  enough work; an integer fixes it.  With more than one, the kernels share out all the work
+  themselves and hold BLAS at one thread for the call (see ``fastrnn._threads``).  Results do
+  not depend on the setting beyond rounding.
 """
 
 import contextlib
@@ -245,7 +245,7 @@ class _TimeLayer(ThreadSetting):
         # gradient-flow diagnostics: backward records ||dL/dh_t|| (and ||dL/dc_t||) when True
         # (with lengths or reverse, entry s is every row's s-th processed step)
         self.track_grad_norms = False
-        self.threads = None  # None: follow scipy's BLAS thread setting (see the module doc)
+        self.threads = None  # None: follow the BLAS thread setting (see the module doc)
         self.grad_norms_h = None
         self.grad_norms_c = None
         self._last = None  # (N, T, D, H, dtype) of the forward the caches hold

@@ -26,6 +26,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+from _blas cimport fr_use_blas
 from _cells cimport all_finite, buf, mask_add, mask_scale
 from _gru_cell cimport gru_bwd_product, gru_bwd_row, gru_cell, gru_fwd_product, gru_fwd_row
 from _gru_cell cimport gru_weights
@@ -43,6 +44,7 @@ from _steps cimport (Steps, Whole, brow, cache_rows, has_next, packed, plan_buf,
 
 cnp.import_array()
 fr_use_pool()                   # run threaded work on the process's pool (fr_pool.h)
+fr_use_blas()                   # call the BLAS fastrnn._blas chose (fr_blas.h)
 
 
 # ---- the cells ---------------------------------------------------------------------------------

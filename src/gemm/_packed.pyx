@@ -8,7 +8,7 @@ no Python in between).
 cimport numpy as cnp
 import numpy as np
 
-from _blas cimport gemm
+from _blas cimport fr_use_blas, gemm
 from cython cimport floating
 
 from _packed cimport (fr_isa_supported, kernel_isa, packed_size,
@@ -17,6 +17,7 @@ from _packed cimport (fr_isa_supported, kernel_isa, packed_size,
                       DIRECT_MAX_ROWS as _DIRECT_MAX_ROWS)
 
 cnp.import_array()
+fr_use_blas()                   # call the BLAS fastrnn._blas chose (fr_blas.h)
 
 # A call of 2..DIRECT_MAX_ROWS rows in all (N*T) makes no BLAS call: every product goes to a
 # direct kernel (worth_direct, worth_direct_tn).  fastrnn._threads relies on it.

@@ -14,11 +14,12 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from _blas cimport blas_int, gemm
+from _blas cimport blas_int, fr_use_blas, gemm
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, share_cols
 
 cnp.import_array()
 fr_use_pool()                   # threaded work runs on the process's pool (fr_pool.h)
+fr_use_blas()                   # call the BLAS fastrnn._blas chose (fr_blas.h)
 
 cdef extern from "fr_lm.h" nogil:
     int fr_copy_check_f(float *dst, const float *src, Py_ssize_t n)
@@ -27,8 +28,6 @@ cdef extern from "fr_lm.h" nogil:
     int fr_nonfinite_d(const double *x, Py_ssize_t n)
     void fr_add_f(float *dst, const float *src, Py_ssize_t n)
     void fr_add_d(double *dst, const double *src, Py_ssize_t n)
-    void fr_colsum_f(double *acc, const float *row, Py_ssize_t n)
-    void fr_colsum_d(double *acc, const double *row, Py_ssize_t n)
     int fr_add_bias_check_f(float *row, const float *b, Py_ssize_t n)
     int fr_add_bias_check_d(double *row, const double *b, Py_ssize_t n)
     float fr_row_max_f(const float *x, Py_ssize_t n, int *bad)
@@ -419,16 +418,15 @@ def softmax_loss_backward(cnp.ndarray x, cnp.ndarray ts, long long ignore, cnp.n
 # ---- affine ---------------------------------------------------------------------------------
 
 cdef struct Affine:
-    char *x                 # (R, D)
+    char *x                 # (R, D) with row stride ldx; weight grads: (R, D + 1), last column 1
+    Py_ssize_t ldx
     char *W                 # W (D, M) row-major, or with w_t its transpose E (M, D) row-major
     bint w_t
     char *b                 # (M,)
     char *y                 # forward: out (R, M); backward: dout (R, M)
     char *dx                # (R, D)
     char *dx_part           # (threads - 1, R, D): the other threads' partial dx
-    char *dW                # (D, M) row-major
-    double *acc             # (M,) db's float64 column sums
-    char *db
+    char *dW                # weight grads: [dW; db] (D + 1, M) row-major
     Py_ssize_t R, D, M
     bint f32
     int bad[8]
@@ -454,10 +452,10 @@ cdef void _affine_fwd_task(void *arg, int tid, int n) noexcept nogil:
     share_cols(M, tid, n, &lo, &hi)
     if hi > lo:
         if A.w_t:       # W[:, lo:hi] = E[lo:hi, :]^T
-            _gemm(A.f32, False, True, A.R, hi - lo, D, A.x, D, A.W + lo * D * item, D,
+            _gemm(A.f32, False, True, A.R, hi - lo, D, A.x, A.ldx, A.W + lo * D * item, D,
                   A.y + lo * item, M)
         else:
-            _gemm(A.f32, False, False, A.R, hi - lo, D, A.x, D, A.W + lo * item, M,
+            _gemm(A.f32, False, False, A.R, hi - lo, D, A.x, A.ldx, A.W + lo * item, M,
                   A.y + lo * item, M)
         for r in range(A.R):
             if A.f32:
@@ -500,38 +498,28 @@ cdef void _affine_sum_task(void *arg, int tid, int n) noexcept nogil:
 
 
 cdef void _affine_dw_task(void *arg, int tid, int n) noexcept nogil:
-    """Columns [lo, hi) of dW = x^T dout and of db = column sums of dout."""
+    """Columns [lo, hi) of [dW; db] = [x | 1]^T dout: one product, db being the row of x's
+    column of ones (summed like every entry of dW, no pass of its own over dout)."""
     cdef Affine *A = <Affine *>arg
-    cdef Py_ssize_t lo, hi, r, j, D = A.D, M = A.M
+    cdef Py_ssize_t lo, hi, M = A.M
     cdef size_t item = 4 if A.f32 else 8
     share_cols(M, tid, n, &lo, &hi)
-    if hi <= lo:
-        return
-    _gemm(A.f32, True, False, D, hi - lo, A.R, A.x, D, A.y + lo * item, M, A.dW + lo * item, M)
-    for j in range(lo, hi):
-        A.acc[j] = 0
-    for r in range(A.R):
-        if A.f32:
-            fr_colsum_f(A.acc + lo, <float *>A.y + r * M + lo, hi - lo)
-        else:
-            fr_colsum_d(A.acc + lo, <double *>A.y + r * M + lo, hi - lo)
-    for j in range(lo, hi):
-        if A.f32:
-            (<float *>A.db)[j] = <float>A.acc[j]
-        else:
-            (<double *>A.db)[j] = A.acc[j]
+    if hi > lo:
+        _gemm(A.f32, True, False, A.D + 1, hi - lo, A.R, A.x, A.ldx, A.y + lo * item, M,
+              A.dW + lo * item, M)
 
 
 cdef Affine _affine(cnp.ndarray x, cnp.ndarray W, cnp.ndarray y) except *:
     cdef Affine A
+    A.w_t = False
     A.f32 = _f32(x)
     cdef int tn = cnp.PyArray_TYPE(x)
     _need(cnp.PyArray_NDIM(x) == 2 and _usable(x, tn), "x not a C-contiguous 2-D float array")
     _need(cnp.PyArray_NDIM(W) == 2 and cnp.PyArray_TYPE(W) == tn and cnp.PyArray_ISALIGNED(W)
           and cnp.PyArray_ISNOTSWAPPED(W), "W not a 2-D array of x's dtype")
-    A.R, A.D = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
-    A.M = cnp.PyArray_DIM(W, 1)
-    _need(cnp.PyArray_DIM(W, 0) == A.D, "W (D, M) not matching x (R, D)")
+    A.R, A.ldx = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    A.D, A.M = cnp.PyArray_DIM(W, 0), cnp.PyArray_DIM(W, 1)
+    _need(A.ldx == A.D or A.ldx == A.D + 1, "W (D, M) not matching x (R, D) or (R, D + 1)")
     if cnp.PyArray_IS_C_CONTIGUOUS(W):
         A.w_t = False
     elif cnp.PyArray_IS_F_CONTIGUOUS(W):
@@ -543,8 +531,7 @@ cdef Affine _affine(cnp.ndarray x, cnp.ndarray W, cnp.ndarray y) except *:
     A.x = <char *>cnp.PyArray_DATA(x)
     A.W = <char *>cnp.PyArray_DATA(W)
     A.y = <char *>cnp.PyArray_DATA(y)
-    A.b = A.dx = A.dx_part = A.dW = A.db = NULL
-    A.acc = NULL
+    A.b = A.dx = A.dx_part = A.dW = NULL
     return A
 
 
@@ -600,26 +587,20 @@ def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, in
     return not bad
 
 
-def affine_weight_grads(cnp.ndarray x, cnp.ndarray dout, cnp.ndarray dW, cnp.ndarray db,
-                        cnp.ndarray acc, int threads=1):
-    """dW = x^T dout (dW C-contiguous (D, M)) and db = column sums of dout (summed in float64 in
-    acc, M doubles of workspace), the columns shared between the threads."""
-    cdef Affine A = _affine(x, dW, dout)
-    cdef int tn = cnp.PyArray_TYPE(x)
+def affine_weight_grads(cnp.ndarray x, cnp.ndarray dout, cnp.ndarray dWb, int threads=1):
+    """[dW; db] = [x | 1]^T dout for x1 = [x | 1] (R, D + 1) (its last column all ones: the
+    caller's), dout (R, M), dWb (D + 1, M) C-contiguous: dW in its first D rows, db in the last;
+    the columns shared between the threads."""
+    _need(cnp.PyArray_NDIM(dWb) == 2 and cnp.PyArray_DIM(dWb, 0) >= 1, "dWb not (D + 1, M)")
+    cdef Affine A = _affine(x, dWb[:cnp.PyArray_DIM(dWb, 0) - 1], dout)
     cdef size_t item = 4 if A.f32 else 8
-    _need(not A.w_t and cnp.PyArray_ISWRITEABLE(dW) and _usable(db, tn)
-          and cnp.PyArray_SIZE(db) == A.M and cnp.PyArray_ISWRITEABLE(db),
-          "dW or db of the wrong size")
-    _need(cnp.PyArray_TYPE(acc) == cnp.NPY_FLOAT64 and cnp.PyArray_IS_C_CONTIGUOUS(acc)
-          and cnp.PyArray_SIZE(acc) >= A.M, "acc not M float64")
-    A.dW = <char *>cnp.PyArray_DATA(dW)
-    A.db = <char *>cnp.PyArray_DATA(db)
-    A.acc = <double *>cnp.PyArray_DATA(acc)
+    _need(A.ldx == A.D + 1 and _usable(dWb, cnp.PyArray_TYPE(x))
+          and cnp.PyArray_ISWRITEABLE(dWb), "x not (R, D + 1) or dWb not (D + 1, M)")
+    A.dW = <char *>cnp.PyArray_DATA(dWb)
     cdef int n = _threads(threads)
     with nogil:
         if A.R == 0:
-            memset(A.dW, 0, A.D * A.M * item)
-            memset(A.db, 0, A.M * item)
+            memset(A.dW, 0, (A.D + 1) * A.M * item)
         else:
             fr_parallel(n, _affine_dw_task, &A)
 

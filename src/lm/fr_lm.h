@@ -107,12 +107,6 @@ FR_KERNEL void fr_add_##S(T *restrict dst, const T *restrict src, Py_ssize_t n) 
     for (Py_ssize_t i = 0; i < n; i++) dst[i] += src[i];                                         \
 }                                                                                                \
                                                                                                  \
-/* acc[j] += row[j], in double */                                                                \
-FR_KERNEL void fr_colsum_##S(double *restrict acc, const T *restrict row, Py_ssize_t n)          \
-{                                                                                                \
-    for (Py_ssize_t i = 0; i < n; i++) acc[i] += (double)row[i];                                 \
-}                                                                                                \
-                                                                                                 \
 /* row += b; nonzero if the result holds NaN or Inf */                                          \
 FR_KERNEL int fr_add_bias_check_##S(T *restrict row, const T *restrict b, Py_ssize_t n)          \
 {                                                                                                \
