@@ -374,3 +374,49 @@ def test_sgd_updates_every_parameter_in_place(dtype, layout):
     SGD(lr=0.25).update([p], [g])
     assert p is ident
     np.testing.assert_allclose(p, expected, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sgd_is_the_numpy_line_bit_for_bit(threads):
+    """SGD's fused pass equals `p -= lr * g` bit for bit, over a set large enough to be split
+    between threads, with pairs it must leave to NumPy (a strided view, a dtype mismatch, p and g
+    sharing memory) and a parameter listed twice (stepped twice, in order)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(7)
+    shapes = [(1000, 700), (300,), (7, 5), (2, 3, 4)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    params.append(rng.standard_normal((50, 40)))  # float64
+    grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+    base = rng.standard_normal((20, 20)).astype(np.float32)
+    params.append(base[:, ::2])  # strided: left to NumPy
+    grads.append(rng.standard_normal((20, 10)).astype(np.float32))
+    params.append(rng.standard_normal(9).astype(np.float32))
+    grads.append(rng.standard_normal(9))  # float64 gradient of a float32 parameter
+    shared = rng.standard_normal(12).astype(np.float32)
+    params.append(shared[:8])
+    grads.append(shared[4:])  # overlapping p and g
+    params.append(params[1])  # listed twice
+    grads.append(rng.standard_normal(300).astype(np.float32))
+    want_base, want_shared = base.copy(), shared.copy()
+    want = [p.copy() for p in params[:5]]
+    want += [want_base[:, ::2], params[6].copy(), want_shared[:8]]
+    want_grads = [g.copy() for g in grads]
+    want_grads[7] = want_shared[4:]
+    want.append(want[1])
+    for p, g in zip(want, want_grads):
+        p -= np.float32(0.3) * g if p.dtype == np.float32 and g.dtype == np.float32 else 0.3 * g
+    with threadpool_limits(threads):
+        SGD(0.3).update(params, grads)
+    for k, (got, exp) in enumerate(zip(params, want)):
+        np.testing.assert_array_equal(got, exp, err_msg=f"params[{k}]")
+    np.testing.assert_array_equal(base, want_base)
+
+
+def test_sgd_refuses_read_only_and_unpaired_arrays():
+    p = np.zeros(4, np.float32)
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        SGD(0.1).update([p], [np.ones(4, np.float32)])
+    with pytest.raises(ValueError, match="pair up"):
+        SGD(0.1).update([np.zeros(4, np.float32)], [])

@@ -1,4 +1,5 @@
-"""Whole-buffer reductions: fused in-place global-norm gradient clipping and finiteness checks.
+"""Whole-buffer passes: fused in-place global-norm gradient clipping, finiteness checks, and the
+SGD step.
 
 clip_grads makes two streaming passes over the gradient memory, both with the GIL released: one to
 measure (sum of squares per array, accumulated in float64) and, only if clipping fires, one to
@@ -28,6 +29,8 @@ cdef extern from "fr_reduce.h" nogil:
     int fr_all_finite_f(const float *x, Py_ssize_t n)
     int fr_all_finite_d(const double *x, Py_ssize_t n)
     void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
+    void fr_step_many(const fr_buf *bufs, const fr_buf *grads, Py_ssize_t n, int threads,
+                      double lr)
 
 # Below this many elements in all, one thread: starting another costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -195,3 +198,83 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True, threads=None):
         return norm
     finally:
         free(bufs); free(index); free(norms); free(spans)
+
+
+cdef inline bint _step_pair(object p, object g, fr_buf *pb, fr_buf *gb):
+    """Fill pb, gb for p -= lr * g if the pair qualifies for the C pass: ndarrays of one float
+    dtype and size, both C- or both F-contiguous, p writeable, not sharing bytes with g."""
+    if not (isinstance(p, cnp.ndarray) and isinstance(g, cnp.ndarray)):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p, b = <cnp.ndarray>g
+    cdef int tn = cnp.PyArray_TYPE(a)
+    if (tn != cnp.PyArray_TYPE(b) or (tn != cnp.NPY_FLOAT32 and tn != cnp.NPY_FLOAT64)
+            or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(b) or not cnp.PyArray_ISWRITEABLE(a)
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISALIGNED(b)
+            or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISNOTSWAPPED(b)):
+        return False
+    if not ((cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_IS_C_CONTIGUOUS(b))
+            or (cnp.PyArray_IS_F_CONTIGUOUS(a) and cnp.PyArray_IS_F_CONTIGUOUS(b))):
+        return False
+    cdef uintptr_t plo = <uintptr_t>cnp.PyArray_DATA(a), glo = <uintptr_t>cnp.PyArray_DATA(b)
+    cdef uintptr_t nbytes = <uintptr_t>cnp.PyArray_NBYTES(a)
+    if plo < glo + nbytes and glo < plo + nbytes:
+        return False
+    pb.data, pb.size, pb.f32 = <char *>plo, cnp.PyArray_SIZE(a), tn == cnp.NPY_FLOAT32
+    gb.data, gb.size, gb.f32 = <char *>glo, pb.size, pb.f32
+    return True
+
+
+def sgd_step(params, grads, lr, threads=None):
+    """params[k] -= lr * grads[k] for every pair, in place, in one pass over the memory (no
+    temporary the size of a gradient), the same bits as that NumPy line: the product rounded in
+    the arrays' dtype, then the difference.  Large sets (over a million elements) are split over
+    up to `threads` threads (None: every usable CPU) when no two params share memory.
+
+    Returns the indices of the pairs it left alone (not ndarrays of one float dtype, size and
+    memory order, p read-only, or p and g sharing memory): the caller updates those itself."""
+    cdef int max_threads
+    if threads is None:
+        max_threads = _CPUS
+    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        max_threads = min(threads, 64)
+    else:
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    cdef double rate = float(lr)
+    cdef list ps = list(params), gs = list(grads)
+    if len(ps) != len(gs):
+        raise ValueError(f"params and grads must pair up, got {len(ps)} and {len(gs)} arrays")
+    cdef Py_ssize_t n = len(ps), k, m = 0, total = 0
+    cdef fr_buf *pb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef fr_buf *gb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef Span *spans = <Span *>malloc((n + 1) * sizeof(Span))
+    cdef int nthreads = 1
+    cdef list skipped = []
+    if pb == NULL or gb == NULL or spans == NULL:
+        free(pb); free(gb); free(spans)
+        raise MemoryError()
+    try:
+        for k in range(n):
+            if not _step_pair(ps[k], gs[k], &pb[m], &gb[m]):
+                skipped.append(k)
+                continue
+            if pb[m].size == 0:
+                continue
+            spans[m].lo = <uintptr_t>pb[m].data
+            spans[m].hi = spans[m].lo + <uintptr_t>(pb[m].size * (4 if pb[m].f32 else 8))
+            spans[m].index = k
+            total += pb[m].size
+            m += 1
+        if total >= PARALLEL_MIN_ELEMENTS:
+            nthreads = max_threads
+            # a parameter listed twice (or overlapping views) is stepped twice, in list order:
+            # only one thread may then run the pass
+            qsort(spans, m, sizeof(Span), _span_cmp)
+            for k in range(1, m):
+                if spans[k].lo < spans[k - 1].hi:
+                    nthreads = 1
+                    break
+        with nogil:
+            fr_step_many(pb, gb, m, nthreads, rate)
+        return skipped
+    finally:
+        free(pb); free(gb); free(spans)

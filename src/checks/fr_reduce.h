@@ -63,6 +63,32 @@ FR_KERNEL void fr_scale_d(double *restrict x, Py_ssize_t n, double r)
     for (Py_ssize_t i = 0; i < n; i++) x[i] *= r;
 }
 
+/* y -= a * x, rounded as NumPy's `y -= a * x` is (the product rounded, then the difference:
+ * no fused multiply-add), so an optimizer step gives the same bits as that NumPy line */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FR_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define FR_NO_CONTRACT
+#endif
+
+FR_NO_CONTRACT FR_KERNEL void fr_sub_scaled_f(float *restrict y, const float *restrict x,
+                                              Py_ssize_t n, float a)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float t = a * x[i];
+        y[i] = y[i] - t;
+    }
+}
+
+FR_NO_CONTRACT FR_KERNEL void fr_sub_scaled_d(double *restrict y, const double *restrict x,
+                                              Py_ssize_t n, double a)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double t = a * x[i];
+        y[i] = y[i] - t;
+    }
+}
+
 /* *flag = 1, from any of the threads of a parallel region (an atomic store: several may) */
 static inline void fr_raise_flag(int *flag)
 {
@@ -115,7 +141,8 @@ typedef struct {
     Py_ssize_t n, total;
     double *sums;               /* measure: sums[k] for thread 0, part[(t-1)*n + k] for the others */
     double *part;
-    double rate;                /* scale: the factor */
+    double rate;                /* scale: the factor; step: the learning rate */
+    const fr_buf *grads;        /* step: bufs[k] -= rate * grads[k] (same sizes and dtypes) */
 } fr_pass;
 
 static void fr_pass_task(void *arg, int tid, int nthreads)
@@ -133,6 +160,13 @@ static void fr_pass_task(void *arg, int tid, int nthreads)
         if (sums) {
             sums[k] += b->f32 ? fr_sumsq_f((const float *)b->data + off, len)
                               : fr_sumsq_d((const double *)b->data + off, len);
+        } else if (j->grads) {
+            const char *g = j->grads[k].data;
+            if (b->f32)
+                fr_sub_scaled_f((float *)b->data + off, (const float *)g + off, len,
+                                (float)j->rate);
+            else
+                fr_sub_scaled_d((double *)b->data + off, (const double *)g + off, len, j->rate);
         } else if (b->f32) {
             fr_scale_f((float *)b->data + off, len, (float)j->rate);
         } else {
@@ -145,7 +179,7 @@ static void fr_pass_task(void *arg, int tid, int nthreads)
  * `threads` threads */
 __attribute__((unused)) static void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
 {
-    fr_pass j = { bufs, n, 0, sums, NULL, rate };
+    fr_pass j = { bufs, n, 0, sums, NULL, rate, NULL };
     for (Py_ssize_t k = 0; k < n; k++) j.total += bufs[k].size;
     if (threads > FR_MAX_THREADS) threads = FR_MAX_THREADS;
     if (threads < 1) threads = 1;
@@ -161,6 +195,17 @@ __attribute__((unused)) static void fr_pass_many(const fr_buf *bufs, Py_ssize_t 
             for (Py_ssize_t k = 0; k < n; k++) sums[k] += j.part[(size_t)(t - 1) * (size_t)n + k];
         free(j.part);
     }
+}
+
+/* the optimizer step bufs[k] -= lr * grads[k] (fr_sub_scaled), with up to `threads` threads */
+__attribute__((unused)) static void fr_step_many(const fr_buf *bufs, const fr_buf *grads,
+                                                 Py_ssize_t n, int threads, double lr)
+{
+    fr_pass j = { bufs, n, 0, NULL, NULL, lr, grads };
+    for (Py_ssize_t k = 0; k < n; k++) j.total += bufs[k].size;
+    if (threads > FR_MAX_THREADS) threads = FR_MAX_THREADS;
+    if (threads < 1) threads = 1;
+    fr_parallel(threads, fr_pass_task, &j);
 }
 
 #endif
