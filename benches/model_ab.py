@@ -24,8 +24,6 @@ case = {c.name: c for c in MODEL_CASES}[sys.argv[1]]
 threads, iters = int(sys.argv[2]), int(sys.argv[3])
 with threadpool_limits(threads):
     runner = make_model_runner("fastrnn", case)
-    if hasattr(runner.model, "threads"):
-        pass
     for _ in range(3):
         runner.iteration()
     times = []

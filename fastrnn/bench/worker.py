@@ -140,7 +140,7 @@ class _Worker:
         info["blas"] = _blas_info()
         from fastrnn import _blas
 
-        info["fastrnn_blas"] = {k: v for k, v in _blas.info().items()}
+        info["fastrnn_blas"] = _blas.info()
         return info
 
     def peak(self, seconds):

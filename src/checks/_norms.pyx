@@ -40,6 +40,16 @@ except AttributeError:
     _CPUS = os.cpu_count() or 1
 
 
+cdef int _max_threads(object threads) except -1:
+    """A `threads` argument: None -> every usable CPU; a positive int (capped at 64); else
+    ValueError."""
+    if threads is None:
+        return _CPUS
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        return min(threads, 64)
+    raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+
+
 cdef struct Span:
     uintptr_t lo, hi         # byte range [lo, hi)
     Py_ssize_t index
@@ -124,12 +134,7 @@ def clip_grads(grads, max_norm, *, bint error_if_nonfinite=True, threads=None):
     """
     cdef double limit
     cdef int max_threads
-    if threads is None:
-        max_threads = _CPUS
-    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
-        max_threads = min(threads, 64)
-    else:
-        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    max_threads = _max_threads(threads)
     try:
         limit = float(max_norm)
     except (TypeError, ValueError):
@@ -233,12 +238,7 @@ def sgd_step(params, grads, lr, threads=None):
     Returns the indices of the pairs it left alone (not ndarrays of one float dtype, size and
     memory order, p read-only, or p and g sharing memory): the caller updates those itself."""
     cdef int max_threads
-    if threads is None:
-        max_threads = _CPUS
-    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
-        max_threads = min(threads, 64)
-    else:
-        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    max_threads = _max_threads(threads)
     cdef double rate = float(lr)
     cdef list ps = list(params), gs = list(grads)
     if len(ps) != len(gs):
