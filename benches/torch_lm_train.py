@@ -12,22 +12,24 @@ summed over time and averaged over the batch), float32.
         --max-steps 300 --out /tmp/fr-run          # fastrnn's words/s for the same work
 
 ``--compare`` alternates blocks of updates of fastrnn (LMTrainer.train_step on the preset's
-LanguageModel) and of torch in one process, each on its own model carrying its own state, and
-prints both rates and their ratio (fair under a shared, loaded machine: both see the same load).
-
-Run from the project root (it reads the corpus with fastrnn.train.data, so both see the same
-windows).  Words/s counts training tokens (N * T per update) over the training loop's time,
-excluding evaluation, as fastrnn's metrics.json does.
+LanguageModel) and of torch, each in a process of its own on its own model carrying its own
+state, warmed up by an untimed first block, and prints both rates and their ratio (fair under a
+shared, loaded machine too: both see the same load).  Not one process: after its calls each
+framework's worker threads spin for a while, and elsewhere (benches/lengths.py) torch's took a
+core from fastrnn's kernels in the same process at 2 threads.  Here the two ways read the same
+within the machine's spread (2 threads, idle: 1.35 and 1.46 in one process, 1.32-1.35 in two).
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if importlib.util.find_spec("fastrnn") is None:  # run from a source checkout: use its build
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build(vocab, embed=200, hidden=200, layers=2, init_scale=0.1, seed=0):
@@ -110,56 +112,100 @@ def train(
     return words / seconds, float(np.exp(total / count)), done
 
 
-def compare(corpus, rounds=6, block=10, threads=1, seed=0, log=print):
-    """Alternate `block` updates of fastrnn and of torch, `rounds` times; return
-    (fastrnn words/s, torch words/s)."""
-    import torch
+def _block_worker(conn, name, data, threads, seed, windows_needed):
+    """A process that trains one implementation ("fastrnn" or "torch") on the first
+    `windows_needed` windows: each message k from `conn` runs block k of the windows (the list of
+    windows sent once) and answers with its seconds; None ends it."""
     from threadpoolctl import threadpool_limits
+
+    from fastrnn.train.data import load_ptb, zaremba_windows
+
+    corpus = load_ptb(data, splits=("train",))
+    with threadpool_limits(limits=threads, user_api="blas"):
+        if name == "fastrnn":
+            from fastrnn.train.cli import _make_trainer, build_model
+            from fastrnn.train.presets import preset
+
+            cfg = dict(preset("zaremba-small"), seed=seed)
+            trainer = _make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
+            trainer.optimizer.lr = cfg["lr"]
+            step = trainer.train_step
+        else:
+            step = _torch_step(len(corpus.vocab), threads, seed)
+        windows = list(zaremba_windows(corpus.train, 20, 20))[:windows_needed]
+        conn.send("ready")
+        while (block := conn.recv()) is not None:
+            start = time.perf_counter()
+            for xs, ts in windows[block[0] : block[1]]:
+                step(xs, ts)
+            conn.send(time.perf_counter() - start)
+
+
+def _torch_step(vocab, threads, seed, N=20, T=20, lr=1.0, clip=5.0):
+    """One update of the torch model the way `train` makes it (state carried, detached)."""
+    import torch
     from torch import nn
 
-    from fastrnn.train.cli import _make_trainer, build_model
-    from fastrnn.train.data import zaremba_windows
-    from fastrnn.train.presets import preset
-
-    cfg = dict(preset("zaremba-small"), seed=seed)
-    N, T = cfg["batch_size"], cfg["bptt"]
     torch.set_num_threads(threads)
-    windows = list(zaremba_windows(corpus.train, N, T))[: (rounds + 1) * block]
-    with threadpool_limits(limits=threads, user_api="blas"):
-        fr = _make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
-        fr.optimizer.lr = cfg["lr"]
-        tm = build(len(corpus.vocab), seed=seed)
-        opt = torch.optim.SGD(tm.parameters(), lr=cfg["lr"])
-        loss_fn = nn.CrossEntropyLoss()
-        state = [None]
+    model = build(vocab, seed=seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    state = [None]
 
-        def torch_step(xs, ts):
-            x, t = torch.from_numpy(xs), torch.from_numpy(ts)
-            if state[0] is not None:
-                state[0] = tuple(s.detach() for s in state[0])
-            scores, state[0] = tm(x, state[0])
-            loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
-            opt.zero_grad(set_to_none=False)
-            (loss * T).backward()
-            nn.utils.clip_grad_norm_(tm.parameters(), cfg["clip"])
-            opt.step()
+    def step(xs, ts):
+        x, t = torch.from_numpy(xs), torch.from_numpy(ts)
+        if state[0] is not None:
+            state[0] = tuple(s.detach() for s in state[0])
+        scores, state[0] = model(x, state[0])
+        loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
+        opt.zero_grad(set_to_none=False)
+        (loss * T).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
 
-        times = {"fastrnn": 0.0, "torch": 0.0}
-        steps = {"fastrnn": fr.train_step, "torch": torch_step}
+    return step
+
+
+def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print):
+    """Alternate `block` updates of fastrnn and of torch, `rounds` times, each implementation in a
+    process of its own (after its calls, each framework's worker threads spin for a while: in one
+    process, at 2 threads, torch's took a core from fastrnn's kernels), with `pause` seconds
+    between blocks for that spinning to end; return (fastrnn words/s, torch words/s)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    names, conns, procs = ("fastrnn", "torch"), {}, []
+    for name in names:
+        here, there = ctx.Pipe()
+        proc = ctx.Process(
+            target=_block_worker, args=(there, name, data, threads, seed, (rounds + 1) * block)
+        )
+        proc.start()
+        conns[name] = here
+        procs.append(proc)
+    try:
+        for name in names:
+            if conns[name].recv() != "ready":
+                raise RuntimeError(f"{name} worker failed to start")
+        times = {name: 0.0 for name in names}
         for r in range(rounds + 1):  # round 0 warms both up, untimed
-            chunk = windows[r * block : (r + 1) * block]
-            for name in ("fastrnn", "torch") if r % 2 else ("torch", "fastrnn"):
-                start = time.perf_counter()
-                for xs, ts in chunk:
-                    steps[name](xs, ts)
+            for name in names if r % 2 else names[::-1]:
+                conns[name].send((r * block, (r + 1) * block))
+                seconds = conns[name].recv()
                 if r:
-                    times[name] += time.perf_counter() - start
-    words = rounds * block * N * T
+                    times[name] += seconds
+                time.sleep(pause)
+    finally:
+        for name in names:
+            conns[name].send(None)
+        for proc in procs:
+            proc.join()
+    words = rounds * block * 20 * 20
     rates = words / times["fastrnn"], words / times["torch"]
     if log:
         log(
-            f"{threads} thread(s), {rounds} x {block} updates each, alternating: fastrnn "
-            f"{rates[0]:.0f} words/s, torch {rates[1]:.0f} words/s, ratio "
+            f"{threads} thread(s), {rounds} x {block} updates each, alternating between two "
+            f"processes: fastrnn {rates[0]:.0f} words/s, torch {rates[1]:.0f} words/s, ratio "
             f"{rates[0] / rates[1]:.2f}"
         )
     return rates
@@ -175,17 +221,18 @@ def main(argv=None):
     p.add_argument(
         "--compare",
         action="store_true",
-        help="alternate fastrnn and torch updates in this process; print the ratio",
+        help="alternate blocks of fastrnn and torch updates, each in a process of its own; "
+        "print the ratio",
     )
     p.add_argument("--rounds", type=int, default=6, help="--compare: timed rounds")
     p.add_argument("--block", type=int, default=10, help="--compare: updates per block")
     args = p.parse_args(argv)
+    if args.compare:
+        compare(args.data, args.rounds, args.block, args.threads, args.seed)
+        return 0
     from fastrnn.train.data import load_ptb
 
     corpus = load_ptb(args.data)
-    if args.compare:
-        compare(corpus, args.rounds, args.block, args.threads, args.seed)
-        return 0
     wps, ppl, done = train(
         corpus, args.steps or None, args.epochs, threads=args.threads, seed=args.seed
     )

@@ -340,18 +340,36 @@ def test_atomic_json_never_half_written(tmp_path):
     assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
-def test_torch_reference_script_trains(tmp_path):
-    pytest.importorskip("torch")
+def _torch_reference_script():
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches", "torch_lm_train.py")
     spec = importlib.util.spec_from_file_location("torch_lm_train", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_torch_reference_script_trains(tmp_path):
+    pytest.importorskip("torch")
+    mod = _torch_reference_script()
     c = load_ptb(write_corpus(tmp_path))
     wps, ppl, done = mod.train(c, steps=None, epochs=3, N=4, T=6, log=None)
     assert done == 3 * window_count(len(c.train), 4, 6) and wps > 0
     assert ppl < 0.8 * len(c.vocab)  # it learns
+
+
+def test_torch_reference_compare_alternates_two_processes(tmp_path, monkeypatch):
+    """--compare: both workers train their blocks and report positive rates."""
+    pytest.importorskip("torch")
+    d = write_corpus(tmp_path, n_train=400)  # 20 streams x 2 windows of 20 steps
+    assert window_count(len(load_ptb(d).train), 20, 20) >= 2
+    # importable by name: the spawned workers find their target through it
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches"))
+    import torch_lm_train
+
+    rates = torch_lm_train.compare(d, rounds=1, block=1, pause=0, log=None)
+    assert len(rates) == 2 and all(r > 0 and math.isfinite(r) for r in rates)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
