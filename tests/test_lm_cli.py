@@ -116,6 +116,8 @@ def test_resume_continues_the_same_curve(tmp_path, standin):
         (["--threads", "-1"], "--threads must be >= 0"),
         (["--max-steps", "0"], "--max-steps must be a positive integer"),
         (["--eval-words", "1"], "--eval-words must be at least 2"),
+        (["--checkpoint-minutes", "-1"], "--checkpoint-minutes must be a number >= 0"),
+        (["--checkpoint-minutes", "nan"], "--checkpoint-minutes must be a number >= 0"),
         (["--hidden-sizes", "16,0"], "--hidden-sizes must be positive layer sizes"),
         (["--tie-weights", "true", "--embed-size", "4"], "--embed-size must be equal to the last"),
         (["--batch-size", "500"], "too few for --batch-size 500"),
@@ -212,6 +214,77 @@ def test_max_steps_partial_epoch_then_resume_refused(tmp_path, standin, capsys):
     assert m["test_ppl"] is not None
     assert resume(data, out, "--no-progress") == 2
     assert "cut short by --max-steps" in capsys.readouterr().err
+
+
+def _same_curve(a, b):
+    a = json.loads((a / "metrics.json").read_text())
+    b = json.loads((b / "metrics.json").read_text())
+    assert len(a["epochs"]) == len(b["epochs"])
+    for x, y in zip(a["epochs"], b["epochs"]):
+        for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps"):
+            assert x[k] == y[k], k
+    assert a["test_ppl"] == b["test_ppl"]
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_checkpoints_inside_the_epoch_and_resume_continues(
+    tmp_path, standin, monkeypatch, capsys, signum
+):
+    """SIGTERM (a scheduler's) or Ctrl-C in the middle of epoch 2: the run writes a checkpoint
+    of that point and exits with 128 + the signal; --resume ends on the unbroken run's curve."""
+    import signal
+
+    from fastrnn.train.trainer import LMTrainer
+
+    data = write_corpus(tmp_path / "ptb")
+    assert train(data, tmp_path / "a", "--epochs", "3") == 0
+    step = LMTrainer.train_step
+
+    def train_step(self, xs, ts):
+        loss = step(self, xs, ts)
+        if self.epoch == 1 and self.position is not None and self.position["windows"] == 2:
+            os.kill(os.getpid(), getattr(signal, signum))  # arrives before the next update
+        return loss
+
+    monkeypatch.setattr(LMTrainer, "train_step", train_step)
+    before = signal.getsignal(signal.SIGINT)
+    code = train(data, tmp_path / "b", "--epochs", "3")
+    assert code == 128 + getattr(signal, signum)
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+    err = capsys.readouterr().err
+    assert f"{signum}: stopped in epoch 2 after 3 of" in err and "--resume" in err
+    record = json.loads((tmp_path / "b" / "last" / "checkpoint.json").read_text())
+    assert record["epoch"] == 1 and record["position"]["windows"] == 3
+    monkeypatch.setattr(LMTrainer, "train_step", step)
+    assert resume(data, tmp_path / "b", "--no-progress", "--no-plot") == 0
+    assert "resuming in epoch 2 after 3 windows" in capsys.readouterr().out
+    _same_curve(tmp_path / "a", tmp_path / "b")
+
+
+def test_periodic_checkpoints_survive_a_crash(tmp_path, standin, monkeypatch):
+    """A fault in the middle of epoch 2 (here an exception out of an update) kills the run; the
+    checkpoint written inside the epoch before it (--checkpoint-minutes) resumes the same
+    curve."""
+    from fastrnn.train.trainer import LMTrainer
+
+    data = write_corpus(tmp_path / "ptb")
+    assert train(data, tmp_path / "a", "--epochs", "2") == 0
+    step = LMTrainer.train_step
+
+    def train_step(self, xs, ts):
+        if self.epoch == 1 and self.position is not None and self.position["windows"] == 4:
+            raise MemoryError("the machine ran out of memory")
+        return step(self, xs, ts)
+
+    monkeypatch.setattr(LMTrainer, "train_step", train_step)
+    with pytest.raises(MemoryError):
+        train(data, tmp_path / "b", "--epochs", "2", "--checkpoint-minutes", "1e-9")
+    record = json.loads((tmp_path / "b" / "last" / "checkpoint.json").read_text())
+    assert record["epoch"] == 1 and record["position"]["windows"] == 4
+    assert len(os.listdir(tmp_path / "b" / "last")) == 3  # the record and its two files only
+    monkeypatch.setattr(LMTrainer, "train_step", step)
+    assert resume(data, tmp_path / "b", "--no-progress", "--no-plot") == 0
+    _same_curve(tmp_path / "a", tmp_path / "b")
 
 
 # -- generate -------------------------------------------------------------------------------------

@@ -266,6 +266,81 @@ def test_trainer_resume_continues_the_same_curve(tmp_path):
                 assert a[k] == b[k], k
 
 
+@pytest.mark.parametrize("at", [1, 5, "eval"])
+def test_stop_inside_an_epoch_then_resume_continues_the_same_curve(tmp_path, at):
+    """A stop requested after update `at` of epoch 2 (or during its evaluation), a checkpoint of
+    that point through JSON and .npz, and a fresh trainer resumed from it: the same epochs, to
+    the bit, as an unbroken run (dropout streams, the carried LSTM state, the epoch's running
+    totals and the schedule all restored)."""
+    from fastrnn.train import TrainingInterrupted
+
+    c = load_ptb(write_corpus(tmp_path))
+    V = len(c.vocab)
+    full = make_trainer(V, dropout=0.3)
+    full.fit(c.train, c.valid, 3, log=None)
+    windows = window_count(len(c.train), 4, 6)
+    assert windows > 5
+
+    first = make_trainer(V, dropout=0.3)
+    first.fit(c.train, c.valid, 1, log=None)
+    if at == "eval":  # the stop arrives with the evaluation's first window
+        train_forward = first.model.forward
+
+        def forward(xs, ts, train_flg=True):
+            first.stop_requested = first.stop_requested or not train_flg
+            return train_forward(xs, ts, train_flg)
+
+        first.model.forward = forward
+        stop = None
+    else:
+
+        def stop(tr):
+            tr.stop_requested = tr.position["windows"] == at
+
+    with pytest.raises(TrainingInterrupted, match="valid evaluation" if at == "eval" else "after"):
+        first.fit(c.train, c.valid, 3, on_window=stop, log=None)
+    if at == "eval":
+        del first.model.forward
+    assert first.epoch == 1 and first.position["windows"] == (windows if at == "eval" else at)
+    state, arrays = first.state()
+    state = json.loads(json.dumps(state))
+    assert state["position"]["windows"] == first.position["windows"]
+    np.savez(tmp_path / "a.npz", **arrays)
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    assert "carry0_h" in arrays and "carry0_c" in arrays
+
+    second = make_trainer(V, dropout=0.3, seed=5)  # other weights: the checkpoint's replace them
+    for p, q in zip(second.model.params, first.model.params):
+        p[...] = q
+    second.load_state(state, arrays)
+    second.fit(c.train, c.valid, 3, log=None)
+    assert len(second.history) == 3
+    for a, b in zip(full.history, second.history):
+        for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps"):
+            assert a[k] == b[k], k
+    assert second.step == full.step
+    for p, q in zip(second.model.params, full.model.params):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_load_state_checks_the_position_before_changing_anything(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab))
+    tr.stop_requested = True
+    with pytest.raises(Exception, match="stopped in epoch 1 after 1 of"):
+        tr.fit(c.train, c.valid, 2, log=None)
+    state, arrays = tr.state()
+    fresh = make_trainer(len(c.vocab))
+    del arrays["carry0_c"]
+    with pytest.raises(ValueError, match="carried-state array 'carry0_c'"):
+        fresh.load_state(state, arrays)
+    bad = dict(state, position={"windows": 1})
+    with pytest.raises(ValueError, match="position must hold windows, total, count, seconds"):
+        fresh.load_state(bad, arrays)
+    assert fresh.position is None and fresh.step == 0 and fresh.epoch == 0
+
+
 def test_max_steps_cuts_the_epoch(tmp_path):
     c = load_ptb(write_corpus(tmp_path))
     tr = make_trainer(len(c.vocab))

@@ -6,7 +6,7 @@ from .data import Corpus, Vocabulary, eval_windows, load_ptb, read_words, train_
 from .generate import generate
 from .optim import SGD, Adam
 from .schedules import ConstantLR, DecayLR, PlateauLR, make_schedule
-from .trainer import LMTrainer
+from .trainer import LMTrainer, TrainingInterrupted
 
 __all__ = [
     "SGD",
@@ -16,6 +16,7 @@ __all__ = [
     "DecayLR",
     "LMTrainer",
     "PlateauLR",
+    "TrainingInterrupted",
     "Vocabulary",
     "eval_windows",
     "generate",

@@ -16,12 +16,15 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import sys
+import time
 
 from . import checkpoint as ckpt
 from .data import BATCHINGS, EOS, Vocabulary, load_ptb, window_count
 from .presets import DEFAULT_PRESET, HYPERPARAMETERS, PRESETS, preset
 from .schedules import SCHEDULES, make_schedule
+from .trainer import TrainingInterrupted
 
 __all__ = [
     "add_parser",
@@ -114,6 +117,15 @@ def _add_train_arguments(p):
         metavar="S",
         help="stop after S updates in this call (the epoch in progress is evaluated "
         "and recorded as partial; a run stopped so cannot be resumed)",
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="also checkpoint inside an epoch every M minutes, so that --resume continues "
+        "from there (0: at the end of each epoch only; default: %(default)s).  SIGINT (Ctrl-C) "
+        "or SIGTERM checkpoints at once and stops; a second Ctrl-C aborts",
     )
     p.add_argument(
         "--eval-words",
@@ -389,6 +401,41 @@ def _make_trainer(cfg, model, threads, progress):
     )
 
 
+def _where(trainer):
+    """Where a run stands, in words: 'after epoch E' or 'in epoch E+1 after W windows'."""
+    if trainer.position is None:
+        return f"after epoch {trainer.epoch}"
+    return f"in epoch {trainer.epoch + 1} after {trainer.position['windows']} windows"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer):
+    """SIGINT and SIGTERM set ``trainer.stop_requested`` (the run checkpoints and stops after
+    the update in progress); a second SIGINT raises KeyboardInterrupt as usual.  Yields a list
+    that receives the signal's name."""
+    received = [None]
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        received[0] = name
+        print(
+            f"\nfastrnn lm train: {name}: stopping after this update to write a checkpoint "
+            "(Ctrl-C again aborts without one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _thread_limit(k):
     """threadpoolctl's BLAS limit (fastrnn's kernels follow BLAS's thread setting)."""
     if k == 0:
@@ -448,6 +495,10 @@ def _prepare_train(args):
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError(f"--max-steps must be a positive integer, got {args.max_steps}")
+    if not (args.checkpoint_minutes >= 0 and math.isfinite(args.checkpoint_minutes)):
+        raise UsageError(
+            f"--checkpoint-minutes must be a number >= 0, got {args.checkpoint_minutes}"
+        )
     if args.eval_words is not None and args.eval_words < 2:
         raise UsageError(f"--eval-words must be at least 2, got {args.eval_words}")
     out = args.out
@@ -540,25 +591,52 @@ def run_train(args):
             f"{'x'.join(map(str, cfg['hidden_sizes']))} {cfg['cell']}, vocab "
             f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
             f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
-            + (f", resuming after epoch {trainer.epoch}" if args.resume else ""),
+            + (f", resuming {_where(trainer)}" if args.resume else ""),
             flush=True,
         )
+
+        def save_last(tr, partial=False):
+            state, arrays = tr.state()
+            state.update(config=cfg, best=dict(best), partial=partial)
+            ckpt.save_last(out, tr.model, arrays, state)
 
         def on_epoch(tr, metrics):
             if metrics["val_ppl"] < best.get("val_ppl", math.inf):
                 best.update(epoch=metrics["epoch"], val_ppl=metrics["val_ppl"])
                 ckpt.save_best(out, tr.model, dict(best))
-            state, arrays = tr.state()
-            state.update(config=cfg, best=dict(best), partial=bool(metrics.get("partial")))
-            ckpt.save_last(out, tr.model, arrays, state)
+            save_last(tr, bool(metrics.get("partial")))
             ckpt.atomic_write_json(
                 os.path.join(out, "metrics.json"),
                 _metrics_doc(cfg, tr.history, best, None, args.eval_words),
             )
+            saved[0] = time.monotonic()
 
-        trainer.fit(
-            corpus.train, corpus.valid, cfg["epochs"], max_steps=args.max_steps, on_epoch=on_epoch
-        )
+        saved = [time.monotonic()]  # when the last checkpoint was written
+        every = args.checkpoint_minutes * 60
+
+        def on_window(tr):
+            if every and time.monotonic() - saved[0] >= every:
+                save_last(tr)
+                saved[0] = time.monotonic()
+
+        try:
+            with _stop_on_signals(trainer) as received:
+                trainer.fit(
+                    corpus.train,
+                    corpus.valid,
+                    cfg["epochs"],
+                    max_steps=args.max_steps,
+                    on_epoch=on_epoch,
+                    on_window=on_window,
+                )
+        except TrainingInterrupted as e:
+            save_last(trainer)
+            print(
+                f"fastrnn lm train: {received[0] or 'stop requested'}: {e}; checkpoint "
+                f"written: continue with --resume --out {out}",
+                file=sys.stderr,
+            )
+            return 128 + signal.Signals[received[0]].value if received[0] else 1
         test_ppl = test_ppl_final = None
         if best:
             from ..io import load

@@ -23,10 +23,12 @@ from .optim import SGD, Adam
 
 __all__ = [
     "LMTrainer",
+    "TrainingInterrupted",
     "load_optimizer_state",
     "model_generators",
     "optimizer_state",
     "perplexity",
+    "stateful_layers",
     "unique_params",
 ]
 
@@ -78,6 +80,42 @@ def model_generators(model):
 
     walk(model)
     return found
+
+
+def stateful_layers(model):
+    """The stateful recurrent time layers reachable from `model` (as :func:`model_generators`
+    walks it), in a deterministic order: the state they carry from one window to the next is
+    part of a checkpoint taken inside an epoch.  A layer is anything with ``stateful`` true, an
+    ``h`` and ``set_state(h[, c])``: fastrnn's time layers and the book's."""
+    found, seen = [], set()
+
+    def walk(obj):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        flag = getattr(obj, "stateful", None)
+        if isinstance(flag, (bool, int, np.bool_)) and flag and hasattr(obj, "set_state"):
+            if hasattr(obj, "h"):
+                found.append(obj)
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x)
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                walk(obj[k])
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (np.ndarray, type)):
+            for k in sorted(vars(obj)):
+                walk(vars(obj)[k])
+
+    walk(model)
+    return found
+
+
+class TrainingInterrupted(Exception):
+    """Raised by :meth:`LMTrainer.fit` when ``stop_requested`` was set (by a signal handler,
+    say): the trainer stopped between two updates (or during an evaluation), and
+    :meth:`LMTrainer.state` now describes a point inside the epoch that a resumed run continues
+    from."""
 
 
 def optimizer_state(opt):
@@ -207,6 +245,10 @@ class LMTrainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer updates made
         self.history = []  # one metrics dict per epoch
+        # the epoch in progress: {"windows", "total", "count", "seconds"} done so far (None
+        # between epochs); a checkpoint taken inside an epoch resumes from it
+        self.position = None
+        self.stop_requested = False  # set (by a signal handler) to stop after this update
         self._groups = unique_params(model.params, model.grads)
 
     # -- one update ---------------------------------------------------------------------------
@@ -242,44 +284,62 @@ class LMTrainer:
         return loss
 
     # -- epochs -------------------------------------------------------------------------------
-    def train_epoch(self, ids, max_steps=None):
-        """One epoch (or its first `max_steps` windows) on `ids` at the schedule's rate.
+    def train_epoch(self, ids, max_steps=None, on_window=None):
+        """One epoch (or its first `max_steps` windows) on `ids` at the schedule's rate,
+        continuing from ``position`` where a checkpoint taken inside the epoch left it.
 
+        After each update ``position`` holds the epoch's progress and ``on_window(self)`` is
+        called (a periodic checkpoint).  With ``stop_requested`` set, raises
+        :class:`TrainingInterrupted` after the update in progress.
         Returns {"train_ppl", "seconds", "words_per_sec", "lr", "steps", "windows"}."""
         N, T = self.batch_size, self.bptt
         lr = self.schedule.lr(self.epoch)
         self.optimizer.lr = lr
         windows = window_count(len(ids), N, T, self.batching)
-        todo = windows if max_steps is None else min(windows, max_steps)
-        self.model.reset_state()
+        pos = self.position or {"windows": 0, "total": 0.0, "count": 0, "seconds": 0.0}
+        if self.position is None:
+            self.model.reset_state()  # else the checkpoint restored the carried state
+        first, total, count = int(pos["windows"]), float(pos["total"]), int(pos["count"])
+        todo = windows if max_steps is None else min(windows, first + max_steps)
         bar = _bar(todo, f"epoch {self.epoch + 1}", self.progress)
-        total, count, done = 0.0, 0, 0
+        bar.update(first)
+        done, before = first, float(pos["seconds"])
         start = time.perf_counter()
         try:
-            for xs, ts in train_windows(self.batching, ids, N, T, self.epoch):
+            for xs, ts in train_windows(self.batching, ids, N, T, self.epoch, first):
                 if done == todo:
                     break
                 total += self.train_step(xs, ts) * ts.size
                 count += ts.size
                 done += 1
+                secs = before + time.perf_counter() - start
+                self.position = {"windows": done, "total": total, "count": count, "seconds": secs}
                 bar.update()
                 if done % 20 == 0 or done == todo:
-                    secs = time.perf_counter() - start
                     bar.set_postfix_str(
                         f"ppl {perplexity(total, count):.1f}, {count / secs:.0f} words/s",
                         refresh=False,
                     )
+                if on_window is not None:  # its time (a checkpoint's writing) is not training's
+                    t = time.perf_counter()
+                    on_window(self)
+                    start += time.perf_counter() - t
+                if self.stop_requested:
+                    raise TrainingInterrupted(
+                        f"stopped in epoch {self.epoch + 1} after {done} of {windows} windows"
+                    )
         finally:
             bar.close()
-        seconds = time.perf_counter() - start
-        self.model.reset_state()
+        seconds = before + time.perf_counter() - start
+        self.position = {"windows": done, "total": total, "count": count, "seconds": seconds}
         return {
             "train_ppl": perplexity(total, count),
             "seconds": seconds,
             "words_per_sec": count / seconds if seconds > 0 else 0.0,
             "lr": lr,
-            "steps": done,
+            "steps": done - first,
             "windows": windows,
+            "windows_done": done,
         }
 
     def evaluate(self, ids, desc="eval"):
@@ -289,6 +349,8 @@ class LMTrainer:
         bar = _bar(-(-(len(ids) - 1) // self.eval_bptt), desc, self.progress)
         try:
             for xs, ts in eval_windows(ids, self.eval_bptt):
+                if self.stop_requested:
+                    raise TrainingInterrupted(f"stopped during the {desc} evaluation")
                 total += float(self.model.forward(xs, ts, train_flg=False)) * ts.size
                 count += ts.size
                 bar.update()
@@ -297,17 +359,31 @@ class LMTrainer:
         self.model.reset_state()
         return perplexity(total, count)
 
-    def fit(self, train_ids, valid_ids, epochs, *, max_steps=None, on_epoch=None, log=print):
-        """Train until `epochs` epochs are complete (continuing from ``self.epoch``).
+    def fit(
+        self,
+        train_ids,
+        valid_ids,
+        epochs,
+        *,
+        max_steps=None,
+        on_epoch=None,
+        on_window=None,
+        log=print,
+    ):
+        """Train until `epochs` epochs are complete (continuing from ``self.epoch``, and inside
+        it from ``position``).
 
         After each epoch the validation perplexity feeds the schedule, a metrics dict is
-        appended to ``history`` and ``on_epoch(trainer, metrics)`` is called (checkpointing).
-        `max_steps` caps the optimizer updates of this call: the epoch it falls in is cut short,
-        evaluated, recorded with ``"partial": True``, and training stops."""
+        appended to ``history`` and ``on_epoch(trainer, metrics)`` is called (checkpointing);
+        ``on_window(trainer)`` after each update (see :meth:`train_epoch`).  `max_steps` caps
+        the optimizer updates of this call: the epoch it falls in is cut short, evaluated,
+        recorded with ``"partial": True``, and training stops.  ``stop_requested`` stops it
+        with :class:`TrainingInterrupted`, ``position`` kept for a checkpoint."""
         remaining = max_steps
         while self.epoch < epochs:
-            stats = self.train_epoch(train_ids, remaining)
+            stats = self.train_epoch(train_ids, remaining, on_window)
             val_ppl = self.evaluate(valid_ids, "valid")
+            self.position = None
             self.schedule.observe(self.epoch, val_ppl)
             self.epoch += 1
             metrics = {
@@ -317,9 +393,9 @@ class LMTrainer:
                 "seconds": stats["seconds"],
                 "words_per_sec": stats["words_per_sec"],
                 "lr": stats["lr"],
-                "steps": stats["steps"],
+                "steps": stats["windows_done"],
             }
-            partial = stats["steps"] < stats["windows"]
+            partial = stats["windows_done"] < stats["windows"]
             if partial:
                 metrics["partial"] = True
             self.history.append(metrics)
@@ -347,21 +423,32 @@ class LMTrainer:
         """(JSON-serializable dict, dict of arrays): everything but the model to resume."""
         meta, arrays = optimizer_state(self.optimizer)
         rngs = [g.bit_generator.state for g in model_generators(self.model)]
-        return (
-            {
-                "epoch": self.epoch,
-                "step": self.step,
-                "lr": self.optimizer.lr,
-                "schedule": {"name": self.schedule.name, **self.schedule.state()},
-                "optimizer": meta,
-                "rng_states": rngs,
-                "history": self.history,
-            },
-            arrays,
-        )
+        state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.optimizer.lr,
+            "schedule": {"name": self.schedule.name, **self.schedule.state()},
+            "optimizer": meta,
+            "rng_states": rngs,
+            "history": self.history,
+            "position": self.position,
+        }
+        if self.position is not None:  # inside an epoch: the state carried to the next window
+            carried = []
+            for k, layer in enumerate(stateful_layers(self.model)):
+                names = {}
+                for name in ("h", "c"):
+                    value = getattr(layer, name, None)
+                    if value is not None:
+                        names[name] = f"carry{k}_{name}"
+                        arrays[names[name]] = value
+                carried.append(names)
+            state["carried"] = carried
+        return state, arrays
 
     def load_state(self, state, arrays):
-        """Restore what :meth:`state` captured (the model is restored separately)."""
+        """Restore what :meth:`state` captured (the model is restored separately); checked
+        before anything changes."""
         if state["schedule"]["name"] != self.schedule.name:
             raise ValueError(
                 f"checkpoint schedule is {state['schedule']['name']!r}, run uses "
@@ -374,9 +461,35 @@ class LMTrainer:
                 f"checkpoint holds {len(rngs)} random-generator states, the model "
                 f"has {len(gens)} generators"
             )
+        position = state.get("position")
+        carried = state.get("carried") or []
+        layers = stateful_layers(self.model)
+        if position is not None:
+            keys = ("windows", "total", "count", "seconds")
+            if not isinstance(position, dict) or any(k not in position for k in keys):
+                raise ValueError(
+                    f"checkpoint position must hold {', '.join(keys)}, got {position!r}"
+                )
+            if len(carried) != len(layers):
+                raise ValueError(
+                    f"checkpoint holds the carried state of {len(carried)} recurrent layers, "
+                    f"the model has {len(layers)} stateful ones"
+                )
+            try:
+                values = [{k: arrays[v] for k, v in names.items()} for names in carried]
+            except KeyError as e:
+                raise ValueError(
+                    f"checkpoint lacks the carried-state array {e.args[0]!r}"
+                ) from None
         load_optimizer_state(self.optimizer, state["optimizer"], arrays)
         for g, st in zip(gens, rngs):
             g.bit_generator.state = st
         self.schedule.load_state(state["schedule"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
+        self.position = None if position is None else dict(position)
+        self.model.reset_state()
+        if position is not None:
+            for layer, value in zip(layers, values):
+                if "h" in value:
+                    layer.set_state(value["h"], value.get("c"))
