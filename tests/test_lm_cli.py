@@ -89,11 +89,14 @@ def test_plot_is_written(tmp_path, standin):
     assert (out / "perplexity.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_continues_the_same_curve(tmp_path, standin):
+def test_resume_continues_the_same_curve(tmp_path, standin, capsys):
     data = write_corpus(tmp_path / "ptb")
     assert train(data, tmp_path / "a", "--epochs", "2") == 0
     assert train(data, tmp_path / "b", "--epochs", "1") == 0
     assert resume(data, tmp_path / "b", "--epochs", "2", "--no-progress", "--no-plot") == 0
+    capsys.readouterr()
+    assert resume(data, tmp_path / "b", "--no-progress", "--no-plot") == 0  # nothing left to do
+    assert "the run is complete (2 of 2 epochs)" in capsys.readouterr().out
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert len(b["epochs"]) == 2

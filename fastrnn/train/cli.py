@@ -594,6 +594,12 @@ def run_train(args):
             + (f", resuming {_where(trainer)}" if args.resume else ""),
             flush=True,
         )
+        if args.resume and trainer.epoch >= cfg["epochs"]:
+            print(
+                f"the run is complete ({trainer.epoch} of {cfg['epochs']} epochs): evaluating "
+                "it again (--epochs N trains it further)",
+                flush=True,
+            )
 
         def save_last(tr, partial=False):
             state, arrays = tr.state()
