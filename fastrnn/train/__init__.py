@@ -1,6 +1,6 @@
 """Training: optimizers (``SGD``, ``Adam``), PTB data and TBPTT batching (``data``), learning-rate
-schedules, the language-model trainer (``LMTrainer``), checkpoints, text generation and the
-``fastrnn lm`` command line (``cli``)."""
+schedules, the language-model trainer (``LMTrainer``), data-parallel training over MPI
+(``distributed``), checkpoints, text generation and the ``fastrnn lm`` command line (``cli``)."""
 
 from .data import Corpus, Vocabulary, eval_windows, load_ptb, read_words, train_windows
 from .generate import generate

@@ -128,6 +128,12 @@ def _add_train_arguments(p):
         "or SIGTERM checkpoints at once and stops; a second Ctrl-C aborts",
     )
     p.add_argument(
+        "--mpi",
+        action="store_true",
+        help="data-parallel over the ranks of mpirun (mpirun -n K fastrnn lm train --mpi ...): "
+        "each rank takes --batch-size / K of the streams; needs mpi4py",
+    )
+    p.add_argument(
         "--eval-words",
         type=int,
         default=None,
@@ -380,7 +386,7 @@ def _make_optimizer(cfg):
     return Adam(cfg["lr"]) if cfg["optimizer"] == "adam" else SGD(cfg["lr"])
 
 
-def _make_trainer(cfg, model, threads, progress):
+def _make_trainer(cfg, model, threads, progress, parallel=None):
     from .trainer import LMTrainer
 
     schedule = make_schedule(
@@ -398,6 +404,7 @@ def _make_trainer(cfg, model, threads, progress):
         eval_bptt=cfg["eval_bptt"],
         threads=threads or None,
         progress=progress,
+        parallel=parallel,
     )
 
 
@@ -559,10 +566,30 @@ def _prepare_train(args):
 
 def run_train(args):
     """``fastrnn lm train``: returns the exit status."""
+    par = None
+    if args.mpi:
+        try:
+            from .distributed import DataParallel
+
+            par = DataParallel()
+        except ImportError as e:
+            print(f"fastrnn lm train: error: --mpi: {e}", file=sys.stderr)
+            return 2
+    lead = par is None or par.rank == 0  # prints, writes and evaluates the test set
+
+    def say(*a, **k):
+        if lead:
+            print(*a, **k)
+
     try:
         cfg, corpus = _prepare_train(args)
+        if par is not None and cfg["batch_size"] % par.size:
+            raise UsageError(
+                f"--batch-size {cfg['batch_size']} must be a multiple of the {par.size} MPI "
+                "ranks (each rank takes an equal block of the streams)"
+            )
     except UsageError as e:
-        print(f"fastrnn lm train: error: {e}", file=sys.stderr)
+        say(f"fastrnn lm train: error: {e}", file=sys.stderr)
         return 2
     out = args.out
     notes = []
@@ -571,59 +598,77 @@ def run_train(args):
             state, model, arrays = ckpt.load_last(out)
             vocab = Vocabulary(ckpt.read_json(os.path.join(out, "vocab.json"), "vocabulary"))
             if vocab.id_to_word != corpus.vocab.id_to_word:
-                print(
+                say(
                     f"fastrnn lm train: error: --data {args.data}: its vocabulary differs "
                     f"from the run's ({out}/vocab.json)",
                     file=sys.stderr,
                 )
                 return 2
-            trainer = _make_trainer(cfg, model, args.threads, not args.no_progress)
-            trainer.load_state(state, arrays)
+            trainer = _make_trainer(cfg, model, args.threads, not args.no_progress, par)
+            try:
+                trainer.load_state(state, arrays)
+            except ValueError as e:
+                say(f"fastrnn lm train: error: --resume: {e}", file=sys.stderr)
+                return 2
             best = state.get("best", {})
         else:
             model = build_model(cfg, len(corpus.vocab))
-            trainer = _make_trainer(cfg, model, args.threads, not args.no_progress)
-            os.makedirs(out, exist_ok=True)
-            ckpt.atomic_write_json(os.path.join(out, "vocab.json"), corpus.vocab.id_to_word)
+            if par is not None:
+                from .trainer import model_generators
+
+                par.own_streams(model_generators(model), cfg["seed"])
+            trainer = _make_trainer(cfg, model, args.threads, not args.no_progress, par)
+            if lead:
+                os.makedirs(out, exist_ok=True)
+                ckpt.atomic_write_json(os.path.join(out, "vocab.json"), corpus.vocab.id_to_word)
             best = {}
-        print(
+        say(
             f"fastrnn lm train: preset {cfg['preset']}, {cfg['model']} "
             f"{'x'.join(map(str, cfg['hidden_sizes']))} {cfg['cell']}, vocab "
             f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
             f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
+            + (f", {par.size} MPI ranks" if par is not None else "")
             + (f", resuming {_where(trainer)}" if args.resume else ""),
             flush=True,
         )
         if args.resume and trainer.epoch >= cfg["epochs"]:
-            print(
+            say(
                 f"the run is complete ({trainer.epoch} of {cfg['epochs']} epochs): evaluating "
                 "it again (--epochs N trains it further)",
                 flush=True,
             )
 
         def save_last(tr, partial=False):
-            state, arrays = tr.state()
-            state.update(config=cfg, best=dict(best), partial=partial)
-            ckpt.save_last(out, tr.model, arrays, state)
+            state, arrays = tr.state()  # (collective with MPI)
+            if lead:
+                state.update(config=cfg, best=dict(best), partial=partial)
+                ckpt.save_last(out, tr.model, arrays, state)
+            saved[0] = time.monotonic()
 
         def on_epoch(tr, metrics):
             if metrics["val_ppl"] < best.get("val_ppl", math.inf):
                 best.update(epoch=metrics["epoch"], val_ppl=metrics["val_ppl"])
-                ckpt.save_best(out, tr.model, dict(best))
+                if lead:
+                    ckpt.save_best(out, tr.model, dict(best))
             save_last(tr, bool(metrics.get("partial")))
-            ckpt.atomic_write_json(
-                os.path.join(out, "metrics.json"),
-                _metrics_doc(cfg, tr.history, best, None, args.eval_words),
-            )
-            saved[0] = time.monotonic()
+            if lead:
+                ckpt.atomic_write_json(
+                    os.path.join(out, "metrics.json"),
+                    _metrics_doc(cfg, tr.history, best, None, args.eval_words),
+                )
 
         saved = [time.monotonic()]  # when the last checkpoint was written
         every = args.checkpoint_minutes * 60
 
         def on_window(tr):
-            if every and time.monotonic() - saved[0] >= every:
+            if tr.checkpoint_due:  # wanted by some rank at the update before: all save now
+                tr.checkpoint_due = False
                 save_last(tr)
-                saved[0] = time.monotonic()
+            elif every and time.monotonic() - saved[0] >= every:
+                if par is None:
+                    save_last(tr)
+                else:
+                    tr.checkpoint_wanted = True
 
         try:
             with _stop_on_signals(trainer) as received:
@@ -634,15 +679,18 @@ def run_train(args):
                     max_steps=args.max_steps,
                     on_epoch=on_epoch,
                     on_window=on_window,
+                    log=print if lead else None,
                 )
         except TrainingInterrupted as e:
             save_last(trainer)
-            print(
+            say(
                 f"fastrnn lm train: {received[0] or 'stop requested'}: {e}; checkpoint "
                 f"written: continue with --resume --out {out}",
                 file=sys.stderr,
             )
             return 128 + signal.Signals[received[0]].value if received[0] else 1
+        if not lead:
+            return 0
         test_ppl = test_ppl_final = None
         if best:
             from ..io import load

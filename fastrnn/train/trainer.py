@@ -225,6 +225,7 @@ class LMTrainer:
         eval_bptt=None,
         threads=None,
         progress=True,
+        parallel=None,
     ):
         for name in ("params", "grads", "forward", "backward", "reset_state"):
             if not hasattr(model, name):
@@ -242,6 +243,11 @@ class LMTrainer:
         self.batching = batching
         self.eval_bptt = bptt if eval_bptt is None else eval_bptt
         self.threads, self.progress = threads, progress
+        # data-parallel over MPI (fastrnn.train.distributed.DataParallel) or None
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.check_batch(batch_size)
+            self.progress = progress and parallel.rank == 0
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer updates made
         self.history = []  # one metrics dict per epoch
@@ -249,6 +255,9 @@ class LMTrainer:
         # between epochs); a checkpoint taken inside an epoch resumes from it
         self.position = None
         self.stop_requested = False  # set (by a signal handler) to stop after this update
+        # a checkpoint wanted by one rank (its timer), due on all of them after the next update
+        self.checkpoint_wanted = self.checkpoint_due = False
+        self._stop_agreed = False  # with MPI: stop_requested of any rank, after an update
         self._groups = unique_params(model.params, model.grads)
 
     # -- one update ---------------------------------------------------------------------------
@@ -270,13 +279,20 @@ class LMTrainer:
         from .._norms import clip_grads
 
         loss = float(self.model.forward(xs, ts, train_flg=True))
+        if math.isfinite(loss):
+            self.model.backward(xs.shape[1] if self.loss == "sum" else 1)
+        params, grads = self._params_grads()
+        if self.parallel is not None:  # every rank then sees the same loss and flags
+            loss, stop, due = self.parallel.reduce_step(
+                grads, loss, ts.size, self.stop_requested, self.checkpoint_wanted
+            )
+            self._stop_agreed, self.checkpoint_due = stop, due
+            self.checkpoint_wanted = False
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss} at step {self.step + 1} "
                 f"(lr {self.optimizer.lr}): diverged"
             )
-        self.model.backward(xs.shape[1] if self.loss == "sum" else 1)
-        params, grads = self._params_grads()
         if self.clip is not None:
             clip_grads(grads, self.clip, threads=self.threads)
         self.optimizer.update(params, grads)
@@ -306,10 +322,11 @@ class LMTrainer:
         done, before = first, float(pos["seconds"])
         start = time.perf_counter()
         try:
+            rows = slice(None) if self.parallel is None else self.parallel.rows(N)
             for xs, ts in train_windows(self.batching, ids, N, T, self.epoch, first):
                 if done == todo:
                     break
-                total += self.train_step(xs, ts) * ts.size
+                total += self.train_step(xs[rows], ts[rows]) * ts.size  # mean over all ranks'
                 count += ts.size
                 done += 1
                 secs = before + time.perf_counter() - start
@@ -324,7 +341,7 @@ class LMTrainer:
                     t = time.perf_counter()
                     on_window(self)
                     start += time.perf_counter() - t
-                if self.stop_requested:
+                if self.stop_requested if self.parallel is None else self._stop_agreed:
                     raise TrainingInterrupted(
                         f"stopped in epoch {self.epoch + 1} after {done} of {windows} windows"
                     )
@@ -349,7 +366,7 @@ class LMTrainer:
         bar = _bar(-(-(len(ids) - 1) // self.eval_bptt), desc, self.progress)
         try:
             for xs, ts in eval_windows(ids, self.eval_bptt):
-                if self.stop_requested:
+                if self.stop_requested and self.parallel is None:  # (MPI: at the next update)
                     raise TrainingInterrupted(f"stopped during the {desc} evaluation")
                 total += float(self.model.forward(xs, ts, train_flg=False)) * ts.size
                 count += ts.size
@@ -358,6 +375,12 @@ class LMTrainer:
             bar.close()
         self.model.reset_state()
         return perplexity(total, count)
+
+    def evaluate_shared(self, ids, desc="eval"):
+        """:meth:`evaluate`; with MPI rank 0's, on every rank (the others wait)."""
+        if self.parallel is None:
+            return self.evaluate(ids, desc)
+        return self.parallel.bcast(self.evaluate(ids, desc) if self.parallel.rank == 0 else None)
 
     def fit(
         self,
@@ -382,7 +405,7 @@ class LMTrainer:
         remaining = max_steps
         while self.epoch < epochs:
             stats = self.train_epoch(train_ids, remaining, on_window)
-            val_ppl = self.evaluate(valid_ids, "valid")
+            val_ppl = self.evaluate_shared(valid_ids, "valid")
             self.position = None
             self.schedule.observe(self.epoch, val_ppl)
             self.epoch += 1
@@ -423,6 +446,7 @@ class LMTrainer:
         """(JSON-serializable dict, dict of arrays): everything but the model to resume."""
         meta, arrays = optimizer_state(self.optimizer)
         rngs = [g.bit_generator.state for g in model_generators(self.model)]
+        par = self.parallel
         state = {
             "epoch": self.epoch,
             "step": self.step,
@@ -432,13 +456,18 @@ class LMTrainer:
             "rng_states": rngs,
             "history": self.history,
             "position": self.position,
+            "ranks": 1 if par is None else par.size,
         }
+        if par is not None:  # collective: every rank's dropout streams
+            state["rng_states_by_rank"] = par.gather_json(rngs)
         if self.position is not None:  # inside an epoch: the state carried to the next window
             carried = []
             for k, layer in enumerate(stateful_layers(self.model)):
                 names = {}
                 for name in ("h", "c"):
                     value = getattr(layer, name, None)
+                    if par is not None:  # all N streams (collective; every rank has its h)
+                        value = None if value is None else par.gather_rows(value)
                     if value is not None:
                         names[name] = f"carry{k}_{name}"
                         arrays[names[name]] = value
@@ -454,8 +483,16 @@ class LMTrainer:
                 f"checkpoint schedule is {state['schedule']['name']!r}, run uses "
                 f"{self.schedule.name!r}"
             )
+        ranks = 1 if self.parallel is None else self.parallel.size
+        if int(state.get("ranks", 1)) != ranks:
+            raise ValueError(
+                f"checkpoint was written by a run on {state.get('ranks', 1)} MPI ranks; "
+                f"resume it on as many (this run has {ranks})"
+            )
         gens = model_generators(self.model)
         rngs = state.get("rng_states", [])
+        if self.parallel is not None and "rng_states_by_rank" in state:
+            rngs = state["rng_states_by_rank"][self.parallel.rank]
         if len(rngs) != len(gens):
             raise ValueError(
                 f"checkpoint holds {len(rngs)} random-generator states, the model "
@@ -490,6 +527,8 @@ class LMTrainer:
         self.position = None if position is None else dict(position)
         self.model.reset_state()
         if position is not None:
+            rows = slice(None) if self.parallel is None else self.parallel.rows(self.batch_size)
             for layer, value in zip(layers, values):
                 if "h" in value:
-                    layer.set_state(value["h"], value.get("c"))
+                    c = value.get("c")
+                    layer.set_state(value["h"][rows], None if c is None else c[rows])

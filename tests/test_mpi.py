@@ -1,0 +1,106 @@
+"""Data-parallel training over MPI (`mpirun -n 2 fastrnn lm train --mpi`): two ranks follow the
+single-process run to rounding, through a SIGTERM inside an epoch and --resume; a checkpoint
+resumes on as many ranks only; the batch must split evenly.  Skips without mpi4py or mpirun."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fastrnn
+from fastrnn.cli import main
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_train import write_corpus
+
+pytest.importorskip("mpi4py")
+MPIRUN = shutil.which("mpirun") or shutil.which("mpiexec")
+if MPIRUN is None:
+    pytest.skip("no mpirun on PATH", allow_module_level=True)
+
+FLAGS = [
+    "--hidden-sizes", "12", "--embed-size", "12", "--batch-size", "8", "--bptt", "6",
+    "--dtype", "float64", "--epochs", "1", "--no-progress", "--no-plot", "--threads", "1",
+]  # fmt: skip
+
+
+def _env():
+    env = dict(os.environ)
+    # the fastrnn under test, in the ranks too; Open MPI refuses root unless told
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastrnn.__file__)), env.get("PYTHONPATH", "")]
+    )
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
+def _mpirun(n, *args):
+    cmd = [MPIRUN, "-n", str(n), "--oversubscribe", sys.executable, "-m", "fastrnn", *args]
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _corpus(tmp_path):
+    return write_corpus(tmp_path / "ptb", n_train=2000)
+
+
+def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
+    data = _corpus(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["lm", "train", "--data", data, "--out", str(one), *FLAGS]) == 0
+
+    # a checkpoint after every update, so that the SIGTERM finds the run inside its epoch
+    proc = _mpirun(2, "lm", "train", "--data", data, "--out", str(two), *FLAGS, "--mpi",
+                   "--checkpoint-minutes", "1e-9")  # fmt: skip
+    record = two / "last" / "checkpoint.json"
+    deadline = time.monotonic() + 60
+    while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    state = json.loads(record.read_text())
+    assert state["ranks"] == 2 and state["position"] is not None, out
+    assert len(state["rng_states_by_rank"]) == 2 and "carried" in state
+
+    proc = _mpirun(2, "lm", "train", "--data", data, "--out", str(two), "--resume", "--mpi",
+                   "--no-progress", "--no-plot")  # fmt: skip
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    assert "2 MPI ranks, resuming in epoch 1 after" in out
+    a = json.loads((one / "metrics.json").read_text())
+    b = json.loads((two / "metrics.json").read_text())
+    for x, y in zip(a["epochs"], b["epochs"], strict=True):
+        assert x["steps"] == y["steps"]
+        for k in ("train_ppl", "val_ppl"):
+            assert y[k] == pytest.approx(x[k], rel=1e-12), k
+    assert b["test_ppl"] == pytest.approx(a["test_ppl"], rel=1e-12)
+
+    # the checkpoint of 2 ranks resumes on 2 ranks only
+    code = main(["lm", "train", "--data", data, "--out", str(two), "--resume", "--epochs", "2",
+                 "--no-progress"])  # fmt: skip
+    assert code == 2
+
+
+def test_rank_count_must_divide_the_batch(tmp_path):
+    data = _corpus(tmp_path)
+    flags = [f if f != "8" else "7" for f in FLAGS]
+    proc = _mpirun(2, "lm", "train", "--data", data, "--out", str(tmp_path / "r"), *flags, "--mpi")
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode != 0
+    assert "--batch-size 7 must be a multiple of the 2 MPI ranks" in out
+
+
+def test_one_rank_is_the_single_process_run(tmp_path):
+    """--mpi outside mpirun (a world of one) trains exactly as without it."""
+    data = _corpus(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["lm", "train", "--data", data, "--out", str(a), *FLAGS, "--max-steps", "20"]) == 0
+    flags = [*FLAGS, "--max-steps", "20", "--mpi"]
+    assert main(["lm", "train", "--data", data, "--out", str(b), *flags]) == 0
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert ma["epochs"][0]["train_ppl"] == mb["epochs"][0]["train_ppl"]
+    assert ma["test_ppl"] == mb["test_ppl"]
