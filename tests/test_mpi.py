@@ -39,9 +39,13 @@ def _env():
     return env
 
 
-def _mpirun(n, *args):
+def _mpirun(n, cwd, *args):
+    """`mpirun -n n python -m fastrnn args...` from `cwd` (not the source tree: `-m` would take
+    its unbuilt fastrnn before the installed one)."""
     cmd = [MPIRUN, "-n", str(n), "--oversubscribe", sys.executable, "-m", "fastrnn", *args]
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 def _corpus(tmp_path):
@@ -54,7 +58,7 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
     assert main(["lm", "train", "--data", data, "--out", str(one), *FLAGS]) == 0
 
     # a checkpoint after every update, so that the SIGTERM finds the run inside its epoch
-    proc = _mpirun(2, "lm", "train", "--data", data, "--out", str(two), *FLAGS, "--mpi",
+    proc = _mpirun(2, tmp_path, "lm", "train", "--data", data, "--out", str(two), *FLAGS, "--mpi",
                    "--checkpoint-minutes", "1e-9")  # fmt: skip
     record = two / "last" / "checkpoint.json"
     deadline = time.monotonic() + 60
@@ -62,12 +66,13 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=60)[0].decode()
+    assert record.exists(), out
     state = json.loads(record.read_text())
     assert state["ranks"] == 2 and state["position"] is not None, out
     assert len(state["rng_states_by_rank"]) == 2 and "carried" in state
 
-    proc = _mpirun(2, "lm", "train", "--data", data, "--out", str(two), "--resume", "--mpi",
-                   "--no-progress", "--no-plot")  # fmt: skip
+    proc = _mpirun(2, tmp_path, "lm", "train", "--data", data, "--out", str(two), "--resume",
+                   "--mpi", "--no-progress", "--no-plot")  # fmt: skip
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
     assert "2 MPI ranks, resuming in epoch 1 after" in out
@@ -88,7 +93,8 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
 def test_rank_count_must_divide_the_batch(tmp_path):
     data = _corpus(tmp_path)
     flags = [f if f != "8" else "7" for f in FLAGS]
-    proc = _mpirun(2, "lm", "train", "--data", data, "--out", str(tmp_path / "r"), *flags, "--mpi")
+    out = str(tmp_path / "r")
+    proc = _mpirun(2, tmp_path, "lm", "train", "--data", data, "--out", out, *flags, "--mpi")
     out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode != 0
     assert "--batch-size 7 must be a multiple of the 2 MPI ranks" in out
