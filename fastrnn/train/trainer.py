@@ -55,18 +55,16 @@ def unique_params(params, grads):
     return [(i, seen[i]) for i, _ in groups]
 
 
-def model_generators(model):
-    """Every ``np.random.Generator`` reachable from `model` through the attributes of fastrnn
-    objects (and lists, tuples, dicts), in a deterministic order: the dropout layers' random
-    streams, which a checkpoint saves so that a resumed run draws the masks an unbroken one
-    would have."""
+def _reachable(model, match):
+    """The objects `match` accepts that are reachable from `model` through attributes, lists,
+    tuples and dicts, in a deterministic order (a match is not looked into)."""
     found, seen = [], set()
 
     def walk(obj):
         if id(obj) in seen:
             return
         seen.add(id(obj))
-        if isinstance(obj, np.random.Generator):
+        if match(obj):
             found.append(obj)
         elif isinstance(obj, (list, tuple)):
             for x in obj:
@@ -82,33 +80,30 @@ def model_generators(model):
     return found
 
 
+def model_generators(model):
+    """Every ``np.random.Generator`` reachable from `model` through the attributes of fastrnn
+    objects (and lists, tuples, dicts), in a deterministic order: the dropout layers' random
+    streams, which a checkpoint saves so that a resumed run draws the masks an unbroken one
+    would have."""
+    return _reachable(model, lambda obj: isinstance(obj, np.random.Generator))
+
+
+def _is_stateful_layer(obj):
+    flag = getattr(obj, "stateful", None)
+    return (
+        isinstance(flag, (bool, int, np.bool_))
+        and bool(flag)
+        and hasattr(obj, "set_state")
+        and hasattr(obj, "h")
+    )
+
+
 def stateful_layers(model):
     """The stateful recurrent time layers reachable from `model` (as :func:`model_generators`
     walks it), in a deterministic order: the state they carry from one window to the next is
     part of a checkpoint taken inside an epoch.  A layer is anything with ``stateful`` true, an
     ``h`` and ``set_state(h[, c])``: fastrnn's time layers and the book's."""
-    found, seen = [], set()
-
-    def walk(obj):
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        flag = getattr(obj, "stateful", None)
-        if isinstance(flag, (bool, int, np.bool_)) and flag and hasattr(obj, "set_state"):
-            if hasattr(obj, "h"):
-                found.append(obj)
-        elif isinstance(obj, (list, tuple)):
-            for x in obj:
-                walk(x)
-        elif isinstance(obj, dict):
-            for k in sorted(obj, key=str):
-                walk(obj[k])
-        elif hasattr(obj, "__dict__") and not isinstance(obj, (np.ndarray, type)):
-            for k in sorted(vars(obj)):
-                walk(vars(obj)[k])
-
-    walk(model)
-    return found
+    return _reachable(model, _is_stateful_layer)
 
 
 class TrainingInterrupted(Exception):
