@@ -302,7 +302,8 @@ class LMTrainer:
         After each update ``position`` holds the epoch's progress and ``on_window(self)`` is
         called (a periodic checkpoint).  With ``stop_requested`` set, raises
         :class:`TrainingInterrupted` after the update in progress.
-        Returns {"train_ppl", "seconds", "words_per_sec", "lr", "steps", "windows"}."""
+        Returns {"train_ppl", "seconds", "words_per_sec", "lr", "steps" (updates made in this
+        call), "windows" (of the epoch), "windows_done"}."""
         N, T = self.batch_size, self.bptt
         lr = self.schedule.lr(self.epoch)
         self.optimizer.lr = lr
@@ -321,7 +322,8 @@ class LMTrainer:
             for xs, ts in train_windows(self.batching, ids, N, T, self.epoch, first):
                 if done == todo:
                     break
-                total += self.train_step(xs[rows], ts[rows]) * ts.size  # mean over all ranks'
+                # (with MPI each rank trains its rows; train_step returns all rows' mean)
+                total += self.train_step(xs[rows], ts[rows]) * ts.size
                 count += ts.size
                 done += 1
                 secs = before + time.perf_counter() - start
