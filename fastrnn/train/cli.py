@@ -428,12 +428,16 @@ def _stop_on_signals(trainer):
             raise KeyboardInterrupt
         trainer.stop_requested = True
         received[0] = name
-        print(
+        # os.write, not print: the handler may interrupt a write to sys.stderr (tqdm's), and a
+        # buffered stream re-entered raises RuntimeError
+        message = (
             f"\nfastrnn lm train: {name}: stopping after this update to write a checkpoint "
-            "(Ctrl-C again aborts without one)",
-            file=sys.stderr,
-            flush=True,
+            "(Ctrl-C again aborts without one)\n"
         )
+        try:
+            os.write(sys.stderr.fileno(), message.encode())
+        except (OSError, ValueError, AttributeError):  # no file descriptor (captured): skip
+            pass
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
