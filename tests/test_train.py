@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from fastrnn.train import (
     SGD,
@@ -322,6 +323,55 @@ def test_stop_inside_an_epoch_then_resume_continues_the_same_curve(tmp_path, at)
     assert second.step == full.step
     for p, q in zip(second.model.params, full.model.params):
         np.testing.assert_array_equal(p, q)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    epoch=st.integers(0, 2),
+    window=st.integers(1, 40),
+    adam=st.booleans(),
+    dropout=st.sampled_from([0.0, 0.4]),
+    loss=st.sampled_from(["mean", "sum"]),
+)
+def test_a_stop_anywhere_resumes_on_the_same_curve(tiny_corpus, epoch, window, adam, dropout, loss):
+    """Property: whatever the epoch, window, optimizer, dropout and loss, a run stopped after
+    any update and resumed from its checkpoint (through JSON) ends where an unbroken run does."""
+    from fastrnn.train import TrainingInterrupted
+
+    c = tiny_corpus
+    V = len(c.vocab)
+    windows = window_count(len(c.train), 4, 6)
+    window = min(window, windows)
+
+    def trainer():
+        opt = Adam(0.01) if adam else SGD(1.0)
+        return make_trainer(V, optimizer=opt, dropout=dropout, loss=loss)
+
+    full = trainer()
+    full.fit(c.train, c.valid, 3, log=None)
+    first = trainer()
+
+    def stop(tr):
+        tr.stop_requested = tr.epoch == epoch and tr.position["windows"] == window
+
+    with pytest.raises(TrainingInterrupted):
+        first.fit(c.train, c.valid, 3, on_window=stop, log=None)
+    state, arrays = first.state()
+    state = json.loads(json.dumps(state))
+    second = trainer()
+    for p, q in zip(second.model.params, first.model.params):
+        p[...] = q
+    second.load_state(state, arrays)
+    second.fit(c.train, c.valid, 3, log=None)
+    assert [h["val_ppl"] for h in second.history] == [h["val_ppl"] for h in full.history]
+    assert [h["train_ppl"] for h in second.history] == [h["train_ppl"] for h in full.history]
+    for p, q in zip(second.model.params, full.model.params):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    return load_ptb(write_corpus(tmp_path_factory.mktemp("tiny")))
 
 
 def test_load_state_checks_the_position_before_changing_anything(tmp_path):

@@ -8,6 +8,13 @@ backward stops at the window's first step, detached there.  Gradients are clippe
 global norm (:func:`fastrnn.clip_grads`), then an optimizer (:class:`~fastrnn.train.SGD`,
 :class:`~fastrnn.train.Adam`) updates the parameters in place.
 
+A checkpoint (:meth:`LMTrainer.state`) taken between epochs or inside one -- after any update,
+``position`` then saying how far the epoch got, with the state carried into the next window and
+the epoch's running loss -- resumes on the same curve as an unbroken run: setting
+``stop_requested`` (a signal handler does) stops :meth:`LMTrainer.fit` with
+:class:`TrainingInterrupted` there.  With ``parallel`` (:mod:`fastrnn.train.distributed`) each MPI
+rank trains its block of the streams and one Allreduce per update keeps the ranks equal.
+
 Perplexity is measured at batch 1 with the state carried across windows of T steps
 (:func:`~fastrnn.train.data.eval_windows`): the same numbers as Zaremba et al.'s word-by-word
 evaluation, T steps per call.
