@@ -20,8 +20,7 @@ from test_train import write_corpus
 
 pytest.importorskip("mpi4py")
 MPIRUN = shutil.which("mpirun") or shutil.which("mpiexec")
-if MPIRUN is None:
-    pytest.skip("no mpirun on PATH", allow_module_level=True)
+needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH")
 
 FLAGS = [
     "--hidden-sizes", "12", "--embed-size", "12", "--batch-size", "8", "--bptt", "6",
@@ -52,6 +51,7 @@ def _corpus(tmp_path):
     return write_corpus(tmp_path / "ptb", n_train=2000)
 
 
+@needs_mpirun
 def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
     data = _corpus(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
@@ -90,6 +90,7 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
     assert code == 2
 
 
+@needs_mpirun
 def test_rank_count_must_divide_the_batch(tmp_path):
     data = _corpus(tmp_path)
     flags = [f if f != "8" else "7" for f in FLAGS]
@@ -110,3 +111,24 @@ def test_one_rank_is_the_single_process_run(tmp_path):
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     assert ma["epochs"][0]["train_ppl"] == mb["epochs"][0]["train_ppl"]
     assert ma["test_ppl"] == mb["test_ppl"]
+
+
+def test_reduce_step_on_one_rank_keeps_every_gradient_and_reports_the_flags():
+    """The reduction itself (a world of one): strided and mixed-dtype gradients come back as
+    they were, the loss and the flags pass through; a batch that does not split is an error."""
+    import numpy as np
+    from mpi4py import MPI
+
+    from fastrnn.train.distributed import DataParallel
+
+    par = DataParallel(MPI.COMM_SELF)
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    grads = [base[:, ::2], np.linspace(0, 1, 3), np.full((2, 2), 2.0, np.float32)]
+    before = [g.copy() for g in grads]
+    for stop, checkpoint in ((False, True), (True, False)):
+        loss, s, c = par.reduce_step(grads, 2.5, 10, stop, checkpoint)
+        assert (loss, s, c) == (2.5, stop, checkpoint)
+        for g, b in zip(grads, before):
+            np.testing.assert_array_equal(g, b)
+    assert par.rows(8) == slice(0, 8)
+    par.check_batch(3)

@@ -73,9 +73,9 @@ class DataParallel:
             self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
             flat[:offset] *= 1.0 / self.size
             offset = 0
-            for i in members:
+            for i in members:  # (copyto: a gradient may be a strided view)
                 g = grads[i]
-                g.reshape(-1)[...] = flat[offset : offset + g.size]
+                np.copyto(g, flat[offset : offset + g.size].reshape(g.shape))
                 offset += g.size
             if dtype == np.float64:
                 scalars = flat[offset:].copy()
