@@ -70,36 +70,22 @@ def train(
     log=print,
 ):
     """Train; return (words/s over all updates, final train perplexity, updates made)."""
-    import torch
-    from torch import nn
-
     from fastrnn.train.data import zaremba_windows
 
-    torch.set_num_threads(threads)
-    model = build(len(corpus.vocab), seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
+    step, opt, state = _torch_step(len(corpus.vocab), threads, seed, lr, clip)
     words, seconds, done, total, count = 0, 0.0, 0, 0.0, 0
     for epoch in range(epochs):
         for g in opt.param_groups:
             g["lr"] = lr * decay ** max(epoch + 1 - after, 0)
-        state = None
+        state[0] = None
         start = time.perf_counter()
         for xs, ts in zaremba_windows(corpus.train, N, T):
             if steps is not None and done == steps:
                 break
-            x, t = torch.from_numpy(xs), torch.from_numpy(ts)
-            if state is not None:
-                state = tuple(s.detach() for s in state)
-            scores, state = model(x, state)
-            loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
-            opt.zero_grad(set_to_none=False)
-            (loss * T).backward()  # summed over time, averaged over the batch
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            total += loss.item() * t.numel()
-            count += t.numel()
-            words += t.numel()
+            loss = step(xs, ts)
+            total += loss.item() * ts.size
+            count += ts.size
+            words += ts.size
             done += 1
         seconds += time.perf_counter() - start
         if log:
@@ -114,25 +100,25 @@ def train(
 
 def _block_worker(conn, name, data, threads, seed, windows_needed):
     """A process that trains one implementation ("fastrnn" or "torch") on the first
-    `windows_needed` windows: each message k from `conn` runs block k of the windows (the list of
-    windows sent once) and answers with its seconds; None ends it."""
+    `windows_needed` windows of zaremba-small's batching: each message (start, stop) from `conn`
+    runs those windows and answers with their seconds; None ends it."""
     from threadpoolctl import threadpool_limits
 
+    from fastrnn.train.cli import _make_trainer, build_model
     from fastrnn.train.data import load_ptb, zaremba_windows
+    from fastrnn.train.presets import preset
 
     corpus = load_ptb(data, splits=("train",))
+    cfg = dict(preset("zaremba-small"), seed=seed)
     with threadpool_limits(limits=threads, user_api="blas"):
         if name == "fastrnn":
-            from fastrnn.train.cli import _make_trainer, build_model
-            from fastrnn.train.presets import preset
-
-            cfg = dict(preset("zaremba-small"), seed=seed)
             trainer = _make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
             trainer.optimizer.lr = cfg["lr"]
             step = trainer.train_step
         else:
-            step = _torch_step(len(corpus.vocab), threads, seed)
-        windows = list(zaremba_windows(corpus.train, 20, 20))[:windows_needed]
+            step = _torch_step(len(corpus.vocab), threads, seed, cfg["lr"], cfg["clip"])[0]
+        windows = zaremba_windows(corpus.train, cfg["batch_size"], cfg["bptt"])
+        windows = list(windows)[:windows_needed]
         conn.send("ready")
         while (block := conn.recv()) is not None:
             start = time.perf_counter()
@@ -141,8 +127,10 @@ def _block_worker(conn, name, data, threads, seed, windows_needed):
             conn.send(time.perf_counter() - start)
 
 
-def _torch_step(vocab, threads, seed, N=20, T=20, lr=1.0, clip=5.0):
-    """One update of the torch model the way `train` makes it (state carried, detached)."""
+def _torch_step(vocab, threads, seed, lr=1.0, clip=5.0):
+    """(step, optimizer, state): step(xs, ts) makes one update of the torch model, the state
+    carried from the window before and detached (``state[0] = None`` forgets it), and returns
+    the window's mean token loss (a tensor)."""
     import torch
     from torch import nn
 
@@ -159,11 +147,12 @@ def _torch_step(vocab, threads, seed, N=20, T=20, lr=1.0, clip=5.0):
         scores, state[0] = model(x, state[0])
         loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
         opt.zero_grad(set_to_none=False)
-        (loss * T).backward()
+        (loss * xs.shape[1]).backward()  # summed over time, averaged over the batch
         nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
+        return loss
 
-    return step
+    return step, opt, state
 
 
 def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print):
@@ -200,7 +189,10 @@ def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print):
             conns[name].send(None)
         for proc in procs:
             proc.join()
-    words = rounds * block * 20 * 20
+    from fastrnn.train.presets import preset
+
+    cfg = preset("zaremba-small")
+    words = rounds * block * cfg["batch_size"] * cfg["bptt"]
     rates = words / times["fastrnn"], words / times["torch"]
     if log:
         log(

@@ -587,11 +587,11 @@ def run_train(args):
 
     try:
         cfg, corpus = _prepare_train(args)
-        if par is not None and cfg["batch_size"] % par.size:
-            raise UsageError(
-                f"--batch-size {cfg['batch_size']} must be a multiple of the {par.size} MPI "
-                "ranks (each rank takes an equal block of the streams)"
-            )
+        if par is not None:
+            try:
+                par.check_batch(cfg["batch_size"])
+            except ValueError as e:
+                raise UsageError(str(e)) from None
     except UsageError as e:
         say(f"fastrnn lm train: error: {e}", file=sys.stderr)
         return 2
@@ -642,6 +642,9 @@ def run_train(args):
                 flush=True,
             )
 
+        saved = [time.monotonic()]  # when the last checkpoint was written
+        every = args.checkpoint_minutes * 60
+
         def save_last(tr, partial=False):
             state, arrays = tr.state()  # (collective with MPI)
             if lead:
@@ -660,9 +663,6 @@ def run_train(args):
                     os.path.join(out, "metrics.json"),
                     _metrics_doc(cfg, tr.history, best, None, args.eval_words),
                 )
-
-        saved = [time.monotonic()]  # when the last checkpoint was written
-        every = args.checkpoint_minutes * 60
 
         def on_window(tr):
             if tr.checkpoint_due:  # wanted by some rank at the update before: all save now

@@ -1,10 +1,10 @@
 """Data-parallel training over MPI (``mpirun -n K fastrnn lm train --mpi ...``).
 
 Every rank holds the same model.  A window's N streams are cut into K equal blocks of rows, one
-per rank; each rank runs forward and backward on its block, and one ``Allreduce`` per update
-averages the gradients (a flat buffer per dtype) together with the window's loss, its token
-count and two flags (stop, checkpoint), so that every rank clips, updates and stops alike: the
-parameters stay identical without being sent.  Without dropout a K-rank run follows the
+per rank; each rank runs forward and backward on its block.  Each update, one ``Allreduce`` per
+gradient dtype (a flat buffer) averages the gradients and one more sums the window's loss, its
+token count and two flags (stop, checkpoint), so that every rank clips, updates and stops
+alike: the parameters stay identical without being sent.  Without dropout a K-rank run follows the
 single-process run to rounding (the averaged gradient of equal blocks is the whole batch's
 gradient of the mean loss); with dropout each rank draws its own masks (rank 0 the
 single-process stream, rank r > 0 a stream derived from the seed and r).
@@ -60,43 +60,35 @@ class DataParallel:
         """Average `grads` in place over the ranks; returns (the window's mean token loss over
         all ranks, any rank's stop, any rank's checkpoint).  A non-finite `loss` on any rank
         makes the result non-finite on every rank (it diverged: all stop together)."""
-        groups = self._groups(grads)
-        scalars = np.array([loss * count, count, float(stop), float(checkpoint)])
-        for dtype, (flat, members) in groups.items():
+        for flat, members in self._flat_buffers(grads):
             offset = 0
             for i in members:
-                g = grads[i]
-                flat[offset : offset + g.size] = g.reshape(-1)
-                offset += g.size
-            if dtype == np.float64:
-                flat[offset:] = scalars
+                flat[offset : offset + grads[i].size] = grads[i].reshape(-1)
+                offset += grads[i].size
             self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
-            flat[:offset] *= 1.0 / self.size
+            flat *= 1.0 / self.size
             offset = 0
             for i in members:  # (copyto: a gradient may be a strided view)
                 g = grads[i]
                 np.copyto(g, flat[offset : offset + g.size].reshape(g.shape))
                 offset += g.size
-            if dtype == np.float64:
-                scalars = flat[offset:].copy()
-        if np.float64 not in groups:
-            self.comm.Allreduce(self.MPI.IN_PLACE, scalars, op=self.MPI.SUM)
-        total, n = scalars[0], scalars[1]
-        return float(total / n), bool(scalars[2]), bool(scalars[3])
+        scalars = np.array([loss * count, count, float(stop), float(checkpoint)])
+        self.comm.Allreduce(self.MPI.IN_PLACE, scalars, op=self.MPI.SUM)
+        return float(scalars[0] / scalars[1]), bool(scalars[2]), bool(scalars[3])
 
-    def _groups(self, grads):
-        """{dtype: (flat buffer, indices)}, the float64 one with 4 extra slots for the scalars;
-        kept across updates (the gradients' shapes do not change)."""
+    def _flat_buffers(self, grads):
+        """[(flat buffer, indices of its gradients)], one per dtype; kept across updates (the
+        gradients' shapes do not change)."""
         key = tuple((g.shape, g.dtype) for g in grads)
         if self._buffers is None or self._buffers[0] != key:
             members = {}
             for i, g in enumerate(grads):
                 members.setdefault(np.dtype(g.dtype), []).append(i)
-            groups = {}
-            for dtype, idx in members.items():
-                n = sum(grads[i].size for i in idx) + (4 if dtype == np.float64 else 0)
-                groups[dtype] = (np.empty(n, dtype), idx)
-            self._buffers = (key, groups)
+            buffers = [
+                (np.empty(sum(grads[i].size for i in idx), dtype), idx)
+                for dtype, idx in members.items()
+            ]
+            self._buffers = (key, buffers)
         return self._buffers[1]
 
     # -- the rest ---------------------------------------------------------------------------

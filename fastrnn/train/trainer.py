@@ -13,7 +13,7 @@ A checkpoint (:meth:`LMTrainer.state`) taken between epochs or inside one -- aft
 the epoch's running loss -- resumes on the same curve as an unbroken run: setting
 ``stop_requested`` (a signal handler does) stops :meth:`LMTrainer.fit` with
 :class:`TrainingInterrupted` there.  With ``parallel`` (:mod:`fastrnn.train.distributed`) each MPI
-rank trains its block of the streams and one Allreduce per update keeps the ranks equal.
+rank trains its block of the streams and an Allreduce each update keeps the ranks equal.
 
 Perplexity is measured at batch 1 with the state carried across windows of T steps
 (:func:`~fastrnn.train.data.eval_windows`): the same numbers as Zaremba et al.'s word-by-word
