@@ -1,5 +1,6 @@
-"""`fastrnn lm train` / `fastrnn lm generate`: runs, metrics contract, resume, every bad flag or
-file a clear error with nothing written, generation from a checkpoint, a PTB smoke run."""
+"""`fastrnn lm train` / `generate` / `eval`: runs, metrics contract, resume, every bad flag or
+file a clear error with nothing written, generation and evaluation from a checkpoint, a PTB smoke
+run."""
 
 import json
 import os
@@ -398,6 +399,102 @@ def test_generate_from_a_corrupt_model_file(tmp_path, trained, capsys):
     (tmp_path / "vocab.json").write_text((trained / "vocab.json").read_text())
     assert main(["lm", "generate", "--model", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+# -- eval ---------------------------------------------------------------------------------------
+def _eval(*argv):
+    return main(["lm", "eval", "--no-progress", *argv])
+
+
+def test_eval_gives_the_perplexities_training_measured(trained, tmp_path, capsys):
+    data = str(trained.parent / "ptb")
+    m = json.loads((trained / "metrics.json").read_text())
+    out = tmp_path / "eval.json"
+    assert _eval("--model", str(trained), "--data", data, "--json", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "valid: ppl" in text and "test: ppl" in text and "words/s" in text
+    r = json.loads(out.read_text())["results"]
+    assert set(r) == {"valid", "test"}
+    np.testing.assert_allclose(r["valid"]["ppl"], m["best_val_ppl"], rtol=1e-12)
+    np.testing.assert_allclose(r["test"]["ppl"], m["test_ppl"], rtol=1e-12)
+    n_valid = len(open(os.path.join(data, "ptb.valid.txt")).read().split()) + 8  # + <eos>
+    assert r["valid"]["predictions"] == n_valid - 1 and r["valid"]["unknown_words"] == 0
+    # the window changes the speed, not the result; the last checkpoint's model is another
+    one = tmp_path / "one.json"
+    assert _eval("--model", str(trained), "--data", data, "--split", "valid", "--eval-bptt",
+                 "1", "--json", str(one)) == 0  # fmt: skip
+    assert json.loads(one.read_text())["eval_bptt"] == 1
+    np.testing.assert_allclose(
+        json.loads(one.read_text())["results"]["valid"]["ppl"], r["valid"]["ppl"], rtol=1e-10
+    )
+    assert _eval("--model", str(trained / "last"), "--data", data, "--split", "train") == 0
+    assert "train: ppl" in capsys.readouterr().out
+
+
+def test_eval_reads_words_outside_the_vocabulary_as_unk(trained, tmp_path, capsys):
+    """With "fish" renamed "<unk>" in the vocabulary, a file saying "zebra" where the valid
+    file says "fish" has the same ids, so the same perplexity; the count is reported."""
+    data = trained.parent / "ptb"
+    valid = (data / "ptb.valid.txt").read_text()
+    assert " fish " in valid
+    words = json.loads((trained / "vocab.json").read_text())
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps(["<unk>" if w == "fish" else w for w in words]))
+    text = tmp_path / "zebra.txt"
+    text.write_text(valid.replace(" fish ", " zebra "))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert _eval("--model", str(trained), "--data", str(data), "--split", "valid",
+                 "--json", str(a)) == 0  # fmt: skip
+    assert _eval("--model", str(trained), "--text", str(text), "--vocab", str(vocab),
+                 "--json", str(b)) == 0  # fmt: skip
+    ra = json.loads(a.read_text())["results"]["valid"]
+    rb = json.loads(b.read_text())["results"][str(text)]
+    assert rb["ppl"] == ra["ppl"]
+    assert rb["unknown_words"] == valid.count(" fish ") > 0
+    assert f"{rb['unknown_words']} words outside the vocabulary" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--split", "valid,dev"], "--split must be a comma-separated list of train, valid, test"),
+        (["--eval-bptt", "0"], "--eval-bptt must be a positive integer"),
+        (["--threads", "-1"], "--threads must be >= 0"),
+        (["--model", "/nonexistent/x"], "no such file or directory"),
+        (["--data", "/nonexistent/ptb"], "--data /nonexistent/ptb: not a directory"),
+        (["--text", "/nonexistent/a.txt"], "/nonexistent/a.txt: file not found"),
+        (["--text", "ZEBRA"], "word 'zebra' is not in the training vocabulary"),
+        (["--json", "DIR"], "is a directory, expected a file name"),
+    ],
+)
+def test_eval_errors_name_the_flag_and_write_nothing(trained, tmp_path, capsys, flags, message):
+    flags = [str(tmp_path) if f == "DIR" else f for f in flags]
+    if "ZEBRA" in flags:  # a word the vocabulary (which has no <unk>) lacks
+        (tmp_path / "z.txt").write_text("the zebra sat\n")
+        flags = ["--text", str(tmp_path / "z.txt")]
+    if "--data" not in flags and "--text" not in flags:
+        flags = ["--data", str(trained.parent / "ptb"), *flags]
+    before = sorted(os.listdir(tmp_path))
+    assert _eval("--model", str(trained), *flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastrnn lm eval: error:") and message in err, err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_eval_takes_data_or_text_not_both(trained, capsys):
+    with pytest.raises(SystemExit):
+        _eval("--model", str(trained), "--data", "x", "--text", "y")
+    with pytest.raises(SystemExit):
+        _eval("--model", str(trained))
+
+
+def test_resume_may_change_the_evaluation_window(tmp_path, standin):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "1") == 0
+    assert resume(data, out, "--epochs", "2", "--eval-bptt", "3", "--no-progress") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["eval_bptt"] == 3 and len(m["epochs"]) == 2
 
 
 # -- the real models of fastrnn.models.lm -------------------------------------------------------

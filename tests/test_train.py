@@ -224,6 +224,24 @@ def test_evaluation_window_length_does_not_change_perplexity(tmp_path):
     np.testing.assert_allclose(ppls, ppls[0], rtol=1e-10)
 
 
+def test_evaluate_perplexity_is_the_trainers_and_can_be_stopped(tmp_path):
+    from fastrnn.train import EVAL_BPTT, TrainingInterrupted, evaluate_perplexity
+
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab))
+    assert tr.eval_bptt == EVAL_BPTT  # the default window, whatever the training bptt
+    tr.fit(c.train, c.valid, 1, log=None)
+    ppl = evaluate_perplexity(tr.model, c.valid, 5)
+    assert ppl == evaluate_perplexity(tr.model, c.valid, 5)  # the state is reset before
+    np.testing.assert_allclose(ppl, tr.evaluate(c.valid), rtol=1e-10)
+    calls = []
+    with pytest.raises(TrainingInterrupted, match="stopped during the valid evaluation"):
+        evaluate_perplexity(
+            tr.model, c.valid, 5, desc="valid", stop=lambda: calls.append(1) or len(calls) > 2
+        )
+    assert len(calls) == 3
+
+
 def test_state_is_carried_across_windows(tmp_path):
     """Training continues each stream: a model fed window 2 after window 1 sees a different
     initial state than one reset before it."""
@@ -277,14 +295,14 @@ def test_stop_inside_an_epoch_then_resume_continues_the_same_curve(tmp_path, at)
 
     c = load_ptb(write_corpus(tmp_path))
     V = len(c.vocab)
-    full = make_trainer(V, dropout=0.3)
+    full = make_trainer(V, dropout=0.3, eval_bptt=6)
     full.fit(c.train, c.valid, 3, log=None)
     windows = window_count(len(c.train), 4, 6)
     assert windows > 5
 
-    first = make_trainer(V, dropout=0.3)
+    first = make_trainer(V, dropout=0.3, eval_bptt=6)
     first.fit(c.train, c.valid, 1, log=None)
-    if at == "eval":  # the stop arrives with the evaluation's first window
+    if at == "eval":  # the stop arrives with the evaluation's first window (of several: T 6)
         train_forward = first.model.forward
 
         def forward(xs, ts, train_flg=True):
@@ -311,7 +329,7 @@ def test_stop_inside_an_epoch_then_resume_continues_the_same_curve(tmp_path, at)
         arrays = {k: f[k] for k in f.files}
     assert "carry0_h" in arrays and "carry0_c" in arrays
 
-    second = make_trainer(V, dropout=0.3, seed=5)  # other weights: the checkpoint's replace them
+    second = make_trainer(V, dropout=0.3, seed=5, eval_bptt=6)  # other weights: the checkpoint's replace them
     for p, q in zip(second.model.params, first.model.params):
         p[...] = q
     second.load_state(state, arrays)

@@ -6,9 +6,10 @@ from .data import Corpus, Vocabulary, eval_windows, load_ptb, read_words, train_
 from .generate import generate
 from .optim import SGD, Adam
 from .schedules import ConstantLR, DecayLR, PlateauLR, make_schedule
-from .trainer import LMTrainer, TrainingInterrupted
+from .trainer import EVAL_BPTT, LMTrainer, TrainingInterrupted, evaluate_perplexity
 
 __all__ = [
+    "EVAL_BPTT",
     "SGD",
     "Adam",
     "ConstantLR",
@@ -19,6 +20,7 @@ __all__ = [
     "TrainingInterrupted",
     "Vocabulary",
     "eval_windows",
+    "evaluate_perplexity",
     "generate",
     "load_ptb",
     "make_schedule",

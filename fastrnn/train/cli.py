@@ -6,6 +6,8 @@ Usage::
                      [--resume] [a flag per hyper-parameter ...]
     fastrnn lm generate --model DIR [--start WORD] [--length L] [--temperature X | --greedy]
                         [--seed S]
+    fastrnn lm eval --model DIR (--data DIR [--split valid,test] | --text FILE ...)
+                    [--eval-bptt T] [--threads K] [--json FILE]
 
 Every flag and file is checked before anything is written; a bad one is a one-line error and
 exit status 2.  See :mod:`fastrnn.train.presets` for the presets and
@@ -21,10 +23,10 @@ import sys
 import time
 
 from . import checkpoint as ckpt
-from .data import BATCHINGS, EOS, Vocabulary, load_ptb, window_count
+from .data import BATCHINGS, EOS, PTB_FILES, UNK, Vocabulary, load_ptb, read_words, window_count
 from .presets import DEFAULT_PRESET, HYPERPARAMETERS, PRESETS, preset
 from .schedules import SCHEDULES, make_schedule
-from .trainer import TrainingInterrupted
+from .trainer import EVAL_BPTT, TrainingInterrupted, evaluate_perplexity
 
 __all__ = [
     "add_parser",
@@ -33,6 +35,7 @@ __all__ = [
     "check_config",
     "config_from_args",
     "main",
+    "run_eval",
     "run_generate",
     "run_train",
 ]
@@ -43,8 +46,9 @@ _CELLS = ("lstm", "gru", "rnn")
 _BOOK_MODELS = {"rnnlm": ("Rnnlm", 1, False, False), "better": ("BetterRnnlm", 2, True, True)}
 _DTYPES = ("float32", "float64")
 _INITS = ("uniform", "normal", "orthogonal")
-# flags that may accompany --resume (everything else comes from the checkpoint)
-_RESUME_FLAGS = ("epochs",)
+# flags that may accompany --resume (everything else comes from the checkpoint; the evaluation
+# window changes the speed, not the numbers)
+_RESUME_FLAGS = ("epochs", "eval_bptt")
 
 
 class UsageError(ValueError):
@@ -241,14 +245,61 @@ def _add_generate_arguments(p):
     return p
 
 
+def _add_eval_arguments(p):
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="a run directory of `fastrnn lm train` (its best model), its best/ or last/, or a "
+        "model file",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--data",
+        metavar="DIR",
+        help="a PTB directory: evaluates the files of --split",
+    )
+    src.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        help="text files (one sentence a line), words outside the vocabulary read as <unk>",
+    )
+    p.add_argument(
+        "--split",
+        default="valid,test",
+        metavar="S[,S]",
+        help="with --data: splits to evaluate, of train, valid, test (default: %(default)s)",
+    )
+    p.add_argument(
+        "--eval-bptt",
+        type=int,
+        default=EVAL_BPTT,
+        metavar="T",
+        help="window length; does not change the result (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="K",
+        help="threads for BLAS and fastrnn's kernels; 0 leaves the library default "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--vocab", metavar="FILE", help="vocab.json (default: found next to the model)")
+    p.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
 def add_parser(subparsers):
-    """Register ``lm`` (with ``train`` and ``generate``) on an argparse subparsers object."""
+    """Register ``lm`` (``train``, ``generate``, ``eval``) on an argparse subparsers object."""
     p = subparsers.add_parser(
         "lm",
-        help="train language models on Penn Treebank, generate text",
+        help="train language models on Penn Treebank, generate text, evaluate",
         description=__doc__.split("\n\n")[0],
     )
-    sub = p.add_subparsers(dest="lm_command", metavar="{train,generate}")
+    sub = p.add_subparsers(dest="lm_command", metavar="{train,generate,eval}")
     sub.required = True
     t = sub.add_parser(
         "train",
@@ -262,6 +313,13 @@ def add_parser(subparsers):
         description="Generate text one word at a time from a trained model.",
     )
     _add_generate_arguments(g).set_defaults(func=run_generate)
+    e = sub.add_parser(
+        "eval",
+        help="perplexity of a trained model on PTB splits or text files",
+        description="Perplexity of a trained model at batch 1, the state carried, as "
+        "`fastrnn lm train` measures it.",
+    )
+    _add_eval_arguments(e).set_defaults(func=run_eval)
     return p
 
 
@@ -538,8 +596,9 @@ def _prepare_train(args):
                 f"it cannot be continued on the same curve"
             )
         cfg = dict(state["config"])
-        if args.epochs is not None:
-            cfg["epochs"] = args.epochs
+        for key in _RESUME_FLAGS:
+            if getattr(args, key, None) is not None:
+                cfg[key] = getattr(args, key)
     else:
         if os.path.exists(record) or os.path.exists(os.path.join(out, "metrics.json")):
             raise UsageError(
@@ -725,9 +784,28 @@ def run_train(args):
 
 
 # -- generate -----------------------------------------------------------------------------------
+def _load_trained(args):
+    """(model file, model, vocabulary) named by --model and --vocab, or a UsageError."""
+    from ..io import load
+
+    try:
+        path = ckpt.model_path(args.model)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    vocab_path = args.vocab or _find_vocab(path)
+    try:
+        vocab = Vocabulary(ckpt.read_json(vocab_path, "vocabulary"))
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--vocab: {e}") from None
+    try:
+        model = load(path)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--model: {e}") from None
+    return path, model, vocab
+
+
 def run_generate(args):
     """``fastrnn lm generate``: prints the text; returns the exit status."""
-    from ..io import load
     from .generate import generate
 
     try:
@@ -735,19 +813,7 @@ def run_generate(args):
             raise UsageError(f"--length must be >= 0, got {args.length}")
         if not args.greedy and not (args.temperature > 0 and math.isfinite(args.temperature)):
             raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
-        try:
-            path = ckpt.model_path(args.model)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        vocab_path = args.vocab or _find_vocab(path)
-        try:
-            vocab = Vocabulary(ckpt.read_json(vocab_path, "vocabulary"))
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"--vocab: {e}") from None
-        try:
-            model = load(path)
-        except (ValueError, OSError) as e:
-            raise UsageError(f"--model: {e}") from None
+        path, model, vocab = _load_trained(args)
         if args.start not in vocab:
             raise UsageError(
                 f"--start {args.start!r} is not in the model's vocabulary "
@@ -756,7 +822,7 @@ def run_generate(args):
     except UsageError as e:
         print(f"fastrnn lm generate: error: {e}", file=sys.stderr)
         return 2
-    skip = [vocab.word_to_id[w] for w in ("<unk>",) if w in vocab]
+    skip = [vocab.word_to_id[w] for w in (UNK,) if w in vocab]
     ids = generate(
         model,
         vocab.word_to_id[args.start],
@@ -768,6 +834,83 @@ def run_generate(args):
     )
     words = [args.start] + [vocab.id_to_word[i] for i in ids]
     print(" ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n").rstrip("\n"))
+    return 0
+
+
+# -- eval ---------------------------------------------------------------------------------------
+def _eval_inputs(args, vocab):
+    """[(name, path, ids, words read as <unk>)] to evaluate, or a UsageError."""
+    if args.data is not None:
+        splits = [x.strip() for x in args.split.split(",") if x.strip()]
+        bad = [x for x in splits if x not in PTB_FILES]
+        if not splits or bad:
+            raise UsageError(
+                f"--split must be a comma-separated list of {', '.join(PTB_FILES)}, "
+                f"got {args.split!r}"
+            )
+        if not os.path.isdir(args.data):
+            raise UsageError(f"--data {args.data}: not a directory")
+        files = [(x, os.path.join(args.data, PTB_FILES[x])) for x in dict.fromkeys(splits)]
+    else:
+        files = [(f, f) for f in args.text]
+    inputs = []
+    for name, path in files:
+        try:
+            words = read_words(path)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        ids, unknown = vocab.encode_unk(words, path)
+        if len(ids) < 2:
+            raise UsageError(f"{path}: needs at least one word")
+        inputs.append((name, path, ids, unknown))
+    return inputs
+
+
+def run_eval(args):
+    """``fastrnn lm eval``: prints each input's perplexity; returns the exit status."""
+    try:
+        if args.threads < 0:
+            raise UsageError(f"--threads must be >= 0, got {args.threads}")
+        if args.eval_bptt < 1:
+            raise UsageError(f"--eval-bptt must be a positive integer, got {args.eval_bptt}")
+        if args.json is not None and os.path.isdir(args.json):
+            raise UsageError(f"--json {args.json}: is a directory, expected a file name")
+        path, model, vocab = _load_trained(args)
+        try:
+            inputs = _eval_inputs(args, vocab)
+        except ValueError as e:  # a word outside a vocabulary without <unk>
+            raise UsageError(str(e)) from None
+    except UsageError as e:
+        print(f"fastrnn lm eval: error: {e}", file=sys.stderr)
+        return 2
+    print(f"fastrnn lm eval: {path}, vocab {len(vocab)}, window {args.eval_bptt}")
+    results = {}
+    with _thread_limit(args.threads):
+        for name, file, ids, unknown in inputs:
+            t0 = time.perf_counter()
+            ppl = evaluate_perplexity(
+                model, ids, args.eval_bptt, progress=not args.no_progress, desc=name
+            )
+            seconds = time.perf_counter() - t0
+            n = len(ids) - 1
+            results[name] = {
+                "file": os.path.abspath(file),
+                "ppl": ppl,
+                "predictions": n,
+                "unknown_words": unknown,
+                "seconds": seconds,
+            }
+            extra = f", {unknown:,} words outside the vocabulary read as <unk>" if unknown else ""
+            print(
+                f"{name}: ppl {ppl:.2f} ({n:,} predictions, {seconds:.1f} s, "
+                f"{n / seconds:,.0f} words/s{extra})"
+            )
+    if args.json is not None:
+        ckpt.atomic_write_json(
+            args.json,
+            {"model": os.path.abspath(path), "eval_bptt": args.eval_bptt, "results": results},
+        )
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "BATCHINGS",
     "EOS",
+    "UNK",
     "Corpus",
     "Vocabulary",
     "dlfs2_windows",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 EOS = "<eos>"
+UNK = "<unk>"  # PTB's word for the rare words its preprocessing replaced
 PTB_FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
 
 
@@ -66,6 +68,19 @@ class Vocabulary:
             raise ValueError(
                 f"{path}: word {e.args[0]!r} is not in the training vocabulary ({len(self)} words)"
             ) from None
+
+    def encode_unk(self, words, path="<words>"):
+        """(ids of `words`, how many were outside the vocabulary and read as ``<unk>``); with no
+        ``<unk>`` in the vocabulary, such a word is a ValueError naming `path`."""
+        unk = self.word_to_id.get(UNK)
+        if unk is None:
+            return self.encode(words, path), 0
+        ids = np.fromiter(
+            (self.word_to_id.get(w, -1) for w in words), dtype=np.int64, count=len(words)
+        )
+        outside = ids < 0
+        ids[outside] = unk
+        return ids, int(outside.sum())
 
 
 class Corpus:

@@ -20,8 +20,11 @@ overrides it (``--hidden-sizes 650,650``, ``--lr 1`` ...).  The presets reproduc
   Gal's slower decay, lr / 1.2 every epoch after the 6th, for 39 epochs.  These values are our
   choice within the settings those papers report for their medium models, not a copy of one run.
 
-Evaluation is always at batch 1 with the state carried (:meth:`LMTrainer.evaluate`).
+Evaluation is always at batch 1 with the state carried (:meth:`LMTrainer.evaluate`), in
+windows of ``EVAL_BPTT`` words that do not change the result.
 """
+
+from .trainer import EVAL_BPTT
 
 __all__ = ["DEFAULT_PRESET", "HYPERPARAMETERS", "PRESETS", "preset"]
 
@@ -67,7 +70,7 @@ _BASE = {
     "init": "uniform",
     "init_scale": 0.1,
     "dtype": "float32",
-    "eval_bptt": 35,
+    "eval_bptt": EVAL_BPTT,  # (the perplexity is the same for any window)
     "optimizer": "sgd",
     "lr_decay": 0.5,
     "decay_after": 4,
