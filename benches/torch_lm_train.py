@@ -104,7 +104,7 @@ def _block_worker(conn, name, data, threads, seed, windows_needed):
     runs those windows and answers with their seconds; None ends it."""
     from threadpoolctl import threadpool_limits
 
-    from fastrnn.train.cli import _make_trainer, build_model
+    from fastrnn.train.config import build_model, make_trainer
     from fastrnn.train.data import load_ptb, zaremba_windows
     from fastrnn.train.presets import preset
 
@@ -112,7 +112,7 @@ def _block_worker(conn, name, data, threads, seed, windows_needed):
     cfg = dict(preset("zaremba-small"), seed=seed)
     with threadpool_limits(limits=threads, user_api="blas"):
         if name == "fastrnn":
-            trainer = _make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
+            trainer = make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
             trainer.optimizer.lr = cfg["lr"]
             step = trainer.train_step
         else:

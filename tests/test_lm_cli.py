@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastrnn.cli import main
-from fastrnn.train import cli as lm_cli
+from fastrnn.train import config as lm_config
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _lm_standin import StandinLM
@@ -45,7 +45,7 @@ def standin(monkeypatch):
             vocab_size, cfg["embed_size"], cfg["hidden_sizes"][-1], cfg["dtype"], cfg["seed"]
         )
 
-    monkeypatch.setattr(lm_cli, "build_model", build)
+    monkeypatch.setattr(lm_config, "build_model", build)
 
 
 def train(data, out, *extra):
@@ -297,7 +297,7 @@ def trained(tmp_path_factory):
     import _pytest.monkeypatch
 
     mp = _pytest.monkeypatch.MonkeyPatch()
-    mp.setattr(lm_cli, "build_model", lambda cfg, V: StandinLM(V, 8, 16, "float64", 0))
+    mp.setattr(lm_config, "build_model", lambda cfg, V: StandinLM(V, 8, 16, "float64", 0))
     d = tmp_path_factory.mktemp("gen")
     data = write_corpus(d / "ptb")
     assert train(data, d / "run", "--epochs", "4") == 0
@@ -548,7 +548,7 @@ def test_every_preset_passes_its_own_checks():
     from fastrnn.train.presets import PRESETS, preset
 
     for name in PRESETS:
-        lm_cli.check_config(dict(preset(name), preset=name))
+        lm_config.check_config(dict(preset(name), preset=name))
     z = preset("zaremba-small")
     assert (
         z["hidden_sizes"],

@@ -329,7 +329,8 @@ def test_stop_inside_an_epoch_then_resume_continues_the_same_curve(tmp_path, at)
         arrays = {k: f[k] for k in f.files}
     assert "carry0_h" in arrays and "carry0_c" in arrays
 
-    second = make_trainer(V, dropout=0.3, seed=5, eval_bptt=6)  # other weights: the checkpoint's replace them
+    # other weights: the checkpoint's replace them
+    second = make_trainer(V, dropout=0.3, seed=5, eval_bptt=6)
     for p, q in zip(second.model.params, first.model.params):
         p[...] = q
     second.load_state(state, arrays)
@@ -513,6 +514,18 @@ def test_torch_reference_compare_alternates_two_processes(tmp_path, monkeypatch)
 
     rates = torch_lm_train.compare(d, rounds=1, block=1, pause=0, log=None)
     assert len(rates) == 2 and all(r > 0 and math.isfinite(r) for r in rates)
+
+
+def test_eval_window_bench_measures_every_window(monkeypatch):
+    """benches/eval_window.py: a rate and the same perplexity for every window."""
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches"))
+    import eval_window
+
+    res = eval_window.measure("zaremba-small", 1, [5, 64], words=150, rounds=1)
+    assert set(res) == {5, 64}
+    assert all(ms > 0 and math.isfinite(ms) for ms, _ in res.values())
+    np.testing.assert_allclose(res[5][1], res[64][1], rtol=1e-6)
+    assert 0.5 * 10000 < res[5][1] < 2 * 10000  # random weights: near uniform over V
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -9,7 +9,7 @@ them: until it is replaced the previous checkpoint stays whole, and older files 
 Layout of a run directory::
 
     vocab.json                 the vocabulary (id -> word), for generation
-    metrics.json               per-epoch metrics (see fastrnn.train.cli)
+    metrics.json               per-epoch metrics (see fastrnn.train.run)
     last/checkpoint.json       trainer state + the names of the two files below
     last/model-s<step>.npz     the model (fastrnn.save)
     last/optim-s<step>.npz     the optimizer's arrays

@@ -207,14 +207,18 @@ class _NoBar:
         pass
 
 
-def _bar(total, desc, enabled):
+def _bar(total, desc, enabled, initial=0):
+    """A tqdm bar (or a stand-in); `initial`: windows done before (a resumed epoch: its rate
+    then counts this call's windows only)."""
     if not enabled:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return _NoBar()
-    return tqdm(total=total, desc=desc, unit="win", leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit="win", leave=False, dynamic_ncols=True, initial=initial
+    )
 
 
 class LMTrainer:
@@ -354,8 +358,7 @@ class LMTrainer:
             self.model.reset_state()  # else the checkpoint restored the carried state
         first, total, count = int(pos["windows"]), float(pos["total"]), int(pos["count"])
         todo = windows if max_steps is None else min(windows, first + max_steps)
-        bar = _bar(todo, f"epoch {self.epoch + 1}", self.progress)
-        bar.update(first)
+        bar = _bar(todo, f"epoch {self.epoch + 1}", self.progress, initial=first)
         done, before = first, float(pos["seconds"])
         start = time.perf_counter()
         try:

@@ -1,0 +1,331 @@
+"""``fastrnn lm train``: a training run on disk -- flags and files checked before anything is
+written, the run directory (:mod:`fastrnn.train.checkpoint`), checkpoints at the end of each
+epoch, every ``--checkpoint-minutes`` and on SIGTERM / Ctrl-C, ``--resume``, the MPI ranks'
+roles (rank 0 prints, evaluates and writes), ``metrics.json`` and ``perplexity.png``."""
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+
+from . import checkpoint as ckpt, config
+from .config import UsageError, check_config, config_from_args, flag, make_trainer, thread_limit
+from .data import Vocabulary, load_ptb, window_count
+from .presets import HYPERPARAMETERS
+from .trainer import TrainingInterrupted
+
+__all__ = ["RESUME_FLAGS", "run_train"]
+
+# flags that may accompany --resume (everything else comes from the checkpoint; the evaluation
+# window changes the speed, not the numbers)
+RESUME_FLAGS = ("epochs", "eval_bptt")
+
+
+def _where(trainer):
+    """Where a run stands, in words: 'after epoch E' or 'in epoch E+1 after W windows'."""
+    if trainer.position is None:
+        return f"after epoch {trainer.epoch}"
+    return f"in epoch {trainer.epoch + 1} after {trainer.position['windows']} windows"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer):
+    """SIGINT and SIGTERM set ``trainer.stop_requested`` (the run checkpoints and stops after
+    the update in progress); a second SIGINT raises KeyboardInterrupt as usual.  Yields a list
+    that receives the signal's name."""
+    received = [None]
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        received[0] = name
+        # os.write, not print: the handler may interrupt a write to sys.stderr (tqdm's), and a
+        # buffered stream re-entered raises RuntimeError
+        message = (
+            f"\nfastrnn lm train: {name}: stopping after this update to write a checkpoint "
+            "(Ctrl-C again aborts without one)\n"
+        )
+        try:
+            os.write(sys.stderr.fileno(), message.encode())
+        except (OSError, ValueError, AttributeError):  # no file descriptor (captured): skip
+            pass
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None, test_ppl_final=None):
+    doc = {
+        "preset": cfg["preset"],
+        "config": cfg,
+        "epochs": history,
+        "test_ppl": test_ppl,
+        # the model after the last epoch, as the papers report (test_ppl: the best-validation one)
+        "test_ppl_final": test_ppl_final,
+        "best_epoch": best.get("epoch"),
+        "best_val_ppl": best.get("val_ppl"),
+        "eval_words": eval_words,
+    }
+    if test_ppl is not None:
+        doc["test_model"] = "best validation"
+    return doc
+
+
+def _plot(out, history, note):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        note("matplotlib is not installed: perplexity.png skipped")
+        return
+    epochs = [m["epoch"] for m in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [m["train_ppl"] for m in history], "o-", label="train")
+    ax.plot(epochs, [m["val_ppl"] for m in history], "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out, "perplexity.png")
+    tmp = os.path.join(out, ".perplexity.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _prepare_train(args):
+    """Everything checked and loaded before the run directory is touched."""
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError(f"--max-steps must be a positive integer, got {args.max_steps}")
+    if not (args.checkpoint_minutes >= 0 and math.isfinite(args.checkpoint_minutes)):
+        raise UsageError(
+            f"--checkpoint-minutes must be a number >= 0, got {args.checkpoint_minutes}"
+        )
+    if args.eval_words is not None and args.eval_words < 2:
+        raise UsageError(f"--eval-words must be at least 2, got {args.eval_words}")
+    out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    record = os.path.join(out, "last", "checkpoint.json")
+    if args.resume:
+        if not os.path.isfile(record):
+            raise UsageError(f"--resume: {out} holds no checkpoint ({record} not found)")
+        given = [
+            k
+            for k in HYPERPARAMETERS
+            if k not in RESUME_FLAGS and getattr(args, k, None) is not None
+        ]
+        if args.preset is not None:
+            given.insert(0, "preset")
+        if given:
+            raise UsageError(
+                f"--resume takes the run's configuration from its checkpoint; "
+                f"drop {', '.join(flag(k) for k in given)}"
+            )
+        state = ckpt.read_json(record, "checkpoint record")
+        if state.get("partial"):
+            raise UsageError(
+                f"--resume: {out}'s last epoch was cut short by --max-steps; "
+                f"it cannot be continued on the same curve"
+            )
+        cfg = dict(state["config"])
+        for key in RESUME_FLAGS:
+            if getattr(args, key, None) is not None:
+                cfg[key] = getattr(args, key)
+    else:
+        if os.path.exists(record) or os.path.exists(os.path.join(out, "metrics.json")):
+            raise UsageError(
+                f"--out {out} already holds a run: pass --resume to continue it "
+                f"or choose another directory"
+            )
+        cfg = config_from_args(args)
+    check_config(cfg)
+    try:
+        corpus = load_ptb(args.data)
+    except ValueError as e:
+        raise UsageError(f"--data: {e}") from None
+    for split in ("train", "valid", "test"):
+        if split == "train":
+            if window_count(len(corpus.train), cfg["batch_size"], cfg["bptt"], cfg["batching"]) < 1:
+                raise UsageError(
+                    f"{corpus.paths['train']}: {len(corpus.train)} words are too "
+                    f"few for --batch-size {cfg['batch_size']} and --bptt "
+                    f"{cfg['bptt']}"
+                )
+        elif len(getattr(corpus, split)) < 2:
+            raise UsageError(f"{corpus.paths[split]}: needs at least one word")
+    if args.eval_words is not None:
+        corpus.valid = corpus.valid[: args.eval_words]
+        corpus.test = corpus.test[: args.eval_words]
+    return cfg, corpus
+
+
+def run_train(args):
+    """``fastrnn lm train``: returns the exit status."""
+    par = None
+    if args.mpi:
+        try:
+            from .distributed import DataParallel
+
+            par = DataParallel()
+        except ImportError as e:
+            print(f"fastrnn lm train: error: --mpi: {e}", file=sys.stderr)
+            return 2
+    lead = par is None or par.rank == 0  # prints, writes and evaluates the test set
+
+    def say(*a, **k):
+        if lead:
+            print(*a, **k)
+
+    try:
+        cfg, corpus = _prepare_train(args)
+        if par is not None:
+            try:
+                par.check_batch(cfg["batch_size"])
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+    except UsageError as e:
+        say(f"fastrnn lm train: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out
+    notes = []
+    with thread_limit(args.threads):
+        if args.resume:
+            state, model, arrays = ckpt.load_last(out)
+            vocab = Vocabulary(ckpt.read_json(os.path.join(out, "vocab.json"), "vocabulary"))
+            if vocab.id_to_word != corpus.vocab.id_to_word:
+                say(
+                    f"fastrnn lm train: error: --data {args.data}: its vocabulary differs "
+                    f"from the run's ({out}/vocab.json)",
+                    file=sys.stderr,
+                )
+                return 2
+            trainer = make_trainer(cfg, model, args.threads, not args.no_progress, par)
+            try:
+                trainer.load_state(state, arrays)
+            except ValueError as e:
+                say(f"fastrnn lm train: error: --resume: {e}", file=sys.stderr)
+                return 2
+            best = state.get("best", {})
+        else:
+            # (config.build_model looked up at the call: the tests substitute a small model)
+            model = config.build_model(cfg, len(corpus.vocab))
+            if par is not None:
+                from .trainer import model_generators
+
+                par.own_streams(model_generators(model), cfg["seed"])
+            trainer = make_trainer(cfg, model, args.threads, not args.no_progress, par)
+            if lead:
+                os.makedirs(out, exist_ok=True)
+                ckpt.atomic_write_json(os.path.join(out, "vocab.json"), corpus.vocab.id_to_word)
+            best = {}
+        say(
+            f"fastrnn lm train: preset {cfg['preset']}, {cfg['model']} "
+            f"{'x'.join(map(str, cfg['hidden_sizes']))} {cfg['cell']}, vocab "
+            f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
+            f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
+            + (f", {par.size} MPI ranks" if par is not None else "")
+            + (f", resuming {_where(trainer)}" if args.resume else ""),
+            flush=True,
+        )
+        if args.resume and trainer.epoch >= cfg["epochs"]:
+            say(
+                f"the run is complete ({trainer.epoch} of {cfg['epochs']} epochs): evaluating "
+                "it again (--epochs N trains it further)",
+                flush=True,
+            )
+
+        saved = [time.monotonic()]  # when the last checkpoint was written
+        every = args.checkpoint_minutes * 60
+
+        def save_last(tr, partial=False):
+            state, arrays = tr.state()  # (collective with MPI)
+            if lead:
+                state.update(config=cfg, best=dict(best), partial=partial)
+                ckpt.save_last(out, tr.model, arrays, state)
+            saved[0] = time.monotonic()
+
+        def on_epoch(tr, metrics):
+            if metrics["val_ppl"] < best.get("val_ppl", math.inf):
+                best.update(epoch=metrics["epoch"], val_ppl=metrics["val_ppl"])
+                if lead:
+                    ckpt.save_best(out, tr.model, dict(best))
+            save_last(tr, bool(metrics.get("partial")))
+            if lead:
+                ckpt.atomic_write_json(
+                    os.path.join(out, "metrics.json"),
+                    _metrics_doc(cfg, tr.history, best, None, args.eval_words),
+                )
+
+        def on_window(tr):
+            if tr.checkpoint_due:  # wanted by some rank at the update before: all save now
+                tr.checkpoint_due = False
+                save_last(tr)
+            elif every and time.monotonic() - saved[0] >= every:
+                if par is None:
+                    save_last(tr)
+                else:
+                    tr.checkpoint_wanted = True
+
+        try:
+            with _stop_on_signals(trainer) as received:
+                trainer.fit(
+                    corpus.train,
+                    corpus.valid,
+                    cfg["epochs"],
+                    max_steps=args.max_steps,
+                    on_epoch=on_epoch,
+                    on_window=on_window,
+                    log=print if lead else None,
+                )
+        except TrainingInterrupted as e:
+            save_last(trainer)
+            say(
+                f"fastrnn lm train: {received[0] or 'stop requested'}: {e}; checkpoint "
+                f"written: continue with --resume --out {out}",
+                file=sys.stderr,
+            )
+            return 128 + signal.Signals[received[0]].value if received[0] else 1
+        if not lead:
+            return 0
+        test_ppl = test_ppl_final = None
+        if best:
+            from ..io import load
+
+            test_ppl_final = trainer.evaluate(corpus.test, "test")
+            print(
+                f"test ppl {test_ppl_final:.2f} (final model, epoch {trainer.history[-1]['epoch']})"
+            )
+            trainer.model = load(os.path.join(out, "best", "model.npz"))
+            test_ppl = trainer.evaluate(corpus.test, "test")
+            print(
+                f"test ppl {test_ppl:.2f} (best validation model, epoch {best['epoch']}: "
+                f"val ppl {best['val_ppl']:.2f})"
+            )
+        ckpt.atomic_write_json(
+            os.path.join(out, "metrics.json"),
+            _metrics_doc(cfg, trainer.history, best, test_ppl, args.eval_words, test_ppl_final),
+        )
+    if not args.no_plot and trainer.history:
+        _plot(out, trainer.history, notes.append)
+    for n in notes:
+        print(f"note: {n}")
+    print(
+        f"wrote {out}/metrics.json, {out}/best/, {out}/last/"
+        + ("" if args.no_plot or notes else f", {out}/perplexity.png")
+    )
+    return 0

@@ -1,0 +1,155 @@
+"""``fastrnn lm generate`` and ``fastrnn lm eval``: a saved model in use -- text sampled from it,
+and its perplexity on PTB's splits or on text files, measured as training measures it."""
+
+import math
+import os
+import sys
+import time
+
+from . import checkpoint as ckpt
+from .config import UsageError, thread_limit
+from .data import EOS, PTB_FILES, UNK, Vocabulary, read_words
+from .trainer import evaluate_perplexity
+
+__all__ = ["run_eval", "run_generate"]
+
+
+def _load_trained(args):
+    """(model file, model, vocabulary) named by --model and --vocab, or a UsageError."""
+    from ..io import load
+
+    try:
+        path = ckpt.model_path(args.model)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    vocab_path = args.vocab or _find_vocab(path)
+    try:
+        vocab = Vocabulary(ckpt.read_json(vocab_path, "vocabulary"))
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--vocab: {e}") from None
+    try:
+        model = load(path)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--model: {e}") from None
+    return path, model, vocab
+
+
+def run_generate(args):
+    """``fastrnn lm generate``: prints the text; returns the exit status."""
+    from .generate import generate
+
+    try:
+        if args.length < 0:
+            raise UsageError(f"--length must be >= 0, got {args.length}")
+        if not args.greedy and not (args.temperature > 0 and math.isfinite(args.temperature)):
+            raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
+        path, model, vocab = _load_trained(args)
+        if args.start not in vocab:
+            raise UsageError(
+                f"--start {args.start!r} is not in the model's vocabulary "
+                f"({len(vocab)} words, e.g. {', '.join(vocab.id_to_word[:5])})"
+            )
+    except UsageError as e:
+        print(f"fastrnn lm generate: error: {e}", file=sys.stderr)
+        return 2
+    skip = [vocab.word_to_id[w] for w in (UNK,) if w in vocab]
+    ids = generate(
+        model,
+        vocab.word_to_id[args.start],
+        args.length,
+        temperature=args.temperature,
+        greedy=args.greedy,
+        seed=args.seed,
+        skip_ids=skip,
+    )
+    words = [args.start] + [vocab.id_to_word[i] for i in ids]
+    print(" ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n").rstrip("\n"))
+    return 0
+
+
+# -- eval ---------------------------------------------------------------------------------------
+def _eval_inputs(args, vocab):
+    """[(name, path, ids, words read as <unk>)] to evaluate, or a UsageError."""
+    if args.data is not None:
+        splits = [x.strip() for x in args.split.split(",") if x.strip()]
+        bad = [x for x in splits if x not in PTB_FILES]
+        if not splits or bad:
+            raise UsageError(
+                f"--split must be a comma-separated list of {', '.join(PTB_FILES)}, "
+                f"got {args.split!r}"
+            )
+        if not os.path.isdir(args.data):
+            raise UsageError(f"--data {args.data}: not a directory")
+        files = [(x, os.path.join(args.data, PTB_FILES[x])) for x in dict.fromkeys(splits)]
+    else:
+        files = [(f, f) for f in args.text]
+    inputs = []
+    for name, path in files:
+        try:
+            words = read_words(path)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        ids, unknown = vocab.encode_unk(words, path)
+        if len(ids) < 2:
+            raise UsageError(f"{path}: needs at least one word")
+        inputs.append((name, path, ids, unknown))
+    return inputs
+
+
+def run_eval(args):
+    """``fastrnn lm eval``: prints each input's perplexity; returns the exit status."""
+    try:
+        if args.threads < 0:
+            raise UsageError(f"--threads must be >= 0, got {args.threads}")
+        if args.eval_bptt < 1:
+            raise UsageError(f"--eval-bptt must be a positive integer, got {args.eval_bptt}")
+        if args.json is not None and os.path.isdir(args.json):
+            raise UsageError(f"--json {args.json}: is a directory, expected a file name")
+        path, model, vocab = _load_trained(args)
+        try:
+            inputs = _eval_inputs(args, vocab)
+        except ValueError as e:  # a word outside a vocabulary without <unk>
+            raise UsageError(str(e)) from None
+    except UsageError as e:
+        print(f"fastrnn lm eval: error: {e}", file=sys.stderr)
+        return 2
+    print(f"fastrnn lm eval: {path}, vocab {len(vocab)}, window {args.eval_bptt}")
+    results = {}
+    with thread_limit(args.threads):
+        for name, file, ids, unknown in inputs:
+            t0 = time.perf_counter()
+            ppl = evaluate_perplexity(
+                model, ids, args.eval_bptt, progress=not args.no_progress, desc=name
+            )
+            seconds = time.perf_counter() - t0
+            n = len(ids) - 1
+            results[name] = {
+                "file": os.path.abspath(file),
+                "ppl": ppl,
+                "predictions": n,
+                "unknown_words": unknown,
+                "seconds": seconds,
+            }
+            extra = f", {unknown:,} words outside the vocabulary read as <unk>" if unknown else ""
+            print(
+                f"{name}: ppl {ppl:.2f} ({n:,} predictions, {seconds:.1f} s, "
+                f"{n / seconds:,.0f} words/s{extra})"
+            )
+    if args.json is not None:
+        ckpt.atomic_write_json(
+            args.json,
+            {"model": os.path.abspath(path), "eval_bptt": args.eval_bptt, "results": results},
+        )
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _find_vocab(model_file):
+    d = os.path.dirname(os.path.abspath(model_file))
+    for cand in (d, os.path.dirname(d)):
+        p = os.path.join(cand, "vocab.json")
+        if os.path.isfile(p):
+            return p
+    raise UsageError(
+        f"no vocab.json next to {model_file} or in its parent directory (pass --vocab FILE)"
+    )
