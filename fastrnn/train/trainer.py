@@ -168,8 +168,9 @@ def perplexity(total_loss, count):
 # Window of the batch-1 evaluation.  With the state carried, the perplexity is the same for any
 # window (tested); only the cost moves: a window of T words reads the read-out's weights (26 MB
 # for 650 x 10,000) once and multiplies them by T rows, so short windows spend their time
-# streaming weights.  Measured (2x650 tied, 2 threads, ms per 35 words): T 35: 20.3, T 140:
-# 12.0, T 256-1024: 9.6-10.6.  The scores take T x V floats (20 MB for V = 10,000).
+# streaming weights.  Measured (benches/eval_window.py, 2x650 tied, ms per 35 words, 1 / 2
+# threads): T 35: 21.7 / 17.9, T 140: 14.6 / 11.0, T 512: 13.1 / 9.3.  The scores take T x V
+# floats (20 MB for V = 10,000).
 EVAL_BPTT = 512
 
 
