@@ -497,6 +497,27 @@ def test_resume_may_change_the_evaluation_window(tmp_path, standin):
     assert m["config"]["eval_bptt"] == 3 and len(m["epochs"]) == 2
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([], "give --numpy DIR, --onnx FILE or both"),
+        (["--numpy", "FILE"], "exists and is not a directory"),
+        (["--onnx", "DIR"], "is a directory, expected a file name"),
+        (["--numpy", "DIR", "--model", "/nonexistent/x"], "no such file or directory"),
+        (["--numpy", "DIR"], "model must be one of LanguageModel, Rnnlm, BetterRnnlm"),
+    ],
+)
+def test_export_errors(trained, tmp_path, capsys, flags, message):
+    """(The trained fixture's model is the tests' stand-in, which no runtime knows.)"""
+    (tmp_path / "file").write_text("x")
+    flags = [{"FILE": str(tmp_path / "file"), "DIR": str(tmp_path / "d")}.get(f, f) for f in flags]
+    (tmp_path / "d").mkdir()
+    assert main(["lm", "export", "--model", str(trained), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastrnn lm export: error:") and message in err, err
+    assert os.listdir(tmp_path / "d") == []
+
+
 # -- the real models of fastrnn.models.lm -------------------------------------------------------
 REAL = {
     "lm": ["--model", "lm", "--hidden-sizes", "16", "--embed-size", "16", "--decay-after", "9"],
@@ -541,6 +562,21 @@ def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
         == 0
     )
     assert len(capsys.readouterr().out.split()) >= 6
+    # exported for NumPy only, the best model scores the test split as training measured it
+    out = tmp_path / "np"
+    assert main(["lm", "export", "--model", str(tmp_path / "a"), "--numpy", str(out)]) == 0
+    assert "fastrnn_numpy.py" in capsys.readouterr().out
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"rt_{kind}", out / "fastrnn_numpy.py")
+    rt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rt)
+    from fastrnn.train import load_ptb
+
+    test_ids = load_ptb(data).test
+    np.testing.assert_allclose(
+        rt.perplexity(rt.load(out / "model.npz"), test_ids), a["test_ppl"], rtol=1e-4
+    )
 
 
 # -- presets --------------------------------------------------------------------------------------

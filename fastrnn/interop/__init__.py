@@ -1,4 +1,5 @@
-"""Weights in and out of other frameworks: PyTorch, Keras 3 and ONNX.
+"""Weights in and out of other frameworks: PyTorch, Keras 3 and ONNX, and to machines with NumPy
+only.
 
 One module per framework, each importing its framework only when used (a missing framework is an
 ImportError naming the pip extra that installs it):
@@ -13,6 +14,9 @@ ImportError naming the pip extra that installs it):
   ``GRU`` operators (plus ``Gather``, ``MatMul``, ``Add`` for embeddings and affine layers);
   a ``SequenceClassifier``'s pooling head as elementwise ONNX operators over ``sequence_lens``;
   ``import_onnx(path)`` reads such a graph back.
+- ``fastrnn.interop.numpy_export``: ``export_numpy(model, directory, vocab)`` writes a language
+  model with ``fastrnn_numpy.py`` (:mod:`fastrnn.interop.numpy_runtime`), a self-contained NumPy
+  file that runs it where fastrnn's compiled kernels cannot be installed.
 
 Every conversion is exact in both directions (only transposes, reordering of gate blocks, sums of
 bias pairs and sign flips: see each module for the mapping), and the converted layer computes what
@@ -22,6 +26,7 @@ the original does, in the parameters' dtype.
 import importlib
 
 __all__ = [
+    "export_numpy",
     "export_onnx",
     "from_keras",
     "from_torch",
@@ -39,6 +44,7 @@ _HOMES = {
     "lengths_from_mask": "keras",
     "export_onnx": "onnx",
     "import_onnx": "onnx",
+    "export_numpy": "numpy_export",
 }
 
 

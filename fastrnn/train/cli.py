@@ -1,4 +1,4 @@
-"""``fastrnn lm``: train language models on Penn Treebank, generate text from them, evaluate them.
+"""``fastrnn lm``: train language models on Penn Treebank; generate text, evaluate, export.
 
 Usage::
 
@@ -8,10 +8,12 @@ Usage::
                         [--seed S]
     fastrnn lm eval --model DIR (--data DIR [--split valid,test] | --text FILE ...)
                     [--eval-bptt T] [--threads K] [--json FILE]
+    fastrnn lm export --model DIR [--numpy DIR] [--onnx FILE]
 
 Every flag and file is checked before anything is written; a bad one is a one-line error and
 exit status 2.  This module is the parser; the commands are :mod:`fastrnn.train.run` (train)
-and :mod:`fastrnn.train.saved` (generate, eval), the configuration :mod:`fastrnn.train.config`.
+and :mod:`fastrnn.train.saved` (generate, eval, export), the configuration
+:mod:`fastrnn.train.config`.
 See :mod:`fastrnn.train.presets` for the presets and :mod:`fastrnn.train.checkpoint` for what
 ``--out`` receives.
 """
@@ -22,7 +24,7 @@ import sys
 from .data import BATCHINGS
 from .presets import DEFAULT_PRESET, PRESETS
 from .run import run_train
-from .saved import run_eval, run_generate
+from .saved import run_eval, run_export, run_generate
 from .schedules import SCHEDULES
 from .trainer import EVAL_BPTT
 
@@ -189,13 +191,18 @@ def _add_train_arguments(p):
     return p
 
 
-def _add_generate_arguments(p):
+def _add_model_argument(p):
     p.add_argument(
         "--model",
         required=True,
         metavar="DIR",
-        help="a run directory of `fastrnn lm train` (its best model) or a model file",
+        help="a run directory of `fastrnn lm train` (its best model), its best/ or last/, or a "
+        "model file",
     )
+
+
+def _add_generate_arguments(p):
+    _add_model_argument(p)
     p.add_argument(
         "--start", default="the", metavar="WORD", help="first word (default: %(default)s)"
     )
@@ -221,13 +228,7 @@ def _add_generate_arguments(p):
 
 
 def _add_eval_arguments(p):
-    p.add_argument(
-        "--model",
-        required=True,
-        metavar="DIR",
-        help="a run directory of `fastrnn lm train` (its best model), its best/ or last/, or a "
-        "model file",
-    )
+    _add_model_argument(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--data",
@@ -267,34 +268,66 @@ def _add_eval_arguments(p):
     return p
 
 
+def _add_export_arguments(p):
+    _add_model_argument(p)
+    p.add_argument(
+        "--numpy",
+        metavar="DIR",
+        help="write DIR/fastrnn_numpy.py (runs the model with NumPy only), model.npz, vocab.json",
+    )
+    p.add_argument("--onnx", metavar="FILE", help="write the model as an ONNX graph")
+    p.add_argument("--vocab", metavar="FILE", help="vocab.json (default: found next to the model)")
+    return p
+
+
+# name, its arguments, the function that runs it, help, description
+_COMMANDS = [
+    (
+        "train",
+        _add_train_arguments,
+        run_train,
+        "train a language model",
+        "Train a language model on PTB by truncated BPTT.",
+    ),
+    (
+        "generate",
+        _add_generate_arguments,
+        run_generate,
+        "generate text from a trained model",
+        "Generate text one word at a time from a trained model.",
+    ),
+    (
+        "eval",
+        _add_eval_arguments,
+        run_eval,
+        "perplexity of a trained model on PTB splits or text files",
+        "Perplexity of a trained model at batch 1, the state carried, as `fastrnn lm train` "
+        "measures it.",
+    ),
+    (
+        "export",
+        _add_export_arguments,
+        run_export,
+        "write a trained model for NumPy-only machines or ONNX",
+        "Write a trained model as a directory that runs with NumPy only (--numpy) and/or as an "
+        "ONNX graph (--onnx).",
+    ),
+]
+
+
 def add_parser(subparsers):
-    """Register ``lm`` (``train``, ``generate``, ``eval``) on an argparse subparsers object."""
+    """Register ``lm`` and its commands (``_COMMANDS``) on an argparse subparsers object."""
     p = subparsers.add_parser(
         "lm",
-        help="train language models on Penn Treebank, generate text, evaluate",
+        help="train language models on Penn Treebank, generate text, evaluate, export",
         description=__doc__.split("\n\n")[0],
     )
-    sub = p.add_subparsers(dest="lm_command", metavar="{train,generate,eval}")
+    sub = p.add_subparsers(dest="lm_command", metavar="{" + ",".join(c[0] for c in _COMMANDS) + "}")
     sub.required = True
-    t = sub.add_parser(
-        "train",
-        help="train a language model",
-        description="Train a language model on PTB by truncated BPTT.",
-    )
-    _add_train_arguments(t).set_defaults(func=run_train)
-    g = sub.add_parser(
-        "generate",
-        help="generate text from a trained model",
-        description="Generate text one word at a time from a trained model.",
-    )
-    _add_generate_arguments(g).set_defaults(func=run_generate)
-    e = sub.add_parser(
-        "eval",
-        help="perplexity of a trained model on PTB splits or text files",
-        description="Perplexity of a trained model at batch 1, the state carried, as "
-        "`fastrnn lm train` measures it.",
-    )
-    _add_eval_arguments(e).set_defaults(func=run_eval)
+    for name, add_arguments, run, summary, description in _COMMANDS:
+        add_arguments(sub.add_parser(name, help=summary, description=description)).set_defaults(
+            func=run
+        )
     return p
 
 

@@ -2,6 +2,9 @@
 
 import numpy as np
 
+# (the NumPy-only runtime's pick: an exported model samples the same words)
+from ..interop.numpy_runtime import next_word
+
 __all__ = ["generate"]
 
 
@@ -25,15 +28,7 @@ def generate(model, start_id, length, *, temperature=1.0, greedy=False, seed=Non
         scores = np.asarray(
             model.predict(np.array([[x]]), train_flg=False), dtype=np.float64
         ).reshape(-1)
-        if skip.size:
-            scores[skip] = -np.inf
-        if greedy:
-            x = int(np.argmax(scores))
-        else:
-            z = scores / temperature
-            p = np.exp(z - z.max())
-            p /= p.sum()
-            x = int(rng.choice(p.size, p=p))
+        x = next_word(scores, rng, temperature, greedy, skip)
         out.append(x)
     model.reset_state()
     return out

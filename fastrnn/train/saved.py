@@ -1,5 +1,6 @@
-"""``fastrnn lm generate`` and ``fastrnn lm eval``: a saved model in use -- text sampled from it,
-and its perplexity on PTB's splits or on text files, measured as training measures it."""
+"""``fastrnn lm generate``, ``eval`` and ``export``: a saved model in use -- text sampled from it,
+its perplexity on PTB's splits or on text files (measured as training measures it), and the model
+written for other runtimes (a NumPy-only directory, ONNX)."""
 
 import math
 import os
@@ -11,7 +12,7 @@ from .config import UsageError, thread_limit
 from .data import EOS, PTB_FILES, UNK, Vocabulary, read_words
 from .trainer import evaluate_perplexity
 
-__all__ = ["run_eval", "run_generate"]
+__all__ = ["run_eval", "run_export", "run_generate"]
 
 
 def _load_trained(args):
@@ -141,6 +142,38 @@ def run_eval(args):
             {"model": os.path.abspath(path), "eval_bptt": args.eval_bptt, "results": results},
         )
         print(f"wrote {args.json}")
+    return 0
+
+
+# -- export -------------------------------------------------------------------------------------
+def run_export(args):
+    """``fastrnn lm export``: writes the model for NumPy only (--numpy) and/or ONNX (--onnx)."""
+    try:
+        if args.numpy is None and args.onnx is None:
+            raise UsageError("give --numpy DIR, --onnx FILE or both")
+        if args.numpy is not None and os.path.exists(args.numpy) and not os.path.isdir(args.numpy):
+            raise UsageError(f"--numpy {args.numpy}: exists and is not a directory")
+        if args.onnx is not None and os.path.isdir(args.onnx):
+            raise UsageError(f"--onnx {args.onnx}: is a directory, expected a file name")
+        path, model, vocab = _load_trained(args)
+    except UsageError as e:
+        print(f"fastrnn lm export: error: {e}", file=sys.stderr)
+        return 2
+    from ..interop import export_numpy, export_onnx
+
+    try:
+        if args.numpy is not None:
+            written = export_numpy(model, args.numpy, vocab.id_to_word)
+            print(
+                f"wrote {written['runtime']}, {written['model']}, {written['vocab']}: "
+                f"python {written['runtime']} {written['model']} --vocab {written['vocab']}"
+            )
+        if args.onnx is not None:
+            export_onnx(model, args.onnx)
+            print(f"wrote {args.onnx} (input ids (N, T) int64, output logits (N, T, V))")
+    except (ImportError, TypeError, ValueError) as e:
+        print(f"fastrnn lm export: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

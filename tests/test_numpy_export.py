@@ -1,0 +1,165 @@
+"""export_numpy and the self-contained NumPy runtime it writes: the exported file, loaded on its
+own, gives every supported model's scores (state carried across calls), perplexity and generated
+words; it runs with fastrnn and SciPy unimportable; bad models, vocabularies and files are clear
+errors."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.interop import export_numpy
+from fastrnn.models import BetterRnnlm, LanguageModel, Rnnlm
+from fastrnn.train import evaluate_perplexity, generate
+
+V = 40
+
+
+def _runtime(directory):
+    """The exported fastrnn_numpy.py, imported from its own file (not from the package)."""
+    path = os.path.join(directory, "fastrnn_numpy.py")
+    spec = importlib.util.spec_from_file_location(f"fastrnn_numpy_{abs(hash(path))}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MODELS = {
+    **{
+        f"{cell}-{conn}-{tie}": dict(cell=cell, connection=conn, tie=tie)
+        for cell in ("lstm", "gru", "rnn")
+        for conn in (None, "residual", "dense")
+        for tie in ("untied", "tied", "projection")
+    },
+    "rnnlm": None,
+    "better": None,
+}
+
+
+def _model(key, dtype=np.float64):
+    if key == "rnnlm":
+        return Rnnlm(V, 8, 8, seed=1, dtype=dtype)
+    if key == "better":
+        return BetterRnnlm(V, 8, 8, seed=1, dtype=dtype)
+    spec = MODELS[key]
+    H = 8 if spec["tie"] == "tied" else 12
+    return LanguageModel(
+        V,
+        8,
+        [H, H],
+        cell=spec["cell"],
+        connection=spec["connection"],
+        tie_weights=spec["tie"] != "untied",
+        projection=spec["tie"] == "projection",
+        init_scale=0.5,  # scores far from zero: a relative comparison that means something
+        seed=1,
+        dtype=dtype,
+    )
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_the_exported_runtime_computes_the_models_scores(tmp_path, key):
+    model = _model(key)
+    paths = export_numpy(model, tmp_path / "out")
+    assert set(paths) == {"model", "runtime"}
+    rt = _runtime(tmp_path / "out")
+    copy = rt.load(paths["model"])
+    rng = np.random.default_rng(2)
+    model.reset_state()
+    for T in (5, 3):  # two calls: the state carried from the first into the second
+        ids = rng.integers(0, V, (3, T))
+        want = model.predict(ids, train_flg=False)
+        got = copy.predict(ids)
+        assert got.dtype == np.float64 and got.shape == (3, T, V)
+        _close(got, want)
+    copy.reset_state()
+    model.reset_state()
+    ids = rng.integers(0, V, (2, 4))
+    _close(copy.predict(ids), model.predict(ids, train_flg=False))
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+
+
+def test_runtime_perplexity_and_generation_are_fastrnns(tmp_path):
+    model = _model("lstm-residual-tied")
+    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
+    copy = rt.load(tmp_path / "model.npz")
+    ids = np.random.default_rng(3).integers(0, V, 300)
+    want = evaluate_perplexity(model, ids, 64)
+    for window in (1, 64, 512):
+        np.testing.assert_allclose(rt.perplexity(copy, ids, window), want, rtol=1e-10)
+    for kw in (dict(greedy=True), dict(temperature=0.7, seed=5), dict(seed=6, skip_ids=[0, 3])):
+        expected = generate(model, 2, 25, **kw)
+        assert rt.generate(copy, 2, 25, **kw) == expected
+        if "skip_ids" in kw:
+            assert not set(expected) & {0, 3}
+
+
+def test_the_runtime_runs_without_fastrnn_or_scipy(tmp_path):
+    """The exported directory alone, with fastrnn and SciPy unimportable: the command line's
+    perplexity and text equal fastrnn's (float32, the kernels' rounding)."""
+    model = _model("gru-dense-untied", np.float32)
+    words = [f"w{i}" for i in range(V - 2)] + ["<eos>", "<unk>"]
+    out = tmp_path / "bundle"
+    export_numpy(model, out, words)
+    assert json.loads((out / "vocab.json").read_text()) == words
+    rng = np.random.default_rng(4)
+    lines = [" ".join(f"w{i}" for i in rng.integers(0, V - 2, 9)) + " zebra" for _ in range(20)]
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
+    guard = (
+        "import sys, runpy\n"
+        "for m in ('fastrnn', 'scipy', 'torch'): sys.modules[m] = None\n"
+        "sys.argv = ['fastrnn_numpy.py'] + sys.argv[1:]\n"
+        "runpy.run_path('fastrnn_numpy.py', run_name='__main__')\n"
+    )
+
+    def run(*argv):
+        r = subprocess.run(
+            [sys.executable, "-c", guard, "model.npz", "--vocab", "vocab.json", *argv],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    text = run("--perplexity", str(tmp_path / "text.txt"))
+    index = {w: i for i, w in enumerate(words)}
+    ids = [index.get(w, index["<unk>"]) for line in lines for w in (*line.split(), "<eos>")]
+    want = evaluate_perplexity(model, np.array(ids))
+    got = float(text.split()[1])
+    assert abs(got - want) < 0.01, (text, want)
+    sample = run("--start", "w3", "--length", "12", "--seed", "7").split()
+    expected = generate(model, index["w3"], 12, seed=7, skip_ids=[index["<unk>"]])
+    assert sample == ["w3"] + [words[i] for i in expected if words[i] != "<eos>"]
+
+
+def test_bad_models_vocabularies_and_files_are_clear_errors(tmp_path):
+    model = _model("rnnlm")
+    with pytest.raises(TypeError, match="LanguageModel, Rnnlm, BetterRnnlm, got TimeLSTM"):
+        export_numpy(fastrnn.TimeLSTM(*(p for p in model.params[1:4])), tmp_path)
+    with pytest.raises(ValueError, match=f"vocab must be a list of {V} words"):
+        export_numpy(model, tmp_path, ["a", "b"])
+    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path / "ok")["runtime"]))
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ValueError, match="junk.npz: not a readable .npz file"):
+        rt.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="plain.npz: not a fastrnn model file"):
+        rt.load(tmp_path / "plain.npz")
+    fastrnn.save(tmp_path / "layer.npz", fastrnn.TimeLSTM(*model.params[1:4]))
+    with pytest.raises(ValueError, match="layer.npz: a TimeLSTM; this runtime runs"):
+        rt.load(tmp_path / "layer.npz")
+    copy = rt.load(tmp_path / "ok" / "model.npz")
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 40\)"):
+        copy.predict(np.array([[0, 40]]))
+    with pytest.raises(ValueError, match="2-D integer array"):
+        copy.predict(np.zeros((2, 2)))
