@@ -504,7 +504,10 @@ def test_resume_may_change_the_evaluation_window(tmp_path, standin):
         (["--numpy", "FILE"], "exists and is not a directory"),
         (["--onnx", "DIR"], "is a directory, expected a file name"),
         (["--numpy", "DIR", "--model", "/nonexistent/x"], "no such file or directory"),
-        (["--numpy", "DIR"], "model must be one of LanguageModel, Rnnlm, BetterRnnlm"),
+        (
+            ["--numpy", "DIR"],
+            "model must be one of LanguageModel, Rnnlm, BetterRnnlm, SequenceClassifier",
+        ),
     ],
 )
 def test_export_errors(trained, tmp_path, capsys, flags, message):

@@ -144,7 +144,7 @@ def test_the_runtime_runs_without_fastrnn_or_scipy(tmp_path):
 
 def test_bad_models_vocabularies_and_files_are_clear_errors(tmp_path):
     model = _model("rnnlm")
-    with pytest.raises(TypeError, match="LanguageModel, Rnnlm, BetterRnnlm, got TimeLSTM"):
+    with pytest.raises(TypeError, match="BetterRnnlm, SequenceClassifier, got TimeLSTM"):
         export_numpy(fastrnn.TimeLSTM(*(p for p in model.params[1:4])), tmp_path)
     with pytest.raises(ValueError, match=f"vocab must be a list of {V} words"):
         export_numpy(model, tmp_path, ["a", "b"])
@@ -163,3 +163,48 @@ def test_bad_models_vocabularies_and_files_are_clear_errors(tmp_path):
         copy.predict(np.array([[0, 40]]))
     with pytest.raises(ValueError, match="2-D integer array"):
         copy.predict(np.zeros((2, 2)))
+
+
+CLASSIFIERS = [
+    dict(cell=cell, bidirectional=bi, merge=merge, connection=conn, pooling=pool)
+    for cell in ("lstm", "gru", "rnn")
+    for bi, merge in ((False, "concat"), (True, "concat"), (True, "sum"))
+    for conn in (None, "residual", "dense", "highway")
+    for pool in ("last", "mean", "max")
+    if not (merge == "sum" and pool != "last")  # (sum with every pooling: a sample is enough)
+]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    CLASSIFIERS,
+    ids=lambda s: "-".join(str(v) for v in s.values()),
+)
+def test_the_exported_runtime_computes_a_classifiers_scores(tmp_path, spec):
+    from fastrnn.models import SequenceClassifier
+
+    model = SequenceClassifier(
+        3, vocab_size=V, embed_size=6, hidden_sizes=[5, 5], dtype=np.float64, seed=1, **spec
+    )
+    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
+    copy = rt.load(tmp_path / "model.npz")
+    rng = np.random.default_rng(5)
+    x, lengths = rng.integers(0, V, (4, 7)), np.array([7, 1, 4, 6])
+    _close(copy.predict(x, lengths), model.predict(x, lengths))
+    _close(copy.predict(x), model.predict(x))
+
+
+def test_a_classifier_on_dense_inputs_and_its_errors(tmp_path):
+    from fastrnn.models import SequenceClassifier
+
+    model = SequenceClassifier(2, input_size=4, hidden_sizes=8, cell="gru", dtype=np.float32)
+    with pytest.raises(ValueError, match="dense inputs, not word ids"):
+        export_numpy(model, tmp_path / "x", ["a", "b"])
+    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
+    copy = rt.load(tmp_path / "model.npz")
+    x = np.random.default_rng(6).standard_normal((3, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(copy.predict(x, [5, 2, 3]), model.predict(x, [5, 2, 3]), atol=1e-5)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 5\]"):
+        copy.predict(x, np.array([6, 1, 1]))
+    with pytest.raises(ValueError, match="lengths must be 3 integers"):
+        copy.predict(x, np.array([1, 2]))

@@ -15,11 +15,12 @@ __all__ = ["RUNTIME_FILE", "SUPPORTED", "export_numpy"]
 #: the runtime's file name in an exported directory (import it as ``fastrnn_numpy``)
 RUNTIME_FILE = "fastrnn_numpy.py"
 #: the model classes the runtime runs
-SUPPORTED = ("LanguageModel", "Rnnlm", "BetterRnnlm")
+SUPPORTED = ("LanguageModel", "Rnnlm", "BetterRnnlm", "SequenceClassifier")
 
 
 def export_numpy(model, directory, vocab=None):
-    """Write `model` (a ``LanguageModel``, ``Rnnlm`` or ``BetterRnnlm``) for NumPy-only use.
+    """Write `model` (a ``LanguageModel``, ``Rnnlm``, ``BetterRnnlm`` or ``SequenceClassifier``)
+    for NumPy-only use.
 
     directory receives ``model.npz`` (``fastrnn.save``), ``fastrnn_numpy.py`` and, given
     `vocab` (a list of words, id order), ``vocab.json``; it is created if missing, and each file is
@@ -32,11 +33,15 @@ def export_numpy(model, directory, vocab=None):
     name = type(model).__name__
     if name not in SUPPORTED:
         raise TypeError(f"model must be one of {', '.join(SUPPORTED)}, got {name}")
-    V = model.params[0].shape[0]
+    V = _vocab_size(model)
     if vocab is not None:
         vocab = list(vocab)
-        if len(vocab) != V or not all(isinstance(w, str) for w in vocab):
-            raise ValueError(f"vocab must be a list of {V} words (the model's vocabulary size)")
+        if V is None or len(vocab) != V or not all(isinstance(w, str) for w in vocab):
+            raise ValueError(
+                f"vocab must be a list of {V} words (the model's vocabulary size)"
+                if V is not None
+                else "vocab: the model reads dense inputs, not word ids"
+            )
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     paths = {"model": os.path.join(directory, "model.npz")}
@@ -51,13 +56,31 @@ def export_numpy(model, directory, vocab=None):
     return paths
 
 
+def _vocab_size(model):
+    if type(model).__name__ == "SequenceClassifier":
+        return model.vocab_size
+    return model.params[0].shape[0]
+
+
 def _check(model, path):
     """The runtime, reading the written file, gives the model's scores to rounding."""
-    ids = np.random.default_rng(0).integers(0, model.params[0].shape[0], (2, 5))
-    model.reset_state()
-    want = np.asarray(model.predict(ids, train_flg=False), dtype=np.float64)
-    model.reset_state()
-    got = numpy_runtime.load(path).predict(ids).astype(np.float64)
+    rng = np.random.default_rng(0)
+    copy = numpy_runtime.load(path)
+    if type(model).__name__ == "SequenceClassifier":
+        V, lengths = model.vocab_size, np.array([5, 3])
+        x = (
+            rng.integers(0, V, (2, 5))
+            if V is not None
+            else rng.standard_normal((2, 5, model.input_size)).astype(model.dtype)
+        )
+        want, got = model.predict(x, lengths), copy.predict(x, lengths)
+    else:
+        ids = rng.integers(0, _vocab_size(model), (2, 5))
+        model.reset_state()
+        want = model.predict(ids, train_flg=False)
+        model.reset_state()
+        got = copy.predict(ids)
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
     tol = 1e-4 if model.params[0].dtype == np.float32 else 1e-9
     err = np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want)))
     if not err <= tol:

@@ -5,9 +5,10 @@ can be copied next to a model file and used on a machine that cannot install com
 ``fastrnn.interop.export_numpy`` (``fastrnn lm export --numpy DIR``) writes it with the model and
 its vocabulary.  It reads fastrnn's model files (``fastrnn.save``: ``.npz`` arrays plus a JSON
 header, no pickle) of ``LanguageModel`` (LSTM, GRU or RNN cells; plain, residual or dense
-stacking; tied weights, with or without a projection) and the book's ``Rnnlm`` and
-``BetterRnnlm``, and computes what fastrnn's ``predict`` does at evaluation (dropout off), in the
-file's dtype: equal to fastrnn's compiled kernels to rounding.
+stacking; tied weights, with or without a projection), the book's ``Rnnlm`` and ``BetterRnnlm``,
+and ``SequenceClassifier`` (uni- or bidirectional layers over variable lengths, any stacking,
+last / mean / max pooling), and computes what fastrnn's ``predict`` does at evaluation (dropout
+off), in the file's dtype: equal to fastrnn's compiled kernels to rounding.
 
 Python::
 
@@ -16,6 +17,8 @@ Python::
     scores = model.predict(ids)                 # ids (N, T) -> next-word scores (N, T, V)
     ppl = fn.perplexity(model, ids_1d)          # batch 1, the state carried
     words = fn.generate(model, start_id, 30, seed=0)
+    clf = fn.load("classifier.npz")
+    logits = clf.predict(ids, lengths)          # (N, C)
 
 Command line::
 
@@ -31,7 +34,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["NumpyLM", "generate", "load", "next_word", "perplexity"]
+__all__ = ["NumpyClassifier", "NumpyLM", "generate", "load", "next_word", "perplexity"]
 
 HEADER = "__fastrnn__"  # (fastrnn.io._HEADER: the JSON header member)
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -51,37 +54,87 @@ def _lstm_step(a, c, H):
 
 
 class _Layer:
-    """One recurrent layer (cell "lstm", "gru" or "rnn"; GRU as fastrnn's TimeGRU with the reset
-    gate before the product, RNN with tanh), its state carried from one call to the next."""
+    """One recurrent layer: cell "lstm", "gru" (the reset gate before the product, or with
+    `reset_after` PyTorch's form, b of shape (2, 3H)) or "rnn" (tanh or relu); `reverse` walks
+    each row from its own last valid step back to 0.  Its state is carried from one call to the
+    next when `carry` (a language model's layers)."""
 
-    def __init__(self, cell, Wx, Wh, b):
-        self.cell, self.Wx, self.Wh, self.b = cell, Wx, Wh, b
+    def __init__(self, Wx, Wh, b, cell, reverse=False, nonlinearity="tanh", reset_after=False):
+        self.Wx, self.Wh, self.b, self.cell = Wx, Wh, b, cell
+        self.reverse, self.relu, self.reset_after = reverse, nonlinearity == "relu", reset_after
         self.H = Wh.shape[0]
         self.h = self.c = None
 
-    def forward(self, xs):
-        N, T, _ = xs.shape
+    def _step(self, a, h, c):
         H, Wh = self.H, self.Wh
-        if self.h is None or self.h.shape[0] != N:
-            self.h = np.zeros((N, H), xs.dtype)
-            self.c = np.zeros((N, H), xs.dtype)
-        h, c = self.h, self.c
-        A = xs @ self.Wx + self.b  # the input's part of every step at once
-        hs = np.empty((N, T, H), xs.dtype)
-        for t in range(T):
-            a = A[:, t]
-            if self.cell == "lstm":
-                h, c = _lstm_step(a + h @ Wh, c, H)
-            elif self.cell == "gru":
-                zr = _sigmoid(a[:, : 2 * H] + h @ Wh[:, : 2 * H])
-                z, r = zr[:, :H], zr[:, H:]
-                h_hat = np.tanh(a[:, 2 * H :] + (r * h) @ Wh[:, 2 * H :])
-                h = (1 - z) * h + z * h_hat
+        if self.cell == "lstm":
+            return _lstm_step(a + h @ Wh, c, H)
+        if self.cell == "gru":
+            if self.reset_after:
+                hh = h @ Wh + self.b[1]
+                zr = _sigmoid(a[:, : 2 * H] + hh[:, : 2 * H])
+                h_hat = np.tanh(a[:, 2 * H :] + zr[:, H:] * hh[:, 2 * H :])
             else:
-                h = np.tanh(a + h @ Wh)
-            hs[:, t] = h
-        self.h, self.c = h, c
+                zr = _sigmoid(a[:, : 2 * H] + h @ Wh[:, : 2 * H])
+                h_hat = np.tanh(a[:, 2 * H :] + (zr[:, H:] * h) @ Wh[:, 2 * H :])
+            z = zr[:, :H]
+            return (1 - z) * h + z * h_hat, c
+        t = a + h @ Wh
+        return (np.maximum(t, 0) if self.relu else np.tanh(t)), c
+
+    def forward(self, xs, lengths=None, carry=False):
+        """hs (N, T, H) for xs (N, T, D); zero past each row's length."""
+        N, T, _ = xs.shape
+        H = self.H
+        if carry and self.h is not None and self.h.shape[0] == N:
+            h, c = self.h, self.c
+        else:
+            h, c = np.zeros((N, H), xs.dtype), np.zeros((N, H), xs.dtype)
+        b = self.b[0] if self.reset_after else self.b
+        A = xs @ self.Wx + b  # the input's part of every step at once
+        hs = np.zeros((N, T, H), xs.dtype)
+        for t in range(T - 1, -1, -1) if self.reverse else range(T):
+            h_new, c_new = self._step(A[:, t], h, c)
+            if lengths is None:
+                h, c = h_new, c_new
+            else:  # rows past their length keep their state (zero, walking in reverse)
+                live = (t < lengths)[:, None]
+                h, c = np.where(live, h_new, h), np.where(live, c_new, c)
+                h_new = np.where(live, h_new, 0)
+            hs[:, t] = h_new
+        if carry:
+            self.h, self.c = h, c
         return hs
+
+
+class _Bidirectional:
+    def __init__(self, forward_layer, backward_layer, merge):
+        self.layers, self.merge = (forward_layer, backward_layer), merge
+        self.H = forward_layer.H + (backward_layer.H if merge == "concat" else 0)
+
+    def forward(self, xs, lengths=None, carry=False):
+        hf, hb = (layer.forward(xs, lengths) for layer in self.layers)
+        return np.concatenate([hf, hb], axis=2) if self.merge == "concat" else hf + hb
+
+
+def _stack_forward(layers, connection, highway, xs, lengths=None, carry=False):
+    """A stack's output for xs: layers joined by `connection` (None, "residual", "dense" -- each
+    layer reads the input and every earlier output -- or "highway", gates [Wt, bt] per join)."""
+    h = layers[0].forward(xs, lengths, carry)
+    seen = [xs, h]
+    for k, layer in enumerate(layers[1:], 1):
+        if connection == "dense":
+            h = layer.forward(np.concatenate(seen, axis=2), lengths, carry)
+            seen.append(h)
+        elif connection == "residual":
+            h = layer.forward(h, lengths, carry) + h
+        elif connection == "highway":
+            Wt, bt = highway[2 * (k - 1)], highway[2 * k - 1]
+            g = _sigmoid(h @ Wt + bt)
+            h = g * layer.forward(h, lengths, carry) + (1 - g) * h
+        else:
+            h = layer.forward(h, lengths, carry)
+    return h
 
 
 class NumpyLM:
@@ -108,20 +161,91 @@ class NumpyLM:
             raise ValueError(
                 f"ids must lie in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]"
             )
-        xs = self.embed_W[ids]
-        h = self.layers[0].forward(xs)
-        seen = [xs, h]
-        for layer in self.layers[1:]:
-            if self.connection == "dense":  # each layer reads the embedding and every output
-                h = layer.forward(np.concatenate(seen, axis=2))
-                seen.append(h)
-            elif self.connection == "residual":
-                h = layer.forward(h) + h
-            else:
-                h = layer.forward(h)
+        h = _stack_forward(self.layers, self.connection, (), self.embed_W[ids], carry=True)
         if self.proj is not None:
             h = h @ self.proj[0] + self.proj[1]
         return h @ self.out_W + self.out_b
+
+
+class NumpyClassifier:
+    """A fastrnn ``SequenceClassifier`` at evaluation: ``predict(x, lengths)`` gives the class
+    scores (N, C) of word ids (N, T) (or dense inputs (N, T, D)) whose rows hold `lengths`
+    valid steps (None: all T)."""
+
+    def __init__(self, embed_W, layers, connection, highway, pooling, split, W, b):
+        self.embed_W, self.layers, self.connection = embed_W, layers, connection
+        self.highway, self.pooling, self.split, self.W, self.b = highway, pooling, split, W, b
+        self.num_classes = W.shape[1]
+
+    def predict(self, x, lengths=None):
+        x = np.asarray(x)
+        if self.embed_W is not None:
+            V = self.embed_W.shape[0]
+            if x.ndim != 2 or x.dtype.kind not in "iu":
+                raise ValueError(f"x must be word ids (N, T), got {x.dtype} {x.shape}")
+            if x.size and (x.min() < 0 or x.max() >= V):
+                raise ValueError(f"x must hold word ids in [0, {V}), got [{x.min()}, {x.max()}]")
+            x = self.embed_W[x]
+        elif x.ndim != 3:
+            raise ValueError(f"x must be (N, T, D), got shape {x.shape}")
+        N, T = x.shape[:2]
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.shape != (N,) or lengths.dtype.kind not in "iu":
+                raise ValueError(
+                    f"lengths must be {N} integers, got {lengths.dtype} {lengths.shape}"
+                )
+            if lengths.min() < 1 or lengths.max() > T:
+                raise ValueError(
+                    f"lengths must lie in [1, {T}], got [{lengths.min()}, {lengths.max()}]"
+                )
+        hs = _stack_forward(self.layers, self.connection, self.highway, x, lengths)
+        n = np.full(N, T) if lengths is None else lengths
+        if self.pooling == "last":
+            pooled = hs[np.arange(N), n - 1]
+            if self.split is not None:  # the backward half of a bidirectional layer: t = 0
+                pooled[:, self.split :] = hs[:, 0, self.split :]
+        else:
+            valid = (np.arange(T)[None, :] < n[:, None])[:, :, None]
+            if self.pooling == "mean":
+                pooled = (hs * valid).sum(axis=1) / n[:, None].astype(hs.dtype)
+            else:
+                pooled = np.where(valid, hs, -np.inf).max(axis=1)
+        return pooled @ self.W + self.b
+
+
+def _layer(entry, arrays):
+    options = {k: entry[k] for k in ("reverse", "nonlinearity", "reset_after") if k in entry}
+    return _Layer(*arrays, entry["cell"], **options)
+
+
+def _classifier(path, cfg, arrays):
+    enc = cfg["encoder"]
+    if enc.get("connection") not in (None, "residual", "dense", "highway"):
+        raise ValueError(f"{path}: connection {enc.get('connection')!r} unknown")
+    embed_W = arrays.pop(0) if cfg.get("vocab_size") is not None else None
+    W, b = arrays[-2:]
+    arrays = arrays[:-2]
+    layers = []
+    for entry in enc["layers"]:
+        if "bidirectional" in entry:
+            bi = entry["bidirectional"]
+            pair = [
+                _layer(bi[k], arrays[3 * i : 3 * i + 3])
+                for i, k in enumerate(("forward", "backward"))
+            ]
+            layers.append(_Bidirectional(*pair, bi["merge"]))
+            arrays = arrays[6:]
+        else:
+            layers.append(_layer(entry, arrays[:3]))
+            arrays = arrays[3:]
+    last = layers[-1]
+    split = None
+    if cfg["pooling"] == "last" and isinstance(last, _Bidirectional) and last.merge == "concat":
+        split = last.layers[0].H
+    return NumpyClassifier(
+        embed_W, layers, enc.get("connection"), arrays, cfg["pooling"], split, W, b
+    )
 
 
 def _read(path):
@@ -149,18 +273,27 @@ def _read(path):
 
 
 def load(path):
-    """The model in the fastrnn model file `path` as a :class:`NumpyLM`."""
+    """The model in the fastrnn model file `path`: a :class:`NumpyLM` or a
+    :class:`NumpyClassifier`."""
     name, cfg, arrays = _read(path)
+    if name == "SequenceClassifier":
+        try:
+            return _classifier(path, cfg, list(arrays))
+        except (KeyError, IndexError, TypeError) as e:
+            raise ValueError(f"{path}: damaged SequenceClassifier file ({e!r})") from None
     if name in ("Rnnlm", "BetterRnnlm"):  # the book's: LSTMs of one size, their own tying
         layers = 1 if name == "Rnnlm" else 2
         cfg = {"cell": "lstm", "hidden_sizes": [cfg["hidden_size"]] * layers, "tie_weights": False}
     elif name != "LanguageModel":
-        raise ValueError(f"{path}: a {name}; this runtime runs LanguageModel, Rnnlm, BetterRnnlm")
+        raise ValueError(
+            f"{path}: a {name}; this runtime runs LanguageModel, Rnnlm, BetterRnnlm, "
+            "SequenceClassifier"
+        )
     cell, n = cfg["cell"], len(cfg["hidden_sizes"])
     if cell not in GATES or cfg.get("connection") not in (None, "residual", "dense"):
         raise ValueError(f"{path}: cell {cell!r} / connection {cfg.get('connection')!r} unknown")
     embed_W, rest = arrays[0], arrays[1:]
-    layers = [_Layer(cell, *rest[3 * k : 3 * k + 3]) for k in range(n)]
+    layers = [_Layer(*rest[3 * k : 3 * k + 3], cell) for k in range(n)]
     rest = rest[3 * n :]
     proj = None
     if cfg.get("projection"):
