@@ -185,12 +185,6 @@ def run_train(args):
         except ImportError as e:
             print(f"fastrnn lm train: error: --mpi: {e}", file=sys.stderr)
             return 2
-    lead = par is None or par.rank == 0  # prints, writes and evaluates the test set
-
-    def say(*a, **k):
-        if lead:
-            print(*a, **k)
-
     try:
         cfg, corpus = _prepare_train(args)
         if par is not None:
@@ -199,28 +193,59 @@ def run_train(args):
             except ValueError as e:
                 raise UsageError(str(e)) from None
     except UsageError as e:
-        say(f"fastrnn lm train: error: {e}", file=sys.stderr)
+        if par is None or par.rank == 0:
+            print(f"fastrnn lm train: error: {e}", file=sys.stderr)
         return 2
-    out = args.out
-    notes = []
+    run = _Run(args, cfg, corpus, par)
     with thread_limit(args.threads):
+        status = run.open()
+        if status is None:
+            status = run.fit()
+        if status is None and run.lead:
+            run.evaluate_test()
+    if status is None and run.lead:
+        run.report()
+    return 0 if status is None else status
+
+
+class _Run:
+    """One call of ``fastrnn lm train`` after its checks: the trainer, the run directory, the
+    checkpoint cadence.  With MPI every rank holds one; the lead (rank 0) prints and writes."""
+
+    def __init__(self, args, cfg, corpus, par):
+        self.args, self.cfg, self.corpus, self.par = args, cfg, corpus, par
+        self.lead = par is None or par.rank == 0
+        self.out = args.out
+        self.best = {}  # the best validation epoch: {"epoch", "val_ppl"}
+        self.trainer = None
+        self.saved = time.monotonic()  # when the last checkpoint was written
+
+    def say(self, *a, **k):
+        if self.lead:
+            print(*a, **k)
+
+    def _error(self, message):
+        self.say(f"fastrnn lm train: error: {message}", file=sys.stderr)
+        return 2
+
+    def open(self):
+        """Build the trainer: from the last checkpoint (--resume) or afresh; an exit status on
+        error, else None."""
+        args, cfg, corpus, par, out = self.args, self.cfg, self.corpus, self.par, self.out
+        progress = not args.no_progress
         if args.resume:
             state, model, arrays = ckpt.load_last(out)
             vocab = Vocabulary(ckpt.read_json(os.path.join(out, "vocab.json"), "vocabulary"))
             if vocab.id_to_word != corpus.vocab.id_to_word:
-                say(
-                    f"fastrnn lm train: error: --data {args.data}: its vocabulary differs "
-                    f"from the run's ({out}/vocab.json)",
-                    file=sys.stderr,
+                return self._error(
+                    f"--data {args.data}: its vocabulary differs from the run's ({out}/vocab.json)"
                 )
-                return 2
-            trainer = make_trainer(cfg, model, args.threads, not args.no_progress, par)
+            self.trainer = make_trainer(cfg, model, args.threads, progress, par)
             try:
-                trainer.load_state(state, arrays)
+                self.trainer.load_state(state, arrays)
             except ValueError as e:
-                say(f"fastrnn lm train: error: --resume: {e}", file=sys.stderr)
-                return 2
-            best = state.get("best", {})
+                return self._error(f"--resume: {e}")
+            self.best = state.get("best", {})
         else:
             # (config.build_model looked up at the call: the tests substitute a small model)
             model = config.build_model(cfg, len(corpus.vocab))
@@ -228,104 +253,119 @@ def run_train(args):
                 from .trainer import model_generators
 
                 par.own_streams(model_generators(model), cfg["seed"])
-            trainer = make_trainer(cfg, model, args.threads, not args.no_progress, par)
-            if lead:
+            self.trainer = make_trainer(cfg, model, args.threads, progress, par)
+            if self.lead:
                 os.makedirs(out, exist_ok=True)
                 ckpt.atomic_write_json(os.path.join(out, "vocab.json"), corpus.vocab.id_to_word)
-            best = {}
-        say(
+        self.say(
             f"fastrnn lm train: preset {cfg['preset']}, {cfg['model']} "
             f"{'x'.join(map(str, cfg['hidden_sizes']))} {cfg['cell']}, vocab "
             f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
             f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
             + (f", {par.size} MPI ranks" if par is not None else "")
-            + (f", resuming {_where(trainer)}" if args.resume else ""),
+            + (f", resuming {_where(self.trainer)}" if args.resume else ""),
             flush=True,
         )
-        if args.resume and trainer.epoch >= cfg["epochs"]:
-            say(
-                f"the run is complete ({trainer.epoch} of {cfg['epochs']} epochs): evaluating "
-                "it again (--epochs N trains it further)",
+        if args.resume and self.trainer.epoch >= cfg["epochs"]:
+            self.say(
+                f"the run is complete ({self.trainer.epoch} of {cfg['epochs']} epochs): "
+                "evaluating it again (--epochs N trains it further)",
                 flush=True,
             )
+        return None
 
-        saved = [time.monotonic()]  # when the last checkpoint was written
-        every = args.checkpoint_minutes * 60
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_last(self, tr, partial=False):
+        state, arrays = tr.state()  # (collective with MPI)
+        if self.lead:
+            state.update(config=self.cfg, best=dict(self.best), partial=partial)
+            ckpt.save_last(self.out, tr.model, arrays, state)
+        self.saved = time.monotonic()
 
-        def save_last(tr, partial=False):
-            state, arrays = tr.state()  # (collective with MPI)
-            if lead:
-                state.update(config=cfg, best=dict(best), partial=partial)
-                ckpt.save_last(out, tr.model, arrays, state)
-            saved[0] = time.monotonic()
+    def on_epoch(self, tr, metrics):
+        if metrics["val_ppl"] < self.best.get("val_ppl", math.inf):
+            self.best.update(epoch=metrics["epoch"], val_ppl=metrics["val_ppl"])
+            if self.lead:
+                ckpt.save_best(self.out, tr.model, dict(self.best))
+        self.save_last(tr, bool(metrics.get("partial")))
+        if self.lead:
+            self._write_metrics()
 
-        def on_epoch(tr, metrics):
-            if metrics["val_ppl"] < best.get("val_ppl", math.inf):
-                best.update(epoch=metrics["epoch"], val_ppl=metrics["val_ppl"])
-                if lead:
-                    ckpt.save_best(out, tr.model, dict(best))
-            save_last(tr, bool(metrics.get("partial")))
-            if lead:
-                ckpt.atomic_write_json(
-                    os.path.join(out, "metrics.json"),
-                    _metrics_doc(cfg, tr.history, best, None, args.eval_words),
-                )
+    def on_window(self, tr):
+        every = self.args.checkpoint_minutes * 60
+        if tr.checkpoint_due:  # wanted by some rank at the update before: all save now
+            tr.checkpoint_due = False
+            self.save_last(tr)
+        elif every and time.monotonic() - self.saved >= every:
+            if self.par is None:
+                self.save_last(tr)
+            else:
+                tr.checkpoint_wanted = True
 
-        def on_window(tr):
-            if tr.checkpoint_due:  # wanted by some rank at the update before: all save now
-                tr.checkpoint_due = False
-                save_last(tr)
-            elif every and time.monotonic() - saved[0] >= every:
-                if par is None:
-                    save_last(tr)
-                else:
-                    tr.checkpoint_wanted = True
+    def _write_metrics(self, test_ppl=None, test_ppl_final=None):
+        doc = _metrics_doc(
+            self.cfg,
+            self.trainer.history,
+            self.best,
+            test_ppl,
+            self.args.eval_words,
+            test_ppl_final,
+        )
+        ckpt.atomic_write_json(os.path.join(self.out, "metrics.json"), doc)
 
+    # -- the run ----------------------------------------------------------------------------
+    def fit(self):
+        """Train to the configured epochs; an exit status if stopped by a signal, else None."""
+        trainer = self.trainer
+        self.saved = time.monotonic()
         try:
             with _stop_on_signals(trainer) as received:
                 trainer.fit(
-                    corpus.train,
-                    corpus.valid,
-                    cfg["epochs"],
-                    max_steps=args.max_steps,
-                    on_epoch=on_epoch,
-                    on_window=on_window,
-                    log=print if lead else None,
+                    self.corpus.train,
+                    self.corpus.valid,
+                    self.cfg["epochs"],
+                    max_steps=self.args.max_steps,
+                    on_epoch=self.on_epoch,
+                    on_window=self.on_window,
+                    log=print if self.lead else None,
                 )
         except TrainingInterrupted as e:
-            save_last(trainer)
-            say(
+            self.save_last(trainer)
+            self.say(
                 f"fastrnn lm train: {received[0] or 'stop requested'}: {e}; checkpoint "
-                f"written: continue with --resume --out {out}",
+                f"written: continue with --resume --out {self.out}",
                 file=sys.stderr,
             )
             return 128 + signal.Signals[received[0]].value if received[0] else 1
-        if not lead:
-            return 0
+        return None
+
+    def evaluate_test(self):
+        """Test perplexity of the final and the best-validation model, into metrics.json."""
+        trainer, best = self.trainer, self.best
         test_ppl = test_ppl_final = None
         if best:
             from ..io import load
 
-            test_ppl_final = trainer.evaluate(corpus.test, "test")
+            test_ppl_final = trainer.evaluate(self.corpus.test, "test")
             print(
                 f"test ppl {test_ppl_final:.2f} (final model, epoch {trainer.history[-1]['epoch']})"
             )
-            trainer.model = load(os.path.join(out, "best", "model.npz"))
-            test_ppl = trainer.evaluate(corpus.test, "test")
+            trainer.model = load(os.path.join(self.out, "best", "model.npz"))
+            test_ppl = trainer.evaluate(self.corpus.test, "test")
             print(
                 f"test ppl {test_ppl:.2f} (best validation model, epoch {best['epoch']}: "
                 f"val ppl {best['val_ppl']:.2f})"
             )
-        ckpt.atomic_write_json(
-            os.path.join(out, "metrics.json"),
-            _metrics_doc(cfg, trainer.history, best, test_ppl, args.eval_words, test_ppl_final),
+        self._write_metrics(test_ppl, test_ppl_final)
+
+    def report(self):
+        """perplexity.png (unless --no-plot) and what was written."""
+        out, notes = self.out, []
+        if not self.args.no_plot and self.trainer.history:
+            _plot(out, self.trainer.history, notes.append)
+        for n in notes:
+            print(f"note: {n}")
+        print(
+            f"wrote {out}/metrics.json, {out}/best/, {out}/last/"
+            + ("" if self.args.no_plot or notes else f", {out}/perplexity.png")
         )
-    if not args.no_plot and trainer.history:
-        _plot(out, trainer.history, notes.append)
-    for n in notes:
-        print(f"note: {n}")
-    print(
-        f"wrote {out}/metrics.json, {out}/best/, {out}/last/"
-        + ("" if args.no_plot or notes else f", {out}/perplexity.png")
-    )
-    return 0
