@@ -168,6 +168,7 @@ def test_argparse_rejects_bad_values(tmp_path, standin, capsys, flags):
         ("latin1", r"ptb\.valid\.txt: not UTF-8"),
         ("unknown word", r"ptb\.valid\.txt: word 'zebra' is not in the training vocabulary"),
         ("no dir", "not a directory"),
+        ("no corpus", r"holds no corpus \(expected ptb\.train\.txt, .* or wiki\.train\.tokens"),
     ],
 )
 def test_bad_data_files_are_clear_errors(tmp_path, standin, capsys, damage, message):
@@ -177,6 +178,8 @@ def test_bad_data_files_are_clear_errors(tmp_path, standin, capsys, damage, mess
         os.remove(valid)
     elif damage == "no dir":
         data = str(tmp_path / "absent")
+    elif damage == "no corpus":
+        data = str(tmp_path)  # a directory, without a corpus's files
     else:
         content = {
             "empty": b"",
@@ -192,6 +195,27 @@ def test_bad_data_files_are_clear_errors(tmp_path, standin, capsys, damage, mess
 
     assert re.search(message, err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_wikitext_directory_trains_and_evaluates_as_ptb_does(tmp_path, standin, capsys):
+    """The same corpus under WikiText's file names: the same run, to the bit."""
+    ptb = write_corpus(tmp_path / "ptb")
+    wiki = tmp_path / "wikitext-2"
+    wiki.mkdir()
+    for split in ("train", "valid", "test"):
+        os.link(os.path.join(ptb, f"ptb.{split}.txt"), wiki / f"wiki.{split}.tokens")
+    assert train(ptb, tmp_path / "a", "--epochs", "2") == 0
+    assert train(str(wiki), tmp_path / "b", "--epochs", "2") == 0
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
+    assert [e["val_ppl"] for e in a["epochs"]] == [e["val_ppl"] for e in b["epochs"]]
+    assert a["test_ppl"] == b["test_ppl"]
+    capsys.readouterr()
+    out = str(tmp_path / "e.json")
+    argv = ["--model", str(tmp_path / "b"), "--data", str(wiki), "--split", "test", "--json", out]
+    assert main(["lm", "eval", "--no-progress", *argv]) == 0
+    got = json.loads((tmp_path / "e.json").read_text())["results"]["test"]
+    assert got["ppl"] == pytest.approx(b["test_ppl"], rel=1e-12)
+    assert got["file"].endswith("wiki.test.tokens")
 
 
 def test_out_holding_a_run_needs_resume_and_resume_refuses_overrides(tmp_path, standin, capsys):

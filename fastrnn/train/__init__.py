@@ -1,8 +1,9 @@
-"""Training: optimizers (``SGD``, ``Adam``), PTB data and TBPTT batching (``data``), learning-rate
-schedules, the language-model trainer (``LMTrainer``), data-parallel training over MPI
-(``distributed``), checkpoints, text generation and the ``fastrnn lm`` command line (``cli``)."""
+"""Training: optimizers (``SGD``, ``Adam``), corpora (PTB, WikiText) and TBPTT batching
+(``data``), learning-rate schedules, the language-model trainer (``LMTrainer``), data-parallel
+training over MPI (``distributed``), checkpoints, text generation and the ``fastrnn lm`` command
+line (``cli``, ``run``, ``saved``, ``config``)."""
 
-from .data import Corpus, Vocabulary, eval_windows, load_ptb, read_words, train_windows
+from .data import Corpus, Vocabulary, eval_windows, load_corpus, load_ptb, read_words, train_windows
 from .generate import generate
 from .optim import SGD, Adam
 from .schedules import ConstantLR, DecayLR, PlateauLR, make_schedule
@@ -22,6 +23,7 @@ __all__ = [
     "eval_windows",
     "evaluate_perplexity",
     "generate",
+    "load_corpus",
     "load_ptb",
     "make_schedule",
     "read_words",

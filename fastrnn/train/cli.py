@@ -62,7 +62,8 @@ def _add_train_arguments(p):
         "--data",
         required=True,
         metavar="DIR",
-        help="directory holding ptb.train.txt, ptb.valid.txt and ptb.test.txt",
+        help="directory holding ptb.train.txt, ptb.valid.txt and ptb.test.txt (or WikiText's "
+        "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens)",
     )
     p.add_argument(
         "--preset",
@@ -233,7 +234,7 @@ def _add_eval_arguments(p):
     src.add_argument(
         "--data",
         metavar="DIR",
-        help="a PTB directory: evaluates the files of --split",
+        help="a corpus directory (PTB's or WikiText's files): evaluates the files of --split",
     )
     src.add_argument(
         "--text",

@@ -1,9 +1,11 @@
-"""Penn Treebank reading and truncated-BPTT batching for language models.
+"""Corpus reading and truncated-BPTT batching for language models.
 
-The corpus is Mikolov's preprocessed PTB (``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``):
-words split on whitespace and ``<eos>`` appended at the end of every line; the vocabulary comes
-from the training file, ids in order of first appearance (as the DLFS2 book's ``dataset/ptb.py``
-numbers them, so its train corpus is the same 929,589 ids).
+A corpus is a directory of three tokenised text files: Mikolov's preprocessed PTB
+(``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``) or WikiText's (``wiki.train.tokens``,
+``wiki.valid.tokens``, ``wiki.test.tokens``; WikiText-2 and -103).  Words are split on whitespace
+and ``<eos>`` appended at the end of every line; the vocabulary comes from the training file, ids
+in order of first appearance (as the DLFS2 book's ``dataset/ptb.py`` numbers them, so its PTB
+train corpus is the same 929,589 ids).
 
 Batching cuts a corpus into ``N`` parallel streams read in windows of ``T`` steps, targets
 shifted by one; the model's state is carried from one window to the next, so every window
@@ -27,7 +29,10 @@ __all__ = [
     "Corpus",
     "Vocabulary",
     "dlfs2_windows",
+    "LAYOUTS",
+    "corpus_files",
     "eval_windows",
+    "load_corpus",
     "load_ptb",
     "read_words",
     "window_count",
@@ -36,7 +41,30 @@ __all__ = [
 
 EOS = "<eos>"
 UNK = "<unk>"  # PTB's word for the rare words its preprocessing replaced
-PTB_FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
+# the file names of each corpus layout a directory may hold
+LAYOUTS = {
+    "ptb": {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"},
+    "wikitext": {
+        "train": "wiki.train.tokens",
+        "valid": "wiki.valid.tokens",
+        "test": "wiki.test.tokens",
+    },
+}
+PTB_FILES = LAYOUTS["ptb"]
+SPLITS = ("train", "valid", "test")
+
+
+def corpus_files(directory):
+    """{split: path} of the corpus in `directory`: the first layout of ``LAYOUTS`` whose training
+    file is there.  A ValueError naming the directory and the expected names otherwise."""
+    directory = os.fspath(directory)
+    expected = " or ".join(", ".join(files.values()) for files in LAYOUTS.values())
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory}: not a directory (expected one holding {expected})")
+    for files in LAYOUTS.values():
+        if os.path.exists(os.path.join(directory, files["train"])):
+            return {k: os.path.join(directory, v) for k, v in files.items()}
+    raise ValueError(f"{directory}: holds no corpus (expected {expected})")
 
 
 class Vocabulary:
@@ -127,18 +155,14 @@ def read_words(path):
     return words
 
 
-def load_ptb(directory, splits=("train", "valid", "test")):
-    """Read a PTB directory into a :class:`Corpus`.
+def load_corpus(directory, splits=SPLITS):
+    """Read a corpus directory (PTB's or WikiText's file names: :func:`corpus_files`) into a
+    :class:`Corpus`.
 
-    directory: holds ``ptb.train.txt``, ``ptb.valid.txt`` and ``ptb.test.txt``.  The vocabulary is
-    the training file's; a validation or test word outside it is a ValueError naming the file.
-    Splits not listed in `splits` (besides train, always read) are left empty."""
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise ValueError(
-            f"{directory}: not a directory (expected one holding {', '.join(PTB_FILES.values())})"
-        )
-    paths = {k: os.path.join(directory, v) for k, v in PTB_FILES.items()}
+    The vocabulary is the training file's; a validation or test word outside it is a ValueError
+    naming the file.  Splits not listed in `splits` (besides train, always read) are left
+    empty."""
+    paths = corpus_files(directory)
     train_words = read_words(paths["train"])
     vocab = Vocabulary.from_corpus(train_words)
     ids = {"train": vocab.encode(train_words, paths["train"])}
@@ -148,6 +172,10 @@ def load_ptb(directory, splits=("train", "valid", "test")):
         else:
             ids[split] = np.zeros(0, np.int64)
     return Corpus(ids["train"], ids["valid"], ids["test"], vocab, paths)
+
+
+#: the same as :func:`load_corpus` (the name the PTB-only reader had)
+load_ptb = load_corpus
 
 
 def _check_layout(ids, N, T, name):

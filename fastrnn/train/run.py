@@ -12,7 +12,7 @@ import time
 
 from . import checkpoint as ckpt, config
 from .config import UsageError, check_config, config_from_args, flag, make_trainer, thread_limit
-from .data import Vocabulary, load_ptb, window_count
+from .data import Vocabulary, load_corpus, window_count
 from .presets import HYPERPARAMETERS
 from .trainer import TrainingInterrupted
 
@@ -155,7 +155,7 @@ def _prepare_train(args):
         cfg = config_from_args(args)
     check_config(cfg)
     try:
-        corpus = load_ptb(args.data)
+        corpus = load_corpus(args.data)
     except ValueError as e:
         raise UsageError(f"--data: {e}") from None
     for split in ("train", "valid", "test"):

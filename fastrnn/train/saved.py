@@ -9,7 +9,7 @@ import time
 
 from . import checkpoint as ckpt
 from .config import UsageError, thread_limit
-from .data import EOS, PTB_FILES, UNK, Vocabulary, read_words
+from .data import EOS, SPLITS, UNK, Vocabulary, corpus_files, read_words
 from .trainer import evaluate_perplexity
 
 __all__ = ["run_eval", "run_export", "run_generate"]
@@ -73,15 +73,16 @@ def _eval_inputs(args, vocab):
     """[(name, path, ids, words read as <unk>)] to evaluate, or a UsageError."""
     if args.data is not None:
         splits = [x.strip() for x in args.split.split(",") if x.strip()]
-        bad = [x for x in splits if x not in PTB_FILES]
+        bad = [x for x in splits if x not in SPLITS]
         if not splits or bad:
             raise UsageError(
-                f"--split must be a comma-separated list of {', '.join(PTB_FILES)}, "
-                f"got {args.split!r}"
+                f"--split must be a comma-separated list of {', '.join(SPLITS)}, got {args.split!r}"
             )
-        if not os.path.isdir(args.data):
-            raise UsageError(f"--data {args.data}: not a directory")
-        files = [(x, os.path.join(args.data, PTB_FILES[x])) for x in dict.fromkeys(splits)]
+        try:
+            paths = corpus_files(args.data)
+        except ValueError as e:
+            raise UsageError(f"--data {e}") from None
+        files = [(x, paths[x]) for x in dict.fromkeys(splits)]
     else:
         files = [(f, f) for f in args.text]
     inputs = []
