@@ -489,10 +489,14 @@ def test_eval_reads_words_outside_the_vocabulary_as_unk(trained, tmp_path, capsy
         (["--text", "/nonexistent/a.txt"], "/nonexistent/a.txt: file not found"),
         (["--text", "ZEBRA"], "word 'zebra' is not in the training vocabulary"),
         (["--json", "DIR"], "is a directory, expected a file name"),
+        (["--vocab", "SHORT"], "3 words, but the model"),
     ],
 )
 def test_eval_errors_name_the_flag_and_write_nothing(trained, tmp_path, capsys, flags, message):
     flags = [str(tmp_path) if f == "DIR" else f for f in flags]
+    if "SHORT" in flags:  # a vocabulary that does not fit the model
+        (tmp_path / "v.json").write_text('["a", "b", "c"]')
+        flags = ["--vocab", str(tmp_path / "v.json")]
     if "ZEBRA" in flags:  # a word the vocabulary (which has no <unk>) lacks
         (tmp_path / "z.txt").write_text("the zebra sat\n")
         flags = ["--text", str(tmp_path / "z.txt")]

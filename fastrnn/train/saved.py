@@ -32,6 +32,12 @@ def _load_trained(args):
         model = load(path)
     except (ValueError, OSError) as e:
         raise UsageError(f"--model: {e}") from None
+    # (the book's models list the embedding (V, E) first)
+    V = getattr(model, "vocab_size", None) or model.params[0].shape[0]
+    if V != len(vocab):
+        raise UsageError(
+            f"--vocab {vocab_path}: {len(vocab)} words, but the model {path} reads {V}"
+        )
     return path, model, vocab
 
 
