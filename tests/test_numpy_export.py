@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import fastrnn
 from fastrnn.interop import export_numpy
@@ -208,3 +209,35 @@ def test_a_classifier_on_dense_inputs_and_its_errors(tmp_path):
         copy.predict(x, np.array([6, 1, 1]))
     with pytest.raises(ValueError, match="lengths must be 3 integers"):
         copy.predict(x, np.array([1, 2]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    V=st.integers(1, 3000),
+    scale=st.floats(0.01, 30.0),
+    temperature=st.floats(0.05, 5.0),
+    n_skip=st.integers(0, 3),
+)
+def test_next_word_draws_what_rng_choice_draws(seed, V, scale, temperature, n_skip):
+    """Sampling without rng.choice's checks: the same word from the same generator state."""
+    from fastrnn.interop.numpy_runtime import next_word
+
+    data = np.random.default_rng(seed)
+    scores = data.standard_normal(V) * scale
+    skip = np.unique(data.integers(0, V, n_skip)) if n_skip < V else np.zeros(0, np.int64)
+    z = scores.copy()
+    z[skip] = -np.inf
+    z = z / temperature
+    p = np.exp(z - z.max())
+    want = int(np.random.default_rng(seed + 1).choice(V, p=p / p.sum()))
+    rng = np.random.default_rng(seed + 1)
+    assert next_word(scores, rng, temperature, skip=skip) == want
+    assert rng.random() == np.random.default_rng(seed + 1).random(2)[1]  # one number consumed
+
+
+def test_next_word_with_a_temperature_too_small_is_an_error():
+    from fastrnn.interop.numpy_runtime import next_word
+
+    with pytest.raises(ValueError, match="temperature too small"):
+        next_word(np.array([1.0, 2.0]), np.random.default_rng(0), 1e-310)

@@ -337,10 +337,19 @@ def next_word(scores, rng, temperature=1.0, greedy=False, skip=None):
         scores[skip] = -np.inf
     if greedy:
         return int(np.argmax(scores))
-    z = scores / temperature
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    return int(rng.choice(p.size, p=p))
+    with np.errstate(over="ignore", invalid="ignore"):  # (reported below, as an error)
+        z = scores / temperature
+        p = np.exp(z - z.max())
+    # rng.choice(V, p=p/p.sum())'s draw -- the same cumulative sums, the same uniform number, the
+    # same index -- without its checks of p, which took half of a small model's generation step
+    cdf = np.cumsum(p, out=p)
+    if not (np.isfinite(cdf[-1]) and cdf[-1] > 0):
+        raise ValueError(
+            f"no word can be sampled: softmax(scores / {temperature}) is not finite (a "
+            "temperature too small for these scores?)"
+        )
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
 
 
 def generate(model, start_id, length, temperature=1.0, greedy=False, seed=None, skip_ids=()):
