@@ -150,6 +150,7 @@ def test_bad_models_vocabularies_and_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=f"vocab must be a list of {V} words"):
         export_numpy(model, tmp_path, ["a", "b"])
     rt = _runtime(os.path.dirname(export_numpy(model, tmp_path / "ok")["runtime"]))
+    assert rt.HEADER == fastrnn.io._HEADER  # (the runtime's copy of the file format's name)
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ValueError, match="junk.npz: not a readable .npz file"):
         rt.load(tmp_path / "junk.npz")

@@ -1,4 +1,4 @@
-"""Run a language model trained with fastrnn where only NumPy is installed.
+"""Run a language model or sequence classifier trained with fastrnn where only NumPy is installed.
 
 This file is self-contained: it imports NumPy and the standard library, nothing of fastrnn, so it
 can be copied next to a model file and used on a machine that cannot install compiled packages.
