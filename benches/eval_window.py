@@ -16,6 +16,20 @@ import time
 import numpy as np
 
 
+def alternating_medians(runs, rounds):
+    """({name: median seconds}, {name: last result}) of the callables in `runs`, called in turn
+    for rounds + 1 rounds, the order reversed every other round and the first round discarded
+    (warm-up).  (benches/numpy_runtime.py times with this too.)"""
+    times, results = {k: [] for k in runs}, {}
+    for r in range(rounds + 1):
+        for k in runs if r % 2 else list(runs)[::-1]:
+            t0 = time.perf_counter()
+            results[k] = runs[k]()
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}, results
+
+
 def measure(name, threads, windows, words, rounds):
     """{window: (ms per 35 words, perplexity)} for preset `name` at `threads`."""
     from threadpoolctl import threadpool_limits
@@ -26,16 +40,10 @@ def measure(name, threads, windows, words, rounds):
 
     model = build_model(preset(name), 10000)
     ids = np.random.default_rng(0).integers(0, 10000, words + 1)
-    times = {T: [] for T in windows}
-    ppl = {}
+    runs = {T: (lambda T=T: evaluate_perplexity(model, ids, T)) for T in windows}
     with threadpool_limits(threads):
-        for r in range(rounds + 1):
-            for T in windows if r % 2 else windows[::-1]:
-                t0 = time.perf_counter()
-                ppl[T] = evaluate_perplexity(model, ids, T)
-                if r:
-                    times[T].append(time.perf_counter() - t0)
-    return {T: (float(np.median(times[T])) / words * 35e3, ppl[T]) for T in windows}
+        seconds, ppl = alternating_medians(runs, rounds)
+    return {T: (seconds[T] / words * 35e3, ppl[T]) for T in windows}
 
 
 def main(argv=None):

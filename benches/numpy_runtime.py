@@ -11,13 +11,13 @@ import argparse
 import multiprocessing
 import os
 import tempfile
-import time
 
 import numpy as np
 
 
 def measure(name, threads, words, steps, rounds):
     """{(what, impl): rate} for preset `name` at `threads`."""
+    from eval_window import alternating_medians  # (benches/ is the script's directory)
     from threadpoolctl import threadpool_limits
 
     from fastrnn.interop import export_numpy, numpy_runtime
@@ -36,16 +36,10 @@ def measure(name, threads, words, steps, rounds):
         ("generation", "fastrnn"): lambda: generate(model, 1, steps, seed=0),
         ("generation", "numpy"): lambda: numpy_runtime.generate(copy, 1, steps, seed=0),
     }
-    times = {k: [] for k in runs}
     with threadpool_limits(threads):
-        for r in range(rounds + 1):
-            for k in runs if r % 2 else list(runs)[::-1]:
-                t0 = time.perf_counter()
-                runs[k]()
-                if r:
-                    times[k].append(time.perf_counter() - t0)
+        seconds, _ = alternating_medians(runs, rounds)
     work = {"perplexity": words, "generation": steps}
-    return {k: work[k[0]] / float(np.median(v)) for k, v in times.items()}
+    return {k: work[k[0]] / s for k, s in seconds.items()}
 
 
 def main(argv=None):
