@@ -489,6 +489,7 @@ def test_eval_reads_words_outside_the_vocabulary_as_unk(trained, tmp_path, capsy
         (["--text", "/nonexistent/a.txt"], "/nonexistent/a.txt: file not found"),
         (["--text", "ZEBRA"], "word 'zebra' is not in the training vocabulary"),
         (["--json", "DIR"], "is a directory, expected a file name"),
+        (["--json", "/nonexistent/d/e.json"], "its directory does not exist"),
         (["--vocab", "SHORT"], "3 words, but the model"),
     ],
 )

@@ -113,6 +113,8 @@ def run_eval(args):
             raise UsageError(f"--eval-bptt must be a positive integer, got {args.eval_bptt}")
         if args.json is not None and os.path.isdir(args.json):
             raise UsageError(f"--json {args.json}: is a directory, expected a file name")
+        if args.json is not None and not os.path.isdir(os.path.dirname(args.json) or "."):
+            raise UsageError(f"--json {args.json}: its directory does not exist")
         path, model, vocab = _load_trained(args)
         try:
             inputs = _eval_inputs(args, vocab)
