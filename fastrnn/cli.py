@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "demo": "fastrnn.demo",
     "bench": "fastrnn.bench",
     "lm": "fastrnn.train.cli",
-    "classify": "fastrnn.classify",
+    "classify": "fastrnn.classify.cli",
 }
 
 

@@ -197,18 +197,18 @@ def _write_corpus(path, rng, n=120):
 def test_classify_train_on_a_file(tmp_path, capsys, rng):
     data = tmp_path / "corpus.tsv"
     _write_corpus(data, rng)
-    model_path = tmp_path / "model.npz"
+    run = tmp_path / "run"
     argv = ["classify", "train", "--data", str(data), "--epochs", "6", "--hidden", "8"]
     argv += ["--embed", "8", "--lr", "0.02", "--pooling", "max"]
     if CLASSES is None:
-        argv += ["--save", str(model_path)]
+        argv += ["--save", str(run)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "train accuracy" in out and "test accuracy" in out
     test_acc = float(out.split("test accuracy ")[1].split("%")[0])
     assert test_acc >= 80.0
     if CLASSES is None:
-        assert isinstance(fastrnn.load(model_path), SequenceClassifier)
+        assert isinstance(fastrnn.load(run / "model.npz"), SequenceClassifier)
 
 
 def test_classify_train_bad_files(tmp_path, capsys):

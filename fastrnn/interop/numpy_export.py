@@ -1,7 +1,8 @@
-"""A language model for machines with NumPy only: ``export_numpy(model, directory)`` writes the
-model file, its vocabulary and ``fastrnn_numpy.py`` (:mod:`fastrnn.interop.numpy_runtime`, a
-self-contained NumPy implementation of the models' evaluation) side by side, and checks that the
-copy computes the model's scores before it returns."""
+"""A language model or classifier for machines with NumPy only: ``export_numpy(model,
+directory)`` writes the model file, its vocabulary and ``fastrnn_numpy.py``
+(:mod:`fastrnn.interop.numpy_runtime`, a self-contained NumPy implementation of the models'
+evaluation) side by side, and checks that the copy computes the model's scores before it
+returns."""
 
 import json
 import os

@@ -19,22 +19,34 @@ Python::
     words = fn.generate(model, start_id, 30, seed=0)
     clf = fn.load("classifier.npz")
     logits = clf.predict(ids, lengths)          # (N, C)
+    classes = fn.classify(clf, [["a", "fine", "movie"]], word_to_id)   # (N,) class ids
 
 Command line::
 
     python fastrnn_numpy.py model.npz --vocab vocab.json --start the --length 30
     python fastrnn_numpy.py model.npz --vocab vocab.json --perplexity text.txt
+    python fastrnn_numpy.py model.npz --vocab vocab.json --classifier classifier.json \\
+        --classify sentences.txt      # a classifier: label<TAB>sentence per line
 """
 
 import argparse
 import json
 import math
+import os
 import sys
 import zipfile
 
 import numpy as np
 
-__all__ = ["NumpyClassifier", "NumpyLM", "generate", "load", "next_word", "perplexity"]
+__all__ = [
+    "NumpyClassifier",
+    "NumpyLM",
+    "classify",
+    "generate",
+    "load",
+    "next_word",
+    "perplexity",
+]
 
 HEADER = "__fastrnn__"  # (fastrnn.io._HEADER: the JSON header member)
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -86,7 +98,12 @@ class _Layer:
         """hs (N, T, H) for xs (N, T, D); zero past each row's length."""
         N, T, _ = xs.shape
         H = self.H
-        if carry and self.h is not None and self.h.shape[0] == N:
+        if carry and self.h is not None:
+            if self.h.shape[0] != N:  # (fastrnn's stateful layers refuse it the same way)
+                raise ValueError(
+                    f"batch size {N} does not match the carried state's {self.h.shape[0]}; "
+                    "call reset_state() before changing the batch size"
+                )
             h, c = self.h, self.c
         else:
             h, c = np.zeros((N, H), xs.dtype), np.zeros((N, H), xs.dtype)
@@ -372,6 +389,55 @@ def _words(path):
         return [w for line in f for w in (*line.split(), EOS)]
 
 
+def _sentences(path):
+    """[[words]] of a file of one sentence per line ("-": standard input), blank lines skipped."""
+    f = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    try:
+        return [line.split() for line in f if line.strip()]
+    finally:
+        if f is not sys.stdin:
+            f.close()
+
+
+def classify(model, sentences, index, max_len=None, batch_size=256):
+    """The class of each sentence ([words]) by a :class:`NumpyClassifier` whose vocabulary
+    `index` maps words to ids (0 pads, words outside it read as ``<unk>``): (N,) ids."""
+    unk = index[UNK]
+    rows = [[index.get(w, unk) for w in ws[:max_len]] for ws in sentences]
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        lengths = np.array([len(r) for r in batch])
+        ids = np.zeros((len(batch), lengths.max()), np.int64)
+        for i, r in enumerate(batch):
+            ids[i, : len(r)] = r
+        out.append(model.predict(ids, lengths).argmax(axis=1))
+    return np.concatenate(out)
+
+
+def _run_classifier(model, index, args):
+    path = args.classifier or os.path.join(os.path.dirname(args.model), "classifier.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+        labels, max_len = cfg["labels"], cfg.get("max_len")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"{path}: not a readable classifier.json with 'labels' ({e}; pass --classifier)")
+    if len(labels) != model.num_classes or UNK not in index:
+        sys.exit(f"{path}: {len(labels)} labels for {model.num_classes} classes, or no {UNK}")
+    if not args.classify:
+        sys.exit("a classifier: give --classify FILE (sentences, one per line; - for stdin)")
+    try:
+        sentences = _sentences(args.classify)
+    except (OSError, UnicodeDecodeError) as e:
+        sys.exit(f"{args.classify}: {e}")
+    if not sentences:
+        sys.exit(f"{args.classify}: holds no sentences")
+    for words, c in zip(sentences, classify(model, sentences, index, max_len)):
+        print(f"{labels[c]}\t{' '.join(words)}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a fastrnn model file (.npz)")
@@ -382,11 +448,21 @@ def main(argv=None):
     ap.add_argument("--greedy", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--perplexity", metavar="TEXT", help="print the perplexity of a text file")
+    ap.add_argument(
+        "--classify", metavar="FILE", help="a classifier: label each line of FILE (- for stdin)"
+    )
+    ap.add_argument(
+        "--classifier", metavar="JSON", help="its classifier.json (default: beside the model)"
+    )
     args = ap.parse_args(argv)
     model = load(args.model)
     with open(args.vocab, encoding="utf-8") as f:
         vocab = json.load(f)
     index = {w: i for i, w in enumerate(vocab)}
+    if isinstance(model, NumpyClassifier):
+        if model.embed_W is None or len(vocab) != model.embed_W.shape[0]:
+            sys.exit(f"{args.vocab}: {len(vocab)} words do not fit the classifier's inputs")
+        return _run_classifier(model, index, args)
     if len(vocab) != model.vocab_size:
         sys.exit(f"{args.vocab}: {len(vocab)} words, the model has {model.vocab_size}")
     if args.perplexity:

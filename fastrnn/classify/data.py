@@ -1,0 +1,92 @@
+"""The data of sequence classification: labelled files (``label<TAB>sentence`` per line), plain
+sentence files, the vocabulary built from training examples, and the demo's synthetic task."""
+
+import contextlib
+import sys
+
+import numpy as np
+
+__all__ = ["PAD", "UNK", "demo_data", "read_labelled", "read_sentences", "vocabulary"]
+
+#: id 0 pads a batch, id 1 reads every word the training examples did not hold often enough
+PAD, UNK = "<pad>", "<unk>"
+
+
+def _lines(path, what):
+    """(line number, line without its end) of a UTF-8 text file ("-": standard input); errors
+    name the path."""
+    try:
+        stdin = path == "-"
+        with contextlib.nullcontext(sys.stdin) if stdin else open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                yield number, line.rstrip("\n").rstrip("\r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file ({what})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, expected a file ({what})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def read_labelled(path):
+    """[(label, [words])] from a file of ``label<TAB>sentence`` lines (blank lines skipped).
+
+    Raises FileNotFoundError naming a missing path, ValueError naming the path and line of a
+    malformed line (no tab, empty label or sentence) or a file that is not UTF-8 text."""
+    examples = []
+    for number, line in _lines(path, "the labelled corpus"):
+        if not line.strip():
+            continue
+        label, tab, sentence = line.partition("\t")
+        words = sentence.split()
+        if not tab or not label.strip() or not words:
+            raise ValueError(f"{path}:{number}: expected 'label<TAB>sentence', got {line[:60]!r}")
+        examples.append((label.strip(), words))
+    if not examples:
+        raise ValueError(f"{path}: holds no examples")
+    return examples
+
+
+def read_sentences(path):
+    """[[words]] of a file of one sentence per line ("-": standard input; blank lines skipped);
+    errors as ``read_labelled``'s.  A tab in a line is an error: the file is labelled, and its label
+    would be read as a word (``fastrnn classify eval`` reads labelled files)."""
+    sentences = []
+    for number, line in _lines(path, "the sentences to classify"):
+        if "\t" in line:
+            raise ValueError(
+                f"{path}:{number}: holds a tab; expected one sentence per line, not "
+                "'label<TAB>sentence' (give labelled files to `fastrnn classify eval`)"
+            )
+        if line.strip():
+            sentences.append(line.split())
+    if not sentences:
+        raise ValueError(f"{path}: holds no sentences")
+    return sentences
+
+
+def vocabulary(examples, min_count=1):
+    """The word list (id order) of training `examples` [(label, [words])]: ``<pad>``,
+    ``<unk>``, then every word seen at least `min_count` times, the most frequent first (ties
+    in string order, so the same examples give the same ids)."""
+    counts = {}
+    for _, words in examples:
+        for w in words:
+            counts[w] = counts.get(w, 0) + 1
+    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    return [PAD, UNK] + [w for w in kept if w not in (PAD, UNK)]
+
+
+def demo_data(n, steps, classes, vocab, rng):
+    """The demo's task: ids (n, steps) int64, labels (n,), lengths (n,) (uniform in
+    [steps // 2, steps]).  Token ids 0..classes-1 are the class tokens; the label is the
+    first token; every other valid position holds a token uniform over [0, vocab); padding
+    holds 0."""
+    if vocab <= classes:
+        raise ValueError(f"vocab ({vocab}) must be larger than classes ({classes})")
+    lengths = rng.integers(steps // 2, steps + 1, n)
+    ids = rng.integers(0, vocab, (n, steps))
+    labels = rng.integers(0, classes, n)
+    ids[:, 0] = labels
+    ids[np.arange(steps)[None, :] >= lengths[:, None]] = 0
+    return ids, labels, lengths
