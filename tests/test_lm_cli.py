@@ -682,3 +682,78 @@ def test_ptb_smoke(tmp_path):
     assert e["val_ppl"] < 1000  # a uniform guess: 10000
     assert m["eval_words"] == 3000
     assert np.isfinite(m["test_ppl"]) and m["test_ppl"] < 1000
+
+
+# -- a corpus of one's own: three named files, a capped vocabulary ---------------------------------
+def _own_corpus(tmp_path):
+    """Three text files not preprocessed as PTB is: rare words, words unseen in training."""
+    data = write_corpus(tmp_path / "ptb")
+    files = {}
+    for split in ("train", "valid", "test"):
+        text = open(os.path.join(data, f"ptb.{split}.txt")).read()
+        path = tmp_path / f"mine.{split}"
+        path.write_text(text + (" a zebra hopped \n" if split != "train" else " an okapi \n"))
+        files[split] = str(path)
+    return files
+
+
+def _train_files(files, out, *extra):
+    argv = ["lm", "train", "--out", str(out), *TINY]
+    for split, path in files.items():
+        argv += [f"--{split}", path]
+    return main(argv + list(extra))
+
+
+def test_three_named_files_with_a_capped_vocabulary_train_and_resume(tmp_path, standin, capsys):
+    files = _own_corpus(tmp_path)
+    out = tmp_path / "run"
+    assert _train_files(files, out, "--epochs", "1", "--max-vocab", "12") == 0
+    text = capsys.readouterr().out
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert len(vocab) == 12 and vocab[-1] == "<unk>" and "okapi" not in vocab
+    assert "words outside the vocabulary, read as <unk>: train " in text
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["max_vocab"] == 12 and np.isfinite(m["test_ppl"])
+    # --resume rebuilds the same vocabulary from the same files and the run's max_vocab
+    argv = ["lm", "train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]
+    argv += ["--no-plot"] + [x for k, p in files.items() for x in (f"--{k}", p)]
+    assert main(argv) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["epochs"]) == 2
+    assert main(argv + ["--max-vocab", "12"]) == 2
+    assert "drop --max-vocab" in capsys.readouterr().err
+
+
+def test_unseen_words_without_a_vocabulary_size_name_the_file_and_the_remedy(
+    tmp_path, standin, capsys
+):
+    files = _own_corpus(tmp_path)
+    assert _train_files(files, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "mine.valid: word 'zebra' is not in the training vocabulary" in err
+    assert "--max-vocab V" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ({"data": 1, "train": 1}, "give --data DIR or --train, not both"),
+        ({"train": 1, "valid": 1}, r"--train, --valid and --test FILE \(missing --test\)"),
+        ({}, "give the corpus: --data DIR, or --train, --valid and --test FILE"),
+        ({"train": 1, "valid": 1, "test": 1, "max": "1"}, "--max-vocab must be at least 2"),
+    ],
+)
+def test_the_corpus_flags_are_checked(tmp_path, standin, capsys, which, message):
+    files = _own_corpus(tmp_path)
+    argv = ["lm", "train", "--out", str(tmp_path / "run"), *TINY]
+    if "data" in which:
+        argv += ["--data", str(tmp_path / "ptb")]
+    for split in ("train", "valid", "test"):
+        if split in which:
+            argv += [f"--{split}", files[split]]
+    if "max" in which:
+        argv += ["--max-vocab", which["max"]]
+    assert main(argv) == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()

@@ -22,7 +22,7 @@ from fastrnn.train import (
     read_words,
     train_windows,
 )
-from fastrnn.train.data import dlfs2_windows, window_count, zaremba_windows
+from fastrnn.train.data import Vocabulary, dlfs2_windows, window_count, zaremba_windows
 from fastrnn.train.trainer import unique_params
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -594,3 +594,34 @@ def test_sgd_refuses_read_only_and_unpaired_arrays():
         SGD(0.1).update([p], [np.ones(4, np.float32)])
     with pytest.raises(ValueError, match="pair up"):
         SGD(0.1).update([np.zeros(4, np.float32)], [])
+
+
+def test_a_capped_vocabulary_keeps_the_most_frequent_words_and_unk():
+    words = "b a a c b a d <eos> e e e".split()
+    v = Vocabulary.from_corpus(words, 4)  # a 3, e 3, b 2, then <unk>; first appearance order
+    assert v.id_to_word == ["b", "a", "e", "<unk>"]
+    v = Vocabulary.from_corpus(words + ["<unk>"], 3)  # <unk> in the corpus: kept in its place
+    assert v.id_to_word == ["a", "e", "<unk>"]
+    ids, unknown = v.encode_unk("a b zebra e".split())
+    assert list(ids) == [0, 2, 2, 1] and unknown == 2
+    assert Vocabulary.from_corpus(["x"], 5).id_to_word == ["x", "<unk>"]
+    with pytest.raises(ValueError, match="at least 2"):
+        Vocabulary.from_corpus(words, 1)
+    with pytest.raises(TypeError, match="max_size must be an integer"):
+        Vocabulary.from_corpus(words, 2.5)
+
+
+def test_load_corpus_from_named_files_reads_unseen_words_as_unk(tmp_path):
+    d = write_corpus(tmp_path)
+    files = {s: os.path.join(d, f"ptb.{s}.txt") for s in ("train", "valid", "test")}
+    with open(files["valid"], "a") as f:
+        f.write(" the zebra and the okapi \n")
+    c = load_ptb(files, max_vocab=6)
+    assert len(c.vocab) == 6 and c.vocab.id_to_word[-1] == "<unk>"
+    assert c.unknown["valid"] >= 2 and c.unknown["train"] > 0 and c.paths == files
+    unk = c.vocab.word_to_id["<unk>"]
+    assert (c.valid == unk).sum() == c.unknown["valid"]
+    with pytest.raises(ValueError, match="needs a file for each of train, valid, test"):
+        load_ptb({"train": files["train"]})
+    with pytest.raises(ValueError, match="word 'zebra' is not in the training vocabulary"):
+        load_ptb(files)

@@ -2,8 +2,9 @@
 
 Usage::
 
-    fastrnn lm train --data DIR [--preset NAME] [--epochs N] [--out DIR] [--threads K] [--seed S]
-                     [--resume] [a flag per hyper-parameter ...]
+    fastrnn lm train (--data DIR | --train FILE --valid FILE --test FILE) [--preset NAME]
+                     [--epochs N] [--out DIR] [--threads K] [--seed S] [--resume]
+                     [--max-vocab V] [a flag per hyper-parameter ...]
     fastrnn lm generate --model DIR [--start WORD] [--length L] [--temperature X | --greedy]
                         [--seed S]
     fastrnn lm eval --model DIR (--data DIR [--split valid,test] | --text FILE ...)
@@ -60,11 +61,17 @@ def _bool(text):
 def _add_train_arguments(p):
     p.add_argument(
         "--data",
-        required=True,
         metavar="DIR",
         help="directory holding ptb.train.txt, ptb.valid.txt and ptb.test.txt (or WikiText's "
-        "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens)",
+        "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens); or name the three files "
+        "with --train, --valid and --test",
     )
+    for split in ("train", "valid", "test"):
+        p.add_argument(
+            f"--{split}",
+            metavar="FILE",
+            help=f"the {split} split's text file (instead of --data)",
+        )
     p.add_argument(
         "--preset",
         default=None,
@@ -184,6 +191,13 @@ def _add_train_arguments(p):
         help="plateau schedule: divide lr by F when validation does not improve",
     )
     g.add_argument("--clip", type=float, metavar="C", help="global-norm clip (0: none)")
+    g.add_argument(
+        "--max-vocab",
+        type=int,
+        metavar="V",
+        help="keep the V - 1 most frequent training words and <unk>, which every other word "
+        "in any split reads as (default: every training word; PTB and WikiText are made so)",
+    )
     g.add_argument(
         "--loss",
         choices=("mean", "sum"),

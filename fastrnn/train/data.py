@@ -1,11 +1,13 @@
 """Corpus reading and truncated-BPTT batching for language models.
 
-A corpus is a directory of three tokenised text files: Mikolov's preprocessed PTB
-(``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``) or WikiText's (``wiki.train.tokens``,
-``wiki.valid.tokens``, ``wiki.test.tokens``; WikiText-2 and -103).  Words are split on whitespace
-and ``<eos>`` appended at the end of every line; the vocabulary comes from the training file, ids
-in order of first appearance (as the DLFS2 book's ``dataset/ptb.py`` numbers them, so its PTB
-train corpus is the same 929,589 ids).
+A corpus is three tokenised text files, train, valid and test: a directory of Mikolov's
+preprocessed PTB (``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``) or WikiText's
+(``wiki.train.tokens``, ``wiki.valid.tokens``, ``wiki.test.tokens``; WikiText-2 and -103), or any
+three files named one by one.  Words are split on whitespace and ``<eos>`` appended at the end of
+every line; the vocabulary comes from the training file, ids in order of first appearance (as the
+DLFS2 book's ``dataset/ptb.py`` numbers them, so its PTB train corpus is the same 929,589 ids).
+A corpus not preprocessed that way (every word kept) takes a vocabulary size: the most frequent
+training words are kept and every other word, in any split, reads as ``<unk>``.
 
 Batching cuts a corpus into ``N`` parallel streams read in windows of ``T`` steps, targets
 shifted by one; the model's state is carried from one window to the next, so every window
@@ -77,8 +79,24 @@ class Vocabulary:
             raise ValueError("vocabulary words must be unique")
 
     @classmethod
-    def from_corpus(cls, words):
-        return cls(dict.fromkeys(words))  # dict keeps first-appearance order
+    def from_corpus(cls, words, max_size=None):
+        """The words of a training corpus, in order of first appearance; with `max_size`, only
+        the most frequent words (ties: the first to appear) and ``<unk>``, max_size in all
+        (``<unk>`` at the end where the corpus never wrote it)."""
+        if max_size is None:
+            return cls(dict.fromkeys(words))  # dict keeps first-appearance order
+        if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)):
+            raise TypeError(f"max_size must be an integer or None, got {max_size!r}")
+        if max_size < 2:
+            raise ValueError(f"max_size must be at least 2 (a word and {UNK}), got {max_size}")
+        counts = {}
+        for w in words:
+            counts[w] = counts.get(w, 0) + 1
+        # sorted() is stable, reverse too: equal counts keep the order of first appearance
+        by_count = sorted(counts, key=counts.__getitem__, reverse=True)
+        kept = set([w for w in by_count if w != UNK][: max_size - 1]) | {UNK}
+        ordered = [w for w in counts if w in kept]
+        return cls(ordered if UNK in counts else ordered + [UNK])
 
     def __len__(self):
         return len(self.id_to_word)
@@ -112,11 +130,14 @@ class Vocabulary:
 
 
 class Corpus:
-    """A language-modelling corpus: ``train``, ``valid``, ``test`` id arrays and ``vocab``."""
+    """A language-modelling corpus: ``train``, ``valid``, ``test`` id arrays and ``vocab``;
+    ``paths`` {split: file}; ``unknown`` {split: how many of its words, outside the vocabulary,
+    read as ``<unk>``}."""
 
-    def __init__(self, train, valid, test, vocab, paths=None):
+    def __init__(self, train, valid, test, vocab, paths=None, unknown=None):
         self.train, self.valid, self.test, self.vocab = train, valid, test, vocab
         self.paths = paths or {}
+        self.unknown = unknown or {}
 
     def __repr__(self):
         return (
@@ -155,23 +176,38 @@ def read_words(path):
     return words
 
 
-def load_corpus(directory, splits=SPLITS):
-    """Read a corpus directory (PTB's or WikiText's file names: :func:`corpus_files`) into a
-    :class:`Corpus`.
+def load_corpus(source, splits=SPLITS, max_vocab=None):
+    """Read a corpus into a :class:`Corpus`: `source` is a directory (PTB's or WikiText's file
+    names: :func:`corpus_files`) or a dict {"train", "valid", "test": path}.
 
-    The vocabulary is the training file's; a validation or test word outside it is a ValueError
-    naming the file.  Splits not listed in `splits` (besides train, always read) are left
-    empty."""
-    paths = corpus_files(directory)
+    The vocabulary is the training file's: every word, or with `max_vocab` its most frequent
+    words and ``<unk>`` (:meth:`Vocabulary.from_corpus`).  Where the vocabulary holds ``<unk>``
+    (PTB's, WikiText's, any capped one), a word outside it reads as ``<unk>`` and is counted in
+    ``Corpus.unknown``; elsewhere it is a ValueError naming the file.  Splits not listed in
+    `splits` (besides train, always read) are left empty."""
+    if isinstance(source, dict):
+        missing = [k for k in SPLITS if not source.get(k)]
+        if missing:
+            raise ValueError(f"a corpus needs a file for each of {', '.join(SPLITS)}: {missing}")
+        paths = {k: os.fspath(source[k]) for k in SPLITS}
+    else:
+        paths = corpus_files(source)
     train_words = read_words(paths["train"])
-    vocab = Vocabulary.from_corpus(train_words)
-    ids = {"train": vocab.encode(train_words, paths["train"])}
-    for split in ("valid", "test"):
-        if split in splits:
-            ids[split] = vocab.encode(read_words(paths[split]), paths[split])
-        else:
+    vocab = Vocabulary.from_corpus(train_words, max_vocab)
+    ids, unknown = {}, {}
+    for split in SPLITS:
+        if split != "train" and split not in splits:
             ids[split] = np.zeros(0, np.int64)
-    return Corpus(ids["train"], ids["valid"], ids["test"], vocab, paths)
+            continue
+        words = train_words if split == "train" else read_words(paths[split])
+        try:
+            ids[split], unknown[split] = vocab.encode_unk(words, paths[split])
+        except ValueError as e:
+            raise ValueError(
+                f"{e}; a vocabulary size (max_vocab, `--max-vocab V`) reads rare and unseen "
+                f"words as {UNK}"
+            ) from None
+    return Corpus(ids["train"], ids["valid"], ids["test"], vocab, paths, unknown)
 
 
 #: the same as :func:`load_corpus` (the name the PTB-only reader had)

@@ -58,6 +58,8 @@ HYPERPARAMETERS = {
     "loss": str,  # "mean" (book) or "sum" over time (Zaremba)
     "epochs": int,
     "seed": int,
+    # data
+    "max_vocab": int,  # None: every training word; V: the V - 1 most frequent and <unk>
 }
 
 _BASE = {
@@ -76,6 +78,7 @@ _BASE = {
     "decay_after": 4,
     "plateau_factor": 4.0,
     "seed": 0,
+    "max_vocab": None,
 }
 
 PRESETS = {

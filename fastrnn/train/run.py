@@ -105,8 +105,26 @@ def _plot(out, history, note):
     os.replace(tmp, path)
 
 
+def _corpus_source(args):
+    """What load_corpus reads: --data DIR or the three files {split: path}."""
+    files = {k: getattr(args, k, None) for k in ("train", "valid", "test")}
+    given = [f"--{k}" for k, v in files.items() if v is not None]
+    if args.data is not None and given:
+        raise UsageError(f"give --data DIR or {', '.join(given)}, not both")
+    if args.data is not None:
+        return args.data
+    if len(given) != 3:
+        missing = [f"--{k}" for k, v in files.items() if v is None]
+        raise UsageError(
+            "give the corpus: --data DIR, or --train, --valid and --test FILE"
+            + (f" (missing {', '.join(missing)})" if given else "")
+        )
+    return files
+
+
 def _prepare_train(args):
     """Everything checked and loaded before the run directory is touched."""
+    source = _corpus_source(args)
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
     if args.max_steps is not None and args.max_steps < 1:
@@ -155,9 +173,9 @@ def _prepare_train(args):
         cfg = config_from_args(args)
     check_config(cfg)
     try:
-        corpus = load_corpus(args.data)
+        corpus = load_corpus(source, max_vocab=cfg.get("max_vocab"))
     except ValueError as e:
-        raise UsageError(f"--data: {e}") from None
+        raise UsageError(f"--data: {e}" if args.data is not None else str(e)) from None
     for split in ("train", "valid", "test"):
         if split == "train":
             if window_count(len(corpus.train), cfg["batch_size"], cfg["bptt"], cfg["batching"]) < 1:
@@ -238,7 +256,8 @@ class _Run:
             vocab = Vocabulary(ckpt.read_json(os.path.join(out, "vocab.json"), "vocabulary"))
             if vocab.id_to_word != corpus.vocab.id_to_word:
                 return self._error(
-                    f"--data {args.data}: its vocabulary differs from the run's ({out}/vocab.json)"
+                    f"{corpus.paths['train']}: its vocabulary differs from the run's "
+                    f"({out}/vocab.json)"
                 )
             self.trainer = make_trainer(cfg, model, args.threads, progress, par)
             try:
@@ -266,6 +285,9 @@ class _Run:
             + (f", resuming {_where(self.trainer)}" if args.resume else ""),
             flush=True,
         )
+        if any(corpus.unknown.values()):
+            counts = ", ".join(f"{k} {n:,}" for k, n in corpus.unknown.items())
+            self.say(f"words outside the vocabulary, read as <unk>: {counts}", flush=True)
         if args.resume and self.trainer.epoch >= cfg["epochs"]:
             self.say(
                 f"the run is complete ({self.trainer.epoch} of {cfg['epochs']} epochs): "
