@@ -281,7 +281,7 @@ def test_trainer_resume_continues_the_same_curve(tmp_path):
         second.load_state(state, arrays)
         second.fit(c.train, c.valid, 3, log=None)
         for a, b in zip(full.history, second.history):
-            for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps"):
+            for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps", "grad_norm", "clipped"):
                 assert a[k] == b[k], k
 
 
@@ -337,7 +337,7 @@ def test_stop_inside_an_epoch_then_resume_continues_the_same_curve(tmp_path, at)
     second.fit(c.train, c.valid, 3, log=None)
     assert len(second.history) == 3
     for a, b in zip(full.history, second.history):
-        for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps"):
+        for k in ("epoch", "train_ppl", "val_ppl", "lr", "steps", "grad_norm", "clipped"):
             assert a[k] == b[k], k
     assert second.step == full.step
     for p, q in zip(second.model.params, full.model.params):
@@ -625,3 +625,29 @@ def test_load_corpus_from_named_files_reads_unseen_words_as_unk(tmp_path):
         load_ptb({"train": files["train"]})
     with pytest.raises(ValueError, match="word 'zebra' is not in the training vocabulary"):
         load_ptb(files)
+
+
+@pytest.mark.parametrize("clip, clipped", [(1e-6, 1.0), (1e6, 0.0), (None, None)])
+def test_each_epoch_records_its_gradient_norms(tmp_path, clip, clipped):
+    """The metrics' grad_norm / grad_norm_max / clipped against the norms of the gradients
+    seen after every update (the stand-in is untied; with a clip of 1e6 nothing is scaled, so
+    the gradients left after the update are the norms' own)."""
+    c = load_ptb(write_corpus(tmp_path))
+    tr = make_trainer(len(c.vocab), clip=clip)
+    seen = []
+
+    def record(t):
+        seen.append(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in t.model.grads)))
+
+    tr.fit(c.train, c.valid, 2, on_window=record, log=None)
+    for m in tr.history:
+        if clip is None:
+            assert not {"grad_norm", "grad_norm_max", "clipped"} & set(m)
+            continue
+        assert m["clipped"] == clipped
+        assert 0 < m["grad_norm"] <= m["grad_norm_max"]
+    if clip == 1e6:
+        w = tr.history[0]["steps"]
+        for m, part in zip(tr.history, (seen[:w], seen[w:])):
+            assert m["grad_norm"] == pytest.approx(np.mean(part), rel=1e-12)
+            assert m["grad_norm_max"] == pytest.approx(np.max(part), rel=1e-12)

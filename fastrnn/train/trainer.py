@@ -292,9 +292,10 @@ class LMTrainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer updates made
         self.history = []  # one metrics dict per epoch
-        # the epoch in progress: {"windows", "total", "count", "seconds"} done so far (None
-        # between epochs); a checkpoint taken inside an epoch resumes from it
+        # the epoch in progress: {"windows", "total", "count", "seconds", "norms"} done so far
+        # (None between epochs); a checkpoint taken inside an epoch resumes from it
         self.position = None
+        self.last_grad_norm = None  # the last update's global gradient norm (with clipping)
         self.stop_requested = False  # set (by a signal handler) to stop after this update
         # a checkpoint wanted by one rank (its timer), due on all of them after the next update
         self.checkpoint_wanted = self.checkpoint_due = False
@@ -334,8 +335,9 @@ class LMTrainer:
                 f"training loss is {loss} at step {self.step + 1} "
                 f"(lr {self.optimizer.lr}): diverged"
             )
+        self.last_grad_norm = None
         if self.clip is not None:
-            clip_grads(grads, self.clip, threads=self.threads)
+            self.last_grad_norm = clip_grads(grads, self.clip, threads=self.threads)
         self.optimizer.update(params, grads)
         self.step += 1
         return loss
@@ -349,7 +351,9 @@ class LMTrainer:
         called (a periodic checkpoint).  With ``stop_requested`` set, raises
         :class:`TrainingInterrupted` after the update in progress.
         Returns {"train_ppl", "seconds", "words_per_sec", "lr", "steps" (updates made in this
-        call), "windows" (of the epoch), "windows_done"}."""
+        call), "windows" (of the epoch), "windows_done", and with clipping "grad_norm" (the
+        epoch's mean global gradient norm before clipping), "grad_norm_max" and "clipped" (the
+        fraction of updates whose norm exceeded the clip)}."""
         N, T = self.batch_size, self.bptt
         lr = self.schedule.lr(self.epoch)
         self.optimizer.lr = lr
@@ -358,6 +362,8 @@ class LMTrainer:
         if self.position is None:
             self.model.reset_state()  # else the checkpoint restored the carried state
         first, total, count = int(pos["windows"]), float(pos["total"]), int(pos["count"])
+        # the gradient norms of the epoch's updates: sum, max, how many were clipped
+        norms = list(pos.get("norms", (0.0, 0.0, 0)))
         todo = windows if max_steps is None else min(windows, first + max_steps)
         bar = _bar(todo, f"epoch {self.epoch + 1}", self.progress, initial=first)
         done, before = first, float(pos["seconds"])
@@ -371,8 +377,17 @@ class LMTrainer:
                 total += self.train_step(xs[rows], ts[rows]) * ts.size
                 count += ts.size
                 done += 1
+                if self.last_grad_norm is not None:
+                    g = self.last_grad_norm
+                    norms = [norms[0] + g, max(norms[1], g), norms[2] + (g > self.clip)]
                 secs = before + time.perf_counter() - start
-                self.position = {"windows": done, "total": total, "count": count, "seconds": secs}
+                self.position = {
+                    "windows": done,
+                    "total": total,
+                    "count": count,
+                    "seconds": secs,
+                    "norms": norms,
+                }
                 bar.update()
                 if done % 20 == 0 or done == todo:
                     bar.set_postfix_str(
@@ -390,8 +405,14 @@ class LMTrainer:
         finally:
             bar.close()
         seconds = before + time.perf_counter() - start
-        self.position = {"windows": done, "total": total, "count": count, "seconds": seconds}
-        return {
+        self.position = {
+            "windows": done,
+            "total": total,
+            "count": count,
+            "seconds": seconds,
+            "norms": norms,
+        }
+        stats = {
             "train_ppl": perplexity(total, count),
             "seconds": seconds,
             "words_per_sec": count / seconds if seconds > 0 else 0.0,
@@ -400,6 +421,11 @@ class LMTrainer:
             "windows": windows,
             "windows_done": done,
         }
+        if self.clip is not None and done:
+            stats["grad_norm"] = norms[0] / done
+            stats["grad_norm_max"] = norms[1]
+            stats["clipped"] = norms[2] / done
+        return stats
 
     def evaluate(self, ids, desc="eval"):
         """Perplexity of `ids` at batch 1, state carried across windows of `eval_bptt` steps
@@ -456,6 +482,9 @@ class LMTrainer:
                 "lr": stats["lr"],
                 "steps": stats["windows_done"],
             }
+            for key in ("grad_norm", "grad_norm_max", "clipped"):
+                if key in stats:
+                    metrics[key] = stats[key]
             partial = stats["windows_done"] < stats["windows"]
             if partial:
                 metrics["partial"] = True
