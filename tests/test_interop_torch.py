@@ -234,13 +234,74 @@ def test_reverse_layer_alone_refused(rng):
         to_torch(layer)
 
 
-def test_classifier_points_to_its_parts_and_onnx():
+CLASSIFIERS = [
+    dict(cell="lstm", bidirectional=True, pooling="last", layers=2),
+    dict(cell="gru", bidirectional=True, pooling="mean", layers=1),
+    dict(cell="rnn", bidirectional=False, pooling="max", layers=2),
+    dict(cell="lstm", bidirectional=False, pooling="last", layers=1),
+    dict(cell="gru", bidirectional=False, pooling="last", layers=3, dense=True),
+]
+
+
+@pytest.mark.parametrize("spec", CLASSIFIERS, ids=lambda s: "-".join(map(str, s.values())))
+def test_classifier_to_torch_scores_and_gradients(spec, rng):
+    """A SequenceClassifier and the TorchSequenceClassifier made of it, float64, rows of
+    different lengths: the same logits, and the same gradients of every weight."""
     from fastrnn.models import SequenceClassifier
 
-    model = SequenceClassifier(2, vocab_size=7, embed_size=3, hidden_sizes=[4], seed=0)
-    with pytest.raises(TypeError, match=r"no single PyTorch module.*export_onnx"):
-        to_torch(model)
-    assert isinstance(to_torch(model.encoder), torch.nn.LSTM)  # the parts do convert
+    model = SequenceClassifier(
+        3,
+        vocab_size=None if spec.get("dense") else 11,
+        input_size=5 if spec.get("dense") else None,
+        embed_size=None if spec.get("dense") else 5,
+        hidden_sizes=[6] * spec["layers"],
+        cell=spec["cell"],
+        bidirectional=spec["bidirectional"],
+        pooling=spec["pooling"],
+        dtype=np.float64,
+        seed=3,
+    )
+    module = to_torch(model)
+    assert type(module).__name__ == "TorchSequenceClassifier"
+    N, T = 5, 7
+    x = rng.standard_normal((N, T, 5)) if spec.get("dense") else rng.integers(0, 11, (N, T))
+    lengths = np.array([7, 2, 5, 1, 6])
+    labels = rng.integers(0, 3, N)
+    want = model.predict(x, lengths)
+    xt = torch.from_numpy(x)
+    logits = module(xt, torch.from_numpy(lengths))
+    np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-10, atol=1e-12)
+    # the gradients of the mean cross-entropy, parameter by parameter (through from_torch's
+    # order: a round trip maps torch's gradients onto fastrnn's list)
+    model.forward(x, labels, lengths, train_flg=False)
+    model.backward()
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).backward()
+    grads = {name: p.grad for name, p in module.named_parameters()}
+    back = from_torch(module)
+    for name, p in module.named_parameters():
+        # fastrnn's RNN and LSTM hold one bias, b_ih + b_hh: its gradient is either one's
+        summed = "bias_hh" in name and spec["cell"] != "gru"
+        with torch.no_grad():
+            p.copy_(torch.zeros_like(p) if summed else grads[name])
+    as_grads = from_torch(module)
+    for g, mine in zip(as_grads.params, model.grads):
+        np.testing.assert_allclose(mine, g, rtol=1e-8, atol=1e-12)
+    # and back: the same classifier, bit for bit
+    for a, b in zip(back.params, model.params):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    np.testing.assert_array_equal(back.predict(x, lengths), want)
+
+
+def test_classifiers_without_a_torch_counterpart_are_refused():
+    from fastrnn.models import SequenceClassifier
+
+    for kw, message in (
+        (dict(connection="residual"), "connection='residual'"),
+        (dict(merge="sum"), "merge='sum'"),
+    ):
+        model = SequenceClassifier(2, vocab_size=7, embed_size=4, hidden_sizes=[4, 4], **kw)
+        with pytest.raises(ValueError, match=message):
+            to_torch(model)
 
 
 def test_half_precision_refused():

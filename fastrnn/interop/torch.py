@@ -11,6 +11,7 @@ PyTorch                  fastrnn
 ``nn.Embedding``         ``TimeEmbedding``
 ``nn.Linear``            ``TimeAffine``
 language model           ``fastrnn.models.LanguageModel`` (``Rnnlm``, ``BetterRnnlm``)
+sequence classifier      ``fastrnn.models.SequenceClassifier`` (plain stacking)
 =======================  ========================================================================
 
 A language model on the PyTorch side is embedding + ``nn.LSTM`` / ``nn.RNN`` (any number of
@@ -29,6 +30,13 @@ sigmoid(-a) = 1 - sigmoid(a)).  Biases: ``b_ih + b_hh`` for the RNN and LSTM (on
 fastrnn); the GRU keeps them as its two bias rows (PyTorch's GRU is fastrnn's reset_after form).
 Going back, ``b_hh`` is zero for the RNN and LSTM.  Modules are batch-first or not as you like:
 the weights are the same, and fastrnn's layers are batch-major (N, T, D).
+
+A sequence classifier on the PyTorch side is ``TorchSequenceClassifier``
+(:func:`torch_sequence_classifier_class`): optional ``embedding``, a stacked ``rnn`` run on
+``pack_padded_sequence`` (each row's own length, uni- or bidirectional), the pooling of
+fastrnn's head (``"last"``: each direction's state at its own last step, the ``h_n`` PyTorch
+returns; ``"mean"`` / ``"max"`` over the valid steps) and ``fc``.  ``to_torch(classifier)``
+builds one (plain stacking, concatenated directions) and ``from_torch`` reads it back.
 
 Bidirectional modules (``bidirectional=True``) become ``fastrnn.layers.Bidirectional`` layers
 (``merge="concat"``, the backward direction a layer with ``reverse=True`` holding the
@@ -148,7 +156,8 @@ def from_torch(module):
         ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` (a fastrnn
         cell), ``nn.Embedding`` (``TimeEmbedding``), ``nn.Linear`` (``TimeAffine``), or a
         language model: a module with ``encoder`` (or ``embedding``), ``rnn`` and ``decoder``
-        (see the module docstring), or its ``state_dict()`` (a dict).
+        (see the module docstring), or its ``state_dict()`` (a dict), or a
+        ``TorchSequenceClassifier`` (a ``SequenceClassifier``).
 
     Returns
     -------
@@ -164,6 +173,8 @@ def from_torch(module):
         raise TypeError(
             f"module must be a torch.nn.Module or a state dict, got {type(module).__name__}"
         )
+    if isinstance(module, torch_sequence_classifier_class()):
+        return _classifier_from_torch(module)
     if hasattr(module, "rnn") and (hasattr(module, "decoder") or hasattr(module, "fc")):
         return _lm_from_state_dict(module.state_dict(), getattr(module.rnn, "nonlinearity", "tanh"))
     kind, is_seq = _kind_of(module)
@@ -285,8 +296,10 @@ def to_torch(obj, batch_first=True):
         ``TimeRNN``, ``TimeLSTM``, ``TimeGRU(reset_after=True)``, a concatenating
         ``Bidirectional`` pair of them, a ``fastrnn.Stack`` of one kind of them (one
         multi-layer module, bidirectional if its layers are), a cell (``nn.RNNCell`` etc.),
-        ``TimeEmbedding``, ``TimeAffine`` or a ``fastrnn.models.LanguageModel`` (LSTM or RNN
-        layers of one hidden size, plain connections): a ``TorchLanguageModel``.
+        ``TimeEmbedding``, ``TimeAffine``, a ``fastrnn.models.LanguageModel`` (LSTM or RNN
+        layers of one hidden size, plain connections): a ``TorchLanguageModel``, or a
+        ``SequenceClassifier`` (layers of one cell and size, plain connections, concatenated
+        directions): a ``TorchSequenceClassifier``.
     batch_first : bool
         The recurrent module's layout (default True, as fastrnn's (N, T, D)); the weights do not
         depend on it.
@@ -327,12 +340,7 @@ def to_torch(obj, batch_first=True):
         _set(module.bias, b)
         return module
     if name == "SequenceClassifier":
-        raise TypeError(
-            "a SequenceClassifier has no single PyTorch module (torch.nn has no pooling over "
-            "each row's valid steps): convert its parts, to_torch(model.embedding), "
-            "to_torch(model.encoder) and nn.Linear from model.W.T and model.b, or export the "
-            "whole inference graph with fastrnn.interop.export_onnx(model, path)"
-        )
+        return _classifier_to_torch(obj)
     raise TypeError(f"no PyTorch counterpart for {type(obj).__module__}.{name}")
 
 
@@ -523,3 +531,141 @@ def _lm_from_state_dict(state, nonlinearity="tanh"):
         "dtype": "float64" if dtype == torch.float64 else "float32",
     }
     return LanguageModel.from_config(config, params)
+
+
+# ---- sequence classifiers -----------------------------------------------------------------------
+
+_CLF_CLASS = None
+
+
+def torch_sequence_classifier_class():
+    """The PyTorch module ``to_torch`` makes of a ``SequenceClassifier`` (defined on first use,
+    so that importing this module does not import torch)."""
+    global _CLF_CLASS
+    if _CLF_CLASS is not None:
+        return _CLF_CLASS
+    torch = _torch()
+    nn = torch.nn
+
+    class TorchSequenceClassifier(nn.Module):
+        """[Embedding] -> stacked RNN/LSTM/GRU (batch-first) over each row's valid steps
+        (``pack_padded_sequence``) -> pooling ("last", "mean", "max") -> ``fc``.
+        ``forward(x, lengths=None)``: word ids (N, T) (with ``vocab_size``) or inputs (N, T, D),
+        lengths (N,) (None: all T) -> logits (N, C)."""
+
+        def __init__(
+            self,
+            num_classes,
+            input_size,
+            hidden_size,
+            num_layers=1,
+            cell="lstm",
+            bidirectional=True,
+            pooling="last",
+            vocab_size=None,
+            dropout=0.0,
+            nonlinearity="tanh",
+            dtype=None,
+        ):
+            super().__init__()
+            if pooling not in ("last", "mean", "max"):
+                raise ValueError(f"pooling must be 'last', 'mean' or 'max', got {pooling!r}")
+            self.pooling = pooling
+            self.embedding = (
+                nn.Embedding(vocab_size, input_size, dtype=dtype) if vocab_size else None
+            )
+            rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+            self.rnn = rnn(
+                input_size,
+                hidden_size,
+                num_layers,
+                batch_first=True,
+                bidirectional=bidirectional,
+                dropout=dropout if num_layers > 1 else 0.0,
+                dtype=dtype,
+                **({"nonlinearity": nonlinearity} if cell == "rnn" else {}),
+            )
+            self.fc = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes, dtype=dtype)
+
+        def forward(self, x, lengths=None):
+            from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+            h = self.embedding(x) if self.embedding is not None else x
+            N, T = h.shape[:2]
+            if lengths is None:
+                lengths = torch.full((N,), T, dtype=torch.int64)
+            lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
+            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+            out, state = self.rnn(packed)
+            if self.pooling == "last":  # h_n: each direction's state at its own last step
+                h_n = state[0] if isinstance(state, tuple) else state
+                pooled = torch.cat([h_n[-2], h_n[-1]], 1) if self.rnn.bidirectional else h_n[-1]
+            else:
+                hs, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+                if self.pooling == "mean":  # (the padding is zero)
+                    pooled = hs.sum(1) / lengths[:, None].to(hs.dtype)
+                else:
+                    valid = torch.arange(T)[None, :, None] < lengths[:, None, None]
+                    pooled = hs.masked_fill(~valid, float("-inf")).amax(1)
+            return self.fc(pooled)
+
+    _CLF_CLASS = TorchSequenceClassifier
+    return _CLF_CLASS
+
+
+def _classifier_to_torch(model):
+    from ._stack import directions, stack_layers
+
+    layers = stack_layers(model.encoder)
+    rnn = _recurrent_to_torch(layers, True, model.encoder.dropout)
+    forward_layer, _, merge = directions(layers[-1])
+    if merge not in (None, "concat"):
+        raise ValueError(
+            f"bidirectional layers with merge={merge!r}: PyTorch's modules concatenate the "
+            "two directions"
+        )
+    kind = describe(forward_layer)[0]
+    cls = torch_sequence_classifier_class()
+    module = cls(
+        model.num_classes,
+        model.input_size,
+        rnn.hidden_size,
+        rnn.num_layers,
+        kind,
+        rnn.bidirectional,
+        model.pooling,
+        model.vocab_size,
+        model.encoder.dropout,
+        getattr(rnn, "nonlinearity", "tanh"),
+        dtype=_dtype(model.W),
+    )
+    module.rnn.load_state_dict(rnn.state_dict())
+    if model.embedding is not None:
+        _set(module.embedding.weight, np.asarray(model.embedding.params[0]))
+    _set(module.fc.weight, np.asarray(model.params[-2]).T)
+    _set(module.fc.bias, model.params[-1])
+    return module
+
+
+def _classifier_from_torch(module):
+    from ..layers.stack import Stack
+    from ..models.classifier import SequenceClassifier
+
+    encoder = from_torch(module.rnn)
+    if not isinstance(encoder, Stack):
+        encoder = Stack([encoder], dropout=float(module.rnn.dropout))
+    vocab = module.embedding.num_embeddings if module.embedding is not None else None
+    model = SequenceClassifier(
+        module.fc.out_features,
+        vocab_size=vocab,
+        input_size=None if vocab else module.rnn.input_size,
+        embed_size=module.rnn.input_size if vocab else None,
+        pooling=module.pooling,
+        dtype=encoder.dtype,
+        encoder=encoder,
+    )
+    if vocab:
+        model.embedding.params[0][...] = _np(module.embedding.weight)
+    model.params[-2][...] = _np(module.fc.weight).T
+    model.params[-1][...] = _np(module.fc.bias)
+    return model
