@@ -336,3 +336,34 @@ def test_the_runtime_refuses_a_changed_batch_size_with_state_carried(tmp_path):
         model.predict(np.zeros((3, 3), np.int64))
     copy.reset_state()
     assert copy.predict(np.zeros((3, 3), np.int64)).shape == (3, 3, 20)
+
+
+def test_fit_text_classifier_is_what_the_command_trains(tmp_path, capsys):
+    """`classify train --test FILE --save DIR` and fit_text_classifier on the same examples and
+    settings: the same classifier, bit for bit; sentences given as strings train the same."""
+    from fastrnn.classify import fit_text_classifier, read_labelled
+
+    rng = np.random.default_rng(7)
+    _write(tmp_path / "train.tsv", _examples(rng, 90))
+    _write(tmp_path / "test.tsv", _examples(rng, 20))
+    argv = ["classify", "train", "--data", str(tmp_path / "train.tsv"), "--test"]
+    argv += [str(tmp_path / "test.tsv"), "--epochs", "3", "--hidden", "8", "--embed", "8"]
+    argv += ["--cell", "rnn", "--pooling", "max", "--seed", "4", "--save", str(tmp_path / "run")]
+    assert main(argv) == 0
+    saved = TextClassifier.load(tmp_path / "run")
+    examples = read_labelled(tmp_path / "train.tsv")
+    settings = dict(cell="rnn", pooling="max", hidden=8, embed=8, seed=4)
+    seen = []
+    clf, losses = fit_text_classifier(
+        examples, 3, on_epoch=lambda e, x: seen.append((e, x)), **settings
+    )
+    assert [e for e, _ in seen] == [1, 2, 3] and [x for _, x in seen] == losses
+    record = json.loads((tmp_path / "run" / "classifier.json").read_text())
+    assert record["losses"] == losses
+    sentences = [ws for _, ws in examples]
+    np.testing.assert_array_equal(clf.scores(sentences), saved.scores(sentences))
+    as_text = [(lab, " ".join(ws)) for lab, ws in examples]
+    again, _ = fit_text_classifier(as_text, 3, **settings)
+    np.testing.assert_array_equal(again.scores(sentences), clf.scores(sentences))
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_text_classifier([("a", "x y")], 1)

@@ -41,14 +41,7 @@ import numpy as np
 from ..cli import fraction, positive
 from .data import read_labelled, read_sentences, vocabulary
 from .text import TextClassifier
-from .training import (
-    DEMO_DEFAULTS,
-    accuracy,
-    build_model,
-    layer_classes,
-    run_demo,
-    train_classifier,
-)
+from .training import DEMO_DEFAULTS, fit_text_classifier, layer_classes, run_demo
 
 __all__ = ["add_parser", "run_eval", "run_export", "run_predict", "run_train"]
 
@@ -84,16 +77,14 @@ def run_train(args):
             )
         test_examples = [examples[i] for i in order[:n_test]]
         train_examples = [examples[i] for i in order[n_test:]]
-    words = vocabulary(train_examples, args.min_count)
-    label_names = sorted({lab for lab, _ in train_examples})
-    if len(label_names) < 2:
-        raise ValueError(f"{args.data}: the training examples have fewer than 2 labels")
-    unknown = sorted({lab for lab, _ in test_examples} - set(label_names))
+    unknown = sorted({lab for lab, _ in test_examples} - {lab for lab, _ in train_examples})
     if unknown:
         raise ValueError(
             f"{args.test or args.data}: test labels {unknown[:5]} do not occur in training"
         )
-    classes, note = layer_classes()
+    if len({lab for lab, _ in train_examples}) < 2:
+        raise ValueError(f"{args.data}: the training examples have fewer than 2 labels")
+    _, note = layer_classes()
     settings = {
         "cell": args.cell,
         "embed": args.embed,
@@ -104,28 +95,26 @@ def run_train(args):
         "pooling": args.pooling,
         "bidirectional": not args.unidirectional,
     }
-    model = build_model(
-        not args.unidirectional, settings, len(words), len(label_names), args.seed, classes
-    )
-    clf = TextClassifier(model, words, label_names, args.max_len)
-    train_ids, train_lengths, _ = clf.encode([ws for _, ws in train_examples])
-    train = (train_ids, clf.label_ids([lab for lab, _ in train_examples]), train_lengths)
-    test_ids, test_lengths, _ = clf.encode([ws for _, ws in test_examples])
-    test = (test_ids, clf.label_ids([lab for lab, _ in test_examples]), test_lengths)
+    n_words = len(vocabulary(train_examples, args.min_count))
     print(
         f"{len(train_examples)} training and {len(test_examples)} test examples, "
-        f"{len(words)} words, {len(label_names)} labels{note}"
+        f"{n_words} words, {len({lab for lab, _ in train_examples})} labels{note}"
     )
     start = time.perf_counter()
-    losses = []
-    for epoch in range(args.epochs):
-        (loss,) = train_classifier(
-            model, *train, 1, args.batch_size, args.lr, args.seed + 1 + epoch
-        )
-        losses.append(loss)
-        print(f"epoch {epoch + 1}: loss {loss:.4f}")
+    clf, losses = fit_text_classifier(
+        train_examples,
+        args.epochs,
+        **settings,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_count=args.min_count,
+        max_len=args.max_len,
+        seed=args.seed,
+        on_epoch=lambda epoch, loss: print(f"epoch {epoch}: loss {loss:.4f}"),
+    )
     seconds = time.perf_counter() - start
-    train_acc, test_acc = accuracy(model, *train), accuracy(model, *test)
+    train_acc = clf.evaluate(train_examples)["accuracy"]
+    test_acc = clf.evaluate(test_examples)["accuracy"]
     print(f"train accuracy {train_acc:.1%}")
     print(f"test accuracy {test_acc:.1%}  ({seconds:.1f} s of training)")
     if args.save:

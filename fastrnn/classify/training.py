@@ -13,6 +13,7 @@ __all__ = [
     "DEMO_DEFAULTS",
     "accuracy",
     "build_model",
+    "fit_text_classifier",
     "layer_classes",
     "run_demo",
     "train_classifier",
@@ -83,6 +84,63 @@ def train_classifier(model, ids, labels, lengths, epochs, batch_size=32, lr=0.01
             count += len(rows)
         history.append(total / count)
     return history
+
+
+def fit_text_classifier(
+    examples,
+    epochs=5,
+    *,
+    cell="lstm",
+    embed=64,
+    hidden=64,
+    layers=1,
+    connection=None,
+    dropout=0.0,
+    pooling="last",
+    bidirectional=True,
+    batch_size=32,
+    lr=0.003,
+    min_count=1,
+    max_len=200,
+    seed=0,
+    on_epoch=None,
+):
+    """A :class:`~fastrnn.classify.TextClassifier` trained on `examples` [(label, sentence)]
+    (a sentence: a string or a list of words), what ``fastrnn classify train`` does: the
+    vocabulary of words seen `min_count` times, the labels in sorted order, a float32
+    ``SequenceClassifier`` (its encoder: `layers` of `cell`, `hidden` units a direction,
+    `connection` and `dropout` between them, `pooling`), then `epochs` of Adam over shuffled
+    minibatches (:func:`train_classifier`), ``on_epoch(epoch, mean loss)`` after each.
+    Returns (classifier, [mean loss of each epoch])."""
+    from .data import vocabulary
+    from .text import TextClassifier
+
+    examples = [(lab, s.split() if isinstance(s, str) else list(s)) for lab, s in examples]
+    labels = sorted({lab for lab, _ in examples})
+    if len(labels) < 2:
+        raise ValueError(f"examples hold {len(labels)} label(s); a classifier needs at least 2")
+    words = vocabulary(examples, min_count)
+    settings = {
+        "cell": cell,
+        "embed": embed,
+        "hidden": hidden,
+        "layers": layers,
+        "connection": connection,
+        "dropout": dropout,
+        "pooling": pooling,
+    }
+    classes, _ = layer_classes()
+    model = build_model(bidirectional, settings, len(words), len(labels), seed, classes)
+    clf = TextClassifier(model, words, labels, max_len)
+    ids, lengths, _ = clf.encode([ws for _, ws in examples])
+    y = clf.label_ids([lab for lab, _ in examples])
+    losses = []
+    for epoch in range(epochs):
+        (loss,) = train_classifier(model, ids, y, lengths, 1, batch_size, lr, seed + 1 + epoch)
+        losses.append(loss)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, loss)
+    return clf, losses
 
 
 def accuracy(model, ids, labels, lengths, batch_size=256):
