@@ -651,3 +651,21 @@ def test_each_epoch_records_its_gradient_norms(tmp_path, clip, clipped):
         for m, part in zip(tr.history, (seen[:w], seen[w:])):
             assert m["grad_norm"] == pytest.approx(np.mean(part), rel=1e-12)
             assert m["grad_norm_max"] == pytest.approx(np.max(part), rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    words=st.lists(st.sampled_from("a b c d e f g h <unk> <eos>".split()), min_size=1, max_size=60),
+    size=st.integers(2, 12),
+)
+def test_a_capped_vocabulary_keeps_no_rarer_word_than_it_drops(words, size):
+    v = Vocabulary.from_corpus(words, size)
+    counts = {w: words.count(w) for w in set(words)}
+    kept = set(v.id_to_word) - {"<unk>"}
+    dropped = set(counts) - kept - {"<unk>"}
+    assert "<unk>" in v and len(v) <= size
+    assert len(v) == min(size, len(set(counts) | {"<unk>"}))
+    if kept and dropped:
+        assert min(counts[w] for w in kept) >= max(counts[w] for w in dropped)
+    first = [w for w in dict.fromkeys(words) if w in kept]  # ids in order of first appearance
+    assert [w for w in v.id_to_word if w != "<unk>"] == first
