@@ -19,6 +19,7 @@ from fastrnn.classify import (
     TextClassifier,
     build_model,
     read_sentences,
+    read_word_vectors,
     train_classifier,
     vocabulary,
 )
@@ -367,3 +368,81 @@ def test_fit_text_classifier_is_what_the_command_trains(tmp_path, capsys):
     np.testing.assert_array_equal(again.scores(sentences), clf.scores(sentences))
     with pytest.raises(ValueError, match="at least 2"):
         fit_text_classifier([("a", "x y")], 1)
+
+
+# ---- pretrained word vectors ------------------------------------------------------------------
+
+
+def _vectors_file(path, words, size=6, header=False, seed=0):
+    rng = np.random.default_rng(seed)
+    table = {w: rng.standard_normal(size).astype(np.float32) for w in words}
+    lines = [f"{len(table)} {size}"] if header else []
+    lines += [w + " " + " ".join(f"{x:.6f}" for x in v) for w, v in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {w: np.array([float(f"{x:.6f}") for x in v], np.float32) for w, v in table.items()}
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_read_word_vectors_reads_glove_and_word2vec_text(tmp_path, header):
+    want = _vectors_file(tmp_path / "v.txt", ["good", "bad", "movie", "zebra"], header=header)
+    got = read_word_vectors(tmp_path / "v.txt")
+    assert set(got) == set(want)
+    for w in want:
+        assert got[w].dtype == np.float32 and np.array_equal(got[w], want[w])
+    assert set(read_word_vectors(tmp_path / "v.txt", ["good", "okapi"])) == {"good"}
+
+
+def test_bad_word_vector_files_name_the_line(tmp_path):
+    p = tmp_path / "v.txt"
+    for text, message in (
+        ("a 1 2 3\nb 1 2\n", "v.txt:2: 2 numbers after 'b', the first line had 3"),
+        ("a 1 2\nb 1 x\n", "v.txt:2: numbers that do not parse"),
+        ("\n", "holds no word vectors"),
+        ("a 1 nan\n", "NaN or Inf"),
+    ):
+        p.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            read_word_vectors(p)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_word_vectors(tmp_path / "none.txt")
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_training_starts_from_the_vectors_and_freezing_keeps_them(tmp_path, freeze):
+    from fastrnn.classify import fit_text_classifier
+
+    examples = _examples(np.random.default_rng(3), 60)
+    vectors = _vectors_file(tmp_path / "v.txt", ["good", "bad", "movie", "okapi"], size=5)
+    vectors = read_word_vectors(tmp_path / "v.txt")
+    clf, losses = fit_text_classifier(
+        examples, 2, hidden=6, embed=99, vectors=vectors, freeze_embeddings=freeze, seed=1
+    )
+    table = clf.model.embedding.params[0]
+    assert table.shape == (len(clf.words), 5)  # the vectors' size, not embed=99
+    for w in ("good", "bad", "movie"):
+        row = table[clf.word_to_id[w]]
+        assert np.array_equal(row, vectors[w]) == freeze  # trained away unless frozen
+    assert losses[-1] < losses[0]
+    # the other words' rows start at random and are frozen too
+    fresh, _ = fit_text_classifier(examples, 0, hidden=6, vectors=vectors, seed=1)
+    other = clf.word_to_id["plot"]
+    assert np.array_equal(table[other], fresh.model.embedding.params[0][other]) == freeze
+
+
+def test_the_command_line_takes_word_vectors(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    _write(tmp_path / "c.tsv", _examples(rng, 80))
+    _vectors_file(tmp_path / "v.txt", ["good", "bad", "fine", "zebra"], size=4)
+    argv = ["classify", "train", "--data", str(tmp_path / "c.tsv"), "--epochs", "1"]
+    argv += ["--hidden", "4", "--embeddings", str(tmp_path / "v.txt"), "--freeze-embeddings"]
+    assert main(argv + ["--save", str(tmp_path / "run")]) == 0
+    assert "word vectors of size 4 for 3 of the" in capsys.readouterr().out
+    record = json.loads((tmp_path / "run" / "classifier.json").read_text())
+    assert record["settings"]["freeze_embeddings"] is True
+    assert TextClassifier.load(tmp_path / "run").model.embedding.params[0].shape[1] == 4
+    assert main(argv[:-3] + ["--freeze-embeddings"]) == 2
+    assert "--freeze-embeddings needs --embeddings" in capsys.readouterr().err
+    (tmp_path / "none.txt").write_text("okapi 1 2\n")
+    argv2 = argv[:-3] + ["--embeddings", str(tmp_path / "none.txt")]
+    assert main(argv2) == 2
+    assert "a vector for none of the training words" in capsys.readouterr().err

@@ -8,7 +8,15 @@
 - :mod:`~fastrnn.classify.cli`: ``fastrnn classify demo / train / predict / eval / export``.
 """
 
-from .data import PAD, UNK, demo_data, read_labelled, read_sentences, vocabulary
+from .data import (
+    PAD,
+    UNK,
+    demo_data,
+    read_labelled,
+    read_sentences,
+    read_word_vectors,
+    vocabulary,
+)
 from .text import TextClassifier
 from .training import (
     DEMO_DEFAULTS,
@@ -32,6 +40,7 @@ __all__ = [
     "layer_classes",
     "read_labelled",
     "read_sentences",
+    "read_word_vectors",
     "run_demo",
     "train_classifier",
     "vocabulary",

@@ -16,7 +16,8 @@ unidirectional model stays at chance (1/K): measured 23.8% after the default 4 e
 ``fastrnn classify train --data FILE`` trains on a labelled corpus: one example per line,
 ``label<TAB>sentence`` (words separated by spaces); the vocabulary and the label set come
 from the training part; a held-out part (``--test-fraction``, or ``--test FILE``) gives the
-test accuracy.  ``--save DIR`` keeps the classifier (model, vocabulary, labels, a record of
+test accuracy; ``--embeddings FILE`` starts the embedding from pretrained word vectors
+(GloVe's text format).  ``--save DIR`` keeps the classifier (model, vocabulary, labels, a record of
 the run).
 
 ``fastrnn classify predict --model DIR [FILE...]`` labels sentences, one per line, from the
@@ -39,7 +40,7 @@ import time
 import numpy as np
 
 from ..cli import fraction, positive
-from .data import read_labelled, read_sentences, vocabulary
+from .data import read_labelled, read_sentences, read_word_vectors, vocabulary
 from .text import TextClassifier
 from .training import DEMO_DEFAULTS, fit_text_classifier, layer_classes, run_demo
 
@@ -95,11 +96,23 @@ def run_train(args):
         "pooling": args.pooling,
         "bidirectional": not args.unidirectional,
     }
-    n_words = len(vocabulary(train_examples, args.min_count))
+    words = vocabulary(train_examples, args.min_count)
     print(
         f"{len(train_examples)} training and {len(test_examples)} test examples, "
-        f"{n_words} words, {len({lab for lab, _ in train_examples})} labels{note}"
+        f"{len(words)} words, {len({lab for lab, _ in train_examples})} labels{note}"
     )
+    vectors = None
+    if args.embeddings:
+        vectors = read_word_vectors(args.embeddings, words)
+        if not vectors:
+            raise ValueError(f"{args.embeddings}: holds a vector for none of the training words")
+        settings["embed"] = len(next(iter(vectors.values())))
+        print(
+            f"word vectors of size {settings['embed']} for {len(vectors)} of the {len(words)} "
+            f"words from {args.embeddings}" + (" (frozen)" if args.freeze_embeddings else "")
+        )
+    elif args.freeze_embeddings:
+        raise ValueError("--freeze-embeddings needs --embeddings FILE")
     start = time.perf_counter()
     clf, losses = fit_text_classifier(
         train_examples,
@@ -111,6 +124,8 @@ def run_train(args):
         max_len=args.max_len,
         seed=args.seed,
         on_epoch=lambda epoch, loss: print(f"epoch {epoch}: loss {loss:.4f}"),
+        vectors=vectors,
+        freeze_embeddings=args.freeze_embeddings,
     )
     seconds = time.perf_counter() - start
     train_acc = clf.evaluate(train_examples)["accuracy"]
@@ -128,6 +143,8 @@ def run_train(args):
                 "lr": args.lr,
                 "min_count": args.min_count,
                 "seed": args.seed,
+                "embeddings": os.path.abspath(args.embeddings) if args.embeddings else None,
+                "freeze_embeddings": args.freeze_embeddings,
             },
             "losses": losses,
             "train_accuracy": train_acc,
@@ -274,6 +291,15 @@ def add_parser(subparsers):
     t.add_argument("--unidirectional", action="store_true")
     t.add_argument("--min-count", type=positive(), default=1, help="rarer words become <unk>")
     t.add_argument("--max-len", type=positive(), default=200, help="longer sentences are cut")
+    t.add_argument(
+        "--embeddings",
+        metavar="FILE",
+        help="pretrained word vectors (GloVe's text format, or word2vec's): the embedding "
+        "starts from them and takes their size",
+    )
+    t.add_argument(
+        "--freeze-embeddings", action="store_true", help="keep the embedding as it starts"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
         "--save",

@@ -6,7 +6,15 @@ import sys
 
 import numpy as np
 
-__all__ = ["PAD", "UNK", "demo_data", "read_labelled", "read_sentences", "vocabulary"]
+__all__ = [
+    "PAD",
+    "UNK",
+    "demo_data",
+    "read_labelled",
+    "read_sentences",
+    "read_word_vectors",
+    "vocabulary",
+]
 
 #: id 0 pads a batch, id 1 reads every word the training examples did not hold often enough
 PAD, UNK = "<pad>", "<unk>"
@@ -63,6 +71,46 @@ def read_sentences(path):
     if not sentences:
         raise ValueError(f"{path}: holds no sentences")
     return sentences
+
+
+def read_word_vectors(path, words=None):
+    """{word: float32 vector} of a text file of word vectors, one word a line followed by its
+    numbers (GloVe's format; word2vec's text format, whose first line gives the count and the
+    size, too).  With `words`, only those are kept (a large file read for a small vocabulary).
+
+    Every vector must have the size of the first; a line that breaks that, a number that does
+    not parse, a missing or non-UTF-8 file is an error naming the path (and line)."""
+    wanted = None if words is None else set(words)
+    vectors, size = {}, None
+    for number, line in _lines(path, "the word vectors"):
+        parts = line.rstrip().split(" ")
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            continue  # word2vec's header: count and size
+        if not line.strip():
+            continue
+        word, values = parts[0], parts[1:]
+        if size is None:
+            size = len(values)
+            if size < 1:
+                raise ValueError(f"{path}:{number}: expected a word and its numbers")
+        if len(values) != size:
+            raise ValueError(
+                f"{path}:{number}: {len(values)} numbers after {word[:30]!r}, the first line "
+                f"had {size}"
+            )
+        if wanted is not None and word not in wanted:
+            continue
+        try:
+            vectors[word] = np.array(values, np.float32)
+        except ValueError:
+            raise ValueError(
+                f"{path}:{number}: numbers that do not parse after {word[:30]!r}"
+            ) from None
+    if size is None:
+        raise ValueError(f"{path}: holds no word vectors")
+    if not all(np.isfinite(v).all() for v in vectors.values()):
+        raise ValueError(f"{path}: holds NaN or Inf")
+    return vectors
 
 
 def vocabulary(examples, min_count=1):

@@ -63,26 +63,43 @@ def _trim(ids, lengths):
     return ids[:, : int(lengths.max())]
 
 
-def train_classifier(model, ids, labels, lengths, epochs, batch_size=32, lr=0.01, seed=0):
-    """Adam (with global-norm clipping at 5) over shuffled minibatches; returns the mean loss
-    of every epoch."""
+def train_classifier(
+    model,
+    ids,
+    labels,
+    lengths,
+    epochs,
+    batch_size=32,
+    lr=0.01,
+    seed=0,
+    on_epoch=None,
+    frozen=(),
+):
+    """Adam (with global-norm clipping at 5) over shuffled minibatches, one optimizer for all
+    `epochs`; ``on_epoch(epoch, mean loss)`` after each; the parameters at the indices in
+    `frozen` (of ``model.params``) are left as they are.  Returns the mean loss of every
+    epoch."""
     from .. import clip_grads
     from ..train.optim import Adam
 
     rng = np.random.default_rng(seed)
     opt = Adam(lr)
+    trained = [i for i in range(len(model.params)) if i not in set(frozen)]
     history = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         total, count = 0.0, 0
         for rows in _batches(len(labels), batch_size, rng):
             x = _trim(ids[rows], lengths[rows])
             loss = model.forward(x, labels[rows], lengths[rows])
             model.backward()
-            clip_grads(model.grads, 5.0)
-            opt.update(model.params, model.grads)
+            grads = [model.grads[i] for i in trained]
+            clip_grads(grads, 5.0)
+            opt.update([model.params[i] for i in trained], grads)
             total += loss * len(rows)
             count += len(rows)
         history.append(total / count)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
     return history
 
 
@@ -104,6 +121,8 @@ def fit_text_classifier(
     max_len=200,
     seed=0,
     on_epoch=None,
+    vectors=None,
+    freeze_embeddings=False,
 ):
     """A :class:`~fastrnn.classify.TextClassifier` trained on `examples` [(label, sentence)]
     (a sentence: a string or a list of words), what ``fastrnn classify train`` does: the
@@ -111,9 +130,18 @@ def fit_text_classifier(
     ``SequenceClassifier`` (its encoder: `layers` of `cell`, `hidden` units a direction,
     `connection` and `dropout` between them, `pooling`), then `epochs` of Adam over shuffled
     minibatches (:func:`train_classifier`), ``on_epoch(epoch, mean loss)`` after each.
-    Returns (classifier, [mean loss of each epoch])."""
+
+    `vectors`: pretrained word vectors, {word: vector} (:func:`read_word_vectors`); the
+    embedding takes their size (`embed` is ignored) and starts from them for the words they
+    hold (the others keep their random start); `freeze_embeddings` keeps the whole embedding
+    as it starts.  Returns (classifier, [mean loss of each epoch])."""
     from .data import vocabulary
     from .text import TextClassifier
+
+    if freeze_embeddings and vectors is None:
+        raise ValueError("freeze_embeddings needs vectors (pretrained word vectors)")
+    if vectors is not None:
+        embed = _vector_size(vectors)
 
     examples = [(lab, s.split() if isinstance(s, str) else list(s)) for lab, s in examples]
     labels = sorted({lab for lab, _ in examples})
@@ -132,15 +160,27 @@ def fit_text_classifier(
     classes, _ = layer_classes()
     model = build_model(bidirectional, settings, len(words), len(labels), seed, classes)
     clf = TextClassifier(model, words, labels, max_len)
+    if vectors is not None:
+        table = model.embedding.params[0]
+        for i, w in enumerate(words):
+            if w in vectors:
+                table[i] = vectors[w]
     ids, lengths, _ = clf.encode([ws for _, ws in examples])
     y = clf.label_ids([lab for lab, _ in examples])
-    losses = []
-    for epoch in range(epochs):
-        (loss,) = train_classifier(model, ids, y, lengths, 1, batch_size, lr, seed + 1 + epoch)
-        losses.append(loss)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, loss)
+    frozen = (0,) if freeze_embeddings else ()
+    losses = train_classifier(
+        model, ids, y, lengths, epochs, batch_size, lr, seed + 1, on_epoch, frozen
+    )
     return clf, losses
+
+
+def _vector_size(vectors):
+    sizes = {np.shape(v) for v in vectors.values()}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1 or not vectors:
+        raise ValueError(
+            f"vectors must map words to vectors of one size, got shapes {sorted(sizes)[:3]}"
+        )
+    return next(iter(sizes))[0]
 
 
 def accuracy(model, ids, labels, lengths, batch_size=256):
