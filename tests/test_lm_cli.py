@@ -757,3 +757,15 @@ def test_the_corpus_flags_are_checked(tmp_path, standin, capsys, which, message)
 
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+def test_patience_is_a_checked_flag_that_resume_may_change(tmp_path, standin, capsys):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--patience", "0") == 2
+    assert "--patience must be a positive integer" in capsys.readouterr().err
+    assert train(data, out, "--epochs", "2", "--patience", "5") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["patience"] == 5 and m["stopped_early"] is None
+    assert resume(data, out, "--epochs", "3", "--patience", "1", "--no-progress", "--no-plot") == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["patience"] == 1

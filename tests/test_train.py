@@ -669,3 +669,26 @@ def test_a_capped_vocabulary_keeps_no_rarer_word_than_it_drops(words, size):
         assert min(counts[w] for w in kept) >= max(counts[w] for w in dropped)
     first = [w for w in dict.fromkeys(words) if w in kept]  # ids in order of first appearance
     assert [w for w in v.id_to_word if w != "<unk>"] == first
+
+
+def test_patience_stops_after_epochs_without_a_validation_gain_and_resume_agrees(tmp_path):
+    c = load_ptb(write_corpus(tmp_path))
+    script = iter([10.0, 9.0, 9.5, 9.7, 9.8, 8.0])  # best at epoch 2; 3 and 4 gain nothing
+    tr = make_trainer(len(c.vocab))
+    tr.evaluate_shared = lambda ids, desc="eval": next(script)
+    lines = []
+    tr.fit(c.train, c.valid, 6, log=lines.append, patience=2)
+    assert tr.epoch == 4 and tr.stopped_early == 4 and tr.epochs_without_gain() == 2
+    assert "stopping early after epoch 4" in lines[-1] and "epoch 2's for 2 epochs" in lines[-1]
+    steps = tr.step
+    # resumed from its state, the run stops where it stood; a larger patience trains on
+    state, arrays = tr.state()
+    again = make_trainer(len(c.vocab))
+    again.load_state(json.loads(json.dumps(state)), arrays)
+    again.evaluate_shared = lambda ids, desc="eval": next(script)
+    again.fit(c.train, c.valid, 6, log=None, patience=2)
+    assert again.epoch == 4 and again.step == steps and again.stopped_early == 4
+    again.fit(c.train, c.valid, 6, log=None, patience=4)  # the 9.8, then the 8.0
+    assert again.epoch == 6 and again.stopped_early is None
+    with pytest.raises(StopIteration):
+        next(script)

@@ -192,6 +192,13 @@ def _add_train_arguments(p):
     )
     g.add_argument("--clip", type=float, metavar="C", help="global-norm clip (0: none)")
     g.add_argument(
+        "--patience",
+        type=int,
+        metavar="K",
+        help="stop early after K epochs in a row without a validation gain (default: train "
+        "every epoch); --resume may change it",
+    )
+    g.add_argument(
         "--max-vocab",
         type=int,
         metavar="V",

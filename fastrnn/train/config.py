@@ -62,6 +62,8 @@ def check_config(cfg):
     need(math.isfinite(cfg["clip"]) and cfg["clip"] >= 0, "clip", ">= 0 (0: no clipping)")
     need(cfg["decay_after"] >= 0, "decay_after", "a non-negative integer")
     need(cfg["seed"] >= 0, "seed", "a non-negative integer")
+    if cfg.get("patience") is not None:
+        need(cfg["patience"] >= 1, "patience", "a positive integer (epochs)")
     if cfg.get("max_vocab") is not None:
         need(cfg["max_vocab"] >= 2, "max_vocab", f"at least 2 (a word and {UNK})")
     if cfg["tie_weights"]:

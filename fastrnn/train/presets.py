@@ -58,6 +58,7 @@ HYPERPARAMETERS = {
     "loss": str,  # "mean" (book) or "sum" over time (Zaremba)
     "epochs": int,
     "seed": int,
+    "patience": int,  # None: all epochs; K: stop after K epochs without a validation gain
     # data
     "max_vocab": int,  # None: every training word; V: the V - 1 most frequent and <unk>
 }
@@ -78,6 +79,7 @@ _BASE = {
     "decay_after": 4,
     "plateau_factor": 4.0,
     "seed": 0,
+    "patience": None,
     "max_vocab": None,
 }
 

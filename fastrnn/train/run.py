@@ -19,8 +19,8 @@ from .trainer import TrainingInterrupted
 __all__ = ["RESUME_FLAGS", "run_train"]
 
 # flags that may accompany --resume (everything else comes from the checkpoint; the evaluation
-# window changes the speed, not the numbers)
-RESUME_FLAGS = ("epochs", "eval_bptt")
+# window changes the speed, not the numbers; the patience only where the run stops)
+RESUME_FLAGS = ("epochs", "eval_bptt", "patience")
 
 
 def _where(trainer):
@@ -62,7 +62,9 @@ def _stop_on_signals(trainer):
             signal.signal(s, h)
 
 
-def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None, test_ppl_final=None):
+def _metrics_doc(
+    cfg, history, best, test_ppl=None, eval_words=None, test_ppl_final=None, stopped_early=None
+):
     doc = {
         "preset": cfg["preset"],
         "config": cfg,
@@ -73,6 +75,8 @@ def _metrics_doc(cfg, history, best, test_ppl=None, eval_words=None, test_ppl_fi
         "best_epoch": best.get("epoch"),
         "best_val_ppl": best.get("val_ppl"),
         "eval_words": eval_words,
+        # the epoch --patience stopped the run after (None: not stopped early)
+        "stopped_early": stopped_early,
     }
     if test_ppl is not None:
         doc["test_model"] = "best validation"
@@ -332,6 +336,7 @@ class _Run:
             test_ppl,
             self.args.eval_words,
             test_ppl_final,
+            self.trainer.stopped_early,
         )
         ckpt.atomic_write_json(os.path.join(self.out, "metrics.json"), doc)
 
@@ -350,6 +355,7 @@ class _Run:
                     on_epoch=self.on_epoch,
                     on_window=self.on_window,
                     log=print if self.lead else None,
+                    patience=self.cfg.get("patience"),
                 )
         except TrainingInterrupted as e:
             self.save_last(trainer)

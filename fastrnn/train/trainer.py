@@ -296,6 +296,7 @@ class LMTrainer:
         # (None between epochs); a checkpoint taken inside an epoch resumes from it
         self.position = None
         self.last_grad_norm = None  # the last update's global gradient norm (with clipping)
+        self.stopped_early = None  # the epoch fit's patience stopped after
         self.stop_requested = False  # set (by a signal handler) to stop after this update
         # a checkpoint wanted by one rank (its timer), due on all of them after the next update
         self.checkpoint_wanted = self.checkpoint_due = False
@@ -427,6 +428,11 @@ class LMTrainer:
             stats["clipped"] = norms[2] / done
         return stats
 
+    def epochs_without_gain(self):
+        """Complete epochs since the one of the best validation perplexity (0: the last)."""
+        vals = [m["val_ppl"] for m in self.history if not m.get("partial")]
+        return len(vals) - 1 - int(np.argmin(vals)) if vals else 0
+
     def evaluate(self, ids, desc="eval"):
         """Perplexity of `ids` at batch 1, state carried across windows of `eval_bptt` steps
         (:func:`evaluate_perplexity`); ``stop_requested`` interrupts it."""
@@ -456,9 +462,13 @@ class LMTrainer:
         on_epoch=None,
         on_window=None,
         log=print,
+        patience=None,
     ):
         """Train until `epochs` epochs are complete (continuing from ``self.epoch``, and inside
-        it from ``position``).
+        it from ``position``), or with `patience` until that many epochs in a row have not
+        improved on the best validation perplexity (early stopping; ``stopped_early`` then
+        holds the last epoch; judged from ``history``, so a resumed run stops where it would
+        have).
 
         After each epoch the validation perplexity feeds the schedule, a metrics dict is
         appended to ``history`` and ``on_epoch(trainer, metrics)`` is called (checkpointing);
@@ -467,7 +477,17 @@ class LMTrainer:
         recorded with ``"partial": True``, and training stops.  ``stop_requested`` stops it
         with :class:`TrainingInterrupted`, ``position`` kept for a checkpoint."""
         remaining = max_steps
+        self.stopped_early = None
         while self.epoch < epochs:
+            if patience is not None and self.epochs_without_gain() >= patience:
+                self.stopped_early = self.epoch
+                if log:
+                    log(
+                        f"stopping early after epoch {self.epoch}: validation has not improved "
+                        f"on epoch {self.epoch - self.epochs_without_gain()}'s for {patience} "
+                        "epochs"
+                    )
+                break
             stats = self.train_epoch(train_ids, remaining, on_window)
             val_ppl = self.evaluate_shared(valid_ids, "valid")
             self.position = None
