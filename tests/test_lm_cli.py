@@ -404,6 +404,9 @@ def test_generate_sampling_is_seeded(trained, capsys):
         (["--length", "-1"], "--length must be >= 0"),
         (["--temperature", "0"], "--temperature must be a positive number"),
         (["--model", "/nonexistent/x"], "no such file or directory"),
+        (["--top-k", "0"], "--top-k must be a positive integer"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--greedy", "--top-k", "3"], "--greedy takes the most likely word"),
     ],
 )
 def test_generate_errors(trained, capsys, flags, message):
@@ -769,3 +772,14 @@ def test_patience_is_a_checked_flag_that_resume_may_change(tmp_path, standin, ca
     assert m["config"]["patience"] == 5 and m["stopped_early"] is None
     assert resume(data, out, "--epochs", "3", "--patience", "1", "--no-progress", "--no-plot") == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["patience"] == 1
+
+
+def test_generate_top_k_1_and_a_tiny_top_p_are_greedy(trained, capsys):
+    base = ["lm", "generate", "--model", str(trained), "--length", "25", "--seed", "3"]
+    assert main(base + ["--greedy"]) == 0
+    greedy = capsys.readouterr().out
+    for flags in (["--top-k", "1"], ["--top-p", "1e-9"], ["--top-k", "4", "--top-p", "1e-9"]):
+        assert main(base + ["--temperature", "3", *flags]) == 0
+        assert capsys.readouterr().out == greedy, flags
+    assert main(base + ["--temperature", "3", "--top-k", "3"]) == 0
+    assert capsys.readouterr().out != greedy  # (a sample at a high temperature)

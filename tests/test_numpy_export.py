@@ -237,6 +237,36 @@ def test_next_word_draws_what_rng_choice_draws(seed, V, scale, temperature, n_sk
     assert rng.random() == np.random.default_rng(seed + 1).random(2)[1]  # one number consumed
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    V=st.integers(1, 500),
+    temperature=st.floats(0.2, 3.0),
+    top_k=st.one_of(st.none(), st.integers(1, 600)),
+    top_p=st.one_of(st.none(), st.floats(0.01, 1.0)),
+)
+def test_top_k_and_top_p_draw_from_the_truncated_distribution(seed, V, temperature, top_k, top_p):
+    """The draw of rng.choice over the words a sort keeps: the top_k most likely, then the
+    fewest most likely whose mass reaches top_p (no ties: continuous scores)."""
+    from fastrnn.interop.numpy_runtime import next_word
+
+    data = np.random.default_rng(seed)
+    scores = data.standard_normal(V) * 3
+    p = np.exp(scores / temperature - (scores / temperature).max())
+    order = np.argsort(-p)
+    keep = order[: top_k or V]
+    if top_p is not None:
+        mass = np.cumsum(p[keep]) / p[keep].sum()
+        keep = keep[: int(np.argmax(mass >= top_p * (1 - 1e-12))) + 1]
+    q = np.zeros(V)
+    q[keep] = p[keep]
+    want = int(np.random.default_rng(seed + 1).choice(V, p=q / q.sum()))
+    got = next_word(
+        scores.copy(), np.random.default_rng(seed + 1), temperature, False, None, top_k, top_p
+    )
+    assert got == want and got in set(keep.tolist())
+
+
 def test_next_word_with_a_temperature_too_small_is_an_error():
     from fastrnn.interop.numpy_runtime import next_word
 

@@ -346,10 +346,12 @@ def perplexity(model, ids, window=512):
     return math.exp(min(total / (len(ids) - 1), 700.0))
 
 
-def next_word(scores, rng, temperature=1.0, greedy=False, skip=None):
+def next_word(scores, rng, temperature=1.0, greedy=False, skip=None, top_k=None, top_p=None):
     """The word picked from one step's float64 `scores` (V,): the most likely (`greedy`) or a
-    draw from softmax(scores / temperature) with `rng`; ids in the int array `skip` never.
-    (fastrnn.train.generate picks with this too: the same draws in both.)"""
+    draw from softmax(scores / temperature) with `rng`, restricted to the `top_k` most likely
+    words and / or to the fewest most likely words whose probability reaches `top_p` (nucleus
+    sampling); ids in the int array `skip` never.  (fastrnn.train.generate picks with this
+    too: the same draws in both.)"""
     if skip is not None and skip.size:
         scores[skip] = -np.inf
     if greedy:
@@ -357,6 +359,13 @@ def next_word(scores, rng, temperature=1.0, greedy=False, skip=None):
     with np.errstate(over="ignore", invalid="ignore"):  # (reported below, as an error)
         z = scores / temperature
         p = np.exp(z - z.max())
+    if top_k is not None and top_k < p.size:
+        p[z < np.partition(z, -top_k)[-top_k]] = 0.0  # (ties with the k-th are kept)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        mass = np.cumsum(p[order])
+        keep = int(np.searchsorted(mass, top_p * mass[-1])) + 1  # the word that reaches it too
+        p[order[keep:]] = 0.0
     # rng.choice(V, p=p/p.sum())'s draw -- the same cumulative sums, the same uniform number, the
     # same index -- without its checks of p, which took half of a small model's generation step
     cdf = np.cumsum(p, out=p)
@@ -369,7 +378,17 @@ def next_word(scores, rng, temperature=1.0, greedy=False, skip=None):
     return int(cdf.searchsorted(rng.random(), side="right"))
 
 
-def generate(model, start_id, length, temperature=1.0, greedy=False, seed=None, skip_ids=()):
+def generate(
+    model,
+    start_id,
+    length,
+    temperature=1.0,
+    greedy=False,
+    seed=None,
+    skip_ids=(),
+    top_k=None,
+    top_p=None,
+):
     """`length` word ids after `start_id`, one at a time (:func:`next_word`, with
     ``np.random.default_rng(seed)``), never one of `skip_ids`."""
     rng = np.random.default_rng(seed)
@@ -378,7 +397,7 @@ def generate(model, start_id, length, temperature=1.0, greedy=False, seed=None, 
     out, word = [], int(start_id)
     for _ in range(length):
         scores = model.predict(np.array([[word]]))[0, 0].astype(np.float64)
-        word = next_word(scores, rng, temperature, greedy, skip)
+        word = next_word(scores, rng, temperature, greedy, skip, top_k, top_p)
         out.append(word)
     model.reset_state()
     return out
@@ -446,6 +465,8 @@ def main(argv=None):
     ap.add_argument("--length", type=int, default=30)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--greedy", action="store_true")
+    ap.add_argument("--top-k", type=int, help="sample among the K most likely words only")
+    ap.add_argument("--top-p", type=float, help="sample among the most likely words of mass P")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--perplexity", metavar="TEXT", help="print the perplexity of a text file")
     ap.add_argument(
@@ -478,8 +499,20 @@ def main(argv=None):
     if args.start not in index:
         sys.exit(f"--start {args.start!r} is not in the vocabulary")
     skip = [index[UNK]] if UNK in index else []
+    if (args.top_k is not None and args.top_k < 1) or (
+        args.top_p is not None and not 0 < args.top_p <= 1
+    ):
+        sys.exit("--top-k must be >= 1 and --top-p in (0, 1]")
     ids = generate(
-        model, index[args.start], args.length, args.temperature, args.greedy, args.seed, skip
+        model,
+        index[args.start],
+        args.length,
+        args.temperature,
+        args.greedy,
+        args.seed,
+        skip,
+        args.top_k,
+        args.top_p,
     )
     text = " ".join([args.start] + [vocab[i] for i in ids])
     print(text.replace(f" {EOS} ", "\n").replace(EOS, "\n").rstrip("\n"))

@@ -6,7 +6,7 @@ Usage::
                      [--epochs N] [--out DIR] [--threads K] [--seed S] [--resume]
                      [--max-vocab V] [a flag per hyper-parameter ...]
     fastrnn lm generate --model DIR [--start WORD] [--length L] [--temperature X | --greedy]
-                        [--seed S]
+                        [--top-k K] [--top-p P] [--seed S]
     fastrnn lm eval --model DIR (--data DIR [--split valid,test] | --text FILE ...)
                     [--eval-bptt T] [--threads K] [--json FILE]
     fastrnn lm export --model DIR [--numpy DIR] [--onnx FILE]
@@ -244,6 +244,13 @@ def _add_generate_arguments(p):
         help="sample from softmax(scores / X) (default: %(default)s)",
     )
     mode.add_argument("--greedy", action="store_true", help="always the most likely word")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely words")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="sample among the fewest most likely words whose probability reaches P (nucleus)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--vocab", metavar="FILE", help="vocab.json (default: found next to the model)")
     return p

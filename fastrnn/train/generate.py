@@ -8,18 +8,37 @@ from ..interop.numpy_runtime import next_word
 __all__ = ["generate"]
 
 
-def generate(model, start_id, length, *, temperature=1.0, greedy=False, seed=None, skip_ids=()):
+def generate(
+    model,
+    start_id,
+    length,
+    *,
+    temperature=1.0,
+    greedy=False,
+    seed=None,
+    skip_ids=(),
+    top_k=None,
+    top_p=None,
+):
     """Word ids continuing `start_id`, `length` of them (the start word not included).
 
     Each step feeds the last word to ``model.predict(xs, train_flg=False)`` as a (1, 1) batch,
     the model's state carried from the previous step (the single-step path), and picks the next
     word from the scores: the most likely one (`greedy`) or a sample from
-    ``softmax(scores / temperature)``, drawn with ``np.random.default_rng(seed)``.
-    `skip_ids` are never produced (e.g. an unknown-word token)."""
+    ``softmax(scores / temperature)``, drawn with ``np.random.default_rng(seed)``, among the
+    `top_k` most likely words only and / or the fewest most likely words whose probability
+    reaches `top_p` (nucleus sampling).  `skip_ids` are never produced (e.g. an unknown-word
+    token)."""
     if not isinstance(length, (int, np.integer)) or length < 0:
         raise ValueError(f"length must be a non-negative integer, got {length!r}")
     if not greedy and not (temperature > 0 and np.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
+    ):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
     rng = np.random.default_rng(seed)
     skip = np.asarray(list(skip_ids), dtype=np.int64)
     model.reset_state()
@@ -28,7 +47,7 @@ def generate(model, start_id, length, *, temperature=1.0, greedy=False, seed=Non
         scores = np.asarray(
             model.predict(np.array([[x]]), train_flg=False), dtype=np.float64
         ).reshape(-1)
-        x = next_word(scores, rng, temperature, greedy, skip)
+        x = next_word(scores, rng, temperature, greedy, skip, top_k, top_p)
         out.append(x)
     model.reset_state()
     return out

@@ -50,6 +50,12 @@ def run_generate(args):
             raise UsageError(f"--length must be >= 0, got {args.length}")
         if not args.greedy and not (args.temperature > 0 and math.isfinite(args.temperature)):
             raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
+        if args.top_k is not None and args.top_k < 1:
+            raise UsageError(f"--top-k must be a positive integer, got {args.top_k}")
+        if args.top_p is not None and not 0 < args.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
+        if args.greedy and (args.top_k is not None or args.top_p is not None):
+            raise UsageError("--greedy takes the most likely word: drop --top-k / --top-p")
         path, model, vocab = _load_trained(args)
         if args.start not in vocab:
             raise UsageError(
@@ -68,6 +74,8 @@ def run_generate(args):
         greedy=args.greedy,
         seed=args.seed,
         skip_ids=skip,
+        top_k=args.top_k,
+        top_p=args.top_p,
     )
     words = [args.start] + [vocab.id_to_word[i] for i in ids]
     print(" ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n").rstrip("\n"))
