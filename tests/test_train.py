@@ -692,3 +692,72 @@ def test_patience_stops_after_epochs_without_a_validation_gain_and_resume_agrees
     assert again.epoch == 6 and again.stopped_early is None
     with pytest.raises(StopIteration):
         next(script)
+
+
+def _adam_lines(P, G, M, V, lr_t, b1, b2, eps):
+    """The book's Adam step as NumPy lines (the fused pass must give their bits)."""
+    for p, g, m, v in zip(P, G, M, V):
+        m += (1 - b1) * (g - m)
+        v += (1 - b2) * (g * g - v)
+        p -= (lr_t * m / (np.sqrt(v) + eps)).astype(p.dtype, copy=False)
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.0.0", reason="NumPy 2 promotion")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_the_fused_adam_step_gives_the_numpy_lines_bits(dtype, order, rng):
+    from fastrnn._norms import adam_step
+
+    shapes = [(300, 7), (5,), (0, 3), (1100, 1000)]  # the last: over a million, threads
+    P = [np.asarray(rng.standard_normal(s), dtype, order=order) for s in shapes]
+    G = [np.asarray(rng.standard_normal(s) * 10.0 ** rng.integers(-6, 3), dtype, order=order)
+         for s in shapes]  # fmt: skip
+    M = [np.zeros_like(p) for p in P]
+    V = [np.zeros_like(p) for p in P]
+    want = [[a.copy() for a in arrays] for arrays in (P, M, V)]
+    for it in range(1, 4):
+        lr_t = 0.01 * np.sqrt(1.0 - 0.999**it) / (1.0 - 0.9**it)
+        assert adam_step(P, G, M, V, lr_t, 0.9, 0.999, 1e-7, threads=2) == []
+        _adam_lines(*want[:1], G, *want[1:], lr_t, 0.9, 0.999, 1e-7)
+    for got, ref in zip(P + M + V, sum(want, [])):
+        assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_the_fused_adam_step_leaves_what_it_cannot_take_to_the_caller(rng):
+    from fastrnn._norms import adam_step
+
+    p = rng.standard_normal((6, 5)).astype(np.float32)
+    g = rng.standard_normal((6, 5)).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    frozen = np.zeros_like(p)
+    frozen.flags.writeable = False
+    cases = [
+        (p[:, ::2].copy(order="F"), g[:, ::2], m[:, :3], v[:, :3]),  # memory orders differ
+        (p, g.astype(np.float64), m, v),  # dtypes differ
+        (p, g, frozen, v),  # a read-only moment
+        (p, g, m, m),  # m and v the same memory
+    ]
+    for case in cases:
+        before = [a.copy() for a in case]
+        assert adam_step(*[[a] for a in case], 0.01, 0.9, 0.999, 1e-7) == [0]
+        assert all(np.array_equal(a, b) for a, b in zip(case, before))
+    with pytest.raises(ValueError, match="must pair up"):
+        adam_step([p], [g], [m], [], 0.01, 0.9, 0.999, 1e-7)
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.0.0", reason="NumPy 2 promotion")
+def test_adam_updates_every_parameter_the_same_as_before(rng):
+    """Adam.update (fused pass, NumPy lines for the rest) against the NumPy lines alone."""
+    P = [rng.standard_normal((40, 30)).astype(np.float32), rng.standard_normal(7)]
+    odd = rng.standard_normal((8, 6)).astype(np.float32)[:, ::2]  # not contiguous: the lines
+    P.append(odd)
+    ref = [p.copy() for p in P]
+    opt = Adam(0.01)
+    M, V = [np.zeros_like(p) for p in ref], [np.zeros_like(p) for p in ref]
+    for it in range(1, 5):
+        G = [rng.standard_normal(p.shape).astype(p.dtype) for p in P]
+        opt.update(P, G)
+        lr_t = 0.01 * np.sqrt(1.0 - 0.999**it) / (1.0 - 0.9**it)
+        _adam_lines(ref, G, M, V, lr_t, 0.9, 0.999, 1e-7)
+    for a, b in zip(P, ref):
+        np.testing.assert_array_equal(a, b)

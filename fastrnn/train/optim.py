@@ -3,7 +3,7 @@ arrays in place, so layers, which read their ``params`` afresh at every call, se
 
 import numpy as np
 
-from .._norms import sgd_step
+from .._norms import adam_step, sgd_step
 from .._threads import blas_threads
 
 __all__ = ["SGD", "Adam"]
@@ -41,7 +41,16 @@ class Adam:
             self.v = [np.zeros_like(p) for p in params]
         self.iter += 1
         lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        for p, g, m, v in zip(params, grads, self.m, self.v):
+        # One fused pass per array on fastrnn's threads, the same bits as the lines below (a
+        # 2 M-parameter classifier: 16.4 ms in NumPy's dozen passes and temporaries); the
+        # lines run for what the pass does not take.
+        params, grads = list(params), list(grads)
+        rest = adam_step(
+            params, grads, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps,
+            threads=blas_threads(),
+        )  # fmt: skip
+        for k in rest:
+            p, g, m, v = params[k], grads[k], self.m[k], self.v[k]
             m += (1 - self.beta1) * (g - m)
             v += (1 - self.beta2) * (g * g - v)
             p -= (lr_t * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False)

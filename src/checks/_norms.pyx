@@ -1,5 +1,5 @@
 """Whole-buffer passes: fused in-place global-norm gradient clipping, finiteness checks, and the
-SGD step.
+SGD and Adam steps.
 
 clip_grads makes two streaming passes over the gradient memory, both with the GIL released: one to
 measure (sum of squares per array, accumulated in float64) and, only if clipping fires, one to
@@ -31,6 +31,8 @@ cdef extern from "fr_reduce.h" nogil:
     void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
     void fr_step_many(const fr_buf *bufs, const fr_buf *grads, Py_ssize_t n, int threads,
                       double lr)
+    void fr_adam_many(const fr_buf *p, const fr_buf *g, const fr_buf *m, const fr_buf *v,
+                      Py_ssize_t n, int threads, double c1, double c2, double lr_t, double eps)
 
 # Below this many elements in all, one thread: starting another costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -278,3 +280,91 @@ def sgd_step(params, grads, lr, threads=None):
         return skipped
     finally:
         free(pb); free(gb); free(spans)
+
+
+cdef bint _same_layout(object a, object b):
+    """b is an ndarray of a's dtype, size and memory order (both C- or both F-contiguous)."""
+    if not isinstance(b, cnp.ndarray):
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray>a, y = <cnp.ndarray>b
+    return (cnp.PyArray_TYPE(x) == cnp.PyArray_TYPE(y)
+            and cnp.PyArray_SIZE(x) == cnp.PyArray_SIZE(y)
+            and cnp.PyArray_ISALIGNED(y) and cnp.PyArray_ISNOTSWAPPED(y)
+            and ((cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_IS_C_CONTIGUOUS(y))
+                 or (cnp.PyArray_IS_F_CONTIGUOUS(x) and cnp.PyArray_IS_F_CONTIGUOUS(y))))
+
+
+cdef inline bint _apart(object a, object b):
+    cdef uintptr_t lo = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef uintptr_t lo2 = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef uintptr_t n = <uintptr_t>cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    cdef uintptr_t n2 = <uintptr_t>cnp.PyArray_NBYTES(<cnp.ndarray>b)
+    return not (lo < lo2 + n2 and lo2 < lo + n)
+
+
+def adam_step(params, grads, ms, vs, lr_t, beta1, beta2, eps, threads=None):
+    """One Adam step in place, in one pass over each parameter, gradient and moment array:
+
+        m += (1 - beta1) * (g - m);  v += (1 - beta2) * (g * g - v)
+        p -= (lr_t * m / (sqrt(v) + eps)).astype(p.dtype)
+
+    the same bits as those NumPy 2 lines (lr_t a float64 scalar: the quotient in float64, the
+    rest in the arrays' dtype).  Large sets (over a million elements) are split over up to
+    `threads` threads (None: every usable CPU) when no two params share memory.
+
+    Returns the indices of the quadruples it left alone (not ndarrays of one float dtype, size
+    and memory order; p, m or v read-only; any two of them sharing memory): the caller updates
+    those itself."""
+    cdef int max_threads = _max_threads(threads)
+    cdef list P = list(params), G = list(grads), M = list(ms), V = list(vs)
+    if not (len(P) == len(G) == len(M) == len(V)):
+        raise ValueError(
+            f"params, grads and moments must pair up, got {len(P)}, {len(G)}, {len(M)}, {len(V)}"
+        )
+    cdef Py_ssize_t n = len(P), k, q = 0, total = 0
+    cdef fr_buf *pb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef fr_buf *gb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef fr_buf *mb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef fr_buf *vb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
+    cdef Span *spans = <Span *>malloc((n + 1) * sizeof(Span))
+    cdef int nthreads = 1
+    cdef double c1 = 1.0 - float(beta1), c2 = 1.0 - float(beta2)
+    cdef double rate = float(lr_t), epsilon = float(eps)
+    cdef list skipped = []
+    if pb == NULL or gb == NULL or mb == NULL or vb == NULL or spans == NULL:
+        free(pb); free(gb); free(mb); free(vb); free(spans)
+        raise MemoryError()
+    try:
+        for k in range(n):
+            if not (_step_pair(P[k], G[k], &pb[q], &gb[q])
+                    and _same_layout(P[k], M[k]) and _same_layout(P[k], V[k])
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>M[k])
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>V[k])
+                    and _apart(M[k], V[k]) and _apart(M[k], P[k]) and _apart(V[k], P[k])
+                    and _apart(M[k], G[k]) and _apart(V[k], G[k])):
+                skipped.append(k)
+                continue
+            if pb[q].size == 0:
+                continue
+            mb[q] = pb[q]
+            mb[q].data = <char *>cnp.PyArray_DATA(<cnp.ndarray>M[k])
+            vb[q] = pb[q]
+            vb[q].data = <char *>cnp.PyArray_DATA(<cnp.ndarray>V[k])
+            spans[q].lo = <uintptr_t>pb[q].data
+            spans[q].hi = spans[q].lo + <uintptr_t>(pb[q].size * (4 if pb[q].f32 else 8))
+            spans[q].index = k
+            total += pb[q].size
+            q += 1
+        if total >= PARALLEL_MIN_ELEMENTS:
+            nthreads = max_threads
+            # a parameter listed twice is stepped twice, in list order: one thread then
+            qsort(spans, q, sizeof(Span), _span_cmp)
+            for k in range(1, q):
+                if spans[k].lo < spans[k - 1].hi:
+                    nthreads = 1
+                    break
+        with nogil:
+            fr_adam_many(pb, gb, mb, vb, q, nthreads, c1, c2, rate, epsilon)
+        return skipped
+    finally:
+        free(pb); free(gb); free(mb); free(vb); free(spans)
