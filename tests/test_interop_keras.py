@@ -494,3 +494,53 @@ def test_reverse_layer_alone_refused(rng):
         to_keras(layer)
     with pytest.raises(NotImplementedError, match="reverse=True"):
         to_keras(Stack([layer]))
+
+
+# ---- classifiers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cell, bidirectional, pooling, layers",
+    [("lstm", True, "last", 2), ("gru", True, "mean", 1), ("rnn", False, "last", 1),
+     ("lstm", False, "mean", 2), ("lstm", False, "last", 1), ("gru", False, "last", 2)],
+)  # fmt: skip
+def test_classifier_to_keras_and_back(cell, bidirectional, pooling, layers, rng, tmp_path):
+    """A word-id SequenceClassifier as a Sequential of Keras's own layers: its scores from ids
+    padded with 0 are fastrnn's with the lengths; from_keras gives the same classifier."""
+    from fastrnn.models import SequenceClassifier
+
+    model = SequenceClassifier(
+        3, vocab_size=13, embed_size=5, hidden_sizes=[6] * layers, cell=cell,
+        bidirectional=bidirectional, pooling=pooling, seed=2,
+    )  # fmt: skip
+    seq = to_keras(model)
+    assert all(type(layer).__module__.startswith("keras") for layer in seq.layers)
+    lengths = np.array([7, 2, 5, 1])
+    ids = rng.integers(1, 13, (4, 7))
+    ids[np.arange(7)[None, :] >= lengths[:, None]] = 0
+    want = model.predict(ids, lengths)
+    got = keras.ops.convert_to_numpy(seq(ids))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    back = from_keras(seq)
+    assert type(back).__name__ == "SequenceClassifier" and back.pooling == pooling
+    seq.save(tmp_path / "clf.keras")  # Keras's own layers only: it loads without fastrnn's
+    again = keras.saving.load_model(tmp_path / "clf.keras")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again(ids)), got)
+    for a, b in zip(back.params, model.params):
+        assert np.array_equal(a, b)
+
+
+def test_classifiers_keras_cannot_mask_are_refused():
+    from fastrnn.models import SequenceClassifier
+
+    for kw, message in (
+        (dict(pooling="max"), "GlobalMaxPooling1D ignores masks"),
+        (dict(merge="sum"), "merge='sum'"),
+        (dict(connection="residual", hidden_sizes=[4, 4]), "connection='residual'"),
+    ):
+        model = SequenceClassifier(2, vocab_size=7, embed_size=4, **{"hidden_sizes": [4], **kw})
+        with pytest.raises(ValueError, match=message):
+            to_keras(model)
+    dense = SequenceClassifier(2, input_size=3, hidden_sizes=[4])
+    with pytest.raises(ValueError, match="dense inputs"):
+        to_keras(dense)

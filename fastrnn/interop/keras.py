@@ -38,6 +38,16 @@ Stacks: ``to_keras(stack)`` gives a built ``keras.Sequential`` of the stack's la
 a model back.  Residual, dense and highway connections and ``recurrent_dropout`` have no
 counterpart among Keras's stacked layers: ``to_keras`` refuses them (ValueError naming them).
 
+Classifiers: ``to_keras(classifier)`` of a word-id ``SequenceClassifier`` (plain stacking, "last"
+or "mean" pooling) is a built ``keras.Sequential`` of Keras's own layers only, so a saved
+``.keras`` file loads without fastrnn: ``Embedding(mask_zero=True)`` (word id 0 is the padding,
+as ``fastrnn.classify``'s ``<pad>``; each row's mask is its length), the recurrent layers, the
+last one with ``return_sequences=False`` for "last" (each direction's state at its own end:
+fastrnn's last pooling) or ``GlobalAveragePooling1D`` for "mean" (over the mask), and ``Dense``.
+Its ``predict(ids)`` gives fastrnn's ``predict(ids, lengths)``; ``from_keras`` reads it back.
+"max" pooling has no masked Keras layer (``GlobalMaxPooling1D`` ignores masks) and dense
+inputs no mask from ids: both are refused.
+
 Precision: Keras's type promotion maps float64 to float32 on every backend but TensorFlow's, so
 a float64 layer that runs through ``keras.ops.matmul`` computes in float32 there.  On the torch
 backend only LSTM and GRU(reset_after=True) without a mask take a fused path in float64 (equal
@@ -78,7 +88,8 @@ def from_keras(layer):
     Parameters
     ----------
     layer : keras layer or keras.Sequential
-        A ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional``, or a Sequential of them.
+        A ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional``, or a Sequential of them;
+        or a classifier Sequential as ``to_keras`` makes one (a ``SequenceClassifier``).
         Built (called once, or ``layer.build((None, None, D))``).  A Sequential may start with
         a ``Masking`` layer (dropped: pass fastrnn the lengths of its mask) and hold one
         ``Dropout`` of one rate in every gap between its recurrent layers.
@@ -91,6 +102,10 @@ def from_keras(layer):
         ``return_sequences=True``.
     """
     keras = _keras()
+    if isinstance(layer, keras.Sequential) and isinstance(
+        (layer.layers or [None])[0], keras.layers.Embedding
+    ):
+        return _classifier_from_keras(layer)
     if isinstance(layer, keras.Sequential):
         return _stack_from_keras(layer)
     if isinstance(layer, keras.layers.Bidirectional):
@@ -223,8 +238,9 @@ def to_keras(obj):
 
     Parameters
     ----------
-    obj : fastrnn layer
-        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU``, a ``Bidirectional`` of them, or a ``Stack``.
+    obj : fastrnn layer or model
+        ``TimeRNN``, ``TimeLSTM``, ``TimeGRU``, a ``Bidirectional`` of them, a ``Stack``, or a
+        word-id ``SequenceClassifier`` (see the module docstring).
         A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``; a ``Bidirectional``
         (both directions the same cell and size) ``keras.layers.Bidirectional``; a ``Stack``
         with ``connection=None`` and no ``recurrent_dropout`` a ``keras.Sequential``.
@@ -239,6 +255,8 @@ def to_keras(obj):
     from ..layers.bidirectional import Bidirectional
     from ..layers.stack import Stack
 
+    if type(obj).__name__ == "SequenceClassifier":
+        return _classifier_to_keras(obj)
     if isinstance(obj, Stack):
         return _stack_to_keras(obj)
     if isinstance(obj, Bidirectional):
@@ -339,7 +357,7 @@ def _stack_from_keras(model):
     return make_stack(layers, dropout=rates.pop(), variational=shape == (1,))
 
 
-def _bidirectional_to_keras(bi):
+def _bidirectional_to_keras(bi, return_sequences=True):
     keras = _keras()
     fwd, bwd = bi.forward_layer, bi.backward_layer
     if describe(fwd) != describe(bwd) or fwd.params[1].shape != bwd.params[1].shape:
@@ -351,7 +369,9 @@ def _bidirectional_to_keras(bi):
     dtype = "float64" if np.asarray(fwd.params[1]).dtype == np.float64 else "float32"
     # the wrapper's own dtype too: it merges (and would cast) the two directions' outputs
     layer = keras.layers.Bidirectional(
-        _to_keras(fwd, build=False), merge_mode=bi.merge, dtype=dtype
+        _to_keras(fwd, build=False, return_sequences=return_sequences),
+        merge_mode=bi.merge,
+        dtype=dtype,
     )
     layer.build((None, None, D))
     _set_keras_weights(layer.forward_layer, fwd)
@@ -359,7 +379,7 @@ def _bidirectional_to_keras(bi):
     return layer
 
 
-def _to_keras(obj, build=True):
+def _to_keras(obj, build=True, return_sequences=True):
     keras = _keras()
     kind, is_time, reset_after, nonlinearity = describe(obj)
     if not is_time:
@@ -376,7 +396,12 @@ def _to_keras(obj, build=True):
     D, H = Wx.shape[0], Wh.shape[0]
     dtype = "float64" if Wh.dtype == np.float64 else "float32"
     # zero_output_for_mask: zeros past each row's length under a mask, as fastrnn's lengths
-    common = {"return_sequences": True, "zero_output_for_mask": True, "dtype": dtype}
+    # (the last output alone must be the state carried over the padding: each row's own end)
+    common = {
+        "return_sequences": return_sequences,
+        "zero_output_for_mask": return_sequences,
+        "dtype": dtype,
+    }
     if kind == "lstm":
         layer = keras.layers.LSTM(H, **common)
     elif kind == "gru":
@@ -407,3 +432,111 @@ def _set_keras_weights(layer, obj):
     else:
         bias = np.concatenate([blocks[g][2] + blocks[g][3] for g in order])
     layer.set_weights([kernel, recurrent, bias])
+
+
+# ---- sequence classifiers ---------------------------------------------------------------------
+
+
+def _classifier_to_keras(model):
+    """A word-id SequenceClassifier as a built keras.Sequential of Keras's own layers."""
+    keras = _keras()
+    from ..layers.bidirectional import Bidirectional
+
+    if model.vocab_size is None:
+        raise ValueError(
+            "a classifier of dense inputs has no Keras mask from word ids: convert its "
+            "encoder (to_keras(model.encoder)) and pass Keras a mask of the lengths"
+        )
+    if model.pooling not in ("last", "mean"):
+        raise ValueError(
+            f"pooling={model.pooling!r} has no masked Keras layer (GlobalMaxPooling1D ignores "
+            "masks): 'last' and 'mean' convert"
+        )
+    stack = model.encoder
+    last = stack.layers[-1]
+    if model.pooling == "last" and isinstance(last, Bidirectional) and last.merge != "concat":
+        raise ValueError(
+            f"'last' pooling of merge={last.merge!r} directions: Keras's last state of a "
+            "Bidirectional is each direction's own end, which fastrnn pools only when the "
+            "directions are concatenated"
+        )
+    sequence = _stack_to_keras(stack)  # (its checks: plain connections, no recurrent dropout)
+    dtype = np.dtype(model.dtype).name
+    layers = [
+        keras.layers.Embedding(model.vocab_size, model.embed_size, mask_zero=True, dtype=dtype)
+    ]
+    layers += sequence.layers[:-1]
+    if model.pooling == "last":  # the last layer again, returning its last state only
+        if isinstance(last, Bidirectional):
+            layers.append(_bidirectional_to_keras(last, return_sequences=False))
+        else:
+            layers.append(_to_keras(last, return_sequences=False))
+    else:
+        layers += [sequence.layers[-1], keras.layers.GlobalAveragePooling1D(dtype=dtype)]
+    layers.append(keras.layers.Dense(model.num_classes, dtype=dtype))
+    out = keras.Sequential(layers)
+    out.build((None, None))
+    out.layers[0].set_weights([np.asarray(model.embedding.params[0])])
+    out.layers[-1].set_weights([np.asarray(model.params[-2]), np.asarray(model.params[-1])])
+    return out
+
+
+def _classifier_from_keras(seq):
+    """A keras.Sequential as _classifier_to_keras makes one, as a SequenceClassifier."""
+    keras = _keras()
+    from ..models.classifier import SequenceClassifier
+
+    parts = list(seq.layers)
+    emb, head = parts[0], parts[-1]
+    if not getattr(emb, "mask_zero", False):
+        raise ValueError("the Embedding must have mask_zero=True (word id 0: the padding)")
+    if not isinstance(head, keras.layers.Dense) or len(parts) < 3:
+        raise ValueError("a classifier Sequential: Embedding, recurrent layers, [pooling], Dense")
+    body = parts[1:-1]
+    if isinstance(body[-1], keras.layers.GlobalAveragePooling1D):
+        pooling, body = "mean", body[:-1]
+    else:
+        pooling = "last"
+        final = body[-1]
+        inner = final.forward_layer if isinstance(final, keras.layers.Bidirectional) else final
+        if getattr(inner, "return_sequences", True):
+            raise ValueError(
+                "the last recurrent layer must return its last state (return_sequences=False) "
+                "or be followed by GlobalAveragePooling1D"
+            )
+    stack = _stack_from_keras(keras.Sequential(_with_sequences(body)))
+    E, W = (np.asarray(w) for w in (emb.get_weights()[0], head.get_weights()[0]))
+    model = SequenceClassifier(
+        W.shape[1],
+        vocab_size=E.shape[0],
+        embed_size=E.shape[1],
+        pooling=pooling,
+        dtype=E.dtype,
+        encoder=stack,
+    )
+    model.embedding.params[0][...] = E
+    model.params[-2][...] = W
+    model.params[-1][...] = np.asarray(head.get_weights()[1])
+    return model
+
+
+def _with_sequences(layers):
+    """The layers as the stack reader wants them: a last one that returns its last state is
+    read as the same layer returning sequences (the weights are the same)."""
+    keras = _keras()
+    final = layers[-1]
+    inner = final.forward_layer if isinstance(final, keras.layers.Bidirectional) else final
+    if _kind_of(inner) is None or inner.return_sequences:
+        return list(layers)
+    copy = type(inner).from_config({**inner.get_config(), "return_sequences": True})
+    shape = (None, None, inner.get_weights()[0].shape[0])  # (the kernel is (D, gates * units))
+    if isinstance(final, keras.layers.Bidirectional):
+        cfg = final.get_config()
+        copy = keras.layers.Bidirectional(copy, merge_mode=cfg["merge_mode"], dtype=final.dtype)
+        copy.build(shape)
+        copy.forward_layer.set_weights(final.forward_layer.get_weights())
+        copy.backward_layer.set_weights(final.backward_layer.get_weights())
+    else:
+        copy.build(shape)
+        copy.set_weights(inner.get_weights())
+    return list(layers[:-1]) + [copy]
