@@ -280,6 +280,21 @@ def test_export_to_onnx_gives_the_scores(saved_run, capsys):
     np.testing.assert_allclose(got, clf.model.predict(ids, lengths), rtol=1e-4, atol=1e-5)
 
 
+def test_export_to_keras_gives_the_scores(saved_run, capsys):
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # (before Keras is first imported)
+    pytest.importorskip("keras")
+    run, examples, tmp = saved_run
+    path = tmp / "clf.keras"
+    assert main(["classify", "export", "--model", str(run), "--keras", str(path)]) == 0
+    assert "wrote" in capsys.readouterr().out and not list(tmp.glob(".clf.keras*"))
+    import keras
+
+    clf = TextClassifier.load(run)
+    ids, lengths, _ = clf.encode([ws for _, ws in examples[:20]])
+    got = keras.ops.convert_to_numpy(keras.saving.load_model(path)(ids))
+    np.testing.assert_allclose(got, clf.model.predict(ids, lengths), rtol=1e-4, atol=1e-5)
+
+
 def test_command_line_errors_name_the_flag_or_file(saved_run, tmp_path, capsys):
     run, _, tmp = saved_run
     corpus = str(tmp / "corpus.tsv")
@@ -295,6 +310,7 @@ def test_command_line_errors_name_the_flag_or_file(saved_run, tmp_path, capsys):
         (["export", "--model", str(run)], "give --numpy DIR, --onnx FILE"),
         (["export", "--model", str(run), "--numpy", str(tmp_path / "file")], "not a directory"),
         (["export", "--model", str(run), "--onnx", str(tmp_path)], "is a directory"),
+        (["export", "--model", str(run), "--keras", str(tmp_path / "m.h5")], "must end in .keras"),
     ]
     for argv, message in cases:
         assert main(["classify", *argv]) == 2, argv

@@ -28,9 +28,10 @@ hold read as ``<unk>``.
 ``fastrnn classify eval --model DIR --data FILE`` prints a saved classifier's accuracy on a
 labelled file, and each label's precision, recall and F1.
 
-``fastrnn classify export --model DIR (--numpy DIR | --onnx FILE)`` writes a saved classifier
-for other runtimes: a directory that needs NumPy only (``fastrnn_numpy.py`` labels sentences
-from the command line), or an ONNX graph of word ids and lengths to scores.
+``fastrnn classify export --model DIR (--numpy DIR | --onnx FILE | --keras FILE)`` writes a
+saved classifier for other runtimes: a directory that needs NumPy only (``fastrnn_numpy.py``
+labels sentences from the command line), an ONNX graph of word ids and lengths to scores, or a
+``.keras`` model of Keras's own layers (word ids, 0 the padding, to scores).
 """
 
 import os
@@ -204,13 +205,16 @@ def run_eval(args):
 
 
 def run_export(args):
-    """``fastrnn classify export``: --numpy DIR and/or --onnx FILE."""
-    if args.numpy is None and args.onnx is None:
-        raise ValueError("give --numpy DIR, --onnx FILE or both")
+    """``fastrnn classify export``: --numpy DIR, --onnx FILE and / or --keras FILE."""
+    if args.numpy is None and args.onnx is None and args.keras is None:
+        raise ValueError("give --numpy DIR, --onnx FILE and / or --keras FILE")
     if args.numpy is not None:
         _check_output_dir(args.numpy, "--numpy")
-    if args.onnx is not None and os.path.isdir(args.onnx):
-        raise ValueError(f"--onnx {args.onnx}: is a directory, expected a file name")
+    for flag, path in (("--onnx", args.onnx), ("--keras", args.keras)):
+        if path is not None and os.path.isdir(path):
+            raise ValueError(f"{flag} {path}: is a directory, expected a file name")
+    if args.keras is not None and not args.keras.endswith(".keras"):
+        raise ValueError(f"--keras {args.keras}: must end in .keras (Keras's own format)")
     clf = TextClassifier.load(args.model)
     if args.numpy is not None:
         w = clf.export_numpy(args.numpy)
@@ -227,7 +231,30 @@ def run_export(args):
             f"wrote {args.onnx} (inputs ids (N, T) int64 and sequence_lens (N,) int32, "
             "output logits (N, C))"
         )
+    if args.keras is not None:
+        _export_keras(clf, args.keras)
+        print(f"wrote {args.keras} (Keras's own layers: keras.saving.load_model, input ids)")
     return 0
+
+
+def _export_keras(clf, path):
+    """to_keras(clf.model) saved to `path`, through a temporary file beside it (a stopped save
+    leaves no half-written file)."""
+    import importlib.util
+
+    if "keras" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        os.environ.setdefault("KERAS_BACKEND", "torch")  # (Keras's own default is TensorFlow)
+    from ..interop import to_keras
+
+    model = to_keras(clf.model)
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -323,9 +350,16 @@ def add_parser(subparsers):
     ev.add_argument("--batch-size", type=positive(), default=256)
     ev.set_defaults(func=_guarded("eval", run_eval))
 
-    ex = sub.add_parser("export", help="for NumPy-only machines or ONNX", description=_DOC[5])
+    ex = sub.add_parser(
+        "export", help="for NumPy-only machines, ONNX or Keras", description=_DOC[5]
+    )
     ex.add_argument("--model", required=True, help=model_help)
     ex.add_argument("--numpy", metavar="DIR", help="write a NumPy-only directory here")
     ex.add_argument("--onnx", metavar="FILE", help="write an ONNX graph here")
+    ex.add_argument(
+        "--keras",
+        metavar="FILE",
+        help="write a .keras model of Keras's own layers here (KERAS_BACKEND, else torch)",
+    )
     ex.set_defaults(func=_guarded("export", run_export))
     return p
