@@ -62,6 +62,27 @@ cdef int _span_cmp(const void *a, const void *b) noexcept nogil:
     return -1 if x < y else (1 if x > y else 0)
 
 
+cdef inline void _span_of(Span *span, const fr_buf *b, Py_ssize_t index) noexcept nogil:
+    span.lo = <uintptr_t>b.data
+    span.hi = span.lo + <uintptr_t>(b.size * (4 if b.f32 else 8))
+    span.index = index
+
+
+cdef int _step_threads(Span *spans, Py_ssize_t m, Py_ssize_t total,
+                       int max_threads) noexcept nogil:
+    """Threads for an optimizer step over m parameter spans of `total` elements: one below
+    PARALLEL_MIN_ELEMENTS, and one where two spans overlap (a parameter listed twice, or
+    overlapping views, is stepped twice, in list order); else max_threads.  Sorts spans."""
+    cdef Py_ssize_t k
+    if total < PARALLEL_MIN_ELEMENTS:
+        return 1
+    qsort(spans, m, sizeof(Span), _span_cmp)
+    for k in range(1, m):
+        if spans[k].lo < spans[k - 1].hi:
+            return 1
+    return max_threads
+
+
 cdef inline bint _finite_buffer(const char *data, Py_ssize_t n, bint f32) noexcept nogil:
     if f32:
         return fr_all_finite_f(<const float *>data, n)
@@ -249,7 +270,7 @@ def sgd_step(params, grads, lr, threads=None):
     cdef fr_buf *pb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
     cdef fr_buf *gb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
     cdef Span *spans = <Span *>malloc((n + 1) * sizeof(Span))
-    cdef int nthreads = 1
+    cdef int nthreads
     cdef list skipped = []
     if pb == NULL or gb == NULL or spans == NULL:
         free(pb); free(gb); free(spans)
@@ -261,20 +282,10 @@ def sgd_step(params, grads, lr, threads=None):
                 continue
             if pb[m].size == 0:
                 continue
-            spans[m].lo = <uintptr_t>pb[m].data
-            spans[m].hi = spans[m].lo + <uintptr_t>(pb[m].size * (4 if pb[m].f32 else 8))
-            spans[m].index = k
+            _span_of(&spans[m], &pb[m], k)
             total += pb[m].size
             m += 1
-        if total >= PARALLEL_MIN_ELEMENTS:
-            nthreads = max_threads
-            # a parameter listed twice (or overlapping views) is stepped twice, in list order:
-            # only one thread may then run the pass
-            qsort(spans, m, sizeof(Span), _span_cmp)
-            for k in range(1, m):
-                if spans[k].lo < spans[k - 1].hi:
-                    nthreads = 1
-                    break
+        nthreads = _step_threads(spans, m, total, max_threads)
         with nogil:
             fr_step_many(pb, gb, m, nthreads, rate)
         return skipped
@@ -327,7 +338,7 @@ def adam_step(params, grads, ms, vs, lr_t, beta1, beta2, eps, threads=None):
     cdef fr_buf *mb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
     cdef fr_buf *vb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
     cdef Span *spans = <Span *>malloc((n + 1) * sizeof(Span))
-    cdef int nthreads = 1
+    cdef int nthreads
     cdef double c1 = 1.0 - float(beta1), c2 = 1.0 - float(beta2)
     cdef double rate = float(lr_t), epsilon = float(eps)
     cdef list skipped = []
@@ -350,19 +361,10 @@ def adam_step(params, grads, ms, vs, lr_t, beta1, beta2, eps, threads=None):
             mb[q].data = <char *>cnp.PyArray_DATA(<cnp.ndarray>M[k])
             vb[q] = pb[q]
             vb[q].data = <char *>cnp.PyArray_DATA(<cnp.ndarray>V[k])
-            spans[q].lo = <uintptr_t>pb[q].data
-            spans[q].hi = spans[q].lo + <uintptr_t>(pb[q].size * (4 if pb[q].f32 else 8))
-            spans[q].index = k
+            _span_of(&spans[q], &pb[q], k)
             total += pb[q].size
             q += 1
-        if total >= PARALLEL_MIN_ELEMENTS:
-            nthreads = max_threads
-            # a parameter listed twice is stepped twice, in list order: one thread then
-            qsort(spans, q, sizeof(Span), _span_cmp)
-            for k in range(1, q):
-                if spans[k].lo < spans[k - 1].hi:
-                    nthreads = 1
-                    break
+        nthreads = _step_threads(spans, q, total, max_threads)
         with nogil:
             fr_adam_many(pb, gb, mb, vb, q, nthreads, c1, c2, rate, epsilon)
         return skipped
