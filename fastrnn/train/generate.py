@@ -2,8 +2,8 @@
 
 import numpy as np
 
-# (the NumPy-only runtime's pick: an exported model samples the same words)
-from ..interop.numpy_runtime import next_word
+# (the NumPy-only runtime's loop: an exported model samples the same words)
+from ..interop.numpy_runtime import generate as _generate
 
 __all__ = ["generate"]
 
@@ -22,7 +22,8 @@ def generate(
 ):
     """Word ids continuing `start_id`, `length` of them (the start word not included).
 
-    Each step feeds the last word to ``model.predict(xs, train_flg=False)`` as a (1, 1) batch,
+    Each step feeds the last word to ``model.predict(xs)`` (its default: dropout off) as a
+    (1, 1) batch,
     the model's state carried from the previous step (the single-step path), and picks the next
     word from the scores: the most likely one (`greedy`) or a sample from
     ``softmax(scores / temperature)``, drawn with ``np.random.default_rng(seed)``, among the
@@ -39,15 +40,6 @@ def generate(
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and not (0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-    rng = np.random.default_rng(seed)
-    skip = np.asarray(list(skip_ids), dtype=np.int64)
-    model.reset_state()
-    out, x = [], int(start_id)
-    for _ in range(length):
-        scores = np.asarray(
-            model.predict(np.array([[x]]), train_flg=False), dtype=np.float64
-        ).reshape(-1)
-        x = next_word(scores, rng, temperature, greedy, skip, top_k, top_p)
-        out.append(x)
-    model.reset_state()
-    return out
+    return _generate(
+        model, int(start_id), length, temperature, greedy, seed, skip_ids, top_k, top_p
+    )
