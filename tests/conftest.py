@@ -218,3 +218,26 @@ def all_arrays_equal(a, b):
         x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
         for x, y in zip(a, b)
     )
+
+
+def run_numpy_runtime(directory, *argv):
+    """Run an exported directory's ``fastrnn_numpy.py`` (model.npz, vocab.json) in a fresh
+    Python where fastrnn, SciPy and torch cannot be imported; its stdout (a failure asserts)."""
+    import subprocess
+    import sys
+
+    guard = (
+        "import sys, runpy\n"
+        "for m in ('fastrnn', 'scipy', 'torch'): sys.modules[m] = None\n"
+        "sys.argv = ['fastrnn_numpy.py'] + sys.argv[1:]\n"
+        "runpy.run_path('fastrnn_numpy.py', run_name='__main__')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", guard, "model.npz", "--vocab", "vocab.json", *argv],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout

@@ -6,11 +6,10 @@ errors."""
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_numpy_runtime
 from hypothesis import given, settings, strategies as st
 
 import fastrnn
@@ -114,31 +113,13 @@ def test_the_runtime_runs_without_fastrnn_or_scipy(tmp_path):
     rng = np.random.default_rng(4)
     lines = [" ".join(f"w{i}" for i in rng.integers(0, V - 2, 9)) + " zebra" for _ in range(20)]
     (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
-    guard = (
-        "import sys, runpy\n"
-        "for m in ('fastrnn', 'scipy', 'torch'): sys.modules[m] = None\n"
-        "sys.argv = ['fastrnn_numpy.py'] + sys.argv[1:]\n"
-        "runpy.run_path('fastrnn_numpy.py', run_name='__main__')\n"
-    )
-
-    def run(*argv):
-        r = subprocess.run(
-            [sys.executable, "-c", guard, "model.npz", "--vocab", "vocab.json", *argv],
-            cwd=out,
-            capture_output=True,
-            text=True,
-            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        )
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    text = run("--perplexity", str(tmp_path / "text.txt"))
+    text = run_numpy_runtime(out, "--perplexity", str(tmp_path / "text.txt"))
     index = {w: i for i, w in enumerate(words)}
     ids = [index.get(w, index["<unk>"]) for line in lines for w in (*line.split(), "<eos>")]
     want = evaluate_perplexity(model, np.array(ids))
     got = float(text.split()[1])
     assert abs(got - want) < 0.01, (text, want)
-    sample = run("--start", "w3", "--length", "12", "--seed", "7").split()
+    sample = run_numpy_runtime(out, "--start", "w3", "--length", "12", "--seed", "7").split()
     expected = generate(model, index["w3"], 12, seed=7, skip_ids=[index["<unk>"]])
     assert sample == ["w3"] + [words[i] for i in expected if words[i] != "<eos>"]
 

@@ -6,11 +6,10 @@ clear errors that name what is wrong."""
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_numpy_runtime
 
 import fastrnn
 from fastrnn.classify import (
@@ -248,23 +247,9 @@ def test_the_exported_directory_labels_a_file_without_fastrnn(saved_run, capsys)
     assert "--classify FILE" in capsys.readouterr().out
     sentences = [" ".join(ws) for _, ws in examples[:40]] + ["zebra okapi good"]
     (tmp / "many.txt").write_text("\n".join(sentences) + "\n")
-    guard = (
-        "import sys, runpy\n"
-        "for m in ('fastrnn', 'scipy', 'torch'): sys.modules[m] = None\n"
-        "sys.argv = ['fastrnn_numpy.py'] + sys.argv[1:]\n"
-        "runpy.run_path('fastrnn_numpy.py', run_name='__main__')\n"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", guard, "model.npz", "--vocab", "vocab.json"]
-        + ["--classify", str(tmp / "many.txt")],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
-    assert r.returncode == 0, r.stderr
+    stdout = run_numpy_runtime(out, "--classify", str(tmp / "many.txt"))
     want = TextClassifier.load(run).predict(sentences)
-    assert r.stdout.splitlines() == [f"{lab}\t{s}" for lab, s in zip(want, sentences)]
+    assert stdout.splitlines() == [f"{lab}\t{s}" for lab, s in zip(want, sentences)]
 
 
 def test_export_to_onnx_gives_the_scores(saved_run, capsys):
