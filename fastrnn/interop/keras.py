@@ -107,7 +107,7 @@ def from_keras(layer):
     ):
         return _classifier_from_keras(layer)
     if isinstance(layer, keras.Sequential):
-        return _stack_from_keras(layer)
+        return _stack_from_keras(layer.layers)
     if isinstance(layer, keras.layers.Bidirectional):
         return _bidirectional_from_keras(layer)
     return _from_keras(layer, reverse=False)
@@ -148,7 +148,7 @@ def lengths_from_mask(mask):
 _MERGES = {"concat": "concat", "sum": "sum"}
 
 
-def _bidirectional_from_keras(bi):
+def _bidirectional_from_keras(bi, final_state=False):
     from ..layers.bidirectional import Bidirectional
 
     if bi.merge_mode not in _MERGES:
@@ -161,7 +161,7 @@ def _bidirectional_from_keras(bi):
             f"the Keras layer {bi.name!r} is not built yet: call it once or "
             "layer.build((None, None, input_size)) first"
         )
-    if not bi.return_sequences:
+    if not bi.return_sequences and not final_state:
         raise ValueError(
             "keras.layers.Bidirectional must return sequences (return_sequences=True) to "
             "match a fastrnn Bidirectional, which returns every step"
@@ -299,21 +299,23 @@ def _stack_to_keras(stack):
     return model
 
 
-def _stack_from_keras(model):
-    """A keras.Sequential of recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional, each
-    returning sequences), with either no Dropout or one Dropout of one rate in every gap
-    between them, as a Stack."""
+def _stack_from_keras(model_layers, final_state=False):
+    """A keras.Sequential's layers, recurrent (SimpleRNN, LSTM, GRU, Bidirectional, each
+    returning sequences; with `final_state` the last one may return its last state instead: the
+    same weights), with either no Dropout or one Dropout of one rate in every gap between them,
+    as a Stack."""
     keras = _keras()
     from ._stack import make_stack
 
     layers, drops = [], []
     previous_was_recurrent = False
-    for k, layer in enumerate(model.layers):
+    for k, layer in enumerate(model_layers):
         where = f"layer {k} ({layer.name!r})"
+        last = k == len(model_layers) - 1
         if k == 0 and isinstance(layer, keras.layers.Masking):
             continue  # its mask is the caller's lengths: lengths_from_mask(layer.compute_mask(xs))
         if isinstance(layer, keras.layers.Dropout):
-            if not previous_was_recurrent or k == len(model.layers) - 1:
+            if not previous_was_recurrent or last:
                 raise ValueError(
                     f"{where}: a Dropout converts only between two recurrent layers (a fastrnn "
                     "Stack drops once between consecutive layers, nothing before or after)"
@@ -322,9 +324,9 @@ def _stack_from_keras(model):
             previous_was_recurrent = False
             continue
         if isinstance(layer, keras.layers.Bidirectional):
-            layers.append(_bidirectional_from_keras(layer))
+            layers.append(_bidirectional_from_keras(layer, final_state and last))
         elif _kind_of(layer) is not None:
-            if not layer.return_sequences:
+            if not layer.return_sequences and not (final_state and last):
                 raise ValueError(
                     f"{where}: stacked layers must return sequences (return_sequences=True), "
                     "as a fastrnn Stack returns every step of its last layer"
@@ -504,7 +506,7 @@ def _classifier_from_keras(seq):
                 "the last recurrent layer must return its last state (return_sequences=False) "
                 "or be followed by GlobalAveragePooling1D"
             )
-    stack = _stack_from_keras(keras.Sequential(_with_sequences(body)))
+    stack = _stack_from_keras(body, final_state=pooling == "last")
     E, W = (np.asarray(w) for w in (emb.get_weights()[0], head.get_weights()[0]))
     model = SequenceClassifier(
         W.shape[1],
@@ -518,25 +520,3 @@ def _classifier_from_keras(seq):
     model.params[-2][...] = W
     model.params[-1][...] = np.asarray(head.get_weights()[1])
     return model
-
-
-def _with_sequences(layers):
-    """The layers as the stack reader wants them: a last one that returns its last state is
-    read as the same layer returning sequences (the weights are the same)."""
-    keras = _keras()
-    final = layers[-1]
-    inner = final.forward_layer if isinstance(final, keras.layers.Bidirectional) else final
-    if _kind_of(inner) is None or inner.return_sequences:
-        return list(layers)
-    copy = type(inner).from_config({**inner.get_config(), "return_sequences": True})
-    shape = (None, None, inner.get_weights()[0].shape[0])  # (the kernel is (D, gates * units))
-    if isinstance(final, keras.layers.Bidirectional):
-        cfg = final.get_config()
-        copy = keras.layers.Bidirectional(copy, merge_mode=cfg["merge_mode"], dtype=final.dtype)
-        copy.build(shape)
-        copy.forward_layer.set_weights(final.forward_layer.get_weights())
-        copy.backward_layer.set_weights(final.backward_layer.get_weights())
-    else:
-        copy.build(shape)
-        copy.set_weights(inner.get_weights())
-    return list(layers[:-1]) + [copy]
