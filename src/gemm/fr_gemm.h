@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <immintrin.h>
 #include "fr_math.h"
 
 /* GCC 11 introduced the x86-64-v2/v3/v4 names */
@@ -104,7 +105,6 @@ static inline int fr_block_rows(int rest, int blocks)
 }
 
 #define FR_NR ((int)(64 / sizeof(FR_T)))   /* packed panel width: 64 bytes */
-#define FR_AVX512_KERNEL __attribute__((target("arch=x86-64-v4"), unused)) static
 
 #define FR_T float
 #define FR_FN(name) name##_f

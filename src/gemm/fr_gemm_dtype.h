@@ -15,15 +15,20 @@
 #undef FR_ISA_KERNEL
 
 #if FR_HAVE_AVX512
+/* the target for the inline helpers too (pragma, not FR_AVX512_KERNEL's attribute), so that
+ * they may use AVX-512 intrinsics */
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4")
 #define FR_IK(name) FR_FN(name##_avx512)
 #define FR_VB 64
 #define FR_MR 12
-#define FR_ISA_KERNEL FR_AVX512_KERNEL
+#define FR_ISA_KERNEL __attribute__((unused)) static
 #include "fr_gemm_impl.h"
 #undef FR_IK
 #undef FR_VB
 #undef FR_MR
 #undef FR_ISA_KERNEL
+#pragma GCC pop_options
 #endif
 
 #if FR_HAVE_AVX512

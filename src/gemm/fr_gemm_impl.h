@@ -300,20 +300,43 @@ static inline void FR_IK(gemm_rows)(int M, int N, int K, const FR_T *A, ptrdiff_
  * either way. */
 #define FR_PG_MAX 4
 
+/* the first w (1..FR_VW) elements at p, the rest of the vector zero; nothing past them is read */
+__attribute__((always_inline))
+static inline FR_IK(vec_t) FR_IK(load_first)(const FR_T *p, int w)
+{
+    if (sizeof(FR_T) == 4)
+        return (FR_IK(vec_t))_mm512_maskz_loadu_ps((__mmask16)((1u << w) - 1), p);
+    return (FR_IK(vec_t))_mm512_maskz_loadu_pd((__mmask8)((1u << w) - 1), p);
+}
+
+/* store the first w (1..FR_VW) elements of x at p; nothing past them is written */
+__attribute__((always_inline))
+static inline void FR_IK(store_first)(FR_T *p, FR_IK(vec_t) x, int w)
+{
+    if (sizeof(FR_T) == 4)
+        _mm512_mask_storeu_ps(p, (__mmask16)((1u << w) - 1), (__m512)x);
+    else
+        _mm512_mask_storeu_pd(p, (__mmask8)((1u << w) - 1), (__m512d)x);
+}
+
+/* masked (a constant): the last panel is read only in its first wlast columns (B as it is,
+ * whose last panel is not padded) */
 __attribute__((always_inline))
 static inline void FR_IK(micro_pg)(const int mr, const int np, int K, const FR_T *restrict A,
                                    ptrdiff_t lda, const FR_T *restrict Bp, size_t ps,
-                                   FR_T *restrict C, ptrdiff_t ldc, int wlast, int accumulate,
-                                   const int at)
+                                   ptrdiff_t bs, FR_T *restrict C, ptrdiff_t ldc, int wlast,
+                                   int accumulate, const int at, const int masked)
 {
     const ptrdiff_t ars = at ? 1 : lda, acs = at ? lda : 1;    /* as in micro */
     FR_IK(vec_t) c[FR_MR][FR_PG_MAX];
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < np; v++) c[r][v] = (FR_IK(vec_t)){0};
 #pragma GCC unroll 1
-    for (int k = 0; k < K; k++, Bp += FR_NR, A += acs) {
+    for (int k = 0; k < K; k++, Bp += bs, A += acs) {
         FR_IK(vec_t) b[FR_PG_MAX];
-        for (int v = 0; v < np; v++) b[v] = *(const FR_IK(vec_t) *)(Bp + v * ps);
+        for (int v = 0; v < np; v++)
+            b[v] = masked && v == np - 1 ? FR_IK(load_first)(Bp + v * ps, wlast)
+                                         : *(const FR_IK(vec_t) *)(Bp + v * ps);
         for (int r = 0; r < mr; r++) {
             FR_T x = A[r * ars];
             for (int v = 0; v < np; v++) c[r][v] += x * b[v];
@@ -322,7 +345,12 @@ static inline void FR_IK(micro_pg)(const int mr, const int np, int K, const FR_T
     for (int r = 0; r < mr; r++) {
         for (int v = 0; v < np; v++) {
             FR_T *cr = C + r * ldc + v * FR_NR;
-            if (v == np - 1 && wlast < FR_NR) {          /* last, partial panel */
+            if (masked && v == np - 1) {     /* (a tile here made GCC keep c in memory) */
+                FR_IK(vec_t) sum = c[r][v];
+                if (accumulate)
+                    sum += FR_IK(load_first)(cr, wlast);
+                FR_IK(store_first)(cr, sum, wlast);
+            } else if (v == np - 1 && wlast < FR_NR) {   /* last, partial panel */
                 FR_T tile[FR_NR];
                 *(FR_IK(vec_t) *)tile = c[r][v];
                 for (int j = 0; j < wlast; j++) cr[j] = accumulate ? cr[j] + tile[j] : tile[j];
@@ -335,15 +363,19 @@ static inline void FR_IK(micro_pg)(const int mr, const int np, int K, const FR_T
 }
 
 /* a block of 3 <= mr <= MR rows times np panels: mr and np constants in each branch (np <= 2
- * from 5 rows on, where 2 panels already fill the registers); `at` as in micro */
+ * from 5 rows on, where 2 panels already fill the registers); `at` as in micro.  Panel v
+ * starts at Bp + v * ps and its rows are bs apart: packed, ps is a panel and bs = FR_NR; B as
+ * it is (gemm_direct_pg), ps = FR_NR and bs is B's row stride. */
 __attribute__((always_inline))
 static inline void FR_IK(block_pg)(int mr, int np, int K, const FR_T *A, ptrdiff_t lda,
-                                   const FR_T *Bp, size_t ps, FR_T *C, ptrdiff_t ldc, int wlast,
-                                   int accumulate, const int at)
+                                   const FR_T *Bp, size_t ps, ptrdiff_t bs, FR_T *C,
+                                   ptrdiff_t ldc, int wlast, int accumulate, const int at,
+                                   const int masked)
 {
 #define FR_PG_CASE(m, n) \
     case (m) * 8 + (n): \
-        FR_IK(micro_pg)((m), (n), K, A, lda, Bp, ps, C, ldc, wlast, accumulate, at); break;
+        FR_IK(micro_pg)((m), (n), K, A, lda, Bp, ps, bs, C, ldc, wlast, accumulate, at, \
+                        masked); break;
     switch (mr * 8 + np) {
     FR_PG_CASE(12, 2) FR_PG_CASE(11, 2) FR_PG_CASE(10, 2) FR_PG_CASE(9, 2) FR_PG_CASE(8, 2)
     FR_PG_CASE(7, 2) FR_PG_CASE(6, 2) FR_PG_CASE(5, 2)
@@ -375,9 +407,52 @@ static inline void FR_IK(gemm_packed_pg)(int M, int N, int K, const FR_T *A, ptr
             for (int b = 0, i = 0; b < blocks; b++) {
                 int mr = fr_block_rows(M - i, blocks - b);
                 FR_IK(block_pg)(mr, np, kc, A + (size_t)i * lda + k0, lda,
-                                P + (size_t)p0 * ps + (size_t)k0 * FR_NR, ps,
+                                P + (size_t)p0 * ps + (size_t)k0 * FR_NR, ps, FR_NR,
                                 C + (size_t)i * ldc + p0 * FR_NR, ldc,
-                                wlast > FR_NR ? FR_NR : wlast, accumulate || k0 > 0, 0);
+                                wlast > FR_NR ? FR_NR : wlast, accumulate || k0 > 0, 0, 0);
+                i += mr;
+            }
+        }
+    }
+}
+
+/* C (+)= A @ B with B as it is, M >= 9 (gemm_direct): gemm_strips' unpacked order (k-slices
+ * outer, the next slice prefetched), but the 16-column strips in pairs, each register block
+ * two panels wide (micro_pg) as for packed B: one broadcast of A feeds two FMAs, where the
+ * one-panel blocks issued a load per FMA; and the last, partial strip read with masked loads
+ * rather than copied into a zero-padded tile first (0.6 us of a 4.7 us M20 K100 N100).  The
+ * same k-slices and order of sums as gemm_strips: the same bits.  Measured, one thread, EPYC,
+ * alternating processes with the one-panel strips (matmul_direct, GF/s): BENCHMARKS.md,
+ * "Single steps". */
+__attribute__((always_inline))
+static inline void FR_IK(gemm_direct_pg)(int M, int N, int K, const FR_T *A, ptrdiff_t lda,
+                                         const FR_T *B, ptrdiff_t ldb, FR_T *C, ptrdiff_t ldc,
+                                         int accumulate)
+{
+    int panels = (N + FR_NR - 1) / FR_NR, blocks = (M + FR_MR - 1) / FR_MR;
+    int kcmax = (size_t)ldb * sizeof(FR_T) > 4096 ? FR_KC_FAR : FR_KC;
+    for (int k0 = 0; k0 < K; k0 += kcmax) {
+        int kc = K - k0 < kcmax ? K - k0 : kcmax, acc = accumulate || k0 > 0;
+        int next = K - k0 - kc < kcmax ? K - k0 - kc : kcmax;
+        const FR_T *Bnext = next > 0 ? B + (size_t)(k0 + kc) * ldb : B;
+        for (int p0 = 0, np; p0 < panels; p0 += np) {
+            /* (a partial last panel goes alone: masked two-panel blocks spilled registers) */
+            np = panels - p0 >= 2 && N - (p0 + 1) * FR_NR >= FR_NR ? 2 : 1;
+            int wlast = N - (p0 + np - 1) * FR_NR;
+            wlast = wlast > FR_NR ? FR_NR : wlast;
+            for (int k = 0; k < next; k++)
+                for (int v = 0; v < np; v++)
+                    __builtin_prefetch(Bnext + (size_t)k * ldb + (p0 + v) * FR_NR, 0, 2);
+            for (int b = 0, i = 0; b < blocks; b++) {
+                int mr = fr_block_rows(M - i, blocks - b);
+                const FR_T *Ai = A + (size_t)i * lda + k0, *Bk = B + (size_t)k0 * ldb + p0 * FR_NR;
+                FR_T *Ci = C + (size_t)i * ldc + p0 * FR_NR;
+                if (wlast == FR_NR)
+                    FR_IK(block_pg)(mr, np, kc, Ai, lda, Bk, FR_NR, ldb, Ci, ldc, FR_NR, acc, 0,
+                                    0);
+                else
+                    FR_IK(block_pg)(mr, 1, kc, Ai, lda, Bk, FR_NR, ldb, Ci, ldc, wlast, acc, 0,
+                                    1);
                 i += mr;
             }
         }
@@ -408,6 +483,10 @@ FR_ISA_KERNEL void FR_IK(gemm_direct)(int M, int N, int K, const FR_T *A, ptrdif
 {
     if (M <= 8 && M > 0 && N > 0 && K > 0)
         FR_IK(gemm_rows)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#if FR_VB == 64
+    else if (M > 8 && N > 0 && K > 0)
+        FR_IK(gemm_direct_pg)(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#endif
     else
         FR_IK(gemm_strips)(M, N, K, A, lda, B, ldb, 0, C, ldc, accumulate, 0);
 }
@@ -570,8 +649,8 @@ FR_ISA_KERNEL int FR_IK(gemm_tn_packed)(int M, int N, int K, const FR_T *A, ptrd
                 int mr = fr_block_rows(M - i, blocks - b);
                 if (mr >= 3)
                     FR_IK(block_pg)(mr, np, kc, Ap + (size_t)i * kc, mr, Bp + p0 * ps, ps,
-                                    C + (size_t)i * ldc + p0 * FR_NR, ldc,
-                                    wlast > FR_NR ? FR_NR : wlast, acc, 1);
+                                    FR_NR, C + (size_t)i * ldc + p0 * FR_NR, ldc,
+                                    wlast > FR_NR ? FR_NR : wlast, acc, 1, 0);
                 else
                     for (int p = p0; p < p0 + np; p++)
                         FR_IK(block)(mr, kc, Ap + (size_t)i * kc, mr, Bp + p * ps, FR_NR,
