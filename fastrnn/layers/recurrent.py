@@ -355,7 +355,8 @@ class _TimeLayer(ThreadSetting):
 
     def _check_sizes(self, N, T, D, H):
         # BLAS takes 32-bit dimensions: the largest are N*T rows and a T*blocks*H row stride
-        if max(N * T, T * self.blocks * H, D) > _BLAS_INT_MAX:
+        # (`or`, not max() of a tuple: this runs on every single step)
+        if N * T > _BLAS_INT_MAX or T * self.blocks * H > _BLAS_INT_MAX or D > _BLAS_INT_MAX:
             raise ValueError(
                 f"sequence batch too large for 32-bit BLAS: N={N}, T={T}, D={D}, H={H}"
             )
@@ -464,13 +465,19 @@ class _TimeLayer(ThreadSetting):
     def _forward(self, xs, Wx, Wh, b, h0, c0, h_mask=None, carry=True, plan=None):
         """Run the kernel on validated inputs (Wx and Wh not yet tested for NaN/Inf; h_mask
         checked or None); returns (hs, h_T, c_T) and keeps the caches (h_T None unless carry:
-        a cell returns hs itself)."""
-        (N, T, D), H, dtype = xs.shape, Wh.shape[0], Wh.dtype
+        a cell returns hs itself).  xs (N, T, D), or (N, D) for a cell's step: hs (N, H) then
+        (no views made and taken apart: a small step's time is mostly such fixed costs)."""
+        H, dtype = Wh.shape[0], Wh.dtype
+        if xs.ndim == 2:
+            (N, D), T = xs.shape, 1
+            hs = np.empty((N, H), dtype)
+        else:
+            N, T, D = xs.shape
+            hs = np.empty((N, T, H), dtype)
         verify = _weights_checked_by_kernel(N, T)
         if not verify:
             _scan_weights(Wx, Wh)
         self._check_sizes(N, T, D, H)
-        hs = np.empty((N, T, H), dtype)
         if N == 0 or T == 0:
             self._last = (N, T, D, H, dtype)
             return hs, h0, c0
@@ -573,8 +580,9 @@ class _TimeLayer(ThreadSetting):
         past a row's length is not used (it must still be finite) and dxs is zero there."""
         return self._backward(dhs, None)[0]
 
-    def _backward(self, dhs, dc_next):
-        """Backward of the last forward; returns (dxs, dh0, dc0) and fills grads."""
+    def _backward(self, dhs, dc_next, step=False):
+        """Backward of the last forward; returns (dxs, dh0, dc0) and fills grads.  step: a
+        cell's (T = 1), dhs (N, H) and dxs (N, D)."""
         if self._last is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before forward(): "
@@ -584,7 +592,10 @@ class _TimeLayer(ThreadSetting):
         verify = _weights_checked_by_kernel(N, T)
         # same shapes and dtype as at construction; Wx and Wh scanned here or checked by the kernel
         Wx, Wh, b = self._read_params(scan_weights=not verify)
-        dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
+        if step:
+            dhs = _as_float_array(dhs, "dh_next", dtype, (N, H))
+        else:
+            dhs = _as_float_array(dhs, "dhs", dtype, (N, T, H))
         if dc_next is not None:
             dc_next = _as_float_array(dc_next, "dc_next", dtype, (N, H))
         for name, g, p in zip(("dWx", "dWh", "db"), self.grads, (Wx, Wh, b)):
@@ -602,7 +613,7 @@ class _TimeLayer(ThreadSetting):
                     f"array of shape {p.shape} (the layer allocates it; do not "
                     "replace it)"
                 )
-        dxs = np.empty((N, T, D), dtype)
+        dxs = np.empty((N, D) if step else (N, T, D), dtype)
         dh0 = np.empty((N, H), dtype)
         dc0 = np.empty((N, H), dtype) if self.has_cell else None
         width = 2 if self.has_cell else 1
@@ -848,8 +859,8 @@ class _Cell:
         N = x.shape[0]
         h0 = _as_float_array(h_prev, "h_prev", dtype, (N, H))
         c0 = None if c_prev is None else _as_float_array(c_prev, "c_prev", dtype, (N, H))
-        hs, _, cT = self._seq._forward(x[:, None, :], Wx, Wh, b, h0, c0, carry=False)
-        return hs[:, 0], cT
+        hs, _, cT = self._seq._forward(x, Wx, Wh, b, h0, c0, carry=False)
+        return hs, cT
 
     def _step_back(self, dh_next, dc_next=None):
         seq = self._seq
@@ -858,10 +869,7 @@ class _Cell:
                 f"{type(self).__name__}.backward() called before forward(): "
                 "there is no forward pass to differentiate"
             )
-        N, _, _, H, dtype = seq._last
-        dh = _as_float_array(dh_next, "dh_next", dtype, (N, H))
-        dxs, dh0, dc0 = seq._backward(dh[:, None, :], dc_next)
-        return dxs[:, 0], dh0, dc0
+        return seq._backward(dh_next, dc_next, step=True)
 
 
 @register

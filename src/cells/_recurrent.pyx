@@ -598,7 +598,8 @@ def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
             cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray Wp, int threads=1, bint check=False,
             object plan=None, bint reverse=False):
     """Run cell `cell` (0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU, 4 GRU reset_after) over all
-    timesteps of X (N, T, D); fills hs and the caches (Wp: scratch).
+    timesteps of X (N, T, D); fills hs and the caches (Wp: scratch).  A 2-D X (N, D) is one
+    step (a cell's), hs then (N, H).
 
     cache: the layer's forward caches: XH (N, T, D + H; X and h_{t-1} side by side), G
     (N, T, GH); the LSTM's c0 (N, H), C and TC (N, T, H); the GRU's AUX (N, T, H) and S
@@ -613,8 +614,8 @@ def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     cdef Loop L
     memset(&L, 0, sizeof(Loop))
     cell_spec(cell, &L.cell)
-    cdef Py_ssize_t N = X.shape[0], T = X.shape[1], D = Wx.shape[0], H = Wh.shape[0]
-    cdef Py_ssize_t NTH = N * T * H, GH = L.cell.blocks * H
+    cdef Py_ssize_t N = X.shape[0], T = X.shape[1] if X.ndim == 3 else 1
+    cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0], NTH = N * T * H, GH = L.cell.blocks * H
     cdef int tn = cnp.PyArray_TYPE(Wh)
     L.N = N; L.T = T; L.D = <int>D; L.H = <int>H; L.GH = <int>GH; L.ldxh = <int>(D + H)
     L.X = buf(X, tn, N * T * D, "X")
@@ -647,14 +648,16 @@ def backward(int cell, dict cache, dict scratch, cnp.ndarray dhs, object dcT, cn
     the LSTM's dc (2, N, H); GRU reset_after's dGh (N, T, H); with a plan, dXp (N*T, D).
     dcT (LSTM: (N, H) or None): gradient w.r.t. the last cell state; sq ((T,) or, LSTM, (T, 2)
     float64 zeros, or None): receives ||dL/dh_t||^2 (and ||dL/dc_t||^2) per step; Wp: scratch.
-    Writes dWx, dWh, db, dX, dh0 (and the LSTM's dc0).
+    Writes dWx, dWh, db, dX, dh0 (and the LSTM's dc0).  A 2-D dhs (N, H) is one step (a
+    cell's), dX then (N, D).
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
     db; else 0.  plan, reverse: as given to the forward."""
     cdef Loop L
     memset(&L, 0, sizeof(Loop))
     cell_spec(cell, &L.cell)
-    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1], D = Wx.shape[0], H = Wh.shape[0]
-    cdef Py_ssize_t NTH = N * T * H, NH = N * H, GH = L.cell.blocks * H
+    cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1] if dhs.ndim == 3 else 1
+    cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0], NTH = N * T * H, NH = N * H
+    cdef Py_ssize_t GH = L.cell.blocks * H
     cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef bint lstm = L.cell.kind == LSTM
     L.N = N; L.T = T; L.D = <int>D; L.H = <int>H; L.GH = <int>GH; L.ldxh = <int>(D + H)
