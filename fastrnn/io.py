@@ -30,6 +30,7 @@ fresh, as a newly built one does.
 import importlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -229,17 +230,44 @@ def _transpose_source(params, i):
     return None
 
 
+# ---- atomic writes: the one home of "a crash leaves the old file or the new one, never half" --
+
+
+def _destination(path):
+    """(path, its directory), after checking that a file can be put there (errors name path)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a directory, expected a file path")
+    return path, directory
+
+
+def _give_normal_mode(tmp, mode=0o666):
+    """mkstemp / mkdtemp make 0600 / 0700: give what open() / mkdir() would (mode less the
+    umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, mode & ~umask)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def atomic_write(path, write):
     """Call ``write(f)`` on a temporary file in ``path``'s directory, then move it to ``path``.
 
     The file is flushed and synced before ``os.replace``, so ``path`` holds either its old
     content or the complete new one, never a half-written file; on any error (or interrupt) the
     temporary file is removed and ``path`` is untouched.  The new file gets the mode a plain
-    ``open(path, "w")`` would (0666 less the umask)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+    ``open(path, "w")`` would (0666 less the umask).  A missing directory or a ``path`` that is
+    a directory is an error naming ``path``, raised before ``write`` runs."""
+    path, directory = _destination(path)
     fd, tmp = tempfile.mkstemp(
         dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
     )
@@ -248,16 +276,68 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
+        _give_normal_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
+
+
+def atomic_write_to(path, write_to):
+    """``atomic_write`` for writers that take a file name rather than a file (matplotlib's
+    ``savefig``, Keras's ``save``): ``write_to(tmp)`` gets a temporary path in the same
+    directory that ends like ``path`` (the extension selects their format)."""
+    path, directory = _destination(path)
+    root, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{root}.", suffix=f".tmp{ext}")
+    os.close(fd)
+    try:
+        write_to(tmp)
+        _give_normal_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    """``obj`` as indented JSON (no NaN: strict JSON), atomically."""
+    text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_directory(path, fill):
+    """Make the directory ``path`` by ``fill(tmp)`` into a new temporary directory beside it,
+    then move it into place: files that belong together (a model and its vocabulary) are
+    never seen half old, half new.  An existing ``path`` (a directory) is moved aside first
+    and removed once the new one is in place; if ``fill`` fails, ``path`` is untouched."""
+    path = os.fspath(path).rstrip(os.sep) or os.sep
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"cannot save to {path!r}: directory {parent!r} does not exist")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"cannot save to {path!r}: it is a file, expected a directory")
+    name = os.path.basename(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
+    try:
+        fill(tmp)
+        _give_normal_mode(tmp, 0o777)
+        old = None
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
+            os.rmdir(old)
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)  # put the old one back
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fail(path, message):

@@ -196,7 +196,7 @@ def run_eval(args):
             f"{m['support']:7,}"
         )
     if args.json is not None:
-        from ..train.checkpoint import atomic_write_json
+        from ..io import atomic_write_json
 
         record = {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data)}
         atomic_write_json(args.json, {**record, **result, "label_order": clf.labels})
@@ -245,16 +245,10 @@ def _export_keras(clf, path):
     if "keras" not in sys.modules and importlib.util.find_spec("torch") is not None:
         os.environ.setdefault("KERAS_BACKEND", "torch")  # (Keras's own default is TensorFlow)
     from ..interop import to_keras
+    from ..io import atomic_write_to
 
     model = to_keras(clf.model)
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_to(path, model.save)
 
 
 # ---- command line -----------------------------------------------------------------------------

@@ -19,6 +19,9 @@ MODEL_FILE, VOCAB_FILE, CONFIG_FILE = "model.npz", "vocab.json", "classifier.jso
 
 
 def _names(values, what):
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        # (a string is iterable: "ab" would read as the names "a" and "b")
+        raise TypeError(f"{what} must be a list of strings, got {type(values).__name__}")
     values = list(values)
     if not all(isinstance(v, str) and v for v in values):
         raise ValueError(f"{what} must be non-empty strings")
@@ -55,7 +58,9 @@ class TextClassifier:
             raise ValueError(
                 f"labels: {len(self.labels)} names, but the model has {model.num_classes} classes"
             )
-        if max_len is not None and not (isinstance(max_len, int) and max_len >= 1):
+        if max_len is not None and not (
+            isinstance(max_len, int) and not isinstance(max_len, bool) and max_len >= 1
+        ):
             raise ValueError(f"max_len must be a positive integer or None, got {max_len!r}")
         self.model, self.max_len = model, max_len
         self.word_to_id = {w: i for i, w in enumerate(self.words)}
@@ -146,18 +151,30 @@ class TextClassifier:
 
     def save(self, directory, record=None):
         """Write ``model.npz``, ``vocab.json`` and ``classifier.json`` (with `record`, a JSON
-        dict, beside the labels) into `directory` (created if missing), each atomically.
-        Returns the directory."""
-        from ..io import save
-        from ..train.checkpoint import atomic_write_json
+        dict, beside the labels) as the directory `directory`, all three or none: they are
+        written into a new directory beside it that then takes its place (``atomic_directory``),
+        so an interrupted save leaves the classifier that was there, never a model read through
+        another's vocabulary.  An existing `directory` may hold only a saved classifier (its
+        other files would go with it).  Returns the directory."""
+        from ..io import atomic_directory, atomic_write_json, save
 
         directory = os.fspath(directory)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"{directory}: exists and is not a directory")
-        os.makedirs(directory, exist_ok=True)
-        save(os.path.join(directory, MODEL_FILE), self.model)
-        atomic_write_json(os.path.join(directory, VOCAB_FILE), self.words)
-        atomic_write_json(os.path.join(directory, CONFIG_FILE), {**(record or {}), **self.config()})
+        if os.path.isdir(directory):
+            other = sorted(set(os.listdir(directory)) - {MODEL_FILE, VOCAB_FILE, CONFIG_FILE})
+            if other:
+                raise ValueError(
+                    f"{directory}: holds files besides a saved classifier ({', '.join(other[:5])}"
+                    f"{', ...' if len(other) > 5 else ''}); save into a directory of its own"
+                )
+
+        def fill(tmp):
+            save(os.path.join(tmp, MODEL_FILE), self.model)
+            atomic_write_json(os.path.join(tmp, VOCAB_FILE), self.words)
+            atomic_write_json(os.path.join(tmp, CONFIG_FILE), {**(record or {}), **self.config()})
+
+        atomic_directory(directory, fill)
         return directory
 
     @classmethod
@@ -201,7 +218,7 @@ class TextClassifier:
         --classifier classifier.json --classify FILE`` then labels a file's sentences.
         Returns the paths written."""
         from ..interop import export_numpy
-        from ..train.checkpoint import atomic_write_json
+        from ..io import atomic_write_json
 
         paths = export_numpy(self.model, directory, self.words)
         paths["classifier"] = os.path.join(os.fspath(directory), CONFIG_FILE)

@@ -26,10 +26,11 @@ own gradient; the book's ``remove_duplicate`` sums them before the update, and c
 """
 
 import os
-import tempfile
+import zipfile
 
 import numpy as np
 
+from ..io import atomic_write
 from ..layers.lm import (
     TimeAffine,
     TimeDropout,
@@ -598,31 +599,28 @@ class LanguageModel:
         temporary file in the same folder, renamed when complete."""
         if file_name is None:
             file_name = type(self).__name__ + ".npz"
-        file_name = os.fspath(file_name)
-        folder = os.path.dirname(os.path.abspath(file_name))
         arrays = {f"p{i}": np.ascontiguousarray(p) for i, p in enumerate(self.params)}
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, file_name)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(file_name, lambda f: np.savez(f, **arrays))
 
     def load_params(self, file_name=None):
         """Read parameters written by ``save_params`` into ``params`` in place (all checked
         first: count, shapes; converted to the model's dtype)."""
         if file_name is None:
             file_name = type(self).__name__ + ".npz"
-        if not os.path.exists(file_name):
-            raise FileNotFoundError(f"No file: {file_name}")
-        with np.load(file_name, allow_pickle=False) as f:
-            n = len(f.files)
-            if sorted(f.files) != sorted(f"p{i}" for i in range(n)):
-                raise ValueError(f"{file_name} was not written by save_params (keys {f.files})")
-            loaded = [f[f"p{i}"] for i in range(n)]
+        file_name = os.fspath(file_name)
+        if not os.path.isfile(file_name):
+            raise FileNotFoundError(f"{file_name}: no such file (parameters from save_params)")
+        try:
+            f = np.load(file_name, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):  # (a .npy file: one array)
+                raise ValueError("one .npy array, expected the .npz of save_params")
+            with f:
+                n = len(f.files)
+                if sorted(f.files) != sorted(f"p{i}" for i in range(n)):
+                    raise ValueError(f"not written by save_params (keys {f.files})")
+                loaded = [f[f"p{i}"] for i in range(n)]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{file_name}: unreadable parameters file ({e})") from None
         if n != len(self.params):
             raise ValueError(f"{file_name} holds {n} arrays, the model has {len(self.params)}")
         for i, (p, q) in enumerate(zip(self.params, loaded)):
@@ -632,6 +630,8 @@ class LanguageModel:
                 )
             if q.dtype.kind != "f":
                 raise TypeError(f"{file_name}: array {i} has dtype {q.dtype}, not float")
+            if not np.isfinite(q).all():
+                raise ValueError(f"{file_name}: array {i} holds NaN or Inf")
         for p, q in zip(self.params, loaded):
             p[...] = q
 

@@ -19,15 +19,15 @@ Layout of a run directory::
 
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from ..io import atomic_write, atomic_write_json
 
 __all__ = [
     "atomic_save_model",
     "atomic_savez",
     "atomic_write_json",
-    "atomic_write_text",
     "load_last",
     "model_path",
     "read_json",
@@ -36,42 +36,9 @@ __all__ = [
 ]
 
 
-def _atomic(path, write):
-    """Call write(tmp_path) then move tmp_path onto path; the temporary is removed on failure."""
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    root, ext = os.path.splitext(base)
-    fd, tmp = tempfile.mkstemp(prefix=f".{root}.", suffix=f".tmp{ext}", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic(path, write)
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
-
-
 def atomic_savez(path, arrays):
     """np.savez of a dict of arrays, atomically."""
-    _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def atomic_save_model(path, model):

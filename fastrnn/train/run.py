@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 
+from ..io import atomic_write_to
 from . import checkpoint as ckpt, config
 from .config import UsageError, check_config, config_from_args, flag, make_trainer, thread_limit
 from .data import Vocabulary, load_corpus, window_count
@@ -102,11 +103,10 @@ def _plot(out, history, note):
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = os.path.join(out, "perplexity.png")
-    tmp = os.path.join(out, ".perplexity.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write_to(os.path.join(out, "perplexity.png"), lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def _corpus_source(args):
