@@ -7,6 +7,8 @@ types they share (`positive`, `fraction`) are here, so a bad number reads the sa
 """
 
 import argparse
+import math
+import os
 import sys
 
 # subcommand name -> the module that provides its add_parser
@@ -19,19 +21,40 @@ SUBCOMMANDS = {
 
 
 def positive(kind=int):
-    """An argparse type: a number of `kind` (int or float) greater than zero."""
+    """An argparse type: a finite number of `kind` (int or float) greater than zero."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not value > 0:
+        if value is None or not 0 < value < math.inf:
             what = "integer" if kind is int else "number"
             raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
         return value
 
     return parse
+
+
+def seed(text):
+    """An argparse type: a random seed, an integer >= 0 (what NumPy's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def check_output_file(path, flag):
+    """Before the work: can `path` (the value of `flag`) be written as a file?  (Its directory
+    exists and it is not a directory; a ValueError naming the flag otherwise.)"""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{flag} {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a directory, expected a file name")
 
 
 def fraction(text):

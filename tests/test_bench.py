@@ -551,3 +551,27 @@ def test_model_command_line_options():
         cfg("--models", "rnnlm,3x300")
     with pytest.raises(SystemExit, match="model spec"):
         cfg("--model", "lstm 50 8")
+
+
+def test_bad_options_stop_before_the_benchmark(tmp_path, capsys):
+    from fastrnn.cli import main
+
+    for argv, flag in [
+        (["--repeats", "0"], "--repeats"),
+        (["--min-time", "-1"], "--min-time"),
+        (["--model-min-time", "nan"], "--model-min-time"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", *argv])
+        assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--shape: .*lstm 1 2 3"):
+        main(["bench", "--shape", "lstm 1 2 3"])
+    # an unwritable output is found before minutes of measuring, not after
+    for flag, path, match in [
+        ("--json", tmp_path, "is a directory"),
+        ("--markdown", tmp_path / "no" / "x.md", "does not exist"),
+        ("--plot", tmp_path / "no" / "x.png", "does not exist"),
+    ]:
+        with pytest.raises(SystemExit, match=f"{flag} .*{match}"):
+            main(["bench", "--shape", "rnn 1 2 3 4", "--no-clip", "--no-models", flag, str(path)])
+        assert "layer shapes" not in capsys.readouterr().out

@@ -189,6 +189,54 @@ def test_crash_while_writing_leaves_old_file_and_no_temp(rng, tmp_path, monkeypa
     assert isinstance(fastrnn.load(path), fastrnn.TimeRNN)
 
 
+def test_save_onto_a_directory_names_it(rng, tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="d'?: it is a directory, expected a file path"):
+        fastrnn.save(tmp_path / "d", build("rnn", rng, np.float64))
+    assert os.listdir(tmp_path / "d") == [] and os.listdir(tmp_path) == ["d"]
+
+
+def test_atomic_write_to_keeps_the_extension_and_cleans_up(tmp_path):
+    seen = []
+
+    def write_to(tmp):
+        seen.append(tmp)
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("writer failed")
+
+    (tmp_path / "plot.png").write_text("old")
+    with pytest.raises(RuntimeError, match="writer failed"):
+        fio.atomic_write_to(tmp_path / "plot.png", write_to)
+    assert seen[0].endswith(".png") and os.path.dirname(seen[0]) == str(tmp_path)
+    assert os.listdir(tmp_path) == ["plot.png"] and (tmp_path / "plot.png").read_text() == "old"
+
+
+def test_atomic_directory_is_all_or_nothing(tmp_path):
+    def fill(files):
+        def run(tmp):
+            for name, text in files.items():
+                if text is None:
+                    raise OSError("disk full")
+                with open(os.path.join(tmp, name), "w") as f:
+                    f.write(text)
+
+        return run
+
+    fio.atomic_directory(tmp_path / "run", fill({"a": "1", "b": "1"}))
+    with pytest.raises(OSError, match="disk full"):
+        fio.atomic_directory(tmp_path / "run", fill({"a": "2", "b": None}))
+    assert os.listdir(tmp_path) == ["run"]
+    assert {n: (tmp_path / "run" / n).read_text() for n in "ab"} == {"a": "1", "b": "1"}
+    fio.atomic_directory(tmp_path / "run", fill({"c": "3"}))  # the new one replaces it whole
+    assert os.listdir(tmp_path) == ["run"] and os.listdir(tmp_path / "run") == ["c"]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="it is a file, expected a directory"):
+        fio.atomic_directory(tmp_path / "f", fill({"a": "1"}))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fio.atomic_directory(tmp_path / "no" / "run", fill({"a": "1"}))
+
+
 def test_saved_file_mode_follows_umask(rng, tmp_path):
     path = tmp_path / "m.npz"
     umask = os.umask(0o022)
@@ -587,3 +635,18 @@ def test_bad_transpose_entries_refused(tmp_path, change):
     change(header, i)
     write_raw(path, arrays, header)
     refused(path, "transpose of an earlier")
+
+
+@pytest.mark.parametrize("field", ["num_classes", "vocab_size", "embed_size"])
+def test_a_config_size_the_arrays_do_not_have_is_refused_before_allocating(tmp_path, field):
+    # 10**15 floats could not be allocated: the sizes are checked against the arrays first
+    from fastrnn.classify import build_model
+
+    settings = {"cell": "gru", "embed": 8, "hidden": 8, "layers": 2, "pooling": "mean"}
+    fastrnn.save(tmp_path / "m.npz", build_model(True, settings, 20, 3, seed=1))
+    arrays = arrays_of(tmp_path / "m.npz")
+    header = header_of(arrays)
+    header["config"][field] = 10**15
+    write_raw(tmp_path / "bad.npz", arrays, header)
+    with pytest.raises(FileFormatError, match="bad.npz: .*does not fit its config: params"):
+        fastrnn.load(tmp_path / "bad.npz")

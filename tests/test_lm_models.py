@@ -562,6 +562,29 @@ def test_load_params_checks_before_writing(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["a.npz"]  # no temporary files left
 
 
+def test_load_params_names_a_damaged_file_and_keeps_the_weights(tmp_path):
+    a = Rnnlm(30, 5, 6, seed=1)
+    a.save_params(tmp_path / "a.npz")
+    data = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "one.npy", a.params[0])
+    bad = [p.copy() for p in a.params]
+    bad[2][0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **{f"p{i}": p for i, p in enumerate(bad)})
+    before = [p.copy() for p in a.params]
+    for name, match in [
+        ("cut.npz", "cut.npz: unreadable parameters file"),
+        ("empty.npz", "empty.npz: unreadable parameters file"),
+        ("one.npy", "one.npy: unreadable parameters file .*one .npy array"),
+        ("nan.npz", r"nan.npz: array 2 holds NaN or Inf"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            a.load_params(tmp_path / name)
+        for p, q in zip(a.params, before):
+            np.testing.assert_array_equal(p, q)
+
+
 def test_stack_config_round_trip():
     rng = np.random.default_rng(0)
     s = make_stack(["gru", "lstm"], 3, [4, 5], rng, connection="dense", dropout=0.1, seed=2)

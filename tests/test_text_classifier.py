@@ -447,3 +447,69 @@ def test_the_command_line_takes_word_vectors(tmp_path, capsys):
     argv2 = argv[:-3] + ["--embeddings", str(tmp_path / "none.txt")]
     assert main(argv2) == 2
     assert "a vector for none of the training words" in capsys.readouterr().err
+
+
+def test_an_interrupted_save_keeps_the_classifier_that_was_there(tmp_path, trained, monkeypatch):
+    clf, examples = trained
+    clf.save(tmp_path / "run", record={"note": "old"})
+    before = {n: (tmp_path / "run" / n).read_bytes() for n in os.listdir(tmp_path / "run")}
+
+    import fastrnn.io
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    # the vocabulary is written after the model: the failure comes half-way through the save
+    monkeypatch.setattr(fastrnn.io, "atomic_write_json", broken)
+    with pytest.raises(OSError, match="disk full"):
+        clf.save(tmp_path / "run", record={"note": "new"})
+    monkeypatch.undo()
+    after = {n: (tmp_path / "run" / n).read_bytes() for n in os.listdir(tmp_path / "run")}
+    assert after == before
+    assert os.listdir(tmp_path) == ["run"]  # no temporary directory left beside it
+    assert TextClassifier.load(tmp_path / "run").words == clf.words
+
+
+def test_save_refuses_a_directory_holding_other_files(tmp_path, trained):
+    clf, _ = trained
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"holds files besides a saved classifier \(notes.txt\)"):
+        clf.save(tmp_path / "mine")
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"labels": "ab", "max_len": 12}, "labels"),
+        ({"labels": ["mid", "neg", "pos"], "max_len": True}, "max_len"),
+        ({"labels": ["mid", "neg", "pos"], "max_len": 0}, "max_len"),
+    ],
+)
+def test_loading_a_bad_classifier_json_names_the_field(tmp_path, trained, config, match):
+    clf, _ = trained
+    clf.save(tmp_path / "run")
+    (tmp_path / "run" / "classifier.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match):
+        TextClassifier.load(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", "x"], "--seed"),
+        (["--epochs", "0"], "--epochs"),
+    ],
+)
+def test_bad_numbers_on_the_command_line_name_the_flag(tmp_path, argv, flag, capsys):
+    _write(tmp_path / "c.tsv", _examples(np.random.default_rng(0), 10))
+    with pytest.raises(SystemExit) as exit_:
+        main(["classify", "train", "--data", str(tmp_path / "c.tsv"), *argv])
+    assert exit_.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err

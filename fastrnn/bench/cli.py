@@ -4,6 +4,8 @@ import argparse
 import json
 import sys
 
+from ..cli import check_output_file, positive
+from ..io import atomic_write
 from .cases import (
     BUSY_CORES,
     CELLS,
@@ -45,13 +47,13 @@ def add_parser(subparsers):
     )
     p.add_argument(
         "--repeats",
-        type=int,
+        type=positive(),
         default=None,
         help="interleaved rounds = samples per implementation (default 9; 3 quick)",
     )
     p.add_argument(
         "--min-time",
-        type=float,
+        type=positive(float),
         default=None,
         help="seconds per sample; fast calls are batched (default 0.1; 0.02 quick)",
     )
@@ -108,7 +110,7 @@ def add_parser(subparsers):
     p.add_argument("--no-models", action="store_true", help="skip the whole-model rows")
     p.add_argument(
         "--model-min-time",
-        type=float,
+        type=positive(float),
         default=None,
         metavar="SECONDS",
         help="seconds per sample of the model rows (default 0.5; 0.25 quick)",
@@ -172,7 +174,10 @@ def select_models(spec, quick=False):
 def config_from_args(args):
     quick = args.quick
     if args.shape:
-        cases = tuple(Case.parse(s) for s in args.shape)
+        try:
+            cases = tuple(Case.parse(s) for s in args.shape)
+        except ValueError as exc:
+            raise SystemExit(f"fastrnn bench: --shape: {exc}") from None
     else:
         cases = QUICK_CASES if quick else DEFAULT_CASES
     if args.shapes:
@@ -232,6 +237,12 @@ def config_from_args(args):
 
 def run(args):
     cfg = config_from_args(args)
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+        if path is not None:  # (before the benchmark, not after it)
+            try:
+                check_output_file(path, flag)
+            except ValueError as exc:
+                raise SystemExit(f"fastrnn bench: {exc}") from None
     n = len(cfg.cases) + len(cfg.clip_cases) + len(cfg.model_cases)
     print(
         f"fastrnn bench: {len(cfg.cases)} layer shapes + {len(cfg.clip_cases)} clip cases + "
@@ -247,14 +258,16 @@ def run(args):
     print(format_machine(results))
     print(format_report(results))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        atomic_write(args.json, lambda f: f.write(json.dumps(results, indent=1).encode("utf-8")))
         print(f"\nwrote {args.json}")
     if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write("## Machine\n\n" + format_machine(results, markdown=True) + "\n\n")
-            fh.write(f"## Command\n\n```\n{cfg.command}\n```\n\n## Results\n")
-            fh.write(format_report(results, markdown=True) + "\n")
+        text = (
+            "## Machine\n\n" + format_machine(results, markdown=True) + "\n\n"
+            f"## Command\n\n```\n{cfg.command}\n```\n\n## Results\n"
+            + format_report(results, markdown=True)
+            + "\n"
+        )
+        atomic_write(args.markdown, lambda f: f.write(text.encode("utf-8")))
         print(f"wrote {args.markdown}")
     if args.plot and not (results["layers"] or results["clip"]):
         print("--plot draws the layer and clip_grads rows; none were run: no plot written")

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from ..io import atomic_write_to
 from .cases import (
     CLIP_IMPLS,
     LAYER_IMPLS,
@@ -537,5 +538,7 @@ def plot(results, path):
             ax.grid(axis="y", alpha=0.3, which="both")
             ax.legend(fontsize=7, loc="upper left", framealpha=0.6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write_to(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from ..cli import fraction, positive
+from ..cli import check_output_file, fraction, positive, seed
 from .data import read_labelled, read_sentences, read_word_vectors, vocabulary
 from .text import TextClassifier
 from .training import DEMO_DEFAULTS, fit_text_classifier, layer_classes, run_demo
@@ -176,8 +176,8 @@ def run_predict(args):
 
 def run_eval(args):
     """``fastrnn classify eval``: accuracy and per-label precision / recall / F1."""
-    if args.json is not None and not os.path.isdir(os.path.dirname(args.json) or "."):
-        raise ValueError(f"--json {args.json}: its directory does not exist")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     clf = TextClassifier.load(args.model)
     examples = read_labelled(args.data)
     result = clf.evaluate(examples, args.batch_size)
@@ -211,8 +211,8 @@ def run_export(args):
     if args.numpy is not None:
         _check_output_dir(args.numpy, "--numpy")
     for flag, path in (("--onnx", args.onnx), ("--keras", args.keras)):
-        if path is not None and os.path.isdir(path):
-            raise ValueError(f"{flag} {path}: is a directory, expected a file name")
+        if path is not None:
+            check_output_file(path, flag)
     if args.keras is not None and not args.keras.endswith(".keras"):
         raise ValueError(f"--keras {args.keras}: must end in .keras (Keras's own format)")
     clf = TextClassifier.load(args.model)
@@ -286,7 +286,7 @@ def add_parser(subparsers):
         description=_DOC[1],
     )
     d.add_argument("--epochs", type=positive(), default=DEMO_DEFAULTS["epochs"])
-    d.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"])
+    d.add_argument("--seed", type=seed, default=DEMO_DEFAULTS["seed"])
     d.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=DEMO_DEFAULTS["cell"])
     d.add_argument("--hidden", type=positive(), default=DEMO_DEFAULTS["hidden"])
     d.set_defaults(func=_demo)
@@ -301,7 +301,7 @@ def add_parser(subparsers):
     t.add_argument("--test-fraction", type=fraction, default=0.1)
     t.add_argument("--epochs", type=positive(), default=5)
     t.add_argument("--batch-size", type=positive(), default=32)
-    t.add_argument("--lr", type=float, default=0.003)
+    t.add_argument("--lr", type=positive(float), default=0.003)
     t.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm")
     t.add_argument("--embed", type=positive(), default=64)
     t.add_argument("--hidden", type=positive(), default=64)
@@ -321,7 +321,7 @@ def add_parser(subparsers):
     t.add_argument(
         "--freeze-embeddings", action="store_true", help="keep the embedding as it starts"
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed, default=0)
     t.add_argument(
         "--save",
         metavar="DIR",

@@ -272,6 +272,15 @@ class SequenceClassifier:
             raise ValueError(f"SequenceClassifier params too few: {len(params)}")
         encoder = Stack.from_config(config["encoder"], params[head:-2])
         kwargs = {k: v for k, v in config.items() if k != "encoder"}
+        # the sizes the config claims, checked against the arrays before the constructor draws
+        # weights of those sizes (a damaged num_classes of 10**15 is an error, not MemoryError)
+        C, V, E = (config.get(k) for k in ("num_classes", "vocab_size", "embed_size"))
+        expect = [(len(params) - 2, (encoder.output_size, C)), (len(params) - 1, (C,))]
+        if head:
+            expect.append((0, (V, E)))
+        for i, shape in expect:
+            if np.shape(params[i]) != shape:
+                raise ValueError(f"params[{i}] must have shape {shape}, got {np.shape(params[i])}")
         model = cls(encoder=encoder, **kwargs)
         for i, (mine, given) in enumerate(zip(model.params, params)):
             if given is mine:

@@ -1,12 +1,47 @@
 """Optimizers in the style of the NumPy layers: ``update(params, grads)`` changes the parameter
-arrays in place, so layers, which read their ``params`` afresh at every call, see the new values."""
+arrays in place, so layers, which read their ``params`` afresh at every call, see the new values.
+
+Settings are checked when set (``lr`` too, which schedules change between updates), and an
+update whose gradients hold NaN or Inf is refused before anything is written: the parameters
+(and Adam's moments) stay as they were.  That check is one pass over the gradients (0.4 ms for
+5 M float32 values, under 1 % of a 2x200 language model's iteration)."""
+
+import math
+import numbers
 
 import numpy as np
 
-from .._norms import adam_step, sgd_step
+from .._norms import adam_step, all_finite, sgd_step
 from .._threads import blas_threads
 
 __all__ = ["SGD", "Adam"]
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _decay(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return value
+
+
+def _checked_pairs(params, grads):
+    """params and grads as lists of the same length, every gradient free of NaN and Inf."""
+    params, grads = list(params), list(grads)
+    if len(params) != len(grads):
+        raise ValueError(f"params and grads must pair up, got {len(params)} and {len(grads)}")
+    for k, g in enumerate(grads):
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"grads[{k}] must be a numpy array, got {type(g).__name__}")
+        if g.dtype.kind == "f" and not all_finite(g):
+            raise ValueError(f"grads[{k}] holds NaN or Inf: no parameter was updated")
+    return params, grads
 
 
 class SGD:
@@ -15,14 +50,22 @@ class SGD:
     def __init__(self, lr=0.01):
         self.lr = lr
 
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _positive("lr", value)
+
     def update(self, params, grads):
+        params, grads = _checked_pairs(params, grads)
         # One fused pass on fastrnn's own threads (the same bits as `p -= lr * g`, without its
         # temporary: 1.1 -> 0.5 ms for the Rnnlm's 2.1 M parameters).  Not BLAS axpy: a threaded
         # BLAS call here leaves OpenBLAS's workers spinning into the next forward, where they
         # took a core from its kernel threads (a 2x200 LM iteration at 2 threads: 84 ms with
         # axpy, about 45 ms without).
         # (threads: as many as the layers use, threadpoolctl's setting)
-        params, grads = list(params), list(grads)
         for k in sgd_step(params, grads, self.lr, threads=blas_threads()):
             params[k] -= self.lr * grads[k]  # pairs the fused pass does not take
 
@@ -31,11 +74,22 @@ class Adam:
     """Adam (Kingma & Ba 2015), written as in the book, updating params in place."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.lr = lr
+        self.beta1, self.beta2 = _decay("beta1", beta1), _decay("beta2", beta2)
+        self.eps = _positive("eps", eps)
         self.iter = 0
         self.m = self.v = None
 
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _positive("lr", value)
+
     def update(self, params, grads):
+        params, grads = _checked_pairs(params, grads)
         if self.m is None:
             self.m = [np.zeros_like(p) for p in params]
             self.v = [np.zeros_like(p) for p in params]
@@ -44,7 +98,6 @@ class Adam:
         # One fused pass per array on fastrnn's threads, the same bits as the lines below (a
         # 2 M-parameter classifier: 16.4 ms in NumPy's dozen passes and temporaries); the
         # lines run for what the pass does not take.
-        params, grads = list(params), list(grads)
         rest = adam_step(
             params, grads, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps,
             threads=blas_threads(),
