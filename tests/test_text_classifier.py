@@ -227,6 +227,17 @@ def test_predict_prints_the_labelled_format(saved_run, capsys, monkeypatch):
     assert all(0.34 < float(r[1]) <= 1 for r in rows)
 
 
+def test_predict_refuses_standard_input_that_is_not_utf8(saved_run, capsys, monkeypatch):
+    run, _, tmp = saved_run
+    (tmp / "latin.txt").write_bytes("a good movie\ncaf\xe9 bad\n".encode("latin-1"))
+    # decoded with replacements by the locale's stream, the word would read as 'caf\ufffd'
+    with open(tmp / "latin.txt", encoding="utf-8", errors="replace") as stdin:
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert main(["classify", "predict", "--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "standard input: not UTF-8 text" in err
+
+
 def test_eval_prints_and_writes_what_evaluate_gives(saved_run, capsys):
     run, examples, tmp = saved_run
     argv = ["classify", "eval", "--model", str(run), "--data", str(tmp / "corpus.tsv")]
@@ -400,12 +411,21 @@ def test_bad_word_vector_files_name_the_line(tmp_path):
         ("a 1 2\nb 1 x\n", "v.txt:2: numbers that do not parse"),
         ("\n", "holds no word vectors"),
         ("a 1 nan\n", "NaN or Inf"),
+        ("3 2\na 1 2\nb 1 2\n", "v.txt: its header says 3 vectors, it holds 2"),
+        ("2 3\na 1 2\nb 1 2\n", "v.txt:2: 2 numbers after 'a', the header says 3"),
     ):
         p.write_text(text)
         with pytest.raises(ValueError, match=message):
             read_word_vectors(p)
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_word_vectors(tmp_path / "none.txt")
+
+
+def test_a_word_given_twice_keeps_its_first_vector_with_a_warning(tmp_path):
+    (tmp_path / "v.txt").write_text("3 2\na 1 2\nb 3 4\na 5 6\n")
+    with pytest.warns(UserWarning, match="v.txt: 1 word.* given more than once.*'a'"):
+        got = read_word_vectors(tmp_path / "v.txt")
+    assert got.keys() == {"a", "b"} and got["a"].tolist() == [1, 2]
 
 
 @pytest.mark.parametrize("freeze", [False, True])

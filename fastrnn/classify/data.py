@@ -3,6 +3,7 @@ sentence files, the vocabulary built from training examples, and the demo's synt
 
 import contextlib
 import sys
+import warnings
 
 import numpy as np
 
@@ -24,16 +25,21 @@ def _lines(path, what):
     """(line number, line without its end) of a UTF-8 text file ("-": standard input); errors
     name the path."""
     try:
-        stdin = path == "-"
-        with contextlib.nullcontext(sys.stdin) if stdin else open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        if path == "-":  # UTF-8 whatever the locale says, and never decoded with replacements
+            raw = getattr(sys.stdin, "buffer", None)
+            f = contextlib.nullcontext(sys.stdin if raw is None else (b.decode() for b in raw))
+        else:
+            f = open(path, encoding="utf-8")
+        with f as lines:
+            for number, line in enumerate(lines, 1):
                 yield number, line.rstrip("\n").rstrip("\r")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file ({what})") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, expected a file ({what})") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        where = "standard input" if path == "-" else path
+        raise ValueError(f"{where}: not UTF-8 text ({e})") from None
 
 
 def read_labelled(path):
@@ -78,14 +84,20 @@ def read_word_vectors(path, words=None):
     numbers (GloVe's format; word2vec's text format, whose first line gives the count and the
     size, too).  With `words`, only those are kept (a large file read for a small vocabulary).
 
-    Every vector must have the size of the first; a line that breaks that, a number that does
-    not parse, a missing or non-UTF-8 file is an error naming the path (and line)."""
+    Every vector must have the size of the first (and the header's); a line that breaks that, a
+    number that does not parse, a word2vec file with fewer or more vectors than its header says
+    (a truncated download), a missing or non-UTF-8 file is an error naming the path (and line).
+    A word given twice keeps its first vector, with a warning (gensim's reading: some published
+    files repeat a few words)."""
     wanted = None if words is None else set(words)
-    vectors, size = {}, None
+    vectors, size, header, count, repeated = {}, None, None, 0, []
+    seen = set()
     for number, line in _lines(path, "the word vectors"):
         parts = line.rstrip().split(" ")
         if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-            continue  # word2vec's header: count and size
+            header = int(parts[0]), int(parts[1])  # word2vec's header: count and size
+            size = header[1] or None
+            continue
         if not line.strip():
             continue
         word, values = parts[0], parts[1:]
@@ -94,10 +106,15 @@ def read_word_vectors(path, words=None):
             if size < 1:
                 raise ValueError(f"{path}:{number}: expected a word and its numbers")
         if len(values) != size:
+            first = "the header says" if header else "the first line had"
             raise ValueError(
-                f"{path}:{number}: {len(values)} numbers after {word[:30]!r}, the first line "
-                f"had {size}"
+                f"{path}:{number}: {len(values)} numbers after {word[:30]!r}, {first} {size}"
             )
+        count += 1
+        if word in seen:
+            repeated.append(word)
+            continue
+        seen.add(word)
         if wanted is not None and word not in wanted:
             continue
         try:
@@ -106,8 +123,19 @@ def read_word_vectors(path, words=None):
             raise ValueError(
                 f"{path}:{number}: numbers that do not parse after {word[:30]!r}"
             ) from None
-    if size is None:
+    if size is None or count == 0:
         raise ValueError(f"{path}: holds no word vectors")
+    if header is not None and count != header[0]:
+        raise ValueError(
+            f"{path}: its header says {header[0]} vectors, it holds {count} (a truncated or "
+            "damaged file?)"
+        )
+    if repeated:
+        warnings.warn(
+            f"{path}: {len(repeated)} word(s) given more than once, the first vector kept "
+            f"({', '.join(map(repr, repeated[:5]))}{', ...' if len(repeated) > 5 else ''})",
+            stacklevel=2,
+        )
     if not all(np.isfinite(v).all() for v in vectors.values()):
         raise ValueError(f"{path}: holds NaN or Inf")
     return vectors
