@@ -259,6 +259,18 @@ def _unlink_quietly(path):
         pass
 
 
+def _move_into_place(tmp, path, produce):
+    """``produce()`` (which fills the temporary file ``tmp``), then ``tmp`` becomes ``path``;
+    on any error or interrupt ``tmp`` is removed and ``path`` untouched."""
+    try:
+        produce()
+        _give_normal_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
 def atomic_write(path, write):
     """Call ``write(f)`` on a temporary file in ``path``'s directory, then move it to ``path``.
 
@@ -271,16 +283,14 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(
         dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
     )
-    try:
+
+    def produce():
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _give_normal_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+
+    _move_into_place(tmp, path, produce)
 
 
 def atomic_write_to(path, write_to):
@@ -291,13 +301,7 @@ def atomic_write_to(path, write_to):
     root, ext = os.path.splitext(os.path.basename(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{root}.", suffix=f".tmp{ext}")
     os.close(fd)
-    try:
-        write_to(tmp)
-        _give_normal_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    _move_into_place(tmp, path, lambda: write_to(tmp))
 
 
 def atomic_write_json(path, obj):

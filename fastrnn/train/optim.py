@@ -44,11 +44,9 @@ def _checked_pairs(params, grads):
     return params, grads
 
 
-class SGD:
-    """Stochastic gradient descent: p -= lr * g, in place."""
-
-    def __init__(self, lr=0.01):
-        self.lr = lr
+class _Optimizer:
+    """What SGD and Adam share: ``lr``, checked (positive, finite) whenever it is set (a
+    schedule sets it every epoch)."""
 
     @property
     def lr(self):
@@ -57,6 +55,13 @@ class SGD:
     @lr.setter
     def lr(self, value):
         self._lr = _positive("lr", value)
+
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent: p -= lr * g, in place."""
+
+    def __init__(self, lr=0.01):
+        self.lr = lr
 
     def update(self, params, grads):
         params, grads = _checked_pairs(params, grads)
@@ -70,7 +75,7 @@ class SGD:
             params[k] -= self.lr * grads[k]  # pairs the fused pass does not take
 
 
-class Adam:
+class Adam(_Optimizer):
     """Adam (Kingma & Ba 2015), written as in the book, updating params in place."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
@@ -79,14 +84,6 @@ class Adam:
         self.eps = _positive("eps", eps)
         self.iter = 0
         self.m = self.v = None
-
-    @property
-    def lr(self):
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        self._lr = _positive("lr", value)
 
     def update(self, params, grads):
         params, grads = _checked_pairs(params, grads)
