@@ -32,6 +32,7 @@ Command line::
 import argparse
 import json
 import math
+import numbers
 import os
 import sys
 import zipfile
@@ -72,6 +73,19 @@ class _Layer:
     next when `carry` (a language model's layers)."""
 
     def __init__(self, Wx, Wh, b, cell, reverse=False, nonlinearity="tanh", reset_after=False):
+        G = GATES.get(cell)
+        if G is None or nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"a layer of cell {cell!r} / nonlinearity {nonlinearity!r}; expected a cell in "
+                f"{sorted(GATES)} and tanh or relu"
+            )
+        H = Wh.shape[0] if Wh.ndim == 2 else -1
+        b_shape = (2, G * H) if reset_after else (G * H,)
+        if Wx.ndim != 2 or Wx.shape[1] != G * H or Wh.shape != (H, G * H) or b.shape != b_shape:
+            raise ValueError(
+                f"a {cell} layer's Wx {Wx.shape}, Wh {Wh.shape}, b {b.shape} do not fit "
+                f"(expected (D, {G}H), (H, {G}H), {'(2, 3H)' if reset_after else f'({G}H,)'})"
+            )
         self.Wx, self.Wh, self.b, self.cell = Wx, Wh, b, cell
         self.reverse, self.relu, self.reset_after = reverse, nonlinearity == "relu", reset_after
         self.H = Wh.shape[0]
@@ -236,11 +250,15 @@ def _layer(entry, arrays):
     return _Layer(*arrays, entry["cell"], **options)
 
 
-def _classifier(path, cfg, arrays):
+def _classifier(cfg, arrays):
     enc = cfg["encoder"]
     if enc.get("connection") not in (None, "residual", "dense", "highway"):
-        raise ValueError(f"{path}: connection {enc.get('connection')!r} unknown")
+        raise ValueError(f"connection {enc.get('connection')!r} unknown")
+    if cfg["pooling"] not in ("last", "mean", "max"):
+        raise ValueError(f"pooling {cfg['pooling']!r} unknown")
     embed_W = arrays.pop(0) if cfg.get("vocab_size") is not None else None
+    if len(arrays) < 5:  # (a layer's three and the affine head's two at least)
+        raise ValueError(f"{len(arrays)} arrays do not fit a SequenceClassifier")
     W, b = arrays[-2:]
     arrays = arrays[:-2]
     layers = []
@@ -270,45 +288,47 @@ def _read(path):
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, ValueError) and "pickle" in str(e):  # (np.load's guess for the rest)
+            e = "neither a .npz nor a .npy file"
         raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not a fastrnn model file (.npz)")
     with npz:
         if HEADER not in npz.files:
             raise ValueError(f"{path}: not a fastrnn model file (no {HEADER!r})")
         try:
             header = json.loads(npz[HEADER].tobytes().decode("utf-8"))
-            specs, arrays = header["arrays"], []
+            name, cfg, specs, arrays = header["class"], header["config"], header["arrays"], []
+            if not (isinstance(name, str) and isinstance(cfg, dict) and isinstance(specs, list)):
+                raise TypeError("its header's class, config or arrays has the wrong type")
             for spec in specs:
                 if "transpose_of" in spec:
                     arrays.append(arrays[spec["transpose_of"]].T)
                 else:
-                    arrays.append(npz[spec["name"]])
+                    a = npz[spec["name"]]
+                    if a.dtype not in (np.float32, np.float64):
+                        raise ValueError(f"array {spec['name']} is {a.dtype}, not float32/64")
+                    if not np.isfinite(a).all():
+                        raise ValueError(f"array {spec['name']} holds NaN or Inf")
+                    arrays.append(a)
                 if list(arrays[-1].shape) != spec["shape"]:
                     raise ValueError(f"array {spec['name']} has shape {arrays[-1].shape}")
-            return header["class"], header["config"], arrays
+            return name, cfg, arrays
         except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: damaged fastrnn model file ({e})") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as e:  # a member cut short
             raise ValueError(f"{path}: damaged fastrnn model file ({e})") from None
 
 
-def load(path):
-    """The model in the fastrnn model file `path`: a :class:`NumpyLM` or a
-    :class:`NumpyClassifier`."""
-    name, cfg, arrays = _read(path)
-    if name == "SequenceClassifier":
-        try:
-            return _classifier(path, cfg, list(arrays))
-        except (KeyError, IndexError, TypeError) as e:
-            raise ValueError(f"{path}: damaged SequenceClassifier file ({e!r})") from None
+def _language_model(name, cfg, arrays):
     if name in ("Rnnlm", "BetterRnnlm"):  # the book's: LSTMs of one size, their own tying
         layers = 1 if name == "Rnnlm" else 2
         cfg = {"cell": "lstm", "hidden_sizes": [cfg["hidden_size"]] * layers, "tie_weights": False}
-    elif name != "LanguageModel":
-        raise ValueError(
-            f"{path}: a {name}; this runtime runs LanguageModel, Rnnlm, BetterRnnlm, "
-            "SequenceClassifier"
-        )
     cell, n = cfg["cell"], len(cfg["hidden_sizes"])
     if cell not in GATES or cfg.get("connection") not in (None, "residual", "dense"):
-        raise ValueError(f"{path}: cell {cell!r} / connection {cfg.get('connection')!r} unknown")
+        raise ValueError(f"cell {cell!r} / connection {cfg.get('connection')!r} unknown")
+    if len(arrays) < 1 + 3 * n:
+        raise ValueError(f"{len(arrays)} arrays do not fit a {name} of {n} layers")
     embed_W, rest = arrays[0], arrays[1:]
     layers = [_Layer(*rest[3 * k : 3 * k + 3], cell) for k in range(n)]
     rest = rest[3 * n :]
@@ -320,8 +340,59 @@ def load(path):
     elif len(rest) == 1 and cfg["tie_weights"]:
         out_W, out_b = embed_W.T, rest[0]
     else:
-        raise ValueError(f"{path}: {len(arrays)} arrays do not fit a {name} of {n} layers")
+        raise ValueError(f"{len(arrays)} arrays do not fit a {name} of {n} layers")
     return NumpyLM(embed_W, layers, cfg.get("connection"), proj, out_W, out_b)
+
+
+def _probe(model):
+    """One step through `model` (a ValueError if its arrays do not fit together)."""
+    if isinstance(model, NumpyLM):
+        if model.embed_W.ndim != 2:
+            raise ValueError(f"an embedding of shape {model.embed_W.shape}")
+        V = model.vocab_size
+        scores = model.predict(np.zeros((1, 1), np.int64))
+        model.reset_state()
+        if scores.shape != (1, 1, V):
+            raise ValueError(f"{scores.shape[-1]} scores for a vocabulary of {V} words")
+        return
+    first = model.layers[0]
+    first = first.layers[0] if isinstance(first, _Bidirectional) else first
+    if model.embed_W is not None and model.embed_W.ndim != 2:
+        raise ValueError(f"an embedding of shape {model.embed_W.shape}")
+    x = (
+        np.zeros((1, 1), np.int64)
+        if model.embed_W is not None
+        else np.zeros((1, 1, first.Wx.shape[0]), first.Wx.dtype)
+    )
+    scores = model.predict(x)
+    if scores.shape != (1, model.num_classes):
+        raise ValueError(f"scores of shape {scores.shape} for {model.num_classes} classes")
+
+
+def load(path):
+    """The model in the fastrnn model file `path`: a :class:`NumpyLM` or a
+    :class:`NumpyClassifier`.  A file that is not one, or is damaged (arrays missing, of the
+    wrong shapes or dtypes, holding NaN or Inf) is a ValueError naming `path`."""
+    name, cfg, arrays = _read(path)
+    if name not in ("LanguageModel", "Rnnlm", "BetterRnnlm", "SequenceClassifier"):
+        raise ValueError(
+            f"{path}: a {name}; this runtime runs LanguageModel, Rnnlm, BetterRnnlm, "
+            "SequenceClassifier"
+        )
+    try:
+        if name == "SequenceClassifier":
+            model = _classifier(cfg, list(arrays))
+        else:
+            model = _language_model(name, cfg, list(arrays))
+        try:
+            _probe(model)
+        except (ValueError, IndexError) as e:
+            raise ValueError(f"its arrays do not fit together ({e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: damaged {name} file ({e!r})") from None
+    return model
 
 
 def _log_softmax(scores):
@@ -346,12 +417,74 @@ def perplexity(model, ids, window=512):
     return math.exp(min(total / (len(ids) - 1), 700.0))
 
 
+def _is_int(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x):
+    return isinstance(x, (numbers.Real, np.floating, np.integer)) and not isinstance(
+        x, (bool, np.bool_)
+    )
+
+
+def _check_sampling(temperature, greedy, top_k, top_p):
+    """The sampling options as ``fastrnn lm generate`` takes them: ValueError naming the one that
+    is not (a temperature > 0 and finite unless `greedy`, top_k >= 1, 0 < top_p <= 1)."""
+    if not greedy and not (
+        _is_real(temperature) and temperature > 0 and math.isfinite(temperature)
+    ):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not (_is_real(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+def _check_ids(name, ids, V):
+    """`ids` (an iterable of word ids) as an int64 array, each in [0, V) (V None: >= 0)."""
+    try:
+        values = list(ids)
+    except TypeError:
+        raise ValueError(f"{name} must be an iterable of word ids, got {ids!r}") from None
+    bad = [i for i in values if not _is_int(i)]
+    if bad:
+        raise ValueError(f"{name} must be integer word ids, got {bad[0]!r}")
+    arr = np.array(values, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or (V is not None and arr.max() >= V)):
+        bound = f"[0, {V})" if V is not None else ">= 0"
+        worst = arr.min() if arr.min() < 0 else arr.max()
+        raise ValueError(f"{name} must be word ids in {bound}, got {worst}")
+    return arr
+
+
 def next_word(scores, rng, temperature=1.0, greedy=False, skip=None, top_k=None, top_p=None):
     """The word picked from one step's float64 `scores` (V,): the most likely (`greedy`) or a
     draw from softmax(scores / temperature) with `rng`, restricted to the `top_k` most likely
     words and / or to the fewest most likely words whose probability reaches `top_p` (nucleus
     sampling); ids in the int array `skip` never.  (fastrnn.train.generate picks with this
-    too: the same draws in both.)"""
+    too: the same draws in both.)  Bad options are a ValueError naming them (temperature > 0
+    and finite, top_k >= 1, 0 < top_p <= 1, skip ids in [0, V))."""
+    if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.dtype.kind != "f":
+        raise ValueError(
+            "scores must be a 1-D float array, got "
+            f"{getattr(scores, 'dtype', type(scores).__name__)} {np.shape(scores)}"
+        )
+    if scores.size == 0:
+        raise ValueError("scores must hold at least one word's score")
+    _check_sampling(temperature, greedy, top_k, top_p)
+    if not greedy and not callable(getattr(rng, "random", None)):
+        raise ValueError(f"rng must be a numpy random Generator, got {type(rng).__name__}")
+    if skip is not None:
+        skip = _check_ids("skip", np.asarray(skip).ravel().tolist(), scores.size)
+        if np.unique(skip).size >= scores.size:
+            raise ValueError(f"skip leaves no word to pick (all {scores.size} word ids skipped)")
+        if skip.size:
+            scores = scores.copy()  # (the caller's scores stay as they are)
+    return _pick(scores, rng, temperature, greedy, skip, top_k, top_p)
+
+
+def _pick(scores, rng, temperature, greedy, skip, top_k, top_p):
+    """next_word, its options already checked (the skipped ids' `scores` set to -inf)."""
     if skip is not None and skip.size:
         scores[skip] = -np.inf
     if greedy:
@@ -390,14 +523,31 @@ def generate(
     top_p=None,
 ):
     """`length` word ids after `start_id`, one at a time (:func:`next_word`, with
-    ``np.random.default_rng(seed)``), never one of `skip_ids`."""
-    rng = np.random.default_rng(seed)
-    skip = np.asarray(list(skip_ids), dtype=np.int64)
+    ``np.random.default_rng(seed)``), never one of `skip_ids`.  Bad arguments are a ValueError
+    naming them, as ``fastrnn lm generate`` has them: length >= 0, temperature > 0 and finite
+    (unless `greedy`), top_k >= 1, 0 < top_p <= 1, start_id and skip_ids word ids in [0, V),
+    seed None or a non-negative integer."""
+    if not (_is_int(length) and length >= 0):
+        raise ValueError(f"length must be a non-negative integer, got {length!r}")
+    _check_sampling(temperature, greedy, top_k, top_p)
+    V = getattr(model, "vocab_size", None)
+    if not (_is_int(start_id) and start_id >= 0 and (V is None or start_id < V)):
+        bound = f"in [0, {V})" if V is not None else ">= 0"
+        raise ValueError(f"start_id must be a word id {bound}, got {start_id!r}")
+    skip = _check_ids("skip_ids", skip_ids, V)
+    if V is not None and np.unique(skip).size >= V:
+        raise ValueError(f"skip_ids leave no word to generate (all {V} word ids skipped)")
+    try:  # (what default_rng takes: an int >= 0, a sequence of them, a SeedSequence, ...)
+        if isinstance(seed, (bool, np.bool_, float, np.floating, str, bytes)):
+            raise TypeError
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}") from None
     model.reset_state()
     out, word = [], int(start_id)
     for _ in range(length):
         scores = model.predict(np.array([[word]]))[0, 0].astype(np.float64)
-        word = next_word(scores, rng, temperature, greedy, skip, top_k, top_p)
+        word = _pick(scores, rng, temperature, greedy, skip, top_k, top_p)
         out.append(word)
     model.reset_state()
     return out
@@ -440,12 +590,19 @@ def _run_classifier(model, index, args):
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
         labels, max_len = cfg["labels"], cfg.get("max_len")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         sys.exit(f"{path}: not a readable classifier.json with 'labels' ({e}; pass --classifier)")
+    if not (isinstance(labels, list) and all(isinstance(w, str) for w in labels)):
+        sys.exit(f"{path}: 'labels' must be a list of label names, got {labels!r}")
+    if max_len is not None and not (_is_int(max_len) and max_len >= 1):
+        sys.exit(f"{path}: 'max_len' must be a positive integer or null, got {max_len!r}")
     if len(labels) != model.num_classes or UNK not in index:
         sys.exit(f"{path}: {len(labels)} labels for {model.num_classes} classes, or no {UNK}")
     if not args.classify:
-        sys.exit("a classifier: give --classify FILE (sentences, one per line; - for stdin)")
+        sys.exit(
+            f"{args.model} holds a sequence classifier: give --classify FILE (sentences, one per "
+            "line; - for stdin)"
+        )
     try:
         sentences = _sentences(args.classify)
     except (OSError, UnicodeDecodeError) as e:
@@ -457,52 +614,140 @@ def _run_classifier(model, index, args):
     return 0
 
 
-def main(argv=None):
+def _number(kind, low, high=math.inf, low_open=True, what=None):
+    """An argparse type: a finite number of `kind` in (low, high] (or [low, high] unless
+    `low_open`); argparse's usage error naming the flag otherwise."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and math.isfinite(value) and value <= high
+        ok = ok and (value > low if low_open else value >= low)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+# the language model's options: (flag, attribute, default when not given)
+_LM_OPTIONS = (
+    ("--start", "start", "the"),
+    ("--length", "length", 30),
+    ("--temperature", "temperature", 1.0),
+    ("--greedy", "greedy", False),
+    ("--top-k", "top_k", None),
+    ("--top-p", "top_p", None),
+    ("--seed", "seed", 0),
+    ("--perplexity", "perplexity", None),
+)
+
+
+def _parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a fastrnn model file (.npz)")
     ap.add_argument("--vocab", required=True, help="its vocab.json")
-    ap.add_argument("--start", default="the", help="first word of the generated text")
-    ap.add_argument("--length", type=int, default=30)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--greedy", action="store_true")
-    ap.add_argument("--top-k", type=int, help="sample among the K most likely words only")
-    ap.add_argument("--top-p", type=float, help="sample among the most likely words of mass P")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--perplexity", metavar="TEXT", help="print the perplexity of a text file")
-    ap.add_argument(
-        "--classify", metavar="FILE", help="a classifier: label each line of FILE (- for stdin)"
+    lm = ap.add_argument_group("a language model")
+    lm.add_argument("--start", help="first word of the generated text (default: the)")
+    lm.add_argument(
+        "--length",
+        type=_number(int, 0, low_open=False, what="an integer >= 0"),
+        help="words to generate (default: 30)",
     )
-    ap.add_argument(
+    lm.add_argument(
+        "--temperature",
+        type=_number(float, 0, what="a positive number"),
+        help="sample from softmax(scores / X) (default: 1.0)",
+    )
+    lm.add_argument("--greedy", action="store_true", default=None, help="the most likely word")
+    lm.add_argument(
+        "--top-k",
+        type=_number(int, 0, what="a positive integer"),
+        help="sample among the K most likely words only",
+    )
+    lm.add_argument(
+        "--top-p",
+        type=_number(float, 0, 1, what="a number in (0, 1]"),
+        help="sample among the most likely words of mass P",
+    )
+    lm.add_argument(
+        "--seed",
+        type=_number(int, 0, low_open=False, what="an integer >= 0"),
+        help="sampling seed (default: 0)",
+    )
+    lm.add_argument("--perplexity", metavar="TEXT", help="print the perplexity of a text file")
+    clf = ap.add_argument_group("a sequence classifier")
+    clf.add_argument("--classify", metavar="FILE", help="label each line of FILE (- for stdin)")
+    clf.add_argument(
         "--classifier", metavar="JSON", help="its classifier.json (default: beside the model)"
     )
+    return ap
+
+
+def _read_vocab(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            vocab = json.load(f)
+    except (OSError, ValueError) as e:  # (UnicodeDecodeError and JSONDecodeError: ValueErrors)
+        sys.exit(f"--vocab {path}: not a readable JSON file ({e})")
+    if not (isinstance(vocab, list) and all(isinstance(w, str) for w in vocab)):
+        sys.exit(f"--vocab {path}: expected a JSON list of words (id order)")
+    return vocab
+
+
+def main(argv=None):
+    ap = _parser()
     args = ap.parse_args(argv)
-    model = load(args.model)
-    with open(args.vocab, encoding="utf-8") as f:
-        vocab = json.load(f)
+    if args.greedy and (args.temperature, args.top_k, args.top_p) != (None, None, None):
+        ap.error("--greedy takes the most likely word: drop --temperature / --top-k / --top-p")
+    try:
+        model = load(args.model)
+    except ValueError as e:
+        sys.exit(str(e))
+    vocab = _read_vocab(args.vocab)
     index = {w: i for i, w in enumerate(vocab)}
     if isinstance(model, NumpyClassifier):
+        given = [flag for flag, key, _ in _LM_OPTIONS if getattr(args, key) is not None]
+        if given:
+            sys.exit(
+                f"{given[0]}: {args.model} holds a sequence classifier, not a language model "
+                "(give --classify FILE)"
+            )
         if model.embed_W is None or len(vocab) != model.embed_W.shape[0]:
             sys.exit(f"{args.vocab}: {len(vocab)} words do not fit the classifier's inputs")
         return _run_classifier(model, index, args)
+    for flag in ("--classify", "--classifier"):
+        if getattr(args, flag[2:]) is not None:
+            sys.exit(
+                f"{flag}: {args.model} holds a language model, not a sequence classifier "
+                "(it generates text or measures --perplexity)"
+            )
+    for _, key, default in _LM_OPTIONS:
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     if len(vocab) != model.vocab_size:
         sys.exit(f"{args.vocab}: {len(vocab)} words, the model has {model.vocab_size}")
     if args.perplexity:
         unk = index.get(UNK)
         try:
-            ids = np.array(
-                [index[w] if unk is None else index.get(w, unk) for w in _words(args.perplexity)]
-            )
+            words = _words(args.perplexity)
+        except (OSError, UnicodeDecodeError) as e:
+            sys.exit(f"--perplexity {args.perplexity}: not a readable text file ({e})")
+        try:
+            ids = np.array([index[w] if unk is None else index.get(w, unk) for w in words])
         except KeyError as e:
             sys.exit(f"{args.perplexity}: word {e.args[0]!r} is not in the vocabulary")
+        if len(ids) < 2:
+            sys.exit(f"--perplexity {args.perplexity}: holds no words to predict")
         print(f"ppl {perplexity(model, ids):.2f} ({len(ids) - 1} predictions)")
         return 0
     if args.start not in index:
         sys.exit(f"--start {args.start!r} is not in the vocabulary")
     skip = [index[UNK]] if UNK in index else []
-    if (args.top_k is not None and args.top_k < 1) or (
-        args.top_p is not None and not 0 < args.top_p <= 1
-    ):
-        sys.exit("--top-k must be >= 1 and --top-p in (0, 1]")
+    if len(set(skip)) >= len(vocab):
+        sys.exit(f"--vocab {args.vocab}: holds no word to generate but {UNK}")
     ids = generate(
         model,
         index[args.start],

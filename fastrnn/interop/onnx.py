@@ -439,18 +439,25 @@ def import_onnx(path):
     known; otherwise the single layer, a ``fastrnn.models.Stack`` of recurrent layers, or a list
     of the layers in graph order.  Raises ValueError for operators or attributes fastrnn has no
     counterpart for (naming them).  A bidirectional operator becomes a ``Bidirectional``
-    (merge "sum" when its output feeds a ReduceSum, else "concat").
+    (merge "sum" when its output feeds a ReduceSum, else "concat").  A file that is not an ONNX
+    model (corrupt, truncated, another format) or whose weights fastrnn's layers refuse (shapes,
+    dtypes, NaN) is a ValueError naming `path`; a missing file, the OSError of opening it.
     """
     onnx = _onnx()
     numpy_helper = onnx.numpy_helper
-    model = onnx.load(str(path))
+    model = _load_model(onnx, path)
     graph = model.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    consts = dict(inits)
-    for n in graph.node:  # Constant nodes: values like an initializer's
-        if n.op_type == "Constant":
-            consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
-    parts = []
+    try:
+        inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        consts = dict(inits)
+        for n in graph.node:  # Constant nodes: values like an initializer's
+            if n.op_type == "Constant" and n.output:
+                consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
+    except Exception as e:  # (onnx's own errors: a tensor that does not decode, say)
+        raise ValueError(
+            f"{path}: an initializer or Constant of the graph does not read ({e})"
+        ) from e
+    parts, names = [], []  # names: the node of each part (for errors)
     pending_matmul = {}  # MatMul output name -> W
     # a bidirectional operator's Y summed over its direction axis: merge="sum"
     summed = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
@@ -465,7 +472,7 @@ def import_onnx(path):
                     "rebuilds only from fastrnn's metadata (missing here)"
                 )
             continue  # the pooling head: rebuilt by the model's from_config
-        if op == "ReduceSum" and n.input[0] in bidirectional_outputs:
+        if op == "ReduceSum" and n.input and n.input[0] in bidirectional_outputs:
             continue  # the merge of a bidirectional layer's directions
         if op in (
             "Transpose",
@@ -478,7 +485,10 @@ def import_onnx(path):
             "Dropout",
         ):
             continue  # layout only
+        if op in ("Gather", "MatMul") and len(n.input) < 2:
+            raise ValueError(f"{path}: {op} node {n.name!r} has {len(n.input)} inputs, not 2")
         if op == "Gather":
+            names.append(n.name)
             if n.input[0] not in inits:
                 raise ValueError(f"{path}: Gather node {n.name!r} does not read an initializer")
             parts.append(("embedding", inits[n.input[0]]))
@@ -487,6 +497,9 @@ def import_onnx(path):
                 raise ValueError(
                     f"{path}: MatMul node {n.name!r} does not multiply by an initializer"
                 )
+            if not n.output:
+                raise ValueError(f"{path}: MatMul node {n.name!r} has no output")
+            names.append(n.name)
             pending_matmul[n.output[0]] = inits[n.input[1]]
             parts.append(("affine", [n.output[0], inits[n.input[1]], None]))
         elif op == "Add":
@@ -500,25 +513,32 @@ def import_onnx(path):
         elif op in _KINDS:
             merge = "sum" if n.output and n.output[0] in summed else "concat"
             layer = _recurrent_from_node(path, n, inits, merge)
+            names.append(n.name)
             if n.output and getattr(layer, "merge", None) is not None:
                 bidirectional_outputs.add(n.output[0])
             parts.append(("recurrent", layer))
         else:
             raise ValueError(f"{path}: operator {op} ({n.name!r}) has no fastrnn counterpart")
     layers = []
-    for kind, spec in parts:
-        if kind == "embedding":
-            from ..layers.lm import TimeEmbedding
+    for (kind, spec), name in zip(parts, names):
+        try:
+            if kind == "embedding":
+                from ..layers.lm import TimeEmbedding
 
-            layers.append(TimeEmbedding(np.ascontiguousarray(spec)))
-        elif kind == "affine":
-            from ..layers.lm import TimeAffine
+                layers.append(TimeEmbedding(np.ascontiguousarray(spec)))
+            elif kind == "affine":
+                from ..layers.lm import TimeAffine
 
-            _, W, b = spec
-            b = np.zeros(W.shape[1], W.dtype) if b is None else b.reshape(-1)
-            layers.append(TimeAffine(np.ascontiguousarray(W), np.ascontiguousarray(b)))
-        else:
-            layers.append(spec)
+                _, W, b = spec
+                if W.ndim != 2:
+                    raise ValueError(f"W must be a 2-D matrix, got shape {W.shape}")
+                b = np.zeros(W.shape[1], W.dtype) if b is None else b.reshape(-1)
+                layers.append(TimeAffine(np.ascontiguousarray(W), np.ascontiguousarray(b)))
+            else:
+                layers.append(spec)
+        except (ValueError, TypeError) as e:
+            what = "Gather" if kind == "embedding" else "MatMul"
+            raise ValueError(f"{path}: {what} node {name!r}: {e}") from None
     if not layers:
         raise ValueError(f"{path}: the graph holds no layer fastrnn can read")
     if _META_CLASS in meta:
@@ -549,17 +569,37 @@ def _rebuild(path, meta, layers):
     flat = [p for layer in layers for p in layer.params]
     try:
         index = json.loads(meta[_META_PARAMS])
-        if not all(isinstance(i, int) and 0 <= i < len(flat) for i in index):
+        if not isinstance(index, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(flat) for i in index
+        ):
             raise IndexError(f"entries must be in [0, {len(flat)})")
         params = [flat[i] for i in index]
     except (KeyError, json.JSONDecodeError, TypeError, IndexError) as e:
         raise ValueError(f"{path}: bad fastrnn params index in the metadata ({e})") from None
     try:
         return cls.from_config(config, params)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise ValueError(
             f"{path}: the graph's layers do not fit the {name} of its metadata: {e}"
         ) from e
+
+
+def _load_model(onnx, path):
+    """The ModelProto in `path`; a ValueError naming it when the file holds no ONNX model."""
+    try:
+        model = onnx.load(str(path))
+    except OSError:
+        raise  # (a missing or unreadable file: the OSError names it)
+    except Exception as e:  # protobuf's DecodeError and onnx's own: not an ONNX model
+        raise ValueError(
+            f"{path}: not an ONNX model (corrupt, truncated or another format: "
+            f"{type(e).__name__}: {e})"
+        ) from None
+    if not model.HasField("graph"):
+        raise ValueError(
+            f"{path}: not an ONNX model (it holds no graph: an empty file or another format?)"
+        )
+    return model
 
 
 def _recurrent_from_node(path, n, inits, merge="concat"):
@@ -627,9 +667,18 @@ def _recurrent_from_node(path, n, inits, merge="concat"):
             _ONNX_GATES[kind], W[d], R[d], B[d, : gates * H], B[d, gates * H :], _NEGATED[kind]
         )
         reverse = direction == "reverse" or d == 1
-        layers.append(
-            build(kind, blocks, reset_after=reset_after, nonlinearity=nonlinearity, reverse=reverse)
-        )
+        try:
+            layers.append(
+                build(
+                    kind,
+                    blocks,
+                    reset_after=reset_after,
+                    nonlinearity=nonlinearity,
+                    reverse=reverse,
+                )
+            )
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: node {n.name!r} ({n.op_type}): {e}") from None
     if dirs == 1:
         return layers[0]
     from ..layers.bidirectional import Bidirectional
