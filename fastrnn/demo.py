@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from . import diagnostics
-from .cli import positive
+from .cli import positive, seed
 from .diagnostics import GradClipper, flow_summary, spectral_norm
 from .models import SGD, Adam, SequenceRegressor
 
@@ -609,7 +609,9 @@ def _add_arguments(p):
         "and does not collapse when other processes load the CPU (default: "
         "%(default)s)",
     )
-    p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=seed, default=d["seed"], help="random seed (default: %(default)s)"
+    )
     p.add_argument(
         "--out",
         default=d["out"],
@@ -683,6 +685,11 @@ def run(args):
     """Run the demo for parsed ``args``; prints the report and returns the exit status."""
     cfg = config_from_args(args)
     out_dir = cfg["out"]
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        print(
+            f"fastrnn demo: error: --out {out_dir}: exists and is not a directory", file=sys.stderr
+        )
+        return 2
     os.makedirs(out_dir, exist_ok=True)
     cells = cfg["cells"]
     print(

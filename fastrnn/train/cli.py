@@ -22,6 +22,7 @@ See :mod:`fastrnn.train.presets` for the presets and :mod:`fastrnn.train.checkpo
 import argparse
 import sys
 
+from ..cli import seed
 from .data import BATCHINGS
 from .presets import DEFAULT_PRESET, PRESETS
 from .run import run_train
@@ -133,7 +134,7 @@ def _add_train_arguments(p):
     p.add_argument("--no-plot", action="store_true", help="do not draw perplexity.png")
     g = p.add_argument_group("hyper-parameters (default: the preset's)")
     g.add_argument("--epochs", type=int, help="total epochs of the run")
-    g.add_argument("--seed", type=int, help="seed of the model's initialization and dropout")
+    g.add_argument("--seed", type=seed, help="seed of the model's initialization and dropout")
     g.add_argument(
         "--model",
         choices=_MODELS,
@@ -251,7 +252,7 @@ def _add_generate_arguments(p):
         metavar="P",
         help="sample among the fewest most likely words whose probability reaches P (nucleus)",
     )
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--vocab", metavar="FILE", help="vocab.json (default: found next to the model)")
     return p
 

@@ -76,7 +76,8 @@ class Vocabulary:
         self.id_to_word = list(words)
         self.word_to_id = {w: i for i, w in enumerate(self.id_to_word)}
         if len(self.word_to_id) != len(self.id_to_word):
-            raise ValueError("vocabulary words must be unique")
+            dup = next(w for i, w in enumerate(self.id_to_word) if self.word_to_id[w] != i)
+            raise ValueError(f"vocabulary words must be unique, {dup!r} appears twice")
 
     @classmethod
     def from_corpus(cls, words, max_size=None):

@@ -1,7 +1,5 @@
 """Text generation from a trained language model, one word at a time."""
 
-import numpy as np
-
 # (the NumPy-only runtime's loop: an exported model samples the same words)
 from ..interop.numpy_runtime import generate as _generate
 
@@ -29,17 +27,9 @@ def generate(
     ``softmax(scores / temperature)``, drawn with ``np.random.default_rng(seed)``, among the
     `top_k` most likely words only and / or the fewest most likely words whose probability
     reaches `top_p` (nucleus sampling).  `skip_ids` are never produced (e.g. an unknown-word
-    token)."""
-    if not isinstance(length, (int, np.integer)) or length < 0:
-        raise ValueError(f"length must be a non-negative integer, got {length!r}")
-    if not greedy and not (temperature > 0 and np.isfinite(temperature)):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
-    ):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-    return _generate(
-        model, int(start_id), length, temperature, greedy, seed, skip_ids, top_k, top_p
-    )
+    token).  Bad arguments are a ValueError naming them, checked before the first step as the
+    NumPy-only runtime's ``generate`` checks them: `length` an integer >= 0, `temperature`
+    positive and finite (unless `greedy`), `top_k` >= 1, 0 < `top_p` <= 1, `start_id` and
+    `skip_ids` word ids of the model's vocabulary (``model.vocab_size``), `seed` None or an
+    integer >= 0."""
+    return _generate(model, start_id, length, temperature, greedy, seed, skip_ids, top_k, top_p)

@@ -13,7 +13,7 @@ import time
 from ..io import atomic_write_to
 from . import checkpoint as ckpt, config
 from .config import UsageError, check_config, config_from_args, flag, make_trainer, thread_limit
-from .data import Vocabulary, load_corpus, window_count
+from .data import load_corpus, window_count
 from .presets import HYPERPARAMETERS
 from .trainer import TrainingInterrupted
 
@@ -158,7 +158,10 @@ def _prepare_train(args):
                 f"--resume takes the run's configuration from its checkpoint; "
                 f"drop {', '.join(flag(k) for k in given)}"
             )
-        state = ckpt.read_json(record, "checkpoint record")
+        try:
+            state = ckpt.read_record(record, complete=True)
+        except ValueError as e:
+            raise UsageError(f"--resume: {e}") from None
         if state.get("partial"):
             raise UsageError(
                 f"--resume: {out}'s last epoch was cut short by --max-steps; "
@@ -256,8 +259,12 @@ class _Run:
         args, cfg, corpus, par, out = self.args, self.cfg, self.corpus, self.par, self.out
         progress = not args.no_progress
         if args.resume:
-            state, model, arrays = ckpt.load_last(out)
-            vocab = Vocabulary(ckpt.read_json(os.path.join(out, "vocab.json"), "vocabulary"))
+            # (nothing is written before these checks: a damaged run directory stays as it is)
+            try:
+                state, model, arrays = ckpt.load_last(out)
+                vocab = ckpt.read_vocab(os.path.join(out, "vocab.json"))
+            except ValueError as e:
+                return self._error(f"--resume: {e}")
             if vocab.id_to_word != corpus.vocab.id_to_word:
                 return self._error(
                     f"{corpus.paths['train']}: its vocabulary differs from the run's "
@@ -266,8 +273,10 @@ class _Run:
             self.trainer = make_trainer(cfg, model, args.threads, progress, par)
             try:
                 self.trainer.load_state(state, arrays)
-            except ValueError as e:
-                return self._error(f"--resume: {e}")
+            except (ValueError, TypeError) as e:  # (a hand-edited record)
+                record = os.path.join(out, "last", "checkpoint.json")
+                why = str(e) if isinstance(e, ValueError) else f"malformed trainer state ({e})"
+                return self._error(f"--resume: {record}: {why}")
             self.best = state.get("best", {})
         else:
             # (config.build_model looked up at the call: the tests substitute a small model)

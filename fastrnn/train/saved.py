@@ -7,9 +7,10 @@ import os
 import sys
 import time
 
+from ..cli import check_output_file
 from . import checkpoint as ckpt
 from .config import UsageError, thread_limit
-from .data import EOS, SPLITS, UNK, Vocabulary, corpus_files, read_words
+from .data import EOS, SPLITS, UNK, corpus_files, read_words
 from .trainer import evaluate_perplexity
 
 __all__ = ["run_eval", "run_export", "run_generate"]
@@ -25,8 +26,8 @@ def _load_trained(args):
         raise UsageError(str(e)) from None
     vocab_path = args.vocab or _find_vocab(path)
     try:
-        vocab = Vocabulary(ckpt.read_json(vocab_path, "vocabulary"))
-    except (ValueError, TypeError) as e:
+        vocab = ckpt.read_vocab(vocab_path)
+    except ValueError as e:
         raise UsageError(f"--vocab: {e}") from None
     try:
         model = load(path)
@@ -170,8 +171,11 @@ def run_export(args):
             raise UsageError("give --numpy DIR, --onnx FILE or both")
         if args.numpy is not None and os.path.exists(args.numpy) and not os.path.isdir(args.numpy):
             raise UsageError(f"--numpy {args.numpy}: exists and is not a directory")
-        if args.onnx is not None and os.path.isdir(args.onnx):
-            raise UsageError(f"--onnx {args.onnx}: is a directory, expected a file name")
+        if args.onnx is not None:
+            try:
+                check_output_file(args.onnx, "--onnx")
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         path, model, vocab = _load_trained(args)
     except UsageError as e:
         print(f"fastrnn lm export: error: {e}", file=sys.stderr)

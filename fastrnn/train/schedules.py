@@ -67,8 +67,15 @@ class PlateauLR(ConstantLR):
         return {"current": self.current, "best": None if math.isinf(self.best) else self.best}
 
     def load_state(self, state):
-        self.current = float(state["current"])
-        self.best = math.inf if state["best"] is None else float(state["best"])
+        """Restore :meth:`state`'s dict; a ValueError naming the field if it is not one."""
+        current, best = state.get("current"), state.get("best")
+        try:
+            current = _positive("schedule current lr", current)
+            if best is not None:
+                best = _positive("schedule best validation perplexity", best)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {e}") from None
+        self.current, self.best = current, math.inf if best is None else best
 
 
 class DecayLR(ConstantLR):
