@@ -220,6 +220,18 @@ def all_arrays_equal(a, b):
     )
 
 
+def import_numpy_runtime(directory):
+    """An exported directory's ``fastrnn_numpy.py``, imported from its own file (not from the
+    package)."""
+    import importlib.util
+
+    path = os.path.join(directory, "fastrnn_numpy.py")
+    spec = importlib.util.spec_from_file_location(f"fastrnn_numpy_{abs(hash(path))}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def run_numpy_runtime(directory, *argv):
     """Run an exported directory's ``fastrnn_numpy.py`` (model.npz, vocab.json) in a fresh
     Python where fastrnn, SciPy and torch cannot be imported; its stdout (a failure asserts)."""

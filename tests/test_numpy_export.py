@@ -3,13 +3,12 @@ own, gives every supported model's scores (state carried across calls), perplexi
 words; it runs with fastrnn and SciPy unimportable; bad models, vocabularies and files are clear
 errors."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
-from conftest import run_numpy_runtime
+from conftest import import_numpy_runtime, run_numpy_runtime
 from hypothesis import given, settings, strategies as st
 
 import fastrnn
@@ -18,15 +17,6 @@ from fastrnn.models import BetterRnnlm, LanguageModel, Rnnlm
 from fastrnn.train import evaluate_perplexity, generate
 
 V = 40
-
-
-def _runtime(directory):
-    """The exported fastrnn_numpy.py, imported from its own file (not from the package)."""
-    path = os.path.join(directory, "fastrnn_numpy.py")
-    spec = importlib.util.spec_from_file_location(f"fastrnn_numpy_{abs(hash(path))}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 MODELS = {
@@ -67,7 +57,7 @@ def test_the_exported_runtime_computes_the_models_scores(tmp_path, key):
     model = _model(key)
     paths = export_numpy(model, tmp_path / "out")
     assert set(paths) == {"model", "runtime"}
-    rt = _runtime(tmp_path / "out")
+    rt = import_numpy_runtime(tmp_path / "out")
     copy = rt.load(paths["model"])
     rng = np.random.default_rng(2)
     model.reset_state()
@@ -89,7 +79,7 @@ def _close(got, want):
 
 def test_runtime_perplexity_and_generation_are_fastrnns(tmp_path):
     model = _model("lstm-residual-tied")
-    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
+    rt = import_numpy_runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
     copy = rt.load(tmp_path / "model.npz")
     ids = np.random.default_rng(3).integers(0, V, 300)
     want = evaluate_perplexity(model, ids, 64)
@@ -130,7 +120,7 @@ def test_bad_models_vocabularies_and_files_are_clear_errors(tmp_path):
         export_numpy(fastrnn.TimeLSTM(*(p for p in model.params[1:4])), tmp_path)
     with pytest.raises(ValueError, match=f"vocab must be a list of {V} words"):
         export_numpy(model, tmp_path, ["a", "b"])
-    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path / "ok")["runtime"]))
+    rt = import_numpy_runtime(os.path.dirname(export_numpy(model, tmp_path / "ok")["runtime"]))
     assert rt.HEADER == fastrnn.io._HEADER  # (the runtime's copy of the file format's name)
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ValueError, match="junk.npz: not a readable .npz file"):
@@ -169,7 +159,7 @@ def test_the_exported_runtime_computes_a_classifiers_scores(tmp_path, spec):
     model = SequenceClassifier(
         3, vocab_size=V, embed_size=6, hidden_sizes=[5, 5], dtype=np.float64, seed=1, **spec
     )
-    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
+    rt = import_numpy_runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
     copy = rt.load(tmp_path / "model.npz")
     rng = np.random.default_rng(5)
     x, lengths = rng.integers(0, V, (4, 7)), np.array([7, 1, 4, 6])
@@ -183,7 +173,7 @@ def test_a_classifier_on_dense_inputs_and_its_errors(tmp_path):
     model = SequenceClassifier(2, input_size=4, hidden_sizes=8, cell="gru", dtype=np.float32)
     with pytest.raises(ValueError, match="dense inputs, not word ids"):
         export_numpy(model, tmp_path / "x", ["a", "b"])
-    rt = _runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
+    rt = import_numpy_runtime(os.path.dirname(export_numpy(model, tmp_path)["runtime"]))
     copy = rt.load(tmp_path / "model.npz")
     x = np.random.default_rng(6).standard_normal((3, 5, 4)).astype(np.float32)
     np.testing.assert_allclose(copy.predict(x, [5, 2, 3]), model.predict(x, [5, 2, 3]), atol=1e-5)

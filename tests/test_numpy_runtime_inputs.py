@@ -4,7 +4,6 @@ runtime's command line (argparse's usage error, status 2; a missing or damaged f
 traceback), a model file of the other kind, damaged model files, and files that hold no ONNX
 model fastrnn can read.  Valid calls draw the words they drew before."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import import_numpy_runtime
 
 import fastrnn
 from fastrnn.interop import export_numpy
@@ -20,15 +20,6 @@ from fastrnn.train import generate as fastrnn_generate
 
 V = 12
 WORDS = [f"w{i}" for i in range(V - 2)] + ["<eos>", "<unk>"]
-
-
-def _runtime(directory):
-    """The exported fastrnn_numpy.py, imported from its own file (not from the package)."""
-    path = os.path.join(directory, "fastrnn_numpy.py")
-    spec = importlib.util.spec_from_file_location(f"fastrnn_numpy_in_{abs(hash(path))}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def exported(tmp_path_factory):
     export_numpy(clf, root / "clf", ["<pad>", "<unk>"] + [f"w{i}" for i in range(V - 2)])
     (root / "clf" / "classifier.json").write_text(json.dumps({"labels": ["neg", "pos"]}))
     (root / "text.txt").write_text("w1 w2 w3\nw4 w5 zebra\n")
-    return _runtime(root / "lm"), root / "lm", root / "clf", model, root
+    return import_numpy_runtime(root / "lm"), root / "lm", root / "clf", model, root
 
 
 # ---- next_word / generate --------------------------------------------------------------------

@@ -21,24 +21,8 @@ from fastrnn.train.trainer import LMTrainer, evaluate_perplexity
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _lm_standin import StandinLM
+from test_lm_cli import TINY
 from test_train import write_corpus
-
-TINY = [
-    "--embed-size",
-    "8",
-    "--hidden-sizes",
-    "16",
-    "--batch-size",
-    "4",
-    "--bptt",
-    "6",
-    "--lr",
-    "1",
-    "--no-progress",
-    "--no-plot",
-    "--threads",
-    "1",
-]
 
 
 @pytest.fixture(scope="module")
