@@ -159,7 +159,7 @@ DAMAGES = {
     "random-generator state of the wrong shape": (
         lambda r: edit_record(r, rng_states=[{"bit_generator": "PCG64", "state": 3}]),
         "checkpoint.json",
-        "malformed trainer state",
+        "rng_states[0] is not a NumPy PCG64 state",
     ),
 }
 

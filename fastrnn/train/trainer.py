@@ -597,6 +597,14 @@ class LMTrainer:
                 f"checkpoint holds {len(rngs)} random-generator states, the model "
                 f"has {len(gens)} generators"
             )
+        for k, (g, st) in enumerate(zip(gens, rngs)):  # (tried on a spare before any is set)
+            spare = type(g.bit_generator)()
+            try:
+                spare.state = st
+            except (TypeError, ValueError, KeyError) as e:
+                raise ValueError(
+                    f"rng_states[{k}] is not a NumPy {type(spare).__name__} state ({e})"
+                ) from None
         position = state.get("position")
         carried = state.get("carried") or []
         layers = stateful_layers(self.model)
