@@ -314,9 +314,10 @@ def _read(path):
                 if list(arrays[-1].shape) != spec["shape"]:
                     raise ValueError(f"array {spec['name']} has shape {arrays[-1].shape}")
             return name, cfg, arrays
-        except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: damaged fastrnn model file ({e})") from None
-        except (OSError, EOFError, zipfile.BadZipFile) as e:  # a member cut short
+        except (
+            KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError,
+            OSError, EOFError, zipfile.BadZipFile,  # (the last three: a member cut short)
+        ) as e:  # fmt: skip
             raise ValueError(f"{path}: damaged fastrnn model file ({e})") from None
 
 

@@ -457,7 +457,7 @@ def import_onnx(path):
         raise ValueError(
             f"{path}: an initializer or Constant of the graph does not read ({e})"
         ) from e
-    parts, names = [], []  # names: the node of each part (for errors)
+    parts = []  # (kind, what it holds, the node: for errors)
     pending_matmul = {}  # MatMul output name -> W
     # a bidirectional operator's Y summed over its direction axis: merge="sum"
     summed = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
@@ -488,10 +488,9 @@ def import_onnx(path):
         if op in ("Gather", "MatMul") and len(n.input) < 2:
             raise ValueError(f"{path}: {op} node {n.name!r} has {len(n.input)} inputs, not 2")
         if op == "Gather":
-            names.append(n.name)
             if n.input[0] not in inits:
                 raise ValueError(f"{path}: Gather node {n.name!r} does not read an initializer")
-            parts.append(("embedding", inits[n.input[0]]))
+            parts.append(("embedding", inits[n.input[0]], n))
         elif op == "MatMul":
             if n.input[1] not in inits:
                 raise ValueError(
@@ -499,28 +498,26 @@ def import_onnx(path):
                 )
             if not n.output:
                 raise ValueError(f"{path}: MatMul node {n.name!r} has no output")
-            names.append(n.name)
             pending_matmul[n.output[0]] = inits[n.input[1]]
-            parts.append(("affine", [n.output[0], inits[n.input[1]], None]))
+            parts.append(("affine", [n.output[0], inits[n.input[1]], None], n))
         elif op == "Add":
             src = [i for i in n.input if i in pending_matmul]
             bias = [i for i in n.input if i in inits]
             if not src or not bias:
                 raise ValueError(f"{path}: Add node {n.name!r} is not the bias of a MatMul")
-            for kind, spec in parts:
+            for kind, spec, _ in parts:
                 if kind == "affine" and spec[0] == src[0]:
                     spec[2] = inits[bias[0]]
         elif op in _KINDS:
             merge = "sum" if n.output and n.output[0] in summed else "concat"
             layer = _recurrent_from_node(path, n, inits, merge)
-            names.append(n.name)
             if n.output and getattr(layer, "merge", None) is not None:
                 bidirectional_outputs.add(n.output[0])
-            parts.append(("recurrent", layer))
+            parts.append(("recurrent", layer, n))
         else:
             raise ValueError(f"{path}: operator {op} ({n.name!r}) has no fastrnn counterpart")
     layers = []
-    for (kind, spec), name in zip(parts, names):
+    for kind, spec, node in parts:
         try:
             if kind == "embedding":
                 from ..layers.lm import TimeEmbedding
@@ -537,8 +534,7 @@ def import_onnx(path):
             else:
                 layers.append(spec)
         except (ValueError, TypeError) as e:
-            what = "Gather" if kind == "embedding" else "MatMul"
-            raise ValueError(f"{path}: {what} node {name!r}: {e}") from None
+            raise ValueError(f"{path}: {node.op_type} node {node.name!r}: {e}") from None
     if not layers:
         raise ValueError(f"{path}: the graph holds no layer fastrnn can read")
     if _META_CLASS in meta:

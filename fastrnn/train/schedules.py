@@ -7,18 +7,9 @@ checkpoint resume it exactly.
 
 import math
 
+from .optim import _positive
+
 __all__ = ["SCHEDULES", "ConstantLR", "DecayLR", "PlateauLR", "make_schedule"]
-
-
-def _positive(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-        or not math.isfinite(value)
-    ):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 class ConstantLR:

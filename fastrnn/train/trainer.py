@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from ..models.lm import _positive_int
 from .data import eval_windows, train_windows, window_count
 from .optim import SGD, Adam
 
@@ -161,11 +162,6 @@ def load_optimizer_state(opt, meta, arrays):
                 raise ValueError(f"optimizer state lacks array {e.args[0]!r}") from None
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def perplexity(total_loss, count):
     return math.exp(min(total_loss / count, 700.0))
 
@@ -186,7 +182,7 @@ def evaluate_perplexity(model, ids, bptt=EVAL_BPTT, *, progress=False, desc="eva
     Every one of the ``len(ids) - 1`` next-word predictions counts once, as in Zaremba et al.'s
     word-by-word evaluation.  The model's state is reset before and after.  `stop`: a callable
     checked before each window; when it returns true, :class:`TrainingInterrupted` is raised."""
-    _check_positive_int(bptt, "bptt (window length)")
+    _positive_int(bptt, "bptt (window length)")
     if len(ids) < 2:
         raise ValueError(f"ids must hold at least 2 word ids (one prediction), got {len(ids)}")
     model.reset_state()
@@ -287,10 +283,10 @@ class LMTrainer:
             raise ValueError(f"loss must be 'mean' or 'sum', got {loss!r}")
         if clip is not None and not clip > 0:
             raise ValueError(f"clip must be positive or None, got {clip!r}")
-        _check_positive_int(batch_size, "batch_size")
-        _check_positive_int(bptt, "bptt")
+        _positive_int(batch_size, "batch_size")
+        _positive_int(bptt, "bptt")
         if eval_bptt is not None:
-            _check_positive_int(eval_bptt, "eval_bptt")
+            _positive_int(eval_bptt, "eval_bptt")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batch_size, self.bptt, self.clip, self.loss = batch_size, bptt, clip, loss
         self.batching = batching
