@@ -156,6 +156,16 @@ class single_threaded_blas:
                 pass
 
 
+def runs_direct(setting, N, T, step_macs):
+    """Does a call run on one kernel thread with no BLAS call (plan_threads' first case)?  A
+    function of its arguments alone, so that a layer may remember the answer."""
+    return (
+        1 <= N * T <= DIRECT_MAX_ROWS
+        and (N >= 2 or T == 1)
+        and (setting == 1 or (setting is None and step_macs < MIN_PARALLEL_MACS))
+    )
+
+
 def plan_threads(setting, N, T, step_macs, gemm_macs):
     """(kernel threads, hold BLAS at one thread?) for one kernel call.
 
@@ -175,11 +185,7 @@ def plan_threads(setting, N, T, step_macs, gemm_macs):
     - A call of up to DIRECT_MAX_ROWS rows in all, of two batch rows or one step, makes no BLAS
       call (src/gemm/_packed.pxd): when it runs on one thread, BLAS's setting is not even read (a
       few microseconds, a tenth of a small cell's step)."""
-    if (
-        1 <= N * T <= DIRECT_MAX_ROWS
-        and (N >= 2 or T == 1)
-        and (setting == 1 or (setting is None and step_macs < MIN_PARALLEL_MACS))
-    ):
+    if runs_direct(setting, N, T, step_macs):
         return 1, False
     blas = blas_threads()
     if setting is None:

@@ -105,6 +105,19 @@ def test_time_layer_longer_sequence_float32(kind, rng):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("H", [15, 16, 17, 31, 32, 100])
+def test_hidden_sizes_around_vector_blocks(kind, H, rng):
+    # the row passes work in blocks of 16 units; the RNN's computes its last block first when
+    # H % 16 leaves a remainder (rnn_fwd_row): every unit must still be right, and cached
+    params, xs, dhs, h0, c0 = sequence(kind, rng, np.float32, N=3, T=4, D=5, H=H)
+    layer = make_time(fastrnn, kind, params, stateful=True)
+    set_state(layer, kind, h0, c0)
+    got, _, _ = run_time(layer, kind, xs, dhs)
+    want = reference_results(kind, params, xs, dhs, h0, c0)
+    assert_results_close(got, want, np.float32, factor=3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_large_preactivations_saturate_like_reference(kind, rng):
     # big weights drive sigmoid/tanh deep into saturation (exp clamping in the float32 kernels)
     for dtype in DTYPES:

@@ -36,7 +36,7 @@ from .. import _packed, _recurrent
 from .._checks import grads_ready, params_ready, ready
 from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
-from .._threads import ThreadSetting, plan_threads, single_threaded_blas
+from .._threads import ThreadSetting, plan_threads, runs_direct, single_threaded_blas
 from ..io import register
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
@@ -221,6 +221,8 @@ class _TimeLayer(ThreadSetting):
     blocks = 1  # gate blocks: Wx is (D, blocks*H)
     has_cell = False  # LSTM carries c besides h
     bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
+    _direct_plan = None  # (threads, N, T) of the last call _thread_plan found runs_direct
+    grads = None  # (until __init__ has read the params)
 
     def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
         if not isinstance(reverse, (bool, np.bool_)):
@@ -232,6 +234,7 @@ class _TimeLayer(ThreadSetting):
             )
         self.params = [Wx, Wh, b]
         Wx, Wh, b = self._read_params()
+        self._check_sizes(1, 1, Wx.shape[0], Wh.shape[0])  # D and H are the layer's for life
         self.grads = _weight_grads(Wx, Wh, b)
         self.stateful = stateful
         self.reverse = bool(reverse)
@@ -290,10 +293,14 @@ class _TimeLayer(ThreadSetting):
 
     def _thread_plan(self, N, T, D, H):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
+        setting = self._threads
+        if self._direct_plan == (setting, N, T):  # as the last call's (a step's 0.3 us)
+            return 1, _NO_HOLD
         GH = self.blocks * H
-        threads, hold_blas = plan_threads(
-            self._threads, N, T, N * T * H * GH, N * T * GH * max(D, H)
-        )
+        if runs_direct(setting, N, T, N * T * H * GH):  # depends on nothing else (D, H fixed)
+            self._direct_plan = (setting, N, T)
+            return 1, _NO_HOLD
+        threads, hold_blas = plan_threads(setting, N, T, N * T * H * GH, N * T * GH * max(D, H))
         return threads, single_threaded_blas() if hold_blas else _NO_HOLD
 
     # ---- parameters and inputs -------------------------------------------------------------
@@ -304,13 +311,13 @@ class _TimeLayer(ThreadSetting):
     def _read_params(self, scan_weights=True):
         """The current params, checked, as C-contiguous arrays (copies only for views like W.T).
         Without scan_weights, Wx and Wh are not tested for NaN/Inf (the caller does it)."""
-        grads = getattr(self, "grads", None)
+        params, grads = self.params, self.grads
         if (
             grads is not None
-            and type(self.params) is list
-            and params_ready(self.params, grads, self.blocks, self.bias_2d, scan_weights) >= 0
+            and type(params) is list
+            and params_ready(params, grads, self.blocks, self.bias_2d, scan_weights) >= 0
         ):
-            return list(self.params)  # the common case, recognised in C
+            return params[:]  # the common case, recognised in C
         if len(self.params) != 3:
             raise ValueError(f"params must be [Wx, Wh, b], got a list of {len(self.params)}")
         names = ("Wx", "Wh", "b")
@@ -475,9 +482,9 @@ class _TimeLayer(ThreadSetting):
             N, T, D = xs.shape
             hs = np.empty((N, T, H), dtype)
         verify = _weights_checked_by_kernel(N, T)
-        if not verify:
+        if not verify:  # (a small step's sizes need no check: D and H were checked at __init__)
             _scan_weights(Wx, Wh)
-        self._check_sizes(N, T, D, H)
+            self._check_sizes(N, T, D, H)
         if N == 0 or T == 0:
             self._last = (N, T, D, H, dtype)
             return hs, h0, c0
@@ -518,15 +525,13 @@ class _TimeLayer(ThreadSetting):
             )
             self._wp_key = (D, H, dtype)
         threads, blas = self._thread_plan(N, T, D, H)
+        Wh_steps = Wh if T == 1 else self._step_weights(Wh, N, T)
+        args = (self._cell, cache, xs, Wx, Wh_steps, b, h0, hs, self._wp, threads, verify, plan)
         if blas is _NO_HOLD:
-            nonfinite = self._kernel_forward(
-                cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify, plan
-            )
+            nonfinite = _recurrent.forward(*args, self.reverse)
         else:
             with blas:
-                nonfinite = self._kernel_forward(
-                    cache, xs, Wx, self._step_weights(Wh, N, T), b, h0, hs, threads, verify, plan
-                )
+                nonfinite = _recurrent.forward(*args, self.reverse)
         if nonfinite:
             _scan_weights(Wx, Wh)  # raises if the weights are at fault; else it overflowed
         if cache is not self._cache:
@@ -540,12 +545,6 @@ class _TimeLayer(ThreadSetting):
 
     def _mask_cache_shapes(self, N, T, H):
         return {}  # caches needed only with a mask (the GRU's)
-
-    def _kernel_forward(self, cache, xs, Wx, Wh, b, h0, hs, threads, check, plan):
-        """The kernel's forward (src/cells/_recurrent.pyx) of this layer's cell."""
-        return _recurrent.forward(
-            self._cell, cache, xs, Wx, Wh, b, h0, hs, self._wp, threads, check, plan, self.reverse
-        )
 
     def _kernel_backward(
         self, cache, scratch, dhs, dc_next, Wx, Wh, dxs, dh0, dc0, sq, threads, plan, check
@@ -853,13 +852,19 @@ class _Cell:
         )
 
     def _step(self, x, h_prev, c_prev=None):
-        Wx, Wh, b = self._seq._read_params(scan_weights=False)  # _forward sees to them
+        seq = self._seq
+        Wx, Wh, b = seq._read_params(scan_weights=False)  # _forward sees to them
         D, H, dtype = Wx.shape[0], Wh.shape[0], Wh.dtype
-        x = _as_float_array(x, "x", dtype, (None, D))
+        # (the checks of _as_float_array, its C test first: a step pays for every call)
+        num = dtype.num
+        if not ready(x, num, (None, D)):
+            x = _as_float_array(x, "x", dtype, (None, D))
         N = x.shape[0]
-        h0 = _as_float_array(h_prev, "h_prev", dtype, (N, H))
+        h0 = h_prev
+        if not ready(h_prev, num, (N, H)):
+            h0 = _as_float_array(h_prev, "h_prev", dtype, (N, H))
         c0 = None if c_prev is None else _as_float_array(c_prev, "c_prev", dtype, (N, H))
-        hs, _, cT = self._seq._forward(x, Wx, Wh, b, h0, c0, carry=False)
+        hs, _, cT = seq._forward(x, Wx, Wh, b, h0, c0, carry=False)
         return hs, cT
 
     def _step_back(self, dh_next, dc_next=None):
