@@ -166,13 +166,16 @@ def runs_direct(setting, N, T, step_macs):
     )
 
 
-def plan_threads(setting, N, T, step_macs, gemm_macs):
+def plan_threads(setting, N, T, step_macs, gemm_macs, by_units=False):
     """(kernel threads, hold BLAS at one thread?) for one kernel call.
 
     setting: a layer's .threads (None: automatic).  step_macs: multiply-adds of the call's
-    per-step products; gemm_macs: of its largest whole-sequence GEMM.
+    per-step products; gemm_macs: of its largest whole-sequence GEMM.  by_units: the kernel
+    can share the call by hidden units however few its rows (a wide LSTM's forward,
+    units_few_rows in src/cells/_recurrent.pyx).
     - Kernel threads: `setting` if given, else BLAS's thread count when step_macs reach
-      MIN_PARALLEL_MACS; never more than the N batch rows.
+      MIN_PARALLEL_MACS; never more than the N batch rows -- except by_units with fewer rows
+      than that count: then all of it (the step is bound by reading the weights).
     - BLAS is held at one thread whenever the kernel runs several (its threads then do all the
       work), when the layer is set to one thread, and when a call on one kernel thread has
       whole-sequence GEMMs below MIN_BLAS_PARALLEL_MACS (a single step: below
@@ -185,6 +188,10 @@ def plan_threads(setting, N, T, step_macs, gemm_macs):
     - A call of up to DIRECT_MAX_ROWS rows in all, of two batch rows or one step, makes no BLAS
       call (src/gemm/_packed.pxd): when it runs on one thread, BLAS's setting is not even read (a
       few microseconds, a tenth of a small cell's step)."""
+    if by_units and setting != 1:
+        threads = blas_threads() if setting is None else setting
+        if N < threads:
+            return threads, True
     if runs_direct(setting, N, T, step_macs):
         return 1, False
     blas = blas_threads()

@@ -36,6 +36,7 @@ from .. import _packed, _recurrent
 from .._checks import grads_ready, params_ready, ready
 from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
+from .._recurrent import UNITS_MIN_H
 from .._threads import ThreadSetting, plan_threads, runs_direct, single_threaded_blas
 from ..io import register
 
@@ -291,16 +292,22 @@ class _TimeLayer(ThreadSetting):
     def _extra_defaults(cls):
         return {}
 
-    def _thread_plan(self, N, T, D, H):
+    def _thread_plan(self, N, T, D, H, forward=False):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
         setting = self._threads
-        if self._direct_plan == (setting, N, T):  # as the last call's (a step's 0.3 us)
-            return 1, _NO_HOLD
+        # a wide LSTM's forward over steps may be shared by units whatever its rows (the
+        # kernel's rule, units_few_rows in src/cells/_recurrent.pyx)
+        by_units = forward and self.has_cell and T >= 2 and H >= UNITS_MIN_H
+        if not by_units and self._direct_plan == (setting, N, T):  # the last call's plan
+            return 1, _NO_HOLD  # (a small step's 0.3 us)
         GH = self.blocks * H
-        if runs_direct(setting, N, T, N * T * H * GH):  # depends on nothing else (D, H fixed)
+        step_macs = N * T * H * GH
+        if not by_units and runs_direct(setting, N, T, step_macs):  # (D and H are fixed)
             self._direct_plan = (setting, N, T)
             return 1, _NO_HOLD
-        threads, hold_blas = plan_threads(setting, N, T, N * T * H * GH, N * T * GH * max(D, H))
+        threads, hold_blas = plan_threads(
+            setting, N, T, step_macs, N * T * GH * max(D, H), by_units=by_units
+        )
         return threads, single_threaded_blas() if hold_blas else _NO_HOLD
 
     # ---- parameters and inputs -------------------------------------------------------------
@@ -524,7 +531,7 @@ class _TimeLayer(ThreadSetting):
                 dtype,
             )
             self._wp_key = (D, H, dtype)
-        threads, blas = self._thread_plan(N, T, D, H)
+        threads, blas = self._thread_plan(N, T, D, H, forward=True)
         Wh_steps = Wh if T == 1 else self._step_weights(Wh, N, T)
         args = (self._cell, cache, xs, Wx, Wh_steps, b, h0, hs, self._wp, threads, verify, plan)
         if blas is _NO_HOLD:

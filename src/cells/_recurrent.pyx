@@ -34,11 +34,11 @@ from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, next_stat
                     step_product, step_product_back)
 from _lstm_cell cimport lstm_bwd_row, lstm_cell, lstm_fwd_row
 from _packed cimport (checked_mode, fr_isa, gemm_packed, kernel_isa, kernel_tn_mode, pack_b,
-                      pack_stacked, packed_size, PACKED, step_path)
+                      pack_stacked, packed_size, PACKED, recurrent_product, step_path)
 from _parallel cimport (fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share, fr_use_pool,
                         parallel_rows, parallel_together, share_cols, thread_sq)
 from _rnn_cell cimport rnn_bwd_row, rnn_cell, rnn_fwd_product, rnn_fwd_row
-from _seq cimport dx_rows, start_rows, weight_grad_cols, worth_prefetch
+from _seq cimport dx_rows, project_cols, start_rows, weight_grad_cols, worth_prefetch
 from _steps cimport (Steps, Whole, brow, cache_rows, has_next, packed, plan_buf, run_end,
                      share_slots, start_state, steps_init, urow, whole_task)
 
@@ -115,6 +115,7 @@ cdef inline void bwd_product(Loop *L, int phase, Py_ssize_t t, Py_ssize_t n0, Py
 # ---- the rules that choose a path --------------------------------------------------------------
 
 cdef enum:
+    _UNITS_MIN_H = 400              # the smallest H an LSTM's time loop is shared by units at
     FUSE_MIN_ROWS = 8               # the fewest batch rows per thread fused_steps fuses
     PACKED_L2_BYTES = 1 << 20       # the largest packed weights kept in L2 across steps or
     # chunks of rows (half an L2): fused_steps, packed_dx
@@ -183,7 +184,23 @@ cdef bint use_units(const Cell *c, int threads, int path, Py_ssize_t N, int H) n
         return False
     if unit_split_mode >= 0:
         return unit_split_mode == 1
-    return N < 24 * threads and H >= 400
+    return N < 24 * threads and H >= _UNITS_MIN_H
+
+
+cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_ssize_t T,
+                         int H) noexcept nogil:
+    """LSTM forward over several steps of fewer batch rows than threads (batch-1 evaluation):
+    share it by hidden units, from Wh and Wx as they are (step_path: one row is not packed)?
+    By rows one thread would do all of it.  Measured on the EPYC, forward N1 H650, four layers
+    cycled (Wh and Wx from memory), 2 threads by units against one thread's rows: T35 1.25-1.4x
+    (5.9-6.1 -> 4.3-4.8 ms); a single step (T = 1) none (467-513 us on one thread, 511-587 by
+    units: one core's reads already take this VM's memory bandwidth), so steps stay on one
+    thread (fastrnn.layers.recurrent keeps its thread plan to the same rule)."""
+    if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads or T < 2:
+        return False
+    if unit_split_mode >= 0:
+        return unit_split_mode == 1
+    return H >= _UNITS_MIN_H
 
 
 # ---- forward -----------------------------------------------------------------------------------
@@ -249,26 +266,45 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     cdef floating *hs = <floating *>L.hs
     cdef floating *P
     cdef floating *Pk[4]
-    fr_share(N, tid, nth, &n0, &n1)
-    start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
-               <const floating *>L.h0, <floating *>L.XH, G)
+    cdef bint few = N < nth                     # (units_few_rows: Wh and Wx as they are)
+    share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
+    w = <int>(j1 - j0)
+    if few:     # one thread copies the inputs and h0; each projects its units of every row
+        if tid == 0:
+            start_rows(0, N, T, L.D, H, GH, <const floating *>L.X, NULL,
+                       <const floating *>L.h0, <floating *>L.XH, NULL)
+            n0, n1 = 0, N
+        else:
+            n0 = n1 = 0
+        for k in range(blocks):
+            if w > 0:
+                project_cols(N * T, w, L.D, <const floating *>L.X,
+                             <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0)
+    else:
+        fr_share(N, tid, nth, &n0, &n1)
+        start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
+                   <const floating *>L.h0, <floating *>L.XH, G)
     if M != NULL:
         for n in range(n0, n1):
             mask_scale(H, M + n * H, Hprev + n * T * ld)
-    share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
-    w = <int>(j1 - j0)
     # this thread's columns of each gate block of Wh, packed from element GH*j0 of Wp on
     P = Wp + GH * j0
     for k in range(blocks):
         Pk[k] = P
-        P = pack_b(H, w, Wh + k * H + j0, GH, 1, P)
+        if not few:
+            P = pack_b(H, w, Wh + k * H + j0, GH, 1, P)
     fr_barrier_wait(&L.bar)                     # all rows projected, Hprev[:, 0] set
     for t in range(T):
         if w > 0:
             for k in range(blocks):
                 # G[:, t, kH+j0 : kH+j1] += h_{t-1} @ Wh[:, kH+j0 : kH+j1]
-                gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
-                            G + t * GH + k * H + j0, T * GH, True)
+                if few:
+                    recurrent_product(L.path, <int>N, w, H, Hprev + t * ld, T * ld, NULL,
+                                      Wh + k * H + j0, GH, False, G + t * GH + k * H + j0,
+                                      T * GH, True)
+                else:
+                    gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
+                                G + t * GH + k * H + j0, T * GH, True)
             for n in range(N):
                 lstm_fwd_row(L, n, t, j0, w, G)
                 if t + 1 < T:
@@ -309,10 +345,11 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
         W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = False
         W.X = L.X; W.XH = L.XH; W.Wx = L.Wx; W.G = L.G; W.hs = L.hs
         parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
-    elif use_units(&L.cell, threads, L.path, N, H):
+    elif (use_units(&L.cell, threads, L.path, N, H)
+            or units_few_rows(&L.cell, threads, L.path, N, T, H)):
         fr_barrier_init(&L.bar, threads)
         if parallel_together(threads, _forward_units_task, L, NULL, 0, &L.sq_part):
-            return L.nonfinite      # (the check is for T = 1, never shared by units)
+            return L.nonfinite
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
     elif L.path == PACKED and split:
@@ -588,6 +625,8 @@ cdef int _caches(Loop *L, dict cache, int tn, bint forward) except -1:
     L.HU = _entry(cache, "HU", tn, NTH, forward) if gru and M is not None else NULL
     return 0
 
+
+UNITS_MIN_H = _UNITS_MIN_H         # (for fastrnn._threads.plan_threads' by_units)
 
 # the `cell` argument of forward and backward, by name (what the Python layers pass)
 CELLS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU,

@@ -57,19 +57,30 @@ cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D,
              G + n0 * T * GH, GH)
 
 
+cdef inline void project_cols(Py_ssize_t M, int w, int D, const floating *X,
+                              const floating *Wx, Py_ssize_t ldw, floating *G) noexcept nogil:
+    """G[:, cols] = X @ Wx[:, cols] for M rows of X (D apart): w columns of Wx and G, their rows
+    ldw apart (a thread's units of one gate block), as project_rows makes the whole of it."""
+    if worth_direct(M):
+        gemm_direct(<int>M, w, D, X, D, Wx, ldw, G, ldw, False)
+    else:
+        gemm(False, False, <blas_int>M, w, D, 1, X, D, Wx, <blas_int>ldw, 0, G, <blas_int>ldw)
+
+
 cdef inline void start_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int H, int GH,
                             const floating *X, const floating *Wx, const floating *h0,
                             floating *XH, floating *G) noexcept nogil:
     """Forward's work on batch rows [n0, n1) before the time loop: XH[rows, :, :D] = X[rows]
     (the copy of the inputs backward reads: the caller's array may change in between), the
     input projection G[rows] = X[rows] @ Wx of all their timesteps (one GEMM), and Hprev at
-    t = 0 (XH[rows, 0, D:]) = h0[rows]."""
+    t = 0 (XH[rows, 0, D:]) = h0[rows].  With Wx NULL, no projection (the caller's)."""
     cdef Py_ssize_t n
     if n0 >= n1:
         return
     fr_copy_rows((n1 - n0) * T, D * sizeof(floating), <const char *>(X + n0 * T * D),
                  D * sizeof(floating), <char *>(XH + n0 * T * (D + H)), (D + H) * sizeof(floating))
-    project_rows(n0, n1, T, D, GH, X, D, Wx, G)
+    if Wx != NULL:
+        project_rows(n0, n1, T, D, GH, X, D, Wx, G)
     for n in range(n0, n1):
         memcpy(XH + n * T * (D + H) + D, h0 + n * H, H * sizeof(floating))
 
