@@ -51,3 +51,22 @@ def test_every_layer_calls_the_one_driver(monkeypatch):
         rng.standard_normal((3, 4 * H)), rng.standard_normal((H, 4 * H)), np.zeros(4 * H)
     ).forward(rng.standard_normal((2, 5, 3)))
     assert seen == [2]
+
+
+def test_lstm_by_units_with_more_threads_than_packed_rows():
+    # the kernel's own choice, whatever the layer's plan: two rows (packed weights) on three
+    # threads go by units from the packed copies; the same hs as the layer's one thread
+    rng = np.random.default_rng(4)
+    N, T, D, H = 2, 3, 5, 400
+    layer = TimeLSTM(
+        0.1 * rng.standard_normal((D, 4 * H)),
+        0.1 * rng.standard_normal((H, 4 * H)),
+        np.zeros(4 * H),
+    )
+    layer.threads = 1
+    xs = rng.standard_normal((N, T, D))
+    want = layer.forward(xs)
+    Wx, Wh, b = layer.params
+    hs = np.empty((N, T, H))
+    _recurrent.forward(2, layer._cache, xs, Wx, Wh, b, np.zeros((N, H)), hs, layer._wp, 3)
+    np.testing.assert_allclose(hs, want, rtol=1e-13, atol=1e-13)

@@ -259,14 +259,19 @@ def test_lstm_time_loop_shared_by_units_equals_single_thread(unit_split, dtype, 
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
 
 
-def test_lstm_shared_by_units_by_its_rule(unit_split):
-    # H >= 400 and few rows: the rule shares the time loop by units (the default setting)
-    rng = np.random.default_rng(5)
-    N, T, D, H = 3, 4, 7, 400
+def _wide_lstm(seed, N, T, D, H=400):
+    """A float64 LSTM's (params, xs, dhs, h0, c0) of the width the units rules take."""
+    rng = np.random.default_rng(seed)
     params = make_params("lstm", rng, D, H, np.float64, scale=0.1)
     xs = rng.standard_normal((N, T, D))
     dhs = rng.standard_normal((N, T, H))
     h0, c0 = rng.standard_normal((2, N, H))
+    return params, xs, dhs, h0, c0
+
+
+def test_lstm_shared_by_units_by_its_rule(unit_split):
+    # H >= 400 and few rows: the rule shares the time loop by units (the default setting)
+    params, xs, dhs, h0, c0 = _wide_lstm(5, N=3, T=4, D=7)
     want = _run_layer("lstm", params, xs, dhs, h0, c0, 1)
     for mode in (-1, 0, 1):
         unit_split(mode)
@@ -307,6 +312,21 @@ def test_lstm_batch_one_shared_by_units(unit_split, dtype, H, T, masked):
     narrow = make_time(fastrnn, "lstm", make_params("lstm", rng, D, 64, dtype), stateful=True)
     narrow.threads = 2
     assert narrow._thread_plan(1, T, D, 64, forward=True)[0] == 1
+
+
+def test_lstm_two_rows_on_three_threads_by_units(unit_split):
+    # two rows are packed (step_path): the units path of use_units on at most two threads, the
+    # plan unchanged by the batch-1 rule; forced by units with more threads than rows, each
+    # thread's product reads the packed copy it made
+    params, xs, dhs, h0, c0 = _wide_lstm(3, N=2, T=4, D=5)
+    layer = make_time(fastrnn, "lstm", params, stateful=True)
+    layer.threads = 3
+    assert layer._thread_plan(2, 4, 5, 400, forward=True)[0] == 2
+    want = _run_layer("lstm", params, xs, dhs, h0, c0, 1)
+    unit_split(1)
+    got = _run_layer("lstm", params, xs, dhs, h0, c0, 3)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-13 * max(1.0, np.abs(w).max()))
 
 
 def test_lstm_shared_by_units_in_two_python_threads(unit_split):

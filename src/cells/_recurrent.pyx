@@ -192,10 +192,10 @@ cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_
     """LSTM forward over several steps of fewer batch rows than threads (batch-1 evaluation):
     share it by hidden units, from Wh and Wx as they are (step_path: one row is not packed)?
     By rows one thread would do all of it.  Measured on the EPYC, forward N1 H650, four layers
-    cycled (Wh and Wx from memory), 2 threads by units against one thread's rows: T35 1.25-1.4x
-    (5.9-6.1 -> 4.3-4.8 ms); a single step (T = 1) none (467-513 us on one thread, 511-587 by
-    units: one core's reads already take this VM's memory bandwidth), so steps stay on one
-    thread (fastrnn.layers.recurrent keeps its thread plan to the same rule)."""
+    cycled (Wh and Wx from memory), 2 threads by units against one thread's rows: T35 5.9-7.4 ->
+    4.3-5.3 ms; a single step (T = 1) none (467-513 us on one thread, 511-587 by units: one
+    core's reads already take this VM's memory bandwidth), so steps stay on one thread
+    (fastrnn.layers.recurrent keeps its thread plan to the same rule; BENCHMARKS.md)."""
     if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads or T < 2:
         return False
     if unit_split_mode >= 0:
@@ -266,7 +266,7 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     cdef floating *hs = <floating *>L.hs
     cdef floating *P
     cdef floating *Pk[4]
-    cdef bint few = N < nth                     # (units_few_rows: Wh and Wx as they are)
+    cdef bint few = L.path != PACKED            # (units_few_rows: Wh and Wx as they are)
     share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
     if few:     # one thread copies the inputs and h0; each projects its units of every row
@@ -349,7 +349,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
             or units_few_rows(&L.cell, threads, L.path, N, T, H)):
         fr_barrier_init(&L.bar, threads)
         if parallel_together(threads, _forward_units_task, L, NULL, 0, &L.sq_part):
-            return L.nonfinite
+            return L.nonfinite      # (the check is for T = 1, never shared by units)
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
     elif L.path == PACKED and split:
