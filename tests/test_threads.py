@@ -281,15 +281,12 @@ def test_lstm_shared_by_units_by_its_rule(unit_split):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(
-    "H,T,masked",
-    [(400, 1, False), (410, 1, True), (400, 5, False), (410, 3, True), (400, 30, False)],
-)
+@pytest.mark.parametrize("H,T,masked", [(400, 5, False), (410, 3, True), (400, 30, False)])
 def test_lstm_batch_one_shared_by_units(unit_split, dtype, H, T, masked):
-    # one batch row, H >= 400: the forward takes both threads (units_few_rows: Wx and Wh as they
-    # are; over steps each thread projects and multiplies its units' columns, a single step is
-    # split over the rows of [Wx; Wh]; 410 leaves the second thread a part-panel share) and
-    # agrees with one thread, the recurrent dropout mask included; a narrow layer's plan: one
+    # one batch row over several steps, H >= 400: the forward takes both threads, each its units
+    # (units_few_rows: Wx and Wh as they are, each thread projecting its columns; 410 leaves
+    # the second thread a part-panel share), and agrees with one thread, the recurrent dropout
+    # mask included; the plan gives one thread to a single step and to a narrow layer
     rng = np.random.default_rng(H + T)
     D = 9
     params = make_params("lstm", rng, D, H, dtype, scale=0.1)
@@ -311,6 +308,7 @@ def test_lstm_batch_one_shared_by_units(unit_split, dtype, H, T, masked):
     layer.threads = 2
     set_state(layer, "lstm", h0, c0)
     np.testing.assert_allclose(layer.forward(xs, h_mask=mask), runs[0][0], rtol=tol, atol=tol)
+    assert layer._thread_plan(1, 1, D, H, forward=True)[0] == 1  # a single step
     narrow = make_time(fastrnn, "lstm", make_params("lstm", rng, D, 64, dtype), stateful=True)
     narrow.threads = 2
     assert narrow._thread_plan(1, T, D, 64, forward=True)[0] == 1

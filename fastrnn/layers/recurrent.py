@@ -297,7 +297,7 @@ class _TimeLayer(ThreadSetting):
         setting = self._threads
         # a wide LSTM's forward of one row over steps may take every thread, each its units
         # (the kernel's rule, units_few_rows in src/cells/_recurrent.pyx)
-        by_units = forward and self.has_cell and N == 1 and H >= UNITS_MIN_H
+        by_units = forward and self.has_cell and N == 1 and T >= 2 and H >= UNITS_MIN_H
         if not by_units and self._direct_plan == (setting, N, T):  # the last call's plan
             return 1, _NO_HOLD  # (a small step's 0.3 us)
         GH = self.blocks * H

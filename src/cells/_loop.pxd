@@ -97,15 +97,6 @@ cdef inline void check_rows(Loop *L, const floating *a, Py_ssize_t n) noexcept n
         flag_nonfinite(&L.nonfinite, a, n)
 
 
-cdef inline void check_cols(Loop *L, const floating *a, Py_ssize_t rows, int w,
-                            Py_ssize_t ld) noexcept nogil:
-    """check_rows of w columns in each of `rows` rows ld apart (a thread's units)."""
-    cdef Py_ssize_t n
-    if L.check:
-        for n in range(rows):
-            flag_nonfinite(&L.nonfinite, a + n * ld, w)
-
-
 cdef inline void step_product(Loop *L, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t e,
                               const floating *Wp) noexcept nogil:
     """G[slots [n0, e), t] += h_{t-1} @ Wh, all GH columns: the forward product of a cell

@@ -30,11 +30,11 @@ from _blas cimport fr_use_blas
 from _cells cimport all_finite, buf, mask_add, mask_scale
 from _gru_cell cimport gru_bwd_product, gru_bwd_row, gru_cell, gru_fwd_product, gru_fwd_row
 from _gru_cell cimport gru_weights
-from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, check_cols,
-                    next_state, step_product, step_product_back)
+from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, next_state,
+                    step_product, step_product_back)
 from _lstm_cell cimport lstm_bwd_row, lstm_cell, lstm_fwd_row
-from _packed cimport (checked_mode, fr_isa, gemm_direct, gemm_packed, kernel_isa, kernel_tn_mode,
-                      pack_b, pack_stacked, packed_size, PACKED, recurrent_product, step_path)
+from _packed cimport (checked_mode, fr_isa, gemm_packed, kernel_isa, kernel_tn_mode, pack_b,
+                      pack_stacked, packed_size, PACKED, recurrent_product, step_path)
 from _parallel cimport (fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share, fr_use_pool,
                         parallel_rows, parallel_together, share_cols, thread_sq)
 from _rnn_cell cimport rnn_bwd_row, rnn_cell, rnn_fwd_product, rnn_fwd_row
@@ -196,7 +196,7 @@ cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_
     4.3-5.3 ms; a single step (T = 1) none (467-513 us on one thread, 511-587 by units: one
     core's reads already take this VM's memory bandwidth), so steps stay on one thread
     (fastrnn.layers.recurrent keeps its thread plan to the same rule; BENCHMARKS.md)."""
-    if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads:
+    if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads or T < 2:
         return False
     if unit_split_mode >= 0:
         return unit_split_mode == 1
@@ -253,57 +253,6 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef void _forward_step_k(Loop *L, int tid, int nth, floating *Wp) noexcept nogil:
-    """Thread tid's share of a single step of fewer rows than threads (units_few_rows, T = 1:
-    a generation step): its contiguous rows of the stacked weights [Wx; Wh], a partial sum of
-    every pre-activation over them (thread 0's into G, the others' into Wp), then, for its units
-    [j0, j1), the partials added in thread order and the row pass.  Each thread streams one
-    part of the weights front to back, where by units each would read a segment of every row:
-    two threads each on a contiguous half of a 650 x 5200 [Wx; Wh] from memory read 45-49 GB/s
-    against one thread's 28 (a C harness, the EPYC VM)."""
-    cdef Py_ssize_t N = L.N, n, ld = L.ldxh, r0, r1, s, j0, j1, u
-    cdef int D = L.D, H = L.H, GH = L.GH, K = L.D + L.H, w, k, p
-    cdef const floating *M = <const floating *>L.M
-    cdef floating *G = <floating *>L.G
-    cdef floating *XH = <floating *>L.XH
-    cdef floating *P
-    cdef floating *Gk
-    cdef const floating *Pk
-    if tid == 0:    # XH = [x | h0], masked h0 where the product reads it
-        start_rows(0, N, 1, D, H, GH, <const floating *>L.X, NULL, <const floating *>L.h0, XH,
-                   NULL)
-        if M != NULL:
-            for n in range(N):
-                mask_scale(H, M + n * H, XH + n * ld + D)
-    fr_barrier_wait(&L.bar)
-    fr_share(K, tid, nth, &r0, &r1)
-    P = G if tid == 0 else Wp + (tid - 1) * N * GH
-    if r0 >= r1:
-        memset(P, 0, N * GH * sizeof(floating))
-    if r0 < D and r0 < r1:                      # its rows of Wx
-        gemm_direct(<int>N, GH, <int>(min(r1, D) - r0), XH + r0, ld,
-                    <const floating *>L.Wx + r0 * GH, GH, P, GH, False)
-    if r1 > D and r0 < r1:                      # and of Wh
-        s = max(r0, D)
-        gemm_direct(<int>N, GH, <int>(r1 - s), XH + s, ld,
-                    <const floating *>L.Wh + (s - D) * GH, GH, P, GH, r0 < D)
-    fr_barrier_wait(&L.bar)                     # every partial made
-    share_cols(H, tid, nth, &j0, &j1)
-    w = <int>(j1 - j0)
-    if w <= 0:
-        return
-    for n in range(N):
-        for k in range(4):
-            Gk = G + n * GH + k * H + j0
-            for p in range(1, nth):
-                Pk = Wp + (p - 1) * N * GH + n * GH + k * H + j0
-                for u in range(w):
-                    Gk[u] += Pk[u]
-    check_cols(L, G + j0, N * 4, w, H)          # (each gate block's units, rows H apart)
-    for n in range(N):
-        lstm_fwd_row(L, n, 0, j0, w, G)
-
-
 cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil:
     """Thread tid's share of a forward shared by hidden units (use_units; the LSTM's row pass):
     the input projection of its batch rows, then at every step its units [j0, j1) of every row
@@ -318,9 +267,6 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     cdef floating *P
     cdef floating *Pk[4]
     cdef bint few = L.path != PACKED            # (units_few_rows: Wh and Wx as they are)
-    if few and T == 1:
-        _forward_step_k(L, tid, nth, Wp)
-        return
     share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
     if few:     # one thread copies the inputs and h0; each projects its units of every row
@@ -403,7 +349,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
             or units_few_rows(&L.cell, threads, L.path, N, T, H)):
         fr_barrier_init(&L.bar, threads)
         if parallel_together(threads, _forward_units_task, L, NULL, 0, &L.sq_part):
-            return L.nonfinite
+            return L.nonfinite      # (the check is for T = 1, never shared by units)
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
     elif L.path == PACKED and split:
