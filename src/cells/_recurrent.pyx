@@ -193,9 +193,10 @@ cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_
     share it by hidden units, from Wh and Wx as they are (step_path: one row is not packed)?
     By rows one thread would do all of it.  Measured on the EPYC, forward N1 H650, four layers
     cycled (Wh and Wx from memory), 2 threads by units against one thread's rows: T35 5.9-7.4 ->
-    4.3-5.3 ms; a single step (T = 1) none (467-513 us on one thread, 511-587 by units: one
-    core's reads already take this VM's memory bandwidth), so steps stay on one thread
-    (fastrnn.layers.recurrent keeps its thread plan to the same rule; BENCHMARKS.md)."""
+    4.3-5.3 ms.  A single step (T = 1) stays on one thread: by units no faster; split over the
+    rows of [Wx; Wh], 1.3-1.5x alone, but its two waits for the other thread took 3.6 ms a
+    step where OpenBLAS's threads were spinning from a call before (BENCHMARKS.md, dead ends).
+    fastrnn.layers.recurrent plans its threads by the same rule."""
     if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads or T < 2:
         return False
     if unit_split_mode >= 0:
