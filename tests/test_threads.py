@@ -243,7 +243,7 @@ def test_lstm_time_loop_shared_by_units_equals_single_thread(unit_split, dtype, 
     # the time loop shared by hidden units, forced on small shapes: units in shares of 16, so
     # H = 5 leaves threads with no units (they still meet the others at every step), H = 33 a
     # part-panel share; every output, state, dh/dc and norm agrees with one thread (batch 1:
-    # not packed, so shared by rows whatever the setting)
+    # not packed, its forward by units from Wx and Wh as they are, units_few_rows)
     unit_split(1)
     rng = np.random.default_rng(N * 7 + H)
     D, T = 6, 9

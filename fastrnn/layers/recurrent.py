@@ -36,7 +36,6 @@ from .. import _packed, _recurrent
 from .._checks import grads_ready, params_ready, ready
 from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
-from .._recurrent import UNITS_MIN_H
 from .._threads import ThreadSetting, plan_threads, runs_direct, single_threaded_blas
 from ..io import register
 
@@ -295,16 +294,16 @@ class _TimeLayer(ThreadSetting):
     def _thread_plan(self, N, T, D, H, forward=False):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
         setting = self._threads
-        # a wide LSTM's forward of one row over steps may take every thread, each its units
-        # (the kernel's rule, units_few_rows in src/cells/_recurrent.pyx)
-        by_units = forward and self.has_cell and N == 1 and T >= 2 and H >= UNITS_MIN_H
-        if not by_units and self._direct_plan == (setting, N, T):  # the last call's plan
-            return 1, _NO_HOLD  # (a small step's 0.3 us)
+        if self._direct_plan == (setting, N, T):  # the last call's plan (a small step's 0.3 us)
+            return 1, _NO_HOLD
         GH = self.blocks * H
         step_macs = N * T * H * GH
-        if not by_units and runs_direct(setting, N, T, step_macs):  # (D and H are fixed)
+        if runs_direct(setting, N, T, step_macs):  # (D and H are fixed)
             self._direct_plan = (setting, N, T)
             return 1, _NO_HOLD
+        # a wide LSTM's forward of one row over steps takes every thread, each its units (the
+        # kernel's rule; never a direct call: that is one step, or two rows and more)
+        by_units = forward and self.has_cell and _recurrent.few_rows_by_units(self._cell, N, T, H)
         threads, hold_blas = plan_threads(
             setting, N, T, step_macs, N * T * GH * max(D, H), by_units=by_units
         )

@@ -38,7 +38,7 @@ from _packed cimport (checked_mode, fr_isa, gemm_packed, kernel_isa, kernel_tn_m
 from _parallel cimport (fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share, fr_use_pool,
                         parallel_rows, parallel_together, share_cols, thread_sq)
 from _rnn_cell cimport rnn_bwd_row, rnn_cell, rnn_fwd_product, rnn_fwd_row
-from _seq cimport dx_rows, project_cols, start_rows, weight_grad_cols, worth_prefetch
+from _seq cimport dx_rows, project, start_rows, weight_grad_cols, worth_prefetch
 from _steps cimport (Steps, Whole, brow, cache_rows, has_next, packed, plan_buf, run_end,
                      share_slots, start_state, steps_init, urow, whole_task)
 
@@ -115,7 +115,7 @@ cdef inline void bwd_product(Loop *L, int phase, Py_ssize_t t, Py_ssize_t n0, Py
 # ---- the rules that choose a path --------------------------------------------------------------
 
 cdef enum:
-    _UNITS_MIN_H = 400              # the smallest H an LSTM's time loop is shared by units at
+    UNITS_MIN_H = 400               # the smallest H an LSTM's time loop is shared by units at
     FUSE_MIN_ROWS = 8               # the fewest batch rows per thread fused_steps fuses
     PACKED_L2_BYTES = 1 << 20       # the largest packed weights kept in L2 across steps or
     # chunks of rows (half an L2): fused_steps, packed_dx
@@ -184,7 +184,7 @@ cdef bint use_units(const Cell *c, int threads, int path, Py_ssize_t N, int H) n
         return False
     if unit_split_mode >= 0:
         return unit_split_mode == 1
-    return N < 24 * threads and H >= _UNITS_MIN_H
+    return N < 24 * threads and H >= UNITS_MIN_H
 
 
 cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_ssize_t T,
@@ -196,12 +196,12 @@ cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_
     4.3-5.3 ms.  A single step (T = 1) stays on one thread: by units no faster; split over the
     rows of [Wx; Wh], 1.3-1.5x alone, but its two waits for the other thread took 3.6 ms a
     step where OpenBLAS's threads were spinning from a call before (BENCHMARKS.md, dead ends).
-    fastrnn.layers.recurrent plans its threads by the same rule."""
+    The layers plan their threads by this rule (few_rows_by_units)."""
     if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads or T < 2:
         return False
     if unit_split_mode >= 0:
         return unit_split_mode == 1
-    return H >= _UNITS_MIN_H
+    return H >= UNITS_MIN_H
 
 
 # ---- forward -----------------------------------------------------------------------------------
@@ -279,8 +279,8 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
             n0 = n1 = 0
         for k in range(blocks):
             if w > 0:
-                project_cols(N * T, w, L.D, <const floating *>L.X,
-                             <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0)
+                project(N * T, w, L.D, <const floating *>L.X, L.D,
+                        <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0, False)
     else:
         fr_share(N, tid, nth, &n0, &n1)
         start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
@@ -288,11 +288,10 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     if M != NULL:
         for n in range(n0, n1):
             mask_scale(H, M + n * H, Hprev + n * T * ld)
-    # this thread's columns of each gate block of Wh, packed from element GH*j0 of Wp on
-    P = Wp + GH * j0
-    for k in range(blocks):
-        Pk[k] = P
-        if not few:
+    if not few:     # this thread's columns of each gate block of Wh, packed from GH*j0 on
+        P = Wp + GH * j0
+        for k in range(blocks):
+            Pk[k] = P
             P = pack_b(H, w, Wh + k * H + j0, GH, 1, P)
     fr_barrier_wait(&L.bar)                     # all rows projected, Hprev[:, 0] set
     for t in range(T):
@@ -627,7 +626,14 @@ cdef int _caches(Loop *L, dict cache, int tn, bint forward) except -1:
     return 0
 
 
-UNITS_MIN_H = _UNITS_MIN_H         # (for fastrnn._threads.plan_threads' by_units)
+def few_rows_by_units(int cell, Py_ssize_t N, Py_ssize_t T, int H):
+    """Does a forward of N rows over T steps of a cell `cell` with H units take every thread,
+    however many there are beyond N, each its hidden units (units_few_rows)?  The layers plan
+    its threads by this (fastrnn._threads.plan_threads' by_units)."""
+    cdef Cell c
+    cell_spec(cell, &c)
+    return units_few_rows(&c, <int>max(N + 1, 2), step_path(N, T), N, T, H)
+
 
 # the `cell` argument of forward and backward, by name (what the Python layers pass)
 CELLS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU,

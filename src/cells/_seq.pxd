@@ -43,28 +43,24 @@ cdef inline bint worth_prefetch(Py_ssize_t values, size_t itemsize) noexcept nog
     return values * <Py_ssize_t>itemsize > PREFETCH_MIN_BYTES
 
 
+cdef inline void project(Py_ssize_t M, int N, int D, const floating *X, Py_ssize_t ldx,
+                         const floating *Wx, Py_ssize_t ldw, floating *G, bint step) noexcept nogil:
+    """G[M, N] = X[M, D] @ Wx[:, :N], an input projection: X's rows ldx apart, Wx's and G's ldw
+    apart (N < ldw: a thread's columns).  gemm_direct when they are only a few rows, and for a
+    single step (step) by worth_step_direct (see step_path); else BLAS."""
+    if worth_direct(M) or step and worth_step_direct(M, D, N, sizeof(floating)):
+        gemm_direct(<int>M, N, D, X, ldx, Wx, ldw, G, ldw, False)
+    else:
+        gemm(False, False, <blas_int>M, N, D, 1, X, <blas_int>ldx, Wx, <blas_int>ldw, 0, G,
+             <blas_int>ldw)
+
+
 cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
                               const floating *X, int ldx, const floating *Wx,
                               floating *G) noexcept nogil:
     """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1);
-    X's rows lie ldx apart (gemm_direct when they are only a few rows, and for a single step
-    by worth_step_direct: see step_path)."""
-    cdef Py_ssize_t M = (n1 - n0) * T
-    if worth_direct(M) or T == 1 and worth_step_direct(M, D, GH, sizeof(floating)):
-        gemm_direct(<int>M, GH, D, X + n0 * T * ldx, ldx, Wx, GH, G + n0 * T * GH, GH, False)
-    else:
-        gemm(False, False, <blas_int>M, GH, D, 1, X + n0 * T * ldx, ldx, Wx, GH, 0,
-             G + n0 * T * GH, GH)
-
-
-cdef inline void project_cols(Py_ssize_t M, int w, int D, const floating *X,
-                              const floating *Wx, Py_ssize_t ldw, floating *G) noexcept nogil:
-    """G[:, cols] = X @ Wx[:, cols] for M rows of X (D apart): w columns of Wx and G, their rows
-    ldw apart (a thread's units of one gate block), as project_rows makes the whole of it."""
-    if worth_direct(M):
-        gemm_direct(<int>M, w, D, X, D, Wx, ldw, G, ldw, False)
-    else:
-        gemm(False, False, <blas_int>M, w, D, 1, X, D, Wx, <blas_int>ldw, 0, G, <blas_int>ldw)
+    X's rows lie ldx apart."""
+    project((n1 - n0) * T, GH, D, X + n0 * T * ldx, ldx, Wx, GH, G + n0 * T * GH, T == 1)
 
 
 cdef inline void start_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int H, int GH,
