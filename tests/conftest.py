@@ -31,6 +31,19 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 ISAS = _isa.available()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pool_always_threaded():
+    """Jobs in phases always go to the pool's workers in the tests, which check results computed
+    concurrently: the pool's back-off (after a job that its workers did not speed up, the next
+    ones run on the caller alone; src/parallel/fr_pool.h) would run most small test calls
+    serially.  tests/test_pool.py tests the back-off itself."""
+    from fastrnn import _pool
+
+    old = _pool.set_backoff(False)
+    yield
+    _pool.set_backoff(old)
+
+
 @pytest.fixture(scope="module", params=ISAS)
 def isa(request):
     with _isa.use(request.param):

@@ -3,7 +3,9 @@ threads.
 
 Every job must run each thread's share exactly once, also when jobs come back to back, when
 several Python threads use the pool at once (all but one fall back to threads of their own),
-after fork(), and with the pool bypassed.  Idle workers must stop using the CPU."""
+after fork(), and with the pool bypassed; a job in phases must also finish every share of a
+phase before any of the next starts, and must not wait for a worker that has not started (the
+caller runs its shares).  Idle workers must stop using the CPU."""
 
 import os
 import subprocess
@@ -51,6 +53,53 @@ def test_pool_reuses_its_workers():
     after = _pool.stats()
     assert after["workers"] == before["workers"]
     assert after["jobs"] + after["fallbacks"] - before["jobs"] - before["fallbacks"] == 500
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, _pool.MAX_THREADS])
+@pytest.mark.parametrize("phases", [1, 2, 37])
+def test_jobs_in_phases_run_each_share_once_phase_after_phase(n, phases):
+    runs, early = _pool.exercise_phases(n, phases, jobs=400)
+    assert runs == [[1] * n for _ in range(phases)]
+    assert early == 0, f"{early} shares started before the phase before them had finished"
+
+
+@needs_pool
+def test_shares_of_a_sleeping_worker_are_run_by_the_caller():
+    """After SPIN_SECONDS idle the worker sleeps; a job of tiny shares is then over before it
+    wakes: the caller claims the worker's shares (counted as stolen) instead of waiting."""
+    _pool.exercise_phases(2, 3)
+    before = _pool.stats()["stolen"]
+    for _ in range(20):
+        time.sleep(_pool.SPIN_SECONDS * 3)
+        runs, early = _pool.exercise_phases(2, 3)
+        assert runs == [[1, 1]] * 3 and early == 0
+    assert _pool.stats()["stolen"] > before
+
+
+@needs_pool
+def test_jobs_in_phases_back_off_from_slow_workers():
+    """A job in phases that its workers did not speed up (here a worker slow in its share, as a
+    preempted one is; jobs too small for two threads are another case) makes the next ones run
+    on the caller alone, 4, 8, ... of them; with the workers helping again, jobs go back to them."""
+    old = _pool.set_backoff(True)
+    before = _pool.stats()
+    for _ in range(200):  # until a worker (not the caller) has run the slow share once
+        _pool.exercise_slow_workers(1, 0.002)
+        if _pool.stats()["solo"] > before["solo"]:
+            break
+    assert _pool.stats()["solo"] > before["solo"], "no job in phases backed off"
+    jobs = _pool.stats()["jobs"]
+    _pool.exercise_slow_workers(40, 0.0, 0.0002)  # two shares of 0.2 ms: two threads pay
+    assert _pool.stats()["jobs"] > jobs
+    _pool.set_backoff(old)
+
+
+def test_jobs_in_phases_from_several_python_threads():
+    results = run_side_by_side(
+        [lambda n=n: _pool.exercise_phases(n, 9, jobs=300) for n in (2, 3, 2, 4)]
+    )
+    for n, (runs, early) in zip((2, 3, 2, 4), results):
+        assert runs == [[1] * n] * 9 and early == 0
 
 
 def test_exercise_rejects_bad_thread_counts():

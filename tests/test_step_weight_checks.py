@@ -108,6 +108,37 @@ def test_nonfinite_weight_in_a_step(kind, dtype, which, value, call):
                 s.assert_unchanged()
 
 
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+@pytest.mark.parametrize("zero_inputs", [False, True])
+def test_nonfinite_weight_in_a_wide_step_on_two_threads(value, zero_inputs):
+    # a batch-1 step of a wide LSTM runs on both threads, each over its rows of [Wx; Wh]
+    # (units_few_rows): a NaN or Inf in either thread's rows is still found, the layer unchanged
+    rng = np.random.default_rng(8)
+    Hw, Dw = 400, 9
+    layer = make_time(fastrnn, "lstm", make_params("lstm", rng, Dw, Hw, np.float32), stateful=True)
+    layer.threads = 2
+    xs = np.zeros((1, 1, Dw), np.float32) if zero_inputs else rng.standard_normal((1, 1, Dw))
+    xs = xs.astype(np.float32)
+    hs = layer.forward(xs).copy()
+    h, c = layer.h.copy(), layer.c.copy()
+    if zero_inputs:
+        layer.set_state(np.zeros_like(h), np.zeros_like(c))
+        h, c = layer.h.copy(), layer.c.copy()
+    for which, idx in ((0, (0, 0)), (0, (Dw - 1, 4 * Hw - 1)), (1, (3, 1234)), (1, (Hw - 1, 0))):
+        W = layer.params[which]
+        old = W[idx]
+        W[idx] = value
+        with pytest.raises(ValueError, match=("Wx", "Wh")[which] + " contains NaN or Inf"):
+            layer.forward(xs)
+        W[idx] = old
+        np.testing.assert_array_equal(layer.h, h)
+        np.testing.assert_array_equal(layer.c, c)
+    layer.set_state(h, c)
+    if not zero_inputs:
+        layer.reset_state()
+        np.testing.assert_allclose(layer.forward(xs), hs, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nonfinite_weight_in_a_cell(kind, value):

@@ -281,12 +281,15 @@ def test_lstm_shared_by_units_by_its_rule(unit_split):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("H,T,masked", [(400, 5, False), (410, 3, True), (400, 30, False)])
+@pytest.mark.parametrize(
+    "H,T,masked",
+    [(400, 1, False), (410, 1, True), (400, 5, False), (410, 3, True), (400, 30, False)],
+)
 def test_lstm_batch_one_shared_by_units(unit_split, dtype, H, T, masked):
-    # one batch row over several steps, H >= 400: the forward takes both threads, each its units
-    # (units_few_rows: Wx and Wh as they are, each thread projecting its columns; 410 leaves
-    # the second thread a part-panel share), and agrees with one thread, the recurrent dropout
-    # mask included; the plan gives one thread to a single step and to a narrow layer
+    # one batch row, H >= 400: the forward takes both threads (units_few_rows: Wx and Wh as they
+    # are; over steps each thread projects and multiplies its units' columns, a single step is
+    # split over the rows of [Wx; Wh]; 410 leaves the second thread a part-panel share) and
+    # agrees with one thread, the recurrent dropout mask included; a narrow layer's plan: one
     rng = np.random.default_rng(H + T)
     D = 9
     params = make_params("lstm", rng, D, H, dtype, scale=0.1)
@@ -294,21 +297,21 @@ def test_lstm_batch_one_shared_by_units(unit_split, dtype, H, T, masked):
     mask = (rng.random((1, H)) < 0.7).astype(dtype) / 0.7 if masked else None
     h0, c0 = rng.standard_normal((2, 1, H)).astype(dtype)
     runs = []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):  # (three: the partial sums of two other shares)
         layer = make_time(fastrnn, "lstm", params, stateful=True)
         layer.threads = threads
         assert layer._thread_plan(1, T, D, H, forward=True)[0] == threads
         set_state(layer, "lstm", h0, c0)
         runs.append((layer.forward(xs, h_mask=mask), layer.h, layer.c))
     tol = 2e-6 if dtype == np.float32 else 1e-13
-    for g, w in zip(*runs[::-1]):
-        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
+    for run in runs[1:]:
+        for g, w in zip(run, runs[0]):
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
     unit_split(0)  # by rows: the same again on one thread's worth of work
     layer = make_time(fastrnn, "lstm", params, stateful=True)
     layer.threads = 2
     set_state(layer, "lstm", h0, c0)
     np.testing.assert_allclose(layer.forward(xs, h_mask=mask), runs[0][0], rtol=tol, atol=tol)
-    assert layer._thread_plan(1, 1, D, H, forward=True)[0] == 1  # a single step
     narrow = make_time(fastrnn, "lstm", make_params("lstm", rng, D, 64, dtype), stateful=True)
     narrow.threads = 2
     assert narrow._thread_plan(1, T, D, 64, forward=True)[0] == 1

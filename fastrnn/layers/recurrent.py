@@ -221,7 +221,7 @@ class _TimeLayer(ThreadSetting):
     blocks = 1  # gate blocks: Wx is (D, blocks*H)
     has_cell = False  # LSTM carries c besides h
     bias_2d = False  # b is (2, blocks*H) (GRU reset_after) rather than (blocks*H,)
-    _direct_plan = None  # (threads, N, T) of the last call _thread_plan found runs_direct
+    _direct_plan = None  # (threads, N, T, forward) of the last call _thread_plan found runs_direct
     grads = None  # (until __init__ has read the params)
 
     def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
@@ -294,16 +294,17 @@ class _TimeLayer(ThreadSetting):
     def _thread_plan(self, N, T, D, H, forward=False):
         """(kernel threads, a context for BLAS's threads during the call): see _threads."""
         setting = self._threads
-        if self._direct_plan == (setting, N, T):  # the last call's plan (a small step's 0.3 us)
+        key = (setting, N, T, forward)
+        if self._direct_plan == key:  # the last call's plan (a small step's 0.3 us)
             return 1, _NO_HOLD
         GH = self.blocks * H
         step_macs = N * T * H * GH
-        if runs_direct(setting, N, T, step_macs):  # (D and H are fixed)
-            self._direct_plan = (setting, N, T)
-            return 1, _NO_HOLD
-        # a wide LSTM's forward of one row over steps takes every thread, each its units (the
-        # kernel's rule; never a direct call: that is one step, or two rows and more)
+        # a wide LSTM's forward of one row takes every thread (the kernel's rule: over steps
+        # each thread its units, a single step split over the rows of [Wx; Wh])
         by_units = forward and self.has_cell and _recurrent.few_rows_by_units(self._cell, N, T, H)
+        if not by_units and runs_direct(setting, N, T, step_macs):  # (D and H are fixed)
+            self._direct_plan = key
+            return 1, _NO_HOLD
         threads, hold_blas = plan_threads(
             setting, N, T, step_macs, N * T * GH * max(D, H), by_units=by_units
         )

@@ -13,7 +13,6 @@ from libc.string cimport memcpy
 
 from _cells cimport flag_nonfinite, mask_copy
 from _packed cimport recurrent_product
-from _parallel cimport fr_barrier
 from _steps cimport Steps, brow, crow, step_rows
 
 
@@ -81,7 +80,6 @@ cdef struct Loop:
     double *acc         # room for GH column sums (db)
     double *sq          # per-step squared norms or NULL (see parallel_rows)
     double *sq_part
-    fr_barrier bar      # shared by hidden units: the threads' meeting point after each step
     bint check          # T = 1: flag non-finite pre-activations (see forward)
     int nonfinite
     bint f64
@@ -95,6 +93,15 @@ cdef inline void check_rows(Loop *L, const floating *a, Py_ssize_t n) noexcept n
     Wx or Wh always shows (fastrnn.layers.recurrent._weights_checked_by_kernel)."""
     if L.check:
         flag_nonfinite(&L.nonfinite, a, n)
+
+
+cdef inline void check_cols(Loop *L, const floating *a, Py_ssize_t rows, int w,
+                            Py_ssize_t ld) noexcept nogil:
+    """check_rows of w columns in each of `rows` rows ld apart (a thread's units)."""
+    cdef Py_ssize_t n
+    if L.check:
+        for n in range(rows):
+            flag_nonfinite(&L.nonfinite, a + n * ld, w)
 
 
 cdef inline void step_product(Loop *L, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t e,

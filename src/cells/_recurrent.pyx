@@ -30,13 +30,13 @@ from _blas cimport fr_use_blas
 from _cells cimport all_finite, buf, mask_add, mask_scale
 from _gru_cell cimport gru_bwd_product, gru_bwd_row, gru_cell, gru_fwd_product, gru_fwd_row
 from _gru_cell cimport gru_weights
-from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, next_state,
-                    step_product, step_product_back)
+from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, check_cols,
+                    next_state, step_product, step_product_back)
 from _lstm_cell cimport lstm_bwd_row, lstm_cell, lstm_fwd_row
-from _packed cimport (checked_mode, fr_isa, gemm_packed, kernel_isa, kernel_tn_mode, pack_b,
-                      pack_stacked, packed_size, PACKED, recurrent_product, step_path)
-from _parallel cimport (fr_barrier_init, fr_barrier_wait, fr_parallel, fr_share, fr_use_pool,
-                        parallel_rows, parallel_together, share_cols, thread_sq)
+from _packed cimport (checked_mode, fr_isa, gemm_direct, gemm_packed, kernel_isa, kernel_tn_mode,
+                      pack_b, pack_stacked, packed_size, PACKED, recurrent_product, step_path)
+from _parallel cimport (fr_parallel, fr_share, fr_use_pool, parallel_phases, parallel_rows,
+                        share_cols, thread_sq)
 from _rnn_cell cimport rnn_bwd_row, rnn_cell, rnn_fwd_product, rnn_fwd_row
 from _seq cimport dx_rows, project, start_rows, weight_grad_cols, worth_prefetch
 from _steps cimport (Steps, Whole, brow, cache_rows, has_next, packed, plan_buf, run_end,
@@ -172,14 +172,14 @@ cdef bint packed_dx(const Cell *c, Py_ssize_t NT, int D, int H, size_t itemsize)
 cdef bint use_units(const Cell *c, int threads, int path, Py_ssize_t N, int H) noexcept nogil:
     """LSTM: share the time loop by hidden units rather than by batch rows?  By rows, each
     thread multiplies its rows by all of Wh at every step; by units, all rows by its columns of
-    Wh (then the threads wait for each other once a step, fr_barrier).  With few rows and a
-    large Wh the rows' products are bound by reading Wh, which does not fit one core's cache;
-    by units each core keeps its share of Wh in cache.  Measured on the Xeon, float32, 2
-    threads, forward+backward by rows / by units: H650 N2 1.47, N8 1.32, N20 1.08, N32 1.07,
-    N48 1.01, N64 1.01; H512 N20 1.08, N128 0.96; H400 N8 1.15, N20 1.03; H1024 N20 1.07; H256
-    N2 1.13, N8 0.97, N20 0.95, N64 0.94; H128 N4 0.83; H100 N20 0.74 (there the wait at every
-    step costs more than it saves).  The LSTM's only: its row passes take a range of units
-    (the other cells' were not measured this way)."""
+    Wh (then the threads wait for each other once a step: a phase a step, fr_parallel_phases).
+    With few rows and a large Wh the rows' products are bound by reading Wh, which does not fit
+    one core's cache; by units each core keeps its share of Wh in cache.  Measured on the Xeon,
+    float32, 2 threads, forward+backward by rows / by units: H650 N2 1.47, N8 1.32, N20 1.08,
+    N32 1.07, N48 1.01, N64 1.01; H512 N20 1.08, N128 0.96; H400 N8 1.15, N20 1.03; H1024 N20
+    1.07; H256 N2 1.13, N8 0.97, N20 0.95, N64 0.94; H128 N4 0.83; H100 N20 0.74 (there the
+    wait at every step costs more than it saves).  The LSTM's only: its row passes take a range
+    of units (the other cells' were not measured this way)."""
     if c.kind != LSTM or threads < 2 or path != PACKED:
         return False
     if unit_split_mode >= 0:
@@ -189,15 +189,16 @@ cdef bint use_units(const Cell *c, int threads, int path, Py_ssize_t N, int H) n
 
 cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_ssize_t T,
                          int H) noexcept nogil:
-    """LSTM forward over several steps of fewer batch rows than threads (batch-1 evaluation):
-    share it by hidden units, from Wh and Wx as they are (step_path: one row is not packed)?
-    By rows one thread would do all of it.  Measured on the EPYC, forward N1 H650, four layers
-    cycled (Wh and Wx from memory), 2 threads by units against one thread's rows: T35 5.9-7.4 ->
-    4.3-5.3 ms.  A single step (T = 1) stays on one thread: by units no faster; split over the
-    rows of [Wx; Wh], 1.3-1.5x alone, but its two waits for the other thread took 3.6 ms a
-    step where OpenBLAS's threads were spinning from a call before (BENCHMARKS.md, dead ends).
+    """LSTM forward of fewer batch rows than threads (batch-1 evaluation and generation): share
+    it between threads, from Wh and Wx as they are (step_path: one row is not packed)?  By rows
+    one thread would do all of it.  Over several steps each thread takes its hidden units; a
+    single step of one row is split over the rows of [Wx; Wh] (_forward_step_k).  Measured on
+    the EPYC, forward N1 H650, four layers cycled (Wh and Wx from memory), 2 threads against one
+    thread's rows: T35 5.9-7.4 -> 4.3-5.3 ms; T1 450-461 -> 303-356 us.  (The single step waited
+    3.6 ms for the second thread where OpenBLAS's threads were spinning from a call before,
+    until the pool let the caller run the shares of a thread that has not started: fr_pool.h.)
     The layers plan their threads by this rule (few_rows_by_units)."""
-    if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads or T < 2:
+    if c.kind != LSTM or threads < 2 or path == PACKED or N >= threads:
         return False
     if unit_split_mode >= 0:
         return unit_split_mode == 1
@@ -254,10 +255,71 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
-cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil:
-    """Thread tid's share of a forward shared by hidden units (use_units; the LSTM's row pass):
-    the input projection of its batch rows, then at every step its units [j0, j1) of every row
-    -- their columns of each gate block of h_{t-1} @ Wh, and their row pass."""
+cdef void _forward_step_k(Loop *L, int s, int nth, int phase, floating *Wp) noexcept nogil:
+    """Share s of a single step of one row on several threads (units_few_rows, T = 1: a
+    generation step), in three phases: 0, XH = [x | h0] (masked h0 where the product reads it;
+    share 0); 1, a partial sum of every pre-activation over its contiguous rows of the stacked
+    weights [Wx; Wh] (share 0's into G, the others' into Wp); 2, for its units [j0, j1), the
+    partials added in share order and the row pass.  Each share streams one part of the weights
+    front to back, where by units each would read a segment of every row: two threads each on a
+    contiguous half of a 650 x 5200 [Wx; Wh] from memory read 45-49 GB/s against one thread's 28
+    (a C harness, the EPYC VM)."""
+    cdef Py_ssize_t ld = L.ldxh, r0, r1, q, j0, j1, u
+    cdef int D = L.D, H = L.H, GH = L.GH, K = L.D + L.H, w, k, p
+    cdef const floating *M = <const floating *>L.M
+    cdef floating *G = <floating *>L.G
+    cdef floating *XH = <floating *>L.XH
+    cdef floating *P
+    cdef floating *Gk
+    cdef const floating *Pk
+    if phase == 0:
+        if s == 0:
+            start_rows(0, 1, 1, D, H, GH, <const floating *>L.X, NULL,
+                       <const floating *>L.h0, XH, NULL)
+            if M != NULL:
+                mask_scale(H, M, XH + D)
+        return
+    if phase == 1:
+        fr_share(K, s, nth, &r0, &r1)
+        P = G if s == 0 else Wp + (s - 1) * GH
+        if r0 >= r1:
+            memset(P, 0, GH * sizeof(floating))
+        if r0 < D and r0 < r1:                  # its rows of Wx
+            gemm_direct(1, GH, <int>(min(r1, D) - r0), XH + r0, ld,
+                        <const floating *>L.Wx + r0 * GH, GH, P, GH, False)
+        if r1 > D and r0 < r1:                  # and of Wh
+            q = max(r0, D)
+            gemm_direct(1, GH, <int>(r1 - q), XH + q, ld,
+                        <const floating *>L.Wh + (q - D) * GH, GH, P, GH, r0 < D)
+        return
+    share_cols(H, s, nth, &j0, &j1)
+    w = <int>(j1 - j0)
+    if w <= 0:
+        return
+    for k in range(4):
+        Gk = G + k * H + j0
+        for p in range(1, nth):
+            Pk = Wp + (p - 1) * GH + k * H + j0
+            for u in range(w):
+                Gk[u] += Pk[u]
+    check_cols(L, G + j0, 4, w, H)              # (each gate block's units, H apart)
+    lstm_fwd_row(L, 0, 0, j0, w, G)
+
+
+cdef void _forward_step_k_task(void *arg, int share, int nshares, int phase) noexcept nogil:
+    cdef Loop *L = <Loop *>arg
+    if L.f64:
+        _forward_step_k(L, share, nshares, phase, <double *>L.Wp)
+    else:
+        _forward_step_k(L, share, nshares, phase, <float *>L.Wp)
+
+
+cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexcept nogil:
+    """Share s of a forward shared by hidden units (use_units; the LSTM's row pass), run in
+    T + 1 phases (fr_parallel_phases): phase 0, the input projection of its batch rows (few: of
+    its units of every row) and the packing of its columns of Wh; phase t + 1, step t for its
+    units [j0, j1) of every row -- their columns of each gate block of h_{t-1} @ Wh, and their
+    row pass.  A phase reads the h_{t-1} of every unit, which the phase before completed."""
     cdef Py_ssize_t T = L.T, N = L.N, t, n, ld = L.ldxh, n0, n1, j0, j1
     cdef int H = L.H, GH = L.GH, w, k, blocks = L.cell.blocks
     cdef const floating *Wh = <const floating *>L.Wh
@@ -268,56 +330,58 @@ cdef void _forward_units(Loop *L, int tid, int nth, floating *Wp) noexcept nogil
     cdef floating *P
     cdef floating *Pk[4]
     cdef bint few = L.path != PACKED            # (units_few_rows: Wh and Wx as they are)
-    share_cols(H, tid, nth, &j0, &j1)           # whole 64-byte units: j0 is a multiple of 16
+    share_cols(H, s, nth, &j0, &j1)             # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
-    if few:     # one thread copies the inputs and h0; each projects its units of every row
-        if tid == 0:
-            start_rows(0, N, T, L.D, H, GH, <const floating *>L.X, NULL,
-                       <const floating *>L.h0, <floating *>L.XH, NULL)
-            n0, n1 = 0, N
-        else:
-            n0 = n1 = 0
-        for k in range(blocks):
-            if w > 0:
-                project(N * T, w, L.D, <const floating *>L.X, L.D,
-                        <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0, False)
-    else:
-        fr_share(N, tid, nth, &n0, &n1)
-        start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
-                   <const floating *>L.h0, <floating *>L.XH, G)
-    if M != NULL:
-        for n in range(n0, n1):
-            mask_scale(H, M + n * H, Hprev + n * T * ld)
-    if not few:     # this thread's columns of each gate block of Wh, packed from GH*j0 on
-        P = Wp + GH * j0
-        for k in range(blocks):
-            Pk[k] = P
-            P = pack_b(H, w, Wh + k * H + j0, GH, 1, P)
-    fr_barrier_wait(&L.bar)                     # all rows projected, Hprev[:, 0] set
-    for t in range(T):
-        if w > 0:
+    # this share's columns of each gate block of Wh, packed from element GH*j0 of Wp on
+    P = Wp + GH * j0
+    for k in range(blocks):
+        Pk[k] = P + k * packed_size(H, w, floating is double)
+    if phase == 0:
+        if few:     # share 0 copies the inputs and h0; each projects its units of every row
+            if s == 0:
+                start_rows(0, N, T, L.D, H, GH, <const floating *>L.X, NULL,
+                           <const floating *>L.h0, <floating *>L.XH, NULL)
+                n0, n1 = 0, N
+            else:
+                n0 = n1 = 0
             for k in range(blocks):
-                # G[:, t, kH+j0 : kH+j1] += h_{t-1} @ Wh[:, kH+j0 : kH+j1]
-                if few:
-                    recurrent_product(L.path, <int>N, w, H, Hprev + t * ld, T * ld, NULL,
-                                      Wh + k * H + j0, GH, False, G + t * GH + k * H + j0,
-                                      T * GH, True)
-                else:
-                    gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
-                                G + t * GH + k * H + j0, T * GH, True)
-            for n in range(N):
-                lstm_fwd_row(L, n, t, j0, w, G)
-                if t + 1 < T:
-                    next_state(L, n, t, hs + (n * T + t) * H + j0, j0, w)
-        fr_barrier_wait(&L.bar)                 # h_t complete before any thread reads it
+                if w > 0:
+                    project(N * T, w, L.D, <const floating *>L.X, L.D,
+                            <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0, False)
+        else:
+            fr_share(N, s, nth, &n0, &n1)
+            start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
+                       <const floating *>L.h0, <floating *>L.XH, G)
+            for k in range(blocks):
+                pack_b(H, w, Wh + k * H + j0, GH, 1, Pk[k])
+        if M != NULL:
+            for n in range(n0, n1):
+                mask_scale(H, M + n * H, Hprev + n * T * ld)
+        return
+    t = phase - 1
+    if w <= 0:
+        return
+    for k in range(blocks):
+        # G[:, t, kH+j0 : kH+j1] += h_{t-1} @ Wh[:, kH+j0 : kH+j1]
+        if few:
+            recurrent_product(L.path, <int>N, w, H, Hprev + t * ld, T * ld, NULL,
+                              Wh + k * H + j0, GH, False, G + t * GH + k * H + j0,
+                              T * GH, True)
+        else:
+            gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
+                        G + t * GH + k * H + j0, T * GH, True)
+    for n in range(N):
+        lstm_fwd_row(L, n, t, j0, w, G)
+        if t + 1 < T:
+            next_state(L, n, t, hs + (n * T + t) * H + j0, j0, w)
 
 
-cdef void _forward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
+cdef void _forward_units_task(void *arg, int share, int nshares, int phase) noexcept nogil:
     cdef Loop *L = <Loop *>arg
     if L.f64:
-        _forward_units(L, tid, nthreads, <double *>L.Wp)
+        _forward_units(L, share, nshares, phase, <double *>L.Wp)
     else:
-        _forward_units(L, tid, nthreads, <float *>L.Wp)
+        _forward_units(L, share, nshares, phase, <float *>L.Wp)
 
 
 cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
@@ -347,9 +411,11 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
         parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     elif (use_units(&L.cell, threads, L.path, N, H)
             or units_few_rows(&L.cell, threads, L.path, N, T, H)):
-        fr_barrier_init(&L.bar, threads)
-        if parallel_together(threads, _forward_units_task, L, NULL, 0, &L.sq_part):
-            return L.nonfinite      # (the check is for T = 1, never shared by units)
+        if T == 1 and N == 1 and L.path != PACKED:
+            parallel_phases(threads, 3, _forward_step_k_task, L, NULL, 0, &L.sq_part)
+        else:
+            parallel_phases(threads, <int>T + 1, _forward_units_task, L, NULL, 0, &L.sq_part)
+        return L.nonfinite          # (the check is for T = 1: by units, a single step only)
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
     elif L.path == PACKED and split:
@@ -448,11 +514,26 @@ cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _backward_rows(L, n0, n1, sq, <const float *>L.Wp)
 
 
-cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) noexcept nogil:
-    """Thread tid's share of a backward time loop shared by hidden units (use_units; the LSTM's
-    row pass): at every step its units [j0, j1) of every row -- their gate gradients, then
-    (once every thread's are in dG) their columns of dh_{t-1} = dG_t @ Wh^T; then the dX rows
-    of its batch rows."""
+cdef inline void _carried_at(Loop *L, Py_ssize_t i, floating **dh, floating **dc) noexcept nogil:
+    """The carried gradients of the i-th step of a backward time loop (i = 0 at t = T - 1) as
+    _carried_start and i calls of _carried_swap leave them."""
+    cdef Py_ssize_t NH = L.N * L.H
+    cdef int odd = i % 2
+    dh[odd] = <floating *>L.dh_buf
+    dh[1 - odd] = dh[odd] + NH
+    dc[odd] = <floating *>L.dc_buf
+    dc[1 - odd] = dc[odd] + NH if dc[odd] != NULL else NULL
+
+
+cdef void _backward_units(Loop *L, int s, int nth, int phase, double *sq,
+                          floating *Wp) noexcept nogil:
+    """Share s of a backward time loop shared by hidden units (use_units; the LSTM's row pass),
+    run in T + 1 phases (fr_parallel_phases).  Phase 0: its columns of Wh^T packed, its units'
+    carried gradients set, then the gate gradients of its units [j0, j1) of every row at step
+    T - 1.  Phase k (1 .. T), t = T - k: its columns of dh_{t-1} = dG_t @ Wh^T (every unit of dG_t
+    is there: the phase before made it), then the gate gradients of its units at step t - 1
+    (reading only its own columns of dh_{t-1}) -- or, after step 0, the dX rows of its share of
+    the batch rows."""
     cdef Py_ssize_t T = L.T, N = L.N, t, n, n0, n1, j0, j1
     cdef int H = L.H, GH = L.GH, w
     cdef const floating *Wh = <const floating *>L.Wh
@@ -461,38 +542,43 @@ cdef void _backward_units(Loop *L, int tid, int nth, double *sq, floating *Wp) n
     cdef floating *dh[2]
     cdef floating *dc[2]
     cdef floating *P
-    share_cols(H, tid, nth, &j0, &j1)
+    share_cols(H, s, nth, &j0, &j1)
     w = <int>(j1 - j0)
     # Wh^T[:, j0:j1] (GH, w): rows j0..j1 of Wh, packed from element GH*j0 of Wp on
     P = Wp + GH * j0
-    pack_b(GH, w, Wh + j0 * GH, 1, GH, P)
-    _carried_start(L, dh, dc, 0, N, j0, w)      # this thread's units of every row
-    for t in range(T - 1, -1, -1):
-        for n in range(N):
-            lstm_bwd_row(L, n, t, N, j0, w, dh[0], dc[0], dc[1], dG,
-                         sq + 2 * t if sq != NULL else NULL)
-        fr_barrier_wait(&L.bar)                 # dG[:, t] complete
+    if phase == 0:
+        pack_b(GH, w, Wh + j0 * GH, 1, GH, P)
+        _carried_start(L, dh, dc, 0, N, j0, w)  # this share's units of every row
+        t = T
+    else:
+        t = T - phase
+        _carried_at(L, phase - 1, dh, dc)       # step t's
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
             gemm_packed(<int>N, w, GH, dG + t * GH, T * GH, P, dh[1] + j0, H, False)
             if M != NULL:
                 for n in range(N):
                     mask_scale(w, M + n * H + j0, dh[1] + n * H + j0)
-        _carried_swap(dh, dc)
-    # the last barrier saw dG complete: dX[rows] = dG[rows] @ Wx^T for this thread's rows
-    fr_share(N, tid, nth, &n0, &n1)
-    if n0 < n1:
-        dx_rows(n0, n1, T, L.D, GH, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
-                <floating *>L.dX)
+        if t == 0:  # dG is complete: dX[rows] = dG[rows] @ Wx^T for this share's rows
+            fr_share(N, s, nth, &n0, &n1)
+            if n0 < n1:
+                dx_rows(n0, n1, T, L.D, GH, dG, <const floating *>L.Wx,
+                        <const floating *>L.Wxp, <floating *>L.dX)
+            return
+    t -= 1
+    _carried_at(L, T - 1 - t, dh, dc)
+    for n in range(N):
+        lstm_bwd_row(L, n, t, N, j0, w, dh[0], dc[0], dc[1], dG,
+                     sq + 2 * t if sq != NULL else NULL)
 
 
-cdef void _backward_units_task(void *arg, int tid, int nthreads) noexcept nogil:
+cdef void _backward_units_task(void *arg, int share, int nshares, int phase) noexcept nogil:
     cdef Loop *L = <Loop *>arg
-    cdef double *sq = thread_sq(L.sq, L.sq_part, tid, 2 * L.T)
+    cdef double *sq = thread_sq(L.sq, L.sq_part, share, 2 * L.T)
     if L.f64:
-        _backward_units(L, tid, nthreads, sq, <double *>L.Wp)
+        _backward_units(L, share, nshares, phase, sq, <double *>L.Wp)
     else:
-        _backward_units(L, tid, nthreads, sq, <float *>L.Wp)
+        _backward_units(L, share, nshares, phase, sq, <float *>L.Wp)
 
 
 cdef void _weights_share(Loop *L, int tid, int nthreads, const floating *XH) noexcept nogil:
@@ -547,8 +633,7 @@ cdef int _backward(Loop *L, int threads, floating *Wp, floating *dh0, floating *
     L.Wxp = Wxp
     L.Wp = Wp
     if by_units:
-        fr_barrier_init(&L.bar, threads)
-        by_units = parallel_together(threads, _backward_units_task, L, L.sq, sq_len, &L.sq_part)
+        parallel_phases(threads, <int>T + 1, _backward_units_task, L, L.sq, sq_len, &L.sq_part)
     if not by_units:
         if L.path == PACKED and split:
             Wp_h = pack_b(split, H, Wh, 1, GH, Wp)  # Wh^T's first blocks (split, H), the rest

@@ -1,13 +1,10 @@
 # fr_parallel.h: fork-join over a few threads, and the share of rows each thread takes.
 cdef extern from "fr_parallel.h" nogil:
     ctypedef void (*fr_task_fn)(void *arg, int tid, int nthreads) noexcept nogil
+    ctypedef void (*fr_phase_fn)(void *arg, int share, int nshares, int phase) noexcept nogil
     void fr_parallel(int n, fr_task_fn fn, void *arg)
-    int fr_parallel_together(int n, fr_task_fn fn, void *arg)
+    void fr_parallel_phases(int n, int phases, fr_phase_fn fn, void *arg)
     void fr_share(Py_ssize_t total, int tid, int n, Py_ssize_t *lo, Py_ssize_t *hi)
-    ctypedef struct fr_barrier:
-        pass
-    void fr_barrier_init(fr_barrier *b, int n)
-    void fr_barrier_wait(fr_barrier *b)
 
 cdef extern from "fr_parallel.h":
     int fr_use_pool() except -1
@@ -38,19 +35,16 @@ cdef inline void _add_sq_parts(int threads, double *sq, Py_ssize_t sq_len,
         sq_part[0] = NULL
 
 
-cdef inline bint parallel_together(int threads, fr_task_fn task, void *arg, double *sq,
-                                   Py_ssize_t sq_len, double **sq_part) noexcept nogil:
-    """Run task(arg, tid, threads) on `threads` threads at the same time (fr_parallel_together),
-    with per-step norms as in parallel_rows.  False, having run nothing, if that cannot be had:
-    the caller then shares the work by rows."""
-    if threads < 2 or not _sq_parts(threads, sq, sq_len, sq_part):
-        return False
-    if not fr_parallel_together(threads, task, arg):
-        free(sq_part[0])
-        sq_part[0] = NULL
-        return False
+cdef inline void parallel_phases(int threads, int phases, fr_phase_fn task, void *arg,
+                                 double *sq, Py_ssize_t sq_len, double **sq_part) noexcept nogil:
+    """Run task(arg, share, threads, phase) for every share of each phase in turn
+    (fr_parallel_phases), with per-share norm sums as in parallel_rows (thread_sq by share)."""
+    if threads < 1:
+        threads = 1
+    if not _sq_parts(threads, sq, sq_len, sq_part):
+        threads = 1
+    fr_parallel_phases(threads, phases, task, arg)
     _add_sq_parts(threads, sq, sq_len, sq_part)
-    return True
 
 
 cdef inline void parallel_rows(int threads, Py_ssize_t rows, fr_task_fn task, void *arg,

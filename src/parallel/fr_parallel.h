@@ -5,6 +5,7 @@
  * pool of persistent workers (fr_pool.h, in module fastrnn._pool, found at module import by
  * fr_use_pool).  fr_fork_join, which starts threads for one job and joins them, is the
  * fallback: for a caller that finds the pool busy, and before a module is wired to the pool.
+ * fr_parallel_phases runs work in rounds (phases) with the same pool.
  * A thread that cannot be started has its share run by the caller afterwards, so the work is
  * always done.
  */
@@ -18,8 +19,10 @@
 #define FR_MAX_THREADS 8
 
 typedef void (*fr_task_fn)(void *arg, int tid, int nthreads);
+/* one share of one phase of a job run in phases (fr_parallel_phases) */
+typedef void (*fr_phase_fn)(void *arg, int share, int nshares, int phase);
 typedef void (*fr_run_fn)(int n, fr_task_fn fn, void *arg);
-typedef int (*fr_run_together_fn)(int n, fr_task_fn fn, void *arg);
+typedef void (*fr_run_phases_fn)(int n, int phases, fr_phase_fn fn, void *arg);
 
 typedef struct {
     fr_task_fn fn;
@@ -57,10 +60,10 @@ static void fr_fork_join(int n, fr_task_fn fn, void *arg)
 
 /* this module's way to the process's pool (NULL until fr_use_pool) */
 static fr_run_fn fr_pool_entry = NULL;
-static fr_run_together_fn fr_pool_together_entry = NULL;
+static fr_run_phases_fn fr_pool_phases_entry = NULL;
 
 #define FR_POOL_CAPSULE "fastrnn._pool.run"
-#define FR_POOL_TOGETHER_CAPSULE "fastrnn._pool.run_together"
+#define FR_POOL_PHASES_CAPSULE "fastrnn._pool.run_phases"
 
 /* Wire this module to the pool: call once at module import.  -1 with a Python exception set if
  * fastrnn._pool cannot be imported. */
@@ -75,11 +78,11 @@ static inline int fr_use_pool(void)
     void *p = PyCapsule_Import(FR_POOL_CAPSULE, 0);
     if (p == NULL)
         return -1;
-    void *q = PyCapsule_Import(FR_POOL_TOGETHER_CAPSULE, 0);
+    void *q = PyCapsule_Import(FR_POOL_PHASES_CAPSULE, 0);
     if (q == NULL)
         return -1;
     fr_pool_entry = (fr_run_fn)p;
-    fr_pool_together_entry = (fr_run_together_fn)q;
+    fr_pool_phases_entry = (fr_run_phases_fn)q;
     return 0;
 }
 
@@ -91,47 +94,21 @@ static inline void fr_parallel(int n, fr_task_fn fn, void *arg)
         fr_fork_join(n, fn, arg);
 }
 
-/* Run fn(arg, tid, n) for tid 0 .. n-1 all at the same time, as tasks that wait for each other
- * at an fr_barrier need: 1 if done, 0 (nothing run) where that cannot be had (see
- * fr_pool_run_together); the caller then does the work another way. */
-static inline int fr_parallel_together(int n, fr_task_fn fn, void *arg)
+/* Run fn(arg, share, n, phase) for share 0 .. n-1 of phase 0, then of phase 1, ... up to
+ * phases - 1: the shares of one phase in any order or at once, a phase only after every share
+ * of the one before.  Work that threads used to share with a barrier between its rounds (a time
+ * loop shared by hidden units) is a phase a round: on the pool, a share no thread has started is
+ * run by whichever thread gets to it first, so no thread ever waits for one that is not running
+ * (fr_pool.h).  Without the pool, all of it on the caller, in order. */
+static inline void fr_parallel_phases(int n, int phases, fr_phase_fn fn, void *arg)
 {
-    return fr_pool_together_entry != NULL && fr_pool_together_entry(n, fn, arg);
-}
-
-/* A barrier for the n threads of one fr_parallel_together job, reused for any number of rounds.
- * The waiters spin (a round is a few microseconds of work on 2 cores), yielding the CPU after a
- * while in case there are more runnable threads than cores. */
-typedef struct {
-    int n;
-    int count;          /* arrivals in this round */
-    int round;          /* completed rounds */
-} fr_barrier;
-
-static inline void fr_barrier_init(fr_barrier *b, int n)
-{
-    b->n = n;
-    b->count = 0;
-    b->round = 0;
-}
-
-static inline void fr_barrier_wait(fr_barrier *b)
-{
-    int round = __atomic_load_n(&b->round, __ATOMIC_ACQUIRE);
-    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
-        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->round, round + 1, __ATOMIC_RELEASE);   /* releases the others */
+    if (n > 1 && fr_pool_phases_entry != NULL) {
+        fr_pool_phases_entry(n, phases, fn, arg);
         return;
     }
-    for (unsigned spins = 0; __atomic_load_n(&b->round, __ATOMIC_ACQUIRE) == round; spins++) {
-        if (spins < 20000) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
-    }
+    for (int p = 0; p < phases; p++)
+        for (int s = 0; s < n; s++)
+            fn(arg, s, n, p);
 }
 
 /* [lo, hi) of `total` items for thread tid of n: near-equal contiguous shares */
