@@ -176,22 +176,24 @@ def plan_threads(setting, N, T, step_macs, gemm_macs, by_units=False):
     - Kernel threads: `setting` if given, else BLAS's thread count when step_macs reach
       MIN_PARALLEL_MACS; never more than the N batch rows -- except by_units with fewer rows
       than that count: then all of it (the step is bound by reading the weights).
-    - BLAS is held at one thread whenever the kernel runs several (its threads then do all the
-      work), when the layer is set to one thread, and when a call on one kernel thread has
-      whole-sequence GEMMs below MIN_BLAS_PARALLEL_MACS (a single step: below
-      MIN_STEP_BLAS_PARALLEL_MACS).  Measured at 2 threads, forward+backward: with BLAS threading
-      its GEMMs RNN N20 T35 H100 took 2.37 ms (7 M-multiply-add GEMMs) and 1.91 ms without, GRU
-      N20 T35 H100 6.83 and 5.61 ms (21 M), LSTM batch 1 T200 H128 4.5 and 3.6-4.0 ms (13 M,
-      plus 400 per-step GEMVs); BLAS's idle threads also keep spinning through the kernel's
-      single-threaded time loop.  A single step of a wide cell is all GEMM, and there BLAS's
-      threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without).
+    - BLAS is held at one thread whenever the kernel runs several (its threads then do all the work;
+      but for a single step by units, which calls no BLAS), when the layer is set to one thread, and
+      when a call on one kernel thread has whole-sequence GEMMs below MIN_BLAS_PARALLEL_MACS (a
+      single step: below MIN_STEP_BLAS_PARALLEL_MACS).  Measured at 2 threads, forward+backward:
+      with BLAS threading its GEMMs RNN N20 T35 H100 took 2.37 ms (7 M-multiply-add GEMMs) and 1.91
+      ms without, GRU N20 T35 H100 6.83 and 5.61 ms (21 M), LSTM batch 1 T200 H128 4.5 and 3.6-4.0
+      ms (13 M, plus 400 per-step GEMVs); BLAS's idle threads also keep spinning through the
+      kernel's single-threaded time loop.  A single step of a wide cell is all GEMM, and there
+      BLAS's threads pay (LSTM cell N64 H256, 16.7 M: 3.3 ms with them, 4.4 without).
     - A call of up to DIRECT_MAX_ROWS rows in all, of two batch rows or one step, makes no BLAS
       call (src/gemm/_packed.pxd): when it runs on one thread, BLAS's setting is not even read (a
       few microseconds, a tenth of a small cell's step)."""
     if by_units and setting != 1:
         threads = blas_threads() if setting is None else setting
         if N < threads:
-            return threads, True
+            # (a single step by units calls no BLAS, its products are fastrnn's direct ones:
+            # no need to set BLAS's thread count twice a step)
+            return threads, T > 1
     if runs_direct(setting, N, T, step_macs):
         return 1, False
     blas = blas_threads()
