@@ -306,20 +306,13 @@ cdef void _forward_step_k(Loop *L, int s, int nth, int phase, floating *Wp) noex
     lstm_fwd_row(L, 0, 0, j0, w, G)
 
 
-cdef void _forward_step_k_task(void *arg, int share, int nshares, int phase) noexcept nogil:
-    cdef Loop *L = <Loop *>arg
-    if L.f64:
-        _forward_step_k(L, share, nshares, phase, <double *>L.Wp)
-    else:
-        _forward_step_k(L, share, nshares, phase, <float *>L.Wp)
-
-
 cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexcept nogil:
     """Share s of a forward shared by hidden units (use_units; the LSTM's row pass), run in
     T + 1 phases (fr_parallel_phases): phase 0, the input projection of its batch rows (few: of
     its units of every row) and the packing of its columns of Wh; phase t + 1, step t for its
     units [j0, j1) of every row -- their columns of each gate block of h_{t-1} @ Wh, and their
-    row pass.  A phase reads the h_{t-1} of every unit, which the phase before completed."""
+    row pass.  A phase reads the h_{t-1} of every unit, which the phase before completed.  A
+    single step of one row goes to _forward_step_k instead (three phases)."""
     cdef Py_ssize_t T = L.T, N = L.N, t, n, ld = L.ldxh, n0, n1, j0, j1
     cdef int H = L.H, GH = L.GH, w, k, blocks = L.cell.blocks
     cdef const floating *Wh = <const floating *>L.Wh
@@ -330,6 +323,9 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
     cdef floating *P
     cdef floating *Pk[4]
     cdef bint few = L.path != PACKED            # (units_few_rows: Wh and Wx as they are)
+    if few and T == 1 and N == 1:               # (a single step: three phases of its own)
+        _forward_step_k(L, s, nth, phase, Wp)
+        return
     share_cols(H, s, nth, &j0, &j1)             # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
     # this share's columns of each gate block of Wh, packed from element GH*j0 of Wp on
@@ -393,7 +389,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
     _steps.pxd), the projection comes first, shared by cache rows, then the time loop shared
     by slots (never fused nor by units: not measured with lengths)."""
     cdef Py_ssize_t N = L.N, T = L.T
-    cdef int D = L.D, H = L.H, GH = L.GH, split = L.cell.fwd_split * L.H
+    cdef int D = L.D, H = L.H, GH = L.GH, split = L.cell.fwd_split * L.H, phases
     cdef const floating *Wh = <const floating *>L.Wh
     cdef floating *Wp_h = Wp
     cdef Whole W
@@ -411,10 +407,8 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
         parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     elif (use_units(&L.cell, threads, L.path, N, H)
             or units_few_rows(&L.cell, threads, L.path, N, T, H)):
-        if T == 1 and N == 1 and L.path != PACKED:
-            parallel_phases(threads, 3, _forward_step_k_task, L, NULL, 0, &L.sq_part)
-        else:
-            parallel_phases(threads, <int>T + 1, _forward_units_task, L, NULL, 0, &L.sq_part)
+        phases = 3 if T == 1 and N == 1 and L.path != PACKED else <int>T + 1  # (_forward_step_k)
+        parallel_phases(threads, phases, _forward_units_task, L, NULL, 0, &L.sq_part)
         return L.nonfinite          # (the check is for T = 1: by units, a single step only)
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
