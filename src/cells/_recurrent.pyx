@@ -255,6 +255,11 @@ cdef void _forward_task(void *arg, int tid, int nthreads) noexcept nogil:
             _forward_rows(L, n0, n1, <const float *>L.Wp)
 
 
+cdef inline bint step_by_k(const Loop *L) noexcept nogil:
+    """A forward by units that is a single step of one row: _forward_step_k's three phases."""
+    return L.T == 1 and L.N == 1 and L.path != PACKED
+
+
 cdef void _forward_step_k(Loop *L, int s, int nth, int phase, floating *Wp) noexcept nogil:
     """Share s of a single step of one row on several threads (units_few_rows, T = 1: a
     generation step), in three phases: 0, XH = [x | h0] (masked h0 where the product reads it;
@@ -323,7 +328,7 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
     cdef floating *P
     cdef floating *Pk[4]
     cdef bint few = L.path != PACKED            # (units_few_rows: Wh and Wx as they are)
-    if few and T == 1 and N == 1:               # (a single step: three phases of its own)
+    if step_by_k(L):                            # (a single step: three phases of its own)
         _forward_step_k(L, s, nth, phase, Wp)
         return
     share_cols(H, s, nth, &j0, &j1)             # whole 64-byte units: j0 is a multiple of 16
@@ -407,7 +412,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
         parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     elif (use_units(&L.cell, threads, L.path, N, H)
             or units_few_rows(&L.cell, threads, L.path, N, T, H)):
-        phases = 3 if T == 1 and N == 1 and L.path != PACKED else <int>T + 1  # (_forward_step_k)
+        phases = 3 if step_by_k(L) else <int>T + 1
         parallel_phases(threads, phases, _forward_units_task, L, NULL, 0, &L.sq_part)
         return L.nonfinite          # (the check is for T = 1: by units, a single step only)
     if L.fused:

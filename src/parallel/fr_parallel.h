@@ -94,21 +94,27 @@ static inline void fr_parallel(int n, fr_task_fn fn, void *arg)
         fr_fork_join(n, fn, arg);
 }
 
+/* A job in phases run on the calling thread alone, one share after the other, phase by phase (a
+ * valid order: the shares of a phase never wait for each other). */
+static inline void fr_phases_here(int n, int phases, fr_phase_fn fn, void *arg)
+{
+    for (int p = 0; p < phases; p++)
+        for (int s = 0; s < n; s++)
+            fn(arg, s, n, p);
+}
+
 /* Run fn(arg, share, n, phase) for share 0 .. n-1 of phase 0, then of phase 1, ... up to
  * phases - 1: the shares of one phase in any order or at once, a phase only after every share
  * of the one before.  Work that threads used to share with a barrier between its rounds (a time
  * loop shared by hidden units) is a phase a round: on the pool, a share no thread has started is
  * run by whichever thread gets to it first, so no thread ever waits for one that is not running
- * (fr_pool.h).  Without the pool, all of it on the caller, in order. */
+ * (fr_pool.h).  Without the pool, all of it on the caller (fr_phases_here). */
 static inline void fr_parallel_phases(int n, int phases, fr_phase_fn fn, void *arg)
 {
-    if (n > 1 && fr_pool_phases_entry != NULL) {
+    if (n > 1 && fr_pool_phases_entry != NULL)
         fr_pool_phases_entry(n, phases, fn, arg);
-        return;
-    }
-    for (int p = 0; p < phases; p++)
-        for (int s = 0; s < n; s++)
-            fn(arg, s, n, p);
+    else
+        fr_phases_here(n, phases, fn, arg);
 }
 
 /* [lo, hi) of `total` items for thread tid of n: near-equal contiguous shares */

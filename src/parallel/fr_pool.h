@@ -106,7 +106,7 @@ typedef struct {
     atomic_llong base, done_base;
     long long next_base;            /* the next job's base (under busy) */
     int workers;                    /* started so far (tids 1 .. workers) */
-    atomic_long jobs, fallbacks;    /* counters for tests: pool jobs, jobs run on own threads */
+    atomic_long jobs, fallbacks;    /* counters for tests: pool jobs, jobs it did not take */
     atomic_long stolen;             /* shares run by a thread other than their own */
     /* jobs in phases under contention (see fr_pool_post; under busy): */
     int solo;                       /* the next `solo` of them run on the caller alone */
@@ -250,12 +250,8 @@ static int fr_try_share(const fr_job *j, int s, int p, int me)
 static void fr_take_part(const fr_job *j, int me)
 {
     for (int p = 0; p < j->phases; p++) {
-        if (me < j->n)
-            fr_try_share(j, me, p, me);
-        for (int k = 1; k <= j->n; k++) {
-            int s = (me + k) % j->n;
-            fr_try_share(j, s, p, me);
-        }
+        for (int k = 0; k < j->n; k++)      /* share me first (when it is one of the job's) */
+            fr_try_share(j, (me + k) % j->n, p, me);
         if (p + 1 < j->phases || me == 0)   /* (a worker need not see the last one end) */
             fr_wait_done(j->done_base + (long long)j->n * (p + 1));
     }
@@ -314,23 +310,24 @@ static void fr_pool_after_fork_child(void)
         atomic_store(&fr_pool.slot[t].sleeping, 0);
 }
 
-/* Run job j (its fn fields set) on the pool: 1 if done, 0 (nothing run) if the pool cannot take
- * it (busy, bypassed, no workers can be started). */
+/* Run job j (its fn fields set) on the pool: 1 if done, 0 (nothing run) if the pool does not take
+ * it -- busy, bypassed, no workers can be started (counted as a fallback), or a job in phases
+ * while the back-off below lasts (counted as solo) -- and the caller runs it another way. */
 static int fr_pool_post(fr_job *j)
 {
-    if (fr_pool.bypass || pthread_mutex_trylock(&fr_pool.busy) != 0)
+    if (fr_pool.bypass || pthread_mutex_trylock(&fr_pool.busy) != 0) {
+        atomic_fetch_add(&fr_pool.fallbacks, 1);
         return 0;
+    }
     if (j->phase_fn != NULL && fr_pool.solo > 0) {
         fr_pool.solo--;
         atomic_fetch_add(&fr_pool.solo_jobs, 1);
         pthread_mutex_unlock(&fr_pool.busy);
-        for (int p = 0; p < j->phases; p++)
-            for (int s = 0; s < j->n; s++)
-                j->phase_fn(j->arg, s, j->n, p);
-        return 1;
+        return 0;
     }
     if (fr_pool_grow(j->n) < 1) {
         pthread_mutex_unlock(&fr_pool.busy);
+        atomic_fetch_add(&fr_pool.fallbacks, 1);
         return 0;
     }
     /* new claim numbers, past every number an earlier job used; then the description */
@@ -404,29 +401,24 @@ static void fr_pool_run(int n, fr_task_fn fn, void *arg)
     fr_job j = { .task = fn, .phase_fn = NULL, .arg = arg, .n = n, .phases = 1 };
     if (fr_pool_post(&j))
         return;
-#endif
+#else
     atomic_fetch_add(&fr_pool.fallbacks, 1);
+#endif
     fr_fork_join(n, fn, arg);
 }
 
 /* fr_parallel_phases's contract: fn(arg, share, n, phase) for share 0 .. n-1 of each phase in
- * turn.  On the pool when it can take the job; else all of it on the caller, in order (one
- * share at a time is a valid order: a phase's shares never wait for each other). */
+ * turn.  On the pool when it takes the job; else all of it on the caller (fr_phases_here). */
 static void fr_pool_run_phases(int n, int phases, fr_phase_fn fn, void *arg)
 {
     if (n > FR_MAX_THREADS) n = FR_MAX_THREADS;
     if (n < 1) n = 1;
 #if FR_POOL_THREADS
-    if (n > 1) {
-        fr_job j = { .task = NULL, .phase_fn = fn, .arg = arg, .n = n, .phases = phases };
-        if (fr_pool_post(&j))
-            return;
-        atomic_fetch_add(&fr_pool.fallbacks, 1);
-    }
+    fr_job j = { .task = NULL, .phase_fn = fn, .arg = arg, .n = n, .phases = phases };
+    if (n > 1 && fr_pool_post(&j))
+        return;
 #endif
-    for (int p = 0; p < phases; p++)
-        for (int s = 0; s < n; s++)
-            fn(arg, s, n, p);
+    fr_phases_here(n, phases, fn, arg);
 }
 
 #endif
