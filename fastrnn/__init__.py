@@ -16,11 +16,14 @@ Packages: ``fastrnn.layers`` (recurrent layers and cells, language-model time la
 (PyTorch, Keras, ONNX), ``fastrnn.reference`` (the plain NumPy oracle and benchmark baseline),
 ``fastrnn.diagnostics`` (gradient flow).  ``fastrnn.save(path, obj)`` / ``fastrnn.load(path)`` keep
 layers and models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
-``fastrnn.blas_info()`` tells which BLAS library the kernels call (``FASTRNN_BLAS``).
+``fastrnn.blas_info()`` tells which BLAS library the kernels call (``FASTRNN_BLAS``);
+``fastrnn.bf16_supported()`` whether this CPU runs the bfloat16 products of
+``TimeAffine(matmul_precision="medium")``.
 """
 
 from . import diagnostics
 from ._blas import info as blas_info
+from ._lm import bf16_supported
 from ._norms import clip_grads
 from .io import load, save
 from .layers import (
@@ -59,4 +62,5 @@ __all__ = [
     "save",
     "load",
     "blas_info",
+    "bf16_supported",
 ]

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..io import atomic_write
 from ..layers.lm import (
+    MATMUL_PRECISIONS,
     TimeAffine,
     TimeDropout,
     TimeEmbedding,
@@ -142,6 +143,10 @@ class LanguageModel:
         The parameters' and the computation's dtype.
     seed : int or None
         Seeds the initialisation and every dropout mask (None: fresh entropy).
+    matmul_precision : {"highest", "medium"}
+        The read-out's (and projection's) products: in ``dtype``, or ``"medium"`` (float32
+        only) with bfloat16 operands and float32 sums where the CPU has AVX512-BF16 (see
+        ``TimeAffine``): the largest products of a word LM, 1.3-1.7x faster.
 
     Attributes
     ----------
@@ -171,6 +176,7 @@ class LanguageModel:
         init_scale=0.1,
         dtype=np.float32,
         seed=None,
+        matmul_precision="highest",
     ):
         self._setup(
             vocab_size,
@@ -187,6 +193,7 @@ class LanguageModel:
             init_scale,
             dtype,
             seed,
+            matmul_precision,
         )
         self._build(None)
 
@@ -208,6 +215,7 @@ class LanguageModel:
         init_scale=0.1,
         dtype=np.float32,
         seed=None,
+        matmul_precision="highest",
     ):
         self.vocab_size = _positive_int(vocab_size, "vocab_size")
         self.embed_size = _positive_int(embed_size, "embed_size")
@@ -280,6 +288,17 @@ class LanguageModel:
         self.dtype = np.dtype(_FLOATS[_dtype_name(dtype)])
         _child_seeds(seed, 1)  # validates the seed
         self.seed = None if seed is None else int(seed)
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"matmul_precision must be one of {', '.join(map(repr, MATMUL_PRECISIONS))}, "
+                f"got {matmul_precision!r}"
+            )
+        if matmul_precision == "medium" and self.dtype != np.float32:
+            raise ValueError(
+                f"matmul_precision='medium' (bfloat16 products) needs dtype float32, got "
+                f"{self.dtype.name}"
+            )
+        self.matmul_precision = matmul_precision
 
     def _lm_config(self):
         return {
@@ -297,6 +316,7 @@ class LanguageModel:
             "init_scale": self.init_scale,
             "dtype": self.dtype.name,
             "seed": self.seed,
+            "matmul_precision": self.matmul_precision,
         }
 
     def get_config(self):
@@ -446,14 +466,15 @@ class LanguageModel:
             seed=seeds[3],
         )
         self.output_dropout = drop_cls(drop_out, seed=seeds[4]) if drop_out else None
-        self.proj = TimeAffine(next(it), next(it)) if self.projection else None
+        mp = self.matmul_precision
+        self.proj = TimeAffine(next(it), next(it), mp) if self.projection else None
         if self.tie_weights:
             affine_W = embed_W.T
             if self._book_tying:
                 next(it)
         else:
             affine_W = next(it)
-        self.affine = TimeAffine(affine_W, next(it))
+        self.affine = TimeAffine(affine_W, next(it), mp)
         self.loss_layer = TimeSoftmaxWithLoss(ignore_label=-1)
         self._dropouts = [
             d for d in (self.word_dropout, self.input_dropout, self.output_dropout) if d is not None
@@ -646,7 +667,13 @@ class Rnnlm(LanguageModel):
     """
 
     def __init__(
-        self, vocab_size=10000, wordvec_size=100, hidden_size=100, seed=None, dtype=np.float32
+        self,
+        vocab_size=10000,
+        wordvec_size=100,
+        hidden_size=100,
+        seed=None,
+        dtype=np.float32,
+        matmul_precision="highest",
     ):
         self._setup_from_config(
             {
@@ -655,6 +682,7 @@ class Rnnlm(LanguageModel):
                 "hidden_size": hidden_size,
                 "seed": seed,
                 "dtype": dtype,
+                "matmul_precision": matmul_precision,
             }
         )
         self._build(None)
@@ -667,6 +695,7 @@ class Rnnlm(LanguageModel):
             init="normal",
             dtype=config.get("dtype", np.float32),
             seed=config.get("seed"),
+            matmul_precision=config.get("matmul_precision", "highest"),
         )
 
     def get_config(self):
@@ -676,6 +705,7 @@ class Rnnlm(LanguageModel):
             "hidden_size": self.hidden_sizes[0],
             "seed": self.seed,
             "dtype": self.dtype.name,
+            "matmul_precision": self.matmul_precision,
         }
 
 
@@ -699,6 +729,7 @@ class BetterRnnlm(LanguageModel):
         dropout_ratio=0.5,
         seed=None,
         dtype=np.float32,
+        matmul_precision="highest",
     ):
         self._setup_from_config(
             {
@@ -708,6 +739,7 @@ class BetterRnnlm(LanguageModel):
                 "dropout_ratio": dropout_ratio,
                 "seed": seed,
                 "dtype": dtype,
+                "matmul_precision": matmul_precision,
             }
         )
         self._build(None)
@@ -723,6 +755,7 @@ class BetterRnnlm(LanguageModel):
             init="normal",
             dtype=config.get("dtype", np.float32),
             seed=config.get("seed"),
+            matmul_precision=config.get("matmul_precision", "highest"),
         )
 
     def get_config(self):
@@ -733,4 +766,5 @@ class BetterRnnlm(LanguageModel):
             "dropout_ratio": self.dropout,
             "seed": self.seed,
             "dtype": self.dtype.name,
+            "matmul_precision": self.matmul_precision,
         }

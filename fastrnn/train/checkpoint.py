@@ -90,6 +90,8 @@ def _describe(x):
 
 # what a checkpoint record's config holds: HYPERPARAMETERS' keys (these may be absent or null)
 _OPTIONAL_CONFIG = ("patience", "max_vocab")
+# keys newer than some records: absent means the value runs had before the key existed
+ADDED_CONFIG = {"matmul_precision": "highest"}
 
 
 def _is_int(x):
@@ -155,7 +157,8 @@ def check_record(state, path="checkpoint.json", complete=False):
             ok, expected = (lambda v, kind=kind: isinstance(v, kind)), f"a {kind.__name__}"
         if key in _OPTIONAL_CONFIG:
             ok, expected = (lambda v, ok=ok: v is None or ok(v)), expected + " or null"
-        need(cfg, key, "config.", ok, expected, optional=not complete or key in _OPTIONAL_CONFIG)
+        optional = not complete or key in _OPTIONAL_CONFIG or key in ADDED_CONFIG
+        need(cfg, key, "config.", ok, expected, optional=optional)
     need(cfg, "preset", "config.", lambda v: isinstance(v, str), "a string", not complete)
     need(state, "history", "", lambda v: isinstance(v, list), "a JSON list", not complete)
     for k, m in enumerate(state.get("history", ())):

@@ -166,6 +166,12 @@ def _add_train_arguments(p):
     )
     g.add_argument("--init-scale", type=float, metavar="S")
     g.add_argument("--dtype", choices=_DTYPES)
+    g.add_argument(
+        "--matmul-precision",
+        choices=("highest", "medium"),
+        help="the read-out's products: float32 (highest), or bfloat16 operands with float32 "
+        "sums (medium; CPUs with AVX512-BF16, else float32): 1.3-1.7x faster products",
+    )
     g.add_argument("--batch-size", type=int, metavar="N", help="parallel streams")
     g.add_argument("--bptt", type=int, metavar="T", help="window length of training")
     g.add_argument(

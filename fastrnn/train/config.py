@@ -62,6 +62,11 @@ def check_config(cfg):
     need(math.isfinite(cfg["clip"]) and cfg["clip"] >= 0, "clip", ">= 0 (0: no clipping)")
     need(cfg["decay_after"] >= 0, "decay_after", "a non-negative integer")
     need(cfg["seed"] >= 0, "seed", "a non-negative integer")
+    need(
+        cfg["matmul_precision"] == "highest" or cfg["dtype"] == "float32",
+        "matmul_precision",
+        "'highest' with --dtype float64 (bfloat16 products are for float32)",
+    )
     if cfg.get("patience") is not None:
         need(cfg["patience"] >= 1, "patience", "a positive integer (epochs)")
     if cfg.get("max_vocab") is not None:
@@ -112,11 +117,20 @@ def build_model(cfg, vocab_size):
     from ..models import lm
 
     H, seed, dtype = cfg["hidden_sizes"], cfg["seed"], cfg["dtype"]
+    mp = cfg.get("matmul_precision", "highest")
     if cfg["model"] == "rnnlm":
-        return lm.Rnnlm(vocab_size, cfg["embed_size"], H[0], seed=seed, dtype=dtype)
+        return lm.Rnnlm(
+            vocab_size, cfg["embed_size"], H[0], seed=seed, dtype=dtype, matmul_precision=mp
+        )
     if cfg["model"] == "better":
         return lm.BetterRnnlm(
-            vocab_size, cfg["embed_size"], H[0], cfg["dropout"], seed=seed, dtype=dtype
+            vocab_size,
+            cfg["embed_size"],
+            H[0],
+            cfg["dropout"],
+            seed=seed,
+            dtype=dtype,
+            matmul_precision=mp,
         )
     dropout, variational = cfg["dropout"], None
     if cfg["variational"]:
@@ -142,6 +156,7 @@ def build_model(cfg, vocab_size):
         init_scale=cfg["init_scale"],
         dtype=dtype,
         seed=seed,
+        matmul_precision=mp,
     )
 
 

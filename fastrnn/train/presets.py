@@ -43,6 +43,7 @@ HYPERPARAMETERS = {
     "init": str,  # "uniform" (+-init_scale), "normal" (the book's), "orthogonal"
     "init_scale": float,
     "dtype": str,
+    "matmul_precision": str,  # the read-out's products: "highest", or "medium" (bfloat16)
     # training
     "batch_size": int,
     "bptt": int,
@@ -73,6 +74,7 @@ _BASE = {
     "init": "uniform",
     "init_scale": 0.1,
     "dtype": "float32",
+    "matmul_precision": "highest",
     "eval_bptt": EVAL_BPTT,  # (the perplexity is the same for any window)
     "optimizer": "sgd",
     "lr_decay": 0.5,

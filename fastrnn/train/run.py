@@ -167,7 +167,7 @@ def _prepare_train(args):
                 f"--resume: {out}'s last epoch was cut short by --max-steps; "
                 f"it cannot be continued on the same curve"
             )
-        cfg = dict(state["config"])
+        cfg = dict(ckpt.ADDED_CONFIG, **state["config"])
         for key in RESUME_FLAGS:
             if getattr(args, key, None) is not None:
                 cfg[key] = getattr(args, key)

@@ -55,6 +55,11 @@ cdef extern from "fr_lm.h" nogil:
     void fr_exp_map_f(float *out, const float *x, Py_ssize_t n)
     void fr_exp_map_d(double *out, const double *x, Py_ssize_t n)
 
+cdef extern from "fr_bf16.h" nogil:
+    int fr_bf16_supported()
+    int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const float *A, Py_ssize_t lda,
+                      const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+
 
 cdef int _threads(int threads) noexcept nogil:
     return 1 if threads < 1 else (FR_MAX_THREADS if threads > FR_MAX_THREADS else threads)
@@ -429,12 +434,18 @@ cdef struct Affine:
     char *dW                # weight grads: [dW; db] (D + 1, M) row-major
     Py_ssize_t R, D, M
     bint f32
+    bint bf16               # float32 products at bfloat16 precision (fr_bf16.h)
     int bad[8]
 
 
-cdef inline void _gemm(bint f32, bint ta, bint tb, blas_int m, blas_int n, blas_int k,
-                       const char *a, blas_int lda, const char *b, blas_int ldb, char *c,
-                       blas_int ldc) noexcept nogil:
+cdef inline void _gemm(bint f32, bint bf16, bint ta, bint tb, blas_int m, blas_int n,
+                       blas_int k, const char *a, blas_int lda, const char *b, blas_int ldb,
+                       char *c, blas_int ldc) noexcept nogil:
+    """c = op(a) op(b), c overwritten: BLAS, or with bf16 (float32 only) fr_sgemm_bf16 where the
+    CPU runs it."""
+    if f32 and bf16 and fr_sgemm_bf16(ta, tb, m, n, k, <const float *>a, lda, <const float *>b,
+                                      ldb, <float *>c, ldc) == 0:
+        return
     if f32:
         gemm(ta, tb, m, n, k, <float>1, <const float *>a, lda, <const float *>b, ldb,
              <float>0, <float *>c, ldc)
@@ -452,11 +463,11 @@ cdef void _affine_fwd_task(void *arg, int tid, int n) noexcept nogil:
     share_cols(M, tid, n, &lo, &hi)
     if hi > lo:
         if A.w_t:       # W[:, lo:hi] = E[lo:hi, :]^T
-            _gemm(A.f32, False, True, A.R, hi - lo, D, A.x, A.ldx, A.W + lo * D * item, D,
-                  A.y + lo * item, M)
+            _gemm(A.f32, A.bf16, False, True, A.R, hi - lo, D, A.x, A.ldx,
+                  A.W + lo * D * item, D, A.y + lo * item, M)
         else:
-            _gemm(A.f32, False, False, A.R, hi - lo, D, A.x, A.ldx, A.W + lo * item, M,
-                  A.y + lo * item, M)
+            _gemm(A.f32, A.bf16, False, False, A.R, hi - lo, D, A.x, A.ldx, A.W + lo * item,
+                  M, A.y + lo * item, M)
         for r in range(A.R):
             if A.f32:
                 bad |= fr_add_bias_check_f(<float *>A.y + r * M + lo, <float *>A.b + lo, hi - lo)
@@ -477,11 +488,11 @@ cdef void _affine_dx_task(void *arg, int tid, int n) noexcept nogil:
     if hi <= lo:
         memset(c, 0, A.R * D * item)
     elif A.w_t:         # (W^T)[lo:hi, :] = E[lo:hi, :]
-        _gemm(A.f32, False, False, A.R, D, hi - lo, A.y + lo * item, M, A.W + lo * D * item, D,
-              c, D)
+        _gemm(A.f32, A.bf16, False, False, A.R, D, hi - lo, A.y + lo * item, M,
+              A.W + lo * D * item, D, c, D)
     else:               # (W^T)[lo:hi, :] = W[:, lo:hi]^T
-        _gemm(A.f32, False, True, A.R, D, hi - lo, A.y + lo * item, M, A.W + lo * item, M,
-              c, D)
+        _gemm(A.f32, A.bf16, False, True, A.R, D, hi - lo, A.y + lo * item, M,
+              A.W + lo * item, M, c, D)
 
 
 cdef void _affine_sum_task(void *arg, int tid, int n) noexcept nogil:
@@ -505,13 +516,14 @@ cdef void _affine_dw_task(void *arg, int tid, int n) noexcept nogil:
     cdef size_t item = 4 if A.f32 else 8
     share_cols(M, tid, n, &lo, &hi)
     if hi > lo:
-        _gemm(A.f32, True, False, A.D + 1, hi - lo, A.R, A.x, A.ldx, A.y + lo * item, M,
-              A.dW + lo * item, M)
+        _gemm(A.f32, A.bf16, True, False, A.D + 1, hi - lo, A.R, A.x, A.ldx,
+              A.y + lo * item, M, A.dW + lo * item, M)
 
 
 cdef Affine _affine(cnp.ndarray x, cnp.ndarray W, cnp.ndarray y) except *:
     cdef Affine A
     A.w_t = False
+    A.bf16 = False
     A.f32 = _f32(x)
     cdef int tn = cnp.PyArray_TYPE(x)
     _need(cnp.PyArray_NDIM(x) == 2 and _usable(x, tn), "x not a C-contiguous 2-D float array")
@@ -535,10 +547,13 @@ cdef Affine _affine(cnp.ndarray x, cnp.ndarray W, cnp.ndarray y) except *:
     return A
 
 
-def affine_forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray b, cnp.ndarray out, int threads=1):
+def affine_forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray b, cnp.ndarray out, int threads=1,
+                   bint bf16=False):
     """out = x W + b for x (R, D), W (D, M) C- or F-contiguous (a transposed view: BLAS's
-    transpose flag, no copy), b (M,).  False if out holds NaN or Inf."""
+    transpose flag, no copy), b (M,).  False if out holds NaN or Inf.  bf16: the product at
+    bfloat16 precision where the CPU has it (float32; fr_bf16.h), for this and the two below."""
     cdef Affine A = _affine(x, W, out)
+    A.bf16 = bf16
     _need(_usable(b, cnp.PyArray_TYPE(x)) and cnp.PyArray_SIZE(b) == A.M, "b not (M,)")
     A.b = <char *>cnp.PyArray_DATA(b)
     cdef int t, n = _threads(threads), bad = 0
@@ -552,12 +567,13 @@ def affine_forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray b, cnp.ndarray out,
 
 
 def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, int threads=1,
-              cnp.ndarray part=None):
+              cnp.ndarray part=None, bint bf16=False):
     """dx = dout W^T for dout (R, M), W (D, M) C- or F-contiguous, dx (R, D) (x (R, D) only gives
     the sizes).  With threads > 1, part ((threads - 1) * R * D elements of x's dtype) receives
     the other threads' partial sums; without it, they are malloc'ed.  False if dx holds NaN or
     Inf."""
     cdef Affine A = _affine(x, W, dout)
+    A.bf16 = bf16
     _need(_usable(dx, cnp.PyArray_TYPE(x)) and cnp.PyArray_SIZE(dx) == A.R * A.D
           and cnp.PyArray_ISWRITEABLE(dx), "dx not (R, D)")
     A.dx = <char *>cnp.PyArray_DATA(dx)
@@ -587,12 +603,14 @@ def affine_dx(cnp.ndarray x, cnp.ndarray W, cnp.ndarray dout, cnp.ndarray dx, in
     return not bad
 
 
-def affine_weight_grads(cnp.ndarray x, cnp.ndarray dout, cnp.ndarray dWb, int threads=1):
+def affine_weight_grads(cnp.ndarray x, cnp.ndarray dout, cnp.ndarray dWb, int threads=1,
+                        bint bf16=False):
     """[dW; db] = [x | 1]^T dout for x1 = [x | 1] (R, D + 1) (its last column all ones: the
     caller's), dout (R, M), dWb (D + 1, M) C-contiguous: dW in its first D rows, db in the last;
     the columns shared between the threads."""
     _need(cnp.PyArray_NDIM(dWb) == 2 and cnp.PyArray_DIM(dWb, 0) >= 1, "dWb not (D + 1, M)")
     cdef Affine A = _affine(x, dWb[:cnp.PyArray_DIM(dWb, 0) - 1], dout)
+    A.bf16 = bf16
     cdef size_t item = 4 if A.f32 else 8
     _need(A.ldx == A.D + 1 and _usable(dWb, cnp.PyArray_TYPE(x))
           and cnp.PyArray_ISWRITEABLE(dWb), "x not (R, D + 1) or dWb not (D + 1, M)")
@@ -603,6 +621,37 @@ def affine_weight_grads(cnp.ndarray x, cnp.ndarray dout, cnp.ndarray dWb, int th
             memset(A.dW, 0, (A.D + 1) * A.M * item)
         else:
             fr_parallel(n, _affine_dw_task, &A)
+
+
+def bf16_supported():
+    """Does this CPU (and build) run the bfloat16 products (AVX512-BF16; fr_bf16.h)?"""
+    return bool(fr_bf16_supported())
+
+
+def matmul_bf16(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out):
+    """out = a @ b at bfloat16 precision (operands rounded to bfloat16, sums in float32) for
+    float32 a (M, K) and b (K, N), each C- or F-contiguous (a transposed view, no copy), out
+    (M, N) C-contiguous.  False, out untouched, where the CPU lacks AVX512-BF16."""
+    cdef int ta, tb
+    for name, m in (("a", a), ("b", b), ("out", out)):
+        _need(cnp.PyArray_NDIM(m) == 2 and cnp.PyArray_TYPE(m) == cnp.NPY_FLOAT32
+              and cnp.PyArray_ISALIGNED(m) and cnp.PyArray_ISNOTSWAPPED(m),
+              f"{name} not a 2-D aligned float32 array")
+        _need(cnp.PyArray_IS_C_CONTIGUOUS(m) or (m is not out and cnp.PyArray_IS_F_CONTIGUOUS(m)),
+              f"{name} neither C- nor F-contiguous" if m is not out else "out not C-contiguous")
+    _need(cnp.PyArray_ISWRITEABLE(out), "out not writeable")
+    cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
+    _need(b.shape[0] == K and out.shape[0] == M and out.shape[1] == N,
+          "shapes not (M, K) @ (K, N) -> (M, N)")
+    _need(M < 2**31 and N < 2**31 and K < 2**31, "sizes beyond 32-bit")
+    ta = not cnp.PyArray_IS_C_CONTIGUOUS(a)
+    tb = not cnp.PyArray_IS_C_CONTIGUOUS(b)
+    cdef int rc
+    with nogil:
+        rc = fr_sgemm_bf16(ta, tb, <int>M, <int>N, <int>K, <const float *>cnp.PyArray_DATA(a),
+                           M if ta else K, <const float *>cnp.PyArray_DATA(b), K if tb else N,
+                           <float *>cnp.PyArray_DATA(out), N)
+    return rc == 0
 
 
 # ---- dropout ---------------------------------------------------------------------------------

@@ -1,0 +1,227 @@
+"""bfloat16 products (src/gemm/fr_bf16.h) and matmul_precision="medium" of the read-out.
+
+The oracle: both operands rounded to bfloat16 in NumPy (round to nearest even, the CPU's
+conversion), multiplied in float64; the kernel sums in float32, so it must agree to float32
+rounding of those sums (relative to sum |a b|), far tighter than bfloat16's own 2**-9.  Tests
+of the kernel skip on CPUs without AVX512-BF16; the layer's contract (errors, fallback, config)
+is tested everywhere."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastrnn
+from fastrnn import _lm
+from fastrnn.layers import TimeAffine
+from fastrnn.models import BetterRnnlm, LanguageModel, Rnnlm
+
+needs_bf16 = pytest.mark.skipif(
+    not fastrnn.bf16_supported(), reason="this CPU has no AVX512-BF16"
+)
+
+
+def to_bf16(x):
+    """x rounded to bfloat16 (nearest, ties to even), as float64."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def operand(rng, rows, cols, transposed):
+    """A (rows, cols) float32 operand, C-contiguous or a transposed (F-contiguous) view."""
+    if transposed:
+        return rng.standard_normal((cols, rows)).astype(np.float32).T
+    return rng.standard_normal((rows, cols)).astype(np.float32)
+
+
+def check_product(out, a, b):
+    A, B = to_bf16(a), to_bf16(b)
+    ref = A @ B
+    scale = np.abs(A) @ np.abs(B) + 1e-30
+    err = np.max(np.abs(out - ref) / scale)
+    assert err < 4e-7, f"relative error {err:.2e} (float32 sums of bfloat16 products)"
+
+
+@needs_bf16
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize(
+    "M, K, N",
+    [
+        (1, 1, 1),
+        (13, 3, 33),  # edges: a partial register block and panel, odd K
+        (25, 257, 70),  # K one slice, odd
+        (37, 19, 4100),  # N beyond one column block
+        (401, 1000, 45),  # K in several slices, M beyond one row block
+        (12, 704, 32),  # K at the one-slice limit, whole blocks
+        (5, 705, 3),  # K just past it
+    ],
+)
+def test_matmul_bf16_matches_rounded_operands(M, K, N, ta, tb):
+    rng = np.random.default_rng(M * 1000 + K + N)
+    a, b = operand(rng, M, K, ta), operand(rng, K, N, tb)
+    out = np.full((M, N), np.nan, np.float32)
+    assert _lm.matmul_bf16(a, b, out)
+    check_product(out, a, b)
+
+
+@needs_bf16
+@settings(max_examples=25, deadline=None)
+@given(
+    M=st.integers(1, 60),
+    K=st.integers(1, 800),
+    N=st.integers(1, 90),
+    ta=st.booleans(),
+    tb=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_matmul_bf16_property(M, K, N, ta, tb, seed):
+    rng = np.random.default_rng(seed)
+    a, b = operand(rng, M, K, ta), operand(rng, K, N, tb)
+    out = np.empty((M, N), np.float32)
+    assert _lm.matmul_bf16(a, b, out)
+    check_product(out, a, b)
+
+
+@needs_bf16
+def test_matmul_bf16_refuses_a_strided_out():
+    """out must be C-contiguous: a view with a longer row stride is an error, nothing written."""
+    rng = np.random.default_rng(0)
+    a, b = operand(rng, 14, 40, False), operand(rng, 40, 35, False)
+    big = np.full((14, 48), 7.0, np.float32)
+    out = big[:, :35]
+    with pytest.raises(ValueError, match="out not C-contiguous"):
+        _lm.matmul_bf16(a, b, out)  # a strided view is refused, not half-written
+    assert np.all(big == 7.0)
+
+
+def test_matmul_bf16_bad_arguments():
+    a = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        _lm.matmul_bf16(a, np.ones((5, 2), np.float32), np.empty((3, 2), np.float32))
+    with pytest.raises(ValueError, match="b not a 2-D aligned float32"):
+        _lm.matmul_bf16(a, np.ones((4, 2)), np.empty((3, 2), np.float32))
+
+
+def make_affine(rng, D=24, M=70, tied=True):
+    if tied:
+        W = (0.3 * rng.standard_normal((M, D))).astype(np.float32).T  # the embedding's view
+    else:
+        W = (0.3 * rng.standard_normal((D, M))).astype(np.float32)
+    return W, rng.standard_normal(M).astype(np.float32)
+
+
+@needs_bf16
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_medium_is_the_rounded_products(tied, threads):
+    """Forward, dx, dW and db of TimeAffine(matmul_precision="medium") against the oracle's
+    products of bfloat16-rounded operands (the bias added in float32), at 1 and 2 threads."""
+    rng = np.random.default_rng(1)
+    W, b = make_affine(rng, tied=tied)
+    layer = TimeAffine(W, b, matmul_precision="medium")
+    layer.threads = threads
+    x = rng.standard_normal((3, 5, W.shape[0])).astype(np.float32)
+    dout = rng.standard_normal((3, 5, W.shape[1])).astype(np.float32)
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    x2, d2 = x.reshape(15, -1), dout.reshape(15, -1)
+    check_product(out.reshape(15, -1) - b, x2, W)
+    check_product(dx.reshape(15, -1), d2, W.T)
+    check_product(layer.grads[0], x2.T, d2)
+    # db: the column of ones times dout, rounded like every other entry of dW
+    assert np.allclose(layer.grads[1], to_bf16(d2).sum(0), rtol=1e-6, atol=1e-6)
+
+
+@needs_bf16
+def test_affine_medium_close_to_highest():
+    """bfloat16 operands: within bfloat16's relative precision of the float32 products, and not
+    equal to them (the kernel really ran)."""
+    rng = np.random.default_rng(2)
+    W, b = make_affine(rng, D=64, M=300)
+    x = rng.standard_normal((4, 6, 64)).astype(np.float32)
+    dout = rng.standard_normal((4, 6, 300)).astype(np.float32)
+    ref, med = TimeAffine(W, b), TimeAffine(W, b, "medium")
+    y0, y1 = ref.forward(x), med.forward(x)
+    d0, d1 = ref.backward(dout), med.backward(dout)
+    for a, c in ((y0, y1), (d0, d1), (ref.grads[0], med.grads[0])):
+        assert np.max(np.abs(a - c)) <= 2**-7 * np.max(np.abs(a))
+        assert not np.array_equal(a, c)
+
+
+def test_affine_precision_argument_errors():
+    rng = np.random.default_rng(3)
+    W, b = make_affine(rng)
+    with pytest.raises(ValueError, match="matmul_precision must be one of 'highest', 'medium'"):
+        TimeAffine(W, b, matmul_precision="high")
+    with pytest.raises(ValueError, match="needs float32 parameters"):
+        TimeAffine(W.astype(np.float64), b.astype(np.float64), matmul_precision="medium")
+    layer = TimeAffine(W, b)
+    with pytest.raises(ValueError, match="matmul_precision must be one of"):
+        layer.matmul_precision = "bf16"
+    assert layer.matmul_precision == "highest"  # a refused value changes nothing
+
+
+def test_affine_medium_config_and_fallback():
+    """The layer's config round-trips through JSON; on a CPU without AVX512-BF16, "medium"
+    runs the float32 products (the same bits as "highest")."""
+    rng = np.random.default_rng(4)
+    W, b = make_affine(rng)
+    layer = TimeAffine(W, b, "medium")
+    cfg = layer.get_config()
+    assert json.loads(json.dumps(cfg)) == {"matmul_precision": "medium"}
+    again = TimeAffine.from_config(cfg, [W, b])
+    assert again.matmul_precision == "medium"
+    x = rng.standard_normal((2, 3, W.shape[0])).astype(np.float32)
+    if not fastrnn.bf16_supported():
+        assert np.array_equal(layer.forward(x), TimeAffine(W, b).forward(x))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda mp: LanguageModel(50, 8, [8, 8], tie_weights=True, seed=0, matmul_precision=mp),
+        lambda mp: Rnnlm(50, 8, 8, seed=0, matmul_precision=mp),
+        lambda mp: BetterRnnlm(50, 8, 8, seed=0, matmul_precision=mp),
+    ],
+)
+def test_models_carry_the_precision(make, tmp_path):
+    model = make("medium")
+    assert model.affine.matmul_precision == "medium"
+    path = str(tmp_path / "m.npz")
+    fastrnn.save(path, model)
+    back = fastrnn.load(path)
+    assert back.affine.matmul_precision == "medium"
+    assert make("highest").affine.matmul_precision == "highest"
+    with pytest.raises(ValueError, match="needs dtype float32"):
+        LanguageModel(50, 8, [8], dtype=np.float64, matmul_precision="medium")
+
+
+@needs_bf16
+def test_language_model_trains_with_bf16_readout():
+    """A small LM on a repetitive stream: the loss falls as far with bfloat16 read-out products
+    as with float32 ones (the same seed, data and steps)."""
+    from fastrnn.train import SGD
+
+    rng = np.random.default_rng(5)
+    stream = np.tile(rng.integers(0, 40, 23), 60)
+    losses = {}
+    for mp in ("highest", "medium"):
+        model = LanguageModel(40, 16, [32], seed=1, matmul_precision=mp)
+        opt = SGD(1.0)
+        for step in range(150):
+            i = (step * 10) % (len(stream) - 4 * 10 - 1)
+            xs = np.stack([stream[i + 10 * k : i + 10 * k + 10] for k in range(4)])
+            ts = np.stack([stream[i + 10 * k + 1 : i + 10 * k + 11] for k in range(4)])
+            loss = model.forward(xs, ts)
+            model.backward()
+            fastrnn.clip_grads(model.grads, 5.0)
+            opt.update(model.params, model.grads)
+        losses[mp] = loss
+    start = np.log(40)  # the loss of a uniform guess
+    assert losses["highest"] < 0.8 * start, losses
+    assert losses["medium"] < 0.8 * start, losses
+    assert abs(losses["medium"] - losses["highest"]) < 0.05, losses
