@@ -109,7 +109,8 @@ def main(argv=None):
         with threadpool_limits(threads):
             for name in args.cases.split(","):
                 case = cases[name]
-                print(f"{name} (V {case.V}, {case.hidden}, N{case.N} T{case.T}), {threads} thread(s)")
+                shape = f"V {case.V}, {case.hidden}, N{case.N} T{case.T}"
+                print(f"{name} ({shape}), {threads} thread(s)")
                 if threads == 1:  # (matmul_bf16 is one thread; the layer splits columns)
                     product_rows(case, args.rounds, args.min_time, peak1)
                 iteration_rows(case, args.rounds, args.min_time)

@@ -10,17 +10,14 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import fastrnn
 from fastrnn import _lm
 from fastrnn.layers import TimeAffine
 from fastrnn.models import BetterRnnlm, LanguageModel, Rnnlm
 
-needs_bf16 = pytest.mark.skipif(
-    not fastrnn.bf16_supported(), reason="this CPU has no AVX512-BF16"
-)
+needs_bf16 = pytest.mark.skipif(not fastrnn.bf16_supported(), reason="this CPU has no AVX512-BF16")
 
 
 def to_bf16(x):

@@ -332,7 +332,7 @@ class TimeAffine(_Threaded):
 
     @property
     def matmul_precision(self):
-        """"highest" or "medium" (bfloat16 products); may be changed between calls."""
+        """The products' precision, "highest" or "medium" (bfloat16); may change between calls."""
         return self._matmul_precision
 
     @matmul_precision.setter
