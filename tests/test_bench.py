@@ -379,6 +379,9 @@ def test_model_runners_same_weights_same_losses(case):
     ref = bench.make_model_runner("reference", case).losses(4)
     np.testing.assert_allclose(ref, fr, rtol=1e-5)
     assert len(set(np.round(fr, 6))) > 1  # the batches and the state do change the loss
+    bf16 = bench.make_model_runner("fastrnn_bf16", case)
+    assert bf16.model.affine.matmul_precision == "medium"
+    np.testing.assert_allclose(bf16.losses(4), fr, rtol=1e-2)  # bfloat16 read-out products
     if case.is_book_rnnlm:
         from fastrnn.models import Rnnlm
         from fastrnn.reference.models import Rnnlm as BookRnnlm
@@ -445,6 +448,37 @@ def model_results():
         command="test",
     )
     return bench.run_bench(cfg)
+
+
+def test_bf16_model_rows_run_where_the_cpu_has_bf16():
+    """--impls fastrnn,fastrnn_bf16: model rows of both and their ratio, or, on a CPU without
+    AVX512-BF16, a note and no bf16 row (it would time float32 under the bfloat16 label)."""
+    import fastrnn
+
+    cfg = bench.BenchConfig(
+        cases=(),
+        clip_cases=(),
+        model_cases=TINY_MODELS[:1],
+        threads=(1,),
+        repeats=2,
+        min_time=0.0,
+        model_min_time=0.0,
+        impls=("fastrnn", "fastrnn_bf16"),
+        memory=False,
+        progress=False,
+        command="test",
+    )
+    r = bench.run_bench(cfg)
+    impls = {m["impl"] for m in r["models"]}
+    if fastrnn.bf16_supported():
+        assert impls == {"fastrnn", "fastrnn_bf16"}
+        assert all(c["ok"] for c in r["model_checks"])
+        assert any("fastrnn_bf16/fastrnn" in row for row in r["ratios"])
+        assert "fastrnn bf16" in "\n".join(bench.format_model_table(r))
+    else:
+        assert impls == {"fastrnn"}
+        assert any("no AVX512-BF16" in n for n in r["meta"]["notes"])
+    assert r["layers"] == []  # a model-only implementation adds no layer rows
 
 
 def test_model_results(model_results):

@@ -521,6 +521,20 @@ def test_eval_takes_data_or_text_not_both(trained, capsys):
         _eval("--model", str(trained))
 
 
+def test_resume_reads_a_record_from_before_matmul_precision(tmp_path, standin):
+    """Records written before the flag existed have no config.matmul_precision: they resume
+    with the float32 products those runs had."""
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "1") == 0
+    record = out / "last" / "checkpoint.json"
+    state = json.loads(record.read_text())
+    assert state["config"].pop("matmul_precision") == "highest"
+    record.write_text(json.dumps(state))
+    assert resume(data, out, "--epochs", "2", "--no-progress", "--no-plot") == 0
+    assert json.loads(record.read_text())["config"]["matmul_precision"] == "highest"
+
+
 def test_resume_may_change_the_evaluation_window(tmp_path, standin):
     data = write_corpus(tmp_path / "ptb")
     out = tmp_path / "run"

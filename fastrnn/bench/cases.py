@@ -10,14 +10,22 @@ LAYER_IMPLS = ("fastrnn", "reference", "torch", "floor")
 CLIP_IMPLS = ("fastrnn", "reference", "torch", "torch_loop", "floor")
 IMPL_BACKEND = {
     "fastrnn": "fastrnn",
+    "fastrnn_bf16": "fastrnn",
     "reference": "reference",
     "torch": "torch",
     "torch_loop": "torch",
     "floor": "floor",
 }
-MODEL_IMPLS = ("fastrnn", "reference", "torch")
+#: fastrnn_bf16: fastrnn's model with matmul_precision="medium" (bfloat16 read-out products);
+#: model rows only, and only when asked for (--impls), being another computation
+MODEL_IMPLS = ("fastrnn", "fastrnn_bf16", "reference", "torch")
 #: how the model table names each implementation ("reference" is the book's NumPy model)
-MODEL_IMPL_TITLES = {"fastrnn": "fastrnn", "reference": "book NumPy", "torch": "torch"}
+MODEL_IMPL_TITLES = {
+    "fastrnn": "fastrnn",
+    "fastrnn_bf16": "fastrnn bf16",
+    "reference": "book NumPy",
+    "torch": "torch",
+}
 OPS = ("fwdbwd", "fwd")
 OP_TITLES = {"fwdbwd": "forward + backward", "fwd": "forward"}
 MODEL_OP = "iteration"  # the op name of the model rows: one whole training iteration

@@ -80,7 +80,9 @@ def add_parser(subparsers):
     p.add_argument(
         "--impls",
         default=",".join(LAYER_IMPLS),
-        help="comma-separated subset of " + ",".join(LAYER_IMPLS),
+        help="comma-separated subset of "
+        + ",".join(LAYER_IMPLS)
+        + "; and fastrnn_bf16 (the model rows at matmul_precision='medium')",
     )
     p.add_argument("--ops", default=",".join(OPS), help="fwdbwd, fwd or both")
     p.add_argument("--no-clip", action="store_true", help="skip the clip_grads cases")
@@ -196,10 +198,10 @@ def config_from_args(args):
         model_cases = ()
     impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
     for i in impls:
-        if i not in LAYER_IMPLS:
+        if i not in LAYER_IMPLS + ("fastrnn_bf16",):
             raise SystemExit(
                 f"fastrnn bench: unknown implementation {i!r}; choose from "
-                + ", ".join(LAYER_IMPLS)
+                + ", ".join(LAYER_IMPLS + ("fastrnn_bf16",))
             )
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     for o in ops:

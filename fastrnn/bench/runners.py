@@ -707,9 +707,15 @@ def make_model_runner(impl, case, seed=0):
     and batches; losses(k) runs k iterations and returns their losses."""
     if impl in ("fastrnn", "reference"):
         return _NumpyModelRunner(impl, case, seed)
+    if impl == "fastrnn_bf16":
+        runner = _NumpyModelRunner("fastrnn", case, seed)
+        runner.model.affine.matmul_precision = "medium"
+        return runner
     if impl == "torch":
         return _TorchModelRunner(case, seed)
-    raise ValueError(f"unknown model implementation {impl!r}; expected fastrnn, reference, torch")
+    raise ValueError(
+        f"unknown model implementation {impl!r}; expected fastrnn, fastrnn_bf16, reference, torch"
+    )
 
 
 # -- memory ---------------------------------------------------------------------------------------

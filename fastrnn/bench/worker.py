@@ -135,6 +135,7 @@ class _Worker:
             scipy=scipy.__version__,
             fastrnn=getattr(fastrnn, "__version__", "?"),
             fastrnn_kernels=_isa.current(),
+            bf16=bool(fastrnn.bf16_supported()),
             fastrnn_file=os.path.dirname(os.path.abspath(fastrnn.__file__)),
         )
         info["blas"] = _blas_info()
