@@ -434,15 +434,20 @@ def test_model_case():
 
 @pytest.fixture(scope="module")
 def model_results():
+    return _run_models(TINY_MODELS[:2], ("fastrnn", "reference"))
+
+
+def _run_models(model_cases, impls):
+    """run_bench's model rows only, 2 quick samples each, 1 thread."""
     cfg = bench.BenchConfig(
         cases=(),
         clip_cases=(),
-        model_cases=TINY_MODELS[:2],
+        model_cases=model_cases,
         threads=(1,),
         repeats=2,
         min_time=0.0,
         model_min_time=0.0,
-        impls=("fastrnn", "reference"),
+        impls=impls,
         memory=False,
         progress=False,
         command="test",
@@ -455,20 +460,7 @@ def test_bf16_model_rows_run_where_the_cpu_has_bf16():
     AVX512-BF16, a note and no bf16 row (it would time float32 under the bfloat16 label)."""
     import fastrnn
 
-    cfg = bench.BenchConfig(
-        cases=(),
-        clip_cases=(),
-        model_cases=TINY_MODELS[:1],
-        threads=(1,),
-        repeats=2,
-        min_time=0.0,
-        model_min_time=0.0,
-        impls=("fastrnn", "fastrnn_bf16"),
-        memory=False,
-        progress=False,
-        command="test",
-    )
-    r = bench.run_bench(cfg)
+    r = _run_models(TINY_MODELS[:1], ("fastrnn", "fastrnn_bf16"))
     impls = {m["impl"] for m in r["models"]}
     if fastrnn.bf16_supported():
         assert impls == {"fastrnn", "fastrnn_bf16"}
