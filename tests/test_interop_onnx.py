@@ -269,6 +269,25 @@ def test_embedding_and_affine(dtype, rng, tmp_path):
             assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
+def test_import_names_the_add_node_of_a_mis_shaped_bias(rng, tmp_path):
+    aff = fastrnn.TimeAffine(
+        rng.standard_normal((D, 7)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    )
+    path = tmp_path / "m.onnx"
+    export_onnx(aff, path)
+
+    def widen(model):
+        add = next(n for n in model.graph.node if n.op_type == "Add")
+        name = next(i for i in add.input if i in {t.name for t in model.graph.initializer})
+        for t in model.graph.initializer:
+            if t.name == name:
+                t.CopyFrom(onnx.numpy_helper.from_array(np.zeros(9, np.float32), name))
+
+    _edit(path, widen)
+    with pytest.raises(ValueError, match=r"MatMul node .* and its bias, Add node .*: b must"):
+        import_onnx(path)
+
+
 # ---- stacks and language models ------------------------------------------------------------------
 
 

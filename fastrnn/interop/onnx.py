@@ -499,7 +499,7 @@ def import_onnx(path):
             if not n.output:
                 raise ValueError(f"{path}: MatMul node {n.name!r} has no output")
             pending_matmul[n.output[0]] = inits[n.input[1]]
-            parts.append(("affine", [n.output[0], inits[n.input[1]], None], n))
+            parts.append(("affine", [n.output[0], inits[n.input[1]], None, None], n))
         elif op == "Add":
             src = [i for i in n.input if i in pending_matmul]
             bias = [i for i in n.input if i in inits]
@@ -507,7 +507,7 @@ def import_onnx(path):
                 raise ValueError(f"{path}: Add node {n.name!r} is not the bias of a MatMul")
             for kind, spec, _ in parts:
                 if kind == "affine" and spec[0] == src[0]:
-                    spec[2] = inits[bias[0]]
+                    spec[2], spec[3] = inits[bias[0]], n  # (its node named in errors)
         elif op in _KINDS:
             merge = "sum" if n.output and n.output[0] in summed else "concat"
             layer = _recurrent_from_node(path, n, inits, merge)
@@ -526,7 +526,7 @@ def import_onnx(path):
             elif kind == "affine":
                 from ..layers.lm import TimeAffine
 
-                _, W, b = spec
+                _, W, b, _ = spec
                 if W.ndim != 2:
                     raise ValueError(f"W must be a 2-D matrix, got shape {W.shape}")
                 b = np.zeros(W.shape[1], W.dtype) if b is None else b.reshape(-1)
@@ -534,7 +534,10 @@ def import_onnx(path):
             else:
                 layers.append(spec)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"{path}: {node.op_type} node {node.name!r}: {e}") from None
+            where = f"{node.op_type} node {node.name!r}"
+            if kind == "affine" and spec[3] is not None:
+                where += f" and its bias, Add node {spec[3].name!r}"
+            raise ValueError(f"{path}: {where}: {e}") from None
     if not layers:
         raise ValueError(f"{path}: the graph holds no layer fastrnn can read")
     if _META_CLASS in meta:
