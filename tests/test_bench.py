@@ -381,6 +381,7 @@ def test_model_runners_same_weights_same_losses(case):
     assert len(set(np.round(fr, 6))) > 1  # the batches and the state do change the loss
     bf16 = bench.make_model_runner("fastrnn_bf16", case)
     assert bf16.model.affine.matmul_precision == "medium"
+    assert all(layer.matmul_precision == "medium" for layer in bf16.model.stack.layers)
     np.testing.assert_allclose(bf16.losses(4), fr, rtol=1e-2)  # bfloat16 read-out products
     if case.is_book_rnnlm:
         from fastrnn.models import Rnnlm

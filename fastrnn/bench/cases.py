@@ -16,7 +16,7 @@ IMPL_BACKEND = {
     "torch_loop": "torch",
     "floor": "floor",
 }
-#: fastrnn_bf16: fastrnn's model with matmul_precision="medium" (bfloat16 read-out products);
+#: fastrnn_bf16: fastrnn's model with matmul_precision="medium" (bfloat16 large products);
 #: model rows only, and only when asked for (--impls), being another computation
 MODEL_IMPLS = ("fastrnn", "fastrnn_bf16", "reference", "torch")
 #: how the model table names each implementation ("reference" is the book's NumPy model)

@@ -709,7 +709,7 @@ def make_model_runner(impl, case, seed=0):
         return _NumpyModelRunner(impl, case, seed)
     if impl == "fastrnn_bf16":
         runner = _NumpyModelRunner("fastrnn", case, seed)
-        runner.model.affine.matmul_precision = "medium"
+        runner.model.matmul_precision = "medium"
         return runner
     if impl == "torch":
         return _TorchModelRunner(case, seed)

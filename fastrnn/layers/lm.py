@@ -34,6 +34,7 @@ import numpy as np
 from .. import _lm
 from .._norms import all_finite
 from .._threads import ThreadSetting, blas_threads, single_threaded_blas
+from ._precision import check_matmul_precision
 from .recurrent import _as_float_array, _native
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
 MIN_PARALLEL_ELEMENTS = 1 << 20
 # Below this many multiply-adds, the affine layer's products run on one thread.
 MIN_PARALLEL_MACS = 4_000_000
-# TimeAffine's product precisions, named as torch.set_float32_matmul_precision names them
-MATMUL_PRECISIONS = ("highest", "medium")
 
 
 class _Threaded(ThreadSetting):
@@ -337,17 +336,7 @@ class TimeAffine(_Threaded):
 
     @matmul_precision.setter
     def matmul_precision(self, value):
-        if value not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"matmul_precision must be one of {', '.join(map(repr, MATMUL_PRECISIONS))}, "
-                f"got {value!r}"
-            )
-        if value == "medium" and _native(self.params[0].dtype) != np.float32:
-            raise ValueError(
-                f"matmul_precision='medium' (bfloat16 products) needs float32 parameters, got "
-                f"{self.params[0].dtype}"
-            )
-        self._matmul_precision = value
+        self._matmul_precision = check_matmul_precision(value, _native(self.params[0].dtype))
 
     @property
     def _bf16(self):

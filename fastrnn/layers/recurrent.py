@@ -38,6 +38,7 @@ from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
 from .._threads import ThreadSetting, plan_threads, runs_direct, single_threaded_blas
 from ..io import register
+from ._precision import check_matmul_precision
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 
@@ -224,7 +225,7 @@ class _TimeLayer(ThreadSetting):
     _direct_plan = None  # (threads, N, T, forward) of the last call _thread_plan found runs_direct
     grads = None  # (until __init__ has read the params)
 
-    def __init__(self, Wx, Wh, b, stateful=False, reverse=False):
+    def __init__(self, Wx, Wh, b, stateful=False, reverse=False, matmul_precision="highest"):
         if not isinstance(reverse, (bool, np.bool_)):
             raise TypeError(f"reverse must be True or False, got {reverse!r}")
         if reverse and stateful:
@@ -236,6 +237,7 @@ class _TimeLayer(ThreadSetting):
         Wx, Wh, b = self._read_params()
         self._check_sizes(1, 1, Wx.shape[0], Wh.shape[0])  # D and H are the layer's for life
         self.grads = _weight_grads(Wx, Wh, b)
+        self.matmul_precision = matmul_precision
         self.stateful = stateful
         self.reverse = bool(reverse)
         self._lengths = None  # the lengths of the last forward (int64 (N,)), or None
@@ -270,8 +272,26 @@ class _TimeLayer(ThreadSetting):
         config = _sizes(self)
         config["stateful"] = bool(self.stateful)
         config["reverse"] = bool(self.reverse)
+        if self.matmul_precision != "highest":  # (configs from before it read the same)
+            config["matmul_precision"] = self.matmul_precision
         config.update(self._extra_config())
         return config
+
+    @property
+    def matmul_precision(self):
+        """The whole-sequence products' precision (the input projection of all steps, dxs and
+        the weight gradients; the per-step products stay in the dtype): "highest", or
+        "medium", bfloat16 operands with float32 sums (float32 layers, CPUs with AVX512-BF16;
+        ``fastrnn.layers.TimeAffine`` has the same setting).  May change between calls."""
+        return self._matmul_precision
+
+    @matmul_precision.setter
+    def matmul_precision(self, value):
+        self._matmul_precision = check_matmul_precision(value, self.grads[0].dtype)
+
+    @property
+    def _bf16(self):
+        return self._matmul_precision == "medium"
 
     def _extra_config(self):
         return {}
@@ -280,7 +300,12 @@ class _TimeLayer(ThreadSetting):
     def from_config(cls, config, params):
         """A new layer from ``get_config()``'s dict and the arrays [Wx, Wh, b] (shapes checked
         against the config's input_size and hidden_size)."""
-        defaults = {"stateful": False, "reverse": False, **cls._extra_defaults()}
+        defaults = {
+            "stateful": False,
+            "reverse": False,
+            "matmul_precision": "highest",
+            **cls._extra_defaults(),
+        }
         _config_values(cls, config, ("input_size", "hidden_size"), tuple(defaults))
         kwargs = {k: _config_option(cls, config, k, d) for k, d in defaults.items() if k in config}
         blocks = cls.blocks
@@ -535,10 +560,10 @@ class _TimeLayer(ThreadSetting):
         Wh_steps = Wh if T == 1 else self._step_weights(Wh, N, T)
         args = (self._cell, cache, xs, Wx, Wh_steps, b, h0, hs, self._wp, threads, verify, plan)
         if blas is _NO_HOLD:
-            nonfinite = _recurrent.forward(*args, self.reverse)
+            nonfinite = _recurrent.forward(*args, self.reverse, self._bf16)
         else:
             with blas:
-                nonfinite = _recurrent.forward(*args, self.reverse)
+                nonfinite = _recurrent.forward(*args, self.reverse, self._bf16)
         if nonfinite:
             _scan_weights(Wx, Wh)  # raises if the weights are at fault; else it overflowed
         if cache is not self._cache:
@@ -578,6 +603,7 @@ class _TimeLayer(ThreadSetting):
             check,
             plan,
             self.reverse,
+            self._bf16,
         )
 
     def backward(self, dhs):
@@ -733,9 +759,18 @@ class TimeRNN(_TimeLayer):
 
     blocks = 1
 
-    def __init__(self, Wx, Wh, b, stateful=False, nonlinearity="tanh", reverse=False):
+    def __init__(
+        self,
+        Wx,
+        Wh,
+        b,
+        stateful=False,
+        nonlinearity="tanh",
+        reverse=False,
+        matmul_precision="highest",
+    ):
         self.nonlinearity = _check_nonlinearity(nonlinearity)
-        super().__init__(Wx, Wh, b, stateful, reverse)
+        super().__init__(Wx, Wh, b, stateful, reverse, matmul_precision)
 
     @property
     def _cell(self):  # the kernel's cell (src/cells/_loop.pxd)
@@ -795,9 +830,18 @@ class TimeGRU(_TimeLayer):
 
     blocks = 3
 
-    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, reverse=False):
+    def __init__(
+        self,
+        Wx,
+        Wh,
+        b,
+        stateful=False,
+        reset_after=False,
+        reverse=False,
+        matmul_precision="highest",
+    ):
         self.reset_after = self.bias_2d = bool(reset_after)
-        super().__init__(Wx, Wh, b, stateful, reverse)
+        super().__init__(Wx, Wh, b, stateful, reverse, matmul_precision)
 
     @property
     def _cell(self):  # the kernel's cell (src/cells/_loop.pxd)

@@ -31,8 +31,8 @@ import zipfile
 import numpy as np
 
 from ..io import atomic_write
+from ..layers._precision import check_matmul_precision
 from ..layers.lm import (
-    MATMUL_PRECISIONS,
     TimeAffine,
     TimeDropout,
     TimeEmbedding,
@@ -144,9 +144,10 @@ class LanguageModel:
     seed : int or None
         Seeds the initialisation and every dropout mask (None: fresh entropy).
     matmul_precision : {"highest", "medium"}
-        The read-out's (and projection's) products: in ``dtype``, or ``"medium"`` (float32
-        only) with bfloat16 operands and float32 sums where the CPU has AVX512-BF16 (see
-        ``TimeAffine``): the largest products of a word LM, 1.3-1.7x faster.
+        The large products, the read-out's (and projection's) and the recurrent layers'
+        whole-sequence ones (input projection, dxs, weight gradients; the per-step products
+        stay in ``dtype``): in ``dtype``, or ``"medium"`` (float32 only) with bfloat16 operands
+        and float32 sums where the CPU has AVX512-BF16 (see ``TimeAffine``).
 
     Attributes
     ----------
@@ -288,17 +289,21 @@ class LanguageModel:
         self.dtype = np.dtype(_FLOATS[_dtype_name(dtype)])
         _child_seeds(seed, 1)  # validates the seed
         self.seed = None if seed is None else int(seed)
-        if matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"matmul_precision must be one of {', '.join(map(repr, MATMUL_PRECISIONS))}, "
-                f"got {matmul_precision!r}"
-            )
-        if matmul_precision == "medium" and self.dtype != np.float32:
-            raise ValueError(
-                f"matmul_precision='medium' (bfloat16 products) needs dtype float32, got "
-                f"{self.dtype.name}"
-            )
-        self.matmul_precision = matmul_precision
+        self._matmul_precision = check_matmul_precision(matmul_precision, self.dtype, "dtype")
+
+    @property
+    def matmul_precision(self):
+        """The large products' precision (see the class parameters); setting it sets every
+        layer's, between calls."""
+        return self._matmul_precision
+
+    @matmul_precision.setter
+    def matmul_precision(self, value):
+        value = check_matmul_precision(value, self.dtype, "dtype")
+        for layer in [*self.stack.layers, self.proj, self.affine]:
+            if layer is not None:
+                layer.matmul_precision = value
+        self._matmul_precision = value
 
     def _lm_config(self):
         return {
@@ -441,7 +446,11 @@ class LanguageModel:
         embed_W = next(it)
         self.embedding = TimeEmbedding(embed_W)
         layer_cls = CELLS[self.cell][0]
-        layers = [layer_cls(next(it), next(it), next(it), stateful=True) for _ in self.hidden_sizes]
+        mp = self.matmul_precision
+        layers = [
+            layer_cls(next(it), next(it), next(it), stateful=True, matmul_precision=mp)
+            for _ in self.hidden_sizes
+        ]
         v = self.variational
         if v is None:
             hidden, recurrent, variational = self.dropout, 0.0, False
@@ -466,7 +475,6 @@ class LanguageModel:
             seed=seeds[3],
         )
         self.output_dropout = drop_cls(drop_out, seed=seeds[4]) if drop_out else None
-        mp = self.matmul_precision
         self.proj = TimeAffine(next(it), next(it), mp) if self.projection else None
         if self.tie_weights:
             affine_W = embed_W.T

@@ -169,8 +169,9 @@ def _add_train_arguments(p):
     g.add_argument(
         "--matmul-precision",
         choices=("highest", "medium"),
-        help="the read-out's products: float32 (highest), or bfloat16 operands with float32 "
-        "sums (medium; CPUs with AVX512-BF16, else float32): 1.3-1.7x faster products",
+        help="the read-out's and the recurrent layers' whole-sequence products: float32 "
+        "(highest), or bfloat16 operands with float32 sums (medium; CPUs with AVX512-BF16, "
+        "else float32)",
     )
     g.add_argument("--batch-size", type=int, metavar="N", help="parallel streams")
     g.add_argument("--bptt", type=int, metavar="T", help="window length of training")

@@ -211,19 +211,20 @@ cdef inline void gru_weight_cols(Loop *L, int c0, int c1, const floating *XH, bi
     cdef floating *db = <floating *>L.db
     cdef bint ra = L.cell.kind == GRU_RA
     if c0 < z1:
-        weight_grad_cols(NT, D, H, H3, c0, z1, XH, dG, dWx, dWh, L.acc, db)
+        weight_grad_cols(NT, D, H, H3, c0, z1, XH, dG, dWx, dWh, L.acc, db, L.bf16)
         if ra:
             for k in range(c0, z1):
                 db[H3 + k] = db[k]
     if k0 >= c1:
         return
     if hx:
-        grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx, L.acc + k0, db + k0)
+        grad_cols(NT, D, H3, k0, c1, XH, D + H, dG + k0, H3, dWx, L.acc + k0, db + k0, L.bf16)
     if hh and ra:
         grad_cols(NT, H, H3, k0, c1, XH + D, D + H, <const floating *>L.dGh + (k0 - 2 * H), H,
-                  dWh, acc_h, db + H3 + k0)
+                  dWh, acc_h, db + H3 + k0, L.bf16)
     elif hh:
-        grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG + k0, H3, dWh)
+        grad_cols(NT, H, H3, k0, c1, <const floating *>L.AUX, H, dG + k0, H3, dWh, NULL, NULL,
+                  L.bf16)
 
 
 cdef inline void gru_weights(Loop *L, int tid, int nthreads, const floating *XH) noexcept nogil:

@@ -56,6 +56,7 @@ cdef struct Loop:
     const void *Wxp     # backward: Wx^T packed for dX (packed_dx), or NULL
     int path            # how the per-step products are made (step_path)
     bint fused          # forward: x_t Wx inside each step's product (the RNN's fused_steps)
+    bint bf16           # the whole-sequence products at bfloat16 precision (_seq.pxd)
     const void *b
     const void *h0
     const void *c0      # LSTM

@@ -226,7 +226,7 @@ cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *W
                 memcpy(Hprev + n * T * ld, h0 + n * H, H * sizeof(floating))
         else:           # keep the inputs, project them into G, Hprev[:, 0] = h0
             start_rows(n0, n1, T, L.D, H, L.GH, <const floating *>L.X,
-                       <const floating *>L.Wx, h0, <floating *>L.XH, G)
+                       <const floating *>L.Wx, h0, <floating *>L.XH, G, L.bf16)
         if M != NULL:   # Hprev holds the masked h_{t-1} (m * h0 here; HU unmasked)
             for n in range(n0, n1):
                 if HU != NULL:
@@ -348,11 +348,12 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
             for k in range(blocks):
                 if w > 0:
                     project(N * T, w, L.D, <const floating *>L.X, L.D,
-                            <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0, False)
+                            <const floating *>L.Wx + k * H + j0, GH, G + k * H + j0, False,
+                            L.bf16)
         else:
             fr_share(N, s, nth, &n0, &n1)
             start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
-                       <const floating *>L.h0, <floating *>L.XH, G)
+                       <const floating *>L.h0, <floating *>L.XH, G, L.bf16)
             for k in range(blocks):
                 pack_b(H, w, Wh + k * H + j0, GH, 1, Pk[k])
         if M != NULL:
@@ -400,7 +401,9 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
     cdef Whole W
     steps_init(&L.steps, N, T, plan, reverse)
     L.path = step_path(N, T)
-    L.fused = fused_steps(&L.cell, L.path, N, D, H, threads, sizeof(floating)) and plan == NULL
+    # (with bf16 the input projection is a product of its own: the bfloat16 one)
+    L.fused = (fused_steps(&L.cell, L.path, N, D, H, threads, sizeof(floating)) and plan == NULL
+               and not L.bf16)
     L.prefetch = worth_prefetch(N * T * GH, sizeof(floating)) and plan == NULL
     L.check = check and T == 1
     L.nonfinite = 0
@@ -408,6 +411,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
     L.Wp = Wp
     if plan != NULL:
         W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = False
+        W.bf16 = L.bf16
         W.X = L.X; W.XH = L.XH; W.Wx = L.Wx; W.G = L.G; W.hs = L.hs
         parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     elif (use_units(&L.cell, threads, L.path, N, H)
@@ -498,7 +502,7 @@ cdef void _backward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, double *sq,
     # dX[rows] = dG[rows] @ Wx^T, all their timesteps in one GEMM (packed: whole_task)
     if not packed(S):
         dx_rows(n0, n1, T, L.D, L.GH, dG, <const floating *>L.Wx, <const floating *>L.Wxp,
-                <floating *>L.dX)
+                <floating *>L.dX, L.bf16)
 
 
 cdef void _backward_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -562,7 +566,7 @@ cdef void _backward_units(Loop *L, int s, int nth, int phase, double *sq,
             fr_share(N, s, nth, &n0, &n1)
             if n0 < n1:
                 dx_rows(n0, n1, T, L.D, GH, dG, <const floating *>L.Wx,
-                        <const floating *>L.Wxp, <floating *>L.dX)
+                        <const floating *>L.Wxp, <floating *>L.dX, L.bf16)
             return
     t -= 1
     _carried_at(L, T - 1 - t, dh, dc)
@@ -592,7 +596,7 @@ cdef void _weights_share(Loop *L, int tid, int nthreads, const floating *XH) noe
     if c0 < c1:
         weight_grad_cols(cache_rows(&L.steps), L.D, L.H, L.GH, c0, c1, XH,
                          <const floating *>L.dG, <floating *>L.dWx, <floating *>L.dWh, L.acc,
-                         <floating *>L.db)
+                         <floating *>L.db, L.bf16)
 
 
 cdef void _weights_task(void *arg, int tid, int nthreads) noexcept nogil:
@@ -626,7 +630,7 @@ cdef int _backward(Loop *L, int threads, floating *Wp, floating *dh0, floating *
     cdef bint by_units = use_units(&L.cell, threads, L.path, N, H) and plan == NULL
     # (shared by units, a thread's segments of a row are its units only: no gain measured)
     L.prefetch = worth_prefetch(N * T * GH, sizeof(floating)) and not by_units and plan == NULL
-    if plan == NULL and packed_dx(&L.cell, N * T, D, H, sizeof(floating)):
+    if plan == NULL and not L.bf16 and packed_dx(&L.cell, N * T, D, H, sizeof(floating)):
         Wxp = Wp + packed_size(GH, H, floating is double)
         pack_b(H, D, <const floating *>L.Wx, 1, H, Wxp)   # Wx^T (H, D), after Wh^T
     L.Wxp = Wxp
@@ -650,6 +654,7 @@ cdef int _backward(Loop *L, int threads, floating *Wp, floating *dh0, floating *
             if dc0 != NULL:
                 memcpy(dc0 + n * H, dc_buf + half + j * H, H * sizeof(floating))
         W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = True
+        W.bf16 = L.bf16
         W.XH = L.XH; W.Wx = L.Wx; W.dG = L.dG; W.dXp = dXp; W.dX = L.dX
         parallel_rows(threads, cache_rows(&L.steps), whole_task, &W, NULL, 0, &L.sq_part)
     else:
@@ -726,7 +731,7 @@ CELLS = {"rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "lstm": LSTM, "gru": GRU,
 
 def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
             cnp.ndarray h0, cnp.ndarray hs, cnp.ndarray Wp, int threads=1, bint check=False,
-            object plan=None, bint reverse=False):
+            object plan=None, bint reverse=False, bint bf16=False):
     """Run cell `cell` (0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU, 4 GRU reset_after) over all
     timesteps of X (N, T, D); fills hs and the caches (Wp: scratch).  A 2-D X (N, D) is one
     step (a cell's), hs then (N, H).
@@ -740,10 +745,13 @@ def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     NaN or Inf -- which a NaN or Inf in Wx or Wh always makes, the inputs being finite --
     else 0 (see fastrnn.layers._weights_checked_by_kernel).
     plan (intp, 2N + 2T + 1) or None: lengths and direction as laid out in _steps.pxd (the
-    caches then hold sum(lengths) rows, step-major)."""
+    caches then hold sum(lengths) rows, step-major).
+    bf16 (float32): the input projection at bfloat16 precision where the CPU has AVX512-BF16
+    (matmul_precision "medium": fr_bf16.h); the per-step products stay float32."""
     cdef Loop L
     memset(&L, 0, sizeof(Loop))
     cell_spec(cell, &L.cell)
+    L.bf16 = bf16
     cdef Py_ssize_t N = X.shape[0], T = X.shape[1] if X.ndim == 3 else 1
     cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0], NTH = N * T * H, GH = L.cell.blocks * H
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -770,7 +778,7 @@ def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
 def backward(int cell, dict cache, dict scratch, cnp.ndarray dhs, object dcT, cnp.ndarray Wx,
              cnp.ndarray Wh, cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db, cnp.ndarray dX,
              cnp.ndarray dh0, object dc0, object sq, cnp.ndarray Wp, int threads=1,
-             bint check=False, object plan=None, bint reverse=False):
+             bint check=False, object plan=None, bint reverse=False, bint bf16=False):
     """Backpropagate cell `cell` through all timesteps of the last forward, whose caches are
     `cache` (as given to forward).
 
@@ -781,10 +789,12 @@ def backward(int cell, dict cache, dict scratch, cnp.ndarray dhs, object dcT, cn
     Writes dWx, dWh, db, dX, dh0 (and the LSTM's dc0).  A 2-D dhs (N, H) is one step (a
     cell's), dX then (N, D).
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0.  plan, reverse: as given to the forward."""
+    db; else 0.  plan, reverse: as given to the forward.  bf16: dX and the weight gradients
+    at bfloat16 precision (see forward)."""
     cdef Loop L
     memset(&L, 0, sizeof(Loop))
     cell_spec(cell, &L.cell)
+    L.bf16 = bf16
     cdef Py_ssize_t N = dhs.shape[0], T = dhs.shape[1] if dhs.ndim == 3 else 1
     cdef Py_ssize_t D = Wx.shape[0], H = Wh.shape[0], NTH = N * T * H, NH = N * H
     cdef Py_ssize_t GH = L.cell.blocks * H

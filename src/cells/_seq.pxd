@@ -17,6 +17,10 @@ cdef extern from "fr_copy.h" nogil:
     void fr_prefetch(const void *p, size_t bytes, int rw)
 
 from _blas cimport gemm, blas_int
+
+cdef extern from "fr_bf16.h" nogil:
+    int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const float *A, Py_ssize_t lda,
+                      const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc)
 from _cells cimport colsum
 from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_packed, gemm_tn_packed,
                       worth_direct, worth_direct_tn, worth_step_direct, worth_tn_packed)
@@ -43,29 +47,42 @@ cdef inline bint worth_prefetch(Py_ssize_t values, size_t itemsize) noexcept nog
     return values * <Py_ssize_t>itemsize > PREFETCH_MIN_BYTES
 
 
+cdef inline bint bf16_gemm(bint bf16, bint ta, bint tb, Py_ssize_t M, int N, int K,
+                           const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
+                           floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C = op(A) op(B) at bfloat16 precision (fr_bf16.h) when asked (bf16: matmul_precision
+    "medium"), for float32 and where the CPU runs it; False (nothing done) otherwise."""
+    if not bf16 or floating is double or M > 2147483647:
+        return False
+    return fr_sgemm_bf16(ta, tb, <int>M, N, K, <const float *>A, lda, <const float *>B, ldb,
+                         <float *>C, ldc) == 0
+
+
 cdef inline void project(Py_ssize_t M, int N, int D, const floating *X, Py_ssize_t ldx,
-                         const floating *Wx, Py_ssize_t ldw, floating *G, bint step) noexcept nogil:
+                         const floating *Wx, Py_ssize_t ldw, floating *G, bint step,
+                         bint bf16=False) noexcept nogil:
     """G[M, N] = X[M, D] @ Wx[:, :N], an input projection: X's rows ldx apart, Wx's and G's ldw
     apart (N < ldw: a thread's columns).  gemm_direct when they are only a few rows, and for a
-    single step (step) by worth_step_direct (see step_path); else BLAS."""
+    single step (step) by worth_step_direct (see step_path); else BLAS, or with bf16 the
+    bfloat16 product."""
     if worth_direct(M) or step and worth_step_direct(M, D, N, sizeof(floating)):
         gemm_direct(<int>M, N, D, X, ldx, Wx, ldw, G, ldw, False)
-    else:
+    elif not bf16_gemm(bf16, False, False, M, N, D, X, ldx, Wx, ldw, G, ldw):
         gemm(False, False, <blas_int>M, N, D, 1, X, <blas_int>ldx, Wx, <blas_int>ldw, 0, G,
              <blas_int>ldw)
 
 
 cdef inline void project_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
                               const floating *X, int ldx, const floating *Wx,
-                              floating *G) noexcept nogil:
+                              floating *G, bint bf16=False) noexcept nogil:
     """G[rows] = X[rows] @ Wx: the input projection of all timesteps of batch rows [n0, n1);
     X's rows lie ldx apart."""
-    project((n1 - n0) * T, GH, D, X + n0 * T * ldx, ldx, Wx, GH, G + n0 * T * GH, T == 1)
+    project((n1 - n0) * T, GH, D, X + n0 * T * ldx, ldx, Wx, GH, G + n0 * T * GH, T == 1, bf16)
 
 
 cdef inline void start_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int H, int GH,
                             const floating *X, const floating *Wx, const floating *h0,
-                            floating *XH, floating *G) noexcept nogil:
+                            floating *XH, floating *G, bint bf16=False) noexcept nogil:
     """Forward's work on batch rows [n0, n1) before the time loop: XH[rows, :, :D] = X[rows]
     (the copy of the inputs backward reads: the caller's array may change in between), the
     input projection G[rows] = X[rows] @ Wx of all their timesteps (one GEMM), and Hprev at
@@ -76,7 +93,7 @@ cdef inline void start_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, i
     fr_copy_rows((n1 - n0) * T, D * sizeof(floating), <const char *>(X + n0 * T * D),
                  D * sizeof(floating), <char *>(XH + n0 * T * (D + H)), (D + H) * sizeof(floating))
     if Wx != NULL:
-        project_rows(n0, n1, T, D, GH, X, D, Wx, G)
+        project_rows(n0, n1, T, D, GH, X, D, Wx, G, bf16)
     for n in range(n0, n1):
         memcpy(XH + n * T * (D + H) + D, h0 + n * H, H * sizeof(floating))
 
@@ -87,13 +104,13 @@ cdef enum:
 
 cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int GH,
                          const floating *dG, const floating *Wx, const floating *Wxp,
-                         floating *dX) noexcept nogil:
+                         floating *dX, bint bf16=False) noexcept nogil:
     """dX[rows] = dG[rows] @ Wx^T for all timesteps of batch rows [n0, n1).  With Wxp (Wx^T
     packed by the caller; else NULL), by the packed kernel in chunks of DX_CHUNK_ROWS rows: the
     packed kernel takes its panels in the outer loop, and over all N*T rows at once it would
     read dG from memory once per group of panels (a chunk of dG stays in L2 for all of them).
     Else gemm_direct_nt when they are only a few rows, and always for a single step (see
-    step_path); else BLAS."""
+    step_path); else BLAS, or with bf16 (and no Wxp) the bfloat16 product."""
     cdef Py_ssize_t M = (n1 - n0) * T, i = 0
     if Wxp != NULL:
         while i < M:
@@ -102,18 +119,20 @@ cdef inline void dx_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t T, int D, int 
             i += DX_CHUNK_ROWS
     elif worth_direct(M) or T == 1 and M == 1:
         gemm_direct_nt(<int>M, D, GH, dG + n0 * T * GH, GH, Wx, GH, dX + n0 * T * D, D, False)
-    else:
+    elif not bf16_gemm(bf16, False, True, M, D, GH, dG + n0 * T * GH, GH, Wx, GH,
+                       dX + n0 * T * D, D):
         gemm(False, True, <blas_int>M, D, GH, 1, dG + n0 * T * GH, GH, Wx, GH, 0,
              dX + n0 * T * D, D)
 
 
 cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize_t c1,
                            const floating *A, int lda, const floating *dG, int ldg,
-                           floating *dW, double *acc=NULL, floating *db=NULL) noexcept nogil:
+                           floating *dW, double *acc=NULL, floating *db=NULL,
+                           bint bf16=False) noexcept nogil:
     """dW[:, c0:c1] = A^T @ dG[:, :c1-c0]: columns of a weight gradient (dWx from A = X, dWh
     from A = Hprev, or both at once from A = XH), one GEMM over all NT rows (gemm_direct_tn
     when they are only a few, e.g. a single step; gemm_tn_packed where it beats BLAS,
-    worth_tn_packed).  A (NT, K) with row stride lda; dG (NT, .)
+    worth_tn_packed; with bf16 the bfloat16 product).  A (NT, K) with row stride lda; dG (NT, .)
     with row stride ldg, pointing at the gradient of column c0; dW (K, GH).
     With db (and acc, room for c1 - c0 sums), also the bias gradient's columns: db[j] = the
     sum of dG[:, j] over all rows, summed in double in acc.  gemm_tn_packed sums them from its
@@ -126,6 +145,8 @@ cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize
         return
     if worth_direct_tn(NT):
         gemm_direct_tn(K, <int>(c1 - c0), <int>NT, A, lda, dG, ldg, dW + c0, GH, False)
+    elif bf16_gemm(bf16, True, False, K, <int>(c1 - c0), <int>NT, A, lda, dG, ldg, dW + c0, GH):
+        pass
     elif (worth_tn_packed(K, c1 - c0, sizeof(floating))
           and gemm_tn_packed(K, <int>(c1 - c0), <int>NT, A, lda, dG, ldg, dW + c0, GH, False,
                              acc if db != NULL else NULL) == 0):
@@ -143,13 +164,13 @@ cdef inline void grad_cols(Py_ssize_t NT, int K, int GH, Py_ssize_t c0, Py_ssize
 cdef inline void weight_grad_cols(Py_ssize_t NT, int D, int H, int GH, Py_ssize_t c0,
                                   Py_ssize_t c1, const floating *XH, const floating *dG,
                                   floating *dWx, floating *dWh, double *acc,
-                                  floating *db) noexcept nogil:
+                                  floating *db, bint bf16=False) noexcept nogil:
     """dWx[:, c0:c1] = X^T @ dG[:, c0:c1] and dWh[:, c0:c1] = Hprev^T @ dG[:, c0:c1], for
     X and Hprev side by side in XH (NT, D + H), and db[c0:c1] = dG[:, c0:c1] summed over the
     rows (acc: room for GH sums; see grad_cols).  One product when dWh directly follows dWx in
     memory, as the layers allocate them (dWx; dWh is then one (D + H, GH) matrix), else two."""
     if dWh == dWx + <Py_ssize_t>D * GH:
-        grad_cols(NT, D + H, GH, c0, c1, XH, D + H, dG + c0, GH, dWx, acc + c0, db + c0)
+        grad_cols(NT, D + H, GH, c0, c1, XH, D + H, dG + c0, GH, dWx, acc + c0, db + c0, bf16)
     else:
-        grad_cols(NT, D, GH, c0, c1, XH, D + H, dG + c0, GH, dWx, acc + c0, db + c0)
-        grad_cols(NT, H, GH, c0, c1, XH + D, D + H, dG + c0, GH, dWh)
+        grad_cols(NT, D, GH, c0, c1, XH, D + H, dG + c0, GH, dWx, acc + c0, db + c0, bf16)
+        grad_cols(NT, H, GH, c0, c1, XH + D, D + H, dG + c0, GH, dWh, NULL, NULL, bf16)

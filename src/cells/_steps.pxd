@@ -137,6 +137,7 @@ cdef struct Whole:
     int D, H, GH
     bint f64
     bint backward
+    bint bf16           # the products at bfloat16 precision (_seq.pxd)
     const void *X       # forward: the caller's inputs (N, T, D), gathered into XH[:, :D]
     void *XH
     const void *Wx
@@ -158,7 +159,8 @@ cdef inline void _whole_rows(Whole *W, int tid, int nth, floating *XH) noexcept 
     fr_share(cache_rows(S), tid, nth, &r0, &r1)
     if r0 < r1 and W.backward:
         # dX of these cache rows in one product, then each to its place in dxs
-        dx_rows(r0, r1, 1, D, W.GH, <const floating *>W.dG, <const floating *>W.Wx, NULL, dXp)
+        dx_rows(r0, r1, 1, D, W.GH, <const floating *>W.dG, <const floating *>W.Wx, NULL, dXp,
+                W.bf16)
     for s in range(S.T):
         a = max(r0, S.first[s])
         e = min(r1, S.first[s] + S.active[s])
@@ -170,7 +172,7 @@ cdef inline void _whole_rows(Whole *W, int tid, int nth, floating *XH) noexcept 
     if r0 < r1 and not W.backward:
         # the input projection of these cache rows, one product
         project_rows(r0, r1, 1, D, W.GH, <const floating *>XH, <int>ld,
-                     <const floating *>W.Wx, <floating *>W.G)
+                     <const floating *>W.Wx, <floating *>W.G, W.bf16)
     fr_share(S.N, tid, nth, &j0, &j1)
     if W.backward:
         zero_padding(S, j0, j1, D, sizeof(floating), <char *>W.dX)
