@@ -18,6 +18,10 @@ shared, loaded machine too: both see the same load).  Not one process: after its
 framework's worker threads spin for a while, and elsewhere (benches/lengths.py) torch's took a
 core from fastrnn's kernels in the same process at 2 threads.  Here the two ways read the same
 within the machine's spread (2 threads, idle: 1.35 and 1.46 in one process, 1.32-1.35 in two).
+
+``--bf16``: both at bfloat16 precision, fastrnn with ``matmul_precision="medium"`` (its large
+products' operands in bfloat16, float32 sums) and torch under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (its LSTM and linear layers in bfloat16).
 """
 
 import argparse
@@ -68,11 +72,12 @@ def train(
     threads=1,
     seed=0,
     log=print,
+    bf16=False,
 ):
     """Train; return (words/s over all updates, final train perplexity, updates made)."""
     from fastrnn.train.data import zaremba_windows
 
-    step, opt, state = _torch_step(len(corpus.vocab), threads, seed, lr, clip)
+    step, opt, state = _torch_step(len(corpus.vocab), threads, seed, lr, clip, bf16)
     words, seconds, done, total, count = 0, 0.0, 0, 0.0, 0
     for epoch in range(epochs):
         for g in opt.param_groups:
@@ -98,7 +103,7 @@ def train(
     return words / seconds, float(np.exp(total / count)), done
 
 
-def _block_worker(conn, name, data, threads, seed, windows_needed):
+def _block_worker(conn, name, data, threads, seed, windows_needed, bf16=False):
     """A process that trains one implementation ("fastrnn" or "torch") on the first
     `windows_needed` windows of zaremba-small's batching: each message (start, stop) from `conn`
     runs those windows and answers with their seconds; None ends it."""
@@ -110,13 +115,15 @@ def _block_worker(conn, name, data, threads, seed, windows_needed):
 
     corpus = load_ptb(data, splits=("train",))
     cfg = dict(preset("zaremba-small"), seed=seed)
+    if bf16:
+        cfg["matmul_precision"] = "medium"
     with threadpool_limits(limits=threads, user_api="blas"):
         if name == "fastrnn":
             trainer = make_trainer(cfg, build_model(cfg, len(corpus.vocab)), threads, False)
             trainer.optimizer.lr = cfg["lr"]
             step = trainer.train_step
         else:
-            step = _torch_step(len(corpus.vocab), threads, seed, cfg["lr"], cfg["clip"])[0]
+            step = _torch_step(len(corpus.vocab), threads, seed, cfg["lr"], cfg["clip"], bf16)[0]
         windows = zaremba_windows(corpus.train, cfg["batch_size"], cfg["bptt"])
         windows = list(windows)[:windows_needed]
         conn.send("ready")
@@ -127,10 +134,13 @@ def _block_worker(conn, name, data, threads, seed, windows_needed):
             conn.send(time.perf_counter() - start)
 
 
-def _torch_step(vocab, threads, seed, lr=1.0, clip=5.0):
+def _torch_step(vocab, threads, seed, lr=1.0, clip=5.0, bf16=False):
     """(step, optimizer, state): step(xs, ts) makes one update of the torch model, the state
     carried from the window before and detached (``state[0] = None`` forgets it), and returns
-    the window's mean token loss (a tensor)."""
+    the window's mean token loss (a tensor).  bf16: the forward under CPU autocast to
+    bfloat16."""
+    import contextlib
+
     import torch
     from torch import nn
 
@@ -139,13 +149,17 @@ def _torch_step(vocab, threads, seed, lr=1.0, clip=5.0):
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     state = [None]
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    )
 
     def step(xs, ts):
         x, t = torch.from_numpy(xs), torch.from_numpy(ts)
         if state[0] is not None:
             state[0] = tuple(s.detach() for s in state[0])
-        scores, state[0] = model(x, state[0])
-        loss = loss_fn(scores.reshape(-1, scores.shape[-1]), t.reshape(-1))
+        with autocast():
+            scores, state[0] = model(x, state[0])
+            loss = loss_fn(scores.reshape(-1, scores.shape[-1]).float(), t.reshape(-1))
         opt.zero_grad(set_to_none=False)
         (loss * xs.shape[1]).backward()  # summed over time, averaged over the batch
         nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -155,7 +169,7 @@ def _torch_step(vocab, threads, seed, lr=1.0, clip=5.0):
     return step, opt, state
 
 
-def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print):
+def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print, bf16=False):
     """Alternate `block` updates of fastrnn and of torch, `rounds` times, each implementation in a
     process of its own (after its calls, each framework's worker threads spin for a while: in one
     process, at 2 threads, torch's took a core from fastrnn's kernels), with `pause` seconds
@@ -167,7 +181,8 @@ def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print):
     for name in names:
         here, there = ctx.Pipe()
         proc = ctx.Process(
-            target=_block_worker, args=(there, name, data, threads, seed, (rounds + 1) * block)
+            target=_block_worker,
+            args=(there, name, data, threads, seed, (rounds + 1) * block, bf16),
         )
         proc.start()
         conns[name] = here
@@ -196,7 +211,8 @@ def compare(data, rounds=6, block=10, threads=1, seed=0, pause=0.3, log=print):
     rates = words / times["fastrnn"], words / times["torch"]
     if log:
         log(
-            f"{threads} thread(s), {rounds} x {block} updates each, alternating between two "
+            f"{threads} thread(s){', bfloat16' if bf16 else ''}, {rounds} x {block} updates "
+            "each, alternating between two "
             f"processes: fastrnn {rates[0]:.0f} words/s, torch {rates[1]:.0f} words/s, ratio "
             f"{rates[0] / rates[1]:.2f}"
         )
@@ -218,15 +234,25 @@ def main(argv=None):
     )
     p.add_argument("--rounds", type=int, default=6, help="--compare: timed rounds")
     p.add_argument("--block", type=int, default=10, help="--compare: updates per block")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="fastrnn at matmul_precision='medium', torch under CPU autocast to bfloat16",
+    )
     args = p.parse_args(argv)
     if args.compare:
-        compare(args.data, args.rounds, args.block, args.threads, args.seed)
+        compare(args.data, args.rounds, args.block, args.threads, args.seed, bf16=args.bf16)
         return 0
     from fastrnn.train.data import load_ptb
 
     corpus = load_ptb(args.data)
     wps, ppl, done = train(
-        corpus, args.steps or None, args.epochs, threads=args.threads, seed=args.seed
+        corpus,
+        args.steps or None,
+        args.epochs,
+        threads=args.threads,
+        seed=args.seed,
+        bf16=args.bf16,
     )
     import torch
 
