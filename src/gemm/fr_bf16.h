@@ -14,7 +14,7 @@
  * (micro-panels of MR = 12 rows) and every 12 x 32 register block run over the k-slice, each B
  * panel reused by all the A micro-panels of the block (in L2).  K up to KC_ONE is one slice,
  * so that C is written once: at the read-out's K of 400-700, 1.25x -> 1.75-1.89x float32's
- * speed against slices of 256 (measured, benches/bf16_readout.py); longer K in slices of
+ * speed against slices of 256 (measured, benches/bf16_products.py); longer K in slices of
  * KC = 256 (a 16 KiB B panel, in L1; 512 measured no better).  The 24 accumulators, two B
  * vectors and one broadcast take 27 of the 32 vector registers.  The packed layouts put each
  * k-pair in one 32-bit lane, k even in the low half (the order VDPBF16PS multiplies in); A

@@ -1,8 +1,9 @@
-"""The read-out's products at bfloat16 precision (``matmul_precision="medium"``, src/gemm/fr_bf16.h)
-against float32 (``"highest"``): each of the three products alone, the read-out layer
-(TimeAffine, forward + backward) and a whole training iteration of fastrnn's models (forward,
-backward, clip_grads, SGD: `fastrnn bench`'s model rows, fastrnn.bench.make_model_runner), the
-two precisions alternating round by round in one process, at each thread count.
+"""Products at bfloat16 precision (``matmul_precision="medium"``, src/gemm/fr_bf16.h) against
+float32 (``"highest"``): the read-out's three products alone, the recurrent layers (forward +
+backward at `fastrnn bench`'s shapes) and a whole training iteration of fastrnn's models
+(forward, backward, clip_grads, SGD: `fastrnn bench`'s model rows,
+fastrnn.bench.make_model_runner), the variants alternating round by round in one process, at
+each thread count.
 
 Products: the three of a word LM's read-out at the case's shape (N T rows, H features, V 10000):
 logits = x E^T (tied layout), [dW; db] = [x | 1]^T dS, dx = dS E, each fastrnn's bfloat16 kernel
@@ -10,7 +11,8 @@ against NumPy's sgemm (the BLAS the float32 read-out calls), GF/s and percent of
 float32 FMA peak (the bfloat16 instruction's own peak is twice that); one thread only (the
 layer shares the columns between threads, as it does the float32 products).
 
-    PYTHONPATH=. python benches/bf16_readout.py [--cases rnnlm,2x200,2x650] [--threads 1 2]
+    PYTHONPATH=. python benches/bf16_products.py [--cases rnnlm,2x200,2x650] [--threads 1 2]
+        [--no-layers]
 """
 
 import argparse
@@ -98,12 +100,48 @@ def iteration_rows(case, rounds, min_time):
     )
 
 
+LAYERS = [  # (class name, gate blocks, N, T, D, H)
+    ("TimeRNN", 1, 20, 35, 100, 100),
+    ("TimeRNN", 1, 64, 100, 256, 256),
+    ("TimeLSTM", 4, 20, 35, 100, 100),
+    ("TimeLSTM", 4, 64, 100, 256, 256),
+    ("TimeLSTM", 4, 20, 35, 650, 650),
+    ("TimeGRU", 3, 20, 35, 100, 100),
+    ("TimeGRU", 3, 64, 100, 256, 256),
+]
+
+
+def layer_rows(threads, rounds, min_time):
+    """Forward + backward of each recurrent layer at "highest" and "medium" (the same weights
+    and batch)."""
+    import fastrnn
+
+    rng = np.random.default_rng(0)
+    for name, G, N, T, D, H in LAYERS:
+        cls = getattr(fastrnn, name)
+        Wx = (0.1 * rng.standard_normal((D, G * H))).astype(np.float32)
+        Wh = (0.1 * rng.standard_normal((H, G * H))).astype(np.float32)
+        b = np.zeros(G * H, np.float32)
+        xs = rng.standard_normal((N, T, D)).astype(np.float32)
+        dhs = rng.standard_normal((N, T, H)).astype(np.float32)
+        runs = {}
+        for mp in ("highest", "medium"):
+            layer = cls(Wx, Wh, b, matmul_precision=mp)
+            runs[mp] = lambda layer=layer, xs=xs, dhs=dhs: (layer.forward(xs), layer.backward(dhs))
+        t = medians(runs, rounds, min_time)
+        print(
+            f"  {name} N{N} T{T} D{D} H{H}: float32 {1e3 * t['highest']:8.2f} ms   bfloat16 "
+            f"{1e3 * t['medium']:8.2f} ms   {t['highest'] / t['medium']:.2f}x"
+        )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="rnnlm,2x200,2x650")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--no-layers", action="store_true", help="skip the recurrent layers")
     args = ap.parse_args(argv)
     if not bf16_supported():
         sys.exit("this CPU has no AVX512-BF16: matmul_precision='medium' runs float32 here")
@@ -112,6 +150,9 @@ def main(argv=None):
     print(f"one core's float32 FMA peak: {peak1:.1f} GF/s")
     for threads in args.threads:
         with threadpool_limits(threads):
+            if not args.no_layers:
+                print(f"recurrent layers, forward + backward, {threads} thread(s)")
+                layer_rows(threads, args.rounds, args.min_time)
             for name in args.cases.split(","):
                 case = cases[name]
                 shape = f"V {case.V}, {case.hidden}, N{case.N} T{case.T}"
