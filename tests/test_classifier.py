@@ -194,12 +194,14 @@ def _write_corpus(path, rng, n=120):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_classify_train_on_a_file(tmp_path, capsys, rng):
+@pytest.mark.parametrize("precision", ["highest", "medium"])
+def test_classify_train_on_a_file(tmp_path, capsys, rng, precision):
     data = tmp_path / "corpus.tsv"
     _write_corpus(data, rng)
     run = tmp_path / "run"
     argv = ["classify", "train", "--data", str(data), "--epochs", "6", "--hidden", "8"]
     argv += ["--embed", "8", "--lr", "0.02", "--pooling", "max"]
+    argv += ["--matmul-precision", precision]
     if CLASSES is None:
         argv += ["--save", str(run)]
     assert main(argv) == 0
@@ -208,7 +210,15 @@ def test_classify_train_on_a_file(tmp_path, capsys, rng):
     test_acc = float(out.split("test accuracy ")[1].split("%")[0])
     assert test_acc >= 80.0
     if CLASSES is None:
-        assert isinstance(fastrnn.load(run / "model.npz"), SequenceClassifier)
+        model = fastrnn.load(run / "model.npz")
+        assert isinstance(model, SequenceClassifier)
+        layers = []
+        for layer in model.encoder.layers:  # (a Bidirectional: its two directions)
+            if isinstance(layer, fastrnn.Bidirectional):
+                layers += [layer.forward_layer, layer.backward_layer]
+            else:
+                layers.append(layer)
+        assert layers and all(d.matmul_precision == precision for d in layers)
 
 
 def test_classify_train_bad_files(tmp_path, capsys):

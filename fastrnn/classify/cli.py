@@ -96,6 +96,7 @@ def run_train(args):
         "dropout": args.dropout,
         "pooling": args.pooling,
         "bidirectional": not args.unidirectional,
+        "matmul_precision": args.matmul_precision,
     }
     words = vocabulary(train_examples, args.min_count)
     print(
@@ -322,6 +323,13 @@ def add_parser(subparsers):
         "--freeze-embeddings", action="store_true", help="keep the embedding as it starts"
     )
     t.add_argument("--seed", type=seed, default=0)
+    t.add_argument(
+        "--matmul-precision",
+        choices=("highest", "medium"),
+        default="highest",
+        help="the recurrent layers' whole-sequence products: float32 (highest), or bfloat16 "
+        "operands with float32 sums (medium; CPUs with AVX512-BF16, else float32)",
+    )
     t.add_argument(
         "--save",
         metavar="DIR",

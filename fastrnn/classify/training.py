@@ -123,6 +123,7 @@ def fit_text_classifier(
     on_epoch=None,
     vectors=None,
     freeze_embeddings=False,
+    matmul_precision="highest",
 ):
     """A :class:`~fastrnn.classify.TextClassifier` trained on `examples` [(label, sentence)]
     (a sentence: a string or a list of words), what ``fastrnn classify train`` does: the
@@ -134,7 +135,9 @@ def fit_text_classifier(
     `vectors`: pretrained word vectors, {word: vector} (:func:`read_word_vectors`); the
     embedding takes their size (`embed` is ignored) and starts from them for the words they
     hold (the others keep their random start); `freeze_embeddings` keeps the whole embedding
-    as it starts.  Returns (classifier, [mean loss of each epoch])."""
+    as it starts.  `matmul_precision`: the recurrent layers' whole-sequence products, "highest"
+    or "medium" (bfloat16; see ``fastrnn.layers.TimeAffine``).  Returns (classifier, [mean loss
+    of each epoch])."""
     from .data import vocabulary
     from .text import TextClassifier
 
@@ -156,6 +159,7 @@ def fit_text_classifier(
         "connection": connection,
         "dropout": dropout,
         "pooling": pooling,
+        "matmul_precision": matmul_precision,
     }
     classes, _ = layer_classes()
     model = build_model(bidirectional, settings, len(words), len(labels), seed, classes)
@@ -191,11 +195,15 @@ def accuracy(model, ids, labels, lengths, batch_size=256):
 
 def build_model(bidirectional, cfg, vocab, classes, seed, layer_classes_=None):
     """A float32 ``SequenceClassifier`` over `vocab` word ids and `classes` labels, its encoder
-    as `cfg` says (cell, embed, hidden, layers, connection, dropout, pooling)."""
+    as `cfg` says (cell, embed, hidden, layers, connection, dropout, pooling, and
+    matmul_precision: the recurrent layers' whole-sequence products)."""
     from ..layers.stack import Stack
     from ..models.classifier import SequenceClassifier
 
     rng = np.random.default_rng(seed)
+    layer_kwargs = {"reset_after": True} if cfg["cell"] == "gru" else {}
+    if cfg.get("matmul_precision", "highest") != "highest":  # (fastrnn's layers only)
+        layer_kwargs["matmul_precision"] = cfg["matmul_precision"]
     encoder = Stack.create(
         cfg["cell"],
         cfg["embed"],
@@ -204,7 +212,7 @@ def build_model(bidirectional, cfg, vocab, classes, seed, layer_classes_=None):
         rng=rng,
         dtype=np.float32,
         classes=layer_classes_,
-        layer_kwargs={"reset_after": True} if cfg["cell"] == "gru" else None,
+        layer_kwargs=layer_kwargs or None,
         connection=cfg.get("connection"),
         dropout=cfg.get("dropout", 0.0),
         seed=seed,
