@@ -335,3 +335,29 @@ def test_language_model_recurrent_layers_share_the_precision():
     with pytest.raises(ValueError, match="matmul_precision must be one of"):
         m.matmul_precision = "bf16"
     assert m.matmul_precision == "highest"
+
+
+@needs_bf16
+def test_bidirectional_directions_concurrently_at_medium():
+    """Both directions at "medium" on two Python threads at once (each thread its own packing
+    buffers): the same bits as one after the other."""
+    rng = np.random.default_rng(11)
+    bi = fastrnn.Bidirectional.create("lstm", 48, 64, rng=rng, dtype=np.float32)
+    for layer in (bi.forward_layer, bi.backward_layer):
+        layer.matmul_precision = "medium"
+    xs = rng.standard_normal((32, 20, 48)).astype(np.float32)
+    lengths = rng.integers(5, 21, 32)
+    R = rng.standard_normal((32, 20, 128)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        bi.threads = threads
+        hs = bi.forward(xs, lengths)
+        dxs = bi.backward(R)
+        results.append([hs, dxs, *[g.copy() for g in bi.grads]])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    hs32 = fastrnn.Bidirectional(
+        fastrnn.TimeLSTM(*bi.forward_layer.params),
+        fastrnn.TimeLSTM(*bi.backward_layer.params, reverse=True),
+    ).forward(xs, lengths)
+    assert 0 < np.abs(hs32 - results[0][0]).max() < 2**-5  # bfloat16 ran, and close
