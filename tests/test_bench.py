@@ -468,6 +468,7 @@ def test_bf16_model_rows_run_where_the_cpu_has_bf16():
         assert all(c["ok"] for c in r["model_checks"])
         assert any("fastrnn_bf16/fastrnn" in row for row in r["ratios"])
         assert "fastrnn bf16" in "\n".join(bench.format_model_table(r))
+        assert "bfloat16 precision" in bench.format_report(r)
     else:
         assert impls == {"fastrnn"}
         assert any("no AVX512-BF16" in n for n in r["meta"]["notes"])

@@ -214,8 +214,13 @@ def format_report(results, markdown=False):
             lines.extend(_table(tab[0], tab[1:]))
 
     reps = cfg.get("repeats", "?")
+    bf16 = (
+        " (fastrnn bf16: its large products at bfloat16 precision, matmul_precision='medium')"
+        if "fastrnn_bf16" in cfg.get("model_impls", ())
+        else ""
+    )
     lines.append(
-        f"fastrnn bench: float32; median ms per call over {reps} interleaved rounds "
+        f"fastrnn bench: float32{bf16}; median ms per call over {reps} interleaved rounds "
         f"('~': samples spread over more than {NOISY:.0%} of the median, by IQR); "
         "x/fastrnn > 1: fastrnn is faster; fastrnn/floor: against the same products "
         "in the BLAS fastrnn calls (or, for clip_grads, the memory floor); GF/s: the matrix "
