@@ -361,3 +361,26 @@ def test_bidirectional_directions_concurrently_at_medium():
         fastrnn.TimeLSTM(*bi.backward_layer.params, reverse=True),
     ).forward(xs, lengths)
     assert 0 < np.abs(hs32 - results[0][0]).max() < 2**-5  # bfloat16 ran, and close
+
+
+def test_highest_precision_reaches_every_layer_and_gives_them_back():
+    """The float32 comparison of an export (fastrnn.layers._precision.highest_precision):
+    every layer of a model, a stack or a classifier's bidirectional encoder at "highest" inside
+    the block, each as it was after, an exception included."""
+    from fastrnn.layers._precision import highest_precision, precision_layers
+    from fastrnn.models import SequenceClassifier
+
+    lm = LanguageModel(50, 8, [8, 8], seed=0, matmul_precision="medium")
+    clf = SequenceClassifier(3, vocab_size=20, embed_size=8, hidden_sizes=[8, 8])
+    layers = clf.encoder.layers
+    for d in (layers[0].forward_layer, layers[1].backward_layer):
+        d.matmul_precision = "medium"
+    for model, count in ((lm, 3), (clf, 4)):
+        found = list(precision_layers(model))
+        assert len(found) == count
+        before = [layer.matmul_precision for layer in found]
+        with pytest.raises(RuntimeError, match="inside"):
+            with highest_precision(model):
+                assert all(layer.matmul_precision == "highest" for layer in found)
+                raise RuntimeError("inside")
+        assert [layer.matmul_precision for layer in found] == before

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from ..layers._precision import highest_precision
 from . import numpy_runtime
 
 __all__ = ["RUNTIME_FILE", "SUPPORTED", "export_numpy"]
@@ -74,21 +75,14 @@ def _check(model, path):
             if V is not None
             else rng.standard_normal((2, 5, model.input_size)).astype(model.dtype)
         )
-        want, got = model.predict(x, lengths), copy.predict(x, lengths)
+        with highest_precision(model):  # (the runtime's products are float32)
+            want = model.predict(x, lengths)
+        got = copy.predict(x, lengths)
     else:
         ids = rng.integers(0, _vocab_size(model), (2, 5))
-        # the runtime's products are float32: compare with the model's at that precision
-        readouts = [getattr(model, k, None) for k in ("proj", "affine")]
-        readouts = [r for r in readouts if r is not None and hasattr(r, "matmul_precision")]
-        saved = [r.matmul_precision for r in readouts]
-        try:
-            for r in readouts:
-                r.matmul_precision = "highest"
+        with highest_precision(model):  # (the runtime's products are float32)
             model.reset_state()
             want = model.predict(ids, train_flg=False)
-        finally:
-            for r, mp in zip(readouts, saved):
-                r.matmul_precision = mp
         model.reset_state()
         got = copy.predict(ids)
     want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)

@@ -34,7 +34,7 @@ import numpy as np
 from .. import _lm
 from .._norms import all_finite
 from .._threads import ThreadSetting, blas_threads, single_threaded_blas
-from ._precision import check_matmul_precision
+from ._precision import MatmulPrecision
 from .recurrent import _as_float_array, _native
 
 __all__ = [
@@ -276,7 +276,7 @@ class TimeEmbedding(_Threaded):
 # ---- TimeAffine --------------------------------------------------------------------------------
 
 
-class TimeAffine(_Threaded):
+class TimeAffine(MatmulPrecision, _Threaded):
     """Affine map of every time step: ``x`` (N, T, D) -> ``x W + b`` (N, T, M), one product over
     all N*T rows.
 
@@ -290,7 +290,7 @@ class TimeAffine(_Threaded):
         ``"highest"`` (default): the three products in the parameters' dtype.  ``"medium"``
         (float32 only): their operands rounded to bfloat16 and the products summed in float32,
         as ``torch.set_float32_matmul_precision("medium")`` does, on CPUs with AVX512-BF16
-        (``fastrnn.bf16_supported()``; elsewhere the products stay float32): 1.3-1.7x faster
+        (``fastrnn.bf16_supported()``; elsewhere the products stay float32): 1.5-1.9x faster
         products, each operand to 8 significant bits (relative error up to 2**-9).  Everything
         else (the bias, the outputs, the gradients' storage) stays float32.
 
@@ -329,18 +329,8 @@ class TimeAffine(_Threaded):
         W, b = _check_param_list(cls, config, params, 2)
         return cls(W, b, matmul_precision=config.get("matmul_precision", "highest"))
 
-    @property
-    def matmul_precision(self):
-        """The products' precision, "highest" or "medium" (bfloat16); may change between calls."""
-        return self._matmul_precision
-
-    @matmul_precision.setter
-    def matmul_precision(self, value):
-        self._matmul_precision = check_matmul_precision(value, _native(self.params[0].dtype))
-
-    @property
-    def _bf16(self):
-        return self._matmul_precision == "medium"
+    def _param_dtype(self):
+        return _native(self.params[0].dtype)
 
     def _read_params(self):
         W, b = self.params

@@ -38,7 +38,7 @@ from .._norms import all_finite
 from .._packed import DIRECT_MAX_ROWS
 from .._threads import ThreadSetting, plan_threads, runs_direct, single_threaded_blas
 from ..io import register
-from ._precision import check_matmul_precision
+from ._precision import MatmulPrecision
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "RNN", "LSTM", "GRU"]
 
@@ -216,7 +216,7 @@ def _sizes(layer):
     return {"input_size": int(dWx.shape[0]), "hidden_size": int(dWh.shape[0])}
 
 
-class _TimeLayer(ThreadSetting):
+class _TimeLayer(MatmulPrecision, ThreadSetting):
     """What TimeRNN, TimeLSTM and TimeGRU share; subclasses name their kernel and caches."""
 
     blocks = 1  # gate blocks: Wx is (D, blocks*H)
@@ -277,21 +277,8 @@ class _TimeLayer(ThreadSetting):
         config.update(self._extra_config())
         return config
 
-    @property
-    def matmul_precision(self):
-        """The whole-sequence products' precision (the input projection of all steps, dxs and
-        the weight gradients; the per-step products stay in the dtype): "highest", or
-        "medium", bfloat16 operands with float32 sums (float32 layers, CPUs with AVX512-BF16;
-        ``fastrnn.layers.TimeAffine`` has the same setting).  May change between calls."""
-        return self._matmul_precision
-
-    @matmul_precision.setter
-    def matmul_precision(self, value):
-        self._matmul_precision = check_matmul_precision(value, self.grads[0].dtype)
-
-    @property
-    def _bf16(self):
-        return self._matmul_precision == "medium"
+    def _param_dtype(self):  # (matmul_precision: the whole-sequence products; per-step: dtype)
+        return self.grads[0].dtype
 
     def _extra_config(self):
         return {}

@@ -31,7 +31,7 @@ import zipfile
 import numpy as np
 
 from ..io import atomic_write
-from ..layers._precision import check_matmul_precision
+from ..layers._precision import check_matmul_precision, precision_layers
 from ..layers.lm import (
     TimeAffine,
     TimeDropout,
@@ -300,9 +300,8 @@ class LanguageModel:
     @matmul_precision.setter
     def matmul_precision(self, value):
         value = check_matmul_precision(value, self.dtype, "dtype")
-        for layer in [*self.stack.layers, self.proj, self.affine]:
-            if layer is not None:
-                layer.matmul_precision = value
+        for layer in precision_layers(self):
+            layer.matmul_precision = value
         self._matmul_precision = value
 
     def _lm_config(self):

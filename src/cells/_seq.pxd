@@ -16,11 +16,8 @@ cdef extern from "fr_copy.h" nogil:
                       size_t dst_ld)
     void fr_prefetch(const void *p, size_t bytes, int rw)
 
+from _bf16 cimport bf16_gemm
 from _blas cimport gemm, blas_int
-
-cdef extern from "fr_bf16.h" nogil:
-    int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const float *A, Py_ssize_t lda,
-                      const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc)
 from _cells cimport colsum
 from _packed cimport (gemm_direct, gemm_direct_nt, gemm_direct_tn, gemm_packed, gemm_tn_packed,
                       worth_direct, worth_direct_tn, worth_step_direct, worth_tn_packed)
@@ -45,17 +42,6 @@ cdef inline bint worth_prefetch(Py_ssize_t values, size_t itemsize) noexcept nog
     1.02-1.04x at 1 thread, in one process; at N20 T35 H100 (1.1 MB, in L2) the prefetches
     cost the LSTM 0.95x at 2 threads."""
     return values * <Py_ssize_t>itemsize > PREFETCH_MIN_BYTES
-
-
-cdef inline bint bf16_gemm(bint bf16, bint ta, bint tb, Py_ssize_t M, int N, int K,
-                           const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
-                           floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C = op(A) op(B) at bfloat16 precision (fr_bf16.h) when asked (bf16: matmul_precision
-    "medium"), for float32 and where the CPU runs it; False (nothing done) otherwise."""
-    if not bf16 or floating is double or M > 2147483647:
-        return False
-    return fr_sgemm_bf16(ta, tb, <int>M, N, K, <const float *>A, lda, <const float *>B, ldb,
-                         <float *>C, ldc) == 0
 
 
 cdef inline void project(Py_ssize_t M, int N, int D, const floating *X, Py_ssize_t ldx,

@@ -14,6 +14,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+from _bf16 cimport fr_bf16_supported, fr_sgemm_bf16, bf16_gemm
 from _blas cimport blas_int, fr_use_blas, gemm
 from _parallel cimport fr_parallel, fr_share, fr_use_pool, share_cols
 
@@ -54,11 +55,6 @@ cdef extern from "fr_lm.h" nogil:
     int FR_MAX_THREADS
     void fr_exp_map_f(float *out, const float *x, Py_ssize_t n)
     void fr_exp_map_d(double *out, const double *x, Py_ssize_t n)
-
-cdef extern from "fr_bf16.h" nogil:
-    int fr_bf16_supported()
-    int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const float *A, Py_ssize_t lda,
-                      const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc)
 
 
 cdef int _threads(int threads) noexcept nogil:
@@ -441,10 +437,10 @@ cdef struct Affine:
 cdef inline void _gemm(bint f32, bint bf16, bint ta, bint tb, blas_int m, blas_int n,
                        blas_int k, const char *a, blas_int lda, const char *b, blas_int ldb,
                        char *c, blas_int ldc) noexcept nogil:
-    """c = op(a) op(b), c overwritten: BLAS, or with bf16 (float32 only) fr_sgemm_bf16 where the
-    CPU runs it."""
-    if f32 and bf16 and fr_sgemm_bf16(ta, tb, m, n, k, <const float *>a, lda, <const float *>b,
-                                      ldb, <float *>c, ldc) == 0:
+    """c = op(a) op(b), c overwritten: BLAS, or with bf16 (float32 only) the bfloat16 product
+    where the CPU runs it (_bf16.pxd)."""
+    if f32 and bf16_gemm(bf16, ta, tb, m, n, k, <const float *>a, lda, <const float *>b, ldb,
+                         <float *>c, ldc):
         return
     if f32:
         gemm(ta, tb, m, n, k, <float>1, <const float *>a, lda, <const float *>b, ldb,
