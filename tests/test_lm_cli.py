@@ -535,6 +535,20 @@ def test_resume_reads_a_record_from_before_matmul_precision(tmp_path, standin):
     assert json.loads(record.read_text())["config"]["matmul_precision"] == "highest"
 
 
+def test_resume_refuses_a_record_with_an_unknown_matmul_precision(tmp_path, standin, capsys):
+    data = write_corpus(tmp_path / "ptb")
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "1") == 0
+    record = out / "last" / "checkpoint.json"
+    state = json.loads(record.read_text())
+    state["config"]["matmul_precision"] = "low"
+    record.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert resume(data, out, "--epochs", "2", "--no-progress", "--no-plot") == 2
+    assert "--matmul-precision must be 'highest' or 'medium', got 'low'" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["epochs"][-1]["epoch"] == 1
+
+
 def test_resume_may_change_the_evaluation_window(tmp_path, standin):
     data = write_corpus(tmp_path / "ptb")
     out = tmp_path / "run"

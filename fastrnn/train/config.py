@@ -6,6 +6,7 @@ commands (:mod:`fastrnn.train.cli`) and the benchmarks that train the same model
 import contextlib
 import math
 
+from ..layers._precision import MATMUL_PRECISIONS
 from .data import UNK
 from .presets import DEFAULT_PRESET, HYPERPARAMETERS, preset
 from .schedules import make_schedule
@@ -62,6 +63,11 @@ def check_config(cfg):
     need(math.isfinite(cfg["clip"]) and cfg["clip"] >= 0, "clip", ">= 0 (0: no clipping)")
     need(cfg["decay_after"] >= 0, "decay_after", "a non-negative integer")
     need(cfg["seed"] >= 0, "seed", "a non-negative integer")
+    need(
+        cfg["matmul_precision"] in MATMUL_PRECISIONS,
+        "matmul_precision",
+        " or ".join(map(repr, MATMUL_PRECISIONS)),
+    )
     need(
         cfg["matmul_precision"] == "highest" or cfg["dtype"] == "float32",
         "matmul_precision",
