@@ -19,6 +19,7 @@ IMPL_BACKEND = {
 #: fastrnn_bf16: fastrnn's model with matmul_precision="medium" (bfloat16 large products);
 #: model rows only, and only when asked for (--impls), being another computation
 MODEL_IMPLS = ("fastrnn", "fastrnn_bf16", "reference", "torch")
+MODEL_ONLY_IMPLS = ("fastrnn_bf16",)  # --impls may name them beside LAYER_IMPLS
 #: how the model table names each implementation ("reference" is the book's NumPy model)
 MODEL_IMPL_TITLES = {
     "fastrnn": "fastrnn",

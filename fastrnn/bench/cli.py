@@ -13,6 +13,7 @@ from .cases import (
     DEFAULT_CASES,
     LAYER_IMPLS,
     MODEL_CASES,
+    MODEL_ONLY_IMPLS,
     OPS,
     QUICK_CASES,
     QUICK_CLIP_CASES,
@@ -82,7 +83,9 @@ def add_parser(subparsers):
         default=",".join(LAYER_IMPLS),
         help="comma-separated subset of "
         + ",".join(LAYER_IMPLS)
-        + "; and fastrnn_bf16 (the model rows at matmul_precision='medium')",
+        + "; and "
+        + ",".join(MODEL_ONLY_IMPLS)
+        + " (the model rows at matmul_precision='medium')",
     )
     p.add_argument("--ops", default=",".join(OPS), help="fwdbwd, fwd or both")
     p.add_argument("--no-clip", action="store_true", help="skip the clip_grads cases")
@@ -198,10 +201,10 @@ def config_from_args(args):
         model_cases = ()
     impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
     for i in impls:
-        if i not in LAYER_IMPLS + ("fastrnn_bf16",):
+        if i not in LAYER_IMPLS + MODEL_ONLY_IMPLS:
             raise SystemExit(
                 f"fastrnn bench: unknown implementation {i!r}; choose from "
-                + ", ".join(LAYER_IMPLS + ("fastrnn_bf16",))
+                + ", ".join(LAYER_IMPLS + MODEL_ONLY_IMPLS)
             )
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     for o in ops:

@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 from ..cli import check_output_file, fraction, positive, seed
+from ..layers._precision import MATMUL_PRECISIONS
 from .data import read_labelled, read_sentences, read_word_vectors, vocabulary
 from .text import TextClassifier
 from .training import DEMO_DEFAULTS, fit_text_classifier, layer_classes, run_demo
@@ -325,7 +326,7 @@ def add_parser(subparsers):
     t.add_argument("--seed", type=seed, default=0)
     t.add_argument(
         "--matmul-precision",
-        choices=("highest", "medium"),
+        choices=MATMUL_PRECISIONS,
         default="highest",
         help="the recurrent layers' whole-sequence products: float32 (highest), or bfloat16 "
         "operands with float32 sums (medium; CPUs with AVX512-BF16, else float32)",

@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from ..cli import seed
+from ..layers._precision import MATMUL_PRECISIONS
 from .data import BATCHINGS
 from .presets import DEFAULT_PRESET, PRESETS
 from .run import run_train
@@ -168,7 +169,7 @@ def _add_train_arguments(p):
     g.add_argument("--dtype", choices=_DTYPES)
     g.add_argument(
         "--matmul-precision",
-        choices=("highest", "medium"),
+        choices=MATMUL_PRECISIONS,
         help="the read-out's and the recurrent layers' whole-sequence products: float32 "
         "(highest), or bfloat16 operands with float32 sums (medium; CPUs with AVX512-BF16, "
         "else float32)",
