@@ -328,7 +328,7 @@ def add_parser(subparsers):
         "--matmul-precision",
         choices=MATMUL_PRECISIONS,
         default="highest",
-        help="the recurrent layers' whole-sequence products: float32 (highest), or bfloat16 "
+        help="the recurrent layers' matrix products: float32 (highest), or bfloat16 "
         "operands with float32 sums (medium; CPUs with AVX512-BF16, else float32)",
     )
     t.add_argument(

@@ -135,7 +135,7 @@ def fit_text_classifier(
     `vectors`: pretrained word vectors, {word: vector} (:func:`read_word_vectors`); the
     embedding takes their size (`embed` is ignored) and starts from them for the words they
     hold (the others keep their random start); `freeze_embeddings` keeps the whole embedding
-    as it starts.  `matmul_precision`: the recurrent layers' whole-sequence products, "highest"
+    as it starts.  `matmul_precision`: the recurrent layers' matrix products, "highest"
     or "medium" (bfloat16; see ``fastrnn.layers.TimeAffine``).  Returns (classifier, [mean loss
     of each epoch])."""
     from .data import vocabulary
@@ -196,7 +196,7 @@ def accuracy(model, ids, labels, lengths, batch_size=256):
 def build_model(bidirectional, cfg, vocab, classes, seed, layer_classes_=None):
     """A float32 ``SequenceClassifier`` over `vocab` word ids and `classes` labels, its encoder
     as `cfg` says (cell, embed, hidden, layers, connection, dropout, pooling, and
-    matmul_precision: the recurrent layers' whole-sequence products)."""
+    matmul_precision: the recurrent layers' matrix products)."""
     from ..layers.stack import Stack
     from ..models.classifier import SequenceClassifier
 

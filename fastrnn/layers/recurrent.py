@@ -277,7 +277,7 @@ class _TimeLayer(MatmulPrecision, ThreadSetting):
         config.update(self._extra_config())
         return config
 
-    def _param_dtype(self):  # (matmul_precision: the whole-sequence products; per-step: dtype)
+    def _param_dtype(self):  # (matmul_precision: the products; the row passes stay in dtype)
         return self.grads[0].dtype
 
     def _extra_config(self):

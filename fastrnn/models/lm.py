@@ -144,10 +144,10 @@ class LanguageModel:
     seed : int or None
         Seeds the initialisation and every dropout mask (None: fresh entropy).
     matmul_precision : {"highest", "medium"}
-        The large products, the read-out's (and projection's) and the recurrent layers'
-        whole-sequence ones (input projection, dxs, weight gradients; the per-step products
-        stay in ``dtype``): in ``dtype``, or ``"medium"`` (float32 only) with bfloat16 operands
-        and float32 sums where the CPU has AVX512-BF16 (see ``TimeAffine``).
+        The matrix products, the read-out's (and projection's) and the recurrent layers'
+        (input projection, dxs, weight gradients, and each step's h_{t-1} Wh and its backward
+        from 2 batch rows and 2 steps on): in ``dtype``, or ``"medium"`` (float32 only) with
+        bfloat16 operands and float32 sums where the CPU has AVX512-BF16 (see ``TimeAffine``).
 
     Attributes
     ----------

@@ -170,7 +170,7 @@ def _add_train_arguments(p):
     g.add_argument(
         "--matmul-precision",
         choices=MATMUL_PRECISIONS,
-        help="the read-out's and the recurrent layers' whole-sequence products: float32 "
+        help="the read-out's and the recurrent layers' matrix products: float32 "
         "(highest), or bfloat16 operands with float32 sums (medium; CPUs with AVX512-BF16, "
         "else float32)",
     )

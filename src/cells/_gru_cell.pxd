@@ -15,7 +15,7 @@ from _cells cimport (
     gru_bwd_zh_row_f, gru_bwd_zh_row_d, gru_bwd_r_row_f, gru_bwd_r_row_d,
     gru_ra_fwd_row_f, gru_ra_fwd_row_d, gru_ra_bwd_row_f, gru_ra_bwd_row_d,
 )
-from _loop cimport Cell, GRU_RA, Loop, check_rows
+from _loop cimport Cell, GRU_RA, Loop, check_rows, product_path
 from _packed cimport recurrent_product
 from _parallel cimport share_cols
 from _seq cimport grad_cols, prefetch, weight_grad_cols
@@ -54,18 +54,18 @@ cdef inline void gru_fwd_product(Loop *L, int phase, Py_ssize_t t, Py_ssize_t n0
     cdef floating *S = <floating *>L.S
     if L.cell.kind == GRU_RA:
         # S[rows] = h_{t-1} @ Wh
-        recurrent_product(L.path, rows, H3, H, Hp, rs * ld, Wp, Wh, H3, False, S + n0 * H3, H3,
-                          False)
+        recurrent_product(product_path(L), rows, H3, H, Hp, rs * ld, Wp, Wh, H3, False,
+                          S + n0 * H3, H3, False)
         check_rows(L, G + n0 * H3, rows * H3)   # (x Wx and h_{t-1} Wh, before the biases)
         check_rows(L, S + n0 * H3, rows * H3)
     elif phase == 0:
         # G[rows, t, :2H] += h_{t-1} @ Wh[:, :2H]
-        recurrent_product(L.path, rows, 2 * H, H, Hp, rs * ld, Wp, Wh, H3, False, G + r * H3,
-                          rs * H3, True)
+        recurrent_product(product_path(L), rows, 2 * H, H, Hp, rs * ld, Wp, Wh, H3, False,
+                          G + r * H3, rs * H3, True)
         check_rows(L, G + n0 * H3, rows * H3)   # (the h~ block: x Wx so far)
     else:
         # G[rows, t, 2H:] += (r * h_{t-1}) @ Wh[:, 2H:]
-        recurrent_product(L.path, rows, H, H, <const floating *>L.AUX + r * H, rs * H,
+        recurrent_product(product_path(L), rows, H, H, <const floating *>L.AUX + r * H, rs * H,
                           <const floating *>L.Wp_h, Wh + 2 * H, H3, False, G + r * H3 + 2 * H,
                           rs * H3, True)
         if L.check:
@@ -179,20 +179,20 @@ cdef inline void gru_bwd_product(Loop *L, int phase, Py_ssize_t t, Py_ssize_t n0
     cdef const floating *dG = <const floating *>L.dG + r * H3
     if L.cell.kind == GRU_RA:
         # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T + dGh[rows, t] @ Wh[:, 2H:]^T
-        recurrent_product(L.path, rows, H, 2 * H, dG, rs * H3, Wp, Wh, H3, True, dh_prod, H,
-                          L.M == NULL)
-        recurrent_product(L.path, rows, H, H, <const floating *>L.dGh + r * H, rs * H, Wp_h,
-                          Wh + 2 * H, H3, True, dh_prod, H, True)
+        recurrent_product(product_path(L), rows, H, 2 * H, dG, rs * H3, Wp, Wh, H3, True, dh_prod,
+                          H, L.M == NULL)
+        recurrent_product(product_path(L), rows, H, H, <const floating *>L.dGh + r * H, rs * H,
+                          Wp_h, Wh + 2 * H, H3, True, dh_prod, H, True)
     elif phase == 0:
         # d(r * h_{t-1}) = dG[rows, t, 2H:] @ Wh[:, 2H:]^T, into S
-        recurrent_product(L.path, rows, H, H, dG + 2 * H, rs * H3, Wp_h, Wh + 2 * H, H3, True,
-                          <floating *>L.S + n0 * H, H, False)
+        recurrent_product(product_path(L), rows, H, H, dG + 2 * H, rs * H3, Wp_h, Wh + 2 * H, H3,
+                          True, <floating *>L.S + n0 * H, H, False)
         if L.M != NULL:                         # (phase 1 adds into dh_prod)
             memset(dh_prod, 0, rows * H * sizeof(floating))
     else:
         # dh_{t-1} += dG[rows, t, :2H] @ Wh[:, :2H]^T
-        recurrent_product(L.path, rows, H, 2 * H, dG, rs * H3, Wp, Wh, H3, True, dh_prod, H,
-                          True)
+        recurrent_product(product_path(L), rows, H, 2 * H, dG, rs * H3, Wp, Wh, H3, True, dh_prod,
+                          H, True)
 
 
 cdef inline void gru_weight_cols(Loop *L, int c0, int c1, const floating *XH, bint hx, bint hh,

@@ -12,7 +12,7 @@ from cython cimport floating
 from libc.string cimport memcpy
 
 from _cells cimport flag_nonfinite, mask_copy
-from _packed cimport recurrent_product
+from _packed cimport PACKED_BF16, recurrent_product
 from _steps cimport Steps, brow, crow, step_rows
 
 
@@ -57,6 +57,7 @@ cdef struct Loop:
     int path            # how the per-step products are made (step_path)
     bint fused          # forward: x_t Wx inside each step's product (the RNN's fused_steps)
     bint bf16           # the whole-sequence products at bfloat16 precision (_seq.pxd)
+    bint wbf16          # and the per-step ones: Wp (Wp_h) then hold bfloat16 panels
     const void *b
     const void *h0
     const void *c0      # LSTM
@@ -88,6 +89,12 @@ cdef struct Loop:
     Steps steps         # where each row's steps are (_steps.pxd); rows below are its slots
 
 
+cdef inline int product_path(const Loop *L) noexcept nogil:
+    """The path of the per-step products' recurrent_product calls: L.path, or from the
+    bfloat16-packed weights (wbf16)."""
+    return PACKED_BF16 if L.wbf16 else L.path
+
+
 cdef inline void check_rows(Loop *L, const floating *a, Py_ssize_t n) noexcept nogil:
     """T = 1 (L.check): flag a[0:n] if it holds a NaN or Inf.  A cell calls it on each
     product's result before its row pass reads it (before the bias), so that a NaN or Inf in
@@ -112,8 +119,8 @@ cdef inline void step_product(Loop *L, Py_ssize_t t, Py_ssize_t n0, Py_ssize_t e
     cdef Py_ssize_t ld = L.ldxh, rs = step_rows(&L.steps), r = crow(&L.steps, n0, t)
     cdef int GH = L.GH
     cdef floating *G = <floating *>L.G
-    recurrent_product(L.path, <int>(e - n0), GH, L.H, <floating *>L.Hprev + r * ld, rs * ld, Wp,
-                      <const floating *>L.Wh, GH, False, G + r * GH, rs * GH, True)
+    recurrent_product(product_path(L), <int>(e - n0), GH, L.H, <floating *>L.Hprev + r * ld,
+                      rs * ld, Wp, <const floating *>L.Wh, GH, False, G + r * GH, rs * GH, True)
     check_rows(L, G + n0 * GH, (e - n0) * GH)
 
 
@@ -122,7 +129,7 @@ cdef inline void step_product_back(Loop *L, Py_ssize_t t, Py_ssize_t n0, Py_ssiz
     """dh[0:e-n0] = dG[slots [n0, e), t] @ Wh^T: backward's product of such a cell."""
     cdef Py_ssize_t rs = step_rows(&L.steps)
     cdef int GH = L.GH
-    recurrent_product(L.path, <int>(e - n0), L.H, GH,
+    recurrent_product(product_path(L), <int>(e - n0), L.H, GH,
                       <const floating *>L.dG + crow(&L.steps, n0, t) * GH, rs * GH, Wp,
                       <const floating *>L.Wh, GH, True, dh, L.H, False)
 

@@ -26,15 +26,16 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+from _bf16 cimport bf16_pack, fr_bf16_packed_words, fr_bf16_supported, fr_bf16_weights
 from _blas cimport fr_use_blas
 from _cells cimport all_finite, buf, mask_add, mask_scale
 from _gru_cell cimport gru_bwd_product, gru_bwd_row, gru_cell, gru_fwd_product, gru_fwd_row
 from _gru_cell cimport gru_weights
 from _loop cimport (Cell, Loop, GRU, GRU_RA, LSTM, RNN_RELU, RNN_TANH, check_cols,
-                    next_state, step_product, step_product_back)
+                    next_state, product_path, step_product, step_product_back)
 from _lstm_cell cimport lstm_bwd_row, lstm_cell, lstm_fwd_row
-from _packed cimport (checked_mode, fr_isa, gemm_direct, gemm_packed, kernel_isa, kernel_tn_mode,
-                      pack_b, pack_stacked, packed_size, PACKED, recurrent_product, step_path)
+from _packed cimport (checked_mode, fr_isa, gemm_direct, kernel_isa, kernel_tn_mode, pack_b,
+                      pack_stacked, packed_size, PACKED, recurrent_product, step_path)
 from _parallel cimport (fr_parallel, fr_share, fr_use_pool, parallel_phases, parallel_rows,
                         share_cols, thread_sq)
 from _rnn_cell cimport rnn_bwd_row, rnn_cell, rnn_fwd_product, rnn_fwd_row
@@ -205,6 +206,41 @@ cdef bint units_few_rows(const Cell *c, int threads, int path, Py_ssize_t N, Py_
     return H >= UNITS_MIN_H
 
 
+cdef floating *step_weights_bf16(Loop *L, int threads, bint backward,
+                                 floating *Wp) noexcept nogil:
+    """matmul_precision "medium" (L.bf16): the per-step products too at bfloat16 precision,
+    from weights packed in bfloat16 (wbf16) into the calling thread's buffer, which this returns
+    (Wp, and wbf16 False, where they stay float32: float64, not PACKED, the RNN's fused steps,
+    no AVX512-BF16, or no memory).  The buffer holds the largest layout
+    of the call: Wh (H, GH) or Wh^T (GH, H) in 32-column panels, or shared by units, each
+    share's columns of every gate block padded to whole panels (at most 16 columns more than
+    its own: share_cols gives whole 16-column units).  Measured: see fr_bf16.h."""
+    cdef int H = L.H, GH = L.GH, K = GH if backward else H
+    cdef size_t words
+    cdef floating *P
+    L.wbf16 = False
+    if (not L.bf16 or floating is double or L.path != PACKED or L.fused
+            or not fr_bf16_supported()):
+        return Wp
+    # (a split into two packed parts takes at most a panel row or column more)
+    words = max(fr_bf16_packed_words(K, GH + H - K) + 32 * <size_t>(GH + H),
+                <size_t>((K + 1) // 2) * (GH // H if not backward else 1)
+                * (H + 16 * max(threads, 1)))
+    P = <floating *>fr_bf16_weights(words)
+    if P == NULL:
+        return Wp
+    L.wbf16 = True
+    return P
+
+
+cdef inline floating *units_share_bf16(const Loop *L, floating *Wp, int s, Py_ssize_t j0,
+                                       bint backward) noexcept nogil:
+    """Where share s (units from j0) packs its bfloat16 columns (step_weights_bf16's layout)."""
+    cdef int K = L.GH if backward else L.H
+    cdef Py_ssize_t per_col = ((K + 1) // 2) * (1 if backward else L.cell.blocks)
+    return Wp + per_col * (j0 + 16 * s)
+
+
 # ---- forward -----------------------------------------------------------------------------------
 
 cdef void _forward_rows(Loop *L, Py_ssize_t n0, Py_ssize_t n1, const floating *Wp) noexcept nogil:
@@ -334,9 +370,11 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
     share_cols(H, s, nth, &j0, &j1)             # whole 64-byte units: j0 is a multiple of 16
     w = <int>(j1 - j0)
     # this share's columns of each gate block of Wh, packed from element GH*j0 of Wp on
-    P = Wp + GH * j0
+    # (in bfloat16: units_share_bf16)
+    P = units_share_bf16(L, Wp, s, j0, False) if L.wbf16 else Wp + GH * j0
     for k in range(blocks):
-        Pk[k] = P + k * packed_size(H, w, floating is double)
+        Pk[k] = P + k * (fr_bf16_packed_words(H, w) if L.wbf16
+                         else packed_size(H, w, floating is double))
     if phase == 0:
         if few:     # share 0 copies the inputs and h0; each projects its units of every row
             if s == 0:
@@ -355,7 +393,10 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
             start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
                        <const floating *>L.h0, <floating *>L.XH, G, L.bf16)
             for k in range(blocks):
-                pack_b(H, w, Wh + k * H + j0, GH, 1, Pk[k])
+                if L.wbf16:
+                    bf16_pack(H, w, Wh + k * H + j0, GH, False, Pk[k])
+                else:
+                    pack_b(H, w, Wh + k * H + j0, GH, 1, Pk[k])
         if M != NULL:
             for n in range(n0, n1):
                 mask_scale(H, M + n * H, Hprev + n * T * ld)
@@ -370,8 +411,9 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
                               Wh + k * H + j0, GH, False, G + t * GH + k * H + j0,
                               T * GH, True)
         else:
-            gemm_packed(<int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
-                        G + t * GH + k * H + j0, T * GH, True)
+            recurrent_product(product_path(L), <int>N, w, H, Hprev + t * ld, T * ld, Pk[k],
+                              Wh + k * H + j0, GH, False, G + t * GH + k * H + j0, T * GH,
+                              True)
     for n in range(N):
         lstm_fwd_row(L, n, t, j0, w, G)
         if t + 1 < T:
@@ -408,6 +450,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
     L.check = check and T == 1
     L.nonfinite = 0
     L.f64 = floating is double
+    Wp = Wp_h = step_weights_bf16(L, threads, False, Wp)
     L.Wp = Wp
     if plan != NULL:
         W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = False
@@ -421,6 +464,11 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
         return L.nonfinite          # (the check is for T = 1: by units, a single step only)
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
+    elif L.wbf16 and split:                     # the same in bfloat16 panels
+        Wp_h = bf16_pack(H, split, Wh, GH, False, Wp)
+        bf16_pack(H, GH - split, Wh + split, GH, False, Wp_h)
+    elif L.wbf16:
+        bf16_pack(H, GH, Wh, GH, False, Wp)
     elif L.path == PACKED and split:
         Wp_h = pack_b(H, split, Wh, GH, 1, Wp)  # Wh's first blocks (H, split), then the rest
         pack_b(H, GH - split, Wh + split, GH, 1, Wp_h)
@@ -547,10 +595,14 @@ cdef void _backward_units(Loop *L, int s, int nth, int phase, double *sq,
     cdef floating *P
     share_cols(H, s, nth, &j0, &j1)
     w = <int>(j1 - j0)
-    # Wh^T[:, j0:j1] (GH, w): rows j0..j1 of Wh, packed from element GH*j0 of Wp on
-    P = Wp + GH * j0
+    # Wh^T[:, j0:j1] (GH, w): rows j0..j1 of Wh, packed from element GH*j0 of Wp on (in
+    # bfloat16: units_share_bf16)
+    P = units_share_bf16(L, Wp, s, j0, True) if L.wbf16 else Wp + GH * j0
     if phase == 0:
-        pack_b(GH, w, Wh + j0 * GH, 1, GH, P)
+        if L.wbf16:
+            bf16_pack(GH, w, Wh + j0 * GH, GH, True, P)
+        else:
+            pack_b(GH, w, Wh + j0 * GH, 1, GH, P)
         _carried_start(L, dh, dc, 0, N, j0, w)  # this share's units of every row
         t = T
     else:
@@ -558,7 +610,8 @@ cdef void _backward_units(Loop *L, int s, int nth, int phase, double *sq,
         _carried_at(L, phase - 1, dh, dc)       # step t's
         if w > 0:
             # dh_{t-1}[:, j0:j1] = dG[:, t] @ Wh^T[:, j0:j1]
-            gemm_packed(<int>N, w, GH, dG + t * GH, T * GH, P, dh[1] + j0, H, False)
+            recurrent_product(product_path(L), <int>N, w, GH, dG + t * GH, T * GH, P,
+                              Wh + j0 * GH, GH, True, dh[1] + j0, H, False)
             if M != NULL:
                 for n in range(N):
                     mask_scale(w, M + n * H + j0, dh[1] + n * H + j0)
@@ -634,11 +687,17 @@ cdef int _backward(Loop *L, int threads, floating *Wp, floating *dh0, floating *
         Wxp = Wp + packed_size(GH, H, floating is double)
         pack_b(H, D, <const floating *>L.Wx, 1, H, Wxp)   # Wx^T (H, D), after Wh^T
     L.Wxp = Wxp
+    Wp = Wp_h = step_weights_bf16(L, threads, True, Wp)
     L.Wp = Wp
     if by_units:
         parallel_phases(threads, <int>T + 1, _backward_units_task, L, L.sq, sq_len, &L.sq_part)
     if not by_units:
-        if L.path == PACKED and split:
+        if L.wbf16 and split:                   # the same in bfloat16 panels
+            Wp_h = bf16_pack(split, H, Wh, GH, True, Wp)
+            bf16_pack(GH - split, H, Wh + split, GH, True, Wp_h)
+        elif L.wbf16:
+            bf16_pack(GH, H, Wh, GH, True, Wp)
+        elif L.path == PACKED and split:
             Wp_h = pack_b(split, H, Wh, 1, GH, Wp)  # Wh^T's first blocks (split, H), the rest
             pack_b(GH - split, H, Wh + split, 1, GH, Wp_h)
         elif L.path == PACKED:
@@ -746,8 +805,9 @@ def forward(int cell, dict cache, cnp.ndarray X, cnp.ndarray Wx, cnp.ndarray Wh,
     else 0 (see fastrnn.layers._weights_checked_by_kernel).
     plan (intp, 2N + 2T + 1) or None: lengths and direction as laid out in _steps.pxd (the
     caches then hold sum(lengths) rows, step-major).
-    bf16 (float32): the input projection at bfloat16 precision where the CPU has AVX512-BF16
-    (matmul_precision "medium": fr_bf16.h); the per-step products stay float32."""
+    bf16 (float32): the products at bfloat16 precision where the CPU has AVX512-BF16
+    (matmul_precision "medium": fr_bf16.h): the input projection, and each step's h_{t-1} Wh
+    where the weights are packed (step_weights_bf16)."""
     cdef Loop L
     memset(&L, 0, sizeof(Loop))
     cell_spec(cell, &L.cell)
@@ -789,8 +849,8 @@ def backward(int cell, dict cache, dict scratch, cnp.ndarray dhs, object dcT, cn
     Writes dWx, dWh, db, dX, dh0 (and the LSTM's dc0).  A 2-D dhs (N, H) is one step (a
     cell's), dX then (N, D).
     check (T = 1 only): if dX or dh0 holds NaN or Inf, returns 1 before writing dWx, dWh and
-    db; else 0.  plan, reverse: as given to the forward.  bf16: dX and the weight gradients
-    at bfloat16 precision (see forward)."""
+    db; else 0.  plan, reverse: as given to the forward.  bf16: dX, the weight gradients and
+    each step's dG_t Wh^T at bfloat16 precision (see forward)."""
     cdef Loop L
     memset(&L, 0, sizeof(Loop))
     cell_spec(cell, &L.cell)

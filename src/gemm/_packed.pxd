@@ -2,6 +2,8 @@
 # departure from BLAS, because sgemm would repack the same weights at every timestep.
 from cython cimport floating
 
+from _bf16 cimport gemm_packed_bf16
+
 cdef extern from "fr_gemm.h" nogil:
     # the instruction set of the micro-kernels (fr_gemm.h): 0 avx2 (or baseline), 1 avx512
     int fr_isa()
@@ -233,6 +235,8 @@ cdef enum:
     BY_SIZE = 0     # gemm_direct for a few rows (worth_direct), else BLAS
     PACKED = 1      # from the weights packed once per call (worth_packing)
     DIRECT = 2      # gemm_direct, whatever the rows
+    PACKED_BF16 = 3     # PACKED's calls, from weights packed in bfloat16 (bf16_pack:
+    # matmul_precision "medium"); only as recurrent_product's path, never a step_path
 
 
 cdef inline int step_path(Py_ssize_t N, Py_ssize_t T) noexcept nogil:
@@ -254,9 +258,12 @@ cdef inline void recurrent_product(int path, int M, int N, int K, const floating
     """C[M, N] (+)= A[M, K] @ op(B) by `path` (step_path): from the packed copy P, or from B
     itself (row-major, ldb apart, transposed if trans_b) by gemm_direct or BLAS (a single
     step's A @ B by worth_step_direct; its A @ B^T beyond DIRECT_MAX_ROWS rows stays BLAS's:
-    gemm_direct_nt was not measured faster there)."""
+    gemm_direct_nt was not measured faster there).  PACKED_BF16: from P packed in bfloat16, or
+    (its buffer short) from B as BY_SIZE would."""
     if path == PACKED:
         gemm_packed(M, N, K, A, lda, P, C, ldc, accumulate)
+    elif path == PACKED_BF16 and gemm_packed_bf16(M, N, K, A, lda, P, C, ldc, accumulate):
+        pass
     elif worth_direct(M) or (path == DIRECT and M >= 1 and (M <= DIRECT_MAX_ROWS or not trans_b)
                              and worth_step_direct(M, K, N, sizeof(floating))):
         if trans_b:

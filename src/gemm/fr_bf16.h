@@ -21,6 +21,9 @@
  * stored by rows keeps its rows (the kernel reads them with a stride: packing is then a
  * conversion, not a transposition: dx = dS E 1.53 -> 1.61x).
  *
+ * The recurrent layers' per-step products use the same panels: Wh packed once per call
+ * (fr_bf16_pack_b), each step's few rows of A packed as they come (fr_bf16_gemm_packed).
+ *
  * Compiled for AVX512-F/BW/VL/BF16 by function attributes; fr_bf16_supported tells whether
  * this CPU runs it, and fr_sgemm_bf16 returns -1 (the caller then multiplies in float32) where it
  * does not, or when memory for the packed blocks is short.
@@ -37,6 +40,7 @@
     && defined(__linux__)
 #define FR_HAVE_BF16 1
 #include <immintrin.h>
+#include <pthread.h>
 #else
 #define FR_HAVE_BF16 0
 #endif
@@ -130,13 +134,13 @@ FR_BF16_FN static void fr_bf16_pack_rows(int n, int kc, const float *S, ptrdiff_
 }
 
 /* One 12 x 32 block of C over kc2 k-pairs: C = (first ? 0 : C) + A B for its first mr rows and
- * nr columns.  A's pair p of row i at Ap[i * a_i + p * a_p] (packed by fr_bf16_pack_cols: a_i 1,
+ * nr columns; mrk (4, 8 or 12) rows computed, mr <= mrk.  A's pair p of row i at Ap[i * a_i + p * a_p] (packed by fr_bf16_pack_cols: a_i 1,
  * a_p 12; by fr_bf16_pack_a_rows: a_i kc2, a_p 1), B's as fr_bf16_pack_* lay it out (32 lanes
  * a pair).  VDPBF16PS broadcasts A's pair from memory either way. */
 __attribute__((always_inline)) FR_BF16_FN static inline void
 fr_bf16_micro(int kc2, const uint32_t *Ap, const ptrdiff_t a_i, const ptrdiff_t a_p,
               const uint32_t *Bp, float *C, ptrdiff_t ldc, int mr, int nr, int first,
-              const int nv)
+              const int nv, const int mrk)
 {
     __m512 c[FR_BF16_MR][2];
 #pragma GCC unroll 12
@@ -146,7 +150,7 @@ fr_bf16_micro(int kc2, const uint32_t *Ap, const ptrdiff_t a_i, const ptrdiff_t 
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp);
         __m512bh b1 = nv == 2 ? (__m512bh)_mm512_loadu_si512(Bp + 16) : b0;
 #pragma GCC unroll 12
-        for (int i = 0; i < FR_BF16_MR; i++) {
+        for (int i = 0; i < mrk; i++) {
             __m512bh a = (__m512bh)_mm512_set1_epi32((int)Ap[i * a_i]);
             c[i][0] = _mm512_dpbf16_ps(c[i][0], a, b0);
             if (nv == 2)
@@ -155,7 +159,7 @@ fr_bf16_micro(int kc2, const uint32_t *Ap, const ptrdiff_t a_i, const ptrdiff_t 
     }
     __mmask16 m0 = fr_bf16_mask(nr), m1 = fr_bf16_mask(nr - 16);
 #pragma GCC unroll 12
-    for (int i = 0; i < FR_BF16_MR; i++) {
+    for (int i = 0; i < mrk; i++) {
         if (i < mr) {
             float *cr = C + (ptrdiff_t)i * ldc;
             __m512 v0 = c[i][0], v1 = c[i][1];
@@ -179,14 +183,14 @@ __attribute__((noinline)) FR_BF16_FN static void
 fr_bf16_half_acols(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C, ptrdiff_t ldc,
                    int mr, int nr, int first)
 {
-    fr_bf16_micro(kc2, Ap, 1, FR_BF16_MR, Bp, C, ldc, mr, nr, first, 1);
+    fr_bf16_micro(kc2, Ap, 1, FR_BF16_MR, Bp, C, ldc, mr, nr, first, 1, FR_BF16_MR);
 }
 
 __attribute__((noinline)) FR_BF16_FN static void
 fr_bf16_half_arows(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C, ptrdiff_t ldc,
                    int mr, int nr, int first)
 {
-    fr_bf16_micro(kc2, Ap, kc2, 1, Bp, C, ldc, mr, nr, first, 1);
+    fr_bf16_micro(kc2, Ap, kc2, 1, Bp, C, ldc, mr, nr, first, 1, FR_BF16_MR);
 }
 
 FR_BF16_FN static void fr_bf16_micro_acols(int kc2, const uint32_t *Ap, const uint32_t *Bp,
@@ -196,7 +200,7 @@ FR_BF16_FN static void fr_bf16_micro_acols(int kc2, const uint32_t *Ap, const ui
         fr_bf16_half_acols(kc2, Ap, Bp, C, ldc, mr, nr, first);
         return;
     }
-    fr_bf16_micro(kc2, Ap, 1, FR_BF16_MR, Bp, C, ldc, mr, nr, first, 2);
+    fr_bf16_micro(kc2, Ap, 1, FR_BF16_MR, Bp, C, ldc, mr, nr, first, 2, FR_BF16_MR);
 }
 
 FR_BF16_FN static void fr_bf16_micro_arows(int kc2, const uint32_t *Ap, const uint32_t *Bp,
@@ -206,7 +210,7 @@ FR_BF16_FN static void fr_bf16_micro_arows(int kc2, const uint32_t *Ap, const ui
         fr_bf16_half_arows(kc2, Ap, Bp, C, ldc, mr, nr, first);
         return;
     }
-    fr_bf16_micro(kc2, Ap, kc2, 1, Bp, C, ldc, mr, nr, first, 2);
+    fr_bf16_micro(kc2, Ap, kc2, 1, Bp, C, ldc, mr, nr, first, 2, FR_BF16_MR);
 }
 
 /* Pack rows [0, n) of A (row l at S + l * lds, contiguous along k) as rows of bfloat16 pairs:
@@ -232,23 +236,62 @@ FR_BF16_FN static void fr_bf16_pack_a_rows(int n, int kc, const float *S, ptrdif
     }
 }
 
-/* The calling thread's packing buffers, kept between calls (pool threads live as long as the
- * process): the B block, then the A block. */
-static __thread uint32_t *fr_bf16_buf = NULL;
-static __thread size_t fr_bf16_cap = 0;
+/* A thread's buffers, kept between calls (pool threads live as long as the process) and freed
+ * when the thread ends (a pthread key's destructor: a layer called from short-lived threads
+ * does not leak them).  Slot 0: the products' packed blocks (B, then A); slot 1: the
+ * recurrent layers' packed weights (fr_bf16_weights), in use while the same thread's products
+ * fill slot 0. */
+typedef struct {
+    uint32_t *p[2];
+    size_t cap[2];
+} fr_bf16_bufs;
 
-static uint32_t *fr_bf16_buffer(size_t words)
+static pthread_key_t fr_bf16_key;
+static pthread_once_t fr_bf16_key_once = PTHREAD_ONCE_INIT;
+static int fr_bf16_key_ok = 0;
+static __thread fr_bf16_bufs *fr_bf16_mine = NULL;
+
+static void fr_bf16_free_bufs(void *arg)
 {
-    if (words > fr_bf16_cap) {
+    fr_bf16_bufs *b = (fr_bf16_bufs *)arg;
+    free(b->p[0]);
+    free(b->p[1]);
+    free(b);
+}
+
+static void fr_bf16_make_key(void)
+{
+    fr_bf16_key_ok = pthread_key_create(&fr_bf16_key, fr_bf16_free_bufs) == 0;
+}
+
+static uint32_t *fr_bf16_slot(int slot, size_t words)
+{
+    fr_bf16_bufs *b = fr_bf16_mine;
+    if (b == NULL) {
+        pthread_once(&fr_bf16_key_once, fr_bf16_make_key);
+        if (!fr_bf16_key_ok || (b = (fr_bf16_bufs *)calloc(1, sizeof(*b))) == NULL)
+            return NULL;
+        if (pthread_setspecific(fr_bf16_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+        fr_bf16_mine = b;
+    }
+    if (words > b->cap[slot]) {
         size_t bytes = (words * sizeof(uint32_t) + 63) & ~(size_t)63;
         uint32_t *p = (uint32_t *)aligned_alloc(64, bytes);
         if (p == NULL)
             return NULL;
-        free(fr_bf16_buf);
-        fr_bf16_buf = p;
-        fr_bf16_cap = words;
+        free(b->p[slot]);
+        b->p[slot] = p;
+        b->cap[slot] = words;
     }
-    return fr_bf16_buf;
+    return b->p[slot];
+}
+
+static uint32_t *fr_bf16_buffer(size_t words)
+{
+    return fr_bf16_slot(0, words);
 }
 
 /* C[M, N] = op(A)[M, K] op(B)[K, N] at bfloat16 precision (see the top of this file).
@@ -314,6 +357,89 @@ FR_BF16_FN static int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const f
     return 0;
 }
 
+/* ---- the recurrent layers' per-step products: the weights packed once per call ----------------
+ * A layer's h_{t-1} Wh (and backward's dG_t Wh^T) reads the same weights at every step: they are
+ * packed once per call into bfloat16 panels (the layout above, NR = 32 columns, all of K in one
+ * slice), and each step packs only its few rows of A. */
+
+/* 32-bit words a packed (K, N) matrix takes */
+static inline size_t fr_bf16_packed_words(int K, int N)
+{
+    return (size_t)((K + 1) / 2) * (size_t)((N + FR_BF16_NR - 1) / FR_BF16_NR * FR_BF16_NR);
+}
+
+/* Pack op(B) (K, N) into P: B[k * ldb + j], or with trans B[j * ldb + k] (the transpose of a
+ * row-major (N, K) matrix); returns the word after the copy. */
+FR_BF16_FN static uint32_t *fr_bf16_pack_b(int K, int N, const float *B, ptrdiff_t ldb,
+                                           int trans, uint32_t *P)
+{
+    if (trans)
+        fr_bf16_pack_rows(N, K, B, ldb, FR_BF16_NR, P);
+    else
+        fr_bf16_pack_cols(N, K, B, ldb, FR_BF16_NR, P);
+    return P + fr_bf16_packed_words(K, N);
+}
+
+/* a block of at most 4 or 8 rows computes only those (a step's rows on one thread: N8 on two
+ * threads ran 0.8x float32's speed computing 12) */
+__attribute__((noinline)) FR_BF16_FN static void
+fr_bf16_arows_4(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C, ptrdiff_t ldc, int mr,
+                int nr, int first)
+{
+    fr_bf16_micro(kc2, Ap, kc2, 1, Bp, C, ldc, mr, nr, first, 2, 4);
+}
+
+__attribute__((noinline)) FR_BF16_FN static void
+fr_bf16_arows_8(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C, ptrdiff_t ldc, int mr,
+                int nr, int first)
+{
+    fr_bf16_micro(kc2, Ap, kc2, 1, Bp, C, ldc, mr, nr, first, 2, 8);
+}
+
+/* C[M, N] = A[M, K] B (+ C with accumulate), B packed by fr_bf16_pack_b: the A rows packed into
+ * the thread's buffer, then every 32-column panel of B (streamed once) against all of them.
+ * 0, or -1 (C untouched) when the buffer cannot be had. */
+FR_BF16_FN static int fr_bf16_gemm_packed(int M, int N, int K, const float *A, ptrdiff_t lda,
+                                          const uint32_t *P, float *C, ptrdiff_t ldc,
+                                          int accumulate)
+{
+    if (M <= 0 || N <= 0)
+        return 0;
+    if (K <= 0) {
+        for (int i = 0; i < M && !accumulate; i++)
+            memset(C + (ptrdiff_t)i * ldc, 0, (size_t)N * sizeof(float));
+        return 0;
+    }
+    int kc2 = (K + 1) / 2;
+    uint32_t *Ap = fr_bf16_buffer((size_t)((M + FR_BF16_MR - 1) / FR_BF16_MR) * FR_BF16_MR * kc2);
+    if (Ap == NULL)
+        return -1;
+    fr_bf16_pack_a_rows(M, K, A, lda, Ap);
+    for (int q = 0; q * FR_BF16_NR < N; q++) {
+        const uint32_t *bq = P + (ptrdiff_t)q * kc2 * FR_BF16_NR;
+        int nr = N - q * FR_BF16_NR < FR_BF16_NR ? N - q * FR_BF16_NR : FR_BF16_NR;
+        for (int r = 0; r * FR_BF16_MR < M; r++) {
+            int mr = M - r * FR_BF16_MR < FR_BF16_MR ? M - r * FR_BF16_MR : FR_BF16_MR;
+            const uint32_t *ar = Ap + (ptrdiff_t)r * kc2 * FR_BF16_MR;
+            float *cr = C + (ptrdiff_t)r * FR_BF16_MR * ldc + q * FR_BF16_NR;
+            if (mr <= 4)
+                fr_bf16_arows_4(kc2, ar, bq, cr, ldc, mr, nr, !accumulate);
+            else if (mr <= 8)
+                fr_bf16_arows_8(kc2, ar, bq, cr, ldc, mr, nr, !accumulate);
+            else
+                fr_bf16_micro_arows(kc2, ar, bq, cr, ldc, mr, nr, !accumulate);
+        }
+    }
+    return 0;
+}
+
+/* The calling thread's buffer for a call's packed weights (kept between calls; apart from the
+ * products' own, which the same thread fills while the weights are in use): NULL if short. */
+static uint32_t *fr_bf16_weights(size_t words)
+{
+    return fr_bf16_slot(1, words);
+}
+
 #else /* no AVX512-BF16 build */
 
 static int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const float *A, ptrdiff_t lda,
@@ -322,6 +448,33 @@ static int fr_sgemm_bf16(int ta, int tb, int M, int N, int K, const float *A, pt
     (void)ta; (void)tb; (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb;
     (void)C; (void)ldc;
     return -1;
+}
+
+
+static inline size_t fr_bf16_packed_words(int K, int N)
+{
+    (void)K; (void)N;
+    return 0;
+}
+
+static uint32_t *fr_bf16_pack_b(int K, int N, const float *B, ptrdiff_t ldb, int trans,
+                                uint32_t *P)
+{
+    (void)K; (void)N; (void)B; (void)ldb; (void)trans;
+    return P;
+}
+
+static int fr_bf16_gemm_packed(int M, int N, int K, const float *A, ptrdiff_t lda,
+                               const uint32_t *P, float *C, ptrdiff_t ldc, int accumulate)
+{
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)ldc; (void)accumulate;
+    return -1;
+}
+
+static uint32_t *fr_bf16_weights(size_t words)
+{
+    (void)words;
+    return NULL;
 }
 
 #endif
