@@ -289,36 +289,43 @@ def teacher_forced(ref, kind, layer, hs_layer, xs, Wx, Wh, b, kw, h_mask=None):
 
 # (kind, how the time loop is shared, threads): by hidden units is the LSTM's only
 SPLITS = [(k, "rows", n) for k in RECURRENT for n in (1, 2)] + [("lstm", "units", 2)]
-# (batch rows N, recurrent dropout's mask?) for each: a thread's rows in register blocks of 12,
-# 8 and 4 (N 3 on one thread only: on two, each thread's 9-18 rows of the input projection go
-# to the direct kernel, float32, not to the bfloat16 product)
+# (batch rows N, recurrent dropout's mask?, hidden units H) for each: a thread's rows in
+# register blocks of 12, 8 and 4 (N 3 on one thread only: on two, each thread's 9-18 rows of the
+# input projection go to the direct kernel, float32, not to the bfloat16 product); an odd H (a
+# zero-padded last k-pair, partial panels, uneven shares of units)
 STEP_CASES = [
-    (*split, N, masked)
+    (*split, N, masked, H)
     for split in SPLITS
-    for N, masked in [(24, False), (24, True), (7, False), (3, False)]
+    for N, masked, H in [
+        (24, False, 48),
+        (24, True, 48),
+        (7, False, 48),
+        (3, False, 48),
+        (24, False, 37),
+    ]
     if N > 3 or split[2] == 1
 ]
 
 
 @needs_bf16
-@pytest.mark.parametrize("kind, how, threads, N, masked", STEP_CASES)
+@pytest.mark.parametrize("kind, how, threads, N, masked, H", STEP_CASES)
 def test_recurrent_medium_forward_rounds_every_product(
-    bf16_reference, kind, how, threads, N, masked
+    bf16_reference, kind, how, threads, N, masked, H
 ):
     """matmul_precision="medium" rounds the operands of every product, the input projection's
     and each step's h_{t-1} Wh (from Wh packed once per call in bfloat16): every step of hs
     equals the float64 reference cell with bfloat16-rounded operands, run from the layer's own
     state before it, to float32 rounding -- by batch rows on 1 and 2 threads, by hidden units
     (the LSTM's 2-thread path), with recurrent dropout's mask (0 or 2, exact), and for
-    register blocks of 12, 8 and 4 rows.  The classic
+    register blocks of 12, 8 and 4 rows, H even and odd.  The classic
     GRU rounds r * h_{t-1}, which the reference forms in float64: a value within float32
     rounding of a bfloat16 tie may round the other way there, so a few entries may differ by
     one bfloat16 step of that product."""
     from fastrnn import _recurrent
 
     rng = np.random.default_rng(7)
-    cls, kw, Wx, Wh, b, xs, _ = recurrent_case(kind, rng, N=N, T=9, D=40, H=48)
-    h_mask = (2.0 * (rng.random((N, 48)) < 0.5)).astype(np.float32) if masked else None
+    cls, kw, Wx, Wh, b, xs, _ = recurrent_case(kind, rng, N=N, T=9, D=40, H=H)
+    h_mask = (2.0 * (rng.random((N, H)) < 0.5)).astype(np.float32) if masked else None
     layer = cls(Wx, Wh, b, matmul_precision="medium", **kw)
     layer.threads = threads
     old = _recurrent._set_unit_split(1 if how == "units" else 0)
@@ -339,16 +346,17 @@ def test_recurrent_medium_forward_rounds_every_product(
 
 @needs_bf16
 @pytest.mark.parametrize(
-    "kind, how, threads, N", [c[:4] for c in STEP_CASES if c[0] in ("rnn", "lstm") and not c[4]]
+    "kind, how, threads, N, H",
+    [(*c[:4], c[5]) for c in STEP_CASES if c[0] in ("rnn", "lstm") and not c[4]],
 )
-def test_recurrent_medium_backward_step_product_is_rounded(kind, how, threads, N):
+def test_recurrent_medium_backward_step_product_is_rounded(kind, how, threads, N, H):
     """Backward's per-step product at "medium": the gradient leaving the first step, dh0 =
     bf16(dG_0) bf16(Wh)^T for the kernel's own gate gradients dG (its scratch), to float32
     rounding of the sums (by rows on 1 and 2 threads, and by units)."""
     from fastrnn import _recurrent
 
     rng = np.random.default_rng(11)
-    cls, kw, Wx, Wh, b, xs, dhs = recurrent_case(kind, rng, N=N, T=9, D=40, H=48)
+    cls, kw, Wx, Wh, b, xs, dhs = recurrent_case(kind, rng, N=N, T=9, D=40, H=H)
     layer = cls(Wx, Wh, b, matmul_precision="medium", **kw)
     layer.threads = threads
     old = _recurrent._set_unit_split(1 if how == "units" else 0)
