@@ -16,7 +16,7 @@ IMPL_BACKEND = {
     "torch_loop": "torch",
     "floor": "floor",
 }
-#: fastrnn_bf16: fastrnn's model with matmul_precision="medium" (bfloat16 large products);
+#: fastrnn_bf16: fastrnn's model with matmul_precision="medium" (bfloat16 products);
 #: model rows only, and only when asked for (--impls), being another computation
 MODEL_IMPLS = ("fastrnn", "fastrnn_bf16", "reference", "torch")
 MODEL_ONLY_IMPLS = ("fastrnn_bf16",)  # --impls may name them beside LAYER_IMPLS

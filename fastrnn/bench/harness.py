@@ -503,7 +503,7 @@ def _cross_check(case, outs):
 # loosely there; the book NumPy model computes what fastrnn's does at every iteration
 FIRST_LOSS_RTOL = 1e-4
 LATER_LOSS_RTOL = {"reference": 1e-4, "torch": 0.05, "fastrnn_bf16": 0.01}
-# bfloat16 read-out products: the loss within bfloat16's precision from the first iteration
+# bfloat16 products: the loss within bfloat16's precision from the first iteration
 FIRST_LOSS_RTOL_OF = {"fastrnn_bf16": 0.01}
 
 

@@ -215,7 +215,7 @@ def format_report(results, markdown=False):
 
     reps = cfg.get("repeats", "?")
     bf16 = (
-        " (fastrnn bf16: its large products at bfloat16 precision, matmul_precision='medium')"
+        " (fastrnn bf16: its products at bfloat16 precision, matmul_precision='medium')"
         if "fastrnn_bf16" in cfg.get("model_impls", ())
         else ""
     )

@@ -1,4 +1,4 @@
-"""The precision of the layers' large matrix products: one home for its names, checks and the
+"""The precision of the layers' matrix products: one home for its names, checks and the
 ``matmul_precision`` setting the layers share.
 
 ``"highest"``: the products in the parameters' dtype.  ``"medium"`` (float32 only): both
@@ -29,12 +29,12 @@ def check_matmul_precision(value, dtype, what="parameters"):
 
 
 class MatmulPrecision:
-    """The ``matmul_precision`` setting of a layer whose large products can run in bfloat16
+    """The ``matmul_precision`` setting of a layer whose products can run in bfloat16
     (``TimeAffine``, the recurrent layers); the layer names its dtype by ``_param_dtype``."""
 
     @property
     def matmul_precision(self):
-        """The large products' precision: "highest", or "medium" (bfloat16 operands, float32
+        """The products' precision: "highest", or "medium" (bfloat16 operands, float32
         sums; float32 layers, CPUs with AVX512-BF16).  May change between calls."""
         return self._matmul_precision
 

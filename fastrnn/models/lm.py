@@ -293,7 +293,7 @@ class LanguageModel:
 
     @property
     def matmul_precision(self):
-        """The large products' precision (see the class parameters); setting it sets every
+        """The products' precision (see the class parameters); setting it sets every
         layer's, between calls."""
         return self._matmul_precision
 

@@ -43,7 +43,7 @@ HYPERPARAMETERS = {
     "init": str,  # "uniform" (+-init_scale), "normal" (the book's), "orthogonal"
     "init_scale": float,
     "dtype": str,
-    "matmul_precision": str,  # the large products: "highest", or "medium" (bfloat16)
+    "matmul_precision": str,  # the matrix products: "highest", or "medium" (bfloat16)
     # training
     "batch_size": int,
     "bptt": int,
