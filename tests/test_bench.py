@@ -469,9 +469,11 @@ def test_bf16_model_rows_run_where_the_cpu_has_bf16():
         assert any("fastrnn_bf16/fastrnn" in row for row in r["ratios"])
         assert "fastrnn bf16" in "\n".join(bench.format_model_table(r))
         assert "bfloat16 precision" in bench.format_report(r)
+        assert "fastrnn's bfloat16 kernel" in bench.format_machine(r)
     else:
         assert impls == {"fastrnn"}
         assert any("no AVX512-BF16" in n for n in r["meta"]["notes"])
+        assert "bfloat16 kernel" not in bench.format_machine(r)
     assert r["layers"] == []  # a model-only implementation adds no layer rows
 
 

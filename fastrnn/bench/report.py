@@ -405,6 +405,11 @@ def _kernels_text(meta):
             )
         )
         parts.append(f"input projection and dX: {sgemm}")
+    if fr.get("bf16") and "fastrnn_bf16" in meta.get("config", {}).get("model_impls", ()):
+        parts.append(
+            "fastrnn bf16: its products by fastrnn's bfloat16 kernel (VDPBF16PS, fr_bf16.h; "
+            "float32 for up to 24 rows and for a single row's or step's)"
+        )
     if "torch" in w:
         parts.append(
             "torch: its own CPU kernels"
