@@ -514,3 +514,16 @@ def test_bfloat16_buffers_freed_when_a_thread_ends():
         t.start()
         t.join()
     assert rss() - before < 64 << 20, (rss() - before) >> 20
+
+
+def test_command_lines_say_what_medium_runs(monkeypatch):
+    """The note `fastrnn lm train` and `fastrnn classify train` print beside their settings:
+    nothing for "highest"; for "medium", bfloat16 products, or where the CPU lacks
+    AVX512-BF16, that the products stay float32."""
+    from fastrnn.layers._precision import precision_note
+
+    assert precision_note("highest") == ""
+    monkeypatch.setattr(_lm, "bf16_supported", lambda: True)
+    assert "products at bfloat16 precision" in precision_note("medium")
+    monkeypatch.setattr(_lm, "bf16_supported", lambda: False)
+    assert "no AVX512-BF16, the products stay float32" in precision_note("medium")

@@ -207,6 +207,7 @@ def test_classify_train_on_a_file(tmp_path, capsys, rng, precision):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "train accuracy" in out and "test accuracy" in out
+    assert ("matmul_precision medium" in out.splitlines()[0]) == (precision == "medium"), out
     test_acc = float(out.split("test accuracy ")[1].split("%")[0])
     assert test_acc >= 80.0
     if CLASSES is None:

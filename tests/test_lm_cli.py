@@ -615,6 +615,8 @@ def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
     ]
     run = ["lm", "train", "--data", data, *flags]
     assert main([*run, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]  # says what "medium" runs, where asked
+    assert ("matmul_precision medium" in header) == (kind == "lm-bf16"), header
     assert main([*run, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
     assert resume(data, tmp_path / "b", "--epochs", "3", "--no-progress", "--no-plot") == 0
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())

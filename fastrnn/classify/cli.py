@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from ..cli import check_output_file, fraction, positive, seed
-from ..layers._precision import MATMUL_PRECISIONS
+from ..layers._precision import MATMUL_PRECISIONS, precision_note
 from .data import read_labelled, read_sentences, read_word_vectors, vocabulary
 from .text import TextClassifier
 from .training import DEMO_DEFAULTS, fit_text_classifier, layer_classes, run_demo
@@ -103,6 +103,7 @@ def run_train(args):
     print(
         f"{len(train_examples)} training and {len(test_examples)} test examples, "
         f"{len(words)} words, {len({lab for lab, _ in train_examples})} labels{note}"
+        + precision_note(args.matmul_precision)
     )
     vectors = None
     if args.embeddings:

@@ -28,6 +28,18 @@ def check_matmul_precision(value, dtype, what="parameters"):
     return value
 
 
+def precision_note(value):
+    """What the command lines print of a run's matmul precision: "" for "highest", else which
+    products "medium" gets on this CPU (bfloat16, or float32 where it lacks AVX512-BF16)."""
+    if value == "highest":
+        return ""
+    from .._lm import bf16_supported
+
+    if bf16_supported():
+        return ", products at bfloat16 precision (matmul_precision medium)"
+    return ", matmul_precision medium: this CPU has no AVX512-BF16, the products stay float32"
+
+
 class MatmulPrecision:
     """The ``matmul_precision`` setting of a layer whose products can run in bfloat16
     (``TimeAffine``, the recurrent layers); the layer names its dtype by ``_param_dtype``."""

@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..io import atomic_write_to
+from ..layers._precision import precision_note
 from . import checkpoint as ckpt, config
 from .config import UsageError, check_config, config_from_args, flag, make_trainer, thread_limit
 from .data import load_corpus, window_count
@@ -295,6 +296,7 @@ class _Run:
             f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
             f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
             + (f", {par.size} MPI ranks" if par is not None else "")
+            + precision_note(cfg.get("matmul_precision", "highest"))
             + (f", resuming {_where(self.trainer)}" if args.resume else ""),
             flush=True,
         )
