@@ -213,8 +213,9 @@ cdef floating *step_weights_bf16(Loop *L, int threads, bint backward,
     (Wp, and wbf16 False, where they stay float32: float64, not PACKED, the RNN's fused steps,
     no AVX512-BF16, or no memory).  The buffer holds the largest layout
     of the call: Wh (H, GH) or Wh^T (GH, H) in 32-column panels, or shared by units, each
-    share's columns of every gate block padded to whole panels (at most 16 columns more than
-    its own: share_cols gives whole 16-column units).  Measured: see fr_bf16.h."""
+    share's columns of every gate block padded to whole panels (at most 31 columns more than
+    its own; units_share_bf16 gives each share 32 columns to spare, and there are at most
+    `threads` shares).  Measured: see fr_bf16.h."""
     cdef int H = L.H, GH = L.GH, K = GH if backward else H
     cdef size_t words
     cdef floating *P
@@ -225,7 +226,7 @@ cdef floating *step_weights_bf16(Loop *L, int threads, bint backward,
     # (a split into two packed parts takes at most a panel row or column more)
     words = max(fr_bf16_packed_words(K, GH + H - K) + 32 * <size_t>(GH + H),
                 <size_t>((K + 1) // 2) * (GH // H if not backward else 1)
-                * (H + 16 * max(threads, 1)))
+                * (H + 32 * max(threads, 1)))
     P = <floating *>fr_bf16_weights(words)
     if P == NULL:
         return Wp
@@ -235,10 +236,11 @@ cdef floating *step_weights_bf16(Loop *L, int threads, bint backward,
 
 cdef inline floating *units_share_bf16(const Loop *L, floating *Wp, int s, Py_ssize_t j0,
                                        bint backward) noexcept nogil:
-    """Where share s (units from j0) packs its bfloat16 columns (step_weights_bf16's layout)."""
+    """Where share s (units from j0) packs its bfloat16 columns (step_weights_bf16's layout):
+    every share before it took its own columns plus at most 31 of panel padding."""
     cdef int K = L.GH if backward else L.H
     cdef Py_ssize_t per_col = ((K + 1) // 2) * (1 if backward else L.cell.blocks)
-    return Wp + per_col * (j0 + 16 * s)
+    return Wp + per_col * (j0 + 32 * s)
 
 
 # ---- forward -----------------------------------------------------------------------------------
