@@ -18,7 +18,7 @@ Packages: ``fastrnn.layers`` (recurrent layers and cells, language-model time la
 layers and models in one ``.npz`` file with a JSON config, no pickle (``fastrnn.io``).
 ``fastrnn.blas_info()`` tells which BLAS library the kernels call (``FASTRNN_BLAS``);
 ``fastrnn.bf16_supported()`` whether this CPU runs the bfloat16 products of
-``TimeAffine(matmul_precision="medium")``.
+``matmul_precision="medium"`` (``TimeAffine``, the recurrent layers and the models).
 """
 
 from . import diagnostics
