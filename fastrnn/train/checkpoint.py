@@ -91,7 +91,12 @@ def _describe(x):
 # what a checkpoint record's config holds: HYPERPARAMETERS' keys (these may be absent or null)
 _OPTIONAL_CONFIG = ("patience", "max_vocab")
 # keys newer than some records: absent means the value runs had before the key existed
-ADDED_CONFIG = {"matmul_precision": "highest"}
+ADDED_CONFIG = {
+    "matmul_precision": "highest",
+    "average": "none",
+    "average_after": 0,
+    "nonmono": 5,
+}
 
 
 def _is_int(x):
@@ -192,6 +197,18 @@ def check_record(state, path="checkpoint.json", complete=False):
     need(state, "ranks", "", lambda v: _is_int(v) and v >= 1, "an integer >= 1", optional=True)
     need(state, "partial", "", lambda v: isinstance(v, bool), "true or false", optional=True)
     need(state, "best", "", lambda v: isinstance(v, dict), "a JSON object", optional=True)
+    need(
+        state, "average", "", lambda v: v is None or isinstance(v, dict), "null or a JSON object",
+        optional=True,
+    )  # fmt: skip
+    if state.get("average") is not None:
+        need(
+            state["average"],
+            "count",
+            "average.",
+            lambda v: _is_int(v) and v >= 1,
+            "an integer >= 1",
+        )
     if state.get("best"):
         need(state["best"], "epoch", "best.", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
         need(state["best"], "val_ppl", "best.", _is_number, "a finite number")

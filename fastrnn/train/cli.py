@@ -24,6 +24,7 @@ import sys
 
 from ..cli import seed
 from ..layers._precision import MATMUL_PRECISIONS
+from .averaging import AVERAGING
 from .data import BATCHINGS
 from .presets import DEFAULT_PRESET, PRESETS
 from .run import run_train
@@ -198,6 +199,26 @@ def _add_train_arguments(p):
         type=float,
         metavar="F",
         help="plateau schedule: divide lr by F when validation does not improve",
+    )
+    g.add_argument(
+        "--average",
+        choices=AVERAGING,
+        help="weight averaging (averaged SGD): evaluate and keep the mean of the weights over "
+        "the updates since it started; nt: once validation is worse than the best of the "
+        "epochs more than --nonmono before (Merity et al.'s NT-ASGD); after: from epoch "
+        "--average-after + 1 (default: none; --resume may switch it on)",
+    )
+    g.add_argument(
+        "--average-after",
+        type=int,
+        metavar="K",
+        help="--average after: the epochs trained before averaging starts (default 0)",
+    )
+    g.add_argument(
+        "--nonmono",
+        type=int,
+        metavar="K",
+        help="--average nt: the epochs of noise its trigger waits out (default 5)",
     )
     g.add_argument("--clip", type=float, metavar="C", help="global-norm clip (0: none)")
     g.add_argument(

@@ -7,6 +7,7 @@ import contextlib
 import math
 
 from ..layers._precision import MATMUL_PRECISIONS
+from .averaging import AVERAGING
 from .data import UNK
 from .presets import DEFAULT_PRESET, HYPERPARAMETERS, preset
 from .schedules import make_schedule
@@ -62,6 +63,9 @@ def check_config(cfg):
         need(math.isfinite(cfg[key]) and cfg[key] > 0, key, "a positive number")
     need(math.isfinite(cfg["clip"]) and cfg["clip"] >= 0, "clip", ">= 0 (0: no clipping)")
     need(cfg["decay_after"] >= 0, "decay_after", "a non-negative integer")
+    need(cfg["average"] in AVERAGING, "average", " or ".join(map(repr, AVERAGING)))
+    need(cfg["average_after"] >= 0, "average_after", "a non-negative integer")
+    need(cfg["nonmono"] >= 1, "nonmono", "a positive integer (epochs)")
     need(cfg["seed"] >= 0, "seed", "a non-negative integer")
     need(
         cfg["matmul_precision"] in MATMUL_PRECISIONS,
@@ -191,6 +195,9 @@ def make_trainer(cfg, model, threads, progress, parallel=None):
         threads=threads or None,
         progress=progress,
         parallel=parallel,
+        average=cfg["average"],
+        average_after=cfg["average_after"],
+        nonmono=cfg["nonmono"],
     )
 
 

@@ -55,6 +55,9 @@ HYPERPARAMETERS = {
     "lr_decay": float,
     "decay_after": int,
     "plateau_factor": float,
+    "average": str,  # weight averaging: "none", "nt" (Merity et al.'s NT-ASGD) or "after"
+    "average_after": int,  # average "after": the epochs before averaging starts
+    "nonmono": int,  # average "nt": the epochs of noise its trigger waits out
     "clip": float,  # 0: no clipping
     "loss": str,  # "mean" (book) or "sum" over time (Zaremba)
     "epochs": int,
@@ -80,6 +83,9 @@ _BASE = {
     "lr_decay": 0.5,
     "decay_after": 4,
     "plateau_factor": 4.0,
+    "average": "none",
+    "average_after": 0,
+    "nonmono": 5,
     "seed": 0,
     "patience": None,
     "max_vocab": None,

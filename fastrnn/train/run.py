@@ -21,8 +21,9 @@ from .trainer import TrainingInterrupted
 __all__ = ["RESUME_FLAGS", "run_train"]
 
 # flags that may accompany --resume (everything else comes from the checkpoint; the evaluation
-# window changes the speed, not the numbers; the patience only where the run stops)
-RESUME_FLAGS = ("epochs", "eval_bptt", "patience")
+# window changes the speed, not the numbers; the patience only where the run stops; averaging
+# may be switched on for the epochs to come, as Merity et al. fine-tune a trained model)
+RESUME_FLAGS = ("epochs", "eval_bptt", "patience", "average", "average_after", "nonmono")
 
 
 def _where(trainer):
@@ -323,7 +324,8 @@ class _Run:
         if metrics["val_ppl"] < self.best.get("val_ppl", math.inf):
             self.best.update(epoch=metrics["epoch"], val_ppl=metrics["val_ppl"])
             if self.lead:
-                ckpt.save_best(self.out, tr.model, dict(self.best))
+                with tr.evaluation_weights():  # (the averaged weights, if averaging)
+                    ckpt.save_best(self.out, tr.model, dict(self.best))
         self.save_last(tr, bool(metrics.get("partial")))
         if self.lead:
             self._write_metrics()
@@ -385,7 +387,8 @@ class _Run:
         if best:
             from ..io import load
 
-            test_ppl_final = trainer.evaluate(self.corpus.test, "test")
+            with trainer.evaluation_weights():
+                test_ppl_final = trainer.evaluate(self.corpus.test, "test")
             print(
                 f"test ppl {test_ppl_final:.2f} (final model, epoch {trainer.history[-1]['epoch']})"
             )

@@ -20,12 +20,14 @@ Perplexity is measured at batch 1 with the state carried across windows of T ste
 Zaremba et al.'s word-by-word evaluation, T steps per call.
 """
 
+import contextlib
 import math
 import time
 
 import numpy as np
 
 from ..models.lm import _positive_int
+from .averaging import AVERAGING, WeightAverage, nt_triggered
 from .data import eval_windows, train_windows, window_count
 from .optim import SGD, Adam
 
@@ -254,6 +256,17 @@ class LMTrainer:
         Threads for :func:`fastrnn.clip_grads` (the layers follow BLAS's setting).
     progress : bool
         Show tqdm progress bars.
+    average : {"none", "nt", "after"}
+        Weight averaging (averaged SGD, :mod:`fastrnn.train.averaging`): once it starts, every
+        evaluation, the schedule and the best model see the mean of the parameters over the
+        updates since, while training goes on with the parameters themselves.  "nt": it starts
+        after the first epoch whose validation perplexity is worse than the best of those more
+        than `nonmono` epochs before (Merity et al.'s NT-ASGD); "after": with epoch
+        `average_after` + 1.
+    average_after : int
+        With average "after": the epochs trained before averaging starts (0: from the start).
+    nonmono : int
+        With average "nt": the epochs of noise the trigger waits out (Merity et al.: 5).
     """
 
     def __init__(
@@ -271,6 +284,9 @@ class LMTrainer:
         threads=None,
         progress=True,
         parallel=None,
+        average="none",
+        average_after=0,
+        nonmono=5,
     ):
         for name in ("params", "grads", "forward", "backward", "reset_state"):
             if not hasattr(model, name):
@@ -287,6 +303,15 @@ class LMTrainer:
         _positive_int(bptt, "bptt")
         if eval_bptt is not None:
             _positive_int(eval_bptt, "eval_bptt")
+        if average not in AVERAGING:
+            raise ValueError(f"average must be one of {', '.join(AVERAGING)}, got {average!r}")
+        if (
+            isinstance(average_after, bool)
+            or not isinstance(average_after, int)
+            or average_after < 0
+        ):
+            raise ValueError(f"average_after must be a non-negative integer, got {average_after!r}")
+        _positive_int(nonmono, "nonmono")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batch_size, self.bptt, self.clip, self.loss = batch_size, bptt, clip, loss
         self.batching = batching
@@ -310,6 +335,26 @@ class LMTrainer:
         self.checkpoint_wanted = self.checkpoint_due = False
         self._stop_agreed = False  # with MPI: stop_requested of any rank, after an update
         self._groups = unique_params(model.params, model.grads)
+        self.average, self.average_after, self.nonmono = average, average_after, nonmono
+        self.averager = None  # the WeightAverage, once averaging has started
+
+    # -- weight averaging ---------------------------------------------------------------------
+    def _unique_params(self):
+        """The parameters an update changes: one array for each group of tied ones."""
+        params = self.model.params
+        return [params[i] for i, _ in self._groups]
+
+    def start_averaging(self):
+        """Average the weights from now on (the mean starts at their current values)."""
+        if self.averager is None:
+            self.averager = WeightAverage(self._unique_params())
+
+    def evaluation_weights(self):
+        """A context in which the model holds the weights evaluated and saved as its best:
+        with averaging started, the mean (:meth:`WeightAverage.swapped_in`); else its own."""
+        if self.averager is None:
+            return contextlib.nullcontext()
+        return self.averager.swapped_in(self._unique_params())
 
     # -- one update ---------------------------------------------------------------------------
     def _params_grads(self):
@@ -348,6 +393,8 @@ class LMTrainer:
         if self.clip is not None:
             self.last_grad_norm = clip_grads(grads, self.clip, threads=self.threads)
         self.optimizer.update(params, grads)
+        if self.averager is not None:
+            self.averager.update(params)
         self.step += 1
         return loss
 
@@ -364,6 +411,8 @@ class LMTrainer:
         epoch's mean global gradient norm before clipping), "grad_norm_max" and "clipped" (the
         fraction of updates whose norm exceeded the clip)}."""
         N, T = self.batch_size, self.bptt
+        if self.average == "after" and self.epoch >= self.average_after:
+            self.start_averaging()
         lr = self.schedule.lr(self.epoch)
         self.optimizer.lr = lr
         windows = window_count(len(ids), N, T, self.batching)
@@ -497,7 +546,9 @@ class LMTrainer:
                     )
                 break
             stats = self.train_epoch(train_ids, remaining, on_window)
-            val_ppl = self.evaluate_shared(valid_ids, "valid")
+            with self.evaluation_weights():
+                val_ppl = self.evaluate_shared(valid_ids, "valid")
+            averaged = None if self.averager is None else self.averager.count
             self.position = None
             self.schedule.observe(self.epoch, val_ppl)
             self.epoch += 1
@@ -513,21 +564,39 @@ class LMTrainer:
             for key in ("grad_norm", "grad_norm_max", "clipped"):
                 if key in stats:
                     metrics[key] = stats[key]
+            if averaged is not None:  # the evaluated weights: the mean of this many
+                metrics["averaged_over"] = averaged
             partial = stats["windows_done"] < stats["windows"]
             if partial:
                 metrics["partial"] = True
+            earlier = [m["val_ppl"] for m in self.history if not m.get("partial")]
+            start = (
+                self.average == "nt"
+                and self.averager is None
+                and not partial
+                and nt_triggered(earlier, val_ppl, self.nonmono)
+            )
             self.history.append(metrics)
             if log:
                 log(
                     f"epoch {self.epoch:3d}  lr {stats['lr']:.4g}  train ppl "
                     f"{stats['train_ppl']:9.2f}  val ppl {val_ppl:9.2f}  "
                     f"{stats['words_per_sec']:8.0f} words/s  {stats['seconds']:7.1f} s"
+                    + (f"  (weights averaged over {averaged} updates)" if averaged else "")
                     + (
                         f"  (stopped after {stats['steps']} of {stats['windows']} windows)"
                         if partial
                         else ""
                     )
                 )
+            if start:
+                self.start_averaging()
+                if log:
+                    log(
+                        f"averaging the weights from here on: validation {val_ppl:.2f} is worse "
+                        f"than epoch {1 + int(np.argmin(earlier))}'s {min(earlier):.2f}, more "
+                        f"than {self.nonmono} epochs ago"
+                    )
             if on_epoch is not None:
                 on_epoch(self, metrics)
             if remaining is not None:
@@ -552,7 +621,11 @@ class LMTrainer:
             "history": self.history,
             "position": self.position,
             "ranks": 1 if par is None else par.size,
+            "average": None if self.averager is None else {"count": self.averager.count},
         }
+        if self.averager is not None:
+            for k, m in enumerate(self.averager.means):
+                arrays[f"avg{k}"] = m
         if par is not None:  # collective: every rank's dropout streams
             state["rng_states_by_rank"] = par.gather_json(rngs)
         if self.position is not None:  # inside an epoch: the state carried to the next window
@@ -621,7 +694,26 @@ class LMTrainer:
                 raise ValueError(
                     f"checkpoint lacks the carried-state array {e.args[0]!r}"
                 ) from None
+        averager = None
+        if state.get("average") is not None:
+            if self.average == "none":
+                raise ValueError(
+                    "checkpoint holds an average of the weights (averaging had started); "
+                    "resume it with averaging on ('nt' or 'after')"
+                )
+            try:
+                means = [arrays[f"avg{k}"] for k in range(len(self._groups))]
+                averager = WeightAverage(
+                    self._unique_params(), state["average"].get("count"), means
+                )
+            except KeyError as e:
+                raise ValueError(
+                    f"checkpoint lacks the weight-average array {e.args[0]!r}"
+                ) from None
+            except (ValueError, AttributeError) as e:
+                raise ValueError(f"checkpoint weight average: {e}") from None
         load_optimizer_state(self.optimizer, state["optimizer"], arrays)
+        self.averager = averager
         for g, st in zip(gens, rngs):
             g.bit_generator.state = st
         self.schedule.load_state(state["schedule"])

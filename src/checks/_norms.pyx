@@ -30,7 +30,7 @@ cdef extern from "fr_reduce.h" nogil:
     int fr_all_finite_d(const double *x, Py_ssize_t n)
     void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
     void fr_step_many(const fr_buf *bufs, const fr_buf *grads, Py_ssize_t n, int threads,
-                      double lr)
+                      double lr, int lerp)
     void fr_adam_many(const fr_buf *p, const fr_buf *g, const fr_buf *m, const fr_buf *v,
                       Py_ssize_t n, int threads, double c1, double c2, double lr_t, double eps)
 
@@ -260,12 +260,27 @@ def sgd_step(params, grads, lr, threads=None):
 
     Returns the indices of the pairs it left alone (not ndarrays of one float dtype, size and
     memory order, p read-only, or p and g sharing memory): the caller updates those itself."""
+    return _pairs_pass(params, grads, lr, threads, False, "params and grads")
+
+
+def average_step(means, params, weight, threads=None):
+    """means[k] += weight * (params[k] - means[k]) for every pair, in place, in one pass: a
+    running mean of the params (weight 1 / count), the same bits as that NumPy line (the
+    difference, the product and the sum each rounded in the arrays' dtype).  Threads, and the
+    indices of the pairs left to the caller, as :func:`sgd_step`'s."""
+    return _pairs_pass(means, params, weight, threads, True, "means and params")
+
+
+cdef list _pairs_pass(object targets, object sources, object rate, object threads, bint lerp,
+                      str names):
+    """targets[k] -= rate * sources[k] (lerp: targets[k] += rate * (sources[k] - targets[k]))
+    in one threaded pass; the indices of the pairs it left alone."""
     cdef int max_threads
     max_threads = _max_threads(threads)
-    cdef double rate = float(lr)
-    cdef list ps = list(params), gs = list(grads)
+    cdef double r = float(rate)
+    cdef list ps = list(targets), gs = list(sources)
     if len(ps) != len(gs):
-        raise ValueError(f"params and grads must pair up, got {len(ps)} and {len(gs)} arrays")
+        raise ValueError(f"{names} must pair up, got {len(ps)} and {len(gs)} arrays")
     cdef Py_ssize_t n = len(ps), k, m = 0, total = 0
     cdef fr_buf *pb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
     cdef fr_buf *gb = <fr_buf *>malloc((n + 1) * sizeof(fr_buf))
@@ -287,7 +302,7 @@ def sgd_step(params, grads, lr, threads=None):
             m += 1
         nthreads = _step_threads(spans, m, total, max_threads)
         with nogil:
-            fr_step_many(pb, gb, m, nthreads, rate)
+            fr_step_many(pb, gb, m, nthreads, r, lerp)
         return skipped
     finally:
         free(pb); free(gb); free(spans)

@@ -89,6 +89,26 @@ FR_NO_CONTRACT FR_KERNEL void fr_sub_scaled_d(double *restrict y, const double *
     }
 }
 
+/* y += w * (x - y), rounded as NumPy's `y += w * (x - y)` is (difference, product, sum): a
+ * running mean of the x seen (w = 1 / count), as weight averaging keeps one */
+FR_NO_CONTRACT FR_KERNEL void fr_lerp_f(float *restrict y, const float *restrict x, Py_ssize_t n,
+                                        float w)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float t = w * (x[i] - y[i]);
+        y[i] = y[i] + t;
+    }
+}
+
+FR_NO_CONTRACT FR_KERNEL void fr_lerp_d(double *restrict y, const double *restrict x,
+                                        Py_ssize_t n, double w)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double t = w * (x[i] - y[i]);
+        y[i] = y[i] + t;
+    }
+}
+
 /* One Adam step (the book's form), rounded as NumPy 2 rounds its lines
  *     m += (1 - beta1) * (g - m);  v += (1 - beta2) * (g * g - v)
  *     p -= (lr_t * m / (sqrt(v) + eps)).astype(p.dtype)      (lr_t a float64 scalar)
@@ -184,6 +204,7 @@ typedef struct {
     double *part;
     double rate;                /* scale: the factor; step: the learning rate */
     const fr_buf *grads;        /* step: bufs[k] -= rate * grads[k] (same sizes and dtypes) */
+    int lerp;                   /* with grads: bufs[k] += rate * (grads[k] - bufs[k]) instead */
 } fr_pass;
 
 static void fr_pass_task(void *arg, int tid, int nthreads)
@@ -203,7 +224,11 @@ static void fr_pass_task(void *arg, int tid, int nthreads)
                               : fr_sumsq_d((const double *)b->data + off, len);
         } else if (j->grads) {
             const char *g = j->grads[k].data;
-            if (b->f32)
+            if (j->lerp && b->f32)
+                fr_lerp_f((float *)b->data + off, (const float *)g + off, len, (float)j->rate);
+            else if (j->lerp)
+                fr_lerp_d((double *)b->data + off, (const double *)g + off, len, j->rate);
+            else if (b->f32)
                 fr_sub_scaled_f((float *)b->data + off, (const float *)g + off, len,
                                 (float)j->rate);
             else
@@ -220,7 +245,7 @@ static void fr_pass_task(void *arg, int tid, int nthreads)
  * `threads` threads */
 __attribute__((unused)) static void fr_pass_many(const fr_buf *bufs, Py_ssize_t n, int threads, double *sums, double rate)
 {
-    fr_pass j = { bufs, n, 0, sums, NULL, rate, NULL };
+    fr_pass j = { bufs, n, 0, sums, NULL, rate, NULL, 0 };
     for (Py_ssize_t k = 0; k < n; k++) j.total += bufs[k].size;
     if (threads > FR_MAX_THREADS) threads = FR_MAX_THREADS;
     if (threads < 1) threads = 1;
@@ -238,11 +263,12 @@ __attribute__((unused)) static void fr_pass_many(const fr_buf *bufs, Py_ssize_t 
     }
 }
 
-/* the optimizer step bufs[k] -= lr * grads[k] (fr_sub_scaled), with up to `threads` threads */
+/* the optimizer step bufs[k] -= lr * grads[k] (fr_sub_scaled), or with `lerp` the running mean
+ * bufs[k] += lr * (grads[k] - bufs[k]) (fr_lerp), with up to `threads` threads */
 __attribute__((unused)) static void fr_step_many(const fr_buf *bufs, const fr_buf *grads,
-                                                 Py_ssize_t n, int threads, double lr)
+                                                 Py_ssize_t n, int threads, double lr, int lerp)
 {
-    fr_pass j = { bufs, n, 0, NULL, NULL, lr, grads };
+    fr_pass j = { bufs, n, 0, NULL, NULL, lr, grads, lerp };
     for (Py_ssize_t k = 0; k < n; k++) j.total += bufs[k].size;
     if (threads > FR_MAX_THREADS) threads = FR_MAX_THREADS;
     if (threads < 1) threads = 1;
