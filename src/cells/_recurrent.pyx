@@ -234,6 +234,23 @@ cdef floating *step_weights_bf16(Loop *L, int threads, bint backward,
     return P
 
 
+cdef inline floating *pack_step(const Loop *L, int K, int N, const floating *B, Py_ssize_t ld,
+                                bint trans, floating *P) noexcept nogil:
+    """Pack B (K, N) for the per-step products into P: Wh's columns (B[k, n] at B[k*ld + n]),
+    or with `trans` Wh^T's (at B[n*ld + k]); in bfloat16 panels where step_weights_bf16 chose
+    them (L.wbf16), else float32.  Returns the element after the copy."""
+    if L.wbf16:
+        return bf16_pack(K, N, B, ld, trans, P)
+    return pack_b(K, N, B, 1, ld, P) if trans else pack_b(K, N, B, ld, 1, P)
+
+
+cdef inline size_t step_size(const Loop *L, int K, int N) noexcept nogil:
+    """Elements pack_step's copy of a (K, N) matrix takes."""
+    if L.wbf16:
+        return fr_bf16_packed_words(K, N)
+    return packed_size(K, N, L.f64)
+
+
 cdef inline floating *units_share_bf16(const Loop *L, floating *Wp, int s, Py_ssize_t j0,
                                        bint backward) noexcept nogil:
     """Where share s (units from j0) packs its bfloat16 columns (step_weights_bf16's layout):
@@ -375,8 +392,7 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
     # (in bfloat16: units_share_bf16)
     P = units_share_bf16(L, Wp, s, j0, False) if L.wbf16 else Wp + GH * j0
     for k in range(blocks):
-        Pk[k] = P + k * (fr_bf16_packed_words(H, w) if L.wbf16
-                         else packed_size(H, w, floating is double))
+        Pk[k] = P + k * step_size(L, H, w)
     if phase == 0:
         if few:     # share 0 copies the inputs and h0; each projects its units of every row
             if s == 0:
@@ -395,10 +411,7 @@ cdef void _forward_units(Loop *L, int s, int nth, int phase, floating *Wp) noexc
             start_rows(n0, n1, T, L.D, H, GH, <const floating *>L.X, <const floating *>L.Wx,
                        <const floating *>L.h0, <floating *>L.XH, G, L.bf16)
             for k in range(blocks):
-                if L.wbf16:
-                    bf16_pack(H, w, Wh + k * H + j0, GH, False, Pk[k])
-                else:
-                    pack_b(H, w, Wh + k * H + j0, GH, 1, Pk[k])
+                pack_step(L, H, w, Wh + k * H + j0, GH, False, Pk[k])
         if M != NULL:
             for n in range(n0, n1):
                 mask_scale(H, M + n * H, Hprev + n * T * ld)
@@ -452,7 +465,7 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
     L.check = check and T == 1
     L.nonfinite = 0
     L.f64 = floating is double
-    Wp = Wp_h = step_weights_bf16(L, threads, False, Wp)
+    Wp = Wp_h = step_weights_bf16(L, threads, False, Wp)   # (reads L.path and L.fused)
     L.Wp = Wp
     if plan != NULL:
         W.S = &L.steps; W.D = D; W.H = H; W.GH = GH; W.f64 = L.f64; W.backward = False
@@ -466,16 +479,11 @@ cdef int _forward(Loop *L, int threads, floating *Wp, const Py_ssize_t *plan,
         return L.nonfinite          # (the check is for T = 1: by units, a single step only)
     if L.fused:
         pack_stacked(D, H, H, <const floating *>L.Wx, Wh, Wp)  # [Wx; Wh] (D + H, H)
-    elif L.wbf16 and split:                     # the same in bfloat16 panels
-        Wp_h = bf16_pack(H, split, Wh, GH, False, Wp)
-        bf16_pack(H, GH - split, Wh + split, GH, False, Wp_h)
-    elif L.wbf16:
-        bf16_pack(H, GH, Wh, GH, False, Wp)
-    elif L.path == PACKED and split:
-        Wp_h = pack_b(H, split, Wh, GH, 1, Wp)  # Wh's first blocks (H, split), then the rest
-        pack_b(H, GH - split, Wh + split, GH, 1, Wp_h)
+    elif L.path == PACKED and split:            # Wh's first blocks (H, split), then the rest
+        Wp_h = pack_step(L, H, split, Wh, GH, False, Wp)
+        pack_step(L, H, GH - split, Wh + split, GH, False, Wp_h)
     elif L.path == PACKED:
-        pack_b(H, GH, Wh, GH, 1, Wp)            # Wh (H, GH), for the per-step products
+        pack_step(L, H, GH, Wh, GH, False, Wp)  # Wh (H, GH), for the per-step products
     L.Wp_h = Wp_h
     parallel_rows(threads, N, _forward_task, L, NULL, 0, &L.sq_part)
     return L.nonfinite
@@ -601,10 +609,7 @@ cdef void _backward_units(Loop *L, int s, int nth, int phase, double *sq,
     # bfloat16: units_share_bf16)
     P = units_share_bf16(L, Wp, s, j0, True) if L.wbf16 else Wp + GH * j0
     if phase == 0:
-        if L.wbf16:
-            bf16_pack(GH, w, Wh + j0 * GH, GH, True, P)
-        else:
-            pack_b(GH, w, Wh + j0 * GH, 1, GH, P)
+        pack_step(L, GH, w, Wh + j0 * GH, GH, True, P)
         _carried_start(L, dh, dc, 0, N, j0, w)  # this share's units of every row
         t = T
     else:
@@ -689,21 +694,16 @@ cdef int _backward(Loop *L, int threads, floating *Wp, floating *dh0, floating *
         Wxp = Wp + packed_size(GH, H, floating is double)
         pack_b(H, D, <const floating *>L.Wx, 1, H, Wxp)   # Wx^T (H, D), after Wh^T
     L.Wxp = Wxp
-    Wp = Wp_h = step_weights_bf16(L, threads, True, Wp)
+    Wp = Wp_h = step_weights_bf16(L, threads, True, Wp)    # (reads L.path)
     L.Wp = Wp
     if by_units:
         parallel_phases(threads, <int>T + 1, _backward_units_task, L, L.sq, sq_len, &L.sq_part)
     if not by_units:
-        if L.wbf16 and split:                   # the same in bfloat16 panels
-            Wp_h = bf16_pack(split, H, Wh, GH, True, Wp)
-            bf16_pack(GH - split, H, Wh + split, GH, True, Wp_h)
-        elif L.wbf16:
-            bf16_pack(GH, H, Wh, GH, True, Wp)
-        elif L.path == PACKED and split:
-            Wp_h = pack_b(split, H, Wh, 1, GH, Wp)  # Wh^T's first blocks (split, H), the rest
-            pack_b(GH - split, H, Wh + split, 1, GH, Wp_h)
+        if L.path == PACKED and split:          # Wh^T's first blocks (split, H), the rest
+            Wp_h = pack_step(L, split, H, Wh, GH, True, Wp)
+            pack_step(L, GH - split, H, Wh + split, GH, True, Wp_h)
         elif L.path == PACKED:
-            pack_b(GH, H, Wh, 1, GH, Wp)            # Wh^T (GH, H)
+            pack_step(L, GH, H, Wh, GH, True, Wp)   # Wh^T (GH, H)
         L.Wp_h = Wp_h
         parallel_rows(threads, N, _backward_task, L, L.sq, sq_len, &L.sq_part)
     # after T swaps the carried gradients are in the first half of each buffer if T is even
