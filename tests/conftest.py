@@ -266,3 +266,22 @@ def run_numpy_runtime(directory, *argv):
     )
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """`fastrnn lm train` builds the tests' small stand-in model (float64, _lm_standin.py)
+    instead of the preset's."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _lm_standin import StandinLM
+
+    from fastrnn.train import config as lm_config
+
+    def build(cfg, vocab_size):
+        return StandinLM(
+            vocab_size, cfg["embed_size"], cfg["hidden_sizes"][-1], cfg["dtype"], cfg["seed"]
+        )
+
+    monkeypatch.setattr(lm_config, "build_model", build)

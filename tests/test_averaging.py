@@ -16,7 +16,7 @@ from fastrnn.train.data import window_count
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _lm_standin import StandinLM
-from test_lm_cli import resume, standin, train  # noqa: F401 (standin: a fixture)
+from test_lm_cli import resume, train
 from test_train import write_corpus
 
 

@@ -37,18 +37,6 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def standin(monkeypatch):
-    """The CLI builds the test's small stand-in model (float64) instead of the preset's."""
-
-    def build(cfg, vocab_size):
-        return StandinLM(
-            vocab_size, cfg["embed_size"], cfg["hidden_sizes"][-1], cfg["dtype"], cfg["seed"]
-        )
-
-    monkeypatch.setattr(lm_config, "build_model", build)
-
-
 def train(data, out, *extra):
     return main(["lm", "train", "--data", data, "--out", str(out), *TINY, *extra])
 
