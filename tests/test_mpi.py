@@ -22,9 +22,11 @@ pytest.importorskip("mpi4py")
 MPIRUN = shutil.which("mpirun") or shutil.which("mpiexec")
 needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH")
 
+# (weights averaged from the start: each rank keeps the mean, the checkpoint holds it)
 FLAGS = [
     "--hidden-sizes", "12", "--embed-size", "12", "--batch-size", "8", "--bptt", "6",
     "--dtype", "float64", "--epochs", "1", "--no-progress", "--no-plot", "--threads", "1",
+    "--average", "after",
 ]  # fmt: skip
 
 
@@ -70,6 +72,7 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
     state = json.loads(record.read_text())
     assert state["ranks"] == 2 and state["position"] is not None, out
     assert len(state["rng_states_by_rank"]) == 2 and "carried" in state
+    assert state["average"]["count"] == state["position"]["windows"] + 1, out
 
     proc = _mpirun(2, tmp_path, "lm", "train", "--data", data, "--out", str(two), "--resume",
                    "--mpi", "--no-progress", "--no-plot")  # fmt: skip
@@ -79,7 +82,7 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
     a = json.loads((one / "metrics.json").read_text())
     b = json.loads((two / "metrics.json").read_text())
     for x, y in zip(a["epochs"], b["epochs"], strict=True):
-        assert x["steps"] == y["steps"]
+        assert x["steps"] == y["steps"] == x["averaged_over"] - 1 == y["averaged_over"] - 1
         for k in ("train_ppl", "val_ppl"):
             assert y[k] == pytest.approx(x[k], rel=1e-12), k
     assert b["test_ppl"] == pytest.approx(a["test_ppl"], rel=1e-12)
