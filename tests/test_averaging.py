@@ -191,7 +191,7 @@ def test_nt_averaging_starts_after_the_epoch_that_triggers_it(corpus):
     started = [s for s in lines if s.startswith("averaging")]
     assert started == [
         "averaging the weights from here on: validation 9.80 is worse than epoch 2's 9.00, "
-        "more than 1 epochs ago"
+        "more than 1 epoch ago"
     ]
     assert "weights averaged over" in lines[-1]
 

@@ -595,7 +595,7 @@ class LMTrainer:
                     log(
                         f"averaging the weights from here on: validation {val_ppl:.2f} is worse "
                         f"than epoch {1 + int(np.argmin(earlier))}'s {min(earlier):.2f}, more "
-                        f"than {self.nonmono} epochs ago"
+                        f"than {self.nonmono} epoch{'s' if self.nonmono > 1 else ''} ago"
                     )
             if on_epoch is not None:
                 on_epoch(self, metrics)
