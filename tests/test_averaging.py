@@ -303,7 +303,8 @@ def test_lm_train_averages_from_a_flag_and_resume_may_switch_it_on(tmp_path, sta
     for x, y in zip(ma["epochs"], mb["epochs"]):
         assert (x["val_ppl"], x.get("averaged_over")) == (y["val_ppl"], y.get("averaged_over"))
     assert ma["test_ppl"] == mb["test_ppl"]
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert out.count(", weights averaged from epoch 2 on") == 2  # a, and b when resumed
     assert resume(data, a, "--epochs", "4", "--average", "none") == 2
     assert "holds an average of the weights" in capsys.readouterr().err
 

@@ -33,6 +33,15 @@ def _where(trainer):
     return f"in epoch {trainer.epoch + 1} after {trainer.position['windows']} windows"
 
 
+def _averaging_note(cfg):
+    """The run's weight averaging, for its first line ('' without)."""
+    if cfg.get("average", "none") == "after":
+        return f", weights averaged from epoch {cfg['average_after'] + 1} on"
+    if cfg.get("average", "none") == "nt":
+        return f", weights averaged once validation stalls (NT-ASGD, nonmono {cfg['nonmono']})"
+    return ""
+
+
 @contextlib.contextmanager
 def _stop_on_signals(trainer):
     """SIGINT and SIGTERM set ``trainer.stop_requested`` (the run checkpoints and stops after
@@ -298,6 +307,7 @@ class _Run:
             f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
             + (f", {par.size} MPI ranks" if par is not None else "")
             + precision_note(cfg.get("matmul_precision", "highest"))
+            + _averaging_note(cfg)
             + (f", resuming {_where(self.trainer)}" if args.resume else ""),
             flush=True,
         )
