@@ -108,6 +108,9 @@ def _plot(out, history, note):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [m["train_ppl"] for m in history], "o-", label="train")
     ax.plot(epochs, [m["val_ppl"] for m in history], "s-", label="validation")
+    averaged = [m["epoch"] for m in history if "averaged_over" in m]
+    if averaged:  # the validation of averaged weights from here on
+        ax.axvline(averaged[0] - 0.5, color="gray", linestyle=":", label="weights averaged")
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")
