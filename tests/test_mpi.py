@@ -78,7 +78,7 @@ def test_two_ranks_follow_one_process_through_a_sigterm_and_resume(tmp_path):
                    "--mpi", "--no-progress", "--no-plot")  # fmt: skip
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
-    assert "2 MPI ranks, resuming in epoch 1 after" in out
+    assert "2 MPI ranks, weights averaged from epoch 1 on, resuming in epoch 1 after" in out
     a = json.loads((one / "metrics.json").read_text())
     b = json.loads((two / "metrics.json").read_text())
     for x, y in zip(a["epochs"], b["epochs"], strict=True):
