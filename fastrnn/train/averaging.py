@@ -7,8 +7,8 @@ models") start it when validation stops improving -- NT-ASGD, :func:`nt_triggere
 a large part of their gain over step decay.
 
 :class:`WeightAverage` keeps the running mean in the parameters' dtype, one fused pass per
-update (``avg += (p - avg) / count``, :func:`fastrnn._norms.average_step`: 4 ms for the 13.3 M
-parameters of a 2 x 650 tied model on this VM's 2 threads, where NumPy's three passes took 15),
+update (``avg += (p - avg) / count``, :func:`fastrnn._norms.average_step`: 3.9-4.3 ms for the
+13.3 M parameters of a 2 x 650 tied model on this VM, where NumPy's three passes took 12-17),
 and swaps it into the model for evaluation and saving (:meth:`WeightAverage.swapped_in`)."""
 
 import contextlib

@@ -35,9 +35,10 @@ def _where(trainer):
 
 def _averaging_note(cfg):
     """The run's weight averaging, for its first line ('' without)."""
-    if cfg.get("average", "none") == "after":
+    average = cfg.get("average", "none")
+    if average == "after":
         return f", weights averaged from epoch {cfg['average_after'] + 1} on"
-    if cfg.get("average", "none") == "nt":
+    if average == "nt":
         return f", weights averaged once validation stalls (NT-ASGD, nonmono {cfg['nonmono']})"
     return ""
 

@@ -485,9 +485,13 @@ class LMTrainer:
             stats["clipped"] = norms[2] / done
         return stats
 
+    def _val_history(self):
+        """The validation perplexities of the complete epochs, in order."""
+        return [m["val_ppl"] for m in self.history if not m.get("partial")]
+
     def epochs_without_gain(self):
         """Complete epochs since the one of the best validation perplexity (0: the last)."""
-        vals = [m["val_ppl"] for m in self.history if not m.get("partial")]
+        vals = self._val_history()
         return len(vals) - 1 - int(np.argmin(vals)) if vals else 0
 
     def evaluate(self, ids, desc="eval"):
@@ -569,7 +573,7 @@ class LMTrainer:
             partial = stats["windows_done"] < stats["windows"]
             if partial:
                 metrics["partial"] = True
-            earlier = [m["val_ppl"] for m in self.history if not m.get("partial")]
+            earlier = self._val_history()
             start = (
                 self.average == "nt"
                 and self.averager is None
