@@ -89,7 +89,14 @@ def _describe(x):
 
 
 # what a checkpoint record's config holds: HYPERPARAMETERS' keys (these may be absent or null)
-_OPTIONAL_CONFIG = ("patience", "max_vocab")
+_OPTIONAL_CONFIG = (
+    "patience",
+    "max_vocab",
+    "input_dropout",
+    "hidden_dropout",
+    "recurrent_dropout",
+    "output_dropout",
+)
 # keys newer than some records: absent means the value runs had before the key existed
 ADDED_CONFIG = {
     "matmul_precision": "highest",

@@ -150,8 +150,27 @@ def _add_train_arguments(p):
         help="one size per recurrent layer, e.g. 650,650",
     )
     g.add_argument("--cell", choices=_CELLS)
-    g.add_argument("--dropout", type=float, metavar="P")
-    g.add_argument("--embed-dropout", type=float, metavar="P")
+    g.add_argument(
+        "--dropout",
+        type=float,
+        metavar="P",
+        help="every dropout site's ratio unless its own is given",
+    )
+    g.add_argument(
+        "--embed-dropout", type=float, metavar="P", help="word-type dropout of the embedding rows"
+    )
+    for site, where in (
+        ("input", "the first layer's input"),
+        ("hidden", "each later layer's input"),
+        ("recurrent", "the recurrent state h_{t-1}"),
+        ("output", "the last layer's output"),
+    ):
+        g.add_argument(
+            f"--{site}-dropout",
+            type=float,
+            metavar="P",
+            help=f"variational models: the mask on {where} (default: --dropout)",
+        )
     g.add_argument(
         "--variational",
         type=_bool,

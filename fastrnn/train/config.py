@@ -23,6 +23,14 @@ __all__ = [
     "thread_limit",
 ]
 
+# a variational model's dropout sites: hyper-parameter -> LanguageModel's variational key
+DROPOUT_SITES = {
+    "input_dropout": "input",
+    "hidden_dropout": "hidden",
+    "recurrent_dropout": "recurrent",
+    "output_dropout": "output",
+}
+
 # the book's models: class, layers, has dropout, tied weights
 BOOK_MODELS = {"rnnlm": ("Rnnlm", 1, False, False), "better": ("BetterRnnlm", 2, True, True)}
 
@@ -59,6 +67,14 @@ def check_config(cfg):
     need(all(h >= 1 for h in cfg["hidden_sizes"]), "hidden_sizes", "positive layer sizes")
     for key in ("dropout", "embed_dropout"):
         need(0.0 <= cfg[key] < 1.0, key, "in [0, 1)")
+    for key in DROPOUT_SITES:
+        if cfg.get(key) is not None:
+            need(0.0 <= cfg[key] < 1.0, key, "in [0, 1)")
+            need(
+                cfg["variational"],
+                key,
+                "unset unless --variational true (ordinary dropout has one ratio, --dropout)",
+            )
     for key in ("lr", "init_scale", "lr_decay", "plateau_factor"):
         need(math.isfinite(cfg[key]) and cfg[key] > 0, key, "a positive number")
     need(math.isfinite(cfg["clip"]) and cfg["clip"] >= 0, "clip", ">= 0 (0: no clipping)")
@@ -144,14 +160,10 @@ def build_model(cfg, vocab_size):
         )
     dropout, variational = cfg["dropout"], None
     if cfg["variational"]:
-        p = cfg["dropout"]
-        variational = {
-            "embedding": cfg["embed_dropout"],
-            "input": p,
-            "hidden": p,
-            "recurrent": p,
-            "output": p,
-        }
+        variational = {"embedding": cfg["embed_dropout"]}
+        for key, site in DROPOUT_SITES.items():
+            ratio = cfg.get(key)
+            variational[site] = cfg["dropout"] if ratio is None else ratio
         dropout = 0.0
     return lm.LanguageModel(
         vocab_size,

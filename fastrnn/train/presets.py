@@ -35,8 +35,14 @@ HYPERPARAMETERS = {
     "embed_size": int,
     "hidden_sizes": list,  # one int per layer
     "cell": str,  # "lstm", "gru", "rnn" (model "lm")
-    "dropout": float,  # input/output (and, variational, recurrent) dropout
+    "dropout": float,  # every dropout site's ratio unless a site's own is given
     "embed_dropout": float,  # word-embedding dropout (variational models)
+    # a variational model's sites (None: --dropout): the first layer's input, between layers,
+    # the recurrent state, the last layer's output (AWD-LSTM's dropouti, dropouth, -, dropout)
+    "input_dropout": float,
+    "hidden_dropout": float,
+    "recurrent_dropout": float,
+    "output_dropout": float,
     "variational": bool,
     "residual": bool,
     "tie_weights": bool,
@@ -71,6 +77,10 @@ _BASE = {
     "cell": "lstm",
     "dropout": 0.0,
     "embed_dropout": 0.0,
+    "input_dropout": None,
+    "hidden_dropout": None,
+    "recurrent_dropout": None,
+    "output_dropout": None,
     "variational": False,
     "residual": False,
     "tie_weights": False,
