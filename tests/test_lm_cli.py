@@ -105,6 +105,12 @@ def test_resume_continues_the_same_curve(tmp_path, standin, capsys):
         (["--batch-size", "0"], "--batch-size must be a positive integer"),
         (["--bptt", "-3"], "--bptt must be a positive integer"),
         (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
+        (
+            ["--variational", "true", "--recurrent-dropout", "1"],
+            r"--recurrent-dropout must be in \[0, 1\)",
+        ),
+        (["--hidden-dropout", "-0.1"], r"--hidden-dropout must be in \[0, 1\)"),
+        (["--output-dropout", "0.2"], "--output-dropout must be unset unless --variational true"),
         (["--clip", "-1"], "--clip must be >= 0"),
         (["--threads", "-1"], "--threads must be >= 0"),
         (["--max-steps", "0"], "--max-steps must be a positive integer"),
@@ -579,6 +585,11 @@ REAL = {
         *("--matmul-precision", "medium"),
     ],
     "vd-tied": ["--preset", "medium-vd-tied", "--hidden-sizes", "16,16", "--embed-size", "16"],
+    # each variational site its own ratio: the checkpoint must rebuild the same masks
+    "vd-sites": [
+        *("--preset", "medium-vd-tied", "--hidden-sizes", "16,16", "--embed-size", "16"),
+        *("--recurrent-dropout", "0.2", "--input-dropout", "0.3", "--output-dropout", "0.4"),
+    ],
     "rnnlm": ["--preset", "dlfs2-rnnlm", "--hidden-sizes", "16", "--embed-size", "16"],
     "better": ["--preset", "dlfs2-better", "--hidden-sizes", "16,16", "--embed-size", "16"],
 }
@@ -640,6 +651,35 @@ def test_real_models_train_resume_and_generate(tmp_path, capsys, kind):
     np.testing.assert_allclose(
         rt.perplexity(rt.load(out / "model.npz"), test_ids), a["test_ppl"], rtol=rtol
     )
+
+
+def test_each_variational_site_takes_its_own_ratio_or_dropout():
+    from fastrnn.train.presets import preset
+
+    cfg = dict(preset("medium-vd-tied"), hidden_sizes=[8, 8], embed_size=8)
+    cfg.update(dropout=0.4, recurrent_dropout=0.1, hidden_dropout=0.0)
+    lm_config.check_config(cfg)
+    model = lm_config.build_model(cfg, 30)
+    assert model.variational == {
+        "embedding": cfg["embed_dropout"],
+        "input": 0.4,
+        "hidden": 0.0,
+        "recurrent": 0.1,
+        "output": 0.4,
+    }
+    assert model.stack.recurrent_dropout == 0.1 and model.stack.dropout == 0.0
+    # unset sites all follow --dropout, as before the sites had flags
+    default = lm_config.build_model(dict(cfg, recurrent_dropout=None, hidden_dropout=None), 30)
+    assert set(default.variational.values()) == {0.4, cfg["embed_dropout"]}
+    # the run's first line names them
+    assert lm_config.dropout_note(cfg) == (
+        ", variational dropout input 0.4, hidden 0, recurrent 0.1, output 0.4, words 0.1"
+    )
+    assert (
+        lm_config.dropout_note(preset("medium-vd-tied")) == ", variational dropout 0.5, words 0.1"
+    )
+    assert lm_config.dropout_note(preset("zaremba-medium")) == ", dropout 0.5"
+    assert lm_config.dropout_note(preset("zaremba-small")) == ""
 
 
 # -- presets --------------------------------------------------------------------------------------

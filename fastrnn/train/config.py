@@ -17,10 +17,12 @@ __all__ = [
     "build_model",
     "check_config",
     "config_from_args",
+    "dropout_note",
     "flag",
     "make_optimizer",
     "make_trainer",
     "thread_limit",
+    "variational_ratios",
 ]
 
 # a variational model's dropout sites: hyper-parameter -> LanguageModel's variational key
@@ -137,6 +139,33 @@ def check_config(cfg):
                 raise UsageError(f"{name} cannot take {flag(key)} {cfg[key]!r}; use --model lm")
 
 
+def variational_ratios(cfg):
+    """A variational model's dropout ratio at each site (``LanguageModel``'s `variational`
+    dict): a site's own flag where given, else ``--dropout``; None for other models."""
+    if not cfg["variational"]:
+        return None
+    ratios = {"embedding": cfg["embed_dropout"]}
+    for key, site in DROPOUT_SITES.items():
+        ratios[site] = cfg["dropout"] if cfg.get(key) is None else cfg[key]
+    return ratios
+
+
+def dropout_note(cfg):
+    """The run's dropout, for its first line ('' without)."""
+    ratios = variational_ratios(cfg)
+    if ratios is None:
+        return f", dropout {cfg['dropout']:g}" if cfg["dropout"] else ""
+    if not any(ratios.values()):
+        return ""
+    sites = ("input", "hidden", "recurrent", "output")
+    if len({ratios[s] for s in sites}) == 1:
+        text = f"{ratios['input']:g}"
+    else:
+        text = ", ".join(f"{s} {ratios[s]:g}" for s in sites)
+    words = f", words {ratios['embedding']:g}" if ratios["embedding"] else ""
+    return f", variational dropout {text}{words}"
+
+
 def build_model(cfg, vocab_size):
     """The model `cfg` describes, for a vocabulary of `vocab_size` words
     (:mod:`fastrnn.models.lm`: the book's ``Rnnlm`` / ``BetterRnnlm`` or ``LanguageModel``)."""
@@ -158,13 +187,8 @@ def build_model(cfg, vocab_size):
             dtype=dtype,
             matmul_precision=mp,
         )
-    dropout, variational = cfg["dropout"], None
-    if cfg["variational"]:
-        variational = {"embedding": cfg["embed_dropout"]}
-        for key, site in DROPOUT_SITES.items():
-            ratio = cfg.get(key)
-            variational[site] = cfg["dropout"] if ratio is None else ratio
-        dropout = 0.0
+    variational = variational_ratios(cfg)
+    dropout = 0.0 if variational else cfg["dropout"]
     return lm.LanguageModel(
         vocab_size,
         cfg["embed_size"],

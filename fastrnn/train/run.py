@@ -310,6 +310,7 @@ class _Run:
             f"{len(corpus.vocab)}, N {cfg['batch_size']}, T {cfg['bptt']}, "
             f"{sum(p.size for p in model.params):,} parameters, threads {args.threads}"
             + (f", {par.size} MPI ranks" if par is not None else "")
+            + config.dropout_note(cfg)
             + precision_note(cfg.get("matmul_precision", "highest"))
             + _averaging_note(cfg)
             + (f", resuming {_where(self.trainer)}" if args.resume else ""),
