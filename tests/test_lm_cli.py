@@ -110,6 +110,11 @@ def test_resume_continues_the_same_curve(tmp_path, standin, capsys):
             r"--recurrent-dropout must be in \[0, 1\)",
         ),
         (["--hidden-dropout", "-0.1"], r"--hidden-dropout must be in \[0, 1\)"),
+        (["--weight-drop", "1"], r"--weight-drop must be in \[0, 1\)"),
+        (
+            ["--model", "rnnlm", "--init", "normal", "--weight-drop", "0.2"],
+            "cannot take --weight-drop 0.2",
+        ),
         (["--output-dropout", "0.2"], "--output-dropout must be unset unless --variational true"),
         (["--clip", "-1"], "--clip must be >= 0"),
         (["--threads", "-1"], "--threads must be >= 0"),
@@ -589,6 +594,7 @@ REAL = {
     "vd-sites": [
         *("--preset", "medium-vd-tied", "--hidden-sizes", "16,16", "--embed-size", "16"),
         *("--recurrent-dropout", "0.2", "--input-dropout", "0.3", "--output-dropout", "0.4"),
+        *("--weight-drop", "0.3"),
     ],
     "rnnlm": ["--preset", "dlfs2-rnnlm", "--hidden-sizes", "16", "--embed-size", "16"],
     "better": ["--preset", "dlfs2-better", "--hidden-sizes", "16,16", "--embed-size", "16"],
@@ -680,6 +686,10 @@ def test_each_variational_site_takes_its_own_ratio_or_dropout():
     )
     assert lm_config.dropout_note(preset("zaremba-medium")) == ", dropout 0.5"
     assert lm_config.dropout_note(preset("zaremba-small")) == ""
+    assert lm_config.dropout_note(dict(preset("zaremba-small"), weight_drop=0.5)) == (
+        ", weight drop 0.5"
+    )
+    assert lm_config.build_model(dict(cfg, weight_drop=0.5), 30).stack.weight_drop == 0.5
 
 
 # -- presets --------------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ them.  Between consecutive layers it can add
   bidirectional one), drawn afresh at every training forward and kept for its backward,
   multiplying h_{t-1} where it enters h_{t-1} @ Wh (needs layers whose ``forward`` takes
   ``h_mask``);
+- weight drop (``weight_drop``, DropConnect on the recurrent weights, Wan et al. 2013 as
+  Merity et al. 2018 use it in AWD-LSTM): at every training forward each layer (and
+  direction) computes with Wh * M, M a fresh mask of 0 and 1 / (1 - weight_drop) over Wh's
+  elements, and its gradient is masked likewise; ``params`` keep the raw Wh, which evaluation
+  uses as it is;
 - residual connections (``connection="residual"``): h_k = layer_k(drop(h_{k-1})) + h_{k-1} for
   every layer but the first, whose input and output sizes must then match.  The skip path is
   not dropped, so dropout does not compound along it;
@@ -43,6 +48,7 @@ import inspect
 
 import numpy as np
 
+from .. import _lm as _lm_kernels
 from . import lm as _lm
 from ._cells import (
     BLOCKS,
@@ -83,6 +89,13 @@ def _child_seeds(seed, n):
         raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
     states = np.random.SeedSequence(int(seed)).generate_state(n, np.uint64)
     return [int(s) for s in states]
+
+
+def _aligned_like(a):
+    """An uninitialised array like `a`, its data on a 4096-byte boundary."""
+    buf = np.empty(a.nbytes + 4096, np.uint8)
+    start = -buf.ctypes.data % 4096
+    return buf[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
 
 
 def _accepts(layer, arg):
@@ -143,6 +156,9 @@ class Stack:
     recurrent_dropout : float
         Ratio of the recurrent variational masks (one (N, H) mask per layer and direction and
         forward, in training only).
+    weight_drop : float
+        DropConnect ratio of every layer's recurrent weights Wh (a fresh mask per training
+        forward, the same for every step and row; see the module docstring).
     seed : int or None
         Seeds every mask this stack draws, and the highway gates' initial weights (None: fresh
         entropy).
@@ -168,6 +184,7 @@ class Stack:
         recurrent_dropout=0.0,
         seed=None,
         highway_params=None,
+        weight_drop=0.0,
     ):
         layers = list(layers) if isinstance(layers, (list, tuple)) else None
         if not layers:
@@ -179,6 +196,7 @@ class Stack:
             raise ValueError(f"connection must be one of {CONNECTIONS}, got {connection!r}")
         self.dropout = _ratio(dropout, "dropout")
         self.recurrent_dropout = _ratio(recurrent_dropout, "recurrent_dropout")
+        self.weight_drop = _ratio(weight_drop, "weight_drop")
         self.connection = connection
         self.variational = bool(variational)
         self.seed = seed
@@ -211,6 +229,20 @@ class Stack:
             self.grads += layer.grads
         self.params += self.highway
         self.grads += [np.zeros(p.shape, p.dtype) for p in self.highway]
+        self._weight_drops = []  # [cell layer, raw Wh, masked copy, key of the last forward]
+        if self.weight_drop > 0:
+            for layer in layers:
+                cells = (
+                    (layer.forward_layer, layer.backward_layer)
+                    if isinstance(layer, Bidirectional)
+                    else (layer,)
+                )
+                for cell in cells:
+                    Wh = cell.params[1]
+                    # (a page-aligned copy: the kernels read Wh in 64-byte lines)
+                    self._weight_drops.append([cell, Wh, _aligned_like(Wh), None])
+            # (seed index len(layers) + 1: the others keep theirs)
+            self._weight_rng = np.random.default_rng(_child_seeds(seed, len(layers) + 2)[-1])
         self._train_flg = True
         self._bufs = None  # per-shape work buffers (residual / dense / highway), reused
         self._bufs_key = None
@@ -365,6 +397,8 @@ class Stack:
     @train_flg.setter
     def train_flg(self, value):
         self._train_flg = bool(value)
+        if not self._train_flg:
+            self._raw_weights()
         for d in self.drops:
             d.train_flg = self._train_flg
 
@@ -446,6 +480,40 @@ class Stack:
                 masks.append(draw(H))
         return masks
 
+    def _drop_weights(self):
+        """Training with weight drop: every layer's Wh (in its params) becomes a freshly masked
+        copy of the raw Wh until backward; otherwise the raw Wh itself."""
+        if not self._weight_drops:
+            return
+        if not self._train_flg:
+            self._raw_weights()
+            return
+        p = self.weight_drop
+        thr, scale = _lm._threshold(p), 1.0 / (1.0 - p)
+        keys = [
+            int(k) for k in self._weight_rng.integers(0, 2**64, len(self._weight_drops), np.uint64)
+        ]
+        for k, (entry, key) in enumerate(zip(self._weight_drops, keys)):
+            cell, raw, work, _ = entry
+            if not _lm_kernels.dropout(raw, work, key, thr, scale):
+                self._raw_weights()
+                raise ValueError(f"the recurrent weights Wh of cell {k} contain NaN or Inf")
+            cell.params[1] = work
+            entry[3] = key
+
+    def _raw_weights(self):
+        for cell, raw, _, _ in self._weight_drops:
+            cell.params[1] = raw
+
+    def _weight_grads_back(self):
+        """dL/d(raw Wh) = dL/d(masked Wh) * M, in place, then the raw Wh back in the layers."""
+        p = self.weight_drop
+        for cell, _raw, work, key in self._weight_drops:
+            if cell.params[1] is work:
+                g = cell.grads[1]
+                _lm_kernels.dropout(g, g, key, _lm._threshold(p), 1.0 / (1.0 - p))
+        self._raw_weights()
+
     def _run(self, k, x, masks, lengths):
         kwargs = {}
         if lengths is not None:
@@ -491,6 +559,7 @@ class Stack:
                         f"({type(layer).__name__}) does not"
                     )
         masks = self.h_masks = self._draw_h_masks(N)
+        self._drop_weights()
         bufs = self._buffers(N, T)
         self._lengths = lengths
         L = len(self.layers)
@@ -529,6 +598,11 @@ class Stack:
 
     def backward(self, dhs):
         """dhs (N, T, H_last) -> dxs (N, T, D); fills grads (every layer's, in place)."""
+        dxs = self._backward(dhs)
+        self._weight_grads_back()
+        return dxs
+
+    def _backward(self, dhs):
         if self._bufs_key is None:
             raise RuntimeError(
                 "Stack.backward() called before forward(): there is no forward pass to "
@@ -610,6 +684,7 @@ class Stack:
             "connection": self.connection,
             "variational": self.variational,
             "recurrent_dropout": self.recurrent_dropout,
+            "weight_drop": self.weight_drop,
             "seed": None if self.seed is None else int(self.seed),
             "dtype": np.dtype(self.dtype).name,
         }
@@ -645,6 +720,7 @@ class Stack:
             connection=config.get("connection"),
             variational=config.get("variational", False),
             recurrent_dropout=config.get("recurrent_dropout", 0.0),
+            weight_drop=config.get("weight_drop", 0.0),
             seed=config.get("seed"),
             highway_params=params[at:] if n_highway else None,
         )

@@ -123,6 +123,10 @@ class LanguageModel:
         ``hidden`` (between layers, one mask per sequence), ``recurrent`` (h_{t-1} inside each
         layer, one (N, H) mask per sequence) and ``output`` (before the read-out); missing keys
         are 0.  Excludes ``dropout``.
+    weight_drop : float
+        DropConnect on every recurrent layer's Wh (AWD-LSTM's weight drop, Merity et al.
+        2018): in training each forward masks Wh afresh (see ``Stack``); with either kind of
+        dropout or none.
     connection : None, "residual" or "dense"
         How the recurrent layers are joined (see ``Stack``).
     tie_weights : bool
@@ -178,6 +182,7 @@ class LanguageModel:
         dtype=np.float32,
         seed=None,
         matmul_precision="highest",
+        weight_drop=0.0,
     ):
         self._setup(
             vocab_size,
@@ -195,6 +200,7 @@ class LanguageModel:
             dtype,
             seed,
             matmul_precision,
+            weight_drop,
         )
         self._build(None)
 
@@ -217,6 +223,7 @@ class LanguageModel:
         dtype=np.float32,
         seed=None,
         matmul_precision="highest",
+        weight_drop=0.0,
     ):
         self.vocab_size = _positive_int(vocab_size, "vocab_size")
         self.embed_size = _positive_int(embed_size, "embed_size")
@@ -251,6 +258,7 @@ class LanguageModel:
                 k: _ratio(variational.get(k, 0.0), f"variational[{k!r}]") for k in VARIATIONAL_KEYS
             }
         self.variational = variational
+        self.weight_drop = _ratio(weight_drop, "weight_drop")
         if connection not in CONNECTIONS:
             raise ValueError(f"connection must be one of {CONNECTIONS}, got {connection!r}")
         self.connection = connection
@@ -321,6 +329,7 @@ class LanguageModel:
             "dtype": self.dtype.name,
             "seed": self.seed,
             "matmul_precision": self.matmul_precision,
+            "weight_drop": self.weight_drop,
         }
 
     def get_config(self):
@@ -471,6 +480,7 @@ class LanguageModel:
             connection=self.connection,
             variational=variational,
             recurrent_dropout=recurrent,
+            weight_drop=self.weight_drop,
             seed=seeds[3],
         )
         self.output_dropout = drop_cls(drop_out, seed=seeds[4]) if drop_out else None

@@ -103,6 +103,7 @@ ADDED_CONFIG = {
     "average": "none",
     "average_after": 0,
     "nonmono": 5,
+    "weight_drop": 0.0,
 }
 
 

@@ -172,6 +172,12 @@ def _add_train_arguments(p):
             help=f"variational models: the mask on {where} (default: --dropout)",
         )
     g.add_argument(
+        "--weight-drop",
+        type=float,
+        metavar="P",
+        help="DropConnect on the recurrent weights Wh, a fresh mask per window (AWD-LSTM)",
+    )
+    g.add_argument(
         "--variational",
         type=_bool,
         metavar="BOOL",

@@ -67,7 +67,7 @@ def check_config(cfg):
     for key in ("embed_size", "batch_size", "bptt", "eval_bptt", "epochs"):
         need(cfg[key] >= 1, key, "a positive integer")
     need(all(h >= 1 for h in cfg["hidden_sizes"]), "hidden_sizes", "positive layer sizes")
-    for key in ("dropout", "embed_dropout"):
+    for key in ("dropout", "embed_dropout", "weight_drop"):
         need(0.0 <= cfg[key] < 1.0, key, "in [0, 1)")
     for key in DROPOUT_SITES:
         if cfg.get(key) is not None:
@@ -134,6 +134,7 @@ def check_config(cfg):
             ("residual", not cfg["residual"]),
             ("tie_weights", cfg["tie_weights"] == tied),
             ("dropout", dropout or cfg["dropout"] == 0),
+            ("weight_drop", cfg["weight_drop"] == 0),
         ):
             if not ok:
                 raise UsageError(f"{name} cannot take {flag(key)} {cfg[key]!r}; use --model lm")
@@ -152,18 +153,20 @@ def variational_ratios(cfg):
 
 def dropout_note(cfg):
     """The run's dropout, for its first line ('' without)."""
+    wd = cfg.get("weight_drop", 0.0)
+    weights = f", weight drop {wd:g}" if wd else ""
     ratios = variational_ratios(cfg)
     if ratios is None:
-        return f", dropout {cfg['dropout']:g}" if cfg["dropout"] else ""
+        return (f", dropout {cfg['dropout']:g}" if cfg["dropout"] else "") + weights
     if not any(ratios.values()):
-        return ""
+        return weights
     sites = ("input", "hidden", "recurrent", "output")
     if len({ratios[s] for s in sites}) == 1:
         text = f"{ratios['input']:g}"
     else:
         text = ", ".join(f"{s} {ratios[s]:g}" for s in sites)
     words = f", words {ratios['embedding']:g}" if ratios["embedding"] else ""
-    return f", variational dropout {text}{words}"
+    return f", variational dropout {text}{words}{weights}"
 
 
 def build_model(cfg, vocab_size):
@@ -198,6 +201,7 @@ def build_model(cfg, vocab_size):
         variational=variational,
         connection="residual" if cfg["residual"] else None,
         tie_weights=cfg["tie_weights"],
+        weight_drop=cfg.get("weight_drop", 0.0),
         init=cfg["init"],
         init_scale=cfg["init_scale"],
         dtype=dtype,

@@ -43,6 +43,7 @@ HYPERPARAMETERS = {
     "hidden_dropout": float,
     "recurrent_dropout": float,
     "output_dropout": float,
+    "weight_drop": float,  # DropConnect on the recurrent weights Wh (AWD-LSTM's weight drop)
     "variational": bool,
     "residual": bool,
     "tie_weights": bool,
@@ -81,6 +82,7 @@ _BASE = {
     "hidden_dropout": None,
     "recurrent_dropout": None,
     "output_dropout": None,
+    "weight_drop": 0.0,
     "variational": False,
     "residual": False,
     "tie_weights": False,
