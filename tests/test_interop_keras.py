@@ -445,6 +445,9 @@ def test_stack_refusals(rng):
     stack = Stack.create("lstm", D, [H, H], rng=rng, recurrent_dropout=0.2)
     with pytest.raises(ValueError, match="recurrent_dropout=0.2"):
         to_keras(stack)
+    stack = Stack.create("lstm", D, [H, H], rng=rng, weight_drop=0.3)
+    with pytest.raises(ValueError, match="weight_drop=0.3 has no Keras counterpart"):
+        to_keras(stack)
     lstm = keras.layers.LSTM(H, return_sequences=True)
     model = keras.Sequential([lstm, keras.layers.Dense(3)])
     model.build((None, None, D))

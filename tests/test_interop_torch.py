@@ -383,6 +383,27 @@ def test_stack_with_connections_refused(rng):
         to_torch(fastrnn.Stack(layers, connection="residual"))
 
 
+def test_language_model_with_weight_drop_refused():
+    from fastrnn.models import LanguageModel
+
+    with pytest.raises(ValueError, match="weight drop"):
+        to_torch(LanguageModel(13, 5, [6, 6], weight_drop=0.3, seed=0))
+
+
+def test_stack_weights_go_to_torch_without_its_training_only_regularisers(rng):
+    """recurrent_dropout and weight_drop act in training only: the module computes what the
+    Stack evaluates, with the raw weights."""
+    stack = fastrnn.Stack.create(
+        "lstm", D, [H, H], rng=rng, dtype=np.float64, recurrent_dropout=0.3, weight_drop=0.4
+    )
+    xs = rng.standard_normal((N, T, D))
+    stack.forward(xs)  # a training forward (the layers compute with masked copies of Wh)
+    module = to_torch(stack)
+    stack.train_flg = False
+    out, _ = module(torch.tensor(xs))
+    close(stack.forward(xs), out.detach().numpy(), np.float64)
+
+
 def _lm(rng, dtype, cell="lstm", tie=False, projection=False, layers=2):
     from fastrnn.models import LanguageModel
 

@@ -54,7 +54,7 @@ def test_equals_the_plain_stack_on_masked_weights(cell, bidirectional):
     xs = rng.standard_normal((3, 4, 5))
     dhs = rng.standard_normal((3, 4, s.output_size))
     hs = s.forward(xs)
-    masked = [c.params[1].copy() for c in cells_of(s)]  # what the layers computed with
+    masked = [e[2].copy() for e in s._weight_drops]  # what the layers computed with
     dxs = s.backward(dhs)
     for c, w in zip(cells_of(plain), masked):
         c.params[1][...] = w
@@ -90,9 +90,7 @@ def test_finite_differences_with_the_mask_held(cell):
     loss()
     s.backward(dhs)
     for k, c in enumerate(cells_of(s)):
-        # the raw Wh, as the stack's params hold it (a training forward leaves the layer
-        # computing with its masked copy until backward)
-        Wh, dWh = s.params[3 * k + 1], c.grads[1].copy()
+        Wh, dWh = c.params[1], c.grads[1].copy()
         idx = list(zip(*np.nonzero(np.ones(Wh.shape, bool))))[:: max(1, Wh.size // 25)]
         for i in idx:
             old = Wh[i]
@@ -112,7 +110,7 @@ def test_fresh_masks_seeded_and_their_rate():
 
     def masks(stack):
         stack.forward(xs)
-        out = [c.params[1] == 0 for c in cells_of(stack)]
+        out = [e[2] == 0 for e in stack._weight_drops]
         stack.backward(np.ones((2, 3, stack.output_size), np.float32))
         return out
 
@@ -121,7 +119,7 @@ def test_fresh_masks_seeded_and_their_rate():
     assert all(np.array_equal(x, y) for x, y in zip(a1, b1))  # the seed fixes them
     big = Stack.create("lstm", 8, [256], rng=np.random.default_rng(0), weight_drop=0.3, seed=0)
     big.forward(np.ones((1, 1, 8), np.float32))
-    assert abs(np.mean(big.layers[0].params[1] == 0) - 0.3) < 0.01
+    assert abs(np.mean(big._weight_drops[0][2] == 0) - 0.3) < 0.01
 
 
 def test_evaluation_uses_the_raw_weights():
@@ -131,8 +129,11 @@ def test_evaluation_uses_the_raw_weights():
     np.testing.assert_array_equal(s.forward(xs), plain.forward(xs))
     s.train_flg = True
     assert not np.array_equal(s.forward(xs), plain.forward(xs))
-    s.train_flg = False  # leaving training restores the raw Wh, even without a backward
-    assert all(c.params[1] is r for c, r in zip(cells_of(s), (e[1] for e in s._weight_drops)))
+    # outside the stack's calls the layers hold the raw Wh, even between forward and backward
+    raw = [e[1] for e in s._weight_drops]
+    assert all(c.params[1] is r for c, r in zip(cells_of(s), raw))
+    s.backward(np.ones((2, 4, s.output_size)))
+    assert all(c.params[1] is r for c, r in zip(cells_of(s), raw))
 
 
 def test_config_round_trip_and_errors():

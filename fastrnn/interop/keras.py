@@ -35,8 +35,8 @@ a Keras layer repeats the row's last valid output unless ``zero_output_for_mask=
 Stacks: ``to_keras(stack)`` gives a built ``keras.Sequential`` of the stack's layers (a
 ``keras.layers.Dropout`` between consecutive layers when the stack has ``dropout``, with
 ``noise_shape=(None, 1, H)`` for ``variational=True``), and ``from_keras(sequential)`` reads such
-a model back.  Residual, dense and highway connections and ``recurrent_dropout`` have no
-counterpart among Keras's stacked layers: ``to_keras`` refuses them (ValueError naming them).
+a model back.  Residual, dense and highway connections, ``recurrent_dropout`` and
+``weight_drop`` have no counterpart among Keras's stacked layers: ``to_keras`` refuses them (ValueError naming them).
 
 Classifiers: ``to_keras(classifier)`` of a word-id ``SequenceClassifier`` (plain stacking, "last"
 or "mean" pooling) is a built ``keras.Sequential`` of Keras's own layers only, so a saved
@@ -243,7 +243,8 @@ def to_keras(obj):
         word-id ``SequenceClassifier`` (see the module docstring).
         A GRU gives ``keras.layers.GRU(reset_after=obj.reset_after)``; a ``Bidirectional``
         (both directions the same cell and size) ``keras.layers.Bidirectional``; a ``Stack``
-        with ``connection=None`` and no ``recurrent_dropout`` a ``keras.Sequential``.
+        with ``connection=None``, no ``recurrent_dropout`` and no ``weight_drop`` a
+        ``keras.Sequential``.
 
     Returns
     -------
@@ -282,6 +283,12 @@ def _stack_to_keras(stack):
             f"a Stack with recurrent_dropout={stack.recurrent_dropout} has no Keras "
             "counterpart here (fastrnn's one mask per layer is not Keras's recurrent_dropout); "
             "build the Stack with recurrent_dropout=0"
+        )
+    if stack.weight_drop:
+        raise ValueError(
+            f"a Stack with weight_drop={stack.weight_drop} has no Keras counterpart (Keras "
+            "layers have no DropConnect on their recurrent kernels); build the Stack with "
+            "weight_drop=0"
         )
     dtype = np.dtype(stack.dtype).name
     layers = []

@@ -299,7 +299,10 @@ def to_torch(obj, batch_first=True):
         ``TimeEmbedding``, ``TimeAffine``, a ``fastrnn.models.LanguageModel`` (LSTM or RNN
         layers of one hidden size, plain connections): a ``TorchLanguageModel``, or a
         ``SequenceClassifier`` (layers of one cell and size, plain connections, concatenated
-        directions): a ``TorchSequenceClassifier``.
+        directions): a ``TorchSequenceClassifier``.  A Stack's dropout between layers
+        becomes the module's ``dropout``; its ``recurrent_dropout`` and ``weight_drop``, which
+        ``nn.LSTM`` and its kin cannot express, are not carried over (they act in training
+        only: the module computes what the Stack evaluates).
     batch_first : bool
         The recurrent module's layout (default True, as fastrnn's (N, T, D)); the weights do not
         depend on it.
@@ -410,9 +413,9 @@ def torch_language_model_class():
 
 def _lm_to_torch(model):
     torch = _torch()
-    if model.variational is not None or model.connection is not None:
+    if model.variational is not None or model.connection is not None or model.weight_drop:
         raise ValueError(
-            "a LanguageModel with variational dropout or residual/dense "
+            "a LanguageModel with variational dropout, weight drop or residual/dense "
             "connections has no PyTorch counterpart here"
         )
     if len(set(model.hidden_sizes)) != 1:

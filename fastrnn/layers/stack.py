@@ -44,6 +44,7 @@ Dropout between layers is that of ``fastrnn.layers.lm`` (``TimeDropout``,
 drop (a language model drops its embeddings and its read-out input itself).
 """
 
+import contextlib
 import inspect
 
 import numpy as np
@@ -230,6 +231,7 @@ class Stack:
         self.params += self.highway
         self.grads += [np.zeros(p.shape, p.dtype) for p in self.highway]
         self._weight_drops = []  # [cell layer, raw Wh, masked copy, key of the last forward]
+        self._weights_dropped = False  # did the last forward mask them?
         if self.weight_drop > 0:
             for layer in layers:
                 cells = (
@@ -397,8 +399,6 @@ class Stack:
     @train_flg.setter
     def train_flg(self, value):
         self._train_flg = bool(value)
-        if not self._train_flg:
-            self._raw_weights()
         for d in self.drops:
             d.train_flg = self._train_flg
 
@@ -480,39 +480,47 @@ class Stack:
                 masks.append(draw(H))
         return masks
 
-    def _drop_weights(self):
-        """Training with weight drop: every layer's Wh (in its params) becomes a freshly masked
-        copy of the raw Wh until backward; otherwise the raw Wh itself."""
-        if not self._weight_drops:
+    @contextlib.contextmanager
+    def _weights_for(self, forward):
+        """Inside: with weight drop, every layer computes with its masked copy of Wh (a fresh
+        mask for a training forward; the forward's own for its backward, whose Wh gradients
+        are then masked too); the raw Wh are back in the layers' params afterwards, whatever
+        happens, so that nothing outside a Stack call sees a masked copy."""
+        if not self._weight_drops or not (self._weights_dropped or forward):
+            yield
             return
-        if not self._train_flg:
-            self._raw_weights()
-            return
+        if forward:
+            self._weights_dropped = False
+            if not self._train_flg:
+                yield
+                return
+            self._mask_weights()
+        try:
+            for cell, _raw, work, _key in self._weight_drops:
+                cell.params[1] = work
+            yield
+            if forward:
+                self._weights_dropped = True
+            else:
+                p = self.weight_drop
+                for cell, _raw, _work, key in self._weight_drops:
+                    g = cell.grads[1]  # dL/d(raw Wh) = dL/d(masked Wh) * M, in place
+                    _lm_kernels.dropout(g, g, key, _lm._threshold(p), 1.0 / (1.0 - p))
+        finally:
+            for cell, raw, _work, _key in self._weight_drops:
+                cell.params[1] = raw
+
+    def _mask_weights(self):
+        """Fresh masks: each masked copy = raw Wh * M, M's key kept for backward."""
         p = self.weight_drop
         thr, scale = _lm._threshold(p), 1.0 / (1.0 - p)
-        keys = [
-            int(k) for k in self._weight_rng.integers(0, 2**64, len(self._weight_drops), np.uint64)
-        ]
+        n = len(self._weight_drops)
+        keys = [int(k) for k in self._weight_rng.integers(0, 2**64, n, np.uint64)]
         for k, (entry, key) in enumerate(zip(self._weight_drops, keys)):
-            cell, raw, work, _ = entry
+            _cell, raw, work, _ = entry
             if not _lm_kernels.dropout(raw, work, key, thr, scale):
-                self._raw_weights()
                 raise ValueError(f"the recurrent weights Wh of cell {k} contain NaN or Inf")
-            cell.params[1] = work
             entry[3] = key
-
-    def _raw_weights(self):
-        for cell, raw, _, _ in self._weight_drops:
-            cell.params[1] = raw
-
-    def _weight_grads_back(self):
-        """dL/d(raw Wh) = dL/d(masked Wh) * M, in place, then the raw Wh back in the layers."""
-        p = self.weight_drop
-        for cell, _raw, work, key in self._weight_drops:
-            if cell.params[1] is work:
-                g = cell.grads[1]
-                _lm_kernels.dropout(g, g, key, _lm._threshold(p), 1.0 / (1.0 - p))
-        self._raw_weights()
 
     def _run(self, k, x, masks, lengths):
         kwargs = {}
@@ -559,7 +567,11 @@ class Stack:
                         f"({type(layer).__name__}) does not"
                     )
         masks = self.h_masks = self._draw_h_masks(N)
-        self._drop_weights()
+        with self._weights_for(forward=True):
+            return self._forward(xs, lengths, masks)
+
+    def _forward(self, xs, lengths, masks):
+        N, T = xs.shape[:2]
         bufs = self._buffers(N, T)
         self._lengths = lengths
         L = len(self.layers)
@@ -598,9 +610,8 @@ class Stack:
 
     def backward(self, dhs):
         """dhs (N, T, H_last) -> dxs (N, T, D); fills grads (every layer's, in place)."""
-        dxs = self._backward(dhs)
-        self._weight_grads_back()
-        return dxs
+        with self._weights_for(forward=False):
+            return self._backward(dhs)
 
     def _backward(self, dhs):
         if self._bufs_key is None:
