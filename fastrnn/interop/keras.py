@@ -36,7 +36,8 @@ Stacks: ``to_keras(stack)`` gives a built ``keras.Sequential`` of the stack's la
 ``keras.layers.Dropout`` between consecutive layers when the stack has ``dropout``, with
 ``noise_shape=(None, 1, H)`` for ``variational=True``), and ``from_keras(sequential)`` reads such
 a model back.  Residual, dense and highway connections, ``recurrent_dropout`` and
-``weight_drop`` have no counterpart among Keras's stacked layers: ``to_keras`` refuses them (ValueError naming them).
+``weight_drop`` have no counterpart among Keras's stacked layers: ``to_keras`` refuses them
+(ValueError naming them).
 
 Classifiers: ``to_keras(classifier)`` of a word-id ``SequenceClassifier`` (plain stacking, "last"
 or "mean" pooling) is a built ``keras.Sequential`` of Keras's own layers only, so a saved
