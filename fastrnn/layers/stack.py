@@ -273,7 +273,7 @@ class Stack:
         ``bidirectional=True`` makes every layer a ``Bidirectional`` (``merge``);
         ``layer_kwargs`` go to every time layer (e.g. ``{"reset_after": True}``), ``classes``
         as in ``Bidirectional.create``; the other keywords (``dropout``, ``connection``,
-        ``variational``, ``recurrent_dropout``, ``seed``) to the Stack.
+        ``variational``, ``recurrent_dropout``, ``weight_drop``, ``seed``) to the Stack.
 
         Examples
         --------
