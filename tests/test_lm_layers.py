@@ -832,6 +832,22 @@ def test_kernel_exp_accuracy():
     assert (np.abs(outf - want) <= 2e-7 * want).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_in_place_gives_the_same_bits(dtype, rng):
+    """In place (out is x) runs its own loop in the kernel: the same mask, chunk edges and odd
+    tails included."""
+    xs = rng.standard_normal((3, 37, 129)).astype(dtype)  # 14,319: chunks of 512 and a tail
+    a, b = fastrnn.TimeDropout(0.3, seed=5), fastrnn.TimeDropout(0.3, seed=5)
+    want = a.forward(xs)
+    buf = xs.copy()
+    np.testing.assert_array_equal(b.forward(buf, out=buf), want)
+    g = xs.copy()
+    np.testing.assert_array_equal(b.backward(g, out=g), a.backward(xs))
+    g[1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        b.backward(g, out=g)
+
+
 def test_out_arrays_in_place_and_overlap(rng):
     xs = rng.standard_normal((2, 3, 4))
     a, b = fastrnn.TimeDropout(0.5, seed=1), fastrnn.TimeDropout(0.5, seed=1)

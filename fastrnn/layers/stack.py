@@ -50,6 +50,7 @@ import inspect
 import numpy as np
 
 from .. import _lm as _lm_kernels
+from .._threads import blas_threads
 from . import lm as _lm
 from ._cells import (
     BLOCKS,
@@ -90,6 +91,11 @@ def _child_seeds(seed, n):
         raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
     states = np.random.SeedSequence(int(seed)).generate_state(n, np.uint64)
     return [int(s) for s in states]
+
+
+def _mask_threads(a):
+    """Threads for a mask pass over `a`: the kernels' setting where the pass is large enough."""
+    return blas_threads() if a.size >= _lm.MIN_PARALLEL_ELEMENTS else 1
 
 
 def _aligned_like(a):
@@ -505,7 +511,8 @@ class Stack:
                 p = self.weight_drop
                 for cell, _raw, _work, key in self._weight_drops:
                     g = cell.grads[1]  # dL/d(raw Wh) = dL/d(masked Wh) * M, in place
-                    _lm_kernels.dropout(g, g, key, _lm._threshold(p), 1.0 / (1.0 - p))
+                    threads = _mask_threads(g)
+                    _lm_kernels.dropout(g, g, key, _lm._threshold(p), 1.0 / (1.0 - p), threads)
         finally:
             for cell, raw, _work, _key in self._weight_drops:
                 cell.params[1] = raw
@@ -518,7 +525,7 @@ class Stack:
         keys = [int(k) for k in self._weight_rng.integers(0, 2**64, n, np.uint64)]
         for k, (entry, key) in enumerate(zip(self._weight_drops, keys)):
             _cell, raw, work, _ = entry
-            if not _lm_kernels.dropout(raw, work, key, thr, scale):
+            if not _lm_kernels.dropout(raw, work, key, thr, scale, _mask_threads(raw)):
                 raise ValueError(f"the recurrent weights Wh of cell {k} contain NaN or Inf")
             entry[3] = key
 

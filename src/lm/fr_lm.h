@@ -218,8 +218,10 @@ FR_KERNEL int fr_mul_check_inplace_##S(T *restrict p, const T *restrict mask, Py
 /* Dropout of elements [2 * j0, 2 * j1) (clipped to n) of x into out with the counter-based     \
  * mask of key: pair j's 64 bits are fr_mix64(key + (j + 1) * golden), the low half deciding   \
  * element 2j, the high half 2j + 1; an element is kept (times scale) when its 32 bits are >=  \
- * thr.  x == NULL: write the mask itself.  Nonzero if x holds NaN or Inf.  Chunk by chunk: the \
- * draws into a stack buffer, then a plain select over the elements (both loops vectorise). */ \
+ * thr.  x == NULL: write the mask itself; x == out: in place.  Nonzero if x holds NaN or Inf. \
+ * Chunk by chunk: the draws into a stack buffer, then a plain select over the elements (both  \
+ * loops vectorise; in place has its own loop, as the compiler's overlap check between out and  \
+ * x sends a shared one to its scalar version: 10x slower). */                                  \
 FR_KERNEL int fr_dropout_##S(T *out, const T *x, Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1,     \
                              uint64_t key, uint32_t thr, T scale)                                \
 {                                                                                                \
@@ -230,7 +232,20 @@ FR_KERNEL int fr_dropout_##S(T *out, const T *x, Py_ssize_t n, Py_ssize_t j0, Py
         fr_draws(bits, key, c0, np_);                                                            \
         Py_ssize_t e0 = 2 * c0, ne = 2 * np_ < n - e0 ? 2 * np_ : n - e0, i = 0;                 \
         T *o = out + e0;                                                                         \
-        if (x) {                                                                                 \
+        if (x == out) {                                                                          \
+            T *restrict p = o;                                                                   \
+            for (; i + FR_LM_LANES <= ne; i += FR_LM_LANES)                                      \
+                for (int k = 0; k < FR_LM_LANES; k++) {                                          \
+                    T v = p[i + k];                                                              \
+                    p[i + k] = v * (bits[i + k] >= thr ? scale : (T)0);                          \
+                    z[k] += v * 0;                                                               \
+                }                                                                                \
+            for (; i < ne; i++) {                                                                \
+                T v = p[i];                                                                      \
+                p[i] = v * (bits[i] >= thr ? scale : (T)0);                                      \
+                s += v * 0;                                                                      \
+            }                                                                                    \
+        } else if (x) {                                                                          \
             const T *a = x + e0;                                                                 \
             for (; i + FR_LM_LANES <= ne; i += FR_LM_LANES)                                      \
                 for (int k = 0; k < FR_LM_LANES; k++) {                                          \
