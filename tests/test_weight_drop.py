@@ -9,6 +9,7 @@ mask's statistics, and the errors.
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from fastrnn.layers import Bidirectional, Stack
 from fastrnn.models import LanguageModel
@@ -169,3 +170,54 @@ def test_language_model_weight_drop():
     # the Wh gradients are masked: zeros where weights were dropped
     dWh = m.grads[2]
     assert 0.3 < np.mean(dWh == 0) < 0.7
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(
+    cell=st.sampled_from(CELLS),
+    bidirectional=st.booleans(),
+    connection=st.sampled_from([None, "residual", "dense", "highway"]),
+    N=st.integers(1, 5),
+    T=st.integers(1, 6),
+    H=st.integers(1, 9),
+    p=st.floats(0.05, 0.9),
+    with_lengths=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_stack_equals_the_plain_one_on_its_masked_weights(
+    cell, bidirectional, connection, N, T, H, p, with_lengths, dtype, seed
+):
+    """Any cell, direction, connection, shape, ratio, lengths and dtype: outputs and input
+    gradients as the plain stack's on the masked weights, Wh's gradient masked, the rest equal."""
+    rng = np.random.default_rng(seed)
+    width = 2 * H if bidirectional else H
+    kw = dict(bidirectional=bidirectional, connection=connection, dtype=dtype)
+    D = width if connection in ("residual", "highway") else 3
+    s = Stack.create(
+        cell, D, [H, H], rng=np.random.default_rng(seed), weight_drop=p, seed=seed, **kw
+    )
+    plain = Stack.create(cell, D, [H, H], rng=np.random.default_rng(seed), seed=seed, **kw)
+    for a, b in zip(s.params, plain.params):
+        np.testing.assert_array_equal(a, b)
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    dhs = rng.standard_normal((N, T, width)).astype(dtype)
+    lengths = rng.integers(1, T + 1, N) if with_lengths else None
+    hs = s.forward(xs, lengths=lengths)
+    dxs = s.backward(dhs)
+    for c, e in zip(cells_of(plain), s._weight_drops):
+        c.params[1][...] = e[2]
+    np.testing.assert_array_equal(hs, plain.forward(xs, lengths=lengths))
+    np.testing.assert_array_equal(dxs, plain.backward(dhs))
+    scale = dtype(1.0 / (1.0 - p))
+    for c, cp, e in zip(cells_of(s), cells_of(plain), s._weight_drops):
+        keep = e[2] != 0
+        np.testing.assert_array_equal(e[2], np.where(keep, e[1] * scale, 0))
+        np.testing.assert_array_equal(c.grads[1], cp.grads[1] * np.where(keep, scale, 0))
+        for k in (0, 2):
+            np.testing.assert_array_equal(c.grads[k], cp.grads[k])
+    for g, gp in zip(
+        s.grads[len(s.grads) - len(s.highway) :],
+        plain.grads[len(plain.grads) - len(plain.highway) :],
+    ):
+        np.testing.assert_array_equal(g, gp)
