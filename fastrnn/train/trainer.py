@@ -125,6 +125,9 @@ class TrainingInterrupted(Exception):
     from."""
 
 
+_OWN_UPDATES = (SGD.update, Adam.update)
+
+
 def optimizer_state(opt):
     """(JSON-serializable dict, dict of arrays) capturing an SGD or Adam optimizer."""
     if isinstance(opt, Adam):
@@ -392,7 +395,14 @@ class LMTrainer:
         self.last_grad_norm = None
         if self.clip is not None:
             self.last_grad_norm = clip_grads(grads, self.clip, threads=self.threads)
-        self.optimizer.update(params, grads)
+        update = self.optimizer.update
+        if self.last_grad_norm is not None and getattr(update, "__func__", None) in _OWN_UPDATES:
+            # clip_grads read every gradient and raises on NaN/Inf: they are finite, and
+            # fastrnn's optimizers need not scan them again (an update another hands in, or a
+            # replaced one, is called as the book's are)
+            update(params, grads, grads_finite=True)
+        else:
+            update(params, grads)
         if self.averager is not None:
             self.averager.update(params)
         self.step += 1
