@@ -681,8 +681,11 @@ def test_each_variational_site_takes_its_own_ratio_or_dropout():
     assert lm_config.dropout_note(cfg) == (
         ", variational dropout input 0.4, hidden 0, recurrent 0.1, output 0.4, words 0.1"
     )
-    assert (
-        lm_config.dropout_note(preset("medium-vd-tied")) == ", variational dropout 0.5, words 0.1"
+    assert lm_config.dropout_note(preset("medium-vd-tied")) == (
+        ", variational dropout input 0.5, hidden 0.5, recurrent 0.25, output 0.5, words 0.1"
+    )
+    assert lm_config.dropout_note(dict(preset("medium-vd-tied"), recurrent_dropout=None)) == (
+        ", variational dropout 0.5, words 0.1"
     )
     assert lm_config.dropout_note(preset("zaremba-medium")) == ", dropout 0.5"
     assert lm_config.dropout_note(preset("zaremba-small")) == ""
