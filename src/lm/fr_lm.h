@@ -61,6 +61,21 @@ typedef int32_t fr_v16i __attribute__((vector_size(64)));
 typedef double fr_v8d __attribute__((vector_size(64)));
 typedef int64_t fr_v8l __attribute__((vector_size(64)));
 
+/* The select of fr_dropout_*: DST[i] = SRC[i] * (bits[i] >= thr ? scale : 0) over [i, ne), the
+ * non-finite test on the way (z, s); expanded inside fr_dropout_* (its locals) */
+#define FR_DROP_SELECT(T, DST, SRC)                                                              \
+    for (; i + FR_LM_LANES <= ne; i += FR_LM_LANES)                                              \
+        for (int k = 0; k < FR_LM_LANES; k++) {                                                  \
+            T v = (SRC)[i + k];                                                                  \
+            (DST)[i + k] = v * (bits[i + k] >= thr ? scale : (T)0);                              \
+            z[k] += v * 0;                                                                       \
+        }                                                                                        \
+    for (; i < ne; i++) {                                                                        \
+        T v = (SRC)[i];                                                                          \
+        (DST)[i] = v * (bits[i] >= thr ? scale : (T)0);                                          \
+        s += v * 0;                                                                              \
+    }
+
 #define FR_LM_DEFINE(S, T, EXP, VT, IT)                                                                \
 /* sum of x[0..n) over lanes, in T (n <= FR_LM_BLOCK: short sums of numbers in (0, 1]) */        \
 static inline __attribute__((always_inline)) T fr_sum_##S(const T *restrict x, Py_ssize_t n)    \
@@ -234,30 +249,10 @@ FR_KERNEL int fr_dropout_##S(T *out, const T *x, Py_ssize_t n, Py_ssize_t j0, Py
         T *o = out + e0;                                                                         \
         if (x == out) {                                                                          \
             T *restrict p = o;                                                                   \
-            for (; i + FR_LM_LANES <= ne; i += FR_LM_LANES)                                      \
-                for (int k = 0; k < FR_LM_LANES; k++) {                                          \
-                    T v = p[i + k];                                                              \
-                    p[i + k] = v * (bits[i + k] >= thr ? scale : (T)0);                          \
-                    z[k] += v * 0;                                                               \
-                }                                                                                \
-            for (; i < ne; i++) {                                                                \
-                T v = p[i];                                                                      \
-                p[i] = v * (bits[i] >= thr ? scale : (T)0);                                      \
-                s += v * 0;                                                                      \
-            }                                                                                    \
+            FR_DROP_SELECT(T, p, p)                                                              \
         } else if (x) {                                                                          \
             const T *a = x + e0;                                                                 \
-            for (; i + FR_LM_LANES <= ne; i += FR_LM_LANES)                                      \
-                for (int k = 0; k < FR_LM_LANES; k++) {                                          \
-                    T v = a[i + k];                                                              \
-                    o[i + k] = v * (bits[i + k] >= thr ? scale : (T)0);                          \
-                    z[k] += v * 0;                                                               \
-                }                                                                                \
-            for (; i < ne; i++) {                                                                \
-                T v = a[i];                                                                      \
-                o[i] = v * (bits[i] >= thr ? scale : (T)0);                                      \
-                s += v * 0;                                                                      \
-            }                                                                                    \
+            FR_DROP_SELECT(T, o, a)                                                              \
         } else {                                                                                 \
             for (; i < ne; i++) o[i] = bits[i] >= thr ? scale : (T)0;                            \
         }                                                                                        \
