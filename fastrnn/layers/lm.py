@@ -65,7 +65,12 @@ class _Threaded(ThreadSetting):
     def _plan(self, work, threshold=MIN_PARALLEL_ELEMENTS):
         if self._threads is not None:
             return self._threads
-        return blas_threads() if work >= threshold else 1
+        return default_threads(work, threshold)
+
+
+def default_threads(work, threshold=MIN_PARALLEL_ELEMENTS):
+    """The kernels' BLAS thread setting for a pass of `work` elements, 1 below `threshold`."""
+    return blas_threads() if work >= threshold else 1
 
 
 # ---- shared checks ---------------------------------------------------------------------------

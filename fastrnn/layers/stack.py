@@ -50,7 +50,6 @@ import inspect
 import numpy as np
 
 from .. import _lm as _lm_kernels
-from .._threads import blas_threads
 from . import lm as _lm
 from ._cells import (
     BLOCKS,
@@ -61,6 +60,7 @@ from ._cells import (
     layer_from_entry,
 )
 from .bidirectional import Bidirectional
+from .recurrent import _aligned_empty
 
 __all__ = ["Stack", "CONNECTIONS"]
 
@@ -91,18 +91,6 @@ def _child_seeds(seed, n):
         raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
     states = np.random.SeedSequence(int(seed)).generate_state(n, np.uint64)
     return [int(s) for s in states]
-
-
-def _mask_threads(a):
-    """Threads for a mask pass over `a`: the kernels' setting where the pass is large enough."""
-    return blas_threads() if a.size >= _lm.MIN_PARALLEL_ELEMENTS else 1
-
-
-def _aligned_like(a):
-    """An uninitialised array like `a`, its data on a 4096-byte boundary."""
-    buf = np.empty(a.nbytes + 4096, np.uint8)
-    start = -buf.ctypes.data % 4096
-    return buf[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
 
 
 def _accepts(layer, arg):
@@ -236,8 +224,8 @@ class Stack:
             self.grads += layer.grads
         self.params += self.highway
         self.grads += [np.zeros(p.shape, p.dtype) for p in self.highway]
-        self._weight_drops = []  # [cell layer, raw Wh, masked copy, key of the last forward]
-        self._weights_dropped = False  # did the last forward mask them?
+        # [cell layer, raw Wh, masked copy, key of the last forward's mask (None: unmasked)]
+        self._weight_drops = []
         if self.weight_drop > 0:
             for layer in layers:
                 cells = (
@@ -247,8 +235,7 @@ class Stack:
                 )
                 for cell in cells:
                     Wh = cell.params[1]
-                    # (a page-aligned copy: the kernels read Wh in 64-byte lines)
-                    self._weight_drops.append([cell, Wh, _aligned_like(Wh), None])
+                    self._weight_drops.append([cell, Wh, _aligned_empty(Wh.shape, Wh.dtype), None])
             # (seed index len(layers) + 1: the others keep theirs)
             self._weight_rng = np.random.default_rng(_child_seeds(seed, len(layers) + 2)[-1])
         self._train_flg = True
@@ -492,41 +479,42 @@ class Stack:
         mask for a training forward; the forward's own for its backward, whose Wh gradients
         are then masked too); the raw Wh are back in the layers' params afterwards, whatever
         happens, so that nothing outside a Stack call sees a masked copy."""
-        if not self._weight_drops or not (self._weights_dropped or forward):
+        drops = self._weight_drops
+        if drops and forward:
+            self._mask_weights(fresh=self._train_flg)
+        if not drops or drops[0][3] is None:  # no weight drop, or an evaluation forward's
             yield
             return
-        if forward:
-            self._weights_dropped = False
-            if not self._train_flg:
-                yield
-                return
-            self._mask_weights()
         try:
-            for cell, _raw, work, _key in self._weight_drops:
+            for cell, _raw, work, _key in drops:
                 cell.params[1] = work
             yield
-            if forward:
-                self._weights_dropped = True
-            else:
+            if not forward:
                 p = self.weight_drop
-                for cell, _raw, _work, key in self._weight_drops:
+                for cell, _raw, _work, key in drops:
                     g = cell.grads[1]  # dL/d(raw Wh) = dL/d(masked Wh) * M, in place
-                    threads = _mask_threads(g)
+                    threads = _lm.default_threads(g.size)
                     _lm_kernels.dropout(g, g, key, _lm._threshold(p), 1.0 / (1.0 - p), threads)
         finally:
             for cell, raw, _work, _key in self._weight_drops:
                 cell.params[1] = raw
 
-    def _mask_weights(self):
-        """Fresh masks: each masked copy = raw Wh * M, M's key kept for backward."""
+    def _mask_weights(self, fresh):
+        """Fresh masks (each masked copy = raw Wh * M, M's key kept for backward), or with
+        `fresh` false none: the keys say the forward computed with the raw Wh."""
+        for entry in self._weight_drops:
+            entry[3] = None
+        if not fresh:
+            return
         p = self.weight_drop
         thr, scale = _lm._threshold(p), 1.0 / (1.0 - p)
         n = len(self._weight_drops)
         keys = [int(k) for k in self._weight_rng.integers(0, 2**64, n, np.uint64)]
         for k, (entry, key) in enumerate(zip(self._weight_drops, keys)):
             _cell, raw, work, _ = entry
-            if not _lm_kernels.dropout(raw, work, key, thr, scale, _mask_threads(raw)):
+            if not _lm_kernels.dropout(raw, work, key, thr, scale, _lm.default_threads(raw.size)):
                 raise ValueError(f"the recurrent weights Wh of cell {k} contain NaN or Inf")
+        for entry, key in zip(self._weight_drops, keys):  # (only once every copy is made)
             entry[3] = key
 
     def _run(self, k, x, masks, lengths):

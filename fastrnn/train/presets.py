@@ -13,14 +13,13 @@ overrides it (``--hidden-sizes 650,650``, ``--lr 1`` ...).  The presets reproduc
   summed over time.
 - ``zaremba-medium``: their medium model -- 2 x 650, dropout 0.5, init U(-0.05, 0.05), N 20,
   T 35, lr 1 times 0.8 every epoch after the 6th, 39 epochs, clip 5, loss summed over time.
-- ``medium-vd-tied``: the medium model with variational dropout (Gal & Ghahramani 2016: one
-  mask per sequence on inputs and outputs, p 0.5, and on the recurrent state, p 0.25;
-  word-embedding dropout p 0.1) and tied input/output embeddings (Inan et al. 2017; Press &
-  Wolf 2017), trained with Zaremba's medium recipe (init U(-0.05, 0.05), N 20, T 35, SGD lr 1,
-  clip 5, summed loss) but Gal's slower decay, lr / 1.2 every epoch after the 6th, for 39
-  epochs.  These values are our
-  choice within the settings those papers report for their medium models, not a copy of one run;
-  the recurrent 0.25 (Gal's tuned large model used 0.3 there, against 0.5 on inputs and outputs)
+- ``medium-vd-tied``: the medium model with variational dropout (Gal & Ghahramani 2016: one mask per
+  sequence on inputs and outputs, p 0.5, and on the recurrent state, p 0.25; word-embedding dropout
+  p 0.1) and tied input/output embeddings (Inan et al. 2017; Press & Wolf 2017), trained with
+  Zaremba's medium recipe (init U(-0.05, 0.05), N 20, T 35, SGD lr 1, clip 5, summed loss) but Gal's
+  slower decay, lr / 1.2 every epoch after the 6th, for 39 epochs.  These values are our choice
+  within the settings those papers report for their medium models, not a copy of one run; the
+  recurrent 0.25 (Gal's tuned large model used 0.3 there, against 0.5 on inputs and outputs)
   measured 3.5-6.8 better validation perplexity than 0.5 at every epoch of a 27-epoch run
   (BENCHMARKS.md).
 
